@@ -1,0 +1,34 @@
+//! The presage wire protocol and the conventions every presage process shares at its edges.
+//!
+//! - [`pb`]: the protobuf/gRPC types generated from `proto/presage/v1/presage.proto`. This is the
+//!   only definition of what crosses the wire between agents, the coordinator and `presagectl`.
+//! - [`tls`]: the mutual-TLS identity scheme: how a certificate says "agent for host X",
+//!   "operator Y" or "the coordinator", and the rustls configurations that enforce it.
+//! - [`pki`]: issuing the cluster CA and the certificates that scheme expects (`presagectl certs`).
+//! - [`lifecycle`]: logging, panic and signal conventions shared by the daemons.
+
+pub mod lifecycle;
+pub mod pki;
+pub mod tls;
+
+/// Generated protobuf and tonic types for `presage.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("presage.v1");
+}
+
+/// The protocol version this build speaks. Bump it when a change cannot be ignored by an older
+/// peer (see the compatibility rules at the top of the .proto file).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The oldest agent protocol version this build's coordinator accepts.
+pub const MIN_SUPPORTED_PROTOCOL_VERSION: u32 = 1;
+
+/// The version of the presage release this crate belongs to.
+pub const PRESAGE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Default TCP port of the coordinator (agents and operators).
+pub const DEFAULT_COORDINATOR_PORT: u16 = 7400;
+
+/// The name the coordinator's certificate always carries and agents verify by default.
+pub const COORDINATOR_TLS_NAME: &str = "presage-coordinator";

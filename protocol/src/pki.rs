@@ -1,0 +1,289 @@
+//! Issuing the cluster's certificates: one CA per cluster, then certificates for the coordinator,
+//! each agent (by host id) and each operator, all following the identity scheme in
+//! [`crate::tls`]. Used by `presagectl certs`, the local demo and the tests.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::tls::{Role, TlsFiles};
+
+pub const CA_CERT_FILE: &str = "ca.pem";
+pub const CA_KEY_FILE: &str = "ca.key";
+/// How long leaf certificates are valid.
+pub const LEAF_VALIDITY_DAYS: i64 = 825;
+/// How long the cluster CA is valid.
+pub const CA_VALIDITY_DAYS: i64 = 3650;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} already exists; refusing to overwrite a cluster CA (remove it first)")]
+    Exists { path: PathBuf },
+    #[error("invalid name {name:?} for a {role} certificate: {why}")]
+    BadName {
+        name: String,
+        role: Role,
+        why: &'static str,
+    },
+}
+
+/// A certificate and its key, both PEM.
+pub struct IssuedCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The cluster CA, able to issue certificates.
+pub struct ClusterCa {
+    cert_pem: String,
+    key: KeyPair,
+    params: CertificateParams,
+}
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(days);
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Checks a host or operator name before it goes into a certificate and a file name.
+pub fn validate_name(name: &str, role: Role) -> Result<(), PkiError> {
+    let bad = |why| PkiError::BadName {
+        name: name.to_string(),
+        role,
+        why,
+    };
+    if name.is_empty() || name.len() > 63 {
+        return Err(bad("must be 1 to 63 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    {
+        return Err(bad("only letters, digits, '-', '.' and '_' are allowed"));
+    }
+    if name.starts_with(['-', '.']) {
+        return Err(bad("must not start with '-' or '.'"));
+    }
+    Ok(())
+}
+
+impl ClusterCa {
+    /// Creates a new CA named after the cluster.
+    pub fn generate(cluster: &str) -> Result<ClusterCa, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("presage cluster CA ({cluster})"));
+        dn.push(DnType::OrganizationName, "presage");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        validity(&mut params, CA_VALIDITY_DAYS);
+        let cert = params.self_signed(&key)?;
+        Ok(ClusterCa {
+            cert_pem: cert.pem(),
+            key,
+            params,
+        })
+    }
+
+    /// Loads the CA written by [`ClusterCa::write`] from `dir`.
+    pub fn load(dir: &Path) -> Result<ClusterCa, PkiError> {
+        let cert_path = dir.join(CA_CERT_FILE);
+        let key_path = dir.join(CA_KEY_FILE);
+        let cert_pem = std::fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+        let key_pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+        let key = KeyPair::from_pem(&key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, &key)?;
+        // Rebuild params carrying the CA's subject so issued certificates name it as issuer.
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = issuer_dn(&cert_pem)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        drop(issuer);
+        Ok(ClusterCa {
+            cert_pem,
+            key,
+            params,
+        })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Writes `ca.pem` and `ca.key` (mode 0600) into `dir`; refuses to overwrite an existing CA.
+    pub fn write(&self, dir: &Path) -> Result<(), PkiError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let key_path = dir.join(CA_KEY_FILE);
+        if key_path.exists() {
+            return Err(PkiError::Exists { path: key_path });
+        }
+        write_file(&dir.join(CA_CERT_FILE), &self.cert_pem, false)?;
+        write_file(&key_path, &self.key.serialize_pem(), true)
+    }
+
+    /// Issues a certificate for `role` and `name`. Coordinator certificates also carry
+    /// `extra_names` (DNS names or IP addresses agents will dial) as subject alternative names.
+    pub fn issue(
+        &self,
+        role: Role,
+        name: &str,
+        extra_names: &[String],
+    ) -> Result<IssuedCert, PkiError> {
+        validate_name(name, role)?;
+        let mut sans = Vec::new();
+        if role == Role::Coordinator {
+            sans.push(crate::COORDINATOR_TLS_NAME.to_string());
+            sans.push("localhost".to_string());
+            sans.push("127.0.0.1".to_string());
+            sans.push("::1".to_string());
+        }
+        sans.extend(extra_names.iter().cloned());
+        sans.dedup();
+        let mut params = CertificateParams::new(sans)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        dn.push(DnType::OrganizationalUnitName, role.ou());
+        dn.push(DnType::OrganizationName, "presage");
+        params.distinguished_name = dn;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = match role {
+            Role::Coordinator => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            Role::Agent | Role::Operator => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        };
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, LEAF_VALIDITY_DAYS);
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Issues a certificate and writes `<stem>.pem` / `<stem>.key` next to a copy of the CA
+    /// certificate in `dir`, returning the file set a process configures.
+    pub fn issue_to(
+        &self,
+        dir: &Path,
+        stem: &str,
+        role: Role,
+        name: &str,
+        extra_names: &[String],
+    ) -> Result<TlsFiles, PkiError> {
+        let issued = self.issue(role, name, extra_names)?;
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let files = TlsFiles::in_dir(dir, stem);
+        if !files.ca.exists() {
+            write_file(&files.ca, &self.cert_pem, false)?;
+        }
+        write_file(&files.cert, &issued.cert_pem, false)?;
+        write_file(&files.key, &issued.key_pem, true)?;
+        Ok(files)
+    }
+}
+
+fn issuer_dn(cert_pem: &str) -> Result<DistinguishedName, PkiError> {
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|_| PkiError::Generate(rcgen::Error::CouldNotParseCertificate))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|_| PkiError::Generate(rcgen::Error::CouldNotParseCertificate))?;
+    let mut dn = DistinguishedName::new();
+    for cn in parsed.subject().iter_common_name() {
+        if let Ok(v) = cn.as_str() {
+            dn.push(DnType::CommonName, v);
+        }
+    }
+    for o in parsed.subject().iter_organization() {
+        if let Ok(v) = o.as_str() {
+            dn.push(DnType::OrganizationName, v);
+        }
+    }
+    Ok(dn)
+}
+
+use rustls_pki_types::pem::PemObject;
+
+fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io_err(path))?;
+    f.write_all(contents.as_bytes()).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::peer_identity;
+
+    #[test]
+    fn issued_certificates_carry_role_and_name() {
+        let ca = ClusterCa::generate("t").unwrap();
+        for role in [Role::Agent, Role::Operator, Role::Coordinator] {
+            let issued = ca.issue(role, "hv-07", &[]).unwrap();
+            let der =
+                rustls_pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())
+                    .unwrap();
+            let id = peer_identity(&der).unwrap();
+            assert_eq!(id.role, role);
+            assert_eq!(id.name, "hv-07");
+        }
+    }
+
+    #[test]
+    fn reloaded_ca_issues_certificates_that_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        ClusterCa::generate("t").unwrap().write(dir.path()).unwrap();
+        let ca = ClusterCa::load(dir.path()).unwrap();
+        let files = ca
+            .issue_to(dir.path(), "coordinator", Role::Coordinator, "coord", &[])
+            .unwrap();
+        // The server configuration only builds when the CA file and the leaf agree.
+        files.load().unwrap().server_config().unwrap();
+        assert!(matches!(
+            ClusterCa::generate("t").unwrap().write(dir.path()),
+            Err(PkiError::Exists { .. })
+        ));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("hv-01.rack2", Role::Agent).is_ok());
+        for bad in ["", "a/b", "-x", "a b", &"x".repeat(64)] {
+            assert!(validate_name(bad, Role::Agent).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -32,3 +32,19 @@ pub const DEFAULT_COORDINATOR_PORT: u16 = 7400;
 
 /// The name the coordinator's certificate always carries and agents verify by default.
 pub const COORDINATOR_TLS_NAME: &str = "presage-coordinator";
+
+/// An error and all its sources, joined with ": ", so a TLS or DNS cause is not hidden behind a
+/// generic "transport error".
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,338 @@
+//! The agent's TOML configuration: parsing, defaults and validation. Every error names the file
+//! and the key at fault; unknown keys are errors, not silently ignored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use presage_protocol::tls::TlsFiles;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: key `{key}`: {reason}")]
+    Invalid { path: PathBuf, key: &'static str, reason: String },
+}
+
+/// The whole agent configuration (`/etc/presage/agent.toml`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This host's id in the cluster; must equal the common name of the agent certificate.
+    /// Defaults to the machine's host name.
+    #[serde(default)]
+    pub host_id: Option<String>,
+    /// Coordinator address, e.g. `https://coordinator.example:7400`.
+    pub coordinator: String,
+    /// Name the coordinator's certificate must carry (default `presage-coordinator`).
+    #[serde(default = "default_server_name")]
+    pub coordinator_name: String,
+    /// Where the agent keeps its sled store.
+    pub data_dir: PathBuf,
+    /// How often host and VMs are sampled.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub sample_interval: Duration,
+    /// Samples kept per VM in the local history (oldest dropped first).
+    #[serde(default = "default_history")]
+    pub history_per_vm: usize,
+    pub tls: TlsFiles,
+    #[serde(deserialize_with = "hypervisor_section")]
+    pub hypervisor: HypervisorConfig,
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum HypervisorConfig {
+    /// A real KVM host reached through libvirt.
+    Libvirt {
+        uri: String,
+    },
+    /// VMs whose usage replays trace files (demo, tests, scale experiments).
+    Simulated(SimulatedConfig),
+}
+
+/// The `[hypervisor]` table as written. It is flat (not a serde-tagged enum) so that a wrong
+/// value's error keeps its key name; [`hypervisor_section`] turns it into [`HypervisorConfig`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HypervisorSection {
+    kind: HypervisorKind,
+    uri: Option<String>,
+    trace_dir: Option<PathBuf>,
+    format: Option<String>,
+    time_compression: Option<f64>,
+    shard_index: Option<usize>,
+    shard_count: Option<usize>,
+    max_vms: Option<usize>,
+    start_step: Option<u64>,
+    cpu_cores: Option<u32>,
+    cpu_mhz_per_core: Option<f64>,
+    memory_mb: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum HypervisorKind {
+    Libvirt,
+    Simulated,
+}
+
+fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HypervisorConfig, D::Error> {
+    use serde::de::Error;
+    let s = HypervisorSection::deserialize(d)?;
+    Ok(match s.kind {
+        HypervisorKind::Libvirt => {
+            let simulated_only = [
+                ("trace_dir", s.trace_dir.is_some()),
+                ("format", s.format.is_some()),
+                ("time_compression", s.time_compression.is_some()),
+                ("shard_index", s.shard_index.is_some()),
+                ("shard_count", s.shard_count.is_some()),
+                ("max_vms", s.max_vms.is_some()),
+                ("start_step", s.start_step.is_some()),
+                ("cpu_cores", s.cpu_cores.is_some()),
+                ("cpu_mhz_per_core", s.cpu_mhz_per_core.is_some()),
+                ("memory_mb", s.memory_mb.is_some()),
+            ];
+            if let Some((key, _)) = simulated_only.iter().find(|(_, set)| *set) {
+                return Err(D::Error::custom(format!("key `hypervisor.{key}` only applies to kind = \"simulated\"")));
+            }
+            HypervisorConfig::Libvirt { uri: s.uri.unwrap_or_else(default_libvirt_uri) }
+        }
+        HypervisorKind::Simulated => {
+            if s.uri.is_some() {
+                return Err(D::Error::custom("key `hypervisor.uri` only applies to kind = \"libvirt\""));
+            }
+            HypervisorConfig::Simulated(SimulatedConfig {
+                trace_dir: s.trace_dir.ok_or_else(|| D::Error::missing_field("hypervisor.trace_dir"))?,
+                format: s.format,
+                time_compression: s.time_compression.unwrap_or_else(default_compression),
+                shard_index: s.shard_index.unwrap_or(0),
+                shard_count: s.shard_count.unwrap_or(1),
+                max_vms: s.max_vms.unwrap_or(0),
+                start_step: s.start_step.unwrap_or(0),
+                cpu_cores: s.cpu_cores,
+                cpu_mhz_per_core: s.cpu_mhz_per_core,
+                memory_mb: s.memory_mb,
+            })
+        }
+    })
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimulatedConfig {
+    /// Folder of trace files (one per VM).
+    pub trace_dir: PathBuf,
+    /// `planetlab` or `bitbrains`; detected from the file names when absent.
+    pub format: Option<String>,
+    /// Trace seconds that pass per real second (60: a 5-minute trace step every 5 s).
+    pub time_compression: f64,
+    /// Take every `shard_count`-th file starting at `shard_index`, so several agents can share
+    /// one trace folder.
+    pub shard_index: usize,
+    pub shard_count: usize,
+    /// At most this many VMs (0: no limit).
+    pub max_vms: usize,
+    /// Trace step the replay starts at.
+    pub start_step: u64,
+    /// The simulated host's capacity. Defaults: CloudSim's HP ProLiant ML110 G5
+    /// (2 cores x 2660 MIPS, 4 GiB) scaled up to hold the shard (see `simulated.rs`).
+    pub cpu_cores: Option<u32>,
+    pub cpu_mhz_per_core: Option<f64>,
+    pub memory_mb: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectConfig {
+    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig { initial_backoff: default_initial_backoff(), max_backoff: default_max_backoff() }
+    }
+}
+
+fn default_server_name() -> String {
+    presage_protocol::COORDINATOR_TLS_NAME.to_string()
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_history() -> usize {
+    // 24 hours at the default 10 s interval.
+    8640
+}
+fn default_libvirt_uri() -> String {
+    "qemu:///system".to_string()
+}
+fn default_compression() -> f64 {
+    1.0
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl AgentConfig {
+    /// Reads, parses and validates a config file. Relative paths in it are resolved against the
+    /// file's folder.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut cfg = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut cfg.data_dir);
+        resolve(&mut cfg.tls.ca);
+        resolve(&mut cfg.tls.cert);
+        resolve(&mut cfg.tls.key);
+        if let HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+            resolve(&mut s.trace_dir);
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
+        let cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: toml_message(text, &e) })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { path: path.into(), key, reason: reason.into() });
+        if let Some(h) = &self.host_id {
+            if let Err(e) = presage_protocol::pki::validate_name(h, presage_protocol::tls::Role::Agent) {
+                return invalid("host_id", &e.to_string());
+            }
+        }
+        if !self.coordinator.starts_with("https://") {
+            return invalid("coordinator", "must be an https:// URL (presage only speaks mutual TLS)");
+        }
+        if self.sample_interval < Duration::from_millis(100) {
+            return invalid("sample_interval", "must be at least 100ms");
+        }
+        if self.history_per_vm == 0 {
+            return invalid("history_per_vm", "must be at least 1");
+        }
+        if self.reconnect.initial_backoff.is_zero() || self.reconnect.max_backoff < self.reconnect.initial_backoff {
+            return invalid("reconnect.max_backoff", "backoffs must be positive and max_backoff >= initial_backoff");
+        }
+        if let HypervisorConfig::Simulated(s) = &self.hypervisor {
+            if !(s.time_compression.is_finite() && s.time_compression > 0.0) {
+                return invalid("hypervisor.time_compression", "must be a positive number");
+            }
+            if s.shard_count == 0 || s.shard_index >= s.shard_count {
+                return invalid("hypervisor.shard_index", "must be below hypervisor.shard_count");
+            }
+            if let Some(f) = &s.format {
+                if let Err(e) = f.parse::<presage_traces::TraceFormat>() {
+                    return invalid("hypervisor.format", &e);
+                }
+            }
+            if s.cpu_cores == Some(0) {
+                return invalid("hypervisor.cpu_cores", "must be at least 1");
+            }
+            if s.cpu_mhz_per_core.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
+                return invalid("hypervisor.cpu_mhz_per_core", "must be a positive number");
+            }
+            if s.memory_mb == Some(0) {
+                return invalid("hypervisor.memory_mb", "must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A TOML error as `line L, column C: message` (the message names the key).
+pub fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line}, column {column} (`{source_line}`): {}", e.message().trim_end())
+        }
+        None => e.message().trim_end().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+coordinator = "https://127.0.0.1:7400"
+data_dir = "data"
+sample_interval = "2s"
+[tls]
+ca = "ca.pem"
+cert = "agent.pem"
+key = "agent.key"
+[hypervisor]
+kind = "simulated"
+trace_dir = "/traces/20110303"
+time_compression = 60
+shard_index = 1
+shard_count = 4
+"#;
+
+    fn err(text: &str) -> String {
+        AgentConfig::parse(text, Path::new("/etc/presage/agent.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = AgentConfig::parse(GOOD, Path::new("a.toml")).unwrap();
+        assert_eq!(c.sample_interval, Duration::from_secs(2));
+        assert_eq!(c.history_per_vm, 8640);
+        assert_eq!(c.coordinator_name, "presage-coordinator");
+        let HypervisorConfig::Simulated(s) = c.hypervisor else { panic!("simulated expected") };
+        assert_eq!((s.shard_index, s.shard_count, s.time_compression), (1, 4, 60.0));
+        let lv = AgentConfig::parse(
+            &GOOD.replace("kind = \"simulated\"\ntrace_dir = \"/traces/20110303\"\ntime_compression = 60\nshard_index = 1\nshard_count = 4", "kind = \"libvirt\""),
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert_eq!(lv.hypervisor, HypervisorConfig::Libvirt { uri: "qemu:///system".into() });
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let e = err(&GOOD.replace("sample_interval", "sample_intervall"));
+        assert!(e.contains("/etc/presage/agent.toml") && e.contains("sample_intervall"), "{e}");
+        let e = err(&GOOD.replace("shard_count = 4", "shard_count = 4\nshards = 2"));
+        assert!(e.contains("shards"), "{e}");
+    }
+
+    #[test]
+    fn ill_typed_and_invalid_values_are_named() {
+        let e = err(&GOOD.replace("\"2s\"", "\"soon\""));
+        assert!(e.contains("sample_interval"), "{e}");
+        let e = err(&GOOD.replace("shard_count = 4", "shard_count = \"four\""));
+        assert!(e.contains("shard_count"), "{e}");
+        let e = err(&GOOD.replace("shard_index = 1", "shard_index = 4"));
+        assert!(e.contains("hypervisor.shard_index"), "{e}");
+        let e = err(&GOOD.replace("https://", "http://"));
+        assert!(e.contains("`coordinator`"), "{e}");
+        let e = err(&GOOD.replace("kind = \"simulated\"", "kind = \"xen\""));
+        assert!(e.contains("xen"), "{e}");
+        let e = err(&GOOD.replace("[tls]\n", "[tls]\nhost_id = 3\n"));
+        assert!(e.contains("host_id"), "{e}");
+    }
+}

@@ -1,0 +1,177 @@
+//! A simulated hypervisor whose VMs replay real utilisation traces (PlanetLab or Bitbrains), with
+//! time compressed by a configurable factor. It lets a whole cluster run on one machine for the
+//! demo, the tests and scale experiments; the agent around it is the real one.
+//!
+//! Host model: unless configured, the host has CPU cores of CloudSim's HP ProLiant ML110 G5 speed
+//! (2660 MIPS; PlanetLab demand is in MIPS) or, for Bitbrains, of the fastest VM's per-core MHz,
+//! in the number needed to hold every VM at full demand, and the sum of the VMs' memory. VMs whose
+//! trace has no memory column (PlanetLab) are reported as using their whole allocation, which is
+//! what the host commits to them.
+
+use std::time::{Duration, Instant};
+
+use presage_protocol::pb::{HostCapacity, HostUsage, TracePosition, VmSample, VmState};
+use presage_traces::{Selection, TraceFormat, TraceSet};
+
+use super::{Hypervisor, HypervisorError, Observation};
+use crate::config::SimulatedConfig;
+
+/// Per-core speed of CloudSim's G5 host (MIPS).
+pub const G5_MIPS_PER_CORE: f64 = 2660.0;
+
+pub struct SimulatedHypervisor {
+    traces: TraceSet,
+    capacity: HostCapacity,
+    time_compression: f64,
+    start_step: u64,
+    started: Instant,
+}
+
+impl SimulatedHypervisor {
+    /// Loads this host's share of the trace folder described by `cfg`.
+    pub fn load(cfg: &SimulatedConfig) -> Result<SimulatedHypervisor, HypervisorError> {
+        let format = cfg.format.as_deref().map(|f| f.parse::<TraceFormat>()).transpose().map_err(|e| {
+            HypervisorError::Trace(presage_traces::TraceError::UnknownFormat { dir: cfg.trace_dir.clone(), why: e })
+        })?;
+        let selection = Selection { index: cfg.shard_index, count: cfg.shard_count, limit: cfg.max_vms };
+        let traces = presage_traces::load_dir(&cfg.trace_dir, format, selection, None)?;
+        Ok(Self::from_traces(traces, cfg))
+    }
+
+    pub fn from_traces(traces: TraceSet, cfg: &SimulatedConfig) -> SimulatedHypervisor {
+        let demand: f64 = traces.vms.iter().map(|v| v.spec.vcpus as f64 * v.spec.cpu_mhz_per_core).sum();
+        let per_core = cfg.cpu_mhz_per_core.unwrap_or(match traces.format {
+            TraceFormat::PlanetLab => G5_MIPS_PER_CORE,
+            TraceFormat::Bitbrains => traces.vms.iter().map(|v| v.spec.cpu_mhz_per_core).fold(1.0, f64::max),
+        });
+        let cores = cfg.cpu_cores.unwrap_or_else(|| ((demand / per_core).ceil() as u32).max(2));
+        let memory = cfg.memory_mb.map(|m| m << 20).unwrap_or_else(|| {
+            let sum: u64 = traces.vms.iter().map(|v| v.spec.memory_bytes).sum();
+            sum.div_ceil(1 << 30).max(4) << 30
+        });
+        let capacity = HostCapacity {
+            cpu_cores: cores,
+            cpu_mhz_per_core: per_core,
+            memory_bytes: memory,
+            nics: vec![presage_protocol::pb::Nic { name: "sim0".into(), speed_mbps: 1000 }],
+            cpu_model: format!("simulated ({} trace {})", traces.format.name(), traces.name),
+        };
+        SimulatedHypervisor {
+            traces,
+            capacity,
+            time_compression: cfg.time_compression,
+            start_step: cfg.start_step,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn vm_count(&self) -> usize {
+        self.traces.vms.len()
+    }
+
+    /// The trace line that is current `elapsed` after the hypervisor started.
+    pub fn step_at(&self, elapsed: Duration) -> u64 {
+        let trace_seconds = elapsed.as_secs_f64() * self.time_compression;
+        self.start_step + (trace_seconds / self.traces.step_seconds() as f64) as u64
+    }
+
+    /// The observation at a given trace step (what [`Hypervisor::observe`] returns at that time).
+    pub fn observe_step(&self, step: u64) -> Observation {
+        let mut host = HostUsage::default();
+        let mut cpu_used = 0.0;
+        let vms = self
+            .traces
+            .vms
+            .iter()
+            .map(|vm| {
+                let u = vm.usage(step);
+                let memory_used = u.memory_used_bytes.unwrap_or(vm.spec.memory_bytes);
+                cpu_used += u.cpu_utilisation * vm.spec.vcpus as f64 * vm.spec.cpu_mhz_per_core;
+                host.memory_used_bytes += memory_used;
+                host.load_avg_1m += u.cpu_utilisation * vm.spec.vcpus as f64;
+                host.net_rx_bytes_per_s += u.net_rx_bytes_per_s;
+                host.net_tx_bytes_per_s += u.net_tx_bytes_per_s;
+                VmSample {
+                    vm_id: vm.name.clone(),
+                    name: vm.name.clone(),
+                    state: VmState::Running as i32,
+                    vcpus: vm.spec.vcpus,
+                    memory_bytes: vm.spec.memory_bytes,
+                    cpu_utilisation: u.cpu_utilisation,
+                    memory_used_bytes: memory_used,
+                    disk_read_bytes_per_s: u.disk_read_bytes_per_s,
+                    disk_write_bytes_per_s: u.disk_write_bytes_per_s,
+                    net_rx_bytes_per_s: u.net_rx_bytes_per_s,
+                    net_tx_bytes_per_s: u.net_tx_bytes_per_s,
+                    vcpu_mhz: vm.spec.cpu_mhz_per_core,
+                }
+            })
+            .collect();
+        let total = self.capacity.cpu_cores as f64 * self.capacity.cpu_mhz_per_core;
+        host.cpu_utilisation = (cpu_used / total).min(1.0);
+        Observation {
+            vms,
+            host_usage: Some(host),
+            trace: Some(TracePosition {
+                trace_set: self.traces.name.clone(),
+                step,
+                step_seconds: self.traces.step_seconds(),
+            }),
+        }
+    }
+}
+
+impl Hypervisor for SimulatedHypervisor {
+    fn kind(&self) -> &'static str {
+        "simulated"
+    }
+
+    fn capacity(&self) -> Result<HostCapacity, HypervisorError> {
+        Ok(self.capacity.clone())
+    }
+
+    fn observe(&self) -> Result<Observation, HypervisorError> {
+        Ok(self.observe_step(self.step_at(self.started.elapsed())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &std::path::Path) -> SimulatedConfig {
+        SimulatedConfig {
+            trace_dir: dir.into(),
+            format: None,
+            time_compression: 60.0,
+            shard_index: 0,
+            shard_count: 1,
+            max_vms: 0,
+            start_step: 2,
+            cpu_cores: None,
+            cpu_mhz_per_core: None,
+            memory_mb: None,
+        }
+    }
+
+    #[test]
+    fn replays_trace_lines_and_sums_the_host() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), "10\n20\n30\n40\n").unwrap();
+        std::fs::write(d.path().join("b"), "0\n0\n50\n100\n").unwrap();
+        let h = SimulatedHypervisor::load(&cfg(d.path())).unwrap();
+        // 60x compression: one 300 s step per 5 real seconds, starting at step 2.
+        assert_eq!(h.step_at(Duration::from_secs(4)), 2);
+        assert_eq!(h.step_at(Duration::from_secs(5)), 3);
+        let o = h.observe_step(3);
+        assert_eq!(o.vms[0].cpu_utilisation, 0.4f32 as f64);
+        assert_eq!(o.vms[1].cpu_utilisation, 1.0);
+        assert_eq!(o.trace.as_ref().unwrap().step, 3);
+        // Two files: CloudSim blocks of ceil(2/4)=1 -> a is 2500 MIPS, b is 2000 MIPS.
+        let cap = h.capacity().unwrap();
+        assert_eq!(cap.cpu_cores, 2, "ceil((2500+2000)/2660)");
+        let want = (0.4f32 as f64 * 2500.0 + 2000.0) / (2.0 * G5_MIPS_PER_CORE);
+        assert!((o.host_usage.unwrap().cpu_utilisation - want).abs() < 1e-12);
+        assert_eq!(h.observe_step(4).vms[0].cpu_utilisation, 0.1f32 as f64, "wraps after the last line");
+    }
+}

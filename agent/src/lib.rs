@@ -1,0 +1,168 @@
+//! presage-agent: runs on every KVM host. It samples the host and its VMs, keeps a bounded
+//! per-VM history in a sled store, and streams reports to the coordinator over mutual TLS,
+//! executing the commands it receives back.
+//!
+//! Modules: [`config`] (TOML), [`host_sampler`] (procfs/sysinfo), [`hypervisor`] (libvirt and
+//! simulated), [`store`] (the KV trait, its backends and the sample history), [`link`] (the
+//! coordinator stream). [`run`] wires them together.
+
+pub mod config;
+pub mod host_sampler;
+pub mod hypervisor;
+pub mod link;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use presage_protocol::pb::{Register, Report};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::{AgentConfig, HypervisorConfig};
+use crate::host_sampler::HostSampler;
+use crate::hypervisor::Hypervisor;
+use crate::store::{KvStore, SampleHistory, SledStore};
+
+/// Opens the hypervisor the configuration names (blocking: run on a blocking thread).
+pub fn open_hypervisor(cfg: &HypervisorConfig) -> anyhow::Result<Arc<dyn Hypervisor>> {
+    Ok(match cfg {
+        HypervisorConfig::Libvirt { uri } => Arc::new(hypervisor::libvirt::LibvirtHypervisor::connect(uri)?),
+        HypervisorConfig::Simulated(s) => Arc::new(hypervisor::simulated::SimulatedHypervisor::load(s)?),
+    })
+}
+
+/// The host id: configured, else the machine's host name.
+pub fn host_id(cfg: &AgentConfig) -> anyhow::Result<String> {
+    match &cfg.host_id {
+        Some(h) => Ok(h.clone()),
+        None => sysinfo::System::host_name().context("host_id is not configured and the host name cannot be read"),
+    }
+}
+
+/// Everything one sampling cycle needs; owned by the sampling task, used on blocking threads.
+pub struct SamplingCycle {
+    hypervisor: Arc<dyn Hypervisor>,
+    history: Arc<SampleHistory>,
+    host_sampler: HostSampler,
+    seq: u64,
+}
+
+impl SamplingCycle {
+    pub fn new(hypervisor: Arc<dyn Hypervisor>, history: Arc<SampleHistory>) -> SamplingCycle {
+        SamplingCycle { hypervisor, history, host_sampler: HostSampler::new(), seq: 0 }
+    }
+
+    /// Observes the VMs and the host, records the VM samples in the history and builds the report
+    /// (blocking).
+    pub fn run_once(&mut self) -> anyhow::Result<Report> {
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let obs = self.hypervisor.observe()?;
+        let host = match obs.host_usage {
+            Some(h) => h,
+            None => self.host_sampler.sample()?,
+        };
+        self.history.record(at_ms, &obs.vms)?;
+        self.seq += 1;
+        Ok(Report {
+            seq: self.seq,
+            sampled_at_ms: at_ms,
+            host: Some(host),
+            vms: obs.vms,
+            trace: obs.trace,
+            agent: Some(host_sampler::agent_self()),
+        })
+    }
+}
+
+/// Runs the agent until `cancel` fires: opens the store and the hypervisor, then samples on a
+/// fixed interval while the link streams the reports.
+pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let host_id = host_id(&cfg)?;
+    let span = info_span!("agent", host_id = %host_id);
+    async move {
+        let tls = cfg.tls.load().context("loading the agent's TLS files")?;
+        let identity = tls.own_identity().context("reading the agent certificate")?;
+        if identity.role != presage_protocol::tls::Role::Agent || identity.name != host_id {
+            bail!(
+                "the certificate {} is for {identity}, but this agent is host {host_id:?}: issue one with `presagectl certs issue --agent {host_id}`",
+                cfg.tls.cert.display()
+            );
+        }
+        std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+        let store_dir = cfg.data_dir.join("store");
+        let store = Arc::new(SledStore::open(&store_dir)?);
+        let history = Arc::new(SampleHistory::open(&*store, cfg.history_per_vm, &store_dir)?);
+
+        let hv_cfg = cfg.hypervisor.clone();
+        let hypervisor = tokio::task::spawn_blocking(move || open_hypervisor(&hv_cfg)).await??;
+        let hv = hypervisor.clone();
+        let mut capacity = tokio::task::spawn_blocking(move || hv.capacity()).await??;
+        if capacity.nics.is_empty() {
+            capacity.nics = HostSampler::capacity().map(|c| c.nics).unwrap_or_default();
+        }
+        info!(
+            hypervisor = hypervisor.kind(),
+            cores = capacity.cpu_cores,
+            mhz_per_core = capacity.cpu_mhz_per_core,
+            memory_mb = capacity.memory_bytes >> 20,
+            store = %store_dir.display(),
+            "agent started"
+        );
+
+        let register = Register {
+            protocol_version: presage_protocol::PROTOCOL_VERSION,
+            host_id: host_id.clone(),
+            agent_version: presage_protocol::PRESAGE_VERSION.into(),
+            capacity: Some(capacity),
+            hypervisor_kind: hypervisor.kind().into(),
+            boot_id: format!("{:016x}", fastrand::u64(..)),
+        };
+        let (report_tx, report_rx) = watch::channel(None);
+        let link = link::CoordinatorLink {
+            url: cfg.coordinator.clone(),
+            tls: tls.client_config(&cfg.coordinator_name),
+            register,
+            reconnect: cfg.reconnect.clone(),
+            started,
+        };
+        let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());
+
+        let mut cycle = Some(SamplingCycle::new(hypervisor, history));
+        let mut ticker = tokio::time::interval(cfg.sample_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let mut c = cycle.take().expect("cycle is returned after every run");
+            let (c, result) = tokio::task::spawn_blocking(move || {
+                let r = c.run_once();
+                (c, r)
+            })
+            .instrument(info_span!("sample"))
+            .await?;
+            cycle = Some(c);
+            match result {
+                Ok(report) => {
+                    debug!(seq = report.seq, vms = report.vms.len(), "sampled");
+                    report_tx.send_replace(Some(report));
+                }
+                Err(e) => warn!(error = format!("{e:#}"), "sampling failed; will retry next interval"),
+            }
+        }
+        info!("shutting down: closing the coordinator stream, flushing the store");
+        let _ = tokio::time::timeout(Duration::from_secs(5), link_task).await;
+        drop(cycle);
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.flush()).await??;
+        info!("agent stopped");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}

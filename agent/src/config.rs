@@ -208,7 +208,7 @@ impl AgentConfig {
 
     /// Parses and validates config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
-        let cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: toml_message(text, &e) })?;
+        let cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: presage_protocol::toml_message(text, &e) })?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -255,20 +255,6 @@ impl AgentConfig {
             }
         }
         Ok(())
-    }
-}
-
-/// A TOML error as `line L, column C: message` (the message names the key).
-pub fn toml_message(text: &str, e: &toml::de::Error) -> String {
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-            let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
-            format!("line {line}, column {column} (`{source_line}`): {}", e.message().trim_end())
-        }
-        None => e.message().trim_end().to_string(),
     }
 }
 

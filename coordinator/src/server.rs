@@ -1,0 +1,98 @@
+//! Runs the coordinator: binds the TLS listener, serves both gRPC services, and runs the liveness
+//! reconciler (which marks silent hosts unreachable). Shutdown order when `cancel` fires: stop
+//! accepting, end agent sessions, let the gRPC server drain (bounded by `shutdown_timeout`), then
+//! stop the background tasks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use presage_protocol::pb::{agent_link_server::AgentLinkServer, operator_server::OperatorServer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::CoordinatorConfig;
+use crate::service::{AgentLinkService, OperatorService, Shared, log_liveness};
+use crate::transport;
+
+/// A coordinator bound to its port, not yet serving.
+pub struct Coordinator {
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    cfg: CoordinatorConfig,
+    pub shared: Arc<Shared>,
+}
+
+impl Coordinator {
+    /// Loads the TLS material and binds `cfg.listen`.
+    pub async fn bind(cfg: CoordinatorConfig, cancel: CancellationToken) -> anyhow::Result<Coordinator> {
+        let material = cfg.tls.load().context("loading the coordinator's TLS files")?;
+        let tls = material.server_config().context("building the TLS server configuration")?;
+        let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+        let shared = Shared::new(cfg.host_timeout, cancel);
+        Ok(Coordinator { listener, tls, cfg, shared })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until the shared cancellation token fires.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let Coordinator { listener, tls, cfg, shared } = self;
+        let cancel = shared.cancel.clone();
+        let addr = listener.local_addr()?;
+        let background = CancellationToken::new();
+        let liveness = tokio::spawn(liveness_reconciler(shared.clone(), background.clone()));
+
+        let incoming = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            .add_service(AgentLinkServer::new(AgentLinkService { shared: shared.clone() }))
+            .add_service(OperatorServer::new(OperatorService { shared: shared.clone() }))
+            .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
+        info!(%addr, host_timeout = ?cfg.host_timeout, "coordinator listening (mutual TLS)");
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            r = &mut server => r.context("gRPC server failed")?,
+            _ = cancel.cancelled() => {
+                shared.sessions.close_all();
+                match tokio::time::timeout(cfg.shutdown_timeout, &mut server).await {
+                    Ok(r) => r.context("gRPC server failed during shutdown")?,
+                    Err(_) => warn!(timeout = ?cfg.shutdown_timeout, "gRPC server did not drain in time; closing connections"),
+                }
+            }
+        }
+        info!("gRPC server stopped; stopping background tasks");
+        background.cancel();
+        let _ = liveness.await;
+        info!("coordinator stopped");
+        Ok(())
+    }
+}
+
+/// Marks hosts unreachable when they fall silent. Checks four times per timeout, so a host is
+/// marked within 1.25 x the timeout.
+async fn liveness_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
+    let period = shared.state().host_timeout() / 4;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let changes = shared.state().sweep(Instant::now());
+        for c in &changes {
+            log_liveness(c);
+        }
+    }
+}
+
+/// Binds and serves until `cancel` fires.
+pub async fn run(cfg: CoordinatorConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    Coordinator::bind(cfg, cancel).await?.serve().await
+}

@@ -1,0 +1,306 @@
+//! The coordinator's two gRPC services: [`AgentLinkService`] (one long-lived stream per agent)
+//! and [`OperatorService`] (what `presagectl` calls). Both authorise on the peer identity the TLS
+//! listener attached to the connection: agents may only speak for the host their certificate
+//! names, and only operator certificates reach the operator API.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use presage_protocol::pb::{
+    self, AgentMessage, CommandStatus, CoordinatorMessage, HostInfo, ListHostsRequest, ListHostsResponse, ListVmsRequest,
+    ListVmsResponse, PingHostRequest, PingHostResponse, StatusRequest, StatusResponse, VmInfo, Welcome, agent_link_server::AgentLink,
+    agent_message, command, command_result, coordinator_message, operator_server::Operator,
+};
+use presage_protocol::tls::Role;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::sessions::{CommandError, Sessions};
+use crate::state::{ClusterState, Liveness};
+use crate::transport::{PeerInfo, RefusalLog};
+use crate::validate;
+
+/// How long an agent has to send `Register` after opening the stream.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// State shared by the services and the background tasks.
+pub struct Shared {
+    pub state: Mutex<ClusterState>,
+    pub sessions: Sessions,
+    pub refusals: Arc<RefusalLog>,
+    pub started: Instant,
+    /// Fired at shutdown; open agent sessions end when it does.
+    pub cancel: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(host_timeout: Duration, cancel: CancellationToken) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(ClusterState::new(host_timeout)),
+            sessions: Sessions::default(),
+            refusals: Arc::new(RefusalLog::default()),
+            started: Instant::now(),
+            cancel,
+        })
+    }
+
+    pub fn state(&self) -> std::sync::MutexGuard<'_, ClusterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn log_liveness(change: &Liveness) {
+    match change {
+        Liveness::Unreachable { host_id, silent_for } => warn!(%host_id, silent_for = ?silent_for, "host unreachable"),
+        Liveness::Reachable { host_id } => info!(%host_id, "host reachable"),
+    }
+}
+
+fn peer<T>(req: &Request<T>, role: Role) -> Result<PeerInfo, Status> {
+    let info = req
+        .extensions()
+        .get::<PeerInfo>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated peer on this connection"))?;
+    if info.identity.role != role {
+        warn!(peer = %info.remote, identity = %info.identity, needed = %role, "refused call: wrong role");
+        return Err(Status::permission_denied(format!("this call needs a {role} certificate; yours is for {}", info.identity)));
+    }
+    Ok(info)
+}
+
+pub struct AgentLinkService {
+    pub shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl AgentLink for AgentLinkService {
+    type SessionStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+
+    async fn session(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = peer(&req, Role::Agent)?;
+        let span = info_span!("agent_session", host_id = %peer.identity.name, peer = %peer.remote);
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Register message within 10s"))??;
+        let register = match first.and_then(|m| m.body) {
+            Some(agent_message::Body::Register(r)) => r,
+            _ => return Err(Status::invalid_argument("the first message of a session must be Register")),
+        };
+        let _enter = span.enter();
+        if !(presage_protocol::MIN_SUPPORTED_PROTOCOL_VERSION..=presage_protocol::PROTOCOL_VERSION).contains(&register.protocol_version) {
+            warn!(agent_protocol = register.protocol_version, "refused agent: protocol version");
+            return Err(Status::failed_precondition(format!(
+                "agent speaks protocol version {}, this coordinator supports {} to {}",
+                register.protocol_version,
+                presage_protocol::MIN_SUPPORTED_PROTOCOL_VERSION,
+                presage_protocol::PROTOCOL_VERSION
+            )));
+        }
+        if register.host_id != peer.identity.name {
+            warn!(claimed = %register.host_id, "refused agent: host id does not match its certificate");
+            return Err(Status::permission_denied(format!(
+                "certificate is for host {:?} but the agent registered as {:?}",
+                peer.identity.name, register.host_id
+            )));
+        }
+        validate::register(&register).map_err(|e| {
+            warn!(error = %e, "refused agent: invalid registration");
+            Status::invalid_argument(e.to_string())
+        })?;
+
+        let (tx, rx) = mpsc::channel(64);
+        let shared = self.shared.clone();
+        let host_id = register.host_id.clone();
+        let session = shared.sessions.open(&host_id, tx.clone());
+        let timeout = {
+            let mut state = shared.state();
+            if let Some(change) = state.register(&register, session, Instant::now()) {
+                log_liveness(&change);
+            }
+            state.host_timeout()
+        };
+        info!(session, agent_version = %register.agent_version, hypervisor = %register.hypervisor_kind, "agent registered");
+        let welcome = Welcome {
+            protocol_version: presage_protocol::PROTOCOL_VERSION,
+            coordinator_version: presage_protocol::PRESAGE_VERSION.into(),
+            host_timeout_ms: timeout.as_millis() as u64,
+        };
+        // The channel is new and empty, so this cannot fail for lack of room.
+        tx.try_send(Ok(CoordinatorMessage { body: Some(coordinator_message::Body::Welcome(welcome)) }))
+            .map_err(|_| Status::unavailable("session closed during registration"))?;
+        drop(_enter);
+
+        tokio::spawn(
+            async move {
+                let cancel = shared.cancel.clone();
+                let reason = loop {
+                    let msg = tokio::select! {
+                        _ = cancel.cancelled() => break "coordinator shutting down".to_string(),
+                        m = inbound.message() => m,
+                    };
+                    match msg {
+                        Ok(Some(AgentMessage { body: Some(agent_message::Body::Report(report)) })) => {
+                            let seq = report.seq;
+                            let result = shared.state().ingest(&host_id, session, report, Instant::now());
+                            match result {
+                                Ok(change) => {
+                                    if let Some(c) = change {
+                                        log_liveness(&c);
+                                    }
+                                    let ack = CoordinatorMessage { body: Some(coordinator_message::Body::ReportAck(pb::ReportAck { seq })) };
+                                    // Acks are advisory; never block ingest on a slow reader.
+                                    let _ = tx.try_send(Ok(ack));
+                                }
+                                Err(e) => warn!(seq, error = %e, "rejected report"),
+                            }
+                        }
+                        Ok(Some(AgentMessage { body: Some(agent_message::Body::CommandResult(r)) })) => {
+                            let id = r.id;
+                            if !shared.sessions.complete(r) {
+                                debug!(command = id, "result for a command nobody waits for (late answer)");
+                            }
+                        }
+                        Ok(Some(AgentMessage { body: Some(agent_message::Body::Register(_)) })) => {
+                            warn!("Register sent twice on one session; ignored");
+                        }
+                        Ok(Some(AgentMessage { body: None })) => debug!("message of a kind this coordinator does not know"),
+                        Ok(None) => break "agent closed the stream".to_string(),
+                        Err(s) => break format!("stream error: {}", s.message()),
+                    }
+                };
+                shared.sessions.close(&host_id, session);
+                shared.state().session_closed(&host_id, session);
+                info!(session, %reason, "agent session ended");
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+pub struct OperatorService {
+    pub shared: Arc<Shared>,
+}
+
+fn host_info(h: &crate::state::HostRecord, now: Instant) -> HostInfo {
+    HostInfo {
+        host_id: h.host_id.clone(),
+        reachable: h.reachable,
+        connected: h.session.is_some(),
+        last_seen_ago_ms: now.saturating_duration_since(h.last_seen).as_millis() as u64,
+        capacity: Some(h.registration.capacity.clone()),
+        usage: h.usage,
+        vm_count: h.vms.len() as u32,
+        hypervisor_kind: h.registration.hypervisor_kind.clone(),
+        agent_version: h.registration.agent_version.clone(),
+        reports: h.reports,
+        trace: h.trace.clone(),
+        agent: h.agent,
+        vm_cpu_demand_mhz: h.vms.values().map(|v| h.vm_cpu_demand(v)).sum(),
+    }
+}
+
+#[tonic::async_trait]
+impl Operator for OperatorService {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let _span = info_span!("operator.status", operator = %p.identity.name).entered();
+        let (refused, last_refusal) = self.shared.refusals.snapshot();
+        let state = self.shared.state();
+        let s = state.summary();
+        Ok(Response::new(StatusResponse {
+            protocol_version: presage_protocol::PROTOCOL_VERSION,
+            coordinator_version: presage_protocol::PRESAGE_VERSION.into(),
+            uptime_ms: self.shared.started.elapsed().as_millis() as u64,
+            hosts_total: s.hosts_total,
+            hosts_reachable: s.hosts_reachable,
+            hosts_connected: s.hosts_connected,
+            vms_total: s.vms_total,
+            reports_ingested: state.reports_ingested,
+            reports_rejected: state.reports_rejected,
+            tls_handshakes_refused: refused,
+            last_refusal,
+            cpu_capacity_mhz: s.cpu_capacity,
+            cpu_used_mhz: s.cpu_used,
+            memory_capacity_bytes: s.memory_capacity,
+            memory_used_bytes: s.memory_used,
+        }))
+    }
+
+    async fn list_hosts(&self, req: Request<ListHostsRequest>) -> Result<Response<ListHostsResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let _span = info_span!("operator.list_hosts", operator = %p.identity.name).entered();
+        let now = Instant::now();
+        let hosts = self.shared.state().hosts().map(|h| host_info(h, now)).collect();
+        Ok(Response::new(ListHostsResponse { hosts }))
+    }
+
+    async fn list_vms(&self, req: Request<ListVmsRequest>) -> Result<Response<ListVmsResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let filter = req.into_inner().host_id;
+        let _span = info_span!("operator.list_vms", operator = %p.identity.name, host = %filter).entered();
+        let state = self.shared.state();
+        if !filter.is_empty() && state.host(&filter).is_none() {
+            return Err(Status::not_found(format!("no host {filter:?} has registered")));
+        }
+        let vms = state
+            .hosts()
+            .filter(|h| filter.is_empty() || h.host_id == filter)
+            .flat_map(|h| {
+                h.vms.values().map(move |v| VmInfo {
+                    host_id: h.host_id.clone(),
+                    sample: Some(v.clone()),
+                    sampled_at_ms: h.sampled_at_ms,
+                    cpu_demand_mhz: h.vm_cpu_demand(v),
+                    trace: h.trace.clone(),
+                })
+            })
+            .collect();
+        Ok(Response::new(ListVmsResponse { vms }))
+    }
+
+    async fn ping_host(&self, req: Request<PingHostRequest>) -> Result<Response<PingHostResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let r = req.into_inner();
+        let span = info_span!("operator.ping_host", operator = %p.identity.name, host = %r.host_id);
+        async move {
+            let timeout = if r.timeout_ms == 0 { DEFAULT_PING_TIMEOUT } else { Duration::from_millis(r.timeout_ms) };
+            let nonce = format!("{:016x}", fastrand::u64(..));
+            let sent = Instant::now();
+            let result = self
+                .shared
+                .sessions
+                .send(&r.host_id, command::Body::Ping(pb::Ping { nonce: nonce.clone() }), timeout)
+                .await
+                .map_err(|e| match e {
+                    CommandError::NotConnected(_) => Status::unavailable(e.to_string()),
+                    CommandError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
+                    CommandError::SessionClosed(_) => Status::aborted(e.to_string()),
+                })?;
+            let rtt = sent.elapsed();
+            if result.status != CommandStatus::Ok as i32 {
+                return Err(Status::internal(format!("agent answered {:?}: {}", CommandStatus::try_from(result.status), result.message)));
+            }
+            match result.detail {
+                Some(command_result::Detail::Pong(p)) if p.nonce == nonce => {
+                    info!(rtt_us = rtt.as_micros() as u64, "ping answered");
+                    Ok(Response::new(PingHostResponse {
+                        host_id: r.host_id,
+                        round_trip_us: rtt.as_micros() as u64,
+                        agent_uptime_ms: p.agent_uptime_ms,
+                        command_id: result.id,
+                    }))
+                }
+                other => Err(Status::internal(format!("agent answered the ping with {other:?}"))),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,90 @@
+//! Open agent sessions and the commands in flight on them. The agent service registers each
+//! session's outbound channel here; anything that wants an agent to act (today `PingHost`, later
+//! migrations and resizes) sends a command through [`Sessions::send`] and awaits the agent's
+//! `CommandResult`, matched by command id.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use presage_protocol::pb::{Command, CommandResult, CoordinatorMessage, command, coordinator_message};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+pub type Outbound = mpsc::Sender<Result<CoordinatorMessage, Status>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("host {0:?} has no open session")]
+    NotConnected(String),
+    #[error("host {host:?} did not answer command {id} within {timeout:?}")]
+    Timeout { host: String, id: u64, timeout: Duration },
+    #[error("the session of host {0:?} closed before it answered")]
+    SessionClosed(String),
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    next_session: AtomicU64,
+    next_command: AtomicU64,
+    open: Mutex<HashMap<String, (u64, Outbound)>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<CommandResult>>>,
+}
+
+impl Sessions {
+    /// Registers a new session for `host`, replacing an older one; returns the session id.
+    pub fn open(&self, host: &str, out: Outbound) -> u64 {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(host.to_string(), (id, out));
+        id
+    }
+
+    /// Forgets `host`'s session if it is still `session`; dropping its sender ends the stream.
+    pub fn close(&self, host: &str, session: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.get(host).is_some_and(|(id, _)| *id == session) {
+            open.remove(host);
+        }
+    }
+
+    /// Closes every session (shutdown).
+    pub fn close_all(&self) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Sends a command to `host` and waits for its result.
+    pub async fn send(&self, host: &str, body: command::Body, timeout: Duration) -> Result<CommandResult, CommandError> {
+        let out = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+            .map(|(_, o)| o.clone())
+            .ok_or_else(|| CommandError::NotConnected(host.into()))?;
+        let id = self.next_command.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        let msg = CoordinatorMessage { body: Some(coordinator_message::Body::Command(Command { id, body: Some(body) })) };
+        let result = async {
+            out.send(Ok(msg)).await.map_err(|_| CommandError::SessionClosed(host.into()))?;
+            match tokio::time::timeout(timeout, rx).await {
+                Err(_) => Err(CommandError::Timeout { host: host.into(), id, timeout }),
+                Ok(Err(_)) => Err(CommandError::SessionClosed(host.into())),
+                Ok(Ok(r)) => Ok(r),
+            }
+        }
+        .await;
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        result
+    }
+
+    /// Delivers an agent's result to the waiting sender. Returns false for an unknown id (a late
+    /// answer after a timeout).
+    pub fn complete(&self, result: CommandResult) -> bool {
+        match self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&result.id) {
+            Some(tx) => tx.send(result).is_ok(),
+            None => false,
+        }
+    }
+}

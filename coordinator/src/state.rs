@@ -1,0 +1,294 @@
+//! The coordinator's picture of the cluster: every host that ever registered, its capacity, its
+//! latest report and VMs, when it was last heard from, and whether it counts as reachable.
+//!
+//! This module is pure: no I/O, no clock. Callers pass `now`, so liveness is testable without
+//! waiting, and the same code will serve the simulator.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use presage_protocol::pb::{AgentSelf, HostCapacity, HostUsage, Register, Report, TracePosition, VmSample};
+
+use crate::validate::{self, InvalidMessage};
+
+/// What a host told us when it registered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Registration {
+    pub capacity: HostCapacity,
+    pub hypervisor_kind: String,
+    pub agent_version: String,
+    pub protocol_version: u32,
+    pub boot_id: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct HostRecord {
+    pub host_id: String,
+    pub registration: Registration,
+    pub last_seen: Instant,
+    pub reachable: bool,
+    /// The id of the open agent session, if any.
+    pub session: Option<u64>,
+    pub reports: u64,
+    pub last_seq: u64,
+    pub sampled_at_ms: u64,
+    pub usage: Option<HostUsage>,
+    pub trace: Option<TracePosition>,
+    pub agent: Option<AgentSelf>,
+    /// Latest sample per VM id.
+    pub vms: BTreeMap<String, VmSample>,
+}
+
+impl HostRecord {
+    /// A VM's CPU demand in this host's CPU units.
+    pub fn vm_cpu_demand(&self, vm: &VmSample) -> f64 {
+        let per_vcpu = if vm.vcpu_mhz > 0.0 { vm.vcpu_mhz } else { self.registration.capacity.cpu_mhz_per_core };
+        vm.cpu_utilisation * vm.vcpus as f64 * per_vcpu
+    }
+
+    pub fn cpu_capacity(&self) -> f64 {
+        self.registration.capacity.cpu_cores as f64 * self.registration.capacity.cpu_mhz_per_core
+    }
+}
+
+/// A change in a host's reachability, for logging and (later) for the planners.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Unreachable { host_id: String, silent_for: Duration },
+    Reachable { host_id: String },
+}
+
+#[derive(Debug)]
+pub struct ClusterState {
+    host_timeout: Duration,
+    hosts: BTreeMap<String, HostRecord>,
+    pub reports_ingested: u64,
+    pub reports_rejected: u64,
+}
+
+/// Totals over all hosts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    pub hosts_total: u32,
+    pub hosts_reachable: u32,
+    pub hosts_connected: u32,
+    pub vms_total: u32,
+    pub cpu_capacity: f64,
+    pub cpu_used: f64,
+    pub memory_capacity: u64,
+    pub memory_used: u64,
+}
+
+impl ClusterState {
+    pub fn new(host_timeout: Duration) -> ClusterState {
+        ClusterState { host_timeout, hosts: BTreeMap::new(), reports_ingested: 0, reports_rejected: 0 }
+    }
+
+    pub fn host_timeout(&self) -> Duration {
+        self.host_timeout
+    }
+
+    /// Records a validated registration over session `session`. A host that registers again (a
+    /// restarted agent, a reconnect) keeps its VMs until its first report replaces them.
+    pub fn register(&mut self, reg: &Register, session: u64, now: Instant) -> Option<Liveness> {
+        let registration = Registration {
+            capacity: reg.capacity.clone().unwrap_or_default(),
+            hypervisor_kind: reg.hypervisor_kind.clone(),
+            agent_version: reg.agent_version.clone(),
+            protocol_version: reg.protocol_version,
+            boot_id: reg.boot_id.clone(),
+        };
+        match self.hosts.get_mut(&reg.host_id) {
+            Some(h) => {
+                if h.registration.boot_id != registration.boot_id {
+                    h.last_seq = 0;
+                }
+                h.registration = registration;
+                h.session = Some(session);
+                h.last_seen = now;
+                if !h.reachable {
+                    h.reachable = true;
+                    return Some(Liveness::Reachable { host_id: reg.host_id.clone() });
+                }
+                None
+            }
+            None => {
+                self.hosts.insert(
+                    reg.host_id.clone(),
+                    HostRecord {
+                        host_id: reg.host_id.clone(),
+                        registration,
+                        last_seen: now,
+                        reachable: true,
+                        session: Some(session),
+                        reports: 0,
+                        last_seq: 0,
+                        sampled_at_ms: 0,
+                        usage: None,
+                        trace: None,
+                        agent: None,
+                        vms: BTreeMap::new(),
+                    },
+                );
+                Some(Liveness::Reachable { host_id: reg.host_id.clone() })
+            }
+        }
+    }
+
+    /// Validates and applies a report from `host_id`'s session `session`. The report's VM list
+    /// replaces the host's VMs (a VM missing from it has left the host).
+    pub fn ingest(&mut self, host_id: &str, session: u64, report: Report, now: Instant) -> Result<Option<Liveness>, InvalidMessage> {
+        let host = match self.hosts.get_mut(host_id) {
+            Some(h) if h.session == Some(session) => h,
+            _ => {
+                self.reports_rejected += 1;
+                return Err(InvalidMessage::new("report", "the session is not registered (or was replaced by a newer one)"));
+            }
+        };
+        if let Err(e) = validate::report(&report) {
+            self.reports_rejected += 1;
+            return Err(e);
+        }
+        host.last_seen = now;
+        host.reports += 1;
+        host.last_seq = report.seq;
+        host.sampled_at_ms = report.sampled_at_ms;
+        host.usage = report.host;
+        host.trace = report.trace;
+        host.agent = report.agent;
+        host.vms = report.vms.into_iter().map(|v| (v.vm_id.clone(), v)).collect();
+        self.reports_ingested += 1;
+        if !host.reachable {
+            host.reachable = true;
+            return Ok(Some(Liveness::Reachable { host_id: host_id.to_string() }));
+        }
+        Ok(None)
+    }
+
+    /// Notes that a session ended. Reachability is left to [`ClusterState::sweep`]: a brief
+    /// reconnect must not flap the host.
+    pub fn session_closed(&mut self, host_id: &str, session: u64) {
+        if let Some(h) = self.hosts.get_mut(host_id) {
+            if h.session == Some(session) {
+                h.session = None;
+            }
+        }
+    }
+
+    /// Marks hosts silent for longer than the timeout as unreachable.
+    pub fn sweep(&mut self, now: Instant) -> Vec<Liveness> {
+        let mut changes = Vec::new();
+        for h in self.hosts.values_mut() {
+            let silent_for = now.saturating_duration_since(h.last_seen);
+            if h.reachable && silent_for > self.host_timeout {
+                h.reachable = false;
+                changes.push(Liveness::Unreachable { host_id: h.host_id.clone(), silent_for });
+            }
+        }
+        changes
+    }
+
+    pub fn hosts(&self) -> impl Iterator<Item = &HostRecord> {
+        self.hosts.values()
+    }
+
+    pub fn host(&self, id: &str) -> Option<&HostRecord> {
+        self.hosts.get(id)
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for h in self.hosts.values() {
+            s.hosts_total += 1;
+            s.hosts_reachable += h.reachable as u32;
+            s.hosts_connected += h.session.is_some() as u32;
+            if !h.reachable {
+                continue;
+            }
+            s.vms_total += h.vms.len() as u32;
+            s.cpu_capacity += h.cpu_capacity();
+            s.cpu_used += h.vms.values().map(|v| h.vm_cpu_demand(v)).sum::<f64>();
+            s.memory_capacity += h.registration.capacity.memory_bytes;
+            s.memory_used += h.usage.as_ref().map(|u| u.memory_used_bytes).unwrap_or(0);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presage_protocol::pb::VmState;
+
+    fn reg(host: &str, boot: &str) -> Register {
+        Register {
+            protocol_version: 1,
+            host_id: host.into(),
+            agent_version: "t".into(),
+            capacity: Some(HostCapacity { cpu_cores: 4, cpu_mhz_per_core: 2000.0, memory_bytes: 8 << 30, nics: vec![], cpu_model: String::new() }),
+            hypervisor_kind: "simulated".into(),
+            boot_id: boot.into(),
+        }
+    }
+
+    fn report(seq: u64, vms: &[(&str, f64)]) -> Report {
+        Report {
+            seq,
+            sampled_at_ms: 1,
+            host: Some(HostUsage::default()),
+            vms: vms
+                .iter()
+                .map(|(id, cpu)| VmSample { vm_id: id.to_string(), state: VmState::Running as i32, vcpus: 2, cpu_utilisation: *cpu, ..Default::default() })
+                .collect(),
+            trace: None,
+            agent: None,
+        }
+    }
+
+    #[test]
+    fn liveness_follows_reports_and_the_timeout() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::new(Duration::from_secs(10));
+        assert_eq!(s.register(&reg("a", "1"), 1, t0), Some(Liveness::Reachable { host_id: "a".into() }));
+        s.ingest("a", 1, report(1, &[("vm", 0.5)]), t0 + Duration::from_secs(5)).unwrap();
+        assert!(s.sweep(t0 + Duration::from_secs(15)).is_empty(), "10 s after the last report is not yet over the timeout");
+        let changes = s.sweep(t0 + Duration::from_secs(16));
+        assert!(matches!(&changes[..], [Liveness::Unreachable { host_id, .. }] if host_id == "a"));
+        assert!(s.sweep(t0 + Duration::from_secs(30)).is_empty(), "reported once");
+        assert_eq!(s.summary().vms_total, 0, "VMs of unreachable hosts are not counted");
+        let back = s.ingest("a", 1, report(2, &[("vm", 0.5)]), t0 + Duration::from_secs(31)).unwrap();
+        assert_eq!(back, Some(Liveness::Reachable { host_id: "a".into() }));
+        assert_eq!(s.summary().hosts_reachable, 1);
+    }
+
+    #[test]
+    fn a_report_replaces_the_vm_set_and_demand_uses_vcpu_speed() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::new(Duration::from_secs(10));
+        s.register(&reg("a", "1"), 7, t0);
+        s.ingest("a", 7, report(1, &[("x", 0.5), ("y", 0.25)]), t0).unwrap();
+        s.ingest("a", 7, report(2, &[("y", 1.0)]), t0).unwrap();
+        let h = s.host("a").unwrap();
+        assert_eq!(h.vms.keys().collect::<Vec<_>>(), vec!["y"]);
+        // 1.0 x 2 vCPUs x 2000 MHz (host core speed, vcpu_mhz unset)
+        assert_eq!(s.summary().cpu_used, 4000.0);
+        assert_eq!(s.summary().cpu_capacity, 8000.0);
+    }
+
+    #[test]
+    fn stale_sessions_and_invalid_reports_are_rejected_and_counted() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::new(Duration::from_secs(10));
+        s.register(&reg("a", "1"), 1, t0);
+        s.register(&reg("a", "2"), 2, t0);
+        assert!(s.ingest("a", 1, report(1, &[]), t0).is_err(), "the replaced session may not report");
+        s.session_closed("a", 1);
+        assert_eq!(s.host("a").unwrap().session, Some(2), "closing an old session leaves the new one");
+        let mut bad = report(1, &[("v", 0.5)]);
+        bad.vms[0].cpu_utilisation = f64::NAN;
+        let err = s.ingest("a", 2, bad, t0).unwrap_err().to_string();
+        assert!(err.contains("vms[0].cpu_utilisation"), "{err}");
+        assert_eq!((s.reports_ingested, s.reports_rejected), (0, 2));
+        assert!(s.ingest("nobody", 1, report(1, &[]), t0).is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! Checks on messages from agents before they touch the cluster state. An agent is trusted to
+//! speak for its own host, but a bug or a corrupted agent must not put NaN utilisations, negative
+//! rates or duplicate VMs into decisions. Each error names the offending field.
+
+use std::collections::HashSet;
+
+use presage_protocol::pb::{HostUsage, Register, Report, VmSample};
+
+/// At most this many VMs per report (a KVM host runs a few hundred at most).
+pub const MAX_VMS_PER_REPORT: usize = 20_000;
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct InvalidMessage {
+    pub field: String,
+    pub reason: String,
+}
+
+impl InvalidMessage {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        InvalidMessage { field: field.into(), reason: reason.into() }
+    }
+}
+
+fn fraction(field: String, v: f64) -> Result<(), InvalidMessage> {
+    // Counters sampled a few microseconds apart can overshoot 1 slightly.
+    if v.is_finite() && (0.0..=1.01).contains(&v) {
+        Ok(())
+    } else {
+        Err(InvalidMessage::new(field, format!("must be a fraction between 0 and 1, got {v}")))
+    }
+}
+
+fn rate(field: String, v: f64) -> Result<(), InvalidMessage> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(InvalidMessage::new(field, format!("must be a finite non-negative number, got {v}")))
+    }
+}
+
+pub fn register(r: &Register) -> Result<(), InvalidMessage> {
+    presage_protocol::pki::validate_name(&r.host_id, presage_protocol::tls::Role::Agent)
+        .map_err(|e| InvalidMessage::new("register.host_id", e.to_string()))?;
+    let cap = r.capacity.as_ref().ok_or_else(|| InvalidMessage::new("register.capacity", "missing"))?;
+    if cap.cpu_cores == 0 {
+        return Err(InvalidMessage::new("register.capacity.cpu_cores", "must be at least 1"));
+    }
+    if !(cap.cpu_mhz_per_core.is_finite() && cap.cpu_mhz_per_core > 0.0) {
+        return Err(InvalidMessage::new("register.capacity.cpu_mhz_per_core", format!("must be positive, got {}", cap.cpu_mhz_per_core)));
+    }
+    if cap.memory_bytes == 0 {
+        return Err(InvalidMessage::new("register.capacity.memory_bytes", "must be positive"));
+    }
+    Ok(())
+}
+
+fn host_usage(u: &HostUsage) -> Result<(), InvalidMessage> {
+    fraction("host.cpu_utilisation".into(), u.cpu_utilisation)?;
+    rate("host.load_avg_1m".into(), u.load_avg_1m)?;
+    rate("host.net_rx_bytes_per_s".into(), u.net_rx_bytes_per_s)?;
+    rate("host.net_tx_bytes_per_s".into(), u.net_tx_bytes_per_s)
+}
+
+fn vm(i: usize, v: &VmSample) -> Result<(), InvalidMessage> {
+    let f = |name: &str| format!("vms[{i}].{name}");
+    if v.vm_id.is_empty() || v.vm_id.len() > 256 || v.vm_id.contains('\0') {
+        return Err(InvalidMessage::new(f("vm_id"), "must be 1 to 256 bytes without NUL"));
+    }
+    fraction(f("cpu_utilisation"), v.cpu_utilisation)?;
+    rate(f("vcpu_mhz"), v.vcpu_mhz)?;
+    rate(f("disk_read_bytes_per_s"), v.disk_read_bytes_per_s)?;
+    rate(f("disk_write_bytes_per_s"), v.disk_write_bytes_per_s)?;
+    rate(f("net_rx_bytes_per_s"), v.net_rx_bytes_per_s)?;
+    rate(f("net_tx_bytes_per_s"), v.net_tx_bytes_per_s)
+}
+
+pub fn report(r: &Report) -> Result<(), InvalidMessage> {
+    let host = r.host.as_ref().ok_or_else(|| InvalidMessage::new("host", "missing"))?;
+    host_usage(host)?;
+    if r.vms.len() > MAX_VMS_PER_REPORT {
+        return Err(InvalidMessage::new("vms", format!("{} VMs is over the limit of {MAX_VMS_PER_REPORT}", r.vms.len())));
+    }
+    let mut seen = HashSet::with_capacity(r.vms.len());
+    for (i, v) in r.vms.iter().enumerate() {
+        vm(i, v)?;
+        if !seen.insert(v.vm_id.as_str()) {
+            return Err(InvalidMessage::new(format!("vms[{i}].vm_id"), format!("{:?} appears twice", v.vm_id)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presage_protocol::pb::HostCapacity;
+
+    #[test]
+    fn names_the_offending_field() {
+        let ok = Report { host: Some(HostUsage::default()), vms: vec![VmSample { vm_id: "a".into(), ..Default::default() }], ..Default::default() };
+        assert!(report(&ok).is_ok());
+        let mut dup = ok.clone();
+        dup.vms.push(dup.vms[0].clone());
+        assert_eq!(report(&dup).unwrap_err().field, "vms[1].vm_id");
+        let mut neg = ok.clone();
+        neg.vms[0].net_tx_bytes_per_s = -1.0;
+        assert_eq!(report(&neg).unwrap_err().field, "vms[0].net_tx_bytes_per_s");
+        let mut over = ok.clone();
+        over.host.as_mut().unwrap().cpu_utilisation = 3.0;
+        assert_eq!(report(&over).unwrap_err().field, "host.cpu_utilisation");
+        assert_eq!(report(&Report::default()).unwrap_err().field, "host");
+        let r = Register { host_id: "h".into(), capacity: Some(HostCapacity { cpu_cores: 2, cpu_mhz_per_core: 0.0, memory_bytes: 1, ..Default::default() }), ..Default::default() };
+        assert_eq!(register(&r).unwrap_err().field, "register.capacity.cpu_mhz_per_core");
+        let r = Register { host_id: "h/x".into(), ..r };
+        assert_eq!(register(&r).unwrap_err().field, "register.host_id");
+    }
+}

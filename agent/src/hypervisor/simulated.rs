@@ -4,7 +4,7 @@
 //!
 //! Host model: unless configured, the host has CPU cores of CloudSim's HP ProLiant ML110 G5 speed
 //! (2660 MIPS; PlanetLab demand is in MIPS) or, for Bitbrains, of the fastest VM's per-core MHz,
-//! in the number needed to hold every VM at full demand, and the sum of the VMs' memory. VMs whose
+//! in the number needed to hold every VM at full demand, and the VMs' memory plus 25 %. VMs whose
 //! trace has no memory column (PlanetLab) are reported as using their whole allocation, which is
 //! what the host commits to them.
 
@@ -46,8 +46,9 @@ impl SimulatedHypervisor {
         });
         let cores = cfg.cpu_cores.unwrap_or_else(|| ((demand / per_core).ceil() as u32).max(2));
         let memory = cfg.memory_mb.map(|m| m << 20).unwrap_or_else(|| {
+            // The VMs' allocations plus a quarter for the hypervisor and headroom.
             let sum: u64 = traces.vms.iter().map(|v| v.spec.memory_bytes).sum();
-            sum.div_ceil(1 << 30).max(4) << 30
+            (sum + sum / 4).div_ceil(1 << 30).max(4) << 30
         });
         let capacity = HostCapacity {
             cpu_cores: cores,

@@ -1,1 +1,207 @@
+//! `presagectl`, the operator CLI: cluster status, hosts and VMs (as aligned tables or JSON),
+//! a round trip through an agent's command channel, certificate issuance, and the one-command
+//! local demo cluster.
+
 pub mod client;
+pub mod demo;
+pub mod view;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use presage_protocol::pb::{ListHostsRequest, ListVmsRequest, PingHostRequest, StatusRequest};
+use presage_protocol::pki::ClusterCa;
+use presage_protocol::tls::{Role, TlsFiles};
+
+use self::client::{Target, rpc_error};
+use self::view::{HostView, OutputFormat, StatusView, VmView};
+
+#[derive(Parser)]
+#[command(name = "presagectl", version, about = "Operate a presage cluster")]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct ConnArgs {
+    /// Coordinator URL.
+    #[arg(long, global = true, env = "PRESAGE_COORDINATOR", default_value = "https://127.0.0.1:7400")]
+    pub coordinator: String,
+    /// Directory holding ca.pem, operator.pem and operator.key (default ~/.config/presage/tls).
+    #[arg(long, global = true, env = "PRESAGE_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Name the coordinator's certificate must carry.
+    #[arg(long, global = true, default_value = presage_protocol::COORDINATOR_TLS_NAME)]
+    pub server_name: String,
+}
+
+impl ConnArgs {
+    pub fn target(&self) -> Target {
+        let dir = self.tls_dir.clone().unwrap_or_else(client::default_tls_dir);
+        Target { url: self.coordinator.clone(), server_name: self.server_name.clone(), tls: Target::operator_files(&dir) }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Cluster summary.
+    Status,
+    /// Hosts with capacity, usage and liveness.
+    Hosts,
+    /// VMs with their latest samples.
+    Vms {
+        /// Only the VMs of this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Send a ping command through a host's agent stream and wait for its answer.
+    Ping {
+        host: String,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Create or extend the cluster's certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Run a local cluster (a coordinator and N agents with simulated hypervisors replaying
+    /// real traces) and watch it.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+pub enum CertsCommand {
+    /// Create a cluster CA and certificates for the coordinator, an operator and agents.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Cluster name, shown in the CA's name.
+        #[arg(long, default_value = "presage")]
+        cluster: String,
+        /// Agent host ids to issue certificates for (repeatable).
+        #[arg(long = "agent")]
+        agents: Vec<String>,
+        /// Extra DNS names or IP addresses for the coordinator certificate (repeatable).
+        #[arg(long = "coordinator-name")]
+        coordinator_names: Vec<String>,
+        /// Operator name.
+        #[arg(long, default_value = "admin")]
+        operator: String,
+    },
+    /// Issue one more certificate from an existing CA directory.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, conflicts_with_all = ["operator", "coordinator"])]
+        agent: Option<String>,
+        #[arg(long, conflicts_with = "coordinator")]
+        operator: Option<String>,
+        #[arg(long)]
+        coordinator: bool,
+        /// Extra DNS names or IP addresses (coordinator certificates).
+        #[arg(long = "coordinator-name")]
+        coordinator_names: Vec<String>,
+    },
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Status => {
+            let mut c = cli.conn.target().connect().await?;
+            let s = c.status(StatusRequest {}).await.map_err(|s| rpc_error("status", s))?.into_inner();
+            let v = StatusView::from(s);
+            match cli.output {
+                OutputFormat::Json => print_json(&v)?,
+                OutputFormat::Table => print!("{}", v.render()),
+            }
+        }
+        Command::Hosts => {
+            let mut c = cli.conn.target().connect().await?;
+            let hosts: Vec<HostView> =
+                c.list_hosts(ListHostsRequest {}).await.map_err(|s| rpc_error("list hosts", s))?.into_inner().hosts.into_iter().map(Into::into).collect();
+            match cli.output {
+                OutputFormat::Json => print_json(&hosts)?,
+                OutputFormat::Table => print!("{}", view::hosts_table(&hosts)),
+            }
+        }
+        Command::Vms { host } => {
+            let mut c = cli.conn.target().connect().await?;
+            let req = ListVmsRequest { host_id: host.unwrap_or_default() };
+            let vms: Vec<VmView> = c.list_vms(req).await.map_err(|s| rpc_error("list VMs", s))?.into_inner().vms.into_iter().map(Into::into).collect();
+            match cli.output {
+                OutputFormat::Json => print_json(&vms)?,
+                OutputFormat::Table => print!("{}", view::vms_table(&vms)),
+            }
+        }
+        Command::Ping { host, timeout } => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .ping_host(PingHostRequest { host_id: host.clone(), timeout_ms: timeout.as_millis() as u64 })
+                .await
+                .map_err(|s| rpc_error(&format!("ping {host}"), s))?
+                .into_inner();
+            match cli.output {
+                OutputFormat::Json => print_json(&serde_json::json!({
+                    "host": r.host_id, "round_trip_us": r.round_trip_us, "agent_uptime_ms": r.agent_uptime_ms, "command_id": r.command_id,
+                }))?,
+                OutputFormat::Table => println!(
+                    "{}: answered command {} in {:.2} ms (agent up {})",
+                    r.host_id,
+                    r.command_id,
+                    r.round_trip_us as f64 / 1000.0,
+                    humantime::format_duration(Duration::from_secs(r.agent_uptime_ms / 1000))
+                ),
+            }
+        }
+        Command::Certs(c) => certs(c)?,
+        Command::Demo(args) => demo::run(args).await?,
+    }
+    Ok(())
+}
+
+fn certs(cmd: CertsCommand) -> anyhow::Result<()> {
+    match cmd {
+        CertsCommand::Init { dir, cluster, agents, coordinator_names, operator } => {
+            let ca = ClusterCa::generate(&cluster)?;
+            ca.write(&dir)?;
+            let mut made = vec![dir.join(presage_protocol::pki::CA_CERT_FILE), dir.join(presage_protocol::pki::CA_KEY_FILE)];
+            let mut add = |f: TlsFiles| {
+                made.push(f.cert);
+                made.push(f.key);
+            };
+            add(ca.issue_to(&dir, "coordinator", Role::Coordinator, "coordinator", &coordinator_names)?);
+            add(ca.issue_to(&dir, "operator", Role::Operator, &operator, &[])?);
+            for a in &agents {
+                add(ca.issue_to(&dir, &format!("agent-{a}"), Role::Agent, a, &[])?);
+            }
+            println!("created the cluster CA and certificates in {}:", dir.display());
+            for m in made {
+                println!("  {}", m.display());
+            }
+            println!("keep ca.key offline; copy ca.pem plus each host's agent-<host>.pem/.key to that host.");
+        }
+        CertsCommand::Issue { dir, agent, operator, coordinator, coordinator_names } => {
+            let ca = ClusterCa::load(&dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
+            let files = match (agent, operator, coordinator) {
+                (Some(a), None, false) => ca.issue_to(&dir, &format!("agent-{a}"), Role::Agent, &a, &[])?,
+                (None, Some(o), false) => ca.issue_to(&dir, &format!("operator-{o}"), Role::Operator, &o, &[])?,
+                (None, None, true) => ca.issue_to(&dir, "coordinator", Role::Coordinator, "coordinator", &coordinator_names)?,
+                _ => bail!("say what to issue: exactly one of --agent HOST, --operator NAME or --coordinator"),
+            };
+            println!("issued {} and {}", files.cert.display(), files.key.display());
+        }
+    }
+    Ok(())
+}

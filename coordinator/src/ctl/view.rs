@@ -1,0 +1,282 @@
+//! What `presagectl` prints: one serialisable view per command, rendered either as an aligned
+//! table or as JSON (`--output json`). The JSON field names are a stable interface for scripts.
+
+use presage_protocol::pb::{HostInfo, StatusResponse, VmInfo, VmState};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Serialize)]
+pub struct StatusView {
+    pub coordinator_version: String,
+    pub protocol_version: u32,
+    pub uptime_s: f64,
+    pub hosts_total: u32,
+    pub hosts_reachable: u32,
+    pub hosts_connected: u32,
+    pub vms_total: u32,
+    pub cpu_capacity_mhz: f64,
+    pub cpu_demand_mhz: f64,
+    pub memory_capacity_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub reports_ingested: u64,
+    pub reports_rejected: u64,
+    pub tls_handshakes_refused: u64,
+    pub last_refusal: String,
+}
+
+impl From<StatusResponse> for StatusView {
+    fn from(s: StatusResponse) -> Self {
+        StatusView {
+            coordinator_version: s.coordinator_version,
+            protocol_version: s.protocol_version,
+            uptime_s: s.uptime_ms as f64 / 1000.0,
+            hosts_total: s.hosts_total,
+            hosts_reachable: s.hosts_reachable,
+            hosts_connected: s.hosts_connected,
+            vms_total: s.vms_total,
+            cpu_capacity_mhz: s.cpu_capacity_mhz,
+            cpu_demand_mhz: s.cpu_used_mhz,
+            memory_capacity_bytes: s.memory_capacity_bytes,
+            memory_used_bytes: s.memory_used_bytes,
+            reports_ingested: s.reports_ingested,
+            reports_rejected: s.reports_rejected,
+            tls_handshakes_refused: s.tls_handshakes_refused,
+            last_refusal: s.last_refusal,
+        }
+    }
+}
+
+impl StatusView {
+    pub fn render(&self) -> String {
+        let pct = |a: f64, b: f64| if b > 0.0 { 100.0 * a / b } else { 0.0 };
+        let rows = vec![
+            ("coordinator", format!("{} (protocol v{}), up {}", self.coordinator_version, self.protocol_version, human_secs(self.uptime_s))),
+            ("hosts", format!("{} reachable, {} connected, {} known", self.hosts_reachable, self.hosts_connected, self.hosts_total)),
+            ("vms", self.vms_total.to_string()),
+            ("cpu demand", format!("{:.1} of {:.1} GHz ({:.1} %)", self.cpu_demand_mhz / 1e3, self.cpu_capacity_mhz / 1e3, pct(self.cpu_demand_mhz, self.cpu_capacity_mhz))),
+            ("memory", format!("{} of {} ({:.1} %)", gib(self.memory_used_bytes), gib(self.memory_capacity_bytes), pct(self.memory_used_bytes as f64, self.memory_capacity_bytes as f64))),
+            ("reports", format!("{} ingested, {} rejected", self.reports_ingested, self.reports_rejected)),
+            (
+                "tls refusals",
+                if self.tls_handshakes_refused == 0 { "0".into() } else { format!("{} (last: {})", self.tls_handshakes_refused, self.last_refusal) },
+            ),
+        ];
+        let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        rows.into_iter().map(|(k, v)| format!("{k:<w$}  {v}\n")).collect()
+    }
+}
+
+#[derive(Serialize)]
+pub struct HostView {
+    pub host: String,
+    pub state: &'static str,
+    pub connected: bool,
+    pub hypervisor: String,
+    pub vms: u32,
+    pub cpu_cores: u32,
+    pub cpu_capacity_mhz: f64,
+    pub cpu_demand_mhz: f64,
+    pub cpu_utilisation: f64,
+    pub memory_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub last_seen_s: f64,
+    pub reports: u64,
+    pub trace_step: Option<u64>,
+    pub agent_rss_bytes: Option<u64>,
+    pub agent_version: String,
+}
+
+impl From<HostInfo> for HostView {
+    fn from(h: HostInfo) -> Self {
+        let cap = h.capacity.unwrap_or_default();
+        let usage = h.usage.unwrap_or_default();
+        HostView {
+            host: h.host_id,
+            state: if h.reachable { "reachable" } else { "unreachable" },
+            connected: h.connected,
+            hypervisor: h.hypervisor_kind,
+            vms: h.vm_count,
+            cpu_cores: cap.cpu_cores,
+            cpu_capacity_mhz: cap.cpu_cores as f64 * cap.cpu_mhz_per_core,
+            cpu_demand_mhz: h.vm_cpu_demand_mhz,
+            cpu_utilisation: usage.cpu_utilisation,
+            memory_bytes: cap.memory_bytes,
+            memory_used_bytes: usage.memory_used_bytes,
+            last_seen_s: h.last_seen_ago_ms as f64 / 1000.0,
+            reports: h.reports,
+            trace_step: h.trace.map(|t| t.step),
+            agent_rss_bytes: h.agent.map(|a| a.rss_bytes),
+            agent_version: h.agent_version,
+        }
+    }
+}
+
+pub fn hosts_table(hosts: &[HostView]) -> String {
+    let rows = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.host.clone(),
+                h.state.to_string(),
+                h.hypervisor.clone(),
+                h.vms.to_string(),
+                format!("{:.1}", h.cpu_utilisation * 100.0),
+                format!("{:.1}/{:.1}", h.cpu_demand_mhz / 1e3, h.cpu_capacity_mhz / 1e3),
+                format!("{:.1}", if h.memory_bytes > 0 { 100.0 * h.memory_used_bytes as f64 / h.memory_bytes as f64 } else { 0.0 }),
+                gib(h.memory_bytes),
+                format!("{:.1}s", h.last_seen_s),
+                h.trace_step.map(|s| format!("{s} ({})", clock_of_step(s))).unwrap_or_else(|| "-".into()),
+                h.agent_rss_bytes.map(|b| format!("{:.1}", b as f64 / (1 << 20) as f64)).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &["HOST", "STATE", "HYPERVISOR", "VMS", "CPU%", "DEMAND/CAP GHz", "MEM%", "MEMORY", "LAST SEEN", "TRACE STEP", "AGENT RSS MiB"],
+        &[false, false, false, true, true, true, true, true, true, true, true],
+        rows,
+    )
+}
+
+#[derive(Serialize)]
+pub struct VmView {
+    pub vm: String,
+    pub name: String,
+    pub host: String,
+    pub state: &'static str,
+    pub vcpus: u32,
+    pub cpu_utilisation: f64,
+    pub cpu_demand_mhz: f64,
+    pub memory_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub disk_read_bytes_per_s: f64,
+    pub disk_write_bytes_per_s: f64,
+    pub net_rx_bytes_per_s: f64,
+    pub net_tx_bytes_per_s: f64,
+    pub sampled_at_ms: u64,
+    pub trace_step: Option<u64>,
+}
+
+impl From<VmInfo> for VmView {
+    fn from(v: VmInfo) -> Self {
+        let s = v.sample.unwrap_or_default();
+        let state = match VmState::try_from(s.state).unwrap_or(VmState::Unspecified) {
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::Shutoff => "shutoff",
+            VmState::Crashed => "crashed",
+            VmState::Other => "other",
+            VmState::Unspecified => "unknown",
+        };
+        VmView {
+            vm: s.vm_id,
+            name: s.name,
+            host: v.host_id,
+            state,
+            vcpus: s.vcpus,
+            cpu_utilisation: s.cpu_utilisation,
+            cpu_demand_mhz: v.cpu_demand_mhz,
+            memory_bytes: s.memory_bytes,
+            memory_used_bytes: s.memory_used_bytes,
+            disk_read_bytes_per_s: s.disk_read_bytes_per_s,
+            disk_write_bytes_per_s: s.disk_write_bytes_per_s,
+            net_rx_bytes_per_s: s.net_rx_bytes_per_s,
+            net_tx_bytes_per_s: s.net_tx_bytes_per_s,
+            sampled_at_ms: v.sampled_at_ms,
+            trace_step: v.trace.map(|t| t.step),
+        }
+    }
+}
+
+pub fn vms_table(vms: &[VmView]) -> String {
+    let kib = |b: f64| format!("{:.0}", b / 1024.0);
+    let rows = vms
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.host.clone(),
+                v.state.to_string(),
+                v.vcpus.to_string(),
+                format!("{:.1}", v.cpu_utilisation * 100.0),
+                format!("{:.0}", v.cpu_demand_mhz),
+                format!("{}", v.memory_bytes >> 20),
+                format!("{}", v.memory_used_bytes >> 20),
+                kib(v.disk_read_bytes_per_s + v.disk_write_bytes_per_s),
+                kib(v.net_rx_bytes_per_s + v.net_tx_bytes_per_s),
+            ]
+        })
+        .collect();
+    table(
+        &["VM", "HOST", "STATE", "VCPUS", "CPU%", "CPU MHZ", "MEM MiB", "USED MiB", "DISK KiB/s", "NET KiB/s"],
+        &[false, false, false, true, true, true, true, true, true, true],
+        rows,
+    )
+}
+
+/// Renders rows under headers with every column as wide as its widest cell.
+pub fn table(headers: &[&str], right_align: &[bool], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if right_align[i] {
+                out.extend(std::iter::repeat_n(' ', pad));
+                out.push_str(c);
+            } else {
+                out.push_str(c);
+                if i + 1 < cells.len() {
+                    out.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+pub fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn human_secs(s: f64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string()
+}
+
+/// The time of day a 5-minute trace step stands for.
+fn clock_of_step(step: u64) -> String {
+    let minutes = (step % 288) * 5;
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_columns_align() {
+        let t = table(&["A", "NUM"], &[false, true], vec![vec!["long-name".into(), "7".into()], vec!["x".into(), "1234".into()]]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "A           NUM");
+        assert_eq!(lines[1], "long-name      7");
+        assert_eq!(lines[2], "x           1234");
+    }
+}

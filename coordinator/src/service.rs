@@ -203,6 +203,7 @@ fn host_info(h: &crate::state::HostRecord, now: Instant) -> HostInfo {
         trace: h.trace.clone(),
         agent: h.agent,
         vm_cpu_demand_mhz: h.vms.values().map(|v| h.vm_cpu_demand(v)).sum(),
+        last_report_seq: h.last_seq,
     }
 }
 

@@ -42,6 +42,11 @@ impl LibvirtHypervisor {
         Ok(LibvirtHypervisor { uri: uri.into(), conn, previous: Mutex::new(HashMap::new()) })
     }
 
+    /// The underlying libvirt connection.
+    pub fn connection(&self) -> &Connect {
+        &self.conn
+    }
+
     fn err(&self, what: &str, e: virt::error::Error) -> HypervisorError {
         HypervisorError::Libvirt { uri: self.uri.clone(), detail: format!("{what}: {e}") }
     }
@@ -176,6 +181,56 @@ impl Hypervisor for LibvirtHypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// libvirt's built-in test driver: a real libvirt connection with in-memory domains.
+    const TEST_URI: &str = "test:///default";
+
+    fn domain_xml(name: &str) -> String {
+        format!(
+            "<domain type='test'><name>{name}</name><memory unit='MiB'>512</memory><currentMemory unit='MiB'>384</currentMemory>\
+             <vcpu>3</vcpu><os><type>hvm</type></os><devices>\
+             <disk type='file' device='disk'><source file='/var/lib/x.img'/><target dev='vda' bus='virtio'/></disk>\
+             </devices></domain>"
+        )
+    }
+
+    #[test]
+    fn lists_test_driver_domains_with_state_memory_and_vcpus() {
+        let hv = LibvirtHypervisor::connect(TEST_URI).expect("libvirt's test driver is available (libvirt0 installed)");
+        let dom = hv.connection().create_domain_xml(&domain_xml("presage-probe"), 0).unwrap();
+        let obs = hv.observe().unwrap();
+        assert!(obs.host_usage.is_none() && obs.trace.is_none(), "host usage comes from the real machine");
+        let ours = obs.vms.iter().find(|v| v.name == "presage-probe").expect("the defined domain is listed");
+        assert_eq!(ours.vm_id, dom.uuid_string().unwrap());
+        assert_eq!(ours.state, VmState::Running as i32);
+        assert_eq!(ours.vcpus, 3);
+        assert_eq!(ours.memory_bytes, 512 << 20);
+        assert!(ours.memory_used_bytes > 0 && ours.memory_used_bytes <= 512 << 20, "{}", ours.memory_used_bytes);
+        assert_eq!(ours.cpu_utilisation, 0.0, "no rate before a second observation");
+        // The driver's own default domain is there too.
+        assert!(obs.vms.iter().any(|v| v.name == "test"));
+
+        let again = hv.observe().unwrap();
+        let ours = again.vms.iter().find(|v| v.name == "presage-probe").unwrap();
+        assert!((0.0..=1.0).contains(&ours.cpu_utilisation));
+
+        dom.suspend().unwrap();
+        let paused = hv.observe().unwrap();
+        assert_eq!(paused.vms.iter().find(|v| v.name == "presage-probe").unwrap().state, VmState::Paused as i32);
+        dom.destroy().unwrap();
+        let after = hv.observe().unwrap();
+        assert!(after.vms.iter().all(|v| v.name != "presage-probe"), "a destroyed transient domain is gone");
+
+        let cap = hv.capacity().unwrap();
+        let node = hv.connection().node_info().unwrap();
+        assert_eq!((cap.cpu_cores, cap.memory_bytes), (node.cpus, node.memory * 1024));
+    }
+
+    #[test]
+    fn an_unreachable_uri_is_a_clear_error() {
+        let err = LibvirtHypervisor::connect("test:///no/such/config.xml").err().expect("must fail").to_string();
+        assert!(err.contains("test:///no/such/config.xml"), "{err}");
+    }
 
     #[test]
     fn finds_disk_and_interface_targets() {

@@ -1,0 +1,181 @@
+//! Test harness shared by the end-to-end tests (`tests/tests/cluster.rs`) and the benchmark
+//! binary: a throwaway cluster PKI, a coordinator and agents running in-process on loopback with
+//! real mutual TLS, real sled stores and real trace files, and an operator client.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use presage_agent::config::{AgentConfig, HypervisorConfig, ReconnectConfig, SimulatedConfig};
+use presage_coordinator::config::CoordinatorConfig;
+use presage_coordinator::server::Coordinator;
+use presage_coordinator::service::Shared;
+use presage_protocol::pb::operator_client::OperatorClient;
+use presage_protocol::pki::ClusterCa;
+use presage_protocol::tls::{Role, TlsFiles};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+/// The shared trace data: `$PRESAGE_SHARED_DATA`, else `../shared/data` from the repository root.
+/// Panics with the places it looked when absent, as the tests cannot run without it.
+pub fn shared_data() -> PathBuf {
+    let candidates: Vec<PathBuf> = std::env::var_os("PRESAGE_SHARED_DATA")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")])
+        .collect();
+    for c in &candidates {
+        if c.join("planetlab").is_dir() {
+            return c.canonicalize().unwrap_or_else(|_| c.clone());
+        }
+    }
+    panic!(
+        "the shared trace data is missing: looked for planetlab/ in {} (set PRESAGE_SHARED_DATA)",
+        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+}
+
+/// A cluster CA in a temporary folder, issuing certificates on demand.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: ClusterCa,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = ClusterCa::generate("test").expect("CA");
+        ca.write(dir.path()).expect("write CA");
+        Pki { dir, ca }
+    }
+
+    pub fn issue(&self, role: Role, name: &str) -> TlsFiles {
+        let stem = format!("{role}-{name}");
+        self.ca.issue_to(self.dir.path(), &stem, role, name, &[]).expect("issue")
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A coordinator serving on a loopback port inside this process.
+pub struct RunningCoordinator {
+    pub url: String,
+    pub port: u16,
+    pub shared: Arc<Shared>,
+    pub cancel: CancellationToken,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningCoordinator {
+    /// Starts a coordinator on `port` (0: any free port).
+    pub async fn start(pki: &Pki, port: u16, host_timeout: Duration) -> RunningCoordinator {
+        let cfg = CoordinatorConfig {
+            listen: ([127, 0, 0, 1], port).into(),
+            host_timeout,
+            shutdown_timeout: Duration::from_secs(5),
+            tls: pki.issue(Role::Coordinator, "coordinator"),
+        };
+        let cancel = CancellationToken::new();
+        let c = Coordinator::bind(cfg, cancel.clone()).await.expect("coordinator binds");
+        let port = c.local_addr().port();
+        let shared = c.shared.clone();
+        let handle = tokio::spawn(c.serve());
+        RunningCoordinator { url: format!("https://127.0.0.1:{port}"), port, shared, cancel, handle }
+    }
+
+    /// Fires shutdown and waits for the server to stop.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.handle.await.expect("coordinator task").expect("coordinator stops cleanly");
+    }
+}
+
+/// An agent running inside this process.
+pub struct RunningAgent {
+    pub cancel: CancellationToken,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningAgent {
+    pub fn start(cfg: AgentConfig) -> RunningAgent {
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(presage_agent::run(cfg, cancel.clone()));
+        RunningAgent { cancel, handle }
+    }
+
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.handle.await.expect("agent task").expect("agent stops cleanly");
+    }
+}
+
+/// An agent configuration with a simulated hypervisor replaying `trace_dir`.
+pub fn simulated_agent(pki: &Pki, host: &str, url: &str, data_dir: &Path, trace_dir: &Path, shard: (usize, usize), max_vms: usize) -> AgentConfig {
+    AgentConfig {
+        host_id: Some(host.into()),
+        coordinator: url.into(),
+        coordinator_name: presage_protocol::COORDINATOR_TLS_NAME.into(),
+        data_dir: data_dir.into(),
+        sample_interval: Duration::from_millis(100),
+        history_per_vm: 100_000,
+        tls: pki.issue(Role::Agent, host),
+        hypervisor: HypervisorConfig::Simulated(SimulatedConfig {
+            trace_dir: trace_dir.into(),
+            format: None,
+            time_compression: 600.0,
+            shard_index: shard.0,
+            shard_count: shard.1,
+            max_vms,
+            start_step: 0,
+            cpu_cores: None,
+            cpu_mhz_per_core: None,
+            memory_mb: None,
+        }),
+        reconnect: ReconnectConfig { initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(500) },
+    }
+}
+
+/// An operator API client presenting `files`.
+pub async fn client(url: &str, files: &TlsFiles) -> Result<OperatorClient<Channel>, tonic::transport::Error> {
+    let tls = files.load().expect("TLS files");
+    let ch = Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .tls_config(tls.client_config(presage_protocol::COORDINATOR_TLS_NAME))?
+        .connect()
+        .await?;
+    Ok(OperatorClient::new(ch))
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `limit` naming `what`.
+/// The limit only bounds a hung test; no assertion depends on how long the wait took.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes small PlanetLab-format trace files (name -> percent per line) into a new folder.
+pub fn synthetic_trace(files: &[(&str, &[u32])]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    for (name, values) in files {
+        let body: String = values.iter().map(|v| format!("{v}\n")).collect();
+        std::fs::write(d.path().join(name), body).expect("write trace");
+    }
+    d
+}

@@ -1,0 +1,248 @@
+//! End-to-end tests of a presage cluster on loopback: a real coordinator and real agents (in this
+//! process), real gRPC with mutual TLS, real sled stores, and real PlanetLab trace files.
+
+use std::path::Path;
+use std::time::Duration;
+
+use presage_agent::store::{SampleHistory, SledStore};
+use presage_protocol::pb::{
+    AgentMessage, ListHostsRequest, ListVmsRequest, PingHostRequest, Register, StatusRequest, agent_link_client::AgentLinkClient,
+    agent_message,
+};
+use presage_protocol::pki::ClusterCa;
+use presage_protocol::tls::Role;
+use presage_tests::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The trace file's values as fractions, read independently of the code under test.
+fn trace_values(path: &Path) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().parse::<u32>().unwrap() as f64 / 100.0)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_report_the_trace_lines_they_replay() {
+    let day = shared_data().join("planetlab/20110303");
+    let mut files: Vec<String> = std::fs::read_dir(&day).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let data = tempfile::tempdir().unwrap();
+    let a = RunningAgent::start(simulated_agent(&pki, "hv-a", &coord.url, &data.path().join("a"), &day, (0, 2), 6));
+    let b = RunningAgent::start(simulated_agent(&pki, "hv-b", &coord.url, &data.path().join("b"), &day, (1, 2), 6));
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "alice")).await.unwrap();
+
+    let hosts = eventually("both hosts report twice", WAIT, || {
+        let mut op = op.clone();
+        async move {
+            let hosts = op.list_hosts(ListHostsRequest {}).await.ok()?.into_inner().hosts;
+            (hosts.len() == 2 && hosts.iter().all(|h| h.reachable && h.reports >= 2)).then_some(hosts)
+        }
+    })
+    .await;
+    assert_eq!(hosts.iter().map(|h| h.host_id.as_str()).collect::<Vec<_>>(), ["hv-a", "hv-b"]);
+
+    let block = files.len().div_ceil(4);
+    for (shard, host) in ["hv-a", "hv-b"].iter().enumerate() {
+        let vms = op.list_vms(ListVmsRequest { host_id: host.to_string() }).await.unwrap().into_inner().vms;
+        // The shard: every second file in name order, starting at the shard index, first six.
+        let expected: Vec<&String> = files.iter().enumerate().filter(|(i, _)| i % 2 == shard).map(|(_, f)| f).take(6).collect();
+        let mut got: Vec<&str> = vms.iter().map(|v| v.sample.as_ref().unwrap().vm_id.as_str()).collect();
+        got.sort();
+        assert_eq!(got, expected.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "{host} holds its shard");
+        for v in &vms {
+            let s = v.sample.as_ref().unwrap();
+            let step = v.trace.as_ref().expect("simulated samples carry their trace position").step;
+            let values = trace_values(&day.join(&s.vm_id));
+            let want = values[(step as usize) % values.len()];
+            assert!((s.cpu_utilisation - want).abs() < 1e-6, "{}: step {step}: got {}, trace says {want}", s.vm_id, s.cpu_utilisation);
+            // CloudSim's VM types in contiguous blocks of the folder's files.
+            let index = files.iter().position(|f| f == &s.vm_id).unwrap();
+            let (mips, ram_mb) = [(2500.0, 870u64), (2000.0, 1740), (1000.0, 1740), (500.0, 613)][index / block];
+            assert_eq!(s.memory_bytes, ram_mb << 20, "{}", s.vm_id);
+            assert!((v.cpu_demand_mhz - want * mips).abs() < 1e-3, "{}: demand {} != {want} x {mips}", s.vm_id, v.cpu_demand_mhz);
+        }
+    }
+    let status = op.status(StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((status.hosts_reachable, status.vms_total, status.reports_rejected), (2, 12, 0));
+    a.stop().await;
+    b.stop().await;
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_agent_turns_unreachable_and_returns_with_its_history() {
+    let trace = synthetic_trace(&[("vm-1", &[10, 20, 30, 40]), ("vm-2", &[50, 60, 70, 80])]);
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(1)).await;
+    let data = tempfile::tempdir().unwrap();
+    let cfg = simulated_agent(&pki, "hv-r", &coord.url, data.path(), trace.path(), (0, 1), 0);
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let host = |op: &presage_protocol::pb::operator_client::OperatorClient<_>| {
+        let mut op = op.clone();
+        async move { op.list_hosts(ListHostsRequest {}).await.ok()?.into_inner().hosts.into_iter().find(|h| h.host_id == "hv-r") }
+    };
+
+    let agent = RunningAgent::start(cfg.clone());
+    eventually("the host reports", WAIT, || async { host(&op).await.filter(|h| h.reachable && h.reports >= 3) }).await;
+    agent.stop().await;
+    let gone = eventually("the host turns unreachable", WAIT, || async { host(&op).await.filter(|h| !h.reachable) }).await;
+    assert!(!gone.connected);
+    assert!(gone.last_seen_ago_ms >= 1000, "unreachable only after the 1 s timeout, was {} ms", gone.last_seen_ago_ms);
+
+    let store_dir = data.path().join("store");
+    let (first_before, len_before) = {
+        let store = SledStore::open(&store_dir).unwrap();
+        let h = SampleHistory::open(&store, 100_000, &store_dir).unwrap();
+        let rows = h.recent("vm-1", usize::MAX).unwrap();
+        assert!(rows.len() >= 3, "the agent recorded its samples");
+        (rows[0].0, rows.len())
+    };
+
+    let agent = RunningAgent::start(cfg);
+    let back = eventually("the host is reachable again", WAIT, || async { host(&op).await.filter(|h| h.reachable && h.connected) }).await;
+    assert_eq!(back.vm_count, 2);
+    eventually("a report after the restart", WAIT, || async { host(&op).await.filter(|h| h.last_report_seq >= 2) }).await;
+    agent.stop().await;
+
+    let store = SledStore::open(&store_dir).unwrap();
+    let h = SampleHistory::open(&store, 100_000, &store_dir).unwrap();
+    let rows = h.recent("vm-1", usize::MAX).unwrap();
+    assert_eq!(rows[0].0, first_before, "the oldest sample from before the restart is still there");
+    assert!(rows.len() > len_before, "the restarted agent appended to the same history");
+    drop(store);
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_keeps_sampling_without_a_coordinator_and_reconnects() {
+    let trace = synthetic_trace(&[("vm-x", &[5, 15, 25])]);
+    let pki = Pki::new();
+    // Reserve a port, then start the agent while nothing listens on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("https://127.0.0.1:{port}");
+    let data = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(simulated_agent(&pki, "hv-late", &url, data.path(), trace.path(), (0, 1), 0));
+    // Give the agent a few sampling intervals with nobody to talk to.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let coord = RunningCoordinator::start(&pki, port, Duration::from_secs(30)).await;
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let first = eventually("the late agent registers and reports", WAIT, || {
+        let mut op = op.clone();
+        async move { op.list_hosts(ListHostsRequest {}).await.ok()?.into_inner().hosts.into_iter().find(|h| h.reports >= 1) }
+    })
+    .await;
+    assert!(
+        first.last_report_seq > first.reports,
+        "the agent sampled while disconnected: seq {} after {} delivered reports",
+        first.last_report_seq,
+        first.reports
+    );
+    // The coordinator restarts on the same port; the agent finds it again.
+    coord.stop().await;
+    let coord = RunningCoordinator::start(&pki, port, Duration::from_secs(30)).await;
+    let op2 = client(&coord.url, &pki.issue(Role::Operator, "ops2")).await.unwrap();
+    eventually("the agent reconnects to the restarted coordinator", WAIT, || {
+        let mut op2 = op2.clone();
+        async move { op2.list_hosts(ListHostsRequest {}).await.ok()?.into_inner().hosts.into_iter().find(|h| h.connected && h.reports >= 1) }
+    })
+    .await;
+    let _ = op.status(StatusRequest {}).await; // the old channel may or may not have reconnected; no assertion
+    agent.stop().await;
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_stream_carries_a_ping_and_its_answer() {
+    let trace = synthetic_trace(&[("vm", &[1])]);
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let data = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(simulated_agent(&pki, "hv-p", &coord.url, data.path(), trace.path(), (0, 1), 0));
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    eventually("registered", WAIT, || {
+        let mut op = op.clone();
+        async move { op.list_hosts(ListHostsRequest {}).await.ok()?.into_inner().hosts.into_iter().find(|h| h.connected) }
+    })
+    .await;
+    let first = op.ping_host(PingHostRequest { host_id: "hv-p".into(), timeout_ms: 5000 }).await.unwrap().into_inner();
+    let second = op.ping_host(PingHostRequest { host_id: "hv-p".into(), timeout_ms: 5000 }).await.unwrap().into_inner();
+    assert_eq!(first.host_id, "hv-p");
+    assert!(second.command_id > first.command_id, "each command gets its own id");
+    assert!(second.agent_uptime_ms >= first.agent_uptime_ms, "the answer comes from the running agent");
+    let err = op.ping_host(PingHostRequest { host_id: "nobody".into(), timeout_ms: 500 }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    agent.stop().await;
+    let err = eventually("the stopped agent's session closes", WAIT, || {
+        let mut op = op.clone();
+        async move { op.ping_host(PingHostRequest { host_id: "hv-p".into(), timeout_ms: 500 }).await.err() }
+    })
+    .await;
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_certificates_and_wrong_roles_are_refused() {
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+
+    // A perfectly formed operator certificate from another CA.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = ClusterCa::generate("other").unwrap();
+    let foreign = other_ca.issue_to(other.path(), "operator", Role::Operator, "mallory", &[]).unwrap();
+    // The client trusts our coordinator (our CA), but presents the foreign certificate.
+    let mixed = presage_protocol::tls::TlsFiles { ca: pki.dir.path().join("ca.pem"), ..foreign };
+    let refused = match client(&coord.url, &mixed).await {
+        Err(e) => presage_protocol::error_chain(&e),
+        Ok(mut c) => c.status(StatusRequest {}).await.expect_err("a foreign certificate must not get an answer").to_string(),
+    };
+    assert!(!refused.is_empty());
+
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "alice")).await.unwrap();
+    let status = op.status(StatusRequest {}).await.unwrap().into_inner();
+    assert!(status.tls_handshakes_refused >= 1, "the refusal is counted");
+    assert!(status.last_refusal.contains("UnknownIssuer") || status.last_refusal.contains("unknown issuer"), "{}", status.last_refusal);
+
+    // An agent certificate cannot use the operator API.
+    let mut as_agent = client(&coord.url, &pki.issue(Role::Agent, "hv-1")).await.unwrap();
+    let err = as_agent.list_hosts(ListHostsRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+
+    // An agent may only register as the host its certificate names.
+    let files = pki.issue(Role::Agent, "hv-1");
+    let tls = files.load().unwrap();
+    let ch = tonic::transport::Endpoint::from_shared(coord.url.clone())
+        .unwrap()
+        .tls_config(tls.client_config(presage_protocol::COORDINATOR_TLS_NAME))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let register = |host: &str| AgentMessage {
+        body: Some(agent_message::Body::Register(Register {
+            protocol_version: presage_protocol::PROTOCOL_VERSION,
+            host_id: host.into(),
+            capacity: Some(presage_protocol::pb::HostCapacity { cpu_cores: 1, cpu_mhz_per_core: 1.0, memory_bytes: 1, ..Default::default() }),
+            ..Default::default()
+        })),
+    };
+    let err = AgentLinkClient::new(ch.clone()).session(tokio_stream::iter(vec![register("hv-2")])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    // And an agent of a future protocol version is told which versions are supported.
+    let mut future = register("hv-1");
+    if let Some(agent_message::Body::Register(r)) = &mut future.body {
+        r.protocol_version = presage_protocol::PROTOCOL_VERSION + 1;
+    }
+    let err = AgentLinkClient::new(ch).session(tokio_stream::iter(vec![future])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("supports"), "{}", err.message());
+    assert!(op.list_hosts(ListHostsRequest {}).await.unwrap().into_inner().hosts.is_empty(), "nothing registered");
+    coord.stop().await;
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One entry point for a fresh clone: installs what is missing, builds, and runs.
+#   ./presage.sh demo [presagectl demo options]   local cluster: coordinator + agents on loopback
+#   ./presage.sh test                             the whole test suite (cargo test --workspace)
+#   ./presage.sh deps                             only install the system packages
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(pkg-config libvirt-dev libvirt0 gcc)
+
+install_deps() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "presage: cargo is not installed; install Rust from https://rustup.rs and run this again" >&2
+    exit 1
+  fi
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "presage: please install: ${missing[*]} (libvirt development files and pkg-config)" >&2
+    exit 1
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "presage: installing ${missing[*]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  demo)
+    install_deps
+    cargo build --release --locked --bins
+    exec target/release/presagectl demo "$@"
+    ;;
+  test)
+    install_deps
+    exec cargo test --workspace --locked "$@"
+    ;;
+  deps)
+    install_deps
+    ;;
+  *)
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

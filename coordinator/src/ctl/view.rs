@@ -276,7 +276,7 @@ mod tests {
         let t = table(&["A", "NUM"], &[false, true], vec![vec!["long-name".into(), "7".into()], vec!["x".into(), "1234".into()]]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "A           NUM");
-        assert_eq!(lines[1], "long-name      7");
-        assert_eq!(lines[2], "x           1234");
+        assert_eq!(lines[1], "long-name     7");
+        assert_eq!(lines[2], "x          1234");
     }
 }

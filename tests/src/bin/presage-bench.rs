@@ -1,1 +1,283 @@
-fn main() {}
+//! presage benchmarks, printed as tables (figures for the issue notes, never test assertions).
+//!
+//! `presage-bench agent`  — cost of the real `presage-agent` process per sampling cycle with N
+//!                          simulated VMs (CPU time per cycle, resident memory), plus the cost of
+//!                          one in-process sampling cycle.
+//! `presage-bench ingest` — reports per second the real `presage-coordinator` ingests from N
+//!                          simulated agents, each on its own mutual-TLS connection.
+//!
+//! Build with `cargo build --release --bins`; both start the release daemons next to this binary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use presage_agent::SamplingCycle;
+use presage_agent::config::SimulatedConfig;
+use presage_agent::hypervisor::simulated::SimulatedHypervisor;
+use presage_agent::store::{SampleHistory, SledStore};
+use presage_protocol::pb::{
+    AgentMessage, HostCapacity, HostUsage, ListHostsRequest, Register, Report, StatusRequest, VmSample, agent_link_client::AgentLinkClient,
+    agent_message,
+};
+use presage_protocol::tls::Role;
+use presage_tests::{Pki, RunningCoordinator, client, shared_data};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    Agent {
+        #[arg(long, default_value_t = 100)]
+        vms: usize,
+        /// Sampling interval of the measured agent process.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// In-process cycles to time.
+        #[arg(long, default_value_t = 500)]
+        cycles: usize,
+    },
+    Ingest {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, default_value_t = 10)]
+        vms: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let p = std::env::current_exe()?.parent().context("exe folder")?.join(name);
+    if !p.exists() {
+        bail!("{} is missing: run `cargo build --release --bins` first", p.display());
+    }
+    Ok(p)
+}
+
+/// (CPU seconds, RSS bytes, peak RSS bytes) of a process.
+fn proc_cost(pid: i32) -> anyhow::Result<(f64, u64, u64)> {
+    let p = procfs::process::Process::new(pid)?;
+    let stat = p.stat()?;
+    let status = p.status()?;
+    let cpu = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+    Ok((cpu, status.vmrss.unwrap_or(0) * 1024, status.vmhwm.unwrap_or(0) * 1024))
+}
+
+fn self_cpu() -> f64 {
+    proc_cost(std::process::id() as i32).map(|c| c.0).unwrap_or(0.0)
+}
+
+async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles: usize) -> anyhow::Result<()> {
+    let trace = shared_data().join("planetlab/20110303");
+    // 1. In-process: one sampling cycle (simulated observation + sled history append + report).
+    let dir = tempfile::tempdir()?;
+    let sim_cfg = SimulatedConfig {
+        trace_dir: trace.clone(),
+        format: None,
+        time_compression: 60.0,
+        shard_index: 0,
+        shard_count: 1,
+        max_vms: vms,
+        start_step: 0,
+        cpu_cores: None,
+        cpu_mhz_per_core: None,
+        memory_mb: None,
+    };
+    let hv = Arc::new(SimulatedHypervisor::load(&sim_cfg)?);
+    let store = SledStore::open(dir.path())?;
+    let history = Arc::new(SampleHistory::open(&store, 8640, dir.path())?);
+    let mut cycle = SamplingCycle::new(hv, history);
+    cycle.run_once()?;
+    let (cpu0, t0) = (self_cpu(), Instant::now());
+    for _ in 0..cycles {
+        std::hint::black_box(cycle.run_once()?);
+    }
+    let (cpu_in, wall_in) = ((self_cpu() - cpu0) / cycles as f64, t0.elapsed().as_secs_f64() / cycles as f64);
+
+    // 2. The real agent process against a real coordinator.
+    let agent_bin = sibling("presage-agent")?;
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let files = pki.issue(Role::Agent, "bench-agent");
+    let cfg_path = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "host_id = \"bench-agent\"\ncoordinator = \"{}\"\ndata_dir = {:?}\nsample_interval = \"{}ms\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\
+             [hypervisor]\nkind = \"simulated\"\ntrace_dir = {:?}\ntime_compression = 60\nmax_vms = {vms}\n",
+            coord.url,
+            dir.path().join("agent-data"),
+            interval.as_millis(),
+            files.ca,
+            files.cert,
+            files.key,
+            trace
+        ),
+    )?;
+    let mut child = tokio::process::Command::new(&agent_bin)
+        .arg("--config")
+        .arg(&cfg_path)
+        .env("RUST_LOG", "warn")
+        .envs(std::env::var("BENCH_AGENT_ENV").ok().and_then(|v| v.split_once('=').map(|(a, b)| (a.to_string(), b.to_string()))))
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("agent pid")? as i32;
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "bench")).await?;
+    // Warm up: wait for the first delivered report.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let hosts = op.list_hosts(ListHostsRequest {}).await?.into_inner().hosts;
+        if hosts.iter().any(|h| h.reports >= 2) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the agent did not report within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seq0 = op.list_hosts(ListHostsRequest {}).await?.into_inner().hosts[0].last_report_seq;
+    let (c0, _, _) = proc_cost(pid)?;
+    let mut rss_max = 0;
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rss_max = rss_max.max(proc_cost(pid)?.1);
+    }
+    let (c1, rss, hwm) = proc_cost(pid)?;
+    let seq1 = op.list_hosts(ListHostsRequest {}).await?.into_inner().hosts[0].last_report_seq;
+    terminate(pid);
+    let status = child.wait().await?;
+    coord.stop().await;
+    let n = (seq1 - seq0).max(1) as f64;
+    let per_cycle = (c1 - c0) / n;
+    println!("agent benchmark: {vms} simulated VMs (PlanetLab 20110303), release build");
+    println!("  in-process sampling cycle   cpu {:.1} us/cycle, wall {:.1} us/cycle ({cycles} cycles)", cpu_in * 1e6, wall_in * 1e6);
+    println!("  agent process               {n:.0} cycles at {interval:?} over {duration:?}, exit {status}");
+    println!("    CPU per cycle             {:.2} ms (everything the process did: sampling, store, TLS stream, keepalives)", per_cycle * 1e3);
+    println!("    CPU at a 10 s interval    {:.4} % of one core", per_cycle / 10.0 * 100.0);
+    println!("    RSS                       {:.1} MiB now, {:.1} MiB max seen, {:.1} MiB peak (VmHWM)", rss as f64 / 1048576.0, rss_max as f64 / 1048576.0, hwm as f64 / 1048576.0);
+    Ok(())
+}
+
+/// Sends SIGTERM to a child this benchmark started.
+fn terminate(pid: i32) {
+    // SAFETY: kill(2) on a pid we own; no memory is shared.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+}
+
+async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::Result<()> {
+    let coord_bin = sibling("presage-coordinator")?;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir()?;
+    let files = pki.issue(Role::Coordinator, "coordinator");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let url = format!("https://127.0.0.1:{port}");
+    let cfg = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &cfg,
+        format!("listen = \"127.0.0.1:{port}\"\nhost_timeout = \"60s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n", files.ca, files.cert, files.key),
+    )?;
+    let mut coord = tokio::process::Command::new(&coord_bin).arg("--config").arg(&cfg).env("RUST_LOG", "warn").kill_on_drop(true).spawn()?;
+    let cpid = coord.id().context("pid")? as i32;
+    let op_files = pki.issue(Role::Operator, "bench");
+    let mut op = loop {
+        match client(&url, &op_files).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let t_setup = Instant::now();
+    let mut tasks = Vec::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    for i in 0..agents {
+        let host = format!("load-{i:04}");
+        let tls = pki.issue(Role::Agent, &host).load()?.client_config(presage_protocol::COORDINATOR_TLS_NAME);
+        let url = url.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let ch = tonic::transport::Endpoint::from_shared(url)?.tls_config(tls)?.connect().await?;
+            let (tx, rx) = mpsc::channel(32);
+            tx.send(AgentMessage {
+                body: Some(agent_message::Body::Register(Register {
+                    protocol_version: presage_protocol::PROTOCOL_VERSION,
+                    host_id: host.clone(),
+                    agent_version: "bench".into(),
+                    capacity: Some(HostCapacity { cpu_cores: 32, cpu_mhz_per_core: 2600.0, memory_bytes: 256 << 30, ..Default::default() }),
+                    hypervisor_kind: "simulated".into(),
+                    boot_id: "b".into(),
+                })),
+            })
+            .await?;
+            let mut inbound = AgentLinkClient::new(ch).session(ReceiverStream::new(rx)).await?.into_inner();
+            tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
+            let vms: Vec<VmSample> = (0..vms)
+                .map(|v| VmSample { vm_id: format!("{host}-vm{v}"), vcpus: 2, memory_bytes: 4 << 30, cpu_utilisation: 0.3, state: 1, ..Default::default() })
+                .collect();
+            let mut seq = 0;
+            while !stop.is_cancelled() {
+                seq += 1;
+                let r = Report { seq, sampled_at_ms: seq, host: Some(HostUsage { cpu_utilisation: 0.2, ..Default::default() }), vms: vms.clone(), trace: None, agent: None };
+                if tx.send(AgentMessage { body: Some(agent_message::Body::Report(r)) }).await.is_err() {
+                    break;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    // Wait until every simulated agent is registered.
+    loop {
+        let s = op.status(StatusRequest {}).await?.into_inner();
+        if s.hosts_connected as usize == agents {
+            break;
+        }
+        if t_setup.elapsed() > Duration::from_secs(120) {
+            bail!("only {} of {agents} agents connected", s.hosts_connected);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let setup = t_setup.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s0 = op.status(StatusRequest {}).await?.into_inner();
+    let (cc0, _, _) = proc_cost(cpid)?;
+    let (bc0, t0) = (self_cpu(), Instant::now());
+    tokio::time::sleep(duration).await;
+    let s1 = op.status(StatusRequest {}).await?.into_inner();
+    let (cc1, rss, _) = proc_cost(cpid)?;
+    let (bc1, el) = (self_cpu(), t0.elapsed().as_secs_f64());
+    stop.cancel();
+    terminate(cpid);
+    let _ = coord.wait().await;
+    for t in tasks {
+        t.abort();
+    }
+    let n = (s1.reports_ingested - s0.reports_ingested) as f64;
+    println!("coordinator ingest benchmark: {agents} agents (one mTLS connection each), {vms} VMs per report, release build");
+    println!("  all agents registered in    {:.1} s", setup.as_secs_f64());
+    println!("  reports ingested            {n:.0} in {el:.1} s = {:.0} reports/s ({:.0} VM samples/s)", n / el, n * vms as f64 / el);
+    println!("  rejected                    {}", s1.reports_rejected);
+    println!("  coordinator CPU             {:.2} cores busy, RSS {:.1} MiB", (cc1 - cc0) / el, rss as f64 / 1048576.0);
+    println!("  load generator CPU          {:.2} cores busy (same machine, {} cores)", (bc1 - bc0) / el, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        match args.cmd {
+            Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
+            Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
+        }
+    })
+}

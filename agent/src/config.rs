@@ -7,15 +7,8 @@ use std::time::Duration;
 use presage_protocol::tls::TlsFiles;
 use serde::Deserialize;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config file {path}: key `{key}`: {reason}")]
-    Invalid { path: PathBuf, key: &'static str, reason: String },
-}
+pub use presage_protocol::config_file::ConfigError;
+use presage_protocol::config_file;
 
 /// The whole agent configuration (`/etc/presage/agent.toml`).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -188,33 +181,25 @@ impl AgentConfig {
     /// Reads, parses and validates a config file. Relative paths in it are resolved against the
     /// file's folder.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut cfg = Self::parse(&text, path)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        resolve(&mut cfg.data_dir);
-        resolve(&mut cfg.tls.ca);
-        resolve(&mut cfg.tls.cert);
-        resolve(&mut cfg.tls.key);
+        let mut cfg = Self::parse(&config_file::read(path)?, path)?;
+        for p in [&mut cfg.data_dir, &mut cfg.tls.ca, &mut cfg.tls.cert, &mut cfg.tls.key] {
+            config_file::resolve(path, p);
+        }
         if let HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
-            resolve(&mut s.trace_dir);
+            config_file::resolve(path, &mut s.trace_dir);
         }
         Ok(cfg)
     }
 
     /// Parses and validates config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
-        let cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: presage_protocol::toml_message(text, &e) })?;
+        let cfg: AgentConfig = config_file::parse(text, path)?;
         cfg.validate(path)?;
         Ok(cfg)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| Err(ConfigError::Invalid { path: path.into(), key, reason: reason.into() });
+        let invalid = |key, reason: &str| config_file::invalid(path, key, reason);
         if let Some(h) = &self.host_id {
             if let Err(e) = presage_protocol::pki::validate_name(h, presage_protocol::tls::Role::Agent) {
                 return invalid("host_id", &e.to_string());

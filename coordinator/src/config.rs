@@ -2,21 +2,14 @@
 //! and the file.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use presage_protocol::tls::TlsFiles;
 use serde::Deserialize;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config file {path}: key `{key}`: {reason}")]
-    Invalid { path: PathBuf, key: &'static str, reason: String },
-}
+pub use presage_protocol::config_file::ConfigError;
+use presage_protocol::config_file;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -45,21 +38,16 @@ fn default_shutdown_timeout() -> Duration {
 
 impl CoordinatorConfig {
     pub fn load(path: &Path) -> Result<CoordinatorConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut cfg = Self::parse(&text, path)?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let mut cfg = Self::parse(&config_file::read(path)?, path)?;
         for p in [&mut cfg.tls.ca, &mut cfg.tls.cert, &mut cfg.tls.key] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
+            config_file::resolve(path, p);
         }
         Ok(cfg)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<CoordinatorConfig, ConfigError> {
-        let cfg: CoordinatorConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: presage_protocol::toml_message(text, &e) })?;
-        let invalid = |key, reason: &str| Err(ConfigError::Invalid { path: path.into(), key, reason: reason.into() });
+        let cfg: CoordinatorConfig = config_file::parse(text, path)?;
+        let invalid = |key, reason: &str| config_file::invalid(path, key, reason);
         if cfg.host_timeout < Duration::from_secs(1) {
             return invalid("host_timeout", "must be at least 1s");
         }

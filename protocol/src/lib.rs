@@ -6,7 +6,9 @@
 //!   "operator Y" or "the coordinator", and the rustls configurations that enforce it.
 //! - [`pki`]: issuing the cluster CA and the certificates that scheme expects (`presagectl certs`).
 //! - [`lifecycle`]: logging, panic and signal conventions shared by the daemons.
+//! - [`config_file`]: reading TOML configuration files with errors that name file, line and key.
 
+pub mod config_file;
 pub mod lifecycle;
 pub mod pki;
 pub mod tls;
@@ -48,18 +50,3 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
-
-/// A TOML error as `line L, column C: message` (the message names the key).
-pub fn toml_message(text: &str, e: &toml::de::Error) -> String {
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-            let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
-            format!("line {line}, column {column} (`{source_line}`): {}", e.message().trim_end())
-        }
-        None => e.message().trim_end().to_string(),
-    }
-}
-

@@ -7,6 +7,9 @@ use super::{BatchOp, KvStore, KvTree, Order, StoreError};
 
 /// Bytes of page cache sled may keep; the agent must stay small on the hypervisor.
 const CACHE_BYTES: u64 = 4 << 20;
+/// sled's background flusher releases the file lock shortly after the last handle is dropped,
+/// so a reopen in the same process (an in-process restart) waits this long for the lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct SledStore {
     db: sled::Db,
@@ -21,13 +24,20 @@ impl SledStore {
     /// Opens or creates the store in `dir`. A store another process holds, or files sled cannot
     /// read, give [`StoreError::Open`] naming the directory; nothing is deleted or rewritten.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|e| StoreError::Open { path: dir.into(), detail: e.to_string() })?;
-        Ok(SledStore { db, path: dir.into() })
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            let opened = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).flush_every_ms(Some(1000)).open();
+            match opened {
+                Ok(db) => return Ok(SledStore { db, path: dir.into() }),
+                Err(sled::Error::Io(e)) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(sled::Error::Io(e)) if is_lock_error(&e) => {
+                    return Err(StoreError::Open { path: dir.into(), detail: format!("another process holds its lock ({e})") });
+                }
+                Err(e) => return Err(StoreError::Open { path: dir.into(), detail: e.to_string() }),
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -38,6 +48,11 @@ impl SledStore {
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+}
+
+/// sled reports a held file lock as an I/O error whose text says so (the OS error is inside).
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 struct SledTree(sled::Tree);

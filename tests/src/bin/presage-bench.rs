@@ -155,6 +155,8 @@ async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles:
         rss_max = rss_max.max(proc_cost(pid)?.1);
     }
     let (c1, rss, hwm) = proc_cost(pid)?;
+    let st = procfs::process::Process::new(pid)?.status()?;
+    let (anon, file) = (st.rssanon.unwrap_or(0) as f64 / 1024.0, st.rssfile.unwrap_or(0) as f64 / 1024.0);
     let seq1 = op.list_hosts(ListHostsRequest {}).await?.into_inner().hosts[0].last_report_seq;
     terminate(pid);
     let status = child.wait().await?;
@@ -167,6 +169,7 @@ async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles:
     println!("    CPU per cycle             {:.2} ms (everything the process did: sampling, store, TLS stream, keepalives)", per_cycle * 1e3);
     println!("    CPU at a 10 s interval    {:.4} % of one core", per_cycle / 10.0 * 100.0);
     println!("    RSS                       {:.1} MiB now, {:.1} MiB max seen, {:.1} MiB peak (VmHWM)", rss as f64 / 1048576.0, rss_max as f64 / 1048576.0, hwm as f64 / 1048576.0);
+    println!("      of which private heap   {anon:.1} MiB anonymous; {file:.1} MiB file-backed (the binary's code and shared libraries, libvirt's among them)");
     Ok(())
 }
 

@@ -88,7 +88,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         let identity = tls.own_identity().context("reading the agent certificate")?;
         if identity.role != presage_protocol::tls::Role::Agent || identity.name != host_id {
             bail!(
-                "the certificate {} is for {identity}, but this agent is host {host_id:?}: issue one with `presagectl certs issue --agent {host_id}`",
+                "the certificate {} is for {identity}, but this agent is host {host_id:?}: issue one with `presagectl certs issue --dir DIR --agent {host_id}`",
                 cfg.tls.cert.display()
             );
         }

@@ -47,8 +47,8 @@ pub struct IssuedCert {
 /// The cluster CA, able to issue certificates.
 pub struct ClusterCa {
     cert_pem: String,
-    key: KeyPair,
-    params: CertificateParams,
+    /// The CA's subject, key identifier method and signing key, exactly as in its certificate.
+    issuer: Issuer<'static, KeyPair>,
 }
 
 fn validity(params: &mut CertificateParams, days: i64) {
@@ -101,8 +101,7 @@ impl ClusterCa {
         let cert = params.self_signed(&key)?;
         Ok(ClusterCa {
             cert_pem: cert.pem(),
-            key,
-            params,
+            issuer: Issuer::new(params, key),
         })
     }
 
@@ -113,18 +112,8 @@ impl ClusterCa {
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
         let key_pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
         let key = KeyPair::from_pem(&key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, &key)?;
-        // Rebuild params carrying the CA's subject so issued certificates name it as issuer.
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = issuer_dn(&cert_pem)?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        drop(issuer);
-        Ok(ClusterCa {
-            cert_pem,
-            key,
-            params,
-        })
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
+        Ok(ClusterCa { cert_pem, issuer })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -139,7 +128,7 @@ impl ClusterCa {
             return Err(PkiError::Exists { path: key_path });
         }
         write_file(&dir.join(CA_CERT_FILE), &self.cert_pem, false)?;
-        write_file(&key_path, &self.key.serialize_pem(), true)
+        write_file(&key_path, &self.issuer.key().serialize_pem(), true)
     }
 
     /// Issues a certificate for `role` and `name`. Coordinator certificates also carry
@@ -180,8 +169,7 @@ impl ClusterCa {
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, LEAF_VALIDITY_DAYS);
         let key = KeyPair::generate()?;
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -210,27 +198,6 @@ impl ClusterCa {
     }
 }
 
-fn issuer_dn(cert_pem: &str) -> Result<DistinguishedName, PkiError> {
-    let der = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
-        .map_err(|_| PkiError::Generate(rcgen::Error::CouldNotParseCertificate))?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
-        .map_err(|_| PkiError::Generate(rcgen::Error::CouldNotParseCertificate))?;
-    let mut dn = DistinguishedName::new();
-    for cn in parsed.subject().iter_common_name() {
-        if let Ok(v) = cn.as_str() {
-            dn.push(DnType::CommonName, v);
-        }
-    }
-    for o in parsed.subject().iter_organization() {
-        if let Ok(v) = o.as_str() {
-            dn.push(DnType::OrganizationName, v);
-        }
-    }
-    Ok(dn)
-}
-
-use rustls_pki_types::pem::PemObject;
-
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
@@ -248,6 +215,7 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), PkiError
 mod tests {
     use super::*;
     use crate::tls::peer_identity;
+    use rustls_pki_types::pem::PemObject;
 
     #[test]
     fn issued_certificates_carry_role_and_name() {

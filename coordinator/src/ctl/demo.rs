@@ -138,7 +138,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let (coordinator_bin, agent_bin) = binaries()?;
     let trace = find_trace(args.trace.as_deref())?;
-    let format = presage_traces_format(&trace)?;
+    // Detect here so a wrong folder fails before any process starts.
+    let format = presage_traces::detect_format(&trace)?.name();
     let temp;
     let work = match &args.workdir {
         Some(w) => {
@@ -291,15 +292,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("(temporary work folder removed; pass --workdir DIR to keep logs and stores)");
     }
     Ok(())
-}
-
-fn presage_traces_format(dir: &Path) -> anyhow::Result<&'static str> {
-    // Detect here so a wrong folder fails before any process starts.
-    let has_csv = std::fs::read_dir(dir)
-        .with_context(|| format!("reading trace folder {}", dir.display()))?
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().ends_with(".csv.gz"));
-    Ok(if has_csv { "bitbrains" } else { "planetlab" })
 }
 
 async fn render_frame(

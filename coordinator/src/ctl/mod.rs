@@ -99,12 +99,13 @@ pub enum CertsCommand {
     Issue {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long, conflicts_with_all = ["operator", "coordinator"])]
+        #[arg(long, conflicts_with_all = ["operator", "coordinator_cert"])]
         agent: Option<String>,
-        #[arg(long, conflicts_with = "coordinator")]
+        #[arg(long, conflicts_with = "coordinator_cert")]
         operator: Option<String>,
+        /// Issue a new coordinator certificate (named so as not to clash with --coordinator URL).
         #[arg(long)]
-        coordinator: bool,
+        coordinator_cert: bool,
         /// Extra DNS names or IP addresses (coordinator certificates).
         #[arg(long = "coordinator-name")]
         coordinator_names: Vec<String>,
@@ -192,16 +193,36 @@ fn certs(cmd: CertsCommand) -> anyhow::Result<()> {
             }
             println!("keep ca.key offline; copy ca.pem plus each host's agent-<host>.pem/.key to that host.");
         }
-        CertsCommand::Issue { dir, agent, operator, coordinator, coordinator_names } => {
+        CertsCommand::Issue { dir, agent, operator, coordinator_cert, coordinator_names } => {
             let ca = ClusterCa::load(&dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
-            let files = match (agent, operator, coordinator) {
+            let files = match (agent, operator, coordinator_cert) {
                 (Some(a), None, false) => ca.issue_to(&dir, &format!("agent-{a}"), Role::Agent, &a, &[])?,
                 (None, Some(o), false) => ca.issue_to(&dir, &format!("operator-{o}"), Role::Operator, &o, &[])?,
                 (None, None, true) => ca.issue_to(&dir, "coordinator", Role::Coordinator, "coordinator", &coordinator_names)?,
-                _ => bail!("say what to issue: exactly one of --agent HOST, --operator NAME or --coordinator"),
+                _ => bail!("say what to issue: exactly one of --agent HOST, --operator NAME or --coordinator-cert"),
             };
             println!("issued {} and {}", files.cert.display(), files.key.display());
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        // Catches clashing argument names (a panic at parse time otherwise).
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn certs_issue_parses_next_to_the_global_coordinator_url() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from(["presagectl", "--coordinator", "https://c:7400", "certs", "issue", "--dir", "d", "--coordinator-cert"]).unwrap();
+        assert!(matches!(cli.command, super::Command::Certs(super::CertsCommand::Issue { coordinator_cert: true, .. })));
+        assert_eq!(cli.conn.coordinator, "https://c:7400");
+        assert!(super::Cli::try_parse_from(["presagectl", "certs", "issue", "--dir", "d", "--agent", "a", "--operator", "o"]).is_err());
+    }
 }

@@ -3,13 +3,17 @@
 //!
 //! Modules: [`config`] (TOML), [`transport`] (mutual-TLS listener), [`service`] (the gRPC
 //! services), [`sessions`] (agent streams and commands in flight), [`state`] (the pure cluster
-//! state), [`validate`] (checks on agent messages), [`server`] (wiring and shutdown order).
+//! state), [`validate`] (checks on agent messages), [`server`] (wiring and shutdown order),
+//! [`policy`] (the pure placement and consolidation policies) and [`simulator`] (trace replay
+//! that drives those same policies).
 
 pub mod config;
 pub mod ctl;
+pub mod policy;
 pub mod server;
 pub mod service;
 pub mod sessions;
+pub mod simulator;
 pub mod state;
 pub mod transport;
 pub mod validate;

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod simulate;
 pub mod view;
 
 use std::path::PathBuf;
@@ -74,6 +75,9 @@ pub enum Command {
     /// Run a local cluster (a coordinator and N agents with simulated hypervisors replaying
     /// real traces) and watch it.
     Demo(demo::DemoArgs),
+    /// Replay trace folders through placement policies and report energy, SLA and migrations
+    /// (CloudSim's PlanetLab experiment, or Bitbrains with CPU and memory).
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -126,6 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 OutputFormat::Json => print_json(&v)?,
                 OutputFormat::Table => print!("{}", v.render()),
+                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
             }
         }
         Command::Hosts => {
@@ -135,6 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 OutputFormat::Json => print_json(&hosts)?,
                 OutputFormat::Table => print!("{}", view::hosts_table(&hosts)),
+                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
             }
         }
         Command::Vms { host } => {
@@ -144,6 +150,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 OutputFormat::Json => print_json(&vms)?,
                 OutputFormat::Table => print!("{}", view::vms_table(&vms)),
+                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
             }
         }
         Command::Ping { host, timeout } => {
@@ -164,10 +171,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     r.round_trip_us as f64 / 1000.0,
                     humantime::format_duration(Duration::from_secs(r.agent_uptime_ms / 1000))
                 ),
+                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
             }
         }
         Command::Certs(c) => certs(c)?,
         Command::Demo(args) => demo::run(args).await?,
+        Command::Simulate(args) => {
+            let output = cli.output;
+            tokio::task::spawn_blocking(move || simulate::run(args, output)).await??
+        }
     }
     Ok(())
 }

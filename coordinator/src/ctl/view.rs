@@ -8,6 +8,8 @@ use serde::Serialize;
 pub enum OutputFormat {
     Table,
     Json,
+    /// Comma-separated values (`simulate` only).
+    Csv,
 }
 
 #[derive(Serialize)]

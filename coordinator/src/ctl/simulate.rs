@@ -1,0 +1,331 @@
+//! `presagectl simulate`: replays trace folders through placement policies, several days and
+//! policies in parallel, and prints the figures (table, JSON or CSV), optionally beside
+//! CloudSim's published ones and with a per-step timeline for plotting.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use presage_traces::TraceFormat;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::view::OutputFormat;
+use crate::policy::{PolicySpec, parse_policy_list};
+use crate::simulator::reference::{self, Comparison};
+use crate::simulator::scenario::PLANETLAB_HOSTS;
+use crate::simulator::{RunReport, Scenario, Simulation};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceKind {
+    Planetlab,
+    Bitbrains,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct SimulateArgs {
+    /// Trace folder: a PlanetLab day or a Bitbrains month (repeat for several).
+    #[arg(long = "trace", required = true)]
+    pub traces: Vec<PathBuf>,
+    /// CloudSim's VM order: a CSV file (one trace folder), or a folder holding DAY.csv per day.
+    #[arg(long)]
+    pub vm_order: Option<PathBuf>,
+    /// Policies, comma-separated (thr-mmt-0.8, iqr-mmt-1.5, mad-mmt-2.5, lr-mmt-1.2,
+    /// lrr-mmt-1.2, dvfs, npa) or `all`.
+    #[arg(long, default_value = "all")]
+    pub policy: String,
+    /// Trace format (default: detected from the file names).
+    #[arg(long, value_enum)]
+    pub format: Option<TraceKind>,
+    /// Number of hosts (PlanetLab: 800 as in CloudSim; Bitbrains: one per four VMs).
+    #[arg(long)]
+    pub hosts: Option<usize>,
+    /// Replay at most this many 5-minute steps (Bitbrains; default: the longest trace).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Write per-step figures (active hosts, power, overloaded hosts) to this CSV file.
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
+    /// CloudSim's figures (planetlab-public-days.csv): print ours beside them with the ratio.
+    #[arg(long)]
+    pub compare_reference: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Never draw the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// One line of JSON output: the run's figures, and CloudSim's when compared.
+#[derive(Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    run: &'a RunReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cloudsim: Option<&'a Comparison>,
+}
+
+fn resolve_order(args: &SimulateArgs, dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let Some(order) = &args.vm_order else { return Ok(None) };
+    if order.is_dir() {
+        let day = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = order.join(format!("{day}.csv"));
+        if !file.is_file() {
+            bail!("--vm-order {}: no {day}.csv for trace folder {}", order.display(), dir.display());
+        }
+        Ok(Some(file))
+    } else if args.traces.len() > 1 {
+        bail!("--vm-order names one file but {} trace folders were given; pass a folder of DAY.csv files", args.traces.len())
+    } else {
+        Ok(Some(order.clone()))
+    }
+}
+
+fn load(args: &SimulateArgs, dir: &Path) -> anyhow::Result<Scenario> {
+    let kind = match args.format {
+        Some(k) => k,
+        None => match presage_traces::detect_format(dir).with_context(|| format!("reading trace folder {}", dir.display()))? {
+            TraceFormat::PlanetLab => TraceKind::Planetlab,
+            TraceFormat::Bitbrains => TraceKind::Bitbrains,
+        },
+    };
+    let scenario = match kind {
+        TraceKind::Planetlab => {
+            let order = resolve_order(args, dir)?;
+            Scenario::planetlab(dir, order.as_deref(), args.hosts.unwrap_or(PLANETLAB_HOSTS))
+        }
+        TraceKind::Bitbrains => Scenario::bitbrains(dir, args.hosts, args.steps),
+    };
+    scenario.with_context(|| format!("loading trace folder {}", dir.display()))
+}
+
+/// Runs every (folder, policy) pair; reports come back in folder-then-policy order.
+pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &ProgressBar) -> anyhow::Result<Vec<RunReport>> {
+    let scenarios: Vec<Arc<Scenario>> =
+        args.traces.par_iter().map(|d| load(args, d).map(Arc::new)).collect::<anyhow::Result<Vec<_>>>()?;
+    let total: u64 = scenarios.iter().map(|s| s.steps.saturating_sub(1) as u64).sum::<u64>() * policies.len() as u64;
+    progress.set_length(total);
+    let jobs: Vec<(Arc<Scenario>, PolicySpec)> =
+        scenarios.iter().flat_map(|s| policies.iter().map(move |p| (s.clone(), *p))).collect();
+    let reports = jobs
+        .par_iter()
+        .map(|(s, p)| {
+            let _span = tracing::info_span!("simulate", day = %s.name, policy = %p).entered();
+            let sim = Simulation::new(s, p.build(), p.power_mode());
+            sim.run(|_, _| progress.inc(1))
+        })
+        .collect();
+    Ok(reports)
+}
+
+pub fn run(args: SimulateArgs, output: OutputFormat) -> anyhow::Result<()> {
+    let policies = parse_policy_list(&args.policy)?;
+    if policies.is_empty() {
+        bail!("--policy names no policy");
+    }
+    let reference_rows = args
+        .compare_reference
+        .as_deref()
+        .map(reference::load)
+        .transpose()
+        .context("reading the --compare-reference file")?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads.unwrap_or(0)).build()?;
+    let progress = if args.no_progress || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} simulating [{bar:40}] {percent:>3}% {pos}/{len} steps, {elapsed} elapsed, ~{eta} left")
+                .expect("a valid progress template")
+                .progress_chars("=> "),
+        );
+        bar
+    };
+    let reports = pool.install(|| simulate(&args, &policies, &progress))?;
+    progress.finish_and_clear();
+
+    let comparisons = reference_rows.as_ref().map(|rows| reference::compare(&reports, rows)).unwrap_or_default();
+    if let Some(path) = &args.timeline {
+        write_timeline(path, &reports).with_context(|| format!("writing the timeline to {}", path.display()))?;
+    }
+    let find = |r: &RunReport| comparisons.iter().find(|c| c.policy == r.policy && c.day == r.day);
+    let mut out = std::io::stdout().lock();
+    match output {
+        OutputFormat::Json => {
+            let rows: Vec<Row<'_>> = reports.iter().map(|r| Row { run: r, cloudsim: find(r) }).collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        }
+        OutputFormat::Csv => write!(out, "{}", csv(&reports, &comparisons))?,
+        OutputFormat::Table => {
+            write!(out, "{}", table(&reports))?;
+            if args.compare_reference.is_some() {
+                writeln!(out)?;
+                write!(out, "{}", comparison_table(&comparisons))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+const COLUMNS: [&str; 17] = [
+    "policy",
+    "day",
+    "hosts",
+    "vms",
+    "energy_kwh",
+    "migrations",
+    "slatah_pct",
+    "pdm_pct",
+    "slav",
+    "esv",
+    "ping_pongs",
+    "oracle_energy_kwh",
+    "energy_over_oracle",
+    "host_shutdowns",
+    "mean_active_hosts",
+    "unplaced_vms",
+    "wall_s",
+];
+
+fn fields(r: &RunReport) -> Vec<String> {
+    vec![
+        r.policy.clone(),
+        r.day.clone(),
+        r.hosts.to_string(),
+        r.vms.to_string(),
+        format!("{:.3}", r.energy_kwh),
+        r.migrations.to_string(),
+        format!("{:.4}", r.slatah_pct),
+        format!("{:.4}", r.pdm_pct),
+        format!("{:.4e}", r.slav),
+        format!("{:.4e}", r.esv),
+        r.ping_pongs.to_string(),
+        format!("{:.3}", r.oracle_energy_kwh),
+        format!("{:.3}", r.energy_over_oracle),
+        r.host_shutdowns.to_string(),
+        format!("{:.1}", r.mean_active_hosts),
+        r.unplaced_vms.to_string(),
+        format!("{:.3}", r.wall_s),
+    ]
+}
+
+fn csv(reports: &[RunReport], comparisons: &[Comparison]) -> String {
+    let mut s = COLUMNS.join(",");
+    if !comparisons.is_empty() {
+        s.push_str(",cloudsim_energy_kwh,cloudsim_migrations,cloudsim_slatah_pct,cloudsim_pdm_pct,cloudsim_esv,within_tolerance");
+    }
+    s.push('\n');
+    for r in reports {
+        s.push_str(&fields(r).join(","));
+        if !comparisons.is_empty() {
+            match comparisons.iter().find(|c| c.policy == r.policy && c.day == r.day) {
+                Some(c) => s.push_str(&format!(
+                    ",{},{},{},{},{},{}",
+                    c.energy_kwh.cloudsim, c.migrations.cloudsim, c.slatah_pct.cloudsim, c.pdm_pct.cloudsim, c.esv.cloudsim, c.within_tolerance
+                )),
+                None => s.push_str(",,,,,,"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut s = String::new();
+    let line = |s: &mut String, cells: Vec<&str>| {
+        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        s.push_str(parts.join("  ").trim_end());
+        s.push('\n');
+    };
+    line(&mut s, header.to_vec());
+    for r in rows {
+        line(&mut s, r.iter().map(String::as_str).collect());
+    }
+    s
+}
+
+fn table(reports: &[RunReport]) -> String {
+    let header = ["POLICY", "DAY", "HOSTS", "VMS", "ENERGY kWh", "MIGR", "SLATAH %", "PDM %", "SLAV", "ESV", "PING-PONG", "ORACLE kWh", "x ORACLE", "WALL s"];
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|r| {
+            let f = fields(r);
+            vec![
+                f[0].clone(),
+                f[1].clone(),
+                f[2].clone(),
+                f[3].clone(),
+                format!("{:.2}", r.energy_kwh),
+                f[5].clone(),
+                format!("{:.3}", r.slatah_pct),
+                format!("{:.4}", r.pdm_pct),
+                f[8].clone(),
+                f[9].clone(),
+                f[10].clone(),
+                format!("{:.2}", r.oracle_energy_kwh),
+                format!("{:.2}", r.energy_over_oracle),
+                format!("{:.2}", r.wall_s),
+            ]
+        })
+        .collect();
+    render(&header, &rows)
+}
+
+fn comparison_table(comparisons: &[Comparison]) -> String {
+    let header = [
+        "POLICY", "DAY", "ENERGY ours", "CloudSim", "ratio", "MIGR ours", "CloudSim", "ratio", "SLATAH ours", "CloudSim", "ratio", "PDM ours",
+        "CloudSim", "ratio", "OK",
+    ];
+    let rows: Vec<Vec<String>> = comparisons
+        .iter()
+        .map(|c| {
+            vec![
+                c.policy.clone(),
+                c.day.clone(),
+                format!("{:.2}", c.energy_kwh.ours),
+                format!("{:.2}", c.energy_kwh.cloudsim),
+                format!("{:.3}", c.energy_kwh.ratio),
+                format!("{:.0}", c.migrations.ours),
+                format!("{:.0}", c.migrations.cloudsim),
+                format!("{:.3}", c.migrations.ratio),
+                format!("{:.3}", c.slatah_pct.ours),
+                format!("{:.3}", c.slatah_pct.cloudsim),
+                format!("{:.2}", c.slatah_pct.ratio),
+                format!("{:.4}", c.pdm_pct.ours),
+                format!("{:.4}", c.pdm_pct.cloudsim),
+                format!("{:.2}", c.pdm_pct.ratio),
+                if c.within_tolerance { "yes".into() } else { "NO".into() },
+            ]
+        })
+        .collect();
+    let mut s = render(&header, &rows);
+    let ok = comparisons.iter().filter(|c| c.within_tolerance).count();
+    s.push_str(&format!("{ok} of {} runs within tolerance (energy ±5 %, migrations ±10 %, SLATAH and PDM within ×1.5; DVFS/NPA energy ±1 %)\n", comparisons.len()));
+    s
+}
+
+fn write_timeline(path: &Path, reports: &[RunReport]) -> std::io::Result<()> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(w, "policy,day,time_s,active_hosts,power_w,overloaded_hosts,migrations_started,oracle_power_w")?;
+    for r in reports {
+        for p in &r.timeline {
+            writeln!(
+                w,
+                "{},{},{:.1},{},{:.1},{},{},{:.1}",
+                r.policy, r.day, p.time_s, p.active_hosts, p.power_w, p.overloaded_hosts, p.migrations_started, p.oracle_power_w
+            )?;
+        }
+    }
+    w.flush()
+}

@@ -1,0 +1,294 @@
+//! The consolidation policy core: the fleet as a policy sees it ([`FleetView`]), the decisions a
+//! policy returns ([`Migration`]), and the [`ConsolidationPolicy`] interface that both the
+//! coordinator and the trace-replay simulator drive.
+//!
+//! Architecture invariant: nothing in this module does I/O, reads a clock or draws random
+//! numbers; the caller passes the time and the state, the policy returns decisions.
+
+pub mod classic;
+pub mod power;
+pub mod stats;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+pub use self::power::PowerModel;
+
+/// How many utilisation samples a VM's history keeps (CloudSim's `PowerVm.HISTORY_LENGTH`).
+pub const HISTORY_LEN: usize = 30;
+
+/// A VM's CPU utilisation history as fractions of its capacity, newest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UtilisationHistory {
+    values: [f64; HISTORY_LEN],
+    len: usize,
+}
+
+impl UtilisationHistory {
+    pub fn push(&mut self, utilisation: f64) {
+        self.values.copy_within(0..HISTORY_LEN - 1, 1);
+        self.values[0] = utilisation;
+        self.len = (self.len + 1).min(HISTORY_LEN);
+    }
+
+    /// Newest first.
+    pub fn as_slice(&self) -> &[f64] {
+        &self.values[..self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One host as a policy sees it.
+#[derive(Clone, Debug)]
+pub struct HostView {
+    pub pes: u32,
+    /// Capacity of one physical core (MIPS or MHz; the same unit as the VMs' demand).
+    pub pe_mips: f64,
+    pub total_mips: f64,
+    pub memory_mb: f64,
+    /// Bandwidth a migration may use, MB/s (CloudSim: half the NIC).
+    pub migration_mb_per_s: f64,
+    pub power: PowerModel,
+    /// CPU in use at the last observation (what the agent last reported), in capacity units.
+    pub observed_mips: f64,
+    /// Resident VMs in arrival order, including VMs migrating in.
+    pub vms: Vec<usize>,
+    /// VMs migrating in, with the capacity they hold here meanwhile.
+    pub migrating_in: Vec<(usize, f64)>,
+    /// False for hosts being drained or in maintenance.
+    pub schedulable: bool,
+}
+
+impl HostView {
+    pub fn observed_utilisation(&self) -> f64 {
+        let u = self.observed_mips / self.total_mips;
+        if u > 1.0 && u < 1.01 { 1.0 } else { u }
+    }
+
+    pub fn is_migrating_in(&self, vm: usize) -> bool {
+        self.migrating_in.iter().any(|(v, _)| *v == vm)
+    }
+}
+
+/// One VM as a policy sees it.
+#[derive(Clone, Debug)]
+pub struct VmView {
+    /// False once the VM has ended; such VMs are never placed or moved.
+    pub alive: bool,
+    /// The host it runs on (the source while a migration is in flight).
+    pub host: Option<usize>,
+    pub pes: u32,
+    /// Capacity of one vCPU.
+    pub mips: f64,
+    /// Memory that a migration copies, MB.
+    pub ram_mb: f64,
+    /// CPU demand now, in capacity units.
+    pub demand_mips: f64,
+    /// The CPU request its host's scheduler holds for it: its demand when the host last
+    /// allocated CPU (at creation, its full size).
+    pub scheduled_mips: f64,
+    /// Memory the VM needs reserved on a host, MB.
+    pub memory_request_mb: f64,
+    pub history: UtilisationHistory,
+    pub in_migration: bool,
+}
+
+impl VmView {
+    pub fn capacity_mips(&self) -> f64 {
+        self.mips * self.pes as f64
+    }
+
+    /// Seconds a live migration of this VM takes over `mb_per_s`.
+    pub fn migration_seconds(&self, mb_per_s: f64) -> f64 {
+        self.ram_mb / mb_per_s
+    }
+}
+
+/// The whole fleet at one instant.
+#[derive(Clone, Copy, Debug)]
+pub struct FleetView<'a> {
+    /// Seconds since the start of the run (or the epoch, in the daemon).
+    pub now_s: f64,
+    pub hosts: &'a [HostView],
+    pub vms: &'a [VmView],
+}
+
+/// Why a policy moves a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "host")]
+pub enum MoveReason {
+    /// Its host is (predicted to be) overloaded.
+    Overload(usize),
+    /// Its host is under-used and is being emptied.
+    Underload(usize),
+}
+
+/// One decided live migration.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Migration {
+    pub vm: usize,
+    pub to: usize,
+    pub reason: MoveReason,
+}
+
+/// A placement and consolidation policy. Implementations are pure: the same view and the same
+/// internal state give the same decisions.
+pub trait ConsolidationPolicy: Send {
+    fn name(&self) -> String;
+
+    /// Chooses a host for `vm`, which is in `fleet.vms` without a host and with its requested
+    /// size as demand. `None` when no host can take it.
+    fn place(&mut self, fleet: &FleetView<'_>, vm: usize) -> Option<usize>;
+
+    /// The live migrations to start now, in order.
+    fn optimise(&mut self, fleet: &FleetView<'_>) -> Vec<Migration>;
+}
+
+/// How hosts draw power while a policy runs: CloudSim's NPA keeps every host at full power.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerMode {
+    /// Power follows load (DVFS-capable hosts, idle hosts switched off).
+    FollowsLoad,
+    /// Every host at full power all the time.
+    AlwaysFull,
+}
+
+/// A policy by name, as the CLI and configuration spell it: `thr-mmt-0.8`, `iqr-mmt-1.5`,
+/// `mad-mmt-2.5`, `lr-mmt-1.2`, `lrr-mmt-1.2`, `dvfs`, `npa`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PolicySpec {
+    /// Migrating policy: overload detector + minimum-migration-time selection + PABFD.
+    Classic(classic::Detector),
+    /// First fit, never migrates; power follows load.
+    Dvfs,
+    /// First fit, never migrates; hosts always at full power.
+    Npa,
+}
+
+impl PolicySpec {
+    /// The five CloudSim baselines with their published parameters, then DVFS and NPA.
+    pub fn all_classic() -> Vec<PolicySpec> {
+        use classic::Detector::*;
+        vec![
+            PolicySpec::Classic(Thr(0.8)),
+            PolicySpec::Classic(Iqr(1.5)),
+            PolicySpec::Classic(Mad(2.5)),
+            PolicySpec::Classic(Lr(1.2)),
+            PolicySpec::Classic(Lrr(1.2)),
+            PolicySpec::Dvfs,
+            PolicySpec::Npa,
+        ]
+    }
+
+    pub fn power_mode(self) -> PowerMode {
+        match self {
+            PolicySpec::Npa => PowerMode::AlwaysFull,
+            _ => PowerMode::FollowsLoad,
+        }
+    }
+
+    pub fn build(self) -> Box<dyn ConsolidationPolicy> {
+        match self {
+            PolicySpec::Classic(d) => Box::new(classic::ClassicPolicy::migrating(d)),
+            PolicySpec::Dvfs | PolicySpec::Npa => Box::new(classic::ClassicPolicy::static_first_fit(self.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for PolicySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicySpec::Classic(d) => write!(f, "{d}-MMT-{}", d.parameter()),
+            PolicySpec::Dvfs => f.write_str("DVFS"),
+            PolicySpec::Npa => f.write_str("NPA"),
+        }
+    }
+}
+
+/// A policy name that is not one of the known ones.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown policy {given:?}: expected one of thr-mmt-<threshold>, iqr-mmt-<safety>, mad-mmt-<safety>, lr-mmt-<safety>, lrr-mmt-<safety>, dvfs, npa, or all")]
+pub struct UnknownPolicy {
+    pub given: String,
+}
+
+impl FromStr for PolicySpec {
+    type Err = UnknownPolicy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use classic::Detector;
+        let err = || UnknownPolicy { given: s.to_string() };
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "dvfs" => return Ok(PolicySpec::Dvfs),
+            "npa" => return Ok(PolicySpec::Npa),
+            _ => {}
+        }
+        let parts: Vec<&str> = lower.split('-').collect();
+        let (name, param) = match parts.as_slice() {
+            [name, "mmt", p] => (*name, p.parse::<f64>().map_err(|_| err())?),
+            [name, "mmt"] | [name] => (*name, f64::NAN),
+            _ => return Err(err()),
+        };
+        let pick = |default: f64| if param.is_nan() { default } else { param };
+        let d = match name {
+            "thr" => Detector::Thr(pick(0.8)),
+            "iqr" => Detector::Iqr(pick(1.5)),
+            "mad" => Detector::Mad(pick(2.5)),
+            "lr" => Detector::Lr(pick(1.2)),
+            "lrr" => Detector::Lrr(pick(1.2)),
+            _ => return Err(err()),
+        };
+        if !d.parameter().is_finite() || d.parameter() <= 0.0 {
+            return Err(err());
+        }
+        Ok(PolicySpec::Classic(d))
+    }
+}
+
+/// Parses `a,b,c` or `all`.
+pub fn parse_policy_list(s: &str) -> Result<Vec<PolicySpec>, UnknownPolicy> {
+    if s.trim().eq_ignore_ascii_case("all") {
+        return Ok(PolicySpec::all_classic());
+    }
+    s.split(',').filter(|p| !p.trim().is_empty()).map(str::parse).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names_round_trip() {
+        for p in PolicySpec::all_classic() {
+            let again: PolicySpec = p.to_string().parse().unwrap();
+            assert_eq!(again, p);
+        }
+        assert_eq!("iqr".parse::<PolicySpec>().unwrap().to_string(), "IQR-MMT-1.5");
+        assert!("foo-mmt-1".parse::<PolicySpec>().is_err());
+        assert!("thr-mmt-x".parse::<PolicySpec>().is_err());
+        assert!("thr-mmt--1".parse::<PolicySpec>().is_err());
+        assert_eq!(parse_policy_list("all").unwrap().len(), 7);
+    }
+
+    #[test]
+    fn history_is_newest_first_and_bounded() {
+        let mut h = UtilisationHistory::default();
+        for i in 0..40 {
+            h.push(i as f64);
+        }
+        assert_eq!(h.len(), HISTORY_LEN);
+        assert_eq!(h.as_slice()[0], 39.0);
+        assert_eq!(h.as_slice()[HISTORY_LEN - 1], 10.0);
+    }
+}

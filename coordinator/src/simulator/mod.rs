@@ -1,0 +1,670 @@
+//! Trace-replay simulator: a fleet of hosts and VMs driven by real utilisation traces, with a
+//! [`ConsolidationPolicy`] deciding placements and migrations every scheduling interval.
+//!
+//! The host and VM model is CloudSim's power model (Beloglazov & Buyya, CCPE 2012) reproduced
+//! event for event, so the classic policies give CloudSim's published figures:
+//! - the clock starts at 0.1 s (CloudSim's VM-creation acknowledgement) and advances in steps of
+//!   300 s; a VM's demand between trace points is interpolated linearly;
+//! - every update recomputes each host's CPU allocation with oversubscription (demands scaled
+//!   down proportionally, rounded down, when they exceed capacity);
+//! - a migrating VM keeps 90 % of its demand on the source, which still counts the whole of it,
+//!   and holds 10 % on the destination; the migration lasts RAM / (half the NIC);
+//! - a migration's completion is an event of its own: energy is split there;
+//! - energy per interval is the trapezoid of the SPECpower curve, and nothing for a host idle at
+//!   the interval's start; a VM whose demand reaches 0 has finished and leaves (CloudSim mode).
+//!
+//! The simulator only applies what the policy returns; it has no policy logic of its own.
+
+pub mod reference;
+pub mod scenario;
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::policy::{ConsolidationPolicy, FleetView, HostView, PowerMode, VmView};
+
+pub use self::scenario::{Scenario, ScenarioError};
+
+/// A VM is a ping-pong move when it returns to a host it left less than this long ago.
+pub const PING_PONG_WINDOW_S: f64 = 3600.0;
+/// The offset of CloudSim's first scheduling event (its minimum time between events).
+pub const CLOUDSIM_START_S: f64 = 0.1;
+
+/// One interval's state of a host or VM, kept until the next one so that time can be charged.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    time: f64,
+    allocated: f64,
+    requested: f64,
+    /// Hosts: active. VMs: migrating out.
+    flag: bool,
+    /// Hosts: short of memory for their VMs.
+    short: bool,
+}
+
+impl Entry {
+    fn violating(&self) -> bool {
+        self.allocated < self.requested || self.short
+    }
+}
+
+#[derive(Default)]
+struct HostAccount {
+    last: Option<Entry>,
+    active_s: f64,
+    violation_s: f64,
+    shutdowns: u32,
+    was_active: Option<bool>,
+}
+
+impl HostAccount {
+    fn record(&mut self, e: Entry) {
+        if let Some(last) = self.last {
+            if last.time == e.time {
+                self.last = Some(e);
+                return;
+            }
+            self.finalise(last);
+            let dt = e.time - last.time;
+            if last.flag {
+                self.active_s += dt;
+                if last.violating() {
+                    self.violation_s += dt;
+                }
+            }
+        }
+        self.last = Some(e);
+    }
+
+    fn finalise(&mut self, e: Entry) {
+        if self.was_active.unwrap_or(true) && !e.flag {
+            self.shutdowns += 1;
+        }
+        self.was_active = Some(e.flag);
+    }
+}
+
+#[derive(Default)]
+struct VmAccount {
+    last: Option<Entry>,
+    requested: f64,
+    allocated: f64,
+    lost_to_migration: f64,
+}
+
+impl VmAccount {
+    fn record(&mut self, e: Entry) {
+        if let Some(last) = self.last {
+            if last.time == e.time {
+                self.last = Some(e);
+                return;
+            }
+            let dt = e.time - last.time;
+            self.requested += last.requested * dt;
+            self.allocated += last.allocated * dt;
+            if last.allocated < last.requested && last.flag {
+                self.lost_to_migration += (last.requested - last.allocated) * dt;
+            }
+        }
+        self.last = Some(e);
+    }
+}
+
+/// How VMs end and what they ask of memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceModel {
+    /// CloudSim's PlanetLab model: CPU only; a VM asks for its RAM only while being created and
+    /// ends when its demand reaches 0.
+    CloudSimCpu,
+    /// CPU and memory from the trace; memory is reserved by what the VM uses and counts for
+    /// fit; a host whose VMs use more memory than it has is in violation; a VM ends with its trace.
+    CpuAndMemory,
+}
+
+/// A simulated VM: its demand series and the model's bookkeeping.
+#[derive(Clone, Debug)]
+pub struct SimVm {
+    pub name: String,
+    /// Demand as a fraction of the VM's capacity per trace step; one extra point at the end.
+    pub cpu: Vec<f64>,
+    /// Memory in use per trace step, MB (CPU-and-memory model only).
+    pub memory_mb: Vec<f64>,
+    /// The step at which the VM's trace ends.
+    pub end_step: usize,
+    /// Memory asked for at creation, MB.
+    pub create_memory_mb: f64,
+}
+
+/// Per-step figures for plotting.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimelinePoint {
+    pub time_s: f64,
+    pub active_hosts: usize,
+    pub power_w: f64,
+    pub overloaded_hosts: usize,
+    pub migrations_started: usize,
+    pub oracle_power_w: f64,
+}
+
+/// The figures of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub policy: String,
+    pub day: String,
+    pub hosts: usize,
+    pub vms: usize,
+    pub energy_kwh: f64,
+    pub migrations: u64,
+    pub slatah_pct: f64,
+    pub pdm_pct: f64,
+    pub slav: f64,
+    pub esv: f64,
+    pub ping_pongs: u64,
+    pub oracle_energy_kwh: f64,
+    pub energy_over_oracle: f64,
+    pub overall_sla_violation_pct: f64,
+    pub host_shutdowns: u64,
+    pub mean_active_hosts: f64,
+    pub unplaced_vms: usize,
+    pub steps: usize,
+    pub wall_s: f64,
+    #[serde(skip)]
+    pub timeline: Vec<TimelinePoint>,
+}
+
+struct Completion {
+    time: f64,
+    seq: u64,
+    vm: usize,
+    to: usize,
+}
+
+/// One run of one policy over one scenario.
+pub struct Simulation<'s> {
+    scenario: &'s Scenario,
+    policy: Box<dyn ConsolidationPolicy>,
+    power_mode: PowerMode,
+    hosts: Vec<HostView>,
+    vms: Vec<VmView>,
+    host_prev_mips: Vec<f64>,
+    host_acct: Vec<HostAccount>,
+    vm_acct: Vec<VmAccount>,
+    /// (time, demand) of each VM's last demand evaluation.
+    demand_at: Vec<f64>,
+    history_time: Vec<f64>,
+    left: Vec<Vec<(usize, f64)>>,
+    last_process: f64,
+    energy_j: f64,
+    oracle_j: f64,
+    migrations: u64,
+    ping_pongs: u64,
+    pending: Vec<Completion>,
+    seq: u64,
+    timeline: Vec<TimelinePoint>,
+    unplaced: usize,
+}
+
+impl<'s> Simulation<'s> {
+    pub fn new(scenario: &'s Scenario, policy: Box<dyn ConsolidationPolicy>, power_mode: PowerMode) -> Simulation<'s> {
+        let hosts = scenario.hosts.clone();
+        let vms = scenario.vm_views.clone();
+        let (nh, nv) = (hosts.len(), vms.len());
+        Simulation {
+            scenario,
+            policy,
+            power_mode,
+            hosts,
+            vms,
+            host_prev_mips: vec![0.0; nh],
+            host_acct: (0..nh).map(|_| HostAccount::default()).collect(),
+            vm_acct: (0..nv).map(|_| VmAccount::default()).collect(),
+            demand_at: vec![f64::NAN; nv],
+            history_time: vec![0.0; nv],
+            left: vec![Vec::new(); nv],
+            last_process: CLOUDSIM_START_S,
+            energy_j: 0.0,
+            oracle_j: 0.0,
+            migrations: 0,
+            ping_pongs: 0,
+            pending: Vec::new(),
+            seq: 0,
+            timeline: Vec::new(),
+            unplaced: 0,
+        }
+    }
+
+    /// Runs to the end of the trace; `on_step` is called after every step with (done, total).
+    pub fn run(mut self, mut on_step: impl FnMut(usize, usize)) -> RunReport {
+        let started = Instant::now();
+        self.place_all();
+        let limit = self.scenario.steps as f64 * self.scenario.step_s;
+        let total_steps = self.scenario.steps.saturating_sub(1);
+        let mut t = CLOUDSIM_START_S + self.scenario.step_s;
+        let mut prev_oracle_w: Option<f64> = None;
+        let mut prev_t = t;
+        let mut done = 0;
+        while t <= limit {
+            self.update_all(t, true);
+            let started_before = self.migrations;
+            let fleet = FleetView { now_s: t, hosts: &self.hosts, vms: &self.vms };
+            let decisions = self.policy.optimise(&fleet);
+            self.start_migrations(t, &decisions);
+            let oracle_w = self.oracle_watts();
+            if let Some(pw) = prev_oracle_w {
+                self.oracle_j += (pw + oracle_w) / 2.0 * (t - prev_t);
+            }
+            prev_oracle_w = Some(oracle_w);
+            prev_t = t;
+            self.record_timeline(t, (self.migrations - started_before) as usize, oracle_w);
+            let next = t + self.scenario.step_s;
+            self.complete_migrations_before(next.min(limit + 1e-9), limit);
+            t = next;
+            done += 1;
+            on_step(done, total_steps);
+        }
+        self.report(started.elapsed().as_secs_f64())
+    }
+
+    fn place_all(&mut self) {
+        for vm in 0..self.vms.len() {
+            // CloudSim creates a VM at its full size; the multi-resource model at its first demand.
+            let cap = self.vms[vm].capacity_mips();
+            self.vms[vm].demand_mips = match self.scenario.model {
+                ResourceModel::CloudSimCpu => cap,
+                ResourceModel::CpuAndMemory => self.scenario.vms[vm].cpu[0] * cap,
+            };
+            self.vms[vm].memory_request_mb = self.scenario.vms[vm].create_memory_mb;
+            let fleet = FleetView { now_s: 0.0, hosts: &self.hosts, vms: &self.vms };
+            let choice = self.policy.place(&fleet, vm);
+            match choice {
+                Some(h) => {
+                    self.hosts[h].vms.push(vm);
+                    let v = &mut self.vms[vm];
+                    v.host = Some(h);
+                    v.scheduled_mips = v.demand_mips;
+                    if self.scenario.model == ResourceModel::CloudSimCpu {
+                        // Created, but its workload has not started: CloudSim's VM asks for
+                        // nothing until its cloudlet arrives (while its creation-time CPU
+                        // allocation stays in place).
+                        v.demand_mips = 0.0;
+                    }
+                }
+                None => {
+                    self.vms[vm].alive = false;
+                    self.unplaced += 1;
+                }
+            }
+        }
+        if self.scenario.model == ResourceModel::CloudSimCpu {
+            // CloudSim's PlanetLab VMs ask for RAM only while being created.
+            for v in &mut self.vms {
+                v.memory_request_mb = 0.0;
+            }
+        }
+    }
+
+    /// The VM's demand at `t`, interpolated between trace points (CloudSim's PlanetLab model).
+    fn demand(&mut self, vm: usize, t: f64) -> f64 {
+        let s = &self.scenario;
+        let data = &s.vms[vm].cpu;
+        let step = s.step_s;
+        let u = if t % step == 0.0 {
+            data[(t as i64 / step as i64) as usize]
+        } else {
+            let t1 = (t / step).floor() as usize;
+            let t2 = (t / step).ceil() as usize;
+            let (u1, u2) = (data[t1.min(data.len() - 1)], data[t2.min(data.len() - 1)]);
+            let delta = (u2 - u1) / ((t2 - t1) as f64 * step);
+            u1 + delta * (t - t1 as f64 * step)
+        };
+        let d = u * self.vms[vm].capacity_mips();
+        self.vms[vm].demand_mips = d;
+        if s.model == ResourceModel::CpuAndMemory {
+            let i = ((t / step) as usize).min(s.vms[vm].memory_mb.len().saturating_sub(1));
+            let mem = s.vms[vm].memory_mb.get(i).copied().unwrap_or(0.0);
+            self.vms[vm].memory_request_mb = mem;
+            self.vms[vm].ram_mb = mem.max(1.0);
+        }
+        // The history takes one sample per scheduling step (CloudSim's `PowerVm`).
+        if (t - CLOUDSIM_START_S) % step == 0.0 && t > self.history_time[vm] {
+            self.vms[vm].history.push(u);
+            self.history_time[vm] = t;
+        }
+        self.demand_at[vm] = t;
+        d
+    }
+
+    fn update_host(&mut self, h: usize, t: f64) {
+        let vms = std::mem::take(&mut self.hosts[h].vms);
+        for &vm in &vms {
+            if self.demand_at[vm] != t {
+                self.demand(vm, t);
+            }
+        }
+        let host = &self.hosts[h];
+        let (total, pe) = (host.total_mips, host.pe_mips);
+        // The scheduler's allocation pass, in arrival order.
+        let mut available = total;
+        let mut over = false;
+        let mut required_sum = 0.0;
+        for &vm in &vms {
+            let v = &self.vms[vm];
+            let capped = (v.demand_mips / v.pes as f64).min(pe) * v.pes as f64;
+            let r = if host.is_migrating_in(vm) { capped * 0.1 } else { capped };
+            required_sum += r;
+            if !over && available >= r {
+                available -= r;
+            } else if r > 0.0 {
+                over = true;
+            }
+        }
+        let scaling = if over { total / required_sum } else { 1.0 };
+        let mut util = 0.0;
+        let mut requested = 0.0;
+        let mut memory = 0.0;
+        let mut held_in: Vec<(usize, f64)> = Vec::with_capacity(host.migrating_in.len());
+        let mut scheduled: Vec<(usize, f64)> = Vec::with_capacity(vms.len());
+        for &vm in &vms {
+            let v = &self.vms[vm];
+            let per_pe = (v.demand_mips / v.pes as f64).min(pe);
+            let pes = v.pes as f64;
+            let mig_in = host.is_migrating_in(vm);
+            let mig_out = v.in_migration && !mig_in;
+            let alloc = if !over {
+                if mig_out { per_pe * 0.9 * pes } else if mig_in { per_pe * 0.1 * pes } else { per_pe * pes }
+            } else if mig_out {
+                (per_pe * scaling * 0.9).floor() * pes
+            } else if mig_in {
+                (per_pe * 0.1 * scaling).floor() * pes
+            } else {
+                (per_pe * scaling).floor() * pes
+            };
+            if mig_in {
+                held_in.push((vm, alloc));
+                util += alloc;
+            } else {
+                scheduled.push((vm, v.demand_mips));
+                self.vm_acct[vm].record(Entry { time: t, allocated: alloc, requested: v.demand_mips, flag: mig_out, short: false });
+                util += if v.in_migration { alloc / 0.9 } else { alloc };
+                memory += v.memory_request_mb;
+            }
+            requested += v.demand_mips;
+        }
+        let memory_over = self.scenario.model == ResourceModel::CpuAndMemory && memory > host.memory_mb;
+        for (vm, request) in scheduled {
+            self.vms[vm].scheduled_mips = request;
+        }
+        let host = &mut self.hosts[h];
+        host.vms = vms;
+        host.migrating_in = held_in;
+        self.host_prev_mips[h] = host.observed_mips;
+        host.observed_mips = util;
+        // A host short of memory violates its VMs' SLA as surely as one short of CPU.
+        self.host_acct[h].record(Entry { time: t, allocated: util, requested, flag: util > 0.0, short: memory_over });
+    }
+
+    /// CloudSim's datacenter-wide update: every host, then energy since the last update, then
+    /// VMs that have finished leave.
+    fn update_all(&mut self, t: f64, charge: bool) {
+        for h in 0..self.hosts.len() {
+            self.update_host(h, t);
+        }
+        let dt = t - self.last_process;
+        if charge && dt > 0.0 {
+            for h in 0..self.hosts.len() {
+                let host = &self.hosts[h];
+                self.energy_j += match self.power_mode {
+                    PowerMode::AlwaysFull => host.power.max_watts() * dt,
+                    PowerMode::FollowsLoad => {
+                        let from = capped_utilisation(self.host_prev_mips[h] / host.total_mips);
+                        host.power.interval_joules(from, host.observed_utilisation(), dt)
+                    }
+                };
+            }
+        }
+        self.remove_finished(t);
+        self.last_process = t;
+    }
+
+    fn remove_finished(&mut self, t: f64) {
+        let step_index = (t / self.scenario.step_s) as usize;
+        for h in 0..self.hosts.len() {
+            let mut i = 0;
+            while i < self.hosts[h].vms.len() {
+                let vm = self.hosts[h].vms[i];
+                let v = &self.vms[vm];
+                let finished = !v.in_migration
+                    && match self.scenario.model {
+                        ResourceModel::CloudSimCpu => v.demand_mips == 0.0,
+                        ResourceModel::CpuAndMemory => step_index >= self.scenario.vms[vm].end_step,
+                    };
+                if finished && v.host == Some(h) {
+                    self.hosts[h].vms.remove(i);
+                    self.vms[vm].alive = false;
+                    self.vms[vm].host = None;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    fn start_migrations(&mut self, t: f64, decisions: &[crate::policy::Migration]) {
+        let mut dirty = vec![false; self.hosts.len()];
+        for m in decisions {
+            let (vm, to) = (m.vm, m.to);
+            if to >= self.hosts.len() || vm >= self.vms.len() || !self.vms[vm].alive {
+                continue;
+            }
+            let Some(from) = self.vms[vm].host else { continue };
+            self.vms[vm].in_migration = true;
+            if !self.hosts[to].is_migrating_in(vm) {
+                self.hosts[to].migrating_in.push((vm, 0.0));
+                self.hosts[to].vms.push(vm);
+            }
+            dirty[to] = true;
+            dirty[from] = true;
+            self.migrations += 1;
+            let duration = self.vms[vm].migration_seconds(self.hosts[to].migration_mb_per_s);
+            self.seq += 1;
+            self.pending.push(Completion { time: t + duration, seq: self.seq, vm, to });
+        }
+        for (h, d) in dirty.into_iter().enumerate() {
+            if d {
+                self.update_host(h, t);
+            }
+        }
+    }
+
+    /// Processes migration completions due before `until` (and not after the run's end).
+    fn complete_migrations_before(&mut self, until: f64, limit: f64) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.pending.sort_by(|a, b| a.time.total_cmp(&b.time).then(a.seq.cmp(&b.seq)));
+        let mut i = 0;
+        while i < self.pending.len() && self.pending[i].time < until {
+            let t = self.pending[i].time;
+            if t > limit {
+                break;
+            }
+            self.update_all(t, true);
+            while i < self.pending.len() && self.pending[i].time == t {
+                let (vm, to) = (self.pending[i].vm, self.pending[i].to);
+                self.finish_migration(vm, to, t);
+                i += 1;
+            }
+            self.update_all(t, false);
+        }
+        self.pending.drain(..i);
+        // Completions past the end of the run never happen.
+        self.pending.retain(|c| c.time <= limit);
+    }
+
+    fn finish_migration(&mut self, vm: usize, to: usize, t: f64) {
+        if let Some(from) = self.vms[vm].host
+            && let Some(i) = self.hosts[from].vms.iter().position(|v| *v == vm)
+        {
+            self.hosts[from].vms.remove(i);
+            self.left[vm].push((from, t));
+        }
+        let target = &mut self.hosts[to];
+        target.migrating_in.retain(|(v, _)| *v != vm);
+        if let Some(i) = target.vms.iter().position(|v| *v == vm) {
+            target.vms.remove(i);
+        }
+        target.vms.push(vm);
+        self.vms[vm].in_migration = false;
+        self.vms[vm].host = Some(to);
+        if self.left[vm].iter().any(|&(h, at)| h == to && t - at < PING_PONG_WINDOW_S) {
+            self.ping_pongs += 1;
+        }
+        self.left[vm].retain(|&(_, at)| t - at < PING_PONG_WINDOW_S);
+    }
+
+    /// The least power that could serve the current demand: the most efficient hosts filled
+    /// completely, the rest on the host that draws least for it, no migrations, no headroom.
+    fn oracle_watts(&self) -> f64 {
+        let demand: f64 = self.vms.iter().filter(|v| v.alive && v.host.is_some()).map(|v| v.demand_mips).sum();
+        self.scenario.oracle.watts_for(demand)
+    }
+
+    fn record_timeline(&mut self, t: f64, migrations_started: usize, oracle_w: f64) {
+        let mut active = 0;
+        let mut overloaded = 0;
+        let mut power = 0.0;
+        for (h, host) in self.hosts.iter().enumerate() {
+            let u = host.observed_utilisation();
+            match self.power_mode {
+                PowerMode::AlwaysFull => power += host.power.max_watts(),
+                PowerMode::FollowsLoad if u > 0.0 => power += host.power.watts_at(u),
+                _ => {}
+            }
+            if u > 0.0 {
+                active += 1;
+            }
+            if let Some(e) = self.host_acct[h].last
+                && e.violating()
+            {
+                overloaded += 1;
+            }
+        }
+        self.timeline.push(TimelinePoint {
+            time_s: t,
+            active_hosts: active,
+            power_w: power,
+            overloaded_hosts: overloaded,
+            migrations_started,
+            oracle_power_w: oracle_w,
+        });
+    }
+
+    fn report(mut self, wall_s: f64) -> RunReport {
+        let (mut active, mut violation, mut shutdowns) = (0.0, 0.0, 0u64);
+        for a in &mut self.host_acct {
+            if let Some(last) = a.last {
+                a.finalise(last);
+            }
+            active += a.active_s;
+            violation += a.violation_s;
+            shutdowns += a.shutdowns as u64;
+        }
+        let (mut req, mut alloc, mut lost) = (0.0, 0.0, 0.0);
+        for a in &self.vm_acct {
+            req += a.requested;
+            alloc += a.allocated;
+            lost += a.lost_to_migration;
+        }
+        let slatah = if active > 0.0 { violation / active } else { 0.0 };
+        let pdm = if req > 0.0 { lost / req } else { 0.0 };
+        let energy_kwh = self.energy_j / 3.6e6;
+        let oracle_kwh = self.oracle_j / 3.6e6;
+        let slav = slatah * pdm;
+        let mean_active = if self.timeline.is_empty() {
+            0.0
+        } else {
+            self.timeline.iter().map(|p| p.active_hosts as f64).sum::<f64>() / self.timeline.len() as f64
+        };
+        RunReport {
+            policy: self.policy.name(),
+            day: self.scenario.name.clone(),
+            hosts: self.hosts.len(),
+            vms: self.vms.len(),
+            energy_kwh,
+            migrations: self.migrations,
+            slatah_pct: slatah * 100.0,
+            pdm_pct: pdm * 100.0,
+            slav,
+            esv: energy_kwh * slav,
+            ping_pongs: self.ping_pongs,
+            oracle_energy_kwh: oracle_kwh,
+            energy_over_oracle: if oracle_kwh > 0.0 { energy_kwh / oracle_kwh } else { f64::NAN },
+            overall_sla_violation_pct: if req > 0.0 { (req - alloc) / req * 100.0 } else { 0.0 },
+            host_shutdowns: shutdowns,
+            mean_active_hosts: mean_active,
+            unplaced_vms: self.unplaced,
+            steps: self.timeline.len(),
+            wall_s,
+            timeline: std::mem::take(&mut self.timeline),
+        }
+    }
+}
+
+fn capped_utilisation(u: f64) -> f64 {
+    if u > 1.0 && u < 1.01 { 1.0 } else { u }
+}
+
+/// The physical lower bound on power: capacity of each host type and its best efficiency.
+#[derive(Clone, Debug)]
+pub struct OracleFleet {
+    /// (capacity, count, power model), most efficient first.
+    types: Vec<(f64, usize, crate::policy::PowerModel)>,
+}
+
+impl OracleFleet {
+    pub fn new(hosts: &[HostView]) -> OracleFleet {
+        let mut types: Vec<(f64, usize, crate::policy::PowerModel)> = Vec::new();
+        for h in hosts {
+            match types.iter_mut().find(|(c, _, p)| *c == h.total_mips && *p == h.power) {
+                Some(t) => t.1 += 1,
+                None => types.push((h.total_mips, 1, h.power.clone())),
+            }
+        }
+        types.sort_by(|a, b| (a.2.max_watts() / a.0).total_cmp(&(b.2.max_watts() / b.0)));
+        OracleFleet { types }
+    }
+
+    /// Watts to serve `demand` at best: whole hosts of the most efficient kinds at full load,
+    /// the remainder on whichever single host draws least for it.
+    pub fn watts_for(&self, demand: f64) -> f64 {
+        let mut left = demand;
+        let mut watts = 0.0;
+        let mut used: Vec<usize> = vec![0; self.types.len()];
+        for (i, (cap, count, power)) in self.types.iter().enumerate() {
+            while left >= *cap && used[i] < *count {
+                left -= cap;
+                watts += power.max_watts();
+                used[i] += 1;
+            }
+        }
+        if left > 1e-9 {
+            let best = self
+                .types
+                .iter()
+                .enumerate()
+                .filter(|(i, (cap, count, _))| used[*i] < *count && *cap >= left)
+                .map(|(_, (cap, _, power))| power.watts_at(left / cap))
+                .fold(f64::INFINITY, f64::min);
+            // More demand than the whole fleet can serve: charge it at the best full-load rate.
+            watts += if best.is_finite() {
+                best
+            } else {
+                let (cap, _, power) = &self.types[0];
+                power.max_watts() * left / cap
+            };
+        }
+        watts
+    }
+}

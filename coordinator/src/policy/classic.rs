@@ -8,7 +8,6 @@
 //! that receive VMs from overloaded hosts may still be chosen as under-used in the same pass;
 //! under-used hosts are ranked by their load at the last observation.
 
-use std::collections::HashSet;
 use std::fmt;
 
 use super::{ConsolidationPolicy, FleetView, HISTORY_LEN, Migration, MoveReason, stats};
@@ -87,7 +86,7 @@ impl ConsolidationPolicy for ClassicPolicy {
             None => (0..fleet.hosts.len()).find(|&h| plan.suitable(h, vm)),
             Some(d) => {
                 let mut plan = plan;
-                plan.find_host(d, vm, &HashSet::new())
+                plan.find_host(d, vm, &vec![false; fleet.hosts.len()])
             }
         }
     }
@@ -99,7 +98,10 @@ impl ConsolidationPolicy for ClassicPolicy {
 
         // 1. Overloaded hosts, in host order.
         let overloaded: Vec<usize> = (0..hosts).filter(|&h| plan.overloaded(detector, h)).collect();
-        let overloaded_set: HashSet<usize> = overloaded.iter().copied().collect();
+        let mut overloaded_set = vec![false; hosts];
+        for &h in &overloaded {
+            overloaded_set[h] = true;
+        }
 
         // 2. Take VMs off them (minimum migration time first) until they are no longer overloaded.
         let mut to_move: Vec<(usize, usize)> = Vec::new();
@@ -124,16 +126,21 @@ impl ConsolidationPolicy for ClassicPolicy {
         }
 
         // 4. Empty under-used hosts, least used first, when all of their VMs fit elsewhere.
-        let switched_off: Vec<usize> = (0..hosts).filter(|&h| fleet.hosts[h].observed_utilisation() == 0.0).collect();
-        let mut excluded_as_source: HashSet<usize> = overloaded_set.clone();
-        excluded_as_source.extend(switched_off.iter().copied());
-        let mut excluded_as_target: HashSet<usize> = excluded_as_source.clone();
+        let mut excluded_as_source = overloaded_set.clone();
+        let mut excluded_count = overloaded.len();
+        for h in 0..hosts {
+            if fleet.hosts[h].observed_utilisation() == 0.0 && !excluded_as_source[h] {
+                excluded_as_source[h] = true;
+                excluded_count += 1;
+            }
+        }
+        let mut excluded_as_target = excluded_as_source.clone();
 
         let mut by_use: Vec<usize> = (0..hosts).collect();
         by_use.sort_by(|a, b| fleet.hosts[*a].observed_utilisation().total_cmp(&fleet.hosts[*b].observed_utilisation()));
         let mut cursor = 0;
         loop {
-            if excluded_as_source.len() >= hosts {
+            if excluded_count >= hosts {
                 break;
             }
             // The least-used eligible host. Eligibility only ever shrinks within a pass, so a
@@ -146,15 +153,16 @@ impl ConsolidationPolicy for ClassicPolicy {
                     cursor = by_use.len();
                     break;
                 }
-                if !excluded_as_source.contains(&h) && u > 0.0 && !plan.all_migrating_out_or_any_in(h) {
+                if !excluded_as_source[h] && u > 0.0 && !plan.all_migrating_out_or_any_in(h) {
                     found = Some(h);
                     break;
                 }
                 cursor += 1;
             }
             let Some(under) = found else { break };
-            excluded_as_source.insert(under);
-            excluded_as_target.insert(under);
+            excluded_as_source[under] = true;
+            excluded_count += 1;
+            excluded_as_target[under] = true;
 
             let mut vms: Vec<(usize, usize)> =
                 plan.host_vms[under].iter().copied().filter(|&v| !fleet.vms[v].in_migration).map(|v| (v, under)).collect();
@@ -177,7 +185,12 @@ impl ConsolidationPolicy for ClassicPolicy {
                     }
                 }
             }
-            excluded_as_source.extend(placed.iter().map(|m| m.to));
+            for m in &placed {
+                if !excluded_as_source[m.to] {
+                    excluded_as_source[m.to] = true;
+                    excluded_count += 1;
+                }
+            }
             migrations.extend(placed);
         }
         migrations
@@ -199,13 +212,16 @@ struct Plan<'f, 'a> {
     /// CPU the planned VMs would hold (counting all of a VM still migrating in).
     allocated: Vec<f64>,
     memory_used: Vec<f64>,
+    /// Each host's power at its last observed load.
+    power_now: Vec<f64>,
 }
 
 impl<'f, 'a> Plan<'f, 'a> {
     fn new(fleet: &'f FleetView<'a>) -> Plan<'f, 'a> {
         let host_vms: Vec<Vec<usize>> = fleet.hosts.iter().map(|h| h.vms.clone()).collect();
         let n = host_vms.len();
-        let mut plan = Plan { fleet, available: vec![0.0; n], allocated: vec![0.0; n], memory_used: vec![0.0; n], host_vms };
+        let power_now = fleet.hosts.iter().map(|h| h.power.watts_at(h.observed_utilisation())).collect();
+        let mut plan = Plan { fleet, available: vec![0.0; n], allocated: vec![0.0; n], memory_used: vec![0.0; n], power_now, host_vms };
         for h in 0..plan.host_vms.len() {
             plan.recompute(h);
         }
@@ -374,18 +390,18 @@ impl<'f, 'a> Plan<'f, 'a> {
 
     /// Power-aware best fit: the suitable host whose power rises least from its load at the last
     /// observation to the planned load plus this VM; a host with load must not become overloaded.
-    fn find_host(&mut self, d: Detector, vm: usize, excluded: &HashSet<usize>) -> Option<usize> {
+    fn find_host(&mut self, d: Detector, vm: usize, excluded: &[bool]) -> Option<usize> {
         let fleet = self.fleet;
         let demand = fleet.vms[vm].demand_mips;
         let mut best = None;
         let mut min_power = f64::MAX;
         for h in 0..fleet.hosts.len() {
-            if excluded.contains(&h) || !self.suitable(h, vm) {
+            if excluded[h] || !self.suitable(h, vm) {
                 continue;
             }
             let host = &fleet.hosts[h];
             let after = (self.allocated[h] + demand) / host.total_mips;
-            let diff = host.power.watts_at(after) - host.power.watts_at(host.observed_utilisation());
+            let diff = host.power.watts_at(after) - self.power_now[h];
             if diff >= min_power {
                 continue;
             }

@@ -17,6 +17,8 @@
 
 pub mod reference;
 pub mod scenario;
+#[cfg(test)]
+mod tests;
 
 use std::time::Instant;
 
@@ -148,6 +150,16 @@ pub struct TimelinePoint {
     pub oracle_power_w: f64,
 }
 
+/// One completed migration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MigrationRecord {
+    pub vm: usize,
+    pub from: usize,
+    pub to: usize,
+    pub started_s: f64,
+    pub finished_s: f64,
+}
+
 /// The figures of one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
@@ -172,10 +184,13 @@ pub struct RunReport {
     pub wall_s: f64,
     #[serde(skip)]
     pub timeline: Vec<TimelinePoint>,
+    #[serde(skip)]
+    pub migration_log: Vec<MigrationRecord>,
 }
 
 struct Completion {
     time: f64,
+    started: f64,
     seq: u64,
     vm: usize,
     to: usize,
@@ -203,6 +218,7 @@ pub struct Simulation<'s> {
     pending: Vec<Completion>,
     seq: u64,
     timeline: Vec<TimelinePoint>,
+    migration_log: Vec<MigrationRecord>,
     unplaced: usize,
 }
 
@@ -231,6 +247,7 @@ impl<'s> Simulation<'s> {
             pending: Vec::new(),
             seq: 0,
             timeline: Vec::new(),
+            migration_log: Vec::new(),
             unplaced: 0,
         }
     }
@@ -469,7 +486,7 @@ impl<'s> Simulation<'s> {
             self.migrations += 1;
             let duration = self.vms[vm].migration_seconds(self.hosts[to].migration_mb_per_s);
             self.seq += 1;
-            self.pending.push(Completion { time: t + duration, seq: self.seq, vm, to });
+            self.pending.push(Completion { time: t + duration, started: t, seq: self.seq, vm, to });
         }
         for (h, d) in dirty.into_iter().enumerate() {
             if d {
@@ -492,8 +509,10 @@ impl<'s> Simulation<'s> {
             }
             self.update_all(t, true);
             while i < self.pending.len() && self.pending[i].time == t {
-                let (vm, to) = (self.pending[i].vm, self.pending[i].to);
+                let (vm, to, started) = (self.pending[i].vm, self.pending[i].to, self.pending[i].started);
+                let from = self.vms[vm].host.unwrap_or(to);
                 self.finish_migration(vm, to, t);
+                self.migration_log.push(MigrationRecord { vm, from, to, started_s: started, finished_s: t });
                 i += 1;
             }
             self.update_all(t, false);
@@ -608,6 +627,7 @@ impl<'s> Simulation<'s> {
             steps: self.timeline.len(),
             wall_s,
             timeline: std::mem::take(&mut self.timeline),
+            migration_log: std::mem::take(&mut self.migration_log),
         }
     }
 }

@@ -50,7 +50,8 @@ pub struct Scenario {
     pub oracle: OracleFleet,
 }
 
-fn host(pes: u32, pe_mips: f64, memory_mb: f64, migration_mb_per_s: f64, power: crate::policy::PowerModel) -> HostView {
+/// A host of the given shape (public for scenarios built in code).
+pub fn host(pes: u32, pe_mips: f64, memory_mb: f64, migration_mb_per_s: f64, power: crate::policy::PowerModel) -> HostView {
     HostView {
         pes,
         pe_mips,
@@ -65,7 +66,8 @@ fn host(pes: u32, pe_mips: f64, memory_mb: f64, migration_mb_per_s: f64, power: 
     }
 }
 
-fn vm_view(pes: u32, mips: f64, ram_mb: f64) -> VmView {
+/// A VM of the given shape, not yet placed.
+pub fn vm_view(pes: u32, mips: f64, ram_mb: f64) -> VmView {
     VmView {
         alive: true,
         host: None,
@@ -88,6 +90,24 @@ pub fn cloudsim_hosts(n: usize) -> Vec<HostView> {
 }
 
 impl Scenario {
+    /// A scenario built in code: `vms` pairs a VM's shape with its demand per step as a
+    /// fraction of its capacity (all series of length `steps`).
+    pub fn synthetic(name: &str, model: ResourceModel, hosts: Vec<HostView>, vms: Vec<(VmView, Vec<f64>)>) -> Scenario {
+        let steps = vms.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
+        let mut views = Vec::new();
+        let mut sims = Vec::new();
+        for (i, (view, mut cpu)) in vms.into_iter().enumerate() {
+            let end = cpu.len();
+            let last = cpu.last().copied().unwrap_or(0.0);
+            cpu.resize(steps, 0.0);
+            cpu.push(last);
+            let memory_mb = vec![view.ram_mb; steps];
+            sims.push(SimVm { name: format!("vm{i}"), cpu, memory_mb, end_step: end, create_memory_mb: view.ram_mb });
+            views.push(view);
+        }
+        Scenario { name: name.into(), model, step_s: STEP_S, steps, oracle: OracleFleet::new(&hosts), hosts, vm_views: views, vms: sims }
+    }
+
     /// CloudSim's PlanetLab experiment over one day's folder.
     pub fn planetlab(dir: &Path, vm_order: Option<&Path>, hosts: usize) -> Result<Scenario, ScenarioError> {
         let order = vm_order.map(VmOrder::load).transpose()?;

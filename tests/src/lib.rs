@@ -36,6 +36,25 @@ pub fn shared_data() -> PathBuf {
     );
 }
 
+/// The shared reference material (CloudSim's figures): `$PRESAGE_SHARED_REFERENCE`, else
+/// `../shared/reference`. Panics with the places it looked when absent.
+pub fn shared_reference() -> PathBuf {
+    let candidates: Vec<PathBuf> = std::env::var_os("PRESAGE_SHARED_REFERENCE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference")])
+        .collect();
+    for c in &candidates {
+        if c.join("cloudsim").is_dir() {
+            return c.canonicalize().unwrap_or_else(|_| c.clone());
+        }
+    }
+    panic!(
+        "the shared reference material is missing: looked for cloudsim/ in {} (set PRESAGE_SHARED_REFERENCE)",
+        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+}
+
 /// A cluster CA in a temporary folder, issuing certificates on demand.
 pub struct Pki {
     pub dir: tempfile::TempDir,

@@ -13,6 +13,10 @@ use presage_protocol::pki::ClusterCa;
 use presage_protocol::tls::Role;
 use presage_tests::*;
 
+/// The trace-replay simulator against CloudSim's published PlanetLab figures.
+#[path = "cluster/simulator.rs"]
+mod simulator;
+
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The trace file's values as fractions, read independently of the code under test.

@@ -329,3 +329,34 @@ fn write_timeline(path: &Path, reports: &[RunReport]) -> std::io::Result<()> {
     }
     w.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::power::HP_ML110_G5;
+    use crate::simulator::ResourceModel;
+    use crate::simulator::scenario::{host, vm_view};
+
+    #[test]
+    fn json_rows_carry_the_documented_fields() {
+        let s = Scenario::synthetic("day", ResourceModel::CpuAndMemory, vec![host(2, 1000.0, 4096.0, 62.5, HP_ML110_G5)], vec![(vm_view(1, 500.0, 100.0), vec![0.4; 5])]);
+        let r = Simulation::new(&s, PolicySpec::Dvfs.build(), PolicySpec::Dvfs.power_mode()).run(|_, _| {});
+        let v = serde_json::to_value(vec![Row { run: &r, cloudsim: None }]).unwrap();
+        for key in ["policy", "day", "hosts", "vms", "energy_kwh", "migrations", "slatah_pct", "pdm_pct", "slav", "esv", "ping_pongs", "oracle_energy_kwh", "wall_s"] {
+            assert!(v[0].get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v[0]["day"], "day");
+        let c = csv(std::slice::from_ref(&r), &[]);
+        assert_eq!(c.lines().count(), 2);
+        assert!(c.starts_with("policy,day,hosts,vms,energy_kwh,migrations"));
+    }
+
+    #[test]
+    fn cli_arguments_are_checked() {
+        use clap::Parser;
+        let cli = crate::ctl::Cli::try_parse_from(["presagectl", "simulate", "--trace", "d", "--policy", "thr-mmt-0.8,npa", "-o", "csv"]).unwrap();
+        assert!(matches!(cli.command, crate::ctl::Command::Simulate(_)));
+        assert!(crate::ctl::Cli::try_parse_from(["presagectl", "simulate", "--policy", "all"]).is_err(), "--trace is required");
+        assert!(parse_policy_list("thr-mmt-0.8,bogus").is_err());
+    }
+}

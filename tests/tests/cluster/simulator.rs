@@ -1,0 +1,46 @@
+//! Fidelity: every classic policy on every public PlanetLab day, replayed by presage's
+//! simulator, against the figures CloudSim 3 itself produced (`planetlab-public-days.csv`).
+
+use presage_coordinator::ctl::simulate::{SimulateArgs, simulate};
+use presage_coordinator::policy::PolicySpec;
+use presage_coordinator::simulator::reference;
+use presage_tests::{shared_data, shared_reference};
+
+const DAYS: [&str; 5] = ["20110303", "20110306", "20110309", "20110322", "20110325"];
+
+#[test]
+fn the_classic_policies_reproduce_cloudsims_figures_on_the_five_public_days() {
+    let data = shared_data();
+    let reference_dir = shared_reference().join("cloudsim");
+    let rows = reference::load(&reference_dir.join("planetlab-public-days.csv")).expect("CloudSim's figures");
+    let args = SimulateArgs {
+        traces: DAYS.iter().map(|d| data.join("planetlab").join(d)).collect(),
+        vm_order: Some(reference_dir.join("vm_order")),
+        policy: "all".into(),
+        format: None,
+        hosts: None,
+        steps: None,
+        timeline: None,
+        compare_reference: None,
+        threads: None,
+        no_progress: true,
+    };
+    let policies = PolicySpec::all_classic();
+    let runs = simulate(&args, &policies, &indicatif::ProgressBar::hidden()).expect("simulation");
+    assert_eq!(runs.len(), DAYS.len() * policies.len());
+    let table = reference::compare(&runs, &rows);
+    assert_eq!(table.len(), runs.len(), "every run has a CloudSim row");
+    for c in &table {
+        // The acceptance tolerances...
+        assert!(c.within_tolerance, "{} {}: outside tolerance: {c:?}", c.policy, c.day);
+        // ...and in fact the same model: migrations equal and energy equal to CloudSim's 5 decimals.
+        assert_eq!(c.migrations.ours, c.migrations.cloudsim, "{} {}", c.policy, c.day);
+        assert!((c.energy_kwh.ratio - 1.0).abs() < 1e-5, "{} {}: energy {} vs {}", c.policy, c.day, c.energy_kwh.ours, c.energy_kwh.cloudsim);
+    }
+    for r in &runs {
+        assert!(r.oracle_energy_kwh > 0.0 && r.oracle_energy_kwh <= r.energy_kwh, "{} {}: oracle above the policy", r.policy, r.day);
+        assert_eq!(r.unplaced_vms, 0, "{} {}", r.policy, r.day);
+    }
+    // The classic policies move VMs back and forth within the hour: the metric sees it.
+    assert!(runs.iter().filter(|r| r.migrations > 0).all(|r| r.ping_pongs > 0));
+}

@@ -285,13 +285,10 @@ impl<'s> Simulation<'s> {
     }
 
     fn place_all(&mut self) {
-        for vm in 0..self.vms.len() {
-            // CloudSim creates a VM at its full size; the multi-resource model at its first demand.
+        for &vm in &self.scenario.creation_order {
+            // A VM is created at its full size.
             let cap = self.vms[vm].capacity_mips();
-            self.vms[vm].demand_mips = match self.scenario.model {
-                ResourceModel::CloudSimCpu => cap,
-                ResourceModel::CpuAndMemory => self.scenario.vms[vm].cpu[0] * cap,
-            };
+            self.vms[vm].demand_mips = cap;
             self.vms[vm].memory_request_mb = self.scenario.vms[vm].create_memory_mb;
             let fleet = FleetView { now_s: 0.0, hosts: &self.hosts, vms: &self.vms };
             let choice = self.policy.place(&fleet, vm);
@@ -301,12 +298,10 @@ impl<'s> Simulation<'s> {
                     let v = &mut self.vms[vm];
                     v.host = Some(h);
                     v.scheduled_mips = v.demand_mips;
-                    if self.scenario.model == ResourceModel::CloudSimCpu {
-                        // Created, but its workload has not started: CloudSim's VM asks for
-                        // nothing until its cloudlet arrives (while its creation-time CPU
-                        // allocation stays in place).
-                        v.demand_mips = 0.0;
-                    }
+                    // Created, but its workload has not started: it asks for nothing until the
+                    // first update (while its creation-time CPU allocation stays in place), as
+                    // CloudSim's VMs do until their cloudlet arrives.
+                    v.demand_mips = 0.0;
                 }
                 None => {
                     self.vms[vm].alive = false;

@@ -5,11 +5,14 @@
 //!   at 62.5 MB/s); one single-core VM per trace file, sized by CloudSim's four types in the order
 //!   of `vm_order/DAY.csv` when given; demand = trace percent × VM MIPS.
 //! - Bitbrains ([`Scenario::bitbrains`]): CPU and memory. Hosts are IBM System x3550 M3 servers
-//!   (2 × Xeon X5675: 12 cores × 3067 MHz, SPECpower curve as CloudSim ships it) with 256 GB of
-//!   RAM and 10 Gbit/s networking (migrations at 625 MB/s, half the NIC as in CloudSim).
-//!   A VM's capacity is its provisioned cores × MHz; its demand the trace's CPU MHz; its memory
-//!   need what it uses; a migration copies the memory in use. The trace files start at
-//!   different times; each VM replays its own series from step 0 and ends with its trace.
+//!   (2 × Xeon X5675: 12 cores × 3067 MHz, SPECpower curve as CloudSim ships it) with 64 GB of
+//!   RAM, a usual configuration of that server, and 10 Gbit/s networking (migrations at 625 MB/s,
+//!   half the NIC as in CloudSim). A VM's capacity is its provisioned cores × MHz (at most the
+//!   host's 12 cores: KVM time-shares the extra vCPUs); it is created at that size, like
+//!   CloudSim's VMs; its demand is the trace's CPU MHz, its memory need what it uses, and a
+//!   migration copies the memory in use. The trace files start at different times; each VM
+//!   replays its own series from step 0 and ends with its trace. The replay lasts the median
+//!   trace length unless told otherwise.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,8 @@ use crate::policy::{HostView, UtilisationHistory, VmView};
 
 /// The scheduling interval, seconds.
 pub const STEP_S: f64 = 300.0;
+/// Cores of the Bitbrains replay's hosts.
+pub const BITBRAINS_HOST_CORES: u32 = 12;
 /// CloudSim's PlanetLab experiment size.
 pub const PLANETLAB_HOSTS: usize = 800;
 
@@ -47,6 +52,9 @@ pub struct Scenario {
     pub hosts: Vec<HostView>,
     pub vm_views: Vec<VmView>,
     pub vms: Vec<SimVm>,
+    /// The order in which VMs are created: VM-id order for CloudSim's experiment, largest
+    /// first (best-fit decreasing) for the multi-resource replay.
+    pub creation_order: Vec<usize>,
     pub oracle: OracleFleet,
 }
 
@@ -105,7 +113,8 @@ impl Scenario {
             sims.push(SimVm { name: format!("vm{i}"), cpu, memory_mb, end_step: end, create_memory_mb: view.ram_mb });
             views.push(view);
         }
-        Scenario { name: name.into(), model, step_s: STEP_S, steps, oracle: OracleFleet::new(&hosts), hosts, vm_views: views, vms: sims }
+        let creation_order = (0..sims.len()).collect();
+        Scenario { name: name.into(), model, step_s: STEP_S, steps, oracle: OracleFleet::new(&hosts), hosts, vm_views: views, vms: sims, creation_order }
     }
 
     /// CloudSim's PlanetLab experiment over one day's folder.
@@ -148,6 +157,7 @@ impl Scenario {
         }
         let hosts = cloudsim_hosts(hosts);
         Ok(Scenario {
+            creation_order: (0..vms.len()).collect(),
             name: set.name,
             model: ResourceModel::CloudSimCpu,
             step_s: STEP_S,
@@ -160,21 +170,26 @@ impl Scenario {
     }
 
     /// The Bitbrains multi-resource replay: `hosts` servers (default: one per four VMs), at
-    /// most `max_steps` trace points (default: the longest trace).
+    /// most `max_steps` trace points (default: the median trace length).
     pub fn bitbrains(dir: &Path, hosts: Option<usize>, max_steps: Option<usize>) -> Result<Scenario, ScenarioError> {
         let set = presage_traces::load_dir(dir, Some(TraceFormat::Bitbrains), Selection::default(), None)?;
-        let longest = set.vms.iter().map(|t| t.len()).max().unwrap_or(0);
-        let steps = max_steps.map_or(longest, |m| m.min(longest));
+        let mut lengths: Vec<usize> = set.vms.iter().map(|t| t.len()).collect();
+        lengths.sort_unstable();
+        let longest = lengths.last().copied().unwrap_or(0);
+        let median = lengths.get(lengths.len() / 2).copied().unwrap_or(0);
+        let steps = max_steps.map_or(median, |m| m.min(longest));
         if steps < 2 {
             return Err(ScenarioError::Invalid { dir: dir.into(), what: "the traces need at least two samples".into() });
         }
         let mut vms = Vec::new();
         let mut views = Vec::new();
         for t in &set.vms {
-            let vcpus = t.spec.vcpus.max(1);
+            let provisioned = t.spec.vcpus.max(1);
+            let vcpus = provisioned.min(BITBRAINS_HOST_CORES);
+            let scale = provisioned as f64 / vcpus as f64;
             let mhz = if t.spec.cpu_mhz_per_core > 0.0 { t.spec.cpu_mhz_per_core } else { 2600.0 };
             let n = t.len().min(steps);
-            let mut cpu: Vec<f64> = (0..n).map(|s| t.usage(s as u64).cpu_utilisation.clamp(0.0, 1.0)).collect();
+            let mut cpu: Vec<f64> = (0..n).map(|s| (t.usage(s as u64).cpu_utilisation * scale).clamp(0.0, 1.0)).collect();
             let memory_mb: Vec<f64> =
                 (0..n).map(|s| t.usage(s as u64).memory_used_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0)).collect();
             cpu.resize(steps + 1, 0.0);
@@ -183,8 +198,12 @@ impl Scenario {
             vms.push(SimVm { name: t.name.clone(), cpu, memory_mb, end_step: n, create_memory_mb: first_mem });
         }
         let count = hosts.unwrap_or_else(|| vms.len().div_ceil(4)).max(1);
-        let hosts: Vec<HostView> = (0..count).map(|_| host(12, 3067.0, 256.0 * 1024.0, 625.0, IBM_X3550_M3_X5675)).collect();
+        let hosts: Vec<HostView> =
+            (0..count).map(|_| host(BITBRAINS_HOST_CORES, 3067.0, 64.0 * 1024.0, 625.0, IBM_X3550_M3_X5675)).collect();
+        let mut creation_order: Vec<usize> = (0..views.len()).collect();
+        creation_order.sort_by(|a, b| views[*b].capacity_mips().total_cmp(&views[*a].capacity_mips()));
         Ok(Scenario {
+            creation_order,
             name: set.name,
             model: ResourceModel::CpuAndMemory,
             step_s: STEP_S,

@@ -24,6 +24,40 @@ pub struct CoordinatorConfig {
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     pub tls: TlsFiles,
+    /// The consolidation policy the coordinator runs in advisory mode.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// `[policy]`: which consolidation policy proposes migrations, and how often.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A policy name as `presagectl simulate --policy` takes it (e.g. `lr-mmt-1.2`).
+    #[serde(default = "default_policy")]
+    pub name: String,
+    /// How often the advisory pass runs.
+    #[serde(default = "default_policy_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { name: default_policy(), interval: default_policy_interval() }
+    }
+}
+
+impl PolicyConfig {
+    pub fn spec(&self) -> Result<crate::policy::PolicySpec, crate::policy::UnknownPolicy> {
+        self.name.parse()
+    }
+}
+
+fn default_policy() -> String {
+    "lr-mmt-1.2".into()
+}
+fn default_policy_interval() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_listen() -> SocketAddr {
@@ -54,6 +88,12 @@ impl CoordinatorConfig {
         if cfg.shutdown_timeout.is_zero() {
             return invalid("shutdown_timeout", "must be positive");
         }
+        if let Err(e) = cfg.policy.spec() {
+            return invalid("policy.name", &e.to_string());
+        }
+        if cfg.policy.interval < Duration::from_secs(1) {
+            return invalid("policy.interval", "must be at least 1s");
+        }
         Ok(cfg)
     }
 }
@@ -77,5 +117,10 @@ mod tests {
         assert!(e.contains("`host_timeout`"), "{e}");
         let e = CoordinatorConfig::parse(&GOOD.replace("key = \"c.key\"\n", ""), Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("key"), "{e}");
+        assert_eq!(c.policy.name, "lr-mmt-1.2");
+        let p = CoordinatorConfig::parse(&format!("{GOOD}[policy]\nname = \"thr-mmt-0.9\"\ninterval = \"60s\"\n"), Path::new("c.toml")).unwrap();
+        assert_eq!((p.policy.spec().unwrap().to_string().as_str(), p.policy.interval), ("THR-MMT-0.9", Duration::from_secs(60)));
+        let e = CoordinatorConfig::parse(&format!("{GOOD}[policy]\nname = \"best\"\n"), Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("policy.name") && e.contains("best"), "{e}");
     }
 }

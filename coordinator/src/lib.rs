@@ -4,9 +4,10 @@
 //! Modules: [`config`] (TOML), [`transport`] (mutual-TLS listener), [`service`] (the gRPC
 //! services), [`sessions`] (agent streams and commands in flight), [`state`] (the pure cluster
 //! state), [`validate`] (checks on agent messages), [`server`] (wiring and shutdown order),
-//! [`policy`] (the pure placement and consolidation policies) and [`simulator`] (trace replay
-//! that drives those same policies).
+//! [`policy`] (the pure placement and consolidation policies), [`advisor`] (runs the policy on
+//! the live state) and [`simulator`] (trace replay that drives those same policies).
 
+pub mod advisor;
 pub mod config;
 pub mod ctl;
 pub mod policy;

@@ -1,5 +1,5 @@
 //! Runs the coordinator: binds the TLS listener, serves both gRPC services, and runs the liveness
-//! reconciler (which marks silent hosts unreachable). Shutdown order when `cancel` fires: stop
+//! reconciler (which marks silent hosts unreachable) and the advisory consolidation pass. Shutdown order when `cancel` fires: stop
 //! accepting, end agent sessions, let the gRPC server drain (bounded by `shutdown_timeout`), then
 //! stop the background tasks.
 
@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::advisor::Advisor;
 use crate::config::CoordinatorConfig;
 use crate::service::{AgentLinkService, OperatorService, Shared, log_liveness};
 use crate::transport;
@@ -31,7 +32,8 @@ impl Coordinator {
         let material = cfg.tls.load().context("loading the coordinator's TLS files")?;
         let tls = material.server_config().context("building the TLS server configuration")?;
         let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
-        let shared = Shared::new(cfg.host_timeout, cancel);
+        let spec = cfg.policy.spec().context("the [policy] section")?;
+        let shared = Shared::new(cfg.host_timeout, spec.to_string(), cancel);
         Ok(Coordinator { listener, tls, cfg, shared })
     }
 
@@ -46,6 +48,8 @@ impl Coordinator {
         let addr = listener.local_addr()?;
         let background = CancellationToken::new();
         let liveness = tokio::spawn(liveness_reconciler(shared.clone(), background.clone()));
+        let spec = cfg.policy.spec().context("the [policy] section")?;
+        let advisory = tokio::spawn(advisory_pass(shared.clone(), Advisor::new(spec), cfg.policy.interval, background.clone()));
 
         let incoming = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
         let server = tonic::transport::Server::builder()
@@ -69,6 +73,7 @@ impl Coordinator {
         info!("gRPC server stopped; stopping background tasks");
         background.cancel();
         let _ = liveness.await;
+        let _ = advisory.await;
         info!("coordinator stopped");
         Ok(())
     }
@@ -89,6 +94,30 @@ async fn liveness_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
         for c in &changes {
             log_liveness(c);
         }
+    }
+}
+
+/// Runs the configured consolidation policy over the observed state every `interval` and keeps
+/// its proposal for `presagectl status` (advisory: nothing is executed).
+async fn advisory_pass(shared: Arc<Shared>, mut advisor: Advisor, interval: std::time::Duration, stop: CancellationToken) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let proposal = {
+            let state = shared.state();
+            advisor.advise(&state, started.elapsed().as_secs_f64())
+        };
+        info!(policy = %proposal.policy, hosts = proposal.hosts_considered, vms = proposal.vms_considered, moves = proposal.moves.len(), "advisory consolidation pass");
+        for m in &proposal.moves {
+            tracing::debug!(vm = %m.vm_id, from = %m.from_host, to = %m.to_host, reason = m.reason, "proposed migration");
+        }
+        *shared.proposal.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), proposal));
     }
 }
 

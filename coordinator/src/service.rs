@@ -35,11 +35,16 @@ pub struct Shared {
     pub started: Instant,
     /// Fired at shutdown; open agent sessions end when it does.
     pub cancel: CancellationToken,
+    /// The advisory policy's last proposal and when it was made.
+    pub proposal: Mutex<Option<(Instant, crate::advisor::Proposal)>>,
+    pub policy_name: String,
 }
 
 impl Shared {
-    pub fn new(host_timeout: Duration, cancel: CancellationToken) -> Arc<Shared> {
+    pub fn new(host_timeout: Duration, policy_name: String, cancel: CancellationToken) -> Arc<Shared> {
         Arc::new(Shared {
+            proposal: Mutex::new(None),
+            policy_name,
             state: Mutex::new(ClusterState::new(host_timeout)),
             sessions: Sessions::default(),
             refusals: Arc::new(RefusalLog::default()),
@@ -213,9 +218,16 @@ impl Operator for OperatorService {
         let p = peer(&req, Role::Operator)?;
         let _span = info_span!("operator.status", operator = %p.identity.name).entered();
         let (refused, last_refusal) = self.shared.refusals.snapshot();
+        let (proposed_migrations, proposal_age_ms) = match &*self.shared.proposal.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, p)) => (p.moves.len() as u32, at.elapsed().as_millis() as u64),
+            None => (0, 0),
+        };
         let state = self.shared.state();
         let s = state.summary();
         Ok(Response::new(StatusResponse {
+            policy: self.shared.policy_name.clone(),
+            proposed_migrations,
+            proposal_age_ms,
             protocol_version: presage_protocol::PROTOCOL_VERSION,
             coordinator_version: presage_protocol::PRESAGE_VERSION.into(),
             uptime_ms: self.shared.started.elapsed().as_millis() as u64,

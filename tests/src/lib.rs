@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use presage_agent::config::{AgentConfig, HypervisorConfig, ReconnectConfig, SimulatedConfig};
-use presage_coordinator::config::CoordinatorConfig;
+use presage_coordinator::config::{CoordinatorConfig, PolicyConfig};
 use presage_coordinator::server::Coordinator;
 use presage_coordinator::service::Shared;
 use presage_protocol::pb::operator_client::OperatorClient;
@@ -98,6 +98,7 @@ impl RunningCoordinator {
             host_timeout,
             shutdown_timeout: Duration::from_secs(5),
             tls: pki.issue(Role::Coordinator, "coordinator"),
+            policy: PolicyConfig { name: "thr-mmt-0.8".into(), interval: Duration::from_secs(1) },
         };
         let cancel = CancellationToken::new();
         let c = Coordinator::bind(cfg, cancel.clone()).await.expect("coordinator binds");

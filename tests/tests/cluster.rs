@@ -74,6 +74,18 @@ async fn two_agents_report_the_trace_lines_they_replay() {
     }
     let status = op.status(StatusRequest {}).await.unwrap().into_inner();
     assert_eq!((status.hosts_reachable, status.vms_total, status.reports_rejected), (2, 12, 0));
+    // The advisory pass runs the configured policy (the simulator's code) over the live state.
+    let status = eventually("an advisory pass over both hosts", WAIT, || {
+        let mut op = op.clone();
+        let shared = coord.shared.clone();
+        async move {
+            let s = op.status(StatusRequest {}).await.ok()?.into_inner();
+            let considered = shared.proposal.lock().unwrap().as_ref().map(|(_, p)| (p.hosts_considered, p.vms_considered));
+            (s.proposal_age_ms > 0 && considered == Some((2, 12))).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(status.policy, "THR-MMT-0.8");
     a.stop().await;
     b.stop().await;
     coord.stop().await;

@@ -29,6 +29,10 @@ pub struct StatusView {
     pub reports_rejected: u64,
     pub tls_handshakes_refused: u64,
     pub last_refusal: String,
+    pub policy: String,
+    pub proposed_migrations: u32,
+    /// Seconds since the last advisory pass; null before the first.
+    pub proposal_age_s: Option<f64>,
 }
 
 impl From<StatusResponse> for StatusView {
@@ -49,6 +53,9 @@ impl From<StatusResponse> for StatusView {
             reports_rejected: s.reports_rejected,
             tls_handshakes_refused: s.tls_handshakes_refused,
             last_refusal: s.last_refusal,
+            policy: s.policy,
+            proposed_migrations: s.proposed_migrations,
+            proposal_age_s: (s.proposal_age_ms > 0).then(|| s.proposal_age_ms as f64 / 1000.0),
         }
     }
 }
@@ -63,6 +70,13 @@ impl StatusView {
             ("cpu demand", format!("{:.1} of {:.1} GHz ({:.1} %)", self.cpu_demand_mhz / 1e3, self.cpu_capacity_mhz / 1e3, pct(self.cpu_demand_mhz, self.cpu_capacity_mhz))),
             ("memory", format!("{} of {} ({:.1} %)", gib(self.memory_used_bytes), gib(self.memory_capacity_bytes), pct(self.memory_used_bytes as f64, self.memory_capacity_bytes as f64))),
             ("reports", format!("{} ingested, {} rejected", self.reports_ingested, self.reports_rejected)),
+            (
+                "policy",
+                match self.proposal_age_s {
+                    Some(age) => format!("{} (advisory): {} migrations proposed {} ago", self.policy, self.proposed_migrations, human_secs(age)),
+                    None => format!("{} (advisory): no pass yet", self.policy),
+                },
+            ),
             (
                 "tls refusals",
                 if self.tls_handshakes_refused == 0 { "0".into() } else { format!("{} (last: {})", self.tls_handshakes_refused, self.last_refusal) },

@@ -6,7 +6,12 @@
 //! `presage-bench ingest` — reports per second the real `presage-coordinator` ingests from N
 //!                          simulated agents, each on its own mutual-TLS connection.
 //!
-//! Build with `cargo build --release --bins`; both start the release daemons next to this binary.
+//! `presage-bench simulate` — wall time of the trace-replay simulator: each classic policy on
+//!                          each public PlanetLab day alone on one thread, then all of them at
+//!                          once on every core, with the process's peak memory.
+//!
+//! Build with `cargo build --release --bins`; `agent` and `ingest` start the release daemons
+//! next to this binary.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +51,11 @@ enum Cmd {
         /// In-process cycles to time.
         #[arg(long, default_value_t = 500)]
         cycles: usize,
+    },
+    Simulate {
+        /// PlanetLab days to replay (folders under the shared data's planetlab/).
+        #[arg(long, value_delimiter = ',', default_value = "20110303,20110306,20110309,20110322,20110325")]
+        days: Vec<String>,
     },
     Ingest {
         #[arg(long, default_value_t = 1000)]
@@ -274,13 +284,69 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
     Ok(())
 }
 
+fn peak_rss_mib() -> f64 {
+    proc_cost(std::process::id() as i32).map(|c| c.2 as f64 / 1048576.0).unwrap_or(0.0)
+}
+
+fn bench_simulate(days: &[String]) -> anyhow::Result<()> {
+    use presage_coordinator::ctl::simulate::{SimulateArgs, simulate};
+    use presage_coordinator::policy::PolicySpec;
+    use presage_coordinator::simulator::{Scenario, Simulation};
+
+    let data = shared_data().join("planetlab");
+    let order = presage_tests::shared_reference().join("cloudsim/vm_order");
+    let policies = PolicySpec::all_classic();
+    println!("simulator: {} policies x {} PlanetLab days, 800 hosts, release build", policies.len(), days.len());
+    println!("  one run at a time, one thread (load = reading and parsing the day's traces):");
+    let mut runs: Vec<(String, String, f64)> = Vec::new();
+    for day in days {
+        let t0 = Instant::now();
+        let scenario = Scenario::planetlab(&data.join(day), Some(&order.join(format!("{day}.csv"))), 800)?;
+        let load = t0.elapsed().as_secs_f64();
+        let mut line = format!("    {day} ({} VMs): load {:.3} s;", scenario.vms.len(), load);
+        for p in &policies {
+            let t = Instant::now();
+            let r = Simulation::new(&scenario, p.build(), p.power_mode()).run(|_, _| {});
+            let s = t.elapsed().as_secs_f64();
+            line.push_str(&format!(" {}={s:.3}", r.policy));
+            runs.push((r.policy, day.clone(), s + load));
+        }
+        println!("{line}");
+    }
+    let worst = runs.iter().cloned().fold((String::new(), String::new(), 0.0), |a, b| if b.2 > a.2 { b } else { a });
+    println!("  slowest day x policy, load included: {} on {} in {:.3} s", worst.0, worst.1, worst.2);
+    println!("  peak RSS so far                     {:.1} MiB", peak_rss_mib());
+    let args = SimulateArgs {
+        traces: days.iter().map(|d| data.join(d)).collect(),
+        vm_order: Some(order),
+        policy: "all".into(),
+        format: None,
+        hosts: None,
+        steps: None,
+        timeline: None,
+        compare_reference: None,
+        threads: None,
+        no_progress: true,
+    };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let t = Instant::now();
+    let all = simulate(&args, &policies, &indicatif::ProgressBar::hidden())?;
+    println!("  all {} runs at once on {cores} cores: {:.2} s wall, load included", all.len(), t.elapsed().as_secs_f64());
+    println!("  peak RSS (VmHWM)                    {:.1} MiB", peak_rss_mib());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Cmd::Simulate { days } = &args.cmd {
+        return bench_simulate(days);
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         match args.cmd {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
             Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
+            Cmd::Simulate { .. } => unreachable!("handled above"),
         }
     })
 }

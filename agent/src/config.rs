@@ -7,8 +7,8 @@ use std::time::Duration;
 use presage_protocol::tls::TlsFiles;
 use serde::Deserialize;
 
-pub use presage_protocol::config_file::ConfigError;
 use presage_protocol::config_file;
+pub use presage_protocol::config_file::ConfigError;
 
 /// The whole agent configuration (`/etc/presage/agent.toml`).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -41,9 +41,7 @@ pub struct AgentConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub enum HypervisorConfig {
     /// A real KVM host reached through libvirt.
-    Libvirt {
-        uri: String,
-    },
+    Libvirt { uri: String },
     /// VMs whose usage replays trace files (demo, tests, scale experiments).
     Simulated(SimulatedConfig),
 }
@@ -200,10 +198,10 @@ impl AgentConfig {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| config_file::invalid(path, key, reason);
-        if let Some(h) = &self.host_id {
-            if let Err(e) = presage_protocol::pki::validate_name(h, presage_protocol::tls::Role::Agent) {
-                return invalid("host_id", &e.to_string());
-            }
+        if let Some(h) = &self.host_id
+            && let Err(e) = presage_protocol::pki::validate_name(h, presage_protocol::tls::Role::Agent)
+        {
+            return invalid("host_id", &e.to_string());
         }
         if !self.coordinator.starts_with("https://") {
             return invalid("coordinator", "must be an https:// URL (presage only speaks mutual TLS)");
@@ -224,10 +222,10 @@ impl AgentConfig {
             if s.shard_count == 0 || s.shard_index >= s.shard_count {
                 return invalid("hypervisor.shard_index", "must be below hypervisor.shard_count");
             }
-            if let Some(f) = &s.format {
-                if let Err(e) = f.parse::<presage_traces::TraceFormat>() {
-                    return invalid("hypervisor.format", &e);
-                }
+            if let Some(f) = &s.format
+                && let Err(e) = f.parse::<presage_traces::TraceFormat>()
+            {
+                return invalid("hypervisor.format", &e);
             }
             if s.cpu_cores == Some(0) {
                 return invalid("hypervisor.cpu_cores", "must be at least 1");
@@ -276,7 +274,10 @@ shard_count = 4
         let HypervisorConfig::Simulated(s) = c.hypervisor else { panic!("simulated expected") };
         assert_eq!((s.shard_index, s.shard_count, s.time_compression), (1, 4, 60.0));
         let lv = AgentConfig::parse(
-            &GOOD.replace("kind = \"simulated\"\ntrace_dir = \"/traces/20110303\"\ntime_compression = 60\nshard_index = 1\nshard_count = 4", "kind = \"libvirt\""),
+            &GOOD.replace(
+                "kind = \"simulated\"\ntrace_dir = \"/traces/20110303\"\ntime_compression = 60\nshard_index = 1\nshard_count = 4",
+                "kind = \"libvirt\"",
+            ),
             Path::new("a.toml"),
         )
         .unwrap();

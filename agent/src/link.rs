@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use presage_protocol::pb::{
-    self, AgentMessage, CommandResult, CommandStatus, CoordinatorMessage, Register, Report,
-    agent_link_client::AgentLinkClient, agent_message, command, command_result, coordinator_message,
+    self, AgentMessage, CommandResult, CommandStatus, CoordinatorMessage, Register, Report, agent_link_client::AgentLinkClient,
+    agent_message, command, command_result, coordinator_message,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -93,7 +93,9 @@ impl CoordinatorLink {
         let mut client = AgentLinkClient::new(channel);
         let (tx, rx) = mpsc::channel::<AgentMessage>(16);
         let msg = |body| AgentMessage { body: Some(body) };
-        tx.send(msg(agent_message::Body::Register(self.register.clone()))).await.map_err(|_| LinkError::Stream("outbound closed".into()))?;
+        tx.send(msg(agent_message::Body::Register(self.register.clone())))
+            .await
+            .map_err(|_| LinkError::Stream("outbound closed".into()))?;
         let mut inbound = client
             .session(ReceiverStream::new(rx))
             .await

@@ -138,7 +138,13 @@ mod tests {
             protocol_version: 1,
             host_id: host.into(),
             agent_version: "t".into(),
-            capacity: Some(HostCapacity { cpu_cores: 4, cpu_mhz_per_core: 2000.0, memory_bytes: 16 << 30, nics: vec![], cpu_model: String::new() }),
+            capacity: Some(HostCapacity {
+                cpu_cores: 4,
+                cpu_mhz_per_core: 2000.0,
+                memory_bytes: 16 << 30,
+                nics: vec![],
+                cpu_model: String::new(),
+            }),
             hypervisor_kind: "simulated".into(),
             boot_id: "b".into(),
         };

@@ -8,8 +8,8 @@ use std::time::Duration;
 use presage_protocol::tls::TlsFiles;
 use serde::Deserialize;
 
-pub use presage_protocol::config_file::ConfigError;
 use presage_protocol::config_file;
+pub use presage_protocol::config_file::ConfigError;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +118,8 @@ mod tests {
         let e = CoordinatorConfig::parse(&GOOD.replace("key = \"c.key\"\n", ""), Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("key"), "{e}");
         assert_eq!(c.policy.name, "lr-mmt-1.2");
-        let p = CoordinatorConfig::parse(&format!("{GOOD}[policy]\nname = \"thr-mmt-0.9\"\ninterval = \"60s\"\n"), Path::new("c.toml")).unwrap();
+        let p = CoordinatorConfig::parse(&format!("{GOOD}[policy]\nname = \"thr-mmt-0.9\"\ninterval = \"60s\"\n"), Path::new("c.toml"))
+            .unwrap();
         assert_eq!((p.policy.spec().unwrap().to_string().as_str(), p.policy.interval), ("THR-MMT-0.9", Duration::from_secs(60)));
         let e = CoordinatorConfig::parse(&format!("{GOOD}[policy]\nname = \"best\"\n"), Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("policy.name") && e.contains("best"), "{e}");

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use presage_protocol::pb::{
-    self, AgentMessage, CommandStatus, CoordinatorMessage, HostInfo, ListHostsRequest, ListHostsResponse, ListVmsRequest,
-    ListVmsResponse, PingHostRequest, PingHostResponse, StatusRequest, StatusResponse, VmInfo, Welcome, agent_link_server::AgentLink,
-    agent_message, command, command_result, coordinator_message, operator_server::Operator,
+    self, AgentMessage, CommandStatus, CoordinatorMessage, HostInfo, ListHostsRequest, ListHostsResponse, ListVmsRequest, ListVmsResponse,
+    PingHostRequest, PingHostResponse, StatusRequest, StatusResponse, VmInfo, Welcome, agent_link_server::AgentLink, agent_message,
+    command, command_result, coordinator_message, operator_server::Operator,
 };
 use presage_protocol::tls::Role;
 use tokio::sync::mpsc;
@@ -66,11 +66,8 @@ pub fn log_liveness(change: &Liveness) {
 }
 
 fn peer<T>(req: &Request<T>, role: Role) -> Result<PeerInfo, Status> {
-    let info = req
-        .extensions()
-        .get::<PeerInfo>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("no authenticated peer on this connection"))?;
+    let info =
+        req.extensions().get::<PeerInfo>().cloned().ok_or_else(|| Status::unauthenticated("no authenticated peer on this connection"))?;
     if info.identity.role != role {
         warn!(peer = %info.remote, identity = %info.identity, needed = %role, "refused call: wrong role");
         return Err(Status::permission_denied(format!("this call needs a {role} certificate; yours is for {}", info.identity)));
@@ -158,7 +155,8 @@ impl AgentLink for AgentLinkService {
                                     if let Some(c) = change {
                                         log_liveness(&c);
                                     }
-                                    let ack = CoordinatorMessage { body: Some(coordinator_message::Body::ReportAck(pb::ReportAck { seq })) };
+                                    let ack =
+                                        CoordinatorMessage { body: Some(coordinator_message::Body::ReportAck(pb::ReportAck { seq })) };
                                     // Acks are advisory; never block ingest on a slow reader.
                                     let _ = tx.try_send(Ok(ack));
                                 }
@@ -286,16 +284,14 @@ impl Operator for OperatorService {
             let timeout = if r.timeout_ms == 0 { DEFAULT_PING_TIMEOUT } else { Duration::from_millis(r.timeout_ms) };
             let nonce = format!("{:016x}", fastrand::u64(..));
             let sent = Instant::now();
-            let result = self
-                .shared
-                .sessions
-                .send(&r.host_id, command::Body::Ping(pb::Ping { nonce: nonce.clone() }), timeout)
-                .await
-                .map_err(|e| match e {
-                    CommandError::NotConnected(_) => Status::unavailable(e.to_string()),
-                    CommandError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
-                    CommandError::SessionClosed(_) => Status::aborted(e.to_string()),
-                })?;
+            let result =
+                self.shared.sessions.send(&r.host_id, command::Body::Ping(pb::Ping { nonce: nonce.clone() }), timeout).await.map_err(
+                    |e| match e {
+                        CommandError::NotConnected(_) => Status::unavailable(e.to_string()),
+                        CommandError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
+                        CommandError::SessionClosed(_) => Status::aborted(e.to_string()),
+                    },
+                )?;
             let rtt = sent.elapsed();
             if result.status != CommandStatus::Ok as i32 {
                 return Err(Status::internal(format!("agent answered {:?}: {}", CommandStatus::try_from(result.status), result.message)));

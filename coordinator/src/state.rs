@@ -168,10 +168,10 @@ impl ClusterState {
     /// Notes that a session ended. Reachability is left to [`ClusterState::sweep`]: a brief
     /// reconnect must not flap the host.
     pub fn session_closed(&mut self, host_id: &str, session: u64) {
-        if let Some(h) = self.hosts.get_mut(host_id) {
-            if h.session == Some(session) {
-                h.session = None;
-            }
+        if let Some(h) = self.hosts.get_mut(host_id)
+            && h.session == Some(session)
+        {
+            h.session = None;
         }
     }
 
@@ -225,7 +225,13 @@ mod tests {
             protocol_version: 1,
             host_id: host.into(),
             agent_version: "t".into(),
-            capacity: Some(HostCapacity { cpu_cores: 4, cpu_mhz_per_core: 2000.0, memory_bytes: 8 << 30, nics: vec![], cpu_model: String::new() }),
+            capacity: Some(HostCapacity {
+                cpu_cores: 4,
+                cpu_mhz_per_core: 2000.0,
+                memory_bytes: 8 << 30,
+                nics: vec![],
+                cpu_model: String::new(),
+            }),
             hypervisor_kind: "simulated".into(),
             boot_id: boot.into(),
         }
@@ -238,7 +244,13 @@ mod tests {
             host: Some(HostUsage::default()),
             vms: vms
                 .iter()
-                .map(|(id, cpu)| VmSample { vm_id: id.to_string(), state: VmState::Running as i32, vcpus: 2, cpu_utilisation: *cpu, ..Default::default() })
+                .map(|(id, cpu)| VmSample {
+                    vm_id: id.to_string(),
+                    state: VmState::Running as i32,
+                    vcpus: 2,
+                    cpu_utilisation: *cpu,
+                    ..Default::default()
+                })
                 .collect(),
             trace: None,
             agent: None,

@@ -98,7 +98,11 @@ mod tests {
 
     #[test]
     fn names_the_offending_field() {
-        let ok = Report { host: Some(HostUsage::default()), vms: vec![VmSample { vm_id: "a".into(), ..Default::default() }], ..Default::default() };
+        let ok = Report {
+            host: Some(HostUsage::default()),
+            vms: vec![VmSample { vm_id: "a".into(), ..Default::default() }],
+            ..Default::default()
+        };
         assert!(report(&ok).is_ok());
         let mut dup = ok.clone();
         dup.vms.push(dup.vms[0].clone());
@@ -110,7 +114,11 @@ mod tests {
         over.host.as_mut().unwrap().cpu_utilisation = 3.0;
         assert_eq!(report(&over).unwrap_err().field, "host.cpu_utilisation");
         assert_eq!(report(&Report::default()).unwrap_err().field, "host");
-        let r = Register { host_id: "h".into(), capacity: Some(HostCapacity { cpu_cores: 2, cpu_mhz_per_core: 0.0, memory_bytes: 1, ..Default::default() }), ..Default::default() };
+        let r = Register {
+            host_id: "h".into(),
+            capacity: Some(HostCapacity { cpu_cores: 2, cpu_mhz_per_core: 0.0, memory_bytes: 1, ..Default::default() }),
+            ..Default::default()
+        };
         assert_eq!(register(&r).unwrap_err().field, "register.capacity.cpu_mhz_per_core");
         let r = Register { host_id: "h/x".into(), ..r };
         assert_eq!(register(&r).unwrap_err().field, "register.host_id");

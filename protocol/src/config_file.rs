@@ -50,4 +50,3 @@ pub fn toml_message(text: &str, e: &toml::de::Error) -> String {
         None => e.message().trim_end().to_string(),
     }
 }
-

@@ -29,9 +29,7 @@ impl std::str::FromStr for LogFormat {
 /// Installs the global tracing subscriber. The filter comes from `RUST_LOG`, else `default`.
 pub fn init_tracing(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -42,10 +40,7 @@ pub fn init_tracing(format: LogFormat, default: &str) {
 /// 101. A daemon with a panicked task is in an unknown state; a restart is the safe answer.
 pub fn exit_on_panic(process: &'static str) {
     std::panic::set_hook(Box::new(move |info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         let payload = info
             .payload()
             .downcast_ref::<&str>()
@@ -72,10 +67,7 @@ pub fn cancel_on_signal() -> CancellationToken {
 
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",

@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -24,18 +23,11 @@ pub enum PkiError {
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path} already exists; refusing to overwrite a cluster CA (remove it first)")]
     Exists { path: PathBuf },
     #[error("invalid name {name:?} for a {role} certificate: {why}")]
-    BadName {
-        name: String,
-        role: Role,
-        why: &'static str,
-    },
+    BadName { name: String, role: Role, why: &'static str },
 }
 
 /// A certificate and its key, both PEM.
@@ -58,26 +50,16 @@ fn validity(params: &mut CertificateParams, days: i64) {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| PkiError::Io { path: path.to_owned(), source }
 }
 
 /// Checks a host or operator name before it goes into a certificate and a file name.
 pub fn validate_name(name: &str, role: Role) -> Result<(), PkiError> {
-    let bad = |why| PkiError::BadName {
-        name: name.to_string(),
-        role,
-        why,
-    };
+    let bad = |why| PkiError::BadName { name: name.to_string(), role, why };
     if name.is_empty() || name.len() > 63 {
         return Err(bad("must be 1 to 63 characters"));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
-    {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_') {
         return Err(bad("only letters, digits, '-', '.' and '_' are allowed"));
     }
     if name.starts_with(['-', '.']) {
@@ -99,10 +81,7 @@ impl ClusterCa {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         validity(&mut params, CA_VALIDITY_DAYS);
         let cert = params.self_signed(&key)?;
-        Ok(ClusterCa {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        })
+        Ok(ClusterCa { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
     }
 
     /// Loads the CA written by [`ClusterCa::write`] from `dir`.
@@ -133,12 +112,7 @@ impl ClusterCa {
 
     /// Issues a certificate for `role` and `name`. Coordinator certificates also carry
     /// `extra_names` (DNS names or IP addresses agents will dial) as subject alternative names.
-    pub fn issue(
-        &self,
-        role: Role,
-        name: &str,
-        extra_names: &[String],
-    ) -> Result<IssuedCert, PkiError> {
+    pub fn issue(&self, role: Role, name: &str, extra_names: &[String]) -> Result<IssuedCert, PkiError> {
         validate_name(name, role)?;
         let mut sans = Vec::new();
         if role == Role::Coordinator {
@@ -155,37 +129,21 @@ impl ClusterCa {
         dn.push(DnType::OrganizationalUnitName, role.ou());
         dn.push(DnType::OrganizationName, "presage");
         params.distinguished_name = dn;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = match role {
-            Role::Coordinator => vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
+            Role::Coordinator => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
             Role::Agent | Role::Operator => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, LEAF_VALIDITY_DAYS);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
     /// Issues a certificate and writes `<stem>.pem` / `<stem>.key` next to a copy of the CA
     /// certificate in `dir`, returning the file set a process configures.
-    pub fn issue_to(
-        &self,
-        dir: &Path,
-        stem: &str,
-        role: Role,
-        name: &str,
-        extra_names: &[String],
-    ) -> Result<TlsFiles, PkiError> {
+    pub fn issue_to(&self, dir: &Path, stem: &str, role: Role, name: &str, extra_names: &[String]) -> Result<TlsFiles, PkiError> {
         let issued = self.issue(role, name, extra_names)?;
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let files = TlsFiles::in_dir(dir, stem);
@@ -222,9 +180,7 @@ mod tests {
         let ca = ClusterCa::generate("t").unwrap();
         for role in [Role::Agent, Role::Operator, Role::Coordinator] {
             let issued = ca.issue(role, "hv-07", &[]).unwrap();
-            let der =
-                rustls_pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())
-                    .unwrap();
+            let der = rustls_pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
             let id = peer_identity(&der).unwrap();
             assert_eq!(id.role, role);
             assert_eq!(id.name, "hv-07");
@@ -236,15 +192,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         ClusterCa::generate("t").unwrap().write(dir.path()).unwrap();
         let ca = ClusterCa::load(dir.path()).unwrap();
-        let files = ca
-            .issue_to(dir.path(), "coordinator", Role::Coordinator, "coord", &[])
-            .unwrap();
+        let files = ca.issue_to(dir.path(), "coordinator", Role::Coordinator, "coord", &[]).unwrap();
         // The server configuration only builds when the CA file and the leaf agree.
         files.load().unwrap().server_config().unwrap();
-        assert!(matches!(
-            ClusterCa::generate("t").unwrap().write(dir.path()),
-            Err(PkiError::Exists { .. })
-        ));
+        assert!(matches!(ClusterCa::generate("t").unwrap().write(dir.path()), Err(PkiError::Exists { .. })));
     }
 
     #[test]

@@ -18,18 +18,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {what} file {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{what} file {path} holds no usable PEM {expected}: {detail}")]
-    BadPem {
-        what: &'static str,
-        path: PathBuf,
-        expected: &'static str,
-        detail: String,
-    },
+    BadPem { what: &'static str, path: PathBuf, expected: &'static str, detail: String },
     #[error("invalid TLS configuration: {0}")]
     Config(String),
     #[error("peer certificate is unreadable: {0}")]
@@ -59,9 +50,7 @@ impl Role {
     }
 
     fn from_ou(ou: &str) -> Option<Role> {
-        [Role::Agent, Role::Operator, Role::Coordinator]
-            .into_iter()
-            .find(|r| r.ou() == ou)
+        [Role::Agent, Role::Operator, Role::Coordinator].into_iter().find(|r| r.ou() == ou)
     }
 }
 
@@ -91,23 +80,11 @@ impl fmt::Display for PeerIdentity {
 /// Reads the role and name from a DER certificate that the TLS layer has already verified
 /// against the cluster CA.
 pub fn peer_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, TlsError> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
-        .map_err(|e| TlsError::BadPeerCertificate(e.to_string()))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| TlsError::BadPeerCertificate(e.to_string()))?;
     let subject = parsed.subject();
-    let ou = subject
-        .iter_organizational_unit()
-        .filter_map(|a| a.as_str().ok())
-        .collect::<Vec<_>>();
-    let role = ou
-        .iter()
-        .find_map(|v| Role::from_ou(v))
-        .ok_or_else(|| TlsError::NoRole(ou.join(",")))?;
-    let name = subject
-        .iter_common_name()
-        .filter_map(|a| a.as_str().ok())
-        .next()
-        .ok_or(TlsError::NoName)?
-        .to_string();
+    let ou = subject.iter_organizational_unit().filter_map(|a| a.as_str().ok()).collect::<Vec<_>>();
+    let role = ou.iter().find_map(|v| Role::from_ou(v)).ok_or_else(|| TlsError::NoRole(ou.join(",")))?;
+    let name = subject.iter_common_name().filter_map(|a| a.as_str().ok()).next().ok_or(TlsError::NoName)?.to_string();
     Ok(PeerIdentity { role, name })
 }
 
@@ -134,33 +111,18 @@ pub struct TlsMaterial {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_owned(), source })
 }
 
-fn certs_from(
-    what: &'static str,
-    path: &Path,
-    pem: &[u8],
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::BadPem {
-            what,
-            path: path.to_owned(),
-            expected: "certificate",
-            detail: e.to_string(),
-        })?;
+fn certs_from(what: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| TlsError::BadPem {
+        what,
+        path: path.to_owned(),
+        expected: "certificate",
+        detail: e.to_string(),
+    })?;
     if certs.is_empty() {
-        return Err(TlsError::BadPem {
-            what,
-            path: path.to_owned(),
-            expected: "certificate",
-            detail: "no CERTIFICATE block found".into(),
-        });
+        return Err(TlsError::BadPem { what, path: path.to_owned(), expected: "certificate", detail: "no CERTIFICATE block found".into() });
     }
     Ok(certs)
 }
@@ -168,11 +130,7 @@ fn certs_from(
 impl TlsFiles {
     /// Conventional file names inside a directory made by `presagectl certs init`.
     pub fn in_dir(dir: &Path, stem: &str) -> TlsFiles {
-        TlsFiles {
-            ca: dir.join(crate::pki::CA_CERT_FILE),
-            cert: dir.join(format!("{stem}.pem")),
-            key: dir.join(format!("{stem}.key")),
-        }
+        TlsFiles { ca: dir.join(crate::pki::CA_CERT_FILE), cert: dir.join(format!("{stem}.pem")), key: dir.join(format!("{stem}.key")) }
     }
 
     /// Reads and checks the three files; every error names the file at fault.
@@ -188,14 +146,7 @@ impl TlsFiles {
             expected: "private key",
             detail: e.to_string(),
         })?;
-        Ok(TlsMaterial {
-            ca_pem,
-            cert_pem,
-            key_pem,
-            ca_certs,
-            certs,
-            key,
-        })
+        Ok(TlsMaterial { ca_pem, cert_pem, key_pem, ca_certs, certs, key })
     }
 }
 
@@ -214,9 +165,7 @@ impl TlsMaterial {
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut roots = rustls::RootCertStore::empty();
         for ca in &self.ca_certs {
-            roots
-                .add(ca.clone())
-                .map_err(|e| TlsError::Config(format!("CA certificate rejected: {e}")))?;
+            roots.add(ca.clone()).map_err(|e| TlsError::Config(format!("CA certificate rejected: {e}")))?;
         }
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
@@ -236,10 +185,7 @@ impl TlsMaterial {
     pub fn client_config(&self, server_name: &str) -> tonic::transport::ClientTlsConfig {
         tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
-            .identity(tonic::transport::Identity::from_pem(
-                &self.cert_pem,
-                &self.key_pem,
-            ))
+            .identity(tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem))
             .domain_name(server_name.to_string())
     }
 }

@@ -135,7 +135,15 @@ impl RunningAgent {
 }
 
 /// An agent configuration with a simulated hypervisor replaying `trace_dir`.
-pub fn simulated_agent(pki: &Pki, host: &str, url: &str, data_dir: &Path, trace_dir: &Path, shard: (usize, usize), max_vms: usize) -> AgentConfig {
+pub fn simulated_agent(
+    pki: &Pki,
+    host: &str,
+    url: &str,
+    data_dir: &Path,
+    trace_dir: &Path,
+    shard: (usize, usize),
+    max_vms: usize,
+) -> AgentConfig {
     AgentConfig {
         host_id: Some(host.into()),
         coordinator: url.into(),

@@ -245,7 +245,12 @@ async fn foreign_certificates_and_wrong_roles_are_refused() {
         body: Some(agent_message::Body::Register(Register {
             protocol_version: presage_protocol::PROTOCOL_VERSION,
             host_id: host.into(),
-            capacity: Some(presage_protocol::pb::HostCapacity { cpu_cores: 1, cpu_mhz_per_core: 1.0, memory_bytes: 1, ..Default::default() }),
+            capacity: Some(presage_protocol::pb::HostCapacity {
+                cpu_cores: 1,
+                cpu_mhz_per_core: 1.0,
+                memory_bytes: 1,
+                ..Default::default()
+            }),
             ..Default::default()
         })),
     };

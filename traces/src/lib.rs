@@ -232,22 +232,14 @@ pub fn detect_format(dir: &Path) -> Result<TraceFormat, TraceError> {
     match csv {
         0 => Ok(TraceFormat::PlanetLab),
         n if n == files.len() => Ok(TraceFormat::Bitbrains),
-        n => Err(TraceError::UnknownFormat {
-            dir: dir.into(),
-            why: format!("{n} of {} files are CSV, the rest are not", files.len()),
-        }),
+        n => Err(TraceError::UnknownFormat { dir: dir.into(), why: format!("{n} of {} files are CSV, the rest are not", files.len()) }),
     }
 }
 
 /// Loads the selected VMs of a trace folder. PlanetLab VM sizes come from `order` when given
 /// (CloudSim's exact assignment), otherwise from CloudSim's rule `type = i / ceil(n / 4)` over the
 /// folder's files sorted by name. Bitbrains sizes come from the files themselves.
-pub fn load_dir(
-    dir: &Path,
-    format: Option<TraceFormat>,
-    selection: Selection,
-    order: Option<&VmOrder>,
-) -> Result<TraceSet, TraceError> {
+pub fn load_dir(dir: &Path, format: Option<TraceFormat>, selection: Selection, order: Option<&VmOrder>) -> Result<TraceSet, TraceError> {
     if selection.count == 0 || selection.index >= selection.count {
         return Err(TraceError::BadShard { index: selection.index, count: selection.count });
     }
@@ -296,11 +288,8 @@ pub fn load_dir(
 
 fn open(path: &Path) -> Result<Box<dyn BufRead>, TraceError> {
     let file = std::fs::File::open(path).map_err(|source| TraceError::Read { path: path.into(), source })?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::GzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
+    let reader: Box<dyn Read> =
+        if path.extension().is_some_and(|e| e == "gz") { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
     Ok(Box::new(BufReader::new(reader)))
 }
 
@@ -434,10 +423,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert!(matches!(load_dir(d.path(), None, Selection::default(), None), Err(TraceError::EmptyDir { .. })));
         write(d.path(), "a", "1\n");
-        assert!(matches!(
-            load_dir(d.path(), None, Selection { index: 2, count: 2, limit: 0 }, None),
-            Err(TraceError::BadShard { .. })
-        ));
+        assert!(matches!(load_dir(d.path(), None, Selection { index: 2, count: 2, limit: 0 }, None), Err(TraceError::BadShard { .. })));
     }
 
     #[test]

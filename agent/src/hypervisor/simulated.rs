@@ -30,9 +30,12 @@ pub struct SimulatedHypervisor {
 impl SimulatedHypervisor {
     /// Loads this host's share of the trace folder described by `cfg`.
     pub fn load(cfg: &SimulatedConfig) -> Result<SimulatedHypervisor, HypervisorError> {
-        let format = cfg.format.as_deref().map(|f| f.parse::<TraceFormat>()).transpose().map_err(|e| {
-            HypervisorError::Trace(presage_traces::TraceError::UnknownFormat { dir: cfg.trace_dir.clone(), why: e })
-        })?;
+        let format = cfg
+            .format
+            .as_deref()
+            .map(|f| f.parse::<TraceFormat>())
+            .transpose()
+            .map_err(|e| HypervisorError::Trace(presage_traces::TraceError::UnknownFormat { dir: cfg.trace_dir.clone(), why: e }))?;
         let selection = Selection { index: cfg.shard_index, count: cfg.shard_count, limit: cfg.max_vms };
         let traces = presage_traces::load_dir(&cfg.trace_dir, format, selection, None)?;
         Ok(Self::from_traces(traces, cfg))
@@ -113,11 +116,7 @@ impl SimulatedHypervisor {
         Observation {
             vms,
             host_usage: Some(host),
-            trace: Some(TracePosition {
-                trace_set: self.traces.name.clone(),
-                step,
-                step_seconds: self.traces.step_seconds(),
-            }),
+            trace: Some(TracePosition { trace_set: self.traces.name.clone(), step, step_seconds: self.traces.step_seconds() }),
         }
     }
 }

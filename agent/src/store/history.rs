@@ -117,14 +117,9 @@ impl SampleHistory {
         rows.into_iter()
             .map(|(k, v)| {
                 let corrupt = |detail: String| HistoryError::Corrupt { key: describe(&k), detail };
-                let at = k[k.len().saturating_sub(8)..]
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| corrupt("key too short".into()))?;
+                let at = k[k.len().saturating_sub(8)..].try_into().map(u64::from_be_bytes).map_err(|_| corrupt("key too short".into()))?;
                 match v.split_first() {
-                    Some((&RECORD_FORMAT, body)) => {
-                        VmSample::decode(body).map(|s| (at, s)).map_err(|e| corrupt(e.to_string()))
-                    }
+                    Some((&RECORD_FORMAT, body)) => VmSample::decode(body).map(|s| (at, s)).map_err(|e| corrupt(e.to_string())),
                     Some((f, _)) => Err(corrupt(format!("unknown record format {f}"))),
                     None => Err(corrupt("empty value".into())),
                 }

@@ -33,6 +33,9 @@ pub enum BatchOp {
     Remove(Vec<u8>),
 }
 
+/// One entry of a scan: key and value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Scan order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Order {
@@ -56,7 +59,7 @@ pub trait KvTree: Send + Sync {
     /// Applies all operations or none.
     fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StoreError>;
     /// Up to `limit` entries whose key starts with `prefix`, in key order or reverse key order.
-    fn scan_prefix(&self, prefix: &[u8], order: Order, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, prefix: &[u8], order: Order, limit: usize) -> Result<Vec<KeyValue>, StoreError>;
     /// How many keys start with `prefix`.
     fn count_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError>;
 }

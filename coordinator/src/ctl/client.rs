@@ -43,9 +43,7 @@ impl Target {
 
 /// The default TLS directory: `$PRESAGE_TLS_DIR`, else `~/.config/presage/tls`.
 pub fn default_tls_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".config/presage/tls"))
-        .unwrap_or_else(|| PathBuf::from("/etc/presage/tls"))
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/presage/tls")).unwrap_or_else(|| PathBuf::from("/etc/presage/tls"))
 }
 
 /// Turns a gRPC status into an error that says what the coordinator answered.

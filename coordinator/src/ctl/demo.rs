@@ -62,7 +62,10 @@ fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     let agent = dir.join("presage-agent");
     for b in [&coordinator, &agent] {
         if !b.exists() {
-            bail!("{} is missing: the demo starts the real daemons next to presagectl; build them with `cargo build --release --bins`", b.display());
+            bail!(
+                "{} is missing: the demo starts the real daemons next to presagectl; build them with `cargo build --release --bins`",
+                b.display()
+            );
         }
     }
     Ok((coordinator, agent))
@@ -248,10 +251,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             _ = tick.tick() => {}
             _ = tokio::signal::ctrl_c() => break "Ctrl-C".to_string(),
         }
-        if let Some(d) = args.duration {
-            if started.elapsed() >= d {
-                break format!("--duration {} reached", humantime::format_duration(d));
-            }
+        if let Some(d) = args.duration
+            && started.elapsed() >= d
+        {
+            break format!("--duration {} reached", humantime::format_duration(d));
         }
         if let Ok(Some(s)) = coordinator.child.try_wait() {
             bail!("the coordinator exited unexpectedly ({s}); see {}", coordinator.log.display());

@@ -135,8 +135,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Hosts => {
             let mut c = cli.conn.target().connect().await?;
-            let hosts: Vec<HostView> =
-                c.list_hosts(ListHostsRequest {}).await.map_err(|s| rpc_error("list hosts", s))?.into_inner().hosts.into_iter().map(Into::into).collect();
+            let hosts: Vec<HostView> = c
+                .list_hosts(ListHostsRequest {})
+                .await
+                .map_err(|s| rpc_error("list hosts", s))?
+                .into_inner()
+                .hosts
+                .into_iter()
+                .map(Into::into)
+                .collect();
             match cli.output {
                 OutputFormat::Json => print_json(&hosts)?,
                 OutputFormat::Table => print!("{}", view::hosts_table(&hosts)),
@@ -146,7 +153,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vms { host } => {
             let mut c = cli.conn.target().connect().await?;
             let req = ListVmsRequest { host_id: host.unwrap_or_default() };
-            let vms: Vec<VmView> = c.list_vms(req).await.map_err(|s| rpc_error("list VMs", s))?.into_inner().vms.into_iter().map(Into::into).collect();
+            let vms: Vec<VmView> =
+                c.list_vms(req).await.map_err(|s| rpc_error("list VMs", s))?.into_inner().vms.into_iter().map(Into::into).collect();
             match cli.output {
                 OutputFormat::Json => print_json(&vms)?,
                 OutputFormat::Table => print!("{}", view::vms_table(&vms)),
@@ -232,7 +240,17 @@ mod tests {
     #[test]
     fn certs_issue_parses_next_to_the_global_coordinator_url() {
         use clap::Parser;
-        let cli = super::Cli::try_parse_from(["presagectl", "--coordinator", "https://c:7400", "certs", "issue", "--dir", "d", "--coordinator-cert"]).unwrap();
+        let cli = super::Cli::try_parse_from([
+            "presagectl",
+            "--coordinator",
+            "https://c:7400",
+            "certs",
+            "issue",
+            "--dir",
+            "d",
+            "--coordinator-cert",
+        ])
+        .unwrap();
         assert!(matches!(cli.command, super::Command::Certs(super::CertsCommand::Issue { coordinator_cert: true, .. })));
         assert_eq!(cli.conn.coordinator, "https://c:7400");
         assert!(super::Cli::try_parse_from(["presagectl", "certs", "issue", "--dir", "d", "--agent", "a", "--operator", "o"]).is_err());

@@ -105,12 +105,10 @@ fn load(args: &SimulateArgs, dir: &Path) -> anyhow::Result<Scenario> {
 
 /// Runs every (folder, policy) pair; reports come back in folder-then-policy order.
 pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &ProgressBar) -> anyhow::Result<Vec<RunReport>> {
-    let scenarios: Vec<Arc<Scenario>> =
-        args.traces.par_iter().map(|d| load(args, d).map(Arc::new)).collect::<anyhow::Result<Vec<_>>>()?;
+    let scenarios: Vec<Arc<Scenario>> = args.traces.par_iter().map(|d| load(args, d).map(Arc::new)).collect::<anyhow::Result<Vec<_>>>()?;
     let total: u64 = scenarios.iter().map(|s| s.steps.saturating_sub(1) as u64).sum::<u64>() * policies.len() as u64;
     progress.set_length(total);
-    let jobs: Vec<(Arc<Scenario>, PolicySpec)> =
-        scenarios.iter().flat_map(|s| policies.iter().map(move |p| (s.clone(), *p))).collect();
+    let jobs: Vec<(Arc<Scenario>, PolicySpec)> = scenarios.iter().flat_map(|s| policies.iter().map(move |p| (s.clone(), *p))).collect();
     let reports = jobs
         .par_iter()
         .map(|(s, p)| {
@@ -127,12 +125,8 @@ pub fn run(args: SimulateArgs, output: OutputFormat) -> anyhow::Result<()> {
     if policies.is_empty() {
         bail!("--policy names no policy");
     }
-    let reference_rows = args
-        .compare_reference
-        .as_deref()
-        .map(reference::load)
-        .transpose()
-        .context("reading the --compare-reference file")?;
+    let reference_rows =
+        args.compare_reference.as_deref().map(reference::load).transpose().context("reading the --compare-reference file")?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads.unwrap_or(0)).build()?;
     let progress = if args.no_progress || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -225,7 +219,12 @@ fn csv(reports: &[RunReport], comparisons: &[Comparison]) -> String {
             match comparisons.iter().find(|c| c.policy == r.policy && c.day == r.day) {
                 Some(c) => s.push_str(&format!(
                     ",{},{},{},{},{},{}",
-                    c.energy_kwh.cloudsim, c.migrations.cloudsim, c.slatah_pct.cloudsim, c.pdm_pct.cloudsim, c.esv.cloudsim, c.within_tolerance
+                    c.energy_kwh.cloudsim,
+                    c.migrations.cloudsim,
+                    c.slatah_pct.cloudsim,
+                    c.pdm_pct.cloudsim,
+                    c.esv.cloudsim,
+                    c.within_tolerance
                 )),
                 None => s.push_str(",,,,,,"),
             }
@@ -256,7 +255,22 @@ fn render(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 fn table(reports: &[RunReport]) -> String {
-    let header = ["POLICY", "DAY", "HOSTS", "VMS", "ENERGY kWh", "MIGR", "SLATAH %", "PDM %", "SLAV", "ESV", "PING-PONG", "ORACLE kWh", "x ORACLE", "WALL s"];
+    let header = [
+        "POLICY",
+        "DAY",
+        "HOSTS",
+        "VMS",
+        "ENERGY kWh",
+        "MIGR",
+        "SLATAH %",
+        "PDM %",
+        "SLAV",
+        "ESV",
+        "PING-PONG",
+        "ORACLE kWh",
+        "x ORACLE",
+        "WALL s",
+    ];
     let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
@@ -284,8 +298,21 @@ fn table(reports: &[RunReport]) -> String {
 
 fn comparison_table(comparisons: &[Comparison]) -> String {
     let header = [
-        "POLICY", "DAY", "ENERGY ours", "CloudSim", "ratio", "MIGR ours", "CloudSim", "ratio", "SLATAH ours", "CloudSim", "ratio", "PDM ours",
-        "CloudSim", "ratio", "OK",
+        "POLICY",
+        "DAY",
+        "ENERGY ours",
+        "CloudSim",
+        "ratio",
+        "MIGR ours",
+        "CloudSim",
+        "ratio",
+        "SLATAH ours",
+        "CloudSim",
+        "ratio",
+        "PDM ours",
+        "CloudSim",
+        "ratio",
+        "OK",
     ];
     let rows: Vec<Vec<String>> = comparisons
         .iter()
@@ -311,7 +338,10 @@ fn comparison_table(comparisons: &[Comparison]) -> String {
         .collect();
     let mut s = render(&header, &rows);
     let ok = comparisons.iter().filter(|c| c.within_tolerance).count();
-    s.push_str(&format!("{ok} of {} runs within tolerance (energy ±5 %, migrations ±10 %, SLATAH and PDM within ×1.5; DVFS/NPA energy ±1 %)\n", comparisons.len()));
+    s.push_str(&format!(
+        "{ok} of {} runs within tolerance (energy ±5 %, migrations ±10 %, SLATAH and PDM within ×1.5; DVFS/NPA energy ±1 %)\n",
+        comparisons.len()
+    ));
     s
 }
 
@@ -339,10 +369,29 @@ mod tests {
 
     #[test]
     fn json_rows_carry_the_documented_fields() {
-        let s = Scenario::synthetic("day", ResourceModel::CpuAndMemory, vec![host(2, 1000.0, 4096.0, 62.5, HP_ML110_G5)], vec![(vm_view(1, 500.0, 100.0), vec![0.4; 5])]);
+        let s = Scenario::synthetic(
+            "day",
+            ResourceModel::CpuAndMemory,
+            vec![host(2, 1000.0, 4096.0, 62.5, HP_ML110_G5)],
+            vec![(vm_view(1, 500.0, 100.0), vec![0.4; 5])],
+        );
         let r = Simulation::new(&s, PolicySpec::Dvfs.build(), PolicySpec::Dvfs.power_mode()).run(|_, _| {});
         let v = serde_json::to_value(vec![Row { run: &r, cloudsim: None }]).unwrap();
-        for key in ["policy", "day", "hosts", "vms", "energy_kwh", "migrations", "slatah_pct", "pdm_pct", "slav", "esv", "ping_pongs", "oracle_energy_kwh", "wall_s"] {
+        for key in [
+            "policy",
+            "day",
+            "hosts",
+            "vms",
+            "energy_kwh",
+            "migrations",
+            "slatah_pct",
+            "pdm_pct",
+            "slav",
+            "esv",
+            "ping_pongs",
+            "oracle_energy_kwh",
+            "wall_s",
+        ] {
             assert!(v[0].get(key).is_some(), "missing {key} in {v}");
         }
         assert_eq!(v[0]["day"], "day");
@@ -354,7 +403,8 @@ mod tests {
     #[test]
     fn cli_arguments_are_checked() {
         use clap::Parser;
-        let cli = crate::ctl::Cli::try_parse_from(["presagectl", "simulate", "--trace", "d", "--policy", "thr-mmt-0.8,npa", "-o", "csv"]).unwrap();
+        let cli = crate::ctl::Cli::try_parse_from(["presagectl", "simulate", "--trace", "d", "--policy", "thr-mmt-0.8,npa", "-o", "csv"])
+            .unwrap();
         assert!(matches!(cli.command, crate::ctl::Command::Simulate(_)));
         assert!(crate::ctl::Cli::try_parse_from(["presagectl", "simulate", "--policy", "all"]).is_err(), "--trace is required");
         assert!(parse_policy_list("thr-mmt-0.8,bogus").is_err());

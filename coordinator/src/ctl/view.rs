@@ -64,22 +64,47 @@ impl StatusView {
     pub fn render(&self) -> String {
         let pct = |a: f64, b: f64| if b > 0.0 { 100.0 * a / b } else { 0.0 };
         let rows = vec![
-            ("coordinator", format!("{} (protocol v{}), up {}", self.coordinator_version, self.protocol_version, human_secs(self.uptime_s))),
+            (
+                "coordinator",
+                format!("{} (protocol v{}), up {}", self.coordinator_version, self.protocol_version, human_secs(self.uptime_s)),
+            ),
             ("hosts", format!("{} reachable, {} connected, {} known", self.hosts_reachable, self.hosts_connected, self.hosts_total)),
             ("vms", self.vms_total.to_string()),
-            ("cpu demand", format!("{:.1} of {:.1} GHz ({:.1} %)", self.cpu_demand_mhz / 1e3, self.cpu_capacity_mhz / 1e3, pct(self.cpu_demand_mhz, self.cpu_capacity_mhz))),
-            ("memory", format!("{} of {} ({:.1} %)", gib(self.memory_used_bytes), gib(self.memory_capacity_bytes), pct(self.memory_used_bytes as f64, self.memory_capacity_bytes as f64))),
+            (
+                "cpu demand",
+                format!(
+                    "{:.1} of {:.1} GHz ({:.1} %)",
+                    self.cpu_demand_mhz / 1e3,
+                    self.cpu_capacity_mhz / 1e3,
+                    pct(self.cpu_demand_mhz, self.cpu_capacity_mhz)
+                ),
+            ),
+            (
+                "memory",
+                format!(
+                    "{} of {} ({:.1} %)",
+                    gib(self.memory_used_bytes),
+                    gib(self.memory_capacity_bytes),
+                    pct(self.memory_used_bytes as f64, self.memory_capacity_bytes as f64)
+                ),
+            ),
             ("reports", format!("{} ingested, {} rejected", self.reports_ingested, self.reports_rejected)),
             (
                 "policy",
                 match self.proposal_age_s {
-                    Some(age) => format!("{} (advisory): {} migrations proposed {} ago", self.policy, self.proposed_migrations, human_secs(age)),
+                    Some(age) => {
+                        format!("{} (advisory): {} migrations proposed {} ago", self.policy, self.proposed_migrations, human_secs(age))
+                    }
                     None => format!("{} (advisory): no pass yet", self.policy),
                 },
             ),
             (
                 "tls refusals",
-                if self.tls_handshakes_refused == 0 { "0".into() } else { format!("{} (last: {})", self.tls_handshakes_refused, self.last_refusal) },
+                if self.tls_handshakes_refused == 0 {
+                    "0".into()
+                } else {
+                    format!("{} (last: {})", self.tls_handshakes_refused, self.last_refusal)
+                },
             ),
         ];
         let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);

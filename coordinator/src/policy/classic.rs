@@ -128,9 +128,9 @@ impl ConsolidationPolicy for ClassicPolicy {
         // 4. Empty under-used hosts, least used first, when all of their VMs fit elsewhere.
         let mut excluded_as_source = overloaded_set.clone();
         let mut excluded_count = overloaded.len();
-        for h in 0..hosts {
-            if fleet.hosts[h].observed_utilisation() == 0.0 && !excluded_as_source[h] {
-                excluded_as_source[h] = true;
+        for (host, excluded) in fleet.hosts.iter().zip(excluded_as_source.iter_mut()) {
+            if host.observed_utilisation() == 0.0 && !*excluded {
+                *excluded = true;
                 excluded_count += 1;
             }
         }
@@ -395,11 +395,10 @@ impl<'f, 'a> Plan<'f, 'a> {
         let demand = fleet.vms[vm].demand_mips;
         let mut best = None;
         let mut min_power = f64::MAX;
-        for h in 0..fleet.hosts.len() {
+        for (h, host) in fleet.hosts.iter().enumerate() {
             if excluded[h] || !self.suitable(h, vm) {
                 continue;
             }
-            let host = &fleet.hosts[h];
             let after = (self.allocated[h] + demand) / host.total_mips;
             let diff = host.power.watts_at(after) - self.power_now[h];
             if diff >= min_power {

@@ -217,7 +217,9 @@ impl fmt::Display for PolicySpec {
 
 /// A policy name that is not one of the known ones.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown policy {given:?}: expected one of thr-mmt-<threshold>, iqr-mmt-<safety>, mad-mmt-<safety>, lr-mmt-<safety>, lrr-mmt-<safety>, dvfs, npa, or all")]
+#[error(
+    "unknown policy {given:?}: expected one of thr-mmt-<threshold>, iqr-mmt-<safety>, mad-mmt-<safety>, lr-mmt-<safety>, lrr-mmt-<safety>, dvfs, npa, or all"
+)]
 pub struct UnknownPolicy {
     pub given: String,
 }

@@ -385,7 +385,13 @@ impl<'s> Simulation<'s> {
             let mig_in = host.is_migrating_in(vm);
             let mig_out = v.in_migration && !mig_in;
             let alloc = if !over {
-                if mig_out { per_pe * 0.9 * pes } else if mig_in { per_pe * 0.1 * pes } else { per_pe * pes }
+                if mig_out {
+                    per_pe * 0.9 * pes
+                } else if mig_in {
+                    per_pe * 0.1 * pes
+                } else {
+                    per_pe * pes
+                }
             } else if mig_out {
                 (per_pe * scaling * 0.9).floor() * pes
             } else if mig_in {

@@ -114,7 +114,17 @@ impl Scenario {
             views.push(view);
         }
         let creation_order = (0..sims.len()).collect();
-        Scenario { name: name.into(), model, step_s: STEP_S, steps, oracle: OracleFleet::new(&hosts), hosts, vm_views: views, vms: sims, creation_order }
+        Scenario {
+            name: name.into(),
+            model,
+            step_s: STEP_S,
+            steps,
+            oracle: OracleFleet::new(&hosts),
+            hosts,
+            vm_views: views,
+            vms: sims,
+            creation_order,
+        }
     }
 
     /// CloudSim's PlanetLab experiment over one day's folder.
@@ -190,8 +200,7 @@ impl Scenario {
             let mhz = if t.spec.cpu_mhz_per_core > 0.0 { t.spec.cpu_mhz_per_core } else { 2600.0 };
             let n = t.len().min(steps);
             let mut cpu: Vec<f64> = (0..n).map(|s| (t.usage(s as u64).cpu_utilisation * scale).clamp(0.0, 1.0)).collect();
-            let memory_mb: Vec<f64> =
-                (0..n).map(|s| t.usage(s as u64).memory_used_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0)).collect();
+            let memory_mb: Vec<f64> = (0..n).map(|s| t.usage(s as u64).memory_used_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0)).collect();
             cpu.resize(steps + 1, 0.0);
             let first_mem = memory_mb.first().copied().unwrap_or(0.0);
             views.push(vm_view(vcpus, mhz, first_mem.max(1.0)));

@@ -176,10 +176,20 @@ async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles:
     println!("agent benchmark: {vms} simulated VMs (PlanetLab 20110303), release build");
     println!("  in-process sampling cycle   cpu {:.1} us/cycle, wall {:.1} us/cycle ({cycles} cycles)", cpu_in * 1e6, wall_in * 1e6);
     println!("  agent process               {n:.0} cycles at {interval:?} over {duration:?}, exit {status}");
-    println!("    CPU per cycle             {:.2} ms (everything the process did: sampling, store, TLS stream, keepalives)", per_cycle * 1e3);
+    println!(
+        "    CPU per cycle             {:.2} ms (everything the process did: sampling, store, TLS stream, keepalives)",
+        per_cycle * 1e3
+    );
     println!("    CPU at a 10 s interval    {:.4} % of one core", per_cycle / 10.0 * 100.0);
-    println!("    RSS                       {:.1} MiB now, {:.1} MiB max seen, {:.1} MiB peak (VmHWM)", rss as f64 / 1048576.0, rss_max as f64 / 1048576.0, hwm as f64 / 1048576.0);
-    println!("      of which private heap   {anon:.1} MiB anonymous; {file:.1} MiB file-backed (the binary's code and shared libraries, libvirt's among them)");
+    println!(
+        "    RSS                       {:.1} MiB now, {:.1} MiB max seen, {:.1} MiB peak (VmHWM)",
+        rss as f64 / 1048576.0,
+        rss_max as f64 / 1048576.0,
+        hwm as f64 / 1048576.0
+    );
+    println!(
+        "      of which private heap   {anon:.1} MiB anonymous; {file:.1} MiB file-backed (the binary's code and shared libraries, libvirt's among them)"
+    );
     Ok(())
 }
 
@@ -199,9 +209,13 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
     let cfg = dir.path().join("coordinator.toml");
     std::fs::write(
         &cfg,
-        format!("listen = \"127.0.0.1:{port}\"\nhost_timeout = \"60s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n", files.ca, files.cert, files.key),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nhost_timeout = \"60s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            files.ca, files.cert, files.key
+        ),
     )?;
-    let mut coord = tokio::process::Command::new(&coord_bin).arg("--config").arg(&cfg).env("RUST_LOG", "warn").kill_on_drop(true).spawn()?;
+    let mut coord =
+        tokio::process::Command::new(&coord_bin).arg("--config").arg(&cfg).env("RUST_LOG", "warn").kill_on_drop(true).spawn()?;
     let cpid = coord.id().context("pid")? as i32;
     let op_files = pki.issue(Role::Operator, "bench");
     let mut op = loop {
@@ -235,12 +249,26 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
             let mut inbound = AgentLinkClient::new(ch).session(ReceiverStream::new(rx)).await?.into_inner();
             tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
             let vms: Vec<VmSample> = (0..vms)
-                .map(|v| VmSample { vm_id: format!("{host}-vm{v}"), vcpus: 2, memory_bytes: 4 << 30, cpu_utilisation: 0.3, state: 1, ..Default::default() })
+                .map(|v| VmSample {
+                    vm_id: format!("{host}-vm{v}"),
+                    vcpus: 2,
+                    memory_bytes: 4 << 30,
+                    cpu_utilisation: 0.3,
+                    state: 1,
+                    ..Default::default()
+                })
                 .collect();
             let mut seq = 0;
             while !stop.is_cancelled() {
                 seq += 1;
-                let r = Report { seq, sampled_at_ms: seq, host: Some(HostUsage { cpu_utilisation: 0.2, ..Default::default() }), vms: vms.clone(), trace: None, agent: None };
+                let r = Report {
+                    seq,
+                    sampled_at_ms: seq,
+                    host: Some(HostUsage { cpu_utilisation: 0.2, ..Default::default() }),
+                    vms: vms.clone(),
+                    trace: None,
+                    agent: None,
+                };
                 if tx.send(AgentMessage { body: Some(agent_message::Body::Report(r)) }).await.is_err() {
                     break;
                 }
@@ -280,7 +308,11 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
     println!("  reports ingested            {n:.0} in {el:.1} s = {:.0} reports/s ({:.0} VM samples/s)", n / el, n * vms as f64 / el);
     println!("  rejected                    {}", s1.reports_rejected);
     println!("  coordinator CPU             {:.2} cores busy, RSS {:.1} MiB", (cc1 - cc0) / el, rss as f64 / 1048576.0);
-    println!("  load generator CPU          {:.2} cores busy (same machine, {} cores)", (bc1 - bc0) / el, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "  load generator CPU          {:.2} cores busy (same machine, {} cores)",
+        (bc1 - bc0) / el,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
     Ok(())
 }
 

@@ -35,7 +35,14 @@ fn the_classic_policies_reproduce_cloudsims_figures_on_the_five_public_days() {
         assert!(c.within_tolerance, "{} {}: outside tolerance: {c:?}", c.policy, c.day);
         // ...and in fact the same model: migrations equal and energy equal to CloudSim's 5 decimals.
         assert_eq!(c.migrations.ours, c.migrations.cloudsim, "{} {}", c.policy, c.day);
-        assert!((c.energy_kwh.ratio - 1.0).abs() < 1e-5, "{} {}: energy {} vs {}", c.policy, c.day, c.energy_kwh.ours, c.energy_kwh.cloudsim);
+        assert!(
+            (c.energy_kwh.ratio - 1.0).abs() < 1e-5,
+            "{} {}: energy {} vs {}",
+            c.policy,
+            c.day,
+            c.energy_kwh.ours,
+            c.energy_kwh.cloudsim
+        );
     }
     for r in &runs {
         assert!(r.oracle_energy_kwh > 0.0 && r.oracle_energy_kwh <= r.energy_kwh, "{} {}: oracle above the policy", r.policy, r.day);

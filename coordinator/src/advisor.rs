@@ -128,48 +128,12 @@ impl Advisor {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use presage_protocol::pb::{HostCapacity, HostUsage, Register, Report, VmSample, VmState};
-
     use super::*;
     use crate::policy::classic::Detector;
+    use crate::state::test_messages::{reg, report};
 
     fn register(state: &mut ClusterState, host: &str, session: u64, now: Instant) {
-        let reg = Register {
-            protocol_version: 1,
-            host_id: host.into(),
-            agent_version: "t".into(),
-            capacity: Some(HostCapacity {
-                cpu_cores: 4,
-                cpu_mhz_per_core: 2000.0,
-                memory_bytes: 16 << 30,
-                nics: vec![],
-                cpu_model: String::new(),
-            }),
-            hypervisor_kind: "simulated".into(),
-            boot_id: "b".into(),
-        };
-        state.register(&reg, session, now);
-    }
-
-    fn report(vms: &[(&str, f64)]) -> Report {
-        Report {
-            seq: 1,
-            sampled_at_ms: 1,
-            host: Some(HostUsage::default()),
-            vms: vms
-                .iter()
-                .map(|(id, cpu)| VmSample {
-                    vm_id: id.to_string(),
-                    state: VmState::Running as i32,
-                    vcpus: 2,
-                    cpu_utilisation: *cpu,
-                    memory_bytes: 2 << 30,
-                    ..Default::default()
-                })
-                .collect(),
-            trace: None,
-            agent: None,
-        }
+        state.register(&reg(host, "b"), session, now);
     }
 
     #[test]
@@ -179,10 +143,10 @@ mod tests {
         for (i, h) in ["a", "b", "c"].iter().enumerate() {
             register(&mut state, h, i as u64, now);
         }
-        // Host a: 4 VMs x 2 vCPUs x 2000 MHz at 95 % = 15.2 of 8 GHz... demand 1.9x capacity.
-        state.ingest("a", 0, report(&[("a1", 0.95), ("a2", 0.95), ("a3", 0.95), ("a4", 0.95)]), now).unwrap();
-        state.ingest("b", 1, report(&[("b1", 0.10)]), now).unwrap();
-        state.ingest("c", 2, report(&[]), now).unwrap();
+        // Host a: 4 VMs x 2 vCPUs x 2000 MHz at 95 % = 15.2 GHz on an 8 GHz host.
+        state.ingest("a", 0, report(1, &[("a1", 0.95), ("a2", 0.95), ("a3", 0.95), ("a4", 0.95)]), now).unwrap();
+        state.ingest("b", 1, report(1, &[("b1", 0.10)]), now).unwrap();
+        state.ingest("c", 2, report(1, &[]), now).unwrap();
         let mut advisor = Advisor::new(PolicySpec::Classic(Detector::Thr(0.8)));
         let p = advisor.advise(&state, 0.0);
         assert_eq!(p.policy, "THR-MMT-0.8");
@@ -202,7 +166,7 @@ mod tests {
         let now = Instant::now();
         let mut state = ClusterState::new(Duration::from_secs(1));
         register(&mut state, "a", 0, now);
-        state.ingest("a", 0, report(&[("a1", 0.5)]), now).unwrap();
+        state.ingest("a", 0, report(1, &[("a1", 0.5)]), now).unwrap();
         state.sweep(now + Duration::from_secs(5));
         let p = Advisor::new(PolicySpec::Dvfs).advise(&state, 0.0);
         assert_eq!((p.hosts_considered, p.vms_considered), (0, 0));

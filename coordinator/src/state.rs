@@ -215,12 +215,13 @@ impl ClusterState {
     }
 }
 
+/// Agent messages for tests of the modules that read the cluster state.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use presage_protocol::pb::VmState;
+pub(crate) mod test_messages {
+    use presage_protocol::pb::{HostCapacity, HostUsage, Register, Report, VmSample, VmState};
 
-    fn reg(host: &str, boot: &str) -> Register {
+    /// A registration: 4 cores x 2000 MHz, 8 GiB.
+    pub(crate) fn reg(host: &str, boot: &str) -> Register {
         Register {
             protocol_version: 1,
             host_id: host.into(),
@@ -237,7 +238,8 @@ mod tests {
         }
     }
 
-    fn report(seq: u64, vms: &[(&str, f64)]) -> Report {
+    /// A report with 2-vCPU VMs at the given utilisations.
+    pub(crate) fn report(seq: u64, vms: &[(&str, f64)]) -> Report {
         Report {
             seq,
             sampled_at_ms: 1,
@@ -256,6 +258,12 @@ mod tests {
             agent: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_messages::{reg, report};
+    use super::*;
 
     #[test]
     fn liveness_follows_reports_and_the_timeout() {

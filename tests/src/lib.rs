@@ -20,37 +20,29 @@ use tonic::transport::{Channel, Endpoint};
 /// The shared trace data: `$PRESAGE_SHARED_DATA`, else `../shared/data` from the repository root.
 /// Panics with the places it looked when absent, as the tests cannot run without it.
 pub fn shared_data() -> PathBuf {
-    let candidates: Vec<PathBuf> = std::env::var_os("PRESAGE_SHARED_DATA")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")])
-        .collect();
-    for c in &candidates {
-        if c.join("planetlab").is_dir() {
-            return c.canonicalize().unwrap_or_else(|_| c.clone());
-        }
-    }
-    panic!(
-        "the shared trace data is missing: looked for planetlab/ in {} (set PRESAGE_SHARED_DATA)",
-        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
-    );
+    shared_folder("PRESAGE_SHARED_DATA", "data", "planetlab")
 }
 
 /// The shared reference material (CloudSim's figures): `$PRESAGE_SHARED_REFERENCE`, else
 /// `../shared/reference`. Panics with the places it looked when absent.
 pub fn shared_reference() -> PathBuf {
-    let candidates: Vec<PathBuf> = std::env::var_os("PRESAGE_SHARED_REFERENCE")
+    shared_folder("PRESAGE_SHARED_REFERENCE", "reference", "cloudsim")
+}
+
+/// `$env`, else `../shared/<name>`: the first that holds `marker`.
+fn shared_folder(env: &str, name: &str, marker: &str) -> PathBuf {
+    let candidates: Vec<PathBuf> = std::env::var_os(env)
         .map(PathBuf::from)
         .into_iter()
-        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference")])
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(name)])
         .collect();
     for c in &candidates {
-        if c.join("cloudsim").is_dir() {
+        if c.join(marker).is_dir() {
             return c.canonicalize().unwrap_or_else(|_| c.clone());
         }
     }
     panic!(
-        "the shared reference material is missing: looked for cloudsim/ in {} (set PRESAGE_SHARED_REFERENCE)",
+        "the shared {name} folder is missing: looked for {marker}/ in {} (set {env})",
         candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
     );
 }

@@ -60,15 +60,22 @@ struct HostAccount {
     was_active: Option<bool>,
 }
 
+/// Keeps the newest entry; an entry for the same instant replaces it (CloudSim's state
+/// histories do the same). When time advances, returns the entry that held over the interval
+/// that just closed, and the interval's length.
+fn advance(last: &mut Option<Entry>, e: Entry) -> Option<(Entry, f64)> {
+    let closed = match *last {
+        Some(prev) if prev.time != e.time => Some((prev, e.time - prev.time)),
+        _ => None,
+    };
+    *last = Some(e);
+    closed
+}
+
 impl HostAccount {
     fn record(&mut self, e: Entry) {
-        if let Some(last) = self.last {
-            if last.time == e.time {
-                self.last = Some(e);
-                return;
-            }
+        if let Some((last, dt)) = advance(&mut self.last, e) {
             self.finalise(last);
-            let dt = e.time - last.time;
             if last.flag {
                 self.active_s += dt;
                 if last.violating() {
@@ -76,7 +83,6 @@ impl HostAccount {
                 }
             }
         }
-        self.last = Some(e);
     }
 
     fn finalise(&mut self, e: Entry) {
@@ -97,19 +103,13 @@ struct VmAccount {
 
 impl VmAccount {
     fn record(&mut self, e: Entry) {
-        if let Some(last) = self.last {
-            if last.time == e.time {
-                self.last = Some(e);
-                return;
-            }
-            let dt = e.time - last.time;
+        if let Some((last, dt)) = advance(&mut self.last, e) {
             self.requested += last.requested * dt;
             self.allocated += last.allocated * dt;
             if last.allocated < last.requested && last.flag {
                 self.lost_to_migration += (last.requested - last.allocated) * dt;
             }
         }
-        self.last = Some(e);
     }
 }
 

@@ -114,17 +114,19 @@ impl Scenario {
             views.push(view);
         }
         let creation_order = (0..sims.len()).collect();
-        Scenario {
-            name: name.into(),
-            model,
-            step_s: STEP_S,
-            steps,
-            oracle: OracleFleet::new(&hosts),
-            hosts,
-            vm_views: views,
-            vms: sims,
-            creation_order,
-        }
+        Scenario::assemble(name.into(), model, steps, hosts, views, sims, creation_order)
+    }
+
+    fn assemble(
+        name: String,
+        model: ResourceModel,
+        steps: usize,
+        hosts: Vec<HostView>,
+        vm_views: Vec<VmView>,
+        vms: Vec<SimVm>,
+        creation_order: Vec<usize>,
+    ) -> Scenario {
+        Scenario { name, model, step_s: STEP_S, steps, oracle: OracleFleet::new(&hosts), hosts, vm_views, vms, creation_order }
     }
 
     /// CloudSim's PlanetLab experiment over one day's folder.
@@ -165,18 +167,8 @@ impl Scenario {
             views.push(vm_view(t.spec.vcpus, t.spec.cpu_mhz_per_core, ram_mb));
             vms.push(SimVm { name: t.name.clone(), cpu, memory_mb: Vec::new(), end_step: t.len(), create_memory_mb: ram_mb });
         }
-        let hosts = cloudsim_hosts(hosts);
-        Ok(Scenario {
-            creation_order: (0..vms.len()).collect(),
-            name: set.name,
-            model: ResourceModel::CloudSimCpu,
-            step_s: STEP_S,
-            steps,
-            oracle: OracleFleet::new(&hosts),
-            hosts,
-            vm_views: views,
-            vms,
-        })
+        let order = (0..vms.len()).collect();
+        Ok(Scenario::assemble(set.name, ResourceModel::CloudSimCpu, steps, cloudsim_hosts(hosts), views, vms, order))
     }
 
     /// The Bitbrains multi-resource replay: `hosts` servers (default: one per four VMs), at
@@ -211,16 +203,6 @@ impl Scenario {
             (0..count).map(|_| host(BITBRAINS_HOST_CORES, 3067.0, 64.0 * 1024.0, 625.0, IBM_X3550_M3_X5675)).collect();
         let mut creation_order: Vec<usize> = (0..views.len()).collect();
         creation_order.sort_by(|a, b| views[*b].capacity_mips().total_cmp(&views[*a].capacity_mips()));
-        Ok(Scenario {
-            creation_order,
-            name: set.name,
-            model: ResourceModel::CpuAndMemory,
-            step_s: STEP_S,
-            steps,
-            oracle: OracleFleet::new(&hosts),
-            hosts,
-            vm_views: views,
-            vms,
-        })
+        Ok(Scenario::assemble(set.name, ResourceModel::CpuAndMemory, steps, hosts, views, vms, creation_order))
     }
 }

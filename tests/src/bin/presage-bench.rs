@@ -348,18 +348,7 @@ fn bench_simulate(days: &[String]) -> anyhow::Result<()> {
     let worst = runs.iter().cloned().fold((String::new(), String::new(), 0.0), |a, b| if b.2 > a.2 { b } else { a });
     println!("  slowest day x policy, load included: {} on {} in {:.3} s", worst.0, worst.1, worst.2);
     println!("  peak RSS so far                     {:.1} MiB", peak_rss_mib());
-    let args = SimulateArgs {
-        traces: days.iter().map(|d| data.join(d)).collect(),
-        vm_order: Some(order),
-        policy: "all".into(),
-        format: None,
-        hosts: None,
-        steps: None,
-        timeline: None,
-        compare_reference: None,
-        threads: None,
-        no_progress: true,
-    };
+    let args = SimulateArgs::new(days.iter().map(|d| data.join(d)).collect(), Some(order));
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let t = Instant::now();
     let all = simulate(&args, &policies, &indicatif::ProgressBar::hidden())?;

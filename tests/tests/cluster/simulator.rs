@@ -13,18 +13,7 @@ fn the_classic_policies_reproduce_cloudsims_figures_on_the_five_public_days() {
     let data = shared_data();
     let reference_dir = shared_reference().join("cloudsim");
     let rows = reference::load(&reference_dir.join("planetlab-public-days.csv")).expect("CloudSim's figures");
-    let args = SimulateArgs {
-        traces: DAYS.iter().map(|d| data.join("planetlab").join(d)).collect(),
-        vm_order: Some(reference_dir.join("vm_order")),
-        policy: "all".into(),
-        format: None,
-        hosts: None,
-        steps: None,
-        timeline: None,
-        compare_reference: None,
-        threads: None,
-        no_progress: true,
-    };
+    let args = SimulateArgs::new(DAYS.iter().map(|d| data.join("planetlab").join(d)).collect(), Some(reference_dir.join("vm_order")));
     let policies = PolicySpec::all_classic();
     let runs = simulate(&args, &policies, &indicatif::ProgressBar::hidden()).expect("simulation");
     assert_eq!(runs.len(), DAYS.len() * policies.len());

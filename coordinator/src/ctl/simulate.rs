@@ -407,6 +407,27 @@ mod tests {
     }
 
     #[test]
+    fn the_timeline_has_a_row_per_step_and_run() {
+        let s = Scenario::synthetic(
+            "day",
+            ResourceModel::CpuAndMemory,
+            vec![host(2, 1000.0, 4096.0, 62.5, HP_ML110_G5)],
+            vec![(vm_view(1, 500.0, 100.0), vec![0.4; 5])],
+        );
+        let runs: Vec<RunReport> =
+            [PolicySpec::Dvfs, PolicySpec::Npa].iter().map(|p| Simulation::new(&s, p.build(), p.power_mode()).run(|_, _| {})).collect();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        write_timeline(f.path(), &runs).unwrap();
+        let text = std::fs::read_to_string(f.path()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("policy,day,time_s,active_hosts,power_w,overloaded_hosts"));
+        // 5 trace points: updates at 300.1, 600.1, 900.1 and 1200.1 s, for each of the two runs.
+        assert_eq!(lines.len(), 1 + 2 * 4);
+        assert!(lines[1].starts_with("DVFS,day,300.1,1,"), "{}", lines[1]);
+        assert!(lines[5].starts_with("NPA,day,300.1,1,135.0,"), "{}", lines[5]);
+    }
+
+    #[test]
     fn cli_arguments_are_checked() {
         use clap::Parser;
         let cli = crate::ctl::Cli::try_parse_from(["presagectl", "simulate", "--trace", "d", "--policy", "thr-mmt-0.8,npa", "-o", "csv"])

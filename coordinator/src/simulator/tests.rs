@@ -193,6 +193,15 @@ fn multi_resource_mode_keeps_memory_within_hosts() {
     assert_eq!(r.slatah_pct, 0.0);
 }
 
+#[test]
+fn a_host_short_of_memory_is_in_violation() {
+    // Two VMs using 600 MB each pinned on a 1000 MB host: CPU is ample, memory is not.
+    let vms = (0..2).map(|_| (vm_view(1, 100.0, 600.0), vec![0.2; 5])).collect();
+    let s = Scenario::synthetic("mem-short", ResourceModel::CpuAndMemory, vec![host(4, 1000.0, 1000.0, 62.5, HP_ML110_G5)], vms);
+    let r = run(&s, scripted(vec![0, 0], vec![]));
+    assert!((r.slatah_pct - 100.0).abs() < 1e-9, "SLATAH {}", r.slatah_pct);
+}
+
 mod bad_input {
     use std::path::Path;
 
@@ -237,6 +246,21 @@ mod bad_input {
         std::fs::write(order.path(), "vm_id,trace_file,vm_type,vm_mips,vm_pes,vm_ram_mb\n0,a,0,2500,1,870\n1,zz,0,2500,1,870\n").unwrap();
         let m = message(d.path(), Some(order.path()));
         assert!(m.contains("zz"), "{m}");
+    }
+
+    #[test]
+    fn a_malformed_reference_csv_names_the_line() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            f.path(),
+            "policy,day,energy_kwh,migrations,slatah_pct,pdm_pct,slav,esv,host_shutdowns,wall_s\nTHR,1,x,0,0,0,0,0,0,0\n",
+        )
+        .unwrap();
+        let m = reference::load(f.path()).unwrap_err().to_string();
+        assert!(m.contains(":2") && m.contains("energy_kwh"), "{m}");
+        std::fs::write(f.path(), "policy,day\n").unwrap();
+        let m = reference::load(f.path()).unwrap_err().to_string();
+        assert!(m.contains(":1") && m.contains("energy_kwh"), "{m}");
     }
 
     #[test]

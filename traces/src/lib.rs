@@ -89,6 +89,9 @@ pub struct VmTrace {
     /// The trace file's name (without `.csv.gz` for Bitbrains); used as the VM id.
     pub name: String,
     pub spec: VmSpec,
+    /// When the first sample was taken, seconds since the Unix epoch; `None` when the trace does
+    /// not say (PlanetLab: its samples start at midnight of the folder's day).
+    pub start_epoch_s: Option<u64>,
     cpu: Vec<f32>,
     /// Empty when the trace has no such column.
     memory_kb: Vec<f32>,
@@ -124,6 +127,11 @@ impl VmTrace {
     /// The CPU utilisation column (fraction of the VM's vCPUs), for forecasting and simulation.
     pub fn cpu_series(&self) -> &[f32] {
         &self.cpu
+    }
+
+    /// Memory in use, KB per sample; empty when the trace has no memory column (PlanetLab).
+    pub fn memory_kb_series(&self) -> &[f32] {
+        &self.memory_kb
     }
 }
 
@@ -315,6 +323,7 @@ pub fn read_planetlab(path: &Path, name: String, spec: VmSpec) -> Result<VmTrace
     Ok(VmTrace {
         name,
         spec,
+        start_epoch_s: None,
         cpu,
         memory_kb: Vec::new(),
         disk_read_kbps: Vec::new(),
@@ -329,6 +338,7 @@ pub fn read_bitbrains(path: &Path, name: String) -> Result<VmTrace, TraceError> 
     let mut t = VmTrace {
         name,
         spec: VmSpec { vcpus: 0, cpu_mhz_per_core: 0.0, memory_bytes: 0 },
+        start_epoch_s: None,
         cpu: Vec::new(),
         memory_kb: Vec::new(),
         disk_read_kbps: Vec::new(),
@@ -356,6 +366,9 @@ pub fn read_bitbrains(path: &Path, name: String) -> Result<VmTrace, TraceError> 
             }
         }
         let cores = v[1] as u32;
+        if t.start_epoch_s.is_none() {
+            t.start_epoch_s = Some(v[0] as u64);
+        }
         t.spec.vcpus = t.spec.vcpus.max(cores);
         capacity_mhz = capacity_mhz.max(v[2]);
         memory_kb = memory_kb.max(v[5]);

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod forecast_eval;
 pub mod simulate;
 pub mod view;
 
@@ -78,6 +79,9 @@ pub enum Command {
     /// Replay trace folders through placement policies and report energy, SLA and migrations
     /// (CloudSim's PlanetLab experiment, or Bitbrains with CPU and memory).
     Simulate(simulate::SimulateArgs),
+    /// Walk forward through a trace folder scoring every forecaster and baseline per horizon
+    /// (pinball loss, MAE of the median, p10–p90 coverage).
+    ForecastEval(forecast_eval::ForecastEvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -184,6 +188,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Certs(c) => certs(c)?,
         Command::Demo(args) => demo::run(args).await?,
+        Command::ForecastEval(args) => {
+            let output = cli.output;
+            tokio::task::spawn_blocking(move || forecast_eval::run(args, output)).await??
+        }
         Command::Simulate(args) => {
             let output = cli.output;
             tokio::task::spawn_blocking(move || simulate::run(args, output)).await??

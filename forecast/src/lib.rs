@@ -1,0 +1,117 @@
+//! Forecasts of a VM's demand as quantiles (p10, p50, p90) for the next 1 to 12 five-minute
+//! steps, from its recent history: the [`Forecaster`] interface, the baselines every model is
+//! measured against ([`baselines`]), online interval calibration ([`calibration`]), the metrics
+//! ([`metrics`]) and the walk-forward evaluation ([`eval`]) that `presagectl forecast-eval` runs.
+//!
+//! Shared by the agent (which forecasts its VMs every cycle) and presagectl, so the figures an
+//! operator measures come from the code that runs. Pure: no I/O, no clock.
+
+pub mod baselines;
+pub mod calibration;
+pub mod eval;
+pub mod metrics;
+
+/// The quantiles every forecaster gives, in order.
+pub const QUANTILES: [f32; 3] = [0.1, 0.5, 0.9];
+/// The furthest horizon, in steps (12 × 5 min = 1 h).
+pub const MAX_HORIZON: usize = 12;
+/// Seconds per step.
+pub const STEP_S: u64 = 300;
+/// Steps per day and per week.
+pub const DAY: usize = 288;
+pub const WEEK: usize = 7 * DAY;
+
+/// Quantiles per horizon: `q[h - 1] = [p10, p50, p90]` for `h` steps ahead. Values are
+/// fractions of the VM's capacity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Forecast {
+    pub q: [[f32; 3]; MAX_HORIZON],
+}
+
+impl Forecast {
+    /// The same quantiles at every horizon.
+    pub fn flat(q: [f32; 3]) -> Forecast {
+        Forecast { q: [q; MAX_HORIZON] }
+    }
+
+    /// Sorts each horizon's quantiles (no crossing) and clamps them to `0..=1`.
+    pub fn tidy(mut self) -> Forecast {
+        for q in &mut self.q {
+            for v in q.iter_mut() {
+                *v = if v.is_finite() { v.clamp(0.0, 1.0) } else { 0.0 };
+            }
+            q.sort_by(|a, b| a.total_cmp(b));
+        }
+        self
+    }
+
+    pub fn at(&self, horizon: usize) -> [f32; 3] {
+        self.q[horizon - 1]
+    }
+}
+
+/// What a forecaster sees of one series.
+#[derive(Clone, Copy, Debug)]
+pub struct SeriesContext<'a> {
+    /// Samples, oldest first; the last one was taken one step before the first forecast step.
+    pub history: &'a [f32],
+    /// When the first forecast step falls, seconds since the Unix epoch (or since midnight of
+    /// day 0 for traces without dates); used for time-of-day and day-of-week features.
+    pub next_time_s: u64,
+}
+
+/// A demand forecaster.
+pub trait Forecaster: Send + Sync {
+    fn name(&self) -> String;
+
+    /// Samples of history it needs; with fewer it cannot forecast.
+    fn min_history(&self) -> usize;
+
+    /// Quantiles for horizons 1..=12, or `None` with too little history.
+    fn forecast(&self, ctx: &SeriesContext<'_>) -> Option<Forecast>;
+
+    /// Many series at once (a model batches them); the default forecasts one by one.
+    fn forecast_batch(&self, ctxs: &[SeriesContext<'_>]) -> Vec<Option<Forecast>> {
+        ctxs.iter().map(|c| self.forecast(c)).collect()
+    }
+}
+
+/// The `p`-quantile of `values` with linear interpolation between order statistics (the
+/// "type 7" rule, numpy's default). `values` is reordered. `None` when empty.
+pub fn empirical_quantile(values: &mut [f32], p: f32) -> Option<f32> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    Some(quantile_of_sorted(values, p))
+}
+
+/// The `p`-quantile of sorted, non-empty `sorted` (type 7).
+pub fn quantile_of_sorted(sorted: &[f32], p: f32) -> f32 {
+    let h = (sorted.len() - 1) as f32 * p;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (h - lo as f32) * (sorted[hi] - sorted[lo])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type7_quantiles_by_hand() {
+        let mut v = [4.0, 1.0, 3.0, 2.0, 5.0];
+        assert_eq!(empirical_quantile(&mut v, 0.5), Some(3.0));
+        // h = 4 × 0.1 = 0.4: 1 + 0.4 × (2 − 1)
+        assert!((quantile_of_sorted(&v, 0.1) - 1.4).abs() < 1e-6);
+        assert!((quantile_of_sorted(&v, 0.9) - 4.6).abs() < 1e-6);
+        assert_eq!(empirical_quantile(&mut [], 0.5), None);
+    }
+
+    #[test]
+    fn tidy_orders_and_clamps() {
+        let f = Forecast::flat([0.7, -0.2, 1.5]).tidy();
+        assert_eq!(f.at(1), [0.0, 0.7, 1.0]);
+        assert_eq!(f.at(12), [0.0, 0.7, 1.0]);
+    }
+}

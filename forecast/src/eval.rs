@@ -92,17 +92,22 @@ fn walk(method: &dyn Forecaster, s: &Series, cfg: &EvalConfig) -> SeriesScores {
     let x = &s.values;
     let mut cal = OnlineCalibrator::default();
     let start = cfg.warmup.max(1);
-    let mut t = start;
-    while t < x.len() {
+    let stride = cfg.stride.max(1);
+    let ts: Vec<usize> = (start..x.len()).step_by(stride).collect();
+    // All of a series' forecasts at once (a model runs them as one batch); each sees only the
+    // samples before its own time.
+    let ctxs: Vec<SeriesContext<'_>> =
+        ts.iter().map(|&t| SeriesContext { history: &x[..t], next_time_s: s.start_s + t as u64 * STEP_S }).collect();
+    let forecasts = method.forecast_batch(&ctxs);
+    for (&t, f) in ts.iter().zip(forecasts) {
         // Outcomes up to t − 1 are known: let the calibrator learn from every one that is due.
         if cfg.calibrated {
-            let from = t.saturating_sub(cfg.stride).max(start - 1);
+            let from = t.saturating_sub(stride).max(start - 1);
             for (i, y) in x.iter().enumerate().take(t).skip(from) {
                 cal.observe(i as u64, *y);
             }
         }
-        let ctx = SeriesContext { history: &x[..t], next_time_s: s.start_s + t as u64 * STEP_S };
-        if let Some(f) = method.forecast(&ctx) {
+        if let Some(f) = f {
             let calibrated = cfg.calibrated.then(|| cal.calibrate(t as u64, &f));
             for &h in &cfg.horizons {
                 let Some(&y) = x.get(t + h - 1) else { continue };
@@ -112,7 +117,6 @@ fn walk(method: &dyn Forecaster, s: &Series, cfg: &EvalConfig) -> SeriesScores {
                 }
             }
         }
-        t += cfg.stride.max(1);
     }
     out
 }

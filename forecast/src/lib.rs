@@ -9,7 +9,9 @@
 pub mod baselines;
 pub mod calibration;
 pub mod eval;
+pub mod features;
 pub mod metrics;
+pub mod onnx;
 
 /// The quantiles every forecaster gives, in order.
 pub const QUANTILES: [f32; 3] = [0.1, 0.5, 0.9];

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use presage_forecast::eval::{EvalConfig, MethodScore, Target, evaluate, series_of};
+use presage_forecast::onnx::OnnxForecaster;
 use presage_forecast::{MAX_HORIZON, baselines};
 use presage_traces::{Selection, TraceFormat};
 
@@ -47,6 +48,25 @@ pub struct ForecastEvalArgs {
     /// At most this many VMs (0: all).
     #[arg(long, default_value_t = 0)]
     pub limit: usize,
+    /// Only every N-th VM in name order, starting at I (`I/N`; Bitbrains' held-out VMs: `0/5`).
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
+    /// Score only forecasts made at or after this step (Bitbrains' last week: 6048).
+    #[arg(long, default_value_t = 0)]
+    pub from_step: usize,
+    /// ONNX quantile models to score beside the baselines (repeatable).
+    #[arg(long = "model")]
+    pub models: Vec<PathBuf>,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected I/N, e.g. 0/5"))?;
+    let (i, n): (usize, usize) =
+        (i.parse().map_err(|_| format!("{i:?} is not a number"))?, n.parse().map_err(|_| format!("{n:?} is not a number"))?);
+    if n == 0 || i >= n {
+        return Err(format!("{s}: need 0 <= I < N"));
+    }
+    Ok((i, n))
 }
 
 pub fn run(args: ForecastEvalArgs, output: OutputFormat) -> anyhow::Result<()> {
@@ -62,7 +82,8 @@ pub fn run(args: ForecastEvalArgs, output: OutputFormat) -> anyhow::Result<()> {
         FormatArg::Planetlab => TraceFormat::PlanetLab,
         FormatArg::Bitbrains => TraceFormat::Bitbrains,
     });
-    let selection = Selection { index: 0, count: 1, limit: args.limit };
+    let (index, count) = args.shard.unwrap_or((0, 1));
+    let selection = Selection { index, count, limit: args.limit };
     let set = presage_traces::load_dir(&args.trace, format, selection, None)
         .with_context(|| format!("reading trace folder {}", args.trace.display()))?;
     let target = match args.target {
@@ -73,9 +94,13 @@ pub fn run(args: ForecastEvalArgs, output: OutputFormat) -> anyhow::Result<()> {
     if series.is_empty() {
         bail!("{}: no VM has a {:?} series", args.trace.display(), target);
     }
-    let cfg = EvalConfig { horizons, warmup: args.warmup, stride: args.stride, calibrated: true };
+    let mut methods = baselines::all();
+    for m in &args.models {
+        methods.push(Box::new(OnnxForecaster::load(m)?));
+    }
+    let cfg = EvalConfig { horizons, warmup: args.warmup.max(args.from_step), stride: args.stride, calibrated: true };
     let _span = tracing::info_span!("forecast_eval", trace = %args.trace.display(), vms = series.len()).entered();
-    let rows = evaluate(&series, &baselines::all(), &cfg);
+    let rows = evaluate(&series, &methods, &cfg);
     let mut out = std::io::stdout().lock();
     match output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,

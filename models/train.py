@@ -1,0 +1,243 @@
+"""Trains presage's quantile forecasters and exports them to ONNX.
+
+    python train.py --data ../../shared/data --out .
+
+Split (the model card's evaluation protocol):
+  PlanetLab: train on 20110303, 20110306, 20110309, leaving out every VM that also appears on an
+             evaluation day; evaluate on 20110322 and 20110325 (later days, unseen VMs).
+  Bitbrains: VMs in name order, every fifth (positions 0, 5, 10, ...) held out; train on the
+             others' first three weeks (steps < 6048); evaluate the held-out VMs from step 6048.
+The figures in README.md come from `presagectl forecast-eval` (Rust, the agent's code) on the
+evaluation data; this script prints its own quick check of the same metric for model selection.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from presage_models import features as F
+from presage_models import traces
+
+PL_TRAIN = ["20110303", "20110306", "20110309"]
+PL_EVAL = ["20110322", "20110325"]
+BB_SPLIT_STEP = 6048
+QUANTILES = np.array([0.1, 0.5, 0.9], dtype=np.float32)
+
+
+def series_dataset(x, start_s, t_from, t_to, stride):
+    """Features and 12-step targets for forecasts at t in [t_from, t_to) (t_to <= len - 12)."""
+    x = np.asarray(x, dtype=np.float32)
+    ts = list(range(max(t_from, F.WINDOW), min(t_to, len(x) - F.HORIZONS + 1), stride))
+    if not ts:
+        return None
+    X = np.stack([F.features(x, t, start_s + t * F.STEP_S) for t in ts])
+    Y = np.stack([x[t:t + F.HORIZONS] for t in ts])
+    return X, Y
+
+
+def collect(parts):
+    parts = [p for p in parts if p is not None]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def planetlab(data, days, exclude=(), stride=1):
+    parts = []
+    for d in days:
+        for name, x in traces.planetlab_day(os.path.join(data, "planetlab", d)).items():
+            if name in exclude:
+                continue
+            parts.append(series_dataset(x, 0, F.WINDOW, len(x), stride))
+    return collect(parts)
+
+
+def bitbrains(data, held_out, target, t_from, t_to, stride):
+    vms = traces.bitbrains_month(os.path.join(data, "bitbrains-rnd", "2013-7"))
+    parts = []
+    for i, (name, (start, cpu, mem)) in enumerate(sorted(vms.items())):
+        if (i % 5 == 0) != held_out:
+            continue
+        x = cpu if target == "cpu" else mem
+        if x is None:
+            continue
+        parts.append(series_dataset(x, start, t_from, t_to if t_to else len(x), stride))
+    return collect(parts)
+
+
+def pinball(y, q):
+    """Mean pinball over the three quantiles; y (..., 12), q (..., 12, 3)."""
+    d = y[..., None] - q
+    return np.mean(np.maximum(QUANTILES * d, (QUANTILES - 1) * d))
+
+
+class Mlp:
+    """56 -> 64 -> 64 -> 36, ReLU; outputs per horizon: p50 and log half-widths."""
+
+    def __init__(self, sizes, seed):
+        rng = np.random.default_rng(seed)
+        self.W = [rng.normal(0, np.sqrt(2.0 / a), (a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+        self.b = [np.zeros(b, dtype=np.float32) for b in sizes[1:]]
+        self.b[-1].reshape(F.HORIZONS, 3)[:, 1:] = np.log(0.05)
+        self.W[-1] *= 0.1
+
+    def forward(self, X):
+        acts = [X]
+        h = X
+        for i, (W, b) in enumerate(zip(self.W, self.b)):
+            h = h @ W + b
+            if i < len(self.W) - 1:
+                h = np.maximum(h, 0.0)
+            acts.append(h)
+        return acts
+
+    def train(self, X, Y, epochs, batch, lr, seed):
+        rng = np.random.default_rng(seed)
+        m = [np.zeros_like(p) for p in self.W + self.b]
+        v = [np.zeros_like(p) for p in self.W + self.b]
+        step = 0
+        for epoch in range(epochs):
+            order = rng.permutation(len(X))
+            t0 = time.time()
+            total = 0.0
+            for s in range(0, len(X), batch):
+                idx = order[s:s + batch]
+                acts = self.forward(X[idx])
+                raw = acts[-1].reshape(-1, F.HORIZONS, 3)
+                y = Y[idx]
+                ea, eb = np.exp(raw[..., 1]), np.exp(raw[..., 2])
+                mid = raw[..., 0] + X[idx, F.BASE_FEATURE:F.BASE_FEATURE + 1]
+                q = np.stack([mid - ea, mid, mid + eb], axis=-1)
+                d = y[..., None] - q
+                total += float(np.sum(np.maximum(QUANTILES * d, (QUANTILES - 1) * d)))
+                g = np.where(d > 0, -QUANTILES, 1.0 - QUANTILES) / (len(idx) * F.HORIZONS * 3)
+                graw = np.empty_like(raw)
+                graw[..., 0] = g[..., 0] + g[..., 1] + g[..., 2]
+                graw[..., 1] = -g[..., 0] * ea
+                graw[..., 2] = g[..., 2] * eb
+                grad = graw.reshape(len(idx), -1)
+                gW, gb = [], []
+                for i in range(len(self.W) - 1, -1, -1):
+                    gW.insert(0, acts[i].T @ grad)
+                    gb.insert(0, grad.sum(axis=0))
+                    if i > 0:
+                        grad = (grad @ self.W[i].T) * (acts[i] > 0)
+                step += 1
+                rate = lr * (0.5 ** (epoch // 3))
+                for k, (p, gp) in enumerate(zip(self.W + self.b, gW + gb)):
+                    m[k] = 0.9 * m[k] + 0.1 * gp
+                    v[k] = 0.999 * v[k] + 0.001 * gp * gp
+                    mh = m[k] / (1 - 0.9 ** step)
+                    vh = v[k] / (1 - 0.999 ** step)
+                    p -= rate * mh / (np.sqrt(vh) + 1e-8)
+            print(f"  epoch {epoch + 1}: train pinball {total / (len(X) * F.HORIZONS * 3):.5f} ({time.time() - t0:.1f} s)", flush=True)
+
+    def predict(self, X):
+        return F.quantiles_from_raw(self.forward(X)[-1], X)
+
+
+def export_onnx(model, path, name):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+    cur = "features"
+    for i, (W, b) in enumerate(zip(model.W, model.b)):
+        inits += [numpy_helper.from_array(W, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes.append(helper.make_node("MatMul", [cur, f"W{i}"], [f"mm{i}"]))
+        out = "raw" if i == len(model.W) - 1 else f"z{i}"
+        nodes.append(helper.make_node("Add", [f"mm{i}", f"b{i}"], [out]))
+        if i < len(model.W) - 1:
+            nodes.append(helper.make_node("Relu", [out], [f"h{i}"]))
+            cur = f"h{i}"
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", F.N_FEATURES])],
+        [helper.make_tensor_value_info("raw", TensorProto.FLOAT, ["batch", F.HORIZONS * 3])],
+        inits,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="presage-models")
+    m.metadata_props.add(key="presage.features", value="v1")
+    m.metadata_props.add(key="presage.outputs", value="per horizon 1..12: p50 - feature 60, ln(p50 - p10), ln(p90 - p50)")
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+
+
+def lightgbm_h6(Xtr, Ytr, Xev, Yev):
+    """Quantile gradient-boosted trees at the 30-minute horizon only, for the family choice."""
+    import lightgbm as lgb
+
+    preds = []
+    for tau in QUANTILES:
+        params = {"objective": "quantile", "alpha": float(tau), "learning_rate": 0.05, "num_leaves": 31, "verbose": -1, "seed": 0}
+        booster = lgb.train(params, lgb.Dataset(Xtr, Ytr[:, 5]), num_boost_round=200)
+        preds.append(booster.predict(Xev))
+    q = np.sort(np.clip(np.stack(preds, axis=-1), 0, 1), axis=-1)
+    d = Yev[:, 5:6] - q
+    return float(np.mean(np.maximum(QUANTILES * d, (QUANTILES - 1) * d)))
+
+
+def rolling_h6(X, Y, window):
+    """Rolling empirical quantiles of the last `window` samples (<= 24, from the features)."""
+    w = X[:, F.WINDOW - window:F.WINDOW]
+    q = np.quantile(w, QUANTILES, axis=1).T
+    d = Y[:, 5:6] - q
+    return float(np.mean(np.maximum(QUANTILES * d, (QUANTILES - 1) * d)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../../shared/data")
+    ap.add_argument("--out", default=".")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--compare-gbt", action="store_true", help="also fit quantile GBTs at 30 min (model family choice)")
+    args = ap.parse_args()
+    np.random.seed(0)
+
+    eval_names = set()
+    for d in PL_EVAL:
+        eval_names.update(os.listdir(os.path.join(args.data, "planetlab", d)))
+    print("building datasets", flush=True)
+    pl_tr = planetlab(args.data, PL_TRAIN, exclude=eval_names, stride=2)
+    pl_ev = planetlab(args.data, PL_EVAL, stride=6)
+    bb_tr = bitbrains(args.data, False, "cpu", 0, BB_SPLIT_STEP, 6)
+    bb_ev = bitbrains(args.data, True, "cpu", BB_SPLIT_STEP, None, 6)
+    print(f"  planetlab train {len(pl_tr[0])}, eval {len(pl_ev[0])}; bitbrains train {len(bb_tr[0])}, eval {len(bb_ev[0])}")
+
+    Xtr = np.concatenate([pl_tr[0], bb_tr[0]])
+    Ytr = np.concatenate([pl_tr[1], bb_tr[1]])
+    print("training the CPU model", flush=True)
+    cpu = Mlp([F.N_FEATURES, 64, 64, F.HORIZONS * 3], seed=1)
+    cpu.train(Xtr, Ytr, epochs=args.epochs, batch=2048, lr=2e-3, seed=2)
+    for name, (X, Y) in [("planetlab", pl_ev), ("bitbrains", bb_ev)]:
+        q = cpu.predict(X)
+        d = Y[:, 5:6] - q[:, 5, :]
+        mlp6 = float(np.mean(np.maximum(QUANTILES * d, (QUANTILES - 1) * d)))
+        roll = min(rolling_h6(X, Y, w) for w in (12, 24))
+        print(f"  {name} 30 min: mlp {mlp6:.5f}, best rolling quantiles (1-2 h) {roll:.5f}, ratio {mlp6 / roll:.3f}")
+        if args.compare_gbt:
+            gbt = lightgbm_h6(Xtr[::4], Ytr[::4], X, Y)
+            print(f"  {name} 30 min: quantile GBT {gbt:.5f}, ratio {gbt / roll:.3f}")
+
+    print("training the memory model", flush=True)
+    mtr = bitbrains(args.data, False, "memory", 0, BB_SPLIT_STEP, 6)
+    mev = bitbrains(args.data, True, "memory", BB_SPLIT_STEP, None, 6)
+    mem = Mlp([F.N_FEATURES, 64, 64, F.HORIZONS * 3], seed=3)
+    mem.train(mtr[0], mtr[1], epochs=args.epochs, batch=2048, lr=2e-3, seed=4)
+    q = mem.predict(mev[0])
+    d = mev[1][:, 5:6] - q[:, 5, :]
+    print(f"  memory 30 min: mlp {float(np.mean(np.maximum(QUANTILES * d, (QUANTILES - 1) * d))):.5f}, "
+          f"best rolling {min(rolling_h6(mev[0], mev[1], w) for w in (12, 24)):.5f}")
+
+    os.makedirs(args.out, exist_ok=True)
+    for model, name in [(cpu, "cpu"), (mem, "memory")]:
+        path = os.path.join(args.out, f"{name}-quantiles-v1.onnx")
+        export_onnx(model, path, f"presage-{name}-quantiles-v1")
+        print(f"wrote {path} ({os.path.getsize(path)} bytes, sha256 {hashlib.sha256(open(path, 'rb').read()).hexdigest()[:16]})")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,8 @@
 //! `presage-bench ingest` — reports per second the real `presage-coordinator` ingests from N
 //!                          simulated agents, each on its own mutual-TLS connection.
 //!
+//! `presage-bench forecast` — forecast inference per agent cycle (features, tract, quantiles)
+//!                          for N VMs, against the strongest baseline.
 //! `presage-bench simulate` — wall time of the trace-replay simulator: each classic policy on
 //!                          each public PlanetLab day alone on one thread, then all of them at
 //!                          once on every core, with the process's peak memory.
@@ -51,6 +53,15 @@ enum Cmd {
         /// In-process cycles to time.
         #[arg(long, default_value_t = 500)]
         cycles: usize,
+    },
+    /// Forecast inference per agent cycle: N VMs x 12 horizons x 3 quantiles in one batch.
+    Forecast {
+        #[arg(long, default_value_t = 100)]
+        vms: usize,
+        #[arg(long, default_value_t = 2000)]
+        cycles: usize,
+        #[arg(long, default_value = "models/cpu-quantiles-v1.onnx")]
+        model: PathBuf,
     },
     Simulate {
         /// PlanetLab days to replay (folders under the shared data's planetlab/).
@@ -357,8 +368,46 @@ fn bench_simulate(days: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn bench_forecast(vms: usize, cycles: usize, model: &std::path::Path) -> anyhow::Result<()> {
+    use presage_forecast::onnx::OnnxForecaster;
+    use presage_forecast::{Forecaster, SeriesContext, baselines::RollingQuantiles};
+
+    let day = shared_data().join("planetlab/20110303");
+    let set = presage_traces::load_dir(&day, None, presage_traces::Selection { index: 0, count: 1, limit: vms }, None)?;
+    let series: Vec<Vec<f32>> = set.vms.iter().map(|v| v.cpu_series().to_vec()).collect();
+    let t0 = Instant::now();
+    let onnx = OnnxForecaster::load(model)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let forecasters: Vec<(String, Box<dyn Forecaster>)> =
+        vec![(onnx.name(), Box::new(onnx)), ("rolling-quantiles-120min".into(), Box::new(RollingQuantiles { window: 24 }))];
+    println!("forecast inference: {} VMs x 12 horizons x 3 quantiles per cycle, one thread, release build", series.len());
+    println!("  model load + optimise   {load_ms:.1} ms ({})", model.display());
+    for (name, f) in &forecasters {
+        let mut times = Vec::with_capacity(cycles);
+        for c in 0..cycles {
+            // A different point of the day each cycle, as an agent moving through time.
+            let t = 36 + c % 240;
+            let ctxs: Vec<SeriesContext<'_>> =
+                series.iter().map(|s| SeriesContext { history: &s[..t], next_time_s: t as u64 * 300 }).collect();
+            let start = Instant::now();
+            let out = f.forecast_batch(&ctxs);
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+            assert!(out.iter().all(Option::is_some));
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
+        println!("  {name:<26} mean {mean:.3} ms, p99 {p99:.3} ms per cycle (features + inference + quantiles)");
+    }
+    println!("  peak RSS (VmHWM)         {:.1} MiB", peak_rss_mib());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Cmd::Forecast { vms, cycles, model } = &args.cmd {
+        return bench_forecast(*vms, *cycles, model);
+    }
     if let Cmd::Simulate { days } = &args.cmd {
         return bench_simulate(days);
     }
@@ -367,7 +416,7 @@ fn main() -> anyhow::Result<()> {
         match args.cmd {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
             Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
-            Cmd::Simulate { .. } => unreachable!("handled above"),
+            Cmd::Simulate { .. } | Cmd::Forecast { .. } => unreachable!("handled above"),
         }
     })
 }

@@ -36,6 +36,18 @@ pub struct AgentConfig {
     pub hypervisor: HypervisorConfig,
     #[serde(default)]
     pub reconnect: ReconnectConfig,
+    #[serde(default)]
+    pub forecast: ForecastConfig,
+}
+
+/// `[forecast]`: the demand forecasting model. Without one (or when it cannot be loaded) the
+/// agent forecasts with the rolling-quantile baseline and reports why.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForecastConfig {
+    /// ONNX model of CPU demand (e.g. `/usr/share/presage/models/cpu-quantiles-v1.onnx`).
+    #[serde(default)]
+    pub cpu_model: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -185,6 +197,9 @@ impl AgentConfig {
         }
         if let HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
             config_file::resolve(path, &mut s.trace_dir);
+        }
+        if let Some(m) = &mut cfg.forecast.cpu_model {
+            config_file::resolve(path, m);
         }
         Ok(cfg)
     }

@@ -4,9 +4,10 @@
 //!
 //! Modules: [`config`] (TOML), [`host_sampler`] (procfs/sysinfo), [`hypervisor`] (libvirt and
 //! simulated), [`store`] (the KV trait, its backends and the sample history), [`link`] (the
-//! coordinator stream). [`run`] wires them together.
+//! coordinator stream), [`forecaster`] (demand forecasts per VM). [`run`] wires them together.
 
 pub mod config;
+pub mod forecaster;
 pub mod host_sampler;
 pub mod hypervisor;
 pub mod link;
@@ -47,33 +48,42 @@ pub struct SamplingCycle {
     hypervisor: Arc<dyn Hypervisor>,
     history: Arc<SampleHistory>,
     host_sampler: HostSampler,
+    forecaster: forecaster::DemandForecaster,
     seq: u64,
 }
 
 impl SamplingCycle {
+    /// A cycle forecasting with the baseline; see [`with_forecaster`](Self::with_forecaster).
     pub fn new(hypervisor: Arc<dyn Hypervisor>, history: Arc<SampleHistory>) -> SamplingCycle {
-        SamplingCycle { hypervisor, history, host_sampler: HostSampler::new(), seq: 0 }
+        let forecaster = forecaster::DemandForecaster::new(None);
+        SamplingCycle { hypervisor, history, host_sampler: HostSampler::new(), forecaster, seq: 0 }
+    }
+
+    pub fn with_forecaster(mut self, forecaster: forecaster::DemandForecaster) -> SamplingCycle {
+        self.forecaster = forecaster;
+        self
     }
 
     /// Observes the VMs and the host, records the VM samples in the history and builds the report
     /// (blocking).
     pub fn run_once(&mut self) -> anyhow::Result<Report> {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let obs = self.hypervisor.observe()?;
+        let mut obs = self.hypervisor.observe()?;
         let host = match obs.host_usage {
             Some(h) => h,
             None => self.host_sampler.sample()?,
         };
         self.history.record(at_ms, &obs.vms)?;
+        // Forecasts work in 5-minute steps: the trace's step for replayed VMs, wall time otherwise.
+        let step = match &obs.trace {
+            Some(t) if t.step_seconds == presage_forecast::STEP_S => t.step,
+            _ => at_ms / (presage_forecast::STEP_S * 1000),
+        };
+        self.forecaster.update(step, &mut obs.vms);
+        let mut agent = host_sampler::agent_self();
+        agent.forecaster = self.forecaster.status().to_string();
         self.seq += 1;
-        Ok(Report {
-            seq: self.seq,
-            sampled_at_ms: at_ms,
-            host: Some(host),
-            vms: obs.vms,
-            trace: obs.trace,
-            agent: Some(host_sampler::agent_self()),
-        })
+        Ok(Report { seq: self.seq, sampled_at_ms: at_ms, host: Some(host), vms: obs.vms, trace: obs.trace, agent: Some(agent) })
     }
 }
 
@@ -131,7 +141,10 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         };
         let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());
 
-        let mut cycle = Some(SamplingCycle::new(hypervisor, history));
+        let model = cfg.forecast.cpu_model.clone();
+        let forecaster = tokio::task::spawn_blocking(move || forecaster::DemandForecaster::new(model.as_deref())).await?;
+        info!(forecaster = forecaster.status(), "forecasting");
+        let mut cycle = Some(SamplingCycle::new(hypervisor, history).with_forecaster(forecaster));
         let mut ticker = tokio::time::interval(cfg.sample_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {

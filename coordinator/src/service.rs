@@ -204,7 +204,7 @@ fn host_info(h: &crate::state::HostRecord, now: Instant) -> HostInfo {
         agent_version: h.registration.agent_version.clone(),
         reports: h.reports,
         trace: h.trace.clone(),
-        agent: h.agent,
+        agent: h.agent.clone(),
         vm_cpu_demand_mhz: h.vms.values().map(|v| h.vm_cpu_demand(v)).sum(),
         last_report_seq: h.last_seq,
     }

@@ -72,7 +72,35 @@ fn vm(i: usize, v: &VmSample) -> Result<(), InvalidMessage> {
     rate(f("disk_read_bytes_per_s"), v.disk_read_bytes_per_s)?;
     rate(f("disk_write_bytes_per_s"), v.disk_write_bytes_per_s)?;
     rate(f("net_rx_bytes_per_s"), v.net_rx_bytes_per_s)?;
-    rate(f("net_tx_bytes_per_s"), v.net_tx_bytes_per_s)
+    rate(f("net_tx_bytes_per_s"), v.net_tx_bytes_per_s)?;
+    if let Some(fc) = &v.forecast {
+        forecast(&f("forecast"), fc)?;
+    }
+    Ok(())
+}
+
+/// At most 12 steps, three equally long quantile lists, fractions, never crossing.
+fn forecast(at: &str, fc: &presage_protocol::pb::VmForecast) -> Result<(), InvalidMessage> {
+    let n = fc.cpu_p50.len();
+    if n == 0 || n > 12 || fc.cpu_p10.len() != n || fc.cpu_p90.len() != n {
+        return Err(InvalidMessage::new(
+            format!("{at}.cpu_p50"),
+            format!("need 1 to 12 steps with p10, p50 and p90 alike; got {}, {} and {}", fc.cpu_p10.len(), n, fc.cpu_p90.len()),
+        ));
+    }
+    if fc.step_seconds == 0 {
+        return Err(InvalidMessage::new(format!("{at}.step_seconds"), "must be positive"));
+    }
+    for k in 0..n {
+        let (lo, mid, hi) = (fc.cpu_p10[k], fc.cpu_p50[k], fc.cpu_p90[k]);
+        for (name, v) in [("cpu_p10", lo), ("cpu_p50", mid), ("cpu_p90", hi)] {
+            fraction(format!("{at}.{name}[{k}]"), v as f64)?;
+        }
+        if !(lo <= mid && mid <= hi) {
+            return Err(InvalidMessage::new(format!("{at}.cpu_p50[{k}]"), format!("quantiles cross: {lo} / {mid} / {hi}")));
+        }
+    }
+    Ok(())
 }
 
 pub fn report(r: &Report) -> Result<(), InvalidMessage> {
@@ -110,6 +138,26 @@ mod tests {
         let mut neg = ok.clone();
         neg.vms[0].net_tx_bytes_per_s = -1.0;
         assert_eq!(report(&neg).unwrap_err().field, "vms[0].net_tx_bytes_per_s");
+        let fc = presage_protocol::pb::VmForecast {
+            forecaster: "m".into(),
+            step_seconds: 300,
+            first_step: 1,
+            cpu_p10: vec![0.1, 0.2],
+            cpu_p50: vec![0.2, 0.3],
+            cpu_p90: vec![0.3, 0.4],
+        };
+        let mut ok = ok.clone();
+        ok.vms[0].forecast = Some(fc);
+        assert!(report(&ok).is_ok());
+        let mut crossing = ok.clone();
+        crossing.vms[0].forecast.as_mut().unwrap().cpu_p10[1] = 0.35;
+        assert_eq!(report(&crossing).unwrap_err().field, "vms[0].forecast.cpu_p50[1]");
+        let mut short = ok.clone();
+        short.vms[0].forecast.as_mut().unwrap().cpu_p90.pop();
+        assert_eq!(report(&short).unwrap_err().field, "vms[0].forecast.cpu_p50");
+        let mut nan = ok.clone();
+        nan.vms[0].forecast.as_mut().unwrap().cpu_p90[0] = f32::NAN;
+        assert_eq!(report(&nan).unwrap_err().field, "vms[0].forecast.cpu_p90[0]");
         let mut over = ok.clone();
         over.host.as_mut().unwrap().cpu_utilisation = 3.0;
         assert_eq!(report(&over).unwrap_err().field, "host.cpu_utilisation");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use presage_agent::config::{AgentConfig, HypervisorConfig, ReconnectConfig, SimulatedConfig};
+use presage_agent::config::{AgentConfig, ForecastConfig, HypervisorConfig, ReconnectConfig, SimulatedConfig};
 use presage_coordinator::config::{CoordinatorConfig, PolicyConfig};
 use presage_coordinator::server::Coordinator;
 use presage_coordinator::service::Shared;
@@ -157,6 +157,7 @@ pub fn simulated_agent(
             memory_mb: None,
         }),
         reconnect: ReconnectConfig { initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(500) },
+        forecast: ForecastConfig { cpu_model: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v1.onnx")) },
     }
 }
 

@@ -267,3 +267,41 @@ async fn foreign_certificates_and_wrong_roles_are_refused() {
     assert!(op.list_hosts(ListHostsRequest {}).await.unwrap().into_inner().hosts.is_empty(), "nothing registered");
     coord.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows_it() {
+    let day = shared_data().join("planetlab/20110303");
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(5)).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = simulated_agent(&pki, "hv-f", &coord.url, data.path(), &day, (0, 1), 4);
+    // One trace step (5 minutes) per 100 ms sample: the model's 2 hours of history in 2.4 s.
+    if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+        s.time_compression = 3000.0;
+    }
+    let agent = RunningAgent::start(cfg);
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let vms = eventually("every VM carries a forecast", WAIT, || {
+        let mut op = op.clone();
+        async move {
+            let vms = op.list_vms(ListVmsRequest { host_id: "hv-f".into() }).await.ok()?.into_inner().vms;
+            (vms.len() == 4 && vms.iter().all(|v| v.sample.as_ref().is_some_and(|s| s.forecast.is_some()))).then_some(vms)
+        }
+    })
+    .await;
+    for v in &vms {
+        let s = v.sample.as_ref().unwrap();
+        let f = s.forecast.as_ref().unwrap();
+        assert_eq!(f.forecaster, "cpu-quantiles-v1", "{}", s.vm_id);
+        assert_eq!((f.step_seconds, f.cpu_p50.len()), (300, 12));
+        // The forecast starts at the step in progress, the one this sample belongs to.
+        assert_eq!(f.first_step, v.trace.as_ref().unwrap().step, "{}", s.vm_id);
+        for k in 0..12 {
+            assert!(f.cpu_p10[k] <= f.cpu_p50[k] && f.cpu_p50[k] <= f.cpu_p90[k]);
+        }
+    }
+    let hosts = op.clone().list_hosts(ListHostsRequest {}).await.unwrap().into_inner().hosts;
+    assert_eq!(hosts[0].agent.as_ref().unwrap().forecaster, "cpu-quantiles-v1");
+    agent.stop().await;
+    coord.stop().await;
+}

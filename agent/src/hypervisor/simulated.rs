@@ -108,6 +108,7 @@ impl SimulatedHypervisor {
                     net_rx_bytes_per_s: u.net_rx_bytes_per_s,
                     net_tx_bytes_per_s: u.net_tx_bytes_per_s,
                     vcpu_mhz: vm.spec.cpu_mhz_per_core,
+                    forecast: None,
                 }
             })
             .collect();

@@ -1,0 +1,211 @@
+//! The agent's demand forecaster: every cycle it turns each VM's samples into a series of
+//! 5-minute steps, forecasts all VMs in one batch (an ONNX model through tract, or a baseline
+//! when no model is configured or it cannot be loaded), calibrates each VM's intervals online
+//! on that VM's own outcomes, and attaches the forecast to the VM's sample in the report.
+//!
+//! Runs inside the blocking sampling cycle (tract inference blocks).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+
+use presage_forecast::baselines::RollingQuantiles;
+use presage_forecast::calibration::OnlineCalibrator;
+use presage_forecast::onnx::OnnxForecaster;
+use presage_forecast::{Forecaster, MAX_HORIZON, STEP_S, SeriesContext, WEEK};
+use presage_protocol::pb::{VmForecast, VmSample};
+use tracing::warn;
+
+/// Completed steps kept per VM: a week and a little, for the models' week-ago features.
+const KEEP_STEPS: usize = WEEK + MAX_HORIZON + 1;
+
+/// One VM's 5-minute series: completed steps, and the step in progress.
+#[derive(Default)]
+struct StepSeries {
+    /// Completed step means, oldest first; the last one is step `last_step`.
+    values: VecDeque<f32>,
+    last_step: Option<u64>,
+    current: Option<(u64, f64, u32)>,
+}
+
+impl StepSeries {
+    /// Adds a sample taken during `step`; returns a step that just completed, with its mean.
+    fn add(&mut self, step: u64, value: f32) -> Option<(u64, f32)> {
+        let mut completed = None;
+        match &mut self.current {
+            Some((s, sum, n)) if *s == step => {
+                *sum += value as f64;
+                *n += 1;
+            }
+            Some((s, sum, n)) if step > *s => {
+                let mean = (*sum / *n as f64) as f32;
+                let done = *s;
+                // A gap (the agent was down) breaks the series: start again.
+                if self.last_step.is_some_and(|l| l + 1 != done) {
+                    self.values.clear();
+                }
+                self.values.push_back(mean);
+                if self.values.len() > KEEP_STEPS {
+                    self.values.pop_front();
+                }
+                self.last_step = Some(done);
+                completed = Some((done, mean));
+                self.current = Some((step, value as f64, 1));
+            }
+            Some(_) => {} // a sample from the past: ignore
+            None => self.current = Some((step, value as f64, 1)),
+        }
+        completed
+    }
+}
+
+pub struct DemandForecaster {
+    model: Box<dyn Forecaster>,
+    status: String,
+    series: HashMap<String, StepSeries>,
+    calibrators: HashMap<String, OnlineCalibrator>,
+}
+
+impl DemandForecaster {
+    /// The model at `cpu_model`, or the rolling-quantile baseline when none is configured or it
+    /// cannot be used (the reason goes into [`status`](Self::status) and the log).
+    pub fn new(cpu_model: Option<&Path>) -> DemandForecaster {
+        let fallback = || Box::new(RollingQuantiles { window: 24 }) as Box<dyn Forecaster>;
+        let (model, status): (Box<dyn Forecaster>, String) = match cpu_model {
+            None => {
+                let f = fallback();
+                let s = format!("{} (baseline: no model configured)", f.name());
+                (f, s)
+            }
+            Some(path) => match OnnxForecaster::load(path) {
+                Ok(m) => {
+                    let s = m.name();
+                    (Box::new(m), s)
+                }
+                Err(e) => {
+                    warn!(error = %e, "forecast model unusable; forecasting with a baseline");
+                    let f = fallback();
+                    let s = format!("{} (baseline: {e})", f.name());
+                    (f, s)
+                }
+            },
+        };
+        DemandForecaster { model, status, series: HashMap::new(), calibrators: HashMap::new() }
+    }
+
+    /// Which forecaster runs, and why when it is a fallback.
+    pub fn status(&self) -> &str {
+        &self.status
+    }
+
+    /// Feeds this cycle's samples, taken during 5-minute step `step`, and attaches a forecast to
+    /// every VM with enough history.
+    pub fn update(&mut self, step: u64, vms: &mut [VmSample]) {
+        let _span = tracing::debug_span!("forecast", vms = vms.len(), step).entered();
+        for vm in vms.iter() {
+            let series = self.series.entry(vm.vm_id.clone()).or_default();
+            if let Some((done, y)) = series.add(step, vm.cpu_utilisation as f32) {
+                self.calibrators.entry(vm.vm_id.clone()).or_default().observe(done, y);
+            }
+        }
+        let present: std::collections::HashSet<&str> = vms.iter().map(|v| v.vm_id.as_str()).collect();
+        self.series.retain(|id, _| present.contains(id.as_str()));
+        self.calibrators.retain(|id, _| present.contains(id.as_str()));
+
+        let histories: Vec<(usize, Vec<f32>, u64)> = vms
+            .iter()
+            .enumerate()
+            .filter_map(|(i, vm)| {
+                let s = self.series.get(&vm.vm_id)?;
+                let last = s.last_step?;
+                (s.values.len() >= self.model.min_history()).then(|| (i, s.values.iter().copied().collect(), last + 1))
+            })
+            .collect();
+        let ctxs: Vec<SeriesContext<'_>> =
+            histories.iter().map(|(_, h, first)| SeriesContext { history: h, next_time_s: first * STEP_S }).collect();
+        let forecasts = self.model.forecast_batch(&ctxs);
+        let name = self.model.name();
+        for ((i, _, first), f) in histories.iter().zip(forecasts) {
+            let Some(f) = f else { continue };
+            let vm = &mut vms[*i];
+            let cal = self.calibrators.entry(vm.vm_id.clone()).or_default();
+            let f = cal.calibrate(*first, &f);
+            vm.forecast = Some(VmForecast {
+                forecaster: name.clone(),
+                step_seconds: STEP_S as u32,
+                first_step: *first,
+                cpu_p10: f.q.iter().map(|q| q[0]).collect(),
+                cpu_p50: f.q.iter().map(|q| q[1]).collect(),
+                cpu_p90: f.q.iter().map(|q| q[2]).collect(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(id: &str, cpu: f64) -> VmSample {
+        VmSample { vm_id: id.into(), cpu_utilisation: cpu, ..Default::default() }
+    }
+
+    fn models() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+    }
+
+    #[test]
+    fn forecasts_appear_once_a_vm_has_enough_completed_steps() {
+        let mut f = DemandForecaster::new(Some(&models().join("cpu-quantiles-v1.onnx")));
+        assert_eq!(f.status(), "cpu-quantiles-v1");
+        // Two samples per step; step 1000 + i. After 24 completed steps (i = 24) a forecast exists.
+        for i in 0..30u64 {
+            for half in [0.2, 0.4] {
+                let mut vms = vec![sample("a", half), sample("young", 0.5)];
+                if i >= 20 {
+                    vms.truncate(1);
+                    vms.push(sample("young", 0.5));
+                }
+                f.update(1000 + i, &mut vms);
+                let a = vms[0].forecast.as_ref();
+                assert_eq!(a.is_some(), i >= 24, "step {i}");
+                if let Some(fc) = a {
+                    assert_eq!((fc.first_step, fc.cpu_p50.len(), fc.step_seconds), (1000 + i, MAX_HORIZON, 300));
+                    assert!(fc.cpu_p10.iter().zip(&fc.cpu_p90).all(|(lo, hi)| lo <= hi));
+                    // The step means are 0.3; the median forecast stays near it.
+                    assert!((fc.cpu_p50[0] - 0.3).abs() < 0.1, "{:?}", fc.cpu_p50);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_or_corrupt_model_falls_back_to_a_baseline_and_says_why() {
+        let f = DemandForecaster::new(None);
+        assert!(f.status().contains("no model configured"), "{}", f.status());
+        let f = DemandForecaster::new(Some(Path::new("/nonexistent/cpu.onnx")));
+        assert!(f.status().starts_with("rolling-quantiles-120min") && f.status().contains("/nonexistent/cpu.onnx"), "{}", f.status());
+        let f = DemandForecaster::new(Some(&models().join("fixtures/wrong-input.onnx")));
+        assert!(f.status().contains("wrong-input.onnx"), "{}", f.status());
+        // The fallback forecasts all the same.
+        let mut f = DemandForecaster::new(None);
+        for i in 0..40u64 {
+            let mut vms = vec![sample("a", 0.1 * (i % 3) as f64)];
+            f.update(i, &mut vms);
+            if i > 30 {
+                assert!(vms[0].forecast.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn a_gap_in_the_steps_restarts_the_series() {
+        let mut s = StepSeries::default();
+        for step in 0..30 {
+            s.add(step, 0.5);
+        }
+        assert_eq!(s.values.len(), 29);
+        s.add(100, 0.5); // completes step 29 (contiguous)
+        s.add(101, 0.5); // completes step 100: a gap after 29
+        assert_eq!(s.values.len(), 1);
+    }
+}

@@ -281,6 +281,15 @@ shard_count = 4
     }
 
     #[test]
+    fn the_packaged_config_is_valid() {
+        let c = AgentConfig::parse(include_str!("../../packaging/agent.toml"), Path::new("agent.toml")).unwrap();
+        assert_eq!(c.forecast.cpu_model.as_deref(), Some(Path::new("/usr/share/presage/models/cpu-quantiles-v1.onnx")));
+        assert!(matches!(c.hypervisor, HypervisorConfig::Libvirt { .. }));
+        assert_eq!(AgentConfig::parse(GOOD, Path::new("a.toml")).unwrap().forecast, ForecastConfig::default());
+        assert!(err(&format!("{GOOD}[forecast]\nmodel = \"x\"\n")).contains("model"));
+    }
+
+    #[test]
     fn good_config_parses_with_defaults() {
         let c = AgentConfig::parse(GOOD, Path::new("a.toml")).unwrap();
         assert_eq!(c.sample_interval, Duration::from_secs(2));

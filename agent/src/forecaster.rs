@@ -17,6 +17,8 @@ use tracing::warn;
 
 /// Completed steps kept per VM: a week and a little, for the models' week-ago features.
 const KEEP_STEPS: usize = WEEK + MAX_HORIZON + 1;
+/// Missing steps filled in rather than restarting the series.
+const MAX_FILLED_GAP: u64 = MAX_HORIZON as u64;
 
 /// One VM's 5-minute series: completed steps, and the step in progress.
 #[derive(Default)]
@@ -39,12 +41,18 @@ impl StepSeries {
             Some((s, sum, n)) if step > *s => {
                 let mean = (*sum / *n as f64) as f32;
                 let done = *s;
-                // A gap (the agent was down) breaks the series: start again.
-                if self.last_step.is_some_and(|l| l + 1 != done) {
-                    self.values.clear();
+                match self.last_step {
+                    // Samples coarser than a step (a fast replay) skip a few steps: they take
+                    // the value that follows them.
+                    Some(l) if done > l + 1 && done - l <= MAX_FILLED_GAP => {
+                        self.values.extend(std::iter::repeat_n(mean, (done - l - 1) as usize));
+                    }
+                    // A long gap (the agent was down) breaks the series: start again.
+                    Some(l) if done > l + 1 => self.values.clear(),
+                    _ => {}
                 }
                 self.values.push_back(mean);
-                if self.values.len() > KEEP_STEPS {
+                while self.values.len() > KEEP_STEPS {
                     self.values.pop_front();
                 }
                 self.last_step = Some(done);
@@ -205,7 +213,10 @@ mod tests {
         }
         assert_eq!(s.values.len(), 29);
         s.add(100, 0.5); // completes step 29 (contiguous)
-        s.add(101, 0.5); // completes step 100: a gap after 29
+        s.add(101, 0.5); // completes step 100: a gap of 70 steps after 29
         assert_eq!(s.values.len(), 1);
+        s.add(104, 0.7); // completes step 101
+        s.add(105, 0.9); // completes step 104: steps 102 and 103 skipped, filled with step 104's value
+        assert_eq!(s.values.iter().copied().collect::<Vec<_>>(), vec![0.5, 0.5, 0.7, 0.7, 0.7]);
     }
 }

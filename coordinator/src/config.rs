@@ -105,6 +105,13 @@ mod tests {
     const GOOD: &str = "listen = \"127.0.0.1:7400\"\nhost_timeout = \"15s\"\n[tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"c.key\"\n";
 
     #[test]
+    fn the_packaged_config_is_valid() {
+        let c = CoordinatorConfig::parse(include_str!("../../packaging/coordinator.toml"), Path::new("coordinator.toml")).unwrap();
+        assert_eq!(c.policy.spec().unwrap().to_string(), "LR-MMT-1.2");
+        assert_eq!(c.policy.interval, Duration::from_secs(300));
+    }
+
+    #[test]
     fn parses_and_names_bad_keys() {
         let c = CoordinatorConfig::parse(GOOD, Path::new("c.toml")).unwrap();
         assert_eq!(c.host_timeout, Duration::from_secs(15));

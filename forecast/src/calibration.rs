@@ -52,7 +52,8 @@ impl OnlineCalibrator {
         for h in 1..=MAX_HORIZON {
             let [lo, mid, hi] = raw.at(h);
             let s = self.scale(h);
-            let q = [mid - s * (mid - lo).max(MIN_HALF_WIDTH), mid, mid + s * (hi - mid).max(MIN_HALF_WIDTH)];
+            // Demand is a fraction of capacity: the widened interval stays within 0..=1.
+            let q = [(mid - s * (mid - lo).max(MIN_HALF_WIDTH)).max(0.0), mid, (mid + s * (hi - mid).max(MIN_HALF_WIDTH)).min(1.0)];
             out.q[h - 1] = q;
             self.pending.push_back((first_step + h as u64 - 1, h, q));
         }
@@ -112,6 +113,18 @@ mod tests {
             }
             let c = score.coverage();
             assert!((c - 0.8).abs() < 0.02, "raw [{lo}, {hi}] -> coverage {c}");
+        }
+    }
+
+    #[test]
+    fn calibrated_intervals_stay_within_zero_and_one() {
+        let mut cal = OnlineCalibrator::default();
+        for (i, q) in [[0.0f32, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.001, 1.0]].into_iter().enumerate() {
+            let f = cal.calibrate(i as u64, &Forecast::flat(q));
+            for h in 1..=MAX_HORIZON {
+                let [lo, mid, hi] = f.at(h);
+                assert!((0.0..=1.0).contains(&lo) && lo <= mid && mid <= hi && hi <= 1.0, "{q:?} -> {:?}", f.at(h));
+            }
         }
     }
 

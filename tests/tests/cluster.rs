@@ -302,6 +302,8 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
     }
     let hosts = op.clone().list_hosts(ListHostsRequest {}).await.unwrap().into_inner().hosts;
     assert_eq!(hosts[0].agent.as_ref().unwrap().forecaster, "cpu-quantiles-v1");
+    // Every report, forecasts included, passed the coordinator's validation.
+    assert_eq!(op.clone().status(StatusRequest {}).await.unwrap().into_inner().reports_rejected, 0);
     agent.stop().await;
     coord.stop().await;
 }

@@ -195,6 +195,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let mut client = client.expect("loop ends with a client");
 
+    // The repository's CPU model, when the demo runs from a checkout.
+    let model = std::env::current_dir().ok().map(|d| d.join("models/cpu-quantiles-v1.onnx")).filter(|p| p.is_file());
     let mut agents = Vec::new();
     for i in 0..args.agents {
         let host = format!("sim-{:02}", i + 1);
@@ -218,6 +220,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 args.max_vms_per_agent,
             ),
         )?;
+        if let Some(model) = &model {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&cfg)?;
+            std::io::Write::write_all(&mut f, format!("[forecast]\ncpu_model = {model:?}\n").as_bytes())?;
+        }
         agents.push(spawn(&host, &agent_bin, &cfg, &logs)?);
     }
 

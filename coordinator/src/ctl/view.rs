@@ -200,6 +200,19 @@ pub struct VmView {
     pub net_tx_bytes_per_s: f64,
     pub sampled_at_ms: u64,
     pub trace_step: Option<u64>,
+    /// The agent's CPU forecast, when the VM has enough history.
+    pub forecast: Option<ForecastView>,
+}
+
+/// Quantiles of CPU busy fraction for the next 5-minute steps.
+#[derive(Serialize)]
+pub struct ForecastView {
+    pub forecaster: String,
+    pub step_seconds: u32,
+    pub first_step: u64,
+    pub cpu_p10: Vec<f32>,
+    pub cpu_p50: Vec<f32>,
+    pub cpu_p90: Vec<f32>,
 }
 
 impl From<VmInfo> for VmView {
@@ -213,7 +226,16 @@ impl From<VmInfo> for VmView {
             VmState::Other => "other",
             VmState::Unspecified => "unknown",
         };
+        let forecast = s.forecast.map(|f| ForecastView {
+            forecaster: f.forecaster,
+            step_seconds: f.step_seconds,
+            first_step: f.first_step,
+            cpu_p10: f.cpu_p10,
+            cpu_p50: f.cpu_p50,
+            cpu_p90: f.cpu_p90,
+        });
         VmView {
+            forecast,
             vm: s.vm_id,
             name: s.name,
             host: v.host_id,
@@ -249,14 +271,21 @@ pub fn vms_table(vms: &[VmView]) -> String {
                 format!("{}", v.memory_used_bytes >> 20),
                 kib(v.disk_read_bytes_per_s + v.disk_write_bytes_per_s),
                 kib(v.net_rx_bytes_per_s + v.net_tx_bytes_per_s),
+                v.forecast.as_ref().and_then(|f| forecast_cell(f, 6)).unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     table(
-        &["VM", "HOST", "STATE", "VCPUS", "CPU%", "CPU MHZ", "MEM MiB", "USED MiB", "DISK KiB/s", "NET KiB/s"],
-        &[false, false, false, true, true, true, true, true, true, true],
+        &["VM", "HOST", "STATE", "VCPUS", "CPU%", "CPU MHZ", "MEM MiB", "USED MiB", "DISK KiB/s", "NET KiB/s", "CPU% +30m p50 [p10-p90]"],
+        &[false, false, false, true, true, true, true, true, true, true, true],
         rows,
     )
+}
+
+/// `p50 [p10-p90]` in percent at `steps` ahead (1 = the step in progress).
+fn forecast_cell(f: &ForecastView, steps: usize) -> Option<String> {
+    let k = steps.checked_sub(1)?;
+    Some(format!("{:.0} [{:.0}-{:.0}]", f.cpu_p50.get(k)? * 100.0, f.cpu_p10.get(k)? * 100.0, f.cpu_p90.get(k)? * 100.0))
 }
 
 /// Renders rows under headers with every column as wide as its widest cell.

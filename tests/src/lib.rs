@@ -47,6 +47,9 @@ fn shared_folder(env: &str, name: &str, marker: &str) -> PathBuf {
     );
 }
 
+/// How long a stopping daemon may take before a test calls it hung (rather than hang CI).
+const STOP_LIMIT: Duration = Duration::from_secs(60);
+
 /// A cluster CA in a temporary folder, issuing certificates on demand.
 pub struct Pki {
     pub dir: tempfile::TempDir,
@@ -103,7 +106,11 @@ impl RunningCoordinator {
     /// Fires shutdown and waits for the server to stop.
     pub async fn stop(self) {
         self.cancel.cancel();
-        self.handle.await.expect("coordinator task").expect("coordinator stops cleanly");
+        tokio::time::timeout(STOP_LIMIT, self.handle)
+            .await
+            .expect("the coordinator did not stop within a minute of its cancellation")
+            .expect("coordinator task")
+            .expect("coordinator stops cleanly");
     }
 }
 
@@ -122,7 +129,11 @@ impl RunningAgent {
 
     pub async fn stop(self) {
         self.cancel.cancel();
-        self.handle.await.expect("agent task").expect("agent stops cleanly");
+        tokio::time::timeout(STOP_LIMIT, self.handle)
+            .await
+            .expect("the agent did not stop within a minute of its cancellation")
+            .expect("agent task")
+            .expect("agent stops cleanly");
     }
 }
 
@@ -181,8 +192,11 @@ where
 {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if let Some(v) = check().await {
-            return v;
+        // A check that never answers (an RPC without a deadline) must not hang the test either.
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            Err(_) => panic!("timed out after {limit:?} waiting for: {what} (the last check did not answer)"),
         }
         if tokio::time::Instant::now() > deadline {
             panic!("timed out after {limit:?} waiting for: {what}");

@@ -27,6 +27,15 @@ fn with_error_quantiles(points: [f32; MAX_HORIZON], errors: &mut [Vec<f32>; MAX_
     Some(f.tidy())
 }
 
+/// Per horizon h = 1..=12, the errors `error(i, h)` of the last [`ERROR_WINDOW`] outcomes
+/// (indices `i < n`, at least `first(h)`).
+fn recent_errors(n: usize, first: impl Fn(usize) -> usize, error: impl Fn(usize, usize) -> f32) -> [Vec<f32>; MAX_HORIZON] {
+    std::array::from_fn(|k| {
+        let h = k + 1;
+        (n.saturating_sub(ERROR_WINDOW).max(first(h))..n).map(|i| error(i, h)).collect()
+    })
+}
+
 /// Tomorrow is like today: the last value, with the spread of recent `h`-step changes.
 #[derive(Clone, Copy, Debug)]
 pub struct Persistence;
@@ -47,12 +56,7 @@ impl Forecaster for Persistence {
             return None;
         }
         let last = x[n - 1];
-        let mut errors: [Vec<f32>; MAX_HORIZON] = Default::default();
-        for (h, e) in errors.iter_mut().enumerate() {
-            let h = h + 1;
-            let from = n.saturating_sub(ERROR_WINDOW).max(h);
-            e.extend((from..n).map(|i| x[i] - x[i - h]));
-        }
+        let mut errors = recent_errors(n, |h| h, |i, h| x[i] - x[i - h]);
         with_error_quantiles([last; MAX_HORIZON], &mut errors)
     }
 }
@@ -124,13 +128,8 @@ impl Forecaster for Ewma {
             level += self.alpha * (v - level);
             levels.push(level);
         }
-        let mut errors: [Vec<f32>; MAX_HORIZON] = Default::default();
-        for (h, e) in errors.iter_mut().enumerate() {
-            let h = h + 1;
-            // Level known at index i − h, outcome at i.
-            let from = n.saturating_sub(ERROR_WINDOW).max(start + h);
-            e.extend((from..n).map(|i| x[i] - levels[i - h - start]));
-        }
+        // Level known at index i − h, outcome at i.
+        let mut errors = recent_errors(n, |h| start + h, |i, h| x[i] - levels[i - h - start]);
         with_error_quantiles([level; MAX_HORIZON], &mut errors)
     }
 }

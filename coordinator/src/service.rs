@@ -270,6 +270,7 @@ impl Operator for OperatorService {
                     sampled_at_ms: h.sampled_at_ms,
                     cpu_demand_mhz: h.vm_cpu_demand(v),
                     trace: h.trace.clone(),
+                    cpu_history: h.cpu_history.get(&v.vm_id).map(|q| q.iter().cloned().collect()).unwrap_or_default(),
                 })
             })
             .collect();

@@ -4,10 +4,13 @@
 //! This module is pure: no I/O, no clock. Callers pass `now`, so liveness is testable without
 //! waiting, and the same code will serve the simulator.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use presage_protocol::pb::{AgentSelf, HostCapacity, HostUsage, Register, Report, TracePosition, VmSample};
+use presage_protocol::pb::{AgentSelf, CpuPoint, HostCapacity, HostUsage, Register, Report, TracePosition, VmSample};
+
+/// CPU samples kept per VM for `presagectl forecast`.
+pub const CPU_HISTORY: usize = 48;
 
 use crate::validate::{self, InvalidMessage};
 
@@ -37,6 +40,8 @@ pub struct HostRecord {
     pub agent: Option<AgentSelf>,
     /// Latest sample per VM id.
     pub vms: BTreeMap<String, VmSample>,
+    /// Recent CPU samples per VM id, oldest first, at most [`CPU_HISTORY`].
+    pub cpu_history: BTreeMap<String, VecDeque<CpuPoint>>,
 }
 
 impl HostRecord {
@@ -128,6 +133,7 @@ impl ClusterState {
                         trace: None,
                         agent: None,
                         vms: BTreeMap::new(),
+                        cpu_history: BTreeMap::new(),
                     },
                 );
                 Some(Liveness::Reachable { host_id: reg.host_id.clone() })
@@ -156,7 +162,17 @@ impl ClusterState {
         host.usage = report.host;
         host.trace = report.trace;
         host.agent = report.agent;
+        let step = host.trace.as_ref().map(|t| t.step).unwrap_or(0);
+        for v in &report.vms {
+            let h = host.cpu_history.entry(v.vm_id.clone()).or_default();
+            h.push_back(CpuPoint { sampled_at_ms: report.sampled_at_ms, cpu_utilisation: v.cpu_utilisation as f32, trace_step: step });
+            while h.len() > CPU_HISTORY {
+                h.pop_front();
+            }
+        }
         host.vms = report.vms.into_iter().map(|v| (v.vm_id.clone(), v)).collect();
+        let vms = &host.vms;
+        host.cpu_history.retain(|id, _| vms.contains_key(id));
         self.reports_ingested += 1;
         if !host.reachable {
             host.reachable = true;

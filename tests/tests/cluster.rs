@@ -299,6 +299,13 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
         for k in 0..12 {
             assert!(f.cpu_p10[k] <= f.cpu_p50[k] && f.cpu_p50[k] <= f.cpu_p90[k]);
         }
+        // The coordinator keeps the recent samples for `presagectl forecast`, oldest first, the
+        // newest being this sample.
+        assert!(v.cpu_history.len() >= 24, "{}: {} points", s.vm_id, v.cpu_history.len());
+        assert!(v.cpu_history.windows(2).all(|w| w[0].trace_step < w[1].trace_step));
+        assert_eq!(v.cpu_history.last().unwrap().cpu_utilisation, s.cpu_utilisation as f32);
+        let chart = presage_coordinator::ctl::view::ForecastReport::from(v.clone()).render();
+        assert!(chart.contains("forecaster cpu-quantiles-v1") && chart.contains("+30 min"), "{chart}");
     }
     let hosts = op.clone().list_hosts(ListHostsRequest {}).await.unwrap().into_inner().hosts;
     assert_eq!(hosts[0].agent.as_ref().unwrap().forecaster, "cpu-quantiles-v1");

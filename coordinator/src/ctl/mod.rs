@@ -64,6 +64,14 @@ pub enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// A VM's recent CPU samples and its forecast (p50 with the p10–p90 interval).
+    Forecast {
+        /// VM id or name.
+        vm: String,
+        /// The host, when the name is not unique.
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Send a ping command through a host's agent stream and wait for its answer.
     Ping {
         host: String,
@@ -162,6 +170,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 OutputFormat::Json => print_json(&vms)?,
                 OutputFormat::Table => print!("{}", view::vms_table(&vms)),
+                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
+            }
+        }
+        Command::Forecast { vm, host } => {
+            let mut c = cli.conn.target().connect().await?;
+            let req = ListVmsRequest { host_id: host.clone().unwrap_or_default() };
+            let vms = c.list_vms(req).await.map_err(|s| rpc_error("list VMs", s))?.into_inner().vms;
+            let total = vms.len();
+            let mut matching: Vec<_> =
+                vms.into_iter().filter(|v| v.sample.as_ref().is_some_and(|s| s.vm_id == vm || s.name == vm)).collect();
+            let found = match matching.len() {
+                0 => bail!("no VM {vm:?}{} among {total} VMs", host.map(|h| format!(" on host {h}")).unwrap_or_default()),
+                1 => matching.remove(0),
+                n => bail!(
+                    "{n} VMs are called {vm:?} (on {}); say which with --host",
+                    matching.iter().map(|v| v.host_id.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            let report = view::ForecastReport::from(found);
+            match cli.output {
+                OutputFormat::Json => print_json(&report)?,
+                OutputFormat::Table => print!("{}", report.render()),
                 OutputFormat::Csv => bail!("--output csv is only available for simulate"),
             }
         }

@@ -342,11 +342,116 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_forecast_chart_puts_history_median_and_interval_on_their_rows() {
+        let r = ForecastReport {
+            vm: "vm-1".into(),
+            host: "hv".into(),
+            cpu_utilisation: 0.5,
+            history: (0..30).map(|i| HistoryPoint { sampled_at_ms: i, cpu_utilisation: 0.5, trace_step: i }).collect(),
+            forecast: Some(ForecastView {
+                forecaster: "m".into(),
+                step_seconds: 300,
+                first_step: 30,
+                cpu_p10: vec![0.3; 12],
+                cpu_p50: vec![0.5; 12],
+                cpu_p90: vec![0.7; 12],
+            }),
+        };
+        let chart = r.render();
+        let row = |pct: &str| chart.lines().find(|l| l.trim_start().starts_with(pct)).unwrap().to_string();
+        // The last 24 samples at 50 %, then the median at 50 % for 12 steps.
+        assert_eq!(row("50%"), format!("  50% |{}|{}", "*".repeat(24), "o".repeat(12)));
+        assert_eq!(row("30%"), format!("  30% |{}|{}", " ".repeat(24), ":".repeat(12)));
+        assert_eq!(row("70%"), format!("  70% |{}|{}", " ".repeat(24), ":".repeat(12)));
+        assert_eq!(row("80%"), format!("  80% |{}|", " ".repeat(24)));
+        assert!(chart.contains("+30 min: p50  50.0 %   p10-p90  30.0 -  70.0 %"), "{chart}");
+        let none = ForecastReport { forecast: None, ..r };
+        assert!(none.render().contains("no forecast yet"));
+    }
+
+    #[test]
     fn table_columns_align() {
         let t = table(&["A", "NUM"], &[false, true], vec![vec!["long-name".into(), "7".into()], vec!["x".into(), "1234".into()]]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "A           NUM");
         assert_eq!(lines[1], "long-name     7");
         assert_eq!(lines[2], "x          1234");
+    }
+}
+
+/// `presagectl forecast VM`: the VM's recent CPU samples and the agent's forecast.
+#[derive(Serialize)]
+pub struct ForecastReport {
+    pub vm: String,
+    pub host: String,
+    pub cpu_utilisation: f64,
+    pub history: Vec<HistoryPoint>,
+    pub forecast: Option<ForecastView>,
+}
+
+#[derive(Serialize)]
+pub struct HistoryPoint {
+    pub sampled_at_ms: u64,
+    pub cpu_utilisation: f32,
+    pub trace_step: u64,
+}
+
+impl From<VmInfo> for ForecastReport {
+    fn from(v: VmInfo) -> Self {
+        let history = v
+            .cpu_history
+            .iter()
+            .map(|p| HistoryPoint { sampled_at_ms: p.sampled_at_ms, cpu_utilisation: p.cpu_utilisation, trace_step: p.trace_step })
+            .collect();
+        let host = v.host_id.clone();
+        let view = VmView::from(v);
+        ForecastReport { vm: view.vm, host, cpu_utilisation: view.cpu_utilisation, history, forecast: view.forecast }
+    }
+}
+
+impl ForecastReport {
+    /// A terminal chart, 10 % per row: `*` recent samples, `o` forecast median, `:` the p10–p90
+    /// interval; then the figures at 5, 15, 30 and 60 minutes.
+    pub fn render(&self) -> String {
+        let hist: Vec<f32> = self.history.iter().rev().take(24).rev().map(|p| p.cpu_utilisation).collect();
+        let level = |v: f32| (v.clamp(0.0, 1.0) * 10.0).round() as i32;
+        let mut s = format!("{} on {}: CPU {:.1} % now\n", self.vm, self.host, self.cpu_utilisation * 100.0);
+        let Some(f) = &self.forecast else {
+            s.push_str("no forecast yet: the agent needs 2 hours of 5-minute history for this VM\n");
+            return s;
+        };
+        s.push_str(&format!("forecaster {}, steps of {} s from step {}\n", f.forecaster, f.step_seconds, f.first_step));
+        for row in (0..=10).rev() {
+            let mut line = format!("{:>4}% |", row * 10);
+            for v in &hist {
+                line.push(if level(*v) == row { '*' } else { ' ' });
+            }
+            line.push('|');
+            for k in 0..f.cpu_p50.len() {
+                let (lo, mid, hi) = (level(f.cpu_p10[k]), level(f.cpu_p50[k]), level(f.cpu_p90[k]));
+                line.push(if mid == row {
+                    'o'
+                } else if lo <= row && row <= hi {
+                    ':'
+                } else {
+                    ' '
+                });
+            }
+            s.push_str(line.trim_end());
+            s.push('\n');
+        }
+        s.push_str(&format!("      {}^ now, then the next {} steps\n", " ".repeat(hist.len()), f.cpu_p50.len()));
+        for steps in [1usize, 3, 6, 12] {
+            if let Some(k) = steps.checked_sub(1).filter(|k| *k < f.cpu_p50.len()) {
+                s.push_str(&format!(
+                    "  +{:>2} min: p50 {:>5.1} %   p10-p90 {:>5.1} - {:>5.1} %\n",
+                    steps as u32 * f.step_seconds / 60,
+                    f.cpu_p50[k] * 100.0,
+                    f.cpu_p10[k] * 100.0,
+                    f.cpu_p90[k] * 100.0
+                ));
+            }
+        }
+        s
     }
 }

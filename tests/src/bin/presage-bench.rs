@@ -136,14 +136,18 @@ async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles:
         &cfg_path,
         format!(
             "host_id = \"bench-agent\"\ncoordinator = \"{}\"\ndata_dir = {:?}\nsample_interval = \"{}ms\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\
-             [hypervisor]\nkind = \"simulated\"\ntrace_dir = {:?}\ntime_compression = 60\nmax_vms = {vms}\n",
+             [hypervisor]\nkind = \"simulated\"\ntrace_dir = {:?}\ntime_compression = {}\nmax_vms = {vms}\n\
+             [forecast]\ncpu_model = {:?}\n",
             coord.url,
             dir.path().join("agent-data"),
             interval.as_millis(),
             files.ca,
             files.cert,
             files.key,
-            trace
+            trace,
+            // One 5-minute trace step per sample, so the forecaster runs after 24 samples.
+            300.0 / interval.as_secs_f64(),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v1.onnx"),
         ),
     )?;
     let mut child = tokio::process::Command::new(&agent_bin)

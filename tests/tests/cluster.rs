@@ -195,9 +195,15 @@ async fn the_command_stream_carries_a_ping_and_its_answer() {
     let err = op.ping_host(PingHostRequest { host_id: "nobody".into(), timeout_ms: 500 }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
     agent.stop().await;
+    // A ping racing the closing session is ABORTED ("closed before it answered"); once closed,
+    // pings are UNAVAILABLE. Nothing else may come back.
     let err = eventually("the stopped agent's session closes", WAIT, || {
         let mut op = op.clone();
-        async move { op.ping_host(PingHostRequest { host_id: "hv-p".into(), timeout_ms: 500 }).await.err() }
+        async move {
+            let e = op.ping_host(PingHostRequest { host_id: "hv-p".into(), timeout_ms: 500 }).await.err()?;
+            assert!(matches!(e.code(), tonic::Code::Aborted | tonic::Code::Unavailable), "{e}");
+            (e.code() == tonic::Code::Unavailable).then_some(e)
+        }
     })
     .await;
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");

@@ -119,28 +119,33 @@ impl DemandForecaster {
         self.series.retain(|id, _| present.contains(id.as_str()));
         self.calibrators.retain(|id, _| present.contains(id.as_str()));
 
-        let histories: Vec<(usize, Vec<f32>, u64)> = vms
+        // Each series is read in place (made contiguous, which is free unless its ring wrapped),
+        // not copied every cycle.
+        for s in self.series.values_mut() {
+            s.values.make_contiguous();
+        }
+        let min_history = self.model.min_history();
+        let (ready, ctxs): (Vec<(usize, u64)>, Vec<SeriesContext<'_>>) = vms
             .iter()
             .enumerate()
             .filter_map(|(i, vm)| {
                 let s = self.series.get(&vm.vm_id)?;
-                let last = s.last_step?;
-                (s.values.len() >= self.model.min_history()).then(|| (i, s.values.iter().copied().collect(), last + 1))
+                let first = s.last_step? + 1;
+                let history = s.values.as_slices().0;
+                (history.len() >= min_history).then_some(((i, first), SeriesContext { history, next_time_s: first * STEP_S }))
             })
-            .collect();
-        let ctxs: Vec<SeriesContext<'_>> =
-            histories.iter().map(|(_, h, first)| SeriesContext { history: h, next_time_s: first * STEP_S }).collect();
+            .unzip();
         let forecasts = self.model.forecast_batch(&ctxs);
         let name = self.model.name();
-        for ((i, _, first), f) in histories.iter().zip(forecasts) {
+        for (&(i, first), f) in ready.iter().zip(forecasts) {
             let Some(f) = f else { continue };
-            let vm = &mut vms[*i];
+            let vm = &mut vms[i];
             let cal = self.calibrators.entry(vm.vm_id.clone()).or_default();
-            let f = cal.calibrate(*first, &f);
+            let f = cal.calibrate(first, &f);
             vm.forecast = Some(VmForecast {
                 forecaster: name.clone(),
                 step_seconds: STEP_S as u32,
-                first_step: *first,
+                first_step: first,
                 cpu_p10: f.q.iter().map(|q| q[0]).collect(),
                 cpu_p50: f.q.iter().map(|q| q[1]).collect(),
                 cpu_p90: f.q.iter().map(|q| q[2]).collect(),

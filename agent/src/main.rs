@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use presage_protocol::lifecycle::{self, LogFormat};
 
@@ -23,13 +22,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    lifecycle::init_tracing(args.log_format, "info");
-    lifecycle::exit_on_panic("presage-agent");
-    let cfg = presage_agent::config::AgentConfig::load(&args.config)?;
-    if args.check_config {
-        println!("{}: ok", args.config.display());
-        return Ok(());
-    }
-    let cancel = lifecycle::cancel_on_signal();
-    presage_agent::run(cfg, cancel).await.context("presage-agent failed")
+    lifecycle::run_daemon(
+        "presage-agent",
+        &args.config,
+        args.log_format,
+        args.check_config,
+        presage_agent::config::AgentConfig::load,
+        presage_agent::run,
+    )
+    .await
 }

@@ -102,7 +102,8 @@ impl Advisor {
             hosts.push(view);
         }
         // VMs gone from every report no longer need a history.
-        self.history.retain(|id, _| vm_ids.contains(id));
+        let present: std::collections::HashSet<&String> = vm_ids.iter().collect();
+        self.history.retain(|id, _| present.contains(id));
         let fleet = FleetView { now_s, hosts: &hosts, vms: &vms };
         let span = tracing::info_span!("advise", policy = %self.policy.name(), hosts = hosts.len(), vms = vms.len());
         let _enter = span.enter();

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use presage_protocol::lifecycle::{self, LogFormat};
 
@@ -23,13 +22,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    lifecycle::init_tracing(args.log_format, "info");
-    lifecycle::exit_on_panic("presage-coordinator");
-    let cfg = presage_coordinator::config::CoordinatorConfig::load(&args.config)?;
-    if args.check_config {
-        println!("{}: ok", args.config.display());
-        return Ok(());
-    }
-    let cancel = lifecycle::cancel_on_signal();
-    presage_coordinator::server::run(cfg, cancel).await.context("presage-coordinator failed")
+    lifecycle::run_daemon(
+        "presage-coordinator",
+        &args.config,
+        args.log_format,
+        args.check_config,
+        presage_coordinator::config::CoordinatorConfig::load,
+        presage_coordinator::server::run,
+    )
+    .await
 }

@@ -23,6 +23,7 @@ pub struct Coordinator {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     cfg: CoordinatorConfig,
+    policy: crate::policy::PolicySpec,
     pub shared: Arc<Shared>,
 }
 
@@ -34,7 +35,7 @@ impl Coordinator {
         let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
         let spec = cfg.policy.spec().context("the [policy] section")?;
         let shared = Shared::new(cfg.host_timeout, spec.to_string(), cancel);
-        Ok(Coordinator { listener, tls, cfg, shared })
+        Ok(Coordinator { listener, tls, cfg, policy: spec, shared })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -43,13 +44,12 @@ impl Coordinator {
 
     /// Serves until the shared cancellation token fires.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let Coordinator { listener, tls, cfg, shared } = self;
+        let Coordinator { listener, tls, cfg, policy, shared } = self;
         let cancel = shared.cancel.clone();
         let addr = listener.local_addr()?;
         let background = CancellationToken::new();
         let liveness = tokio::spawn(liveness_reconciler(shared.clone(), background.clone()));
-        let spec = cfg.policy.spec().context("the [policy] section")?;
-        let advisory = tokio::spawn(advisory_pass(shared.clone(), Advisor::new(spec), cfg.policy.interval, background.clone()));
+        let advisory = tokio::spawn(advisory_pass(shared.clone(), Advisor::new(policy), cfg.policy.interval, background.clone()));
 
         let incoming = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
         let server = tonic::transport::Server::builder()

@@ -62,17 +62,15 @@ impl OnlineCalibrator {
 
     /// The sample of `step` arrived: every published interval for it moves its horizon's scale.
     pub fn observe(&mut self, step: u64, y: f32) {
-        let mut kept = VecDeque::with_capacity(self.pending.len());
-        while let Some((due, h, q)) = self.pending.pop_front() {
+        let (gamma, scales) = (self.gamma, &mut self.log_scale);
+        self.pending.retain(|&(due, h, q)| {
             if due == step {
                 let miss = if y < q[0] || y > q[2] { 1.0 } else { 0.0 };
-                let s = &mut self.log_scale[h - 1];
-                *s = (*s + self.gamma * (miss - TARGET_MISS)).clamp(-MAX_LOG_SCALE, MAX_LOG_SCALE);
-            } else if due > step {
-                kept.push_back((due, h, q));
+                let s = &mut scales[h - 1];
+                *s = (*s + gamma * (miss - TARGET_MISS)).clamp(-MAX_LOG_SCALE, MAX_LOG_SCALE);
             }
-        }
-        self.pending = kept;
+            due > step
+        });
     }
 }
 

@@ -100,23 +100,24 @@ impl Forecaster for OnnxForecaster {
     }
 
     fn forecast_batch(&self, ctxs: &[SeriesContext<'_>]) -> Vec<Option<Forecast>> {
-        let mut rows: Vec<[f32; N_FEATURES]> = Vec::with_capacity(ctxs.len());
+        // One row per series with enough history, written straight into the model's input.
+        let mut input: Vec<f32> = Vec::with_capacity(ctxs.len() * N_FEATURES);
         let mut which: Vec<usize> = Vec::with_capacity(ctxs.len());
+        let mut f = [0.0; N_FEATURES];
         for (i, c) in ctxs.iter().enumerate() {
-            let mut f = [0.0; N_FEATURES];
             if features::features(c, &mut f).is_some() {
-                rows.push(f);
+                input.extend_from_slice(&f);
                 which.push(i);
             }
         }
         let mut out = vec![None; ctxs.len()];
-        if rows.is_empty() {
+        if which.is_empty() {
             return out;
         }
-        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-        let Ok(raw) = self.run_raw(&flat, rows.len()) else { return out };
-        for (k, &i) in which.iter().enumerate() {
-            out[i] = Some(features::quantiles_from_raw(&raw[k * N_OUTPUTS..(k + 1) * N_OUTPUTS], &rows[k]));
+        let Ok(raw) = self.run_raw(&input, which.len()) else { return out };
+        for (k, (&i, row)) in which.iter().zip(input.chunks_exact(N_FEATURES)).enumerate() {
+            let row: &[f32; N_FEATURES] = row.try_into().expect("chunks of N_FEATURES");
+            out[i] = Some(features::quantiles_from_raw(&raw[k * N_OUTPUTS..(k + 1) * N_OUTPUTS], row));
         }
         out
     }

@@ -78,3 +78,28 @@ async fn wait_for_signal() -> &'static str {
         }
     }
 }
+
+/// The life of a daemon process: tracing, panics that exit, the configuration loaded from
+/// `config` (and, with `check_only`, nothing more), then `run` with a token cancelled on
+/// SIGTERM/SIGINT.
+pub async fn run_daemon<C, E, Fut>(
+    process: &'static str,
+    config: &std::path::Path,
+    log_format: LogFormat,
+    check_only: bool,
+    load: impl FnOnce(&std::path::Path) -> Result<C, E>,
+    run: impl FnOnce(C, CancellationToken) -> Fut,
+) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    init_tracing(log_format, "info");
+    exit_on_panic(process);
+    let cfg = load(config)?;
+    if check_only {
+        println!("{}: ok", config.display());
+        return Ok(());
+    }
+    run(cfg, cancel_on_signal()).await.map_err(|e| e.context(format!("{process} failed")))
+}

@@ -193,6 +193,10 @@ def main():
     ap.add_argument("--data", default="../../shared/data")
     ap.add_argument("--out", default=".")
     ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--hidden", type=int, default=64, help="width of the two hidden layers")
+    ap.add_argument("--pl-stride", type=int, default=2, help="PlanetLab training: one example every N steps")
+    ap.add_argument("--bb-stride", type=int, default=6, help="Bitbrains training: one example every N steps")
+    ap.add_argument("--skip-memory", action="store_true", help="train the CPU model only")
     ap.add_argument("--compare-gbt", action="store_true", help="also fit quantile GBTs at 30 min (model family choice)")
     args = ap.parse_args()
     np.random.seed(0)
@@ -201,16 +205,16 @@ def main():
     for d in PL_EVAL:
         eval_names.update(os.listdir(os.path.join(args.data, "planetlab", d)))
     print("building datasets", flush=True)
-    pl_tr = planetlab(args.data, PL_TRAIN, exclude=eval_names, stride=2)
+    pl_tr = planetlab(args.data, PL_TRAIN, exclude=eval_names, stride=args.pl_stride)
     pl_ev = planetlab(args.data, PL_EVAL, stride=6)
-    bb_tr = bitbrains(args.data, False, "cpu", 0, BB_SPLIT_STEP, 6)
+    bb_tr = bitbrains(args.data, False, "cpu", 0, BB_SPLIT_STEP, args.bb_stride)
     bb_ev = bitbrains(args.data, True, "cpu", BB_SPLIT_STEP, None, 6)
     print(f"  planetlab train {len(pl_tr[0])}, eval {len(pl_ev[0])}; bitbrains train {len(bb_tr[0])}, eval {len(bb_ev[0])}")
 
     Xtr = np.concatenate([pl_tr[0], bb_tr[0]])
     Ytr = np.concatenate([pl_tr[1], bb_tr[1]])
     print("training the CPU model", flush=True)
-    cpu = Mlp([F.N_FEATURES, 64, 64, F.HORIZONS * 3], seed=1)
+    cpu = Mlp([F.N_FEATURES, args.hidden, args.hidden, F.HORIZONS * 3], seed=1)
     cpu.train(Xtr, Ytr, epochs=args.epochs, batch=2048, lr=2e-3, seed=2)
     for name, (X, Y) in [("planetlab", pl_ev), ("bitbrains", bb_ev)]:
         q = cpu.predict(X)
@@ -222,21 +226,27 @@ def main():
             gbt = lightgbm_h6(Xtr[::4], Ytr[::4], X, Y)
             print(f"  {name} 30 min: quantile GBT {gbt:.5f}, ratio {gbt / roll:.3f}")
 
+    models = [(cpu, "cpu")]
+    if not args.skip_memory:
+        models.append((train_memory(args), "memory"))
+    os.makedirs(args.out, exist_ok=True)
+    for model, name in models:
+        path = os.path.join(args.out, f"{name}-quantiles-v1.onnx")
+        export_onnx(model, path, f"presage-{name}-quantiles-v1")
+        print(f"wrote {path} ({os.path.getsize(path)} bytes, sha256 {hashlib.sha256(open(path, 'rb').read()).hexdigest()[:16]})")
+
+
+def train_memory(args):
     print("training the memory model", flush=True)
-    mtr = bitbrains(args.data, False, "memory", 0, BB_SPLIT_STEP, 6)
+    mtr = bitbrains(args.data, False, "memory", 0, BB_SPLIT_STEP, args.bb_stride)
     mev = bitbrains(args.data, True, "memory", BB_SPLIT_STEP, None, 6)
-    mem = Mlp([F.N_FEATURES, 64, 64, F.HORIZONS * 3], seed=3)
+    mem = Mlp([F.N_FEATURES, args.hidden, args.hidden, F.HORIZONS * 3], seed=3)
     mem.train(mtr[0], mtr[1], epochs=args.epochs, batch=2048, lr=2e-3, seed=4)
     q = mem.predict(mev[0])
     d = mev[1][:, 5:6] - q[:, 5, :]
     print(f"  memory 30 min: mlp {float(np.mean(np.maximum(QUANTILES * d, (QUANTILES - 1) * d))):.5f}, "
           f"best rolling {min(rolling_h6(mev[0], mev[1], w) for w in (12, 24)):.5f}")
-
-    os.makedirs(args.out, exist_ok=True)
-    for model, name in [(cpu, "cpu"), (mem, "memory")]:
-        path = os.path.join(args.out, f"{name}-quantiles-v1.onnx")
-        export_onnx(model, path, f"presage-{name}-quantiles-v1")
-        print(f"wrote {path} ({os.path.getsize(path)} bytes, sha256 {hashlib.sha256(open(path, 'rb').read()).hexdigest()[:16]})")
+    return mem
 
 
 if __name__ == "__main__":

@@ -8,12 +8,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
-use presage_forecast::baselines::RollingQuantiles;
-use presage_forecast::calibration::OnlineCalibrator;
-use presage_forecast::onnx::OnnxForecaster;
-use presage_forecast::{Forecaster, MAX_HORIZON, STEP_S, SeriesContext, WEEK};
+use presage_forecast::fleet::{FleetForecaster, SeriesRequest};
+use presage_forecast::{MAX_HORIZON, STEP_S, SeriesContext, WEEK};
 use presage_protocol::pb::{VmForecast, VmSample};
-use tracing::warn;
 
 /// Completed steps kept per VM: a week and a little, for the models' week-ago features.
 const KEEP_STEPS: usize = WEEK + MAX_HORIZON + 1;
@@ -67,42 +64,20 @@ impl StepSeries {
 }
 
 pub struct DemandForecaster {
-    model: Box<dyn Forecaster>,
-    status: String,
+    fleet: FleetForecaster<String>,
     series: HashMap<String, StepSeries>,
-    calibrators: HashMap<String, OnlineCalibrator>,
 }
 
 impl DemandForecaster {
     /// The model at `cpu_model`, or the rolling-quantile baseline when none is configured or it
     /// cannot be used (the reason goes into [`status`](Self::status) and the log).
     pub fn new(cpu_model: Option<&Path>) -> DemandForecaster {
-        let fallback = || Box::new(RollingQuantiles { window: 24 }) as Box<dyn Forecaster>;
-        let (model, status): (Box<dyn Forecaster>, String) = match cpu_model {
-            None => {
-                let f = fallback();
-                let s = format!("{} (baseline: no model configured)", f.name());
-                (f, s)
-            }
-            Some(path) => match OnnxForecaster::load(path) {
-                Ok(m) => {
-                    let s = m.name();
-                    (Box::new(m), s)
-                }
-                Err(e) => {
-                    warn!(error = %e, "forecast model unusable; forecasting with a baseline");
-                    let f = fallback();
-                    let s = format!("{} (baseline: {e})", f.name());
-                    (f, s)
-                }
-            },
-        };
-        DemandForecaster { model, status, series: HashMap::new(), calibrators: HashMap::new() }
+        DemandForecaster { fleet: FleetForecaster::load(cpu_model), series: HashMap::new() }
     }
 
     /// Which forecaster runs, and why when it is a fallback.
     pub fn status(&self) -> &str {
-        &self.status
+        self.fleet.status()
     }
 
     /// Feeds this cycle's samples, taken during 5-minute step `step`, and attaches a forecast to
@@ -112,40 +87,39 @@ impl DemandForecaster {
         for vm in vms.iter() {
             let series = self.series.entry(vm.vm_id.clone()).or_default();
             if let Some((done, y)) = series.add(step, vm.cpu_utilisation as f32) {
-                self.calibrators.entry(vm.vm_id.clone()).or_default().observe(done, y);
+                self.fleet.observe(&vm.vm_id, done, y);
             }
         }
         let present: std::collections::HashSet<&str> = vms.iter().map(|v| v.vm_id.as_str()).collect();
         self.series.retain(|id, _| present.contains(id.as_str()));
-        self.calibrators.retain(|id, _| present.contains(id.as_str()));
+        self.fleet.retain(|id| present.contains(id.as_str()));
 
         // Each series is read in place (made contiguous, which is free unless its ring wrapped),
         // not copied every cycle.
         for s in self.series.values_mut() {
             s.values.make_contiguous();
         }
-        let min_history = self.model.min_history();
-        let (ready, ctxs): (Vec<(usize, u64)>, Vec<SeriesContext<'_>>) = vms
+        let min_history = self.fleet.min_history();
+        let (ready, requests): (Vec<usize>, Vec<SeriesRequest<'_, String>>) = vms
             .iter()
             .enumerate()
             .filter_map(|(i, vm)| {
                 let s = self.series.get(&vm.vm_id)?;
                 let first = s.last_step? + 1;
                 let history = s.values.as_slices().0;
-                (history.len() >= min_history).then_some(((i, first), SeriesContext { history, next_time_s: first * STEP_S }))
+                (history.len() >= min_history).then(|| {
+                    (i, SeriesRequest { key: vm.vm_id.clone(), ctx: SeriesContext { history, next_time_s: first * STEP_S }, first_step: first })
+                })
             })
             .unzip();
-        let forecasts = self.model.forecast_batch(&ctxs);
-        let name = self.model.name();
-        for (&(i, first), f) in ready.iter().zip(forecasts) {
+        let forecasts = self.fleet.forecast(&requests);
+        let name = self.fleet.name();
+        for ((&i, req), f) in ready.iter().zip(&requests).zip(forecasts) {
             let Some(f) = f else { continue };
-            let vm = &mut vms[i];
-            let cal = self.calibrators.entry(vm.vm_id.clone()).or_default();
-            let f = cal.calibrate(first, &f);
-            vm.forecast = Some(VmForecast {
+            vms[i].forecast = Some(VmForecast {
                 forecaster: name.clone(),
                 step_seconds: STEP_S as u32,
-                first_step: first,
+                first_step: req.first_step,
                 cpu_p10: f.q.iter().map(|q| q[0]).collect(),
                 cpu_p50: f.q.iter().map(|q| q[1]).collect(),
                 cpu_p90: f.q.iter().map(|q| q[2]).collect(),

@@ -95,6 +95,7 @@ impl Advisor {
                     memory_request_mb: sample.memory_bytes as f64 / 1048576.0,
                     history: history.clone(),
                     in_migration: false,
+                    forecast: sample.forecast.as_ref().and_then(forecast_of),
                 });
                 vm_ids.push(sample.vm_id.clone());
             }
@@ -123,6 +124,19 @@ impl Advisor {
             .collect();
         Proposal { policy: self.policy.name(), hosts_considered: hosts.len(), vms_considered: vms.len(), moves }
     }
+}
+
+/// The quantiles of an agent's forecast, when it covers every horizon.
+fn forecast_of(f: &presage_protocol::pb::VmForecast) -> Option<presage_forecast::Forecast> {
+    use presage_forecast::MAX_HORIZON;
+    if f.cpu_p10.len() < MAX_HORIZON || f.cpu_p50.len() < MAX_HORIZON || f.cpu_p90.len() < MAX_HORIZON {
+        return None;
+    }
+    let mut out = presage_forecast::Forecast::flat([0.0; 3]);
+    for h in 0..MAX_HORIZON {
+        out.q[h] = [f.cpu_p10[h], f.cpu_p50[h], f.cpu_p90[h]];
+    }
+    Some(out.tidy())
 }
 
 #[cfg(test)]

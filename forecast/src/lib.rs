@@ -10,6 +10,7 @@ pub mod baselines;
 pub mod calibration;
 pub mod eval;
 pub mod features;
+pub mod fleet;
 pub mod metrics;
 pub mod onnx;
 

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::view::OutputFormat;
+use crate::policy::presage::PresageConfig;
 use crate::policy::{PolicySpec, parse_policy_list};
 use crate::simulator::reference::{self, Comparison};
 use crate::simulator::scenario::PLANETLAB_HOSTS;
@@ -58,6 +59,37 @@ pub struct SimulateArgs {
     /// Never draw the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// The agents' CPU forecast model, for policies that read forecasts (presage); `none`: the
+    /// agents' fallback baseline. Default: models/cpu-quantiles-v1.onnx when it exists here.
+    #[arg(long)]
+    pub forecast_model: Option<PathBuf>,
+    /// A TOML file with presage's policy settings (the coordinator's [policy.presage] keys).
+    #[arg(long)]
+    pub presage_config: Option<PathBuf>,
+}
+
+/// The default model path, relative to where presagectl runs (the repository root).
+pub const DEFAULT_FORECAST_MODEL: &str = "models/cpu-quantiles-v1.onnx";
+
+impl SimulateArgs {
+    /// The model the simulated agents forecast with: `None` for the baseline.
+    pub fn forecast_model(&self) -> anyhow::Result<Option<PathBuf>> {
+        match &self.forecast_model {
+            Some(p) if p.as_os_str() == "none" => Ok(None),
+            Some(p) if !p.is_file() => bail!("--forecast-model {}: no such file", p.display()),
+            Some(p) => Ok(Some(p.clone())),
+            None => Ok(Some(PathBuf::from(DEFAULT_FORECAST_MODEL)).filter(|p| p.is_file())),
+        }
+    }
+
+    /// presage's settings: the file's, or the defaults.
+    pub fn presage_config(&self) -> anyhow::Result<PresageConfig> {
+        let Some(path) = &self.presage_config else { return Ok(PresageConfig::default()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading --presage-config {}", path.display()))?;
+        let cfg: PresageConfig = toml::from_str(&text).with_context(|| format!("--presage-config {}", path.display()))?;
+        cfg.validate().with_context(|| format!("--presage-config {}", path.display()))?;
+        Ok(cfg)
+    }
 }
 
 impl SimulateArgs {
@@ -74,6 +106,8 @@ impl SimulateArgs {
             compare_reference: None,
             threads: None,
             no_progress: true,
+            forecast_model: None,
+            presage_config: None,
         }
     }
 }
@@ -126,12 +160,14 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
     let scenarios: Vec<Arc<Scenario>> = args.traces.par_iter().map(|d| load(args, d).map(Arc::new)).collect::<anyhow::Result<Vec<_>>>()?;
     let total: u64 = scenarios.iter().map(|s| s.steps.saturating_sub(1) as u64).sum::<u64>() * policies.len() as u64;
     progress.set_length(total);
+    let model = args.forecast_model()?;
+    let presage = args.presage_config()?;
     let jobs: Vec<(Arc<Scenario>, PolicySpec)> = scenarios.iter().flat_map(|s| policies.iter().map(move |p| (s.clone(), *p))).collect();
     let reports = jobs
         .par_iter()
         .map(|(s, p)| {
             let _span = tracing::info_span!("simulate", day = %s.name, policy = %p).entered();
-            let sim = Simulation::new(s, p.build(), p.power_mode());
+            let sim = Simulation::new(s, p.build_with(&presage), p.power_mode()).with_forecast_model(model.as_deref());
             sim.run(|_, _| progress.inc(1))
         })
         .collect();

@@ -7,6 +7,7 @@
 
 pub mod classic;
 pub mod power;
+pub mod presage;
 pub mod stats;
 
 use std::fmt;
@@ -100,6 +101,9 @@ pub struct VmView {
     pub memory_request_mb: f64,
     pub history: UtilisationHistory,
     pub in_migration: bool,
+    /// The agent's calibrated forecast of its CPU utilisation (fractions of its capacity) for
+    /// the next steps, when it has one.
+    pub forecast: Option<presage_forecast::Forecast>,
 }
 
 impl VmView {
@@ -151,6 +155,16 @@ pub trait ConsolidationPolicy: Send {
 
     /// The live migrations to start now, in order.
     fn optimise(&mut self, fleet: &FleetView<'_>) -> Vec<Migration>;
+
+    /// Whether the policy reads `VmView::forecast` (the simulator forecasts only for those).
+    fn wants_forecasts(&self) -> bool {
+        false
+    }
+
+    /// Why each of the last pass's moves was decided (policies that explain themselves).
+    fn explanations(&self) -> &[presage::MoveExplanation] {
+        &[]
+    }
 }
 
 /// How hosts draw power while a policy runs: CloudSim's NPA keeps every host at full power.
@@ -173,6 +187,8 @@ pub enum PolicySpec {
     Dvfs,
     /// First fit, never migrates; hosts always at full power.
     Npa,
+    /// presage's own policy (forecasts, ensemble, cost/benefit gate) with its default settings.
+    Presage,
 }
 
 impl PolicySpec {
@@ -198,9 +214,15 @@ impl PolicySpec {
     }
 
     pub fn build(self) -> Box<dyn ConsolidationPolicy> {
+        self.build_with(&presage::PresageConfig::default())
+    }
+
+    /// Builds the policy; presage's takes `presage` as its settings.
+    pub fn build_with(self, presage: &presage::PresageConfig) -> Box<dyn ConsolidationPolicy> {
         match self {
             PolicySpec::Classic(d) => Box::new(classic::ClassicPolicy::migrating(d)),
             PolicySpec::Dvfs | PolicySpec::Npa => Box::new(classic::ClassicPolicy::static_first_fit(self.to_string())),
+            PolicySpec::Presage => Box::new(presage::PresagePolicy::new(presage.clone())),
         }
     }
 }
@@ -211,6 +233,7 @@ impl fmt::Display for PolicySpec {
             PolicySpec::Classic(d) => write!(f, "{d}-MMT-{}", d.parameter()),
             PolicySpec::Dvfs => f.write_str("DVFS"),
             PolicySpec::Npa => f.write_str("NPA"),
+            PolicySpec::Presage => f.write_str("presage"),
         }
     }
 }
@@ -218,7 +241,7 @@ impl fmt::Display for PolicySpec {
 /// A policy name that is not one of the known ones.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown policy {given:?}: expected one of thr-mmt-<threshold>, iqr-mmt-<safety>, mad-mmt-<safety>, lr-mmt-<safety>, lrr-mmt-<safety>, dvfs, npa, or all"
+    "unknown policy {given:?}: expected one of presage, thr-mmt-<threshold>, iqr-mmt-<safety>, mad-mmt-<safety>, lr-mmt-<safety>, lrr-mmt-<safety>, dvfs, npa, or all (the classic ones)"
 )]
 pub struct UnknownPolicy {
     pub given: String,
@@ -234,6 +257,7 @@ impl FromStr for PolicySpec {
         match lower.as_str() {
             "dvfs" => return Ok(PolicySpec::Dvfs),
             "npa" => return Ok(PolicySpec::Npa),
+            "presage" => return Ok(PolicySpec::Presage),
             _ => {}
         }
         let parts: Vec<&str> = lower.split('-').collect();
@@ -258,12 +282,17 @@ impl FromStr for PolicySpec {
     }
 }
 
-/// Parses `a,b,c` or `all`.
+/// Parses `a,b,c`, where `all` stands for every classic policy (`all,presage` adds presage's).
 pub fn parse_policy_list(s: &str) -> Result<Vec<PolicySpec>, UnknownPolicy> {
-    if s.trim().eq_ignore_ascii_case("all") {
-        return Ok(PolicySpec::all_classic());
+    let mut out = Vec::new();
+    for p in s.split(',').filter(|p| !p.trim().is_empty()) {
+        if p.trim().eq_ignore_ascii_case("all") {
+            out.extend(PolicySpec::all_classic());
+        } else {
+            out.push(p.parse()?);
+        }
     }
-    s.split(',').filter(|p| !p.trim().is_empty()).map(str::parse).collect()
+    Ok(out)
 }
 
 #[cfg(test)]

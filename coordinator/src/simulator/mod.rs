@@ -24,6 +24,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use presage_forecast::fleet::{FleetForecaster, SeriesRequest};
+use presage_forecast::{STEP_S, SeriesContext};
+
 use crate::policy::{ConsolidationPolicy, FleetView, HostView, PowerMode, VmView};
 
 pub use self::scenario::{Scenario, ScenarioError};
@@ -164,6 +167,8 @@ pub struct MigrationRecord {
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
     pub policy: String,
+    /// The forecaster behind the policy's forecasts, for policies that read them.
+    pub forecaster: Option<String>,
     pub day: String,
     pub hosts: usize,
     pub vms: usize,
@@ -220,6 +225,9 @@ pub struct Simulation<'s> {
     timeline: Vec<TimelinePoint>,
     migration_log: Vec<MigrationRecord>,
     unplaced: usize,
+    /// The agents' forecaster, for policies that read forecasts, with each VM's step series.
+    forecaster: Option<FleetForecaster<usize>>,
+    series: Vec<Vec<f32>>,
 }
 
 impl<'s> Simulation<'s> {
@@ -249,6 +257,44 @@ impl<'s> Simulation<'s> {
             timeline: Vec::new(),
             migration_log: Vec::new(),
             unplaced: 0,
+            forecaster: None,
+            series: vec![Vec::new(); nv],
+        }
+        .with_forecast_model(None)
+    }
+
+    /// Forecasts with the model at `path` (the agents' ONNX model) for a policy that reads
+    /// forecasts; `None`: the agents' fallback baseline. Policies that do not read forecasts
+    /// get none either way.
+    pub fn with_forecast_model(mut self, path: Option<&std::path::Path>) -> Simulation<'s> {
+        self.forecaster = self.policy.wants_forecasts().then(|| FleetForecaster::load(path));
+        self
+    }
+
+    /// Gives every hosted VM the forecast its agent would publish now: calibrated quantiles from
+    /// its history up to step `step` (nothing later).
+    fn forecast(&mut self, step: u64) {
+        let Some(fc) = self.forecaster.as_mut() else { return };
+        let min = fc.min_history();
+        let mut keys = Vec::new();
+        let mut requests = Vec::new();
+        for (vm, v) in self.vms.iter().enumerate() {
+            if !v.alive || v.host.is_none() || self.series[vm].len() < min {
+                continue;
+            }
+            keys.push(vm);
+            requests.push(SeriesRequest {
+                key: vm,
+                ctx: SeriesContext { history: &self.series[vm], next_time_s: (step + 1) * STEP_S },
+                first_step: step + 1,
+            });
+        }
+        let forecasts = fc.forecast(&requests);
+        for v in self.vms.iter_mut() {
+            v.forecast = None;
+        }
+        for (vm, f) in keys.into_iter().zip(forecasts) {
+            self.vms[vm].forecast = f;
         }
     }
 
@@ -264,6 +310,16 @@ impl<'s> Simulation<'s> {
         let mut done = 0;
         while t <= limit {
             self.update_all(t, true);
+            self.forecast(((t - CLOUDSIM_START_S) / self.scenario.step_s).round() as u64);
+            if std::env::var("PRESAGE_DEBUG_STEP").ok().and_then(|v| v.parse::<usize>().ok()) == Some(done) {
+                for (h, host) in self.hosts.iter().enumerate() {
+                    if host.observed_mips > 0.0 {
+                        let viol = self.host_acct[h].last.map(|e| (e.allocated, e.requested));
+                        let f: Vec<String> = host.vms.iter().map(|&v| format!("{:.0}/{:.0}/{:.0}", self.vms[v].demand_mips, self.vms[v].forecast.map_or(-1.0, |f| f.q[5][1] as f64 * self.vms[v].capacity_mips()), self.vms[v].forecast.map_or(-1.0, |f| f.q[5][2] as f64 * self.vms[v].capacity_mips()))).collect();
+                        eprintln!("host {h} cap {} util {:.2} vms {} acct {:?} {}", host.total_mips, host.observed_utilisation(), host.vms.len(), viol, f.join(" "));
+                    }
+                }
+            }
             let started_before = self.migrations;
             let fleet = FleetView { now_s: t, hosts: &self.hosts, vms: &self.vms };
             let decisions = self.policy.optimise(&fleet);
@@ -343,6 +399,11 @@ impl<'s> Simulation<'s> {
         if (t - CLOUDSIM_START_S) % step == 0.0 && t > self.history_time[vm] {
             self.vms[vm].history.push(u);
             self.history_time[vm] = t;
+            if let Some(fc) = self.forecaster.as_mut() {
+                let step = ((t - CLOUDSIM_START_S) / step).round() as u64;
+                fc.observe(&vm, step, u as f32);
+                self.series[vm].push(u as f32);
+            }
         }
         self.demand_at[vm] = t;
         d
@@ -609,6 +670,7 @@ impl<'s> Simulation<'s> {
         };
         RunReport {
             policy: self.policy.name(),
+            forecaster: self.forecaster.as_ref().map(|f| f.status().to_string()),
             day: self.scenario.name.clone(),
             hosts: self.hosts.len(),
             vms: self.vms.len(),

@@ -87,6 +87,7 @@ pub fn vm_view(pes: u32, mips: f64, ram_mb: f64) -> VmView {
         memory_request_mb: 0.0,
         history: UtilisationHistory::default(),
         in_migration: false,
+        forecast: None,
     }
 }
 

@@ -1,0 +1,953 @@
+//! presage's own policy: placement and consolidation on forecasts.
+//!
+//! - Each VM's demand over the next `horizon` steps is a distribution taken from its forecast
+//!   quantiles (p10/p50/p90, calibrated by the agent); a host's demand is the sum of its VMs',
+//!   with a configurable correlation between VMs. A host's *risk* is the probability that its
+//!   demand exceeds `safe_utilisation` of its capacity at any step within the horizon.
+//! - Overload is a risk above `overload_enter_risk`; a host stays overloaded until its risk falls
+//!   below `overload_exit_risk` (hysteresis), and is relieved by moving the VMs that lower its
+//!   risk most per unit of migration cost.
+//! - Destinations are ranked by an ensemble of scorers ([`Ensemble`]): fit, energy, packing,
+//!   balance, migration cost, and whatever later work adds. Hard limits (risk after the move,
+//!   memory, per-core speed, CPU overcommit, schedulability, cool-down) filter before scoring.
+//!   Every decision keeps each scorer's value and weight for the chosen host and the runner-up.
+//! - A move is made only when its predicted benefit (overload risk avoided, energy saved by
+//!   emptying a host, in joules-equivalent) exceeds its cost; a VM moved less than `cooldown_s`
+//!   ago stays put unless its host is at 100 % now, and never returns to a host it left within
+//!   the cool-down.
+//!
+//! Architecture invariant: pure. The time comes in the [`FleetView`]; no I/O, no clock, no
+//! randomness.
+
+use serde::Serialize;
+
+use super::{ConsolidationPolicy, FleetView, HostView, Migration, MoveReason, VmView};
+
+/// Horizons the policy can look at (the forecasters' furthest).
+pub const MAX_STEPS: usize = presage_forecast::MAX_HORIZON;
+
+/// Weights of the built-in scorers. A weight of 0 switches a scorer off.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScorerWeights {
+    /// Overload risk of the destination after the move (0..1).
+    pub fit: f64,
+    /// Power the destination draws more, per 100 W (waking an empty host costs its idle power).
+    pub energy: f64,
+    /// Watts per unit of demand the destination would draw after the move, relative to the
+    /// fleet's most efficient host at full load (1 = as good as it gets): fills efficient hosts.
+    pub efficiency: f64,
+    /// Expected headroom left on the destination (0..1): favours the fullest host that fits.
+    pub packing: f64,
+    /// Expected utilisation of the destination (0..1): favours the emptiest host.
+    pub balance: f64,
+    /// Migration time, per minute (0 for a new VM).
+    pub migration: f64,
+}
+
+impl Default for ScorerWeights {
+    fn default() -> Self {
+        ScorerWeights { fit: 2.0, energy: 1.0, efficiency: 1.0, packing: 0.5, balance: 0.0, migration: 0.1 }
+    }
+}
+
+/// The policy's parameters (the coordinator's `[policy.presage]` section).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresageConfig {
+    /// Steps of 5 minutes the risk looks ahead (1..=12).
+    pub horizon_steps: usize,
+    /// Utilisation above which a host's VMs are at risk of being short of CPU.
+    pub safe_utilisation: f64,
+    /// A host whose risk exceeds this is overloaded…
+    pub overload_enter_risk: f64,
+    /// …and stays so until its risk falls below this.
+    pub overload_exit_risk: f64,
+    /// The highest risk a destination may have after receiving a VM.
+    pub placement_risk: f64,
+    /// Correlation assumed between the demands of VMs on one host (0: independent, 1: in step).
+    pub correlation: f64,
+    /// Hosts expected to use less than this share of their capacity are emptied when worth it…
+    pub underload_utilisation: f64,
+    /// …and so are hosts that draw more than this many times the watts per unit of demand of
+    /// the fleet's most efficient host at full load.
+    pub underload_power_ratio: f64,
+    /// Seconds after a move during which a VM is not moved again (unless its host is at 100 %).
+    pub cooldown_s: f64,
+    /// How long a saving is expected to last when judging a move, seconds.
+    pub benefit_horizon_s: f64,
+    /// What one second of a host in overload is worth avoiding, in watts-equivalent.
+    pub overload_cost_w: f64,
+    /// Fixed cost of one migration, joules-equivalent (risk, network, operator attention).
+    pub move_cost_j: f64,
+    /// Demand of a VM with no history yet, as p10/p50/p90 fractions of its size.
+    pub new_vm_prior: [f64; 3],
+    /// Most a host's VMs' sizes may add up to, as a multiple of its CPU capacity.
+    pub cpu_overcommit: f64,
+    /// Most migrations one pass decides.
+    pub max_moves_per_pass: usize,
+    pub weights: ScorerWeights,
+}
+
+impl Default for PresageConfig {
+    fn default() -> Self {
+        PresageConfig {
+            horizon_steps: 6,
+            safe_utilisation: 0.95,
+            overload_enter_risk: 0.10,
+            overload_exit_risk: 0.04,
+            placement_risk: 0.04,
+            correlation: 0.1,
+            underload_utilisation: 0.5,
+            underload_power_ratio: 1.3,
+            cooldown_s: 3900.0,
+            benefit_horizon_s: 3600.0,
+            overload_cost_w: 2000.0,
+            move_cost_j: 20_000.0,
+            new_vm_prior: [0.0, 0.1, 0.4],
+            cpu_overcommit: 8.0,
+            max_moves_per_pass: 200,
+            weights: ScorerWeights::default(),
+        }
+    }
+}
+
+/// A bad `[policy.presage]` value.
+#[derive(Debug, thiserror::Error)]
+#[error("[policy.presage] {field}: {problem}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl PresageConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, problem: &str| Err(ConfigError { field, problem: problem.to_string() });
+        if !(1..=MAX_STEPS).contains(&self.horizon_steps) {
+            return err("horizon_steps", "must be 1..=12");
+        }
+        for (field, v) in [
+            ("safe_utilisation", self.safe_utilisation),
+            ("overload_enter_risk", self.overload_enter_risk),
+            ("overload_exit_risk", self.overload_exit_risk),
+            ("placement_risk", self.placement_risk),
+            ("correlation", self.correlation),
+            ("underload_utilisation", self.underload_utilisation),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return err(field, "must be within 0..=1");
+            }
+        }
+        if self.overload_exit_risk > self.overload_enter_risk {
+            return err("overload_exit_risk", "must not exceed overload_enter_risk (hysteresis)");
+        }
+        for (field, v) in [
+            ("cooldown_s", self.cooldown_s),
+            ("benefit_horizon_s", self.benefit_horizon_s),
+            ("overload_cost_w", self.overload_cost_w),
+            ("move_cost_j", self.move_cost_j),
+            ("underload_power_ratio", self.underload_power_ratio),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return err(field, "must be a finite number >= 0");
+            }
+        }
+        let [a, b, c] = self.new_vm_prior;
+        if !(0.0 <= a && a <= b && b <= c && c <= 1.0) {
+            return err("new_vm_prior", "must be p10 <= p50 <= p90 within 0..=1");
+        }
+        if !self.cpu_overcommit.is_finite() || self.cpu_overcommit < 1.0 {
+            return err("cpu_overcommit", "must be >= 1");
+        }
+        let w = &self.weights;
+        for (field, v) in [
+            ("weights.fit", w.fit),
+            ("weights.energy", w.energy),
+            ("weights.efficiency", w.efficiency),
+            ("weights.packing", w.packing),
+            ("weights.balance", w.balance),
+            ("weights.migration", w.migration),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return err(field, "must be a finite number >= 0");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The probability that a standard normal variable exceeds `z`.
+pub fn normal_sf(z: f64) -> f64 {
+    0.5 * erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// Complementary error function (Numerical Recipes' Chebyshev fit, |error| < 1.2e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t * (-z * z - 1.26551223
+        + t * (1.00002368
+            + t * (0.37409196
+                + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+        .exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+/// One VM's predicted demand per horizon, in capacity units (MIPS/MHz).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VmDemand {
+    pub mean: [f64; MAX_STEPS],
+    pub sd: [f64; MAX_STEPS],
+    /// The p90 per horizon.
+    pub high: [f64; MAX_STEPS],
+    pub size: f64,
+    /// Memory the VM holds on a host, MB.
+    pub memory_mb: f64,
+    /// Where the numbers came from.
+    pub source: DemandSource,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DemandSource {
+    Forecast,
+    History,
+    Prior,
+}
+
+/// Type-7 quantile of sorted, non-empty values.
+fn quantile_of_sorted(v: &[f64], p: f64) -> f64 {
+    let h = (v.len() - 1) as f64 * p;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(v.len() - 1);
+    v[lo] + (h - lo as f64) * (v[hi] - v[lo])
+}
+
+/// Standard deviation of a normal whose p10–p90 interval is 1: 1 / (2 × 1.2816).
+const SD_PER_P10_P90: f64 = 1.0 / 2.563_103;
+
+impl VmDemand {
+    fn from_quantiles(q: impl Fn(usize) -> [f64; 3], size: f64, memory_mb: f64, source: DemandSource) -> VmDemand {
+        let mut d = VmDemand { mean: [0.0; MAX_STEPS], sd: [0.0; MAX_STEPS], high: [0.0; MAX_STEPS], size, memory_mb, source };
+        for h in 0..MAX_STEPS {
+            let [p10, p50, p90] = q(h);
+            // Pearson–Tukey: the mean of a skewed distribution from three quantiles.
+            d.mean[h] = (0.3 * p10 + 0.4 * p50 + 0.3 * p90) * size;
+            d.sd[h] = ((p90 - p10) * SD_PER_P10_P90).max(0.005) * size;
+            d.high[h] = p90 * size;
+        }
+        d
+    }
+
+    /// The VM's demand as the policy sees it: its forecast; else its recent history (widened);
+    /// else the configured prior for a new VM.
+    pub fn of(vm: &VmView, prior: [f64; 3]) -> VmDemand {
+        let size = vm.capacity_mips();
+        let mem = vm.memory_request_mb;
+        if let Some(f) = &vm.forecast {
+            return VmDemand::from_quantiles(|h| f.q[h].map(|v| v as f64), size, mem, DemandSource::Forecast);
+        }
+        let hist = vm.history.as_slice();
+        if hist.len() >= 3 {
+            let mut v: Vec<f64> = hist.to_vec();
+            v.sort_by(|a, b| a.total_cmp(b));
+            let q = |p: f64| quantile_of_sorted(&v, p);
+            let (p10, p50, p90) = (q(0.1), q(0.5), q(0.9));
+            // A short history says little about the tails: widen them towards the prior.
+            let spread = (p90 - p10).max(prior[2] - prior[1]);
+            let p90 = (p50 + spread).min(1.0).max(hist[0]);
+            return VmDemand::from_quantiles(|_| [p10.min(p50), p50, p90], size, mem, DemandSource::History);
+        }
+        let mut q = prior;
+        if let Some(&now) = hist.first() {
+            q = [q[0].min(now), q[1].max(now), q[2].max(now)];
+        }
+        VmDemand::from_quantiles(|_| q, size, mem, DemandSource::Prior)
+    }
+
+    fn per_core_high(&self, vm: &VmView, steps: usize) -> f64 {
+        self.high[..steps].iter().fold(0.0f64, |a, b| a.max(*b)) / vm.pes.max(1) as f64
+    }
+}
+
+/// A host's predicted demand: sums over its VMs per horizon.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostDemand {
+    pub mean: [f64; MAX_STEPS],
+    pub sum_sd: [f64; MAX_STEPS],
+    pub sum_var: [f64; MAX_STEPS],
+    pub memory_mb: f64,
+    pub size: f64,
+    pub vms: usize,
+}
+
+impl HostDemand {
+    pub fn add(&mut self, d: &VmDemand) {
+        self.apply(d, 1.0);
+        self.vms += 1;
+    }
+
+    pub fn remove(&mut self, d: &VmDemand) {
+        self.apply(d, -1.0);
+        self.vms = self.vms.saturating_sub(1);
+    }
+
+    fn apply(&mut self, d: &VmDemand, sign: f64) {
+        for h in 0..MAX_STEPS {
+            self.mean[h] += sign * d.mean[h];
+            self.sum_sd[h] += sign * d.sd[h];
+            self.sum_var[h] += sign * d.sd[h] * d.sd[h];
+        }
+        self.memory_mb += sign * d.memory_mb;
+        self.size += sign * d.size;
+    }
+
+    pub fn with(&self, d: &VmDemand) -> HostDemand {
+        let mut h = *self;
+        h.add(d);
+        h
+    }
+
+    /// The probability that demand exceeds `level` (capacity units) at some step within `steps`:
+    /// the worst step's, under a normal with the given correlation between VMs.
+    pub fn risk(&self, level: f64, steps: usize, correlation: f64) -> f64 {
+        if self.vms == 0 {
+            return 0.0;
+        }
+        // The survival function falls with z: the worst step is the one with the least z.
+        let mut z_min = f64::INFINITY;
+        for h in 0..steps {
+            let var = (1.0 - correlation) * self.sum_var[h].max(0.0) + correlation * self.sum_sd[h].max(0.0).powi(2);
+            let sd = var.sqrt().max(1e-9);
+            z_min = z_min.min((level - self.mean[h]) / sd);
+        }
+        normal_sf(z_min)
+    }
+
+    /// Mean expected utilisation over the horizon.
+    pub fn utilisation(&self, capacity: f64, steps: usize) -> f64 {
+        (self.mean[..steps].iter().sum::<f64>() / steps as f64 / capacity).max(0.0)
+    }
+}
+
+/// One scorer's part in a decision: `contribution = value × weight`; a host's score is the sum.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScoreTerm {
+    pub scorer: &'static str,
+    pub value: f64,
+    pub weight: f64,
+    pub contribution: f64,
+}
+
+/// A candidate host's score (lower is better) with its terms.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HostScore {
+    pub host: usize,
+    pub score: f64,
+    pub terms: Vec<ScoreTerm>,
+    /// The host's risk after the VM lands.
+    pub risk_after: f64,
+    pub utilisation_after: f64,
+}
+
+/// What a scorer sees of one candidate.
+pub struct Candidate<'a> {
+    pub fleet: &'a FleetView<'a>,
+    pub vm: &'a VmView,
+    pub demand: &'a VmDemand,
+    pub host: &'a HostView,
+    pub before: &'a HostDemand,
+    pub after: &'a HostDemand,
+    pub risk_after: f64,
+    pub steps: usize,
+    /// True when the VM runs somewhere already (a migration), false for a new VM.
+    pub migrating: bool,
+    /// [`best_watts_per_unit`] of the fleet.
+    pub best_watts_per_unit: f64,
+}
+
+/// One member of the destination ensemble. Values are costs: lower is better.
+pub trait PlacementScorer: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn value(&self, c: &Candidate<'_>) -> f64;
+}
+
+struct FitScorer;
+impl PlacementScorer for FitScorer {
+    fn name(&self) -> &'static str {
+        "fit"
+    }
+    fn value(&self, c: &Candidate<'_>) -> f64 {
+        c.risk_after
+    }
+}
+
+/// Watts the host draws more with the VM, per 100 W; an empty host first pays its idle power.
+struct EnergyScorer;
+impl PlacementScorer for EnergyScorer {
+    fn name(&self) -> &'static str {
+        "energy"
+    }
+    fn value(&self, c: &Candidate<'_>) -> f64 {
+        let cap = c.host.total_mips;
+        let before = if c.before.vms == 0 { 0.0 } else { c.host.power.watts_at(c.before.utilisation(cap, c.steps).min(1.0)) };
+        let after = c.host.power.watts_at(c.after.utilisation(cap, c.steps).min(1.0));
+        (after - before) / 100.0
+    }
+}
+
+/// Watts per unit of demand served after the move, relative to the best full-load host.
+struct EfficiencyScorer;
+impl PlacementScorer for EfficiencyScorer {
+    fn name(&self) -> &'static str {
+        "efficiency"
+    }
+    fn value(&self, c: &Candidate<'_>) -> f64 {
+        // A host is judged at the load it runs at once filled, not at the few VMs it has yet:
+        // otherwise the host with the lowest idle power wins every wake-up.
+        let u = c.after.utilisation(c.host.total_mips, c.steps).max(EFFICIENCY_JUDGED_AT);
+        power_ratio(c.host, u, c.best_watts_per_unit)
+    }
+}
+
+/// The utilisation below which the efficiency scorer judges a host as if it ran at it.
+pub const EFFICIENCY_JUDGED_AT: f64 = 0.8;
+
+/// The least watts per unit of capacity any host draws at full load.
+pub fn best_watts_per_unit(fleet: &FleetView<'_>) -> f64 {
+    fleet.hosts.iter().map(|h| h.power.max_watts() / h.total_mips).fold(f64::INFINITY, f64::min)
+}
+
+/// Watts per unit of demand a host draws at `utilisation`, over `best` (capped at 20).
+pub fn power_ratio(host: &HostView, utilisation: f64, best: f64) -> f64 {
+    let u = utilisation.clamp(0.0, 1.0);
+    if u <= 0.0 {
+        return 20.0;
+    }
+    (host.power.watts_at(u) / (u * host.total_mips) / best).min(20.0)
+}
+
+struct PackingScorer;
+impl PlacementScorer for PackingScorer {
+    fn name(&self) -> &'static str {
+        "packing"
+    }
+    fn value(&self, c: &Candidate<'_>) -> f64 {
+        (1.0 - c.after.utilisation(c.host.total_mips, c.steps)).clamp(0.0, 1.0)
+    }
+}
+
+struct BalanceScorer;
+impl PlacementScorer for BalanceScorer {
+    fn name(&self) -> &'static str {
+        "balance"
+    }
+    fn value(&self, c: &Candidate<'_>) -> f64 {
+        c.after.utilisation(c.host.total_mips, c.steps).clamp(0.0, 1.0)
+    }
+}
+
+struct MigrationScorer;
+impl PlacementScorer for MigrationScorer {
+    fn name(&self) -> &'static str {
+        "migration"
+    }
+    fn value(&self, c: &Candidate<'_>) -> f64 {
+        if c.migrating { c.vm.migration_seconds(c.host.migration_mb_per_s.max(1e-9)) / 60.0 } else { 0.0 }
+    }
+}
+
+/// The weighted scorers that rank destinations.
+pub struct Ensemble {
+    members: Vec<(Box<dyn PlacementScorer>, f64)>,
+}
+
+impl Ensemble {
+    pub fn new(w: &ScorerWeights) -> Ensemble {
+        let members: Vec<(Box<dyn PlacementScorer>, f64)> = vec![
+            (Box::new(FitScorer), w.fit),
+            (Box::new(EnergyScorer), w.energy),
+            (Box::new(EfficiencyScorer), w.efficiency),
+            (Box::new(PackingScorer), w.packing),
+            (Box::new(BalanceScorer), w.balance),
+            (Box::new(MigrationScorer), w.migration),
+        ];
+        Ensemble { members }
+    }
+
+    /// Adds a scorer (the dependency and application-health scorers plug in here).
+    pub fn with(mut self, scorer: Box<dyn PlacementScorer>, weight: f64) -> Ensemble {
+        self.members.push((scorer, weight));
+        self
+    }
+
+    /// The weighted sum alone (no explanation): what ranking compares.
+    fn total(&self, c: &Candidate<'_>) -> f64 {
+        self.members.iter().filter(|(_, w)| *w != 0.0).map(|(s, w)| s.value(c) * w).sum()
+    }
+
+    fn score(&self, c: &Candidate<'_>) -> HostScore {
+        let mut terms = Vec::with_capacity(self.members.len());
+        let mut score = 0.0;
+        for (s, w) in &self.members {
+            if *w == 0.0 {
+                continue;
+            }
+            let value = s.value(c);
+            let contribution = value * w;
+            score += contribution;
+            terms.push(ScoreTerm { scorer: s.name(), value, weight: *w, contribution });
+        }
+        let host = c.fleet.hosts.iter().position(|h| std::ptr::eq(h, c.host)).unwrap_or(usize::MAX);
+        HostScore { host, score, terms, risk_after: c.risk_after, utilisation_after: c.after.utilisation(c.host.total_mips, c.steps) }
+    }
+}
+
+/// Why a host could not take a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    NotSchedulable,
+    SameHost,
+    RecentlyLeft,
+    Excluded,
+    Memory,
+    CoreSpeed,
+    Overcommit,
+    Risk,
+}
+
+/// The ranking of every host for one VM.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Ranking {
+    /// The best feasible hosts, best first (as many as asked for).
+    pub ranked: Vec<HostScore>,
+    /// How many hosts could take the VM.
+    pub feasible: usize,
+    /// Hosts that could not take the VM, by reason.
+    pub rejected: Vec<(Rejection, usize)>,
+}
+
+/// Why a VM moves, and why there.
+#[derive(Clone, Debug, Serialize)]
+pub struct MoveExplanation {
+    pub vm: usize,
+    pub from: usize,
+    pub to: usize,
+    pub reason: MoveReason,
+    /// Benefit and cost over the benefit horizon, joules-equivalent.
+    pub benefit_j: f64,
+    pub cost_j: f64,
+    /// The source's risk before and after, the destination's after.
+    pub source_risk_before: f64,
+    pub source_risk_after: f64,
+    pub chosen: HostScore,
+    pub runner_up: Option<HostScore>,
+}
+
+/// presage's placement and consolidation policy.
+pub struct PresagePolicy {
+    cfg: PresageConfig,
+    ensemble: Ensemble,
+    /// Per host: flagged overloaded (hysteresis).
+    overloaded: Vec<bool>,
+    /// Per VM: when it was last moved, and from where.
+    moved: Vec<Option<(f64, usize)>>,
+    last: Vec<MoveExplanation>,
+}
+
+/// The working state of one pass: every VM's demand and every host's sum.
+struct Pass<'a> {
+    fleet: &'a FleetView<'a>,
+    demand: Vec<Option<VmDemand>>,
+    hosts: Vec<HostDemand>,
+    /// VMs on each host that the pass may move (resident, not migrating).
+    movable: Vec<Vec<usize>>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(fleet: &'a FleetView<'a>, prior: [f64; 3]) -> Pass<'a> {
+        let demand: Vec<Option<VmDemand>> = fleet.vms.iter().map(|v| (v.alive && v.host.is_some()).then(|| VmDemand::of(v, prior))).collect();
+        let mut hosts = vec![HostDemand::default(); fleet.hosts.len()];
+        let mut movable = vec![Vec::new(); fleet.hosts.len()];
+        for (h, host) in fleet.hosts.iter().enumerate() {
+            for &vm in &host.vms {
+                let v = &fleet.vms[vm];
+                let leaving = v.in_migration && v.host == Some(h) && !host.is_migrating_in(vm);
+                if leaving || !v.alive {
+                    continue;
+                }
+                let d = demand[vm].unwrap_or_else(|| VmDemand::of(v, prior));
+                hosts[h].add(&d);
+                if !v.in_migration && v.host == Some(h) {
+                    movable[h].push(vm);
+                }
+            }
+        }
+        Pass { fleet, demand, hosts, movable }
+    }
+}
+
+impl PresagePolicy {
+    pub fn new(cfg: PresageConfig) -> PresagePolicy {
+        let ensemble = Ensemble::new(&cfg.weights);
+        PresagePolicy { cfg, ensemble, overloaded: Vec::new(), moved: Vec::new(), last: Vec::new() }
+    }
+
+    pub fn config(&self) -> &PresageConfig {
+        &self.cfg
+    }
+
+    /// Adds a scorer to the destination ensemble.
+    pub fn with_scorer(mut self, scorer: Box<dyn PlacementScorer>, weight: f64) -> PresagePolicy {
+        self.ensemble = self.ensemble.with(scorer, weight);
+        self
+    }
+
+    fn level(&self, host: &HostView) -> f64 {
+        self.cfg.safe_utilisation * host.total_mips
+    }
+
+    fn host_risk(&self, host: &HostView, d: &HostDemand) -> f64 {
+        d.risk(self.level(host), self.cfg.horizon_steps, self.cfg.correlation)
+    }
+
+    fn in_cooldown(&self, vm: usize, now: f64) -> bool {
+        matches!(self.moved.get(vm), Some(Some((at, _))) if now - at < self.cfg.cooldown_s)
+    }
+
+    /// Ranks every host for `vm` with demand `d`; `hosts` is the pass's working state; hosts
+    /// with `excluded[h]` cannot take it.
+    #[allow(clippy::too_many_arguments)]
+    fn rank(
+        &self,
+        fleet: &FleetView<'_>,
+        vm: usize,
+        d: &VmDemand,
+        hosts: &[HostDemand],
+        excluded: &[bool],
+        from: Option<usize>,
+        top: usize,
+        candidates: Option<&[usize]>,
+    ) -> Ranking {
+        let v = &fleet.vms[vm];
+        let steps = self.cfg.horizon_steps;
+        let left = match self.moved.get(vm) {
+            Some(Some((at, h))) if fleet.now_s - at < self.cfg.cooldown_s => Some(*h),
+            _ => None,
+        };
+        let mut ranking = Ranking::default();
+        let mut rejected = std::collections::BTreeMap::new();
+        let best_w = best_watts_per_unit(fleet);
+        // The best `top` (score, host) so far, best first.
+        let mut best: Vec<(f64, usize)> = Vec::with_capacity(top + 1);
+        let core_high = d.per_core_high(v, steps);
+        let all: Vec<usize>;
+        let candidates = match candidates {
+            Some(c) => c,
+            None => {
+                all = (0..fleet.hosts.len()).collect();
+                &all
+            }
+        };
+        for &h in candidates {
+            let host = &fleet.hosts[h];
+            let reject = if !host.schedulable {
+                Some(Rejection::NotSchedulable)
+            } else if Some(h) == from {
+                Some(Rejection::SameHost)
+            } else if Some(h) == left {
+                Some(Rejection::RecentlyLeft)
+            } else if excluded.get(h).copied().unwrap_or(false) {
+                Some(Rejection::Excluded)
+            } else if hosts[h].memory_mb + d.memory_mb > host.memory_mb {
+                Some(Rejection::Memory)
+            } else if core_high > host.pe_mips || v.pes > host.pes {
+                Some(Rejection::CoreSpeed)
+            } else if hosts[h].size + d.size > self.cfg.cpu_overcommit * host.total_mips {
+                Some(Rejection::Overcommit)
+            } else {
+                None
+            };
+            if let Some(r) = reject {
+                *rejected.entry(r).or_insert(0) += 1;
+                continue;
+            }
+            let after = hosts[h].with(d);
+            let risk_after = self.host_risk(host, &after);
+            if risk_after > self.cfg.placement_risk {
+                *rejected.entry(Rejection::Risk).or_insert(0) += 1;
+                continue;
+            }
+            ranking.feasible += 1;
+            let c = Candidate { fleet, vm: v, demand: d, host, before: &hosts[h], after: &after, risk_after, steps, migrating: from.is_some(), best_watts_per_unit: best_w };
+            let score = self.ensemble.total(&c);
+            if best.len() < top || best.last().is_some_and(|&(s, _)| score < s) {
+                let at = best.partition_point(|&(s, _)| s <= score);
+                best.insert(at, (score, h));
+                best.truncate(top);
+            }
+        }
+        ranking.ranked = best
+            .into_iter()
+            .map(|(_, h)| {
+                let host = &fleet.hosts[h];
+                let after = hosts[h].with(d);
+                let risk_after = self.host_risk(host, &after);
+                let c = Candidate { fleet, vm: v, demand: d, host, before: &hosts[h], after: &after, risk_after, steps, migrating: from.is_some(), best_watts_per_unit: best_w };
+                let mut s = self.ensemble.score(&c);
+                s.host = h;
+                s
+            })
+            .collect();
+        ranking.rejected = rejected.into_iter().collect();
+        ranking
+    }
+
+    /// The ranking a new VM of this shape would get now (`presagectl place`): `vm` is a VM
+    /// without a host in `fleet.vms`.
+    pub fn rank_new(&self, fleet: &FleetView<'_>, vm: usize, top: usize) -> Ranking {
+        let pass = Pass::new(fleet, self.cfg.new_vm_prior);
+        let d = VmDemand::of(&fleet.vms[vm], self.cfg.new_vm_prior);
+        self.rank(fleet, vm, &d, &pass.hosts, &[], None, top, None)
+    }
+
+    /// Joules-equivalent a change of a host's risk is worth over the horizon.
+    fn risk_value(&self, risk_delta: f64) -> f64 {
+        risk_delta * self.cfg.overload_cost_w * self.cfg.horizon_steps as f64 * STEP_S
+    }
+
+    /// A move's own cost: the fixed cost plus the CPU the VM loses while it migrates (10 % of
+    /// its demand for the copy's duration), valued at the overload rate per host capacity.
+    fn move_cost(&self, fleet: &FleetView<'_>, vm: usize, d: &VmDemand, to: usize) -> f64 {
+        let v = &fleet.vms[vm];
+        let host = &fleet.hosts[to];
+        let seconds = v.migration_seconds(host.migration_mb_per_s.max(1e-9));
+        let lost_share = 0.1 * d.mean[0] / host.total_mips.max(1e-9);
+        self.cfg.move_cost_j + seconds * lost_share * self.cfg.overload_cost_w
+    }
+
+    fn record(&mut self, m: &MoveExplanation, now: f64) {
+        if self.moved.len() <= m.vm {
+            self.moved.resize(m.vm + 1, None);
+        }
+        self.moved[m.vm] = Some((now, m.from));
+    }
+
+    /// Relieves overloaded hosts; returns the moves.
+    fn relieve(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
+        let fleet = pass.fleet;
+        let now = fleet.now_s;
+        let steps = self.cfg.horizon_steps;
+        let mut order: Vec<(usize, f64)> = (0..fleet.hosts.len())
+            .filter(|&h| self.overloaded[h])
+            .map(|h| (h, self.host_risk(&fleet.hosts[h], &pass.hosts[h])))
+            .collect();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let excluded: Vec<bool> = self.overloaded.clone();
+        for (h, _) in order {
+            let host = &fleet.hosts[h];
+            let hard = host.observed_utilisation() >= 1.0;
+            let mut tried: Vec<usize> = Vec::new();
+            while out.len() < self.cfg.max_moves_per_pass {
+                let risk_now = self.host_risk(host, &pass.hosts[h]);
+                if risk_now <= self.cfg.overload_exit_risk {
+                    break;
+                }
+                // The VM whose departure lowers the risk most per unit of its own cost.
+                let mut best: Option<(usize, f64, f64)> = None;
+                for &vm in &pass.movable[h] {
+                    if tried.contains(&vm) || (!hard && self.in_cooldown(vm, now)) {
+                        continue;
+                    }
+                    let Some(d) = pass.demand[vm] else { continue };
+                    let mut without = pass.hosts[h];
+                    without.remove(&d);
+                    let after = self.host_risk(host, &without);
+                    let gain = self.risk_value(risk_now - after) / self.move_cost(fleet, vm, &d, h).max(1.0);
+                    if best.is_none_or(|(_, g, _)| gain > g) {
+                        best = Some((vm, gain, after));
+                    }
+                }
+                let Some((vm, _, source_after)) = best else { break };
+                tried.push(vm);
+                let d = pass.demand[vm].expect("movable VMs have a demand");
+                let ranking = self.rank(fleet, vm, &d, &pass.hosts, &excluded, Some(h), 2, None);
+                let Some(chosen) = ranking.ranked.first().cloned() else { continue };
+                let to = chosen.host;
+                let dest_before = self.host_risk(&fleet.hosts[to], &pass.hosts[to]);
+                let energy_j = chosen.terms.iter().find(|t| t.scorer == "energy").map_or(0.0, |t| t.value * 100.0) * self.cfg.benefit_horizon_s;
+                let benefit = self.risk_value(risk_now - source_after);
+                let cost = self.move_cost(fleet, vm, &d, to) + self.risk_value(chosen.risk_after - dest_before).max(0.0) + energy_j.max(0.0);
+                if benefit <= cost && !hard {
+                    continue;
+                }
+                pass.hosts[h].remove(&d);
+                pass.hosts[to].add(&d);
+                pass.movable[h].retain(|&v| v != vm);
+                let m = MoveExplanation {
+                    vm,
+                    from: h,
+                    to,
+                    reason: MoveReason::Overload(h),
+                    benefit_j: benefit,
+                    cost_j: cost,
+                    source_risk_before: risk_now,
+                    source_risk_after: source_after,
+                    chosen,
+                    runner_up: ranking.ranked.get(1).cloned(),
+                };
+                self.record(&m, now);
+                out.push(m);
+            }
+            let _ = steps;
+        }
+    }
+
+    /// Empties under-used hosts whose VMs all fit elsewhere when the energy saved pays for the
+    /// moves.
+    fn consolidate(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
+        let fleet = pass.fleet;
+        let now = fleet.now_s;
+        let steps = self.cfg.horizon_steps;
+        let n = fleet.hosts.len();
+        let best = best_watts_per_unit(fleet);
+        let mut candidates: Vec<(usize, f64)> = (0..n)
+            .filter(|&h| !self.overloaded[h] && pass.hosts[h].vms > 0 && fleet.hosts[h].schedulable)
+            .filter(|&h| pass.movable[h].len() == pass.hosts[h].vms)
+            .filter_map(|h| {
+                let host = &fleet.hosts[h];
+                let u = pass.hosts[h].utilisation(host.total_mips, steps);
+                let ratio = power_ratio(host, u, best);
+                (u < self.cfg.underload_utilisation || ratio > self.cfg.underload_power_ratio)
+                    .then_some((h, ratio * (1.0 + 1.0 / pass.hosts[h].vms as f64)))
+            })
+            .collect();
+        // The least efficient first, favouring hosts with few VMs (fewer moves per host off).
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        // Destinations: hosts that are on and not overloaded; a host being emptied is neither a
+        // destination nor, once it received VMs, a source.
+        let mut excluded: Vec<bool> = (0..n).map(|h| self.overloaded[h] || pass.hosts[h].vms == 0).collect();
+        let mut receiving = vec![false; n];
+        let active: Vec<usize> = (0..n).filter(|&h| !excluded[h]).collect();
+        for (h, _) in candidates {
+            if receiving[h] || excluded[h] {
+                continue;
+            }
+            let vms = pass.movable[h].clone();
+            if out.len() + vms.len() > self.cfg.max_moves_per_pass {
+                break;
+            }
+            if vms.iter().any(|&vm| self.in_cooldown(vm, now)) {
+                continue;
+            }
+            let host = &fleet.hosts[h];
+            let saved_w = host.power.watts_at(pass.hosts[h].utilisation(host.total_mips, steps).min(1.0));
+            // Plan every VM on the working state with an undo log; keep it only if all fit and it
+            // pays.
+            let mut undo: Vec<(usize, VmDemand)> = Vec::new();
+            excluded[h] = true;
+            let mut plan: Vec<MoveExplanation> = Vec::new();
+            let mut extra_w = 0.0;
+            let mut cost = 0.0;
+            let mut sorted = vms.clone();
+            sorted.sort_by(|a, b| {
+                let (da, db) = (pass.demand[*a].map_or(0.0, |d| d.mean[0]), pass.demand[*b].map_or(0.0, |d| d.mean[0]));
+                db.total_cmp(&da).then(a.cmp(b))
+            });
+            let mut ok = true;
+            for vm in sorted {
+                let Some(d) = pass.demand[vm] else {
+                    ok = false;
+                    break;
+                };
+                let ranking = self.rank(fleet, vm, &d, &pass.hosts, &excluded, Some(h), 2, Some(&active));
+                let Some(chosen) = ranking.ranked.first().cloned() else {
+                    ok = false;
+                    break;
+                };
+                let to = chosen.host;
+                let dest = &fleet.hosts[to];
+                let before_w = dest.power.watts_at(pass.hosts[to].utilisation(dest.total_mips, steps).min(1.0));
+                let dest_risk_before = self.host_risk(dest, &pass.hosts[to]);
+                pass.hosts[to].add(&d);
+                undo.push((to, d));
+                extra_w += dest.power.watts_at(pass.hosts[to].utilisation(dest.total_mips, steps).min(1.0)) - before_w;
+                cost += self.move_cost(fleet, vm, &d, to) + self.risk_value(chosen.risk_after - dest_risk_before).max(0.0);
+                plan.push(MoveExplanation {
+                    vm,
+                    from: h,
+                    to,
+                    reason: MoveReason::Underload(h),
+                    benefit_j: 0.0,
+                    cost_j: 0.0,
+                    source_risk_before: 0.0,
+                    source_risk_after: 0.0,
+                    chosen,
+                    runner_up: ranking.ranked.get(1).cloned(),
+                });
+            }
+            let benefit = (saved_w - extra_w) * self.cfg.benefit_horizon_s;
+            if !ok || benefit <= cost {
+                for (to, d) in undo {
+                    pass.hosts[to].remove(&d);
+                }
+                excluded[h] = false;
+                continue;
+            }
+            let per_move = plan.len().max(1) as f64;
+            for mut m in plan {
+                m.benefit_j = benefit / per_move;
+                m.cost_j = cost / per_move;
+                receiving[m.to] = true;
+                pass.movable[h].retain(|&v| v != m.vm);
+                self.record(&m, now);
+                out.push(m);
+            }
+            pass.hosts[h] = HostDemand::default();
+        }
+    }
+}
+
+/// Seconds per forecast step.
+pub const STEP_S: f64 = presage_forecast::STEP_S as f64;
+
+impl ConsolidationPolicy for PresagePolicy {
+    fn name(&self) -> String {
+        "presage".to_string()
+    }
+
+    fn wants_forecasts(&self) -> bool {
+        true
+    }
+
+    fn explanations(&self) -> &[MoveExplanation] {
+        &self.last
+    }
+
+    fn place(&mut self, fleet: &FleetView<'_>, vm: usize) -> Option<usize> {
+        self.rank_new(fleet, vm, 1).ranked.first().map(|s| s.host)
+    }
+
+    fn optimise(&mut self, fleet: &FleetView<'_>) -> Vec<Migration> {
+        let n = fleet.hosts.len();
+        self.overloaded.resize(n, false);
+        if self.moved.len() < fleet.vms.len() {
+            self.moved.resize(fleet.vms.len(), None);
+        }
+        let mut pass = Pass::new(fleet, self.cfg.new_vm_prior);
+        let span = tracing::debug_span!("presage_pass", hosts = n, vms = fleet.vms.len());
+        let _enter = span.enter();
+        for h in 0..n {
+            let risk = self.host_risk(&fleet.hosts[h], &pass.hosts[h]);
+            let hard = fleet.hosts[h].observed_utilisation() >= 1.0;
+            self.overloaded[h] = if self.overloaded[h] { risk > self.cfg.overload_exit_risk || hard } else { risk > self.cfg.overload_enter_risk || hard };
+        }
+        let mut out = Vec::new();
+        self.relieve(&mut pass, &mut out);
+        self.consolidate(&mut pass, &mut out);
+        let migrations = out.iter().map(|m| Migration { vm: m.vm, to: m.to, reason: m.reason }).collect();
+        self.last = out;
+        migrations
+    }
+}

@@ -108,7 +108,14 @@ impl DemandForecaster {
                 let first = s.last_step? + 1;
                 let history = s.values.as_slices().0;
                 (history.len() >= min_history).then(|| {
-                    (i, SeriesRequest { key: vm.vm_id.clone(), ctx: SeriesContext { history, next_time_s: first * STEP_S }, first_step: first })
+                    (
+                        i,
+                        SeriesRequest {
+                            key: vm.vm_id.clone(),
+                            ctx: SeriesContext { history, next_time_s: first * STEP_S },
+                            first_step: first,
+                        },
+                    )
                 })
             })
             .unzip();

@@ -118,7 +118,7 @@ mod tests {
         assert!(f.status().contains("no model configured"));
         let flat = vec![0.5f32; 40];
         let noisy: Vec<f32> = (0..40).map(|i| if i % 2 == 0 { 0.2 } else { 0.8 }).collect();
-        let mut width = |f: &mut FleetForecaster<u32>, step: u64| {
+        let width = |f: &mut FleetForecaster<u32>, step: u64| {
             let reqs = [
                 SeriesRequest { key: 1, ctx: SeriesContext { history: &flat, next_time_s: 0 }, first_step: step },
                 SeriesRequest { key: 2, ctx: SeriesContext { history: &noisy, next_time_s: 0 }, first_step: step },

@@ -72,8 +72,11 @@ pub struct PresageConfig {
     /// …and so are hosts that draw more than this many times the watts per unit of demand of
     /// the fleet's most efficient host at full load.
     pub underload_power_ratio: f64,
-    /// Seconds after a move during which a VM is not moved again (unless its host is at 100 %).
+    /// Seconds after a move during which a VM does not return to the host it left (no ping-pong;
+    /// not even when its host is at 100 %).
     pub cooldown_s: f64,
+    /// Seconds after a move during which a VM is not moved at all, unless its host is at 100 %.
+    pub min_residence_s: f64,
     /// How long a saving is expected to last when judging a move, seconds.
     pub benefit_horizon_s: f64,
     /// What one second of a host in overload is worth avoiding, in watts-equivalent.
@@ -86,6 +89,8 @@ pub struct PresageConfig {
     pub cpu_overcommit: f64,
     /// Most migrations one pass decides.
     pub max_moves_per_pass: usize,
+    /// Most under-used hosts one pass tries and fails to empty (the least efficient first).
+    pub failed_empty_attempts_per_pass: usize,
     pub weights: ScorerWeights,
 }
 
@@ -93,20 +98,22 @@ impl Default for PresageConfig {
     fn default() -> Self {
         PresageConfig {
             horizon_steps: 6,
-            safe_utilisation: 0.95,
-            overload_enter_risk: 0.10,
-            overload_exit_risk: 0.04,
-            placement_risk: 0.04,
-            correlation: 0.1,
+            safe_utilisation: 1.0,
+            overload_enter_risk: 0.3,
+            overload_exit_risk: 0.2,
+            placement_risk: 0.2,
+            correlation: 0.0,
             underload_utilisation: 0.5,
-            underload_power_ratio: 1.3,
+            underload_power_ratio: 1.2,
             cooldown_s: 3900.0,
-            benefit_horizon_s: 3600.0,
-            overload_cost_w: 2000.0,
-            move_cost_j: 20_000.0,
+            min_residence_s: 900.0,
+            benefit_horizon_s: 7200.0,
+            overload_cost_w: 100.0,
+            move_cost_j: 5_000.0,
             new_vm_prior: [0.0, 0.1, 0.4],
             cpu_overcommit: 8.0,
-            max_moves_per_pass: 200,
+            max_moves_per_pass: 2000,
+            failed_empty_attempts_per_pass: 16,
             weights: ScorerWeights::default(),
         }
     }
@@ -143,6 +150,7 @@ impl PresageConfig {
         }
         for (field, v) in [
             ("cooldown_s", self.cooldown_s),
+            ("min_residence_s", self.min_residence_s),
             ("benefit_horizon_s", self.benefit_horizon_s),
             ("overload_cost_w", self.overload_cost_w),
             ("move_cost_j", self.move_cost_j),
@@ -185,11 +193,14 @@ pub fn normal_sf(z: f64) -> f64 {
 fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * (-z * z - 1.26551223
-        + t * (1.00002368
-            + t * (0.37409196
-                + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
-        .exp();
+    let r = t
+        * (-z * z - 1.26551223
+            + t * (1.00002368
+                + t * (0.37409196
+                    + t * (0.09678418
+                        + t * (-0.18628806
+                            + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+            .exp();
     if x >= 0.0 { r } else { 2.0 - r }
 }
 
@@ -567,7 +578,8 @@ struct Pass<'a> {
 
 impl<'a> Pass<'a> {
     fn new(fleet: &'a FleetView<'a>, prior: [f64; 3]) -> Pass<'a> {
-        let demand: Vec<Option<VmDemand>> = fleet.vms.iter().map(|v| (v.alive && v.host.is_some()).then(|| VmDemand::of(v, prior))).collect();
+        let demand: Vec<Option<VmDemand>> =
+            fleet.vms.iter().map(|v| (v.alive && v.host.is_some()).then(|| VmDemand::of(v, prior))).collect();
         let mut hosts = vec![HostDemand::default(); fleet.hosts.len()];
         let mut movable = vec![Vec::new(); fleet.hosts.len()];
         for (h, host) in fleet.hosts.iter().enumerate() {
@@ -612,8 +624,8 @@ impl PresagePolicy {
         d.risk(self.level(host), self.cfg.horizon_steps, self.cfg.correlation)
     }
 
-    fn in_cooldown(&self, vm: usize, now: f64) -> bool {
-        matches!(self.moved.get(vm), Some(Some((at, _))) if now - at < self.cfg.cooldown_s)
+    fn in_residence(&self, vm: usize, now: f64) -> bool {
+        matches!(self.moved.get(vm), Some(Some((at, _))) if now - at < self.cfg.min_residence_s)
     }
 
     /// Ranks every host for `vm` with demand `d`; `hosts` is the pass's working state; hosts
@@ -680,7 +692,18 @@ impl PresagePolicy {
                 continue;
             }
             ranking.feasible += 1;
-            let c = Candidate { fleet, vm: v, demand: d, host, before: &hosts[h], after: &after, risk_after, steps, migrating: from.is_some(), best_watts_per_unit: best_w };
+            let c = Candidate {
+                fleet,
+                vm: v,
+                demand: d,
+                host,
+                before: &hosts[h],
+                after: &after,
+                risk_after,
+                steps,
+                migrating: from.is_some(),
+                best_watts_per_unit: best_w,
+            };
             let score = self.ensemble.total(&c);
             if best.len() < top || best.last().is_some_and(|&(s, _)| score < s) {
                 let at = best.partition_point(|&(s, _)| s <= score);
@@ -694,7 +717,18 @@ impl PresagePolicy {
                 let host = &fleet.hosts[h];
                 let after = hosts[h].with(d);
                 let risk_after = self.host_risk(host, &after);
-                let c = Candidate { fleet, vm: v, demand: d, host, before: &hosts[h], after: &after, risk_after, steps, migrating: from.is_some(), best_watts_per_unit: best_w };
+                let c = Candidate {
+                    fleet,
+                    vm: v,
+                    demand: d,
+                    host,
+                    before: &hosts[h],
+                    after: &after,
+                    risk_after,
+                    steps,
+                    migrating: from.is_some(),
+                    best_watts_per_unit: best_w,
+                };
                 let mut s = self.ensemble.score(&c);
                 s.host = h;
                 s
@@ -738,13 +772,11 @@ impl PresagePolicy {
     fn relieve(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
         let fleet = pass.fleet;
         let now = fleet.now_s;
-        let steps = self.cfg.horizon_steps;
-        let mut order: Vec<(usize, f64)> = (0..fleet.hosts.len())
-            .filter(|&h| self.overloaded[h])
-            .map(|h| (h, self.host_risk(&fleet.hosts[h], &pass.hosts[h])))
-            .collect();
+        let mut order: Vec<(usize, f64)> =
+            (0..fleet.hosts.len()).filter(|&h| self.overloaded[h]).map(|h| (h, self.host_risk(&fleet.hosts[h], &pass.hosts[h]))).collect();
         order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let excluded: Vec<bool> = self.overloaded.clone();
+        let dests = destinations(fleet, &pass.hosts);
         for (h, _) in order {
             let host = &fleet.hosts[h];
             let hard = host.observed_utilisation() >= 1.0;
@@ -757,7 +789,7 @@ impl PresagePolicy {
                 // The VM whose departure lowers the risk most per unit of its own cost.
                 let mut best: Option<(usize, f64, f64)> = None;
                 for &vm in &pass.movable[h] {
-                    if tried.contains(&vm) || (!hard && self.in_cooldown(vm, now)) {
+                    if tried.contains(&vm) || (!hard && self.in_residence(vm, now)) {
                         continue;
                     }
                     let Some(d) = pass.demand[vm] else { continue };
@@ -772,13 +804,17 @@ impl PresagePolicy {
                 let Some((vm, _, source_after)) = best else { break };
                 tried.push(vm);
                 let d = pass.demand[vm].expect("movable VMs have a demand");
-                let ranking = self.rank(fleet, vm, &d, &pass.hosts, &excluded, Some(h), 2, None);
+                let ranking = self.rank(fleet, vm, &d, &pass.hosts, &excluded, Some(h), 2, Some(&dests));
                 let Some(chosen) = ranking.ranked.first().cloned() else { continue };
                 let to = chosen.host;
                 let dest_before = self.host_risk(&fleet.hosts[to], &pass.hosts[to]);
-                let energy_j = chosen.terms.iter().find(|t| t.scorer == "energy").map_or(0.0, |t| t.value * 100.0) * self.cfg.benefit_horizon_s;
+                // The power the destination draws more (waking it, if empty) counts over the
+                // benefit horizon: relief that needs a host switched on must be worth it.
+                let energy_j =
+                    chosen.terms.iter().find(|t| t.scorer == "energy").map_or(0.0, |t| t.value * 100.0) * self.cfg.benefit_horizon_s;
                 let benefit = self.risk_value(risk_now - source_after);
-                let cost = self.move_cost(fleet, vm, &d, to) + self.risk_value(chosen.risk_after - dest_before).max(0.0) + energy_j.max(0.0);
+                let cost =
+                    self.move_cost(fleet, vm, &d, to) + self.risk_value(chosen.risk_after - dest_before).max(0.0) + energy_j.max(0.0);
                 if benefit <= cost && !hard {
                     continue;
                 }
@@ -800,7 +836,6 @@ impl PresagePolicy {
                 self.record(&m, now);
                 out.push(m);
             }
-            let _ = steps;
         }
     }
 
@@ -830,15 +865,31 @@ impl PresagePolicy {
         let mut excluded: Vec<bool> = (0..n).map(|h| self.overloaded[h] || pass.hosts[h].vms == 0).collect();
         let mut receiving = vec![false; n];
         let active: Vec<usize> = (0..n).filter(|&h| !excluded[h]).collect();
+        // Capacity left below the safe level on each host that can receive (a cheap necessary
+        // condition before trying to place a host's VMs one by one).
+        let safe = self.cfg.safe_utilisation;
+        let headroom = move |hd: &HostDemand, host: &HostView| {
+            let peak = hd.mean[..steps].iter().fold(0.0f64, |a, b| a.max(*b));
+            (safe * host.total_mips - peak).max(0.0)
+        };
+        let mut spare: f64 = active.iter().map(|&h| headroom(&pass.hosts[h], &fleet.hosts[h])).sum();
+        let mut failures = 0;
         for (h, _) in candidates {
             if receiving[h] || excluded[h] {
                 continue;
+            }
+            let own_peak = pass.hosts[h].mean[..steps].iter().fold(0.0f64, |a, b| a.max(*b));
+            if own_peak > spare - headroom(&pass.hosts[h], &fleet.hosts[h]) {
+                continue;
+            }
+            if failures == self.cfg.failed_empty_attempts_per_pass {
+                break;
             }
             let vms = pass.movable[h].clone();
             if out.len() + vms.len() > self.cfg.max_moves_per_pass {
                 break;
             }
-            if vms.iter().any(|&vm| self.in_cooldown(vm, now)) {
+            if vms.iter().any(|&vm| self.in_residence(vm, now)) {
                 continue;
             }
             let host = &fleet.hosts[h];
@@ -889,12 +940,15 @@ impl PresagePolicy {
             }
             let benefit = (saved_w - extra_w) * self.cfg.benefit_horizon_s;
             if !ok || benefit <= cost {
+                failures += 1;
                 for (to, d) in undo {
                     pass.hosts[to].remove(&d);
                 }
                 excluded[h] = false;
                 continue;
             }
+            // The host's load now sits on the others.
+            spare -= own_peak + headroom(&pass.hosts[h], &fleet.hosts[h]);
             let per_move = plan.len().max(1) as f64;
             for mut m in plan {
                 m.benefit_j = benefit / per_move;
@@ -907,6 +961,34 @@ impl PresagePolicy {
             pass.hosts[h] = HostDemand::default();
         }
     }
+}
+
+/// Hosts worth ranking for a VM that leaves an overloaded host: every host in use, and a few
+/// empty hosts of each shape (empty hosts of one shape score alike, and ranking all of them in a
+/// large fleet would cost more than it tells).
+fn destinations(fleet: &FleetView<'_>, hosts: &[HostDemand]) -> Vec<usize> {
+    const EMPTY_PER_SHAPE: usize = 8;
+    let mut out = Vec::new();
+    let mut shapes: Vec<(u64, u64, u64, &str, usize)> = Vec::new();
+    for (h, host) in fleet.hosts.iter().enumerate() {
+        if hosts[h].vms > 0 {
+            out.push(h);
+            continue;
+        }
+        let key = (host.total_mips.to_bits(), host.pe_mips.to_bits(), host.memory_mb.to_bits(), host.power.name);
+        match shapes.iter_mut().find(|s| (s.0, s.1, s.2, s.3) == key) {
+            Some(s) if s.4 >= EMPTY_PER_SHAPE => {}
+            Some(s) => {
+                s.4 += 1;
+                out.push(h);
+            }
+            None => {
+                shapes.push((key.0, key.1, key.2, key.3, 1));
+                out.push(h);
+            }
+        }
+    }
+    out
 }
 
 /// Seconds per forecast step.
@@ -941,7 +1023,8 @@ impl ConsolidationPolicy for PresagePolicy {
         for h in 0..n {
             let risk = self.host_risk(&fleet.hosts[h], &pass.hosts[h]);
             let hard = fleet.hosts[h].observed_utilisation() >= 1.0;
-            self.overloaded[h] = if self.overloaded[h] { risk > self.cfg.overload_exit_risk || hard } else { risk > self.cfg.overload_enter_risk || hard };
+            self.overloaded[h] =
+                if self.overloaded[h] { risk > self.cfg.overload_exit_risk || hard } else { risk > self.cfg.overload_enter_risk || hard };
         }
         let mut out = Vec::new();
         self.relieve(&mut pass, &mut out);
@@ -949,5 +1032,239 @@ impl ConsolidationPolicy for PresagePolicy {
         let migrations = out.iter().map(|m| Migration { vm: m.vm, to: m.to, reason: m.reason }).collect();
         self.last = out;
         migrations
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use presage_forecast::Forecast;
+
+    use super::*;
+    use crate::policy::power::HP_ML110_G5;
+    use crate::simulator::scenario::{host, vm_view};
+
+    /// A 4-core host of 1000 MIPS per core (4000 in all).
+    fn hosts(n: usize) -> Vec<HostView> {
+        (0..n).map(|_| host(4, 1000.0, 16_384.0, 100.0, HP_ML110_G5)).collect()
+    }
+
+    /// A 1-core 1000-MIPS VM on `h` whose forecast is `q` at every horizon (fractions of its size).
+    fn vm_on(hosts: &mut [HostView], h: usize, now: f64, q: [f32; 3]) -> VmView {
+        let mut v = vm_view(1, 1000.0, 500.0);
+        v.host = Some(h);
+        v.demand_mips = now * 1000.0;
+        v.forecast = Some(Forecast::flat(q));
+        hosts[h].observed_mips += now * 1000.0;
+        v
+    }
+
+    /// A forecast climbing from 70 % to about 90 %.
+    const RISING: [f32; 3] = [0.8, 0.9, 1.0];
+
+    fn place_all(hosts: &mut [HostView], vms: &[VmView]) {
+        for (i, v) in vms.iter().enumerate() {
+            hosts[v.host.unwrap()].vms.push(i);
+        }
+    }
+
+    #[test]
+    fn a_host_forecast_to_overload_is_relieved_before_it_reaches_full_load() {
+        let mut hs = hosts(3);
+        // Host 0 runs at 87.5 % now, but its five VMs are forecast to climb to ~90 % each:
+        // 112 % of the host.
+        let mut vms: Vec<VmView> = (0..5).map(|_| vm_on(&mut hs, 0, 0.7, RISING)).collect();
+        // Host 1 is lightly used; host 2 is empty.
+        vms.push(vm_on(&mut hs, 1, 0.2, [0.15, 0.2, 0.25]));
+        place_all(&mut hs, &vms);
+        assert!(hs[0].observed_utilisation() < 1.0);
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+        let mut p = PresagePolicy::new(PresageConfig::default());
+        let moves = p.optimise(&fleet);
+        assert!(!moves.is_empty(), "nothing moved off the host forecast to overload");
+        assert!(moves.iter().all(|m| m.reason == MoveReason::Overload(0) && m.to != 0));
+        // What remains on host 0 is no longer at risk, and no destination is.
+        let mut after = Pass::new(&fleet, p.config().new_vm_prior).hosts;
+        for m in &moves {
+            let d = VmDemand::of(&vms[m.vm], p.config().new_vm_prior);
+            after[0].remove(&d);
+            after[m.to].add(&d);
+        }
+        for (h, hd) in after.iter().enumerate() {
+            assert!(p.host_risk(&hs[h], hd) <= p.config().overload_exit_risk.max(p.config().placement_risk), "host {h} still at risk");
+        }
+    }
+
+    #[test]
+    fn a_host_with_a_quiet_forecast_is_left_alone_even_when_busy_now() {
+        let mut hs = hosts(2);
+        // 90 % now, but every VM is forecast to drop to ~40 %.
+        let mut vms: Vec<VmView> = (0..4).map(|_| vm_on(&mut hs, 0, 0.9, [0.35, 0.4, 0.45])).collect();
+        vms.push(vm_on(&mut hs, 1, 0.5, [0.45, 0.5, 0.55]));
+        place_all(&mut hs, &vms);
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+        let mut p = PresagePolicy::new(PresageConfig::default());
+        assert!(p.optimise(&fleet).iter().all(|m| !matches!(m.reason, MoveReason::Overload(_))));
+    }
+
+    #[test]
+    fn a_move_whose_cost_exceeds_its_benefit_is_not_made() {
+        let build = || {
+            let mut hs = hosts(2);
+            // Host 0 is mildly at risk: four VMs forecast around 85 % with a wide interval.
+            let mut vms: Vec<VmView> = (0..4).map(|_| vm_on(&mut hs, 0, 0.8, [0.7, 0.87, 1.0])).collect();
+            vms.push(vm_on(&mut hs, 1, 0.1, [0.05, 0.1, 0.15]));
+            place_all(&mut hs, &vms);
+            (hs, vms)
+        };
+        let (hs, vms) = build();
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+        // Cheap moves: the risk avoided pays for one.
+        let mut cheap = PresagePolicy::new(PresageConfig { move_cost_j: 1_000.0, ..Default::default() });
+        let moves = cheap.optimise(&fleet);
+        assert!(!moves.is_empty());
+        for e in cheap.explanations() {
+            assert!(e.benefit_j > e.cost_j, "{e:?}");
+        }
+        // The same situation with moves that cost more than the risk is worth: nothing moves.
+        let benefit = cheap.explanations()[0].benefit_j;
+        let mut dear = PresagePolicy::new(PresageConfig { move_cost_j: benefit * 2.0, ..Default::default() });
+        assert!(dear.optimise(&fleet).is_empty());
+    }
+
+    #[test]
+    fn an_under_used_host_is_emptied_only_when_the_energy_saved_pays_for_the_moves() {
+        let build = || {
+            let mut hs = hosts(2);
+            let mut vms = vec![vm_on(&mut hs, 0, 0.1, [0.08, 0.1, 0.12]), vm_on(&mut hs, 0, 0.1, [0.08, 0.1, 0.12])];
+            vms.push(vm_on(&mut hs, 1, 0.5, [0.45, 0.5, 0.55]));
+            vms.push(vm_on(&mut hs, 1, 0.5, [0.45, 0.5, 0.55]));
+            place_all(&mut hs, &vms);
+            (hs, vms)
+        };
+        let (hs, vms) = build();
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+        let mut p = PresagePolicy::new(PresageConfig::default());
+        let moves = p.optimise(&fleet);
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        assert!(moves.iter().all(|m| m.to == 1 && m.reason == MoveReason::Underload(0)));
+        // Saving a host's idle power for two hours is worth ~700 kJ: at 1 MJ a move, it is not.
+        let mut p = PresagePolicy::new(PresageConfig { move_cost_j: 1e6, ..Default::default() });
+        assert!(p.optimise(&fleet).is_empty());
+    }
+
+    #[test]
+    fn explanations_sum_to_the_decisions_score_and_the_runner_up_scores_no_better() {
+        let mut hs = hosts(5);
+        let mut vms: Vec<VmView> = (0..5).map(|_| vm_on(&mut hs, 0, 0.7, RISING)).collect();
+        vms.push(vm_on(&mut hs, 1, 0.3, [0.25, 0.3, 0.35]));
+        vms.push(vm_on(&mut hs, 2, 0.6, [0.55, 0.6, 0.65]));
+        place_all(&mut hs, &vms);
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+        let mut p = PresagePolicy::new(PresageConfig::default());
+        p.optimise(&fleet);
+        assert!(!p.explanations().is_empty());
+        for e in p.explanations() {
+            let sum: f64 = e.chosen.terms.iter().map(|t| t.contribution).sum();
+            assert!((sum - e.chosen.score).abs() < 1e-9, "{e:?}");
+            for t in &e.chosen.terms {
+                assert!((t.value * t.weight - t.contribution).abs() < 1e-12);
+            }
+            if let Some(r) = &e.runner_up {
+                assert!(r.score >= e.chosen.score && r.host != e.chosen.host);
+            }
+            assert_eq!(e.chosen.host, e.to);
+        }
+        assert!(p.explanations().iter().any(|e| e.runner_up.is_some()), "no decision had a runner-up");
+        // The ranking a new VM would get lists the same kind of explanation.
+        let mut vms2 = vms.clone();
+        vms2.push(vm_view(1, 1000.0, 500.0));
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms2 };
+        let r = p.rank_new(&fleet, vms2.len() - 1, 10);
+        assert!(r.ranked.windows(2).all(|w| w[0].score <= w[1].score));
+        assert_eq!(r.feasible, r.ranked.len());
+    }
+
+    #[test]
+    fn a_vm_does_not_return_to_the_host_it_left_within_the_cool_down() {
+        let mut p = PresagePolicy::new(PresageConfig::default());
+        let mut hs = hosts(2);
+        let mut vms: Vec<VmView> = (0..5).map(|_| vm_on(&mut hs, 0, 0.7, RISING)).collect();
+        vms.push(vm_on(&mut hs, 1, 0.1, [0.05, 0.1, 0.15]));
+        place_all(&mut hs, &vms);
+        let fleet = FleetView { now_s: 0.0, hosts: &hs, vms: &vms };
+        let first = p.optimise(&fleet);
+        let moved: Vec<usize> = first.iter().map(|m| m.vm).collect();
+        assert!(!moved.is_empty());
+        // Now host 1 (where they went) looks overloaded and host 0 is empty: the moved VMs may
+        // not go back to host 0 within the cool-down, even though it is the only other host.
+        let mut hs = hosts(2);
+        for (i, v) in vms.iter_mut().enumerate() {
+            let h = if moved.contains(&i) || i == 5 { 1 } else { 0 };
+            v.host = Some(h);
+            hs[h].vms.push(i);
+            hs[h].observed_mips += 700.0;
+        }
+        for &i in &moved {
+            vms[i].forecast = Some(Forecast::flat([0.9, 1.0, 1.0]));
+        }
+        for t in [600.0, 1200.0, 3000.0] {
+            let fleet = FleetView { now_s: t, hosts: &hs, vms: &vms };
+            let again = p.optimise(&fleet);
+            assert!(again.iter().all(|m| !(moved.contains(&m.vm) && m.to == 0)), "at {t}: {again:?}");
+        }
+    }
+
+    #[test]
+    fn hysteresis_keeps_a_host_overloaded_until_its_risk_falls_below_the_exit_level() {
+        let cfg = PresageConfig::default();
+        let mut p = PresagePolicy::new(cfg.clone());
+        let mut hs = hosts(1);
+        let mut vms: Vec<VmView> = (0..5).map(|_| vm_on(&mut hs, 0, 0.7, RISING)).collect();
+        place_all(&mut hs, &vms);
+        p.optimise(&FleetView { now_s: 0.0, hosts: &hs, vms: &vms });
+        assert!(p.overloaded[0]);
+        // Risk between the exit and enter levels: still overloaded (it was).
+        let risk_of = |vms: &[VmView]| {
+            let fleet = FleetView { now_s: 0.0, hosts: &hs, vms };
+            p.host_risk(&hs[0], &Pass::new(&fleet, cfg.new_vm_prior).hosts[0])
+        };
+        let mut level = 0.95f32;
+        while risk_of(&vms) > cfg.overload_exit_risk + 0.02 && level > 0.5 {
+            level -= 0.002;
+            for v in vms.iter_mut() {
+                v.forecast = Some(Forecast::flat([level - 0.1, level, level + 0.05]));
+            }
+        }
+        let r = risk_of(&vms);
+        assert!(r > cfg.overload_exit_risk && r < cfg.overload_enter_risk, "{r}");
+        p.optimise(&FleetView { now_s: 10.0, hosts: &hs, vms: &vms });
+        assert!(p.overloaded[0], "left overload above the exit level");
+        // A fresh policy seeing the same host does not call it overloaded.
+        let mut fresh = PresagePolicy::new(cfg.clone());
+        fresh.optimise(&FleetView { now_s: 10.0, hosts: &hs, vms: &vms });
+        assert!(!fresh.overloaded[0]);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let bad = [
+            PresageConfig { horizon_steps: 0, ..Default::default() },
+            PresageConfig { overload_exit_risk: 0.5, overload_enter_risk: 0.3, ..Default::default() },
+            PresageConfig { new_vm_prior: [0.5, 0.1, 0.9], ..Default::default() },
+            PresageConfig { cpu_overcommit: 0.5, ..Default::default() },
+            PresageConfig { weights: ScorerWeights { fit: -1.0, ..Default::default() }, ..Default::default() },
+        ];
+        let fields: Vec<&str> = bad.iter().map(|c| c.validate().unwrap_err().field).collect();
+        assert_eq!(fields, ["horizon_steps", "overload_exit_risk", "new_vm_prior", "cpu_overcommit", "weights.fit"]);
+        assert!(PresageConfig::default().validate().is_ok());
+        let e = toml::from_str::<PresageConfig>("horizon_step = 3").unwrap_err().to_string();
+        assert!(e.contains("horizon_step"), "{e}");
+    }
+
+    #[test]
+    fn normal_tail_matches_known_values() {
+        assert!((normal_sf(0.0) - 0.5).abs() < 1e-7);
+        assert!((normal_sf(1.281_551_6) - 0.1).abs() < 1e-6);
+        assert!((normal_sf(-1.644_853_6) - 0.95).abs() < 1e-6);
     }
 }

@@ -311,15 +311,6 @@ impl<'s> Simulation<'s> {
         while t <= limit {
             self.update_all(t, true);
             self.forecast(((t - CLOUDSIM_START_S) / self.scenario.step_s).round() as u64);
-            if std::env::var("PRESAGE_DEBUG_STEP").ok().and_then(|v| v.parse::<usize>().ok()) == Some(done) {
-                for (h, host) in self.hosts.iter().enumerate() {
-                    if host.observed_mips > 0.0 {
-                        let viol = self.host_acct[h].last.map(|e| (e.allocated, e.requested));
-                        let f: Vec<String> = host.vms.iter().map(|&v| format!("{:.0}/{:.0}/{:.0}", self.vms[v].demand_mips, self.vms[v].forecast.map_or(-1.0, |f| f.q[5][1] as f64 * self.vms[v].capacity_mips()), self.vms[v].forecast.map_or(-1.0, |f| f.q[5][2] as f64 * self.vms[v].capacity_mips()))).collect();
-                        eprintln!("host {h} cap {} util {:.2} vms {} acct {:?} {}", host.total_mips, host.observed_utilisation(), host.vms.len(), viol, f.join(" "));
-                    }
-                }
-            }
             let started_before = self.migrations;
             let fleet = FleetView { now_s: t, hosts: &self.hosts, vms: &self.vms };
             let decisions = self.policy.optimise(&fleet);

@@ -40,3 +40,29 @@ fn the_classic_policies_reproduce_cloudsims_figures_on_the_five_public_days() {
     // The classic policies move VMs back and forth within the hour: the metric sees it.
     assert!(runs.iter().filter(|r| r.migrations > 0).all(|r| r.ping_pongs > 0));
 }
+
+/// presage's policy on the same five days, with the agents' forecast model, against the best
+/// classic policy of each day (CloudSim's figures, which the test above shows we reproduce).
+#[test]
+fn presage_beats_the_best_classic_policy_on_every_public_day() {
+    let data = shared_data();
+    let reference_dir = shared_reference().join("cloudsim");
+    let rows = reference::load(&reference_dir.join("planetlab-public-days.csv")).expect("CloudSim's figures");
+    let mut args = SimulateArgs::new(DAYS.iter().map(|d| data.join("planetlab").join(d)).collect(), Some(reference_dir.join("vm_order")));
+    args.forecast_model = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v1.onnx"));
+    let runs = simulate(&args, &[PolicySpec::Presage], &indicatif::ProgressBar::hidden()).expect("simulation");
+    for r in &runs {
+        assert_eq!(r.forecaster.as_deref(), Some("cpu-quantiles-v1"), "{}: the model was not used", r.day);
+        let best = rows
+            .iter()
+            .filter(|c| c.day == r.day && c.migrations > 0.0)
+            .min_by(|a, b| a.esv.total_cmp(&b.esv))
+            .unwrap_or_else(|| panic!("no CloudSim row for {}", r.day));
+        let msg = format!("{}: presage {r:?} vs {} {best:?}", r.day, best.policy);
+        assert!(r.esv <= 0.25 * best.esv, "ESV: {msg}");
+        assert!(r.migrations as f64 <= 0.1 * best.migrations, "migrations: {msg}");
+        assert!(r.energy_kwh <= 1.15 * r.oracle_energy_kwh, "energy over the oracle: {msg}");
+        assert_eq!(r.ping_pongs, 0, "ping-pong: {msg}");
+        assert_eq!(r.unplaced_vms, 0, "{msg}");
+    }
+}

@@ -11,6 +11,7 @@ pub mod forecaster;
 pub mod host_sampler;
 pub mod hypervisor;
 pub mod link;
+pub mod reservations;
 pub mod store;
 
 use std::sync::Arc;

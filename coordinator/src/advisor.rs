@@ -75,6 +75,7 @@ impl Advisor {
                 vms: Vec::new(),
                 migrating_in: Vec::new(),
                 schedulable: true,
+                reserved_mips: 0.0,
             };
             for sample in rec.vms.values() {
                 let demand = rec.vm_cpu_demand(sample);

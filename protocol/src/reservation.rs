@@ -14,6 +14,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The share of a host's CPU that its committed use plus hard reservations may reach, unless
+/// configured otherwise (1.0: no CPU overcommit by reservations).
+pub const DEFAULT_CPU_LIMIT: f64 = 1.0;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReservationKind {

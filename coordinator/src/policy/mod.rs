@@ -67,6 +67,8 @@ pub struct HostView {
     pub migrating_in: Vec<(usize, f64)>,
     /// False for hosts being drained or in maintenance.
     pub schedulable: bool,
+    /// CPU held by hard reservations for VMs on their way here.
+    pub reserved_mips: f64,
 }
 
 impl HostView {

@@ -21,6 +21,8 @@
 
 use serde::Serialize;
 
+use presage_protocol::reservation::DEFAULT_CPU_LIMIT as RESERVATION_CPU_LIMIT;
+
 use super::{ConsolidationPolicy, FleetView, HostView, Migration, MoveReason, VmView};
 
 /// Horizons the policy can look at (the forecasters' furthest).
@@ -276,6 +278,11 @@ impl VmDemand {
         VmDemand::from_quantiles(|_| q, size, mem, DemandSource::Prior)
     }
 
+    /// What the destination's hard reservation holds for this VM: its highest p90.
+    pub fn reservation(&self) -> f64 {
+        self.high.iter().fold(0.0f64, |a, b| a.max(*b))
+    }
+
     fn per_core_high(&self, vm: &VmView, steps: usize) -> f64 {
         self.high[..steps].iter().fold(0.0f64, |a, b| a.max(*b)) / vm.pes.max(1) as f64
     }
@@ -525,6 +532,7 @@ pub enum Rejection {
     Memory,
     CoreSpeed,
     Overcommit,
+    Reservation,
     Risk,
 }
 
@@ -574,6 +582,9 @@ struct Pass<'a> {
     hosts: Vec<HostDemand>,
     /// VMs on each host that the pass may move (resident, not migrating).
     movable: Vec<Vec<usize>>,
+    /// Per host: CPU in use plus what hard reservations hold (those already held and those this
+    /// pass's moves will ask for), the quantity the destination agent admits against.
+    admission: Vec<f64>,
 }
 
 impl<'a> Pass<'a> {
@@ -596,7 +607,8 @@ impl<'a> Pass<'a> {
                 }
             }
         }
-        Pass { fleet, demand, hosts, movable }
+        let admission = fleet.hosts.iter().map(|h| h.observed_mips + h.reserved_mips).collect();
+        Pass { fleet, demand, hosts, movable, admission }
     }
 }
 
@@ -637,6 +649,7 @@ impl PresagePolicy {
         vm: usize,
         d: &VmDemand,
         hosts: &[HostDemand],
+        admission: &[f64],
         excluded: &[bool],
         from: Option<usize>,
         top: usize,
@@ -678,6 +691,10 @@ impl PresagePolicy {
                 Some(Rejection::CoreSpeed)
             } else if hosts[h].size + d.size > self.cfg.cpu_overcommit * host.total_mips {
                 Some(Rejection::Overcommit)
+            } else if from.is_some() && admission.get(h).copied().unwrap_or(0.0) + d.reservation() > RESERVATION_CPU_LIMIT * host.total_mips
+            {
+                // The destination agent would refuse the hard reservation for the VM's p90.
+                Some(Rejection::Reservation)
             } else {
                 None
             };
@@ -743,7 +760,7 @@ impl PresagePolicy {
     pub fn rank_new(&self, fleet: &FleetView<'_>, vm: usize, top: usize) -> Ranking {
         let pass = Pass::new(fleet, self.cfg.new_vm_prior);
         let d = VmDemand::of(&fleet.vms[vm], self.cfg.new_vm_prior);
-        self.rank(fleet, vm, &d, &pass.hosts, &[], None, top, None)
+        self.rank(fleet, vm, &d, &pass.hosts, &pass.admission, &[], None, top, None)
     }
 
     /// Joules-equivalent a change of a host's risk is worth over the horizon.
@@ -804,7 +821,7 @@ impl PresagePolicy {
                 let Some((vm, _, source_after)) = best else { break };
                 tried.push(vm);
                 let d = pass.demand[vm].expect("movable VMs have a demand");
-                let ranking = self.rank(fleet, vm, &d, &pass.hosts, &excluded, Some(h), 2, Some(&dests));
+                let ranking = self.rank(fleet, vm, &d, &pass.hosts, &pass.admission, &excluded, Some(h), 2, Some(&dests));
                 let Some(chosen) = ranking.ranked.first().cloned() else { continue };
                 let to = chosen.host;
                 let dest_before = self.host_risk(&fleet.hosts[to], &pass.hosts[to]);
@@ -820,6 +837,7 @@ impl PresagePolicy {
                 }
                 pass.hosts[h].remove(&d);
                 pass.hosts[to].add(&d);
+                pass.admission[to] += d.reservation();
                 pass.movable[h].retain(|&v| v != vm);
                 let m = MoveExplanation {
                     vm,
@@ -912,7 +930,7 @@ impl PresagePolicy {
                     ok = false;
                     break;
                 };
-                let ranking = self.rank(fleet, vm, &d, &pass.hosts, &excluded, Some(h), 2, Some(&active));
+                let ranking = self.rank(fleet, vm, &d, &pass.hosts, &pass.admission, &excluded, Some(h), 2, Some(&active));
                 let Some(chosen) = ranking.ranked.first().cloned() else {
                     ok = false;
                     break;
@@ -922,6 +940,7 @@ impl PresagePolicy {
                 let before_w = dest.power.watts_at(pass.hosts[to].utilisation(dest.total_mips, steps).min(1.0));
                 let dest_risk_before = self.host_risk(dest, &pass.hosts[to]);
                 pass.hosts[to].add(&d);
+                pass.admission[to] += d.reservation();
                 undo.push((to, d));
                 extra_w += dest.power.watts_at(pass.hosts[to].utilisation(dest.total_mips, steps).min(1.0)) - before_w;
                 cost += self.move_cost(fleet, vm, &d, to) + self.risk_value(chosen.risk_after - dest_risk_before).max(0.0);
@@ -943,6 +962,7 @@ impl PresagePolicy {
                 failures += 1;
                 for (to, d) in undo {
                     pass.hosts[to].remove(&d);
+                    pass.admission[to] -= d.reservation();
                 }
                 excluded[h] = false;
                 continue;

@@ -27,6 +27,8 @@ use serde::Serialize;
 use presage_forecast::fleet::{FleetForecaster, SeriesRequest};
 use presage_forecast::{STEP_S, SeriesContext};
 
+use presage_protocol::reservation::{Refusal, Reservation, ReservationBook, ReservationKind, Resources};
+
 use crate::policy::{ConsolidationPolicy, FleetView, HostView, PowerMode, VmView};
 
 pub use self::scenario::{Scenario, ScenarioError};
@@ -169,6 +171,8 @@ pub struct RunReport {
     pub policy: String,
     /// The forecaster behind the policy's forecasts, for policies that read them.
     pub forecaster: Option<String>,
+    /// Moves skipped because the destination refused the hard reservation.
+    pub reservations_refused: u64,
     pub day: String,
     pub hosts: usize,
     pub vms: usize,
@@ -199,6 +203,8 @@ struct Completion {
     seq: u64,
     vm: usize,
     to: usize,
+    /// The destination's hard reservation for the VM, when reservations are kept.
+    reservation: Option<String>,
 }
 
 /// One run of one policy over one scenario.
@@ -228,7 +234,14 @@ pub struct Simulation<'s> {
     /// The agents' forecaster, for policies that read forecasts, with each VM's step series.
     forecaster: Option<FleetForecaster<usize>>,
     series: Vec<Vec<f32>>,
+    /// Each host's reservation book (the agents' admission rule, in-process), for policies that
+    /// plan on forecasts; and how many reservations the hosts refused.
+    books: Option<Vec<ReservationBook>>,
+    refused: u64,
 }
+
+/// The share of a host's CPU that its use plus hard reservations may reach (the agents' default).
+pub const RESERVATION_CPU_LIMIT: f64 = presage_protocol::reservation::DEFAULT_CPU_LIMIT;
 
 impl<'s> Simulation<'s> {
     pub fn new(scenario: &'s Scenario, policy: Box<dyn ConsolidationPolicy>, power_mode: PowerMode) -> Simulation<'s> {
@@ -259,6 +272,8 @@ impl<'s> Simulation<'s> {
             unplaced: 0,
             forecaster: None,
             series: vec![Vec::new(); nv],
+            books: None,
+            refused: 0,
         }
         .with_forecast_model(None)
     }
@@ -268,6 +283,7 @@ impl<'s> Simulation<'s> {
     /// get none either way.
     pub fn with_forecast_model(mut self, path: Option<&std::path::Path>) -> Simulation<'s> {
         self.forecaster = self.policy.wants_forecasts().then(|| FleetForecaster::load(path));
+        self.books = self.policy.wants_forecasts().then(|| vec![ReservationBook::default(); self.hosts.len()]);
         self
     }
 
@@ -311,6 +327,13 @@ impl<'s> Simulation<'s> {
         while t <= limit {
             self.update_all(t, true);
             self.forecast(((t - CLOUDSIM_START_S) / self.scenario.step_s).round() as u64);
+            if let Some(books) = self.books.as_mut() {
+                let now_ms = (t * 1000.0) as u64;
+                for (h, b) in books.iter_mut().enumerate() {
+                    b.purge_expired(now_ms);
+                    self.hosts[h].reserved_mips = b.held(ReservationKind::Hard, now_ms).cpu_mhz;
+                }
+            }
             let started_before = self.migrations;
             let fleet = FleetView { now_s: t, hosts: &self.hosts, vms: &self.vms };
             let decisions = self.policy.optimise(&fleet);
@@ -529,6 +552,15 @@ impl<'s> Simulation<'s> {
                 continue;
             }
             let Some(from) = self.vms[vm].host else { continue };
+            let duration = self.vms[vm].migration_seconds(self.hosts[to].migration_mb_per_s);
+            let reservation = match self.reserve(vm, to, t, duration) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "destination refused the reservation; move skipped");
+                    self.refused += 1;
+                    continue;
+                }
+            };
             self.vms[vm].in_migration = true;
             if !self.hosts[to].is_migrating_in(vm) {
                 self.hosts[to].migrating_in.push((vm, 0.0));
@@ -537,15 +569,39 @@ impl<'s> Simulation<'s> {
             dirty[to] = true;
             dirty[from] = true;
             self.migrations += 1;
-            let duration = self.vms[vm].migration_seconds(self.hosts[to].migration_mb_per_s);
             self.seq += 1;
-            self.pending.push(Completion { time: t + duration, started: t, seq: self.seq, vm, to });
+            self.pending.push(Completion { time: t + duration, started: t, seq: self.seq, vm, to, reservation });
         }
         for (h, d) in dirty.into_iter().enumerate() {
             if d {
                 self.update_host(h, t);
             }
         }
+    }
+
+    /// The destination agent's hard reservation for `vm`'s p90 demand before its migration starts
+    /// (as the daemons do); `Ok(None)` when this run keeps no reservations.
+    fn reserve(&mut self, vm: usize, to: usize, t: f64, duration: f64) -> Result<Option<String>, Refusal> {
+        let Some(books) = self.books.as_mut() else { return Ok(None) };
+        let v = &self.vms[vm];
+        let p90 = v.forecast.map_or(v.demand_mips, |f| f.q.iter().map(|q| q[2] as f64).fold(0.0, f64::max) * v.capacity_mips());
+        let host = &self.hosts[to];
+        let memory_used: f64 = host.vms.iter().filter(|&&o| self.vms[o].host == Some(to)).map(|&o| self.vms[o].memory_request_mb).sum();
+        let id = format!("{vm}@{t}");
+        let now_ms = (t * 1000.0) as u64;
+        let r = Reservation {
+            id: id.clone(),
+            vm_id: vm.to_string(),
+            kind: ReservationKind::Hard,
+            cpu_mhz: p90,
+            memory_mib: v.memory_request_mb,
+            expires_at_ms: now_ms + ((duration + self.scenario.step_s) * 1000.0) as u64,
+        };
+        let capacity = Resources { cpu_mhz: host.total_mips, memory_mib: host.memory_mb };
+        let committed = Resources { cpu_mhz: host.observed_mips, memory_mib: memory_used };
+        books[to].purge_expired(now_ms);
+        books[to].admit(r, now_ms, capacity, committed, RESERVATION_CPU_LIMIT)?;
+        Ok(Some(id))
     }
 
     /// Processes migration completions due before `until` (and not after the run's end).
@@ -563,6 +619,11 @@ impl<'s> Simulation<'s> {
             self.update_all(t, true);
             while i < self.pending.len() && self.pending[i].time == t {
                 let (vm, to, started) = (self.pending[i].vm, self.pending[i].to, self.pending[i].started);
+                // The VM arrived: its reservation becomes an allocation.
+                if let (Some(books), Some(id)) = (self.books.as_mut(), self.pending[i].reservation.as_deref()) {
+                    books[to].remove(id);
+                    self.hosts[to].reserved_mips = books[to].held(ReservationKind::Hard, (t * 1000.0) as u64).cpu_mhz;
+                }
                 let from = self.vms[vm].host.unwrap_or(to);
                 self.finish_migration(vm, to, t);
                 self.migration_log.push(MigrationRecord { vm, from, to, started_s: started, finished_s: t });
@@ -662,6 +723,7 @@ impl<'s> Simulation<'s> {
         RunReport {
             policy: self.policy.name(),
             forecaster: self.forecaster.as_ref().map(|f| f.status().to_string()),
+            reservations_refused: self.refused,
             day: self.scenario.name.clone(),
             hosts: self.hosts.len(),
             vms: self.vms.len(),

@@ -71,6 +71,7 @@ pub fn host(pes: u32, pe_mips: f64, memory_mb: f64, migration_mb_per_s: f64, pow
         vms: Vec::new(),
         migrating_in: Vec::new(),
         schedulable: true,
+        reserved_mips: 0.0,
     }
 }
 

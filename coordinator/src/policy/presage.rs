@@ -564,6 +564,29 @@ pub struct MoveExplanation {
     pub runner_up: Option<HostScore>,
 }
 
+/// The fleet's predicted demand per host and what each host's agent would admit against, for
+/// rankings outside a pass.
+#[derive(Clone, Debug)]
+pub struct Standing {
+    hosts: Vec<HostDemand>,
+    admission: Vec<f64>,
+}
+
+/// What to rank hosts for.
+struct RankQuery<'q> {
+    vm: usize,
+    demand: &'q VmDemand,
+    /// The VM's host, when it has one.
+    from: Option<usize>,
+    /// Rank its own host too (explanations), rather than rejecting it (moves).
+    include_current: bool,
+    excluded: &'q [bool],
+    /// How many of the best hosts to explain.
+    top: usize,
+    /// Only these hosts (default: all).
+    candidates: Option<&'q [usize]>,
+}
+
 /// presage's placement and consolidation policy.
 pub struct PresagePolicy {
     cfg: PresageConfig,
@@ -640,21 +663,9 @@ impl PresagePolicy {
         matches!(self.moved.get(vm), Some(Some((at, _))) if now - at < self.cfg.min_residence_s)
     }
 
-    /// Ranks every host for `vm` with demand `d`; `hosts` is the pass's working state; hosts
-    /// with `excluded[h]` cannot take it.
-    #[allow(clippy::too_many_arguments)]
-    fn rank(
-        &self,
-        fleet: &FleetView<'_>,
-        vm: usize,
-        d: &VmDemand,
-        hosts: &[HostDemand],
-        admission: &[f64],
-        excluded: &[bool],
-        from: Option<usize>,
-        top: usize,
-        candidates: Option<&[usize]>,
-    ) -> Ranking {
+    /// Ranks the hosts for one VM against the working state `hosts`/`admission`.
+    fn rank(&self, fleet: &FleetView<'_>, hosts: &[HostDemand], admission: &[f64], q: &RankQuery<'_>) -> Ranking {
+        let (vm, d, from) = (q.vm, q.demand, q.from);
         let v = &fleet.vms[vm];
         let steps = self.cfg.horizon_steps;
         let left = match self.moved.get(vm) {
@@ -665,25 +676,48 @@ impl PresagePolicy {
         let mut rejected = std::collections::BTreeMap::new();
         let best_w = best_watts_per_unit(fleet);
         // The best `top` (score, host) so far, best first.
-        let mut best: Vec<(f64, usize)> = Vec::with_capacity(top + 1);
+        let mut best: Vec<(f64, usize)> = Vec::with_capacity(q.top + 1);
         let core_high = d.per_core_high(v, steps);
         let all: Vec<usize>;
-        let candidates = match candidates {
+        let candidates = match q.candidates {
             Some(c) => c,
             None => {
                 all = (0..fleet.hosts.len()).collect();
                 &all
             }
         };
+        // Scores host `h` with the VM on it: the sum alone, or with its terms.
+        let score_of = |h: usize, after: &HostDemand, risk_after: f64, explain: bool| {
+            let c = Candidate {
+                fleet,
+                vm: v,
+                demand: d,
+                host: &fleet.hosts[h],
+                before: &hosts[h],
+                after,
+                risk_after,
+                steps,
+                migrating: from.is_some() && from != Some(h),
+                best_watts_per_unit: best_w,
+            };
+            if explain {
+                let mut s = self.ensemble.score(&c);
+                s.host = h;
+                (s.score, Some(s))
+            } else {
+                (self.ensemble.total(&c), None)
+            }
+        };
         for &h in candidates {
             let host = &fleet.hosts[h];
-            let reject = if !host.schedulable {
+            let here = Some(h) == from;
+            let reject = if !host.schedulable && !here {
                 Some(Rejection::NotSchedulable)
-            } else if Some(h) == from {
+            } else if here && !q.include_current {
                 Some(Rejection::SameHost)
             } else if Some(h) == left {
                 Some(Rejection::RecentlyLeft)
-            } else if excluded.get(h).copied().unwrap_or(false) {
+            } else if q.excluded.get(h).copied().unwrap_or(false) {
                 Some(Rejection::Excluded)
             } else if hosts[h].memory_mb + d.memory_mb > host.memory_mb {
                 Some(Rejection::Memory)
@@ -691,7 +725,9 @@ impl PresagePolicy {
                 Some(Rejection::CoreSpeed)
             } else if hosts[h].size + d.size > self.cfg.cpu_overcommit * host.total_mips {
                 Some(Rejection::Overcommit)
-            } else if from.is_some() && admission.get(h).copied().unwrap_or(0.0) + d.reservation() > RESERVATION_CPU_LIMIT * host.total_mips
+            } else if from.is_some()
+                && !here
+                && admission.get(h).copied().unwrap_or(0.0) + d.reservation() > RESERVATION_CPU_LIMIT * host.total_mips
             {
                 // The destination agent would refuse the hard reservation for the VM's p90.
                 Some(Rejection::Reservation)
@@ -704,63 +740,61 @@ impl PresagePolicy {
             }
             let after = hosts[h].with(d);
             let risk_after = self.host_risk(host, &after);
-            if risk_after > self.cfg.placement_risk {
+            if risk_after > self.cfg.placement_risk && !here {
                 *rejected.entry(Rejection::Risk).or_insert(0) += 1;
                 continue;
             }
             ranking.feasible += 1;
-            let c = Candidate {
-                fleet,
-                vm: v,
-                demand: d,
-                host,
-                before: &hosts[h],
-                after: &after,
-                risk_after,
-                steps,
-                migrating: from.is_some(),
-                best_watts_per_unit: best_w,
-            };
-            let score = self.ensemble.total(&c);
-            if best.len() < top || best.last().is_some_and(|&(s, _)| score < s) {
+            let (score, _) = score_of(h, &after, risk_after, false);
+            if best.len() < q.top || best.last().is_some_and(|&(s, _)| score < s) {
                 let at = best.partition_point(|&(s, _)| s <= score);
                 best.insert(at, (score, h));
-                best.truncate(top);
+                best.truncate(q.top);
             }
         }
         ranking.ranked = best
             .into_iter()
             .map(|(_, h)| {
-                let host = &fleet.hosts[h];
                 let after = hosts[h].with(d);
-                let risk_after = self.host_risk(host, &after);
-                let c = Candidate {
-                    fleet,
-                    vm: v,
-                    demand: d,
-                    host,
-                    before: &hosts[h],
-                    after: &after,
-                    risk_after,
-                    steps,
-                    migrating: from.is_some(),
-                    best_watts_per_unit: best_w,
-                };
-                let mut s = self.ensemble.score(&c);
-                s.host = h;
-                s
+                let risk_after = self.host_risk(&fleet.hosts[h], &after);
+                score_of(h, &after, risk_after, true).1.expect("explained")
             })
             .collect();
         ranking.rejected = rejected.into_iter().collect();
         ranking
     }
 
-    /// The ranking a new VM of this shape would get now (`presagectl place`): `vm` is a VM
-    /// without a host in `fleet.vms`.
-    pub fn rank_new(&self, fleet: &FleetView<'_>, vm: usize, top: usize) -> Ranking {
+    /// The fleet's standing state for rankings outside a pass (`presagectl place` and `explain`):
+    /// compute it once per snapshot, rank many times.
+    pub fn standing(&self, fleet: &FleetView<'_>) -> Standing {
         let pass = Pass::new(fleet, self.cfg.new_vm_prior);
+        Standing { hosts: pass.hosts, admission: pass.admission }
+    }
+
+    /// The ranking a new VM would get now (`presagectl place`): `vm` is a VM without a host in
+    /// `fleet.vms`, `standing` from [`standing`](Self::standing) on the same fleet.
+    pub fn rank_new_with(&self, fleet: &FleetView<'_>, standing: &Standing, vm: usize, top: usize) -> Ranking {
         let d = VmDemand::of(&fleet.vms[vm], self.cfg.new_vm_prior);
-        self.rank(fleet, vm, &d, &pass.hosts, &pass.admission, &[], None, top, None)
+        let q = RankQuery { vm, demand: &d, from: None, include_current: false, excluded: &[], top, candidates: None };
+        self.rank(fleet, &standing.hosts, &standing.admission, &q)
+    }
+
+    /// [`rank_new_with`](Self::rank_new_with) on a fresh standing state.
+    pub fn rank_new(&self, fleet: &FleetView<'_>, vm: usize, top: usize) -> Ranking {
+        self.rank_new_with(fleet, &self.standing(fleet), vm, top)
+    }
+
+    /// Why `vm` is where it is: every host ranked for it as if it were placed now, its own host
+    /// included (without the cost of a move), the others with their move's cost.
+    pub fn rank_resident(&self, fleet: &FleetView<'_>, standing: &Standing, vm: usize, top: usize) -> Ranking {
+        let d = VmDemand::of(&fleet.vms[vm], self.cfg.new_vm_prior);
+        let from = fleet.vms[vm].host;
+        let mut hosts = standing.hosts.clone();
+        if let Some(h) = from {
+            hosts[h].remove(&d);
+        }
+        let q = RankQuery { vm, demand: &d, from, include_current: true, excluded: &[], top, candidates: None };
+        self.rank(fleet, &hosts, &standing.admission, &q)
     }
 
     /// Joules-equivalent a change of a host's risk is worth over the horizon.
@@ -821,7 +855,16 @@ impl PresagePolicy {
                 let Some((vm, _, source_after)) = best else { break };
                 tried.push(vm);
                 let d = pass.demand[vm].expect("movable VMs have a demand");
-                let ranking = self.rank(fleet, vm, &d, &pass.hosts, &pass.admission, &excluded, Some(h), 2, Some(&dests));
+                let q = RankQuery {
+                    vm,
+                    demand: &d,
+                    from: Some(h),
+                    include_current: false,
+                    excluded: &excluded,
+                    top: 2,
+                    candidates: Some(&dests),
+                };
+                let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else { continue };
                 let to = chosen.host;
                 let dest_before = self.host_risk(&fleet.hosts[to], &pass.hosts[to]);
@@ -930,7 +973,16 @@ impl PresagePolicy {
                     ok = false;
                     break;
                 };
-                let ranking = self.rank(fleet, vm, &d, &pass.hosts, &pass.admission, &excluded, Some(h), 2, Some(&active));
+                let q = RankQuery {
+                    vm,
+                    demand: &d,
+                    from: Some(h),
+                    include_current: false,
+                    excluded: &excluded,
+                    top: 2,
+                    candidates: Some(&active),
+                };
+                let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else {
                     ok = false;
                     break;

@@ -1,7 +1,9 @@
 //! The advisory consolidation pass: every interval the coordinator turns its observed cluster
 //! state into a [`FleetView`] and asks the configured [`ConsolidationPolicy`] (the very code the
-//! simulator replays) which live migrations it would make. The proposal is logged and shown by
-//! `presagectl status`; executing it is the migration executor's job, not this module's.
+//! simulator replays) which live migrations it would make. The result is a [`PlanSnapshot`]: the
+//! plan (ordered moves with reasons and, for presage's policy, each decision's explanation) and
+//! the fleet as the policy saw it, which `presagectl place` and `presagectl explain` rank against
+//! until the next pass. Executing plans is the migration executor's job, not this module's.
 //!
 //! Pure apart from what it is handed: no I/O, no clock.
 
@@ -10,11 +12,33 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::policy::power::IBM_X3550_M3_X5675;
+use crate::policy::presage::{DemandSource, HostScore, PresageConfig, PresagePolicy, Ranking, Rejection, ScoreTerm, Standing, VmDemand};
 use crate::policy::{ConsolidationPolicy, FleetView, HostView, MoveReason, PolicySpec, UtilisationHistory, VmView};
 use crate::state::ClusterState;
 
 /// Migration bandwidth assumed for hosts whose NIC speed is unknown (half of 1 Gbit/s, MB/s).
 const DEFAULT_MIGRATION_MB_PER_S: f64 = 62.5;
+
+/// A host's score for a VM, with each scorer's part.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScoreView {
+    pub host_id: String,
+    pub score: f64,
+    pub risk_after: f64,
+    pub utilisation_after: f64,
+    pub terms: Vec<ScoreTerm>,
+}
+
+/// Why a move was decided (policies that explain themselves).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MoveWhy {
+    pub benefit_j: f64,
+    pub cost_j: f64,
+    pub source_risk_before: f64,
+    pub source_risk_after: f64,
+    pub chosen: ScoreView,
+    pub runner_up: Option<ScoreView>,
+}
 
 /// One move the policy would make now.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -24,6 +48,7 @@ pub struct ProposedMove {
     pub to_host: String,
     /// `overload` or `underload`: why its current host should give it up.
     pub reason: &'static str,
+    pub why: Option<MoveWhy>,
 }
 
 /// The outcome of one advisory pass.
@@ -35,15 +60,145 @@ pub struct Proposal {
     pub moves: Vec<ProposedMove>,
 }
 
+/// One pass's plan and the fleet as the policy saw it.
+pub struct PlanSnapshot {
+    pub proposal: Proposal,
+    now_s: f64,
+    hosts: Vec<HostView>,
+    vms: Vec<VmView>,
+    host_ids: Vec<String>,
+    vm_ids: Vec<String>,
+    ranker: PresagePolicy,
+    standing: Standing,
+}
+
+/// Hosts that could not take a VM, by reason.
+pub type Rejections = Vec<(Rejection, usize)>;
+
+/// `presagectl place`: how every host ranks for a new VM of a given shape.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlaceOutcome {
+    pub ranking: Vec<ScoreView>,
+    pub feasible_hosts: usize,
+    pub rejected: Rejections,
+}
+
+/// `presagectl explain VM`: why a VM is where it is, or why it would move.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExplainOutcome {
+    pub vm_id: String,
+    pub host_id: String,
+    /// Where the policy's view of its demand came from.
+    pub demand_source: DemandSource,
+    /// Its predicted demand at each step of the policy's horizon, capacity units: mean and p90.
+    pub demand_mean: Vec<f64>,
+    pub demand_p90: Vec<f64>,
+    /// The move the last plan makes for it, if any.
+    pub planned: Option<ProposedMove>,
+    /// Every host ranked for it now, its own included (without the cost of a move).
+    pub ranking: Vec<ScoreView>,
+    pub feasible_hosts: usize,
+    pub rejected: Rejections,
+}
+
+/// A bad `place` request.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("no host is known yet (no advisory pass has seen a reachable host)")]
+    NoHosts,
+}
+
+impl PlanSnapshot {
+    fn fleet(&self) -> FleetView<'_> {
+        FleetView { now_s: self.now_s, hosts: &self.hosts, vms: &self.vms }
+    }
+
+    fn view(&self, s: &HostScore) -> ScoreView {
+        ScoreView {
+            host_id: self.host_ids.get(s.host).cloned().unwrap_or_default(),
+            score: s.score,
+            risk_after: s.risk_after,
+            utilisation_after: s.utilisation_after,
+            terms: s.terms.clone(),
+        }
+    }
+
+    fn views(&self, r: &Ranking) -> Vec<ScoreView> {
+        r.ranked.iter().map(|s| self.view(s)).collect()
+    }
+
+    /// Ranks the hosts for a new VM of `vcpus` × `mhz_per_vcpu` (default: the fastest core in the
+    /// fleet) and `memory_mib`, as presage would place it now. Nothing is reserved or changed.
+    pub fn place(&self, vcpus: u32, mhz_per_vcpu: Option<f64>, memory_mib: f64, top: usize) -> Result<PlaceOutcome, PlaceError> {
+        let invalid = |field, problem: String| Err(PlaceError::Invalid { field, problem });
+        if vcpus == 0 || vcpus > 1024 {
+            return invalid("vcpus", format!("{vcpus} is not within 1..=1024"));
+        }
+        if !memory_mib.is_finite() || memory_mib < 0.0 {
+            return invalid("memory_mib", format!("{memory_mib} must be a finite number >= 0"));
+        }
+        if let Some(m) = mhz_per_vcpu
+            && (!m.is_finite() || m <= 0.0)
+        {
+            return invalid("cpu_mhz_per_vcpu", format!("{m} must be a finite number > 0"));
+        }
+        if self.hosts.is_empty() {
+            return Err(PlaceError::NoHosts);
+        }
+        let mhz = mhz_per_vcpu.unwrap_or_else(|| self.hosts.iter().map(|h| h.pe_mips).fold(0.0, f64::max));
+        let mut vms = self.vms.clone();
+        vms.push(VmView {
+            alive: true,
+            host: None,
+            pes: vcpus,
+            mips: mhz,
+            ram_mb: memory_mib,
+            demand_mips: vcpus as f64 * mhz,
+            scheduled_mips: 0.0,
+            memory_request_mb: memory_mib,
+            history: UtilisationHistory::default(),
+            in_migration: false,
+            forecast: None,
+        });
+        let fleet = FleetView { now_s: self.now_s, hosts: &self.hosts, vms: &vms };
+        let r = self.ranker.rank_new_with(&fleet, &self.standing, vms.len() - 1, top.max(1));
+        Ok(PlaceOutcome { ranking: self.views(&r), feasible_hosts: r.feasible, rejected: r.rejected })
+    }
+
+    /// Why `vm_id` is where it is; `None` for a VM the last pass did not see.
+    pub fn explain(&self, vm_id: &str, top: usize) -> Option<ExplainOutcome> {
+        let vm = self.vm_ids.iter().position(|v| v == vm_id)?;
+        let fleet = self.fleet();
+        let r = self.ranker.rank_resident(&fleet, &self.standing, vm, top.max(1));
+        let d = VmDemand::of(&self.vms[vm], self.ranker.config().new_vm_prior);
+        let steps = self.ranker.config().horizon_steps;
+        Some(ExplainOutcome {
+            vm_id: vm_id.to_string(),
+            host_id: self.vms[vm].host.and_then(|h| self.host_ids.get(h)).cloned().unwrap_or_default(),
+            demand_source: d.source,
+            demand_mean: d.mean[..steps].to_vec(),
+            demand_p90: d.high[..steps].to_vec(),
+            planned: self.proposal.moves.iter().find(|m| m.vm_id == vm_id).cloned(),
+            ranking: self.views(&r),
+            feasible_hosts: r.feasible,
+            rejected: r.rejected,
+        })
+    }
+}
+
 /// Keeps the policy and each VM's utilisation history between passes.
 pub struct Advisor {
     policy: Box<dyn ConsolidationPolicy>,
+    presage: PresageConfig,
     history: HashMap<String, UtilisationHistory>,
 }
 
 impl Advisor {
-    pub fn new(spec: PolicySpec) -> Advisor {
-        Advisor { policy: spec.build(), history: HashMap::new() }
+    /// `spec` decides the plan; presage's settings also rank for `place` and `explain`.
+    pub fn new(spec: PolicySpec, presage: &PresageConfig) -> Advisor {
+        Advisor { policy: spec.build_with(presage), presage: presage.clone(), history: HashMap::new() }
     }
 
     pub fn policy_name(&self) -> String {
@@ -52,7 +207,7 @@ impl Advisor {
 
     /// One pass over the reachable hosts: each VM's utilisation is added to its history, then
     /// the policy decides. `now_s` is only handed through to the policy.
-    pub fn advise(&mut self, state: &ClusterState, now_s: f64) -> Proposal {
+    pub fn advise(&mut self, state: &ClusterState, now_s: f64) -> PlanSnapshot {
         let mut hosts = Vec::new();
         let mut host_ids = Vec::new();
         let mut vms = Vec::new();
@@ -108,8 +263,16 @@ impl Advisor {
         self.history.retain(|id, _| present.contains(id));
         let fleet = FleetView { now_s, hosts: &hosts, vms: &vms };
         let span = tracing::info_span!("advise", policy = %self.policy.name(), hosts = hosts.len(), vms = vms.len());
-        let _enter = span.enter();
+        let enter = span.enter();
         let decisions = self.policy.optimise(&fleet);
+        let explanations = self.policy.explanations();
+        let score_view = |s: &HostScore| ScoreView {
+            host_id: host_ids.get(s.host).cloned().unwrap_or_default(),
+            score: s.score,
+            risk_after: s.risk_after,
+            utilisation_after: s.utilisation_after,
+            terms: s.terms.clone(),
+        };
         let moves = decisions
             .iter()
             .filter(|m| m.vm < vms.len() && m.to < hosts.len())
@@ -121,9 +284,21 @@ impl Advisor {
                     MoveReason::Overload(_) => "overload",
                     MoveReason::Underload(_) => "underload",
                 },
+                why: explanations.iter().find(|e| e.vm == m.vm && e.to == m.to).map(|e| MoveWhy {
+                    benefit_j: e.benefit_j,
+                    cost_j: e.cost_j,
+                    source_risk_before: e.source_risk_before,
+                    source_risk_after: e.source_risk_after,
+                    chosen: score_view(&e.chosen),
+                    runner_up: e.runner_up.as_ref().map(score_view),
+                }),
             })
             .collect();
-        Proposal { policy: self.policy.name(), hosts_considered: hosts.len(), vms_considered: vms.len(), moves }
+        drop(enter);
+        let proposal = Proposal { policy: self.policy.name(), hosts_considered: hosts.len(), vms_considered: vms.len(), moves };
+        let ranker = PresagePolicy::new(self.presage.clone());
+        let standing = ranker.standing(&FleetView { now_s, hosts: &hosts, vms: &vms });
+        PlanSnapshot { proposal, now_s, hosts, vms, host_ids, vm_ids, ranker, standing }
     }
 }
 
@@ -163,8 +338,8 @@ mod tests {
         state.ingest("a", 0, report(1, &[("a1", 0.95), ("a2", 0.95), ("a3", 0.95), ("a4", 0.95)]), now).unwrap();
         state.ingest("b", 1, report(1, &[("b1", 0.10)]), now).unwrap();
         state.ingest("c", 2, report(1, &[]), now).unwrap();
-        let mut advisor = Advisor::new(PolicySpec::Classic(Detector::Thr(0.8)));
-        let p = advisor.advise(&state, 0.0);
+        let mut advisor = Advisor::new(PolicySpec::Classic(Detector::Thr(0.8)), &PresageConfig::default());
+        let p = advisor.advise(&state, 0.0).proposal;
         assert_eq!(p.policy, "THR-MMT-0.8");
         assert_eq!((p.hosts_considered, p.vms_considered), (3, 5));
         let from_a: Vec<&ProposedMove> = p.moves.iter().filter(|m| m.from_host == "a").collect();
@@ -184,7 +359,7 @@ mod tests {
         register(&mut state, "a", 0, now);
         state.ingest("a", 0, report(1, &[("a1", 0.5)]), now).unwrap();
         state.sweep(now + Duration::from_secs(5));
-        let p = Advisor::new(PolicySpec::Dvfs).advise(&state, 0.0);
+        let p = Advisor::new(PolicySpec::Dvfs, &PresageConfig::default()).advise(&state, 0.0).proposal;
         assert_eq!((p.hosts_considered, p.vms_considered), (0, 0));
         assert!(p.moves.is_empty());
     }

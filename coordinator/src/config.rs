@@ -39,11 +39,14 @@ pub struct PolicyConfig {
     /// How often the advisory pass runs.
     #[serde(default = "default_policy_interval", with = "humantime_serde")]
     pub interval: Duration,
+    /// `[policy.presage]`: presage's settings (also what `presagectl place` and `explain` rank with).
+    #[serde(default)]
+    pub presage: crate::policy::presage::PresageConfig,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { name: default_policy(), interval: default_policy_interval() }
+        PolicyConfig { name: default_policy(), interval: default_policy_interval(), presage: Default::default() }
     }
 }
 
@@ -54,7 +57,7 @@ impl PolicyConfig {
 }
 
 fn default_policy() -> String {
-    "lr-mmt-1.2".into()
+    "presage".into()
 }
 fn default_policy_interval() -> Duration {
     Duration::from_secs(300)
@@ -91,6 +94,9 @@ impl CoordinatorConfig {
         if let Err(e) = cfg.policy.spec() {
             return invalid("policy.name", &e.to_string());
         }
+        if let Err(e) = cfg.policy.presage.validate() {
+            return invalid("policy.presage", &e.to_string());
+        }
         if cfg.policy.interval < Duration::from_secs(1) {
             return invalid("policy.interval", "must be at least 1s");
         }
@@ -107,7 +113,7 @@ mod tests {
     #[test]
     fn the_packaged_config_is_valid() {
         let c = CoordinatorConfig::parse(include_str!("../../packaging/coordinator.toml"), Path::new("coordinator.toml")).unwrap();
-        assert_eq!(c.policy.spec().unwrap().to_string(), "LR-MMT-1.2");
+        assert_eq!(c.policy.spec().unwrap().to_string(), "presage");
         assert_eq!(c.policy.interval, Duration::from_secs(300));
     }
 
@@ -124,11 +130,21 @@ mod tests {
         assert!(e.contains("`host_timeout`"), "{e}");
         let e = CoordinatorConfig::parse(&GOOD.replace("key = \"c.key\"\n", ""), Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("key"), "{e}");
-        assert_eq!(c.policy.name, "lr-mmt-1.2");
+        assert_eq!(c.policy.name, "presage");
         let p = CoordinatorConfig::parse(&format!("{GOOD}[policy]\nname = \"thr-mmt-0.9\"\ninterval = \"60s\"\n"), Path::new("c.toml"))
             .unwrap();
         assert_eq!((p.policy.spec().unwrap().to_string().as_str(), p.policy.interval), ("THR-MMT-0.9", Duration::from_secs(60)));
         let e = CoordinatorConfig::parse(&format!("{GOOD}[policy]\nname = \"best\"\n"), Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("policy.name") && e.contains("best"), "{e}");
+        let p = CoordinatorConfig::parse(&format!("{GOOD}[policy.presage]\nplacement_risk = 0.1\n"), Path::new("c.toml")).unwrap();
+        assert_eq!(p.policy.presage.placement_risk, 0.1);
+        let e = CoordinatorConfig::parse(&format!("{GOOD}[policy.presage]\nplacement_risk = 2.0\n"), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.presage") && e.contains("placement_risk"), "{e}");
+        let e = CoordinatorConfig::parse(&format!("{GOOD}[policy.presage]\nplacment_risk = 0.1\n"), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("placment_risk"), "{e}");
     }
 }

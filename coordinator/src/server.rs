@@ -49,7 +49,8 @@ impl Coordinator {
         let addr = listener.local_addr()?;
         let background = CancellationToken::new();
         let liveness = tokio::spawn(liveness_reconciler(shared.clone(), background.clone()));
-        let advisory = tokio::spawn(advisory_pass(shared.clone(), Advisor::new(policy), cfg.policy.interval, background.clone()));
+        let advisory =
+            tokio::spawn(advisory_pass(shared.clone(), Advisor::new(policy, &cfg.policy.presage), cfg.policy.interval, background.clone()));
 
         let incoming = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
         let server = tonic::transport::Server::builder()
@@ -98,7 +99,7 @@ async fn liveness_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
 }
 
 /// Runs the configured consolidation policy over the observed state every `interval` and keeps
-/// its proposal for `presagectl status` (advisory: nothing is executed).
+/// its plan for `presagectl plan`, `explain` and `place` (advisory: nothing is executed).
 async fn advisory_pass(shared: Arc<Shared>, mut advisor: Advisor, interval: std::time::Duration, stop: CancellationToken) {
     let started = Instant::now();
     let mut tick = tokio::time::interval(interval);
@@ -109,15 +110,16 @@ async fn advisory_pass(shared: Arc<Shared>, mut advisor: Advisor, interval: std:
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let proposal = {
+        let plan = {
             let state = shared.state();
             advisor.advise(&state, started.elapsed().as_secs_f64())
         };
+        let proposal = &plan.proposal;
         info!(policy = %proposal.policy, hosts = proposal.hosts_considered, vms = proposal.vms_considered, moves = proposal.moves.len(), "advisory consolidation pass");
         for m in &proposal.moves {
             tracing::debug!(vm = %m.vm_id, from = %m.from_host, to = %m.to_host, reason = m.reason, "proposed migration");
         }
-        *shared.proposal.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), proposal));
+        *shared.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), Arc::new(plan)));
     }
 }
 

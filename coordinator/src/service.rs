@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::advisor::{PlaceError, PlanSnapshot, ProposedMove, ScoreView};
+use crate::policy::presage::Rejection;
 use crate::sessions::{CommandError, Sessions};
 use crate::state::{ClusterState, Liveness};
 use crate::transport::{PeerInfo, RefusalLog};
@@ -35,15 +37,15 @@ pub struct Shared {
     pub started: Instant,
     /// Fired at shutdown; open agent sessions end when it does.
     pub cancel: CancellationToken,
-    /// The advisory policy's last proposal and when it was made.
-    pub proposal: Mutex<Option<(Instant, crate::advisor::Proposal)>>,
+    /// The advisory pass's last plan (with the fleet it saw) and when it was made.
+    pub plan: Mutex<Option<(Instant, Arc<crate::advisor::PlanSnapshot>)>>,
     pub policy_name: String,
 }
 
 impl Shared {
     pub fn new(host_timeout: Duration, policy_name: String, cancel: CancellationToken) -> Arc<Shared> {
         Arc::new(Shared {
-            proposal: Mutex::new(None),
+            plan: Mutex::new(None),
             policy_name,
             state: Mutex::new(ClusterState::new(host_timeout)),
             sessions: Sessions::default(),
@@ -216,8 +218,8 @@ impl Operator for OperatorService {
         let p = peer(&req, Role::Operator)?;
         let _span = info_span!("operator.status", operator = %p.identity.name).entered();
         let (refused, last_refusal) = self.shared.refusals.snapshot();
-        let (proposed_migrations, proposal_age_ms) = match &*self.shared.proposal.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some((at, p)) => (p.moves.len() as u32, at.elapsed().as_millis() as u64),
+        let (proposed_migrations, proposal_age_ms) = match &*self.shared.plan.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, p)) => (p.proposal.moves.len() as u32, at.elapsed().as_millis() as u64),
             None => (0, 0),
         };
         let state = self.shared.state();
@@ -313,4 +315,123 @@ impl Operator for OperatorService {
         .instrument(span)
         .await
     }
+
+    async fn get_plan(&self, req: Request<pb::GetPlanRequest>) -> Result<Response<pb::GetPlanResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let _span = info_span!("operator.plan", operator = %p.identity.name).entered();
+        let Some((age_ms, plan)) = self.plan() else {
+            return Ok(Response::new(pb::GetPlanResponse { policy: self.shared.policy_name.clone(), ..Default::default() }));
+        };
+        let pr = &plan.proposal;
+        Ok(Response::new(pb::GetPlanResponse {
+            policy: pr.policy.clone(),
+            available: true,
+            age_ms,
+            hosts_considered: pr.hosts_considered as u32,
+            vms_considered: pr.vms_considered as u32,
+            moves: pr.moves.iter().map(planned_move).collect(),
+        }))
+    }
+
+    async fn explain(&self, req: Request<pb::ExplainRequest>) -> Result<Response<pb::ExplainResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let r = req.into_inner();
+        let _span = info_span!("operator.explain", operator = %p.identity.name, vm = %r.vm_id).entered();
+        if r.vm_id.is_empty() {
+            return Err(Status::invalid_argument("vm_id: must not be empty"));
+        }
+        let Some((age_ms, plan)) = self.plan() else {
+            return Err(Status::unavailable("no advisory pass has run yet; the first runs one [policy] interval after start"));
+        };
+        let Some(e) = plan.explain(&r.vm_id, top(r.top)) else {
+            return Err(Status::not_found(format!("vm {:?} was not in the last advisory pass", r.vm_id)));
+        };
+        Ok(Response::new(pb::ExplainResponse {
+            vm_id: e.vm_id,
+            host_id: e.host_id,
+            demand_source: format!("{:?}", e.demand_source).to_lowercase(),
+            demand_mean_mhz: e.demand_mean,
+            demand_p90_mhz: e.demand_p90,
+            planned: e.planned.is_some(),
+            planned_move: e.planned.as_ref().map(planned_move),
+            ranking: e.ranking.iter().map(host_score).collect(),
+            feasible_hosts: e.feasible_hosts as u32,
+            rejected: rejections(&e.rejected),
+            plan_age_ms: age_ms,
+        }))
+    }
+
+    async fn place(&self, req: Request<pb::PlaceRequest>) -> Result<Response<pb::PlaceResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let r = req.into_inner();
+        let _span = info_span!("operator.place", operator = %p.identity.name, vcpus = r.vcpus, memory_mib = r.memory_mib).entered();
+        let Some((age_ms, plan)) = self.plan() else {
+            return Err(Status::unavailable("no advisory pass has run yet; the first runs one [policy] interval after start"));
+        };
+        let mhz = (r.cpu_mhz_per_vcpu != 0.0).then_some(r.cpu_mhz_per_vcpu);
+        let o = plan.place(r.vcpus, mhz, r.memory_mib, top(r.top)).map_err(|e| match e {
+            PlaceError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            PlaceError::NoHosts => Status::failed_precondition(e.to_string()),
+        })?;
+        Ok(Response::new(pb::PlaceResponse {
+            ranking: o.ranking.iter().map(host_score).collect(),
+            feasible_hosts: o.feasible_hosts as u32,
+            rejected: rejections(&o.rejected),
+            plan_age_ms: age_ms,
+        }))
+    }
+}
+
+impl OperatorService {
+    fn plan(&self) -> Option<(u64, Arc<PlanSnapshot>)> {
+        self.shared.plan.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(at, p)| (at.elapsed().as_millis() as u64, p.clone()))
+    }
+}
+
+/// How many hosts a ranking shows: 5 unless asked, at most 100.
+fn top(asked: u32) -> usize {
+    if asked == 0 { 5 } else { (asked as usize).min(100) }
+}
+
+fn host_score(s: &ScoreView) -> pb::HostScore {
+    pb::HostScore {
+        host_id: s.host_id.clone(),
+        score: s.score,
+        risk_after: s.risk_after,
+        utilisation_after: s.utilisation_after,
+        terms: s
+            .terms
+            .iter()
+            .map(|t| pb::ScoreTerm { scorer: t.scorer.to_string(), value: t.value, weight: t.weight, contribution: t.contribution })
+            .collect(),
+    }
+}
+
+fn planned_move(m: &ProposedMove) -> pb::PlannedMove {
+    let mut out = pb::PlannedMove {
+        vm_id: m.vm_id.clone(),
+        from_host: m.from_host.clone(),
+        to_host: m.to_host.clone(),
+        reason: m.reason.to_string(),
+        ..Default::default()
+    };
+    if let Some(w) = &m.why {
+        out.explained = true;
+        out.benefit_j = w.benefit_j;
+        out.cost_j = w.cost_j;
+        out.source_risk_before = w.source_risk_before;
+        out.source_risk_after = w.source_risk_after;
+        out.chosen = Some(host_score(&w.chosen));
+        out.runner_up = w.runner_up.as_ref().map(host_score);
+    }
+    out
+}
+
+fn rejections(r: &[(Rejection, usize)]) -> Vec<pb::RejectionCount> {
+    r.iter()
+        .map(|(reason, n)| pb::RejectionCount {
+            reason: serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            hosts: *n as u32,
+        })
+        .collect()
 }

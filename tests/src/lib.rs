@@ -86,14 +86,19 @@ pub struct RunningCoordinator {
 }
 
 impl RunningCoordinator {
-    /// Starts a coordinator on `port` (0: any free port).
+    /// Starts a coordinator on `port` (0: any free port), advising with THR-MMT-0.8 every second.
     pub async fn start(pki: &Pki, port: u16, host_timeout: Duration) -> RunningCoordinator {
+        RunningCoordinator::start_with_policy(pki, port, host_timeout, "thr-mmt-0.8").await
+    }
+
+    /// Starts a coordinator whose advisory pass runs `policy` every second.
+    pub async fn start_with_policy(pki: &Pki, port: u16, host_timeout: Duration, policy: &str) -> RunningCoordinator {
         let cfg = CoordinatorConfig {
             listen: ([127, 0, 0, 1], port).into(),
             host_timeout,
             shutdown_timeout: Duration::from_secs(5),
             tls: pki.issue(Role::Coordinator, "coordinator"),
-            policy: PolicyConfig { name: "thr-mmt-0.8".into(), interval: Duration::from_secs(1) },
+            policy: PolicyConfig { name: policy.into(), interval: Duration::from_secs(1), presage: Default::default() },
         };
         let cancel = CancellationToken::new();
         let c = Coordinator::bind(cfg, cancel.clone()).await.expect("coordinator binds");

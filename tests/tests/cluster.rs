@@ -80,7 +80,7 @@ async fn two_agents_report_the_trace_lines_they_replay() {
         let shared = coord.shared.clone();
         async move {
             let s = op.status(StatusRequest {}).await.ok()?.into_inner();
-            let considered = shared.proposal.lock().unwrap().as_ref().map(|(_, p)| (p.hosts_considered, p.vms_considered));
+            let considered = shared.plan.lock().unwrap().as_ref().map(|(_, p)| (p.proposal.hosts_considered, p.proposal.vms_considered));
             (s.proposal_age_ms > 0 && considered == Some((2, 12))).then_some(s)
         }
     })
@@ -318,5 +318,76 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
     // Every report, forecasts included, passed the coordinator's validation.
     assert_eq!(op.clone().status(StatusRequest {}).await.unwrap().into_inner().reports_rejected, 0);
     agent.stop().await;
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_plans_with_presage_and_explains_its_rankings() {
+    let day = shared_data().join("planetlab/20110303");
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start_with_policy(&pki, 0, Duration::from_secs(30), "presage").await;
+    let data = tempfile::tempdir().unwrap();
+    let a = RunningAgent::start(simulated_agent(&pki, "hv-a", &coord.url, &data.path().join("a"), &day, (0, 2), 6));
+    let b = RunningAgent::start(simulated_agent(&pki, "hv-b", &coord.url, &data.path().join("b"), &day, (1, 2), 6));
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "alice")).await.unwrap();
+
+    let plan = eventually("a presage plan over both hosts", WAIT, || {
+        let mut op = op.clone();
+        async move {
+            let p = op.get_plan(presage_protocol::pb::GetPlanRequest {}).await.ok()?.into_inner();
+            (p.available && p.hosts_considered == 2 && p.vms_considered == 12).then_some(p)
+        }
+    })
+    .await;
+    assert_eq!(plan.policy, "presage");
+    let sums = |s: &presage_protocol::pb::HostScore| {
+        let total: f64 = s.terms.iter().map(|t| t.contribution).sum();
+        assert!((total - s.score).abs() < 1e-9, "{s:?}");
+        for t in &s.terms {
+            assert!((t.value * t.weight - t.contribution).abs() < 1e-12, "{t:?}");
+        }
+    };
+    for m in &plan.moves {
+        assert!(m.explained && m.benefit_j > m.cost_j, "{m:?}");
+        let chosen = m.chosen.as_ref().unwrap();
+        assert_eq!(chosen.host_id, m.to_host);
+        sums(chosen);
+        if let Some(r) = &m.runner_up {
+            sums(r);
+            assert!(r.score >= chosen.score);
+        }
+    }
+
+    // A dry run: both hosts ranked, best first, each score the sum of its terms.
+    let place = op
+        .place(presage_protocol::pb::PlaceRequest { vcpus: 1, cpu_mhz_per_vcpu: 1000.0, memory_mib: 512.0, top: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!place.ranking.is_empty() && place.feasible_hosts as usize >= place.ranking.len());
+    assert!(place.ranking.windows(2).all(|w| w[0].score <= w[1].score));
+    place.ranking.iter().for_each(sums);
+    // Bad requests name the field.
+    let e = op.place(presage_protocol::pb::PlaceRequest { vcpus: 0, memory_mib: 512.0, ..Default::default() }).await.unwrap_err();
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("vcpus"), "{e:?}");
+    let e = op.place(presage_protocol::pb::PlaceRequest { vcpus: 1, memory_mib: -1.0, ..Default::default() }).await.unwrap_err();
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("memory_mib"), "{e:?}");
+
+    // Explain: the VM's own host is in its ranking, the others with a migration cost.
+    let vm = op.list_vms(ListVmsRequest { host_id: "hv-a".into() }).await.unwrap().into_inner().vms[0].sample.clone().unwrap().vm_id;
+    let e = op.explain(presage_protocol::pb::ExplainRequest { vm_id: vm.clone(), top: 10 }).await.unwrap().into_inner();
+    assert_eq!((e.vm_id.as_str(), e.host_id.as_str()), (vm.as_str(), "hv-a"));
+    assert_eq!(e.demand_mean_mhz.len(), 6);
+    let here = e.ranking.iter().find(|s| s.host_id == "hv-a").expect("its own host is ranked");
+    let migration = |s: &presage_protocol::pb::HostScore| s.terms.iter().find(|t| t.scorer == "migration").map_or(0.0, |t| t.value);
+    assert_eq!(migration(here), 0.0);
+    if let Some(other) = e.ranking.iter().find(|s| s.host_id == "hv-b") {
+        assert!(migration(other) > 0.0, "{other:?}");
+    }
+    e.ranking.iter().for_each(sums);
+    let e = op.explain(presage_protocol::pb::ExplainRequest { vm_id: "no-such-vm".into(), top: 0 }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    a.stop().await;
+    b.stop().await;
     coord.stop().await;
 }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod demo;
 pub mod forecast_eval;
+pub mod plan;
 pub mod simulate;
 pub mod view;
 
@@ -13,7 +14,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use presage_protocol::pb::{ListHostsRequest, ListVmsRequest, PingHostRequest, StatusRequest};
+use presage_protocol::pb::{
+    ExplainRequest, GetPlanRequest, ListHostsRequest, ListVmsRequest, PingHostRequest, PlaceRequest, StatusRequest,
+};
+
+use self::plan::{explain_json, place_json, plan_json};
 use presage_protocol::pki::ClusterCa;
 use presage_protocol::tls::{Role, TlsFiles};
 
@@ -71,6 +76,34 @@ pub enum Command {
         /// The host, when the name is not unique.
         #[arg(long)]
         host: Option<String>,
+    },
+    /// The last advisory pass's plan: ordered moves, each with its reason, benefit and cost, and
+    /// the scores of the chosen host and the runner-up.
+    Plan,
+    /// Why a VM is where it is, or why the plan moves it: its predicted demand and every host
+    /// ranked for it now, with each scorer's part.
+    Explain {
+        /// VM id.
+        vm: String,
+        /// How many hosts to rank.
+        #[arg(long, default_value_t = 5)]
+        top: u32,
+    },
+    /// Dry run: where a new VM would go and why (the ranking with explanations). Nothing is
+    /// reserved or changed.
+    Place {
+        /// vCPUs.
+        #[arg(long)]
+        cpu: u32,
+        /// Memory: MiB, or with a unit (4GiB).
+        #[arg(long, value_parser = plan::parse_memory_mib)]
+        mem: f64,
+        /// Speed of one vCPU in MHz (default: the fastest core in the cluster).
+        #[arg(long)]
+        mhz: Option<f64>,
+        /// How many hosts to rank.
+        #[arg(long, default_value_t = 5)]
+        top: u32,
     },
     /// Send a ping command through a host's agent stream and wait for its answer.
     Ping {
@@ -214,6 +247,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     humantime::format_duration(Duration::from_secs(r.agent_uptime_ms / 1000))
                 ),
                 OutputFormat::Csv => bail!("--output csv is only available for simulate"),
+            }
+        }
+        Command::Plan => {
+            let mut c = cli.conn.target().connect().await?;
+            let p = c.get_plan(GetPlanRequest {}).await.map_err(|s| rpc_error("plan", s))?.into_inner();
+            match cli.output {
+                OutputFormat::Json => print_json(&plan_json(&p))?,
+                OutputFormat::Table => print!("{}", plan::render_plan(&p)),
+                OutputFormat::Csv => plan::no_csv("plan")?,
+            }
+        }
+        Command::Explain { vm, top } => {
+            let mut c = cli.conn.target().connect().await?;
+            let e = c
+                .explain(ExplainRequest { vm_id: vm.clone(), top })
+                .await
+                .map_err(|s| rpc_error(&format!("explain {vm}"), s))?
+                .into_inner();
+            match cli.output {
+                OutputFormat::Json => print_json(&explain_json(&e))?,
+                OutputFormat::Table => print!("{}", plan::render_explain(&e)),
+                OutputFormat::Csv => plan::no_csv("explain")?,
+            }
+        }
+        Command::Place { cpu, mem, mhz, top } => {
+            let mut c = cli.conn.target().connect().await?;
+            let req = PlaceRequest { vcpus: cpu, cpu_mhz_per_vcpu: mhz.unwrap_or(0.0), memory_mib: mem, top };
+            let p = c.place(req).await.map_err(|s| rpc_error("place", s))?.into_inner();
+            match cli.output {
+                OutputFormat::Json => print_json(&place_json(&p))?,
+                OutputFormat::Table => print!("{}", plan::render_place(&p)),
+                OutputFormat::Csv => plan::no_csv("place")?,
             }
         }
         Command::Certs(c) => certs(c)?,

@@ -1,0 +1,232 @@
+//! `presagectl plan`, `presagectl explain VM` and `presagectl place`: the advisory pass's plan
+//! with each move's reasons, why a VM is where it is, and a placement dry run; tables for people,
+//! JSON for scripts (the protobuf messages as JSON).
+
+use std::fmt::Write;
+
+use anyhow::bail;
+use presage_protocol::pb::{ExplainResponse, GetPlanResponse, HostScore, PlaceResponse, PlannedMove, RejectionCount};
+
+/// Parses a memory size: a number of MiB, or a number with a unit (KiB, MiB, GiB, TiB; K, M, G,
+/// T are read as binary units too).
+pub fn parse_memory_mib(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?}: expected a size such as 4096, 4096MiB or 4GiB"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "m" | "mi" | "mib" | "mb" => 1.0,
+        "k" | "ki" | "kib" | "kb" => 1.0 / 1024.0,
+        "g" | "gi" | "gib" | "gb" => 1024.0,
+        "t" | "ti" | "tib" | "tb" => 1024.0 * 1024.0,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (KiB, MiB, GiB or TiB)")),
+    };
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("{s:?}: must be a size >= 0"));
+    }
+    Ok(n * scale)
+}
+
+fn terms(s: &HostScore) -> String {
+    s.terms.iter().map(|t| format!("{} {:.3}x{:.2}={:+.3}", t.scorer, t.value, t.weight, t.contribution)).collect::<Vec<_>>().join("  ")
+}
+
+fn score_lines(out: &mut String, label: &str, s: &HostScore) {
+    let _ = writeln!(
+        out,
+        "    {label:<9} {:<16} score {:>8.3}  risk {:>5.1} %  load {:>5.1} %",
+        s.host_id,
+        s.score,
+        s.risk_after * 100.0,
+        s.utilisation_after * 100.0
+    );
+    let _ = writeln!(out, "              {}", terms(s));
+}
+
+fn rejected(r: &[RejectionCount]) -> String {
+    if r.is_empty() {
+        return "none".into();
+    }
+    r.iter().map(|c| format!("{} {}", c.hosts, c.reason)).collect::<Vec<_>>().join(", ")
+}
+
+fn move_block(out: &mut String, i: usize, m: &PlannedMove) {
+    let _ = writeln!(out, "{:>3}. {}  {} -> {}  ({})", i + 1, m.vm_id, m.from_host, m.to_host, m.reason);
+    if m.explained {
+        let _ = writeln!(
+            out,
+            "    benefit {:.0} kJ > cost {:.0} kJ; source risk {:.1} % -> {:.1} %",
+            m.benefit_j / 1000.0,
+            m.cost_j / 1000.0,
+            m.source_risk_before * 100.0,
+            m.source_risk_after * 100.0
+        );
+        if let Some(c) = &m.chosen {
+            score_lines(out, "chosen", c);
+        }
+        if let Some(r) = &m.runner_up {
+            score_lines(out, "runner-up", r);
+        }
+    }
+}
+
+pub fn render_plan(p: &GetPlanResponse) -> String {
+    let mut out = String::new();
+    if !p.available {
+        let _ = writeln!(out, "policy {}: no advisory pass yet (the first runs one [policy] interval after start)", p.policy);
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "policy {}: {} moves over {} hosts / {} VMs, planned {:.0} s ago (advisory: nothing is executed)",
+        p.policy,
+        p.moves.len(),
+        p.hosts_considered,
+        p.vms_considered,
+        p.age_ms as f64 / 1000.0
+    );
+    for (i, m) in p.moves.iter().enumerate() {
+        move_block(&mut out, i, m);
+    }
+    out
+}
+
+pub fn render_explain(e: &ExplainResponse) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} runs on {} (plan {:.0} s old)", e.vm_id, e.host_id, e.plan_age_ms as f64 / 1000.0);
+    let steps: Vec<String> = e.demand_mean_mhz.iter().zip(&e.demand_p90_mhz).map(|(m, p)| format!("{m:.0}/{p:.0}")).collect::<Vec<_>>();
+    let _ = writeln!(out, "demand ({}), mean/p90 MHz per 5-minute step: {}", e.demand_source, steps.join(" "));
+    match &e.planned_move {
+        Some(m) if e.planned => {
+            let _ = writeln!(out, "the current plan moves it:");
+            move_block(&mut out, 0, m);
+        }
+        _ => {
+            let _ = writeln!(out, "the current plan leaves it where it is");
+        }
+    }
+    let _ = writeln!(out, "hosts ranked for it now ({} could take it; rejected: {}):", e.feasible_hosts, rejected(&e.rejected));
+    for (i, s) in e.ranking.iter().enumerate() {
+        let label = if s.host_id == e.host_id { "(here)".to_string() } else { format!("#{}", i + 1) };
+        score_lines(&mut out, &label, s);
+    }
+    out
+}
+
+pub fn render_place(p: &PlaceResponse) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "dry run against the plan of {:.0} s ago: {} hosts could take it; rejected: {}",
+        p.plan_age_ms as f64 / 1000.0,
+        p.feasible_hosts,
+        rejected(&p.rejected)
+    );
+    for (i, s) in p.ranking.iter().enumerate() {
+        score_lines(&mut out, &format!("#{}", i + 1), s);
+    }
+    out
+}
+
+/// Refuses CSV for the commands that have no table of rows.
+pub fn no_csv(cmd: &str) -> anyhow::Result<()> {
+    bail!("--output csv is not available for {cmd}; use table or json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_with_units_and_bad_ones_are_named() {
+        assert_eq!(parse_memory_mib("4096").unwrap(), 4096.0);
+        assert_eq!(parse_memory_mib("4GiB").unwrap(), 4096.0);
+        assert_eq!(parse_memory_mib("512 MiB").unwrap(), 512.0);
+        assert_eq!(parse_memory_mib("1t").unwrap(), 1_048_576.0);
+        for bad in ["", "lots", "4 parsecs", "-1G", "NaN"] {
+            assert!(parse_memory_mib(bad).unwrap_err().contains(&format!("{bad:?}")), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_explained_move_shows_both_hosts_and_every_term() {
+        let score = |h: &str, s: f64| HostScore {
+            host_id: h.into(),
+            score: s,
+            risk_after: 0.05,
+            utilisation_after: 0.8,
+            terms: vec![presage_protocol::pb::ScoreTerm { scorer: "fit".into(), value: 0.05, weight: 2.0, contribution: 0.1 }],
+        };
+        let p = GetPlanResponse {
+            policy: "presage".into(),
+            available: true,
+            moves: vec![PlannedMove {
+                vm_id: "vm-1".into(),
+                from_host: "a".into(),
+                to_host: "b".into(),
+                reason: "overload".into(),
+                explained: true,
+                benefit_j: 90_000.0,
+                cost_j: 5_000.0,
+                chosen: Some(score("b", 0.1)),
+                runner_up: Some(score("c", 0.2)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let t = render_plan(&p);
+        assert!(t.contains("vm-1  a -> b  (overload)") && t.contains("benefit 90 kJ > cost 5 kJ"), "{t}");
+        assert!(t.contains("chosen") && t.contains("runner-up") && t.contains("fit 0.050x2.00=+0.100"), "{t}");
+    }
+}
+
+fn score_json(s: &HostScore) -> serde_json::Value {
+    serde_json::json!({
+        "host_id": s.host_id, "score": s.score, "risk_after": s.risk_after, "utilisation_after": s.utilisation_after,
+        "terms": s.terms.iter().map(|t| serde_json::json!({
+            "scorer": t.scorer, "value": t.value, "weight": t.weight, "contribution": t.contribution,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn move_json(m: &PlannedMove) -> serde_json::Value {
+    let mut v = serde_json::json!({ "vm_id": m.vm_id, "from_host": m.from_host, "to_host": m.to_host, "reason": m.reason });
+    if m.explained {
+        v["benefit_j"] = m.benefit_j.into();
+        v["cost_j"] = m.cost_j.into();
+        v["source_risk_before"] = m.source_risk_before.into();
+        v["source_risk_after"] = m.source_risk_after.into();
+        v["chosen"] = m.chosen.as_ref().map(score_json).unwrap_or_default();
+        v["runner_up"] = m.runner_up.as_ref().map(score_json).unwrap_or_default();
+    }
+    v
+}
+
+fn rejected_json(r: &[RejectionCount]) -> serde_json::Value {
+    r.iter().map(|c| (c.reason.clone(), serde_json::Value::from(c.hosts))).collect::<serde_json::Map<_, _>>().into()
+}
+
+pub fn plan_json(p: &GetPlanResponse) -> serde_json::Value {
+    serde_json::json!({
+        "policy": p.policy, "available": p.available, "age_ms": p.age_ms,
+        "hosts_considered": p.hosts_considered, "vms_considered": p.vms_considered,
+        "moves": p.moves.iter().map(move_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn explain_json(e: &ExplainResponse) -> serde_json::Value {
+    serde_json::json!({
+        "vm_id": e.vm_id, "host_id": e.host_id, "demand_source": e.demand_source,
+        "demand_mean_mhz": e.demand_mean_mhz, "demand_p90_mhz": e.demand_p90_mhz,
+        "planned_move": e.planned_move.as_ref().filter(|_| e.planned).map(move_json),
+        "ranking": e.ranking.iter().map(score_json).collect::<Vec<_>>(),
+        "feasible_hosts": e.feasible_hosts, "rejected": rejected_json(&e.rejected), "plan_age_ms": e.plan_age_ms,
+    })
+}
+
+pub fn place_json(p: &PlaceResponse) -> serde_json::Value {
+    serde_json::json!({
+        "ranking": p.ranking.iter().map(score_json).collect::<Vec<_>>(),
+        "feasible_hosts": p.feasible_hosts, "rejected": rejected_json(&p.rejected), "plan_age_ms": p.plan_age_ms,
+    })
+}

@@ -133,53 +133,6 @@ pub fn no_csv(cmd: &str) -> anyhow::Result<()> {
     bail!("--output csv is not available for {cmd}; use table or json")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_sizes_parse_with_units_and_bad_ones_are_named() {
-        assert_eq!(parse_memory_mib("4096").unwrap(), 4096.0);
-        assert_eq!(parse_memory_mib("4GiB").unwrap(), 4096.0);
-        assert_eq!(parse_memory_mib("512 MiB").unwrap(), 512.0);
-        assert_eq!(parse_memory_mib("1t").unwrap(), 1_048_576.0);
-        for bad in ["", "lots", "4 parsecs", "-1G", "NaN"] {
-            assert!(parse_memory_mib(bad).unwrap_err().contains(&format!("{bad:?}")), "{bad}");
-        }
-    }
-
-    #[test]
-    fn an_explained_move_shows_both_hosts_and_every_term() {
-        let score = |h: &str, s: f64| HostScore {
-            host_id: h.into(),
-            score: s,
-            risk_after: 0.05,
-            utilisation_after: 0.8,
-            terms: vec![presage_protocol::pb::ScoreTerm { scorer: "fit".into(), value: 0.05, weight: 2.0, contribution: 0.1 }],
-        };
-        let p = GetPlanResponse {
-            policy: "presage".into(),
-            available: true,
-            moves: vec![PlannedMove {
-                vm_id: "vm-1".into(),
-                from_host: "a".into(),
-                to_host: "b".into(),
-                reason: "overload".into(),
-                explained: true,
-                benefit_j: 90_000.0,
-                cost_j: 5_000.0,
-                chosen: Some(score("b", 0.1)),
-                runner_up: Some(score("c", 0.2)),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let t = render_plan(&p);
-        assert!(t.contains("vm-1  a -> b  (overload)") && t.contains("benefit 90 kJ > cost 5 kJ"), "{t}");
-        assert!(t.contains("chosen") && t.contains("runner-up") && t.contains("fit 0.050x2.00=+0.100"), "{t}");
-    }
-}
-
 fn score_json(s: &HostScore) -> serde_json::Value {
     serde_json::json!({
         "host_id": s.host_id, "score": s.score, "risk_after": s.risk_after, "utilisation_after": s.utilisation_after,
@@ -229,4 +182,51 @@ pub fn place_json(p: &PlaceResponse) -> serde_json::Value {
         "ranking": p.ranking.iter().map(score_json).collect::<Vec<_>>(),
         "feasible_hosts": p.feasible_hosts, "rejected": rejected_json(&p.rejected), "plan_age_ms": p.plan_age_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_with_units_and_bad_ones_are_named() {
+        assert_eq!(parse_memory_mib("4096").unwrap(), 4096.0);
+        assert_eq!(parse_memory_mib("4GiB").unwrap(), 4096.0);
+        assert_eq!(parse_memory_mib("512 MiB").unwrap(), 512.0);
+        assert_eq!(parse_memory_mib("1t").unwrap(), 1_048_576.0);
+        for bad in ["", "lots", "4 parsecs", "-1G", "NaN"] {
+            assert!(parse_memory_mib(bad).unwrap_err().contains(&format!("{bad:?}")), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_explained_move_shows_both_hosts_and_every_term() {
+        let score = |h: &str, s: f64| HostScore {
+            host_id: h.into(),
+            score: s,
+            risk_after: 0.05,
+            utilisation_after: 0.8,
+            terms: vec![presage_protocol::pb::ScoreTerm { scorer: "fit".into(), value: 0.05, weight: 2.0, contribution: 0.1 }],
+        };
+        let p = GetPlanResponse {
+            policy: "presage".into(),
+            available: true,
+            moves: vec![PlannedMove {
+                vm_id: "vm-1".into(),
+                from_host: "a".into(),
+                to_host: "b".into(),
+                reason: "overload".into(),
+                explained: true,
+                benefit_j: 90_000.0,
+                cost_j: 5_000.0,
+                chosen: Some(score("b", 0.1)),
+                runner_up: Some(score("c", 0.2)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let t = render_plan(&p);
+        assert!(t.contains("vm-1  a -> b  (overload)") && t.contains("benefit 90 kJ > cost 5 kJ"), "{t}");
+        assert!(t.contains("chosen") && t.contains("runner-up") && t.contains("fit 0.050x2.00=+0.100"), "{t}");
+    }
 }

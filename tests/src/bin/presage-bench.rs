@@ -68,6 +68,16 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "20110303,20110306,20110309,20110322,20110325")]
         days: Vec<String>,
     },
+    /// presage's decisions at fleet scale: single placements among all hosts (p50/p99) and one
+    /// full rebalance pass, on a fleet whose VMs carry forecasts from real PlanetLab series.
+    Decide {
+        #[arg(long, default_value_t = 10_000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 100_000)]
+        vms: usize,
+        #[arg(long, default_value_t = 1000)]
+        placements: usize,
+    },
     Ingest {
         #[arg(long, default_value_t = 1000)]
         agents: usize,
@@ -407,8 +417,88 @@ fn bench_forecast(vms: usize, cycles: usize, model: &std::path::Path) -> anyhow:
     Ok(())
 }
 
+fn bench_decide(n_hosts: usize, n_vms: usize, placements: usize) -> anyhow::Result<()> {
+    use presage_coordinator::policy::power::IBM_X3550_M3_X5675;
+    use presage_coordinator::policy::presage::{PresageConfig, PresagePolicy};
+    use presage_coordinator::policy::{ConsolidationPolicy, FleetView};
+    use presage_coordinator::simulator::scenario::{host, vm_view};
+    use presage_forecast::{Forecaster, SeriesContext, baselines::RollingQuantiles};
+
+    // Forecasts from real series: each PlanetLab VM of one day, forecast at mid-day by the
+    // agents' fallback forecaster, handed out to the fleet's VMs in turn.
+    let day = shared_data().join("planetlab/20110303");
+    let set = presage_traces::load_dir(&day, None, presage_traces::Selection { index: 0, count: 1, limit: usize::MAX }, None)?;
+    let rq = RollingQuantiles { window: 24 };
+    let forecasts: Vec<_> =
+        set.vms.iter().filter_map(|v| rq.forecast(&SeriesContext { history: &v.cpu_series()[..144], next_time_s: 144 * 300 })).collect();
+    let mut hosts: Vec<_> = (0..n_hosts).map(|_| host(12, 3067.0, 65_536.0, 625.0, IBM_X3550_M3_X5675)).collect();
+    let mut vms = Vec::with_capacity(n_vms + 1);
+    for i in 0..n_vms {
+        let f = forecasts[i % forecasts.len()];
+        let mut v = vm_view(1 + (i % 4) as u32, 3067.0, 2048.0 * (1 + i % 4) as f64);
+        // Every 8th VM crowds onto the first 5 % of hosts: those are overloaded.
+        let h = if i % 8 == 0 { (i / 8) % (n_hosts / 20).max(1) } else { i % n_hosts };
+        v.host = Some(h);
+        v.forecast = Some(f);
+        v.demand_mips = f.at(1)[1] as f64 * v.capacity_mips();
+        v.memory_request_mb = v.ram_mb;
+        hosts[h].vms.push(i);
+        hosts[h].observed_mips += v.demand_mips;
+        vms.push(v);
+    }
+    vms.push(vm_view(2, 3067.0, 4096.0));
+    let new_vm = vms.len() - 1;
+    let fleet = FleetView { now_s: 43_200.0, hosts: &hosts, vms: &vms };
+    println!(
+        "presage decisions: {n_hosts} hosts (12 x 3067 MHz, 64 GiB), {n_vms} VMs (1-4 vCPUs, forecasts from PlanetLab series), one thread, release build"
+    );
+
+    let policy = PresagePolicy::new(PresageConfig::default());
+    let t = Instant::now();
+    let standing = policy.standing(&fleet);
+    println!("  standing state (once per plan)      {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    let mut times = Vec::with_capacity(placements);
+    for _ in 0..placements {
+        let t = Instant::now();
+        let r = policy.rank_new_with(&fleet, &standing, new_vm, 2);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(!r.ranked.is_empty(), "no host could take the VM");
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
+    println!(
+        "  one placement among {n_hosts} hosts      p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({placements} runs, with explanation of the best two)",
+        pct(50),
+        pct(99),
+        times[times.len() - 1]
+    );
+    for (label, cfg) in [
+        ("full rebalance pass (defaults)     ", PresageConfig::default()),
+        (
+            "full rebalance pass (no move cap)  ",
+            PresageConfig { max_moves_per_pass: usize::MAX, failed_empty_attempts_per_pass: usize::MAX, ..Default::default() },
+        ),
+    ] {
+        let mut policy = PresagePolicy::new(cfg);
+        let t = Instant::now();
+        let moves = policy.optimise(&fleet);
+        let pass = t.elapsed().as_secs_f64();
+        let overload = moves.iter().filter(|m| matches!(m.reason, presage_coordinator::policy::MoveReason::Overload(_))).count();
+        println!(
+            "  {label}  {pass:.2} s: {} moves ({overload} relieving overload, {} emptying hosts)",
+            moves.len(),
+            moves.len() - overload
+        );
+    }
+    println!("  peak RSS (VmHWM)                    {:.1} MiB", peak_rss_mib());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Cmd::Decide { hosts, vms, placements } = &args.cmd {
+        return bench_decide(*hosts, *vms, *placements);
+    }
     if let Cmd::Forecast { vms, cycles, model } = &args.cmd {
         return bench_forecast(*vms, *cycles, model);
     }
@@ -420,7 +510,7 @@ fn main() -> anyhow::Result<()> {
         match args.cmd {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
             Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
-            Cmd::Simulate { .. } | Cmd::Forecast { .. } => unreachable!("handled above"),
+            Cmd::Simulate { .. } | Cmd::Forecast { .. } | Cmd::Decide { .. } => unreachable!("handled above"),
         }
     })
 }

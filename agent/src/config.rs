@@ -38,6 +38,27 @@ pub struct AgentConfig {
     pub reconnect: ReconnectConfig,
     #[serde(default)]
     pub forecast: ForecastConfig,
+    #[serde(default)]
+    pub reservations: ReservationsConfig,
+}
+
+/// `[reservations]`: the agent's own admission of reservations.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationsConfig {
+    /// The share of the host's CPU that its VMs' use plus hard reservations may reach.
+    #[serde(default = "default_cpu_limit")]
+    pub cpu_limit: f64,
+}
+
+impl Default for ReservationsConfig {
+    fn default() -> Self {
+        ReservationsConfig { cpu_limit: default_cpu_limit() }
+    }
+}
+
+fn default_cpu_limit() -> f64 {
+    presage_protocol::reservation::DEFAULT_CPU_LIMIT
 }
 
 /// `[forecast]`: the demand forecasting model. Without one (or when it cannot be loaded) the
@@ -213,6 +234,9 @@ impl AgentConfig {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| config_file::invalid(path, key, reason);
+        if !(self.reservations.cpu_limit.is_finite() && self.reservations.cpu_limit > 0.0 && self.reservations.cpu_limit <= 4.0) {
+            return invalid("reservations.cpu_limit", "must be within (0, 4]");
+        }
         if let Some(h) = &self.host_id
             && let Err(e) = presage_protocol::pki::validate_name(h, presage_protocol::tls::Role::Agent)
         {
@@ -287,6 +311,11 @@ shard_count = 4
         assert!(matches!(c.hypervisor, HypervisorConfig::Libvirt { .. }));
         assert_eq!(AgentConfig::parse(GOOD, Path::new("a.toml")).unwrap().forecast, ForecastConfig::default());
         assert!(err(&format!("{GOOD}[forecast]\nmodel = \"x\"\n")).contains("model"));
+        assert!(err(&format!("{GOOD}[reservations]\ncpu_limit = 0.0\n")).contains("reservations.cpu_limit"));
+        assert_eq!(
+            AgentConfig::parse(&format!("{GOOD}[reservations]\ncpu_limit = 1.5\n"), Path::new("a.toml")).unwrap().reservations.cpu_limit,
+            1.5
+        );
     }
 
     #[test]

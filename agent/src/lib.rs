@@ -132,6 +132,17 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             hypervisor_kind: hypervisor.kind().into(),
             boot_id: format!("{:016x}", fastrand::u64(..)),
         };
+        let reservations = {
+            let cap = register.capacity.as_ref().expect("set above");
+            let capacity = presage_protocol::reservation::Resources {
+                cpu_mhz: cap.cpu_cores as f64 * cap.cpu_mhz_per_core,
+                memory_mib: cap.memory_bytes as f64 / 1048576.0,
+            };
+            let desk = reservations::ReservationDesk::open(store.clone(), capacity, cfg.reservations.cpu_limit)
+                .with_context(|| format!("opening the reservations in {}", store_dir.display()))?;
+            info!(held = desk.book().entries().len(), "reservations loaded");
+            Arc::new(std::sync::Mutex::new(desk))
+        };
         let (report_tx, report_rx) = watch::channel(None);
         let link = link::CoordinatorLink {
             url: cfg.coordinator.clone(),
@@ -139,6 +150,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             register,
             reconnect: cfg.reconnect.clone(),
             started,
+            reservations,
         };
         let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());
 

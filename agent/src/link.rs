@@ -4,7 +4,10 @@
 //! reports go through a `watch` channel, so while the coordinator is away only the newest report
 //! is kept for sending and the history store keeps everything.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use presage_protocol::reservation::{Reservation, ReservationKind, Resources};
 
 use presage_protocol::pb::{
     self, AgentMessage, CommandResult, CommandStatus, CoordinatorMessage, Register, Report, agent_link_client::AgentLinkClient,
@@ -17,6 +20,7 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::ReconnectConfig;
+use crate::reservations::{ReservationDesk, ReservationError};
 use presage_protocol::error_chain;
 
 /// How long the coordinator has to answer the registration.
@@ -46,6 +50,8 @@ pub struct CoordinatorLink {
     pub register: Register,
     pub reconnect: ReconnectConfig,
     pub started: Instant,
+    /// The host's reservations; reserve and release commands go through its admission.
+    pub reservations: Arc<Mutex<ReservationDesk>>,
 }
 
 impl CoordinatorLink {
@@ -134,7 +140,8 @@ impl CoordinatorLink {
                         debug!(seq = ack.seq, "report acknowledged");
                     }
                     Ok(Some(CoordinatorMessage { body: Some(coordinator_message::Body::Command(cmd)) })) => {
-                        let result = self.execute(cmd);
+                        let latest = reports.borrow().clone();
+                        let result = self.execute(cmd, latest.as_ref());
                         tx.send(msg(agent_message::Body::CommandResult(result))).await.map_err(|_| LinkError::Stream("outbound closed".into()))?;
                     }
                     Ok(Some(other)) => debug!(?other, "ignoring unexpected coordinator message"),
@@ -145,10 +152,24 @@ impl CoordinatorLink {
         }
     }
 
-    /// Carries out one command from the coordinator.
-    fn execute(&self, cmd: pb::Command) -> CommandResult {
+    /// Carries out one command from the coordinator; `latest` is the newest report (what the
+    /// host's VMs use now, for reservation admission).
+    fn execute(&self, cmd: pb::Command, latest: Option<&Report>) -> CommandResult {
         let _span = info_span!("command", id = cmd.id).entered();
         match cmd.body {
+            Some(command::Body::Reserve(r)) => self.reservation_command(cmd.id, latest, |desk, now, committed| {
+                let kind = if r.hard { ReservationKind::Hard } else { ReservationKind::Soft };
+                let res = Reservation {
+                    id: r.id.clone(),
+                    vm_id: r.vm_id.clone(),
+                    kind,
+                    cpu_mhz: r.cpu_mhz,
+                    memory_mib: r.memory_mib,
+                    expires_at_ms: now.saturating_add(r.ttl_ms),
+                };
+                desk.reserve(res, now, committed)
+            }),
+            Some(command::Body::Release(r)) => self.reservation_command(cmd.id, latest, |desk, _, _| desk.release(&r.id).map(|_| ())),
             Some(command::Body::Ping(p)) => {
                 debug!(nonce = %p.nonce, "ping");
                 CommandResult {
@@ -172,4 +193,56 @@ impl CoordinatorLink {
             }
         }
     }
+
+    /// Runs `op` on the reservation desk and answers with the desk's state; a refusal or a store
+    /// failure is FAILED with the reason.
+    fn reservation_command(
+        &self,
+        id: u64,
+        latest: Option<&Report>,
+        op: impl FnOnce(&mut ReservationDesk, u64, Resources) -> Result<(), ReservationError>,
+    ) -> CommandResult {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let committed = committed_use(latest);
+        let mut desk = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = desk.purge_expired(now).and_then(|_| op(&mut desk, now, committed));
+        let (status, message) = match &outcome {
+            Ok(()) => (CommandStatus::Ok, String::new()),
+            Err(e) => {
+                info!(error = %e, "reservation refused");
+                (CommandStatus::Failed, e.to_string())
+            }
+        };
+        let capacity = desk.capacity();
+        let state = pb::ReservationState {
+            held: desk
+                .book()
+                .entries()
+                .iter()
+                .map(|r| pb::ReservationEntry {
+                    id: r.id.clone(),
+                    vm_id: r.vm_id.clone(),
+                    hard: r.kind == ReservationKind::Hard,
+                    cpu_mhz: r.cpu_mhz,
+                    memory_mib: r.memory_mib,
+                    expires_at_ms: r.expires_at_ms,
+                })
+                .collect(),
+            committed_cpu_mhz: committed.cpu_mhz,
+            committed_memory_mib: committed.memory_mib,
+            capacity_cpu_mhz: capacity.cpu_mhz,
+            capacity_memory_mib: capacity.memory_mib,
+        };
+        CommandResult { id, status: status as i32, message, detail: Some(command_result::Detail::Reservations(state)) }
+    }
+}
+
+/// What the host's VMs use, from the newest report: CPU demand (utilisation × vCPUs × speed) and
+/// the memory they were given.
+pub fn committed_use(latest: Option<&Report>) -> Resources {
+    let Some(r) = latest else { return Resources::default() };
+    r.vms.iter().fold(Resources::default(), |a, v| Resources {
+        cpu_mhz: a.cpu_mhz + v.cpu_utilisation * v.vcpus.max(1) as f64 * v.vcpu_mhz,
+        memory_mib: a.memory_mib + v.memory_bytes as f64 / 1048576.0,
+    })
 }

@@ -27,6 +27,7 @@ pub enum ReservationError {
 
 /// The host's reservations, durable.
 pub struct ReservationDesk {
+    store: Arc<dyn KvStore>,
     tree: Arc<dyn KvTree>,
     book: ReservationBook,
     capacity: Resources,
@@ -36,7 +37,7 @@ pub struct ReservationDesk {
 impl ReservationDesk {
     /// Loads the reservations kept in `store`. `cpu_limit` is the share of CPU capacity that
     /// committed use plus hard reservations may reach.
-    pub fn open(store: &dyn KvStore, capacity: Resources, cpu_limit: f64) -> Result<ReservationDesk, ReservationError> {
+    pub fn open(store: Arc<dyn KvStore>, capacity: Resources, cpu_limit: f64) -> Result<ReservationDesk, ReservationError> {
         let tree = store.tree(TREE)?;
         let mut entries = Vec::new();
         for (k, v) in tree.scan_prefix(b"", Order::Ascending, usize::MAX)? {
@@ -44,7 +45,7 @@ impl ReservationDesk {
                 .map_err(|e| ReservationError::Corrupt { key: String::from_utf8_lossy(&k).into_owned(), detail: e.to_string() })?;
             entries.push(r);
         }
-        Ok(ReservationDesk { tree, book: ReservationBook::from_entries(entries), capacity, cpu_limit })
+        Ok(ReservationDesk { store, tree, book: ReservationBook::from_entries(entries), capacity, cpu_limit })
     }
 
     pub fn book(&self) -> &ReservationBook {
@@ -58,6 +59,7 @@ impl ReservationDesk {
         self.book.check(&r, now_ms, self.capacity, committed, self.cpu_limit)?;
         let value = serde_json::to_vec(&r).expect("a reservation serialises");
         self.tree.insert(r.id.as_bytes(), &value)?;
+        self.store.flush()?;
         self.book.admit(r, now_ms, self.capacity, committed, self.cpu_limit)?;
         Ok(())
     }
@@ -66,6 +68,7 @@ impl ReservationDesk {
     /// arrived): either way it holds nothing more. Returns it, if it existed.
     pub fn release(&mut self, id: &str) -> Result<Option<Reservation>, ReservationError> {
         self.tree.remove(id.as_bytes())?;
+        self.store.flush()?;
         Ok(self.book.remove(id))
     }
 
@@ -80,6 +83,10 @@ impl ReservationDesk {
 
     pub fn held(&self, kind: ReservationKind, now_ms: u64) -> Resources {
         self.book.held(kind, now_ms)
+    }
+
+    pub fn capacity(&self) -> Resources {
+        self.capacity
     }
 }
 
@@ -106,8 +113,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let used = Resources { cpu_mhz: 2_000.0, memory_mib: 4_096.0 };
         {
-            let store = SledStore::open(dir.path()).unwrap();
-            let mut desk = ReservationDesk::open(&store, CAP, 1.0).unwrap();
+            let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+            let mut desk = ReservationDesk::open(store.clone(), CAP, 1.0).unwrap();
             desk.reserve(hard("plan1/vm-a", 4_000.0, 8_192.0), 10, used).unwrap();
             // No coordinator is involved: the desk itself refuses the second one.
             let e = desk.reserve(hard("plan2/vm-b", 3_000.0, 1_024.0), 10, used).unwrap_err();
@@ -116,8 +123,8 @@ mod tests {
             store.flush().unwrap();
         }
         // A restarted agent holds the same reservations and still refuses the same request.
-        let store = SledStore::open(dir.path()).unwrap();
-        let mut desk = ReservationDesk::open(&store, CAP, 1.0).unwrap();
+        let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let mut desk = ReservationDesk::open(store.clone(), CAP, 1.0).unwrap();
         let mut ids: Vec<&str> = desk.book().entries().iter().map(|r| r.id.as_str()).collect();
         ids.sort();
         assert_eq!(ids, ["plan1/vm-a", "plan3/vm-c"]);
@@ -126,28 +133,28 @@ mod tests {
         assert_eq!(desk.release("plan1/vm-a").unwrap().map(|r| r.cpu_mhz), Some(4_000.0));
         desk.reserve(hard("plan2/vm-b", 3_000.0, 1_024.0), 20, used).unwrap();
         drop(desk);
-        let desk = ReservationDesk::open(&store, CAP, 1.0).unwrap();
+        let desk = ReservationDesk::open(store, CAP, 1.0).unwrap();
         assert_eq!(desk.held(ReservationKind::Hard, 20), Resources { cpu_mhz: 4_000.0, memory_mib: 2_048.0 });
     }
 
     #[test]
     fn expired_reservations_are_purged_from_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let mut desk = ReservationDesk::open(&store, CAP, 1.0).unwrap();
+        let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let mut desk = ReservationDesk::open(store.clone(), CAP, 1.0).unwrap();
         desk.reserve(Reservation { expires_at_ms: 100, ..hard("a", 1.0, 1.0) }, 0, Resources::default()).unwrap();
         desk.reserve(hard("b", 1.0, 1.0), 0, Resources::default()).unwrap();
         assert_eq!(desk.purge_expired(100).unwrap().len(), 1);
-        let desk = ReservationDesk::open(&store, CAP, 1.0).unwrap();
+        let desk = ReservationDesk::open(store, CAP, 1.0).unwrap();
         assert_eq!(desk.book().entries().len(), 1);
     }
 
     #[test]
     fn an_unreadable_entry_is_named_and_left_in_place() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+        let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir.path()).unwrap());
         store.tree(TREE).unwrap().insert(b"broken", b"{not json").unwrap();
-        let e = ReservationDesk::open(&store, CAP, 1.0).err().expect("corrupt entry").to_string();
+        let e = ReservationDesk::open(store.clone(), CAP, 1.0).err().expect("corrupt entry").to_string();
         assert!(e.contains("\"broken\""), "{e}");
         assert!(store.tree(TREE).unwrap().get(b"broken").unwrap().is_some(), "the entry was kept");
     }

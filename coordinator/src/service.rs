@@ -380,6 +380,46 @@ impl Operator for OperatorService {
             plan_age_ms: age_ms,
         }))
     }
+    async fn reserve_on_host(&self, req: Request<pb::ReserveOnHostRequest>) -> Result<Response<pb::ReserveOnHostResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let r = req.into_inner();
+        let span = info_span!("operator.reserve", operator = %p.identity.name, host = %r.host_id);
+        async move {
+            let body = match (r.reserve, r.release) {
+                (Some(res), None) => {
+                    validate::reservation(&res).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    command::Body::Reserve(res)
+                }
+                (None, Some(rel)) if !rel.id.is_empty() => command::Body::Release(rel),
+                (None, Some(_)) => return Err(Status::invalid_argument("release.id: must not be empty")),
+                _ => return Err(Status::invalid_argument("exactly one of reserve and release")),
+            };
+            let result = self.shared.sessions.send(&r.host_id, body, DEFAULT_PING_TIMEOUT).await.map_err(command_status)?;
+            let state = match result.detail {
+                Some(command_result::Detail::Reservations(s)) => Some(s),
+                _ => None,
+            };
+            match CommandStatus::try_from(result.status) {
+                Ok(CommandStatus::Ok) => Ok(Response::new(pb::ReserveOnHostResponse { accepted: true, refusal: String::new(), state })),
+                Ok(CommandStatus::Failed) => {
+                    Ok(Response::new(pb::ReserveOnHostResponse { accepted: false, refusal: result.message, state }))
+                }
+                Ok(CommandStatus::Unsupported) => Err(Status::failed_precondition(format!("{}: {}", r.host_id, result.message))),
+                _ => Err(Status::internal(format!("agent answered status {}: {}", result.status, result.message))),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The operator-facing status for a command that could not be delivered or answered.
+fn command_status(e: CommandError) -> Status {
+    match e {
+        CommandError::NotConnected(_) => Status::unavailable(e.to_string()),
+        CommandError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
+        CommandError::SessionClosed(_) => Status::aborted(e.to_string()),
+    }
 }
 
 impl OperatorService {

@@ -391,3 +391,60 @@ async fn the_coordinator_plans_with_presage_and_explains_its_rankings() {
     b.stop().await;
     coord.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_refuses_an_overcommitting_reservation_and_keeps_its_book_across_restarts_of_both_sides() {
+    use presage_protocol::pb::{Release, Reserve, ReserveOnHostRequest};
+    let trace = synthetic_trace(&[("vm-1", &[10, 20, 30, 40]), ("vm-2", &[50, 60, 70, 80])]);
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let port = coord.port;
+    let data = tempfile::tempdir().unwrap();
+    let cfg = simulated_agent(&pki, "hv-r", &coord.url, data.path(), trace.path(), (0, 1), 0);
+    let agent = RunningAgent::start(cfg.clone());
+    let op_files = pki.issue(Role::Operator, "ops");
+    let mut op = client(&coord.url, &op_files).await.unwrap();
+    let reports = |op: &presage_protocol::pb::operator_client::OperatorClient<_>| {
+        let mut op = op.clone();
+        async move {
+            op.list_hosts(ListHostsRequest {}).await.ok()?.into_inner().hosts.into_iter().find(|h| h.host_id == "hv-r" && h.reports >= 2)
+        }
+    };
+    eventually("the host reports", WAIT, || reports(&op)).await;
+    let reserve = |id: &str, memory_mib: f64| ReserveOnHostRequest {
+        host_id: "hv-r".into(),
+        reserve: Some(Reserve { id: id.into(), vm_id: format!("vm-{id}"), hard: true, cpu_mhz: 0.0, memory_mib, ttl_ms: 3_600_000 }),
+        release: None,
+    };
+    // A zero-size reservation tells what the host has and what its VMs hold.
+    let probe = op.reserve_on_host(reserve("probe", 0.0)).await.unwrap().into_inner();
+    assert!(probe.accepted, "{probe:?}");
+    let s = probe.state.unwrap();
+    let free = s.capacity_memory_mib - s.committed_memory_mib;
+    assert!(free > 0.0 && s.committed_memory_mib > 0.0, "{s:?}");
+    let first = op.reserve_on_host(reserve("plan-1", free * 0.6)).await.unwrap().into_inner();
+    assert!(first.accepted, "{first:?}");
+    let second = op.reserve_on_host(reserve("plan-2", free * 0.6)).await.unwrap().into_inner();
+    assert!(!second.accepted && second.refusal.contains("memory would be overcommitted"), "{second:?}");
+    // Bad requests are named before they reach the agent.
+    let e = op.reserve_on_host(reserve("bad", -1.0)).await.unwrap_err();
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("reserve.memory_mib"), "{e:?}");
+
+    // Both sides restart: the coordinator forgets everything, the agent reloads its book.
+    coord.stop().await;
+    agent.stop().await;
+    let agent = RunningAgent::start(cfg);
+    let coord = RunningCoordinator::start(&pki, port, Duration::from_secs(30)).await;
+    let mut op = client(&coord.url, &op_files).await.unwrap();
+    eventually("the restarted host reports to the new coordinator", WAIT, || reports(&op)).await;
+    let again = op.reserve_on_host(reserve("plan-2", free * 0.6)).await.unwrap().into_inner();
+    assert!(!again.accepted && again.refusal.contains("overcommitted"), "{again:?}");
+    let held: Vec<String> = again.state.unwrap().held.into_iter().map(|r| r.id).collect();
+    assert!(held.contains(&"plan-1".to_string()) && !held.contains(&"plan-2".to_string()), "{held:?}");
+    // Releasing the first frees room for the second.
+    let rel = ReserveOnHostRequest { host_id: "hv-r".into(), reserve: None, release: Some(Release { id: "plan-1".into() }) };
+    assert!(op.reserve_on_host(rel).await.unwrap().into_inner().accepted);
+    assert!(op.reserve_on_host(reserve("plan-2", free * 0.6)).await.unwrap().into_inner().accepted);
+    agent.stop().await;
+    coord.stop().await;
+}

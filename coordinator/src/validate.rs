@@ -119,6 +119,26 @@ pub fn report(r: &Report) -> Result<(), InvalidMessage> {
     Ok(())
 }
 
+/// A reservation an operator (or the planner) asks an agent to hold.
+pub fn reservation(r: &presage_protocol::pb::Reserve) -> Result<(), InvalidMessage> {
+    let bad = |field: &str, problem: String| Err(InvalidMessage::new(format!("reserve.{field}"), problem));
+    if r.id.is_empty() || r.id.len() > 256 {
+        return bad("id", "must be 1..=256 bytes".into());
+    }
+    if r.vm_id.is_empty() {
+        return bad("vm_id", "must not be empty".into());
+    }
+    for (f, v) in [("cpu_mhz", r.cpu_mhz), ("memory_mib", r.memory_mib)] {
+        if !v.is_finite() || v < 0.0 {
+            return bad(f, format!("{v} must be a finite number >= 0"));
+        }
+    }
+    if r.ttl_ms == 0 || r.ttl_ms > 7 * 24 * 3_600_000 {
+        return bad("ttl_ms", format!("{} must be within 1 ms..=7 days", r.ttl_ms));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,24 +191,4 @@ mod tests {
         let r = Register { host_id: "h/x".into(), ..r };
         assert_eq!(register(&r).unwrap_err().field, "register.host_id");
     }
-}
-
-/// A reservation an operator (or the planner) asks an agent to hold.
-pub fn reservation(r: &presage_protocol::pb::Reserve) -> Result<(), InvalidMessage> {
-    let bad = |field: &str, problem: String| Err(InvalidMessage::new(format!("reserve.{field}"), problem));
-    if r.id.is_empty() || r.id.len() > 256 {
-        return bad("id", "must be 1..=256 bytes".into());
-    }
-    if r.vm_id.is_empty() {
-        return bad("vm_id", "must not be empty".into());
-    }
-    for (f, v) in [("cpu_mhz", r.cpu_mhz), ("memory_mib", r.memory_mib)] {
-        if !v.is_finite() || v < 0.0 {
-            return bad(f, format!("{v} must be a finite number >= 0"));
-        }
-    }
-    if r.ttl_ms == 0 || r.ttl_ms > 7 * 24 * 3_600_000 {
-        return bad("ttl_ms", format!("{} must be within 1 ms..=7 days", r.ttl_ms));
-    }
-    Ok(())
 }

@@ -25,6 +25,11 @@ use presage_protocol::reservation::DEFAULT_CPU_LIMIT as RESERVATION_CPU_LIMIT;
 
 use super::{ConsolidationPolicy, FleetView, HostView, Migration, MoveReason, VmView};
 
+/// A host observed at this share of its CPU is saturated now: relieving it is a hard
+/// constraint (cool-down and the cost/benefit gate give way). Just under 1, because schedulers
+/// that scale an oversubscribed host's VMs down round their shares down.
+pub const SATURATED: f64 = 0.99;
+
 /// Horizons the policy can look at (the forecasters' furthest).
 pub const MAX_STEPS: usize = presage_forecast::MAX_HORIZON;
 
@@ -103,7 +108,7 @@ impl Default for PresageConfig {
             safe_utilisation: 1.0,
             overload_enter_risk: 0.3,
             overload_exit_risk: 0.2,
-            placement_risk: 0.2,
+            placement_risk: 0.1,
             correlation: 0.0,
             underload_utilisation: 0.5,
             underload_power_ratio: 1.2,
@@ -228,6 +233,9 @@ pub enum DemandSource {
     Prior,
 }
 
+/// The least p10–p90 spread assumed for a VM known only by a few samples (fraction of its size).
+const YOUNG_SPREAD: f64 = 0.1;
+
 /// Type-7 quantile of sorted, non-empty values.
 fn quantile_of_sorted(v: &[f64], p: f64) -> f64 {
     let h = (v.len() - 1) as f64 * p;
@@ -267,7 +275,7 @@ impl VmDemand {
             let q = |p: f64| quantile_of_sorted(&v, p);
             let (p10, p50, p90) = (q(0.1), q(0.5), q(0.9));
             // A short history says little about the tails: widen them towards the prior.
-            let spread = (p90 - p10).max(prior[2] - prior[1]);
+            let spread = (p90 - p10).max(YOUNG_SPREAD);
             let p90 = (p50 + spread).min(1.0).max(hist[0]);
             return VmDemand::from_quantiles(|_| [p10.min(p50), p50, p90], size, mem, DemandSource::History);
         }
@@ -593,8 +601,8 @@ pub struct PresagePolicy {
     ensemble: Ensemble,
     /// Per host: flagged overloaded (hysteresis).
     overloaded: Vec<bool>,
-    /// Per VM: when it was last moved, and from where.
-    moved: Vec<Option<(f64, usize)>>,
+    /// Per VM: the hosts it left within the cool-down, with when (the newest last).
+    moved: Vec<Vec<(f64, usize)>>,
     last: Vec<MoveExplanation>,
 }
 
@@ -660,7 +668,7 @@ impl PresagePolicy {
     }
 
     fn in_residence(&self, vm: usize, now: f64) -> bool {
-        matches!(self.moved.get(vm), Some(Some((at, _))) if now - at < self.cfg.min_residence_s)
+        matches!(self.moved.get(vm).and_then(|v| v.last()), Some((at, _)) if now - at < self.cfg.min_residence_s)
     }
 
     /// Ranks the hosts for one VM against the working state `hosts`/`admission`.
@@ -668,10 +676,8 @@ impl PresagePolicy {
         let (vm, d, from) = (q.vm, q.demand, q.from);
         let v = &fleet.vms[vm];
         let steps = self.cfg.horizon_steps;
-        let left = match self.moved.get(vm) {
-            Some(Some((at, h))) if fleet.now_s - at < self.cfg.cooldown_s => Some(*h),
-            _ => None,
-        };
+        let left: &[(f64, usize)] = self.moved.get(vm).map_or(&[], |v| v.as_slice());
+        let left_recently = |h: usize| left.iter().any(|&(at, from)| from == h && fleet.now_s - at < self.cfg.cooldown_s);
         let mut ranking = Ranking::default();
         let mut rejected = std::collections::BTreeMap::new();
         let best_w = best_watts_per_unit(fleet);
@@ -715,7 +721,7 @@ impl PresagePolicy {
                 Some(Rejection::NotSchedulable)
             } else if here && !q.include_current {
                 Some(Rejection::SameHost)
-            } else if Some(h) == left {
+            } else if left_recently(h) {
                 Some(Rejection::RecentlyLeft)
             } else if q.excluded.get(h).copied().unwrap_or(false) {
                 Some(Rejection::Excluded)
@@ -814,9 +820,12 @@ impl PresagePolicy {
 
     fn record(&mut self, m: &MoveExplanation, now: f64) {
         if self.moved.len() <= m.vm {
-            self.moved.resize(m.vm + 1, None);
+            self.moved.resize(m.vm + 1, Vec::new());
         }
-        self.moved[m.vm] = Some((now, m.from));
+        let cooldown = self.cfg.cooldown_s;
+        let left = &mut self.moved[m.vm];
+        left.retain(|&(at, _)| now - at < cooldown);
+        left.push((now, m.from));
     }
 
     /// Relieves overloaded hosts; returns the moves.
@@ -830,7 +839,7 @@ impl PresagePolicy {
         let dests = destinations(fleet, &pass.hosts);
         for (h, _) in order {
             let host = &fleet.hosts[h];
-            let hard = host.observed_utilisation() >= 1.0;
+            let hard = host.observed_utilisation() >= SATURATED;
             let mut tried: Vec<usize> = Vec::new();
             while out.len() < self.cfg.max_moves_per_pass {
                 let risk_now = self.host_risk(host, &pass.hosts[h]);
@@ -1087,14 +1096,16 @@ impl ConsolidationPolicy for PresagePolicy {
         let n = fleet.hosts.len();
         self.overloaded.resize(n, false);
         if self.moved.len() < fleet.vms.len() {
-            self.moved.resize(fleet.vms.len(), None);
+            self.moved.resize(fleet.vms.len(), Vec::new());
         }
         let mut pass = Pass::new(fleet, self.cfg.new_vm_prior);
         let span = tracing::debug_span!("presage_pass", hosts = n, vms = fleet.vms.len());
         let _enter = span.enter();
         for h in 0..n {
             let risk = self.host_risk(&fleet.hosts[h], &pass.hosts[h]);
-            let hard = fleet.hosts[h].observed_utilisation() >= 1.0;
+            // Saturated now and still at risk over the horizon: a forecast that says the peak
+            // passes outweighs one saturated sample.
+            let hard = fleet.hosts[h].observed_utilisation() >= SATURATED && risk > self.cfg.overload_enter_risk;
             self.overloaded[h] =
                 if self.overloaded[h] { risk > self.cfg.overload_exit_risk || hard } else { risk > self.cfg.overload_enter_risk || hard };
         }

@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use presage_protocol::pb::{
-    ExplainRequest, GetPlanRequest, ListHostsRequest, ListVmsRequest, PingHostRequest, PlaceRequest, StatusRequest,
+    self, ExplainRequest, GetPlanRequest, ListHostsRequest, ListVmsRequest, PingHostRequest, PlaceRequest, ReserveOnHostRequest,
+    StatusRequest,
 };
 
 use self::plan::{explain_json, place_json, plan_json};
@@ -105,6 +106,31 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         top: u32,
     },
+    /// Ask a host's agent to hold a reservation (pre-allocation); the agent admits or refuses it
+    /// by its own rule and answers with what it holds.
+    Reserve {
+        host: String,
+        /// Reservation id (unique on the host).
+        #[arg(long)]
+        id: String,
+        /// The VM it is for.
+        #[arg(long)]
+        vm: String,
+        /// CPU to hold, MHz.
+        #[arg(long, default_value_t = 0.0)]
+        cpu_mhz: f64,
+        /// Memory to hold: MiB, or with a unit (4GiB).
+        #[arg(long, value_parser = plan::parse_memory_mib, default_value = "0")]
+        mem: f64,
+        /// How long it holds.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// A soft reservation (expected growth), which never blocks a hard one.
+        #[arg(long)]
+        soft: bool,
+    },
+    /// Give a reservation up.
+    Release { host: String, id: String },
     /// Send a ping command through a host's agent stream and wait for its answer.
     Ping {
         host: String,
@@ -281,6 +307,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 OutputFormat::Csv => plan::no_csv("place")?,
             }
         }
+        Command::Reserve { host, id, vm, cpu_mhz, mem, ttl, soft } => {
+            let reserve = pb::Reserve { id, vm_id: vm, hard: !soft, cpu_mhz, memory_mib: mem, ttl_ms: ttl.as_millis() as u64 };
+            let req = ReserveOnHostRequest { host_id: host.clone(), reserve: Some(reserve), release: None };
+            reservation_call(&cli.conn, cli.output, &host, req).await?;
+        }
+        Command::Release { host, id } => {
+            let req = ReserveOnHostRequest { host_id: host.clone(), reserve: None, release: Some(pb::Release { id }) };
+            reservation_call(&cli.conn, cli.output, &host, req).await?;
+        }
         Command::Certs(c) => certs(c)?,
         Command::Demo(args) => demo::run(args).await?,
         Command::ForecastEval(args) => {
@@ -291,6 +326,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let output = cli.output;
             tokio::task::spawn_blocking(move || simulate::run(args, output)).await??
         }
+    }
+    Ok(())
+}
+
+async fn reservation_call(conn: &ConnArgs, output: OutputFormat, host: &str, req: ReserveOnHostRequest) -> anyhow::Result<()> {
+    let mut c = conn.target().connect().await?;
+    let r = c.reserve_on_host(req).await.map_err(|s| rpc_error(&format!("reservation on {host}"), s))?.into_inner();
+    match output {
+        OutputFormat::Json => print_json(&plan::reservation_json(&r))?,
+        OutputFormat::Table => print!("{}", plan::render_reservation(host, &r)),
+        OutputFormat::Csv => plan::no_csv("reserve")?,
+    }
+    if !r.accepted {
+        bail!("{host} refused: {}", r.refusal);
     }
     Ok(())
 }

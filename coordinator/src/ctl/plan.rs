@@ -5,7 +5,9 @@
 use std::fmt::Write;
 
 use anyhow::bail;
-use presage_protocol::pb::{ExplainResponse, GetPlanResponse, HostScore, PlaceResponse, PlannedMove, RejectionCount};
+use presage_protocol::pb::{
+    ExplainResponse, GetPlanResponse, HostScore, PlaceResponse, PlannedMove, RejectionCount, ReserveOnHostResponse,
+};
 
 /// Parses a memory size: a number of MiB, or a number with a unit (KiB, MiB, GiB, TiB; K, M, G,
 /// T are read as binary units too).
@@ -126,6 +128,47 @@ pub fn render_place(p: &PlaceResponse) -> String {
         score_lines(&mut out, &format!("#{}", i + 1), s);
     }
     out
+}
+
+pub fn render_reservation(host: &str, r: &ReserveOnHostResponse) -> String {
+    let mut out = String::new();
+    if r.accepted {
+        let _ = writeln!(out, "{host}: done");
+    } else {
+        let _ = writeln!(out, "{host}: refused: {}", r.refusal);
+    }
+    if let Some(s) = &r.state {
+        let _ = writeln!(
+            out,
+            "  capacity {:.0} MHz / {:.0} MiB; its VMs use {:.0} MHz / {:.0} MiB",
+            s.capacity_cpu_mhz, s.capacity_memory_mib, s.committed_cpu_mhz, s.committed_memory_mib
+        );
+        for e in &s.held {
+            let _ = writeln!(
+                out,
+                "  {:<4} {:<24} vm {:<20} {:>8.0} MHz {:>8.0} MiB  expires at {} ms",
+                if e.hard { "hard" } else { "soft" },
+                e.id,
+                e.vm_id,
+                e.cpu_mhz,
+                e.memory_mib,
+                e.expires_at_ms
+            );
+        }
+    }
+    out
+}
+
+pub fn reservation_json(r: &ReserveOnHostResponse) -> serde_json::Value {
+    let s = r.state.clone().unwrap_or_default();
+    serde_json::json!({
+        "accepted": r.accepted, "refusal": r.refusal,
+        "capacity_cpu_mhz": s.capacity_cpu_mhz, "capacity_memory_mib": s.capacity_memory_mib,
+        "committed_cpu_mhz": s.committed_cpu_mhz, "committed_memory_mib": s.committed_memory_mib,
+        "held": s.held.iter().map(|e| serde_json::json!({
+            "id": e.id, "vm_id": e.vm_id, "hard": e.hard, "cpu_mhz": e.cpu_mhz, "memory_mib": e.memory_mib, "expires_at_ms": e.expires_at_ms,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Refuses CSV for the commands that have no table of rows.

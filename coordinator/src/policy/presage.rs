@@ -94,6 +94,10 @@ pub struct PresageConfig {
     pub new_vm_prior: [f64; 3],
     /// Most a host's VMs' sizes may add up to, as a multiple of its CPU capacity.
     pub cpu_overcommit: f64,
+    /// The share of a host's memory that placements may fill. 1 by default: a KVM guest holds the
+    /// memory it was given, so what it needs does not grow after placement; lower it where VMs'
+    /// memory is counted by use (the Bitbrains replay) to keep room for growth.
+    pub memory_fill: f64,
     /// Most migrations one pass decides.
     pub max_moves_per_pass: usize,
     /// Most under-used hosts one pass tries and fails to empty (the least efficient first).
@@ -119,6 +123,7 @@ impl Default for PresageConfig {
             move_cost_j: 5_000.0,
             new_vm_prior: [0.0, 0.1, 0.4],
             cpu_overcommit: 8.0,
+            memory_fill: 1.0,
             max_moves_per_pass: 2000,
             failed_empty_attempts_per_pass: 16,
             weights: ScorerWeights::default(),
@@ -147,6 +152,7 @@ impl PresageConfig {
             ("placement_risk", self.placement_risk),
             ("correlation", self.correlation),
             ("underload_utilisation", self.underload_utilisation),
+            ("memory_fill", self.memory_fill),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return err(field, "must be within 0..=1");
@@ -725,7 +731,7 @@ impl PresagePolicy {
                 Some(Rejection::RecentlyLeft)
             } else if q.excluded.get(h).copied().unwrap_or(false) {
                 Some(Rejection::Excluded)
-            } else if hosts[h].memory_mb + d.memory_mb > host.memory_mb {
+            } else if hosts[h].memory_mb + d.memory_mb > self.cfg.memory_fill * host.memory_mb && !here {
                 Some(Rejection::Memory)
             } else if core_high > host.pe_mips || v.pes > host.pes {
                 Some(Rejection::CoreSpeed)

@@ -845,14 +845,18 @@ impl PresagePolicy {
         let dests = destinations(fleet, &pass.hosts);
         for (h, _) in order {
             let host = &fleet.hosts[h];
-            let hard = host.observed_utilisation() >= SATURATED;
+            let saturated = host.observed_utilisation() >= SATURATED;
             let mut tried: Vec<usize> = Vec::new();
             while out.len() < self.cfg.max_moves_per_pass {
                 let risk_now = self.host_risk(host, &pass.hosts[h]);
-                if risk_now <= self.cfg.overload_exit_risk {
+                // Memory the host's VMs hold beyond what it has: a hard overload of its own.
+                let memory_excess = pass.hosts[h].memory_mb - host.memory_mb;
+                if risk_now <= self.cfg.overload_exit_risk && memory_excess <= 0.0 {
                     break;
                 }
-                // The VM whose departure lowers the risk most per unit of its own cost.
+                let hard = saturated || memory_excess > 0.0;
+                // The VM whose departure lowers the risk (and the memory excess) most per unit of
+                // its own cost.
                 let mut best: Option<(usize, f64, f64)> = None;
                 for &vm in &pass.movable[h] {
                     if tried.contains(&vm) || (!hard && self.in_residence(vm, now)) {
@@ -862,7 +866,8 @@ impl PresagePolicy {
                     let mut without = pass.hosts[h];
                     without.remove(&d);
                     let after = self.host_risk(host, &without);
-                    let gain = self.risk_value(risk_now - after) / self.move_cost(fleet, vm, &d, h).max(1.0);
+                    let memory_relief = if memory_excess > 0.0 { d.memory_mb.min(memory_excess) / memory_excess } else { 0.0 };
+                    let gain = self.risk_value(risk_now - after + memory_relief) / self.move_cost(fleet, vm, &d, h).max(1.0);
                     if best.is_none_or(|(_, g, _)| gain > g) {
                         best = Some((vm, gain, after));
                     }
@@ -1111,7 +1116,8 @@ impl ConsolidationPolicy for PresagePolicy {
             let risk = self.host_risk(&fleet.hosts[h], &pass.hosts[h]);
             // Saturated now and still at risk over the horizon: a forecast that says the peak
             // passes outweighs one saturated sample.
-            let hard = fleet.hosts[h].observed_utilisation() >= SATURATED && risk > self.cfg.overload_enter_risk;
+            let hard = (fleet.hosts[h].observed_utilisation() >= SATURATED && risk > self.cfg.overload_enter_risk)
+                || pass.hosts[h].memory_mb > fleet.hosts[h].memory_mb;
             self.overloaded[h] =
                 if self.overloaded[h] { risk > self.cfg.overload_exit_risk || hard } else { risk > self.cfg.overload_enter_risk || hard };
         }
@@ -1332,6 +1338,26 @@ mod tests {
         let mut fresh = PresagePolicy::new(cfg.clone());
         fresh.optimise(&FleetView { now_s: 10.0, hosts: &hs, vms: &vms });
         assert!(!fresh.overloaded[0]);
+    }
+
+    #[test]
+    fn a_host_whose_vms_hold_more_memory_than_it_has_is_relieved_even_when_its_cpu_is_quiet() {
+        let mut hs = hosts(3);
+        hs[0].memory_mb = 1_000.0;
+        // Three quiet VMs holding 500 MB each on a 1000 MB host; host 1 has room.
+        let mut vms: Vec<VmView> = (0..3).map(|_| vm_on(&mut hs, 0, 0.1, [0.05, 0.1, 0.15])).collect();
+        vms.push(vm_on(&mut hs, 1, 0.1, [0.05, 0.1, 0.15]));
+        for v in vms.iter_mut() {
+            v.memory_request_mb = 500.0;
+        }
+        place_all(&mut hs, &vms);
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+        let mut p = PresagePolicy::new(PresageConfig::default());
+        let moves = p.optimise(&fleet);
+        let off_0: Vec<&Migration> = moves.iter().filter(|m| m.reason == MoveReason::Overload(0)).collect();
+        // One move is enough: 1000 MB left on a 1000 MB host.
+        assert_eq!(off_0.len(), 1, "{moves:?}");
+        assert_ne!(off_0[0].to, 0);
     }
 
     #[test]

@@ -8,9 +8,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
+use std::sync::Arc;
+
 use presage_forecast::fleet::{FleetForecaster, SeriesRequest};
 use presage_forecast::{MAX_HORIZON, STEP_S, SeriesContext, WEEK};
 use presage_protocol::pb::{VmForecast, VmSample};
+use tracing::warn;
+
+use crate::store::{BatchOp, KvStore, KvTree, Order, StoreError};
 
 /// Completed steps kept per VM: a week and a little, for the models' week-ago features.
 const KEEP_STEPS: usize = WEEK + MAX_HORIZON + 1;
@@ -66,13 +71,49 @@ impl StepSeries {
 pub struct DemandForecaster {
     fleet: FleetForecaster<String>,
     series: HashMap<String, StepSeries>,
+    /// Where each VM's calibration is kept across restarts, and the step of the last save.
+    store: Option<(Arc<dyn KvTree>, Option<u64>)>,
 }
+
+/// The store tree that keeps each VM's calibration (12 little-endian f32 log width scales).
+pub const CALIBRATION_TREE: &str = "calibration";
+/// Calibration is saved once per this many completed steps (an hour), and at shutdown.
+const SAVE_EVERY_STEPS: u64 = MAX_HORIZON as u64;
 
 impl DemandForecaster {
     /// The model at `cpu_model`, or the rolling-quantile baseline when none is configured or it
     /// cannot be used (the reason goes into [`status`](Self::status) and the log).
     pub fn new(cpu_model: Option<&Path>) -> DemandForecaster {
-        DemandForecaster { fleet: FleetForecaster::load(cpu_model), series: HashMap::new() }
+        DemandForecaster { fleet: FleetForecaster::load(cpu_model), series: HashMap::new(), store: None }
+    }
+
+    /// Keeps calibration in `store` and resumes what an earlier run of the agent learnt. An
+    /// entry that cannot be read is logged and relearnt (it is overwritten at the next save).
+    pub fn with_store(mut self, store: &dyn KvStore) -> Result<DemandForecaster, StoreError> {
+        let tree = store.tree(CALIBRATION_TREE)?;
+        let mut resumed = 0;
+        for (k, v) in tree.scan_prefix(b"", Order::Ascending, usize::MAX)? {
+            let key = String::from_utf8_lossy(&k).into_owned();
+            match decode_scales(&v) {
+                Some(scales) => {
+                    self.fleet.resume_calibration(key, scales);
+                    resumed += 1;
+                }
+                None => warn!(vm = %key, bytes = v.len(), "unreadable calibration entry; relearning it"),
+            }
+        }
+        if resumed > 0 {
+            tracing::info!(vms = resumed, "forecast calibration resumed from the store");
+        }
+        self.store = Some((tree, None));
+        Ok(self)
+    }
+
+    /// Writes every VM's calibration to the store (no-op without one).
+    pub fn save(&mut self) -> Result<(), StoreError> {
+        let Some((tree, _)) = &self.store else { return Ok(()) };
+        let ops = self.fleet.calibration().map(|(k, s)| BatchOp::Insert(k.as_bytes().to_vec(), encode_scales(&s))).collect();
+        tree.apply(ops)
     }
 
     /// Which forecaster runs, and why when it is a fallback.
@@ -120,6 +161,10 @@ impl DemandForecaster {
             })
             .unzip();
         let forecasts = self.fleet.forecast(&requests);
+        let due = match &self.store {
+            Some((_, last)) => last.is_none_or(|l| step >= l + SAVE_EVERY_STEPS),
+            None => false,
+        };
         let name = self.fleet.name();
         for ((&i, req), f) in ready.iter().zip(&requests).zip(forecasts) {
             let Some(f) = f else { continue };
@@ -132,7 +177,30 @@ impl DemandForecaster {
                 cpu_p90: f.q.iter().map(|q| q[2]).collect(),
             });
         }
+        if due {
+            drop(requests);
+            if let Err(e) = self.save() {
+                warn!(error = %e, "saving forecast calibration failed; will retry");
+            } else if let Some((_, last)) = &mut self.store {
+                *last = Some(step);
+            }
+        }
     }
+}
+
+fn encode_scales(s: &[f32; MAX_HORIZON]) -> Vec<u8> {
+    s.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn decode_scales(b: &[u8]) -> Option<[f32; MAX_HORIZON]> {
+    if b.len() != 4 * MAX_HORIZON {
+        return None;
+    }
+    let mut out = [0.0f32; MAX_HORIZON];
+    for (i, c) in b.chunks_exact(4).enumerate() {
+        out[i] = f32::from_le_bytes(c.try_into().ok()?);
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -189,6 +257,35 @@ mod tests {
                 assert!(vms[0].forecast.is_some());
             }
         }
+    }
+
+    #[test]
+    fn calibration_survives_a_restart_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path()).unwrap();
+        let noisy = |i: u64| if i % 2 == 0 { 0.1 } else { 0.9 };
+        let run = |f: &mut DemandForecaster, from: u64, to: u64| {
+            let mut last = None;
+            for i in from..to {
+                let mut vms = vec![sample("a", noisy(i))];
+                f.update(i, &mut vms);
+                last = vms[0].forecast.clone();
+            }
+            last
+        };
+        let mut first = DemandForecaster::new(None).with_store(&store).unwrap();
+        run(&mut first, 0, 200);
+        first.save().unwrap();
+        let learnt: Vec<(String, [f32; MAX_HORIZON])> = first.fleet.calibration().map(|(k, s)| (k.clone(), s)).collect();
+        assert!(learnt[0].1.iter().any(|v| *v != 0.0), "nothing was learnt: {learnt:?}");
+        // A new agent process on the same store starts from what the first one learnt...
+        let resumed = DemandForecaster::new(None).with_store(&store).unwrap();
+        let again: Vec<(String, [f32; MAX_HORIZON])> = resumed.fleet.calibration().map(|(k, s)| (k.clone(), s)).collect();
+        assert_eq!(again, learnt);
+        // ...and a damaged entry is relearnt, not fatal.
+        store.tree(CALIBRATION_TREE).unwrap().insert(b"a", b"xx").unwrap();
+        let fresh = DemandForecaster::new(None).with_store(&store).unwrap();
+        assert_eq!(fresh.fleet.calibration().count(), 0);
     }
 
     #[test]

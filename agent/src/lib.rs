@@ -60,6 +60,11 @@ impl SamplingCycle {
         SamplingCycle { hypervisor, history, host_sampler: HostSampler::new(), forecaster, seq: 0 }
     }
 
+    /// Saves the forecaster's calibration (at shutdown).
+    pub fn save_calibration(&mut self) -> Result<(), store::StoreError> {
+        self.forecaster.save()
+    }
+
     pub fn with_forecaster(mut self, forecaster: forecaster::DemandForecaster) -> SamplingCycle {
         self.forecaster = forecaster;
         self
@@ -155,7 +160,10 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());
 
         let model = cfg.forecast.cpu_model.clone();
-        let forecaster = tokio::task::spawn_blocking(move || forecaster::DemandForecaster::new(model.as_deref())).await?;
+        let calibration_store = store.clone();
+        let forecaster = tokio::task::spawn_blocking(move || forecaster::DemandForecaster::new(model.as_deref()).with_store(&*calibration_store))
+            .await?
+            .context("loading the forecast calibration")?;
         info!(forecaster = forecaster.status(), "forecasting");
         let mut cycle = Some(SamplingCycle::new(hypervisor, history).with_forecaster(forecaster));
         let mut ticker = tokio::time::interval(cfg.sample_interval);
@@ -183,7 +191,11 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         }
         info!("shutting down: closing the coordinator stream, flushing the store");
         let _ = tokio::time::timeout(Duration::from_secs(5), link_task).await;
-        drop(cycle);
+        if let Some(mut c) = cycle.take()
+            && let Err(e) = c.save_calibration()
+        {
+            warn!(error = %e, "saving forecast calibration at shutdown failed");
+        }
         let s = store.clone();
         tokio::task::spawn_blocking(move || s.flush()).await??;
         info!("agent stopped");

@@ -98,14 +98,7 @@ mod tests {
     const CAP: Resources = Resources { cpu_mhz: 8_000.0, memory_mib: 16_384.0 };
 
     fn hard(id: &str, cpu: f64, mem: f64) -> Reservation {
-        Reservation {
-            id: id.into(),
-            vm_id: format!("vm-{id}"),
-            kind: ReservationKind::Hard,
-            cpu_mhz: cpu,
-            memory_mib: mem,
-            expires_at_ms: 1_000_000,
-        }
+        Reservation::hard(id, &format!("vm-{id}"), cpu, mem, 1_000_000)
     }
 
     #[test]

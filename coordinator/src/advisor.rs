@@ -116,13 +116,7 @@ impl PlanSnapshot {
     }
 
     fn view(&self, s: &HostScore) -> ScoreView {
-        ScoreView {
-            host_id: self.host_ids.get(s.host).cloned().unwrap_or_default(),
-            score: s.score,
-            risk_after: s.risk_after,
-            utilisation_after: s.utilisation_after,
-            terms: s.terms.clone(),
-        }
+        score_view(&self.host_ids, s)
     }
 
     fn views(&self, r: &Ranking) -> Vec<ScoreView> {
@@ -266,13 +260,7 @@ impl Advisor {
         let enter = span.enter();
         let decisions = self.policy.optimise(&fleet);
         let explanations = self.policy.explanations();
-        let score_view = |s: &HostScore| ScoreView {
-            host_id: host_ids.get(s.host).cloned().unwrap_or_default(),
-            score: s.score,
-            risk_after: s.risk_after,
-            utilisation_after: s.utilisation_after,
-            terms: s.terms.clone(),
-        };
+        let score_view = |s: &HostScore| score_view(&host_ids, s);
         let moves = decisions
             .iter()
             .filter(|m| m.vm < vms.len() && m.to < hosts.len())
@@ -299,6 +287,17 @@ impl Advisor {
         let ranker = PresagePolicy::new(self.presage.clone());
         let standing = ranker.standing(&FleetView { now_s, hosts: &hosts, vms: &vms });
         PlanSnapshot { proposal, now_s, hosts, vms, host_ids, vm_ids, ranker, standing }
+    }
+}
+
+/// A policy's host score with the host's id in place of its index.
+fn score_view(host_ids: &[String], s: &HostScore) -> ScoreView {
+    ScoreView {
+        host_id: host_ids.get(s.host).cloned().unwrap_or_default(),
+        score: s.score,
+        risk_after: s.risk_after,
+        utilisation_after: s.utilisation_after,
+        terms: s.terms.clone(),
     }
 }
 

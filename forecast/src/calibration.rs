@@ -40,6 +40,20 @@ impl OnlineCalibrator {
         OnlineCalibrator { gamma, log_scale: [0.0; MAX_HORIZON], pending: VecDeque::new() }
     }
 
+    /// The learnt state worth keeping across restarts: the log width scale per horizon.
+    /// (Intervals published but not yet scored are not kept: they belong to forecasts made
+    /// before the restart.)
+    pub fn log_scales(&self) -> [f32; MAX_HORIZON] {
+        self.log_scale
+    }
+
+    /// A calibrator that resumes from saved [`log_scales`](Self::log_scales); values out of
+    /// range (a damaged store) are clamped, non-finite ones reset to 0.
+    pub fn resume(gamma: f32, log_scales: [f32; MAX_HORIZON]) -> OnlineCalibrator {
+        let log_scale = log_scales.map(|v| if v.is_finite() { v.clamp(-MAX_LOG_SCALE, MAX_LOG_SCALE) } else { 0.0 });
+        OnlineCalibrator { gamma, log_scale, pending: VecDeque::new() }
+    }
+
     /// The current width scale at `horizon`.
     pub fn scale(&self, horizon: usize) -> f32 {
         self.log_scale[horizon - 1].exp()

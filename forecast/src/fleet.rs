@@ -87,6 +87,16 @@ impl<K: Hash + Eq + Clone> FleetForecaster<K> {
         }
     }
 
+    /// Each series' learnt calibration, to save across restarts.
+    pub fn calibration(&self) -> impl Iterator<Item = (&K, [f32; crate::MAX_HORIZON])> {
+        self.calibrators.iter().map(|(k, c)| (k, c.log_scales()))
+    }
+
+    /// Resumes series `key`'s calibration from saved state (before its first forecast).
+    pub fn resume_calibration(&mut self, key: K, log_scales: [f32; crate::MAX_HORIZON]) {
+        self.calibrators.insert(key, OnlineCalibrator::resume(crate::calibration::DEFAULT_GAMMA, log_scales));
+    }
+
     /// Forgets every series for which `keep` is false.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         self.calibrators.retain(|k, _| keep(k));

@@ -41,6 +41,11 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// A hard reservation of `cpu_mhz` and `memory_mib` for `vm_id`, until `expires_at_ms`.
+    pub fn hard(id: &str, vm_id: &str, cpu_mhz: f64, memory_mib: f64, expires_at_ms: u64) -> Reservation {
+        Reservation { id: id.into(), vm_id: vm_id.into(), kind: ReservationKind::Hard, cpu_mhz, memory_mib, expires_at_ms }
+    }
+
     pub fn live(&self, now_ms: u64) -> bool {
         now_ms < self.expires_at_ms
     }
@@ -160,14 +165,7 @@ mod tests {
     use super::*;
 
     fn hard(id: &str, cpu: f64, mem: f64, exp: u64) -> Reservation {
-        Reservation {
-            id: id.into(),
-            vm_id: format!("vm-{id}"),
-            kind: ReservationKind::Hard,
-            cpu_mhz: cpu,
-            memory_mib: mem,
-            expires_at_ms: exp,
-        }
+        Reservation::hard(id, &format!("vm-{id}"), cpu, mem, exp)
     }
 
     const CAP: Resources = Resources { cpu_mhz: 10_000.0, memory_mib: 8_192.0 };

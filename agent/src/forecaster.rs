@@ -263,7 +263,7 @@ mod tests {
     fn calibration_survives_a_restart_through_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SledStore::open(dir.path()).unwrap();
-        let noisy = |i: u64| if i % 2 == 0 { 0.1 } else { 0.9 };
+        let noisy = |i: u64| if i.is_multiple_of(2) { 0.1 } else { 0.9 };
         let run = |f: &mut DemandForecaster, from: u64, to: u64| {
             let mut last = None;
             for i in from..to {

@@ -156,6 +156,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             reconnect: cfg.reconnect.clone(),
             started,
             reservations,
+            hypervisor: hypervisor.clone(),
         };
         let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());
 

@@ -20,6 +20,7 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::ReconnectConfig;
+use crate::hypervisor::Hypervisor;
 use crate::reservations::{ReservationDesk, ReservationError};
 use presage_protocol::error_chain;
 
@@ -52,6 +53,8 @@ pub struct CoordinatorLink {
     pub started: Instant,
     /// The host's reservations; reserve and release commands go through its admission.
     pub reservations: Arc<Mutex<ReservationDesk>>,
+    /// The hypervisor, for migration commands.
+    pub hypervisor: Arc<dyn Hypervisor>,
 }
 
 impl CoordinatorLink {
@@ -141,7 +144,7 @@ impl CoordinatorLink {
                     }
                     Ok(Some(CoordinatorMessage { body: Some(coordinator_message::Body::Command(cmd)) })) => {
                         let latest = reports.borrow().clone();
-                        let result = self.execute(cmd, latest.as_ref());
+                        let result = self.execute(cmd, latest.as_ref()).await;
                         tx.send(msg(agent_message::Body::CommandResult(result))).await.map_err(|_| LinkError::Stream("outbound closed".into()))?;
                     }
                     Ok(Some(other)) => debug!(?other, "ignoring unexpected coordinator message"),
@@ -154,9 +157,39 @@ impl CoordinatorLink {
 
     /// Carries out one command from the coordinator; `latest` is the newest report (what the
     /// host's VMs use now, for reservation admission).
-    fn execute(&self, cmd: pb::Command, latest: Option<&Report>) -> CommandResult {
-        let _span = info_span!("command", id = cmd.id).entered();
+    async fn execute(&self, cmd: pb::Command, latest: Option<&Report>) -> CommandResult {
+        let span = info_span!("command", id = cmd.id);
+        self.execute_in_span(cmd, latest).instrument(span).await
+    }
+
+    async fn execute_in_span(&self, cmd: pb::Command, latest: Option<&Report>) -> CommandResult {
+        let id = cmd.id;
+        let failed = |message: String| CommandResult { id, status: CommandStatus::Failed as i32, message, detail: None };
         match cmd.body {
+            Some(command::Body::MigrateOut(m)) => {
+                info!(vm = %m.vm_id, to = %m.destination_host, "migrating out");
+                let hv = self.hypervisor.clone();
+                match tokio::task::spawn_blocking(move || hv.migrate_out(&m.vm_id, &m.destination_host)).await {
+                    Ok(Ok(handoff)) => CommandResult {
+                        id,
+                        status: CommandStatus::Ok as i32,
+                        message: String::new(),
+                        detail: handoff.map(command_result::Detail::Handoff),
+                    },
+                    Ok(Err(e)) => failed(e.to_string()),
+                    Err(e) => failed(format!("migration task failed: {e}")),
+                }
+            }
+            Some(command::Body::Adopt(a)) => {
+                let Some(vm) = a.vm else { return failed("adopt: vm missing".into()) };
+                info!(vm = %vm.vm_id, "adopting");
+                let hv = self.hypervisor.clone();
+                match tokio::task::spawn_blocking(move || hv.adopt(&vm)).await {
+                    Ok(Ok(())) => CommandResult { id, status: CommandStatus::Ok as i32, message: String::new(), detail: None },
+                    Ok(Err(e)) => failed(e.to_string()),
+                    Err(e) => failed(format!("adopt task failed: {e}")),
+                }
+            }
             Some(command::Body::Reserve(r)) => self.reservation_command(cmd.id, latest, |desk, now, committed| {
                 let kind = if r.hard { ReservationKind::Hard } else { ReservationKind::Soft };
                 let res = Reservation {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use presage_protocol::pb::{HostCapacity, VmSample, VmState};
+use presage_protocol::pb::{HostCapacity, SimulatedVm, VmSample, VmState};
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
 
@@ -175,6 +175,16 @@ impl Hypervisor for LibvirtHypervisor {
         prev.retain(|k, _| live.contains(k.as_str()));
         vms.sort_by(|a, b| a.vm_id.cmp(&b.vm_id));
         Ok(Observation { vms, host_usage: None, trace: None })
+    }
+
+    fn migrate_out(&self, vm_id: &str, destination_host: &str) -> Result<Option<SimulatedVm>, HypervisorError> {
+        Err(HypervisorError::Migration(format!(
+            "live migration of {vm_id} to {destination_host} through libvirt is not implemented yet (the migration executor's work)"
+        )))
+    }
+
+    fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Migration(format!("{}: a libvirt host does not adopt simulated VMs", vm.vm_id)))
     }
 }
 

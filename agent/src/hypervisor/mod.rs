@@ -7,7 +7,7 @@
 pub mod libvirt;
 pub mod simulated;
 
-use presage_protocol::pb::{HostCapacity, HostUsage, TracePosition, VmSample};
+use presage_protocol::pb::{HostCapacity, HostUsage, SimulatedVm, TracePosition, VmSample};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HypervisorError {
@@ -15,6 +15,8 @@ pub enum HypervisorError {
     Libvirt { uri: String, detail: String },
     #[error("simulated hypervisor: {0}")]
     Trace(#[from] presage_traces::TraceError),
+    #[error("{0}")]
+    Migration(String),
 }
 
 /// What one observation of the host's VMs found.
@@ -35,4 +37,9 @@ pub trait Hypervisor: Send + Sync {
     fn capacity(&self) -> Result<HostCapacity, HypervisorError>;
     /// Samples every VM. Rates come from the difference to the previous call.
     fn observe(&self) -> Result<Observation, HypervisorError>;
+    /// Moves `vm_id` away to `destination_host`. A simulated host stops replaying it and returns
+    /// what the destination needs to take it over ([`adopt`](Self::adopt)).
+    fn migrate_out(&self, vm_id: &str, destination_host: &str) -> Result<Option<SimulatedVm>, HypervisorError>;
+    /// Takes over a VM another simulated host handed over.
+    fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError>;
 }

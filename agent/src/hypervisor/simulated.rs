@@ -8,10 +8,12 @@
 //! trace has no memory column (PlanetLab) are reported as using their whole allocation, which is
 //! what the host commits to them.
 
+use std::path::PathBuf;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use presage_protocol::pb::{HostCapacity, HostUsage, TracePosition, VmSample, VmState};
-use presage_traces::{Selection, TraceFormat, TraceSet};
+use presage_protocol::pb::{HostCapacity, HostUsage, SimulatedVm, TracePosition, VmSample, VmState};
+use presage_traces::{Selection, TraceFormat, TraceSet, VmSpec};
 
 use super::{Hypervisor, HypervisorError, Observation};
 use crate::config::SimulatedConfig;
@@ -20,7 +22,10 @@ use crate::config::SimulatedConfig;
 pub const G5_MIPS_PER_CORE: f64 = 2660.0;
 
 pub struct SimulatedHypervisor {
-    traces: TraceSet,
+    /// The VMs this host replays now: its shard at start, then as VMs migrate in and out.
+    traces: RwLock<TraceSet>,
+    /// The trace folder every simulated host of the cluster reads (where adopted VMs' files are).
+    trace_dir: PathBuf,
     capacity: HostCapacity,
     time_compression: f64,
     start_step: u64,
@@ -61,7 +66,8 @@ impl SimulatedHypervisor {
             cpu_model: format!("simulated ({} trace {})", traces.format.name(), traces.name),
         };
         SimulatedHypervisor {
-            traces,
+            traces: RwLock::new(traces),
+            trace_dir: cfg.trace_dir.clone(),
             capacity,
             time_compression: cfg.time_compression,
             start_step: cfg.start_step,
@@ -70,21 +76,25 @@ impl SimulatedHypervisor {
     }
 
     pub fn vm_count(&self) -> usize {
-        self.traces.vms.len()
+        self.read().vms.len()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, TraceSet> {
+        self.traces.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The trace line that is current `elapsed` after the hypervisor started.
     pub fn step_at(&self, elapsed: Duration) -> u64 {
         let trace_seconds = elapsed.as_secs_f64() * self.time_compression;
-        self.start_step + (trace_seconds / self.traces.step_seconds() as f64) as u64
+        self.start_step + (trace_seconds / self.read().step_seconds() as f64) as u64
     }
 
     /// The observation at a given trace step (what [`Hypervisor::observe`] returns at that time).
     pub fn observe_step(&self, step: u64) -> Observation {
         let mut host = HostUsage::default();
         let mut cpu_used = 0.0;
-        let vms = self
-            .traces
+        let traces = self.read();
+        let vms = traces
             .vms
             .iter()
             .map(|vm| {
@@ -117,7 +127,7 @@ impl SimulatedHypervisor {
         Observation {
             vms,
             host_usage: Some(host),
-            trace: Some(TracePosition { trace_set: self.traces.name.clone(), step, step_seconds: self.traces.step_seconds() }),
+            trace: Some(TracePosition { trace_set: traces.name.clone(), step, step_seconds: traces.step_seconds() }),
         }
     }
 }
@@ -133,6 +143,48 @@ impl Hypervisor for SimulatedHypervisor {
 
     fn observe(&self) -> Result<Observation, HypervisorError> {
         Ok(self.observe_step(self.step_at(self.started.elapsed())))
+    }
+
+    fn migrate_out(&self, vm_id: &str, destination_host: &str) -> Result<Option<SimulatedVm>, HypervisorError> {
+        let mut traces = self.traces.write().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = traces.vms.iter().position(|v| v.name == vm_id) else {
+            return Err(HypervisorError::Migration(format!("{vm_id} does not run here (moving it to {destination_host})")));
+        };
+        let vm = traces.vms.remove(i);
+        Ok(Some(SimulatedVm {
+            vm_id: vm.name,
+            vcpus: vm.spec.vcpus,
+            cpu_mhz_per_core: vm.spec.cpu_mhz_per_core,
+            memory_bytes: vm.spec.memory_bytes,
+        }))
+    }
+
+    fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError> {
+        let bad = |why: String| Err(HypervisorError::Migration(format!("adopting {}: {why}", vm.vm_id)));
+        if vm.vm_id.is_empty() || vm.vm_id.contains('/') || vm.vm_id.starts_with('.') {
+            return bad("not a trace file name".into());
+        }
+        if self.read().vms.iter().any(|v| v.name == vm.vm_id) {
+            return bad("it already runs here".into());
+        }
+        let format = self.read().format;
+        let trace = match format {
+            TraceFormat::PlanetLab => {
+                let spec = VmSpec { vcpus: vm.vcpus.max(1), cpu_mhz_per_core: vm.cpu_mhz_per_core, memory_bytes: vm.memory_bytes };
+                presage_traces::read_planetlab(&self.trace_dir.join(&vm.vm_id), vm.vm_id.clone(), spec)?
+            }
+            TraceFormat::Bitbrains => {
+                let gz = self.trace_dir.join(format!("{}.csv.gz", vm.vm_id));
+                let path = if gz.is_file() { gz } else { self.trace_dir.join(format!("{}.csv", vm.vm_id)) };
+                presage_traces::read_bitbrains(&path, vm.vm_id.clone())?
+            }
+        };
+        let mut traces = self.traces.write().unwrap_or_else(|p| p.into_inner());
+        if traces.vms.iter().any(|v| v.name == vm.vm_id) {
+            return bad("it already runs here".into());
+        }
+        traces.vms.push(trace);
+        Ok(())
     }
 }
 
@@ -174,5 +226,25 @@ mod tests {
         let want = (0.4f32 as f64 * 2500.0 + 2000.0) / (2.0 * G5_MIPS_PER_CORE);
         assert!((o.host_usage.unwrap().cpu_utilisation - want).abs() < 1e-12);
         assert_eq!(h.observe_step(4).vms[0].cpu_utilisation, 0.1f32 as f64, "wraps after the last line");
+    }
+
+    #[test]
+    fn a_vm_handed_over_replays_the_same_trace_on_its_new_host() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), "10\n20\n30\n40\n").unwrap();
+        std::fs::write(d.path().join("b"), "0\n0\n50\n100\n").unwrap();
+        let src = SimulatedHypervisor::load(&SimulatedConfig { shard_index: 0, shard_count: 2, ..cfg(d.path()) }).unwrap();
+        let dst = SimulatedHypervisor::load(&SimulatedConfig { shard_index: 1, shard_count: 2, ..cfg(d.path()) }).unwrap();
+        let before = src.observe_step(3).vms[0].clone();
+        assert_eq!(before.vm_id, "a");
+        let handoff = src.migrate_out("a", "dst").unwrap().expect("a simulated host hands the VM over");
+        assert_eq!(src.vm_count(), 0);
+        assert!(src.migrate_out("a", "dst").is_err(), "it is gone");
+        dst.adopt(&handoff).unwrap();
+        let after = dst.observe_step(3).vms.into_iter().find(|v| v.vm_id == "a").unwrap();
+        assert_eq!((after.cpu_utilisation, after.vcpus, after.memory_bytes, after.vcpu_mhz), (before.cpu_utilisation, before.vcpus, before.memory_bytes, before.vcpu_mhz));
+        assert!(dst.adopt(&handoff).unwrap_err().to_string().contains("already runs here"));
+        let bogus = SimulatedVm { vm_id: "../etc/passwd".into(), ..handoff };
+        assert!(dst.adopt(&bogus).is_err());
     }
 }

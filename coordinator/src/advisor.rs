@@ -161,6 +161,14 @@ impl PlanSnapshot {
         Ok(PlaceOutcome { ranking: self.views(&r), feasible_hosts: r.feasible, rejected: r.rejected })
     }
 
+    /// What the destination should hold for `vm_id` while it moves: its highest p90 CPU demand
+    /// over the horizon (MHz) and its memory (MiB).
+    pub fn reservation_for(&self, vm_id: &str) -> Option<(f64, f64)> {
+        let vm = self.vm_ids.iter().position(|v| v == vm_id)?;
+        let d = VmDemand::of(&self.vms[vm], self.ranker.config().new_vm_prior);
+        Some((d.reservation(), self.vms[vm].memory_request_mb))
+    }
+
     /// Why `vm_id` is where it is; `None` for a VM the last pass did not see.
     pub fn explain(&self, vm_id: &str, top: usize) -> Option<ExplainOutcome> {
         let vm = self.vm_ids.iter().position(|v| v == vm_id)?;

@@ -39,6 +39,12 @@ pub struct PolicyConfig {
     /// How often the advisory pass runs.
     #[serde(default = "default_policy_interval", with = "humantime_serde")]
     pub interval: Duration,
+    /// `advisory` (plans are only shown) or `automatic` (the coordinator applies them).
+    #[serde(default)]
+    pub mode: PolicyMode,
+    /// Most moves applied per pass in automatic mode, one after another.
+    #[serde(default = "default_moves_per_pass")]
+    pub moves_per_pass: usize,
     /// `[policy.presage]`: presage's settings (also what `presagectl place` and `explain` rank with).
     #[serde(default)]
     pub presage: crate::policy::presage::PresageConfig,
@@ -46,7 +52,13 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { name: default_policy(), interval: default_policy_interval(), presage: Default::default() }
+        PolicyConfig {
+            name: default_policy(),
+            interval: default_policy_interval(),
+            mode: PolicyMode::default(),
+            moves_per_pass: default_moves_per_pass(),
+            presage: Default::default(),
+        }
     }
 }
 
@@ -54,6 +66,19 @@ impl PolicyConfig {
     pub fn spec(&self) -> Result<crate::policy::PolicySpec, crate::policy::UnknownPolicy> {
         self.name.parse()
     }
+}
+
+/// Whether plans are applied.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    #[default]
+    Advisory,
+    Automatic,
+}
+
+fn default_moves_per_pass() -> usize {
+    8
 }
 
 fn default_policy() -> String {

@@ -5,9 +5,11 @@
 //! services), [`sessions`] (agent streams and commands in flight), [`state`] (the pure cluster
 //! state), [`validate`] (checks on agent messages), [`server`] (wiring and shutdown order),
 //! [`policy`] (the pure placement and consolidation policies), [`advisor`] (runs the policy on
-//! the live state) and [`simulator`] (trace replay that drives those same policies).
+//! the live state), [`applier`] (applies plans in automatic mode) and [`simulator`] (trace replay
+//! that drives those same policies).
 
 pub mod advisor;
+pub mod applier;
 pub mod config;
 pub mod ctl;
 pub mod policy;

@@ -50,7 +50,7 @@ impl Coordinator {
         let background = CancellationToken::new();
         let liveness = tokio::spawn(liveness_reconciler(shared.clone(), background.clone()));
         let advisory =
-            tokio::spawn(advisory_pass(shared.clone(), Advisor::new(policy, &cfg.policy.presage), cfg.policy.interval, background.clone()));
+            tokio::spawn(advisory_pass(shared.clone(), Advisor::new(policy, &cfg.policy.presage), cfg.policy.clone(), background.clone()));
 
         let incoming = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
         let server = tonic::transport::Server::builder()
@@ -100,9 +100,10 @@ async fn liveness_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
 
 /// Runs the configured consolidation policy over the observed state every `interval` and keeps
 /// its plan for `presagectl plan`, `explain` and `place` (advisory: nothing is executed).
-async fn advisory_pass(shared: Arc<Shared>, mut advisor: Advisor, interval: std::time::Duration, stop: CancellationToken) {
+async fn advisory_pass(shared: Arc<Shared>, mut advisor: Advisor, cfg: crate::config::PolicyConfig, stop: CancellationToken) {
     let started = Instant::now();
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = tokio::time::interval(cfg.interval);
+    let mut seq: u64 = 0;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
@@ -119,7 +120,22 @@ async fn advisory_pass(shared: Arc<Shared>, mut advisor: Advisor, interval: std:
         for m in &proposal.moves {
             tracing::debug!(vm = %m.vm_id, from = %m.from_host, to = %m.to_host, reason = m.reason, "proposed migration");
         }
-        *shared.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), Arc::new(plan)));
+        let plan = Arc::new(plan);
+        *shared.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), plan.clone()));
+        if cfg.mode == crate::config::PolicyMode::Automatic && !plan.proposal.moves.is_empty() {
+            seq += 1;
+            let outcomes = tokio::select! {
+                _ = stop.cancelled() => return,
+                o = crate::applier::apply(&shared, &plan, seq, cfg.moves_per_pass) => o,
+            };
+            let mut applied = shared.applied.lock().unwrap_or_else(|p| p.into_inner());
+            for o in outcomes {
+                applied.push_back((Instant::now(), o));
+            }
+            while applied.len() > 200 {
+                applied.pop_front();
+            }
+        }
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Shared {
     pub cancel: CancellationToken,
     /// The advisory pass's last plan (with the fleet it saw) and when it was made.
     pub plan: Mutex<Option<(Instant, Arc<crate::advisor::PlanSnapshot>)>>,
+    /// Moves applied in automatic mode, newest last (the last 200).
+    pub applied: Mutex<std::collections::VecDeque<(Instant, crate::applier::MoveOutcome)>>,
     pub policy_name: String,
 }
 
@@ -46,6 +48,7 @@ impl Shared {
     pub fn new(host_timeout: Duration, policy_name: String, cancel: CancellationToken) -> Arc<Shared> {
         Arc::new(Shared {
             plan: Mutex::new(None),
+            applied: Mutex::new(Default::default()),
             policy_name,
             state: Mutex::new(ClusterState::new(host_timeout)),
             sessions: Sessions::default(),
@@ -319,11 +322,27 @@ impl Operator for OperatorService {
     async fn get_plan(&self, req: Request<pb::GetPlanRequest>) -> Result<Response<pb::GetPlanResponse>, Status> {
         let p = peer(&req, Role::Operator)?;
         let _span = info_span!("operator.plan", operator = %p.identity.name).entered();
+        let applied = self
+            .shared
+            .applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(at, o)| pb::AppliedMove {
+                vm_id: o.vm_id.clone(),
+                from_host: o.from_host.clone(),
+                to_host: o.to_host.clone(),
+                outcome: o.outcome.to_string(),
+                detail: o.detail.clone(),
+                ago_ms: at.elapsed().as_millis() as u64,
+            })
+            .collect();
         let Some((age_ms, plan)) = self.plan() else {
-            return Ok(Response::new(pb::GetPlanResponse { policy: self.shared.policy_name.clone(), ..Default::default() }));
+            return Ok(Response::new(pb::GetPlanResponse { policy: self.shared.policy_name.clone(), applied, ..Default::default() }));
         };
         let pr = &plan.proposal;
         Ok(Response::new(pb::GetPlanResponse {
+            applied,
             policy: pr.policy.clone(),
             available: true,
             age_ms,

@@ -93,12 +93,18 @@ impl RunningCoordinator {
 
     /// Starts a coordinator whose advisory pass runs `policy` every second.
     pub async fn start_with_policy(pki: &Pki, port: u16, host_timeout: Duration, policy: &str) -> RunningCoordinator {
+        let policy = PolicyConfig { name: policy.into(), interval: Duration::from_secs(1), ..Default::default() };
+        RunningCoordinator::start_with(pki, port, host_timeout, policy).await
+    }
+
+    /// Starts a coordinator with the given `[policy]` section.
+    pub async fn start_with(pki: &Pki, port: u16, host_timeout: Duration, policy: PolicyConfig) -> RunningCoordinator {
         let cfg = CoordinatorConfig {
             listen: ([127, 0, 0, 1], port).into(),
             host_timeout,
             shutdown_timeout: Duration::from_secs(5),
             tls: pki.issue(Role::Coordinator, "coordinator"),
-            policy: PolicyConfig { name: policy.into(), interval: Duration::from_secs(1), presage: Default::default() },
+            policy,
         };
         let cancel = CancellationToken::new();
         let c = Coordinator::bind(cfg, cancel.clone()).await.expect("coordinator binds");

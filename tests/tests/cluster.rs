@@ -448,3 +448,62 @@ async fn an_agent_refuses_an_overcommitting_reservation_and_keeps_its_book_acros
     agent.stop().await;
     coord.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_automatic_mode_an_overloaded_simulated_host_is_relieved_and_every_vm_runs_exactly_once() {
+    use presage_agent::config::HypervisorConfig;
+    use presage_coordinator::config::{PolicyConfig, PolicyMode};
+    use presage_protocol::pb::{GetPlanRequest, Release, ReserveOnHostRequest};
+    // Four VMs at a steady 80 %: CloudSim sizes 2500, 2000, 1000, 500 MIPS in file order.
+    let busy: Vec<u32> = vec![80; 288];
+    let trace = synthetic_trace(&[("vm-1", &busy), ("vm-2", &busy), ("vm-3", &busy), ("vm-4", &busy)]);
+    let pki = Pki::new();
+    let policy =
+        PolicyConfig { name: "presage".into(), interval: Duration::from_secs(1), mode: PolicyMode::Automatic, ..Default::default() };
+    let coord = RunningCoordinator::start_with(&pki, 0, Duration::from_secs(30), policy).await;
+    let data = tempfile::tempdir().unwrap();
+    // hv-a replays vm-1 and vm-3 (2000 + 800 MIPS of demand) on one 2660-MIPS core: overloaded.
+    let mut a_cfg = simulated_agent(&pki, "hv-a", &coord.url, &data.path().join("a"), trace.path(), (0, 2), 0);
+    let mut b_cfg = simulated_agent(&pki, "hv-b", &coord.url, &data.path().join("b"), trace.path(), (1, 2), 0);
+    if let HypervisorConfig::Simulated(s) = &mut a_cfg.hypervisor {
+        s.cpu_cores = Some(1);
+    }
+    if let HypervisorConfig::Simulated(s) = &mut b_cfg.hypervisor {
+        s.cpu_cores = Some(4);
+    }
+    let a = RunningAgent::start(a_cfg);
+    let b = RunningAgent::start(b_cfg);
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+
+    let placement = eventually("a move applied and every VM reported exactly once", WAIT, || {
+        let mut op = op.clone();
+        async move {
+            let plan = op.get_plan(GetPlanRequest {}).await.ok()?.into_inner();
+            let done: Vec<_> = plan.applied.iter().filter(|m| m.outcome == "done").cloned().collect();
+            if done.is_empty() {
+                return None;
+            }
+            let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+            let mut seen: Vec<(String, String)> =
+                vms.iter().map(|v| (v.sample.as_ref().unwrap().vm_id.clone(), v.host_id.clone())).collect();
+            seen.sort();
+            let ids: Vec<&str> = seen.iter().map(|(v, _)| v.as_str()).collect();
+            (ids == ["vm-1", "vm-2", "vm-3", "vm-4"] && done.iter().all(|m| seen.iter().any(|(v, h)| *v == m.vm_id && *h == m.to_host)))
+                .then_some((done, seen))
+        }
+    })
+    .await;
+    let (done, seen) = placement;
+    assert!(done.iter().all(|m| m.from_host == "hv-a" && m.to_host == "hv-b"), "{done:?}");
+    let on_a = seen.iter().filter(|(_, h)| h == "hv-a").count();
+    assert!(on_a < 2, "hv-a still runs both VMs: {seen:?}");
+    // The reservations the moves held became allocations: none is left on either host.
+    for host in ["hv-a", "hv-b"] {
+        let r = ReserveOnHostRequest { host_id: host.into(), reserve: None, release: Some(Release { id: "nothing".into() }) };
+        let held = op.reserve_on_host(r).await.unwrap().into_inner().state.unwrap().held;
+        assert!(held.is_empty(), "{host}: {held:?}");
+    }
+    a.stop().await;
+    b.stop().await;
+    coord.stop().await;
+}

@@ -242,7 +242,10 @@ mod tests {
         assert!(src.migrate_out("a", "dst").is_err(), "it is gone");
         dst.adopt(&handoff).unwrap();
         let after = dst.observe_step(3).vms.into_iter().find(|v| v.vm_id == "a").unwrap();
-        assert_eq!((after.cpu_utilisation, after.vcpus, after.memory_bytes, after.vcpu_mhz), (before.cpu_utilisation, before.vcpus, before.memory_bytes, before.vcpu_mhz));
+        assert_eq!(
+            (after.cpu_utilisation, after.vcpus, after.memory_bytes, after.vcpu_mhz),
+            (before.cpu_utilisation, before.vcpus, before.memory_bytes, before.vcpu_mhz)
+        );
         assert!(dst.adopt(&handoff).unwrap_err().to_string().contains("already runs here"));
         let bogus = SimulatedVm { vm_id: "../etc/passwd".into(), ..handoff };
         assert!(dst.adopt(&bogus).is_err());

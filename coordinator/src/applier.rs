@@ -1,0 +1,107 @@
+//! Applies a plan in `automatic` mode, one move after another, through the agents: the
+//! destination reserves the VM's p90 demand (its own admission may refuse), the source moves the
+//! VM out, the destination adopts it (simulated hosts), and the reservation becomes an allocation.
+//! A move that fails after the VM left its source is rolled back onto the source, so no VM is
+//! lost or runs twice. Every outcome is kept for `presagectl plan`.
+//!
+//! This is the sequential applier of simulated clusters; the migration executor (libvirt live
+//! migration with progress, concurrency limits, timeouts, persisted plan state) replaces it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use presage_protocol::pb::{self, CommandStatus, command, command_result};
+use serde::Serialize;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::advisor::{PlanSnapshot, ProposedMove};
+use crate::service::Shared;
+
+/// How long each step of a move may take before it counts as failed.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a destination holds a reservation for a move.
+const RESERVATION_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// What became of one move.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MoveOutcome {
+    pub vm_id: String,
+    pub from_host: String,
+    pub to_host: String,
+    /// `done`, `refused` (the destination would not reserve), `failed` (nothing changed) or
+    /// `rolled_back` (the VM went back to its source).
+    pub outcome: &'static str,
+    pub detail: String,
+}
+
+/// Gives the destination's reservation up (the move failed, or the VM arrived).
+async fn release(shared: &Shared, host: &str, id: &str) {
+    if let Err(e) = send(shared, host, command::Body::Release(pb::Release { id: id.to_string() })).await {
+        warn!(error = %e, "releasing the reservation failed; it expires by itself");
+    }
+}
+
+async fn send(shared: &Shared, host: &str, body: command::Body) -> Result<pb::CommandResult, String> {
+    let r = shared.sessions.send(host, body, STEP_TIMEOUT).await.map_err(|e| e.to_string())?;
+    if r.status == CommandStatus::Ok as i32 { Ok(r) } else { Err(format!("{host}: {}", r.message)) }
+}
+
+/// Applies up to `limit` moves of `plan`, in order.
+pub async fn apply(shared: &Arc<Shared>, plan: &PlanSnapshot, plan_seq: u64, limit: usize) -> Vec<MoveOutcome> {
+    let mut out = Vec::new();
+    for m in plan.proposal.moves.iter().take(limit) {
+        let span = info_span!("apply_move", vm = %m.vm_id, from = %m.from_host, to = %m.to_host, reason = m.reason);
+        let o = apply_one(shared, plan, plan_seq, m).instrument(span).await;
+        info!(vm = %o.vm_id, from = %o.from_host, to = %o.to_host, outcome = o.outcome, detail = %o.detail, "move applied");
+        out.push(o);
+    }
+    out
+}
+
+async fn apply_one(shared: &Shared, plan: &PlanSnapshot, plan_seq: u64, m: &ProposedMove) -> MoveOutcome {
+    let outcome = |outcome, detail: String| MoveOutcome {
+        vm_id: m.vm_id.clone(),
+        from_host: m.from_host.clone(),
+        to_host: m.to_host.clone(),
+        outcome,
+        detail,
+    };
+    let Some((cpu_mhz, memory_mib)) = plan.reservation_for(&m.vm_id) else {
+        return outcome("failed", "the VM is not in the plan's snapshot".into());
+    };
+    let id = format!("plan-{plan_seq}/{}", m.vm_id);
+    let reserve = pb::Reserve { id: id.clone(), vm_id: m.vm_id.clone(), hard: true, cpu_mhz, memory_mib, ttl_ms: RESERVATION_TTL_MS };
+    if let Err(e) = send(shared, &m.to_host, command::Body::Reserve(reserve)).await {
+        return outcome("refused", e);
+    }
+    let handoff = match send(
+        shared,
+        &m.from_host,
+        command::Body::MigrateOut(pb::MigrateOut { vm_id: m.vm_id.clone(), destination_host: m.to_host.clone() }),
+    )
+    .await
+    {
+        Ok(r) => match r.detail {
+            Some(command_result::Detail::Handoff(h)) => Some(h),
+            _ => None,
+        },
+        Err(e) => {
+            release(shared, &m.to_host, &id).await;
+            return outcome("failed", e);
+        }
+    };
+    if let Some(vm) = handoff {
+        if let Err(e) = send(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm.clone()) })).await {
+            // The VM left its source: put it back there.
+            let back = send(shared, &m.from_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) })).await;
+            release(shared, &m.to_host, &id).await;
+            return match back {
+                Ok(_) => outcome("rolled_back", e),
+                Err(b) => outcome("failed", format!("{e}; and putting it back failed: {b}")),
+            };
+        }
+    }
+    // It arrived: what it held is now its allocation.
+    release(shared, &m.to_host, &id).await;
+    outcome("done", String::new())
+}

@@ -94,6 +94,7 @@ struct HypervisorSection {
     max_vms: Option<usize>,
     start_step: Option<u64>,
     cpu_cores: Option<u32>,
+    cpu_fraction: Option<f64>,
     cpu_mhz_per_core: Option<f64>,
     memory_mb: Option<u64>,
 }
@@ -119,6 +120,7 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                 ("max_vms", s.max_vms.is_some()),
                 ("start_step", s.start_step.is_some()),
                 ("cpu_cores", s.cpu_cores.is_some()),
+                ("cpu_fraction", s.cpu_fraction.is_some()),
                 ("cpu_mhz_per_core", s.cpu_mhz_per_core.is_some()),
                 ("memory_mb", s.memory_mb.is_some()),
             ];
@@ -140,6 +142,7 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                 max_vms: s.max_vms.unwrap_or(0),
                 start_step: s.start_step.unwrap_or(0),
                 cpu_cores: s.cpu_cores,
+                cpu_fraction: s.cpu_fraction,
                 cpu_mhz_per_core: s.cpu_mhz_per_core,
                 memory_mb: s.memory_mb,
             })
@@ -166,6 +169,9 @@ pub struct SimulatedConfig {
     /// The simulated host's capacity. Defaults: CloudSim's HP ProLiant ML110 G5
     /// (2 cores x 2660 MIPS, 4 GiB) scaled up to hold the shard (see `simulated.rs`).
     pub cpu_cores: Option<u32>,
+    /// Without `cpu_cores`: cores for this share of the shard's full demand (1: every VM at
+    /// 100 % fits; 0.25: CPU oversubscribed four times, as KVM hosts often are).
+    pub cpu_fraction: Option<f64>,
     pub cpu_mhz_per_core: Option<f64>,
     pub memory_mb: Option<u64>,
 }
@@ -265,6 +271,11 @@ impl AgentConfig {
                 && let Err(e) = f.parse::<presage_traces::TraceFormat>()
             {
                 return invalid("hypervisor.format", &e);
+            }
+            if let Some(f) = s.cpu_fraction
+                && !(f.is_finite() && f > 0.0 && f <= 1.0)
+            {
+                return invalid("hypervisor.cpu_fraction", "must be within (0, 1]");
             }
             if s.cpu_cores == Some(0) {
                 return invalid("hypervisor.cpu_cores", "must be at least 1");

@@ -90,16 +90,16 @@ async fn apply_one(shared: &Shared, plan: &PlanSnapshot, plan_seq: u64, m: &Prop
             return outcome("failed", e);
         }
     };
-    if let Some(vm) = handoff {
-        if let Err(e) = send(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm.clone()) })).await {
-            // The VM left its source: put it back there.
-            let back = send(shared, &m.from_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) })).await;
-            release(shared, &m.to_host, &id).await;
-            return match back {
-                Ok(_) => outcome("rolled_back", e),
-                Err(b) => outcome("failed", format!("{e}; and putting it back failed: {b}")),
-            };
-        }
+    if let Some(vm) = handoff
+        && let Err(e) = send(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm.clone()) })).await
+    {
+        // The VM left its source: put it back there.
+        let back = send(shared, &m.from_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) })).await;
+        release(shared, &m.to_host, &id).await;
+        return match back {
+            Ok(_) => outcome("rolled_back", e),
+            Err(b) => outcome("failed", format!("{e}; and putting it back failed: {b}")),
+        };
     }
     // It arrived: what it held is now its allocation.
     release(shared, &m.to_host, &id).await;

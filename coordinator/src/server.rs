@@ -34,7 +34,11 @@ impl Coordinator {
         let tls = material.server_config().context("building the TLS server configuration")?;
         let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
         let spec = cfg.policy.spec().context("the [policy] section")?;
-        let shared = Shared::new(cfg.host_timeout, spec.to_string(), cancel);
+        let mode = match cfg.policy.mode {
+            crate::config::PolicyMode::Advisory => "advisory",
+            crate::config::PolicyMode::Automatic => "automatic",
+        };
+        let shared = Shared::new(cfg.host_timeout, spec.to_string(), mode, cancel);
         Ok(Coordinator { listener, tls, cfg, policy: spec, shared })
     }
 

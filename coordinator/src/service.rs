@@ -42,14 +42,17 @@ pub struct Shared {
     /// Moves applied in automatic mode, newest last (the last 200).
     pub applied: Mutex<std::collections::VecDeque<(Instant, crate::applier::MoveOutcome)>>,
     pub policy_name: String,
+    /// `advisory` or `automatic`.
+    pub policy_mode: &'static str,
 }
 
 impl Shared {
-    pub fn new(host_timeout: Duration, policy_name: String, cancel: CancellationToken) -> Arc<Shared> {
+    pub fn new(host_timeout: Duration, policy_name: String, policy_mode: &'static str, cancel: CancellationToken) -> Arc<Shared> {
         Arc::new(Shared {
             plan: Mutex::new(None),
             applied: Mutex::new(Default::default()),
             policy_name,
+            policy_mode,
             state: Mutex::new(ClusterState::new(host_timeout)),
             sessions: Sessions::default(),
             refusals: Arc::new(RefusalLog::default()),
@@ -229,6 +232,7 @@ impl Operator for OperatorService {
         let s = state.summary();
         Ok(Response::new(StatusResponse {
             policy: self.shared.policy_name.clone(),
+            policy_mode: self.shared.policy_mode.to_string(),
             proposed_migrations,
             proposal_age_ms,
             protocol_version: presage_protocol::PROTOCOL_VERSION,

@@ -175,6 +175,7 @@ pub fn simulated_agent(
             max_vms,
             start_step: 0,
             cpu_cores: None,
+            cpu_fraction: None,
             cpu_mhz_per_core: None,
             memory_mb: None,
         }),

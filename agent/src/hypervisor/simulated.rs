@@ -52,7 +52,8 @@ impl SimulatedHypervisor {
             TraceFormat::PlanetLab => G5_MIPS_PER_CORE,
             TraceFormat::Bitbrains => traces.vms.iter().map(|v| v.spec.cpu_mhz_per_core).fold(1.0, f64::max),
         });
-        let cores = cfg.cpu_cores.unwrap_or_else(|| ((demand / per_core).ceil() as u32).max(2));
+        let share = cfg.cpu_fraction.unwrap_or(1.0);
+        let cores = cfg.cpu_cores.unwrap_or_else(|| ((demand * share / per_core).ceil() as u32).max(2));
         let memory = cfg.memory_mb.map(|m| m << 20).unwrap_or_else(|| {
             // The VMs' allocations plus a quarter for the hypervisor and headroom.
             let sum: u64 = traces.vms.iter().map(|v| v.spec.memory_bytes).sum();
@@ -202,6 +203,7 @@ mod tests {
             max_vms: 0,
             start_step: 2,
             cpu_cores: None,
+            cpu_fraction: None,
             cpu_mhz_per_core: None,
             memory_mb: None,
         }

@@ -10,7 +10,7 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use presage_protocol::pb::{ListHostsRequest, ListVmsRequest, PingHostRequest, StatusRequest};
+use presage_protocol::pb::{GetPlanRequest, ListHostsRequest, ListVmsRequest, PingHostRequest, StatusRequest};
 use presage_protocol::pki::ClusterCa;
 use presage_protocol::tls::Role;
 use tokio::process::{Child, Command};
@@ -44,6 +44,14 @@ pub struct DemoArgs {
     /// At most this many VMs per agent (0: the whole shard).
     #[arg(long, default_value_t = 0)]
     pub max_vms_per_agent: usize,
+    /// Simulated hosts get CPU for about this share of their VMs' full demand (oversubscribed, as
+    /// KVM hosts are; the first hosts less, the last more), so the hot ones shed VMs to the others.
+    #[arg(long, default_value_t = 0.2)]
+    pub host_cpu_fraction: f64,
+    /// `automatic`: the coordinator applies its plans (VMs move between the simulated hosts);
+    /// `advisory`: it only shows them.
+    #[arg(long, default_value = "automatic", value_parser = ["automatic", "advisory"])]
+    pub mode: String,
     /// Keep certificates, configs, stores and logs in this folder instead of a temporary one.
     #[arg(long)]
     pub workdir: Option<PathBuf>,
@@ -168,8 +176,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(
         &coord_cfg,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nhost_timeout = \"{}s\"\nshutdown_timeout = \"5s\"\n[policy]\nname = \"lr-mmt-1.2\"\ninterval = \"{}s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            "listen = \"127.0.0.1:{port}\"\nhost_timeout = \"{}s\"\nshutdown_timeout = \"5s\"\n[policy]\nname = \"presage\"\nmode = \"{}\"\ninterval = \"{}s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
             (args.sample_interval.as_secs() * 5).max(10),
+            args.mode,
             (args.sample_interval.as_secs() * 3).max(5),
             coord_tls.ca,
             coord_tls.cert,
@@ -208,7 +217,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 "host_id = \"{host}\"\ncoordinator = \"{url}\"\ndata_dir = {:?}\nsample_interval = \"{}ms\"\n\
                  [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\
                  [reconnect]\ninitial_backoff = \"200ms\"\nmax_backoff = \"5s\"\n\
-                 [hypervisor]\nkind = \"simulated\"\ntrace_dir = {:?}\ntime_compression = {}\nshard_index = {i}\nshard_count = {}\nmax_vms = {}\n",
+                 [hypervisor]\nkind = \"simulated\"\ntrace_dir = {:?}\ntime_compression = {}\nshard_index = {i}\nshard_count = {}\nmax_vms = {}\ncpu_fraction = {}\n",
                 work.join("data").join(&host),
                 args.sample_interval.as_millis(),
                 files.ca,
@@ -218,6 +227,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 args.time_compression,
                 args.agents,
                 args.max_vms_per_agent,
+                // Uneven hosts: from half the fraction to one and a half times it, so the first
+                // hosts run hot and the last have room.
+                args.host_cpu_fraction * (0.5 + i as f64 / args.agents.max(1) as f64),
             ),
         )?;
         if let Some(model) = &model {
@@ -325,6 +337,17 @@ async fn render_frame(
     out.push_str(&view::hosts_table(&hosts));
     out.push('\n');
     out.push_str(&status.render());
+    let plan = client.get_plan(GetPlanRequest {}).await?.into_inner();
+    let done = plan.applied.iter().filter(|m| m.outcome == "done").count();
+    out.push_str(&format!(
+        "plan ({}): {} moves proposed now; applied so far: {done} moved, {} refused or failed\n",
+        plan.policy,
+        plan.moves.len(),
+        plan.applied.len() - done
+    ));
+    for m in plan.applied.iter().rev().take(4) {
+        out.push_str(&format!("  {} {} -> {} ({}) {:.0} s ago\n", m.vm_id, m.from_host, m.to_host, m.outcome, m.ago_ms as f64 / 1000.0));
+    }
     out.push_str("\nbusiest VMs:\n");
     out.push_str(&view::vms_table(&vms));
     Ok(out)

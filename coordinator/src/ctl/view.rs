@@ -30,6 +30,7 @@ pub struct StatusView {
     pub tls_handshakes_refused: u64,
     pub last_refusal: String,
     pub policy: String,
+    pub policy_mode: String,
     pub proposed_migrations: u32,
     /// Seconds since the last advisory pass; null before the first.
     pub proposal_age_s: Option<f64>,
@@ -54,6 +55,7 @@ impl From<StatusResponse> for StatusView {
             tls_handshakes_refused: s.tls_handshakes_refused,
             last_refusal: s.last_refusal,
             policy: s.policy,
+            policy_mode: s.policy_mode,
             proposed_migrations: s.proposed_migrations,
             proposal_age_s: (s.proposal_age_ms > 0).then(|| s.proposal_age_ms as f64 / 1000.0),
         }
@@ -93,9 +95,15 @@ impl StatusView {
                 "policy",
                 match self.proposal_age_s {
                     Some(age) => {
-                        format!("{} (advisory): {} migrations proposed {} ago", self.policy, self.proposed_migrations, human_secs(age))
+                        format!(
+                            "{} ({}): {} migrations proposed {} ago",
+                            self.policy,
+                            self.policy_mode,
+                            self.proposed_migrations,
+                            human_secs(age)
+                        )
                     }
-                    None => format!("{} (advisory): no pass yet", self.policy),
+                    None => format!("{} ({}): no pass yet", self.policy, self.policy_mode),
                 },
             ),
             (

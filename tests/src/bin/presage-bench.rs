@@ -122,6 +122,7 @@ async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles:
         max_vms: vms,
         start_step: 0,
         cpu_cores: None,
+        cpu_fraction: None,
         cpu_mhz_per_core: None,
         memory_mb: None,
     };

@@ -169,6 +169,18 @@ impl PlanSnapshot {
         Some((d.reservation(), self.vms[vm].memory_request_mb))
     }
 
+    /// Expected growth per host: for each host, the sum over its VMs of how far their p90 over
+    /// the horizon exceeds their demand now (MHz), where it does.
+    pub fn expected_growth(&self) -> Vec<(String, f64)> {
+        let mut growth = vec![0.0; self.hosts.len()];
+        for v in self.vms.iter().filter(|v| v.alive) {
+            let Some(h) = v.host else { continue };
+            let d = VmDemand::of(v, self.ranker.config().new_vm_prior);
+            growth[h] += (d.reservation() - v.demand_mips).max(0.0);
+        }
+        self.host_ids.iter().cloned().zip(growth).filter(|(_, g)| *g > 0.0).collect()
+    }
+
     /// Why `vm_id` is where it is; `None` for a VM the last pass did not see.
     pub fn explain(&self, vm_id: &str, top: usize) -> Option<ExplainOutcome> {
         let vm = self.vm_ids.iter().position(|v| v == vm_id)?;
@@ -357,6 +369,36 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), p.moves.len());
+    }
+
+    #[test]
+    fn expected_growth_sums_how_far_each_hosts_vms_p90_exceeds_their_demand_now() {
+        let now = Instant::now();
+        let mut state = ClusterState::new(Duration::from_secs(30));
+        register(&mut state, "a", 0, now);
+        register(&mut state, "b", 1, now);
+        // VM g on host a runs at 20 % of 2 x 2000 MHz now and is forecast to reach 60 % (p90);
+        // VM f on host b is forecast to stay flat at its 50 %.
+        let mut r = report(1, &[("g", 0.2)]);
+        let fc = |p90: f32, mid: f32| presage_protocol::pb::VmForecast {
+            forecaster: "t".into(),
+            step_seconds: 300,
+            first_step: 1,
+            cpu_p10: vec![mid - 0.05; 12],
+            cpu_p50: vec![mid; 12],
+            cpu_p90: vec![p90; 12],
+        };
+        r.vms[0].forecast = Some(fc(0.6, 0.3));
+        state.ingest("a", 0, r, now).unwrap();
+        let mut r = report(1, &[("f", 0.5)]);
+        r.vms[0].forecast = Some(fc(0.5, 0.5));
+        state.ingest("b", 1, r, now).unwrap();
+        let plan = Advisor::new(PolicySpec::Presage, &PresageConfig::default()).advise(&state, 0.0);
+        let growth = plan.expected_growth();
+        // Host a: 0.6 x 4000 - 0.2 x 4000 = 1600 MHz; host b: nothing to add.
+        assert_eq!(growth.len(), 1, "{growth:?}");
+        assert_eq!(growth[0].0, "a");
+        assert!((growth[0].1 - 1600.0).abs() < 1.0, "{growth:?}");
     }
 
     #[test]

@@ -22,6 +22,20 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a destination holds a reservation for a move.
 const RESERVATION_TTL_MS: u64 = 10 * 60 * 1000;
 
+/// Records each host's expected growth as a soft reservation on it (`growth/HOST`, replaced
+/// every pass, expiring after `ttl_ms`): it never blocks a hard reservation, but the host's book
+/// shows the headroom its VMs' forecasts claim.
+pub async fn record_growth(shared: &Arc<Shared>, plan: &PlanSnapshot, ttl_ms: u64) {
+    for (host, mhz) in plan.expected_growth() {
+        let reserve = pb::Reserve { id: format!("growth/{host}"), vm_id: "*".into(), hard: false, cpu_mhz: mhz, memory_mib: 0.0, ttl_ms };
+        // A soft reservation replaces the last one: release, then reserve.
+        release(shared, &host, &reserve.id).await;
+        if let Err(e) = send(shared, &host, command::Body::Reserve(reserve)).await {
+            warn!(host = %host, error = %e, "recording expected growth failed");
+        }
+    }
+}
+
 /// What became of one move.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MoveOutcome {

@@ -126,6 +126,13 @@ async fn advisory_pass(shared: Arc<Shared>, mut advisor: Advisor, cfg: crate::co
         }
         let plan = Arc::new(plan);
         *shared.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), plan.clone()));
+        if cfg.mode == crate::config::PolicyMode::Automatic {
+            let ttl = (cfg.interval * 2).as_millis() as u64;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = crate::applier::record_growth(&shared, &plan, ttl) => {}
+            }
+        }
         if cfg.mode == crate::config::PolicyMode::Automatic && !plan.proposal.moves.is_empty() {
             seq += 1;
             let outcomes = tokio::select! {

@@ -74,6 +74,22 @@ fn move_block(out: &mut String, i: usize, m: &PlannedMove) {
 
 pub fn render_plan(p: &GetPlanResponse) -> String {
     let mut out = String::new();
+    if !p.applied.is_empty() {
+        let done = p.applied.iter().filter(|m| m.outcome == "done").count();
+        let _ = writeln!(out, "applied (automatic mode): {done} done, {} not, of the last {}:", p.applied.len() - done, p.applied.len());
+        for m in p.applied.iter().rev().take(10) {
+            let detail = if m.detail.is_empty() { String::new() } else { format!(": {}", m.detail) };
+            let _ = writeln!(
+                out,
+                "  {} {} -> {} {}{detail} ({:.0} s ago)",
+                m.vm_id,
+                m.from_host,
+                m.to_host,
+                m.outcome,
+                m.ago_ms as f64 / 1000.0
+            );
+        }
+    }
     if !p.available {
         let _ = writeln!(out, "policy {}: no advisory pass yet (the first runs one [policy] interval after start)", p.policy);
         return out;
@@ -207,6 +223,9 @@ pub fn plan_json(p: &GetPlanResponse) -> serde_json::Value {
         "policy": p.policy, "available": p.available, "age_ms": p.age_ms,
         "hosts_considered": p.hosts_considered, "vms_considered": p.vms_considered,
         "moves": p.moves.iter().map(move_json).collect::<Vec<_>>(),
+        "applied": p.applied.iter().map(|m| serde_json::json!({
+            "vm_id": m.vm_id, "from_host": m.from_host, "to_host": m.to_host, "outcome": m.outcome, "detail": m.detail, "ago_ms": m.ago_ms,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -268,7 +287,17 @@ mod tests {
             }],
             ..Default::default()
         };
+        let mut p = p;
+        p.applied.push(presage_protocol::pb::AppliedMove {
+            vm_id: "vm-0".into(),
+            from_host: "a".into(),
+            to_host: "c".into(),
+            outcome: "refused".into(),
+            detail: "c: memory would be overcommitted".into(),
+            ago_ms: 2000,
+        });
         let t = render_plan(&p);
+        assert!(t.contains("0 done, 1 not") && t.contains("vm-0 a -> c refused: c: memory would be overcommitted"), "{t}");
         assert!(t.contains("vm-1  a -> b  (overload)") && t.contains("benefit 90 kJ > cost 5 kJ"), "{t}");
         assert!(t.contains("chosen") && t.contains("runner-up") && t.contains("fit 0.050x2.00=+0.100"), "{t}");
     }

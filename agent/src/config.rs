@@ -97,6 +97,7 @@ struct HypervisorSection {
     cpu_fraction: Option<f64>,
     cpu_mhz_per_core: Option<f64>,
     memory_mb: Option<u64>,
+    migration_mb_per_s: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +124,7 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                 ("cpu_fraction", s.cpu_fraction.is_some()),
                 ("cpu_mhz_per_core", s.cpu_mhz_per_core.is_some()),
                 ("memory_mb", s.memory_mb.is_some()),
+                ("migration_mb_per_s", s.migration_mb_per_s.is_some()),
             ];
             if let Some((key, _)) = simulated_only.iter().find(|(_, set)| *set) {
                 return Err(D::Error::custom(format!("key `hypervisor.{key}` only applies to kind = \"simulated\"")));
@@ -145,6 +147,7 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                 cpu_fraction: s.cpu_fraction,
                 cpu_mhz_per_core: s.cpu_mhz_per_core,
                 memory_mb: s.memory_mb,
+                migration_mb_per_s: s.migration_mb_per_s,
             })
         }
     })
@@ -174,6 +177,9 @@ pub struct SimulatedConfig {
     pub cpu_fraction: Option<f64>,
     pub cpu_mhz_per_core: Option<f64>,
     pub memory_mb: Option<u64>,
+    /// How fast a VM's memory is copied when it migrates away (trace time; default 125 MB/s,
+    /// a 1 Gbit/s link): a migration takes memory / this / time_compression seconds of real time.
+    pub migration_mb_per_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -271,6 +277,11 @@ impl AgentConfig {
                 && let Err(e) = f.parse::<presage_traces::TraceFormat>()
             {
                 return invalid("hypervisor.format", &e);
+            }
+            if let Some(r) = s.migration_mb_per_s
+                && !(r.is_finite() && r > 0.0)
+            {
+                return invalid("hypervisor.migration_mb_per_s", "must be a number > 0");
             }
             if let Some(f) = s.cpu_fraction
                 && !(f.is_finite() && f > 0.0 && f <= 1.0)

@@ -4,8 +4,9 @@
 //! A move that fails after the VM left its source is rolled back onto the source, so no VM is
 //! lost or runs twice. Every outcome is kept for `presagectl plan`.
 //!
-//! This is the sequential applier of simulated clusters; the migration executor (libvirt live
-//! migration with progress, concurrency limits, timeouts, persisted plan state) replaces it.
+//! Moves run concurrently within the `[executor]` limits ([`MigrationQueue`]). Simulated hosts carry
+//! them out today; live migration through libvirt (progress, timeouts, persisted plan state) is
+//! still to come.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::advisor::{PlanSnapshot, ProposedMove};
+use crate::migration_queue::{MigrationLimits, MigrationQueue, QueuedMove};
 use crate::service::Shared;
 
 /// How long each step of a move may take before it counts as failed.
@@ -60,14 +62,42 @@ async fn send(shared: &Shared, host: &str, body: command::Body) -> Result<pb::Co
     if r.status == CommandStatus::Ok as i32 { Ok(r) } else { Err(format!("{host}: {}", r.message)) }
 }
 
-/// Applies up to `limit` moves of `plan`, in order.
-pub async fn apply(shared: &Arc<Shared>, plan: &PlanSnapshot, plan_seq: u64, limit: usize) -> Vec<MoveOutcome> {
+/// Applies up to `limit` moves of `plan` concurrently within `limits`: moves start in plan order
+/// as soon as their hosts have a free slot (no batches), and each outcome is returned as it ends.
+pub async fn apply(
+    shared: &Arc<Shared>,
+    plan: &Arc<PlanSnapshot>,
+    plan_seq: u64,
+    limit: usize,
+    limits: MigrationLimits,
+) -> Vec<MoveOutcome> {
+    let moves: Vec<ProposedMove> = plan.proposal.moves.iter().take(limit).cloned().collect();
+    let mut queue = MigrationQueue::new(limits);
+    for (i, m) in moves.iter().enumerate() {
+        queue.push(QueuedMove { id: i as u64, from: m.from_host.clone(), to: m.to_host.clone() });
+    }
+    let mut running = tokio::task::JoinSet::new();
     let mut out = Vec::new();
-    for m in plan.proposal.moves.iter().take(limit) {
-        let span = info_span!("apply_move", vm = %m.vm_id, from = %m.from_host, to = %m.to_host, reason = m.reason);
-        let o = apply_one(shared, plan, plan_seq, m).instrument(span).await;
-        info!(vm = %o.vm_id, from = %o.from_host, to = %o.to_host, outcome = o.outcome, detail = %o.detail, "move applied");
-        out.push(o);
+    loop {
+        for q in queue.start_ready() {
+            let m = moves[q.id as usize].clone();
+            let (shared, plan) = (shared.clone(), plan.clone());
+            let span = info_span!("apply_move", vm = %m.vm_id, from = %m.from_host, to = %m.to_host, reason = m.reason);
+            running.spawn(async move { (q.id, apply_one(&shared, &plan, plan_seq, &m).await) }.instrument(span));
+        }
+        match running.join_next().await {
+            Some(Ok((id, o))) => {
+                queue.finish(id);
+                info!(vm = %o.vm_id, from = %o.from_host, to = %o.to_host, outcome = o.outcome, detail = %o.detail, "move applied");
+                out.push(o);
+            }
+            Some(Err(e)) => {
+                // A panicked move task: its slots cannot be told apart, so stop starting more.
+                warn!(error = %e, "a move task failed; the rest of this plan waits for the next pass");
+                break;
+            }
+            None => break,
+        }
     }
     out
 }

@@ -27,6 +27,9 @@ pub struct CoordinatorConfig {
     /// The consolidation policy the coordinator runs in advisory mode.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// `[executor]`: how many moves may run at once per host (out, in) and in the cluster.
+    #[serde(default)]
+    pub executor: crate::migration_queue::MigrationLimits,
 }
 
 /// `[policy]`: which consolidation policy proposes migrations, and how often.
@@ -121,6 +124,9 @@ impl CoordinatorConfig {
         }
         if let Err(e) = cfg.policy.presage.validate() {
             return invalid("policy.presage", &e.to_string());
+        }
+        if let Err(e) = cfg.executor.validate() {
+            return invalid("executor", &e);
         }
         if cfg.policy.interval < Duration::from_secs(1) {
             return invalid("policy.interval", "must be at least 1s");

@@ -12,6 +12,7 @@ pub mod advisor;
 pub mod applier;
 pub mod config;
 pub mod ctl;
+pub mod migration_queue;
 pub mod policy;
 pub mod server;
 pub mod service;

@@ -53,8 +53,13 @@ impl Coordinator {
         let addr = listener.local_addr()?;
         let background = CancellationToken::new();
         let liveness = tokio::spawn(liveness_reconciler(shared.clone(), background.clone()));
-        let advisory =
-            tokio::spawn(advisory_pass(shared.clone(), Advisor::new(policy, &cfg.policy.presage), cfg.policy.clone(), background.clone()));
+        let advisory = tokio::spawn(advisory_pass(
+            shared.clone(),
+            Advisor::new(policy, &cfg.policy.presage),
+            cfg.policy.clone(),
+            cfg.executor,
+            background.clone(),
+        ));
 
         let incoming = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
         let server = tonic::transport::Server::builder()
@@ -104,7 +109,13 @@ async fn liveness_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
 
 /// Runs the configured consolidation policy over the observed state every `interval` and keeps
 /// its plan for `presagectl plan`, `explain` and `place` (advisory: nothing is executed).
-async fn advisory_pass(shared: Arc<Shared>, mut advisor: Advisor, cfg: crate::config::PolicyConfig, stop: CancellationToken) {
+async fn advisory_pass(
+    shared: Arc<Shared>,
+    mut advisor: Advisor,
+    cfg: crate::config::PolicyConfig,
+    limits: crate::migration_queue::MigrationLimits,
+    stop: CancellationToken,
+) {
     let started = Instant::now();
     let mut tick = tokio::time::interval(cfg.interval);
     let mut seq: u64 = 0;
@@ -137,7 +148,7 @@ async fn advisory_pass(shared: Arc<Shared>, mut advisor: Advisor, cfg: crate::co
             seq += 1;
             let outcomes = tokio::select! {
                 _ = stop.cancelled() => return,
-                o = crate::applier::apply(&shared, &plan, seq, cfg.moves_per_pass) => o,
+                o = crate::applier::apply(&shared, &plan, seq, cfg.moves_per_pass, limits) => o,
             };
             let mut applied = shared.applied.lock().unwrap_or_else(|p| p.into_inner());
             for o in outcomes {

@@ -105,6 +105,7 @@ impl RunningCoordinator {
             shutdown_timeout: Duration::from_secs(5),
             tls: pki.issue(Role::Coordinator, "coordinator"),
             policy,
+            executor: Default::default(),
         };
         let cancel = CancellationToken::new();
         let c = Coordinator::bind(cfg, cancel.clone()).await.expect("coordinator binds");
@@ -176,6 +177,7 @@ pub fn simulated_agent(
             start_step: 0,
             cpu_cores: None,
             cpu_fraction: None,
+            migration_mb_per_s: None,
             cpu_mhz_per_core: None,
             memory_mb: None,
         }),

@@ -18,6 +18,9 @@ use presage_traces::{Selection, TraceFormat, TraceSet, VmSpec};
 use super::{Hypervisor, HypervisorError, Observation};
 use crate::config::SimulatedConfig;
 
+/// Memory copy rate of a simulated migration, MB/s of trace time (a 1 Gbit/s link).
+pub const DEFAULT_MIGRATION_MB_PER_S: f64 = 125.0;
+
 /// Per-core speed of CloudSim's G5 host (MIPS).
 pub const G5_MIPS_PER_CORE: f64 = 2660.0;
 
@@ -28,6 +31,7 @@ pub struct SimulatedHypervisor {
     trace_dir: PathBuf,
     capacity: HostCapacity,
     time_compression: f64,
+    migration_mb_per_s: f64,
     start_step: u64,
     started: Instant,
 }
@@ -71,6 +75,7 @@ impl SimulatedHypervisor {
             trace_dir: cfg.trace_dir.clone(),
             capacity,
             time_compression: cfg.time_compression,
+            migration_mb_per_s: cfg.migration_mb_per_s.unwrap_or(DEFAULT_MIGRATION_MB_PER_S),
             start_step: cfg.start_step,
             started: Instant::now(),
         }
@@ -133,6 +138,11 @@ impl SimulatedHypervisor {
     }
 }
 
+/// Real seconds a simulated copy of `memory_bytes` takes.
+fn vm_copy_seconds(memory_bytes: u64, mb_per_s: f64, time_compression: f64) -> f64 {
+    (memory_bytes as f64 / 1e6 / mb_per_s / time_compression.max(1e-9)).min(600.0)
+}
+
 impl Hypervisor for SimulatedHypervisor {
     fn kind(&self) -> &'static str {
         "simulated"
@@ -147,9 +157,17 @@ impl Hypervisor for SimulatedHypervisor {
     }
 
     fn migrate_out(&self, vm_id: &str, destination_host: &str) -> Result<Option<SimulatedVm>, HypervisorError> {
-        let mut traces = self.traces.write().unwrap_or_else(|p| p.into_inner());
+        let traces = self.read();
         let Some(i) = traces.vms.iter().position(|v| v.name == vm_id) else {
             return Err(HypervisorError::Migration(format!("{vm_id} does not run here (moving it to {destination_host})")));
+        };
+        // The copy takes memory / bandwidth of trace time; the VM keeps running here meanwhile.
+        let copy = vm_copy_seconds(traces.vms[i].spec.memory_bytes, self.migration_mb_per_s, self.time_compression);
+        drop(traces);
+        std::thread::sleep(Duration::from_secs_f64(copy));
+        let mut traces = self.traces.write().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = traces.vms.iter().position(|v| v.name == vm_id) else {
+            return Err(HypervisorError::Migration(format!("{vm_id} vanished while it was being copied")));
         };
         let vm = traces.vms.remove(i);
         Ok(Some(SimulatedVm {
@@ -204,6 +222,7 @@ mod tests {
             start_step: 2,
             cpu_cores: None,
             cpu_fraction: None,
+            migration_mb_per_s: None,
             cpu_mhz_per_core: None,
             memory_mb: None,
         }

@@ -123,6 +123,7 @@ async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles:
         start_step: 0,
         cpu_cores: None,
         cpu_fraction: None,
+        migration_mb_per_s: None,
         cpu_mhz_per_core: None,
         memory_mb: None,
     };

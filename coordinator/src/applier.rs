@@ -19,8 +19,10 @@ use crate::advisor::{PlanSnapshot, ProposedMove};
 use crate::migration_queue::{MigrationLimits, MigrationQueue, QueuedMove};
 use crate::service::Shared;
 
-/// How long each step of a move may take before it counts as failed.
+/// How long a reservation, adoption or release may take before it counts as failed.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the source may take to move a VM out (simulated copies take at most a minute).
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a destination holds a reservation for a move.
 const RESERVATION_TTL_MS: u64 = 10 * 60 * 1000;
 
@@ -58,7 +60,8 @@ async fn release(shared: &Shared, host: &str, id: &str) {
 }
 
 async fn send(shared: &Shared, host: &str, body: command::Body) -> Result<pb::CommandResult, String> {
-    let r = shared.sessions.send(host, body, STEP_TIMEOUT).await.map_err(|e| e.to_string())?;
+    let timeout = if matches!(body, command::Body::MigrateOut(_)) { MIGRATE_TIMEOUT } else { STEP_TIMEOUT };
+    let r = shared.sessions.send(host, body, timeout).await.map_err(|e| e.to_string())?;
     if r.status == CommandStatus::Ok as i32 { Ok(r) } else { Err(format!("{host}: {}", r.message)) }
 }
 

@@ -138,9 +138,13 @@ impl SimulatedHypervisor {
     }
 }
 
+/// The longest a simulated copy takes in real time, well inside the coordinator's wait for a
+/// migration (so a copy never outlives the move that asked for it).
+pub const MAX_COPY_SECONDS: f64 = 60.0;
+
 /// Real seconds a simulated copy of `memory_bytes` takes.
 fn vm_copy_seconds(memory_bytes: u64, mb_per_s: f64, time_compression: f64) -> f64 {
-    (memory_bytes as f64 / 1e6 / mb_per_s / time_compression.max(1e-9)).min(600.0)
+    (memory_bytes as f64 / 1e6 / mb_per_s / time_compression.max(1e-9)).min(MAX_COPY_SECONDS)
 }
 
 impl Hypervisor for SimulatedHypervisor {

@@ -222,6 +222,12 @@ impl Advisor {
     /// One pass over the reachable hosts: each VM's utilisation is added to its history, then
     /// the policy decides. `now_s` is only handed through to the policy.
     pub fn advise(&mut self, state: &ClusterState, now_s: f64) -> PlanSnapshot {
+        self.advise_draining(state, now_s, &std::collections::HashSet::new())
+    }
+
+    /// [`advise`](Self::advise) with the hosts an operator is draining: they take no VMs, and
+    /// the plan moves every VM off them.
+    pub fn advise_draining(&mut self, state: &ClusterState, now_s: f64, draining: &std::collections::HashSet<String>) -> PlanSnapshot {
         let mut hosts = Vec::new();
         let mut host_ids = Vec::new();
         let mut vms = Vec::new();
@@ -243,7 +249,7 @@ impl Advisor {
                 observed_mips: 0.0,
                 vms: Vec::new(),
                 migrating_in: Vec::new(),
-                schedulable: true,
+                schedulable: !draining.contains(&rec.host_id),
                 reserved_mips: 0.0,
             };
             for sample in rec.vms.values() {
@@ -291,6 +297,7 @@ impl Advisor {
                 reason: match m.reason {
                     MoveReason::Overload(_) => "overload",
                     MoveReason::Underload(_) => "underload",
+                    MoveReason::Drain(_) => "drain",
                 },
                 why: explanations.iter().find(|e| e.vm == m.vm && e.to == m.to).map(|e| MoveWhy {
                     benefit_j: e.benefit_j,
@@ -399,6 +406,30 @@ mod tests {
         assert_eq!(growth.len(), 1, "{growth:?}");
         assert_eq!(growth[0].0, "a");
         assert!((growth[0].1 - 1600.0).abs() < 1.0, "{growth:?}");
+    }
+
+    #[test]
+    fn a_drained_host_is_emptied_in_one_plan_and_takes_no_vm() {
+        let now = Instant::now();
+        let mut state = ClusterState::new(Duration::from_secs(30));
+        for (i, h) in ["a", "b", "c"].iter().enumerate() {
+            register(&mut state, h, i as u64, now);
+        }
+        state.ingest("a", 0, report(1, &[("a1", 0.2), ("a2", 0.3), ("a3", 0.1)]), now).unwrap();
+        state.ingest("b", 1, report(1, &[("b1", 0.2)]), now).unwrap();
+        state.ingest("c", 2, report(1, &[("c1", 0.2)]), now).unwrap();
+        let draining: std::collections::HashSet<String> = ["a".to_string()].into();
+        let plan = Advisor::new(PolicySpec::Presage, &PresageConfig::default()).advise_draining(&state, 0.0, &draining).proposal;
+        let drain: Vec<&ProposedMove> = plan.moves.iter().filter(|m| m.reason == "drain").collect();
+        let mut moved: Vec<&str> = drain.iter().map(|m| m.vm_id.as_str()).collect();
+        moved.sort();
+        assert_eq!(moved, ["a1", "a2", "a3"], "{plan:?}");
+        assert!(plan.moves.iter().all(|m| m.to_host != "a"), "{plan:?}");
+        // No VM moves twice in the plan.
+        let mut all: Vec<&str> = plan.moves.iter().map(|m| m.vm_id.as_str()).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), plan.moves.len());
     }
 
     #[test]

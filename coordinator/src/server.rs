@@ -127,8 +127,9 @@ async fn advisory_pass(
             _ = tick.tick() => {}
         }
         let plan = {
+            let draining = shared.draining.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let state = shared.state();
-            advisor.advise(&state, started.elapsed().as_secs_f64())
+            advisor.advise_draining(&state, started.elapsed().as_secs_f64(), &draining)
         };
         let proposal = &plan.proposal;
         info!(policy = %proposal.policy, hosts = proposal.hosts_considered, vms = proposal.vms_considered, moves = proposal.moves.len(), "advisory consolidation pass");

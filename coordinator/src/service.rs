@@ -39,6 +39,8 @@ pub struct Shared {
     pub cancel: CancellationToken,
     /// The advisory pass's last plan (with the fleet it saw) and when it was made.
     pub plan: Mutex<Option<(Instant, Arc<crate::advisor::PlanSnapshot>)>>,
+    /// Hosts an operator is draining (not schedulable; the plan empties them).
+    pub draining: Mutex<std::collections::HashSet<String>>,
     /// Moves applied in automatic mode, newest last (the last 200).
     pub applied: Mutex<std::collections::VecDeque<(Instant, crate::applier::MoveOutcome)>>,
     pub policy_name: String,
@@ -51,6 +53,7 @@ impl Shared {
         Arc::new(Shared {
             plan: Mutex::new(None),
             applied: Mutex::new(Default::default()),
+            draining: Mutex::new(Default::default()),
             policy_name,
             policy_mode,
             state: Mutex::new(ClusterState::new(host_timeout)),
@@ -433,6 +436,21 @@ impl Operator for OperatorService {
         }
         .instrument(span)
         .await
+    }
+
+    async fn set_drain(&self, req: Request<pb::SetDrainRequest>) -> Result<Response<pb::SetDrainResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let r = req.into_inner();
+        let _span = info_span!("operator.drain", operator = %p.identity.name, host = %r.host_id, drain = r.drain).entered();
+        if self.shared.state().host(&r.host_id).is_none() {
+            return Err(Status::not_found(format!("no host {:?} has registered", r.host_id)));
+        }
+        let mut d = self.shared.draining.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = if r.drain { d.insert(r.host_id.clone()) } else { d.remove(&r.host_id) };
+        info!(host = %r.host_id, drain = r.drain, changed, "drain mark set");
+        let mut draining: Vec<String> = d.iter().cloned().collect();
+        draining.sort();
+        Ok(Response::new(pb::SetDrainResponse { changed, draining }))
     }
 }
 

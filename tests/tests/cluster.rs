@@ -508,3 +508,53 @@ async fn in_automatic_mode_an_overloaded_simulated_host_is_relieved_and_every_vm
     b.stop().await;
     coord.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_host_is_emptied_and_takes_vms_again_once_undrained() {
+    use presage_agent::config::HypervisorConfig;
+    use presage_coordinator::config::{PolicyConfig, PolicyMode};
+    use presage_protocol::pb::SetDrainRequest;
+    let quiet: Vec<u32> = vec![20; 288];
+    let trace = synthetic_trace(&[("vm-1", &quiet), ("vm-2", &quiet), ("vm-3", &quiet), ("vm-4", &quiet)]);
+    let pki = Pki::new();
+    let policy =
+        PolicyConfig { name: "presage".into(), interval: Duration::from_secs(1), mode: PolicyMode::Automatic, ..Default::default() };
+    let coord = RunningCoordinator::start_with(&pki, 0, Duration::from_secs(30), policy).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut cfgs = Vec::new();
+    for (i, host) in ["hv-a", "hv-b"].iter().enumerate() {
+        let mut cfg = simulated_agent(&pki, host, &coord.url, &data.path().join(host), trace.path(), (i, 2), 0);
+        if let HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+            s.cpu_cores = Some(4);
+            s.memory_mb = Some(8192);
+        }
+        cfgs.push(cfg);
+    }
+    let agents: Vec<RunningAgent> = cfgs.into_iter().map(RunningAgent::start).collect();
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let hosts_of = |op: &presage_protocol::pb::operator_client::OperatorClient<_>| {
+        let mut op = op.clone();
+        async move {
+            let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+            let mut v: Vec<(String, String)> = vms.into_iter().map(|v| (v.sample.unwrap().vm_id, v.host_id)).collect();
+            v.sort();
+            Some(v)
+        }
+    };
+    eventually("both hosts report their VMs", WAIT, || async { hosts_of(&op).await.filter(|v| v.len() == 4) }).await;
+    let e = op.set_drain(SetDrainRequest { host_id: "nowhere".into(), drain: true }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let r = op.set_drain(SetDrainRequest { host_id: "hv-a".into(), drain: true }).await.unwrap().into_inner();
+    assert!(r.changed && r.draining == ["hv-a"]);
+    let after = eventually("every VM off the drained host, each exactly once", WAIT, || async {
+        hosts_of(&op).await.filter(|v| v.len() == 4 && v.iter().all(|(_, h)| h == "hv-b"))
+    })
+    .await;
+    assert_eq!(after.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>(), ["vm-1", "vm-2", "vm-3", "vm-4"]);
+    let r = op.set_drain(SetDrainRequest { host_id: "hv-a".into(), drain: false }).await.unwrap().into_inner();
+    assert!(r.changed && r.draining.is_empty());
+    for a in agents {
+        a.stop().await;
+    }
+    coord.stop().await;
+}

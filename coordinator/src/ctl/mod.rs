@@ -131,6 +131,10 @@ pub enum Command {
     },
     /// Give a reservation up.
     Release { host: String, id: String },
+    /// Maintenance: `host drain H` marks H as taking no VMs and makes the plan move every VM off
+    /// it (automatic mode applies it); `host undrain H` clears the mark.
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Send a ping command through a host's agent stream and wait for its answer.
     Ping {
         host: String,
@@ -149,6 +153,12 @@ pub enum Command {
     /// Walk forward through a trace folder scoring every forecaster and baseline per horizon
     /// (pinball loss, MAE of the median, p10–p90 coverage).
     ForecastEval(forecast_eval::ForecastEvalArgs),
+}
+
+#[derive(Subcommand)]
+pub enum HostCommand {
+    Drain { host: String },
+    Undrain { host: String },
 }
 
 #[derive(Subcommand)]
@@ -315,6 +325,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Release { host, id } => {
             let req = ReserveOnHostRequest { host_id: host.clone(), reserve: None, release: Some(pb::Release { id }) };
             reservation_call(&cli.conn, cli.output, &host, req).await?;
+        }
+        Command::Host(h) => {
+            let (host, drain) = match h {
+                HostCommand::Drain { host } => (host, true),
+                HostCommand::Undrain { host } => (host, false),
+            };
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .set_drain(pb::SetDrainRequest { host_id: host.clone(), drain })
+                .await
+                .map_err(|s| rpc_error(&format!("host {} {host}", if drain { "drain" } else { "undrain" }), s))?
+                .into_inner();
+            match cli.output {
+                OutputFormat::Json => print_json(&serde_json::json!({ "host": host, "changed": r.changed, "draining": r.draining }))?,
+                OutputFormat::Table => {
+                    let what = if drain { "drained: it takes no VMs and the next plan moves its VMs off" } else { "schedulable again" };
+                    let already = if r.changed { "" } else { " (already)" };
+                    println!(
+                        "{host}: {what}{already}; draining now: {}",
+                        if r.draining.is_empty() { "none".to_string() } else { r.draining.join(", ") }
+                    );
+                }
+                OutputFormat::Csv => plan::no_csv("host")?,
+            }
         }
         Command::Certs(c) => certs(c)?,
         Command::Demo(args) => demo::run(args).await?,

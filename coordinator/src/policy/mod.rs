@@ -136,6 +136,8 @@ pub enum MoveReason {
     Overload(usize),
     /// Its host is under-used and is being emptied.
     Underload(usize),
+    /// Its host is being drained for maintenance.
+    Drain(usize),
 }
 
 /// One decided live migration.

@@ -920,6 +920,52 @@ impl PresagePolicy {
         }
     }
 
+    /// Moves every VM off hosts that are not schedulable (drained for maintenance), largest demand
+    /// first, each to the best host that fits its forecast; no gate and no residence: the operator
+    /// asked for it. A VM no host can take stays, and the next pass tries again.
+    fn drain(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
+        let fleet = pass.fleet;
+        let now = fleet.now_s;
+        let dests = destinations(fleet, &pass.hosts);
+        let drained: Vec<usize> = (0..fleet.hosts.len()).filter(|&h| !fleet.hosts[h].schedulable && !pass.movable[h].is_empty()).collect();
+        for h in drained {
+            let mut vms = pass.movable[h].clone();
+            vms.sort_by(|a, b| {
+                let (da, db) = (pass.demand[*a].map_or(0.0, |d| d.mean[0]), pass.demand[*b].map_or(0.0, |d| d.mean[0]));
+                db.total_cmp(&da).then(a.cmp(b))
+            });
+            for vm in vms {
+                if out.len() >= self.cfg.max_moves_per_pass {
+                    return;
+                }
+                let Some(d) = pass.demand[vm] else { continue };
+                let q =
+                    RankQuery { vm, demand: &d, from: Some(h), include_current: false, excluded: &[], top: 2, candidates: Some(&dests) };
+                let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                let Some(chosen) = ranking.ranked.first().cloned() else { continue };
+                let to = chosen.host;
+                pass.hosts[h].remove(&d);
+                pass.hosts[to].add(&d);
+                pass.admission[to] += d.reservation();
+                pass.movable[h].retain(|&v| v != vm);
+                let m = MoveExplanation {
+                    vm,
+                    from: h,
+                    to,
+                    reason: MoveReason::Drain(h),
+                    benefit_j: 0.0,
+                    cost_j: self.move_cost(fleet, vm, &d, to),
+                    source_risk_before: 0.0,
+                    source_risk_after: 0.0,
+                    chosen,
+                    runner_up: ranking.ranked.get(1).cloned(),
+                };
+                self.record(&m, now);
+                out.push(m);
+            }
+        }
+    }
+
     /// Empties under-used hosts whose VMs all fit elsewhere when the energy saved pays for the
     /// moves.
     fn consolidate(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
@@ -1123,6 +1169,7 @@ impl ConsolidationPolicy for PresagePolicy {
         }
         let mut out = Vec::new();
         self.relieve(&mut pass, &mut out);
+        self.drain(&mut pass, &mut out);
         self.consolidate(&mut pass, &mut out);
         let migrations = out.iter().map(|m| Migration { vm: m.vm, to: m.to, reason: m.reason }).collect();
         self.last = out;

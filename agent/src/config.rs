@@ -98,6 +98,9 @@ struct HypervisorSection {
     cpu_mhz_per_core: Option<f64>,
     memory_mb: Option<u64>,
     migration_mb_per_s: Option<f64>,
+    fault_fail_migration_at: Option<f64>,
+    fault_hang_migrations: Option<bool>,
+    fault_refuse_adopt: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +128,9 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                 ("cpu_mhz_per_core", s.cpu_mhz_per_core.is_some()),
                 ("memory_mb", s.memory_mb.is_some()),
                 ("migration_mb_per_s", s.migration_mb_per_s.is_some()),
+                ("fault_fail_migration_at", s.fault_fail_migration_at.is_some()),
+                ("fault_hang_migrations", s.fault_hang_migrations.is_some()),
+                ("fault_refuse_adopt", s.fault_refuse_adopt.is_some()),
             ];
             if let Some((key, _)) = simulated_only.iter().find(|(_, set)| *set) {
                 return Err(D::Error::custom(format!("key `hypervisor.{key}` only applies to kind = \"simulated\"")));
@@ -148,6 +154,11 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                 cpu_mhz_per_core: s.cpu_mhz_per_core,
                 memory_mb: s.memory_mb,
                 migration_mb_per_s: s.migration_mb_per_s,
+                faults: SimulatedFaults {
+                    fail_migration_at: s.fault_fail_migration_at,
+                    hang_migrations: s.fault_hang_migrations.unwrap_or(false),
+                    refuse_adopt: s.fault_refuse_adopt.unwrap_or(false),
+                },
             })
         }
     })
@@ -180,6 +191,19 @@ pub struct SimulatedConfig {
     /// How fast a VM's memory is copied when it migrates away (trace time; default 125 MB/s,
     /// a 1 Gbit/s link): a migration takes memory / this / time_compression seconds of real time.
     pub migration_mb_per_s: Option<f64>,
+    /// Injected faults, for testing plans at scale.
+    pub faults: SimulatedFaults,
+}
+
+/// Faults a simulated hypervisor can be told to inject into migrations.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SimulatedFaults {
+    /// Migrations away from this host fail when this share (0..1) of the copy is done.
+    pub fail_migration_at: Option<f64>,
+    /// Migrations away from this host never finish copying (until aborted).
+    pub hang_migrations: bool,
+    /// This host refuses to adopt VMs (a destination that dies mid-move).
+    pub refuse_adopt: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -277,6 +301,11 @@ impl AgentConfig {
                 && let Err(e) = f.parse::<presage_traces::TraceFormat>()
             {
                 return invalid("hypervisor.format", &e);
+            }
+            if let Some(f) = s.faults.fail_migration_at
+                && !(0.0..=1.0).contains(&f)
+            {
+                return invalid("hypervisor.fault_fail_migration_at", "must be within 0..=1");
             }
             if let Some(r) = s.migration_mb_per_s
                 && !(r.is_finite() && r > 0.0)

@@ -154,9 +154,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             tls: tls.client_config(&cfg.coordinator_name),
             register,
             reconnect: cfg.reconnect.clone(),
-            started,
-            reservations,
-            hypervisor: hypervisor.clone(),
+            commands: link::CommandHandler { started, reservations, hypervisor: hypervisor.clone() },
         };
         let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());
 

@@ -50,6 +50,13 @@ pub struct CoordinatorLink {
     pub tls: ClientTlsConfig,
     pub register: Register,
     pub reconnect: ReconnectConfig,
+    pub commands: CommandHandler,
+}
+
+/// Carries out the coordinator's commands. Each command runs as a task of its own, so a long
+/// one (a migration) never holds back the others (an abort of that migration, a ping).
+#[derive(Clone)]
+pub struct CommandHandler {
     pub started: Instant,
     /// The host's reservations; reserve and release commands go through its admission.
     pub reservations: Arc<Mutex<ReservationDesk>>,
@@ -144,8 +151,12 @@ impl CoordinatorLink {
                     }
                     Ok(Some(CoordinatorMessage { body: Some(coordinator_message::Body::Command(cmd)) })) => {
                         let latest = reports.borrow().clone();
-                        let result = self.execute(cmd, latest.as_ref()).await;
-                        tx.send(msg(agent_message::Body::CommandResult(result))).await.map_err(|_| LinkError::Stream("outbound closed".into()))?;
+                        let (handler, tx) = (self.commands.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let result = handler.execute(cmd, latest.as_ref()).await;
+                            // A closed stream drops the result; the coordinator times the command out.
+                            let _ = tx.send(msg(agent_message::Body::CommandResult(result))).await;
+                        }.in_current_span());
                     }
                     Ok(Some(other)) => debug!(?other, "ignoring unexpected coordinator message"),
                     Ok(None) => return Ok(SessionEnd::ClosedByCoordinator),
@@ -154,7 +165,9 @@ impl CoordinatorLink {
             }
         }
     }
+}
 
+impl CommandHandler {
     /// Carries out one command from the coordinator; `latest` is the newest report (what the
     /// host's VMs use now, for reservation admission).
     async fn execute(&self, cmd: pb::Command, latest: Option<&Report>) -> CommandResult {
@@ -178,6 +191,23 @@ impl CoordinatorLink {
                     },
                     Ok(Err(e)) => failed(e.to_string()),
                     Err(e) => failed(format!("migration task failed: {e}")),
+                }
+            }
+            Some(command::Body::CompleteMigration(c)) => {
+                let hv = self.hypervisor.clone();
+                match tokio::task::spawn_blocking(move || hv.complete_migration(&c.vm_id)).await {
+                    Ok(Ok(())) => CommandResult { id, status: CommandStatus::Ok as i32, message: String::new(), detail: None },
+                    Ok(Err(e)) => failed(e.to_string()),
+                    Err(e) => failed(format!("complete task failed: {e}")),
+                }
+            }
+            Some(command::Body::AbortMigration(a)) => {
+                info!(vm = %a.vm_id, "aborting migration");
+                let hv = self.hypervisor.clone();
+                match tokio::task::spawn_blocking(move || hv.abort_migration(&a.vm_id)).await {
+                    Ok(Ok(())) => CommandResult { id, status: CommandStatus::Ok as i32, message: String::new(), detail: None },
+                    Ok(Err(e)) => failed(e.to_string()),
+                    Err(e) => failed(format!("abort task failed: {e}")),
                 }
             }
             Some(command::Body::Adopt(a)) => {

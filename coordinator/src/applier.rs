@@ -19,10 +19,8 @@ use crate::advisor::{PlanSnapshot, ProposedMove};
 use crate::migration_queue::{MigrationLimits, MigrationQueue, QueuedMove};
 use crate::service::Shared;
 
-/// How long a reservation, adoption or release may take before it counts as failed.
+/// How long a reservation, adoption, completion or release may take before it counts as failed.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the source may take to move a VM out (simulated copies take at most a minute).
-const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a destination holds a reservation for a move.
 const RESERVATION_TTL_MS: u64 = 10 * 60 * 1000;
 
@@ -46,10 +44,16 @@ pub struct MoveOutcome {
     pub vm_id: String,
     pub from_host: String,
     pub to_host: String,
-    /// `done`, `refused` (the destination would not reserve), `failed` (nothing changed) or
-    /// `rolled_back` (the VM went back to its source).
+    /// `done`, `refused` (the destination would not reserve), `failed` (the VM stayed on its
+    /// source), `aborted` (over its time budget; it stayed) or `rolled_back` (the destination did
+    /// not take it; it resumed on its source).
     pub outcome: &'static str,
     pub detail: String,
+}
+
+/// Abandons `m`'s migration on its source: the VM keeps (or resumes) running there.
+async fn abort(shared: &Shared, m: &ProposedMove) -> Result<pb::CommandResult, String> {
+    send(shared, &m.from_host, command::Body::AbortMigration(pb::AbortMigration { vm_id: m.vm_id.clone() })).await
 }
 
 /// Gives the destination's reservation up (the move failed, or the VM arrived).
@@ -60,9 +64,30 @@ async fn release(shared: &Shared, host: &str, id: &str) {
 }
 
 async fn send(shared: &Shared, host: &str, body: command::Body) -> Result<pb::CommandResult, String> {
-    let timeout = if matches!(body, command::Body::MigrateOut(_)) { MIGRATE_TIMEOUT } else { STEP_TIMEOUT };
-    let r = shared.sessions.send(host, body, timeout).await.map_err(|e| e.to_string())?;
-    if r.status == CommandStatus::Ok as i32 { Ok(r) } else { Err(format!("{host}: {}", r.message)) }
+    send_within(shared, host, body, STEP_TIMEOUT).await.map_err(|e| e.to_string())
+}
+
+/// Why a step of a move did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("{0}")]
+    TimedOut(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+async fn send_within(shared: &Shared, host: &str, body: command::Body, timeout: Duration) -> Result<pb::CommandResult, StepError> {
+    let r = shared.sessions.send(host, body, timeout).await.map_err(|e| match e {
+        crate::sessions::CommandError::Timeout { .. } => StepError::TimedOut(e.to_string()),
+        _ => StepError::Failed(e.to_string()),
+    })?;
+    if r.status == CommandStatus::Ok as i32 { Ok(r) } else { Err(StepError::Failed(format!("{host}: {}", r.message))) }
+}
+
+/// The time budget of one move: a floor plus the memory copied at the assumed bandwidth.
+pub fn time_budget(memory_mib: f64, limits: &MigrationLimits) -> Duration {
+    let copy_s = memory_mib * 1.048_576 / limits.assumed_mb_per_s.max(1) as f64;
+    Duration::from_millis(limits.timeout_floor_ms) + Duration::from_secs_f64(copy_s.clamp(0.0, 86_400.0))
 }
 
 /// Applies up to `limit` moves of `plan` concurrently within `limits`: moves start in plan order
@@ -86,7 +111,7 @@ pub async fn apply(
             let m = moves[q.id as usize].clone();
             let (shared, plan) = (shared.clone(), plan.clone());
             let span = info_span!("apply_move", vm = %m.vm_id, from = %m.from_host, to = %m.to_host, reason = m.reason);
-            running.spawn(async move { (q.id, apply_one(&shared, &plan, plan_seq, &m).await) }.instrument(span));
+            running.spawn(async move { (q.id, apply_one(&shared, &plan, plan_seq, &m, &limits).await) }.instrument(span));
         }
         match running.join_next().await {
             Some(Ok((id, o))) => {
@@ -105,7 +130,7 @@ pub async fn apply(
     out
 }
 
-async fn apply_one(shared: &Shared, plan: &PlanSnapshot, plan_seq: u64, m: &ProposedMove) -> MoveOutcome {
+async fn apply_one(shared: &Shared, plan: &PlanSnapshot, plan_seq: u64, m: &ProposedMove, limits: &MigrationLimits) -> MoveOutcome {
     let outcome = |outcome, detail: String| MoveOutcome {
         vm_id: m.vm_id.clone(),
         from_host: m.from_host.clone(),
@@ -121,32 +146,45 @@ async fn apply_one(shared: &Shared, plan: &PlanSnapshot, plan_seq: u64, m: &Prop
     if let Err(e) = send(shared, &m.to_host, command::Body::Reserve(reserve)).await {
         return outcome("refused", e);
     }
-    let handoff = match send(
-        shared,
-        &m.from_host,
-        command::Body::MigrateOut(pb::MigrateOut { vm_id: m.vm_id.clone(), destination_host: m.to_host.clone() }),
-    )
-    .await
-    {
+    let budget = time_budget(memory_mib, limits);
+    let move_out = command::Body::MigrateOut(pb::MigrateOut { vm_id: m.vm_id.clone(), destination_host: m.to_host.clone() });
+    let handoff = match send_within(shared, &m.from_host, move_out, budget).await {
         Ok(r) => match r.detail {
             Some(command_result::Detail::Handoff(h)) => Some(h),
             _ => None,
         },
-        Err(e) => {
+        Err(StepError::TimedOut(e)) => {
+            // Over its time budget: abort it; the VM keeps running on the source.
+            let aborted = abort(shared, m).await;
+            release(shared, &m.to_host, &id).await;
+            return match aborted {
+                Ok(_) => outcome("aborted", format!("over its {} s budget: {e}", budget.as_secs())),
+                Err(a) => outcome("failed", format!("over its {} s budget ({e}) and the abort failed: {a}", budget.as_secs())),
+            };
+        }
+        Err(StepError::Failed(e)) => {
             release(shared, &m.to_host, &id).await;
             return outcome("failed", e);
         }
     };
-    if let Some(vm) = handoff
-        && let Err(e) = send(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm.clone()) })).await
-    {
-        // The VM left its source: put it back there.
-        let back = send(shared, &m.from_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) })).await;
-        release(shared, &m.to_host, &id).await;
-        return match back {
-            Ok(_) => outcome("rolled_back", e),
-            Err(b) => outcome("failed", format!("{e}; and putting it back failed: {b}")),
-        };
+    if let Some(vm) = handoff {
+        if let Err(e) = send(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) })).await {
+            // The destination did not take it: the copy is abandoned and the VM resumes on its
+            // source, where it never stopped existing.
+            let back = abort(shared, m).await;
+            release(shared, &m.to_host, &id).await;
+            return match back {
+                Ok(_) => outcome("rolled_back", e),
+                Err(b) => outcome("failed", format!("{e}; and resuming it on the source failed: {b}")),
+            };
+        }
+        // The destination runs it: the source lets go.
+        let complete = command::Body::CompleteMigration(pb::CompleteMigration { vm_id: m.vm_id.clone() });
+        if let Err(e) = send(shared, &m.from_host, complete).await {
+            warn!(error = %e, "the source did not confirm letting go; it keeps the VM paused");
+            release(shared, &m.to_host, &id).await;
+            return outcome("done", format!("the source did not confirm: {e}"));
+        }
     }
     // It arrived: what it held is now its allocation.
     release(shared, &m.to_host, &id).await;

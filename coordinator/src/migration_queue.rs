@@ -14,11 +14,15 @@ pub struct MigrationLimits {
     pub per_host_out: usize,
     pub per_host_in: usize,
     pub cluster: usize,
+    /// A move's time budget: this floor plus its memory at `assumed_mb_per_s`; past it the move
+    /// is aborted and the VM stays on its source.
+    pub timeout_floor_ms: u64,
+    pub assumed_mb_per_s: u64,
 }
 
 impl Default for MigrationLimits {
     fn default() -> Self {
-        MigrationLimits { per_host_out: 2, per_host_in: 2, cluster: 8 }
+        MigrationLimits { per_host_out: 2, per_host_in: 2, cluster: 8, timeout_floor_ms: 60_000, assumed_mb_per_s: 100 }
     }
 }
 
@@ -26,6 +30,9 @@ impl MigrationLimits {
     pub fn validate(&self) -> Result<(), String> {
         if self.per_host_out == 0 || self.per_host_in == 0 || self.cluster == 0 {
             return Err("every limit must be at least 1".into());
+        }
+        if self.timeout_floor_ms == 0 || self.assumed_mb_per_s == 0 {
+            return Err("timeout_floor_ms and assumed_mb_per_s must be at least 1".into());
         }
         Ok(())
     }
@@ -163,7 +170,7 @@ mod tests {
 
     #[test]
     fn a_slow_move_holds_back_only_the_moves_that_share_its_hosts() {
-        let limits = MigrationLimits { per_host_out: 1, per_host_in: 1, cluster: 8 };
+        let limits = MigrationLimits { per_host_out: 1, per_host_in: 1, cluster: 8, ..Default::default() };
         let mut q = MigrationQueue::new(limits);
         q.push(mv(0, "a", "b")); // slow
         q.push(mv(1, "a", "c")); // shares source a: waits for 0

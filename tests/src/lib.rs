@@ -99,14 +99,22 @@ impl RunningCoordinator {
 
     /// Starts a coordinator with the given `[policy]` section.
     pub async fn start_with(pki: &Pki, port: u16, host_timeout: Duration, policy: PolicyConfig) -> RunningCoordinator {
-        let cfg = CoordinatorConfig {
+        RunningCoordinator::start_config(RunningCoordinator::config(pki, port, host_timeout, policy)).await
+    }
+
+    /// A loopback coordinator's configuration, to adjust before [`start_config`](Self::start_config).
+    pub fn config(pki: &Pki, port: u16, host_timeout: Duration, policy: PolicyConfig) -> CoordinatorConfig {
+        CoordinatorConfig {
             listen: ([127, 0, 0, 1], port).into(),
             host_timeout,
             shutdown_timeout: Duration::from_secs(5),
             tls: pki.issue(Role::Coordinator, "coordinator"),
             policy,
             executor: Default::default(),
-        };
+        }
+    }
+
+    pub async fn start_config(cfg: CoordinatorConfig) -> RunningCoordinator {
         let cancel = CancellationToken::new();
         let c = Coordinator::bind(cfg, cancel.clone()).await.expect("coordinator binds");
         let port = c.local_addr().port();
@@ -178,6 +186,7 @@ pub fn simulated_agent(
             cpu_cores: None,
             cpu_fraction: None,
             migration_mb_per_s: None,
+            faults: Default::default(),
             cpu_mhz_per_core: None,
             memory_mb: None,
         }),

@@ -558,3 +558,82 @@ async fn a_drained_host_is_emptied_and_takes_vms_again_once_undrained() {
     }
     coord.stop().await;
 }
+
+/// One overloaded simulated host (hv-a) and one with room (hv-b) under presage in automatic mode,
+/// with `faults` injected into hv-a (the source) and hv-b (the destination). Waits for the first
+/// applied move whose outcome is not `done`, and returns it with where every VM runs then.
+async fn faulty_move(
+    a_faults: presage_agent::config::SimulatedFaults,
+    b_faults: presage_agent::config::SimulatedFaults,
+) -> (presage_protocol::pb::AppliedMove, Vec<(String, String)>, Vec<presage_protocol::pb::ReservationEntry>) {
+    use presage_agent::config::HypervisorConfig;
+    use presage_coordinator::config::{PolicyConfig, PolicyMode};
+    use presage_protocol::pb::{GetPlanRequest, Release, ReserveOnHostRequest};
+    let busy: Vec<u32> = vec![80; 288];
+    let trace = synthetic_trace(&[("vm-1", &busy), ("vm-2", &busy), ("vm-3", &busy), ("vm-4", &busy)]);
+    let pki = Pki::new();
+    let policy =
+        PolicyConfig { name: "presage".into(), interval: Duration::from_secs(1), mode: PolicyMode::Automatic, ..Default::default() };
+    let mut coord_cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), policy);
+    coord_cfg.executor.timeout_floor_ms = 1500;
+    coord_cfg.executor.assumed_mb_per_s = 1_000_000;
+    let coord = RunningCoordinator::start_config(coord_cfg).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut agents = Vec::new();
+    for (i, (host, cores, faults)) in [("hv-a", 1, a_faults), ("hv-b", 4, b_faults)].into_iter().enumerate() {
+        let mut cfg = simulated_agent(&pki, host, &coord.url, &data.path().join(host), trace.path(), (i, 2), 0);
+        if let HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+            s.cpu_cores = Some(cores);
+            s.faults = faults;
+        }
+        agents.push(RunningAgent::start(cfg));
+    }
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let failed = eventually("a move that did not go through", WAIT, || {
+        let mut op = op.clone();
+        async move { op.get_plan(GetPlanRequest {}).await.ok()?.into_inner().applied.into_iter().find(|m| m.outcome != "done") }
+    })
+    .await;
+    let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap().into_inner().vms;
+    let mut placement: Vec<(String, String)> = vms.into_iter().map(|v| (v.sample.unwrap().vm_id, v.host_id)).collect();
+    placement.sort();
+    let r = ReserveOnHostRequest { host_id: "hv-b".into(), reserve: None, release: Some(Release { id: "nothing".into() }) };
+    let held = op.reserve_on_host(r).await.unwrap().into_inner().state.unwrap().held;
+    for a in agents {
+        a.stop().await;
+    }
+    coord.stop().await;
+    (failed, placement, held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_hung_or_refused_move_leaves_every_vm_running_once_on_its_source() {
+    use presage_agent::config::SimulatedFaults;
+    let on_a = |p: &[(String, String)]| p.iter().filter(|(_, h)| h == "hv-a").map(|(v, _)| v.clone()).collect::<Vec<_>>();
+    for (name, a, b, outcome, says) in [
+        (
+            "copy fails at 50 %",
+            SimulatedFaults { fail_migration_at: Some(0.5), ..Default::default() },
+            SimulatedFaults::default(),
+            "failed",
+            "failed at 50 %",
+        ),
+        ("copy hangs", SimulatedFaults { hang_migrations: true, ..Default::default() }, SimulatedFaults::default(), "aborted", "budget"),
+        (
+            "destination dies",
+            SimulatedFaults::default(),
+            SimulatedFaults { refuse_adopt: true, ..Default::default() },
+            "rolled_back",
+            "injected fault",
+        ),
+    ] {
+        let (m, placement, held) = faulty_move(a, b).await;
+        assert_eq!(m.outcome, outcome, "{name}: {m:?}");
+        assert!(m.detail.contains(says), "{name}: {m:?}");
+        // Every VM exactly once, and the two of hv-a still there.
+        assert_eq!(placement.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>(), ["vm-1", "vm-2", "vm-3", "vm-4"], "{name}");
+        assert_eq!(on_a(&placement), ["vm-1", "vm-3"], "{name}: {placement:?}");
+        // The destination's hard reservation was released.
+        assert!(held.iter().all(|r| !r.hard), "{name}: {held:?}");
+    }
+}

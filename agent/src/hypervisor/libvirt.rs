@@ -186,6 +186,14 @@ impl Hypervisor for LibvirtHypervisor {
     fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError> {
         Err(HypervisorError::Migration(format!("{}: a libvirt host does not adopt simulated VMs", vm.vm_id)))
     }
+
+    fn complete_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Migration(format!("{vm_id}: live migration through libvirt is not implemented yet")))
+    }
+
+    fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Migration(format!("{vm_id}: live migration through libvirt is not implemented yet")))
+    }
 }
 
 #[cfg(test)]

@@ -42,4 +42,9 @@ pub trait Hypervisor: Send + Sync {
     fn migrate_out(&self, vm_id: &str, destination_host: &str) -> Result<Option<SimulatedVm>, HypervisorError>;
     /// Takes over a VM another simulated host handed over.
     fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError>;
+    /// The destination runs the VM now: let go of it here for good.
+    fn complete_migration(&self, vm_id: &str) -> Result<(), HypervisorError>;
+    /// Stops a migration of `vm_id` that is copying or waiting to complete; the VM keeps
+    /// running here. Idempotent.
+    fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError>;
 }

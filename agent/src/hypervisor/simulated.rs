@@ -24,6 +24,12 @@ pub const DEFAULT_MIGRATION_MB_PER_S: f64 = 125.0;
 /// Per-core speed of CloudSim's G5 host (MIPS).
 pub const G5_MIPS_PER_CORE: f64 = 2660.0;
 
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Flight {
+    aborted: bool,
+    handed_over: bool,
+}
+
 pub struct SimulatedHypervisor {
     /// The VMs this host replays now: its shard at start, then as VMs migrate in and out.
     traces: RwLock<TraceSet>,
@@ -32,6 +38,10 @@ pub struct SimulatedHypervisor {
     capacity: HostCapacity,
     time_compression: f64,
     migration_mb_per_s: f64,
+    faults: crate::config::SimulatedFaults,
+    /// Migrations away from here in progress, by VM: aborted, or copied and waiting to complete
+    /// (the VM is paused here then: not replayed, not reported).
+    flights: std::sync::Mutex<std::collections::HashMap<String, Flight>>,
     start_step: u64,
     started: Instant,
 }
@@ -76,6 +86,8 @@ impl SimulatedHypervisor {
             capacity,
             time_compression: cfg.time_compression,
             migration_mb_per_s: cfg.migration_mb_per_s.unwrap_or(DEFAULT_MIGRATION_MB_PER_S),
+            faults: cfg.faults.clone(),
+            flights: Default::default(),
             start_step: cfg.start_step,
             started: Instant::now(),
         }
@@ -83,6 +95,10 @@ impl SimulatedHypervisor {
 
     pub fn vm_count(&self) -> usize {
         self.read().vms.len()
+    }
+
+    fn flights(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Flight>> {
+        self.flights.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, TraceSet> {
@@ -100,9 +116,12 @@ impl SimulatedHypervisor {
         let mut host = HostUsage::default();
         let mut cpu_used = 0.0;
         let traces = self.read();
+        let paused: std::collections::HashSet<String> =
+            self.flights().iter().filter(|(_, f)| f.handed_over).map(|(v, _)| v.clone()).collect();
         let vms = traces
             .vms
             .iter()
+            .filter(|vm| !paused.contains(&vm.name))
             .map(|vm| {
                 let u = vm.usage(step);
                 let memory_used = u.memory_used_bytes.unwrap_or(vm.spec.memory_bytes);
@@ -161,29 +180,80 @@ impl Hypervisor for SimulatedHypervisor {
     }
 
     fn migrate_out(&self, vm_id: &str, destination_host: &str) -> Result<Option<SimulatedVm>, HypervisorError> {
-        let traces = self.read();
-        let Some(i) = traces.vms.iter().position(|v| v.name == vm_id) else {
-            return Err(HypervisorError::Migration(format!("{vm_id} does not run here (moving it to {destination_host})")));
+        let err = |why: String| Err(HypervisorError::Migration(format!("moving {vm_id} to {destination_host}: {why}")));
+        let (spec, copy) = {
+            let traces = self.read();
+            let Some(vm) = traces.vms.iter().find(|v| v.name == vm_id) else {
+                return err("it does not run here".into());
+            };
+            (vm.spec.clone(), vm_copy_seconds(vm.spec.memory_bytes, self.migration_mb_per_s, self.time_compression))
         };
-        // The copy takes memory / bandwidth of trace time; the VM keeps running here meanwhile.
-        let copy = vm_copy_seconds(traces.vms[i].spec.memory_bytes, self.migration_mb_per_s, self.time_compression);
-        drop(traces);
-        std::thread::sleep(Duration::from_secs_f64(copy));
-        let mut traces = self.traces.write().unwrap_or_else(|p| p.into_inner());
-        let Some(i) = traces.vms.iter().position(|v| v.name == vm_id) else {
-            return Err(HypervisorError::Migration(format!("{vm_id} vanished while it was being copied")));
-        };
-        let vm = traces.vms.remove(i);
+        {
+            let mut flights = self.flights();
+            if flights.contains_key(vm_id) {
+                return err("a migration of it is already in progress".into());
+            }
+            flights.insert(vm_id.to_string(), Flight::default());
+        }
+        // The copy: the VM keeps running here meanwhile. Checked every 20 ms for an abort and
+        // for the injected faults.
+        let started = Instant::now();
+        loop {
+            let done = if self.faults.hang_migrations { 0.0 } else { started.elapsed().as_secs_f64() / copy.max(1e-9) };
+            if self.flights().get(vm_id).is_some_and(|f| f.aborted) {
+                self.flights().remove(vm_id);
+                return err("aborted; it keeps running here".into());
+            }
+            if let Some(at) = self.faults.fail_migration_at
+                && done >= at
+            {
+                self.flights().remove(vm_id);
+                return err(format!("the copy failed at {:.0} % (injected fault); it keeps running here", at * 100.0));
+            }
+            if done >= 1.0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(Duration::from_secs_f64(copy.max(0.001))));
+        }
+        // Copied: paused here until the destination runs it (complete) or the move is abandoned (abort).
+        self.flights().entry(vm_id.to_string()).or_default().handed_over = true;
         Ok(Some(SimulatedVm {
-            vm_id: vm.name,
-            vcpus: vm.spec.vcpus,
-            cpu_mhz_per_core: vm.spec.cpu_mhz_per_core,
-            memory_bytes: vm.spec.memory_bytes,
+            vm_id: vm_id.to_string(),
+            vcpus: spec.vcpus,
+            cpu_mhz_per_core: spec.cpu_mhz_per_core,
+            memory_bytes: spec.memory_bytes,
         }))
+    }
+
+    fn complete_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
+        if !self.flights().get(vm_id).is_some_and(|f| f.handed_over) {
+            return Err(HypervisorError::Migration(format!("completing {vm_id}: no copied migration of it is waiting here")));
+        }
+        let mut traces = self.traces.write().unwrap_or_else(|p| p.into_inner());
+        traces.vms.retain(|v| v.name != vm_id);
+        self.flights().remove(vm_id);
+        Ok(())
+    }
+
+    fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
+        let mut flights = self.flights();
+        match flights.get_mut(vm_id) {
+            // Copied and paused: it resumes here.
+            Some(f) if f.handed_over => {
+                flights.remove(vm_id);
+            }
+            // Copying: the copy loop sees the flag and stops.
+            Some(f) => f.aborted = true,
+            None => {}
+        }
+        Ok(())
     }
 
     fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError> {
         let bad = |why: String| Err(HypervisorError::Migration(format!("adopting {}: {why}", vm.vm_id)));
+        if self.faults.refuse_adopt {
+            return bad("this host refuses (injected fault: a destination that died)".into());
+        }
         if vm.vm_id.is_empty() || vm.vm_id.contains('/') || vm.vm_id.starts_with('.') {
             return bad("not a trace file name".into());
         }
@@ -227,6 +297,7 @@ mod tests {
             cpu_cores: None,
             cpu_fraction: None,
             migration_mb_per_s: None,
+            faults: Default::default(),
             cpu_mhz_per_core: None,
             memory_mb: None,
         }
@@ -263,9 +334,17 @@ mod tests {
         let before = src.observe_step(3).vms[0].clone();
         assert_eq!(before.vm_id, "a");
         let handoff = src.migrate_out("a", "dst").unwrap().expect("a simulated host hands the VM over");
+        // Copied: paused on the source (not reported) until the move completes or is abandoned.
+        assert!(src.observe_step(3).vms.is_empty());
+        assert!(src.migrate_out("a", "dst").is_err(), "already in flight");
+        src.abort_migration("a").unwrap();
+        assert_eq!(src.observe_step(3).vms.len(), 1, "abandoned: it runs on the source again");
+        let handoff2 = src.migrate_out("a", "dst").unwrap().unwrap();
+        assert_eq!(handoff2, handoff);
+        dst.adopt(&handoff).unwrap();
+        src.complete_migration("a").unwrap();
         assert_eq!(src.vm_count(), 0);
         assert!(src.migrate_out("a", "dst").is_err(), "it is gone");
-        dst.adopt(&handoff).unwrap();
         let after = dst.observe_step(3).vms.into_iter().find(|v| v.vm_id == "a").unwrap();
         assert_eq!(
             (after.cpu_utilisation, after.vcpus, after.memory_bytes, after.vcpu_mhz),
@@ -274,5 +353,32 @@ mod tests {
         assert!(dst.adopt(&handoff).unwrap_err().to_string().contains("already runs here"));
         let bogus = SimulatedVm { vm_id: "../etc/passwd".into(), ..handoff };
         assert!(dst.adopt(&bogus).is_err());
+    }
+
+    #[test]
+    fn injected_faults_leave_the_vm_running_on_its_source() {
+        use crate::config::SimulatedFaults;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), "10\n20\n30\n40\n").unwrap();
+        let faulty = |faults: SimulatedFaults| {
+            SimulatedHypervisor::load(&SimulatedConfig { faults, time_compression: 1e6, ..cfg(d.path()) }).unwrap()
+        };
+        let h = faulty(SimulatedFaults { fail_migration_at: Some(0.5), ..Default::default() });
+        let e = h.migrate_out("a", "dst").unwrap_err().to_string();
+        assert!(e.contains("failed at 50 %"), "{e}");
+        assert_eq!(h.observe_step(3).vms.len(), 1);
+        // A hanging copy ends only when aborted, and the VM stays.
+        let h = std::sync::Arc::new(faulty(SimulatedFaults { hang_migrations: true, ..Default::default() }));
+        let h2 = h.clone();
+        let copy = std::thread::spawn(move || h2.migrate_out("a", "dst"));
+        while !h.flights().contains_key("a") {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        h.abort_migration("a").unwrap();
+        assert!(copy.join().unwrap().unwrap_err().to_string().contains("aborted"));
+        assert_eq!(h.observe_step(3).vms.len(), 1);
+        let h = faulty(SimulatedFaults { refuse_adopt: true, ..Default::default() });
+        let vm = SimulatedVm { vm_id: "a".into(), vcpus: 1, cpu_mhz_per_core: 2500.0, memory_bytes: 1 << 30 };
+        assert!(h.adopt(&vm).unwrap_err().to_string().contains("injected fault"));
     }
 }

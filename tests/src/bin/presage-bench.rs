@@ -124,6 +124,7 @@ async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles:
         cpu_cores: None,
         cpu_fraction: None,
         migration_mb_per_s: None,
+        faults: Default::default(),
         cpu_mhz_per_core: None,
         memory_mb: None,
     };

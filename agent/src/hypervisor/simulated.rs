@@ -186,7 +186,7 @@ impl Hypervisor for SimulatedHypervisor {
             let Some(vm) = traces.vms.iter().find(|v| v.name == vm_id) else {
                 return err("it does not run here".into());
             };
-            (vm.spec.clone(), vm_copy_seconds(vm.spec.memory_bytes, self.migration_mb_per_s, self.time_compression))
+            (vm.spec, vm_copy_seconds(vm.spec.memory_bytes, self.migration_mb_per_s, self.time_compression))
         };
         {
             let mut flights = self.flights();

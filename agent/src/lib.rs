@@ -164,6 +164,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             .await?
             .context("loading the forecast calibration")?;
         info!(forecaster = forecaster.status(), "forecasting");
+        let shutdown_hypervisor = hypervisor.clone();
         let mut cycle = Some(SamplingCycle::new(hypervisor, history).with_forecaster(forecaster));
         let mut ticker = tokio::time::interval(cfg.sample_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -189,6 +190,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             }
         }
         info!("shutting down: closing the coordinator stream, flushing the store");
+        shutdown_hypervisor.shutdown();
         let _ = tokio::time::timeout(Duration::from_secs(5), link_task).await;
         if let Some(mut c) = cycle.take()
             && let Err(e) = c.save_calibration()

@@ -194,31 +194,16 @@ impl CommandHandler {
                 }
             }
             Some(command::Body::CompleteMigration(c)) => {
-                let hv = self.hypervisor.clone();
-                match tokio::task::spawn_blocking(move || hv.complete_migration(&c.vm_id)).await {
-                    Ok(Ok(())) => CommandResult { id, status: CommandStatus::Ok as i32, message: String::new(), detail: None },
-                    Ok(Err(e)) => failed(e.to_string()),
-                    Err(e) => failed(format!("complete task failed: {e}")),
-                }
+                self.on_hypervisor(id, "complete", move |hv| hv.complete_migration(&c.vm_id)).await
             }
             Some(command::Body::AbortMigration(a)) => {
                 info!(vm = %a.vm_id, "aborting migration");
-                let hv = self.hypervisor.clone();
-                match tokio::task::spawn_blocking(move || hv.abort_migration(&a.vm_id)).await {
-                    Ok(Ok(())) => CommandResult { id, status: CommandStatus::Ok as i32, message: String::new(), detail: None },
-                    Ok(Err(e)) => failed(e.to_string()),
-                    Err(e) => failed(format!("abort task failed: {e}")),
-                }
+                self.on_hypervisor(id, "abort", move |hv| hv.abort_migration(&a.vm_id)).await
             }
             Some(command::Body::Adopt(a)) => {
                 let Some(vm) = a.vm else { return failed("adopt: vm missing".into()) };
                 info!(vm = %vm.vm_id, "adopting");
-                let hv = self.hypervisor.clone();
-                match tokio::task::spawn_blocking(move || hv.adopt(&vm)).await {
-                    Ok(Ok(())) => CommandResult { id, status: CommandStatus::Ok as i32, message: String::new(), detail: None },
-                    Ok(Err(e)) => failed(e.to_string()),
-                    Err(e) => failed(format!("adopt task failed: {e}")),
-                }
+                self.on_hypervisor(id, "adopt", move |hv| hv.adopt(&vm)).await
             }
             Some(command::Body::Reserve(r)) => self.reservation_command(cmd.id, latest, |desk, now, committed| {
                 let kind = if r.hard { ReservationKind::Hard } else { ReservationKind::Soft };
@@ -255,6 +240,23 @@ impl CommandHandler {
                 }
             }
         }
+    }
+
+    /// Runs a hypervisor call that answers nothing but success on a blocking thread (libvirt and
+    /// simulated copies block) and turns it into the command's result.
+    async fn on_hypervisor(
+        &self,
+        id: u64,
+        what: &str,
+        call: impl FnOnce(&dyn Hypervisor) -> Result<(), crate::hypervisor::HypervisorError> + Send + 'static,
+    ) -> CommandResult {
+        let hv = self.hypervisor.clone();
+        let (status, message) = match tokio::task::spawn_blocking(move || call(&*hv)).await {
+            Ok(Ok(())) => (CommandStatus::Ok, String::new()),
+            Ok(Err(e)) => (CommandStatus::Failed, e.to_string()),
+            Err(e) => (CommandStatus::Failed, format!("{what} task failed: {e}")),
+        };
+        CommandResult { id, status: status as i32, message, detail: None }
     }
 
     /// Runs `op` on the reservation desk and answers with the desk's state; a refusal or a store

@@ -597,8 +597,17 @@ async fn faulty_move(
     let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap().into_inner().vms;
     let mut placement: Vec<(String, String)> = vms.into_iter().map(|v| (v.sample.unwrap().vm_id, v.host_id)).collect();
     placement.sort();
-    let r = ReserveOnHostRequest { host_id: "hv-b".into(), reserve: None, release: Some(Release { id: "nothing".into() }) };
-    let held = op.reserve_on_host(r).await.unwrap().into_inner().state.unwrap().held;
+    // Moves that ended released their hard reservations: with later passes retrying, wait for a
+    // moment when no move is in flight.
+    let held = eventually("no hard reservation left on the destination between moves", WAIT, || {
+        let mut op = op.clone();
+        async move {
+            let r = ReserveOnHostRequest { host_id: "hv-b".into(), reserve: None, release: Some(Release { id: "nothing".into() }) };
+            let held = op.reserve_on_host(r).await.ok()?.into_inner().state?.held;
+            held.iter().all(|r| !r.hard).then_some(held)
+        }
+    })
+    .await;
     for a in agents {
         a.stop().await;
     }
@@ -633,7 +642,7 @@ async fn a_failed_hung_or_refused_move_leaves_every_vm_running_once_on_its_sourc
         // Every VM exactly once, and the two of hv-a still there.
         assert_eq!(placement.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>(), ["vm-1", "vm-2", "vm-3", "vm-4"], "{name}");
         assert_eq!(on_a(&placement), ["vm-1", "vm-3"], "{name}: {placement:?}");
-        // The destination's hard reservation was released.
-        assert!(held.iter().all(|r| !r.hard), "{name}: {held:?}");
+        // Only soft reservations (expected growth) are left once no move is in flight.
+        assert!(held.iter().all(|r| !r.hard && r.id.starts_with("growth/")), "{name}: {held:?}");
     }
 }

@@ -47,4 +47,6 @@ pub trait Hypervisor: Send + Sync {
     /// Stops a migration of `vm_id` that is copying or waiting to complete; the VM keeps
     /// running here. Idempotent.
     fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError>;
+    /// The agent is stopping: copies in progress give up (their VMs stay here).
+    fn shutdown(&self) {}
 }

@@ -42,6 +42,8 @@ pub struct SimulatedHypervisor {
     /// Migrations away from here in progress, by VM: aborted, or copied and waiting to complete
     /// (the VM is paused here then: not replayed, not reported).
     flights: std::sync::Mutex<std::collections::HashMap<String, Flight>>,
+    /// Set when the agent stops: copies in progress give up.
+    closing: std::sync::atomic::AtomicBool,
     start_step: u64,
     started: Instant,
 }
@@ -88,6 +90,7 @@ impl SimulatedHypervisor {
             migration_mb_per_s: cfg.migration_mb_per_s.unwrap_or(DEFAULT_MIGRATION_MB_PER_S),
             faults: cfg.faults.clone(),
             flights: Default::default(),
+            closing: Default::default(),
             start_step: cfg.start_step,
             started: Instant::now(),
         }
@@ -200,6 +203,10 @@ impl Hypervisor for SimulatedHypervisor {
         let started = Instant::now();
         loop {
             let done = if self.faults.hang_migrations { 0.0 } else { started.elapsed().as_secs_f64() / copy.max(1e-9) };
+            if self.closing.load(std::sync::atomic::Ordering::Relaxed) {
+                self.flights().remove(vm_id);
+                return err("the agent is stopping; it keeps running here".into());
+            }
             if self.flights().get(vm_id).is_some_and(|f| f.aborted) {
                 self.flights().remove(vm_id);
                 return err("aborted; it keeps running here".into());
@@ -223,6 +230,10 @@ impl Hypervisor for SimulatedHypervisor {
             cpu_mhz_per_core: spec.cpu_mhz_per_core,
             memory_bytes: spec.memory_bytes,
         }))
+    }
+
+    fn shutdown(&self) {
+        self.closing.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn complete_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {

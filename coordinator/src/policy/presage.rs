@@ -625,6 +625,20 @@ struct Pass<'a> {
 }
 
 impl<'a> Pass<'a> {
+    /// Orders `vms` by expected demand now, largest first (ties by index).
+    fn largest_first(&self, vms: &mut [usize]) {
+        let now = |vm: usize| self.demand[vm].map_or(0.0, |d| d.mean[0]);
+        vms.sort_by(|a, b| now(*b).total_cmp(&now(*a)).then(a.cmp(b)));
+    }
+
+    /// Records the move of `vm` (demand `d`) from `from` to `to` in the working state.
+    fn commit(&mut self, vm: usize, d: &VmDemand, from: usize, to: usize) {
+        self.hosts[from].remove(d);
+        self.hosts[to].add(d);
+        self.admission[to] += d.reservation();
+        self.movable[from].retain(|&v| v != vm);
+    }
+
     fn new(fleet: &'a FleetView<'a>, prior: [f64; 3]) -> Pass<'a> {
         let demand: Vec<Option<VmDemand>> =
             fleet.vms.iter().map(|v| (v.alive && v.host.is_some()).then(|| VmDemand::of(v, prior))).collect();
@@ -898,10 +912,7 @@ impl PresagePolicy {
                 if benefit <= cost && !hard {
                     continue;
                 }
-                pass.hosts[h].remove(&d);
-                pass.hosts[to].add(&d);
-                pass.admission[to] += d.reservation();
-                pass.movable[h].retain(|&v| v != vm);
+                pass.commit(vm, &d, h, to);
                 let m = MoveExplanation {
                     vm,
                     from: h,
@@ -930,10 +941,7 @@ impl PresagePolicy {
         let drained: Vec<usize> = (0..fleet.hosts.len()).filter(|&h| !fleet.hosts[h].schedulable && !pass.movable[h].is_empty()).collect();
         for h in drained {
             let mut vms = pass.movable[h].clone();
-            vms.sort_by(|a, b| {
-                let (da, db) = (pass.demand[*a].map_or(0.0, |d| d.mean[0]), pass.demand[*b].map_or(0.0, |d| d.mean[0]));
-                db.total_cmp(&da).then(a.cmp(b))
-            });
+            pass.largest_first(&mut vms);
             for vm in vms {
                 if out.len() >= self.cfg.max_moves_per_pass {
                     return;
@@ -944,10 +952,7 @@ impl PresagePolicy {
                 let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else { continue };
                 let to = chosen.host;
-                pass.hosts[h].remove(&d);
-                pass.hosts[to].add(&d);
-                pass.admission[to] += d.reservation();
-                pass.movable[h].retain(|&v| v != vm);
+                pass.commit(vm, &d, h, to);
                 let m = MoveExplanation {
                     vm,
                     from: h,
@@ -1029,10 +1034,7 @@ impl PresagePolicy {
             let mut extra_w = 0.0;
             let mut cost = 0.0;
             let mut sorted = vms.clone();
-            sorted.sort_by(|a, b| {
-                let (da, db) = (pass.demand[*a].map_or(0.0, |d| d.mean[0]), pass.demand[*b].map_or(0.0, |d| d.mean[0]));
-                db.total_cmp(&da).then(a.cmp(b))
-            });
+            pass.largest_first(&mut sorted);
             let mut ok = true;
             for vm in sorted {
                 let Some(d) = pass.demand[vm] else {

@@ -584,6 +584,7 @@ pub struct MoveExplanation {
 pub struct Standing {
     hosts: Vec<HostDemand>,
     admission: Vec<f64>,
+    best_watts_per_unit: f64,
 }
 
 /// What to rank hosts for.
@@ -599,6 +600,8 @@ struct RankQuery<'q> {
     top: usize,
     /// Only these hosts (default: all).
     candidates: Option<&'q [usize]>,
+    /// [`best_watts_per_unit`] of the fleet, computed once per pass.
+    best_w: f64,
 }
 
 /// presage's placement and consolidation policy.
@@ -622,6 +625,8 @@ struct Pass<'a> {
     /// Per host: CPU in use plus what hard reservations hold (those already held and those this
     /// pass's moves will ask for), the quantity the destination agent admits against.
     admission: Vec<f64>,
+    /// [`best_watts_per_unit`] of the fleet.
+    best_watts_per_unit: f64,
 }
 
 impl<'a> Pass<'a> {
@@ -659,7 +664,7 @@ impl<'a> Pass<'a> {
             }
         }
         let admission = fleet.hosts.iter().map(|h| h.observed_mips + h.reserved_mips).collect();
-        Pass { fleet, demand, hosts, movable, admission }
+        Pass { fleet, demand, hosts, movable, admission, best_watts_per_unit: best_watts_per_unit(fleet) }
     }
 }
 
@@ -700,7 +705,7 @@ impl PresagePolicy {
         let left_recently = |h: usize| left.iter().any(|&(at, from)| from == h && fleet.now_s - at < self.cfg.cooldown_s);
         let mut ranking = Ranking::default();
         let mut rejected = std::collections::BTreeMap::new();
-        let best_w = best_watts_per_unit(fleet);
+        let best_w = q.best_w;
         // The best `top` (score, host) so far, best first.
         let mut best: Vec<(f64, usize)> = Vec::with_capacity(q.top + 1);
         let core_high = d.per_core_high(v, steps);
@@ -794,14 +799,23 @@ impl PresagePolicy {
     /// compute it once per snapshot, rank many times.
     pub fn standing(&self, fleet: &FleetView<'_>) -> Standing {
         let pass = Pass::new(fleet, self.cfg.new_vm_prior);
-        Standing { hosts: pass.hosts, admission: pass.admission }
+        Standing { hosts: pass.hosts, admission: pass.admission, best_watts_per_unit: pass.best_watts_per_unit }
     }
 
     /// The ranking a new VM would get now (`presagectl place`): `vm` is a VM without a host in
     /// `fleet.vms`, `standing` from [`standing`](Self::standing) on the same fleet.
     pub fn rank_new_with(&self, fleet: &FleetView<'_>, standing: &Standing, vm: usize, top: usize) -> Ranking {
         let d = VmDemand::of(&fleet.vms[vm], self.cfg.new_vm_prior);
-        let q = RankQuery { vm, demand: &d, from: None, include_current: false, excluded: &[], top, candidates: None };
+        let q = RankQuery {
+            vm,
+            demand: &d,
+            from: None,
+            include_current: false,
+            excluded: &[],
+            top,
+            candidates: None,
+            best_w: standing.best_watts_per_unit,
+        };
         self.rank(fleet, &standing.hosts, &standing.admission, &q)
     }
 
@@ -819,7 +833,16 @@ impl PresagePolicy {
         if let Some(h) = from {
             hosts[h].remove(&d);
         }
-        let q = RankQuery { vm, demand: &d, from, include_current: true, excluded: &[], top, candidates: None };
+        let q = RankQuery {
+            vm,
+            demand: &d,
+            from,
+            include_current: true,
+            excluded: &[],
+            top,
+            candidates: None,
+            best_w: standing.best_watts_per_unit,
+        };
         self.rank(fleet, &hosts, &standing.admission, &q)
     }
 
@@ -897,6 +920,7 @@ impl PresagePolicy {
                     excluded: &excluded,
                     top: 2,
                     candidates: Some(&dests),
+                    best_w: pass.best_watts_per_unit,
                 };
                 let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else { continue };
@@ -947,8 +971,16 @@ impl PresagePolicy {
                     return;
                 }
                 let Some(d) = pass.demand[vm] else { continue };
-                let q =
-                    RankQuery { vm, demand: &d, from: Some(h), include_current: false, excluded: &[], top: 2, candidates: Some(&dests) };
+                let q = RankQuery {
+                    vm,
+                    demand: &d,
+                    from: Some(h),
+                    include_current: false,
+                    excluded: &[],
+                    top: 2,
+                    candidates: Some(&dests),
+                    best_w: pass.best_watts_per_unit,
+                };
                 let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else { continue };
                 let to = chosen.host;
@@ -1049,6 +1081,7 @@ impl PresagePolicy {
                     excluded: &excluded,
                     top: 2,
                     candidates: Some(&active),
+                    best_w: pass.best_watts_per_unit,
                 };
                 let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else {

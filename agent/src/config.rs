@@ -40,6 +40,80 @@ pub struct AgentConfig {
     pub forecast: ForecastConfig,
     #[serde(default)]
     pub reservations: ReservationsConfig,
+    #[serde(default)]
+    pub migration: MigrationConfig,
+}
+
+/// `[migration]`: how this host takes part in live migrations (libvirt hosts).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationConfig {
+    /// The libvirt URI other hosts open to migrate VMs here, e.g. `qemu+tls://kvm-07/system`.
+    /// Sent in the registration; without it this host takes no incoming live migrations.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// The migration data channel on this host, e.g. `tcp://10.0.0.7` (default: libvirt's
+    /// choice from the host name).
+    #[serde(default)]
+    pub data_uri: Option<String>,
+    /// `peer-to-peer` (this host's libvirtd drives the migration) or `direct` (the agent holds
+    /// connections to both daemons).
+    #[serde(default)]
+    pub mode: MigrationMode,
+    /// Define the VM on the destination (it survives a destination restart).
+    #[serde(default = "yes")]
+    pub persistent: bool,
+    /// Undefine the VM here once it runs on the destination.
+    #[serde(default = "yes")]
+    pub undefine_source: bool,
+    /// Throttle the guest's vCPUs when its memory is dirtied faster than it is copied.
+    #[serde(default = "yes")]
+    pub auto_converge: bool,
+    /// Bandwidth limit per migration in MiB/s; 0: unlimited.
+    #[serde(default)]
+    pub bandwidth_mib_s: u64,
+    /// Longest pause allowed at switch-over, in milliseconds (default: libvirt's).
+    #[serde(default)]
+    pub max_downtime_ms: Option<u64>,
+    /// How often progress is read from the migration job and sent to the coordinator.
+    #[serde(default = "default_progress_interval", with = "humantime_serde")]
+    pub progress_interval: Duration,
+    /// Compare the VM's CPU model and features with the destination's CPU before starting.
+    #[serde(default = "yes")]
+    pub check_cpu: bool,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        MigrationConfig {
+            uri: None,
+            data_uri: None,
+            mode: MigrationMode::default(),
+            persistent: true,
+            undefine_source: true,
+            auto_converge: true,
+            bandwidth_mib_s: 0,
+            max_downtime_ms: None,
+            progress_interval: default_progress_interval(),
+            check_cpu: true,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrationMode {
+    #[default]
+    PeerToPeer,
+    Direct,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_progress_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 /// `[reservations]`: the agent's own admission of reservations.
@@ -289,6 +363,20 @@ impl AgentConfig {
         }
         if self.reconnect.initial_backoff.is_zero() || self.reconnect.max_backoff < self.reconnect.initial_backoff {
             return invalid("reconnect.max_backoff", "backoffs must be positive and max_backoff >= initial_backoff");
+        }
+        for (key, value, schemes) in [
+            ("migration.uri", &self.migration.uri, &["qemu", "qemu+tls", "qemu+ssh", "qemu+tcp", "qemu+unix", "qemu+libssh", "qemu+libssh2", "test"][..]),
+            ("migration.data_uri", &self.migration.data_uri, &["tcp", "rdma", "unix"][..]),
+        ] {
+            if let Some(v) = value {
+                let scheme = v.split_once("://").map(|(s, _)| s);
+                if !scheme.is_some_and(|s| schemes.contains(&s)) {
+                    return invalid(key, &format!("must be a URI with one of the schemes {} (got {v:?})", schemes.join(", ")));
+                }
+            }
+        }
+        if self.migration.progress_interval < Duration::from_millis(100) {
+            return invalid("migration.progress_interval", "must be at least 100ms");
         }
         if let HypervisorConfig::Simulated(s) = &self.hypervisor {
             if !(s.time_compression.is_finite() && s.time_compression > 0.0) {

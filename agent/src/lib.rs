@@ -28,11 +28,12 @@ use crate::host_sampler::HostSampler;
 use crate::hypervisor::Hypervisor;
 use crate::store::{KvStore, SampleHistory, SledStore};
 
-/// Opens the hypervisor the configuration names (blocking: run on a blocking thread).
-pub fn open_hypervisor(cfg: &HypervisorConfig) -> anyhow::Result<Arc<dyn Hypervisor>> {
-    Ok(match cfg {
-        HypervisorConfig::Libvirt { uri } => Arc::new(hypervisor::libvirt::LibvirtHypervisor::connect(uri)?),
-        HypervisorConfig::Simulated(s) => Arc::new(hypervisor::simulated::SimulatedHypervisor::load(s)?),
+/// Opens the hypervisor the configuration names (blocking: run on a blocking thread). A
+/// simulated host keeps which VMs it adopted and let go in `store`.
+pub fn open_hypervisor(cfg: &AgentConfig, store: Arc<dyn KvStore>) -> anyhow::Result<Arc<dyn Hypervisor>> {
+    Ok(match &cfg.hypervisor {
+        HypervisorConfig::Libvirt { uri } => Arc::new(hypervisor::libvirt::LibvirtHypervisor::connect_with(uri, cfg.migration.clone())?),
+        HypervisorConfig::Simulated(s) => Arc::new(hypervisor::simulated::SimulatedHypervisor::load(s)?.with_membership(store)?),
     })
 }
 
@@ -113,8 +114,8 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         let store = Arc::new(SledStore::open(&store_dir)?);
         let history = Arc::new(SampleHistory::open(&*store, cfg.history_per_vm, &store_dir)?);
 
-        let hv_cfg = cfg.hypervisor.clone();
-        let hypervisor = tokio::task::spawn_blocking(move || open_hypervisor(&hv_cfg)).await??;
+        let (hv_cfg, hv_store) = (cfg.clone(), store.clone());
+        let hypervisor = tokio::task::spawn_blocking(move || open_hypervisor(&hv_cfg, hv_store)).await??;
         let hv = hypervisor.clone();
         let mut capacity = tokio::task::spawn_blocking(move || hv.capacity()).await??;
         if capacity.nics.is_empty() {
@@ -136,6 +137,8 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             capacity: Some(capacity),
             hypervisor_kind: hypervisor.kind().into(),
             boot_id: format!("{:016x}", fastrand::u64(..)),
+            migration_uri: cfg.migration.uri.clone().unwrap_or_default(),
+            migration_data_uri: cfg.migration.data_uri.clone().unwrap_or_default(),
         };
         let reservations = {
             let cap = register.capacity.as_ref().expect("set above");

@@ -20,7 +20,7 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::ReconnectConfig;
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{Hypervisor, HypervisorError, MigrationProgress, MigrationTarget};
 use crate::reservations::{ReservationDesk, ReservationError};
 use presage_protocol::error_chain;
 
@@ -153,7 +153,7 @@ impl CoordinatorLink {
                         let latest = reports.borrow().clone();
                         let (handler, tx) = (self.commands.clone(), tx.clone());
                         tokio::spawn(async move {
-                            let result = handler.execute(cmd, latest.as_ref()).await;
+                            let result = handler.execute(cmd, latest.as_ref(), &tx).await;
                             // A closed stream drops the result; the coordinator times the command out.
                             let _ = tx.send(msg(agent_message::Body::CommandResult(result))).await;
                         }.in_current_span());
@@ -170,27 +170,61 @@ impl CoordinatorLink {
 impl CommandHandler {
     /// Carries out one command from the coordinator; `latest` is the newest report (what the
     /// host's VMs use now, for reservation admission).
-    async fn execute(&self, cmd: pb::Command, latest: Option<&Report>) -> CommandResult {
+    async fn execute(&self, cmd: pb::Command, latest: Option<&Report>, outbound: &mpsc::Sender<AgentMessage>) -> CommandResult {
         let span = info_span!("command", id = cmd.id);
-        self.execute_in_span(cmd, latest).instrument(span).await
+        self.execute_in_span(cmd, latest, outbound).instrument(span).await
     }
 
-    async fn execute_in_span(&self, cmd: pb::Command, latest: Option<&Report>) -> CommandResult {
+    async fn execute_in_span(&self, cmd: pb::Command, latest: Option<&Report>, outbound: &mpsc::Sender<AgentMessage>) -> CommandResult {
         let id = cmd.id;
         let failed = |message: String| CommandResult { id, status: CommandStatus::Failed as i32, message, detail: None };
         match cmd.body {
             Some(command::Body::MigrateOut(m)) => {
-                info!(vm = %m.vm_id, to = %m.destination_host, "migrating out");
+                info!(vm = %m.vm_id, to = %m.destination_host, uri = %m.destination_uri, "migrating out");
                 let hv = self.hypervisor.clone();
-                match tokio::task::spawn_blocking(move || hv.migrate_out(&m.vm_id, &m.destination_host)).await {
+                let outbound = outbound.clone();
+                let target = MigrationTarget { host: m.destination_host.clone(), uri: m.destination_uri, data_uri: m.destination_data_uri };
+                let (vm_id, destination_host) = (m.vm_id.clone(), m.destination_host.clone());
+                let migrated = tokio::task::spawn_blocking(move || {
+                    // Progress goes out on the session as it comes; one dropped when the stream is
+                    // full is replaced by the next.
+                    let sink = |p: MigrationProgress| {
+                        let _ = outbound.try_send(AgentMessage {
+                            body: Some(agent_message::Body::MigrationProgress(pb::MigrationProgress {
+                                vm_id: vm_id.clone(),
+                                destination_host: destination_host.clone(),
+                                elapsed_ms: p.elapsed_ms,
+                                data_total: p.data_total,
+                                data_processed: p.data_processed,
+                                data_remaining: p.data_remaining,
+                                bytes_per_s: p.bytes_per_s,
+                            })),
+                        });
+                    };
+                    hv.migrate_out(&m.vm_id, &target, &sink)
+                })
+                .await;
+                match migrated {
                     Ok(Ok(handoff)) => CommandResult {
                         id,
                         status: CommandStatus::Ok as i32,
                         message: String::new(),
                         detail: handoff.map(command_result::Detail::Handoff),
                     },
+                    Ok(Err(e @ HypervisorError::Precheck(_))) => {
+                        info!(error = %e, "migration pre-check failed; nothing started");
+                        CommandResult { id, status: CommandStatus::PrecheckFailed as i32, message: e.to_string(), detail: None }
+                    }
                     Ok(Err(e)) => failed(e.to_string()),
                     Err(e) => failed(format!("migration task failed: {e}")),
+                }
+            }
+            Some(command::Body::Inspect(i)) => {
+                let hv = self.hypervisor.clone();
+                match tokio::task::spawn_blocking(move || hv.inspect(&i.vm_id)).await {
+                    Ok(Ok(p)) => CommandResult { id, status: CommandStatus::Ok as i32, message: String::new(), detail: Some(command_result::Detail::Presence(p)) },
+                    Ok(Err(e)) => failed(e.to_string()),
+                    Err(e) => failed(format!("inspect task failed: {e}")),
                 }
             }
             Some(command::Body::CompleteMigration(c)) => {

@@ -1,28 +1,39 @@
-//! Applies a plan in `automatic` mode, one move after another, through the agents: the
-//! destination reserves the VM's p90 demand (its own admission may refuse), the source moves the
-//! VM out, the destination adopts it (simulated hosts), and the reservation becomes an allocation.
-//! A move that fails after the VM left its source is rolled back onto the source, so no VM is
-//! lost or runs twice. Every outcome is kept for `presagectl plan`.
+//! The migration executor's coordinator half: runs a journaled plan of moves through the agents.
 //!
-//! Moves run concurrently within the `[executor]` limits ([`MigrationQueue`]). Simulated hosts carry
-//! them out today; live migration through libvirt (progress, timeouts, persisted plan state) is
-//! still to come.
+//! Per move: pre-check (the VM runs on its source, not already migrating) -> hard reservation on
+//! the destination, checked in the destination's answer -> `MigrateOut` on the source within a
+//! time budget (a libvirt source pre-checks again, migrates live and post-checks; a simulated one
+//! copies and hands over) -> `Adopt` on the destination and `CompleteMigration` on the source
+//! (simulated hand-over) -> post-check (`Inspect`: running on the destination, not on the
+//! source) -> the reservation is released (it became the VM's allocation). Past its budget a
+//! move is aborted and the VM stays on its source. Whenever a step fails, [`settle`] asks both
+//! hosts where the VM is and finishes the move from there (complete, or abort and resume on the
+//! source), so no VM is lost or left running twice.
+//!
+//! Every step is written to the [`PlanJournal`](crate::plan_journal::PlanJournal) before it is
+//! taken; [`reconcile`] resolves the moves a restarted coordinator finds mid-step. Moves run
+//! concurrently within the `[executor]` limits ([`MigrationQueue`]); with `on_failure =
+//! "rollback"` a failed move stops the plan and its done moves are reversed, last first.
+//! [`rollback`] does the same by hand (`presagectl rollback PLAN`).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use presage_protocol::pb::{self, CommandStatus, command, command_result};
 use serde::Serialize;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::advisor::{PlanSnapshot, ProposedMove};
-use crate::migration_queue::{MigrationLimits, MigrationQueue, QueuedMove};
+use crate::advisor::PlanSnapshot;
+use crate::migration_queue::{MigrationLimits, MigrationQueue, OnFailure, QueuedMove};
+use crate::plan_journal::{MoveRecord, PlanRecord, Step};
 use crate::service::Shared;
 
-/// How long a reservation, adoption, completion or release may take before it counts as failed.
+/// How long a reservation, adoption, completion, inspection or release may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a destination holds a reservation for a move.
 const RESERVATION_TTL_MS: u64 = 10 * 60 * 1000;
+/// How long [`settle`] waits for a host that is not connected (an agent restarting).
+const SETTLE_WAIT: Duration = Duration::from_secs(20);
 
 /// Records each host's expected growth as a soft reservation on it (`growth/HOST`, replaced
 /// every pass, expiring after `ttl_ms`): it never blocks a hard reservation, but the host's book
@@ -38,28 +49,36 @@ pub async fn record_growth(shared: &Arc<Shared>, plan: &PlanSnapshot, ttl_ms: u6
     }
 }
 
-/// What became of one move.
+/// What became of one move (the recent-outcomes list of `presagectl plan`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MoveOutcome {
+    pub plan_id: u64,
     pub vm_id: String,
     pub from_host: String,
     pub to_host: String,
-    /// `done`, `refused` (the destination would not reserve), `failed` (the VM stayed on its
-    /// source), `aborted` (over its time budget; it stayed) or `rolled_back` (the destination did
-    /// not take it; it resumed on its source).
+    /// A final [`Step`]'s name: `done`, `refused`, `skipped`, `failed`, `aborted`,
+    /// `rolled_back` or `cancelled`.
     pub outcome: &'static str,
     pub detail: String,
 }
 
-/// Abandons `m`'s migration on its source: the VM keeps (or resumes) running there.
-async fn abort(shared: &Shared, m: &ProposedMove) -> Result<pb::CommandResult, String> {
-    send(shared, &m.from_host, command::Body::AbortMigration(pb::AbortMigration { vm_id: m.vm_id.clone() })).await
+/// The moves of a policy pass's plan (at most `limit`), with what each destination reserves.
+pub fn moves_of(plan: &PlanSnapshot, limit: usize, skip: &std::collections::HashSet<String>) -> Vec<MoveRecord> {
+    plan.proposal
+        .moves
+        .iter()
+        .filter(|m| !skip.contains(&m.vm_id))
+        .take(limit)
+        .filter_map(|m| {
+            let (cpu, mem) = plan.reservation_for(&m.vm_id)?;
+            Some(MoveRecord::new(&m.vm_id, &m.from_host, &m.to_host, m.reason, cpu, mem))
+        })
+        .collect()
 }
 
-/// Gives the destination's reservation up (the move failed, or the VM arrived).
 async fn release(shared: &Shared, host: &str, id: &str) {
     if let Err(e) = send(shared, host, command::Body::Release(pb::Release { id: id.to_string() })).await {
-        warn!(error = %e, "releasing the reservation failed; it expires by itself");
+        warn!(host, error = %e, "releasing the reservation failed; it expires by itself");
     }
 }
 
@@ -73,6 +92,8 @@ enum StepError {
     #[error("{0}")]
     TimedOut(String),
     #[error("{0}")]
+    Precheck(String),
+    #[error("{0}")]
     Failed(String),
 }
 
@@ -81,7 +102,32 @@ async fn send_within(shared: &Shared, host: &str, body: command::Body, timeout: 
         crate::sessions::CommandError::Timeout { .. } => StepError::TimedOut(e.to_string()),
         _ => StepError::Failed(e.to_string()),
     })?;
-    if r.status == CommandStatus::Ok as i32 { Ok(r) } else { Err(StepError::Failed(format!("{host}: {}", r.message))) }
+    match CommandStatus::try_from(r.status) {
+        Ok(CommandStatus::Ok) => Ok(r),
+        Ok(CommandStatus::PrecheckFailed) => Err(StepError::Precheck(format!("{host}: {}", r.message))),
+        _ => Err(StepError::Failed(format!("{host}: {}", r.message))),
+    }
+}
+
+/// Where `host` says `vm_id` is.
+async fn inspect(shared: &Shared, host: &str, vm_id: &str) -> Result<pb::VmPresence, String> {
+    let r = send(shared, host, command::Body::Inspect(pb::Inspect { vm_id: vm_id.into() })).await?;
+    match r.detail {
+        Some(command_result::Detail::Presence(p)) => Ok(p),
+        other => Err(format!("{host} answered Inspect with {other:?}")),
+    }
+}
+
+/// [`inspect`], waiting up to `wait` for a host whose agent is not connected (restarting).
+async fn inspect_waiting(shared: &Shared, host: &str, vm_id: &str, wait: Duration) -> Result<pb::VmPresence, String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match inspect(shared, host, vm_id).await {
+            Ok(p) => return Ok(p),
+            Err(e) if Instant::now() >= deadline || shared.cancel.is_cancelled() => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// The time budget of one move: a floor plus the memory copied at the assumed bandwidth.
@@ -90,103 +136,357 @@ pub fn time_budget(memory_mib: f64, limits: &MigrationLimits) -> Duration {
     Duration::from_millis(limits.timeout_floor_ms) + Duration::from_secs_f64(copy_s.clamp(0.0, 86_400.0))
 }
 
-/// Applies up to `limit` moves of `plan` concurrently within `limits`: moves start in plan order
-/// as soon as their hosts have a free slot (no batches), and each outcome is returned as it ends.
-pub async fn apply(
-    shared: &Arc<Shared>,
-    plan: &Arc<PlanSnapshot>,
-    plan_seq: u64,
-    limit: usize,
-    limits: MigrationLimits,
-) -> Vec<MoveOutcome> {
-    let moves: Vec<ProposedMove> = plan.proposal.moves.iter().take(limit).cloned().collect();
+/// Settles a move whose step failed or was interrupted: asks both hosts where the VM is and
+/// finishes the move from there. On the destination: the source lets go (if it still holds a
+/// paused copy) and the move is done. Otherwise, if the source has it: the migration is aborted
+/// (a paused VM resumes) and the move ends as `stayed`. `None` when a host cannot be asked (it is
+/// left for [`reconcile`] to settle later).
+async fn settle(shared: &Shared, plan_id: u64, m: &MoveRecord, why: &str, stayed: Step, wait: Duration) -> Option<(Step, String)> {
+    let rid = m.reservation_id(plan_id);
+    let dst = inspect_waiting(shared, &m.to_host, &m.vm_id, wait).await;
+    if let Ok(d) = &dst
+        && d.running
+    {
+        let src = inspect_waiting(shared, &m.from_host, &m.vm_id, wait).await;
+        if let Ok(s) = &src
+            && s.present
+        {
+            let complete = command::Body::CompleteMigration(pb::CompleteMigration { vm_id: m.vm_id.clone() });
+            if let Err(e) = send(shared, &m.from_host, complete).await {
+                warn!(vm = %m.vm_id, error = %e, "the source did not let go of a VM that runs on its destination");
+                return None;
+            }
+        } else if src.is_err() {
+            return None;
+        }
+        release(shared, &m.to_host, &rid).await;
+        return Some((Step::Done, format!("{why}; it runs on {}", m.to_host)));
+    }
+    let src = inspect_waiting(shared, &m.from_host, &m.vm_id, wait).await;
+    match (src, dst) {
+        (Ok(s), _) if s.present => {
+            let abort = command::Body::AbortMigration(pb::AbortMigration { vm_id: m.vm_id.clone() });
+            if let Err(e) = send(shared, &m.from_host, abort).await {
+                warn!(vm = %m.vm_id, error = %e, "aborting on the source failed");
+                return None;
+            }
+            release(shared, &m.to_host, &rid).await;
+            Some((stayed, format!("{why}; it stayed on {}", m.from_host)))
+        }
+        (Ok(_), Ok(_)) => {
+            release(shared, &m.to_host, &rid).await;
+            Some((Step::Failed, format!("{why}; the VM is on neither {} nor {} now", m.from_host, m.to_host)))
+        }
+        _ => None,
+    }
+}
+
+/// The live state of an executing plan, shared by its move tasks.
+struct Running {
+    plan: Mutex<PlanRecord>,
+}
+
+impl Running {
+    /// Moves move `idx` to `step` and writes the plan to the journal before returning. A step
+    /// that cannot be journaled is not taken.
+    fn set(&self, shared: &Shared, idx: usize, step: Step, detail: &str, started: Instant) -> Result<(), String> {
+        let mut p = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        let m = &mut p.moves[idx];
+        m.step = step;
+        m.detail = detail.to_string();
+        if step.is_final() {
+            m.duration_ms = Some(started.elapsed().as_millis() as u64);
+        }
+        shared.journal.save(&p).map_err(|e| e.to_string())
+    }
+
+    fn snapshot(&self) -> PlanRecord {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Runs `plan` (already in the journal) to the end: moves start in plan order as soon as their
+/// hosts have a free slot within `limits` (no batches). Returns the plan as it ended, and, when
+/// a move failed under `on_failure = "rollback"`, the plan that reversed it.
+pub async fn execute(shared: &Arc<Shared>, plan: PlanRecord, limits: MigrationLimits) -> PlanRecord {
+    let id = plan.id;
+    shared.executing.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+    let span = info_span!("plan", id, origin = %plan.origin, moves = plan.moves.len());
+    let ended = execute_moves(shared, plan, limits).instrument(span).await;
+    shared.executing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    {
+        let mut applied = shared.applied.lock().unwrap_or_else(|p| p.into_inner());
+        for m in &ended.moves {
+            applied.push_back((
+                Instant::now(),
+                MoveOutcome {
+                    plan_id: id,
+                    vm_id: m.vm_id.clone(),
+                    from_host: m.from_host.clone(),
+                    to_host: m.to_host.clone(),
+                    outcome: m.step.name(),
+                    detail: m.detail.clone(),
+                },
+            ));
+        }
+        while applied.len() > 200 {
+            applied.pop_front();
+        }
+    }
+    let failed = ended.moves.iter().any(|m| m.step.is_failure());
+    if failed && limits.on_failure == OnFailure::Rollback && ended.rollback_of.is_none() && ended.moves.iter().any(|m| m.step == Step::Done) {
+        info!(plan = id, "a move failed: rolling the plan back");
+        match Box::pin(rollback(shared, id, limits)).await {
+            Ok(r) => info!(plan = id, rollback = r.id, status = r.status(), "plan rolled back"),
+            Err(e) => warn!(plan = id, error = %e, "rolling the plan back failed"),
+        }
+        return shared.journal.get(id).ok().flatten().unwrap_or(ended);
+    }
+    ended
+}
+
+async fn execute_moves(shared: &Arc<Shared>, plan: PlanRecord, limits: MigrationLimits) -> PlanRecord {
     let mut queue = MigrationQueue::new(limits);
-    for (i, m) in moves.iter().enumerate() {
+    for (i, m) in plan.moves.iter().enumerate().filter(|(_, m)| m.step == Step::Pending) {
         queue.push(QueuedMove { id: i as u64, from: m.from_host.clone(), to: m.to_host.clone() });
     }
-    let mut running = tokio::task::JoinSet::new();
-    let mut out = Vec::new();
+    let running = Arc::new(Running { plan: Mutex::new(plan) });
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut stopping = false;
     loop {
-        for q in queue.start_ready() {
-            let m = moves[q.id as usize].clone();
-            let (shared, plan) = (shared.clone(), plan.clone());
-            let span = info_span!("apply_move", vm = %m.vm_id, from = %m.from_host, to = %m.to_host, reason = m.reason);
-            running.spawn(async move { (q.id, apply_one(&shared, &plan, plan_seq, &m, &limits).await) }.instrument(span));
+        if !stopping {
+            for q in queue.start_ready() {
+                let (shared, running) = (shared.clone(), running.clone());
+                let m = running.snapshot().moves[q.id as usize].clone();
+                let span = info_span!("move", vm = %m.vm_id, from = %m.from_host, to = %m.to_host, reason = %m.reason);
+                tasks.spawn(async move { (q.id, run_move(&shared, &running, q.id as usize).await) }.instrument(span));
+            }
         }
-        match running.join_next().await {
-            Some(Ok((id, o))) => {
+        match tasks.join_next().await {
+            Some(Ok((id, step))) => {
                 queue.finish(id);
-                info!(vm = %o.vm_id, from = %o.from_host, to = %o.to_host, outcome = o.outcome, detail = %o.detail, "move applied");
-                out.push(o);
+                let m = running.snapshot().moves[id as usize].clone();
+                info!(vm = %m.vm_id, from = %m.from_host, to = %m.to_host, outcome = step.name(), detail = %m.detail, "move ended");
+                if step.is_failure() && limits.on_failure == OnFailure::Rollback {
+                    stopping = true;
+                }
             }
             Some(Err(e)) => {
-                // A panicked move task: its slots cannot be told apart, so stop starting more.
-                warn!(error = %e, "a move task failed; the rest of this plan waits for the next pass");
-                break;
+                // A panicked move task: its slots cannot be told apart, so stop starting more;
+                // the reconciler settles what it left.
+                warn!(error = %e, "a move task failed; the rest of this plan is cancelled");
+                stopping = true;
             }
             None => break,
         }
+        if shared.cancel.is_cancelled() {
+            stopping = true;
+        }
     }
-    out
+    // Moves never started: cancelled (a shutdown leaves them for no one; they did nothing).
+    let now = Instant::now();
+    let pending: Vec<usize> =
+        running.snapshot().moves.iter().enumerate().filter(|(_, m)| m.step == Step::Pending).map(|(i, _)| i).collect();
+    for i in pending {
+        let _ = running.set(shared, i, Step::Cancelled, "not started: the plan stopped", now);
+    }
+    running.snapshot()
 }
 
-async fn apply_one(shared: &Shared, plan: &PlanSnapshot, plan_seq: u64, m: &ProposedMove, limits: &MigrationLimits) -> MoveOutcome {
-    let outcome = |outcome, detail: String| MoveOutcome {
-        vm_id: m.vm_id.clone(),
-        from_host: m.from_host.clone(),
-        to_host: m.to_host.clone(),
-        outcome,
-        detail,
+/// Runs move `idx` of `running` to a final step (or leaves it mid-step for the reconciler when
+/// neither host can say where the VM is).
+async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
+    let started = Instant::now();
+    let plan = running.snapshot();
+    let (plan_id, m) = (plan.id, plan.moves[idx].clone());
+    let limits = shared.limits;
+    let end = |step: Step, detail: String| {
+        if let Err(e) = running.set(shared, idx, step, &detail, started) {
+            warn!(error = %e, "journaling a move's outcome failed");
+        }
+        step
     };
-    let Some((cpu_mhz, memory_mib)) = plan.reservation_for(&m.vm_id) else {
-        return outcome("failed", "the VM is not in the plan's snapshot".into());
-    };
-    let id = format!("plan-{plan_seq}/{}", m.vm_id);
-    let reserve = pb::Reserve { id: id.clone(), vm_id: m.vm_id.clone(), hard: true, cpu_mhz, memory_mib, ttl_ms: RESERVATION_TTL_MS };
-    if let Err(e) = send(shared, &m.to_host, command::Body::Reserve(reserve)).await {
-        return outcome("refused", e);
+    let step_to = |step: Step| running.set(shared, idx, step, "", started);
+    // Pre-check: the VM runs on its source and is not migrating already.
+    match inspect(shared, &m.from_host, &m.vm_id).await {
+        Ok(p) if p.running && !p.migrating => {}
+        Ok(p) => return end(Step::Skipped, format!("pre-check: {} is {} on {}", m.vm_id, p.state, m.from_host)),
+        Err(e) => return end(Step::Skipped, format!("pre-check: {e}")),
     }
-    let budget = time_budget(memory_mib, limits);
-    let move_out = command::Body::MigrateOut(pb::MigrateOut { vm_id: m.vm_id.clone(), destination_host: m.to_host.clone() });
-    let handoff = match send_within(shared, &m.from_host, move_out, budget).await {
+    let (dest_uri, dest_data_uri) = match shared.state().host(&m.to_host) {
+        Some(h) => (h.registration.migration_uri.clone(), h.registration.migration_data_uri.clone()),
+        None => return end(Step::Skipped, format!("pre-check: {} has never registered", m.to_host)),
+    };
+    if let Err(e) = step_to(Step::Reserving) {
+        return end(Step::Skipped, format!("journal: {e}"));
+    }
+    let rid = m.reservation_id(plan_id);
+    let reserve = pb::Reserve { id: rid.clone(), vm_id: m.vm_id.clone(), hard: true, cpu_mhz: m.cpu_mhz, memory_mib: m.memory_mib, ttl_ms: RESERVATION_TTL_MS };
+    match send(shared, &m.to_host, command::Body::Reserve(reserve)).await {
+        Err(e) => return end(Step::Refused, e),
+        Ok(r) => {
+            let held = matches!(&r.detail, Some(command_result::Detail::Reservations(s)) if s.held.iter().any(|h| h.id == rid && h.hard));
+            if !held {
+                release(shared, &m.to_host, &rid).await;
+                return end(Step::Refused, format!("pre-check: {} does not show the hard reservation {rid}", m.to_host));
+            }
+        }
+    }
+    if let Err(e) = step_to(Step::Migrating) {
+        release(shared, &m.to_host, &rid).await;
+        return end(Step::Skipped, format!("journal: {e}"));
+    }
+    let budget = time_budget(m.memory_mib, &limits);
+    let move_out = command::Body::MigrateOut(pb::MigrateOut {
+        vm_id: m.vm_id.clone(),
+        destination_host: m.to_host.clone(),
+        destination_uri: dest_uri,
+        destination_data_uri: dest_data_uri,
+    });
+    let migrated = send_within(shared, &m.from_host, move_out, budget).await;
+    shared.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.vm_id);
+    let settled = |r: Option<(Step, String)>| match r {
+        Some((step, detail)) => end(step, detail),
+        None => {
+            warn!(vm = %m.vm_id, "where the VM is cannot be told now; the reconciler settles the move later");
+            running.snapshot().moves[idx].step
+        }
+    };
+    let handoff = match migrated {
         Ok(r) => match r.detail {
             Some(command_result::Detail::Handoff(h)) => Some(h),
             _ => None,
         },
+        Err(StepError::Precheck(e)) => {
+            release(shared, &m.to_host, &rid).await;
+            return end(Step::Skipped, e);
+        }
         Err(StepError::TimedOut(e)) => {
-            // Over its time budget: abort it; the VM keeps running on the source.
-            let aborted = abort(shared, m).await;
-            release(shared, &m.to_host, &id).await;
-            return match aborted {
-                Ok(_) => outcome("aborted", format!("over its {} s budget: {e}", budget.as_secs())),
-                Err(a) => outcome("failed", format!("over its {} s budget ({e}) and the abort failed: {a}", budget.as_secs())),
-            };
+            let why = format!("over its {} s budget ({e})", budget.as_secs());
+            return settled(settle(shared, plan_id, &m, &why, Step::Aborted, SETTLE_WAIT).await);
         }
-        Err(StepError::Failed(e)) => {
-            release(shared, &m.to_host, &id).await;
-            return outcome("failed", e);
-        }
+        Err(StepError::Failed(e)) => return settled(settle(shared, plan_id, &m, &e, Step::Failed, SETTLE_WAIT).await),
     };
     if let Some(vm) = handoff {
-        if let Err(e) = send(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) })).await {
-            // The destination did not take it: the copy is abandoned and the VM resumes on its
-            // source, where it never stopped existing.
-            let back = abort(shared, m).await;
-            release(shared, &m.to_host, &id).await;
-            return match back {
-                Ok(_) => outcome("rolled_back", e),
-                Err(b) => outcome("failed", format!("{e}; and resuming it on the source failed: {b}")),
-            };
+        if let Err(e) = step_to(Step::HandingOver) {
+            return settled(settle(shared, plan_id, &m, &format!("journal: {e}"), Step::Failed, SETTLE_WAIT).await);
         }
-        // The destination runs it: the source lets go.
+        if let Err(e) = send(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) })).await {
+            // The destination did not take it: abandon the copy; the VM resumes on its source.
+            return settled(settle(shared, plan_id, &m, &format!("the destination did not take it: {e}"), Step::RolledBack, SETTLE_WAIT).await);
+        }
+        if let Err(e) = step_to(Step::Completing) {
+            warn!(error = %e, "journaling the hand-over failed; completing anyway");
+        }
         let complete = command::Body::CompleteMigration(pb::CompleteMigration { vm_id: m.vm_id.clone() });
         if let Err(e) = send(shared, &m.from_host, complete).await {
-            warn!(error = %e, "the source did not confirm letting go; it keeps the VM paused");
-            release(shared, &m.to_host, &id).await;
-            return outcome("done", format!("the source did not confirm: {e}"));
+            return settled(settle(shared, plan_id, &m, &format!("the source did not confirm letting go: {e}"), Step::Failed, SETTLE_WAIT).await);
         }
     }
-    // It arrived: what it held is now its allocation.
-    release(shared, &m.to_host, &id).await;
-    outcome("done", String::new())
+    // Post-check: it runs on the destination and not on the source.
+    let (dst, src) = (inspect(shared, &m.to_host, &m.vm_id).await, inspect(shared, &m.from_host, &m.vm_id).await);
+    match (&dst, &src) {
+        (Ok(d), Ok(s)) if d.running && !s.running => {
+            release(shared, &m.to_host, &rid).await;
+            end(Step::Done, String::new())
+        }
+        _ => {
+            let why = format!(
+                "post-check: on {} {}, on {} {}",
+                m.to_host,
+                dst.as_ref().map(|p| p.state.clone()).unwrap_or_else(|e| e.clone()),
+                m.from_host,
+                src.as_ref().map(|p| p.state.clone()).unwrap_or_else(|e| e.clone())
+            );
+            settled(settle(shared, plan_id, &m, &why, Step::Failed, SETTLE_WAIT).await)
+        }
+    }
+}
+
+/// Reverses plan `plan_id`'s done moves, last first, one at a time, as a new plan
+/// (`rollback_of` = `plan_id`). Refused while the plan runs, when it was rolled back already,
+/// and when it has no done move.
+pub async fn rollback(shared: &Arc<Shared>, plan_id: u64, limits: MigrationLimits) -> Result<PlanRecord, String> {
+    let back = start_rollback(shared, plan_id)?;
+    // In reverse order: one move at a time.
+    let serial = MigrationLimits { per_host_out: 1, per_host_in: 1, cluster: 1, on_failure: OnFailure::Continue, ..limits };
+    Ok(execute(shared, back, serial).await)
+}
+
+/// Records the rollback plan of `plan_id` (and marks `plan_id` as rolled back by it) without
+/// running it.
+pub fn start_rollback(shared: &Shared, plan_id: u64) -> Result<PlanRecord, String> {
+    let _guard = shared.rollbacks.lock().unwrap_or_else(|p| p.into_inner());
+    let mut plan = shared.journal.get(plan_id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no plan {plan_id}"))?;
+    if plan.status() == "running" || shared.executing.lock().unwrap_or_else(|p| p.into_inner()).contains(&plan_id) {
+        return Err(format!("plan {plan_id} is still running"));
+    }
+    if let Some(by) = plan.rolled_back_by {
+        return Err(format!("plan {plan_id} was rolled back already, by plan {by}"));
+    }
+    let moves = plan.reversed();
+    if moves.is_empty() {
+        return Err(format!("plan {plan_id} moved no VM; there is nothing to roll back"));
+    }
+    let back = shared.journal.create("rollback", moves, unix_ms(), Some(plan_id)).map_err(|e| e.to_string())?;
+    plan.rolled_back_by = Some(back.id);
+    shared.journal.save(&plan).map_err(|e| e.to_string())?;
+    Ok(back)
+}
+
+/// Settles the moves of journaled plans that no executor is running (a coordinator restarted
+/// mid-plan, or a move whose hosts could not be asked): each one ends where its VM is found.
+/// Returns how many moves it settled.
+pub async fn reconcile(shared: &Arc<Shared>, wait: Duration) -> usize {
+    let plans = match shared.journal.unfinished() {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "reading unfinished plans failed");
+            return 0;
+        }
+    };
+    let mut settled = 0;
+    for mut plan in plans {
+        if shared.executing.lock().unwrap_or_else(|p| p.into_inner()).contains(&plan.id) {
+            continue;
+        }
+        let span = info_span!("reconcile_plan", plan = plan.id);
+        for i in 0..plan.moves.len() {
+            let m = plan.moves[i].clone();
+            if m.step.is_final() {
+                continue;
+            }
+            let outcome = if m.step == Step::Pending {
+                Some((Step::Cancelled, "not started before the coordinator restarted".to_string()))
+            } else {
+                let why = format!("interrupted while {}", m.step.name());
+                settle(shared, plan.id, &m, &why, Step::Aborted, wait).instrument(span.clone()).await
+            };
+            if let Some((step, detail)) = outcome {
+                info!(parent: &span, vm = %m.vm_id, step = step.name(), %detail, "settled an interrupted move");
+                plan.moves[i].step = step;
+                plan.moves[i].detail = detail;
+                settled += 1;
+                if let Err(e) = shared.journal.save(&plan) {
+                    warn!(error = %e, "journaling a settled move failed");
+                }
+            }
+        }
+    }
+    settled
+}
+
+/// VMs in moves that are not finished (kept out of new plans until settled).
+pub fn vms_in_flight(shared: &Shared) -> std::collections::HashSet<String> {
+    shared
+        .journal
+        .unfinished()
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|p| p.moves.into_iter().filter(|m| !m.step.is_final()).map(|m| m.vm_id))
+        .collect()
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

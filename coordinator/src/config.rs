@@ -30,6 +30,10 @@ pub struct CoordinatorConfig {
     /// `[executor]`: how many moves may run at once per host (out, in) and in the cluster.
     #[serde(default)]
     pub executor: crate::migration_queue::MigrationLimits,
+    /// Where the coordinator keeps its plan journal and drain marks (a sled store). Without it
+    /// they live in memory only, and a restart forgets plans in progress (logged at start).
+    #[serde(default)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// `[policy]`: which consolidation policy proposes migrations, and how often.

@@ -13,6 +13,7 @@ pub mod applier;
 pub mod config;
 pub mod ctl;
 pub mod migration_queue;
+pub mod plan_journal;
 pub mod policy;
 pub mod server;
 pub mod service;

@@ -18,11 +18,29 @@ pub struct MigrationLimits {
     /// is aborted and the VM stays on its source.
     pub timeout_floor_ms: u64,
     pub assumed_mb_per_s: u64,
+    /// What a plan does when one of its moves fails: `continue` with the others, or stop and
+    /// `rollback` its done moves (last first).
+    pub on_failure: OnFailure,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    #[default]
+    Continue,
+    Rollback,
 }
 
 impl Default for MigrationLimits {
     fn default() -> Self {
-        MigrationLimits { per_host_out: 2, per_host_in: 2, cluster: 8, timeout_floor_ms: 60_000, assumed_mb_per_s: 100 }
+        MigrationLimits {
+            per_host_out: 2,
+            per_host_in: 2,
+            cluster: 8,
+            timeout_floor_ms: 60_000,
+            assumed_mb_per_s: 100,
+            on_failure: OnFailure::Continue,
+        }
     }
 }
 

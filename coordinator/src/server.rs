@@ -38,7 +38,19 @@ impl Coordinator {
             crate::config::PolicyMode::Advisory => "advisory",
             crate::config::PolicyMode::Automatic => "automatic",
         };
-        let shared = Shared::new(cfg.host_timeout, spec.to_string(), mode, cancel);
+        let store: Arc<dyn presage_store::KvStore> = match &cfg.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
+                let path = dir.join("journal");
+                Arc::new(presage_store::SledStore::open(&path).with_context(|| format!("opening the plan journal in {}", path.display()))?)
+            }
+            None => {
+                warn!("no data_dir configured: the plan journal and drain marks are kept in memory and lost on restart");
+                Arc::new(presage_store::MemoryStore::new())
+            }
+        };
+        let journal = Arc::new(crate::plan_journal::PlanJournal::open(store).context("opening the plan journal")?);
+        let shared = Shared::new(cfg.host_timeout, spec.to_string(), mode, journal, cfg.executor, cancel);
         Ok(Coordinator { listener, tls, cfg, policy: spec, shared })
     }
 
@@ -53,6 +65,7 @@ impl Coordinator {
         let addr = listener.local_addr()?;
         let background = CancellationToken::new();
         let liveness = tokio::spawn(liveness_reconciler(shared.clone(), background.clone()));
+        let plans = tokio::spawn(plan_reconciler(shared.clone(), background.clone()));
         let advisory = tokio::spawn(advisory_pass(
             shared.clone(),
             Advisor::new(policy, &cfg.policy.presage),
@@ -84,6 +97,7 @@ impl Coordinator {
         background.cancel();
         let _ = liveness.await;
         let _ = advisory.await;
+        let _ = plans.await;
         info!("coordinator stopped");
         Ok(())
     }
@@ -107,6 +121,26 @@ async fn liveness_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
+/// Settles journaled moves no executor is running (after a coordinator restart, or when a
+/// move's hosts could not be asked): every few seconds until none is left, then on each tick.
+async fn plan_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let wait = shared.state().host_timeout();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            n = crate::applier::reconcile(&shared, wait) => if n > 0 {
+                info!(settled = n, "settled interrupted moves");
+            }
+        }
+    }
+}
+
 /// Runs the configured consolidation policy over the observed state every `interval` and keeps
 /// its plan for `presagectl plan`, `explain` and `place` (advisory: nothing is executed).
 async fn advisory_pass(
@@ -118,7 +152,6 @@ async fn advisory_pass(
 ) {
     let started = Instant::now();
     let mut tick = tokio::time::interval(cfg.interval);
-    let mut seq: u64 = 0;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
@@ -146,18 +179,22 @@ async fn advisory_pass(
             }
         }
         if cfg.mode == crate::config::PolicyMode::Automatic && !plan.proposal.moves.is_empty() {
-            seq += 1;
-            let outcomes = tokio::select! {
-                _ = stop.cancelled() => return,
-                o = crate::applier::apply(&shared, &plan, seq, cfg.moves_per_pass, limits) => o,
+            // VMs whose last move is not settled yet stay out of new plans.
+            let moves = crate::applier::moves_of(&plan, cfg.moves_per_pass, &crate::applier::vms_in_flight(&shared));
+            if moves.is_empty() {
+                continue;
+            }
+            let record = match shared.journal.create("policy", moves, crate::applier::unix_ms(), None) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(error = %e, "journaling the plan failed; not applying it");
+                    continue;
+                }
             };
-            let mut applied = shared.applied.lock().unwrap_or_else(|p| p.into_inner());
-            for o in outcomes {
-                applied.push_back((Instant::now(), o));
-            }
-            while applied.len() > 200 {
-                applied.pop_front();
-            }
+            // The executor journals every step; a shutdown stops starting moves and lets the
+            // running ones end (each within its time budget).
+            let ended = crate::applier::execute(&shared, record, limits).await;
+            info!(plan = ended.id, status = ended.status(), "plan applied");
         }
     }
 }

@@ -46,14 +46,40 @@ pub struct Shared {
     pub policy_name: String,
     /// `advisory` or `automatic`.
     pub policy_mode: &'static str,
+    /// The executor's durable record of plans and drain marks.
+    pub journal: Arc<crate::plan_journal::PlanJournal>,
+    /// Plans an executor task is running now (the reconciler leaves them alone).
+    pub executing: Mutex<std::collections::HashSet<u64>>,
+    /// The latest progress each migrating VM's source streamed.
+    pub progress: Mutex<std::collections::HashMap<String, pb::MigrationProgress>>,
+    /// The `[executor]` limits every plan runs within.
+    pub limits: crate::migration_queue::MigrationLimits,
+    /// Serialises rollback requests (a plan is rolled back once).
+    pub rollbacks: Mutex<()>,
 }
 
 impl Shared {
-    pub fn new(host_timeout: Duration, policy_name: String, policy_mode: &'static str, cancel: CancellationToken) -> Arc<Shared> {
+    pub fn new(
+        host_timeout: Duration,
+        policy_name: String,
+        policy_mode: &'static str,
+        journal: Arc<crate::plan_journal::PlanJournal>,
+        limits: crate::migration_queue::MigrationLimits,
+        cancel: CancellationToken,
+    ) -> Arc<Shared> {
+        let drained = journal.drained().unwrap_or_else(|e| {
+            warn!(error = %e, "reading the drain marks failed; no host is drained");
+            Default::default()
+        });
         Arc::new(Shared {
             plan: Mutex::new(None),
             applied: Mutex::new(Default::default()),
-            draining: Mutex::new(Default::default()),
+            draining: Mutex::new(drained),
+            journal,
+            executing: Mutex::default(),
+            progress: Mutex::default(),
+            limits,
+            rollbacks: Mutex::new(()),
             policy_name,
             policy_mode,
             state: Mutex::new(ClusterState::new(host_timeout)),
@@ -179,6 +205,10 @@ impl AgentLink for AgentLinkService {
                             if !shared.sessions.complete(r) {
                                 debug!(command = id, "result for a command nobody waits for (late answer)");
                             }
+                        }
+                        Ok(Some(AgentMessage { body: Some(agent_message::Body::MigrationProgress(p)) })) => {
+                            debug!(vm = %p.vm_id, processed = p.data_processed, remaining = p.data_remaining, "migration progress");
+                            shared.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(p.vm_id.clone(), p);
                         }
                         Ok(Some(AgentMessage { body: Some(agent_message::Body::Register(_)) })) => {
                             warn!("Register sent twice on one session; ignored");
@@ -342,6 +372,7 @@ impl Operator for OperatorService {
                 outcome: o.outcome.to_string(),
                 detail: o.detail.clone(),
                 ago_ms: at.elapsed().as_millis() as u64,
+                plan_id: o.plan_id,
             })
             .collect();
         let Some((age_ms, plan)) = self.plan() else {
@@ -445,12 +476,109 @@ impl Operator for OperatorService {
         if self.shared.state().host(&r.host_id).is_none() {
             return Err(Status::not_found(format!("no host {:?} has registered", r.host_id)));
         }
+        self.shared
+            .journal
+            .set_drained(&r.host_id, r.drain)
+            .map_err(|e| Status::internal(format!("recording the drain mark failed: {e}")))?;
         let mut d = self.shared.draining.lock().unwrap_or_else(|p| p.into_inner());
         let changed = if r.drain { d.insert(r.host_id.clone()) } else { d.remove(&r.host_id) };
         info!(host = %r.host_id, drain = r.drain, changed, "drain mark set");
         let mut draining: Vec<String> = d.iter().cloned().collect();
         draining.sort();
         Ok(Response::new(pb::SetDrainResponse { changed, draining }))
+    }
+
+    async fn list_plans(&self, req: Request<pb::ListPlansRequest>) -> Result<Response<pb::ListPlansResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let r = req.into_inner();
+        let _span = info_span!("operator.plans", operator = %p.identity.name, plan = r.plan_id).entered();
+        let internal = |e: crate::plan_journal::JournalError| Status::internal(e.to_string());
+        let plans = if r.plan_id > 0 {
+            vec![self.shared.journal.get(r.plan_id).map_err(internal)?.ok_or_else(|| Status::not_found(format!("there is no plan {}", r.plan_id)))?]
+        } else {
+            self.shared.journal.recent(if r.limit == 0 { 20 } else { r.limit as usize }).map_err(internal)?
+        };
+        let progress = self.shared.progress.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(Response::new(pb::ListPlansResponse { plans: plans.iter().map(|p| plan_info(p, &progress)).collect() }))
+    }
+
+    async fn rollback_plan(&self, req: Request<pb::RollbackPlanRequest>) -> Result<Response<pb::RollbackPlanResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let r = req.into_inner();
+        let _span = info_span!("operator.rollback", operator = %p.identity.name, plan = r.plan_id).entered();
+        let back = crate::applier::start_rollback(&self.shared, r.plan_id).map_err(Status::failed_precondition)?;
+        info!(plan = r.plan_id, rollback = back.id, moves = back.moves.len(), "rolling a plan back by hand");
+        let info = plan_info(&back, &Default::default());
+        let (shared, limits) = (self.shared.clone(), self.shared.limits);
+        let serial = crate::migration_queue::MigrationLimits {
+            per_host_out: 1,
+            per_host_in: 1,
+            cluster: 1,
+            on_failure: crate::migration_queue::OnFailure::Continue,
+            ..limits
+        };
+        tokio::spawn(async move { crate::applier::execute(&shared, back, serial).await }.in_current_span());
+        Ok(Response::new(pb::RollbackPlanResponse { rollback: Some(info) }))
+    }
+
+    async fn move_vm(&self, req: Request<pb::MoveVmRequest>) -> Result<Response<pb::MoveVmResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let r = req.into_inner();
+        let _span = info_span!("operator.move", operator = %p.identity.name, vm = %r.vm_id, to = %r.to_host).entered();
+        let m = {
+            let state = self.shared.state();
+            if state.host(&r.to_host).is_none() {
+                return Err(Status::not_found(format!("no host {:?} has registered", r.to_host)));
+            }
+            let found = state.hosts().find_map(|h| h.vms.get(&r.vm_id).map(|v| (h, v)));
+            let Some((host, vm)) = found else {
+                return Err(Status::not_found(format!("no host reports a VM {:?}", r.vm_id)));
+            };
+            if host.host_id == r.to_host {
+                return Err(Status::failed_precondition(format!("{} already runs on {}", r.vm_id, r.to_host)));
+            }
+            let demand = host.vm_cpu_demand(vm);
+            crate::plan_journal::MoveRecord::new(&r.vm_id, &host.host_id, &r.to_host, "operator", demand, vm.memory_bytes as f64 / 1048576.0)
+        };
+        if crate::applier::vms_in_flight(&self.shared).contains(&r.vm_id) {
+            return Err(Status::failed_precondition(format!("{} is in a move that has not finished", r.vm_id)));
+        }
+        let plan = self
+            .shared
+            .journal
+            .create("operator", vec![m], crate::applier::unix_ms(), None)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        info!(plan = plan.id, "operator move planned");
+        let info = plan_info(&plan, &Default::default());
+        let (shared, limits) = (self.shared.clone(), self.shared.limits);
+        tokio::spawn(async move { crate::applier::execute(&shared, plan, limits).await }.in_current_span());
+        Ok(Response::new(pb::MoveVmResponse { plan: Some(info) }))
+    }
+}
+
+/// A journaled plan as the operator API shows it.
+fn plan_info(p: &crate::plan_journal::PlanRecord, progress: &std::collections::HashMap<String, pb::MigrationProgress>) -> pb::PlanInfo {
+    pb::PlanInfo {
+        id: p.id,
+        origin: p.origin.clone(),
+        status: p.status().into(),
+        created_unix_ms: p.created_ms,
+        rollback_of: p.rollback_of.unwrap_or(0),
+        rolled_back_by: p.rolled_back_by.unwrap_or(0),
+        moves: p
+            .moves
+            .iter()
+            .map(|m| pb::PlanMove {
+                vm_id: m.vm_id.clone(),
+                from_host: m.from_host.clone(),
+                to_host: m.to_host.clone(),
+                reason: m.reason.clone(),
+                step: m.step.name().into(),
+                detail: m.detail.clone(),
+                duration_ms: m.duration_ms.unwrap_or(0),
+                progress: if m.step == crate::plan_journal::Step::Migrating { progress.get(&m.vm_id).cloned() } else { None },
+            })
+            .collect(),
     }
 }
 

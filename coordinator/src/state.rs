@@ -22,6 +22,9 @@ pub struct Registration {
     pub agent_version: String,
     pub protocol_version: u32,
     pub boot_id: String,
+    /// How peers reach this host for live migration (libvirt URI, data URI; empty if none).
+    pub migration_uri: String,
+    pub migration_data_uri: String,
 }
 
 #[derive(Clone, Debug)]
@@ -102,6 +105,8 @@ impl ClusterState {
             agent_version: reg.agent_version.clone(),
             protocol_version: reg.protocol_version,
             boot_id: reg.boot_id.clone(),
+            migration_uri: reg.migration_uri.clone(),
+            migration_data_uri: reg.migration_data_uri.clone(),
         };
         match self.hosts.get_mut(&reg.host_id) {
             Some(h) => {
@@ -249,6 +254,8 @@ pub(crate) mod test_messages {
                 nics: vec![],
                 cpu_model: String::new(),
             }),
+            migration_uri: String::new(),
+            migration_data_uri: String::new(),
             hypervisor_kind: "simulated".into(),
             boot_id: boot.into(),
         }

@@ -111,6 +111,7 @@ impl RunningCoordinator {
             tls: pki.issue(Role::Coordinator, "coordinator"),
             policy,
             executor: Default::default(),
+            data_dir: None,
         }
     }
 
@@ -193,6 +194,7 @@ pub fn simulated_agent(
         reconnect: ReconnectConfig { initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(500) },
         forecast: ForecastConfig { cpu_model: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v1.onnx")) },
         reservations: Default::default(),
+        migration: Default::default(),
     }
 }
 

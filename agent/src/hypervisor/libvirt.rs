@@ -4,16 +4,27 @@
 //! balloon statistics (available - unused) or, without a balloon driver, the QEMU process's RSS,
 //! and disk and interface byte counters for every `<disk>` and `<interface>` target in the domain
 //! XML. CPU utilisation and I/O rates are differences between consecutive observations.
+//!
+//! It is also the migration executor's hands on a real host: [`Hypervisor::migrate_out`]
+//! pre-checks (the domain runs here, the destination's libvirt answers and is another host, the
+//! destination's CPU can run the domain's CPU model), live-migrates with the configured flags
+//! (peer-to-peer or direct, persistent on the destination, undefined on the source, bandwidth
+//! limit, auto-converge), streams the job's progress, and post-checks (running there, not here).
+//! An abort goes through `virDomainAbortJob`; the domain keeps running on the source.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use presage_protocol::pb::{HostCapacity, SimulatedVm, VmSample, VmState};
+use presage_protocol::pb::{HostCapacity, SimulatedVm, VmPresence, VmSample, VmState};
 use virt::connect::Connect;
-use virt::domain::{Domain, DomainState};
+use virt::domain::{Domain, DomainState, MigrateParameters};
+use virt::error::ErrorNumber;
+use virt::sys;
 
-use super::{Hypervisor, HypervisorError, Observation};
+use super::{Hypervisor, HypervisorError, MigrationProgress, MigrationTarget, Observation, ProgressSink};
+use crate::config::{MigrationConfig, MigrationMode};
 
 // virDomainMemoryStatTags
 const MEM_STAT_UNUSED: u32 = 4;
@@ -33,13 +44,118 @@ pub struct LibvirtHypervisor {
     uri: String,
     conn: Connect,
     previous: Mutex<HashMap<String, Counters>>,
+    migration: MigrationConfig,
+    /// Domains (UUIDs) this agent is migrating away now.
+    outgoing: Mutex<HashSet<String>>,
+}
+
+/// Takes a domain off the outgoing set when its migration call returns, however it returns.
+struct Outgoing<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    vm_id: String,
+}
+
+impl Drop for Outgoing<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.vm_id);
+    }
 }
 
 impl LibvirtHypervisor {
-    /// Connects to `uri` (e.g. `qemu:///system`, or `test:///default` for libvirt's test driver).
+    /// Connects to `uri` (e.g. `qemu:///system`, or `test:///default` for libvirt's test driver)
+    /// with the default `[migration]` settings.
     pub fn connect(uri: &str) -> Result<LibvirtHypervisor, HypervisorError> {
+        Self::connect_with(uri, MigrationConfig::default())
+    }
+
+    /// Connects to `uri`; migrations follow `migration`.
+    pub fn connect_with(uri: &str, migration: MigrationConfig) -> Result<LibvirtHypervisor, HypervisorError> {
         let conn = Connect::open(Some(uri)).map_err(|e| HypervisorError::Libvirt { uri: uri.into(), detail: e.to_string() })?;
-        Ok(LibvirtHypervisor { uri: uri.into(), conn, previous: Mutex::new(HashMap::new()) })
+        Ok(LibvirtHypervisor { uri: uri.into(), conn, previous: Mutex::new(HashMap::new()), migration, outgoing: Mutex::default() })
+    }
+
+    fn outgoing(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.outgoing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The libvirt flags of a migration under the configured settings.
+    pub fn migration_flags(&self) -> u32 {
+        let m = &self.migration;
+        let mut flags = sys::VIR_MIGRATE_LIVE;
+        if m.mode == MigrationMode::PeerToPeer {
+            flags |= sys::VIR_MIGRATE_PEER2PEER;
+        }
+        if m.persistent {
+            flags |= sys::VIR_MIGRATE_PERSIST_DEST;
+        }
+        if m.undefine_source {
+            flags |= sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+        }
+        if m.auto_converge {
+            flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
+        }
+        flags
+    }
+
+    /// The destination's CPU can run the domain's CPU, as the destination's hypervisor says
+    /// (`virConnectCompareHypervisorCPU`: what QEMU/KVM can provide there, not the bare host
+    /// CPU). The domain's `<cpu>` is read with host-model expanded to the model and features it
+    /// runs with. A host-passthrough domain needs the same CPU model and vendor on the
+    /// destination. A domain without a `<cpu>` element runs the hypervisor's default model,
+    /// which every KVM host provides.
+    fn check_cpu(&self, dom: &Domain, dconn: &Connect) -> Result<(), String> {
+        let xml = dom
+            .xml_desc(sys::VIR_DOMAIN_XML_UPDATE_CPU | sys::VIR_DOMAIN_XML_MIGRATABLE)
+            .map_err(|e| format!("reading the domain's CPU definition: {}", e.message()))?;
+        let Some(cpu) = xml_element(&xml, "cpu") else { return Ok(()) };
+        if cpu.contains("host-passthrough") {
+            let host_cpu = |c: &Connect| {
+                c.capabilities().ok().and_then(|x| xml_element(&x, "host")).and_then(|h| xml_element(&h, "cpu")).map(|c| cpu_summary(&c))
+            };
+            let (here, there) = (host_cpu(&self.conn), host_cpu(dconn));
+            return if here.is_some() && here == there {
+                Ok(())
+            } else {
+                Err(format!(
+                    "a host-passthrough VM needs the same CPU: this host has {}, the destination {}",
+                    here.unwrap_or_else(|| "unknown".into()),
+                    there.unwrap_or_else(|| "unknown".into())
+                ))
+            };
+        }
+        let virttype = attribute(&xml, "domain", "type").unwrap_or_else(|| "kvm".into());
+        let arch = xml_element(&xml, "os").and_then(|os| attribute(&os, "type", "arch"));
+        let c = |s: &str| std::ffi::CString::new(s).map_err(|_| "a NUL byte in the domain XML".to_string());
+        let (virttype_c, cpu_c) = (c(&virttype)?, c(&cpu)?);
+        let arch_c = arch.as_deref().map(c).transpose()?;
+        // SAFETY: every pointer is either null or a NUL-terminated string alive for the call,
+        // and `dconn` is an open connection.
+        let r = unsafe {
+            sys::virConnectCompareHypervisorCPU(
+                dconn.as_ptr(),
+                std::ptr::null(),
+                arch_c.as_ref().map_or(std::ptr::null(), |a| a.as_ptr()),
+                std::ptr::null(),
+                virttype_c.as_ptr(),
+                cpu_c.as_ptr(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(format!("the destination could not compare CPUs: {}", virt::error::Error::last_error().message()));
+        }
+        if r == sys::VIR_CPU_COMPARE_INCOMPATIBLE as i32 {
+            return Err(format!("the destination's hypervisor cannot provide this VM's CPU ({})", cpu_summary(&cpu)));
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, vm_id: &str) -> Result<Option<Domain>, HypervisorError> {
+        match self.conn.lookup_domain_by_uuid_string(vm_id) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.code() == virt::enumutil::Enum::Known(ErrorNumber::NoDomain) => Ok(None),
+            Err(e) => Err(self.err(&format!("looking up {vm_id}"), e)),
+        }
     }
 
     /// The underlying libvirt connection.
@@ -115,6 +231,69 @@ impl LibvirtHypervisor {
     }
 }
 
+/// The state word of a domain state.
+fn state_word(state: &virt::domain::DomainStateEnum) -> &'static str {
+    match state {
+        virt::enumutil::Enum::Known(DomainState::Running) => "running",
+        virt::enumutil::Enum::Known(DomainState::Blocked) => "blocked",
+        virt::enumutil::Enum::Known(DomainState::Paused) => "paused",
+        virt::enumutil::Enum::Known(DomainState::Shutdown) => "shutting-down",
+        virt::enumutil::Enum::Known(DomainState::Shutoff) => "shutoff",
+        virt::enumutil::Enum::Known(DomainState::Crashed) => "crashed",
+        virt::enumutil::Enum::Known(DomainState::PMSuspended) => "pmsuspended",
+        _ => "other",
+    }
+}
+
+/// The first `<name ...>...</name>` (or `<name .../>`) element of `xml`, as written.
+fn xml_element(xml: &str, name: &str) -> Option<String> {
+    let mut from = 0;
+    while let Some(i) = xml[from..].find(&format!("<{name}")) {
+        let start = from + i;
+        let after = xml[start + name.len() + 1..].chars().next()?;
+        if !(after == '>' || after == ' ' || after == '/' || after == '\n' || after == '\t') {
+            from = start + 1;
+            continue;
+        }
+        let open_end = start + xml[start..].find('>')?;
+        if xml[..open_end].ends_with('/') {
+            return Some(xml[start..=open_end].to_string());
+        }
+        let close = format!("</{name}>");
+        let end = open_end + xml[open_end..].find(&close)? + close.len();
+        return Some(xml[start..end].to_string());
+    }
+    None
+}
+
+/// The value of `attr` on the first `<element ...>` tag of `xml`.
+fn attribute(xml: &str, element: &str, attr: &str) -> Option<String> {
+    let start = xml.find(&format!("<{element} ")).or_else(|| xml.find(&format!("<{element}>")))?;
+    let tag = &xml[start..start + xml[start..].find('>')?];
+    for quote in ['\'', '"'] {
+        let pat = format!(" {attr}={quote}");
+        if let Some(i) = tag.find(&pat) {
+            let v = &tag[i + pat.len()..];
+            return v.find(quote).map(|q| v[..q].to_string());
+        }
+    }
+    None
+}
+
+/// The model and vendor of a `<cpu>` element, for messages and comparisons.
+fn cpu_summary(cpu: &str) -> String {
+    let model = xml_element(cpu, "model")
+        .and_then(|m| m.split('>').nth(1).map(|v| v.split('<').next().unwrap_or("").to_string()))
+        .unwrap_or_default();
+    let vendor = xml_element(cpu, "vendor").and_then(|m| m.split('>').nth(1).map(|v| v.split('<').next().unwrap_or("").to_string()));
+    let features = cpu.matches("<feature ").count();
+    format!(
+        "model {}{}, {features} features",
+        if model.is_empty() { "unnamed" } else { &model },
+        vendor.map(|v| format!(" ({v})")).unwrap_or_default()
+    )
+}
+
 /// The `dev` attribute of each `<target>` inside `<disk>` or `<interface>` elements.
 fn device_targets(xml: &str, element: &str) -> Vec<String> {
     let open = format!("<{element} ");
@@ -177,22 +356,153 @@ impl Hypervisor for LibvirtHypervisor {
         Ok(Observation { vms, host_usage: None, trace: None })
     }
 
-    fn migrate_out(&self, vm_id: &str, destination_host: &str) -> Result<Option<SimulatedVm>, HypervisorError> {
-        Err(HypervisorError::Migration(format!(
-            "live migration of {vm_id} to {destination_host} through libvirt is not implemented yet (the migration executor's work)"
-        )))
+    fn migrate_out(&self, vm_id: &str, target: &MigrationTarget, progress: ProgressSink<'_>) -> Result<Option<SimulatedVm>, HypervisorError> {
+        let pre = |why: String| HypervisorError::Precheck(format!("moving {vm_id} to {}: {why}", target.host));
+        // Pre-checks: nothing is started unless all pass.
+        let dom = self.lookup(vm_id)?.ok_or_else(|| pre("it is not on this host".into()))?;
+        let (state, _) = dom.state().map_err(|e| self.err(&format!("state of {vm_id}"), e))?;
+        if !matches!(state, virt::enumutil::Enum::Known(DomainState::Running | DomainState::Blocked)) {
+            return Err(pre(format!("it is {} here, not running", state_word(&state))));
+        }
+        if target.uri.is_empty() {
+            return Err(pre("the destination advertises no migration URI (`[migration] uri` in its agent.toml)".into()));
+        }
+        if !self.outgoing().insert(vm_id.to_string()) {
+            return Err(pre("a migration of it is already in progress".into()));
+        }
+        let _outgoing = Outgoing { set: &self.outgoing, vm_id: vm_id.to_string() };
+        let dconn = Connect::open(Some(&target.uri))
+            .map_err(|e| pre(format!("the destination's libvirt at {} does not answer: {}", target.uri, e.message())))?;
+        let host_uuid = |c: &Connect| c.capabilities().ok().and_then(|x| xml_element(&x, "host")).and_then(|h| xml_element(&h, "uuid"));
+        if let (Some(a), Some(b)) = (host_uuid(&self.conn), host_uuid(&dconn))
+            && a == b
+        {
+            return Err(pre(format!("{} is this host (the same host UUID)", target.uri)));
+        }
+        if self.migration.check_cpu {
+            self.check_cpu(&dom, &dconn).map_err(pre)?;
+        }
+        if let Some(ms) = self.migration.max_downtime_ms
+            && let Err(e) = dom.migrate_set_max_downtime(ms, 0)
+        {
+            tracing::warn!(vm = vm_id, error = %e, "setting the migration's maximum downtime failed; libvirt's default applies");
+        }
+        let params = MigrateParameters {
+            uri: (!target.data_uri.is_empty()).then(|| target.data_uri.clone()),
+            bandwidth: (self.migration.bandwidth_mib_s > 0).then_some(self.migration.bandwidth_mib_s),
+            ..Default::default()
+        };
+        let flags = self.migration_flags();
+        tracing::info!(vm = vm_id, to = %target.host, uri = %target.uri, data_uri = %target.data_uri, flags, "live migration starting");
+        let started = Instant::now();
+        let finished = AtomicBool::new(false);
+        let result = std::thread::scope(|scope| {
+            // The job's progress, read while the migration call blocks this thread.
+            scope.spawn(|| {
+                let mut next = Instant::now();
+                while !finished.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if Instant::now() < next {
+                        continue;
+                    }
+                    next = Instant::now() + self.migration.progress_interval;
+                    if let Ok(j) = dom.job_info()
+                        && j.r#type != sys::VIR_DOMAIN_JOB_NONE as i32
+                    {
+                        let elapsed_ms = j.time_elapsed.unwrap_or(0);
+                        let processed = j.data_processed.unwrap_or(0);
+                        progress(MigrationProgress {
+                            elapsed_ms,
+                            data_total: j.data_total.unwrap_or(0),
+                            data_processed: processed,
+                            data_remaining: j.data_remaining.unwrap_or(0),
+                            bytes_per_s: if elapsed_ms > 0 { processed * 1000 / elapsed_ms } else { 0 },
+                        });
+                    }
+                }
+            });
+            let r = match self.migration.mode {
+                MigrationMode::PeerToPeer => dom.migrate_to_uri3(Some(&target.uri), params, flags),
+                MigrationMode::Direct => dom.migrate3(&dconn, params, flags).map(|_| ()),
+            };
+            finished.store(true, Ordering::Relaxed);
+            r
+        });
+        if let Err(e) = result {
+            let here = self.inspect(vm_id).map(|p| p.running).unwrap_or(false);
+            let why = if e.code() == virt::enumutil::Enum::Known(ErrorNumber::OperationAborted) { "aborted" } else { "failed" };
+            return Err(HypervisorError::Migration(format!(
+                "live migration of {vm_id} to {} {why} after {:.1} s: {}; {}",
+                target.host,
+                started.elapsed().as_secs_f64(),
+                e.message(),
+                if here { "it keeps running here" } else { "it no longer runs here" }
+            )));
+        }
+        // Post-checks: it runs on the destination and no longer here.
+        let there = match dconn.lookup_domain_by_uuid_string(vm_id) {
+            Ok(d) => d.is_active().unwrap_or(false),
+            Err(_) => false,
+        };
+        let here = self.inspect(vm_id)?;
+        if !there || here.running {
+            return Err(HypervisorError::Migration(format!(
+                "post-check of {vm_id}: libvirt reported success but it {} on {} and {} here",
+                if there { "runs" } else { "does not run" },
+                target.host,
+                if here.running { "still runs" } else { "does not run" }
+            )));
+        }
+        tracing::info!(vm = vm_id, to = %target.host, seconds = started.elapsed().as_secs_f64(), "live migration done");
+        Ok(None)
+    }
+
+    fn inspect(&self, vm_id: &str) -> Result<VmPresence, HypervisorError> {
+        let migrating = self.outgoing().contains(vm_id);
+        let Some(dom) = self.lookup(vm_id)? else {
+            return Ok(VmPresence { vm_id: vm_id.into(), present: false, running: false, migrating, state: "absent".into() });
+        };
+        let (state, _) = dom.state().map_err(|e| self.err(&format!("state of {vm_id}"), e))?;
+        let running = matches!(state, virt::enumutil::Enum::Known(DomainState::Running | DomainState::Blocked));
+        Ok(VmPresence { vm_id: vm_id.into(), present: true, running, migrating, state: state_word(&state).into() })
     }
 
     fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError> {
-        Err(HypervisorError::Migration(format!("{}: a libvirt host does not adopt simulated VMs", vm.vm_id)))
+        Err(HypervisorError::Migration(format!("{}: a libvirt host does not adopt simulated VMs (libvirt moves the VM itself)", vm.vm_id)))
     }
 
+    /// libvirt finishes a live migration by itself: nothing is left to let go of once the VM
+    /// no longer runs here.
     fn complete_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
-        Err(HypervisorError::Migration(format!("{vm_id}: live migration through libvirt is not implemented yet")))
+        if self.inspect(vm_id)?.running {
+            return Err(HypervisorError::Migration(format!("completing {vm_id}: it still runs here")));
+        }
+        Ok(())
     }
 
+    /// Aborts the domain's migration job (`virDomainAbortJob`); the domain keeps running here.
+    /// With no job in progress there is nothing to abort: it answers whether the VM runs here.
     fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
-        Err(HypervisorError::Migration(format!("{vm_id}: live migration through libvirt is not implemented yet")))
+        let Some(dom) = self.lookup(vm_id)? else {
+            return Err(HypervisorError::Migration(format!("aborting {vm_id}: it is no longer on this host (the migration finished)")));
+        };
+        // SAFETY: `dom` is a live domain handle for the duration of the call.
+        let rc = unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
+        if rc < 0 {
+            let e = virt::error::Error::last_error();
+            tracing::debug!(vm = vm_id, error = %e, "no migration job to abort");
+        }
+        // The job ends asynchronously: wait briefly for the migration call to return.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.outgoing().contains(vm_id) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let p = self.inspect(vm_id)?;
+        if p.running {
+            Ok(())
+        } else {
+            Err(HypervisorError::Migration(format!("aborting {vm_id}: it is {} here", p.state)))
+        }
     }
 }
 
@@ -242,6 +552,94 @@ mod tests {
         let cap = hv.capacity().unwrap();
         let node = hv.connection().node_info().unwrap();
         assert_eq!((cap.cpu_cores, cap.memory_bytes), (node.cpus, node.memory * 1024));
+    }
+
+    fn target(uri: &str) -> MigrationTarget {
+        MigrationTarget { host: "hv-b".into(), uri: uri.into(), data_uri: String::new() }
+    }
+
+    /// Every pre-check that fails leaves the domain running here, untouched, and nothing in
+    /// flight; the error says which check failed.
+    #[test]
+    fn failed_migration_prechecks_start_nothing_and_say_why() {
+        let hv = LibvirtHypervisor::connect(TEST_URI).unwrap();
+        let dom = hv.connection().create_domain_xml(&domain_xml("presage-precheck"), 0).unwrap();
+        let uuid = dom.uuid_string().unwrap();
+        let cases: Vec<(String, MigrationTarget, &str)> = vec![
+            ("00000000-0000-4000-8000-000000000000".into(), target("qemu:///system"), "not on this host"),
+            (uuid.clone(), target(""), "advertises no migration URI"),
+            (uuid.clone(), target("test:///no/such/host.xml"), "does not answer"),
+            // The test driver reports no host UUID, so the same-host check cannot tell; it cannot
+            // expand a domain's CPU either, so the CPU check refuses (the real-KVM test covers
+            // a compatible and an incompatible CPU).
+            (uuid.clone(), target(TEST_URI), "reading the domain's CPU definition"),
+        ];
+        for (vm, t, why) in cases {
+            let progress = std::sync::Mutex::new(0);
+            let e = hv.migrate_out(&vm, &t, &|_| *progress.lock().unwrap() += 1).unwrap_err();
+            assert!(matches!(e, HypervisorError::Precheck(_)), "{e}");
+            assert!(e.to_string().contains(why), "expected {why:?} in {e}");
+            assert_eq!(*progress.lock().unwrap(), 0, "no migration job ran");
+            let here = hv.inspect(&uuid).unwrap();
+            assert!(here.running && !here.migrating && here.state == "running", "{here:?}");
+        }
+        // A paused domain is not migrated either.
+        dom.suspend().unwrap();
+        let e = hv.migrate_out(&uuid, &target("qemu:///system"), &|_| {}).unwrap_err().to_string();
+        assert!(e.contains("pre-check failed") && e.contains("paused here, not running"), "{e}");
+        dom.destroy().unwrap();
+    }
+
+    #[test]
+    fn abort_without_a_migration_keeps_the_vm_and_inspect_tells_where_it_is() {
+        let hv = LibvirtHypervisor::connect(TEST_URI).unwrap();
+        let dom = hv.connection().create_domain_xml(&domain_xml("presage-abort"), 0).unwrap();
+        let uuid = dom.uuid_string().unwrap();
+        hv.abort_migration(&uuid).expect("nothing to abort: the VM runs here, which is what an abort promises");
+        assert!(hv.inspect(&uuid).unwrap().running);
+        let e = hv.complete_migration(&uuid).unwrap_err().to_string();
+        assert!(e.contains("still runs here"), "completing must not let go of a running VM: {e}");
+        dom.destroy().unwrap();
+        let gone = hv.inspect(&uuid).unwrap();
+        assert!(!gone.present && !gone.running && gone.state == "absent", "{gone:?}");
+        let e = hv.abort_migration(&uuid).unwrap_err().to_string();
+        assert!(e.contains("no longer on this host"), "{e}");
+        hv.complete_migration(&uuid).expect("completing a VM that left is a no-op");
+    }
+
+    #[test]
+    fn migration_flags_follow_the_configuration() {
+        let flags = |m: MigrationConfig| LibvirtHypervisor::connect_with(TEST_URI, m).unwrap().migration_flags();
+        assert_eq!(
+            flags(MigrationConfig::default()),
+            sys::VIR_MIGRATE_LIVE
+                | sys::VIR_MIGRATE_PEER2PEER
+                | sys::VIR_MIGRATE_PERSIST_DEST
+                | sys::VIR_MIGRATE_UNDEFINE_SOURCE
+                | sys::VIR_MIGRATE_AUTO_CONVERGE
+        );
+        let direct = MigrationConfig {
+            mode: MigrationMode::Direct,
+            persistent: false,
+            undefine_source: false,
+            auto_converge: false,
+            ..Default::default()
+        };
+        assert_eq!(flags(direct), sys::VIR_MIGRATE_LIVE);
+    }
+
+    #[test]
+    fn reads_cpu_elements_and_attributes() {
+        let xml = "<domain type='kvm'><os><type arch='x86_64' machine='pc'>hvm</type></os>\
+                   <cpu mode='custom' match='exact'><model fallback='forbid'>Icelake-Server</model><vendor>Intel</vendor>\
+                   <feature policy='require' name='avx512f'/><feature policy='disable' name='pconfig'/></cpu><cputune/></domain>";
+        let cpu = xml_element(xml, "cpu").unwrap();
+        assert!(cpu.starts_with("<cpu mode='custom'") && cpu.ends_with("</cpu>"), "{cpu}");
+        assert_eq!(cpu_summary(&cpu), "model Icelake-Server (Intel), 2 features");
+        assert_eq!(attribute(xml, "domain", "type").as_deref(), Some("kvm"));
+        assert_eq!(attribute(&xml_element(xml, "os").unwrap(), "type", "arch").as_deref(), Some("x86_64"));
+        assert_eq!(xml_element("<domain><cpu mode='host-passthrough'/></domain>", "cpu").as_deref(), Some("<cpu mode='host-passthrough'/>"));
+        assert_eq!(xml_element("<domain><cputune/></domain>", "cpu"), None, "<cputune> is not <cpu>");
     }
 
     #[test]

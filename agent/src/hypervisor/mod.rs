@@ -7,7 +7,7 @@
 pub mod libvirt;
 pub mod simulated;
 
-use presage_protocol::pb::{HostCapacity, HostUsage, SimulatedVm, TracePosition, VmSample};
+use presage_protocol::pb::{HostCapacity, HostUsage, SimulatedVm, TracePosition, VmPresence, VmSample};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HypervisorError {
@@ -17,7 +17,34 @@ pub enum HypervisorError {
     Trace(#[from] presage_traces::TraceError),
     #[error("{0}")]
     Migration(String),
+    /// A migration's pre-check failed: nothing was started, the VM is where it was.
+    #[error("pre-check failed: {0}")]
+    Precheck(String),
 }
+
+/// Where a VM is to be moved: the destination host and how its hypervisor is reached (the
+/// destination's registration; empty for simulated hosts).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationTarget {
+    pub host: String,
+    /// The libvirt connection URI of the destination, e.g. `qemu+tls://kvm-07/system`.
+    pub uri: String,
+    /// The migration data channel, e.g. `tcp://10.0.0.7` (empty: libvirt's default).
+    pub data_uri: String,
+}
+
+/// How far a migration has got (from the hypervisor's job information).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MigrationProgress {
+    pub elapsed_ms: u64,
+    pub data_total: u64,
+    pub data_processed: u64,
+    pub data_remaining: u64,
+    pub bytes_per_s: u64,
+}
+
+/// Receives progress reports while a migration runs (called from the migrating thread).
+pub type ProgressSink<'a> = &'a (dyn Fn(MigrationProgress) + Sync);
 
 /// What one observation of the host's VMs found.
 #[derive(Clone, Debug, Default)]
@@ -37,9 +64,13 @@ pub trait Hypervisor: Send + Sync {
     fn capacity(&self) -> Result<HostCapacity, HypervisorError>;
     /// Samples every VM. Rates come from the difference to the previous call.
     fn observe(&self) -> Result<Observation, HypervisorError>;
-    /// Moves `vm_id` away to `destination_host`. A simulated host stops replaying it and returns
-    /// what the destination needs to take it over ([`adopt`](Self::adopt)).
-    fn migrate_out(&self, vm_id: &str, destination_host: &str) -> Result<Option<SimulatedVm>, HypervisorError>;
+    /// Moves `vm_id` away to `target`, reporting progress as it goes. A simulated host copies it,
+    /// pauses it and returns what the destination needs to take it over ([`adopt`](Self::adopt)).
+    /// A libvirt host migrates it live and returns `None` once it runs on the destination. A
+    /// failed pre-check is [`HypervisorError::Precheck`]: nothing was started.
+    fn migrate_out(&self, vm_id: &str, target: &MigrationTarget, progress: ProgressSink<'_>) -> Result<Option<SimulatedVm>, HypervisorError>;
+    /// Whether `vm_id` is here, runs here, and is migrating away.
+    fn inspect(&self, vm_id: &str) -> Result<VmPresence, HypervisorError>;
     /// Takes over a VM another simulated host handed over.
     fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError>;
     /// The destination runs the VM now: let go of it here for good.

@@ -12,11 +12,19 @@ use std::path::PathBuf;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use presage_protocol::pb::{HostCapacity, HostUsage, SimulatedVm, TracePosition, VmSample, VmState};
-use presage_traces::{Selection, TraceFormat, TraceSet, VmSpec};
+use std::sync::Arc;
 
-use super::{Hypervisor, HypervisorError, Observation};
+use presage_protocol::pb::{HostCapacity, HostUsage, SimulatedVm, TracePosition, VmPresence, VmSample, VmState};
+use presage_traces::{Selection, TraceFormat, TraceSet, VmSpec};
+use prost::Message;
+
+use super::{Hypervisor, HypervisorError, MigrationProgress, MigrationTarget, Observation, ProgressSink};
 use crate::config::SimulatedConfig;
+use crate::store::{KvStore, KvTree, Order};
+
+/// The store tree where a simulated host keeps which VMs it adopted and which it let go, so a
+/// restarted agent replays the same VMs (a real host's VMs survive an agent restart too).
+pub const MEMBERSHIP_TREE: &str = "simulated-membership";
 
 /// Memory copy rate of a simulated migration, MB/s of trace time (a 1 Gbit/s link).
 pub const DEFAULT_MIGRATION_MB_PER_S: f64 = 125.0;
@@ -46,6 +54,8 @@ pub struct SimulatedHypervisor {
     closing: std::sync::atomic::AtomicBool,
     start_step: u64,
     started: Instant,
+    /// Where adoptions and departures are recorded (none: not persisted).
+    membership: Option<(Arc<dyn KvStore>, Arc<dyn KvTree>)>,
 }
 
 impl SimulatedHypervisor {
@@ -93,7 +103,48 @@ impl SimulatedHypervisor {
             closing: Default::default(),
             start_step: cfg.start_step,
             started: Instant::now(),
+            membership: None,
         }
+    }
+
+    /// Records adoptions and departures in `store` from now on, after replaying the ones
+    /// recorded by an earlier run of the agent: VMs it let go are dropped from its shard, VMs
+    /// it adopted are taken back.
+    pub fn with_membership(mut self, store: Arc<dyn KvStore>) -> Result<SimulatedHypervisor, HypervisorError> {
+        let io = |e: crate::store::StoreError| HypervisorError::Migration(format!("simulated membership store: {e}"));
+        let tree = store.tree(MEMBERSHIP_TREE).map_err(io)?;
+        let left: Vec<String> = tree
+            .scan_prefix(b"left/", Order::Ascending, usize::MAX)
+            .map_err(io)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[5..]).into_owned())
+            .collect();
+        self.traces.get_mut().unwrap_or_else(|p| p.into_inner()).vms.retain(|v| !left.contains(&v.name));
+        for (k, v) in tree.scan_prefix(b"adopted/", Order::Ascending, usize::MAX).map_err(io)? {
+            match SimulatedVm::decode(&v[..]) {
+                Ok(vm) => {
+                    if let Err(e) = self.adopt(&vm) {
+                        tracing::warn!(vm = %vm.vm_id, error = %e, "a VM adopted before the restart cannot be replayed");
+                    }
+                }
+                Err(e) => tracing::warn!(key = %String::from_utf8_lossy(&k), error = %e, "damaged membership entry left in place"),
+            }
+        }
+        self.membership = Some((store, tree));
+        Ok(self)
+    }
+
+    /// Records that `vm` runs here now (`Some`) or left for good (`None`), durably.
+    fn record(&self, vm_id: &str, adopted: Option<&SimulatedVm>) -> Result<(), HypervisorError> {
+        let Some((store, tree)) = &self.membership else { return Ok(()) };
+        let io = |e: crate::store::StoreError| HypervisorError::Migration(format!("recording {vm_id}'s move: {e}"));
+        let (adopted_key, left_key) = (format!("adopted/{vm_id}").into_bytes(), format!("left/{vm_id}").into_bytes());
+        let ops = match adopted {
+            Some(vm) => vec![crate::store::BatchOp::Insert(adopted_key, vm.encode_to_vec()), crate::store::BatchOp::Remove(left_key)],
+            None => vec![crate::store::BatchOp::Remove(adopted_key), crate::store::BatchOp::Insert(left_key, Vec::new())],
+        };
+        tree.apply(ops).map_err(io)?;
+        store.flush().map_err(io)
     }
 
     pub fn vm_count(&self) -> usize {
@@ -182,27 +233,41 @@ impl Hypervisor for SimulatedHypervisor {
         Ok(self.observe_step(self.step_at(self.started.elapsed())))
     }
 
-    fn migrate_out(&self, vm_id: &str, destination_host: &str) -> Result<Option<SimulatedVm>, HypervisorError> {
+    fn migrate_out(&self, vm_id: &str, target: &MigrationTarget, progress: ProgressSink<'_>) -> Result<Option<SimulatedVm>, HypervisorError> {
+        let destination_host = &target.host;
         let err = |why: String| Err(HypervisorError::Migration(format!("moving {vm_id} to {destination_host}: {why}")));
         let (spec, copy) = {
             let traces = self.read();
             let Some(vm) = traces.vms.iter().find(|v| v.name == vm_id) else {
-                return err("it does not run here".into());
+                return Err(HypervisorError::Precheck(format!("moving {vm_id} to {destination_host}: it does not run here")));
             };
             (vm.spec, vm_copy_seconds(vm.spec.memory_bytes, self.migration_mb_per_s, self.time_compression))
         };
         {
             let mut flights = self.flights();
             if flights.contains_key(vm_id) {
-                return err("a migration of it is already in progress".into());
+                return Err(HypervisorError::Precheck(format!("moving {vm_id} to {destination_host}: a migration of it is already in progress")));
             }
             flights.insert(vm_id.to_string(), Flight::default());
         }
         // The copy: the VM keeps running here meanwhile. Checked every 20 ms for an abort and
         // for the injected faults.
         let started = Instant::now();
+        let mut reported = Instant::now();
         loop {
             let done = if self.faults.hang_migrations { 0.0 } else { started.elapsed().as_secs_f64() / copy.max(1e-9) };
+            if reported.elapsed() >= Duration::from_secs(1) {
+                reported = Instant::now();
+                let processed = (spec.memory_bytes as f64 * done.min(1.0)) as u64;
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                progress(MigrationProgress {
+                    elapsed_ms,
+                    data_total: spec.memory_bytes,
+                    data_processed: processed,
+                    data_remaining: spec.memory_bytes - processed,
+                    bytes_per_s: if elapsed_ms > 0 { processed * 1000 / elapsed_ms } else { 0 },
+                });
+            }
             if self.closing.load(std::sync::atomic::Ordering::Relaxed) {
                 self.flights().remove(vm_id);
                 return err("the agent is stopping; it keeps running here".into());
@@ -236,14 +301,32 @@ impl Hypervisor for SimulatedHypervisor {
         self.closing.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Lets go of `vm_id` for good: the destination runs it. After an agent restart the copy's
+    /// state is gone but the VM is replayed here again; completing lets go of it all the same,
+    /// so a move the coordinator saw adopted never leaves the VM on two hosts. A VM still being
+    /// copied is not let go.
     fn complete_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
-        if !self.flights().get(vm_id).is_some_and(|f| f.handed_over) {
-            return Err(HypervisorError::Migration(format!("completing {vm_id}: no copied migration of it is waiting here")));
+        if self.flights().get(vm_id).is_some_and(|f| !f.handed_over) {
+            return Err(HypervisorError::Migration(format!("completing {vm_id}: it is still being copied")));
         }
+        self.record(vm_id, None)?;
         let mut traces = self.traces.write().unwrap_or_else(|p| p.into_inner());
         traces.vms.retain(|v| v.name != vm_id);
         self.flights().remove(vm_id);
         Ok(())
+    }
+
+    fn inspect(&self, vm_id: &str) -> Result<VmPresence, HypervisorError> {
+        let present = self.read().vms.iter().any(|v| v.name == vm_id);
+        let flight = self.flights().get(vm_id).copied();
+        let paused = flight.is_some_and(|f| f.handed_over);
+        Ok(VmPresence {
+            vm_id: vm_id.into(),
+            present,
+            running: present && !paused,
+            migrating: flight.is_some(),
+            state: if !present { "absent" } else if paused { "paused" } else { "running" }.into(),
+        })
     }
 
     fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
@@ -287,6 +370,7 @@ impl Hypervisor for SimulatedHypervisor {
         if traces.vms.iter().any(|v| v.name == vm.vm_id) {
             return bad("it already runs here".into());
         }
+        self.record(&vm.vm_id, Some(vm))?;
         traces.vms.push(trace);
         Ok(())
     }
@@ -295,6 +379,10 @@ impl Hypervisor for SimulatedHypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target() -> MigrationTarget {
+        MigrationTarget { host: "dst".into(), ..Default::default() }
+    }
 
     fn cfg(dir: &std::path::Path) -> SimulatedConfig {
         SimulatedConfig {
@@ -344,18 +432,18 @@ mod tests {
         let dst = SimulatedHypervisor::load(&SimulatedConfig { shard_index: 1, shard_count: 2, ..cfg(d.path()) }).unwrap();
         let before = src.observe_step(3).vms[0].clone();
         assert_eq!(before.vm_id, "a");
-        let handoff = src.migrate_out("a", "dst").unwrap().expect("a simulated host hands the VM over");
+        let handoff = src.migrate_out("a", &target(), &|_| {}).unwrap().expect("a simulated host hands the VM over");
         // Copied: paused on the source (not reported) until the move completes or is abandoned.
         assert!(src.observe_step(3).vms.is_empty());
-        assert!(src.migrate_out("a", "dst").is_err(), "already in flight");
+        assert!(src.migrate_out("a", &target(), &|_| {}).is_err(), "already in flight");
         src.abort_migration("a").unwrap();
         assert_eq!(src.observe_step(3).vms.len(), 1, "abandoned: it runs on the source again");
-        let handoff2 = src.migrate_out("a", "dst").unwrap().unwrap();
+        let handoff2 = src.migrate_out("a", &target(), &|_| {}).unwrap().unwrap();
         assert_eq!(handoff2, handoff);
         dst.adopt(&handoff).unwrap();
         src.complete_migration("a").unwrap();
         assert_eq!(src.vm_count(), 0);
-        assert!(src.migrate_out("a", "dst").is_err(), "it is gone");
+        assert!(src.migrate_out("a", &target(), &|_| {}).is_err(), "it is gone");
         let after = dst.observe_step(3).vms.into_iter().find(|v| v.vm_id == "a").unwrap();
         assert_eq!(
             (after.cpu_utilisation, after.vcpus, after.memory_bytes, after.vcpu_mhz),
@@ -375,13 +463,13 @@ mod tests {
             SimulatedHypervisor::load(&SimulatedConfig { faults, time_compression: 1e6, ..cfg(d.path()) }).unwrap()
         };
         let h = faulty(SimulatedFaults { fail_migration_at: Some(0.5), ..Default::default() });
-        let e = h.migrate_out("a", "dst").unwrap_err().to_string();
+        let e = h.migrate_out("a", &target(), &|_| {}).unwrap_err().to_string();
         assert!(e.contains("failed at 50 %"), "{e}");
         assert_eq!(h.observe_step(3).vms.len(), 1);
         // A hanging copy ends only when aborted, and the VM stays.
         let h = std::sync::Arc::new(faulty(SimulatedFaults { hang_migrations: true, ..Default::default() }));
         let h2 = h.clone();
-        let copy = std::thread::spawn(move || h2.migrate_out("a", "dst"));
+        let copy = std::thread::spawn(move || h2.migrate_out("a", &target(), &|_| {}));
         while !h.flights().contains_key("a") {
             std::thread::sleep(Duration::from_millis(5));
         }

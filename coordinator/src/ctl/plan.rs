@@ -295,6 +295,7 @@ mod tests {
             outcome: "refused".into(),
             detail: "c: memory would be overcommitted".into(),
             ago_ms: 2000,
+            plan_id: 1,
         });
         let t = render_plan(&p);
         assert!(t.contains("0 done, 1 not") && t.contains("vm-0 a -> c refused: c: memory would be overcommitted"), "{t}");

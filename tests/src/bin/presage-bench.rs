@@ -271,6 +271,7 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
                     capacity: Some(HostCapacity { cpu_cores: 32, cpu_mhz_per_core: 2600.0, memory_bytes: 256 << 30, ..Default::default() }),
                     hypervisor_kind: "simulated".into(),
                     boot_id: "b".into(),
+                    ..Default::default()
                 })),
             })
             .await?;

@@ -84,6 +84,6 @@ impl KvTree for MemoryTree {
 mod tests {
     #[test]
     fn passes_the_store_conformance_suite() {
-        super::super::conformance::run_all(&|_| Box::new(super::MemoryStore::new()), false);
+        crate::conformance::run_all(&|_| Box::new(super::MemoryStore::new()), false);
     }
 }

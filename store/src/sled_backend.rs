@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn passes_the_store_conformance_suite() {
-        super::super::conformance::run_all(&|p| Box::new(SledStore::open(&p.join("db")).unwrap()), true);
+        crate::conformance::run_all(&|p| Box::new(SledStore::open(&p.join("db")).unwrap()), true);
     }
 
     #[test]

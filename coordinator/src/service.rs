@@ -52,6 +52,8 @@ pub struct Shared {
     pub executing: Mutex<std::collections::HashSet<u64>>,
     /// The latest progress each migrating VM's source streamed.
     pub progress: Mutex<std::collections::HashMap<String, pb::MigrationProgress>>,
+    /// How many progress reports arrived since start.
+    pub progress_reports: std::sync::atomic::AtomicU64,
     /// The `[executor]` limits every plan runs within.
     pub limits: crate::migration_queue::MigrationLimits,
     /// Serialises rollback requests (a plan is rolled back once).
@@ -78,6 +80,7 @@ impl Shared {
             journal,
             executing: Mutex::default(),
             progress: Mutex::default(),
+            progress_reports: Default::default(),
             limits,
             rollbacks: Mutex::new(()),
             policy_name,
@@ -208,6 +211,7 @@ impl AgentLink for AgentLinkService {
                         }
                         Ok(Some(AgentMessage { body: Some(agent_message::Body::MigrationProgress(p)) })) => {
                             debug!(vm = %p.vm_id, processed = p.data_processed, remaining = p.data_remaining, "migration progress");
+                            shared.progress_reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             shared.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(p.vm_id.clone(), p);
                         }
                         Ok(Some(AgentMessage { body: Some(agent_message::Body::Register(_)) })) => {

@@ -17,6 +17,10 @@ use presage_tests::*;
 #[path = "cluster/simulator.rs"]
 mod simulator;
 
+/// A real KVM live migration between two libvirt daemons.
+#[path = "cluster/live_migration.rs"]
+mod live_migration;
+
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The trace file's values as fractions, read independently of the code under test.

@@ -105,7 +105,7 @@ impl LibvirtHypervisor {
     /// which every KVM host provides.
     fn check_cpu(&self, dom: &Domain, dconn: &Connect) -> Result<(), String> {
         let xml = dom
-            .xml_desc(sys::VIR_DOMAIN_XML_UPDATE_CPU | sys::VIR_DOMAIN_XML_MIGRATABLE)
+            .xml_desc(sys::VIR_DOMAIN_XML_UPDATE_CPU)
             .map_err(|e| format!("reading the domain's CPU definition: {}", e.message()))?;
         let Some(cpu) = xml_element(&xml, "cpu") else { return Ok(()) };
         if cpu.contains("host-passthrough") {
@@ -125,29 +125,11 @@ impl LibvirtHypervisor {
         }
         let virttype = attribute(&xml, "domain", "type").unwrap_or_else(|| "kvm".into());
         let arch = xml_element(&xml, "os").and_then(|os| attribute(&os, "type", "arch"));
-        let c = |s: &str| std::ffi::CString::new(s).map_err(|_| "a NUL byte in the domain XML".to_string());
-        let (virttype_c, cpu_c) = (c(&virttype)?, c(&cpu)?);
-        let arch_c = arch.as_deref().map(c).transpose()?;
-        // SAFETY: every pointer is either null or a NUL-terminated string alive for the call,
-        // and `dconn` is an open connection.
-        let r = unsafe {
-            sys::virConnectCompareHypervisorCPU(
-                dconn.as_ptr(),
-                std::ptr::null(),
-                arch_c.as_ref().map_or(std::ptr::null(), |a| a.as_ptr()),
-                std::ptr::null(),
-                virttype_c.as_ptr(),
-                cpu_c.as_ptr(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(format!("the destination could not compare CPUs: {}", virt::error::Error::last_error().message()));
+        if hypervisor_provides_cpu(dconn, &cpu, arch.as_deref(), &virttype)? {
+            Ok(())
+        } else {
+            Err(format!("the destination's hypervisor cannot provide this VM's CPU ({})", cpu_summary(&cpu)))
         }
-        if r == sys::VIR_CPU_COMPARE_INCOMPATIBLE as i32 {
-            return Err(format!("the destination's hypervisor cannot provide this VM's CPU ({})", cpu_summary(&cpu)));
-        }
-        Ok(())
     }
 
     fn lookup(&self, vm_id: &str) -> Result<Option<Domain>, HypervisorError> {
@@ -264,6 +246,32 @@ fn xml_element(xml: &str, name: &str) -> Option<String> {
         return Some(xml[start..end].to_string());
     }
     None
+}
+
+/// Whether the hypervisor behind `conn` can provide the CPU `cpu_xml` describes (a `<cpu>`
+/// element) to a `virttype` (`kvm`, `qemu`) guest of `arch` (`virConnectCompareHypervisorCPU`:
+/// what QEMU/KVM can give a guest there, not the bare host CPU).
+pub fn hypervisor_provides_cpu(conn: &Connect, cpu_xml: &str, arch: Option<&str>, virttype: &str) -> Result<bool, String> {
+    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| "a NUL byte in the CPU definition".to_string());
+    let (virttype_c, cpu_c) = (c(virttype)?, c(cpu_xml)?);
+    let arch_c = arch.map(c).transpose()?;
+    // SAFETY: every pointer is either null or a NUL-terminated string alive for the call, and
+    // `conn` is an open connection.
+    let r = unsafe {
+        sys::virConnectCompareHypervisorCPU(
+            conn.as_ptr(),
+            std::ptr::null(),
+            arch_c.as_ref().map_or(std::ptr::null(), |a| a.as_ptr()),
+            std::ptr::null(),
+            virttype_c.as_ptr(),
+            cpu_c.as_ptr(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(format!("the destination could not compare CPUs: {}", virt::error::Error::last_error().message()));
+    }
+    Ok(r != sys::VIR_CPU_COMPARE_INCOMPATIBLE)
 }
 
 /// The value of `attr` on the first `<element ...>` tag of `xml`.
@@ -416,7 +424,7 @@ impl Hypervisor for LibvirtHypervisor {
                             data_total: j.data_total.unwrap_or(0),
                             data_processed: processed,
                             data_remaining: j.data_remaining.unwrap_or(0),
-                            bytes_per_s: if elapsed_ms > 0 { processed * 1000 / elapsed_ms } else { 0 },
+                            bytes_per_s: (processed * 1000).checked_div(elapsed_ms).unwrap_or(0),
                         });
                     }
                 }
@@ -486,16 +494,21 @@ impl Hypervisor for LibvirtHypervisor {
         let Some(dom) = self.lookup(vm_id)? else {
             return Err(HypervisorError::Migration(format!("aborting {vm_id}: it is no longer on this host (the migration finished)")));
         };
-        // SAFETY: `dom` is a live domain handle for the duration of the call.
-        let rc = unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
-        if rc < 0 {
-            let e = virt::error::Error::last_error();
-            tracing::debug!(vm = vm_id, error = %e, "no migration job to abort");
-        }
-        // The job ends asynchronously: wait briefly for the migration call to return.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.outgoing().contains(vm_id) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+        // A migration job cannot be aborted in every phase (libvirt refuses while it is still
+        // preparing the destination), so the abort is repeated until the migration call
+        // returns, for up to 30 s.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // SAFETY: `dom` is a live domain handle for the duration of the call.
+            let rc = unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
+            if rc < 0 {
+                let e = virt::error::Error::last_error();
+                tracing::debug!(vm = vm_id, error = %e, "abort refused (no job, or not abortable yet)");
+            }
+            if !self.outgoing().contains(vm_id) || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
         let p = self.inspect(vm_id)?;
         if p.running {

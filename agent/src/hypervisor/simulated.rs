@@ -265,7 +265,7 @@ impl Hypervisor for SimulatedHypervisor {
                     data_total: spec.memory_bytes,
                     data_processed: processed,
                     data_remaining: spec.memory_bytes - processed,
-                    bytes_per_s: if elapsed_ms > 0 { processed * 1000 / elapsed_ms } else { 0 },
+                    bytes_per_s: (processed * 1000).checked_div(elapsed_ms).unwrap_or(0),
                 });
             }
             if self.closing.load(std::sync::atomic::Ordering::Relaxed) {

@@ -7,14 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(pkg-config libvirt-dev libvirt0 gcc)
+# The tests also start two real libvirt daemons and move a KVM guest between them.
+TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86)
 
 install_deps() {
+  local wanted=("${PACKAGES[@]}" "$@")
   if ! command -v cargo >/dev/null 2>&1; then
     echo "presage: cargo is not installed; install Rust from https://rustup.rs and run this again" >&2
     exit 1
   fi
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -38,11 +41,11 @@ case "$cmd" in
     exec target/release/presagectl demo "$@"
     ;;
   test)
-    install_deps
+    install_deps "${TEST_PACKAGES[@]}"
     exec cargo test --workspace --locked "$@"
     ;;
   deps)
-    install_deps
+    install_deps "${TEST_PACKAGES[@]}"
     ;;
   *)
     sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'

@@ -212,7 +212,16 @@ pub async fn execute(shared: &Arc<Shared>, plan: PlanRecord, limits: MigrationLi
     let id = plan.id;
     shared.executing.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
     let span = info_span!("plan", id, origin = %plan.origin, moves = plan.moves.len());
-    let ended = execute_moves(shared, plan, limits).instrument(span).await;
+    let snapshot = plan.clone();
+    // At shutdown the plan stops where it is, as in a crash: the journal holds each move's
+    // step, and the next coordinator's reconciler settles them.
+    let ended = tokio::select! {
+        ended = execute_moves(shared, plan, limits).instrument(span) => ended,
+        _ = shared.cancel.cancelled() => {
+            shared.executing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return shared.journal.get(id).ok().flatten().unwrap_or(snapshot);
+        }
+    };
     shared.executing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     {
         let mut applied = shared.applied.lock().unwrap_or_else(|p| p.into_inner());

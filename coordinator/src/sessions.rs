@@ -29,7 +29,8 @@ pub struct Sessions {
     next_session: AtomicU64,
     next_command: AtomicU64,
     open: Mutex<HashMap<String, (u64, Outbound)>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<CommandResult>>>,
+    /// Commands waiting for their result: the host they went to, and the waiter.
+    pending: Mutex<HashMap<u64, ((String, u64), oneshot::Sender<CommandResult>)>>,
 }
 
 impl Sessions {
@@ -46,6 +47,9 @@ impl Sessions {
         if open.get(host).is_some_and(|(id, _)| *id == session) {
             open.remove(host);
         }
+        drop(open);
+        // Commands sent over it will never be answered: their waiters see the session closed.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, ((h, s), _)| !(h == host && *s == session));
     }
 
     /// Closes every session (shutdown).
@@ -60,11 +64,12 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(host)
-            .map(|(_, o)| o.clone())
+            .map(|(session, o)| (*session, o.clone()))
             .ok_or_else(|| CommandError::NotConnected(host.into()))?;
+        let (session, out) = out;
         let id = self.next_command.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, ((host.to_string(), session), tx));
         let msg = CoordinatorMessage { body: Some(coordinator_message::Body::Command(Command { id, body: Some(body) })) };
         let result = async {
             out.send(Ok(msg)).await.map_err(|_| CommandError::SessionClosed(host.into()))?;
@@ -83,7 +88,7 @@ impl Sessions {
     /// answer after a timeout).
     pub fn complete(&self, result: CommandResult) -> bool {
         match self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&result.id) {
-            Some(tx) => tx.send(result).is_ok(),
+            Some((_, tx)) => tx.send(result).is_ok(),
             None => false,
         }
     }

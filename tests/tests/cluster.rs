@@ -650,3 +650,113 @@ async fn a_failed_hung_or_refused_move_leaves_every_vm_running_once_on_its_sourc
         assert!(held.iter().all(|r| !r.hard && r.id.starts_with("growth/")), "{name}: {held:?}");
     }
 }
+
+/// A plan interrupted by a restart of the coordinator, then by a restart of the source agent:
+/// the journal says where each move was, the reconciler (or the executor, once the agent is
+/// back) settles it, and every VM ends on exactly one host with no hard reservation left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_of_the_coordinator_or_an_agent_mid_plan_leave_every_vm_on_one_host() {
+    use presage_agent::config::{HypervisorConfig, SimulatedFaults};
+    use presage_protocol::pb::{ListPlansRequest, MoveVmRequest, Release, ReserveOnHostRequest};
+    let busy: Vec<u32> = vec![50; 288];
+    let trace = synthetic_trace(&[("vm-1", &busy), ("vm-2", &busy), ("vm-3", &busy), ("vm-4", &busy)]);
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), presage_coordinator::config::PolicyConfig::default());
+    cfg.data_dir = Some(data.path().join("coordinator"));
+    let coord = RunningCoordinator::start_config(cfg.clone()).await;
+    cfg.listen = ([127, 0, 0, 1], coord.port).into();
+    // Copies away from hv-a hang: every move stays "migrating" until something gives.
+    let agent_cfg = |host: &str, shard: usize, url: &str| {
+        let mut c = simulated_agent(&pki, host, url, &data.path().join(host), trace.path(), (shard, 2), 0);
+        if let HypervisorConfig::Simulated(s) = &mut c.hypervisor {
+            s.faults = SimulatedFaults { hang_migrations: host == "hv-a", ..Default::default() };
+        }
+        c
+    };
+    let a_cfg = agent_cfg("hv-a", 0, &coord.url);
+    let mut agent_a = RunningAgent::start(a_cfg.clone());
+    let agent_b = RunningAgent::start(agent_cfg("hv-b", 1, &coord.url));
+    let operator = pki.issue(Role::Operator, "ops");
+    let op = client(&coord.url, &operator).await.unwrap();
+    let placement = |op: presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>| async move {
+        let mut op = op;
+        let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+        let mut p: Vec<(String, String)> = vms.into_iter().map(|v| (v.sample.unwrap().vm_id, v.host_id)).collect();
+        p.sort();
+        Some(p)
+    };
+    let initial = eventually("both hosts reporting their two VMs", WAIT, || {
+        let op = op.clone();
+        async move { placement(op).await.filter(|p| p.len() == 4) }
+    })
+    .await;
+    let on = |p: &[(String, String)], vm: &str| p.iter().filter(|(v, _)| v == vm).map(|(_, h)| h.clone()).collect::<Vec<_>>();
+    assert_eq!(on(&initial, "vm-1"), ["hv-a"]);
+    let step_of = |op: presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>, id: u64| async move {
+        let mut op = op;
+        let p = op.list_plans(ListPlansRequest { plan_id: id, limit: 0 }).await.ok()?.into_inner().plans.pop()?;
+        Some((p.moves[0].step.clone(), p.moves[0].detail.clone()))
+    };
+
+    // 1. The coordinator restarts while vm-1's copy runs.
+    let mut o = op.clone();
+    let plan1 = o.move_vm(MoveVmRequest { vm_id: "vm-1".into(), to_host: "hv-b".into() }).await.unwrap().into_inner().plan.unwrap().id;
+    eventually("vm-1 migrating", WAIT, || {
+        let op = op.clone();
+        async move { step_of(op, plan1).await.filter(|(s, _)| s == "migrating") }
+    })
+    .await;
+    coord.stop().await;
+    let coord = RunningCoordinator::start_config(cfg.clone()).await;
+    let op = client(&coord.url, &operator).await.unwrap();
+    let (step, detail) = eventually("the restarted coordinator to settle vm-1's move", WAIT, || {
+        let op = op.clone();
+        async move { step_of(op, plan1).await.filter(|(s, _)| s != "migrating") }
+    })
+    .await;
+    assert_eq!(step, "aborted", "{detail}");
+    assert!(detail.contains("interrupted while migrating") && detail.contains("stayed on hv-a"), "{detail}");
+
+    // 2. The source agent restarts while vm-3's copy runs.
+    let mut o = op.clone();
+    let plan2 = eventually("the agents back on the new coordinator and the move accepted", WAIT, || {
+        let mut o = o.clone();
+        async move { o.move_vm(MoveVmRequest { vm_id: "vm-3".into(), to_host: "hv-b".into() }).await.ok() }
+    })
+    .await
+    .into_inner()
+    .plan
+    .unwrap()
+    .id;
+    let _ = &mut o;
+    eventually("vm-3 migrating", WAIT, || {
+        let op = op.clone();
+        async move { step_of(op, plan2).await.filter(|(s, _)| s == "migrating") }
+    })
+    .await;
+    agent_a.stop().await;
+    agent_a = RunningAgent::start(a_cfg);
+    let (step, detail) = eventually("vm-3's move to end", WAIT, || {
+        let op = op.clone();
+        async move { step_of(op, plan2).await.filter(|(s, _)| s != "migrating") }
+    })
+    .await;
+    assert!(step == "failed" || step == "aborted", "{step}: {detail}");
+    assert!(detail.contains("stayed on hv-a"), "{detail}");
+
+    // Every VM on exactly one host, where it started; no hard reservation left.
+    let after = eventually("all four VMs reported again", WAIT, || {
+        let op = op.clone();
+        async move { placement(op).await.filter(|p| p.len() == 4) }
+    })
+    .await;
+    assert_eq!(after, initial, "every VM once, on its source");
+    let mut o = op.clone();
+    let r = ReserveOnHostRequest { host_id: "hv-b".into(), reserve: None, release: Some(Release { id: "nothing".into() }) };
+    let held = o.reserve_on_host(r).await.unwrap().into_inner().state.unwrap().held;
+    assert!(held.iter().all(|r| !r.hard), "{held:?}");
+    agent_a.stop().await;
+    agent_b.stop().await;
+    coord.stop().await;
+}

@@ -598,9 +598,17 @@ async fn faulty_move(
         async move { op.get_plan(GetPlanRequest {}).await.ok()?.into_inner().applied.into_iter().find(|m| m.outcome != "done") }
     })
     .await;
-    let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap().into_inner().vms;
-    let mut placement: Vec<(String, String)> = vms.into_iter().map(|v| (v.sample.unwrap().vm_id, v.host_id)).collect();
-    placement.sort();
+    // A VM that resumed on its source is in the source's next report (a paused one is not).
+    let placement = eventually("all four VMs reported", WAIT, || {
+        let mut op = op.clone();
+        async move {
+            let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+            let mut placement: Vec<(String, String)> = vms.into_iter().map(|v| (v.sample.unwrap().vm_id, v.host_id)).collect();
+            placement.sort();
+            (placement.len() >= 4).then_some(placement)
+        }
+    })
+    .await;
     // Moves that ended released their hard reservations: with later passes retrying, wait for a
     // moment when no move is in flight.
     let held = eventually("no hard reservation left on the destination between moves", WAIT, || {

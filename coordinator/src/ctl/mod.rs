@@ -81,6 +81,35 @@ pub enum Command {
     /// The last advisory pass's plan: ordered moves, each with its reason, benefit and cost, and
     /// the scores of the chosen host and the runner-up.
     Plan,
+    /// The executor's journal: recent plans (or one, with `--id`), each move's step, outcome,
+    /// duration and, while it copies, its progress.
+    Plans {
+        /// Show this plan only.
+        #[arg(long)]
+        id: Option<u64>,
+        /// How many recent plans.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Reverses a finished plan's done moves, last first, one at a time, as a new plan.
+    Rollback {
+        /// The plan's id (`presagectl plans`).
+        plan: u64,
+        /// Wait until the rollback plan has finished and show it.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Moves one VM to a host now, through the executor (pre-checks, reservation, live
+    /// migration, post-checks), as a one-move plan.
+    Move {
+        /// VM id.
+        vm: String,
+        /// Destination host.
+        host: String,
+        /// Wait until the move has finished and show it.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Why a VM is where it is, or why the plan moves it: its predicted demand and every host
     /// ranked for it now, with each scorer's part.
     Explain {
@@ -197,6 +226,36 @@ pub enum CertsCommand {
     },
 }
 
+fn show_plans(output: &OutputFormat, plans: &[presage_protocol::pb::PlanInfo]) -> anyhow::Result<()> {
+    match output {
+        OutputFormat::Json => print_json(&plans.iter().map(plan::plan_info_json).collect::<Vec<_>>()),
+        OutputFormat::Table => {
+            print!("{}", plan::render_plans(plans));
+            Ok(())
+        }
+        OutputFormat::Csv => plan::no_csv("plans"),
+    }
+}
+
+/// Polls plan `id` once a second until it is no longer running.
+async fn wait_for_plan(
+    c: &mut presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>,
+    id: u64,
+) -> anyhow::Result<presage_protocol::pb::PlanInfo> {
+    loop {
+        let r = c
+            .list_plans(presage_protocol::pb::ListPlansRequest { plan_id: id, limit: 0 })
+            .await
+            .map_err(|s| rpc_error("plans", s))?
+            .into_inner();
+        let p = r.plans.into_iter().next().with_context(|| format!("plan {id} is not in the journal"))?;
+        if p.status != "running" {
+            return Ok(p);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -284,6 +343,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 OutputFormat::Csv => bail!("--output csv is only available for simulate"),
             }
+        }
+        Command::Plans { id, limit } => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .list_plans(presage_protocol::pb::ListPlansRequest { plan_id: id.unwrap_or(0), limit })
+                .await
+                .map_err(|s| rpc_error("plans", s))?
+                .into_inner();
+            show_plans(&cli.output, &r.plans)?;
+        }
+        Command::Rollback { plan, wait } => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .rollback_plan(presage_protocol::pb::RollbackPlanRequest { plan_id: plan })
+                .await
+                .map_err(|s| rpc_error("rollback", s))?
+                .into_inner();
+            let back = r.rollback.context("the coordinator answered without the rollback plan")?;
+            let back = if wait { wait_for_plan(&mut c, back.id).await? } else { back };
+            show_plans(&cli.output, &[back])?;
+        }
+        Command::Move { vm, host, wait } => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .move_vm(presage_protocol::pb::MoveVmRequest { vm_id: vm, to_host: host })
+                .await
+                .map_err(|s| rpc_error("move", s))?
+                .into_inner();
+            let p = r.plan.context("the coordinator answered without the plan")?;
+            let p = if wait { wait_for_plan(&mut c, p.id).await? } else { p };
+            show_plans(&cli.output, &[p])?;
         }
         Command::Plan => {
             let mut c = cli.conn.target().connect().await?;

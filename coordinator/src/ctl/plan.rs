@@ -303,3 +303,72 @@ mod tests {
         assert!(t.contains("chosen") && t.contains("runner-up") && t.contains("fit 0.050x2.00=+0.100"), "{t}");
     }
 }
+
+/// The executor's plans as a table: one block per plan, one line per move.
+pub fn render_plans(plans: &[presage_protocol::pb::PlanInfo]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if plans.is_empty() {
+        out.push_str("no plans in the journal yet\n");
+    }
+    for p in plans {
+        let mut head = format!("plan {} ({}): {}", p.id, p.origin, p.status);
+        if p.rollback_of > 0 {
+            let _ = write!(head, ", reverses plan {}", p.rollback_of);
+        }
+        if p.rolled_back_by > 0 {
+            let _ = write!(head, ", reversed by plan {}", p.rolled_back_by);
+        }
+        let _ = writeln!(out, "{head}");
+        for m in &p.moves {
+            let mut line = format!("  {} {} -> {} [{}] {}", m.vm_id, m.from_host, m.to_host, m.reason, m.step);
+            if m.duration_ms > 0 {
+                let _ = write!(line, " in {:.1} s", m.duration_ms as f64 / 1000.0);
+            }
+            if let Some(pr) = &m.progress
+                && pr.data_total > 0
+            {
+                let _ = write!(
+                    line,
+                    " ({:.0} % of {} MiB, {} MiB/s)",
+                    100.0 * pr.data_processed as f64 / pr.data_total as f64,
+                    pr.data_total >> 20,
+                    pr.bytes_per_s >> 20
+                );
+            }
+            if !m.detail.is_empty() {
+                let _ = write!(line, ": {}", m.detail);
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
+}
+
+/// One plan as JSON.
+pub fn plan_info_json(p: &presage_protocol::pb::PlanInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": p.id,
+        "origin": p.origin,
+        "status": p.status,
+        "created_unix_ms": p.created_unix_ms,
+        "rollback_of": (p.rollback_of > 0).then_some(p.rollback_of),
+        "rolled_back_by": (p.rolled_back_by > 0).then_some(p.rolled_back_by),
+        "moves": p.moves.iter().map(|m| serde_json::json!({
+            "vm_id": m.vm_id,
+            "from_host": m.from_host,
+            "to_host": m.to_host,
+            "reason": m.reason,
+            "step": m.step,
+            "detail": m.detail,
+            "duration_ms": m.duration_ms,
+            "progress": m.progress.as_ref().map(|pr| serde_json::json!({
+                "elapsed_ms": pr.elapsed_ms,
+                "data_total": pr.data_total,
+                "data_processed": pr.data_processed,
+                "data_remaining": pr.data_remaining,
+                "bytes_per_s": pr.bytes_per_s,
+            })),
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -24,13 +24,16 @@ pub enum CommandError {
     SessionClosed(String),
 }
 
+/// A command waiting for its result: the (host, session) it went over, and where the result goes.
+type Waiter = ((String, u64), oneshot::Sender<CommandResult>);
+
 #[derive(Default)]
 pub struct Sessions {
     next_session: AtomicU64,
     next_command: AtomicU64,
     open: Mutex<HashMap<String, (u64, Outbound)>>,
-    /// Commands waiting for their result: the host they went to, and the waiter.
-    pending: Mutex<HashMap<u64, ((String, u64), oneshot::Sender<CommandResult>)>>,
+    /// Commands waiting for their result, by command id.
+    pending: Mutex<HashMap<u64, Waiter>>,
 }
 
 impl Sessions {

@@ -592,7 +592,7 @@ async fn faulty_move(
         }
         agents.push(RunningAgent::start(cfg));
     }
-    let mut op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
     let failed = eventually("a move that did not go through", WAIT, || {
         let mut op = op.clone();
         async move { op.get_plan(GetPlanRequest {}).await.ok()?.into_inner().applied.into_iter().find(|m| m.outcome != "done") }

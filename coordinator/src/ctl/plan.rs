@@ -246,64 +246,6 @@ pub fn place_json(p: &PlaceResponse) -> serde_json::Value {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_sizes_parse_with_units_and_bad_ones_are_named() {
-        assert_eq!(parse_memory_mib("4096").unwrap(), 4096.0);
-        assert_eq!(parse_memory_mib("4GiB").unwrap(), 4096.0);
-        assert_eq!(parse_memory_mib("512 MiB").unwrap(), 512.0);
-        assert_eq!(parse_memory_mib("1t").unwrap(), 1_048_576.0);
-        for bad in ["", "lots", "4 parsecs", "-1G", "NaN"] {
-            assert!(parse_memory_mib(bad).unwrap_err().contains(&format!("{bad:?}")), "{bad}");
-        }
-    }
-
-    #[test]
-    fn an_explained_move_shows_both_hosts_and_every_term() {
-        let score = |h: &str, s: f64| HostScore {
-            host_id: h.into(),
-            score: s,
-            risk_after: 0.05,
-            utilisation_after: 0.8,
-            terms: vec![presage_protocol::pb::ScoreTerm { scorer: "fit".into(), value: 0.05, weight: 2.0, contribution: 0.1 }],
-        };
-        let p = GetPlanResponse {
-            policy: "presage".into(),
-            available: true,
-            moves: vec![PlannedMove {
-                vm_id: "vm-1".into(),
-                from_host: "a".into(),
-                to_host: "b".into(),
-                reason: "overload".into(),
-                explained: true,
-                benefit_j: 90_000.0,
-                cost_j: 5_000.0,
-                chosen: Some(score("b", 0.1)),
-                runner_up: Some(score("c", 0.2)),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let mut p = p;
-        p.applied.push(presage_protocol::pb::AppliedMove {
-            vm_id: "vm-0".into(),
-            from_host: "a".into(),
-            to_host: "c".into(),
-            outcome: "refused".into(),
-            detail: "c: memory would be overcommitted".into(),
-            ago_ms: 2000,
-            plan_id: 1,
-        });
-        let t = render_plan(&p);
-        assert!(t.contains("0 done, 1 not") && t.contains("vm-0 a -> c refused: c: memory would be overcommitted"), "{t}");
-        assert!(t.contains("vm-1  a -> b  (overload)") && t.contains("benefit 90 kJ > cost 5 kJ"), "{t}");
-        assert!(t.contains("chosen") && t.contains("runner-up") && t.contains("fit 0.050x2.00=+0.100"), "{t}");
-    }
-}
-
 /// The executor's plans as a table: one block per plan, one line per move.
 pub fn render_plans(plans: &[presage_protocol::pb::PlanInfo]) -> String {
     use std::fmt::Write;
@@ -371,4 +313,104 @@ pub fn plan_info_json(p: &presage_protocol::pb::PlanInfo) -> serde_json::Value {
             })),
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_with_units_and_bad_ones_are_named() {
+        assert_eq!(parse_memory_mib("4096").unwrap(), 4096.0);
+        assert_eq!(parse_memory_mib("4GiB").unwrap(), 4096.0);
+        assert_eq!(parse_memory_mib("512 MiB").unwrap(), 512.0);
+        assert_eq!(parse_memory_mib("1t").unwrap(), 1_048_576.0);
+        for bad in ["", "lots", "4 parsecs", "-1G", "NaN"] {
+            assert!(parse_memory_mib(bad).unwrap_err().contains(&format!("{bad:?}")), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_explained_move_shows_both_hosts_and_every_term() {
+        let score = |h: &str, s: f64| HostScore {
+            host_id: h.into(),
+            score: s,
+            risk_after: 0.05,
+            utilisation_after: 0.8,
+            terms: vec![presage_protocol::pb::ScoreTerm { scorer: "fit".into(), value: 0.05, weight: 2.0, contribution: 0.1 }],
+        };
+        let p = GetPlanResponse {
+            policy: "presage".into(),
+            available: true,
+            moves: vec![PlannedMove {
+                vm_id: "vm-1".into(),
+                from_host: "a".into(),
+                to_host: "b".into(),
+                reason: "overload".into(),
+                explained: true,
+                benefit_j: 90_000.0,
+                cost_j: 5_000.0,
+                chosen: Some(score("b", 0.1)),
+                runner_up: Some(score("c", 0.2)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut p = p;
+        p.applied.push(presage_protocol::pb::AppliedMove {
+            vm_id: "vm-0".into(),
+            from_host: "a".into(),
+            to_host: "c".into(),
+            outcome: "refused".into(),
+            detail: "c: memory would be overcommitted".into(),
+            ago_ms: 2000,
+            plan_id: 1,
+        });
+        let t = render_plan(&p);
+        assert!(t.contains("0 done, 1 not") && t.contains("vm-0 a -> c refused: c: memory would be overcommitted"), "{t}");
+        assert!(t.contains("vm-1  a -> b  (overload)") && t.contains("benefit 90 kJ > cost 5 kJ"), "{t}");
+        assert!(t.contains("chosen") && t.contains("runner-up") && t.contains("fit 0.050x2.00=+0.100"), "{t}");
+    }
+
+    #[test]
+    fn plans_render_steps_progress_and_rollback_links() {
+        use presage_protocol::pb::{MigrationProgress, PlanInfo, PlanMove};
+        let p = PlanInfo {
+            id: 7,
+            origin: "policy".into(),
+            status: "running".into(),
+            rolled_back_by: 0,
+            rollback_of: 3,
+            moves: vec![
+                PlanMove {
+                    vm_id: "vm-1".into(),
+                    from_host: "a".into(),
+                    to_host: "b".into(),
+                    reason: "drain".into(),
+                    step: "migrating".into(),
+                    progress: Some(MigrationProgress { data_total: 4 << 30, data_processed: 1 << 30, bytes_per_s: 100 << 20, ..Default::default() }),
+                    ..Default::default()
+                },
+                PlanMove {
+                    vm_id: "vm-2".into(),
+                    from_host: "a".into(),
+                    to_host: "c".into(),
+                    reason: "drain".into(),
+                    step: "skipped".into(),
+                    detail: "pre-check: CPU".into(),
+                    duration_ms: 1500,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let t = render_plans(std::slice::from_ref(&p));
+        assert!(t.contains("plan 7 (policy): running, reverses plan 3"), "{t}");
+        assert!(t.contains("vm-1 a -> b [drain] migrating (25 % of 4096 MiB, 100 MiB/s)"), "{t}");
+        assert!(t.contains("vm-2 a -> c [drain] skipped in 1.5 s: pre-check: CPU"), "{t}");
+        let j = plan_info_json(&p);
+        assert_eq!(j["rollback_of"], 3);
+        assert!(j["rolled_back_by"].is_null());
+        assert_eq!(j["moves"][0]["progress"]["data_processed"], 1u64 << 30);
+    }
 }

@@ -11,7 +11,7 @@ use anyhow::Context;
 use presage_protocol::pb::{agent_link_server::AgentLinkServer, operator_server::OperatorServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::advisor::Advisor;
 use crate::config::CoordinatorConfig;
@@ -158,6 +158,7 @@ async fn advisory_pass(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            _ = shared.wake_policy.notified() => {}
         }
         let plan = {
             let draining = shared.draining.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -171,6 +172,7 @@ async fn advisory_pass(
         }
         let plan = Arc::new(plan);
         *shared.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), plan.clone()));
+        start_drain_plans(&shared, &plan, limits);
         if cfg.mode == crate::config::PolicyMode::Automatic {
             let ttl = (cfg.interval * 2).as_millis() as u64;
             tokio::select! {
@@ -196,6 +198,41 @@ async fn advisory_pass(
             let ended = crate::applier::execute(&shared, record, limits).await;
             info!(plan = ended.id, status = ended.status(), "plan applied");
         }
+    }
+}
+
+/// For hosts just marked drained: every VM the pass moves off them, in one plan per pass
+/// (`origin = "drain"`), executed now whatever the policy mode, each VM to a host that fits its
+/// forecast. A host whose VMs cannot all be placed yet stays requested for the next pass.
+fn start_drain_plans(shared: &Arc<Shared>, plan: &crate::advisor::PlanSnapshot, limits: crate::migration_queue::MigrationLimits) {
+    let requested: std::collections::HashSet<String> = shared.drain_requests.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if requested.is_empty() {
+        return;
+    }
+    let in_flight = crate::applier::vms_in_flight(shared);
+    let moves: Vec<_> = crate::applier::moves_of(plan, usize::MAX, &in_flight).into_iter().filter(|m| requested.contains(&m.from_host)).collect();
+    let state = shared.state();
+    let mut requests = shared.drain_requests.lock().unwrap_or_else(|p| p.into_inner());
+    for host in &requested {
+        let resident = state.host(host).map(|h| h.vms.len()).unwrap_or(0);
+        let planned = moves.iter().filter(|m| &m.from_host == host).count();
+        if planned >= resident {
+            requests.remove(host);
+        } else {
+            info!(host = %host, resident, planned, "not every VM of the drained host has a destination yet; the next pass plans the rest");
+        }
+    }
+    drop((requests, state));
+    if moves.is_empty() {
+        return;
+    }
+    match shared.journal.create("drain", moves, crate::applier::unix_ms(), None) {
+        Ok(record) => {
+            info!(plan = record.id, moves = record.moves.len(), "drain plan started");
+            let shared = shared.clone();
+            tokio::spawn(async move { crate::applier::execute(&shared, record, limits).await }.in_current_span());
+        }
+        Err(e) => warn!(error = %e, "journaling the drain plan failed; the next pass tries again"),
     }
 }
 

@@ -58,6 +58,10 @@ pub struct Shared {
     pub limits: crate::migration_queue::MigrationLimits,
     /// Serialises rollback requests (a plan is rolled back once).
     pub rollbacks: Mutex<()>,
+    /// Hosts just marked drained whose VMs the next pass moves off in one drain plan.
+    pub drain_requests: Mutex<std::collections::HashSet<String>>,
+    /// Wakes the policy pass early (a drain was requested).
+    pub wake_policy: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -83,6 +87,8 @@ impl Shared {
             progress_reports: Default::default(),
             limits,
             rollbacks: Mutex::new(()),
+            drain_requests: Mutex::default(),
+            wake_policy: tokio::sync::Notify::new(),
             policy_name,
             policy_mode,
             state: Mutex::new(ClusterState::new(host_timeout)),
@@ -489,6 +495,18 @@ impl Operator for OperatorService {
         info!(host = %r.host_id, drain = r.drain, changed, "drain mark set");
         let mut draining: Vec<String> = d.iter().cloned().collect();
         draining.sort();
+        drop(d);
+        // Draining moves every VM off the host in one plan, at once, in either policy mode.
+        let mut requests = self.shared.drain_requests.lock().unwrap_or_else(|p| p.into_inner());
+        if r.drain {
+            requests.insert(r.host_id.clone());
+        } else {
+            requests.remove(&r.host_id);
+        }
+        drop(requests);
+        if r.drain {
+            self.shared.wake_policy.notify_one();
+        }
         Ok(Response::new(pb::SetDrainResponse { changed, draining }))
     }
 

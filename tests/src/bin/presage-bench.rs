@@ -12,6 +12,12 @@
 //!                          each public PlanetLab day alone on one thread, then all of them at
 //!                          once on every core, with the process's peak memory.
 //!
+//! `presage-bench drain` — the migration executor end to end: an in-process coordinator and
+//!                          simulated agents over mutual TLS; one host of N VMs is drained
+//!                          (`SetDrain`) with the default `[executor]` limits; prints the time
+//!                          to empty it and each move's duration, and the executor's overhead per
+//!                          move (duration minus the simulated copy).
+//!
 //! Build with `cargo build --release --bins`; `agent` and `ingest` start the release daemons
 //! next to this binary.
 
@@ -77,6 +83,17 @@ enum Cmd {
         vms: usize,
         #[arg(long, default_value_t = 1000)]
         placements: usize,
+    },
+    /// Drain one host of `vms` VMs onto `destinations` empty hosts with the default limits.
+    Drain {
+        #[arg(long, default_value_t = 40)]
+        vms: usize,
+        #[arg(long, default_value_t = 4)]
+        destinations: usize,
+        /// Simulated copy bandwidth, MB/s (1250: 10 GbE; 1e9: copies take no time, so a move's
+        /// duration is the executor's own overhead).
+        #[arg(long, default_value_t = 1250.0)]
+        mb_per_s: f64,
     },
     Ingest {
         #[arg(long, default_value_t = 1000)]
@@ -498,6 +515,108 @@ fn bench_decide(n_hosts: usize, n_vms: usize, placements: usize) -> anyhow::Resu
     Ok(())
 }
 
+async fn bench_drain(vms: usize, destinations: usize, mb_per_s: f64) -> anyhow::Result<()> {
+    use presage_agent::config::HypervisorConfig;
+    use presage_coordinator::config::PolicyConfig;
+    use presage_protocol::pb::{ListPlansRequest, ListVmsRequest, SetDrainRequest};
+    // One folder for every host (a VM's trace must be readable where it lands): the source
+    // replays the first `vms` files, destination j the file after them.
+    let busy: Vec<u32> = vec![30; 288];
+    let names: Vec<String> = (0..vms).map(|i| format!("vm-{i:03}")).chain((0..destinations).map(|j| format!("w-{j}"))).collect();
+    let files: Vec<(&str, &[u32])> = names.iter().map(|n| (n.as_str(), busy.as_slice())).collect();
+    let trace = presage_tests::synthetic_trace(&files);
+    let pki = Pki::new();
+    let data = tempfile::tempdir()?;
+    let policy = PolicyConfig { name: "presage".into(), interval: Duration::from_secs(1), ..Default::default() };
+    let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), policy);
+    cfg.data_dir = Some(data.path().join("coordinator"));
+    let limits = cfg.executor;
+    let coord = RunningCoordinator::start_config(cfg).await;
+    let mut agents = Vec::new();
+    let total = vms + destinations;
+    for h in 0..=destinations {
+        let host = if h == 0 { "source".to_string() } else { format!("dest-{h}") };
+        let shard = if h == 0 { (0, 1) } else { (vms + h - 1, total) };
+        let mut a = presage_tests::simulated_agent(&pki, &host, &coord.url, &data.path().join(&host), trace.path(), shard, if h == 0 { vms } else { 0 });
+        a.sample_interval = Duration::from_millis(500);
+        a.forecast.cpu_model = None;
+        if let HypervisorConfig::Simulated(s) = &mut a.hypervisor {
+            s.time_compression = 1.0;
+            s.migration_mb_per_s = Some(mb_per_s);
+            if h > 0 {
+                s.cpu_cores = Some(64);
+                s.memory_mb = Some(256 << 10);
+            }
+        }
+        agents.push(presage_tests::RunningAgent::start(a));
+    }
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "bench")).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let memory: std::collections::HashMap<String, u64> = loop {
+        let all = op.list_vms(ListVmsRequest { host_id: String::new() }).await?.into_inner().vms;
+        if all.len() == total {
+            break all.into_iter().filter_map(|v| v.sample.map(|s| (s.vm_id, s.memory_bytes))).collect();
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {total} VMs reported within a minute", all.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Let the policy see each VM a few times first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = Instant::now();
+    op.set_drain(SetDrainRequest { host_id: "source".into(), drain: true }).await?;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let plans = loop {
+        let plans = op.list_plans(ListPlansRequest { plan_id: 0, limit: 100 }).await?.into_inner().plans;
+        let drains: Vec<_> = plans.into_iter().filter(|p| p.origin == "drain").collect();
+        let moved: usize = drains.iter().flat_map(|p| &p.moves).filter(|m| m.step == "done").count();
+        if moved >= vms && drains.iter().all(|p| p.status != "running") {
+            break drains;
+        }
+        if Instant::now() > deadline {
+            bail!("the drain did not finish in 30 minutes ({moved} of {vms} moved)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let drained_in = started.elapsed();
+    // The source's next report shows it empty.
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = op.list_vms(ListVmsRequest { host_id: "source".into() }).await?.into_inner().vms.len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let moves: Vec<_> = plans.iter().flat_map(|p| p.moves.clone()).collect();
+    let mut durations: Vec<f64> = moves.iter().filter(|m| m.step == "done").map(|m| m.duration_ms as f64 / 1000.0).collect();
+    let mut overheads: Vec<f64> = moves
+        .iter()
+        .filter(|m| m.step == "done")
+        .map(|m| {
+            let copy = memory.get(&m.vm_id).copied().unwrap_or(0) as f64 / 1e6 / mb_per_s;
+            m.duration_ms as f64 / 1000.0 - copy.min(60.0)
+        })
+        .collect();
+    let pct = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        if v.is_empty() { 0.0 } else { v[((v.len() - 1) as f64 * q).round() as usize] }
+    };
+    println!("drain of one host of {vms} VMs onto {destinations} hosts, limits {}/{}/{} (out/in/cluster), copies at {mb_per_s} MB/s", limits.per_host_out, limits.per_host_in, limits.cluster);
+    println!("  plans                       {}", plans.len());
+    println!("  moves done / not            {} / {}", durations.len(), moves.len() - durations.len());
+    println!("  VMs left on the source      {left}");
+    println!("  time to drain               {:.2} s", drained_in.as_secs_f64());
+    println!("  move duration p50/p90/max   {:.3} / {:.3} / {:.3} s", pct(&mut durations, 0.5), pct(&mut durations, 0.9), pct(&mut durations, 1.0));
+    println!("  executor overhead per move  p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms (duration minus the simulated copy)", pct(&mut overheads, 0.5) * 1e3, pct(&mut overheads, 0.9) * 1e3, pct(&mut overheads, 1.0) * 1e3);
+    for a in agents {
+        a.stop().await;
+    }
+    coord.stop().await;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Cmd::Decide { hosts, vms, placements } = &args.cmd {
@@ -514,6 +633,7 @@ fn main() -> anyhow::Result<()> {
         match args.cmd {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
             Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
+            Cmd::Drain { vms, destinations, mb_per_s } => bench_drain(vms, destinations, mb_per_s).await,
             Cmd::Simulate { .. } | Cmd::Forecast { .. } | Cmd::Decide { .. } => unreachable!("handled above"),
         }
     })

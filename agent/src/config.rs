@@ -455,6 +455,24 @@ shard_count = 4
             AgentConfig::parse(&format!("{GOOD}[reservations]\ncpu_limit = 1.5\n"), Path::new("a.toml")).unwrap().reservations.cpu_limit,
             1.5
         );
+        assert_eq!(c.migration.uri.as_deref(), Some("qemu+tls://kvm-01.example/system"));
+        assert_eq!(c.migration.mode, MigrationMode::PeerToPeer);
+        assert_eq!(AgentConfig::parse(GOOD, Path::new("a.toml")).unwrap().migration, MigrationConfig::default());
+    }
+
+    #[test]
+    fn bad_migration_settings_are_named() {
+        assert!(err(&format!("{GOOD}[migration]\nuri = \"kvm-01:16509\"\n")).contains("migration.uri"));
+        assert!(err(&format!("{GOOD}[migration]\ndata_uri = \"http://x\"\n")).contains("migration.data_uri"));
+        assert!(err(&format!("{GOOD}[migration]\nmode = \"sideways\"\n")).contains("mode"));
+        assert!(err(&format!("{GOOD}[migration]\nprogress_interval = \"1ms\"\n")).contains("migration.progress_interval"));
+        assert!(err(&format!("{GOOD}[migration]\nbandwith_mib_s = 10\n")).contains("bandwith_mib_s"));
+        let ok = AgentConfig::parse(
+            &format!("{GOOD}[migration]\nuri = \"qemu+ssh://kvm-02/system\"\nmode = \"direct\"\nbandwidth_mib_s = 500\n"),
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert_eq!((ok.migration.mode, ok.migration.bandwidth_mib_s), (MigrationMode::Direct, 500));
     }
 
     #[test]

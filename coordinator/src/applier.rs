@@ -93,6 +93,9 @@ enum StepError {
     TimedOut(String),
     #[error("{0}")]
     Precheck(String),
+    /// The host has no session: the command was never sent.
+    #[error("{0}")]
+    NotDelivered(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -100,6 +103,7 @@ enum StepError {
 async fn send_within(shared: &Shared, host: &str, body: command::Body, timeout: Duration) -> Result<pb::CommandResult, StepError> {
     let r = shared.sessions.send(host, body, timeout).await.map_err(|e| match e {
         crate::sessions::CommandError::Timeout { .. } => StepError::TimedOut(e.to_string()),
+        crate::sessions::CommandError::NotConnected(_) => StepError::NotDelivered(e.to_string()),
         _ => StepError::Failed(e.to_string()),
     })?;
     match CommandStatus::try_from(r.status) {
@@ -136,35 +140,50 @@ pub fn time_budget(memory_mib: f64, limits: &MigrationLimits) -> Duration {
     Duration::from_millis(limits.timeout_floor_ms) + Duration::from_secs_f64(copy_s.clamp(0.0, 86_400.0))
 }
 
-/// Settles a move whose step failed or was interrupted: asks both hosts where the VM is and
-/// finishes the move from there. On the destination: the source lets go (if it still holds a
-/// paused copy) and the move is done. Otherwise, if the source has it: the migration is aborted
-/// (a paused VM resumes) and the move ends as `stayed`. `None` when a host cannot be asked (it is
-/// left for [`reconcile`] to settle later).
-async fn settle(shared: &Shared, plan_id: u64, m: &MoveRecord, why: &str, stayed: Step, wait: Duration) -> Option<(Step, String)> {
+/// Settles a move whose step failed or was interrupted: asks the hosts where the VM is and
+/// finishes the move from there. `reached` is how far the move got: before `HandingOver` the
+/// destination never received the VM (a simulated `Adopt`), and a libvirt source that runs the
+/// VM, not migrating, still has it (libvirt pauses the source before switching over).
+///
+/// - Runs on the source, not migrating, and the move never handed over: it stayed there.
+/// - Runs on the destination: the source lets go (if it still holds a paused copy); done.
+/// - The destination does not run it (or cannot be asked and never received it) and the source
+///   has it: the migration is aborted there (a paused VM resumes); it stayed.
+///
+/// `None` when the hosts cannot say (left for [`reconcile`] to settle later).
+async fn settle(shared: &Shared, plan_id: u64, m: &MoveRecord, reached: Step, why: &str, stayed: Step, wait: Duration) -> Option<(Step, String)> {
     let rid = m.reservation_id(plan_id);
+    let handed_over = matches!(reached, Step::HandingOver | Step::Completing);
+    let src = inspect_waiting(shared, &m.from_host, &m.vm_id, wait).await;
+    if let Ok(s) = &src
+        && s.running
+        && !s.migrating
+        && !handed_over
+    {
+        release(shared, &m.to_host, &rid).await;
+        return Some((stayed, format!("{why}; it stayed on {}", m.from_host)));
+    }
     let dst = inspect_waiting(shared, &m.to_host, &m.vm_id, wait).await;
     if let Ok(d) = &dst
         && d.running
     {
-        let src = inspect_waiting(shared, &m.from_host, &m.vm_id, wait).await;
-        if let Ok(s) = &src
-            && s.present
-        {
-            let complete = command::Body::CompleteMigration(pb::CompleteMigration { vm_id: m.vm_id.clone() });
-            if let Err(e) = send(shared, &m.from_host, complete).await {
-                warn!(vm = %m.vm_id, error = %e, "the source did not let go of a VM that runs on its destination");
-                return None;
+        match &src {
+            Ok(s) if s.present => {
+                let complete = command::Body::CompleteMigration(pb::CompleteMigration { vm_id: m.vm_id.clone() });
+                if let Err(e) = send(shared, &m.from_host, complete).await {
+                    warn!(vm = %m.vm_id, error = %e, "the source did not let go of a VM that runs on its destination");
+                    return None;
+                }
             }
-        } else if src.is_err() {
-            return None;
+            Ok(_) => {}
+            Err(_) => return None,
         }
         release(shared, &m.to_host, &rid).await;
         return Some((Step::Done, format!("{why}; it runs on {}", m.to_host)));
     }
-    let src = inspect_waiting(shared, &m.from_host, &m.vm_id, wait).await;
-    match (src, dst) {
-        (Ok(s), _) if s.present => {
+    let destination_cannot_have_it = dst.is_ok() || !handed_over;
+    match (&src, destination_cannot_have_it) {
+        (Ok(s), true) if s.present => {
             let abort = command::Body::AbortMigration(pb::AbortMigration { vm_id: m.vm_id.clone() });
             if let Err(e) = send(shared, &m.from_host, abort).await {
                 warn!(vm = %m.vm_id, error = %e, "aborting on the source failed");
@@ -173,7 +192,7 @@ async fn settle(shared: &Shared, plan_id: u64, m: &MoveRecord, why: &str, stayed
             release(shared, &m.to_host, &rid).await;
             Some((stayed, format!("{why}; it stayed on {}", m.from_host)))
         }
-        (Ok(_), Ok(_)) => {
+        (Ok(_), _) if dst.is_ok() => {
             release(shared, &m.to_host, &rid).await;
             Some((Step::Failed, format!("{why}; the VM is on neither {} nor {} now", m.from_host, m.to_host)))
         }
@@ -372,24 +391,31 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
         }
         Err(StepError::TimedOut(e)) => {
             let why = format!("over its {} s budget ({e})", budget.as_secs());
-            return settled(settle(shared, plan_id, &m, &why, Step::Aborted, SETTLE_WAIT).await);
+            return settled(settle(shared, plan_id, &m, Step::Migrating, &why, Step::Aborted, SETTLE_WAIT).await);
         }
-        Err(StepError::Failed(e)) => return settled(settle(shared, plan_id, &m, &e, Step::Failed, SETTLE_WAIT).await),
+        Err(StepError::Failed(e) | StepError::NotDelivered(e)) => {
+            return settled(settle(shared, plan_id, &m, Step::Migrating, &e, Step::Failed, SETTLE_WAIT).await);
+        }
     };
+    let handed_over = handoff.is_some();
     if let Some(vm) = handoff {
         if let Err(e) = step_to(Step::HandingOver) {
-            return settled(settle(shared, plan_id, &m, &format!("journal: {e}"), Step::Failed, SETTLE_WAIT).await);
+            return settled(settle(shared, plan_id, &m, Step::Migrating, &format!("journal: {e}"), Step::Failed, SETTLE_WAIT).await);
         }
-        if let Err(e) = send(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) })).await {
+        if let Err(e) = send_within(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) }), STEP_TIMEOUT).await {
             // The destination did not take it: abandon the copy; the VM resumes on its source.
-            return settled(settle(shared, plan_id, &m, &format!("the destination did not take it: {e}"), Step::RolledBack, SETTLE_WAIT).await);
+            // An Adopt that never reached the destination (it is gone) cannot have been carried out.
+            let reached = if matches!(e, StepError::NotDelivered(_)) { Step::Migrating } else { Step::HandingOver };
+            let why = format!("the destination did not take it: {e}");
+            return settled(settle(shared, plan_id, &m, reached, &why, Step::RolledBack, SETTLE_WAIT).await);
         }
         if let Err(e) = step_to(Step::Completing) {
             warn!(error = %e, "journaling the hand-over failed; completing anyway");
         }
         let complete = command::Body::CompleteMigration(pb::CompleteMigration { vm_id: m.vm_id.clone() });
         if let Err(e) = send(shared, &m.from_host, complete).await {
-            return settled(settle(shared, plan_id, &m, &format!("the source did not confirm letting go: {e}"), Step::Failed, SETTLE_WAIT).await);
+            let why = format!("the source did not confirm letting go: {e}");
+            return settled(settle(shared, plan_id, &m, Step::Completing, &why, Step::Failed, SETTLE_WAIT).await);
         }
     }
     // Post-check: it runs on the destination and not on the source.
@@ -407,7 +433,8 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
                 m.from_host,
                 src.as_ref().map(|p| p.state.clone()).unwrap_or_else(|e| e.clone())
             );
-            settled(settle(shared, plan_id, &m, &why, Step::Failed, SETTLE_WAIT).await)
+            let reached = if handed_over { Step::Completing } else { Step::Migrating };
+            settled(settle(shared, plan_id, &m, reached, &why, Step::Failed, SETTLE_WAIT).await)
         }
     }
 }
@@ -469,7 +496,7 @@ pub async fn reconcile(shared: &Arc<Shared>, wait: Duration) -> usize {
                 Some((Step::Cancelled, "not started before the coordinator restarted".to_string()))
             } else {
                 let why = format!("interrupted while {}", m.step.name());
-                settle(shared, plan.id, &m, &why, Step::Aborted, wait).instrument(span.clone()).await
+                settle(shared, plan.id, &m, m.step, &why, Step::Aborted, wait).instrument(span.clone()).await
             };
             if let Some((step, detail)) = outcome {
                 info!(parent: &span, vm = %m.vm_id, step = step.name(), %detail, "settled an interrupted move");

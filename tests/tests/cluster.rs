@@ -659,7 +659,8 @@ async fn a_failed_hung_or_refused_move_leaves_every_vm_running_once_on_its_sourc
     }
 }
 
-/// A plan interrupted by a restart of the coordinator, then by a restart of the source agent:
+/// A plan interrupted by a restart of the coordinator, then by a restart of the source agent,
+/// then by the loss of the destination agent mid-copy:
 /// the journal says where each move was, the reconciler (or the executor, once the agent is
 /// back) settles it, and every VM ends on exactly one host with no hard reservation left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -679,6 +680,13 @@ async fn restarts_of_the_coordinator_or_an_agent_mid_plan_leave_every_vm_on_one_
         let mut c = simulated_agent(&pki, host, url, &data.path().join(host), trace.path(), (shard, 2), 0);
         if let HypervisorConfig::Simulated(s) = &mut c.hypervisor {
             s.faults = SimulatedFaults { hang_migrations: host == "hv-a", ..Default::default() };
+            // Room for every VM on either host.
+            s.cpu_cores = Some(8);
+            s.memory_mb = Some(16 << 10);
+            // hv-b's copies take seconds (a slow link), so its destination can vanish mid-copy.
+            if host == "hv-b" {
+                s.migration_mb_per_s = Some(0.5);
+            }
         }
         c
     };
@@ -744,7 +752,7 @@ async fn restarts_of_the_coordinator_or_an_agent_mid_plan_leave_every_vm_on_one_
     })
     .await;
     agent_a.stop().await;
-    agent_a = RunningAgent::start(a_cfg);
+    agent_a = RunningAgent::start(a_cfg.clone());
     let (step, detail) = eventually("vm-3's move to end", WAIT, || {
         let op = op.clone();
         async move { step_of(op, plan2).await.filter(|(s, _)| s != "migrating") }
@@ -752,6 +760,32 @@ async fn restarts_of_the_coordinator_or_an_agent_mid_plan_leave_every_vm_on_one_
     .await;
     assert!(step == "failed" || step == "aborted", "{step}: {detail}");
     assert!(detail.contains("stayed on hv-a"), "{detail}");
+
+    // 3. The destination dies while vm-2 is copied to it: the hand-over cannot reach it, the copy
+    // is abandoned and vm-2 resumes on hv-b.
+    let vm2_plan = eventually("hv-a back and the move accepted", WAIT, || {
+        let mut o = op.clone();
+        async move { o.move_vm(MoveVmRequest { vm_id: "vm-2".into(), to_host: "hv-a".into() }).await.ok() }
+    })
+    .await
+    .into_inner()
+    .plan
+    .unwrap()
+    .id;
+    eventually("vm-2 migrating", WAIT, || {
+        let op = op.clone();
+        async move { step_of(op, vm2_plan).await.filter(|(s, _)| s == "migrating") }
+    })
+    .await;
+    agent_a.stop().await;
+    let (step, detail) = eventually("vm-2's move to end", Duration::from_secs(90), || {
+        let op = op.clone();
+        async move { step_of(op, vm2_plan).await.filter(|(s, _)| s != "migrating" && s != "handing_over") }
+    })
+    .await;
+    assert_eq!(step, "rolled_back", "{detail}");
+    assert!(detail.contains("did not take it") && detail.contains("stayed on hv-b"), "{detail}");
+    agent_a = RunningAgent::start(a_cfg.clone());
 
     // Every VM on exactly one host, where it started; no hard reservation left.
     let after = eventually("all four VMs reported again", WAIT, || {

@@ -175,6 +175,7 @@ struct HypervisorSection {
     fault_fail_migration_at: Option<f64>,
     fault_hang_migrations: Option<bool>,
     fault_refuse_adopt: Option<bool>,
+    fault_fail_vms: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -205,6 +206,7 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                 ("fault_fail_migration_at", s.fault_fail_migration_at.is_some()),
                 ("fault_hang_migrations", s.fault_hang_migrations.is_some()),
                 ("fault_refuse_adopt", s.fault_refuse_adopt.is_some()),
+                ("fault_fail_vms", s.fault_fail_vms.is_some()),
             ];
             if let Some((key, _)) = simulated_only.iter().find(|(_, set)| *set) {
                 return Err(D::Error::custom(format!("key `hypervisor.{key}` only applies to kind = \"simulated\"")));
@@ -232,6 +234,7 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                     fail_migration_at: s.fault_fail_migration_at,
                     hang_migrations: s.fault_hang_migrations.unwrap_or(false),
                     refuse_adopt: s.fault_refuse_adopt.unwrap_or(false),
+                    fail_vms: s.fault_fail_vms.unwrap_or_default(),
                 },
             })
         }
@@ -278,6 +281,8 @@ pub struct SimulatedFaults {
     pub hang_migrations: bool,
     /// This host refuses to adopt VMs (a destination that dies mid-move).
     pub refuse_adopt: bool,
+    /// Migrations of these VMs away from this host fail halfway through the copy.
+    pub fail_vms: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -802,3 +802,90 @@ async fn restarts_of_the_coordinator_or_an_agent_mid_plan_leave_every_vm_on_one_
     agent_b.stop().await;
     coord.stop().await;
 }
+
+/// `[executor] on_failure = "rollback"`: a drain plan one of whose moves fails stops, and its
+/// done move is reversed (a rollback plan), so the drained host ends as it began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_whose_move_fails_is_rolled_back_when_configured() {
+    use presage_agent::config::{HypervisorConfig, SimulatedFaults};
+    use presage_coordinator::config::PolicyConfig;
+    use presage_coordinator::migration_queue::OnFailure;
+    use presage_protocol::pb::{ListPlansRequest, SetDrainRequest};
+    let busy: Vec<u32> = vec![30; 288];
+    let names = ["vm-1", "vm-2", "vm-3", "vm-4", "vm-5", "vm-6"];
+    let files: Vec<(&str, &[u32])> = names.iter().map(|n| (*n, busy.as_slice())).collect();
+    let trace = synthetic_trace(&files);
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let policy = PolicyConfig { name: "presage".into(), interval: Duration::from_secs(1), ..Default::default() };
+    let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), policy);
+    cfg.data_dir = Some(data.path().join("coordinator"));
+    cfg.executor.on_failure = OnFailure::Rollback;
+    let coord = RunningCoordinator::start_config(cfg).await;
+    let mut agents = Vec::new();
+    for (i, host) in ["hv-a", "hv-b", "hv-c"].into_iter().enumerate() {
+        // hv-a replays vm-1 and vm-4; moving vm-4 away fails halfway.
+        let mut c = simulated_agent(&pki, host, &coord.url, &data.path().join(host), trace.path(), (i, 3), 0);
+        if let HypervisorConfig::Simulated(s) = &mut c.hypervisor {
+            s.cpu_cores = Some(8);
+            s.memory_mb = Some(16 << 10);
+            if host == "hv-a" {
+                s.faults = SimulatedFaults { fail_vms: vec!["vm-4".into()], ..Default::default() };
+            }
+        }
+        agents.push(RunningAgent::start(c));
+    }
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let placement = |op: presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>| async move {
+        let mut op = op;
+        let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+        let mut p: Vec<(String, String)> = vms.into_iter().map(|v| (v.sample.unwrap().vm_id, v.host_id)).collect();
+        p.sort();
+        Some(p)
+    };
+    let initial = eventually("six VMs reported", WAIT, || {
+        let op = op.clone();
+        async move { placement(op).await.filter(|p| p.len() == 6) }
+    })
+    .await;
+    let on_a: Vec<&str> = initial.iter().filter(|(_, h)| h == "hv-a").map(|(v, _)| v.as_str()).collect();
+    assert_eq!(on_a, ["vm-1", "vm-4"]);
+    // Let the policy see the VMs before the drain.
+    eventually("a policy pass over all six VMs", WAIT, || {
+        let mut op = op.clone();
+        async move { (op.get_plan(presage_protocol::pb::GetPlanRequest {}).await.ok()?.into_inner().vms_considered == 6).then_some(()) }
+    })
+    .await;
+    let mut o = op.clone();
+    o.set_drain(SetDrainRequest { host_id: "hv-a".into(), drain: true }).await.unwrap();
+    let (drain, back) = eventually("the drain plan to fail and its rollback to finish", WAIT, || {
+        let mut op = op.clone();
+        async move {
+            let plans = op.list_plans(ListPlansRequest { plan_id: 0, limit: 20 }).await.ok()?.into_inner().plans;
+            let drain = plans.iter().find(|p| p.origin == "drain")?.clone();
+            let back = plans.iter().find(|p| p.rollback_of == drain.id && p.status != "running")?.clone();
+            Some((drain, back))
+        }
+    })
+    .await;
+    let steps: Vec<(&str, &str)> = drain.moves.iter().map(|m| (m.vm_id.as_str(), m.step.as_str())).collect();
+    assert!(steps.contains(&("vm-1", "done")) && steps.contains(&("vm-4", "failed")), "{drain:?}");
+    assert_eq!((drain.status.as_str(), drain.rolled_back_by), ("rolled_back", back.id));
+    let vm1 = drain.moves.iter().find(|m| m.vm_id == "vm-1").unwrap();
+    assert_eq!(back.moves.len(), 1, "only the done move is reversed: {back:?}");
+    assert_eq!(
+        (back.moves[0].vm_id.as_str(), back.moves[0].from_host.as_str(), back.moves[0].to_host.as_str(), back.moves[0].step.as_str()),
+        ("vm-1", vm1.to_host.as_str(), "hv-a", "done")
+    );
+    let after = eventually("the VMs back where they were", WAIT, || {
+        let op = op.clone();
+        let initial = initial.clone();
+        async move { placement(op).await.filter(|p| *p == initial) }
+    })
+    .await;
+    assert_eq!(after.len(), 6, "every VM once");
+    for a in agents {
+        a.stop().await;
+    }
+    coord.stop().await;
+}

@@ -276,7 +276,8 @@ impl Hypervisor for SimulatedHypervisor {
                 self.flights().remove(vm_id);
                 return err("aborted; it keeps running here".into());
             }
-            if let Some(at) = self.faults.fail_migration_at
+            let fail_at = if self.faults.fail_vms.iter().any(|v| v == vm_id) { Some(0.5) } else { self.faults.fail_migration_at };
+            if let Some(at) = fail_at
                 && done >= at
             {
                 self.flights().remove(vm_id);

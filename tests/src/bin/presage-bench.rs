@@ -567,9 +567,12 @@ async fn bench_drain(vms: usize, destinations: usize, mb_per_s: f64) -> anyhow::
     let started = Instant::now();
     op.set_drain(SetDrainRequest { host_id: "source".into(), drain: true }).await?;
     let deadline = Instant::now() + Duration::from_secs(1800);
+    let mut most_in_flight = 0;
     let plans = loop {
         let plans = op.list_plans(ListPlansRequest { plan_id: 0, limit: 100 }).await?.into_inner().plans;
         let drains: Vec<_> = plans.into_iter().filter(|p| p.origin == "drain").collect();
+        let in_flight = drains.iter().flat_map(|p| &p.moves).filter(|m| !matches!(m.step.as_str(), "pending" | "done" | "refused" | "skipped" | "failed" | "aborted" | "rolled_back" | "cancelled")).count();
+        most_in_flight = most_in_flight.max(in_flight);
         let moved: usize = drains.iter().flat_map(|p| &p.moves).filter(|m| m.step == "done").count();
         if moved >= vms && drains.iter().all(|p| p.status != "running") {
             break drains;
@@ -608,7 +611,16 @@ async fn bench_drain(vms: usize, destinations: usize, mb_per_s: f64) -> anyhow::
     println!("  moves done / not            {} / {}", durations.len(), moves.len() - durations.len());
     println!("  VMs left on the source      {left}");
     println!("  time to drain               {:.2} s", drained_in.as_secs_f64());
-    println!("  move duration p50/p90/max   {:.3} / {:.3} / {:.3} s", pct(&mut durations, 0.5), pct(&mut durations, 0.9), pct(&mut durations, 1.0));
+    println!("  most moves seen in flight   {most_in_flight} (sampled every 50 ms)");
+    let total_copy: f64 = moves.iter().map(|m| memory.get(&m.vm_id).copied().unwrap_or(0) as f64 / 1e6 / mb_per_s).sum();
+    println!("  copy time of all VMs        {total_copy:.2} s (memory / bandwidth, summed)");
+    println!(
+        "  move duration min/p50/p90/max {:.3} / {:.3} / {:.3} / {:.3} s",
+        pct(&mut durations, 0.0),
+        pct(&mut durations, 0.5),
+        pct(&mut durations, 0.9),
+        pct(&mut durations, 1.0)
+    );
     println!("  executor overhead per move  p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms (duration minus the simulated copy)", pct(&mut overheads, 0.5) * 1e3, pct(&mut overheads, 0.9) * 1e3, pct(&mut overheads, 1.0) * 1e3);
     for a in agents {
         a.stop().await;

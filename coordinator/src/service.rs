@@ -28,6 +28,8 @@ use crate::validate;
 /// How long an agent has to send `Register` after opening the stream.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most migrations whose latest progress is kept.
+const MAX_PROGRESS_ENTRIES: usize = 4096;
 
 /// State shared by the services and the background tasks.
 pub struct Shared {
@@ -216,9 +218,18 @@ impl AgentLink for AgentLinkService {
                             }
                         }
                         Ok(Some(AgentMessage { body: Some(agent_message::Body::MigrationProgress(p)) })) => {
+                            if let Err(e) = validate::migration_progress(&p) {
+                                warn!(error = %e, "rejected migration progress");
+                                continue;
+                            }
                             debug!(vm = %p.vm_id, processed = p.data_processed, remaining = p.data_remaining, "migration progress");
                             shared.progress_reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            shared.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(p.vm_id.clone(), p);
+                            let mut progress = shared.progress.lock().unwrap_or_else(|p| p.into_inner());
+                            // Entries leave when their move ends; a bound keeps a misbehaving agent
+                            // from growing the map.
+                            if progress.len() < MAX_PROGRESS_ENTRIES || progress.contains_key(&p.vm_id) {
+                                progress.insert(p.vm_id.clone(), p);
+                            }
                         }
                         Ok(Some(AgentMessage { body: Some(agent_message::Body::Register(_)) })) => {
                             warn!("Register sent twice on one session; ignored");

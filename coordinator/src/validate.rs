@@ -52,6 +52,19 @@ pub fn register(r: &Register) -> Result<(), InvalidMessage> {
     if cap.memory_bytes == 0 {
         return Err(InvalidMessage::new("register.capacity.memory_bytes", "must be positive"));
     }
+    for (field, uri) in [("register.migration_uri", &r.migration_uri), ("register.migration_data_uri", &r.migration_data_uri)] {
+        if !uri.is_empty() && (uri.len() > 1024 || uri.chars().any(char::is_control) || !uri.contains("://")) {
+            return Err(InvalidMessage::new(field, "must be empty or a URI (scheme://...) of at most 1024 bytes without control characters"));
+        }
+    }
+    Ok(())
+}
+
+/// A migration progress report: about a VM id of sane length.
+pub fn migration_progress(p: &presage_protocol::pb::MigrationProgress) -> Result<(), InvalidMessage> {
+    if p.vm_id.is_empty() || p.vm_id.len() > 256 || p.vm_id.contains('\0') {
+        return Err(InvalidMessage::new("migration_progress.vm_id", "must be 1 to 256 bytes without NUL"));
+    }
     Ok(())
 }
 
@@ -190,5 +203,18 @@ mod tests {
         assert_eq!(register(&r).unwrap_err().field, "register.capacity.cpu_mhz_per_core");
         let r = Register { host_id: "h/x".into(), ..r };
         assert_eq!(register(&r).unwrap_err().field, "register.host_id");
+        let ok = Register {
+            host_id: "h".into(),
+            capacity: Some(HostCapacity { cpu_cores: 2, cpu_mhz_per_core: 2000.0, memory_bytes: 1, ..Default::default() }),
+            migration_uri: "qemu+tls://h/system".into(),
+            ..Default::default()
+        };
+        assert!(register(&ok).is_ok());
+        let bad = Register { migration_uri: "h:16509".into(), ..ok.clone() };
+        assert_eq!(register(&bad).unwrap_err().field, "register.migration_uri");
+        let bad = Register { migration_data_uri: "tcp://h\n".into(), ..ok };
+        assert_eq!(register(&bad).unwrap_err().field, "register.migration_data_uri");
+        let p = presage_protocol::pb::MigrationProgress { vm_id: "x".repeat(300), ..Default::default() };
+        assert_eq!(migration_progress(&p).unwrap_err().field, "migration_progress.vm_id");
     }
 }

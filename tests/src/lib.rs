@@ -209,6 +209,25 @@ pub async fn client(url: &str, files: &TlsFiles) -> Result<OperatorClient<Channe
     Ok(OperatorClient::new(ch))
 }
 
+/// Where every VM runs, as the coordinator sees it: (vm id, host id), sorted; `None` when the
+/// call fails.
+pub async fn placement(mut op: OperatorClient<Channel>) -> Option<Vec<(String, String)>> {
+    let vms = op.list_vms(presage_protocol::pb::ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+    let mut p: Vec<(String, String)> = vms.into_iter().filter_map(|v| Some((v.sample?.vm_id, v.host_id))).collect();
+    p.sort();
+    Some(p)
+}
+
+/// The reservations `host`'s agent holds now (asked by releasing an id nobody holds).
+pub async fn held_reservations(mut op: OperatorClient<Channel>, host: &str) -> Option<Vec<presage_protocol::pb::ReservationEntry>> {
+    let r = presage_protocol::pb::ReserveOnHostRequest {
+        host_id: host.into(),
+        reserve: None,
+        release: Some(presage_protocol::pb::Release { id: "nothing".into() }),
+    };
+    Some(op.reserve_on_host(r).await.ok()?.into_inner().state?.held)
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `limit` naming `what`.
 /// The limit only bounds a hung test; no assertion depends on how long the wait took.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T

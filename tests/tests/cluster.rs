@@ -457,7 +457,7 @@ async fn an_agent_refuses_an_overcommitting_reservation_and_keeps_its_book_acros
 async fn in_automatic_mode_an_overloaded_simulated_host_is_relieved_and_every_vm_runs_exactly_once() {
     use presage_agent::config::HypervisorConfig;
     use presage_coordinator::config::{PolicyConfig, PolicyMode};
-    use presage_protocol::pb::{GetPlanRequest, Release, ReserveOnHostRequest};
+    use presage_protocol::pb::GetPlanRequest;
     // Four VMs at a steady 80 %: CloudSim sizes 2500, 2000, 1000, 500 MIPS in file order.
     let busy: Vec<u32> = vec![80; 288];
     let trace = synthetic_trace(&[("vm-1", &busy), ("vm-2", &busy), ("vm-3", &busy), ("vm-4", &busy)]);
@@ -477,7 +477,7 @@ async fn in_automatic_mode_an_overloaded_simulated_host_is_relieved_and_every_vm
     }
     let a = RunningAgent::start(a_cfg);
     let b = RunningAgent::start(b_cfg);
-    let mut op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
 
     let placement = eventually("a move applied and every VM reported exactly once", WAIT, || {
         let mut op = op.clone();
@@ -504,8 +504,7 @@ async fn in_automatic_mode_an_overloaded_simulated_host_is_relieved_and_every_vm
     // The reservations the moves held became allocations: no hard one is left on either host
     // (soft ones record the VMs' expected growth).
     for host in ["hv-a", "hv-b"] {
-        let r = ReserveOnHostRequest { host_id: host.into(), reserve: None, release: Some(Release { id: "nothing".into() }) };
-        let held = op.reserve_on_host(r).await.unwrap().into_inner().state.unwrap().held;
+        let held = held_reservations(op.clone(), host).await.unwrap();
         assert!(held.iter().all(|r| !r.hard && r.id == format!("growth/{host}")), "{host}: {held:?}");
     }
     a.stop().await;
@@ -572,7 +571,7 @@ async fn faulty_move(
 ) -> (presage_protocol::pb::AppliedMove, Vec<(String, String)>, Vec<presage_protocol::pb::ReservationEntry>) {
     use presage_agent::config::HypervisorConfig;
     use presage_coordinator::config::{PolicyConfig, PolicyMode};
-    use presage_protocol::pb::{GetPlanRequest, Release, ReserveOnHostRequest};
+    use presage_protocol::pb::GetPlanRequest;
     let busy: Vec<u32> = vec![80; 288];
     let trace = synthetic_trace(&[("vm-1", &busy), ("vm-2", &busy), ("vm-3", &busy), ("vm-4", &busy)]);
     let pki = Pki::new();
@@ -600,24 +599,15 @@ async fn faulty_move(
     .await;
     // A VM that resumed on its source is in the source's next report (a paused one is not).
     let placement = eventually("all four VMs reported", WAIT, || {
-        let mut op = op.clone();
-        async move {
-            let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
-            let mut placement: Vec<(String, String)> = vms.into_iter().map(|v| (v.sample.unwrap().vm_id, v.host_id)).collect();
-            placement.sort();
-            (placement.len() >= 4).then_some(placement)
-        }
+        let op = op.clone();
+        async move { placement(op).await.filter(|p| p.len() >= 4) }
     })
     .await;
     // Moves that ended released their hard reservations: with later passes retrying, wait for a
     // moment when no move is in flight.
     let held = eventually("no hard reservation left on the destination between moves", WAIT, || {
-        let mut op = op.clone();
-        async move {
-            let r = ReserveOnHostRequest { host_id: "hv-b".into(), reserve: None, release: Some(Release { id: "nothing".into() }) };
-            let held = op.reserve_on_host(r).await.ok()?.into_inner().state?.held;
-            held.iter().all(|r| !r.hard).then_some(held)
-        }
+        let op = op.clone();
+        async move { held_reservations(op, "hv-b").await.filter(|held| held.iter().all(|r| !r.hard)) }
     })
     .await;
     for a in agents {
@@ -666,7 +656,7 @@ async fn a_failed_hung_or_refused_move_leaves_every_vm_running_once_on_its_sourc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_of_the_coordinator_or_an_agent_mid_plan_leave_every_vm_on_one_host() {
     use presage_agent::config::{HypervisorConfig, SimulatedFaults};
-    use presage_protocol::pb::{ListPlansRequest, MoveVmRequest, Release, ReserveOnHostRequest};
+    use presage_protocol::pb::{ListPlansRequest, MoveVmRequest};
     let busy: Vec<u32> = vec![50; 288];
     let trace = synthetic_trace(&[("vm-1", &busy), ("vm-2", &busy), ("vm-3", &busy), ("vm-4", &busy)]);
     let pki = Pki::new();
@@ -695,13 +685,6 @@ async fn restarts_of_the_coordinator_or_an_agent_mid_plan_leave_every_vm_on_one_
     let agent_b = RunningAgent::start(agent_cfg("hv-b", 1, &coord.url));
     let operator = pki.issue(Role::Operator, "ops");
     let op = client(&coord.url, &operator).await.unwrap();
-    let placement = |op: presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>| async move {
-        let mut op = op;
-        let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
-        let mut p: Vec<(String, String)> = vms.into_iter().map(|v| (v.sample.unwrap().vm_id, v.host_id)).collect();
-        p.sort();
-        Some(p)
-    };
     let initial = eventually("both hosts reporting their two VMs", WAIT, || {
         let op = op.clone();
         async move { placement(op).await.filter(|p| p.len() == 4) }
@@ -794,9 +777,7 @@ async fn restarts_of_the_coordinator_or_an_agent_mid_plan_leave_every_vm_on_one_
     })
     .await;
     assert_eq!(after, initial, "every VM once, on its source");
-    let mut o = op.clone();
-    let r = ReserveOnHostRequest { host_id: "hv-b".into(), reserve: None, release: Some(Release { id: "nothing".into() }) };
-    let held = o.reserve_on_host(r).await.unwrap().into_inner().state.unwrap().held;
+    let held = held_reservations(op.clone(), "hv-b").await.unwrap();
     assert!(held.iter().all(|r| !r.hard), "{held:?}");
     agent_a.stop().await;
     agent_b.stop().await;
@@ -836,13 +817,6 @@ async fn a_plan_whose_move_fails_is_rolled_back_when_configured() {
         agents.push(RunningAgent::start(c));
     }
     let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
-    let placement = |op: presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>| async move {
-        let mut op = op;
-        let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
-        let mut p: Vec<(String, String)> = vms.into_iter().map(|v| (v.sample.unwrap().vm_id, v.host_id)).collect();
-        p.sort();
-        Some(p)
-    };
     let initial = eventually("six VMs reported", WAIT, || {
         let op = op.clone();
         async move { placement(op).await.filter(|p| p.len() == 6) }

@@ -79,6 +79,9 @@ impl Shared {
             warn!(error = %e, "reading the drain marks failed; no host is drained");
             Default::default()
         });
+        // A drain interrupted by a restart goes on: the first pass plans whatever is still on
+        // a drained host.
+        let drain_requests = drained.clone();
         Arc::new(Shared {
             plan: Mutex::new(None),
             applied: Mutex::new(Default::default()),
@@ -89,7 +92,7 @@ impl Shared {
             progress_reports: Default::default(),
             limits,
             rollbacks: Mutex::new(()),
-            drain_requests: Mutex::default(),
+            drain_requests: Mutex::new(drain_requests),
             wake_policy: tokio::sync::Notify::new(),
             policy_name,
             policy_mode,

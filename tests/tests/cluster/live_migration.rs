@@ -137,7 +137,10 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
     cfg.data_dir = Some(data.path().join("coordinator"));
     let coord = RunningCoordinator::start_config(cfg.clone()).await;
     let agent_a = RunningAgent::start(libvirt_agent(&pki, "kvm-a", &coord.url, &data.path().join("a"), &hosts.uri("a"), 49170));
-    let agent_b = RunningAgent::start(libvirt_agent(&pki, "kvm-b", &coord.url, &data.path().join("b"), &hosts.uri("b"), 49180));
+    // kvm-b migrates in `direct` mode (the agent holds both connections), kvm-a peer-to-peer.
+    let mut b_cfg = libvirt_agent(&pki, "kvm-b", &coord.url, &data.path().join("b"), &hosts.uri("b"), 49180);
+    b_cfg.migration.mode = presage_agent::config::MigrationMode::Direct;
+    let agent_b = RunningAgent::start(b_cfg);
     let mut op = client(&coord.url, &pki.issue(Role::Operator, "alice")).await.unwrap();
     eventually("kvm-a to report the guest", WAIT, || {
         let mut op = op.clone();
@@ -179,7 +182,8 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
         assert!(!provides(icelake), "a CPU with AVX-512 on a host without it");
     }
 
-    // 3. Rollback by hand: the move is reversed; the first plan says it was rolled back.
+    // 3. Rollback by hand (kvm-b migrates directly): the move is reversed; the first plan says
+    // it was rolled back.
     let back = op.rollback_plan(RollbackPlanRequest { plan_id: done.id }).await.unwrap().into_inner().rollback.unwrap();
     assert_eq!(back.rollback_of, done.id);
     let back = finished_plan(&mut op, back.id).await;

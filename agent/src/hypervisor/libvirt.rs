@@ -472,7 +472,10 @@ impl Hypervisor for LibvirtHypervisor {
         };
         let (state, _) = dom.state().map_err(|e| self.err(&format!("state of {vm_id}"), e))?;
         let running = matches!(state, virt::enumutil::Enum::Known(DomainState::Running | DomainState::Blocked));
-        Ok(VmPresence { vm_id: vm_id.into(), present: true, running, migrating, state: state_word(&state).into() })
+        // A job this agent did not start (one left running by a previous run of the agent: a
+        // peer-to-peer migration goes on in libvirtd) counts as migrating too.
+        let job = running && dom.job_info().is_ok_and(|j| j.r#type != sys::VIR_DOMAIN_JOB_NONE as i32);
+        Ok(VmPresence { vm_id: vm_id.into(), present: true, running, migrating: migrating || job, state: state_word(&state).into() })
     }
 
     fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError> {

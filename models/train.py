@@ -138,6 +138,36 @@ class Mlp:
         return F.quantiles_from_raw(self.forward(X)[-1], X)
 
 
+def merge(models):
+    """One MLP that computes the mean of `models`' raw outputs (same layer sizes each): the first
+    layers side by side, the hidden ones block-diagonal, the last ones stacked and divided by
+    their number. The result has the same inputs, outputs and ONNX form as a single model."""
+    k = len(models)
+    if k == 1:
+        return models[0]
+    out = Mlp.__new__(Mlp)
+    out.W, out.b = [], []
+    layers = len(models[0].W)
+    for i in range(layers):
+        Ws = [m.W[i] for m in models]
+        bs = [m.b[i] for m in models]
+        if i == 0:
+            W = np.concatenate(Ws, axis=1)
+            b = np.concatenate(bs)
+        elif i < layers - 1:
+            a, c = Ws[0].shape
+            W = np.zeros((a * k, c * k), dtype=np.float32)
+            for j, Wj in enumerate(Ws):
+                W[j * a:(j + 1) * a, j * c:(j + 1) * c] = Wj
+            b = np.concatenate(bs)
+        else:
+            W = np.concatenate(Ws, axis=0) / k
+            b = np.mean(bs, axis=0)
+        out.W.append(W.astype(np.float32))
+        out.b.append(b.astype(np.float32))
+    return out
+
+
 def export_onnx(model, path, name):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -198,24 +228,46 @@ def main():
     ap.add_argument("--bb-stride", type=int, default=6, help="Bitbrains training: one example every N steps")
     ap.add_argument("--skip-memory", action="store_true", help="train the CPU model only")
     ap.add_argument("--compare-gbt", action="store_true", help="also fit quantile GBTs at 30 min (model family choice)")
+    ap.add_argument("--cpu-data", choices=["both", "planetlab", "bitbrains"], default="both",
+                    help="what the CPU model is trained on (one model for both, or one per trace family)")
+    ap.add_argument("--cpu-name", default="cpu-quantiles-v1", help="file stem of the CPU model")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--cache", default=None, help="folder to keep the built datasets in (rebuilding takes minutes)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--ensemble", type=int, default=1, help="train this many models (seeds) and export their mean as one")
     args = ap.parse_args()
     np.random.seed(0)
 
     eval_names = set()
     for d in PL_EVAL:
         eval_names.update(os.listdir(os.path.join(args.data, "planetlab", d)))
-    print("building datasets", flush=True)
-    pl_tr = planetlab(args.data, PL_TRAIN, exclude=eval_names, stride=args.pl_stride)
-    pl_ev = planetlab(args.data, PL_EVAL, stride=6)
-    bb_tr = bitbrains(args.data, False, "cpu", 0, BB_SPLIT_STEP, args.bb_stride)
-    bb_ev = bitbrains(args.data, True, "cpu", BB_SPLIT_STEP, None, 6)
+    cache = args.cache and os.path.join(args.cache, f"cpu-pl{args.pl_stride}-bb{args.bb_stride}.npz")
+    if cache and os.path.exists(cache):
+        print(f"loading datasets from {cache}", flush=True)
+        z = np.load(cache)
+        pl_tr, pl_ev, bb_tr, bb_ev = [(z[f"{k}_X"], z[f"{k}_Y"]) for k in ("pl_tr", "pl_ev", "bb_tr", "bb_ev")]
+    else:
+        print("building datasets", flush=True)
+        pl_tr = planetlab(args.data, PL_TRAIN, exclude=eval_names, stride=args.pl_stride)
+        pl_ev = planetlab(args.data, PL_EVAL, stride=6)
+        bb_tr = bitbrains(args.data, False, "cpu", 0, BB_SPLIT_STEP, args.bb_stride)
+        bb_ev = bitbrains(args.data, True, "cpu", BB_SPLIT_STEP, None, 6)
+        if cache:
+            os.makedirs(args.cache, exist_ok=True)
+            np.savez(cache, **{f"{k}_{p}": v[i] for k, v in (("pl_tr", pl_tr), ("pl_ev", pl_ev), ("bb_tr", bb_tr), ("bb_ev", bb_ev)) for i, p in enumerate("XY")})
     print(f"  planetlab train {len(pl_tr[0])}, eval {len(pl_ev[0])}; bitbrains train {len(bb_tr[0])}, eval {len(bb_ev[0])}")
 
-    Xtr = np.concatenate([pl_tr[0], bb_tr[0]])
-    Ytr = np.concatenate([pl_tr[1], bb_tr[1]])
-    print("training the CPU model", flush=True)
-    cpu = Mlp([F.N_FEATURES, args.hidden, args.hidden, F.HORIZONS * 3], seed=1)
-    cpu.train(Xtr, Ytr, epochs=args.epochs, batch=2048, lr=2e-3, seed=2)
+    parts = {"both": [pl_tr, bb_tr], "planetlab": [pl_tr], "bitbrains": [bb_tr]}[args.cpu_data]
+    Xtr = np.concatenate([p[0] for p in parts])
+    Ytr = np.concatenate([p[1] for p in parts])
+    print(f"training the CPU model on {args.cpu_data} ({len(Xtr)} examples)", flush=True)
+    members = []
+    for e in range(args.ensemble):
+        seed = args.seed + 10 * e
+        m = Mlp([F.N_FEATURES, args.hidden, args.hidden, F.HORIZONS * 3], seed=seed)
+        m.train(Xtr, Ytr, epochs=args.epochs, batch=2048, lr=args.lr, seed=seed + 1)
+        members.append(m)
+    cpu = merge(members)
     for name, (X, Y) in [("planetlab", pl_ev), ("bitbrains", bb_ev)]:
         q = cpu.predict(X)
         d = Y[:, 5:6] - q[:, 5, :]
@@ -226,13 +278,13 @@ def main():
             gbt = lightgbm_h6(Xtr[::4], Ytr[::4], X, Y)
             print(f"  {name} 30 min: quantile GBT {gbt:.5f}, ratio {gbt / roll:.3f}")
 
-    models = [(cpu, "cpu")]
+    models = [(cpu, args.cpu_name)]
     if not args.skip_memory:
-        models.append((train_memory(args), "memory"))
+        models.append((train_memory(args), "memory-quantiles-v1"))
     os.makedirs(args.out, exist_ok=True)
     for model, name in models:
-        path = os.path.join(args.out, f"{name}-quantiles-v1.onnx")
-        export_onnx(model, path, f"presage-{name}-quantiles-v1")
+        path = os.path.join(args.out, f"{name}.onnx")
+        export_onnx(model, path, f"presage-{name}")
         print(f"wrote {path} ({os.path.getsize(path)} bytes, sha256 {hashlib.sha256(open(path, 'rb').read()).hexdigest()[:16]})")
 
 

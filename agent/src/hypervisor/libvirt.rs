@@ -491,6 +491,19 @@ impl Hypervisor for LibvirtHypervisor {
         Ok(())
     }
 
+    /// The agent is stopping: migrations it started are aborted (their VMs keep running here),
+    /// as with simulated copies, rather than left to finish unobserved in libvirtd.
+    fn shutdown(&self) {
+        let outgoing: Vec<String> = self.outgoing().iter().cloned().collect();
+        for vm_id in outgoing {
+            if let Ok(Some(dom)) = self.lookup(&vm_id) {
+                tracing::info!(vm = %vm_id, "agent stopping: aborting its live migration");
+                // SAFETY: `dom` is a live domain handle for the duration of the call.
+                unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
+            }
+        }
+    }
+
     /// Aborts the domain's migration job (`virDomainAbortJob`); the domain keeps running here.
     /// With no job in progress there is nothing to abort: it answers whether the VM runs here.
     fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {

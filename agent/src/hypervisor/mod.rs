@@ -78,6 +78,7 @@ pub trait Hypervisor: Send + Sync {
     /// Stops a migration of `vm_id` that is copying or waiting to complete; the VM keeps
     /// running here. Idempotent.
     fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError>;
-    /// The agent is stopping: copies in progress give up (their VMs stay here).
+    /// The agent is stopping: migrations in progress give up (simulated copies stop; libvirt
+    /// jobs are aborted); their VMs stay here.
     fn shutdown(&self) {}
 }

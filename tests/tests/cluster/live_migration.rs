@@ -2,7 +2,8 @@
 //! (`tests/libvirt/two-hosts.sh`), a presage agent on each with the libvirt hypervisor, and the
 //! coordinator moving a running 64 MiB guest between them through the executor: pre-checks, a
 //! hard reservation, libvirt's live migration with progress, post-checks, the plan journal, a
-//! CPU pre-check that refuses, a rollback by hand, and an abort past the time budget.
+//! comparison of CPUs by the destination's hypervisor, a rollback by hand (direct mode), an abort
+//! past the time budget after a coordinator restart, and a source agent stopped mid-migration.
 //!
 //! Needs root, `/dev/kvm`, `libvirtd` and `qemu-system-x86_64`. Where one is missing the test
 //! says which and passes without running, unless `PRESAGE_REQUIRE_KVM=1` (set by `.ci/run` on
@@ -202,7 +203,7 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
     cfg.listen = ([127, 0, 0, 1], port).into();
     cfg.executor.timeout_floor_ms = 1;
     cfg.executor.assumed_mb_per_s = 1_000_000;
-    let coord = RunningCoordinator::start_config(cfg).await;
+    let coord = RunningCoordinator::start_config(cfg.clone()).await;
     let mut op = client(&coord.url, &pki.issue(Role::Operator, "alice")).await.unwrap();
     let kept = op.list_plans(ListPlansRequest { plan_id: done.id, limit: 0 }).await.unwrap().into_inner().plans.pop().unwrap();
     assert_eq!(kept.status, "rolled_back", "the journal survives the restart");
@@ -226,6 +227,53 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
         aborted.moves[0].duration_ms,
         coord.shared.progress_reports.load(std::sync::atomic::Ordering::Relaxed)
     );
+
+    // 5. The source agent stops in the middle of a (throttled) migration: it aborts the job as
+    // it stops, and once it is back the coordinator finds the guest still running on a. Whichever
+    // way the race goes, the journal must agree with libvirt and the guest run on one host.
+    let port = coord.port;
+    coord.stop().await;
+    cfg.executor = Default::default();
+    cfg.listen = ([127, 0, 0, 1], port).into();
+    let coord = RunningCoordinator::start_config(cfg).await;
+    let op = client(&coord.url, &pki.issue(Role::Operator, "alice")).await.unwrap();
+    agent_a.stop().await;
+    let mut slow_a = libvirt_agent(&pki, "kvm-a", &coord.url, &data.path().join("a"), &hosts.uri("a"), 49170);
+    slow_a.migration.bandwidth_mib_s = 1;
+    let agent_a = RunningAgent::start(slow_a);
+    let plan = eventually("kvm-a back and the move accepted", WAIT, || {
+        let mut op = op.clone();
+        let uuid = uuid.clone();
+        async move { op.move_vm(MoveVmRequest { vm_id: uuid, to_host: "kvm-b".into() }).await.ok() }
+    })
+    .await
+    .into_inner()
+    .plan
+    .unwrap();
+    eventually("the throttled migration to report progress, or end", WAIT, || {
+        let mut op = op.clone();
+        let shared = coord.shared.clone();
+        async move {
+            let p = op.list_plans(ListPlansRequest { plan_id: plan.id, limit: 0 }).await.ok()?.into_inner().plans.pop()?;
+            (shared.progress_reports.load(std::sync::atomic::Ordering::Relaxed) > 0 || p.status != "running").then_some(())
+        }
+    })
+    .await;
+    agent_a.stop().await;
+    let agent_a = RunningAgent::start(libvirt_agent(&pki, "kvm-a", &coord.url, &data.path().join("a"), &hosts.uri("a"), 49170));
+    let mut op2 = op.clone();
+    let ended = finished_plan(&mut op2, plan.id).await;
+    let (on_a, on_b) = where_is(&hosts, &uuid);
+    assert!(on_a != on_b, "the guest runs on exactly one host: a {on_a}, b {on_b}");
+    match ended.moves[0].step.as_str() {
+        "done" => assert!(on_b, "{ended:?}"),
+        "failed" | "aborted" => {
+            assert!(on_a, "{ended:?}");
+            assert!(ended.moves[0].detail.contains("stayed on kvm-a"), "{ended:?}");
+        }
+        other => panic!("unexpected outcome {other}: {ended:?}"),
+    }
+    eprintln!("agent stopped mid-migration: the move ended {} ({})", ended.moves[0].step, ended.moves[0].detail);
 
     agent_a.stop().await;
     agent_b.stop().await;

@@ -176,8 +176,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(
         &coord_cfg,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nhost_timeout = \"{}s\"\nshutdown_timeout = \"5s\"\n[policy]\nname = \"presage\"\nmode = \"{}\"\ninterval = \"{}s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            "listen = \"127.0.0.1:{port}\"\nhost_timeout = \"{}s\"\nshutdown_timeout = \"5s\"\ndata_dir = {:?}\n[policy]\nname = \"presage\"\nmode = \"{}\"\ninterval = \"{}s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
             (args.sample_interval.as_secs() * 5).max(10),
+            work.join("coordinator"),
             args.mode,
             (args.sample_interval.as_secs() * 3).max(5),
             coord_tls.ca,

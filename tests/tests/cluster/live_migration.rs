@@ -118,6 +118,20 @@ async fn finished_plan(op: &mut presage_protocol::pb::operator_client::OperatorC
     .await
 }
 
+/// Asks for the move until the coordinator accepts it (its agents reconnect after restarts).
+async fn move_once_accepted(
+    op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>,
+    vm: &str,
+    to: &str,
+) -> PlanInfo {
+    eventually(&format!("the move of {vm} to {to} to be accepted"), WAIT, || {
+        let mut op = op.clone();
+        let request = MoveVmRequest { vm_id: vm.into(), to_host: to.into() };
+        async move { op.move_vm(request).await.ok()?.into_inner().plan }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
     if let Some(why) = missing_requirement() {
@@ -207,15 +221,7 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
     let mut op = client(&coord.url, &pki.issue(Role::Operator, "alice")).await.unwrap();
     let kept = op.list_plans(ListPlansRequest { plan_id: done.id, limit: 0 }).await.unwrap().into_inner().plans.pop().unwrap();
     assert_eq!(kept.status, "rolled_back", "the journal survives the restart");
-    let plan = eventually("the agents to reconnect and the move to be accepted", WAIT, || {
-        let mut op = op.clone();
-        let uuid = uuid.clone();
-        async move { op.move_vm(MoveVmRequest { vm_id: uuid, to_host: "kvm-b".into() }).await.ok() }
-    })
-    .await
-    .into_inner()
-    .plan
-    .unwrap();
+    let plan = move_once_accepted(&op, &uuid, "kvm-b").await;
     let aborted = finished_plan(&mut op, plan.id).await;
     assert_eq!(aborted.moves[0].step, "aborted", "{aborted:?}");
     assert_eq!(where_is(&hosts, &uuid), (true, false), "after the abort it runs on a only");
@@ -241,15 +247,7 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
     let mut slow_a = libvirt_agent(&pki, "kvm-a", &coord.url, &data.path().join("a"), &hosts.uri("a"), 49170);
     slow_a.migration.bandwidth_mib_s = 1;
     let agent_a = RunningAgent::start(slow_a);
-    let plan = eventually("kvm-a back and the move accepted", WAIT, || {
-        let mut op = op.clone();
-        let uuid = uuid.clone();
-        async move { op.move_vm(MoveVmRequest { vm_id: uuid, to_host: "kvm-b".into() }).await.ok() }
-    })
-    .await
-    .into_inner()
-    .plan
-    .unwrap();
+    let plan = move_once_accepted(&op, &uuid, "kvm-b").await;
     eventually("the throttled migration to report progress, or end", WAIT, || {
         let mut op = op.clone();
         let shared = coord.shared.clone();

@@ -193,7 +193,8 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             }
         }
         info!("shutting down: closing the coordinator stream, flushing the store");
-        shutdown_hypervisor.shutdown();
+        // Migrations in progress give up; a libvirt abort may take a few seconds to be accepted.
+        let _ = tokio::task::spawn_blocking(move || shutdown_hypervisor.shutdown()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), link_task).await;
         if let Some(mut c) = cycle.take()
             && let Err(e) = c.save_calibration()

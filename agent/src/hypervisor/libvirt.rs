@@ -494,13 +494,25 @@ impl Hypervisor for LibvirtHypervisor {
     /// The agent is stopping: migrations it started are aborted (their VMs keep running here),
     /// as with simulated copies, rather than left to finish unobserved in libvirtd.
     fn shutdown(&self) {
-        let outgoing: Vec<String> = self.outgoing().iter().cloned().collect();
-        for vm_id in outgoing {
-            if let Ok(Some(dom)) = self.lookup(&vm_id) {
-                tracing::info!(vm = %vm_id, "agent stopping: aborting its live migration");
-                // SAFETY: `dom` is a live domain handle for the duration of the call.
-                unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
+        // Each abort is repeated until libvirt accepts it and the migration call returns (at
+        // most 10 s in all), as in `abort_migration`.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let outgoing: Vec<String> = self.outgoing().iter().cloned().collect();
+            if outgoing.is_empty() || Instant::now() >= deadline {
+                if !outgoing.is_empty() {
+                    tracing::warn!(vms = ?outgoing, "live migrations still running at shutdown; libvirtd carries on with them");
+                }
+                return;
             }
+            for vm_id in &outgoing {
+                if let Ok(Some(dom)) = self.lookup(vm_id) {
+                    tracing::info!(vm = %vm_id, "agent stopping: aborting its live migration");
+                    // SAFETY: `dom` is a live domain handle for the duration of the call.
+                    unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

@@ -11,12 +11,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use presage_store::{KvStore, KvTree, Order, StoreError};
+use presage_store::{BatchOp, KvStore, KvTree, Order, StoreError};
 use serde::{Deserialize, Serialize};
 
 const PLANS_TREE: &str = "plans";
 const DRAINED_TREE: &str = "drained";
 const PLAN_PREFIX: &[u8] = b"plan/";
+/// Index of the plans with a move not in a final step (kept in the same tree, written in the
+/// same atomic batch as the plan), so a restart or a reconciler tick reads only those.
+const OPEN_PREFIX: &[u8] = b"open/";
+/// Finished plans older than the newest this many are forgotten as new ones are recorded.
+pub const RETAINED_PLANS: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -184,6 +189,12 @@ fn plan_key(id: u64) -> Vec<u8> {
     k
 }
 
+fn open_key(id: u64) -> Vec<u8> {
+    let mut k = OPEN_PREFIX.to_vec();
+    k.extend_from_slice(format!("{id:020}").as_bytes());
+    k
+}
+
 impl PlanJournal {
     /// Opens the journal in `store`; plan ids continue after the highest one found.
     pub fn open(store: Arc<dyn KvStore>) -> Result<PlanJournal, JournalError> {
@@ -205,13 +216,26 @@ impl PlanJournal {
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let plan = PlanRecord { id, origin: origin.into(), created_ms, moves, rollback_of, rolled_back_by: None };
         self.save(&plan)?;
+        // Retention: the plan RETAINED_PLANS before this one goes, if it has finished.
+        if let Some(old) = id.checked_sub(RETAINED_PLANS)
+            && let Ok(Some(p)) = self.get(old)
+            && p.status() != "running"
+        {
+            self.plans.apply(vec![BatchOp::Remove(plan_key(old)), BatchOp::Remove(open_key(old))])?;
+        }
         Ok(plan)
     }
 
-    /// Writes `plan` durably (flushed before it returns).
+    /// Writes `plan` durably (flushed before it returns), with its entry in the index of open
+    /// plans in the same atomic batch.
     pub fn save(&self, plan: &PlanRecord) -> Result<(), JournalError> {
         let value = serde_json::to_vec(plan).map_err(|e| JournalError::Store(StoreError::Io(e.to_string())))?;
-        self.plans.insert(&plan_key(plan.id), &value)?;
+        let index = if plan.status() == "running" {
+            BatchOp::Insert(open_key(plan.id), Vec::new())
+        } else {
+            BatchOp::Remove(open_key(plan.id))
+        };
+        self.plans.apply(vec![BatchOp::Insert(plan_key(plan.id), value), index])?;
         self.store.flush()?;
         Ok(())
     }
@@ -236,11 +260,17 @@ impl PlanJournal {
     }
 
     /// Plans with a move not in a final step: what a restarted coordinator must resolve.
+    /// Reads only the index of open plans, not the whole journal.
     pub fn unfinished(&self) -> Result<Vec<PlanRecord>, JournalError> {
         let mut out = Vec::new();
-        for (k, v) in self.plans.scan_prefix(PLAN_PREFIX, Order::Ascending, usize::MAX)? {
-            match decode(&k, &v) {
-                Ok(p) if p.status() == "running" => out.push(p),
+        for (k, _) in self.plans.scan_prefix(OPEN_PREFIX, Order::Ascending, usize::MAX)? {
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let Ok(id) = key[OPEN_PREFIX.len()..].parse::<u64>() else {
+                tracing::warn!(%key, "skipping a damaged index entry");
+                continue;
+            };
+            match self.get(id) {
+                Ok(Some(p)) if p.status() == "running" => out.push(p),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "skipping a damaged plan"),
             }
@@ -301,6 +331,28 @@ mod tests {
         assert_eq!(unfinished[0].moves[0].step, Step::Migrating);
         assert_eq!(j.create("policy", vec![], 3, None).unwrap().id, 3, "ids continue after a reopen");
         assert_eq!(j.recent(10).unwrap().iter().map(|p| p.id).collect::<Vec<_>>(), vec![3, 2, 1]);
+    }
+
+    #[test]
+    fn only_open_plans_are_read_back_and_old_finished_ones_are_forgotten() {
+        let store = Arc::new(MemoryStore::new());
+        let j = PlanJournal::open(store.clone()).unwrap();
+        let open = j.create("policy", vec![mv("v0", "a", "b", Step::Migrating)], 0, None).unwrap();
+        for i in 1..=RETAINED_PLANS + 5 {
+            j.create("policy", vec![mv(&format!("v{i}"), "a", "b", Step::Done)], i, None).unwrap();
+        }
+        let tree = store.tree(PLANS_TREE).unwrap();
+        assert_eq!(tree.count_prefix(OPEN_PREFIX).unwrap(), 1, "only the plan mid-step is indexed");
+        assert_eq!(j.unfinished().unwrap().iter().map(|p| p.id).collect::<Vec<_>>(), vec![open.id]);
+        assert!(j.get(open.id).unwrap().is_some(), "an unfinished plan is never forgotten");
+        assert!(j.get(2).unwrap().is_none() && j.get(6).unwrap().is_none(), "old finished plans are forgotten");
+        assert!(j.get(7).unwrap().is_some());
+        assert_eq!(tree.count_prefix(PLAN_PREFIX).unwrap() as u64, RETAINED_PLANS + 1);
+        // Finishing the open plan takes it out of the index.
+        let mut p = j.get(open.id).unwrap().unwrap();
+        p.moves[0].step = Step::Aborted;
+        j.save(&p).unwrap();
+        assert!(j.unfinished().unwrap().is_empty());
     }
 
     #[test]

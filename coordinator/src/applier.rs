@@ -454,7 +454,9 @@ pub async fn rollback(shared: &Arc<Shared>, plan_id: u64, limits: MigrationLimit
 pub fn start_rollback(shared: &Shared, plan_id: u64) -> Result<PlanRecord, String> {
     let _guard = shared.rollbacks.lock().unwrap_or_else(|p| p.into_inner());
     let mut plan = shared.journal.get(plan_id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no plan {plan_id}"))?;
-    if plan.status() == "running" || shared.executing.lock().unwrap_or_else(|p| p.into_inner()).contains(&plan_id) {
+    // The journal decides: a plan whose moves all ended may be reversed even while its
+    // executor task is still winding down (recording outcomes).
+    if plan.status() == "running" {
         return Err(format!("plan {plan_id} is still running"));
     }
     if let Some(by) = plan.rolled_back_by {
@@ -464,7 +466,7 @@ pub fn start_rollback(shared: &Shared, plan_id: u64) -> Result<PlanRecord, Strin
     if moves.is_empty() {
         return Err(format!("plan {plan_id} moved no VM; there is nothing to roll back"));
     }
-    let back = shared.journal.create("rollback", moves, unix_ms(), Some(plan_id)).map_err(|e| e.to_string())?;
+    let back = record_plan(shared, "rollback", moves, Some(plan_id)).map_err(|e| e.to_string())?;
     plan.rolled_back_by = Some(back.id);
     shared.journal.save(&plan).map_err(|e| e.to_string())?;
     Ok(back)
@@ -521,6 +523,20 @@ pub fn vms_in_flight(shared: &Shared) -> std::collections::HashSet<String> {
         .into_iter()
         .flat_map(|p| p.moves.into_iter().filter(|m| !m.step.is_final()).map(|m| m.vm_id))
         .collect()
+}
+
+/// Records a new plan in the journal, already counted as executing, so the reconciler never
+/// takes its pending moves for ones a restart interrupted. The caller runs it with [`execute`].
+pub fn record_plan(
+    shared: &Shared,
+    origin: &str,
+    moves: Vec<MoveRecord>,
+    rollback_of: Option<u64>,
+) -> Result<PlanRecord, crate::plan_journal::JournalError> {
+    let mut executing = shared.executing.lock().unwrap_or_else(|p| p.into_inner());
+    let plan = shared.journal.create(origin, moves, unix_ms(), rollback_of)?;
+    executing.insert(plan.id);
+    Ok(plan)
 }
 
 pub fn unix_ms() -> u64 {

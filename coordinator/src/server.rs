@@ -186,7 +186,7 @@ async fn advisory_pass(
             if moves.is_empty() {
                 continue;
             }
-            let record = match shared.journal.create("policy", moves, crate::applier::unix_ms(), None) {
+            let record = match crate::applier::record_plan(&shared, "policy", moves, None) {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(error = %e, "journaling the plan failed; not applying it");
@@ -226,7 +226,7 @@ fn start_drain_plans(shared: &Arc<Shared>, plan: &crate::advisor::PlanSnapshot, 
     if moves.is_empty() {
         return;
     }
-    match shared.journal.create("drain", moves, crate::applier::unix_ms(), None) {
+    match crate::applier::record_plan(shared, "drain", moves, None) {
         Ok(record) => {
             info!(plan = record.id, moves = record.moves.len(), "drain plan started");
             let shared = shared.clone();

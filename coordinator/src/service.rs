@@ -579,11 +579,7 @@ impl Operator for OperatorService {
         if crate::applier::vms_in_flight(&self.shared).contains(&r.vm_id) {
             return Err(Status::failed_precondition(format!("{} is in a move that has not finished", r.vm_id)));
         }
-        let plan = self
-            .shared
-            .journal
-            .create("operator", vec![m], crate::applier::unix_ms(), None)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let plan = crate::applier::record_plan(&self.shared, "operator", vec![m], None).map_err(|e| Status::internal(e.to_string()))?;
         info!(plan = plan.id, "operator move planned");
         let info = plan_info(&plan, &Default::default());
         let (shared, limits) = (self.shared.clone(), self.shared.limits);

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use presage_protocol::pb::{self, CommandStatus, command, command_result};
-use serde::Serialize;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::advisor::PlanSnapshot;
@@ -47,19 +46,6 @@ pub async fn record_growth(shared: &Arc<Shared>, plan: &PlanSnapshot, ttl_ms: u6
             warn!(host = %host, error = %e, "recording expected growth failed");
         }
     }
-}
-
-/// What became of one move (the recent-outcomes list of `presagectl plan`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct MoveOutcome {
-    pub plan_id: u64,
-    pub vm_id: String,
-    pub from_host: String,
-    pub to_host: String,
-    /// A final [`Step`]'s name: `done`, `refused`, `skipped`, `failed`, `aborted`,
-    /// `rolled_back` or `cancelled`.
-    pub outcome: &'static str,
-    pub detail: String,
 }
 
 /// The moves of a policy pass's plan (at most `limit`), with what each destination reserves.
@@ -229,6 +215,12 @@ impl Running {
 /// a move failed under `on_failure = "rollback"`, the plan that reversed it.
 pub async fn execute(shared: &Arc<Shared>, plan: PlanRecord, limits: MigrationLimits) -> PlanRecord {
     let id = plan.id;
+    // A rollback reverses moves in reverse order: one at a time, and it never rolls back itself.
+    let limits = if plan.rollback_of.is_some() {
+        MigrationLimits { per_host_out: 1, per_host_in: 1, cluster: 1, on_failure: OnFailure::Continue, ..limits }
+    } else {
+        limits
+    };
     shared.executing.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
     let span = info_span!("plan", id, origin = %plan.origin, moves = plan.moves.len());
     let snapshot = plan.clone();
@@ -242,25 +234,6 @@ pub async fn execute(shared: &Arc<Shared>, plan: PlanRecord, limits: MigrationLi
         }
     };
     shared.executing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-    {
-        let mut applied = shared.applied.lock().unwrap_or_else(|p| p.into_inner());
-        for m in &ended.moves {
-            applied.push_back((
-                Instant::now(),
-                MoveOutcome {
-                    plan_id: id,
-                    vm_id: m.vm_id.clone(),
-                    from_host: m.from_host.clone(),
-                    to_host: m.to_host.clone(),
-                    outcome: m.step.name(),
-                    detail: m.detail.clone(),
-                },
-            ));
-        }
-        while applied.len() > 200 {
-            applied.pop_front();
-        }
-    }
     let failed = ended.moves.iter().any(|m| m.step.is_failure());
     if failed && limits.on_failure == OnFailure::Rollback && ended.rollback_of.is_none() && ended.moves.iter().any(|m| m.step == Step::Done) {
         info!(plan = id, "a move failed: rolling the plan back");
@@ -444,9 +417,7 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
 /// and when it has no done move.
 pub async fn rollback(shared: &Arc<Shared>, plan_id: u64, limits: MigrationLimits) -> Result<PlanRecord, String> {
     let back = start_rollback(shared, plan_id)?;
-    // In reverse order: one move at a time.
-    let serial = MigrationLimits { per_host_out: 1, per_host_in: 1, cluster: 1, on_failure: OnFailure::Continue, ..limits };
-    Ok(execute(shared, back, serial).await)
+    Ok(execute(shared, back, limits).await)
 }
 
 /// Records the rollback plan of `plan_id` (and marks `plan_id` as rolled back by it) without

@@ -43,8 +43,6 @@ pub struct Shared {
     pub plan: Mutex<Option<(Instant, Arc<crate::advisor::PlanSnapshot>)>>,
     /// Hosts an operator is draining (not schedulable; the plan empties them).
     pub draining: Mutex<std::collections::HashSet<String>>,
-    /// Moves applied in automatic mode, newest last (the last 200).
-    pub applied: Mutex<std::collections::VecDeque<(Instant, crate::applier::MoveOutcome)>>,
     pub policy_name: String,
     /// `advisory` or `automatic`.
     pub policy_mode: &'static str,
@@ -84,7 +82,6 @@ impl Shared {
         let drain_requests = drained.clone();
         Arc::new(Shared {
             plan: Mutex::new(None),
-            applied: Mutex::new(Default::default()),
             draining: Mutex::new(drained),
             journal,
             executing: Mutex::default(),
@@ -383,22 +380,7 @@ impl Operator for OperatorService {
     async fn get_plan(&self, req: Request<pb::GetPlanRequest>) -> Result<Response<pb::GetPlanResponse>, Status> {
         let p = peer(&req, Role::Operator)?;
         let _span = info_span!("operator.plan", operator = %p.identity.name).entered();
-        let applied = self
-            .shared
-            .applied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(at, o)| pb::AppliedMove {
-                vm_id: o.vm_id.clone(),
-                from_host: o.from_host.clone(),
-                to_host: o.to_host.clone(),
-                outcome: o.outcome.to_string(),
-                detail: o.detail.clone(),
-                ago_ms: at.elapsed().as_millis() as u64,
-                plan_id: o.plan_id,
-            })
-            .collect();
+        let applied = recent_outcomes(&self.shared.journal, APPLIED_SHOWN);
         let Some((age_ms, plan)) = self.plan() else {
             return Ok(Response::new(pb::GetPlanResponse { policy: self.shared.policy_name.clone(), applied, ..Default::default() }));
         };
@@ -546,14 +528,7 @@ impl Operator for OperatorService {
         info!(plan = r.plan_id, rollback = back.id, moves = back.moves.len(), "rolling a plan back by hand");
         let info = plan_info(&back, &Default::default());
         let (shared, limits) = (self.shared.clone(), self.shared.limits);
-        let serial = crate::migration_queue::MigrationLimits {
-            per_host_out: 1,
-            per_host_in: 1,
-            cluster: 1,
-            on_failure: crate::migration_queue::OnFailure::Continue,
-            ..limits
-        };
-        tokio::spawn(async move { crate::applier::execute(&shared, back, serial).await }.in_current_span());
+        tokio::spawn(async move { crate::applier::execute(&shared, back, limits).await }.in_current_span());
         Ok(Response::new(pb::RollbackPlanResponse { rollback: Some(info) }))
     }
 
@@ -586,6 +561,37 @@ impl Operator for OperatorService {
         tokio::spawn(async move { crate::applier::execute(&shared, plan, limits).await }.in_current_span());
         Ok(Response::new(pb::MoveVmResponse { plan: Some(info) }))
     }
+}
+
+/// How many moves `GetPlan.applied` lists.
+const APPLIED_SHOWN: usize = 200;
+
+/// The outcomes of the last `limit` moves of finished plans, oldest first, from the journal.
+fn recent_outcomes(journal: &crate::plan_journal::PlanJournal, limit: usize) -> Vec<pb::AppliedMove> {
+    let now_ms = crate::applier::unix_ms();
+    let plans = journal.recent(limit).unwrap_or_else(|e| {
+        warn!(error = %e, "reading the plan journal failed");
+        Vec::new()
+    });
+    // Newest plan first, its moves last first; reversed at the end.
+    let mut out = Vec::new();
+    for p in plans.iter().filter(|p| p.status() != "running") {
+        out.extend(p.moves.iter().rev().map(|m| pb::AppliedMove {
+            vm_id: m.vm_id.clone(),
+            from_host: m.from_host.clone(),
+            to_host: m.to_host.clone(),
+            outcome: m.step.name().into(),
+            detail: m.detail.clone(),
+            ago_ms: now_ms.saturating_sub(p.created_ms + m.duration_ms.unwrap_or(0)),
+            plan_id: p.id,
+        }));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out.truncate(limit);
+    out.reverse();
+    out
 }
 
 /// A journaled plan as the operator API shows it.

@@ -132,6 +132,24 @@ impl LibvirtHypervisor {
         }
     }
 
+    /// Aborts `dom`'s job (`virDomainAbortJob`). A migration job cannot be aborted in every phase
+    /// (libvirt refuses while it is still preparing the destination), so the abort is repeated
+    /// until this agent's migration call for it returns, or until `deadline`.
+    fn abort_job(&self, vm_id: &str, dom: &Domain, deadline: Instant) {
+        loop {
+            // SAFETY: `dom` is a live domain handle for the duration of the call.
+            let rc = unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
+            if rc < 0 {
+                let e = virt::error::Error::last_error();
+                tracing::debug!(vm = vm_id, error = %e, "abort refused (no job, or not abortable yet)");
+            }
+            if !self.outgoing().contains(vm_id) || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn lookup(&self, vm_id: &str) -> Result<Option<Domain>, HypervisorError> {
         match self.conn.lookup_domain_by_uuid_string(vm_id) {
             Ok(d) => Ok(Some(d)),
@@ -494,25 +512,17 @@ impl Hypervisor for LibvirtHypervisor {
     /// The agent is stopping: migrations it started are aborted (their VMs keep running here),
     /// as with simulated copies, rather than left to finish unobserved in libvirtd.
     fn shutdown(&self) {
-        // Each abort is repeated until libvirt accepts it and the migration call returns (at
-        // most 10 s in all), as in `abort_migration`.
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let outgoing: Vec<String> = self.outgoing().iter().cloned().collect();
-            if outgoing.is_empty() || Instant::now() >= deadline {
-                if !outgoing.is_empty() {
-                    tracing::warn!(vms = ?outgoing, "live migrations still running at shutdown; libvirtd carries on with them");
-                }
-                return;
+        let outgoing: Vec<String> = self.outgoing().iter().cloned().collect();
+        for vm_id in &outgoing {
+            if let Ok(Some(dom)) = self.lookup(vm_id) {
+                tracing::info!(vm = %vm_id, "agent stopping: aborting its live migration");
+                self.abort_job(vm_id, &dom, deadline);
             }
-            for vm_id in &outgoing {
-                if let Ok(Some(dom)) = self.lookup(vm_id) {
-                    tracing::info!(vm = %vm_id, "agent stopping: aborting its live migration");
-                    // SAFETY: `dom` is a live domain handle for the duration of the call.
-                    unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        }
+        let left: Vec<String> = self.outgoing().iter().cloned().collect();
+        if !left.is_empty() {
+            tracing::warn!(vms = ?left, "live migrations still running at shutdown; libvirtd carries on with them");
         }
     }
 
@@ -522,22 +532,7 @@ impl Hypervisor for LibvirtHypervisor {
         let Some(dom) = self.lookup(vm_id)? else {
             return Err(HypervisorError::Migration(format!("aborting {vm_id}: it is no longer on this host (the migration finished)")));
         };
-        // A migration job cannot be aborted in every phase (libvirt refuses while it is still
-        // preparing the destination), so the abort is repeated until the migration call
-        // returns, for up to 30 s.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            // SAFETY: `dom` is a live domain handle for the duration of the call.
-            let rc = unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
-            if rc < 0 {
-                let e = virt::error::Error::last_error();
-                tracing::debug!(vm = vm_id, error = %e, "abort refused (no job, or not abortable yet)");
-            }
-            if !self.outgoing().contains(vm_id) || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.abort_job(vm_id, &dom, Instant::now() + Duration::from_secs(30));
         let p = self.inspect(vm_id)?;
         if p.running {
             Ok(())

@@ -237,6 +237,18 @@ fn show_plans(output: &OutputFormat, plans: &[presage_protocol::pb::PlanInfo]) -
     }
 }
 
+/// Shows a plan the coordinator just started, after waiting for it to finish with `wait`.
+async fn show_started_plan(
+    c: &mut presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>,
+    output: &OutputFormat,
+    plan: Option<presage_protocol::pb::PlanInfo>,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let p = plan.context("the coordinator answered without the plan")?;
+    let p = if wait { wait_for_plan(c, p.id).await? } else { p };
+    show_plans(output, &[p])
+}
+
 /// Polls plan `id` once a second until it is no longer running.
 async fn wait_for_plan(
     c: &mut presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>,
@@ -360,9 +372,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| rpc_error("rollback", s))?
                 .into_inner();
-            let back = r.rollback.context("the coordinator answered without the rollback plan")?;
-            let back = if wait { wait_for_plan(&mut c, back.id).await? } else { back };
-            show_plans(&cli.output, &[back])?;
+            show_started_plan(&mut c, &cli.output, r.rollback, wait).await?;
         }
         Command::Move { vm, host, wait } => {
             let mut c = cli.conn.target().connect().await?;
@@ -371,9 +381,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| rpc_error("move", s))?
                 .into_inner();
-            let p = r.plan.context("the coordinator answered without the plan")?;
-            let p = if wait { wait_for_plan(&mut c, p.id).await? } else { p };
-            show_plans(&cli.output, &[p])?;
+            show_started_plan(&mut c, &cli.output, r.plan, wait).await?;
         }
         Command::Plan => {
             let mut c = cli.conn.target().connect().await?;

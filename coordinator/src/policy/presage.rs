@@ -604,6 +604,13 @@ struct RankQuery<'q> {
     best_w: f64,
 }
 
+impl<'q> RankQuery<'q> {
+    /// A query for moving `vm` off its host `from` to one of `candidates` (the two best explained).
+    fn move_off(vm: usize, demand: &'q VmDemand, from: usize, excluded: &'q [bool], candidates: &'q [usize], best_w: f64) -> Self {
+        RankQuery { vm, demand, from: Some(from), include_current: false, excluded, top: 2, candidates: Some(candidates), best_w }
+    }
+}
+
 /// presage's placement and consolidation policy.
 pub struct PresagePolicy {
     cfg: PresageConfig,
@@ -912,16 +919,7 @@ impl PresagePolicy {
                 let Some((vm, _, source_after)) = best else { break };
                 tried.push(vm);
                 let d = pass.demand[vm].expect("movable VMs have a demand");
-                let q = RankQuery {
-                    vm,
-                    demand: &d,
-                    from: Some(h),
-                    include_current: false,
-                    excluded: &excluded,
-                    top: 2,
-                    candidates: Some(&dests),
-                    best_w: pass.best_watts_per_unit,
-                };
+                let q = RankQuery::move_off(vm, &d, h, &excluded, &dests, pass.best_watts_per_unit);
                 let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else { continue };
                 let to = chosen.host;
@@ -971,16 +969,7 @@ impl PresagePolicy {
                     return;
                 }
                 let Some(d) = pass.demand[vm] else { continue };
-                let q = RankQuery {
-                    vm,
-                    demand: &d,
-                    from: Some(h),
-                    include_current: false,
-                    excluded: &[],
-                    top: 2,
-                    candidates: Some(&dests),
-                    best_w: pass.best_watts_per_unit,
-                };
+                let q = RankQuery::move_off(vm, &d, h, &[], &dests, pass.best_watts_per_unit);
                 let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else { continue };
                 let to = chosen.host;
@@ -1073,16 +1062,7 @@ impl PresagePolicy {
                     ok = false;
                     break;
                 };
-                let q = RankQuery {
-                    vm,
-                    demand: &d,
-                    from: Some(h),
-                    include_current: false,
-                    excluded: &excluded,
-                    top: 2,
-                    candidates: Some(&active),
-                    best_w: pass.best_watts_per_unit,
-                };
+                let q = RankQuery::move_off(vm, &d, h, &excluded, &active, pass.best_watts_per_unit);
                 let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else {
                     ok = false;

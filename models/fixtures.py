@@ -1,6 +1,7 @@
 """Writes the parity fixtures the Rust tests check tract against (fixtures/parity.json): series,
 the features Python computes for them, and onnxruntime's outputs for the committed models. Also
-a model with the wrong input width (fixtures/wrong-input.onnx) for the error-path test.
+a model with the wrong input width (fixtures/wrong-input.onnx) and one trained on another feature
+vector (fixtures/old-features.onnx) for the error-path tests.
 
     python fixtures.py
 """
@@ -32,7 +33,7 @@ def series():
 
 def main():
     cases = []
-    sessions = {name: ort.InferenceSession(f"{name}-quantiles-v1.onnx") for name in ("cpu", "memory")}
+    sessions = {name: ort.InferenceSession(f"{name}-quantiles-{F.VERSION}.onnx") for name in ("cpu", "memory")}
     for sname, x in series().items():
         for t in (F.WINDOW, 80, 299, 2016, 2100):
             if t > len(x):
@@ -46,7 +47,7 @@ def main():
                 case["models"][mname] = {"raw": raw.tolist(), "quantiles": q.reshape(-1).tolist()}
             cases.append(case)
     with open("fixtures/parity.json", "w") as out:
-        json.dump({"features": "v1", "cases": cases}, out)
+        json.dump({"features": F.VERSION, "cases": cases}, out)
     print(f"wrote fixtures/parity.json ({len(cases)} cases)")
 
     w = numpy_helper.from_array(np.zeros((10, F.HORIZONS * 3), dtype=np.float32), "W")
@@ -59,6 +60,20 @@ def main():
     )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), "fixtures/wrong-input.onnx")
     print("wrote fixtures/wrong-input.onnx")
+
+    # The right shapes, trained on another feature vector (as the v1 models were).
+    w = numpy_helper.from_array(np.zeros((F.N_FEATURES, F.HORIZONS * 3), dtype=np.float32), "W")
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "W"], ["raw"])],
+        "old-features",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", F.N_FEATURES])],
+        [helper.make_tensor_value_info("raw", TensorProto.FLOAT, ["batch", F.HORIZONS * 3])],
+        [w],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.metadata_props.add(key="presage.features", value="v1")
+    onnx.save(m, "fixtures/old-features.onnx")
+    print("wrote fixtures/old-features.onnx")
 
 
 if __name__ == "__main__":

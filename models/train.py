@@ -34,9 +34,21 @@ def series_dataset(x, start_s, t_from, t_to, stride):
     ts = list(range(max(t_from, F.WINDOW), min(t_to, len(x) - F.HORIZONS + 1), stride))
     if not ts:
         return None
-    X = np.stack([F.features(x, t, start_s + t * F.STEP_S) for t in ts])
+    X = F.features_batch(x, ts, start_s)
     Y = np.stack([x[t:t + F.HORIZONS] for t in ts])
     return X, Y
+
+
+def _series_dataset(args):
+    return series_dataset(*args)
+
+
+def datasets(jobs):
+    """series_dataset over many series, on every core."""
+    import multiprocessing
+
+    with multiprocessing.Pool(os.cpu_count() or 1) as pool:
+        return collect(pool.map(_series_dataset, jobs, chunksize=4))
 
 
 def collect(parts):
@@ -45,26 +57,26 @@ def collect(parts):
 
 
 def planetlab(data, days, exclude=(), stride=1):
-    parts = []
+    jobs = []
     for d in days:
         for name, x in traces.planetlab_day(os.path.join(data, "planetlab", d)).items():
             if name in exclude:
                 continue
-            parts.append(series_dataset(x, 0, F.WINDOW, len(x), stride))
-    return collect(parts)
+            jobs.append((x, 0, F.WINDOW, len(x), stride))
+    return datasets(jobs)
 
 
 def bitbrains(data, held_out, target, t_from, t_to, stride):
     vms = traces.bitbrains_month(os.path.join(data, "bitbrains-rnd", "2013-7"))
-    parts = []
+    jobs = []
     for i, (name, (start, cpu, mem)) in enumerate(sorted(vms.items())):
         if (i % 5 == 0) != held_out:
             continue
         x = cpu if target == "cpu" else mem
         if x is None:
             continue
-        parts.append(series_dataset(x, start, t_from, t_to if t_to else len(x), stride))
-    return collect(parts)
+        jobs.append((x, start, t_from, t_to if t_to else len(x), stride))
+    return datasets(jobs)
 
 
 def pinball(y, q):
@@ -74,16 +86,33 @@ def pinball(y, q):
 
 
 class Mlp:
-    """56 -> 64 -> 64 -> 36, ReLU; outputs per horizon: p50 and log half-widths."""
+    """N_FEATURES -> hidden -> hidden -> 36, ReLU; outputs per horizon: the median's offset and two
+    log half-widths. Inputs are standardised by the training set's mean and deviation; the export
+    folds that into the first layer, so the ONNX model takes the raw features."""
 
     def __init__(self, sizes, seed):
         rng = np.random.default_rng(seed)
+        self.mu = np.zeros(sizes[0], dtype=np.float32)
+        self.sd = np.ones(sizes[0], dtype=np.float32)
         self.W = [rng.normal(0, np.sqrt(2.0 / a), (a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
         self.b = [np.zeros(b, dtype=np.float32) for b in sizes[1:]]
         self.b[-1].reshape(F.HORIZONS, 3)[:, 1:] = np.log(0.05)
         self.W[-1] *= 0.1
 
+    def standardise_on(self, X):
+        self.mu = X.mean(axis=0).astype(np.float32)
+        self.sd = np.maximum(X.std(axis=0), 1e-3).astype(np.float32)
+
+    def folded(self):
+        """(weights, biases) of the same network taking the raw features."""
+        W = [w.copy() for w in self.W]
+        b = [v.copy() for v in self.b]
+        W[0] = (self.W[0] / self.sd[:, None]).astype(np.float32)
+        b[0] = (self.b[0] - (self.mu / self.sd) @ self.W[0]).astype(np.float32)
+        return W, b
+
     def forward(self, X):
+        X = (X - self.mu) / self.sd
         acts = [X]
         h = X
         for i, (W, b) in enumerate(zip(self.W, self.b)):
@@ -93,7 +122,8 @@ class Mlp:
             acts.append(h)
         return acts
 
-    def train(self, X, Y, epochs, batch, lr, seed):
+    def train(self, X, Y, epochs, batch, lr, seed, hweights=None, wd=0.0):
+        self.standardise_on(X[:: max(1, len(X) // 200000)])
         rng = np.random.default_rng(seed)
         m = [np.zeros_like(p) for p in self.W + self.b]
         v = [np.zeros_like(p) for p in self.W + self.b]
@@ -113,6 +143,8 @@ class Mlp:
                 d = y[..., None] - q
                 total += float(np.sum(np.maximum(QUANTILES * d, (QUANTILES - 1) * d)))
                 g = np.where(d > 0, -QUANTILES, 1.0 - QUANTILES) / (len(idx) * F.HORIZONS * 3)
+                if hweights is not None:
+                    g = g * hweights[None, :, None]
                 graw = np.empty_like(raw)
                 graw[..., 0] = g[..., 0] + g[..., 1] + g[..., 2]
                 graw[..., 1] = -g[..., 0] * ea
@@ -132,6 +164,8 @@ class Mlp:
                     mh = m[k] / (1 - 0.9 ** step)
                     vh = v[k] / (1 - 0.999 ** step)
                     p -= rate * mh / (np.sqrt(vh) + 1e-8)
+                    if wd and k < len(self.W):
+                        p -= rate * wd * p
             print(f"  epoch {epoch + 1}: train pinball {total / (len(X) * F.HORIZONS * 3):.5f} ({time.time() - t0:.1f} s)", flush=True)
 
     def predict(self, X):
@@ -147,10 +181,13 @@ def merge(models):
         return models[0]
     out = Mlp.__new__(Mlp)
     out.W, out.b = [], []
+    out.mu = np.zeros_like(models[0].mu)
+    out.sd = np.ones_like(models[0].sd)
+    folded = [m.folded() for m in models]
     layers = len(models[0].W)
     for i in range(layers):
-        Ws = [m.W[i] for m in models]
-        bs = [m.b[i] for m in models]
+        Ws = [f[0][i] for f in folded]
+        bs = [f[1][i] for f in folded]
         if i == 0:
             W = np.concatenate(Ws, axis=1)
             b = np.concatenate(bs)
@@ -174,12 +211,13 @@ def export_onnx(model, path, name):
 
     nodes, inits = [], []
     cur = "features"
-    for i, (W, b) in enumerate(zip(model.W, model.b)):
+    Ws, bs = model.folded()
+    for i, (W, b) in enumerate(zip(Ws, bs)):
         inits += [numpy_helper.from_array(W, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
         nodes.append(helper.make_node("MatMul", [cur, f"W{i}"], [f"mm{i}"]))
-        out = "raw" if i == len(model.W) - 1 else f"z{i}"
+        out = "raw" if i == len(Ws) - 1 else f"z{i}"
         nodes.append(helper.make_node("Add", [f"mm{i}", f"b{i}"], [out]))
-        if i < len(model.W) - 1:
+        if i < len(Ws) - 1:
             nodes.append(helper.make_node("Relu", [out], [f"h{i}"]))
             cur = f"h{i}"
     graph = helper.make_graph(
@@ -190,7 +228,7 @@ def export_onnx(model, path, name):
         inits,
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="presage-models")
-    m.metadata_props.add(key="presage.features", value="v1")
+    m.metadata_props.add(key="presage.features", value=F.VERSION)
     m.metadata_props.add(key="presage.outputs", value="per horizon 1..12: p50 - feature 60, ln(p50 - p10), ln(p90 - p50)")
     onnx.checker.check_model(m)
     onnx.save(m, path)
@@ -222,18 +260,21 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../../shared/data")
     ap.add_argument("--out", default=".")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--hidden", type=int, default=64, help="width of the two hidden layers")
     ap.add_argument("--pl-stride", type=int, default=2, help="PlanetLab training: one example every N steps")
-    ap.add_argument("--bb-stride", type=int, default=6, help="Bitbrains training: one example every N steps")
+    ap.add_argument("--bb-stride", type=int, default=1, help="Bitbrains training: one example every N steps")
     ap.add_argument("--skip-memory", action="store_true", help="train the CPU model only")
+    ap.add_argument("--skip-hgb", action="store_true", help="do not train the HistGradientBoosting baseline")
     ap.add_argument("--compare-gbt", action="store_true", help="also fit quantile GBTs at 30 min (model family choice)")
     ap.add_argument("--cpu-data", choices=["both", "planetlab", "bitbrains"], default="both",
                     help="what the CPU model is trained on (one model for both, or one per trace family)")
-    ap.add_argument("--cpu-name", default="cpu-quantiles-v1", help="file stem of the CPU model")
+    ap.add_argument("--cpu-name", default=f"cpu-quantiles-{F.VERSION}", help="file stem of the CPU model")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cache", default=None, help="folder to keep the built datasets in (rebuilding takes minutes)")
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--h6-weight", type=float, default=1.0, help="weight of the 30-minute horizon in the loss (others 1)")
+    ap.add_argument("--wd", type=float, default=0.0, help="decoupled weight decay of the weights")
     ap.add_argument("--ensemble", type=int, default=1, help="train this many models (seeds) and export their mean as one")
     args = ap.parse_args()
     np.random.seed(0)
@@ -241,7 +282,7 @@ def main():
     eval_names = set()
     for d in PL_EVAL:
         eval_names.update(os.listdir(os.path.join(args.data, "planetlab", d)))
-    cache = args.cache and os.path.join(args.cache, f"cpu-pl{args.pl_stride}-bb{args.bb_stride}.npz")
+    cache = args.cache and os.path.join(args.cache, f"cpu-{F.VERSION}-pl{args.pl_stride}-bb{args.bb_stride}.npz")
     if cache and os.path.exists(cache):
         print(f"loading datasets from {cache}", flush=True)
         z = np.load(cache)
@@ -265,7 +306,9 @@ def main():
     for e in range(args.ensemble):
         seed = args.seed + 10 * e
         m = Mlp([F.N_FEATURES, args.hidden, args.hidden, F.HORIZONS * 3], seed=seed)
-        m.train(Xtr, Ytr, epochs=args.epochs, batch=2048, lr=args.lr, seed=seed + 1)
+        hw = np.ones(F.HORIZONS, dtype=np.float32)
+        hw[5] = args.h6_weight
+        m.train(Xtr, Ytr, epochs=args.epochs, batch=2048, lr=args.lr, seed=seed + 1, hweights=hw / hw.mean(), wd=args.wd)
         members.append(m)
     cpu = merge(members)
     for name, (X, Y) in [("planetlab", pl_ev), ("bitbrains", bb_ev)]:
@@ -278,9 +321,13 @@ def main():
             gbt = lightgbm_h6(Xtr[::4], Ytr[::4], X, Y)
             print(f"  {name} 30 min: quantile GBT {gbt:.5f}, ratio {gbt / roll:.3f}")
 
+    if not args.skip_hgb:
+        os.makedirs(os.path.join(args.out, "fixtures"), exist_ok=True)
+        hgb_point(Xtr, Ytr, os.path.join(args.out, "hgb-point.json"), os.path.join(args.out, "fixtures", "hgb-parity.json"))
+
     models = [(cpu, args.cpu_name)]
     if not args.skip_memory:
-        models.append((train_memory(args), "memory-quantiles-v1"))
+        models.append((train_memory(args), f"memory-quantiles-{F.VERSION}"))
     os.makedirs(args.out, exist_ok=True)
     for model, name in models:
         path = os.path.join(args.out, f"{name}.onnx")
@@ -288,10 +335,61 @@ def main():
         print(f"wrote {path} ({os.path.getsize(path)} bytes, sha256 {hashlib.sha256(open(path, 'rb').read()).hexdigest()[:16]})")
 
 
+HGB_INPUTS = F.WINDOW + 4 + 1
+
+
+def hgb_rows(X, Y, rng, n):
+    """n random (forecast time, horizon) pairs: the last 24 samples, time of day and day of week
+    (sin, cos), the horizon in steps; target the value that many steps ahead."""
+    i = rng.integers(0, len(X), n)
+    h = rng.integers(1, F.HORIZONS + 1, n)
+    inputs = np.concatenate([X[i, :F.WINDOW], X[i, 52:56], h[:, None].astype(np.float32)], axis=1)
+    return inputs.astype(np.float32), Y[i, h - 1]
+
+
+def hgb_point(X, Y, json_path, fixture_path):
+    """The OpenNebula-style baseline: a HistGradientBoosting point forecaster on recent samples
+    and the calendar (one model, the horizon an input). Written as JSON trees that
+    `forecast/src/baselines.rs` evaluates; its intervals come from its own recent errors there."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    rng = np.random.default_rng(5)
+    Xh, yh = hgb_rows(X, Y, rng, 400_000)
+    t0 = time.time()
+    est = HistGradientBoostingRegressor(max_iter=60, max_depth=5, learning_rate=0.1, random_state=0).fit(Xh, yh)
+    print(f"  hgb: {len(est._predictors)} trees in {time.time() - t0:.1f} s", flush=True)
+    trees = []
+    for (pred,) in est._predictors:
+        n = pred.nodes
+        trees.append({
+            "feature": n["feature_idx"].astype(int).tolist(),
+            "threshold": [float(v) for v in n["num_threshold"]],
+            "left": n["left"].astype(int).tolist(),
+            "right": n["right"].astype(int).tolist(),
+            "leaf": n["is_leaf"].astype(bool).tolist(),
+            "value": [float(v) for v in n["value"]],
+        })
+    model = {"format": "presage-hgb-point-v1", "inputs": HGB_INPUTS, "baseline": float(np.ravel(est._baseline_prediction)[0]), "trees": trees}
+    with open(json_path, "w") as f:
+        json.dump(model, f, separators=(",", ":"))
+    Xf, _ = hgb_rows(X, Y, np.random.default_rng(6), 20)
+    with open(fixture_path, "w") as f:
+        json.dump({"inputs": Xf.tolist(), "predictions": est.predict(Xf).tolist()}, f)
+    print(f"wrote {json_path} ({os.path.getsize(json_path)} bytes) and {fixture_path}")
+
+
 def train_memory(args):
     print("training the memory model", flush=True)
-    mtr = bitbrains(args.data, False, "memory", 0, BB_SPLIT_STEP, args.bb_stride)
-    mev = bitbrains(args.data, True, "memory", BB_SPLIT_STEP, None, 6)
+    cache = args.cache and os.path.join(args.cache, f"memory-{F.VERSION}-bb{args.bb_stride}.npz")
+    if cache and os.path.exists(cache):
+        z = np.load(cache)
+        mtr, mev = (z["tr_X"], z["tr_Y"]), (z["ev_X"], z["ev_Y"])
+    else:
+        mtr = bitbrains(args.data, False, "memory", 0, BB_SPLIT_STEP, args.bb_stride)
+        mev = bitbrains(args.data, True, "memory", BB_SPLIT_STEP, None, 6)
+        if cache:
+            os.makedirs(args.cache, exist_ok=True)
+            np.savez(cache, tr_X=mtr[0], tr_Y=mtr[1], ev_X=mev[0], ev_Y=mev[1])
     mem = Mlp([F.N_FEATURES, args.hidden, args.hidden, F.HORIZONS * 3], seed=3)
     mem.train(mtr[0], mtr[1], epochs=args.epochs, batch=2048, lr=2e-3, seed=4)
     q = mem.predict(mev[0])

@@ -140,7 +140,7 @@ fn default_cpu_limit() -> f64 {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ForecastConfig {
-    /// ONNX model of CPU demand (e.g. `/usr/share/presage/models/cpu-quantiles-v1.onnx`).
+    /// ONNX model of CPU demand (e.g. `/usr/share/presage/models/cpu-quantiles-v2.onnx`).
     #[serde(default)]
     pub cpu_model: Option<PathBuf>,
 }
@@ -451,7 +451,7 @@ shard_count = 4
     #[test]
     fn the_packaged_config_is_valid() {
         let c = AgentConfig::parse(include_str!("../../packaging/agent.toml"), Path::new("agent.toml")).unwrap();
-        assert_eq!(c.forecast.cpu_model.as_deref(), Some(Path::new("/usr/share/presage/models/cpu-quantiles-v1.onnx")));
+        assert_eq!(c.forecast.cpu_model.as_deref(), Some(Path::new("/usr/share/presage/models/cpu-quantiles-v2.onnx")));
         assert!(matches!(c.hypervisor, HypervisorConfig::Libvirt { .. }));
         assert_eq!(AgentConfig::parse(GOOD, Path::new("a.toml")).unwrap().forecast, ForecastConfig::default());
         assert!(err(&format!("{GOOD}[forecast]\nmodel = \"x\"\n")).contains("model"));

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use presage_forecast::fleet::{FleetForecaster, SeriesRequest};
+use presage_forecast::online::LearntState;
 use presage_forecast::{MAX_HORIZON, STEP_S, SeriesContext, WEEK};
 use presage_protocol::pb::{VmForecast, VmSample};
 use tracing::warn;
@@ -75,7 +76,8 @@ pub struct DemandForecaster {
     store: Option<(Arc<dyn KvTree>, Option<u64>)>,
 }
 
-/// The store tree that keeps each VM's calibration (12 little-endian f32 log width scales).
+/// The store tree that keeps what was learnt of each VM's forecasts (`LearntState::encode`:
+/// calibration scales and mixing weights).
 pub const CALIBRATION_TREE: &str = "calibration";
 /// Calibration is saved once per this many completed steps (an hour), and at shutdown.
 const SAVE_EVERY_STEPS: u64 = MAX_HORIZON as u64;
@@ -94,9 +96,9 @@ impl DemandForecaster {
         let mut resumed = 0;
         for (k, v) in tree.scan_prefix(b"", Order::Ascending, usize::MAX)? {
             let key = String::from_utf8_lossy(&k).into_owned();
-            match decode_scales(&v) {
-                Some(scales) => {
-                    self.fleet.resume_calibration(key, scales);
+            match LearntState::decode(&v) {
+                Some(state) => {
+                    self.fleet.resume(key, &state);
                     resumed += 1;
                 }
                 None => warn!(vm = %key, bytes = v.len(), "unreadable calibration entry; relearning it"),
@@ -112,7 +114,7 @@ impl DemandForecaster {
     /// Writes every VM's calibration to the store (no-op without one).
     pub fn save(&mut self) -> Result<(), StoreError> {
         let Some((tree, _)) = &self.store else { return Ok(()) };
-        let ops = self.fleet.calibration().map(|(k, s)| BatchOp::Insert(k.as_bytes().to_vec(), encode_scales(&s))).collect();
+        let ops = self.fleet.learnt().map(|(k, s)| BatchOp::Insert(k.as_bytes().to_vec(), s.encode())).collect();
         tree.apply(ops)
     }
 
@@ -188,21 +190,6 @@ impl DemandForecaster {
     }
 }
 
-fn encode_scales(s: &[f32; MAX_HORIZON]) -> Vec<u8> {
-    s.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn decode_scales(b: &[u8]) -> Option<[f32; MAX_HORIZON]> {
-    if b.len() != 4 * MAX_HORIZON {
-        return None;
-    }
-    let mut out = [0.0f32; MAX_HORIZON];
-    for (i, c) in b.chunks_exact(4).enumerate() {
-        out[i] = f32::from_le_bytes(c.try_into().ok()?);
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,8 +204,8 @@ mod tests {
 
     #[test]
     fn forecasts_appear_once_a_vm_has_enough_completed_steps() {
-        let mut f = DemandForecaster::new(Some(&models().join("cpu-quantiles-v1.onnx")));
-        assert_eq!(f.status(), "cpu-quantiles-v1");
+        let mut f = DemandForecaster::new(Some(&models().join("cpu-quantiles-v2.onnx")));
+        assert_eq!(f.status(), "cpu-quantiles-v2");
         // Two samples per step; step 1000 + i. After 24 completed steps (i = 24) a forecast exists.
         for i in 0..30u64 {
             for half in [0.2, 0.4] {
@@ -273,19 +260,21 @@ mod tests {
             }
             last
         };
-        let mut first = DemandForecaster::new(None).with_store(&store).unwrap();
+        let model = models().join(format!("cpu-quantiles-{}.onnx", presage_forecast::features::VERSION));
+        let mut first = DemandForecaster::new(Some(&model)).with_store(&store).unwrap();
         run(&mut first, 0, 200);
         first.save().unwrap();
-        let learnt: Vec<(String, [f32; MAX_HORIZON])> = first.fleet.calibration().map(|(k, s)| (k.clone(), s)).collect();
-        assert!(learnt[0].1.iter().any(|v| *v != 0.0), "nothing was learnt: {learnt:?}");
+        let learnt: Vec<(String, LearntState)> = first.fleet.learnt().map(|(k, s)| (k.clone(), s)).collect();
+        assert!(learnt[0].1.log_scales.iter().any(|v| *v != 0.0), "no calibration was learnt: {learnt:?}");
+        assert!(learnt[0].1.mix_leads.iter().flatten().any(|v| *v != 0.0), "no mixing was learnt: {learnt:?}");
         // A new agent process on the same store starts from what the first one learnt...
-        let resumed = DemandForecaster::new(None).with_store(&store).unwrap();
-        let again: Vec<(String, [f32; MAX_HORIZON])> = resumed.fleet.calibration().map(|(k, s)| (k.clone(), s)).collect();
+        let resumed = DemandForecaster::new(Some(&model)).with_store(&store).unwrap();
+        let again: Vec<(String, LearntState)> = resumed.fleet.learnt().map(|(k, s)| (k.clone(), s)).collect();
         assert_eq!(again, learnt);
         // ...and a damaged entry is relearnt, not fatal.
         store.tree(CALIBRATION_TREE).unwrap().insert(b"a", b"xx").unwrap();
-        let fresh = DemandForecaster::new(None).with_store(&store).unwrap();
-        assert_eq!(fresh.fleet.calibration().count(), 0);
+        let fresh = DemandForecaster::new(Some(&model)).with_store(&store).unwrap();
+        assert_eq!(fresh.fleet.learnt().count(), 0);
     }
 
     #[test]

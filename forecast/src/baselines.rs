@@ -14,7 +14,7 @@ pub const ERROR_WINDOW: usize = 36;
 
 /// `point + quantiles of errors` (p10, p50, p90), per horizon; `None` if a horizon has no error
 /// sample.
-fn with_error_quantiles(points: [f32; MAX_HORIZON], errors: &mut [Vec<f32>; MAX_HORIZON]) -> Option<Forecast> {
+pub(crate) fn with_error_quantiles(points: [f32; MAX_HORIZON], errors: &mut [Vec<f32>; MAX_HORIZON]) -> Option<Forecast> {
     let mut f = Forecast::flat([0.0; 3]);
     for h in 0..MAX_HORIZON {
         let e = &mut errors[h];
@@ -29,7 +29,7 @@ fn with_error_quantiles(points: [f32; MAX_HORIZON], errors: &mut [Vec<f32>; MAX_
 
 /// Per horizon h = 1..=12, the errors `error(i, h)` of the last [`ERROR_WINDOW`] outcomes
 /// (indices `i < n`, at least `first(h)`).
-fn recent_errors(n: usize, first: impl Fn(usize) -> usize, error: impl Fn(usize, usize) -> f32) -> [Vec<f32>; MAX_HORIZON] {
+pub(crate) fn recent_errors(n: usize, first: impl Fn(usize) -> usize, error: impl Fn(usize, usize) -> f32) -> [Vec<f32>; MAX_HORIZON] {
     std::array::from_fn(|k| {
         let h = k + 1;
         (n.saturating_sub(ERROR_WINDOW).max(first(h))..n).map(|i| error(i, h)).collect()

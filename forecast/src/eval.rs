@@ -1,11 +1,12 @@
 //! Walk-forward evaluation: every method forecasts every series at every step from the history
 //! before it, and is scored on what happened next, per horizon. Nothing after the forecast time
-//! is ever seen; calibrated variants learn only from outcomes already due.
+//! is ever seen; the online variants learn only from outcomes already due. For a model the
+//! last variant, `+mix+aci`, is exactly what the agent publishes.
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::calibration::OnlineCalibrator;
+use crate::online::{MIX_BASELINE, SeriesLearner};
 use crate::metrics::Score;
 use crate::{Forecaster, MAX_HORIZON, STEP_S, SeriesContext};
 
@@ -58,7 +59,8 @@ pub struct EvalConfig {
     pub warmup: usize,
     /// Forecast every `stride`-th step.
     pub stride: usize,
-    /// Also score each method with online calibration (as `<method>+aci`).
+    /// Also score each method with online calibration (as `<method>+aci`), and a model mixed
+    /// online with the baseline and calibrated (`<method>+mix+aci`, what the agent publishes).
     pub calibrated: bool,
 }
 
@@ -81,16 +83,26 @@ pub struct MethodScore {
     pub points: u64,
 }
 
-/// Scores of one method on one series: raw and calibrated, per horizon.
+/// Scores of one method on one series per horizon: raw, calibrated, mixed and calibrated.
 struct SeriesScores {
-    raw: [Score; MAX_HORIZON],
-    calibrated: [Score; MAX_HORIZON],
+    variants: [[Score; MAX_HORIZON]; 3],
+}
+
+/// The variants a method is scored in, as (index into `SeriesScores::variants`, name suffix).
+fn variants(method: &dyn Forecaster, cfg: &EvalConfig) -> &'static [(usize, &'static str)] {
+    match (cfg.calibrated, method.mixes_online()) {
+        (false, _) => &[(0, "")],
+        (true, false) => &[(0, ""), (1, "+aci")],
+        (true, true) => &[(0, ""), (1, "+aci"), (2, "+mix+aci")],
+    }
 }
 
 fn walk(method: &dyn Forecaster, s: &Series, cfg: &EvalConfig) -> SeriesScores {
-    let mut out = SeriesScores { raw: [Score::default(); MAX_HORIZON], calibrated: [Score::default(); MAX_HORIZON] };
+    let mut out = SeriesScores { variants: [[Score::default(); MAX_HORIZON]; 3] };
     let x = &s.values;
-    let mut cal = OnlineCalibrator::default();
+    let mixes = cfg.calibrated && method.mixes_online();
+    // Calibration alone, and what the agent runs (mixing, then calibration).
+    let (mut calibrated, mut published) = (SeriesLearner::default(), SeriesLearner::default());
     let start = cfg.warmup.max(1);
     let stride = cfg.stride.max(1);
     let ts: Vec<usize> = (start..x.len()).step_by(stride).collect();
@@ -104,16 +116,22 @@ fn walk(method: &dyn Forecaster, s: &Series, cfg: &EvalConfig) -> SeriesScores {
         if cfg.calibrated {
             let from = t.saturating_sub(stride).max(start - 1);
             for (i, y) in x.iter().enumerate().take(t).skip(from) {
-                cal.observe(i as u64, *y);
+                calibrated.observe(i as u64, *y);
+                published.observe(i as u64, *y);
             }
         }
         if let Some(f) = f {
-            let calibrated = cfg.calibrated.then(|| cal.calibrate(t as u64, &f));
+            let c = cfg.calibrated.then(|| calibrated.publish(t as u64, &f, None));
+            let p = mixes.then(|| {
+                let baseline = MIX_BASELINE.forecast(&SeriesContext { history: &x[..t], next_time_s: s.start_s + t as u64 * STEP_S });
+                published.publish(t as u64, &f, baseline.as_ref())
+            });
             for &h in &cfg.horizons {
                 let Some(&y) = x.get(t + h - 1) else { continue };
-                out.raw[h - 1].add(y, f.at(h));
-                if let Some(c) = &calibrated {
-                    out.calibrated[h - 1].add(y, c.at(h));
+                for (i, q) in [Some(f), c, p].into_iter().enumerate() {
+                    if let Some(q) = q {
+                        out.variants[i][h - 1].add(y, q.at(h));
+                    }
                 }
             }
         }
@@ -126,13 +144,12 @@ pub fn evaluate(series: &[Series], methods: &[Box<dyn Forecaster>], cfg: &EvalCo
     let mut rows = Vec::new();
     for m in methods {
         let per_series: Vec<SeriesScores> = series.par_iter().map(|s| walk(m.as_ref(), s, cfg)).collect();
-        let variants: &[(bool, &str)] = if cfg.calibrated { &[(false, ""), (true, "+aci")] } else { &[(false, "")] };
-        for &(calibrated, suffix) in variants {
+        for &(variant, suffix) in variants(m.as_ref(), cfg) {
             for &h in &cfg.horizons {
                 let mut total = Score::default();
                 let mut vms = 0;
                 for s in &per_series {
-                    let sc = if calibrated { &s.calibrated[h - 1] } else { &s.raw[h - 1] };
+                    let sc = &s.variants[variant][h - 1];
                     if sc.points > 0 {
                         vms += 1;
                     }

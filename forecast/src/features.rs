@@ -1,4 +1,4 @@
-//! Feature vector v1 of the ONNX forecasters, identical to `models/presage_models/features.py`
+//! Feature vector v2 of the ONNX forecasters, identical to `models/presage_models/features.py`
 //! (the parity test holds both to the same numbers):
 //!
 //! | index | feature |
@@ -12,16 +12,36 @@
 //! | 54, 55 | sin, cos of its day of the week (Monday = 0) |
 //! | 56..65 | p10, p50, p90 (type 7) of the last 12, 36 and 72 samples |
 //! | 65 | standard deviation of the last 36 samples |
+//! | 66..72 | for the windows 12, 36, 72: ln(max(p50 − p10, 0.001)), ln(max(p90 − p50, 0.001)) |
+//! | 72..75 | p10, p50, p90 of the last 288 samples |
+//! | 75, 76 | their two log half-widths, as above |
+//! | 77 | ln(feature 60 + 0.01): the level on a log scale |
+//! | 78 | fraction of the last 36 samples at most 0.005 (idle) |
+//! | 79 | fraction of the last 36 samples within 0.001 of the last one (flat) |
+//! | 80..92 | daily profile: for h = 1..12, the mean over the previous days d = 1..7 with t ≥ d·288 + 6 of the sample d days before the target step (else feature 25) |
+//! | 92 | how many days the profile has, / 7 |
+//! | 93..105 | daily change: for h = 1..12, the mean over those days of (the sample d days before the target step − the mean of the 6 samples before t − d·288) (else 0) |
+//!
+//! "Or of all there are" wherever a window is longer than the history; t is the history's
+//! length.
 //!
 //! The model's raw output per horizon is the median's offset from feature 60 (the median of the
 //! last 36 samples) and the log half-widths below and above it ([`quantiles_from_raw`]).
 
 use crate::{DAY, Forecast, MAX_HORIZON, SeriesContext, WEEK};
 
+/// Which feature vector this is; the training pipeline writes the same into each model's
+/// `presage.features` metadata.
+pub const VERSION: &str = "v2";
 pub const WINDOW: usize = 24;
-pub const N_FEATURES: usize = 66;
+pub const N_FEATURES: usize = 105;
 pub const N_OUTPUTS: usize = MAX_HORIZON * 3;
 pub const BASE_FEATURE: usize = 60;
+const PROFILE_DAYS: usize = 7;
+const LEVEL_SPAN: usize = 6;
+const MIN_WIDTH: f64 = 1e-3;
+const IDLE: f64 = 0.005;
+const FLAT: f64 = 1e-3;
 
 fn tail(x: &[f32], n: usize) -> &[f32] {
     &x[x.len().saturating_sub(n)..]
@@ -31,15 +51,25 @@ fn mean(x: &[f32]) -> f64 {
     x.iter().map(|v| *v as f64).sum::<f64>() / x.len() as f64
 }
 
-fn quantiles(x: &[f32]) -> [f32; 3] {
+fn quantiles(x: &[f32]) -> [f64; 3] {
     let mut v: Vec<f64> = x.iter().map(|v| *v as f64).collect();
     v.sort_by(|a, b| a.total_cmp(b));
     [0.1, 0.5, 0.9].map(|p| {
         let h = (v.len() - 1) as f64 * p;
         let lo = h.floor() as usize;
         let hi = (lo + 1).min(v.len() - 1);
-        (v[lo] + (h - lo as f64) * (v[hi] - v[lo])) as f32
+        v[lo] + (h - lo as f64) * (v[hi] - v[lo])
     })
+}
+
+/// p10, p50, p90 of `x` and the two log half-widths.
+fn quantiles_and_widths(x: &[f32]) -> ([f32; 3], [f32; 2]) {
+    let q = quantiles(x);
+    (q.map(|v| v as f32), [((q[1] - q[0]).max(MIN_WIDTH)).ln() as f32, ((q[2] - q[1]).max(MIN_WIDTH)).ln() as f32])
+}
+
+fn fraction(x: &[f32], pred: impl Fn(f64) -> bool) -> f32 {
+    (x.iter().filter(|v| pred(**v as f64)).count() as f64 / x.len() as f64) as f32
 }
 
 fn std(x: &[f32]) -> f64 {
@@ -71,9 +101,37 @@ pub fn features(ctx: &SeriesContext<'_>, f: &mut [f32; N_FEATURES]) -> Option<()
     f[54] = dow.sin() as f32;
     f[55] = dow.cos() as f32;
     for (k, w) in [12, 36, 72].into_iter().enumerate() {
-        f[56 + 3 * k..59 + 3 * k].copy_from_slice(&quantiles(tail(x, w)));
+        let (q, widths) = quantiles_and_widths(tail(x, w));
+        f[56 + 3 * k..59 + 3 * k].copy_from_slice(&q);
+        f[66 + 2 * k..68 + 2 * k].copy_from_slice(&widths);
     }
-    f[65] = std(tail(x, 36)) as f32;
+    let last36 = tail(x, 36);
+    f[65] = std(last36) as f32;
+    let (q, widths) = quantiles_and_widths(tail(x, DAY));
+    f[72..75].copy_from_slice(&q);
+    f[75..77].copy_from_slice(&widths);
+    f[77] = (f[60] as f64 + 0.01).ln() as f32;
+    f[78] = fraction(last36, |v| v <= IDLE);
+    let last = x[t - 1] as f64;
+    f[79] = fraction(last36, |v| (v - last).abs() <= FLAT);
+    let days = (1..=PROFILE_DAYS).filter(|d| t >= d * DAY + LEVEL_SPAN);
+    let n = days.clone().count();
+    f[92] = (n as f64 / PROFILE_DAYS as f64) as f32;
+    for h in 0..MAX_HORIZON {
+        if n == 0 {
+            f[80 + h] = f[25];
+            f[93 + h] = 0.0;
+            continue;
+        }
+        let (mut same, mut change) = (0.0f64, 0.0f64);
+        for d in days.clone() {
+            let v = x[t - d * DAY + h] as f64;
+            same += v;
+            change += v - mean(&x[t - d * DAY - LEVEL_SPAN..t - d * DAY]);
+        }
+        f[80 + h] = (same / n as f64) as f32;
+        f[93 + h] = (change / n as f64) as f32;
+    }
     Some(())
 }
 

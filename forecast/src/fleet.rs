@@ -1,6 +1,7 @@
 //! Forecasting a whole fleet of series at once, as the agent does every cycle and the simulator
 //! does every step: one model (an ONNX model, or a baseline when none is usable, with the reason),
-//! one batch for all series, and one online calibrator per series. The agent and the simulator
+//! one batch for all series, and one [`SeriesLearner`] per series (a model's forecasts mixed with
+//! the rolling baseline, then calibrated). The agent and the simulator
 //! both forecast through this type, so the simulator's decisions stand on the agent's forecasts.
 
 use std::collections::HashMap;
@@ -8,7 +9,7 @@ use std::hash::Hash;
 use std::path::Path;
 
 use crate::baselines::RollingQuantiles;
-use crate::calibration::OnlineCalibrator;
+use crate::online::{LearntState, MIX_BASELINE, SeriesLearner};
 use crate::onnx::OnnxForecaster;
 use crate::{Forecast, Forecaster, SeriesContext};
 
@@ -49,16 +50,16 @@ pub struct SeriesRequest<'a, K> {
     pub first_step: u64,
 }
 
-/// A forecaster with one online calibrator per series, keyed by `K`.
+/// A forecaster with one online learner per series, keyed by `K`.
 pub struct FleetForecaster<K> {
     model: Box<dyn Forecaster>,
     status: String,
-    calibrators: HashMap<K, OnlineCalibrator>,
+    learners: HashMap<K, SeriesLearner>,
 }
 
 impl<K: Hash + Eq + Clone> FleetForecaster<K> {
     pub fn new(model: Box<dyn Forecaster>, status: String) -> FleetForecaster<K> {
-        FleetForecaster { model, status, calibrators: HashMap::new() }
+        FleetForecaster { model, status, learners: HashMap::new() }
     }
 
     /// The model at `path` (see [`load_or_fallback`]).
@@ -82,37 +83,45 @@ impl<K: Hash + Eq + Clone> FleetForecaster<K> {
 
     /// The outcome of `step` for series `key` arrived.
     pub fn observe(&mut self, key: &K, step: u64, y: f32) {
-        if let Some(c) = self.calibrators.get_mut(key) {
-            c.observe(step, y);
+        if let Some(l) = self.learners.get_mut(key) {
+            l.observe(step, y);
         }
     }
 
-    /// Each series' learnt calibration, to save across restarts.
-    pub fn calibration(&self) -> impl Iterator<Item = (&K, [f32; crate::MAX_HORIZON])> {
-        self.calibrators.iter().map(|(k, c)| (k, c.log_scales()))
+    /// What each series has learnt (calibration, mixing weights), to save across restarts.
+    pub fn learnt(&self) -> impl Iterator<Item = (&K, LearntState)> {
+        self.learners.iter().map(|(k, l)| (k, l.state()))
     }
 
-    /// Resumes series `key`'s calibration from saved state (before its first forecast).
-    pub fn resume_calibration(&mut self, key: K, log_scales: [f32; crate::MAX_HORIZON]) {
-        self.calibrators.insert(key, OnlineCalibrator::resume(crate::calibration::DEFAULT_GAMMA, log_scales));
+    /// The learner of series `key`, once it has been forecast.
+    pub fn learner(&self, key: &K) -> Option<&SeriesLearner> {
+        self.learners.get(key)
+    }
+
+    /// Resumes series `key` from saved state (before its first forecast).
+    pub fn resume(&mut self, key: K, state: &LearntState) {
+        self.learners.insert(key, SeriesLearner::resume(state));
     }
 
     /// Forgets every series for which `keep` is false.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
-        self.calibrators.retain(|k, _| keep(k));
+        self.learners.retain(|k, _| keep(k));
     }
 
-    /// Calibrated forecasts for every request, in order (`None` with too little history).
+    /// The forecasts to publish for every request, in order (a model's mixed with the baseline,
+    /// all calibrated; `None` with too little history).
     pub fn forecast(&mut self, requests: &[SeriesRequest<'_, K>]) -> Vec<Option<Forecast>> {
         let ctxs: Vec<SeriesContext<'_>> = requests.iter().map(|r| r.ctx).collect();
         let raw = self.model.forecast_batch(&ctxs);
+        let mixes = self.model.mixes_online();
         requests
             .iter()
             .zip(raw)
             .map(|(r, f)| {
                 let f = f?;
-                let cal = self.calibrators.entry(r.key.clone()).or_default();
-                Some(cal.calibrate(r.first_step, &f))
+                let baseline = if mixes { MIX_BASELINE.forecast(&r.ctx) } else { None };
+                let learner = self.learners.entry(r.key.clone()).or_default();
+                Some(learner.publish(r.first_step, &f, baseline.as_ref()))
             })
             .collect()
     }

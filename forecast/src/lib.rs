@@ -1,6 +1,7 @@
 //! Forecasts of a VM's demand as quantiles (p10, p50, p90) for the next 1 to 12 five-minute
 //! steps, from its recent history: the [`Forecaster`] interface, the baselines every model is
-//! measured against ([`baselines`]), online interval calibration ([`calibration`]), the metrics
+//! measured against ([`baselines`]), what is learnt online per series ([`online`]: mixing with a
+//! baseline, and interval calibration, [`calibration`]), the metrics
 //! ([`metrics`]) and the walk-forward evaluation ([`eval`]) that `presagectl forecast-eval` runs.
 //!
 //! Shared by the agent (which forecasts its VMs every cycle) and presagectl, so the figures an
@@ -11,7 +12,9 @@ pub mod calibration;
 pub mod eval;
 pub mod features;
 pub mod fleet;
+pub mod gbt;
 pub mod metrics;
+pub mod online;
 pub mod onnx;
 
 /// The quantiles every forecaster gives, in order.
@@ -72,6 +75,12 @@ pub trait Forecaster: Send + Sync {
 
     /// Quantiles for horizons 1..=12, or `None` with too little history.
     fn forecast(&self, ctx: &SeriesContext<'_>) -> Option<Forecast>;
+
+    /// Whether its forecasts are mixed online, per series, with [`online::MIX_BASELINE`] (a
+    /// model trained on other series is; a baseline is not).
+    fn mixes_online(&self) -> bool {
+        false
+    }
 
     /// Many series at once (a model batches them); the default forecasts one by one.
     fn forecast_batch(&self, ctxs: &[SeriesContext<'_>]) -> Vec<Option<Forecast>> {

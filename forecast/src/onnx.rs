@@ -23,7 +23,7 @@ pub enum ModelError {
 
 type Plan = Arc<TypedRunnableModel>;
 
-/// A forecaster backed by an ONNX model with input `[batch, 66]` and output `[batch, 36]`.
+/// A forecaster backed by an ONNX model with input `[batch, N_FEATURES]` and output `[batch, 36]`.
 pub struct OnnxForecaster {
     name: String,
     plan: Plan,
@@ -49,6 +49,14 @@ impl OnnxForecaster {
 
     fn plan(bytes: &[u8]) -> Result<Plan, PlanError> {
         let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
+        // Models from the training pipeline say which feature vector they were trained on; one
+        // trained on another gets a clear refusal instead of a shape error deep in tract.
+        if let Some(v) = model.properties.get("onnx.metadata_props.presage.features") {
+            let found = v.to_plain_array_view::<String>().ok().and_then(|a| a.iter().next().cloned()).unwrap_or_else(|| format!("{v:?}"));
+            if found != features::VERSION {
+                return Err(PlanError::Shape("feature vector", features::VERSION.into(), found));
+            }
+        }
         if model.inputs.len() != 1 || model.outputs.len() != 1 {
             return Err(PlanError::Shape(
                 "inputs and outputs",
@@ -67,7 +75,7 @@ impl OnnxForecaster {
         Ok(typed.into_optimized()?.into_runnable()?)
     }
 
-    /// Raw model outputs for a `[rows, 66]` feature matrix.
+    /// Raw model outputs for a `[rows, N_FEATURES]` feature matrix.
     pub fn run_raw(&self, features: &[f32], rows: usize) -> TractResult<Vec<f32>> {
         let input = Tensor::from_shape(&[rows, N_FEATURES], features)?;
         let out = self.plan.run(tvec!(input.into_tvalue()))?;
@@ -93,6 +101,10 @@ impl Forecaster for OnnxForecaster {
 
     fn min_history(&self) -> usize {
         WINDOW
+    }
+
+    fn mixes_online(&self) -> bool {
+        true
     }
 
     fn forecast(&self, ctx: &SeriesContext<'_>) -> Option<Forecast> {
@@ -147,7 +159,7 @@ mod tests {
         let cases = fixture["cases"].as_array().unwrap();
         assert!(cases.len() >= 10);
         for name in ["cpu", "memory"] {
-            let model = OnnxForecaster::load(&models_dir().join(format!("{name}-quantiles-v1.onnx"))).unwrap();
+            let model = OnnxForecaster::load(&models_dir().join(format!("{name}-quantiles-v2.onnx"))).unwrap();
             for case in cases {
                 let history = floats(&case["history"]);
                 let ctx = SeriesContext { history: &history, next_time_s: case["next_time_s"].as_u64().unwrap() };
@@ -179,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_batch_gives_what_single_forecasts_give() {
-        let model = OnnxForecaster::load(&models_dir().join("cpu-quantiles-v1.onnx")).unwrap();
+        let model = OnnxForecaster::load(&models_dir().join("cpu-quantiles-v2.onnx")).unwrap();
         let a: Vec<f32> = (0..100).map(|i| (i % 7) as f32 / 10.0).collect();
         let b: Vec<f32> = (0..40).map(|i| (i % 3) as f32 / 5.0).collect();
         let short = [0.5f32; 5];
@@ -202,7 +214,7 @@ mod tests {
         assert!(matches!(e, ModelError::Read { .. }) && e.to_string().contains("none.onnx"), "{e}");
 
         let corrupt = dir.join("corrupt.onnx");
-        let mut bytes = std::fs::read(models_dir().join("cpu-quantiles-v1.onnx")).unwrap();
+        let mut bytes = std::fs::read(models_dir().join("cpu-quantiles-v2.onnx")).unwrap();
         bytes.truncate(bytes.len() / 2);
         std::fs::write(&corrupt, &bytes).unwrap();
         let e = OnnxForecaster::load(&corrupt).unwrap_err();
@@ -210,6 +222,10 @@ mod tests {
 
         let e = OnnxForecaster::load(&models_dir().join("fixtures/wrong-input.onnx")).unwrap_err();
         assert!(e.to_string().contains("wrong-input.onnx"), "{e}");
+
+        // Right shapes, other features: refused by name, not run on the wrong inputs.
+        let e = OnnxForecaster::load(&models_dir().join("fixtures/old-features.onnx")).unwrap_err();
+        assert!(matches!(e, ModelError::Shape { .. }) && e.to_string().contains("feature vector v2, the model has v1"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

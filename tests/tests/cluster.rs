@@ -302,7 +302,7 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
     for v in &vms {
         let s = v.sample.as_ref().unwrap();
         let f = s.forecast.as_ref().unwrap();
-        assert_eq!(f.forecaster, "cpu-quantiles-v1", "{}", s.vm_id);
+        assert_eq!(f.forecaster, "cpu-quantiles-v2", "{}", s.vm_id);
         assert_eq!((f.step_seconds, f.cpu_p50.len()), (300, 12));
         // The forecast starts at the step in progress, the one this sample belongs to.
         assert_eq!(f.first_step, v.trace.as_ref().unwrap().step, "{}", s.vm_id);
@@ -315,10 +315,10 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
         assert!(v.cpu_history.windows(2).all(|w| w[0].trace_step < w[1].trace_step));
         assert_eq!(v.cpu_history.last().unwrap().cpu_utilisation, s.cpu_utilisation as f32);
         let chart = presage_coordinator::ctl::view::ForecastReport::from(v.clone()).render();
-        assert!(chart.contains("forecaster cpu-quantiles-v1") && chart.contains("+30 min"), "{chart}");
+        assert!(chart.contains("forecaster cpu-quantiles-v2") && chart.contains("+30 min"), "{chart}");
     }
     let hosts = op.clone().list_hosts(ListHostsRequest {}).await.unwrap().into_inner().hosts;
-    assert_eq!(hosts[0].agent.as_ref().unwrap().forecaster, "cpu-quantiles-v1");
+    assert_eq!(hosts[0].agent.as_ref().unwrap().forecaster, "cpu-quantiles-v2");
     // Every report, forecasts included, passed the coordinator's validation.
     assert_eq!(op.clone().status(StatusRequest {}).await.unwrap().into_inner().reports_rejected, 0);
     agent.stop().await;

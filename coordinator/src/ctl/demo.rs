@@ -206,7 +206,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut client = client.expect("loop ends with a client");
 
     // The repository's CPU model, when the demo runs from a checkout.
-    let model = std::env::current_dir().ok().map(|d| d.join("models/cpu-quantiles-v1.onnx")).filter(|p| p.is_file());
+    let model = std::env::current_dir().ok().map(|d| d.join("models/cpu-quantiles-v2.onnx")).filter(|p| p.is_file());
     let mut agents = Vec::new();
     for i in 0..args.agents {
         let host = format!("sim-{:02}", i + 1);

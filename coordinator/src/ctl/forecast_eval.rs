@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use presage_forecast::eval::{EvalConfig, MethodScore, Target, evaluate, series_of};
+use presage_forecast::gbt::GbtPoint;
 use presage_forecast::onnx::OnnxForecaster;
 use presage_forecast::{MAX_HORIZON, baselines};
 use presage_traces::{Selection, TraceFormat};
@@ -57,7 +58,14 @@ pub struct ForecastEvalArgs {
     /// ONNX quantile models to score beside the baselines (repeatable).
     #[arg(long = "model")]
     pub models: Vec<PathBuf>,
+    /// The gradient-boosted tree point baseline (train.py writes it). Default:
+    /// models/hgb-point.json when it exists here; an explicit path must load.
+    #[arg(long = "hgb-model")]
+    pub hgb_model: Option<PathBuf>,
 }
+
+/// Where `forecast-eval` looks for the tree baseline when not told.
+pub const DEFAULT_HGB_MODEL: &str = "models/hgb-point.json";
 
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     let (i, n) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected I/N, e.g. 0/5"))?;
@@ -95,6 +103,13 @@ pub fn run(args: ForecastEvalArgs, output: OutputFormat) -> anyhow::Result<()> {
         bail!("{}: no VM has a {:?} series", args.trace.display(), target);
     }
     let mut methods = baselines::all();
+    match &args.hgb_model {
+        Some(path) => methods.push(Box::new(GbtPoint::load(path)?)),
+        None => match GbtPoint::load(std::path::Path::new(DEFAULT_HGB_MODEL)) {
+            Ok(m) => methods.push(Box::new(m)),
+            Err(e) => eprintln!("warning: scoring without the gradient-boosted tree baseline: {e} (give --hgb-model)"),
+        },
+    }
     for m in &args.models {
         methods.push(Box::new(OnnxForecaster::load(m)?));
     }

@@ -60,7 +60,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// The agents' CPU forecast model, for policies that read forecasts (presage); `none`: the
-    /// agents' fallback baseline. Default: models/cpu-quantiles-v1.onnx when it exists here.
+    /// agents' fallback baseline. Default: models/cpu-quantiles-v2.onnx when it exists here.
     #[arg(long)]
     pub forecast_model: Option<PathBuf>,
     /// A TOML file with presage's policy settings (the coordinator's [policy.presage] keys).
@@ -69,7 +69,7 @@ pub struct SimulateArgs {
 }
 
 /// The default model path, relative to where presagectl runs (the repository root).
-pub const DEFAULT_FORECAST_MODEL: &str = "models/cpu-quantiles-v1.onnx";
+pub const DEFAULT_FORECAST_MODEL: &str = "models/cpu-quantiles-v2.onnx";
 
 impl SimulateArgs {
     /// The model the simulated agents forecast with: `None` for the baseline.

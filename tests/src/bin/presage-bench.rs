@@ -66,7 +66,7 @@ enum Cmd {
         vms: usize,
         #[arg(long, default_value_t = 2000)]
         cycles: usize,
-        #[arg(long, default_value = "models/cpu-quantiles-v1.onnx")]
+        #[arg(long, default_value = "models/cpu-quantiles-v2.onnx")]
         model: PathBuf,
     },
     Simulate {
@@ -177,7 +177,7 @@ async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles:
             trace,
             // One 5-minute trace step per sample, so the forecaster runs after 24 samples.
             300.0 / interval.as_secs_f64(),
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v1.onnx"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v2.onnx"),
         ),
     )?;
     let mut child = tokio::process::Command::new(&agent_bin)

@@ -49,10 +49,10 @@ fn presage_beats_the_best_classic_policy_on_every_public_day() {
     let reference_dir = shared_reference().join("cloudsim");
     let rows = reference::load(&reference_dir.join("planetlab-public-days.csv")).expect("CloudSim's figures");
     let mut args = SimulateArgs::new(DAYS.iter().map(|d| data.join("planetlab").join(d)).collect(), Some(reference_dir.join("vm_order")));
-    args.forecast_model = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v1.onnx"));
+    args.forecast_model = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v2.onnx"));
     let runs = simulate(&args, &[PolicySpec::Presage], &indicatif::ProgressBar::hidden()).expect("simulation");
     for r in &runs {
-        assert_eq!(r.forecaster.as_deref(), Some("cpu-quantiles-v1"), "{}: the model was not used", r.day);
+        assert_eq!(r.forecaster.as_deref(), Some("cpu-quantiles-v2"), "{}: the model was not used", r.day);
         let best = rows
             .iter()
             .filter(|c| c.day == r.day && c.migrations > 0.0)

@@ -226,4 +226,33 @@ mod tests {
         assert!(rows[0].mae > 0.8 / rows[0].points as f64 - 1e-6);
         assert!(rows[0].coverage < 1.0);
     }
+
+    /// A "model" that is confidently wrong on this series: the variant the agent publishes
+    /// (`+mix+aci`) moves to the rolling baseline and loses far less; baselines get no mix row.
+    #[test]
+    fn the_published_variant_leaves_a_model_that_is_wrong_on_this_series() {
+        struct Wrong;
+        impl Forecaster for Wrong {
+            fn name(&self) -> String {
+                "wrong".into()
+            }
+            fn min_history(&self) -> usize {
+                1
+            }
+            fn mixes_online(&self) -> bool {
+                true
+            }
+            fn forecast(&self, _: &SeriesContext<'_>) -> Option<crate::Forecast> {
+                Some(crate::Forecast::flat([0.7, 0.8, 0.9]))
+            }
+        }
+        let values: Vec<f32> = (0..600).map(|i| 0.2 + 0.05 * ((i * 37 % 11) as f32 / 10.0 - 0.5)).collect();
+        let s = Series { name: "quiet".into(), values, start_s: 0 };
+        let cfg = EvalConfig { horizons: vec![6], warmup: 36, stride: 1, calibrated: true };
+        let rows = evaluate(&[s], &[Box::new(Wrong), Box::new(RollingQuantiles { window: 36 })], &cfg);
+        let names: Vec<&str> = rows.iter().map(|r| r.method.as_str()).collect();
+        assert_eq!(names, ["wrong", "wrong+aci", "wrong+mix+aci", "rolling-quantiles-180min", "rolling-quantiles-180min+aci"]);
+        let (raw, mixed) = (rows[0].pinball, rows[2].pinball);
+        assert!(mixed < 0.2 * raw, "mixing did not leave the wrong model: raw {raw}, published {mixed}");
+    }
 }

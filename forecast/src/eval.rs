@@ -6,8 +6,8 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::online::{MIX_BASELINE, SeriesLearner};
 use crate::metrics::Score;
+use crate::online::{MIX_BASELINE, SeriesLearner};
 use crate::{Forecaster, MAX_HORIZON, STEP_S, SeriesContext};
 
 /// Which demand to forecast.

@@ -77,7 +77,9 @@ impl GbtPoint {
         let mut trees = Vec::with_capacity(file.trees.len());
         for (t, tree) in file.trees.iter().enumerate() {
             let n = tree.leaf.len();
-            if n == 0 || [tree.feature.len(), tree.threshold.len(), tree.left.len(), tree.right.len(), tree.value.len()].iter().any(|&l| l != n) {
+            if n == 0
+                || [tree.feature.len(), tree.threshold.len(), tree.left.len(), tree.right.len(), tree.value.len()].iter().any(|&l| l != n)
+            {
                 return Err(invalid(format!("tree {t}: node arrays of different lengths or empty")));
             }
             let mut nodes = Vec::with_capacity(n);
@@ -149,10 +151,14 @@ impl Forecaster for GbtPoint {
         let time_of = |origin: usize| ctx.next_time_s.saturating_sub((n - origin) as u64 * STEP_S);
         let points: [f32; MAX_HORIZON] = std::array::from_fn(|k| self.point(x, n, ctx.next_time_s, k + 1));
         // The outcome at i was forecast h steps ahead from the history before i − h + 1.
-        let mut errors = recent_errors(n, |h| WINDOW + h - 1, |i, h| {
-            let origin = i + 1 - h;
-            x[i] - self.point(x, origin, time_of(origin), h)
-        });
+        let mut errors = recent_errors(
+            n,
+            |h| WINDOW + h - 1,
+            |i, h| {
+                let origin = i + 1 - h;
+                x[i] - self.point(x, origin, time_of(origin), h)
+            },
+        );
         debug_assert!(errors.iter().all(|e| e.len() <= ERROR_WINDOW));
         with_error_quantiles(points, &mut errors)
     }

@@ -130,10 +130,7 @@ pub struct SeriesLearner {
 
 impl SeriesLearner {
     pub fn resume(state: &LearntState) -> SeriesLearner {
-        SeriesLearner {
-            mixer: OnlineMixer::resume(state.mix_leads),
-            calibrator: OnlineCalibrator::resume(DEFAULT_GAMMA, state.log_scales),
-        }
+        SeriesLearner { mixer: OnlineMixer::resume(state.mix_leads), calibrator: OnlineCalibrator::resume(DEFAULT_GAMMA, state.log_scales) }
     }
 
     pub fn state(&self) -> LearntState {

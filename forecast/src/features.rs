@@ -77,6 +77,14 @@ fn std(x: &[f32]) -> f64 {
     (x.iter().map(|v| (*v as f64 - m).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
 }
 
+/// sin, cos of the time of day and of the day of the week (Monday = 0) of `time_s` (seconds since
+/// the epoch): features 52..56, also the tree baseline's calendar inputs.
+pub fn calendar(time_s: u64) -> [f32; 4] {
+    let tod = 2.0 * std::f64::consts::PI * (time_s % 86400) as f64 / 86400.0;
+    let dow = 2.0 * std::f64::consts::PI * ((time_s / 86400 + 3) % 7) as f64 / 7.0;
+    [tod.sin() as f32, tod.cos() as f32, dow.sin() as f32, dow.cos() as f32]
+}
+
 /// Writes the features of `ctx` into `f`; `None` with less than [`WINDOW`] samples.
 pub fn features(ctx: &SeriesContext<'_>, f: &mut [f32; N_FEATURES]) -> Option<()> {
     let x = ctx.history;
@@ -94,12 +102,7 @@ pub fn features(ctx: &SeriesContext<'_>, f: &mut [f32; N_FEATURES]) -> Option<()
     }
     f[50] = if has_day { 1.0 } else { 0.0 };
     f[51] = if has_week { 1.0 } else { 0.0 };
-    let tod = 2.0 * std::f64::consts::PI * (ctx.next_time_s % 86400) as f64 / 86400.0;
-    let dow = 2.0 * std::f64::consts::PI * ((ctx.next_time_s / 86400 + 3) % 7) as f64 / 7.0;
-    f[52] = tod.sin() as f32;
-    f[53] = tod.cos() as f32;
-    f[54] = dow.sin() as f32;
-    f[55] = dow.cos() as f32;
+    f[52..56].copy_from_slice(&calendar(ctx.next_time_s));
     for (k, w) in [12, 36, 72].into_iter().enumerate() {
         let (q, widths) = quantiles_and_widths(tail(x, w));
         f[56 + 3 * k..59 + 3 * k].copy_from_slice(&q);

@@ -125,9 +125,7 @@ impl GbtPoint {
     fn point(&self, x: &[f32], origin: usize, first_step_s: u64, h: usize) -> f32 {
         let mut row = [0.0f32; INPUTS];
         row[..WINDOW].copy_from_slice(&x[origin - WINDOW..origin]);
-        let tod = 2.0 * std::f64::consts::PI * (first_step_s % 86400) as f64 / 86400.0;
-        let dow = 2.0 * std::f64::consts::PI * ((first_step_s / 86400 + 3) % 7) as f64 / 7.0;
-        row[WINDOW..WINDOW + 4].copy_from_slice(&[tod.sin() as f32, tod.cos() as f32, dow.sin() as f32, dow.cos() as f32]);
+        row[WINDOW..WINDOW + 4].copy_from_slice(&crate::features::calendar(first_step_s));
         row[WINDOW + 4] = h as f32;
         self.predict(&row)
     }

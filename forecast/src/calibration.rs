@@ -61,7 +61,11 @@ impl OnlineCalibrator {
 
     /// Applies the current scales to `raw`, made for the steps `first_step`, `first_step + 1`, …,
     /// and remembers the intervals it published so that [`observe`](Self::observe) can score them.
+    /// A forecast for the same `first_step` as an earlier one replaces it (an agent forecasts
+    /// every sampling cycle, several times per step): each step's outcome is scored once, against
+    /// the last interval published for it at each horizon.
     pub fn calibrate(&mut self, first_step: u64, raw: &Forecast) -> Forecast {
+        self.pending.retain(|&(due, h, _)| due + 1 != first_step + h as u64);
         let mut out = *raw;
         for h in 1..=MAX_HORIZON {
             let [lo, mid, hi] = raw.at(h);

@@ -61,7 +61,10 @@ impl OnlineMixer {
 
     /// The mixed forecast for steps `first_step`, `first_step + 1`, …; remembers both experts'
     /// quantiles so that [`observe`](Self::observe) can score them.
+    /// A forecast for the same `first_step` as an earlier one replaces it, as in
+    /// [`OnlineCalibrator::calibrate`].
     pub fn mix(&mut self, first_step: u64, model: &Forecast, baseline: &Forecast) -> Forecast {
+        self.pending.retain(|&(due, h, _, _)| due + 1 != first_step + h as u64);
         let mut out = *model;
         for h in 1..=MAX_HORIZON {
             let (m, b, w) = (model.at(h), baseline.at(h), self.weights(h));
@@ -214,5 +217,25 @@ mod tests {
         bad.mix_leads[3][0] = 1e9;
         let r = SeriesLearner::resume(&bad).state();
         assert_eq!((r.mix_leads[2][0], r.mix_leads[3][0]), (0.0, MAX_LEAD));
+    }
+
+    /// An agent forecasts every sampling cycle, many times per 5-minute step: what it learns from
+    /// an outcome is the same as if it had forecast once (the last forecast for that step counts).
+    #[test]
+    fn forecasting_many_times_per_step_learns_as_forecasting_once() {
+        let model = Forecast::flat([0.4, 0.5, 0.6]);
+        let baseline = Forecast::flat([0.0, 0.1, 0.2]);
+        let (mut once, mut often) = (SeriesLearner::default(), SeriesLearner::default());
+        for step in 0..100u64 {
+            once.publish(step, &model, Some(&baseline));
+            for _ in 0..30 {
+                often.publish(step, &model, Some(&baseline));
+            }
+            let y = if step % 3 == 0 { 0.9 } else { 0.45 };
+            once.observe(step, y);
+            often.observe(step, y);
+        }
+        assert_eq!(once.state(), often.state());
+        assert!(once.state().mix_leads[0][1] > 0.0);
     }
 }

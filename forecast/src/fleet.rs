@@ -93,11 +93,6 @@ impl<K: Hash + Eq + Clone> FleetForecaster<K> {
         self.learners.iter().map(|(k, l)| (k, l.state()))
     }
 
-    /// The learner of series `key`, once it has been forecast.
-    pub fn learner(&self, key: &K) -> Option<&SeriesLearner> {
-        self.learners.get(key)
-    }
-
     /// Resumes series `key` from saved state (before its first forecast).
     pub fn resume(&mut self, key: K, state: &LearntState) {
         self.learners.insert(key, SeriesLearner::resume(state));

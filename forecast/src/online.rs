@@ -140,10 +140,6 @@ impl SeriesLearner {
         LearntState { log_scales: self.calibrator.log_scales(), mix_leads: self.mixer.leads() }
     }
 
-    pub fn mixer(&self) -> &OnlineMixer {
-        &self.mixer
-    }
-
     /// The forecast to publish for steps from `first_step`: `raw` mixed with `baseline` when
     /// there is one (the forecaster is a model), then calibrated.
     pub fn publish(&mut self, first_step: u64, raw: &Forecast, baseline: Option<&Forecast>) -> Forecast {

@@ -184,13 +184,16 @@ pub struct PlanJournal {
 }
 
 fn plan_key(id: u64) -> Vec<u8> {
-    let mut k = PLAN_PREFIX.to_vec();
-    k.extend_from_slice(format!("{id:020}").as_bytes());
-    k
+    key(PLAN_PREFIX, id)
 }
 
 fn open_key(id: u64) -> Vec<u8> {
-    let mut k = OPEN_PREFIX.to_vec();
+    key(OPEN_PREFIX, id)
+}
+
+/// `prefix` then the id in 20 digits, so keys sort by id.
+fn key(prefix: &[u8], id: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
     k.extend_from_slice(format!("{id:020}").as_bytes());
     k
 }

@@ -20,13 +20,52 @@ pub const MIN_HALF_WIDTH: f32 = 0.002;
 /// Bounds on the scale, so one burst cannot blow the interval up for good.
 const MAX_LOG_SCALE: f32 = 4.0;
 
+/// What was published for steps whose outcome has not arrived yet: per forecast step, its horizon
+/// and `T`. A forecast for a first step already published replaces the earlier one (an agent
+/// forecasts every sampling cycle, several times per step), so each outcome is scored once,
+/// against the last forecast published for it at each horizon.
+#[derive(Clone, Debug)]
+pub struct AwaitingOutcome<T> {
+    items: VecDeque<(u64, usize, T)>,
+}
+
+impl<T> Default for AwaitingOutcome<T> {
+    fn default() -> Self {
+        AwaitingOutcome { items: VecDeque::new() }
+    }
+}
+
+impl<T: Copy> AwaitingOutcome<T> {
+    /// Forgets what was published for the forecast starting at `first_step` (before it is
+    /// published again).
+    pub fn replace(&mut self, first_step: u64) {
+        self.items.retain(|&(due, h, _)| due + 1 != first_step + h as u64);
+    }
+
+    /// Remembers `item`, published for horizon `h` of the forecast starting at `first_step`.
+    pub fn push(&mut self, first_step: u64, h: usize, item: T) {
+        self.items.push_back((first_step + h as u64 - 1, h, item));
+    }
+
+    /// The outcome of `step` arrived: `score(h, item)` for everything published for it; what was
+    /// due at or before `step` is dropped.
+    pub fn settle(&mut self, step: u64, mut score: impl FnMut(usize, T)) {
+        self.items.retain(|&(due, h, item)| {
+            if due == step {
+                score(h, item);
+            }
+            due > step
+        });
+    }
+}
+
 /// Calibration state of one series.
 #[derive(Clone, Debug)]
 pub struct OnlineCalibrator {
     gamma: f32,
     log_scale: [f32; MAX_HORIZON],
-    /// (step the outcome is due, horizon, interval that was published).
-    pending: VecDeque<(u64, usize, [f32; 3])>,
+    /// The intervals published, awaiting their outcomes.
+    pending: AwaitingOutcome<[f32; 3]>,
 }
 
 impl Default for OnlineCalibrator {
@@ -37,7 +76,7 @@ impl Default for OnlineCalibrator {
 
 impl OnlineCalibrator {
     pub fn new(gamma: f32) -> OnlineCalibrator {
-        OnlineCalibrator { gamma, log_scale: [0.0; MAX_HORIZON], pending: VecDeque::new() }
+        OnlineCalibrator { gamma, log_scale: [0.0; MAX_HORIZON], pending: AwaitingOutcome::default() }
     }
 
     /// The learnt state worth keeping across restarts: the log width scale per horizon.
@@ -51,7 +90,7 @@ impl OnlineCalibrator {
     /// range (a damaged store) are clamped, non-finite ones reset to 0.
     pub fn resume(gamma: f32, log_scales: [f32; MAX_HORIZON]) -> OnlineCalibrator {
         let log_scale = log_scales.map(|v| if v.is_finite() { v.clamp(-MAX_LOG_SCALE, MAX_LOG_SCALE) } else { 0.0 });
-        OnlineCalibrator { gamma, log_scale, pending: VecDeque::new() }
+        OnlineCalibrator { gamma, log_scale, pending: AwaitingOutcome::default() }
     }
 
     /// The current width scale at `horizon`.
@@ -61,11 +100,9 @@ impl OnlineCalibrator {
 
     /// Applies the current scales to `raw`, made for the steps `first_step`, `first_step + 1`, …,
     /// and remembers the intervals it published so that [`observe`](Self::observe) can score them.
-    /// A forecast for the same `first_step` as an earlier one replaces it (an agent forecasts
-    /// every sampling cycle, several times per step): each step's outcome is scored once, against
-    /// the last interval published for it at each horizon.
+    /// A forecast for the same `first_step` as an earlier one replaces it ([`AwaitingOutcome`]).
     pub fn calibrate(&mut self, first_step: u64, raw: &Forecast) -> Forecast {
-        self.pending.retain(|&(due, h, _)| due + 1 != first_step + h as u64);
+        self.pending.replace(first_step);
         let mut out = *raw;
         for h in 1..=MAX_HORIZON {
             let [lo, mid, hi] = raw.at(h);
@@ -73,7 +110,7 @@ impl OnlineCalibrator {
             // Demand is a fraction of capacity: the widened interval stays within 0..=1.
             let q = [(mid - s * (mid - lo).max(MIN_HALF_WIDTH)).max(0.0), mid, (mid + s * (hi - mid).max(MIN_HALF_WIDTH)).min(1.0)];
             out.q[h - 1] = q;
-            self.pending.push_back((first_step + h as u64 - 1, h, q));
+            self.pending.push(first_step, h, q);
         }
         out
     }
@@ -81,13 +118,10 @@ impl OnlineCalibrator {
     /// The sample of `step` arrived: every published interval for it moves its horizon's scale.
     pub fn observe(&mut self, step: u64, y: f32) {
         let (gamma, scales) = (self.gamma, &mut self.log_scale);
-        self.pending.retain(|&(due, h, q)| {
-            if due == step {
-                let miss = if y < q[0] || y > q[2] { 1.0 } else { 0.0 };
-                let s = &mut scales[h - 1];
-                *s = (*s + gamma * (miss - TARGET_MISS)).clamp(-MAX_LOG_SCALE, MAX_LOG_SCALE);
-            }
-            due > step
+        self.pending.settle(step, |h, q| {
+            let miss = if y < q[0] || y > q[2] { 1.0 } else { 0.0 };
+            let s = &mut scales[h - 1];
+            *s = (*s + gamma * (miss - TARGET_MISS)).clamp(-MAX_LOG_SCALE, MAX_LOG_SCALE);
         });
     }
 }

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::metrics::Score;
-use crate::online::{MIX_BASELINE, SeriesLearner};
+use crate::online::{SeriesLearner, mixing_baseline};
 use crate::{Forecaster, MAX_HORIZON, STEP_S, SeriesContext};
 
 /// Which demand to forecast.
@@ -111,21 +111,20 @@ fn walk(method: &dyn Forecaster, s: &Series, cfg: &EvalConfig) -> SeriesScores {
     let ctxs: Vec<SeriesContext<'_>> =
         ts.iter().map(|&t| SeriesContext { history: &x[..t], next_time_s: s.start_s + t as u64 * STEP_S }).collect();
     let forecasts = method.forecast_batch(&ctxs);
-    for (&t, f) in ts.iter().zip(forecasts) {
+    for ((&t, ctx), f) in ts.iter().zip(&ctxs).zip(forecasts) {
         // Outcomes up to t − 1 are known: let the calibrator learn from every one that is due.
         if cfg.calibrated {
             let from = t.saturating_sub(stride).max(start - 1);
             for (i, y) in x.iter().enumerate().take(t).skip(from) {
                 calibrated.observe(i as u64, *y);
-                published.observe(i as u64, *y);
+                if mixes {
+                    published.observe(i as u64, *y);
+                }
             }
         }
         if let Some(f) = f {
             let c = cfg.calibrated.then(|| calibrated.publish(t as u64, &f, None));
-            let p = mixes.then(|| {
-                let baseline = MIX_BASELINE.forecast(&SeriesContext { history: &x[..t], next_time_s: s.start_s + t as u64 * STEP_S });
-                published.publish(t as u64, &f, baseline.as_ref())
-            });
+            let p = mixes.then(|| published.publish(t as u64, &f, mixing_baseline(method, ctx).as_ref()));
             for &h in &cfg.horizons {
                 let Some(&y) = x.get(t + h - 1) else { continue };
                 for (i, q) in [Some(f), c, p].into_iter().enumerate() {

@@ -117,8 +117,13 @@ pub fn features(ctx: &SeriesContext<'_>, f: &mut [f32; N_FEATURES]) -> Option<()
     f[78] = fraction(last36, |v| v <= IDLE);
     let last = x[t - 1] as f64;
     f[79] = fraction(last36, |v| (v - last).abs() <= FLAT);
-    let days = (1..=PROFILE_DAYS).filter(|d| t >= d * DAY + LEVEL_SPAN);
-    let n = days.clone().count();
+    // The days the profile has, and each one's level before the forecast time of that day.
+    let mut days = [(0usize, 0.0f64); PROFILE_DAYS];
+    let mut n = 0;
+    for d in (1..=PROFILE_DAYS).filter(|d| t >= d * DAY + LEVEL_SPAN) {
+        days[n] = (t - d * DAY, mean(&x[t - d * DAY - LEVEL_SPAN..t - d * DAY]));
+        n += 1;
+    }
     f[92] = (n as f64 / PROFILE_DAYS as f64) as f32;
     for h in 0..MAX_HORIZON {
         if n == 0 {
@@ -127,10 +132,10 @@ pub fn features(ctx: &SeriesContext<'_>, f: &mut [f32; N_FEATURES]) -> Option<()
             continue;
         }
         let (mut same, mut change) = (0.0f64, 0.0f64);
-        for d in days.clone() {
-            let v = x[t - d * DAY + h] as f64;
+        for &(then, level) in &days[..n] {
+            let v = x[then + h] as f64;
             same += v;
-            change += v - mean(&x[t - d * DAY - LEVEL_SPAN..t - d * DAY]);
+            change += v - level;
         }
         f[80 + h] = (same / n as f64) as f32;
         f[93 + h] = (change / n as f64) as f32;

@@ -9,7 +9,7 @@ use std::hash::Hash;
 use std::path::Path;
 
 use crate::baselines::RollingQuantiles;
-use crate::online::{LearntState, MIX_BASELINE, SeriesLearner};
+use crate::online::{LearntState, SeriesLearner, mixing_baseline};
 use crate::onnx::OnnxForecaster;
 use crate::{Forecast, Forecaster, SeriesContext};
 
@@ -108,13 +108,12 @@ impl<K: Hash + Eq + Clone> FleetForecaster<K> {
     pub fn forecast(&mut self, requests: &[SeriesRequest<'_, K>]) -> Vec<Option<Forecast>> {
         let ctxs: Vec<SeriesContext<'_>> = requests.iter().map(|r| r.ctx).collect();
         let raw = self.model.forecast_batch(&ctxs);
-        let mixes = self.model.mixes_online();
         requests
             .iter()
             .zip(raw)
             .map(|(r, f)| {
                 let f = f?;
-                let baseline = if mixes { MIX_BASELINE.forecast(&r.ctx) } else { None };
+                let baseline = mixing_baseline(self.model.as_ref(), &r.ctx);
                 let learner = self.learners.entry(r.key.clone()).or_default();
                 Some(learner.publish(r.first_step, &f, baseline.as_ref()))
             })

@@ -12,11 +12,9 @@
 //! 2006) on the quantile scale (Vincentisation). A series where the model keeps losing drifts to
 //! the baseline within hours, and back when the model recovers.
 
-use std::collections::VecDeque;
-
 use crate::baselines::RollingQuantiles;
-use crate::calibration::{DEFAULT_GAMMA, OnlineCalibrator};
-use crate::{Forecast, MAX_HORIZON, QUANTILES};
+use crate::calibration::{AwaitingOutcome, DEFAULT_GAMMA, OnlineCalibrator};
+use crate::{Forecast, Forecaster, MAX_HORIZON, QUANTILES, SeriesContext};
 
 /// The baseline a model is mixed with: rolling empirical quantiles of the last 3 hours.
 pub const MIX_BASELINE: RollingQuantiles = RollingQuantiles { window: 36 };
@@ -26,6 +24,12 @@ pub const MIX_ETA: f32 = 20.0;
 pub const MIX_DISCOUNT: f32 = 0.995;
 /// Bound on the loss difference kept (and on a resumed one).
 const MAX_LEAD: f32 = 1000.0;
+
+/// The baseline `method`'s forecast of `ctx` is mixed with, if it mixes at all
+/// ([`Forecaster::mixes_online`]).
+pub fn mixing_baseline(method: &dyn Forecaster, ctx: &SeriesContext<'_>) -> Option<Forecast> {
+    if method.mixes_online() { MIX_BASELINE.forecast(ctx) } else { None }
+}
 
 /// Pinball loss of quantile level `tau` at value `q` for outcome `y`.
 fn pinball(tau: f32, q: f32, y: f32) -> f32 {
@@ -38,15 +42,15 @@ fn pinball(tau: f32, q: f32, y: f32) -> f32 {
 pub struct OnlineMixer {
     /// Per horizon and quantile: discounted loss of the baseline minus that of the model.
     lead: [[f32; 3]; MAX_HORIZON],
-    /// (step the outcome is due, horizon, the model's quantiles, the baseline's).
-    pending: VecDeque<(u64, usize, [f32; 3], [f32; 3])>,
+    /// Per published step: the model's quantiles and the baseline's.
+    pending: AwaitingOutcome<([f32; 3], [f32; 3])>,
 }
 
 impl OnlineMixer {
     /// A mixer resuming from saved [`leads`](Self::leads); non-finite values reset, others clamped.
     pub fn resume(leads: [[f32; 3]; MAX_HORIZON]) -> OnlineMixer {
         let lead = leads.map(|q| q.map(|v| if v.is_finite() { v.clamp(-MAX_LEAD, MAX_LEAD) } else { 0.0 }));
-        OnlineMixer { lead, pending: VecDeque::new() }
+        OnlineMixer { lead, pending: AwaitingOutcome::default() }
     }
 
     /// The learnt state worth keeping across restarts.
@@ -61,15 +65,14 @@ impl OnlineMixer {
 
     /// The mixed forecast for steps `first_step`, `first_step + 1`, …; remembers both experts'
     /// quantiles so that [`observe`](Self::observe) can score them.
-    /// A forecast for the same `first_step` as an earlier one replaces it, as in
-    /// [`OnlineCalibrator::calibrate`].
+    /// A forecast for the same `first_step` as an earlier one replaces it ([`AwaitingOutcome`]).
     pub fn mix(&mut self, first_step: u64, model: &Forecast, baseline: &Forecast) -> Forecast {
-        self.pending.retain(|&(due, h, _, _)| due + 1 != first_step + h as u64);
+        self.pending.replace(first_step);
         let mut out = *model;
         for h in 1..=MAX_HORIZON {
             let (m, b, w) = (model.at(h), baseline.at(h), self.weights(h));
             out.q[h - 1] = [0, 1, 2].map(|k| w[k] * m[k] + (1.0 - w[k]) * b[k]);
-            self.pending.push_back((first_step + h as u64 - 1, h, m, b));
+            self.pending.push(first_step, h, (m, b));
         }
         out.tidy()
     }
@@ -77,15 +80,12 @@ impl OnlineMixer {
     /// The sample of `step` arrived: every forecast for it moves its horizon's weights.
     pub fn observe(&mut self, step: u64, y: f32) {
         let lead = &mut self.lead;
-        self.pending.retain(|&(due, h, m, b)| {
-            if due == step {
-                for k in 0..3 {
-                    let d = pinball(QUANTILES[k], b[k], y) - pinball(QUANTILES[k], m[k], y);
-                    let l = &mut lead[h - 1][k];
-                    *l = (MIX_DISCOUNT * *l + d).clamp(-MAX_LEAD, MAX_LEAD);
-                }
+        self.pending.settle(step, |h, (m, b)| {
+            for k in 0..3 {
+                let d = pinball(QUANTILES[k], b[k], y) - pinball(QUANTILES[k], m[k], y);
+                let l = &mut lead[h - 1][k];
+                *l = (MIX_DISCOUNT * *l + d).clamp(-MAX_LEAD, MAX_LEAD);
             }
-            due > step
         });
     }
 }

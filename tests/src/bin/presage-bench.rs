@@ -403,6 +403,13 @@ fn bench_simulate(days: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Mean and 99th percentile (nearest rank from below) of timings.
+fn mean_and_p99(mut times: Vec<f64>) -> (f64, f64) {
+    times.sort_by(|a, b| a.total_cmp(b));
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    (mean, times[(times.len() * 99 / 100).min(times.len() - 1)])
+}
+
 fn bench_forecast(vms: usize, cycles: usize, model: &std::path::Path) -> anyhow::Result<()> {
     use presage_forecast::onnx::OnnxForecaster;
     use presage_forecast::{Forecaster, SeriesContext, baselines::RollingQuantiles};
@@ -433,9 +440,7 @@ fn bench_forecast(vms: usize, cycles: usize, model: &std::path::Path) -> anyhow:
             times.push(start.elapsed().as_secs_f64() * 1e3);
             assert!(out.iter().all(Option::is_some));
         }
-        times.sort_by(|a, b| a.total_cmp(b));
-        let mean = times.iter().sum::<f64>() / times.len() as f64;
-        let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
+        let (mean, p99) = mean_and_p99(times);
         println!("  {name:<26} mean {mean:.3} ms, p99 {p99:.3} ms per cycle (features + inference + quantiles)");
     }
     // What the agent runs: the model, mixing with the 3-hour rolling quantiles, calibration.
@@ -456,9 +461,8 @@ fn bench_forecast(vms: usize, cycles: usize, model: &std::path::Path) -> anyhow:
         times.push(start.elapsed().as_secs_f64() * 1e3);
         assert!(out.iter().all(Option::is_some));
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    println!("  {:<26} mean {mean:.3} ms, p99 {:.3} ms per cycle (as the agent: + mixing + calibration)", "published", times[(times.len() * 99 / 100).min(times.len() - 1)]);
+    let (mean, p99) = mean_and_p99(times);
+    println!("  {:<26} mean {mean:.3} ms, p99 {p99:.3} ms per cycle (as the agent: + mixing + calibration)", "published");
     println!("  peak RSS (VmHWM)         {:.1} MiB", peak_rss_mib());
     Ok(())
 }

@@ -222,7 +222,12 @@ impl CommandHandler {
             Some(command::Body::Inspect(i)) => {
                 let hv = self.hypervisor.clone();
                 match tokio::task::spawn_blocking(move || hv.inspect(&i.vm_id)).await {
-                    Ok(Ok(p)) => CommandResult { id, status: CommandStatus::Ok as i32, message: String::new(), detail: Some(command_result::Detail::Presence(p)) },
+                    Ok(Ok(p)) => CommandResult {
+                        id,
+                        status: CommandStatus::Ok as i32,
+                        message: String::new(),
+                        detail: Some(command_result::Detail::Presence(p)),
+                    },
                     Ok(Err(e)) => failed(e.to_string()),
                     Err(e) => failed(format!("inspect task failed: {e}")),
                 }

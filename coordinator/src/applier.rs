@@ -137,7 +137,15 @@ pub fn time_budget(memory_mib: f64, limits: &MigrationLimits) -> Duration {
 ///   has it: the migration is aborted there (a paused VM resumes); it stayed.
 ///
 /// `None` when the hosts cannot say (left for [`reconcile`] to settle later).
-async fn settle(shared: &Shared, plan_id: u64, m: &MoveRecord, reached: Step, why: &str, stayed: Step, wait: Duration) -> Option<(Step, String)> {
+async fn settle(
+    shared: &Shared,
+    plan_id: u64,
+    m: &MoveRecord,
+    reached: Step,
+    why: &str,
+    stayed: Step,
+    wait: Duration,
+) -> Option<(Step, String)> {
     let rid = m.reservation_id(plan_id);
     let handed_over = matches!(reached, Step::HandingOver | Step::Completing);
     let src = inspect_waiting(shared, &m.from_host, &m.vm_id, wait).await;
@@ -235,7 +243,8 @@ pub async fn execute(shared: &Arc<Shared>, plan: PlanRecord, limits: MigrationLi
     };
     shared.executing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     let failed = ended.moves.iter().any(|m| m.step.is_failure());
-    if failed && limits.on_failure == OnFailure::Rollback && ended.rollback_of.is_none() && ended.moves.iter().any(|m| m.step == Step::Done) {
+    if failed && limits.on_failure == OnFailure::Rollback && ended.rollback_of.is_none() && ended.moves.iter().any(|m| m.step == Step::Done)
+    {
         info!(plan = id, "a move failed: rolling the plan back");
         match Box::pin(rollback(shared, id, limits)).await {
             Ok(r) => info!(plan = id, rollback = r.id, status = r.status(), "plan rolled back"),
@@ -322,7 +331,14 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
         return end(Step::Skipped, format!("journal: {e}"));
     }
     let rid = m.reservation_id(plan_id);
-    let reserve = pb::Reserve { id: rid.clone(), vm_id: m.vm_id.clone(), hard: true, cpu_mhz: m.cpu_mhz, memory_mib: m.memory_mib, ttl_ms: RESERVATION_TTL_MS };
+    let reserve = pb::Reserve {
+        id: rid.clone(),
+        vm_id: m.vm_id.clone(),
+        hard: true,
+        cpu_mhz: m.cpu_mhz,
+        memory_mib: m.memory_mib,
+        ttl_ms: RESERVATION_TTL_MS,
+    };
     match send(shared, &m.to_host, command::Body::Reserve(reserve)).await {
         Err(e) => return end(Step::Refused, e),
         Ok(r) => {

@@ -152,7 +152,8 @@ mod tests {
         assert_eq!(c.policy.interval, Duration::from_secs(300));
         assert_eq!(c.data_dir.as_deref(), Some(Path::new("/var/lib/presage-coordinator")));
         assert_eq!(c.executor.on_failure, crate::migration_queue::OnFailure::Continue);
-        let e = CoordinatorConfig::parse(&format!("{GOOD}[executor]\non_failure = \"retry\"\n"), Path::new("c.toml")).unwrap_err().to_string();
+        let e =
+            CoordinatorConfig::parse(&format!("{GOOD}[executor]\non_failure = \"retry\"\n"), Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("on_failure") || e.contains("retry"), "{e}");
     }
 

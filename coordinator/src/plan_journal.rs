@@ -207,7 +207,8 @@ impl PlanJournal {
         let next = match last.first() {
             Some((k, _)) => {
                 let text = String::from_utf8_lossy(&k[PLAN_PREFIX.len()..]).into_owned();
-                text.parse::<u64>().map_err(|e| JournalError::Damaged { key: String::from_utf8_lossy(k).into(), detail: e.to_string() })? + 1
+                text.parse::<u64>().map_err(|e| JournalError::Damaged { key: String::from_utf8_lossy(k).into(), detail: e.to_string() })?
+                    + 1
             }
             None => 1,
         };
@@ -215,7 +216,13 @@ impl PlanJournal {
     }
 
     /// Records a new plan (every move pending) and returns it.
-    pub fn create(&self, origin: &str, moves: Vec<MoveRecord>, created_ms: u64, rollback_of: Option<u64>) -> Result<PlanRecord, JournalError> {
+    pub fn create(
+        &self,
+        origin: &str,
+        moves: Vec<MoveRecord>,
+        created_ms: u64,
+        rollback_of: Option<u64>,
+    ) -> Result<PlanRecord, JournalError> {
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let plan = PlanRecord { id, origin: origin.into(), created_ms, moves, rollback_of, rolled_back_by: None };
         self.save(&plan)?;
@@ -233,11 +240,8 @@ impl PlanJournal {
     /// plans in the same atomic batch.
     pub fn save(&self, plan: &PlanRecord) -> Result<(), JournalError> {
         let value = serde_json::to_vec(plan).map_err(|e| JournalError::Store(StoreError::Io(e.to_string())))?;
-        let index = if plan.status() == "running" {
-            BatchOp::Insert(open_key(plan.id), Vec::new())
-        } else {
-            BatchOp::Remove(open_key(plan.id))
-        };
+        let index =
+            if plan.status() == "running" { BatchOp::Insert(open_key(plan.id), Vec::new()) } else { BatchOp::Remove(open_key(plan.id)) };
         self.plans.apply(vec![BatchOp::Insert(plan_key(plan.id), value), index])?;
         self.store.flush()?;
         Ok(())
@@ -283,7 +287,12 @@ impl PlanJournal {
 
     /// The hosts marked drained.
     pub fn drained(&self) -> Result<HashSet<String>, JournalError> {
-        Ok(self.drained.scan_prefix(b"", Order::Ascending, usize::MAX)?.into_iter().map(|(k, _)| String::from_utf8_lossy(&k).into_owned()).collect())
+        Ok(self
+            .drained
+            .scan_prefix(b"", Order::Ascending, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .collect())
     }
 
     /// Marks `host` drained or not, durably.

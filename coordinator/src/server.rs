@@ -210,7 +210,8 @@ fn start_drain_plans(shared: &Arc<Shared>, plan: &crate::advisor::PlanSnapshot, 
         return;
     }
     let in_flight = crate::applier::vms_in_flight(shared);
-    let moves: Vec<_> = crate::applier::moves_of(plan, usize::MAX, &in_flight).into_iter().filter(|m| requested.contains(&m.from_host)).collect();
+    let moves: Vec<_> =
+        crate::applier::moves_of(plan, usize::MAX, &in_flight).into_iter().filter(|m| requested.contains(&m.from_host)).collect();
     let state = shared.state();
     let mut requests = shared.drain_requests.lock().unwrap_or_else(|p| p.into_inner());
     for host in &requested {

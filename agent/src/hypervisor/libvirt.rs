@@ -104,9 +104,8 @@ impl LibvirtHypervisor {
     /// destination. A domain without a `<cpu>` element runs the hypervisor's default model,
     /// which every KVM host provides.
     fn check_cpu(&self, dom: &Domain, dconn: &Connect) -> Result<(), String> {
-        let xml = dom
-            .xml_desc(sys::VIR_DOMAIN_XML_UPDATE_CPU)
-            .map_err(|e| format!("reading the domain's CPU definition: {}", e.message()))?;
+        let xml =
+            dom.xml_desc(sys::VIR_DOMAIN_XML_UPDATE_CPU).map_err(|e| format!("reading the domain's CPU definition: {}", e.message()))?;
         let Some(cpu) = xml_element(&xml, "cpu") else { return Ok(()) };
         if cpu.contains("host-passthrough") {
             let host_cpu = |c: &Connect| {
@@ -382,7 +381,12 @@ impl Hypervisor for LibvirtHypervisor {
         Ok(Observation { vms, host_usage: None, trace: None })
     }
 
-    fn migrate_out(&self, vm_id: &str, target: &MigrationTarget, progress: ProgressSink<'_>) -> Result<Option<SimulatedVm>, HypervisorError> {
+    fn migrate_out(
+        &self,
+        vm_id: &str,
+        target: &MigrationTarget,
+        progress: ProgressSink<'_>,
+    ) -> Result<Option<SimulatedVm>, HypervisorError> {
         let pre = |why: String| HypervisorError::Precheck(format!("moving {vm_id} to {}: {why}", target.host));
         // Pre-checks: nothing is started unless all pass.
         let dom = self.lookup(vm_id)?.ok_or_else(|| pre("it is not on this host".into()))?;
@@ -534,11 +538,7 @@ impl Hypervisor for LibvirtHypervisor {
         };
         self.abort_job(vm_id, &dom, Instant::now() + Duration::from_secs(30));
         let p = self.inspect(vm_id)?;
-        if p.running {
-            Ok(())
-        } else {
-            Err(HypervisorError::Migration(format!("aborting {vm_id}: it is {} here", p.state)))
-        }
+        if p.running { Ok(()) } else { Err(HypervisorError::Migration(format!("aborting {vm_id}: it is {} here", p.state))) }
     }
 }
 
@@ -674,7 +674,10 @@ mod tests {
         assert_eq!(cpu_summary(&cpu), "model Icelake-Server (Intel), 2 features");
         assert_eq!(attribute(xml, "domain", "type").as_deref(), Some("kvm"));
         assert_eq!(attribute(&xml_element(xml, "os").unwrap(), "type", "arch").as_deref(), Some("x86_64"));
-        assert_eq!(xml_element("<domain><cpu mode='host-passthrough'/></domain>", "cpu").as_deref(), Some("<cpu mode='host-passthrough'/>"));
+        assert_eq!(
+            xml_element("<domain><cpu mode='host-passthrough'/></domain>", "cpu").as_deref(),
+            Some("<cpu mode='host-passthrough'/>")
+        );
         assert_eq!(xml_element("<domain><cputune/></domain>", "cpu"), None, "<cputune> is not <cpu>");
     }
 

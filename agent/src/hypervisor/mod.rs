@@ -68,7 +68,12 @@ pub trait Hypervisor: Send + Sync {
     /// pauses it and returns what the destination needs to take it over ([`adopt`](Self::adopt)).
     /// A libvirt host migrates it live and returns `None` once it runs on the destination. A
     /// failed pre-check is [`HypervisorError::Precheck`]: nothing was started.
-    fn migrate_out(&self, vm_id: &str, target: &MigrationTarget, progress: ProgressSink<'_>) -> Result<Option<SimulatedVm>, HypervisorError>;
+    fn migrate_out(
+        &self,
+        vm_id: &str,
+        target: &MigrationTarget,
+        progress: ProgressSink<'_>,
+    ) -> Result<Option<SimulatedVm>, HypervisorError>;
     /// Whether `vm_id` is here, runs here, and is migrating away.
     fn inspect(&self, vm_id: &str) -> Result<VmPresence, HypervisorError>;
     /// Takes over a VM another simulated host handed over.

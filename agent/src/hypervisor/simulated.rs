@@ -233,7 +233,12 @@ impl Hypervisor for SimulatedHypervisor {
         Ok(self.observe_step(self.step_at(self.started.elapsed())))
     }
 
-    fn migrate_out(&self, vm_id: &str, target: &MigrationTarget, progress: ProgressSink<'_>) -> Result<Option<SimulatedVm>, HypervisorError> {
+    fn migrate_out(
+        &self,
+        vm_id: &str,
+        target: &MigrationTarget,
+        progress: ProgressSink<'_>,
+    ) -> Result<Option<SimulatedVm>, HypervisorError> {
         let destination_host = &target.host;
         let err = |why: String| Err(HypervisorError::Migration(format!("moving {vm_id} to {destination_host}: {why}")));
         let (spec, copy) = {
@@ -246,7 +251,9 @@ impl Hypervisor for SimulatedHypervisor {
         {
             let mut flights = self.flights();
             if flights.contains_key(vm_id) {
-                return Err(HypervisorError::Precheck(format!("moving {vm_id} to {destination_host}: a migration of it is already in progress")));
+                return Err(HypervisorError::Precheck(format!(
+                    "moving {vm_id} to {destination_host}: a migration of it is already in progress"
+                )));
             }
             flights.insert(vm_id.to_string(), Flight::default());
         }
@@ -326,7 +333,14 @@ impl Hypervisor for SimulatedHypervisor {
             present,
             running: present && !paused,
             migrating: flight.is_some(),
-            state: if !present { "absent" } else if paused { "paused" } else { "running" }.into(),
+            state: if !present {
+                "absent"
+            } else if paused {
+                "paused"
+            } else {
+                "running"
+            }
+            .into(),
         })
     }
 

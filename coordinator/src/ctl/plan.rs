@@ -388,7 +388,12 @@ mod tests {
                     to_host: "b".into(),
                     reason: "drain".into(),
                     step: "migrating".into(),
-                    progress: Some(MigrationProgress { data_total: 4 << 30, data_processed: 1 << 30, bytes_per_s: 100 << 20, ..Default::default() }),
+                    progress: Some(MigrationProgress {
+                        data_total: 4 << 30,
+                        data_processed: 1 << 30,
+                        bytes_per_s: 100 << 20,
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 },
                 PlanMove {

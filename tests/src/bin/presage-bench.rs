@@ -451,7 +451,11 @@ fn bench_forecast(vms: usize, cycles: usize, model: &std::path::Path) -> anyhow:
         let reqs: Vec<SeriesRequest<'_, usize>> = series
             .iter()
             .enumerate()
-            .map(|(k, s)| SeriesRequest { key: k, ctx: SeriesContext { history: &s[..t], next_time_s: t as u64 * 300 }, first_step: t as u64 })
+            .map(|(k, s)| SeriesRequest {
+                key: k,
+                ctx: SeriesContext { history: &s[..t], next_time_s: t as u64 * 300 },
+                first_step: t as u64,
+            })
             .collect();
         let start = Instant::now();
         for (k, s) in series.iter().enumerate() {
@@ -566,7 +570,15 @@ async fn bench_drain(vms: usize, destinations: usize, mb_per_s: f64) -> anyhow::
     for h in 0..=destinations {
         let host = if h == 0 { "source".to_string() } else { format!("dest-{h}") };
         let shard = if h == 0 { (0, 1) } else { (vms + h - 1, total) };
-        let mut a = presage_tests::simulated_agent(&pki, &host, &coord.url, &data.path().join(&host), trace.path(), shard, if h == 0 { vms } else { 0 });
+        let mut a = presage_tests::simulated_agent(
+            &pki,
+            &host,
+            &coord.url,
+            &data.path().join(&host),
+            trace.path(),
+            shard,
+            if h == 0 { vms } else { 0 },
+        );
         a.sample_interval = Duration::from_millis(500);
         a.forecast.cpu_model = None;
         if let HypervisorConfig::Simulated(s) = &mut a.hypervisor {
@@ -600,7 +612,13 @@ async fn bench_drain(vms: usize, destinations: usize, mb_per_s: f64) -> anyhow::
     let plans = loop {
         let plans = op.list_plans(ListPlansRequest { plan_id: 0, limit: 100 }).await?.into_inner().plans;
         let drains: Vec<_> = plans.into_iter().filter(|p| p.origin == "drain").collect();
-        let in_flight = drains.iter().flat_map(|p| &p.moves).filter(|m| !matches!(m.step.as_str(), "pending" | "done" | "refused" | "skipped" | "failed" | "aborted" | "rolled_back" | "cancelled")).count();
+        let in_flight = drains
+            .iter()
+            .flat_map(|p| &p.moves)
+            .filter(|m| {
+                !matches!(m.step.as_str(), "pending" | "done" | "refused" | "skipped" | "failed" | "aborted" | "rolled_back" | "cancelled")
+            })
+            .count();
         most_in_flight = most_in_flight.max(in_flight);
         let moved: usize = drains.iter().flat_map(|p| &p.moves).filter(|m| m.step == "done").count();
         if moved >= vms && drains.iter().all(|p| p.status != "running") {
@@ -635,7 +653,10 @@ async fn bench_drain(vms: usize, destinations: usize, mb_per_s: f64) -> anyhow::
         v.sort_by(|a, b| a.total_cmp(b));
         if v.is_empty() { 0.0 } else { v[((v.len() - 1) as f64 * q).round() as usize] }
     };
-    println!("drain of one host of {vms} VMs onto {destinations} hosts, limits {}/{}/{} (out/in/cluster), copies at {mb_per_s} MB/s", limits.per_host_out, limits.per_host_in, limits.cluster);
+    println!(
+        "drain of one host of {vms} VMs onto {destinations} hosts, limits {}/{}/{} (out/in/cluster), copies at {mb_per_s} MB/s",
+        limits.per_host_out, limits.per_host_in, limits.cluster
+    );
     println!("  plans                       {}", plans.len());
     println!("  moves done / not            {} / {}", durations.len(), moves.len() - durations.len());
     println!("  VMs left on the source      {left}");
@@ -650,7 +671,12 @@ async fn bench_drain(vms: usize, destinations: usize, mb_per_s: f64) -> anyhow::
         pct(&mut durations, 0.9),
         pct(&mut durations, 1.0)
     );
-    println!("  executor overhead per move  p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms (duration minus the simulated copy)", pct(&mut overheads, 0.5) * 1e3, pct(&mut overheads, 0.9) * 1e3, pct(&mut overheads, 1.0) * 1e3);
+    println!(
+        "  executor overhead per move  p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms (duration minus the simulated copy)",
+        pct(&mut overheads, 0.5) * 1e3,
+        pct(&mut overheads, 0.9) * 1e3,
+        pct(&mut overheads, 1.0) * 1e3
+    );
     for a in agents {
         a.stop().await;
     }

@@ -53,7 +53,12 @@ impl TwoHosts {
     fn start() -> TwoHosts {
         let base = tempfile::Builder::new().prefix("pv").tempdir_in("/tmp").unwrap();
         let out = Command::new("bash").arg(script()).arg("start").arg(base.path()).output().unwrap();
-        assert!(out.status.success(), "two-hosts.sh start failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "two-hosts.sh start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         TwoHosts { base }
     }
 

@@ -135,14 +135,17 @@ fn default_cpu_limit() -> f64 {
     presage_protocol::reservation::DEFAULT_CPU_LIMIT
 }
 
-/// `[forecast]`: the demand forecasting model. Without one (or when it cannot be loaded) the
-/// agent forecasts with the rolling-quantile baseline and reports why.
+/// `[forecast]`: the demand forecasting models. Without one (or when it cannot be loaded) the
+/// agent forecasts that resource with the rolling-quantile baseline and reports why.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ForecastConfig {
     /// ONNX model of CPU demand (e.g. `/usr/share/presage/models/cpu-quantiles-v2.onnx`).
     #[serde(default)]
     pub cpu_model: Option<PathBuf>,
+    /// ONNX model of memory in use (e.g. `/usr/share/presage/models/memory-quantiles-v2.onnx`).
+    #[serde(default)]
+    pub memory_model: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -334,7 +337,7 @@ impl AgentConfig {
         if let HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
             config_file::resolve(path, &mut s.trace_dir);
         }
-        if let Some(m) = &mut cfg.forecast.cpu_model {
+        for m in [&mut cfg.forecast.cpu_model, &mut cfg.forecast.memory_model].into_iter().flatten() {
             config_file::resolve(path, m);
         }
         Ok(cfg)
@@ -370,7 +373,11 @@ impl AgentConfig {
             return invalid("reconnect.max_backoff", "backoffs must be positive and max_backoff >= initial_backoff");
         }
         for (key, value, schemes) in [
-            ("migration.uri", &self.migration.uri, &["qemu", "qemu+tls", "qemu+ssh", "qemu+tcp", "qemu+unix", "qemu+libssh", "qemu+libssh2", "test"][..]),
+            (
+                "migration.uri",
+                &self.migration.uri,
+                &["qemu", "qemu+tls", "qemu+ssh", "qemu+tcp", "qemu+unix", "qemu+libssh", "qemu+libssh2", "test"][..],
+            ),
             ("migration.data_uri", &self.migration.data_uri, &["tcp", "rdma", "unix"][..]),
         ] {
             if let Some(v) = value {
@@ -452,6 +459,7 @@ shard_count = 4
     fn the_packaged_config_is_valid() {
         let c = AgentConfig::parse(include_str!("../../packaging/agent.toml"), Path::new("agent.toml")).unwrap();
         assert_eq!(c.forecast.cpu_model.as_deref(), Some(Path::new("/usr/share/presage/models/cpu-quantiles-v2.onnx")));
+        assert_eq!(c.forecast.memory_model.as_deref(), Some(Path::new("/usr/share/presage/models/memory-quantiles-v2.onnx")));
         assert!(matches!(c.hypervisor, HypervisorConfig::Libvirt { .. }));
         assert_eq!(AgentConfig::parse(GOOD, Path::new("a.toml")).unwrap().forecast, ForecastConfig::default());
         assert!(err(&format!("{GOOD}[forecast]\nmodel = \"x\"\n")).contains("model"));

@@ -106,7 +106,7 @@ pub fn agent_self() -> AgentSelf {
         Ok(s) => AgentSelf {
             rss_bytes: s.rss * procfs::page_size(),
             cpu_seconds_total: (s.utime + s.stime) as f64 / procfs::ticks_per_second() as f64,
-            forecaster: String::new(),
+            ..Default::default()
         },
         Err(_) => AgentSelf::default(),
     }

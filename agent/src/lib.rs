@@ -57,7 +57,7 @@ pub struct SamplingCycle {
 impl SamplingCycle {
     /// A cycle forecasting with the baseline; see [`with_forecaster`](Self::with_forecaster).
     pub fn new(hypervisor: Arc<dyn Hypervisor>, history: Arc<SampleHistory>) -> SamplingCycle {
-        let forecaster = forecaster::DemandForecaster::new(None);
+        let forecaster = forecaster::DemandForecaster::new(None, None);
         SamplingCycle { hypervisor, history, host_sampler: HostSampler::new(), forecaster, seq: 0 }
     }
 
@@ -89,6 +89,7 @@ impl SamplingCycle {
         self.forecaster.update(step, &mut obs.vms);
         let mut agent = host_sampler::agent_self();
         agent.forecaster = self.forecaster.status().to_string();
+        agent.memory_forecaster = self.forecaster.memory_status().to_string();
         self.seq += 1;
         Ok(Report { seq: self.seq, sampled_at_ms: at_ms, host: Some(host), vms: obs.vms, trace: obs.trace, agent: Some(agent) })
     }
@@ -161,12 +162,14 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         };
         let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());
 
-        let model = cfg.forecast.cpu_model.clone();
-        let calibration_store = store.clone();
-        let forecaster = tokio::task::spawn_blocking(move || forecaster::DemandForecaster::new(model.as_deref()).with_store(&*calibration_store))
-            .await?
-            .context("loading the forecast calibration")?;
-        info!(forecaster = forecaster.status(), "forecasting");
+        let models = cfg.forecast.clone();
+        let forecast_store = store.clone();
+        let forecaster = tokio::task::spawn_blocking(move || {
+            forecaster::DemandForecaster::new(models.cpu_model.as_deref(), models.memory_model.as_deref()).with_store(&*forecast_store)
+        })
+        .await?
+        .context("resuming the forecast state from the store")?;
+        info!(cpu = forecaster.status(), memory = forecaster.memory_status(), "forecasting");
         let shutdown_hypervisor = hypervisor.clone();
         let mut cycle = Some(SamplingCycle::new(hypervisor, history).with_forecaster(forecaster));
         let mut ticker = tokio::time::interval(cfg.sample_interval);

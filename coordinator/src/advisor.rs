@@ -394,6 +394,7 @@ mod tests {
             cpu_p10: vec![mid - 0.05; 12],
             cpu_p50: vec![mid; 12],
             cpu_p90: vec![p90; 12],
+            memory: None,
         };
         r.vms[0].forecast = Some(fc(0.6, 0.3));
         state.ingest("a", 0, r, now).unwrap();

@@ -333,7 +333,7 @@ impl Operator for OperatorService {
                     sampled_at_ms: h.sampled_at_ms,
                     cpu_demand_mhz: h.vm_cpu_demand(v),
                     trace: h.trace.clone(),
-                    cpu_history: h.cpu_history.get(&v.vm_id).map(|q| q.iter().cloned().collect()).unwrap_or_default(),
+                    usage_history: h.usage_history.get(&v.vm_id).map(|q| q.iter().cloned().collect()).unwrap_or_default(),
                 })
             })
             .collect();
@@ -512,7 +512,13 @@ impl Operator for OperatorService {
         let _span = info_span!("operator.plans", operator = %p.identity.name, plan = r.plan_id).entered();
         let internal = |e: crate::plan_journal::JournalError| Status::internal(e.to_string());
         let plans = if r.plan_id > 0 {
-            vec![self.shared.journal.get(r.plan_id).map_err(internal)?.ok_or_else(|| Status::not_found(format!("there is no plan {}", r.plan_id)))?]
+            vec![
+                self.shared
+                    .journal
+                    .get(r.plan_id)
+                    .map_err(internal)?
+                    .ok_or_else(|| Status::not_found(format!("there is no plan {}", r.plan_id)))?,
+            ]
         } else {
             self.shared.journal.recent(if r.limit == 0 { 20 } else { r.limit as usize }).map_err(internal)?
         };
@@ -549,7 +555,14 @@ impl Operator for OperatorService {
                 return Err(Status::failed_precondition(format!("{} already runs on {}", r.vm_id, r.to_host)));
             }
             let demand = host.vm_cpu_demand(vm);
-            crate::plan_journal::MoveRecord::new(&r.vm_id, &host.host_id, &r.to_host, "operator", demand, vm.memory_bytes as f64 / 1048576.0)
+            crate::plan_journal::MoveRecord::new(
+                &r.vm_id,
+                &host.host_id,
+                &r.to_host,
+                "operator",
+                demand,
+                vm.memory_bytes as f64 / 1048576.0,
+            )
         };
         if crate::applier::vms_in_flight(&self.shared).contains(&r.vm_id) {
             return Err(Status::failed_precondition(format!("{} is in a move that has not finished", r.vm_id)));

@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use presage_protocol::pb::{AgentSelf, CpuPoint, HostCapacity, HostUsage, Register, Report, TracePosition, VmSample};
+use presage_protocol::pb::{AgentSelf, HostCapacity, HostUsage, Register, Report, TracePosition, UsagePoint, VmSample};
 
 /// CPU samples kept per VM for `presagectl forecast`.
-pub const CPU_HISTORY: usize = 48;
+pub const USAGE_HISTORY: usize = 48;
 
 use crate::validate::{self, InvalidMessage};
 
@@ -43,8 +43,8 @@ pub struct HostRecord {
     pub agent: Option<AgentSelf>,
     /// Latest sample per VM id.
     pub vms: BTreeMap<String, VmSample>,
-    /// Recent CPU samples per VM id, oldest first, at most [`CPU_HISTORY`].
-    pub cpu_history: BTreeMap<String, VecDeque<CpuPoint>>,
+    /// Recent CPU and memory samples per VM id, oldest first, at most [`USAGE_HISTORY`].
+    pub usage_history: BTreeMap<String, VecDeque<UsagePoint>>,
 }
 
 impl HostRecord {
@@ -138,7 +138,7 @@ impl ClusterState {
                         trace: None,
                         agent: None,
                         vms: BTreeMap::new(),
-                        cpu_history: BTreeMap::new(),
+                        usage_history: BTreeMap::new(),
                     },
                 );
                 Some(Liveness::Reachable { host_id: reg.host_id.clone() })
@@ -169,15 +169,20 @@ impl ClusterState {
         host.agent = report.agent;
         let step = host.trace.as_ref().map(|t| t.step).unwrap_or(0);
         for v in &report.vms {
-            let h = host.cpu_history.entry(v.vm_id.clone()).or_default();
-            h.push_back(CpuPoint { sampled_at_ms: report.sampled_at_ms, cpu_utilisation: v.cpu_utilisation as f32, trace_step: step });
-            while h.len() > CPU_HISTORY {
+            let h = host.usage_history.entry(v.vm_id.clone()).or_default();
+            h.push_back(UsagePoint {
+                sampled_at_ms: report.sampled_at_ms,
+                cpu_utilisation: v.cpu_utilisation as f32,
+                trace_step: step,
+                memory_utilisation: v.memory_fraction().unwrap_or(0.0) as f32,
+            });
+            while h.len() > USAGE_HISTORY {
                 h.pop_front();
             }
         }
         host.vms = report.vms.into_iter().map(|v| (v.vm_id.clone(), v)).collect();
         let vms = &host.vms;
-        host.cpu_history.retain(|id, _| vms.contains_key(id));
+        host.usage_history.retain(|id, _| vms.contains_key(id));
         self.reports_ingested += 1;
         if !host.reachable {
             host.reachable = true;

@@ -54,7 +54,10 @@ pub fn register(r: &Register) -> Result<(), InvalidMessage> {
     }
     for (field, uri) in [("register.migration_uri", &r.migration_uri), ("register.migration_data_uri", &r.migration_data_uri)] {
         if !uri.is_empty() && (uri.len() > 1024 || uri.chars().any(char::is_control) || !uri.contains("://")) {
-            return Err(InvalidMessage::new(field, "must be empty or a URI (scheme://...) of at most 1024 bytes without control characters"));
+            return Err(InvalidMessage::new(
+                field,
+                "must be empty or a URI (scheme://...) of at most 1024 bytes without control characters",
+            ));
         }
     }
     Ok(())
@@ -92,25 +95,40 @@ fn vm(i: usize, v: &VmSample) -> Result<(), InvalidMessage> {
     Ok(())
 }
 
-/// At most 12 steps, three equally long quantile lists, fractions, never crossing.
+/// At most 12 steps, three equally long quantile lists, fractions, never crossing; memory, when
+/// present, for the same steps.
 fn forecast(at: &str, fc: &presage_protocol::pb::VmForecast) -> Result<(), InvalidMessage> {
-    let n = fc.cpu_p50.len();
-    if n == 0 || n > 12 || fc.cpu_p10.len() != n || fc.cpu_p90.len() != n {
-        return Err(InvalidMessage::new(
-            format!("{at}.cpu_p50"),
-            format!("need 1 to 12 steps with p10, p50 and p90 alike; got {}, {} and {}", fc.cpu_p10.len(), n, fc.cpu_p90.len()),
-        ));
-    }
     if fc.step_seconds == 0 {
         return Err(InvalidMessage::new(format!("{at}.step_seconds"), "must be positive"));
     }
+    quantiles(at, "cpu_", [&fc.cpu_p10, &fc.cpu_p50, &fc.cpu_p90])?;
+    if let Some(m) = &fc.memory {
+        let at = format!("{at}.memory");
+        quantiles(&at, "", [&m.p10, &m.p50, &m.p90])?;
+        if m.p50.len() != fc.cpu_p50.len() {
+            return Err(InvalidMessage::new(format!("{at}.p50"), format!("{} steps where CPU has {}", m.p50.len(), fc.cpu_p50.len())));
+        }
+    }
+    Ok(())
+}
+
+/// Fields `{prefix}p10`, `{prefix}p50`, `{prefix}p90` under `at`: 1 to 12 steps each, alike,
+/// fractions, never crossing.
+fn quantiles(at: &str, prefix: &str, [p10, p50, p90]: [&Vec<f32>; 3]) -> Result<(), InvalidMessage> {
+    let n = p50.len();
+    if n == 0 || n > 12 || p10.len() != n || p90.len() != n {
+        return Err(InvalidMessage::new(
+            format!("{at}.{prefix}p50"),
+            format!("need 1 to 12 steps with p10, p50 and p90 alike; got {}, {} and {}", p10.len(), n, p90.len()),
+        ));
+    }
     for k in 0..n {
-        let (lo, mid, hi) = (fc.cpu_p10[k], fc.cpu_p50[k], fc.cpu_p90[k]);
-        for (name, v) in [("cpu_p10", lo), ("cpu_p50", mid), ("cpu_p90", hi)] {
-            fraction(format!("{at}.{name}[{k}]"), v as f64)?;
+        let (lo, mid, hi) = (p10[k], p50[k], p90[k]);
+        for (name, v) in [("p10", lo), ("p50", mid), ("p90", hi)] {
+            fraction(format!("{at}.{prefix}{name}[{k}]"), v as f64)?;
         }
         if !(lo <= mid && mid <= hi) {
-            return Err(InvalidMessage::new(format!("{at}.cpu_p50[{k}]"), format!("quantiles cross: {lo} / {mid} / {hi}")));
+            return Err(InvalidMessage::new(format!("{at}.{prefix}p50[{k}]"), format!("quantiles cross: {lo} / {mid} / {hi}")));
         }
     }
     Ok(())
@@ -178,6 +196,12 @@ mod tests {
             cpu_p10: vec![0.1, 0.2],
             cpu_p50: vec![0.2, 0.3],
             cpu_p90: vec![0.3, 0.4],
+            memory: Some(presage_protocol::pb::QuantileForecast {
+                forecaster: "n".into(),
+                p10: vec![0.5; 2],
+                p50: vec![0.6; 2],
+                p90: vec![0.7; 2],
+            }),
         };
         let mut ok = ok.clone();
         ok.vms[0].forecast = Some(fc);
@@ -191,6 +215,18 @@ mod tests {
         let mut nan = ok.clone();
         nan.vms[0].forecast.as_mut().unwrap().cpu_p90[0] = f32::NAN;
         assert_eq!(report(&nan).unwrap_err().field, "vms[0].forecast.cpu_p90[0]");
+        let mut memory_over = ok.clone();
+        memory_over.vms[0].forecast.as_mut().unwrap().memory.as_mut().unwrap().p90[1] = 1.5;
+        assert_eq!(report(&memory_over).unwrap_err().field, "vms[0].forecast.memory.p90[1]");
+        let mut memory_crossing = ok.clone();
+        memory_crossing.vms[0].forecast.as_mut().unwrap().memory.as_mut().unwrap().p10[0] = 0.65;
+        assert_eq!(report(&memory_crossing).unwrap_err().field, "vms[0].forecast.memory.p50[0]");
+        let mut memory_longer = ok.clone();
+        let m = memory_longer.vms[0].forecast.as_mut().unwrap().memory.as_mut().unwrap();
+        m.p10.push(0.5);
+        m.p50.push(0.6);
+        m.p90.push(0.7);
+        assert_eq!(report(&memory_longer).unwrap_err().field, "vms[0].forecast.memory.p50");
         let mut over = ok.clone();
         over.host.as_mut().unwrap().cpu_utilisation = 3.0;
         assert_eq!(report(&over).unwrap_err().field, "host.cpu_utilisation");

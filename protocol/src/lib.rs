@@ -20,6 +20,13 @@ pub mod pb {
     tonic::include_proto!("presage.v1");
 }
 
+impl pb::VmSample {
+    /// Memory in use as a fraction of the memory allocated, when the hypervisor reports both.
+    pub fn memory_fraction(&self) -> Option<f64> {
+        (self.memory_bytes > 0 && self.memory_used_bytes > 0).then(|| (self.memory_used_bytes as f64 / self.memory_bytes as f64).min(1.0))
+    }
+}
+
 /// The protocol version this build speaks. Bump it when a change cannot be ignored by an older
 /// peer (see the compatibility rules at the top of the .proto file).
 pub const PROTOCOL_VERSION: u32 = 1;

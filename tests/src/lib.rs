@@ -192,7 +192,10 @@ pub fn simulated_agent(
             memory_mb: None,
         }),
         reconnect: ReconnectConfig { initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(500) },
-        forecast: ForecastConfig { cpu_model: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v2.onnx")) },
+        forecast: ForecastConfig {
+            cpu_model: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v2.onnx")),
+            memory_model: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/memory-quantiles-v2.onnx")),
+        },
         reservations: Default::default(),
         migration: Default::default(),
     }

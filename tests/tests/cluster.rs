@@ -309,16 +309,23 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
         for k in 0..12 {
             assert!(f.cpu_p10[k] <= f.cpu_p50[k] && f.cpu_p50[k] <= f.cpu_p90[k]);
         }
+        // Memory rides along, for the same steps (the simulated PlanetLab VMs use all theirs).
+        let m = f.memory.as_ref().unwrap_or_else(|| panic!("{}: no memory forecast", s.vm_id));
+        assert_eq!((m.forecaster.as_str(), m.p50.len()), ("memory-quantiles-v2", 12));
+        assert_eq!(s.memory_fraction(), Some(1.0));
+        assert!(m.p90.iter().all(|p| *p > 0.9), "{}: {:?}", s.vm_id, m.p90);
         // The coordinator keeps the recent samples for `presagectl forecast`, oldest first, the
         // newest being this sample.
-        assert!(v.cpu_history.len() >= 24, "{}: {} points", s.vm_id, v.cpu_history.len());
-        assert!(v.cpu_history.windows(2).all(|w| w[0].trace_step < w[1].trace_step));
-        assert_eq!(v.cpu_history.last().unwrap().cpu_utilisation, s.cpu_utilisation as f32);
-        let chart = presage_coordinator::ctl::view::ForecastReport::from(v.clone()).render();
+        assert!(v.usage_history.len() >= 24, "{}: {} points", s.vm_id, v.usage_history.len());
+        assert!(v.usage_history.windows(2).all(|w| w[0].trace_step < w[1].trace_step));
+        assert_eq!(v.usage_history.last().unwrap().cpu_utilisation, s.cpu_utilisation as f32);
+        assert_eq!(v.usage_history.last().unwrap().memory_utilisation, 1.0);
+        let chart = presage_coordinator::ctl::view::ForecastReport::from(v.clone()).render(presage_coordinator::ctl::view::Resource::Cpu);
         assert!(chart.contains("forecaster cpu-quantiles-v2") && chart.contains("+30 min"), "{chart}");
     }
     let hosts = op.clone().list_hosts(ListHostsRequest {}).await.unwrap().into_inner().hosts;
     assert_eq!(hosts[0].agent.as_ref().unwrap().forecaster, "cpu-quantiles-v2");
+    assert_eq!(hosts[0].agent.as_ref().unwrap().memory_forecaster, "memory-quantiles-v2");
     // Every report, forecasts included, passed the coordinator's validation.
     assert_eq!(op.clone().status(StatusRequest {}).await.unwrap().into_inner().reports_rejected, 0);
     agent.stop().await;

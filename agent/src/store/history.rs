@@ -35,20 +35,31 @@ pub struct SampleHistory {
     counts: Mutex<HashMap<String, usize>>,
 }
 
-fn prefix(vm: &str) -> Vec<u8> {
+/// The start of every key of `vm` in a tree keyed by VM and a number (the history's sample
+/// times, the forecaster's steps).
+pub(crate) fn vm_prefix(vm: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(vm.len() + 9);
     k.extend_from_slice(vm.as_bytes());
     k.push(0);
     k
 }
 
-fn key(vm: &str, at_ms: u64) -> Vec<u8> {
-    let mut k = prefix(vm);
-    k.extend_from_slice(&at_ms.to_be_bytes());
+/// VM id, 0x00, `n` big-endian: one VM's keys are contiguous and ordered by `n`.
+pub(crate) fn vm_key(vm: &str, n: u64) -> Vec<u8> {
+    let mut k = vm_prefix(vm);
+    k.extend_from_slice(&n.to_be_bytes());
     k
 }
 
-fn describe(k: &[u8]) -> String {
+/// The VM id and number of a [`vm_key`]; `None` for a key of another shape.
+pub(crate) fn split_vm_key(k: &[u8]) -> Option<(&str, u64)> {
+    let (head, n) = k.split_at_checked(k.len().checked_sub(8)?)?;
+    let (vm, nul) = head.split_at_checked(head.len().checked_sub(1)?)?;
+    (nul == [0]).then_some(())?;
+    Some((std::str::from_utf8(vm).ok()?, u64::from_be_bytes(n.try_into().ok()?)))
+}
+
+pub(crate) fn describe(k: &[u8]) -> String {
     String::from_utf8_lossy(k).replace('\0', "@")
 }
 
@@ -80,7 +91,7 @@ impl SampleHistory {
             let mut value = Vec::with_capacity(1 + s.encoded_len());
             value.push(RECORD_FORMAT);
             s.encode(&mut value).expect("Vec grows as needed");
-            ops.push(BatchOp::Insert(key(&s.vm_id, at_ms), value));
+            ops.push(BatchOp::Insert(vm_key(&s.vm_id, at_ms), value));
         }
         self.tree.apply(ops)?;
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -92,14 +103,14 @@ impl SampleHistory {
                 }
                 None => {
                     // First time this run: count what is stored (includes the insert above).
-                    let c = self.tree.count_prefix(&prefix(&s.vm_id))?;
+                    let c = self.tree.count_prefix(&vm_prefix(&s.vm_id))?;
                     counts.insert(s.vm_id.clone(), c);
                     c
                 }
             };
             if count > self.per_vm {
                 let excess = count - self.per_vm;
-                let old = self.tree.scan_prefix(&prefix(&s.vm_id), Order::Ascending, excess)?;
+                let old = self.tree.scan_prefix(&vm_prefix(&s.vm_id), Order::Ascending, excess)?;
                 let removed = old.len();
                 self.tree.apply(old.into_iter().map(|(k, _)| BatchOp::Remove(k)).collect())?;
                 if let Some(c) = counts.get_mut(&s.vm_id) {
@@ -112,7 +123,7 @@ impl SampleHistory {
 
     /// The last `n` samples of `vm`, oldest first, with their times.
     pub fn recent(&self, vm: &str, n: usize) -> Result<Vec<(u64, VmSample)>, HistoryError> {
-        let mut rows = self.tree.scan_prefix(&prefix(vm), Order::Descending, n)?;
+        let mut rows = self.tree.scan_prefix(&vm_prefix(vm), Order::Descending, n)?;
         rows.reverse();
         rows.into_iter()
             .map(|(k, v)| {
@@ -129,7 +140,7 @@ impl SampleHistory {
 
     /// How many samples are stored for `vm`.
     pub fn len(&self, vm: &str) -> Result<usize, HistoryError> {
-        Ok(self.tree.count_prefix(&prefix(vm))?)
+        Ok(self.tree.count_prefix(&vm_prefix(vm))?)
     }
 
     pub fn per_vm_limit(&self) -> usize {
@@ -198,7 +209,7 @@ mod tests {
         let store = MemoryStore::new();
         let h = SampleHistory::open(&store, 3, Path::new("s")).unwrap();
         h.record(7, &[sample("vm", 0.2)]).unwrap();
-        store.tree("history").unwrap().insert(&key("vm", 7), &[RECORD_FORMAT, 0xff, 0xff]).unwrap();
+        store.tree("history").unwrap().insert(&vm_key("vm", 7), &[RECORD_FORMAT, 0xff, 0xff]).unwrap();
         let err = h.recent("vm", 5).unwrap_err().to_string();
         assert!(err.contains("vm@"), "{err}");
     }

@@ -4,4 +4,5 @@
 mod history;
 
 pub use history::{HistoryError, SampleHistory};
+pub(crate) use history::{describe as describe_key, split_vm_key, vm_key, vm_prefix};
 pub use presage_store::*;

@@ -205,8 +205,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let mut client = client.expect("loop ends with a client");
 
-    // The repository's CPU model, when the demo runs from a checkout.
-    let model = std::env::current_dir().ok().map(|d| d.join("models/cpu-quantiles-v2.onnx")).filter(|p| p.is_file());
+    // The repository's models, when the demo runs from a checkout.
+    let model = |name: &str| std::env::current_dir().ok().map(|d| d.join("models").join(name)).filter(|p| p.is_file());
+    let models = [("cpu_model", model("cpu-quantiles-v2.onnx")), ("memory_model", model("memory-quantiles-v2.onnx"))];
     let mut agents = Vec::new();
     for i in 0..args.agents {
         let host = format!("sim-{:02}", i + 1);
@@ -233,10 +234,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 args.host_cpu_fraction * (0.5 + i as f64 / args.agents.max(1) as f64),
             ),
         )?;
-        if let Some(model) = &model {
-            let mut f = std::fs::OpenOptions::new().append(true).open(&cfg)?;
-            std::io::Write::write_all(&mut f, format!("[forecast]\ncpu_model = {model:?}\n").as_bytes())?;
+        let mut forecast = String::from("[forecast]\n");
+        for (key, path) in &models {
+            if let Some(path) = path {
+                forecast.push_str(&format!("{key} = {path:?}\n"));
+            }
         }
+        let mut f = std::fs::OpenOptions::new().append(true).open(&cfg)?;
+        std::io::Write::write_all(&mut f, forecast.as_bytes())?;
         agents.push(spawn(&host, &agent_bin, &cfg, &logs)?);
     }
 

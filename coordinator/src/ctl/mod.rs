@@ -70,13 +70,16 @@ pub enum Command {
         #[arg(long)]
         host: Option<String>,
     },
-    /// A VM's recent CPU samples and its forecast (p50 with the p10–p90 interval).
+    /// A VM's recent samples and its forecast (p50 with the p10–p90 interval).
     Forecast {
         /// VM id or name.
         vm: String,
         /// The host, when the name is not unique.
         #[arg(long)]
         host: Option<String>,
+        /// What to chart (JSON output has both).
+        #[arg(long, value_enum, default_value = "cpu")]
+        resource: view::Resource,
     },
     /// The last advisory pass's plan: ordered moves, each with its reason, benefit and cost, and
     /// the scores of the chosen host and the runner-up.
@@ -313,7 +316,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 OutputFormat::Csv => bail!("--output csv is only available for simulate"),
             }
         }
-        Command::Forecast { vm, host } => {
+        Command::Forecast { vm, host, resource } => {
             let mut c = cli.conn.target().connect().await?;
             let req = ListVmsRequest { host_id: host.clone().unwrap_or_default() };
             let vms = c.list_vms(req).await.map_err(|s| rpc_error("list VMs", s))?.into_inner().vms;
@@ -331,7 +334,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = view::ForecastReport::from(found);
             match cli.output {
                 OutputFormat::Json => print_json(&report)?,
-                OutputFormat::Table => print!("{}", report.render()),
+                OutputFormat::Table => print!("{}", report.render(resource)),
                 OutputFormat::Csv => bail!("--output csv is only available for simulate"),
             }
         }

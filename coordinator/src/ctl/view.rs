@@ -208,11 +208,12 @@ pub struct VmView {
     pub net_tx_bytes_per_s: f64,
     pub sampled_at_ms: u64,
     pub trace_step: Option<u64>,
-    /// The agent's CPU forecast, when the VM has enough history.
+    /// The agent's forecast, when the VM has enough history.
     pub forecast: Option<ForecastView>,
 }
 
-/// Quantiles of CPU busy fraction for the next 5-minute steps.
+/// Quantiles of CPU busy fraction (and of memory in use, where the agent forecasts it) for the
+/// next 5-minute steps.
 #[derive(Serialize)]
 pub struct ForecastView {
     pub forecaster: String,
@@ -221,6 +222,40 @@ pub struct ForecastView {
     pub cpu_p10: Vec<f32>,
     pub cpu_p50: Vec<f32>,
     pub cpu_p90: Vec<f32>,
+    pub memory: Option<QuantilesView>,
+}
+
+/// One resource's quantiles per step, as a fraction.
+#[derive(Clone, Serialize)]
+pub struct QuantilesView {
+    pub forecaster: String,
+    pub p10: Vec<f32>,
+    pub p50: Vec<f32>,
+    pub p90: Vec<f32>,
+}
+
+impl ForecastView {
+    /// The quantiles of `resource`, when forecast.
+    pub fn quantiles(&self, resource: Resource) -> Option<QuantilesView> {
+        match resource {
+            Resource::Cpu => Some(QuantilesView {
+                forecaster: self.forecaster.clone(),
+                p10: self.cpu_p10.clone(),
+                p50: self.cpu_p50.clone(),
+                p90: self.cpu_p90.clone(),
+            }),
+            Resource::Memory => self.memory.clone(),
+        }
+    }
+}
+
+/// What `presagectl forecast` charts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Resource {
+    /// Busy fraction of the VM's vCPUs.
+    Cpu,
+    /// Memory in use as a fraction of the memory allocated.
+    Memory,
 }
 
 impl From<VmInfo> for VmView {
@@ -241,6 +276,7 @@ impl From<VmInfo> for VmView {
             cpu_p10: f.cpu_p10,
             cpu_p50: f.cpu_p50,
             cpu_p90: f.cpu_p90,
+            memory: f.memory.map(|m| QuantilesView { forecaster: m.forecaster, p10: m.p10, p50: m.p50, p90: m.p90 }),
         });
         VmView {
             forecast,
@@ -355,7 +391,15 @@ mod tests {
             vm: "vm-1".into(),
             host: "hv".into(),
             cpu_utilisation: 0.5,
-            history: (0..30).map(|i| HistoryPoint { sampled_at_ms: i, cpu_utilisation: 0.5, trace_step: i }).collect(),
+            memory_utilisation: Some(0.8),
+            history: (0..30)
+                .map(|i| HistoryPoint {
+                    sampled_at_ms: i,
+                    cpu_utilisation: 0.5,
+                    memory_utilisation: (i >= 20).then_some(0.8),
+                    trace_step: i,
+                })
+                .collect(),
             forecast: Some(ForecastView {
                 forecaster: "m".into(),
                 step_seconds: 300,
@@ -363,18 +407,29 @@ mod tests {
                 cpu_p10: vec![0.3; 12],
                 cpu_p50: vec![0.5; 12],
                 cpu_p90: vec![0.7; 12],
+                memory: Some(QuantilesView { forecaster: "n".into(), p10: vec![0.8; 12], p50: vec![0.9; 12], p90: vec![0.9; 12] }),
             }),
         };
-        let chart = r.render();
-        let row = |pct: &str| chart.lines().find(|l| l.trim_start().starts_with(pct)).unwrap().to_string();
+        let chart = r.render(Resource::Cpu);
+        let row_of = |chart: &str, pct: &str| chart.lines().find(|l| l.trim_start().starts_with(pct)).unwrap().to_string();
+        let row = |pct: &str| row_of(&chart, pct);
         // The last 24 samples at 50 %, then the median at 50 % for 12 steps.
         assert_eq!(row("50%"), format!("  50% |{}|{}", "*".repeat(24), "o".repeat(12)));
         assert_eq!(row("30%"), format!("  30% |{}|{}", " ".repeat(24), ":".repeat(12)));
         assert_eq!(row("70%"), format!("  70% |{}|{}", " ".repeat(24), ":".repeat(12)));
         assert_eq!(row("80%"), format!("  80% |{}|", " ".repeat(24)));
         assert!(chart.contains("+30 min: p50  50.0 %   p10-p90  30.0 -  70.0 %"), "{chart}");
-        let none = ForecastReport { forecast: None, ..r };
-        assert!(none.render().contains("no forecast yet"));
+        // Memory: reported for the last 10 samples only, which sit at 80 % (the p10 row), the
+        // median at 90 %.
+        let chart = r.render(Resource::Memory);
+        assert!(chart.contains("memory in use 80.0 % now") && chart.contains("forecaster n,"), "{chart}");
+        assert_eq!(row_of(&chart, "80%"), format!("  80% |{}{}|{}", " ".repeat(14), "*".repeat(10), ":".repeat(12)));
+        assert_eq!(row_of(&chart, "90%"), format!("  90% |{}|{}", " ".repeat(24), "o".repeat(12)));
+        let mut no_memory = r;
+        no_memory.forecast.as_mut().unwrap().memory = None;
+        assert!(no_memory.render(Resource::Memory).contains("no memory in use forecast"));
+        let none = ForecastReport { forecast: None, ..no_memory };
+        assert!(none.render(Resource::Cpu).contains("no forecast yet"));
     }
 
     #[test]
@@ -387,12 +442,14 @@ mod tests {
     }
 }
 
-/// `presagectl forecast VM`: the VM's recent CPU samples and the agent's forecast.
+/// `presagectl forecast VM`: the VM's recent samples and the agent's forecast.
 #[derive(Serialize)]
 pub struct ForecastReport {
     pub vm: String,
     pub host: String,
     pub cpu_utilisation: f64,
+    /// Memory in use as a fraction of the memory allocated, where the hypervisor reports it.
+    pub memory_utilisation: Option<f64>,
     pub history: Vec<HistoryPoint>,
     pub forecast: Option<ForecastView>,
 }
@@ -401,42 +458,60 @@ pub struct ForecastReport {
 pub struct HistoryPoint {
     pub sampled_at_ms: u64,
     pub cpu_utilisation: f32,
+    pub memory_utilisation: Option<f32>,
     pub trace_step: u64,
 }
 
 impl From<VmInfo> for ForecastReport {
     fn from(v: VmInfo) -> Self {
         let history = v
-            .cpu_history
+            .usage_history
             .iter()
-            .map(|p| HistoryPoint { sampled_at_ms: p.sampled_at_ms, cpu_utilisation: p.cpu_utilisation, trace_step: p.trace_step })
+            .map(|p| HistoryPoint {
+                sampled_at_ms: p.sampled_at_ms,
+                cpu_utilisation: p.cpu_utilisation,
+                memory_utilisation: (p.memory_utilisation > 0.0).then_some(p.memory_utilisation),
+                trace_step: p.trace_step,
+            })
             .collect();
         let host = v.host_id.clone();
+        let memory_utilisation = v.sample.as_ref().and_then(|s| s.memory_fraction());
         let view = VmView::from(v);
-        ForecastReport { vm: view.vm, host, cpu_utilisation: view.cpu_utilisation, history, forecast: view.forecast }
+        ForecastReport { vm: view.vm, host, cpu_utilisation: view.cpu_utilisation, memory_utilisation, history, forecast: view.forecast }
     }
 }
 
 impl ForecastReport {
-    /// A terminal chart, 10 % per row: `*` recent samples, `o` forecast median, `:` the p10–p90
-    /// interval; then the figures at 5, 15, 30 and 60 minutes.
-    pub fn render(&self) -> String {
-        let hist: Vec<f32> = self.history.iter().rev().take(24).rev().map(|p| p.cpu_utilisation).collect();
+    /// A terminal chart of `resource`, 10 % per row: `*` recent samples, `o` forecast median,
+    /// `:` the p10–p90 interval; then the figures at 5, 15, 30 and 60 minutes.
+    pub fn render(&self, resource: Resource) -> String {
+        let (label, now, hist): (&str, Option<f64>, Vec<Option<f32>>) = match resource {
+            Resource::Cpu => ("CPU", Some(self.cpu_utilisation), self.history.iter().map(|p| Some(p.cpu_utilisation)).collect()),
+            Resource::Memory => ("memory in use", self.memory_utilisation, self.history.iter().map(|p| p.memory_utilisation).collect()),
+        };
+        let hist = &hist[hist.len().saturating_sub(24)..];
         let level = |v: f32| (v.clamp(0.0, 1.0) * 10.0).round() as i32;
-        let mut s = format!("{} on {}: CPU {:.1} % now\n", self.vm, self.host, self.cpu_utilisation * 100.0);
+        let mut s = match now {
+            Some(now) => format!("{} on {}: {label} {:.1} % now\n", self.vm, self.host, now * 100.0),
+            None => format!("{} on {}: {label} not reported by its hypervisor\n", self.vm, self.host),
+        };
         let Some(f) = &self.forecast else {
             s.push_str("no forecast yet: the agent needs 2 hours of 5-minute history for this VM\n");
             return s;
         };
-        s.push_str(&format!("forecaster {}, steps of {} s from step {}\n", f.forecaster, f.step_seconds, f.first_step));
+        let Some(q) = f.quantiles(resource) else {
+            s.push_str(&format!("no {label} forecast for this VM\n"));
+            return s;
+        };
+        s.push_str(&format!("forecaster {}, steps of {} s from step {}\n", q.forecaster, f.step_seconds, f.first_step));
         for row in (0..=10).rev() {
             let mut line = format!("{:>4}% |", row * 10);
-            for v in &hist {
-                line.push(if level(*v) == row { '*' } else { ' ' });
+            for v in hist {
+                line.push(if v.is_some_and(|v| level(v) == row) { '*' } else { ' ' });
             }
             line.push('|');
-            for k in 0..f.cpu_p50.len() {
-                let (lo, mid, hi) = (level(f.cpu_p10[k]), level(f.cpu_p50[k]), level(f.cpu_p90[k]));
+            for k in 0..q.p50.len() {
+                let (lo, mid, hi) = (level(q.p10[k]), level(q.p50[k]), level(q.p90[k]));
                 line.push(if mid == row {
                     'o'
                 } else if lo <= row && row <= hi {
@@ -448,15 +523,15 @@ impl ForecastReport {
             s.push_str(line.trim_end());
             s.push('\n');
         }
-        s.push_str(&format!("      {}^ now, then the next {} steps\n", " ".repeat(hist.len()), f.cpu_p50.len()));
+        s.push_str(&format!("      {}^ now, then the next {} steps\n", " ".repeat(hist.len()), q.p50.len()));
         for steps in [1usize, 3, 6, 12] {
-            if let Some(k) = steps.checked_sub(1).filter(|k| *k < f.cpu_p50.len()) {
+            if let Some(k) = steps.checked_sub(1).filter(|k| *k < q.p50.len()) {
                 s.push_str(&format!(
                     "  +{:>2} min: p50 {:>5.1} %   p10-p90 {:>5.1} - {:>5.1} %\n",
                     steps as u32 * f.step_seconds / 60,
-                    f.cpu_p50[k] * 100.0,
-                    f.cpu_p10[k] * 100.0,
-                    f.cpu_p90[k] * 100.0
+                    q.p50[k] * 100.0,
+                    q.p10[k] * 100.0,
+                    q.p90[k] * 100.0
                 ));
             }
         }

@@ -326,6 +326,9 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
     let hosts = op.clone().list_hosts(ListHostsRequest {}).await.unwrap().into_inner().hosts;
     assert_eq!(hosts[0].agent.as_ref().unwrap().forecaster, "cpu-quantiles-v2");
     assert_eq!(hosts[0].agent.as_ref().unwrap().memory_forecaster, "memory-quantiles-v2");
+    // `presagectl hosts --output json` says which forecasters run.
+    let view = presage_coordinator::ctl::view::HostView::from(hosts[0].clone());
+    assert_eq!((view.forecaster.as_deref(), view.memory_forecaster.as_deref()), (Some("cpu-quantiles-v2"), Some("memory-quantiles-v2")));
     // Every report, forecasts included, passed the coordinator's validation.
     assert_eq!(op.clone().status(StatusRequest {}).await.unwrap().into_inner().reports_rejected, 0);
     agent.stop().await;

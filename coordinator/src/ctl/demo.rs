@@ -84,7 +84,9 @@ fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
 pub fn find_trace(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         if p.is_dir() {
-            return Ok(p.to_path_buf());
+            // Absolute: the agents' configs live in the work folder, and a relative path in a
+            // config is read from the config's folder.
+            return Ok(p.canonicalize().unwrap_or_else(|_| p.to_path_buf()));
         }
         bail!("trace folder {} does not exist", p.display());
     }
@@ -357,4 +359,26 @@ async fn render_frame(
     out.push_str("\nbusiest VMs:\n");
     out.push_str(&view::vms_table(&vms));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_trace_folder_becomes_absolute_and_a_missing_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("day")).unwrap();
+        // Relative to the working directory (the test runs in the crate's folder).
+        let cwd = std::env::current_dir().unwrap();
+        let relative: PathBuf = std::iter::repeat_n("..", cwd.components().count())
+            .collect::<PathBuf>()
+            .join(dir.path().strip_prefix("/").unwrap())
+            .join("day");
+        assert!(relative.is_relative());
+        let found = find_trace(Some(&relative)).unwrap();
+        assert!(found.is_absolute() && found.ends_with("day"), "{}", found.display());
+        let err = find_trace(Some(Path::new("no/such/day"))).unwrap_err().to_string();
+        assert!(err.contains("no/such/day") && err.contains("does not exist"), "{err}");
+    }
 }

@@ -138,6 +138,10 @@ pub struct HostView {
     pub trace_step: Option<u64>,
     pub agent_rss_bytes: Option<u64>,
     pub agent_version: String,
+    /// The agent's CPU forecaster, and why when it fell back to a baseline.
+    pub forecaster: Option<String>,
+    /// The same for memory.
+    pub memory_forecaster: Option<String>,
 }
 
 impl From<HostInfo> for HostView {
@@ -159,8 +163,10 @@ impl From<HostInfo> for HostView {
             last_seen_s: h.last_seen_ago_ms as f64 / 1000.0,
             reports: h.reports,
             trace_step: h.trace.map(|t| t.step),
-            agent_rss_bytes: h.agent.map(|a| a.rss_bytes),
+            agent_rss_bytes: h.agent.as_ref().map(|a| a.rss_bytes),
             agent_version: h.agent_version,
+            forecaster: h.agent.as_ref().map(|a| a.forecaster.clone()),
+            memory_forecaster: h.agent.map(|a| a.memory_forecaster),
         }
     }
 }

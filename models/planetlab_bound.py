@@ -10,6 +10,11 @@ For every VM and every forecast time t >= 36, target x[t + 5] (30 minutes ahead)
     distribution of the future, not the value),
 each relative to the first.
 
+It also asks whether VMs on the same PlanetLab node (a trace file's name is node, then slice)
+say anything about each other: the mean correlation between a VM's 30-minute residual
+x[t + 5] - median(x[t-36:t]) and, known at t, its own last deviation x[t-1] - median(x[t-36:t])
+or the mean last deviation of the other VMs on its node (what an agent sees of its host).
+
 With --in-sample it also trains presage's network (train.py's Mlp, the v2 features, 256 wide
 instead of 64, 24 epochs) on the evaluation days themselves and scores it on the same forecasts
 it was fitted to: what this feature vector can express at best, not a forecaster (~1 min).
@@ -47,8 +52,34 @@ def main():
             local += pinball(y, np.array([np.quantile(x[max(0, t - 13):t + 23], Q) for t in ts]))
         print(f"{day}: whole-day oracle {whole_day / rolling:.3f}, local-distribution oracle {local / rolling:.3f} "
               "(x the 3-hour rolling quantiles)")
+        co_located(traces.planetlab_day(os.path.join(args.data, "planetlab", day)), day)
     if args.in_sample:
         in_sample(args.data)
+
+
+def node_of(name):
+    """The node part of a PlanetLab file name: all but the slice (`site_slice`, or `root`)."""
+    parts = name.split("_")
+    return "_".join(parts[:-1] if parts[-1] == "root" else parts[:-2])
+
+
+def co_located(day_series, day):
+    ts = np.arange(36, 283)
+    residual, deviation, nodes = {}, {}, {}
+    for name, x in day_series.items():
+        x = np.asarray(x)
+        med = np.array([np.median(x[t - 36:t]) for t in ts])
+        residual[name], deviation[name] = x[ts + 5] - med, x[ts - 1] - med
+        nodes.setdefault(node_of(name), []).append(name)
+    own, others = [], []
+    for names in nodes.values():
+        for n in names if len(names) > 1 else []:
+            node = np.mean([deviation[m] for m in names if m != n], axis=0)
+            if min(residual[n].std(), deviation[n].std(), node.std()) > 0:
+                own.append(np.corrcoef(residual[n], deviation[n])[0, 1])
+                others.append(np.corrcoef(residual[n], node)[0, 1])
+    print(f"{day}: {len(nodes)} nodes; residual vs own last deviation r = {np.mean(own):.3f}, "
+          f"vs the node's other VMs' r = {np.mean(others):.3f} ({len(own)} VMs sharing a node)")
 
 
 def in_sample(data):

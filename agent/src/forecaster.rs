@@ -182,8 +182,9 @@ impl ResourceForecaster {
                 None => warn!(resource = ?self.resource, vm = %key, bytes = v.len(), "unreadable calibration entry; relearning it"),
             }
         }
+        // Steps that leave a series as it is rebuilt (older than it keeps, or before a long gap)
+        // leave the store too.
         let mut stale = Vec::new();
-        let mut stored: HashMap<String, Vec<u64>> = HashMap::new();
         for (k, v) in steps.scan_prefix(b"", Order::Ascending, usize::MAX)? {
             let (Some((vm, step)), Ok(bytes)) = (split_vm_key(&k), <[u8; 4]>::try_from(v.as_slice())) else {
                 warn!(resource = ?self.resource, key = %describe_key(&k), bytes = v.len(), "unreadable forecast step entry; skipped");
@@ -194,13 +195,8 @@ impl ResourceForecaster {
                 warn!(resource = ?self.resource, vm, step, value, "forecast step out of range; skipped");
                 continue;
             }
-            self.series.entry(vm.to_string()).or_default().complete(step, value);
-            stored.entry(vm.to_string()).or_default().push(step);
-        }
-        for (vm, steps) in stored {
-            let s = &self.series[&vm];
-            let from = s.last_step.map_or(0, |l| l + 1 - s.values.len() as u64);
-            stale.extend(steps.into_iter().filter(|&t| t < from).map(|t| BatchOp::Remove(vm_key(&vm, t))));
+            let c = self.series.entry(vm.to_string()).or_default().complete(step, value);
+            stale.extend(c.dropped.map(|t| BatchOp::Remove(vm_key(vm, t))));
         }
         steps.apply(stale)?;
         if resumed > 0 || !self.series.is_empty() {
@@ -277,11 +273,10 @@ impl ResourceForecaster {
                 })
             })
             .unzip();
-        let firsts: Vec<u64> = requests.iter().map(|r| r.first_step).collect();
         let forecasts = self.fleet.forecast(&requests);
         let mut out: Vec<Option<(u64, Forecast)>> = vec![None; vms.len()];
-        for ((i, first), f) in ready.into_iter().zip(firsts).zip(forecasts) {
-            out[i] = f.map(|f| (first, f));
+        for ((i, r), f) in ready.into_iter().zip(&requests).zip(forecasts) {
+            out[i] = f.map(|f| (r.first_step, f));
         }
         out
     }
@@ -297,8 +292,8 @@ impl ResourceForecaster {
 pub struct DemandForecaster {
     cpu: ResourceForecaster,
     memory: ResourceForecaster,
-    /// With a store: the step of the last save of what was learnt.
-    last_save: Option<Option<u64>>,
+    /// The step of the last save of what was learnt (with a store).
+    last_save: Option<u64>,
 }
 
 impl DemandForecaster {
@@ -318,7 +313,6 @@ impl DemandForecaster {
     pub fn with_store(mut self, store: &dyn KvStore) -> Result<DemandForecaster, StoreError> {
         self.cpu.attach(store)?;
         self.memory.attach(store)?;
-        self.last_save = Some(None);
         Ok(self)
     }
 
@@ -369,11 +363,9 @@ impl DemandForecaster {
                 }),
             });
         }
-        if let Some(last) = self.last_save
-            && last.is_none_or(|l| step >= l + SAVE_EVERY_STEPS)
-        {
+        if self.cpu.trees.is_some() && self.last_save.is_none_or(|l| step >= l + SAVE_EVERY_STEPS) {
             match self.save() {
-                Ok(()) => self.last_save = Some(Some(step)),
+                Ok(()) => self.last_save = Some(step),
                 Err(e) => warn!(error = %e, "saving forecast calibration failed; will retry"),
             }
         }

@@ -132,7 +132,7 @@ impl Default for ReservationsConfig {
 }
 
 fn default_cpu_limit() -> f64 {
-    presage_protocol::reservation::DEFAULT_CPU_LIMIT
+    presage_decide::reservation::DEFAULT_CPU_LIMIT
 }
 
 /// `[forecast]`: the demand forecasting models. Without one (or when it cannot be loaded) the
@@ -179,6 +179,8 @@ struct HypervisorSection {
     fault_hang_migrations: Option<bool>,
     fault_refuse_adopt: Option<bool>,
     fault_fail_vms: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    fault_linger_incoming: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +212,7 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                 ("fault_hang_migrations", s.fault_hang_migrations.is_some()),
                 ("fault_refuse_adopt", s.fault_refuse_adopt.is_some()),
                 ("fault_fail_vms", s.fault_fail_vms.is_some()),
+                ("fault_linger_incoming", s.fault_linger_incoming.is_some()),
             ];
             if let Some((key, _)) = simulated_only.iter().find(|(_, set)| *set) {
                 return Err(D::Error::custom(format!("key `hypervisor.{key}` only applies to kind = \"simulated\"")));
@@ -238,6 +241,7 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                     hang_migrations: s.fault_hang_migrations.unwrap_or(false),
                     refuse_adopt: s.fault_refuse_adopt.unwrap_or(false),
                     fail_vms: s.fault_fail_vms.unwrap_or_default(),
+                    linger_incoming: s.fault_linger_incoming,
                 },
             })
         }
@@ -286,6 +290,10 @@ pub struct SimulatedFaults {
     pub refuse_adopt: bool,
     /// Migrations of these VMs away from this host fail halfway through the copy.
     pub fail_vms: Vec<String>,
+    /// A VM this host refused to adopt stays here as an incoming instance (present, not
+    /// running) this long after the refusal, as a libvirt destination keeps its paused incoming
+    /// domain for a while after the source aborts.
+    pub linger_incoming: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -95,6 +95,20 @@ impl SamplingCycle {
     }
 }
 
+/// The agent's async runtime, sized for a daemon that samples once per interval and streams one
+/// connection whatever the host's size: two worker threads (not one per core: a 128-core
+/// hypervisor would otherwise carry 128 idle workers, each with its stack and malloc arena) and at
+/// most 64 blocking threads (the sampling cycle, libvirt calls, migrations and their progress).
+/// glibc's allocator gets at most two arenas for the same reason.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).max_blocking_threads(64).thread_name("presage-agent").enable_all().build()
+}
+
 /// Runs the agent until `cancel` fires: opens the store and the hypervisor, then samples on a
 /// fixed interval while the link streams the reports.
 pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -143,7 +157,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         };
         let reservations = {
             let cap = register.capacity.as_ref().expect("set above");
-            let capacity = presage_protocol::reservation::Resources {
+            let capacity = presage_decide::reservation::Resources {
                 cpu_mhz: cap.cpu_cores as f64 * cap.cpu_mhz_per_core,
                 memory_mib: cap.memory_bytes as f64 / 1048576.0,
             };

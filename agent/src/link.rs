@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use presage_protocol::reservation::{Reservation, ReservationKind, Resources};
+use presage_decide::reservation::{Reservation, ReservationKind, Resources};
 
 use presage_protocol::pb::{
     self, AgentMessage, CommandResult, CommandStatus, CoordinatorMessage, Register, Report, agent_link_client::AgentLinkClient,

@@ -19,16 +19,14 @@ struct Args {
     check_config: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    lifecycle::run_daemon(
+    presage_agent::runtime()?.block_on(lifecycle::run_daemon(
         "presage-agent",
         &args.config,
         args.log_format,
         args.check_config,
         presage_agent::config::AgentConfig::load,
         presage_agent::run,
-    )
-    .await
+    ))
 }

@@ -1,6 +1,6 @@
 //! The agent's reservation desk: the reservations this host holds, kept in the agent's store so
 //! they survive restarts and coordinator outages, and admitted by the host's own rule
-//! ([`presage_protocol::reservation::ReservationBook`]): a request that would overcommit this
+//! ([`presage_decide::reservation::ReservationBook`]): a request that would overcommit this
 //! host is refused here, whatever the coordinator believes.
 //!
 //! Every change is written to the store before it is acknowledged. An entry that cannot be read
@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use presage_protocol::reservation::{Refusal, Reservation, ReservationBook, ReservationKind, Resources};
+use presage_decide::reservation::{Refusal, Reservation, ReservationBook, ReservationKind, Resources};
 
 use crate::store::{KvStore, KvTree, Order, StoreError};
 

@@ -11,10 +11,12 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::policy::power::IBM_X3550_M3_X5675;
-use crate::policy::presage::{DemandSource, HostScore, PresageConfig, PresagePolicy, Ranking, Rejection, ScoreTerm, Standing, VmDemand};
-use crate::policy::{ConsolidationPolicy, FleetView, HostView, MoveReason, PolicySpec, UtilisationHistory, VmView};
 use crate::state::ClusterState;
+use presage_decide::policy::power::IBM_X3550_M3_X5675;
+use presage_decide::policy::presage::{
+    DemandSource, HostScore, PresageConfig, PresagePolicy, Ranking, Rejection, ScoreTerm, Standing, VmDemand,
+};
+use presage_decide::policy::{ConsolidationPolicy, FleetView, HostView, MoveReason, PolicySpec, UtilisationHistory, VmView};
 
 /// Migration bandwidth assumed for hosts whose NIC speed is unknown (half of 1 Gbit/s, MB/s).
 const DEFAULT_MIGRATION_MB_PER_S: f64 = 62.5;
@@ -329,12 +331,12 @@ fn score_view(host_ids: &[String], s: &HostScore) -> ScoreView {
 }
 
 /// The quantiles of an agent's forecast, when it covers every horizon.
-fn forecast_of(f: &presage_protocol::pb::VmForecast) -> Option<presage_forecast::Forecast> {
-    use presage_forecast::MAX_HORIZON;
+fn forecast_of(f: &presage_protocol::pb::VmForecast) -> Option<presage_decide::demand::Forecast> {
+    use presage_decide::demand::MAX_HORIZON;
     if f.cpu_p10.len() < MAX_HORIZON || f.cpu_p50.len() < MAX_HORIZON || f.cpu_p90.len() < MAX_HORIZON {
         return None;
     }
-    let mut out = presage_forecast::Forecast::flat([0.0; 3]);
+    let mut out = presage_decide::demand::Forecast::flat([0.0; 3]);
     for h in 0..MAX_HORIZON {
         out.q[h] = [f.cpu_p10[h], f.cpu_p50[h], f.cpu_p90[h]];
     }
@@ -346,8 +348,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::policy::classic::Detector;
     use crate::state::test_messages::{reg, report};
+    use presage_decide::policy::classic::Detector;
 
     fn register(state: &mut ClusterState, host: &str, session: u64, now: Instant) {
         state.register(&reg(host, "b"), session, now);

@@ -23,9 +23,9 @@ use presage_protocol::pb::{self, CommandStatus, command, command_result};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::advisor::PlanSnapshot;
-use crate::migration_queue::{MigrationLimits, MigrationQueue, OnFailure, QueuedMove};
 use crate::plan_journal::{MoveRecord, PlanRecord, Step};
-use crate::service::Shared;
+use crate::shared::Shared;
+use presage_decide::migration_queue::{MigrationLimits, MigrationQueue, OnFailure, QueuedMove};
 
 /// How long a reservation, adoption, completion, inspection or release may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -127,16 +127,20 @@ pub fn time_budget(memory_mib: f64, limits: &MigrationLimits) -> Duration {
 }
 
 /// Settles a move whose step failed or was interrupted: asks the hosts where the VM is and
-/// finishes the move from there. `reached` is how far the move got: before `HandingOver` the
-/// destination never received the VM (a simulated `Adopt`), and a libvirt source that runs the
+/// finishes the move from there. `reached` is how far the move got: before `HandingOver` a
+/// simulated destination never received the VM (an `Adopt`), and a libvirt source that runs the
 /// VM, not migrating, still has it (libvirt pauses the source before switching over).
 ///
-/// - Runs on the source, not migrating, and the move never handed over: it stayed there.
-/// - Runs on the destination: the source lets go (if it still holds a paused copy); done.
-/// - The destination does not run it (or cannot be asked and never received it) and the source
-///   has it: the migration is aborted there (a paused VM resumes); it stayed.
+/// - Runs on the destination (and not on the source as well): the source lets go of any paused
+///   copy; done.
+/// - Runs on the source, or the source still has it and the destination does not run it: the
+///   migration is aborted on the source (a paused VM resumes); it stayed.
 ///
-/// `None` when the hosts cannot say (left for [`reconcile`] to settle later).
+/// A move ends `stayed` (aborted, failed, rolled back) only once both hosts confirm it runs on
+/// the source alone and the destination holds no incoming instance of it (a libvirt
+/// destination tears its paused incoming domain down some time after the abort): until then,
+/// or while a host that may hold it cannot be asked, this answers `None` and the move stays
+/// open for [`reconcile`].
 async fn settle(
     shared: &Shared,
     plan_id: u64,
@@ -148,19 +152,20 @@ async fn settle(
 ) -> Option<(Step, String)> {
     let rid = m.reservation_id(plan_id);
     let handed_over = matches!(reached, Step::HandingOver | Step::Completing);
+    // A simulated destination receives the VM only through `Adopt`; a libvirt one holds an
+    // incoming domain from the moment the source starts migrating.
+    let simulated_destination = shared.state().host(&m.to_host).is_some_and(|h| h.registration.hypervisor_kind == "simulated");
+    let destination_may_hold = handed_over || !simulated_destination;
     let src = inspect_waiting(shared, &m.from_host, &m.vm_id, wait).await;
-    if let Ok(s) = &src
-        && s.running
-        && !s.migrating
-        && !handed_over
-    {
-        release(shared, &m.to_host, &rid).await;
-        return Some((stayed, format!("{why}; it stayed on {}", m.from_host)));
-    }
     let dst = inspect_waiting(shared, &m.to_host, &m.vm_id, wait).await;
+    let on_source = matches!(&src, Ok(s) if s.running && !s.migrating) && !handed_over;
     if let Ok(d) = &dst
         && d.running
     {
+        if on_source {
+            warn!(vm = %m.vm_id, source = %m.from_host, destination = %m.to_host, "the VM runs on both hosts; the move stays open");
+            return None;
+        }
         match &src {
             Ok(s) if s.present => {
                 let complete = command::Body::CompleteMigration(pb::CompleteMigration { vm_id: m.vm_id.clone() });
@@ -175,22 +180,46 @@ async fn settle(
         release(shared, &m.to_host, &rid).await;
         return Some((Step::Done, format!("{why}; it runs on {}", m.to_host)));
     }
-    let destination_cannot_have_it = dst.is_ok() || !handed_over;
-    match (&src, destination_cannot_have_it) {
-        (Ok(s), true) if s.present => {
-            let abort = command::Body::AbortMigration(pb::AbortMigration { vm_id: m.vm_id.clone() });
-            if let Err(e) = send(shared, &m.from_host, abort).await {
-                warn!(vm = %m.vm_id, error = %e, "aborting on the source failed");
-                return None;
+    if !on_source {
+        match (&src, dst.is_ok() || !destination_may_hold) {
+            (Ok(s), true) if s.present => {
+                let abort = command::Body::AbortMigration(pb::AbortMigration { vm_id: m.vm_id.clone() });
+                if let Err(e) = send(shared, &m.from_host, abort).await {
+                    warn!(vm = %m.vm_id, error = %e, "aborting on the source failed");
+                    return None;
+                }
             }
-            release(shared, &m.to_host, &rid).await;
-            Some((stayed, format!("{why}; it stayed on {}", m.from_host)))
+            (Ok(_), _) if dst.is_ok() => {
+                release(shared, &m.to_host, &rid).await;
+                return Some((Step::Failed, format!("{why}; the VM is on neither {} nor {} now", m.from_host, m.to_host)));
+            }
+            _ => return None,
         }
-        (Ok(_), _) if dst.is_ok() => {
-            release(shared, &m.to_host, &rid).await;
-            Some((Step::Failed, format!("{why}; the VM is on neither {} nor {} now", m.from_host, m.to_host)))
+    }
+    if destination_may_hold && let Err(held) = destination_lets_go(shared, m, dst, wait).await {
+        warn!(vm = %m.vm_id, destination = %m.to_host, %held, "the move stays open until the destination lets go");
+        return None;
+    }
+    release(shared, &m.to_host, &rid).await;
+    Some((stayed, format!("{why}; it stayed on {}", m.from_host)))
+}
+
+/// Waits up to `wait` for the destination of `m` to hold no instance of its VM (neither running
+/// nor incoming), starting from `first`, its last answer. The error says what it still holds.
+async fn destination_lets_go(shared: &Shared, m: &MoveRecord, first: Result<pb::VmPresence, String>, wait: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + wait;
+    let mut answer = first;
+    loop {
+        let held = match &answer {
+            Ok(d) if !d.running && !d.incoming => return Ok(()),
+            Ok(d) => format!("{} holds it ({})", m.to_host, d.state),
+            Err(e) => format!("{} cannot say whether it holds it: {e}", m.to_host),
+        };
+        if Instant::now() >= deadline || shared.cancel.is_cancelled() {
+            return Err(held);
         }
-        _ => None,
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        answer = inspect_waiting(shared, &m.to_host, &m.vm_id, Duration::ZERO).await;
     }
 }
 
@@ -362,11 +391,19 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
     });
     let migrated = send_within(shared, &m.from_host, move_out, budget).await;
     shared.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.vm_id);
-    let settled = |r: Option<(Step, String)>| match r {
+    let settled = |why: &str, r: Option<(Step, String)>| match r {
         Some((step, detail)) => end(step, detail),
         None => {
-            warn!(vm = %m.vm_id, "where the VM is cannot be told now; the reconciler settles the move later");
-            running.snapshot().moves[idx].step
+            // Left open mid-step: the journal keeps why, for the reconciler and the operator
+            // (unless the coordinator is stopping: a restart interrupted it, as the reconciler says).
+            let step = running.snapshot().moves[idx].step;
+            if !shared.cancel.is_cancelled()
+                && let Err(e) = running.set(shared, idx, step, why, started)
+            {
+                warn!(error = %e, "journaling why a move is left open failed");
+            }
+            warn!(vm = %m.vm_id, "the move cannot end yet; the reconciler settles it later");
+            step
         }
     };
     let handoff = match migrated {
@@ -380,23 +417,24 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
         }
         Err(StepError::TimedOut(e)) => {
             let why = format!("over its {} s budget ({e})", budget.as_secs());
-            return settled(settle(shared, plan_id, &m, Step::Migrating, &why, Step::Aborted, SETTLE_WAIT).await);
+            return settled(&why, settle(shared, plan_id, &m, Step::Migrating, &why, Step::Aborted, SETTLE_WAIT).await);
         }
         Err(StepError::Failed(e) | StepError::NotDelivered(e)) => {
-            return settled(settle(shared, plan_id, &m, Step::Migrating, &e, Step::Failed, SETTLE_WAIT).await);
+            return settled(&e, settle(shared, plan_id, &m, Step::Migrating, &e, Step::Failed, SETTLE_WAIT).await);
         }
     };
     let handed_over = handoff.is_some();
     if let Some(vm) = handoff {
         if let Err(e) = step_to(Step::HandingOver) {
-            return settled(settle(shared, plan_id, &m, Step::Migrating, &format!("journal: {e}"), Step::Failed, SETTLE_WAIT).await);
+            let why = format!("journal: {e}");
+            return settled(&why, settle(shared, plan_id, &m, Step::Migrating, &why, Step::Failed, SETTLE_WAIT).await);
         }
         if let Err(e) = send_within(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) }), STEP_TIMEOUT).await {
             // The destination did not take it: abandon the copy; the VM resumes on its source.
             // An Adopt that never reached the destination (it is gone) cannot have been carried out.
             let reached = if matches!(e, StepError::NotDelivered(_)) { Step::Migrating } else { Step::HandingOver };
             let why = format!("the destination did not take it: {e}");
-            return settled(settle(shared, plan_id, &m, reached, &why, Step::RolledBack, SETTLE_WAIT).await);
+            return settled(&why, settle(shared, plan_id, &m, reached, &why, Step::RolledBack, SETTLE_WAIT).await);
         }
         if let Err(e) = step_to(Step::Completing) {
             warn!(error = %e, "journaling the hand-over failed; completing anyway");
@@ -404,7 +442,7 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
         let complete = command::Body::CompleteMigration(pb::CompleteMigration { vm_id: m.vm_id.clone() });
         if let Err(e) = send(shared, &m.from_host, complete).await {
             let why = format!("the source did not confirm letting go: {e}");
-            return settled(settle(shared, plan_id, &m, Step::Completing, &why, Step::Failed, SETTLE_WAIT).await);
+            return settled(&why, settle(shared, plan_id, &m, Step::Completing, &why, Step::Failed, SETTLE_WAIT).await);
         }
     }
     // Post-check: it runs on the destination and not on the source.
@@ -423,7 +461,7 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
                 src.as_ref().map(|p| p.state.clone()).unwrap_or_else(|e| e.clone())
             );
             let reached = if handed_over { Step::Completing } else { Step::Migrating };
-            settled(settle(shared, plan_id, &m, reached, &why, Step::Failed, SETTLE_WAIT).await)
+            settled(&why, settle(shared, plan_id, &m, reached, &why, Step::Failed, SETTLE_WAIT).await)
         }
     }
 }
@@ -484,7 +522,8 @@ pub async fn reconcile(shared: &Arc<Shared>, wait: Duration) -> usize {
             let outcome = if m.step == Step::Pending {
                 Some((Step::Cancelled, "not started before the coordinator restarted".to_string()))
             } else {
-                let why = format!("interrupted while {}", m.step.name());
+                // The executor's reason when it left the move open; otherwise a restart interrupted it.
+                let why = if m.detail.is_empty() { format!("interrupted while {}", m.step.name()) } else { m.detail.clone() };
                 settle(shared, plan.id, &m, m.step, &why, Step::Aborted, wait).instrument(span.clone()).await
             };
             if let Some((step, detail)) = outcome {

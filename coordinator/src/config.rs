@@ -29,7 +29,7 @@ pub struct CoordinatorConfig {
     pub policy: PolicyConfig,
     /// `[executor]`: how many moves may run at once per host (out, in) and in the cluster.
     #[serde(default)]
-    pub executor: crate::migration_queue::MigrationLimits,
+    pub executor: presage_decide::migration_queue::MigrationLimits,
     /// Where the coordinator keeps its plan journal and drain marks (a sled store). Without it
     /// they live in memory only, and a restart forgets plans in progress (logged at start).
     #[serde(default)]
@@ -54,7 +54,7 @@ pub struct PolicyConfig {
     pub moves_per_pass: usize,
     /// `[policy.presage]`: presage's settings (also what `presagectl place` and `explain` rank with).
     #[serde(default)]
-    pub presage: crate::policy::presage::PresageConfig,
+    pub presage: presage_decide::policy::presage::PresageConfig,
 }
 
 impl Default for PolicyConfig {
@@ -70,7 +70,7 @@ impl Default for PolicyConfig {
 }
 
 impl PolicyConfig {
-    pub fn spec(&self) -> Result<crate::policy::PolicySpec, crate::policy::UnknownPolicy> {
+    pub fn spec(&self) -> Result<presage_decide::policy::PolicySpec, presage_decide::policy::UnknownPolicy> {
         self.name.parse()
     }
 }
@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(c.policy.spec().unwrap().to_string(), "presage");
         assert_eq!(c.policy.interval, Duration::from_secs(300));
         assert_eq!(c.data_dir.as_deref(), Some(Path::new("/var/lib/presage-coordinator")));
-        assert_eq!(c.executor.on_failure, crate::migration_queue::OnFailure::Continue);
+        assert_eq!(c.executor.on_failure, presage_decide::migration_queue::OnFailure::Continue);
         let e =
             CoordinatorConfig::parse(&format!("{GOOD}[executor]\non_failure = \"retry\"\n"), Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("on_failure") || e.contains("retry"), "{e}");

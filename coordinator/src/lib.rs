@@ -1,24 +1,22 @@
-//! presage-coordinator: aggregates the state of every host from the agents' streams and serves
-//! operators; also home of `presagectl`, the operator CLI ([`ctl`]).
+//! presage-coordinator: the cluster coordinator daemon. It aggregates the state of every host
+//! from the agents' streams, runs the policy pass over it, executes plans through the agents and
+//! serves operators.
 //!
-//! Modules: [`config`] (TOML), [`transport`] (mutual-TLS listener), [`service`] (the gRPC
-//! services), [`sessions`] (agent streams and commands in flight), [`state`] (the pure cluster
-//! state), [`validate`] (checks on agent messages), [`server`] (wiring and shutdown order),
-//! [`policy`] (the pure placement and consolidation policies), [`advisor`] (runs the policy on
-//! the live state), [`applier`] (applies plans in automatic mode) and [`simulator`] (trace replay
-//! that drives those same policies).
+//! Modules: [`config`] (TOML), [`transport`] (mutual-TLS listener), [`shared`] (the state the
+//! services and background tasks share), [`service`] (the gRPC services), [`sessions`] (agent
+//! streams and commands in flight), [`state`] (the pure cluster state), [`validate`] (checks on
+//! agent messages), [`advisor`] (runs the decision core's policy on the live state),
+//! [`plan_journal`] and [`applier`] (the migration executor), [`server`] (wiring and shutdown
+//! order). The decisions themselves come from `presage-decide`.
 
 pub mod advisor;
 pub mod applier;
 pub mod config;
-pub mod ctl;
-pub mod migration_queue;
 pub mod plan_journal;
-pub mod policy;
 pub mod server;
 pub mod service;
 pub mod sessions;
-pub mod simulator;
+pub mod shared;
 pub mod state;
 pub mod transport;
 pub mod validate;

@@ -15,7 +15,8 @@ use tracing::{Instrument, info, warn};
 
 use crate::advisor::Advisor;
 use crate::config::CoordinatorConfig;
-use crate::service::{AgentLinkService, OperatorService, Shared, log_liveness};
+use crate::service::{AgentLinkService, OperatorService};
+use crate::shared::{Shared, log_liveness};
 use crate::transport;
 
 /// A coordinator bound to its port, not yet serving.
@@ -23,7 +24,7 @@ pub struct Coordinator {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     cfg: CoordinatorConfig,
-    policy: crate::policy::PolicySpec,
+    policy: presage_decide::policy::PolicySpec,
     pub shared: Arc<Shared>,
 }
 
@@ -147,7 +148,7 @@ async fn advisory_pass(
     shared: Arc<Shared>,
     mut advisor: Advisor,
     cfg: crate::config::PolicyConfig,
-    limits: crate::migration_queue::MigrationLimits,
+    limits: presage_decide::migration_queue::MigrationLimits,
     stop: CancellationToken,
 ) {
     let started = Instant::now();
@@ -204,7 +205,7 @@ async fn advisory_pass(
 /// For hosts just marked drained: every VM the pass moves off them, in one plan per pass
 /// (`origin = "drain"`), executed now whatever the policy mode, each VM to a host that fits its
 /// forecast. A host whose VMs cannot all be placed yet stays requested for the next pass.
-fn start_drain_plans(shared: &Arc<Shared>, plan: &crate::advisor::PlanSnapshot, limits: crate::migration_queue::MigrationLimits) {
+fn start_drain_plans(shared: &Arc<Shared>, plan: &crate::advisor::PlanSnapshot, limits: presage_decide::migration_queue::MigrationLimits) {
     let requested: std::collections::HashSet<String> = shared.drain_requests.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if requested.is_empty() {
         return;

@@ -3,7 +3,7 @@
 //! listener attached to the connection: agents may only speak for the host their certificate
 //! names, and only operator certificates reach the operator API.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use presage_protocol::pb::{
@@ -14,104 +14,21 @@ use presage_protocol::pb::{
 use presage_protocol::tls::Role;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::advisor::{PlaceError, PlanSnapshot, ProposedMove, ScoreView};
-use crate::policy::presage::Rejection;
-use crate::sessions::{CommandError, Sessions};
-use crate::state::{ClusterState, Liveness};
-use crate::transport::{PeerInfo, RefusalLog};
+use crate::sessions::CommandError;
+use crate::shared::{Shared, log_liveness};
+use crate::transport::PeerInfo;
 use crate::validate;
+use presage_decide::policy::presage::Rejection;
 
 /// How long an agent has to send `Register` after opening the stream.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most migrations whose latest progress is kept.
 const MAX_PROGRESS_ENTRIES: usize = 4096;
-
-/// State shared by the services and the background tasks.
-pub struct Shared {
-    pub state: Mutex<ClusterState>,
-    pub sessions: Sessions,
-    pub refusals: Arc<RefusalLog>,
-    pub started: Instant,
-    /// Fired at shutdown; open agent sessions end when it does.
-    pub cancel: CancellationToken,
-    /// The advisory pass's last plan (with the fleet it saw) and when it was made.
-    pub plan: Mutex<Option<(Instant, Arc<crate::advisor::PlanSnapshot>)>>,
-    /// Hosts an operator is draining (not schedulable; the plan empties them).
-    pub draining: Mutex<std::collections::HashSet<String>>,
-    pub policy_name: String,
-    /// `advisory` or `automatic`.
-    pub policy_mode: &'static str,
-    /// The executor's durable record of plans and drain marks.
-    pub journal: Arc<crate::plan_journal::PlanJournal>,
-    /// Plans an executor task is running now (the reconciler leaves them alone).
-    pub executing: Mutex<std::collections::HashSet<u64>>,
-    /// The latest progress each migrating VM's source streamed.
-    pub progress: Mutex<std::collections::HashMap<String, pb::MigrationProgress>>,
-    /// How many progress reports arrived since start.
-    pub progress_reports: std::sync::atomic::AtomicU64,
-    /// The `[executor]` limits every plan runs within.
-    pub limits: crate::migration_queue::MigrationLimits,
-    /// Serialises rollback requests (a plan is rolled back once).
-    pub rollbacks: Mutex<()>,
-    /// Hosts just marked drained whose VMs the next pass moves off in one drain plan.
-    pub drain_requests: Mutex<std::collections::HashSet<String>>,
-    /// Wakes the policy pass early (a drain was requested).
-    pub wake_policy: tokio::sync::Notify,
-}
-
-impl Shared {
-    pub fn new(
-        host_timeout: Duration,
-        policy_name: String,
-        policy_mode: &'static str,
-        journal: Arc<crate::plan_journal::PlanJournal>,
-        limits: crate::migration_queue::MigrationLimits,
-        cancel: CancellationToken,
-    ) -> Arc<Shared> {
-        let drained = journal.drained().unwrap_or_else(|e| {
-            warn!(error = %e, "reading the drain marks failed; no host is drained");
-            Default::default()
-        });
-        // A drain interrupted by a restart goes on: the first pass plans whatever is still on
-        // a drained host.
-        let drain_requests = drained.clone();
-        Arc::new(Shared {
-            plan: Mutex::new(None),
-            draining: Mutex::new(drained),
-            journal,
-            executing: Mutex::default(),
-            progress: Mutex::default(),
-            progress_reports: Default::default(),
-            limits,
-            rollbacks: Mutex::new(()),
-            drain_requests: Mutex::new(drain_requests),
-            wake_policy: tokio::sync::Notify::new(),
-            policy_name,
-            policy_mode,
-            state: Mutex::new(ClusterState::new(host_timeout)),
-            sessions: Sessions::default(),
-            refusals: Arc::new(RefusalLog::default()),
-            started: Instant::now(),
-            cancel,
-        })
-    }
-
-    pub fn state(&self) -> std::sync::MutexGuard<'_, ClusterState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-pub fn log_liveness(change: &Liveness) {
-    match change {
-        Liveness::Unreachable { host_id, silent_for } => warn!(%host_id, silent_for = ?silent_for, "host unreachable"),
-        Liveness::Reachable { host_id } => info!(%host_id, "host reachable"),
-    }
-}
 
 fn peer<T>(req: &Request<T>, role: Role) -> Result<PeerInfo, Status> {
     let info =
@@ -371,6 +288,39 @@ impl Operator for OperatorService {
                     }))
                 }
                 other => Err(Status::internal(format!("agent answered the ping with {other:?}"))),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn inspect_vm(&self, req: Request<pb::InspectVmRequest>) -> Result<Response<pb::InspectVmResponse>, Status> {
+        let p = peer(&req, Role::Operator)?;
+        let r = req.into_inner();
+        let span = info_span!("operator.inspect_vm", operator = %p.identity.name, host = %r.host_id, vm = %r.vm_id);
+        async move {
+            if r.vm_id.is_empty() {
+                return Err(Status::invalid_argument("vm_id is empty"));
+            }
+            let inspect = command::Body::Inspect(pb::Inspect { vm_id: r.vm_id.clone() });
+            let result = self.shared.sessions.send(&r.host_id, inspect, DEFAULT_PING_TIMEOUT).await.map_err(|e| match e {
+                CommandError::NotConnected(_) => Status::unavailable(e.to_string()),
+                CommandError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
+                CommandError::SessionClosed(_) => Status::aborted(e.to_string()),
+            })?;
+            if result.status != CommandStatus::Ok as i32 {
+                return Err(Status::internal(format!(
+                    "{} answered {:?}: {}",
+                    r.host_id,
+                    CommandStatus::try_from(result.status),
+                    result.message
+                )));
+            }
+            match result.detail {
+                Some(command_result::Detail::Presence(presence)) => {
+                    Ok(Response::new(pb::InspectVmResponse { host_id: r.host_id, presence: Some(presence) }))
+                }
+                other => Err(Status::internal(format!("{} answered Inspect with {other:?}", r.host_id))),
             }
         }
         .instrument(span)

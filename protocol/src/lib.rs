@@ -11,7 +11,6 @@
 pub mod config_file;
 pub mod lifecycle;
 pub mod pki;
-pub mod reservation;
 pub mod tls;
 
 /// Generated protobuf and tonic types for `presage.v1`.

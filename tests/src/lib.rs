@@ -9,7 +9,7 @@ use std::time::Duration;
 use presage_agent::config::{AgentConfig, ForecastConfig, HypervisorConfig, ReconnectConfig, SimulatedConfig};
 use presage_coordinator::config::{CoordinatorConfig, PolicyConfig};
 use presage_coordinator::server::Coordinator;
-use presage_coordinator::service::Shared;
+use presage_coordinator::shared::Shared;
 use presage_protocol::pb::operator_client::OperatorClient;
 use presage_protocol::pki::ClusterCa;
 use presage_protocol::tls::{Role, TlsFiles};

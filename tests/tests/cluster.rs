@@ -320,14 +320,14 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
         assert!(v.usage_history.windows(2).all(|w| w[0].trace_step < w[1].trace_step));
         assert_eq!(v.usage_history.last().unwrap().cpu_utilisation, s.cpu_utilisation as f32);
         assert_eq!(v.usage_history.last().unwrap().memory_utilisation, 1.0);
-        let chart = presage_coordinator::ctl::view::ForecastReport::from(v.clone()).render(presage_coordinator::ctl::view::Resource::Cpu);
+        let chart = presagectl::view::ForecastReport::from(v.clone()).render(presagectl::view::Resource::Cpu);
         assert!(chart.contains("forecaster cpu-quantiles-v2") && chart.contains("+30 min"), "{chart}");
     }
     let hosts = op.clone().list_hosts(ListHostsRequest {}).await.unwrap().into_inner().hosts;
     assert_eq!(hosts[0].agent.as_ref().unwrap().forecaster, "cpu-quantiles-v2");
     assert_eq!(hosts[0].agent.as_ref().unwrap().memory_forecaster, "memory-quantiles-v2");
     // `presagectl hosts --output json` says which forecasters run.
-    let view = presage_coordinator::ctl::view::HostView::from(hosts[0].clone());
+    let view = presagectl::view::HostView::from(hosts[0].clone());
     assert_eq!((view.forecaster.as_deref(), view.memory_forecaster.as_deref()), (Some("cpu-quantiles-v2"), Some("memory-quantiles-v2")));
     // Every report, forecasts included, passed the coordinator's validation.
     assert_eq!(op.clone().status(StatusRequest {}).await.unwrap().into_inner().reports_rejected, 0);
@@ -659,6 +659,74 @@ async fn a_failed_hung_or_refused_move_leaves_every_vm_running_once_on_its_sourc
     }
 }
 
+/// A destination that keeps the incoming VM for a while after the move is abandoned (as libvirt
+/// keeps its paused incoming domain after an abort): the move stays open until the destination
+/// has let go, and only then ends `rolled_back` with the VM on its source alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_ends_only_after_its_destination_lets_go_of_the_incoming_vm() {
+    use presage_agent::config::{HypervisorConfig, SimulatedFaults};
+    use presage_protocol::pb::{InspectVmRequest, ListPlansRequest, MoveVmRequest};
+    let busy: Vec<u32> = vec![30; 288];
+    let trace = synthetic_trace(&[("vm-1", &busy), ("vm-2", &busy)]);
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut agents = Vec::new();
+    for (i, host) in ["hv-a", "hv-b"].into_iter().enumerate() {
+        let mut cfg = simulated_agent(&pki, host, &coord.url, &data.path().join(host), trace.path(), (i, 2), 0);
+        if let HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+            s.cpu_cores = Some(4);
+            if host == "hv-b" {
+                s.faults = SimulatedFaults { refuse_adopt: true, linger_incoming: Some(Duration::from_secs(4)), ..Default::default() };
+            }
+        }
+        agents.push(RunningAgent::start(cfg));
+    }
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let plan = eventually("both agents up and the move accepted", WAIT, || {
+        let mut op = op.clone();
+        async move { op.move_vm(MoveVmRequest { vm_id: "vm-1".into(), to_host: "hv-b".into() }).await.ok() }
+    })
+    .await
+    .into_inner()
+    .plan
+    .unwrap()
+    .id;
+    let inspect = |host: &'static str| {
+        let mut op = op.clone();
+        async move {
+            op.inspect_vm(InspectVmRequest { host_id: host.into(), vm_id: "vm-1".into() }).await.unwrap().into_inner().presence.unwrap()
+        }
+    };
+    // The plan is read before the destination is asked: a destination lets go once and for
+    // all, so a plan seen finished must never be followed by a destination that still holds it.
+    let open_while_held = std::sync::atomic::AtomicUsize::new(0);
+    let ended = eventually("the move to end", Duration::from_secs(60), || {
+        let mut op = op.clone();
+        let (inspect, open_while_held) = (&inspect, &open_while_held);
+        async move {
+            let p = op.list_plans(ListPlansRequest { plan_id: plan, limit: 0 }).await.ok()?.into_inner().plans.pop()?;
+            let held = inspect("hv-b").await;
+            if p.status == "running" {
+                open_while_held.fetch_add(usize::from(held.incoming), std::sync::atomic::Ordering::Relaxed);
+                return None;
+            }
+            assert!(!held.incoming && !held.running, "the move ended while hv-b still held vm-1: {held:?} ({p:?})");
+            Some(p)
+        }
+    })
+    .await;
+    assert!(open_while_held.into_inner() > 0, "hv-b held the incoming vm-1 while the move was open");
+    assert_eq!(ended.moves[0].step, "rolled_back", "{ended:?}");
+    assert!(ended.moves[0].detail.contains("did not take it") && ended.moves[0].detail.contains("stayed on hv-a"), "{ended:?}");
+    let source = inspect("hv-a").await;
+    assert!(source.running && !source.migrating, "{source:?}");
+    for a in agents {
+        a.stop().await;
+    }
+    coord.stop().await;
+}
+
 /// A plan interrupted by a restart of the coordinator, then by a restart of the source agent,
 /// then by the loss of the destination agent mid-copy:
 /// the journal says where each move was, the reconciler (or the executor, once the agent is
@@ -800,7 +868,7 @@ async fn restarts_of_the_coordinator_or_an_agent_mid_plan_leave_every_vm_on_one_
 async fn a_plan_whose_move_fails_is_rolled_back_when_configured() {
     use presage_agent::config::{HypervisorConfig, SimulatedFaults};
     use presage_coordinator::config::PolicyConfig;
-    use presage_coordinator::migration_queue::OnFailure;
+    use presage_decide::migration_queue::OnFailure;
     use presage_protocol::pb::{ListPlansRequest, SetDrainRequest};
     let busy: Vec<u32> = vec![30; 288];
     let names = ["vm-1", "vm-2", "vm-3", "vm-4", "vm-5", "vm-6"];

@@ -490,14 +490,31 @@ impl Hypervisor for LibvirtHypervisor {
     fn inspect(&self, vm_id: &str) -> Result<VmPresence, HypervisorError> {
         let migrating = self.outgoing().contains(vm_id);
         let Some(dom) = self.lookup(vm_id)? else {
-            return Ok(VmPresence { vm_id: vm_id.into(), present: false, running: false, migrating, state: "absent".into() });
+            return Ok(VmPresence {
+                vm_id: vm_id.into(),
+                present: false,
+                running: false,
+                migrating,
+                state: "absent".into(),
+                incoming: false,
+            });
         };
         let (state, _) = dom.state().map_err(|e| self.err(&format!("state of {vm_id}"), e))?;
         let running = matches!(state, virt::enumutil::Enum::Known(DomainState::Running | DomainState::Blocked));
         // A job this agent did not start (one left running by a previous run of the agent: a
         // peer-to-peer migration goes on in libvirtd) counts as migrating too.
         let job = running && dom.job_info().is_ok_and(|j| j.r#type != sys::VIR_DOMAIN_JOB_NONE as i32);
-        Ok(VmPresence { vm_id: vm_id.into(), present: true, running, migrating: migrating || job, state: state_word(&state).into() })
+        // Active, not running and not leaving: the domain an incoming migration created here
+        // (libvirt starts it paused and destroys it some time after the source aborts).
+        let incoming = !running && !migrating && dom.is_active().map_err(|e| self.err(&format!("whether {vm_id} is active"), e))?;
+        Ok(VmPresence {
+            vm_id: vm_id.into(),
+            present: true,
+            running,
+            migrating: migrating || job,
+            state: state_word(&state).into(),
+            incoming,
+        })
     }
 
     fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError> {

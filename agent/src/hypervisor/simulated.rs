@@ -56,6 +56,9 @@ pub struct SimulatedHypervisor {
     started: Instant,
     /// Where adoptions and departures are recorded (none: not persisted).
     membership: Option<(Arc<dyn KvStore>, Arc<dyn KvTree>)>,
+    /// Incoming instances of VMs this host refused to adopt, and until when they are held
+    /// (the `linger_incoming` fault).
+    lingering: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 impl SimulatedHypervisor {
@@ -104,6 +107,7 @@ impl SimulatedHypervisor {
             start_step: cfg.start_step,
             started: Instant::now(),
             membership: None,
+            lingering: Default::default(),
         }
     }
 
@@ -145,6 +149,20 @@ impl SimulatedHypervisor {
         };
         tree.apply(ops).map_err(io)?;
         store.flush().map_err(io)
+    }
+
+    /// Whether this host still holds the incoming instance of a VM it refused (the
+    /// `linger_incoming` fault); an instance whose time is up is let go.
+    fn lingers(&self, vm_id: &str) -> bool {
+        let mut lingering = self.lingering.lock().unwrap_or_else(|p| p.into_inner());
+        match lingering.get(vm_id) {
+            Some(until) if Instant::now() < *until => true,
+            Some(_) => {
+                lingering.remove(vm_id);
+                false
+            }
+            None => false,
+        }
     }
 
     pub fn vm_count(&self) -> usize {
@@ -328,12 +346,15 @@ impl Hypervisor for SimulatedHypervisor {
         let present = self.read().vms.iter().any(|v| v.name == vm_id);
         let flight = self.flights().get(vm_id).copied();
         let paused = flight.is_some_and(|f| f.handed_over);
+        let incoming = !present && self.lingers(vm_id);
         Ok(VmPresence {
             vm_id: vm_id.into(),
-            present,
+            present: present || incoming,
             running: present && !paused,
             migrating: flight.is_some(),
-            state: if !present {
+            state: if incoming {
+                "paused"
+            } else if !present {
                 "absent"
             } else if paused {
                 "paused"
@@ -341,6 +362,7 @@ impl Hypervisor for SimulatedHypervisor {
                 "running"
             }
             .into(),
+            incoming,
         })
     }
 
@@ -361,6 +383,9 @@ impl Hypervisor for SimulatedHypervisor {
     fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError> {
         let bad = |why: String| Err(HypervisorError::Migration(format!("adopting {}: {why}", vm.vm_id)));
         if self.faults.refuse_adopt {
+            if let Some(linger) = self.faults.linger_incoming {
+                self.lingering.lock().unwrap_or_else(|p| p.into_inner()).insert(vm.vm_id.clone(), Instant::now() + linger);
+            }
             return bad("this host refuses (injected fault: a destination that died)".into());
         }
         if vm.vm_id.is_empty() || vm.vm_id.contains('/') || vm.vm_id.starts_with('.') {

@@ -368,9 +368,9 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn bench_simulate(days: &[String]) -> anyhow::Result<()> {
-    use presage_coordinator::ctl::simulate::{SimulateArgs, simulate};
-    use presage_coordinator::policy::PolicySpec;
-    use presage_coordinator::simulator::{Scenario, Simulation};
+    use presage_decide::policy::PolicySpec;
+    use presage_simulator::{Scenario, Simulation};
+    use presagectl::simulate::{SimulateArgs, simulate};
 
     let data = shared_data().join("planetlab");
     let order = presage_tests::shared_reference().join("cloudsim/vm_order");
@@ -523,10 +523,10 @@ fn bench_forecast(vms: usize, cycles: usize, model: &std::path::Path) -> anyhow:
 }
 
 fn bench_decide(n_hosts: usize, n_vms: usize, placements: usize) -> anyhow::Result<()> {
-    use presage_coordinator::policy::power::IBM_X3550_M3_X5675;
-    use presage_coordinator::policy::presage::{PresageConfig, PresagePolicy};
-    use presage_coordinator::policy::{ConsolidationPolicy, FleetView};
-    use presage_coordinator::simulator::scenario::{host, vm_view};
+    use presage_decide::policy::power::IBM_X3550_M3_X5675;
+    use presage_decide::policy::presage::{PresageConfig, PresagePolicy};
+    use presage_decide::policy::{ConsolidationPolicy, FleetView};
+    use presage_decide::policy::{HostView, VmView};
     use presage_forecast::{Forecaster, SeriesContext, baselines::RollingQuantiles};
 
     // Forecasts from real series: each PlanetLab VM of one day, forecast at mid-day by the
@@ -536,11 +536,11 @@ fn bench_decide(n_hosts: usize, n_vms: usize, placements: usize) -> anyhow::Resu
     let rq = RollingQuantiles { window: 24 };
     let forecasts: Vec<_> =
         set.vms.iter().filter_map(|v| rq.forecast(&SeriesContext { history: &v.cpu_series()[..144], next_time_s: 144 * 300 })).collect();
-    let mut hosts: Vec<_> = (0..n_hosts).map(|_| host(12, 3067.0, 65_536.0, 625.0, IBM_X3550_M3_X5675)).collect();
+    let mut hosts: Vec<_> = (0..n_hosts).map(|_| HostView::new(12, 3067.0, 65_536.0, 625.0, IBM_X3550_M3_X5675)).collect();
     let mut vms = Vec::with_capacity(n_vms + 1);
     for i in 0..n_vms {
         let f = forecasts[i % forecasts.len()];
-        let mut v = vm_view(1 + (i % 4) as u32, 3067.0, 2048.0 * (1 + i % 4) as f64);
+        let mut v = VmView::unplaced(1 + (i % 4) as u32, 3067.0, 2048.0 * (1 + i % 4) as f64);
         // Every 8th VM crowds onto the first 5 % of hosts: those are overloaded.
         let h = if i % 8 == 0 { (i / 8) % (n_hosts / 20).max(1) } else { i % n_hosts };
         v.host = Some(h);
@@ -551,7 +551,7 @@ fn bench_decide(n_hosts: usize, n_vms: usize, placements: usize) -> anyhow::Resu
         hosts[h].observed_mips += v.demand_mips;
         vms.push(v);
     }
-    vms.push(vm_view(2, 3067.0, 4096.0));
+    vms.push(VmView::unplaced(2, 3067.0, 4096.0));
     let new_vm = vms.len() - 1;
     let fleet = FleetView { now_s: 43_200.0, hosts: &hosts, vms: &vms };
     println!(
@@ -588,7 +588,7 @@ fn bench_decide(n_hosts: usize, n_vms: usize, placements: usize) -> anyhow::Resu
         let t = Instant::now();
         let moves = policy.optimise(&fleet);
         let pass = t.elapsed().as_secs_f64();
-        let overload = moves.iter().filter(|m| matches!(m.reason, presage_coordinator::policy::MoveReason::Overload(_))).count();
+        let overload = moves.iter().filter(|m| matches!(m.reason, presage_decide::policy::MoveReason::Overload(_))).count();
         println!(
             "  {label}  {pass:.2} s: {} moves ({overload} relieving overload, {} emptying hosts)",
             moves.len(),

@@ -1,10 +1,10 @@
 //! Fidelity: every classic policy on every public PlanetLab day, replayed by presage's
 //! simulator, against the figures CloudSim 3 itself produced (`planetlab-public-days.csv`).
 
-use presage_coordinator::ctl::simulate::{SimulateArgs, simulate};
-use presage_coordinator::policy::PolicySpec;
-use presage_coordinator::simulator::reference;
+use presage_decide::policy::PolicySpec;
+use presage_simulator::reference;
 use presage_tests::{shared_data, shared_reference};
+use presagectl::simulate::{SimulateArgs, simulate};
 
 const DAYS: [&str; 5] = ["20110303", "20110306", "20110309", "20110322", "20110325"];
 

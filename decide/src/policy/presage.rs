@@ -21,7 +21,7 @@
 
 use serde::Serialize;
 
-use presage_protocol::reservation::DEFAULT_CPU_LIMIT as RESERVATION_CPU_LIMIT;
+use crate::reservation::DEFAULT_CPU_LIMIT as RESERVATION_CPU_LIMIT;
 
 use super::{ConsolidationPolicy, FleetView, HostView, Migration, MoveReason, VmView};
 
@@ -31,7 +31,7 @@ use super::{ConsolidationPolicy, FleetView, HostView, Migration, MoveReason, VmV
 pub const SATURATED: f64 = 0.99;
 
 /// Horizons the policy can look at (the forecasters' furthest).
-pub const MAX_STEPS: usize = presage_forecast::MAX_HORIZON;
+pub const MAX_STEPS: usize = crate::demand::MAX_HORIZON;
 
 /// Weights of the built-in scorers. A weight of 0 switches a scorer off.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
@@ -1145,7 +1145,7 @@ fn destinations(fleet: &FleetView<'_>, hosts: &[HostDemand]) -> Vec<usize> {
 }
 
 /// Seconds per forecast step.
-pub const STEP_S: f64 = presage_forecast::STEP_S as f64;
+pub const STEP_S: f64 = crate::demand::STEP_S as f64;
 
 impl ConsolidationPolicy for PresagePolicy {
     fn name(&self) -> String {
@@ -1194,20 +1194,20 @@ impl ConsolidationPolicy for PresagePolicy {
 
 #[cfg(test)]
 mod tests {
-    use presage_forecast::Forecast;
+    use crate::demand::Forecast;
 
     use super::*;
     use crate::policy::power::HP_ML110_G5;
-    use crate::simulator::scenario::{host, vm_view};
+    use crate::policy::{HostView, VmView};
 
     /// A 4-core host of 1000 MIPS per core (4000 in all).
     fn hosts(n: usize) -> Vec<HostView> {
-        (0..n).map(|_| host(4, 1000.0, 16_384.0, 100.0, HP_ML110_G5)).collect()
+        (0..n).map(|_| HostView::new(4, 1000.0, 16_384.0, 100.0, HP_ML110_G5)).collect()
     }
 
     /// A 1-core 1000-MIPS VM on `h` whose forecast is `q` at every horizon (fractions of its size).
     fn vm_on(hosts: &mut [HostView], h: usize, now: f64, q: [f32; 3]) -> VmView {
-        let mut v = vm_view(1, 1000.0, 500.0);
+        let mut v = VmView::unplaced(1, 1000.0, 500.0);
         v.host = Some(h);
         v.demand_mips = now * 1000.0;
         v.forecast = Some(Forecast::flat(q));
@@ -1334,7 +1334,7 @@ mod tests {
         assert!(p.explanations().iter().any(|e| e.runner_up.is_some()), "no decision had a runner-up");
         // The ranking a new VM would get lists the same kind of explanation.
         let mut vms2 = vms.clone();
-        vms2.push(vm_view(1, 1000.0, 500.0));
+        vms2.push(VmView::unplaced(1, 1000.0, 500.0));
         let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms2 };
         let r = p.rank_new(&fleet, vms2.len() - 1, 10);
         assert!(r.ranked.windows(2).all(|w| w[0].score <= w[1].score));

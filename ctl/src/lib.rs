@@ -173,6 +173,14 @@ pub enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Ask a host's hypervisor, through its agent, where a VM is now (present, running,
+    /// migrating away, or held as an incoming migration's instance).
+    Inspect {
+        /// The host to ask.
+        host: String,
+        /// VM id.
+        vm: String,
+    },
     /// Create or extend the cluster's certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -356,6 +364,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     r.round_trip_us as f64 / 1000.0,
                     humantime::format_duration(Duration::from_secs(r.agent_uptime_ms / 1000))
                 ),
+                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
+            }
+        }
+        Command::Inspect { host, vm } => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .inspect_vm(pb::InspectVmRequest { host_id: host.clone(), vm_id: vm.clone() })
+                .await
+                .map_err(|s| rpc_error(&format!("inspect {vm} on {host}"), s))?
+                .into_inner();
+            let p = r.presence.unwrap_or_default();
+            match cli.output {
+                OutputFormat::Json => print_json(&serde_json::json!({
+                    "host": r.host_id, "vm": vm, "present": p.present, "running": p.running,
+                    "migrating": p.migrating, "incoming": p.incoming, "state": p.state,
+                }))?,
+                OutputFormat::Table => {
+                    let what = if !p.present {
+                        "not there".to_string()
+                    } else if p.incoming {
+                        format!("held as an incoming migration ({})", p.state)
+                    } else if p.migrating {
+                        format!("{}, migrating away", p.state)
+                    } else {
+                        p.state.clone()
+                    };
+                    println!("{vm} on {}: {what}", r.host_id)
+                }
                 OutputFormat::Csv => bail!("--output csv is only available for simulate"),
             }
         }

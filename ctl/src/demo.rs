@@ -2,7 +2,9 @@
 //! folders, starts one `presage-coordinator` and N `presage-agent` processes on loopback (mutual
 //! TLS, simulated hypervisors replaying a real trace folder split across the agents), pings every
 //! agent through its command stream, prints the live cluster every few seconds, and stops every
-//! process with SIGTERM on Ctrl-C or after `--duration`.
+//! process with SIGTERM after `--duration` or on SIGINT (Ctrl-C), SIGTERM or SIGHUP, whenever one
+//! arrives, start-up included. Each daemon also gets SIGTERM from the kernel if presagectl dies
+//! without stopping them (`PR_SET_PDEATHSIG`), so no demo process outlives it.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -113,15 +115,20 @@ fn free_port() -> anyhow::Result<u16> {
 fn spawn(name: &str, bin: &Path, config: &Path, logs: &Path) -> anyhow::Result<Proc> {
     let log = logs.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .stdin(std::process::Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut command = Command::new(bin);
+    command.arg("--config").arg(config).stdin(std::process::Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2) and
+    // getppid(2), which are async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            // SIGTERM when presagectl dies, even by SIGKILL; if it died before this line, stop now.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 || libc::getppid() == 1 {
+                return Err(std::io::Error::other("the demo's presagectl is gone"));
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().with_context(|| format!("starting {}", bin.display()))?;
     Ok(Proc { name: name.into(), child, log })
 }
 
@@ -145,11 +152,80 @@ async fn stop(p: &mut Proc) -> anyhow::Result<ExitStatus> {
     }
 }
 
+/// The demo's daemons, as far as they have started.
+#[derive(Default)]
+struct Cluster {
+    coordinator: Option<Proc>,
+    agents: Vec<Proc>,
+}
+
+impl Cluster {
+    /// Stops the agents, then the coordinator; says what did not stop cleanly. A daemon that
+    /// SIGTERM reached before it had set up its own handling (one just starting) ends by the
+    /// signal itself: stopped as asked, too.
+    async fn stop(&mut self) -> Vec<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let stopped = |s: &ExitStatus| s.success() || s.signal() == Some(libc::SIGTERM);
+        let mut failures = Vec::new();
+        for a in &self.agents {
+            terminate(a);
+        }
+        for a in self.agents.iter_mut() {
+            match stop(a).await {
+                Ok(s) if stopped(&s) => {}
+                Ok(s) => failures.push(format!("{} exited with {s} (log: {})", a.name, a.log.display())),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if let Some(c) = &mut self.coordinator {
+            match stop(c).await {
+                Ok(s) if stopped(&s) => {}
+                Ok(s) => failures.push(format!("coordinator exited with {s} (log: {})", c.log.display())),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        failures
+    }
+
+    fn processes(&self) -> usize {
+        self.agents.len() + usize::from(self.coordinator.is_some())
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP: installed before the first daemon starts, so any of them stops
+/// the demo's cluster instead of killing presagectl under it.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("listening for SIGHUP")?,
+        })
+    }
+
+    /// The name of the next signal that arrives.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let mut signals = StopSignals::install()?;
     if args.agents == 0 {
         bail!("--agents must be at least 1");
     }
-    let (coordinator_bin, agent_bin) = binaries()?;
+    let binaries = binaries()?;
     let trace = find_trace(args.trace.as_deref())?;
     // Detect here so a wrong folder fails before any process starts.
     let format = presage_traces::detect_format(&trace)?.name();
@@ -164,6 +240,41 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             temp.path().to_path_buf()
         }
     };
+    let mut cluster = Cluster::default();
+    let outcome = tokio::select! {
+        r = run_cluster(&args, binaries, &trace, format, &work, &mut cluster) => r,
+        signal = signals.next() => Ok(signal.to_string()),
+    };
+    let stop_reason = match &outcome {
+        Ok(reason) => reason.clone(),
+        Err(e) => format!("{e:#}"),
+    };
+    if cluster.processes() > 0 {
+        println!("stopping ({stop_reason}): agents first, then the coordinator");
+    }
+    let failures = cluster.stop().await;
+    outcome?;
+    if !failures.is_empty() {
+        bail!("unclean shutdown:\n  {}", failures.join("\n  "));
+    }
+    println!("all {} processes stopped cleanly", cluster.processes());
+    if args.workdir.is_none() {
+        println!("(temporary work folder removed; pass --workdir DIR to keep logs and stores)");
+    }
+    Ok(())
+}
+
+/// Starts the cluster into `cluster` and shows it until `--duration` passes; returns why it
+/// ended. Every daemon is in `cluster` as soon as it is started, so the caller stops them
+/// whether this returns, fails, or is dropped at a signal.
+async fn run_cluster(
+    args: &DemoArgs,
+    (coordinator_bin, agent_bin): (PathBuf, PathBuf),
+    trace: &Path,
+    format: &str,
+    work: &Path,
+    cluster: &mut Cluster,
+) -> anyhow::Result<String> {
     let tls = work.join("tls");
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs)?;
@@ -190,7 +301,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     )?;
     println!("presage demo: 1 coordinator + {} agents on {url}, replaying {} ({format})", args.agents, trace.display());
     println!("work folder (certificates, configs, stores, logs): {}", work.display());
-    let mut coordinator = spawn("coordinator", &coordinator_bin, &coord_cfg, &logs)?;
+    let coordinator = cluster.coordinator.insert(spawn("coordinator", &coordinator_bin, &coord_cfg, &logs)?);
 
     let target = Target { url: url.clone(), server_name: presage_protocol::COORDINATOR_TLS_NAME.into(), tls: operator };
     let mut client = None;
@@ -210,7 +321,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The repository's models, when the demo runs from a checkout.
     let model = |name: &str| std::env::current_dir().ok().map(|d| d.join("models").join(name)).filter(|p| p.is_file());
     let models = [("cpu_model", model("cpu-quantiles-v2.onnx")), ("memory_model", model("memory-quantiles-v2.onnx"))];
-    let mut agents = Vec::new();
     for i in 0..args.agents {
         let host = format!("sim-{:02}", i + 1);
         let files = ca.issue_to(&tls, &format!("agent-{host}"), Role::Agent, &host, &[])?;
@@ -244,7 +354,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         let mut f = std::fs::OpenOptions::new().append(true).open(&cfg)?;
         std::io::Write::write_all(&mut f, forecast.as_bytes())?;
-        agents.push(spawn(&host, &agent_bin, &cfg, &logs)?);
+        cluster.agents.push(spawn(&host, &agent_bin, &cfg, &logs)?);
     }
 
     // Wait until every agent has registered and reported, then prove the command channel works.
@@ -254,7 +364,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         if hosts.iter().filter(|h| h.reachable && h.reports > 0).count() == args.agents {
             break;
         }
-        for a in agents.iter_mut() {
+        for a in cluster.agents.iter_mut() {
             if let Ok(Some(status)) = a.child.try_wait() {
                 bail!("agent {} exited at start ({status}); see {}", a.name, a.log.display());
             }
@@ -264,7 +374,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    for a in &agents {
+    for a in &cluster.agents {
         let r = client.ping_host(PingHostRequest { host_id: a.name.clone(), timeout_ms: 5000 }).await?.into_inner();
         println!("command channel: {} answered ping #{} in {:.2} ms", a.name, r.command_id, r.round_trip_us as f64 / 1000.0);
     }
@@ -272,20 +382,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let tty = std::io::stdout().is_terminal();
     let mut tick = tokio::time::interval(args.refresh);
-    let stop_reason = loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => break "Ctrl-C".to_string(),
-        }
+    loop {
+        tick.tick().await;
         if let Some(d) = args.duration
             && started.elapsed() >= d
         {
-            break format!("--duration {} reached", humantime::format_duration(d));
+            return Ok(format!("--duration {} reached", humantime::format_duration(d)));
         }
-        if let Ok(Some(s)) = coordinator.child.try_wait() {
-            bail!("the coordinator exited unexpectedly ({s}); see {}", coordinator.log.display());
+        if let Some(c) = &mut cluster.coordinator
+            && let Ok(Some(s)) = c.child.try_wait()
+        {
+            bail!("the coordinator exited unexpectedly ({s}); see {}", c.log.display());
         }
-        let frame = render_frame(&mut client, &args, &trace, started.elapsed()).await;
+        let frame = render_frame(&mut client, args, trace, started.elapsed()).await;
         match frame {
             Ok(f) => {
                 if tty {
@@ -295,33 +404,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
             Err(e) => eprintln!("presagectl demo: cannot read the cluster: {e:#}"),
         }
-    };
-
-    println!("stopping ({stop_reason}): agents first, then the coordinator");
-    let mut failures = Vec::new();
-    for a in agents.iter() {
-        terminate(a);
     }
-    for a in agents.iter_mut() {
-        match stop(a).await {
-            Ok(s) if s.success() => {}
-            Ok(s) => failures.push(format!("{} exited with {s} (log: {})", a.name, a.log.display())),
-            Err(e) => failures.push(e.to_string()),
-        }
-    }
-    match stop(&mut coordinator).await {
-        Ok(s) if s.success() => {}
-        Ok(s) => failures.push(format!("coordinator exited with {s} (log: {})", coordinator.log.display())),
-        Err(e) => failures.push(e.to_string()),
-    }
-    if !failures.is_empty() {
-        bail!("unclean shutdown:\n  {}", failures.join("\n  "));
-    }
-    println!("all {} processes stopped cleanly", args.agents + 1);
-    if args.workdir.is_none() {
-        println!("(temporary work folder removed; pass --workdir DIR to keep logs and stores)");
-    }
-    Ok(())
 }
 
 async fn render_frame(

@@ -1,10 +1,10 @@
 //! The simulator against figures worked out by hand from the model's rules, with scripted
 //! policies where a test needs a placement no real policy would choose.
 
-use super::scenario::{cloudsim_hosts, host, vm_view};
+use super::scenario::cloudsim_hosts;
 use super::*;
-use crate::policy::power::HP_ML110_G5;
-use crate::policy::{Migration, MoveReason, PolicySpec};
+use presage_decide::policy::power::HP_ML110_G5;
+use presage_decide::policy::{Migration, MoveReason, PolicySpec};
 
 /// Places VM i on `hosts[i]` whatever the fit, and plays a fixed list of moves:
 /// `(update number starting at 1, vm, to)`.
@@ -37,7 +37,7 @@ fn scripted(hosts: Vec<usize>, moves: Vec<(usize, usize, usize)>) -> Box<dyn Con
 
 /// One core of 1000 MIPS with the ML110 G5's power curve, 62.5 MB/s for migrations.
 fn small_host() -> HostView {
-    host(1, 1000.0, 4096.0, 62.5, HP_ML110_G5)
+    HostView::new(1, 1000.0, 4096.0, 62.5, HP_ML110_G5)
 }
 
 fn run(s: &Scenario, p: Box<dyn ConsolidationPolicy>) -> RunReport {
@@ -48,7 +48,12 @@ fn run(s: &Scenario, p: Box<dyn ConsolidationPolicy>) -> RunReport {
 fn energy_of_a_steady_host_is_the_table_power_times_time() {
     // 4 trace points -> updates at 300.1, 600.1 and 900.1 s. The interval before the first
     // update is free (the host was off), then two intervals of 300 s at 50 %: 116 W each.
-    let s = Scenario::synthetic("steady", ResourceModel::CpuAndMemory, vec![small_host()], vec![(vm_view(1, 1000.0, 100.0), vec![0.5; 4])]);
+    let s = Scenario::synthetic(
+        "steady",
+        ResourceModel::CpuAndMemory,
+        vec![small_host()],
+        vec![(VmView::unplaced(1, 1000.0, 100.0), vec![0.5; 4])],
+    );
     let r = run(&s, scripted(vec![0], vec![]));
     assert_eq!(r.steps, 3);
     let expected_j = 2.0 * 300.0 * 116.0;
@@ -62,8 +67,8 @@ fn an_oversubscribed_host_violates_for_exactly_the_time_it_is_short() {
     // Two 1000-MIPS VMs on one 1000-MIPS core. VM b drops from 60 % to 20 % at trace point 3.
     // Updates at 300.1 (1200 asked), 600.1 (1199.87 asked: 600 + 600 -> 200 interpolated
     // 0.1 s in), 900.1, 1200.1, 1500.1 (800 asked). Short for 600 s of 1200 s active.
-    let a = (vm_view(1, 1000.0, 100.0), vec![0.6; 6]);
-    let b = (vm_view(1, 1000.0, 100.0), vec![0.6, 0.6, 0.6, 0.2, 0.2, 0.2]);
+    let a = (VmView::unplaced(1, 1000.0, 100.0), vec![0.6; 6]);
+    let b = (VmView::unplaced(1, 1000.0, 100.0), vec![0.6, 0.6, 0.6, 0.2, 0.2, 0.2]);
     let s = Scenario::synthetic("short", ResourceModel::CpuAndMemory, vec![small_host()], vec![a, b]);
     let r = run(&s, scripted(vec![0, 0], vec![]));
     assert!((r.slatah_pct - 50.0).abs() < 1e-9, "SLATAH {}", r.slatah_pct);
@@ -78,10 +83,10 @@ fn an_oversubscribed_host_violates_for_exactly_the_time_it_is_short() {
 fn a_migration_lasts_ram_over_bandwidth_and_costs_a_tenth_of_the_demand() {
     // Two idle-ish hosts, one VM each at 200 MIPS. THR-MMT-0.8 empties the least used host
     // (host 0, the first of two equals) onto the other at the first update.
-    let a = (vm_view(1, 400.0, 625.0), vec![0.5; 4]);
-    let b = (vm_view(1, 400.0, 1250.0), vec![0.5; 4]);
+    let a = (VmView::unplaced(1, 400.0, 625.0), vec![0.5; 4]);
+    let b = (VmView::unplaced(1, 400.0, 1250.0), vec![0.5; 4]);
     let s = Scenario::synthetic("one-move", ResourceModel::CloudSimCpu, vec![small_host(), small_host()], vec![a, b]);
-    let p = PolicySpec::Classic(crate::policy::classic::Detector::Thr(0.8));
+    let p = PolicySpec::Classic(presage_decide::policy::classic::Detector::Thr(0.8));
     let r = Simulation::new(&s, p.build(), p.power_mode()).run(|_, _| {});
     assert_eq!(r.migrations, 1);
     let m = &r.migration_log[0];
@@ -100,7 +105,7 @@ fn a_migration_lasts_ram_over_bandwidth_and_costs_a_tenth_of_the_demand() {
 
 #[test]
 fn returning_within_an_hour_is_a_ping_pong_and_later_is_not() {
-    let vms: Vec<(VmView, Vec<f64>)> = (0..2).map(|_| (vm_view(1, 400.0, 625.0), vec![0.3; 30])).collect();
+    let vms: Vec<(VmView, Vec<f64>)> = (0..2).map(|_| (VmView::unplaced(1, 400.0, 625.0), vec![0.3; 30])).collect();
     let hosts = vec![small_host(), small_host(), small_host()];
     let s = Scenario::synthetic("pp", ResourceModel::CpuAndMemory, hosts, vms);
     // VM 0: out at update 1, back at update 4 (15 min later). VM 1: out at 1, back at 20 (95 min).
@@ -127,7 +132,7 @@ fn bursty_fleet(model: ResourceModel) -> Scenario {
                     (level * 100.0).round() / 100.0
                 })
                 .collect();
-            (vm_view(1, mips, ram as f64), series)
+            (VmView::unplaced(1, mips, ram as f64), series)
         })
         .collect();
     Scenario::synthetic("bursty", model, cloudsim_hosts(40), vms)
@@ -185,8 +190,8 @@ fn npa_charges_every_host_full_power_for_the_whole_run() {
 #[test]
 fn multi_resource_mode_keeps_memory_within_hosts() {
     // Two hosts with 1000 MB each; three VMs of 600 MB cannot share; a fourth finds no room.
-    let hosts = vec![host(4, 1000.0, 1000.0, 62.5, HP_ML110_G5), host(4, 1000.0, 1000.0, 62.5, HP_ML110_G5)];
-    let vms = (0..3).map(|_| (vm_view(1, 500.0, 600.0), vec![0.2; 6])).collect();
+    let hosts = vec![HostView::new(4, 1000.0, 1000.0, 62.5, HP_ML110_G5), HostView::new(4, 1000.0, 1000.0, 62.5, HP_ML110_G5)];
+    let vms = (0..3).map(|_| (VmView::unplaced(1, 500.0, 600.0), vec![0.2; 6])).collect();
     let s = Scenario::synthetic("mem", ResourceModel::CpuAndMemory, hosts, vms);
     let r = Simulation::new(&s, PolicySpec::Dvfs.build(), PowerMode::FollowsLoad).run(|_, _| {});
     assert_eq!(r.unplaced_vms, 1);
@@ -196,8 +201,8 @@ fn multi_resource_mode_keeps_memory_within_hosts() {
 #[test]
 fn a_host_short_of_memory_is_in_violation() {
     // Two VMs using 600 MB each pinned on a 1000 MB host: CPU is ample, memory is not.
-    let vms = (0..2).map(|_| (vm_view(1, 100.0, 600.0), vec![0.2; 5])).collect();
-    let s = Scenario::synthetic("mem-short", ResourceModel::CpuAndMemory, vec![host(4, 1000.0, 1000.0, 62.5, HP_ML110_G5)], vms);
+    let vms = (0..2).map(|_| (VmView::unplaced(1, 100.0, 600.0), vec![0.2; 5])).collect();
+    let s = Scenario::synthetic("mem-short", ResourceModel::CpuAndMemory, vec![HostView::new(4, 1000.0, 1000.0, 62.5, HP_ML110_G5)], vms);
     let r = run(&s, scripted(vec![0, 0], vec![]));
     assert!((r.slatah_pct - 100.0).abs() < 1e-9, "SLATAH {}", r.slatah_pct);
 }

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use presage_traces::{Selection, TraceError, TraceFormat, VmOrder};
 
 use super::{OracleFleet, ResourceModel, SimVm};
-use crate::policy::power::{HP_ML110_G4, HP_ML110_G5, IBM_X3550_M3_X5675};
-use crate::policy::{HostView, UtilisationHistory, VmView};
+use presage_decide::policy::power::{HP_ML110_G4, HP_ML110_G5, IBM_X3550_M3_X5675};
+use presage_decide::policy::{HostView, VmView};
 
 /// The scheduling interval, seconds.
 pub const STEP_S: f64 = 300.0;
@@ -58,44 +58,16 @@ pub struct Scenario {
     pub oracle: OracleFleet,
 }
 
-/// A host of the given shape (public for scenarios built in code).
-pub fn host(pes: u32, pe_mips: f64, memory_mb: f64, migration_mb_per_s: f64, power: crate::policy::PowerModel) -> HostView {
-    HostView {
-        pes,
-        pe_mips,
-        total_mips: pe_mips * pes as f64,
-        memory_mb,
-        migration_mb_per_s,
-        power,
-        observed_mips: 0.0,
-        vms: Vec::new(),
-        migrating_in: Vec::new(),
-        schedulable: true,
-        reserved_mips: 0.0,
-    }
-}
-
-/// A VM of the given shape, not yet placed.
-pub fn vm_view(pes: u32, mips: f64, ram_mb: f64) -> VmView {
-    VmView {
-        alive: true,
-        host: None,
-        pes,
-        mips,
-        ram_mb,
-        demand_mips: 0.0,
-        scheduled_mips: 0.0,
-        memory_request_mb: 0.0,
-        history: UtilisationHistory::default(),
-        in_migration: false,
-        forecast: None,
-    }
-}
-
 /// CloudSim's host list: host `i` is a G4 when `i` is even, a G5 when odd.
 pub fn cloudsim_hosts(n: usize) -> Vec<HostView> {
     (0..n)
-        .map(|i| if i % 2 == 0 { host(2, 1860.0, 4096.0, 62.5, HP_ML110_G4) } else { host(2, 2660.0, 4096.0, 62.5, HP_ML110_G5) })
+        .map(|i| {
+            if i % 2 == 0 {
+                HostView::new(2, 1860.0, 4096.0, 62.5, HP_ML110_G4)
+            } else {
+                HostView::new(2, 2660.0, 4096.0, 62.5, HP_ML110_G5)
+            }
+        })
         .collect()
 }
 
@@ -166,7 +138,7 @@ impl Scenario {
             }
             cpu.resize(steps + 1, 0.0);
             let ram_mb = (t.spec.memory_bytes >> 20) as f64;
-            views.push(vm_view(t.spec.vcpus, t.spec.cpu_mhz_per_core, ram_mb));
+            views.push(VmView::unplaced(t.spec.vcpus, t.spec.cpu_mhz_per_core, ram_mb));
             vms.push(SimVm { name: t.name.clone(), cpu, memory_mb: Vec::new(), end_step: t.len(), create_memory_mb: ram_mb });
         }
         let order = (0..vms.len()).collect();
@@ -197,12 +169,12 @@ impl Scenario {
             let memory_mb: Vec<f64> = (0..n).map(|s| t.usage(s as u64).memory_used_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0)).collect();
             cpu.resize(steps + 1, 0.0);
             let first_mem = memory_mb.first().copied().unwrap_or(0.0);
-            views.push(vm_view(vcpus, mhz, first_mem.max(1.0)));
+            views.push(VmView::unplaced(vcpus, mhz, first_mem.max(1.0)));
             vms.push(SimVm { name: t.name.clone(), cpu, memory_mb, end_step: n, create_memory_mb: first_mem });
         }
         let count = hosts.unwrap_or_else(|| vms.len().div_ceil(4)).max(1);
         let hosts: Vec<HostView> =
-            (0..count).map(|_| host(BITBRAINS_HOST_CORES, 3067.0, 64.0 * 1024.0, 625.0, IBM_X3550_M3_X5675)).collect();
+            (0..count).map(|_| HostView::new(BITBRAINS_HOST_CORES, 3067.0, 64.0 * 1024.0, 625.0, IBM_X3550_M3_X5675)).collect();
         let mut creation_order: Vec<usize> = (0..views.len()).collect();
         creation_order.sort_by(|a, b| views[*b].capacity_mips().total_cmp(&views[*a].capacity_mips()));
         Ok(Scenario::assemble(set.name, ResourceModel::CpuAndMemory, steps, hosts, views, vms, creation_order))

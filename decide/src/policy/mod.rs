@@ -72,6 +72,23 @@ pub struct HostView {
 }
 
 impl HostView {
+    /// An empty, schedulable host of the given shape.
+    pub fn new(pes: u32, pe_mips: f64, memory_mb: f64, migration_mb_per_s: f64, power: PowerModel) -> HostView {
+        HostView {
+            pes,
+            pe_mips,
+            total_mips: pe_mips * pes as f64,
+            memory_mb,
+            migration_mb_per_s,
+            power,
+            observed_mips: 0.0,
+            vms: Vec::new(),
+            migrating_in: Vec::new(),
+            schedulable: true,
+            reserved_mips: 0.0,
+        }
+    }
+
     pub fn observed_utilisation(&self) -> f64 {
         let u = self.observed_mips / self.total_mips;
         if u > 1.0 && u < 1.01 { 1.0 } else { u }
@@ -105,10 +122,27 @@ pub struct VmView {
     pub in_migration: bool,
     /// The agent's calibrated forecast of its CPU utilisation (fractions of its capacity) for
     /// the next steps, when it has one.
-    pub forecast: Option<presage_forecast::Forecast>,
+    pub forecast: Option<crate::demand::Forecast>,
 }
 
 impl VmView {
+    /// A VM of the given shape, not yet placed, with no demand or history yet.
+    pub fn unplaced(pes: u32, mips: f64, ram_mb: f64) -> VmView {
+        VmView {
+            alive: true,
+            host: None,
+            pes,
+            mips,
+            ram_mb,
+            demand_mips: 0.0,
+            scheduled_mips: 0.0,
+            memory_request_mb: 0.0,
+            history: UtilisationHistory::default(),
+            in_migration: false,
+            forecast: None,
+        }
+    }
+
     pub fn capacity_mips(&self) -> f64 {
         self.mips * self.pes as f64
     }

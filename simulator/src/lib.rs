@@ -27,9 +27,9 @@ use serde::Serialize;
 use presage_forecast::fleet::{FleetForecaster, SeriesRequest};
 use presage_forecast::{STEP_S, SeriesContext};
 
-use presage_protocol::reservation::{Refusal, Reservation, ReservationBook, ReservationKind, Resources};
+use presage_decide::reservation::{Refusal, Reservation, ReservationBook, ReservationKind, Resources};
 
-use crate::policy::{ConsolidationPolicy, FleetView, HostView, PowerMode, VmView};
+use presage_decide::policy::{ConsolidationPolicy, FleetView, HostView, PowerMode, VmView};
 
 pub use self::scenario::{Scenario, ScenarioError};
 
@@ -241,7 +241,7 @@ pub struct Simulation<'s> {
 }
 
 /// The share of a host's CPU that its use plus hard reservations may reach (the agents' default).
-pub const RESERVATION_CPU_LIMIT: f64 = presage_protocol::reservation::DEFAULT_CPU_LIMIT;
+pub const RESERVATION_CPU_LIMIT: f64 = presage_decide::reservation::DEFAULT_CPU_LIMIT;
 
 impl<'s> Simulation<'s> {
     pub fn new(scenario: &'s Scenario, policy: Box<dyn ConsolidationPolicy>, power_mode: PowerMode) -> Simulation<'s> {
@@ -544,7 +544,7 @@ impl<'s> Simulation<'s> {
         }
     }
 
-    fn start_migrations(&mut self, t: f64, decisions: &[crate::policy::Migration]) {
+    fn start_migrations(&mut self, t: f64, decisions: &[presage_decide::policy::Migration]) {
         let mut dirty = vec![false; self.hosts.len()];
         for m in decisions {
             let (vm, to) = (m.vm, m.to);
@@ -756,12 +756,12 @@ fn capped_utilisation(u: f64) -> f64 {
 #[derive(Clone, Debug)]
 pub struct OracleFleet {
     /// (capacity, count, power model), most efficient first.
-    types: Vec<(f64, usize, crate::policy::PowerModel)>,
+    types: Vec<(f64, usize, presage_decide::policy::PowerModel)>,
 }
 
 impl OracleFleet {
     pub fn new(hosts: &[HostView]) -> OracleFleet {
-        let mut types: Vec<(f64, usize, crate::policy::PowerModel)> = Vec::new();
+        let mut types: Vec<(f64, usize, presage_decide::policy::PowerModel)> = Vec::new();
         for h in hosts {
             match types.iter_mut().find(|(c, _, p)| *c == h.total_mips && *p == h.power) {
                 Some(t) => t.1 += 1,

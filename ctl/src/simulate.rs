@@ -14,11 +14,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::view::OutputFormat;
-use crate::policy::presage::PresageConfig;
-use crate::policy::{PolicySpec, parse_policy_list};
-use crate::simulator::reference::{self, Comparison};
-use crate::simulator::scenario::PLANETLAB_HOSTS;
-use crate::simulator::{RunReport, Scenario, Simulation};
+use presage_decide::policy::presage::PresageConfig;
+use presage_decide::policy::{PolicySpec, parse_policy_list};
+use presage_simulator::reference::{self, Comparison};
+use presage_simulator::scenario::PLANETLAB_HOSTS;
+use presage_simulator::{RunReport, Scenario, Simulation};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TraceKind {
@@ -417,17 +417,17 @@ fn write_timeline(path: &Path, reports: &[RunReport]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::power::HP_ML110_G5;
-    use crate::simulator::ResourceModel;
-    use crate::simulator::scenario::{host, vm_view};
+    use presage_decide::policy::power::HP_ML110_G5;
+    use presage_decide::policy::{HostView, VmView};
+    use presage_simulator::ResourceModel;
 
     #[test]
     fn json_rows_carry_the_documented_fields() {
         let s = Scenario::synthetic(
             "day",
             ResourceModel::CpuAndMemory,
-            vec![host(2, 1000.0, 4096.0, 62.5, HP_ML110_G5)],
-            vec![(vm_view(1, 500.0, 100.0), vec![0.4; 5])],
+            vec![HostView::new(2, 1000.0, 4096.0, 62.5, HP_ML110_G5)],
+            vec![(VmView::unplaced(1, 500.0, 100.0), vec![0.4; 5])],
         );
         let r = Simulation::new(&s, PolicySpec::Dvfs.build(), PolicySpec::Dvfs.power_mode()).run(|_, _| {});
         let v = serde_json::to_value(vec![Row { run: &r, cloudsim: None }]).unwrap();
@@ -447,8 +447,8 @@ mod tests {
         let s = Scenario::synthetic(
             "day",
             ResourceModel::CpuAndMemory,
-            vec![host(2, 1000.0, 4096.0, 62.5, HP_ML110_G5)],
-            vec![(vm_view(1, 500.0, 100.0), vec![0.4; 5])],
+            vec![HostView::new(2, 1000.0, 4096.0, 62.5, HP_ML110_G5)],
+            vec![(VmView::unplaced(1, 500.0, 100.0), vec![0.4; 5])],
         );
         let runs: Vec<RunReport> =
             [PolicySpec::Dvfs, PolicySpec::Npa].iter().map(|p| Simulation::new(&s, p.build(), p.power_mode()).run(|_, _| {})).collect();
@@ -466,10 +466,10 @@ mod tests {
     #[test]
     fn cli_arguments_are_checked() {
         use clap::Parser;
-        let cli = crate::ctl::Cli::try_parse_from(["presagectl", "simulate", "--trace", "d", "--policy", "thr-mmt-0.8,npa", "-o", "csv"])
-            .unwrap();
-        assert!(matches!(cli.command, crate::ctl::Command::Simulate(_)));
-        assert!(crate::ctl::Cli::try_parse_from(["presagectl", "simulate", "--policy", "all"]).is_err(), "--trace is required");
+        let cli =
+            crate::Cli::try_parse_from(["presagectl", "simulate", "--trace", "d", "--policy", "thr-mmt-0.8,npa", "-o", "csv"]).unwrap();
+        assert!(matches!(cli.command, crate::Command::Simulate(_)));
+        assert!(crate::Cli::try_parse_from(["presagectl", "simulate", "--policy", "all"]).is_err(), "--trace is required");
         assert!(parse_policy_list("thr-mmt-0.8,bogus").is_err());
     }
 }

@@ -1,0 +1,96 @@
+//! The coordinator's shared state: what the gRPC services, the executor and the background
+//! tasks (liveness and plan reconcilers, the policy pass) all read and write. One module of its
+//! own, so the services and the executor both depend on it and never on each other.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use presage_protocol::pb;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::sessions::Sessions;
+use crate::state::{ClusterState, Liveness};
+use crate::transport::RefusalLog;
+
+/// State shared by the services and the background tasks.
+pub struct Shared {
+    pub state: Mutex<ClusterState>,
+    pub sessions: Sessions,
+    pub refusals: Arc<RefusalLog>,
+    pub started: Instant,
+    /// Fired at shutdown; open agent sessions end when it does.
+    pub cancel: CancellationToken,
+    /// The advisory pass's last plan (with the fleet it saw) and when it was made.
+    pub plan: Mutex<Option<(Instant, Arc<crate::advisor::PlanSnapshot>)>>,
+    /// Hosts an operator is draining (not schedulable; the plan empties them).
+    pub draining: Mutex<std::collections::HashSet<String>>,
+    pub policy_name: String,
+    /// `advisory` or `automatic`.
+    pub policy_mode: &'static str,
+    /// The executor's durable record of plans and drain marks.
+    pub journal: Arc<crate::plan_journal::PlanJournal>,
+    /// Plans an executor task is running now (the reconciler leaves them alone).
+    pub executing: Mutex<std::collections::HashSet<u64>>,
+    /// The latest progress each migrating VM's source streamed.
+    pub progress: Mutex<std::collections::HashMap<String, pb::MigrationProgress>>,
+    /// How many progress reports arrived since start.
+    pub progress_reports: std::sync::atomic::AtomicU64,
+    /// The `[executor]` limits every plan runs within.
+    pub limits: presage_decide::migration_queue::MigrationLimits,
+    /// Serialises rollback requests (a plan is rolled back once).
+    pub rollbacks: Mutex<()>,
+    /// Hosts just marked drained whose VMs the next pass moves off in one drain plan.
+    pub drain_requests: Mutex<std::collections::HashSet<String>>,
+    /// Wakes the policy pass early (a drain was requested).
+    pub wake_policy: tokio::sync::Notify,
+}
+
+impl Shared {
+    pub fn new(
+        host_timeout: Duration,
+        policy_name: String,
+        policy_mode: &'static str,
+        journal: Arc<crate::plan_journal::PlanJournal>,
+        limits: presage_decide::migration_queue::MigrationLimits,
+        cancel: CancellationToken,
+    ) -> Arc<Shared> {
+        let drained = journal.drained().unwrap_or_else(|e| {
+            warn!(error = %e, "reading the drain marks failed; no host is drained");
+            Default::default()
+        });
+        // A drain interrupted by a restart goes on: the first pass plans whatever is still on
+        // a drained host.
+        let drain_requests = drained.clone();
+        Arc::new(Shared {
+            plan: Mutex::new(None),
+            draining: Mutex::new(drained),
+            journal,
+            executing: Mutex::default(),
+            progress: Mutex::default(),
+            progress_reports: Default::default(),
+            limits,
+            rollbacks: Mutex::new(()),
+            drain_requests: Mutex::new(drain_requests),
+            wake_policy: tokio::sync::Notify::new(),
+            policy_name,
+            policy_mode,
+            state: Mutex::new(ClusterState::new(host_timeout)),
+            sessions: Sessions::default(),
+            refusals: Arc::new(RefusalLog::default()),
+            started: Instant::now(),
+            cancel,
+        })
+    }
+
+    pub fn state(&self) -> std::sync::MutexGuard<'_, ClusterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn log_liveness(change: &Liveness) {
+    match change {
+        Liveness::Unreachable { host_id, silent_for } => warn!(%host_id, silent_for = ?silent_for, "host unreachable"),
+        Liveness::Reachable { host_id } => info!(%host_id, "host reachable"),
+    }
+}

@@ -516,6 +516,21 @@ shard_count = 4
     }
 
     #[test]
+    fn the_linger_fault_is_a_duration_for_simulated_hosts_only() {
+        let with = |kv: &str| GOOD.replace("shard_count = 4", &format!("shard_count = 4\n{kv}"));
+        let c = AgentConfig::parse(&with("fault_refuse_adopt = true\nfault_linger_incoming = \"4s\""), Path::new("a.toml")).unwrap();
+        let HypervisorConfig::Simulated(s) = c.hypervisor else { panic!("simulated expected") };
+        assert_eq!((s.faults.refuse_adopt, s.faults.linger_incoming), (true, Some(Duration::from_secs(4))));
+        let e = err(&with("fault_linger_incoming = \"a while\""));
+        assert!(e.contains("fault_linger_incoming"), "{e}");
+        let e = err(&GOOD.replace(
+            "kind = \"simulated\"\ntrace_dir = \"/traces/20110303\"\ntime_compression = 60\nshard_index = 1\nshard_count = 4",
+            "kind = \"libvirt\"\nfault_linger_incoming = \"4s\"",
+        ));
+        assert!(e.contains("hypervisor.fault_linger_incoming") && e.contains("simulated"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_is_named_with_the_file() {
         let e = err(&GOOD.replace("sample_interval", "sample_intervall"));
         assert!(e.contains("/etc/presage/agent.toml") && e.contains("sample_intervall"), "{e}");

@@ -207,11 +207,17 @@ async fn settle(
 /// Waits up to `wait` for the destination of `m` to hold no instance of its VM (neither running
 /// nor incoming), starting from `first`, its last answer. The error says what it still holds.
 async fn destination_lets_go(shared: &Shared, m: &MoveRecord, first: Result<pb::VmPresence, String>, wait: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + wait;
+    let asked = Instant::now();
+    let deadline = asked + wait;
     let mut answer = first;
     loop {
         let held = match &answer {
-            Ok(d) if !d.running && !d.incoming => return Ok(()),
+            Ok(d) if !d.running && !d.incoming => {
+                if asked.elapsed() >= Duration::from_millis(250) {
+                    info!(vm = %m.vm_id, destination = %m.to_host, waited_ms = asked.elapsed().as_millis() as u64, "the destination let go of its incoming instance");
+                }
+                return Ok(());
+            }
             Ok(d) => format!("{} holds it ({})", m.to_host, d.state),
             Err(e) => format!("{} cannot say whether it holds it: {e}", m.to_host),
         };

@@ -265,14 +265,12 @@ impl Operator for OperatorService {
             let timeout = if r.timeout_ms == 0 { DEFAULT_PING_TIMEOUT } else { Duration::from_millis(r.timeout_ms) };
             let nonce = format!("{:016x}", fastrand::u64(..));
             let sent = Instant::now();
-            let result =
-                self.shared.sessions.send(&r.host_id, command::Body::Ping(pb::Ping { nonce: nonce.clone() }), timeout).await.map_err(
-                    |e| match e {
-                        CommandError::NotConnected(_) => Status::unavailable(e.to_string()),
-                        CommandError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
-                        CommandError::SessionClosed(_) => Status::aborted(e.to_string()),
-                    },
-                )?;
+            let result = self
+                .shared
+                .sessions
+                .send(&r.host_id, command::Body::Ping(pb::Ping { nonce: nonce.clone() }), timeout)
+                .await
+                .map_err(command_status)?;
             let rtt = sent.elapsed();
             if result.status != CommandStatus::Ok as i32 {
                 return Err(Status::internal(format!("agent answered {:?}: {}", CommandStatus::try_from(result.status), result.message)));
@@ -303,11 +301,7 @@ impl Operator for OperatorService {
                 return Err(Status::invalid_argument("vm_id is empty"));
             }
             let inspect = command::Body::Inspect(pb::Inspect { vm_id: r.vm_id.clone() });
-            let result = self.shared.sessions.send(&r.host_id, inspect, DEFAULT_PING_TIMEOUT).await.map_err(|e| match e {
-                CommandError::NotConnected(_) => Status::unavailable(e.to_string()),
-                CommandError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
-                CommandError::SessionClosed(_) => Status::aborted(e.to_string()),
-            })?;
+            let result = self.shared.sessions.send(&r.host_id, inspect, DEFAULT_PING_TIMEOUT).await.map_err(command_status)?;
             if result.status != CommandStatus::Ok as i32 {
                 return Err(Status::internal(format!(
                     "{} answered {:?}: {}",

@@ -157,7 +157,10 @@ async fn settle(
     let simulated_destination = shared.state().host(&m.to_host).is_some_and(|h| h.registration.hypervisor_kind == "simulated");
     let destination_may_hold = handed_over || !simulated_destination;
     let src = inspect_waiting(shared, &m.from_host, &m.vm_id, wait).await;
-    let dst = inspect_waiting(shared, &m.to_host, &m.vm_id, wait).await;
+    // A destination that cannot hold the VM is asked once (it matters only if the VM runs there),
+    // not waited for.
+    let dst_wait = if destination_may_hold { wait } else { Duration::ZERO };
+    let dst = inspect_waiting(shared, &m.to_host, &m.vm_id, dst_wait).await;
     let on_source = matches!(&src, Ok(s) if s.running && !s.migrating) && !handed_over;
     if let Ok(d) = &dst
         && d.running

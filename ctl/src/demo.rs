@@ -251,6 +251,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     if cluster.processes() > 0 {
         println!("stopping ({stop_reason}): agents first, then the coordinator");
+    } else {
+        println!("stopping ({stop_reason}): no daemon had started yet");
     }
     let failures = cluster.stop().await;
     outcome?;

@@ -184,7 +184,10 @@ async fn settle(
         return Some((Step::Done, format!("{why}; it runs on {}", m.to_host)));
     }
     if !on_source {
-        match (&src, dst.is_ok() || !destination_may_hold) {
+        // The destination cannot be running it if it answered that it does not, or if it never
+        // received a hand-over (a libvirt source switches over only as its job ends).
+        let destination_cannot_run_it = dst.is_ok() || !handed_over;
+        match (&src, destination_cannot_run_it) {
             (Ok(s), true) if s.present => {
                 let abort = command::Body::AbortMigration(pb::AbortMigration { vm_id: m.vm_id.clone() });
                 if let Err(e) = send(shared, &m.from_host, abort).await {
@@ -199,12 +202,33 @@ async fn settle(
             _ => return None,
         }
     }
+    let mut after = String::new();
     if destination_may_hold && let Err(held) = destination_lets_go(shared, m, dst, wait).await {
-        warn!(vm = %m.vm_id, destination = %m.to_host, %held, "the move stays open until the destination lets go");
-        return None;
+        let limit = Duration::from_millis(shared.limits.silent_destination_ms);
+        match silent_for(shared, &m.to_host) {
+            Some(silent) if silent >= limit => {
+                warn!(vm = %m.vm_id, destination = %m.to_host, ?silent, "the destination stays silent; the move ends without its word");
+                after = format!("; {} has been silent for {} s and cannot finish the copy without its source", m.to_host, silent.as_secs());
+            }
+            _ => {
+                warn!(vm = %m.vm_id, destination = %m.to_host, %held, "the move stays open until the destination lets go");
+                return None;
+            }
+        }
     }
     release(shared, &m.to_host, &rid).await;
-    Some((stayed, format!("{why}; it stayed on {}", m.from_host)))
+    Some((stayed, format!("{why}; it stayed on {}{after}", m.from_host)))
+}
+
+/// How long `host`'s agent has been away: `None` while it is connected; since it was last heard
+/// from, or, for a host not seen since this coordinator started, since the start.
+fn silent_for(shared: &Shared, host: &str) -> Option<Duration> {
+    let state = shared.state();
+    match state.host(host) {
+        Some(h) if h.session.is_some() => None,
+        Some(h) => Some(h.last_seen.elapsed()),
+        None => Some(shared.started.elapsed()),
+    }
 }
 
 /// Waits up to `wait` for the destination of `m` to hold no instance of its VM (neither running

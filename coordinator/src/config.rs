@@ -155,6 +155,11 @@ mod tests {
         let e =
             CoordinatorConfig::parse(&format!("{GOOD}[executor]\non_failure = \"retry\"\n"), Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("on_failure") || e.contains("retry"), "{e}");
+        assert_eq!(c.executor.silent_destination_ms, 600_000);
+        let e = CoordinatorConfig::parse(&format!("{GOOD}[executor]\nsilent_destination_ms = 0\n"), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("executor") && e.contains("silent_destination_ms"), "{e}");
     }
 
     #[test]

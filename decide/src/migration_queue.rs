@@ -21,6 +21,11 @@ pub struct MigrationLimits {
     /// What a plan does when one of its moves fails: `continue` with the others, or stop and
     /// `rollback` its done moves (last first).
     pub on_failure: OnFailure,
+    /// A move whose VM runs on its source again stays open while its destination may still hold
+    /// an incoming instance and cannot be asked; once the destination has been silent this long
+    /// the move ends without its word (an incoming migration cannot finish without its source,
+    /// so what is left there is an orphan its hypervisor tears down).
+    pub silent_destination_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -40,6 +45,7 @@ impl Default for MigrationLimits {
             timeout_floor_ms: 60_000,
             assumed_mb_per_s: 100,
             on_failure: OnFailure::Continue,
+            silent_destination_ms: 600_000,
         }
     }
 }
@@ -49,8 +55,8 @@ impl MigrationLimits {
         if self.per_host_out == 0 || self.per_host_in == 0 || self.cluster == 0 {
             return Err("every limit must be at least 1".into());
         }
-        if self.timeout_floor_ms == 0 || self.assumed_mb_per_s == 0 {
-            return Err("timeout_floor_ms and assumed_mb_per_s must be at least 1".into());
+        if self.timeout_floor_ms == 0 || self.assumed_mb_per_s == 0 || self.silent_destination_ms == 0 {
+            return Err("timeout_floor_ms, assumed_mb_per_s and silent_destination_ms must be at least 1".into());
         }
         Ok(())
     }

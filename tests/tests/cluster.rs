@@ -659,25 +659,28 @@ async fn a_failed_hung_or_refused_move_leaves_every_vm_running_once_on_its_sourc
     }
 }
 
-/// A destination that keeps the incoming VM for a while after the move is abandoned (as libvirt
-/// keeps its paused incoming domain after an abort): the move stays open until the destination
-/// has let go, and only then ends `rolled_back` with the VM on its source alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_move_ends_only_after_its_destination_lets_go_of_the_incoming_vm() {
+/// Two simulated hosts under a coordinator whose `[executor] silent_destination_ms` is
+/// `silent_ms`: hv-a runs vm-1 and vm-2, hv-b refuses hand-overs and keeps the refused VM as an
+/// incoming instance for `linger`. Starts the move of vm-1 to hv-b and returns its plan id.
+async fn move_to_a_lingering_destination(
+    pki: &Pki,
+    data: &Path,
+    trace: &Path,
+    linger: Duration,
+    silent_ms: u64,
+) -> (RunningCoordinator, Vec<RunningAgent>, presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>, u64) {
     use presage_agent::config::{HypervisorConfig, SimulatedFaults};
-    use presage_protocol::pb::{InspectVmRequest, ListPlansRequest, MoveVmRequest};
-    let busy: Vec<u32> = vec![30; 288];
-    let trace = synthetic_trace(&[("vm-1", &busy), ("vm-2", &busy)]);
-    let pki = Pki::new();
-    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
-    let data = tempfile::tempdir().unwrap();
+    use presage_protocol::pb::MoveVmRequest;
+    let mut cfg = RunningCoordinator::config(pki, 0, Duration::from_secs(30), Default::default());
+    cfg.executor.silent_destination_ms = silent_ms;
+    let coord = RunningCoordinator::start_config(cfg).await;
     let mut agents = Vec::new();
     for (i, host) in ["hv-a", "hv-b"].into_iter().enumerate() {
-        let mut cfg = simulated_agent(&pki, host, &coord.url, &data.path().join(host), trace.path(), (i, 2), 0);
+        let mut cfg = simulated_agent(pki, host, &coord.url, &data.join(host), trace, (i, 2), 0);
         if let HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
             s.cpu_cores = Some(4);
             if host == "hv-b" {
-                s.faults = SimulatedFaults { refuse_adopt: true, linger_incoming: Some(Duration::from_secs(4)), ..Default::default() };
+                s.faults = SimulatedFaults { refuse_adopt: true, linger_incoming: Some(linger), ..Default::default() };
             }
         }
         agents.push(RunningAgent::start(cfg));
@@ -692,21 +695,43 @@ async fn a_move_ends_only_after_its_destination_lets_go_of_the_incoming_vm() {
     .plan
     .unwrap()
     .id;
-    let inspect = |host: &'static str| {
-        let mut op = op.clone();
-        async move {
-            op.inspect_vm(InspectVmRequest { host_id: host.into(), vm_id: "vm-1".into() }).await.unwrap().into_inner().presence.unwrap()
-        }
-    };
+    (coord, agents, op, plan)
+}
+
+async fn presence(
+    op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>,
+    host: &str,
+) -> Option<presage_protocol::pb::VmPresence> {
+    let mut op = op.clone();
+    let r = presage_protocol::pb::InspectVmRequest { host_id: host.into(), vm_id: "vm-1".into() };
+    op.inspect_vm(r).await.ok()?.into_inner().presence
+}
+
+async fn plan_info(
+    op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>,
+    plan: u64,
+) -> Option<presage_protocol::pb::PlanInfo> {
+    let mut op = op.clone();
+    op.list_plans(presage_protocol::pb::ListPlansRequest { plan_id: plan, limit: 0 }).await.ok()?.into_inner().plans.pop()
+}
+
+/// A destination that keeps the incoming VM for a while after the move is abandoned (as libvirt
+/// keeps its paused incoming domain after an abort): the move stays open until the destination
+/// has let go, and only then ends `rolled_back` with the VM on its source alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_ends_only_after_its_destination_lets_go_of_the_incoming_vm() {
+    let busy: Vec<u32> = vec![30; 288];
+    let trace = synthetic_trace(&[("vm-1", &busy), ("vm-2", &busy)]);
+    let (pki, data) = (Pki::new(), tempfile::tempdir().unwrap());
+    let (coord, agents, op, plan) = move_to_a_lingering_destination(&pki, data.path(), trace.path(), Duration::from_secs(4), 600_000).await;
     // The plan is read before the destination is asked: a destination lets go once and for
     // all, so a plan seen finished must never be followed by a destination that still holds it.
     let open_while_held = std::sync::atomic::AtomicUsize::new(0);
     let ended = eventually("the move to end", Duration::from_secs(60), || {
-        let mut op = op.clone();
-        let (inspect, open_while_held) = (&inspect, &open_while_held);
+        let (op, open_while_held) = (&op, &open_while_held);
         async move {
-            let p = op.list_plans(ListPlansRequest { plan_id: plan, limit: 0 }).await.ok()?.into_inner().plans.pop()?;
-            let held = inspect("hv-b").await;
+            let p = plan_info(op, plan).await?;
+            let held = presence(op, "hv-b").await.expect("hv-b answers");
             if p.status == "running" {
                 open_while_held.fetch_add(usize::from(held.incoming), std::sync::atomic::Ordering::Relaxed);
                 return None;
@@ -719,7 +744,40 @@ async fn a_move_ends_only_after_its_destination_lets_go_of_the_incoming_vm() {
     assert!(open_while_held.into_inner() > 0, "hv-b held the incoming vm-1 while the move was open");
     assert_eq!(ended.moves[0].step, "rolled_back", "{ended:?}");
     assert!(ended.moves[0].detail.contains("did not take it") && ended.moves[0].detail.contains("stayed on hv-a"), "{ended:?}");
-    let source = inspect("hv-a").await;
+    let source = presence(&op, "hv-a").await.unwrap();
+    assert!(source.running && !source.migrating, "{source:?}");
+    for a in agents {
+        a.stop().await;
+    }
+    coord.stop().await;
+}
+
+/// The same destination goes silent while it holds the incoming VM: the move stays open, and
+/// ends once the destination has been silent for `[executor] silent_destination_ms`, saying so,
+/// with the VM running on its source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_destination_stays_silent_ends_after_the_configured_time() {
+    let busy: Vec<u32> = vec![30; 288];
+    let trace = synthetic_trace(&[("vm-1", &busy), ("vm-2", &busy)]);
+    let (pki, data) = (Pki::new(), tempfile::tempdir().unwrap());
+    let (coord, mut agents, op, plan) =
+        move_to_a_lingering_destination(&pki, data.path(), trace.path(), Duration::from_secs(600), 3_000).await;
+    eventually("hv-b holding the incoming vm-1 while the move is open", WAIT, || {
+        let op = &op;
+        async move {
+            let open = plan_info(op, plan).await?.status == "running";
+            (open && presence(op, "hv-b").await?.incoming).then_some(())
+        }
+    })
+    .await;
+    agents.pop().unwrap().stop().await;
+    let ended =
+        eventually("the move to end", Duration::from_secs(60), || async { plan_info(&op, plan).await.filter(|p| p.status != "running") })
+            .await;
+    let m = &ended.moves[0];
+    assert_eq!(m.step, "rolled_back", "{ended:?}");
+    assert!(m.detail.contains("stayed on hv-a") && m.detail.contains("hv-b has been silent"), "{ended:?}");
+    let source = presence(&op, "hv-a").await.unwrap();
     assert!(source.running && !source.migrating, "{source:?}");
     for a in agents {
         a.stop().await;

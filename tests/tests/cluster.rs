@@ -715,6 +715,20 @@ async fn plan_info(
     op.list_plans(presage_protocol::pb::ListPlansRequest { plan_id: plan, limit: 0 }).await.ok()?.into_inner().plans.pop()
 }
 
+/// The move of vm-1 ended rolled back, its detail says `says` and that it stayed on hv-a, and
+/// hv-a runs it, not migrating.
+async fn rolled_back_to_hv_a(
+    op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>,
+    ended: &presage_protocol::pb::PlanInfo,
+    says: &str,
+) {
+    let m = &ended.moves[0];
+    assert_eq!(m.step, "rolled_back", "{ended:?}");
+    assert!(m.detail.contains(says) && m.detail.contains("stayed on hv-a"), "{ended:?}");
+    let source = presence(op, "hv-a").await.unwrap();
+    assert!(source.running && !source.migrating, "{source:?}");
+}
+
 /// A destination that keeps the incoming VM for a while after the move is abandoned (as libvirt
 /// keeps its paused incoming domain after an abort): the move stays open until the destination
 /// has let go, and only then ends `rolled_back` with the VM on its source alone.
@@ -742,10 +756,7 @@ async fn a_move_ends_only_after_its_destination_lets_go_of_the_incoming_vm() {
     })
     .await;
     assert!(open_while_held.into_inner() > 0, "hv-b held the incoming vm-1 while the move was open");
-    assert_eq!(ended.moves[0].step, "rolled_back", "{ended:?}");
-    assert!(ended.moves[0].detail.contains("did not take it") && ended.moves[0].detail.contains("stayed on hv-a"), "{ended:?}");
-    let source = presence(&op, "hv-a").await.unwrap();
-    assert!(source.running && !source.migrating, "{source:?}");
+    rolled_back_to_hv_a(&op, &ended, "did not take it").await;
     for a in agents {
         a.stop().await;
     }
@@ -774,11 +785,7 @@ async fn a_move_whose_destination_stays_silent_ends_after_the_configured_time() 
     let ended =
         eventually("the move to end", Duration::from_secs(60), || async { plan_info(&op, plan).await.filter(|p| p.status != "running") })
             .await;
-    let m = &ended.moves[0];
-    assert_eq!(m.step, "rolled_back", "{ended:?}");
-    assert!(m.detail.contains("stayed on hv-a") && m.detail.contains("hv-b has been silent"), "{ended:?}");
-    let source = presence(&op, "hv-a").await.unwrap();
-    assert!(source.running && !source.migrating, "{source:?}");
+    rolled_back_to_hv_a(&op, &ended, "hv-b has been silent").await;
     for a in agents {
         a.stop().await;
     }

@@ -252,7 +252,7 @@ async fn destination_lets_go(shared: &Shared, m: &MoveRecord, first: Result<pb::
             return Err(held);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-        answer = inspect_waiting(shared, &m.to_host, &m.vm_id, Duration::ZERO).await;
+        answer = inspect(shared, &m.to_host, &m.vm_id).await;
     }
 }
 
@@ -424,7 +424,9 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
     });
     let migrated = send_within(shared, &m.from_host, move_out, budget).await;
     shared.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.vm_id);
-    let settled = |why: &str, r: Option<(Step, String)>| match r {
+    // Settles the move from where its VM is found, or leaves it open with `why` journaled.
+    let settled = async |reached: Step, why: &str, stayed: Step| match settle(shared, plan_id, &m, reached, why, stayed, SETTLE_WAIT).await
+    {
         Some((step, detail)) => end(step, detail),
         None => {
             // Left open mid-step: the journal keeps why, for the reconciler and the operator
@@ -450,24 +452,24 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
         }
         Err(StepError::TimedOut(e)) => {
             let why = format!("over its {} s budget ({e})", budget.as_secs());
-            return settled(&why, settle(shared, plan_id, &m, Step::Migrating, &why, Step::Aborted, SETTLE_WAIT).await);
+            return settled(Step::Migrating, &why, Step::Aborted).await;
         }
         Err(StepError::Failed(e) | StepError::NotDelivered(e)) => {
-            return settled(&e, settle(shared, plan_id, &m, Step::Migrating, &e, Step::Failed, SETTLE_WAIT).await);
+            return settled(Step::Migrating, &e, Step::Failed).await;
         }
     };
     let handed_over = handoff.is_some();
     if let Some(vm) = handoff {
         if let Err(e) = step_to(Step::HandingOver) {
             let why = format!("journal: {e}");
-            return settled(&why, settle(shared, plan_id, &m, Step::Migrating, &why, Step::Failed, SETTLE_WAIT).await);
+            return settled(Step::Migrating, &why, Step::Failed).await;
         }
         if let Err(e) = send_within(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) }), STEP_TIMEOUT).await {
             // The destination did not take it: abandon the copy; the VM resumes on its source.
             // An Adopt that never reached the destination (it is gone) cannot have been carried out.
             let reached = if matches!(e, StepError::NotDelivered(_)) { Step::Migrating } else { Step::HandingOver };
             let why = format!("the destination did not take it: {e}");
-            return settled(&why, settle(shared, plan_id, &m, reached, &why, Step::RolledBack, SETTLE_WAIT).await);
+            return settled(reached, &why, Step::RolledBack).await;
         }
         if let Err(e) = step_to(Step::Completing) {
             warn!(error = %e, "journaling the hand-over failed; completing anyway");
@@ -475,7 +477,7 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
         let complete = command::Body::CompleteMigration(pb::CompleteMigration { vm_id: m.vm_id.clone() });
         if let Err(e) = send(shared, &m.from_host, complete).await {
             let why = format!("the source did not confirm letting go: {e}");
-            return settled(&why, settle(shared, plan_id, &m, Step::Completing, &why, Step::Failed, SETTLE_WAIT).await);
+            return settled(Step::Completing, &why, Step::Failed).await;
         }
     }
     // Post-check: it runs on the destination and not on the source.
@@ -494,7 +496,7 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
                 src.as_ref().map(|p| p.state.clone()).unwrap_or_else(|e| e.clone())
             );
             let reached = if handed_over { Step::Completing } else { Step::Migrating };
-            settled(&why, settle(shared, plan_id, &m, reached, &why, Step::Failed, SETTLE_WAIT).await)
+            settled(reached, &why, Step::Failed).await
         }
     }
 }

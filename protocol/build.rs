@@ -7,6 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { std::env::set_var("PROTOC", protoc) };
     }
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_protos(&["proto/presage/v1/presage.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(&["proto/presage/v1/presage.proto", "proto/presage/v1/libvirt_driver.proto"], &["proto"])?;
     Ok(())
 }

@@ -100,6 +100,22 @@ impl Default for MigrationConfig {
     }
 }
 
+impl MigrationConfig {
+    /// What the libvirt driver applies of these settings.
+    pub fn libvirt_settings(&self) -> presage_protocol::pb::LibvirtMigrationSettings {
+        presage_protocol::pb::LibvirtMigrationSettings {
+            peer_to_peer: self.mode == MigrationMode::PeerToPeer,
+            persistent: self.persistent,
+            undefine_source: self.undefine_source,
+            auto_converge: self.auto_converge,
+            bandwidth_mib_s: self.bandwidth_mib_s,
+            max_downtime_ms: self.max_downtime_ms,
+            progress_interval_ms: self.progress_interval.as_millis().min(u64::MAX as u128) as u64,
+            check_cpu: self.check_cpu,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum MigrationMode {
@@ -150,8 +166,12 @@ pub struct ForecastConfig {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum HypervisorConfig {
-    /// A real KVM host reached through libvirt.
-    Libvirt { uri: String },
+    /// A real KVM host reached through libvirt, by way of the `presage-libvirt` driver process.
+    Libvirt {
+        uri: String,
+        /// The driver program; `None`: `presage-libvirt` beside the agent's binary, else on PATH.
+        driver: Option<PathBuf>,
+    },
     /// VMs whose usage replays trace files (demo, tests, scale experiments).
     Simulated(SimulatedConfig),
 }
@@ -163,6 +183,7 @@ pub enum HypervisorConfig {
 struct HypervisorSection {
     kind: HypervisorKind,
     uri: Option<String>,
+    driver: Option<PathBuf>,
     trace_dir: Option<PathBuf>,
     format: Option<String>,
     time_compression: Option<f64>,
@@ -217,11 +238,11 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
             if let Some((key, _)) = simulated_only.iter().find(|(_, set)| *set) {
                 return Err(D::Error::custom(format!("key `hypervisor.{key}` only applies to kind = \"simulated\"")));
             }
-            HypervisorConfig::Libvirt { uri: s.uri.unwrap_or_else(default_libvirt_uri) }
+            HypervisorConfig::Libvirt { uri: s.uri.unwrap_or_else(default_libvirt_uri), driver: s.driver }
         }
         HypervisorKind::Simulated => {
-            if s.uri.is_some() {
-                return Err(D::Error::custom("key `hypervisor.uri` only applies to kind = \"libvirt\""));
+            if let Some(key) = [("uri", s.uri.is_some()), ("driver", s.driver.is_some())].iter().find(|(_, set)| *set).map(|(k, _)| k) {
+                return Err(D::Error::custom(format!("key `hypervisor.{key}` only applies to kind = \"libvirt\"")));
             }
             HypervisorConfig::Simulated(SimulatedConfig {
                 trace_dir: s.trace_dir.ok_or_else(|| D::Error::missing_field("hypervisor.trace_dir"))?,
@@ -512,7 +533,16 @@ shard_count = 4
             Path::new("a.toml"),
         )
         .unwrap();
-        assert_eq!(lv.hypervisor, HypervisorConfig::Libvirt { uri: "qemu:///system".into() });
+        assert_eq!(lv.hypervisor, HypervisorConfig::Libvirt { uri: "qemu:///system".into(), driver: None });
+        let libvirt = GOOD.replace(
+            "kind = \"simulated\"\ntrace_dir = \"/traces/20110303\"\ntime_compression = 60\nshard_index = 1\nshard_count = 4",
+            "kind = \"libvirt\"\ndriver = \"/opt/presage/presage-libvirt\"",
+        );
+        let lv = AgentConfig::parse(&libvirt, Path::new("a.toml")).unwrap();
+        let HypervisorConfig::Libvirt { driver, .. } = lv.hypervisor else { panic!("libvirt expected") };
+        assert_eq!(driver.as_deref(), Some(Path::new("/opt/presage/presage-libvirt")));
+        let e = err(&GOOD.replace("shard_count = 4", "shard_count = 4\ndriver = \"/usr/bin/presage-libvirt\""));
+        assert!(e.contains("hypervisor.driver") && e.contains("only applies to kind = \"libvirt\""), "{e}");
     }
 
     #[test]

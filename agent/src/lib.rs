@@ -32,7 +32,10 @@ use crate::store::{KvStore, SampleHistory, SledStore};
 /// simulated host keeps which VMs it adopted and let go in `store`.
 pub fn open_hypervisor(cfg: &AgentConfig, store: Arc<dyn KvStore>) -> anyhow::Result<Arc<dyn Hypervisor>> {
     Ok(match &cfg.hypervisor {
-        HypervisorConfig::Libvirt { uri } => Arc::new(hypervisor::libvirt::LibvirtHypervisor::connect_with(uri, cfg.migration.clone())?),
+        HypervisorConfig::Libvirt { uri, driver } => {
+            let program = driver.clone().unwrap_or_else(hypervisor::libvirt::default_driver);
+            Arc::new(hypervisor::libvirt::LibvirtDriver::start(uri, &program, cfg.migration.libvirt_settings())?)
+        }
         HypervisorConfig::Simulated(s) => Arc::new(hypervisor::simulated::SimulatedHypervisor::load(s)?.with_membership(store)?),
     })
 }
@@ -172,7 +175,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             tls: tls.client_config(&cfg.coordinator_name),
             register,
             reconnect: cfg.reconnect.clone(),
-            commands: link::CommandHandler { started, reservations, hypervisor: hypervisor.clone() },
+            commands: link::CommandHandler { started, reservations, hypervisor: hypervisor.clone(), migrations: Default::default() },
         };
         let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());
 

@@ -4,6 +4,7 @@
 //! reports go through a `watch` channel, so while the coordinator is away only the newest report
 //! is kept for sending and the history store keeps everything.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,9 @@ use presage_protocol::error_chain;
 
 /// How long the coordinator has to answer the registration.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an abort waits for the migration it follows to be taken on by the hypervisor.
+const ABORT_WAITS_FOR_START: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -53,6 +57,71 @@ pub struct CoordinatorLink {
     pub commands: CommandHandler,
 }
 
+/// Migrations this agent was asked for that its hypervisor has not yet taken on. Commands run as
+/// tasks of their own, so an `AbortMigration` could reach the hypervisor before the `MigrateOut`
+/// that preceded it on the stream, find nothing to stop, and let the migration run after the
+/// coordinator was told it was aborted. Such an abort waits instead until the hypervisor has
+/// taken the migration on (from then on an abort stops it) or the migration has ended.
+#[derive(Default)]
+pub struct MigrationStarts {
+    /// Per VM: the command id of its migration and whether the hypervisor has taken it on.
+    pending: Mutex<HashMap<String, (u64, watch::Receiver<bool>)>>,
+}
+
+/// How a command is ordered against the migrations before it (see [`MigrationStarts`]).
+pub enum CommandOrder {
+    /// Not a migration command, or an abort with no migration pending.
+    Free,
+    /// A migration: tells the abort commands after it when it has started.
+    Migration(StartTicket),
+    /// An abort that waits for the migration before it to start (or end).
+    AbortAfter(watch::Receiver<bool>),
+}
+
+/// A migration's place in [`MigrationStarts`]; dropping it (the migration ended) releases the
+/// aborts waiting on it.
+pub struct StartTicket {
+    starts: Arc<MigrationStarts>,
+    vm_id: String,
+    command: u64,
+    started: watch::Sender<bool>,
+}
+
+impl StartTicket {
+    /// The hypervisor has taken the migration on.
+    pub fn started(&self) {
+        let _ = self.started.send(true);
+    }
+}
+
+impl Drop for StartTicket {
+    fn drop(&mut self) {
+        let mut pending = self.starts.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.get(&self.vm_id).is_some_and(|(command, _)| *command == self.command) {
+            pending.remove(&self.vm_id);
+        }
+    }
+}
+
+impl MigrationStarts {
+    /// Places `cmd` among the migrations before it; called in the order commands arrive.
+    pub fn order(self: &Arc<Self>, cmd: &pb::Command) -> CommandOrder {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match &cmd.body {
+            Some(command::Body::MigrateOut(m)) => {
+                let (started, waits) = watch::channel(false);
+                pending.insert(m.vm_id.clone(), (cmd.id, waits));
+                CommandOrder::Migration(StartTicket { starts: Arc::clone(self), vm_id: m.vm_id.clone(), command: cmd.id, started })
+            }
+            Some(command::Body::AbortMigration(a)) => match pending.get(&a.vm_id) {
+                Some((_, waits)) => CommandOrder::AbortAfter(waits.clone()),
+                None => CommandOrder::Free,
+            },
+            _ => CommandOrder::Free,
+        }
+    }
+}
+
 /// Carries out the coordinator's commands. Each command runs as a task of its own, so a long
 /// one (a migration) never holds back the others (an abort of that migration, a ping).
 #[derive(Clone)]
@@ -62,6 +131,8 @@ pub struct CommandHandler {
     pub reservations: Arc<Mutex<ReservationDesk>>,
     /// The hypervisor, for migration commands.
     pub hypervisor: Arc<dyn Hypervisor>,
+    /// Holds aborts until the migration they follow has started.
+    pub migrations: Arc<MigrationStarts>,
 }
 
 impl CoordinatorLink {
@@ -152,8 +223,10 @@ impl CoordinatorLink {
                     Ok(Some(CoordinatorMessage { body: Some(coordinator_message::Body::Command(cmd)) })) => {
                         let latest = reports.borrow().clone();
                         let (handler, tx) = (self.commands.clone(), tx.clone());
+                        // Taken here, in the order the coordinator sent the commands.
+                        let order = handler.migrations.order(&cmd);
                         tokio::spawn(async move {
-                            let result = handler.execute(cmd, latest.as_ref(), &tx).await;
+                            let result = handler.execute(cmd, order, latest.as_ref(), &tx).await;
                             // A closed stream drops the result; the coordinator times the command out.
                             let _ = tx.send(msg(agent_message::Body::CommandResult(result))).await;
                         }.in_current_span());
@@ -170,12 +243,24 @@ impl CoordinatorLink {
 impl CommandHandler {
     /// Carries out one command from the coordinator; `latest` is the newest report (what the
     /// host's VMs use now, for reservation admission).
-    async fn execute(&self, cmd: pb::Command, latest: Option<&Report>, outbound: &mpsc::Sender<AgentMessage>) -> CommandResult {
+    async fn execute(
+        &self,
+        cmd: pb::Command,
+        order: CommandOrder,
+        latest: Option<&Report>,
+        outbound: &mpsc::Sender<AgentMessage>,
+    ) -> CommandResult {
         let span = info_span!("command", id = cmd.id);
-        self.execute_in_span(cmd, latest, outbound).instrument(span).await
+        self.execute_in_span(cmd, order, latest, outbound).instrument(span).await
     }
 
-    async fn execute_in_span(&self, cmd: pb::Command, latest: Option<&Report>, outbound: &mpsc::Sender<AgentMessage>) -> CommandResult {
+    async fn execute_in_span(
+        &self,
+        cmd: pb::Command,
+        order: CommandOrder,
+        latest: Option<&Report>,
+        outbound: &mpsc::Sender<AgentMessage>,
+    ) -> CommandResult {
         let id = cmd.id;
         let failed = |message: String| CommandResult { id, status: CommandStatus::Failed as i32, message, detail: None };
         match cmd.body {
@@ -185,6 +270,10 @@ impl CommandHandler {
                 let outbound = outbound.clone();
                 let target = MigrationTarget { host: m.destination_host.clone(), uri: m.destination_uri, data_uri: m.destination_data_uri };
                 let (vm_id, destination_host) = (m.vm_id.clone(), m.destination_host.clone());
+                let ticket = match order {
+                    CommandOrder::Migration(t) => Some(t),
+                    _ => None,
+                };
                 let migrated = tokio::task::spawn_blocking(move || {
                     // Progress goes out on the session as it comes; one dropped when the stream is
                     // full is replaced by the next.
@@ -201,7 +290,12 @@ impl CommandHandler {
                             })),
                         });
                     };
-                    hv.migrate_out(&m.vm_id, &target, &sink)
+                    let started = || {
+                        if let Some(t) = &ticket {
+                            t.started();
+                        }
+                    };
+                    hv.migrate_out(&m.vm_id, &target, &started, &sink)
                 })
                 .await;
                 match migrated {
@@ -236,6 +330,13 @@ impl CommandHandler {
                 self.on_hypervisor(id, "complete", move |hv| hv.complete_migration(&c.vm_id)).await
             }
             Some(command::Body::AbortMigration(a)) => {
+                if let CommandOrder::AbortAfter(mut start) = order {
+                    info!(vm = %a.vm_id, "abort waits for the migration it follows to start");
+                    let waited = tokio::time::timeout(ABORT_WAITS_FOR_START, start.wait_for(|started| *started)).await;
+                    if waited.is_err() {
+                        warn!(vm = %a.vm_id, "the migration this abort follows has not started within {} s; aborting anyway", ABORT_WAITS_FOR_START.as_secs());
+                    }
+                }
                 info!(vm = %a.vm_id, "aborting migration");
                 self.on_hypervisor(id, "abort", move |hv| hv.abort_migration(&a.vm_id)).await
             }
@@ -349,4 +450,109 @@ pub fn committed_use(latest: Option<&Report>) -> Resources {
         cpu_mhz: a.cpu_mhz + v.cpu_utilisation * v.vcpus.max(1) as f64 * v.vcpu_mhz,
         memory_mib: a.memory_mib + v.memory_bytes as f64 / 1048576.0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SimulatedConfig;
+    use crate::hypervisor::simulated::SimulatedHypervisor;
+    use crate::hypervisor::{Observation, ProgressSink, StartedSink};
+    use crate::store::MemoryStore;
+    use presage_protocol::pb::{HostCapacity, SimulatedVm, VmPresence};
+
+    /// A simulated hypervisor whose migrations take a while to be taken on, as a libvirt
+    /// driver's do while the request crosses its pipe: the window an abort could slip through.
+    struct SlowToStart {
+        inner: SimulatedHypervisor,
+        delay: Duration,
+    }
+
+    impl Hypervisor for SlowToStart {
+        fn kind(&self) -> &'static str {
+            "simulated"
+        }
+        fn capacity(&self) -> Result<HostCapacity, HypervisorError> {
+            self.inner.capacity()
+        }
+        fn observe(&self) -> Result<Observation, HypervisorError> {
+            self.inner.observe()
+        }
+        fn migrate_out(
+            &self,
+            vm_id: &str,
+            target: &MigrationTarget,
+            started: StartedSink<'_>,
+            progress: ProgressSink<'_>,
+        ) -> Result<Option<SimulatedVm>, HypervisorError> {
+            std::thread::sleep(self.delay);
+            self.inner.migrate_out(vm_id, target, started, progress)
+        }
+        fn inspect(&self, vm_id: &str) -> Result<VmPresence, HypervisorError> {
+            self.inner.inspect(vm_id)
+        }
+        fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError> {
+            self.inner.adopt(vm)
+        }
+        fn complete_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
+            self.inner.complete_migration(vm_id)
+        }
+        fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
+            self.inner.abort_migration(vm_id)
+        }
+    }
+
+    fn command(id: u64, body: command::Body) -> pb::Command {
+        pb::Command { id, body: Some(body) }
+    }
+
+    /// The coordinator sends MigrateOut, then AbortMigration; the abort's task runs first. The
+    /// migration must still be stopped, and the VM keep running here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abort_that_overtakes_its_migration_still_stops_it() {
+        let traces = tempfile::tempdir().unwrap();
+        std::fs::write(traces.path().join("vm-a"), "10\n20\n30\n40\n").unwrap();
+        let simulated = SimulatedConfig {
+            trace_dir: traces.path().into(),
+            format: None,
+            time_compression: 60.0,
+            shard_index: 0,
+            shard_count: 1,
+            max_vms: 0,
+            start_step: 0,
+            cpu_cores: None,
+            cpu_fraction: None,
+            cpu_mhz_per_core: None,
+            memory_mb: None,
+            // A copy of several seconds, so only an abort can end it early.
+            migration_mb_per_s: Some(0.5),
+            faults: Default::default(),
+        };
+        let hv = SlowToStart { inner: SimulatedHypervisor::load(&simulated).unwrap(), delay: Duration::from_millis(300) };
+        let desk = ReservationDesk::open(Arc::new(MemoryStore::default()), Resources { cpu_mhz: 1e4, memory_mib: 1e4 }, 1.0).unwrap();
+        let handler = CommandHandler {
+            started: Instant::now(),
+            reservations: Arc::new(Mutex::new(desk)),
+            hypervisor: Arc::new(hv),
+            migrations: Default::default(),
+        };
+        let migrate = command(
+            1,
+            command::Body::MigrateOut(pb::MigrateOut { vm_id: "vm-a".into(), destination_host: "dst".into(), ..Default::default() }),
+        );
+        let abort = command(2, command::Body::AbortMigration(pb::AbortMigration { vm_id: "vm-a".into() }));
+        let (migrate_order, abort_order) = (handler.migrations.order(&migrate), handler.migrations.order(&abort));
+        let (tx, _rx) = mpsc::channel(64);
+        let (h1, h2, tx1, tx2) = (handler.clone(), handler.clone(), tx.clone(), tx);
+        let aborted = tokio::spawn(async move { h2.execute(abort, abort_order, None, &tx2).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let migrated = tokio::spawn(async move { h1.execute(migrate, migrate_order, None, &tx1).await });
+        let (aborted, migrated) = (aborted.await.unwrap(), migrated.await.unwrap());
+        assert_eq!(aborted.status, CommandStatus::Ok as i32, "{aborted:?}");
+        assert_eq!(migrated.status, CommandStatus::Failed as i32, "the migration was stopped: {migrated:?}");
+        assert!(migrated.message.contains("aborted"), "{}", migrated.message);
+        let here = handler.hypervisor.inspect("vm-a").unwrap();
+        assert!(here.running && !here.migrating, "{here:?}");
+        assert!(handler.migrations.pending.lock().unwrap().is_empty(), "nothing is left waiting");
+    }
 }

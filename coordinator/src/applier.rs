@@ -131,6 +131,8 @@ pub fn time_budget(memory_mib: f64, limits: &MigrationLimits) -> Duration {
 /// simulated destination never received the VM (an `Adopt`), and a libvirt source that runs the
 /// VM, not migrating, still has it (libvirt pauses the source before switching over).
 ///
+/// - First, unless the VM was handed over, the source is told to abort: the `MigrateOut` may not
+///   have reached its hypervisor yet, and must not start after the move ended.
 /// - Runs on the destination (and not on the source as well): the source lets go of any paused
 ///   copy; done.
 /// - Runs on the source, or the source still has it and the destination does not run it: the
@@ -156,7 +158,19 @@ async fn settle(
     // incoming domain from the moment the source starts migrating.
     let simulated_destination = shared.state().host(&m.to_host).is_some_and(|h| h.registration.hypervisor_kind == "simulated");
     let destination_may_hold = handed_over || !simulated_destination;
-    let src = inspect_waiting(shared, &m.from_host, &m.vm_id, wait).await;
+    let mut src = inspect_waiting(shared, &m.from_host, &m.vm_id, wait).await;
+    if !handed_over && matches!(&src, Ok(s) if s.present) {
+        // The MigrateOut's outcome is unknown (it timed out, failed, or a restart interrupted
+        // it) and it may not have reached the hypervisor yet: an agent runs commands as tasks
+        // of their own, so a source that answers "running, not migrating" now may start the
+        // copy a moment later. An abort, which the agent orders after that MigrateOut, stops it
+        // whenever it starts; with nothing to stop it only says the VM runs there.
+        let abort = command::Body::AbortMigration(pb::AbortMigration { vm_id: m.vm_id.clone() });
+        if let Err(e) = send(shared, &m.from_host, abort).await {
+            info!(vm = %m.vm_id, source = %m.from_host, error = %e, "the abort before settling was not carried out; settling from what the hosts say");
+        }
+        src = inspect_waiting(shared, &m.from_host, &m.vm_id, wait).await;
+    }
     // A destination that cannot hold the VM is asked once (it matters only if the VM runs there),
     // not waited for.
     let dst_wait = if destination_may_hold { wait } else { Duration::ZERO };

@@ -1,14 +1,17 @@
 //! The presage wire protocol and the conventions every presage process shares at its edges.
 //!
-//! - [`pb`]: the protobuf/gRPC types generated from `proto/presage/v1/presage.proto`. This is the
-//!   only definition of what crosses the wire between agents, the coordinator and `presagectl`.
+//! - [`pb`]: the protobuf/gRPC types generated from `proto/presage/v1/presage.proto` (agents, the
+//!   coordinator and `presagectl`) and `libvirt_driver.proto` (an agent and its libvirt driver
+//!   process). They are the only definition of what crosses those wires.
 //! - [`tls`]: the mutual-TLS identity scheme: how a certificate says "agent for host X",
 //!   "operator Y" or "the coordinator", and the rustls configurations that enforce it.
 //! - [`pki`]: issuing the cluster CA and the certificates that scheme expects (`presagectl certs`).
 //! - [`lifecycle`]: logging, panic and signal conventions shared by the daemons.
+//! - [`frames`]: length-delimited protobuf frames on a pipe (the agent and its libvirt driver).
 //! - [`config_file`]: reading TOML configuration files with errors that name file, line and key.
 
 pub mod config_file;
+pub mod frames;
 pub mod lifecycle;
 pub mod pki;
 pub mod tls;

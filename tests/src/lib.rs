@@ -23,6 +23,35 @@ pub fn shared_data() -> PathBuf {
     shared_folder("PRESAGE_SHARED_DATA", "data", "planetlab")
 }
 
+/// Builds the binaries of `packages` with the profile this test binary was built with (cargo
+/// runs from the workspace, offline, and does nothing when they are up to date) and returns the
+/// folder they are in, `target/<profile>`. Tests that start presage's own processes (the demo,
+/// the libvirt driver) use it: cargo builds only the binaries of the package under test.
+pub fn built_binaries(packages: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test binary>
+    let dir = exe.parent().and_then(Path::parent).expect("the test binary is in target/<profile>/deps").to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "--offline", "--bins"]);
+    for p in packages {
+        build.args(["-p", p]);
+    }
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            build.arg("--release");
+        }
+        Some(profile) => {
+            build.args(["--profile", profile]);
+        }
+        None => panic!("the test binary is not in a profile folder: {}", exe.display()),
+    }
+    let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("running cargo build");
+    assert!(status.success(), "building {packages:?} failed");
+    dir
+}
+
 /// The shared reference material (CloudSim's figures): `$PRESAGE_SHARED_REFERENCE`, else
 /// `../shared/reference`. Panics with the places it looked when absent.
 pub fn shared_reference() -> PathBuf {

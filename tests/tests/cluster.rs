@@ -17,6 +17,10 @@ use presage_tests::*;
 #[path = "cluster/simulator.rs"]
 mod simulator;
 
+/// The agent's libvirt hypervisor: the presage-libvirt driver process.
+#[path = "cluster/libvirt_driver.rs"]
+mod libvirt_driver;
+
 /// A real KVM live migration between two libvirt daemons.
 #[path = "cluster/live_migration.rs"]
 mod live_migration;

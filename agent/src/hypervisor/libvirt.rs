@@ -1,520 +1,334 @@
-//! The real hypervisor: a KVM host reached through libvirt (the `virt` crate).
+//! A real KVM host, reached through libvirt by way of the `presage-libvirt` driver process
+//! (crate `presage-libvirt`), so that the agent itself never loads libvirt's libraries (an agent
+//! of a simulated host does without them entirely), and a libvirt call that crashes takes down
+//! the driver rather than the agent.
 //!
-//! Per domain it reads state, vCPUs and memory (`virDomainGetInfo`), guest memory use from the
-//! balloon statistics (available - unused) or, without a balloon driver, the QEMU process's RSS,
-//! and disk and interface byte counters for every `<disk>` and `<interface>` target in the domain
-//! XML. CPU utilisation and I/O rates are differences between consecutive observations.
-//!
-//! It is also the migration executor's hands on a real host: [`Hypervisor::migrate_out`]
-//! pre-checks (the domain runs here, the destination's libvirt answers and is another host, the
-//! destination's CPU can run the domain's CPU model), live-migrates with the configured flags
-//! (peer-to-peer or direct, persistent on the destination, undefined on the source, bandwidth
-//! limit, auto-converge), streams the job's progress, and post-checks (running there, not here).
-//! An abort goes through `virDomainAbortJob`; the domain keeps running on the source.
+//! [`LibvirtDriver`] starts the driver, opens the connection through it, and sends each
+//! [`Hypervisor`] call as a `DriverRequest` frame on its stdin. A reader thread hands each
+//! `DriverReply` on its stdout to the call waiting for it (a migration gets its progress replies
+//! as they come). If the driver exits, the calls waiting on it fail with its exit status and the
+//! next call starts a new driver. If the agent dies, the driver sees its stdin close, aborts the
+//! migrations it started and exits.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use presage_protocol::pb::{HostCapacity, SimulatedVm, VmPresence, VmSample, VmState};
-use virt::connect::Connect;
-use virt::domain::{Domain, DomainState, MigrateParameters};
-use virt::error::ErrorNumber;
-use virt::sys;
+use presage_protocol::PRESAGE_VERSION;
+use presage_protocol::frames::{read_frame, write_frame};
+use presage_protocol::pb::driver_failure::Kind;
+use presage_protocol::pb::driver_reply::Outcome;
+use presage_protocol::pb::driver_request::Call;
+use presage_protocol::pb::{
+    DriverEmpty, DriverMigrate, DriverOpen, DriverReply, DriverRequest, DriverVm, HostCapacity, LibvirtMigrationSettings, SimulatedVm,
+    VmPresence,
+};
+use tracing::{info, warn};
 
-use super::{Hypervisor, HypervisorError, MigrationProgress, MigrationTarget, Observation, ProgressSink};
-use crate::config::{MigrationConfig, MigrationMode};
+use super::{Hypervisor, HypervisorError, MigrationProgress, MigrationTarget, Observation, ProgressSink, StartedSink};
 
-// virDomainMemoryStatTags
-const MEM_STAT_UNUSED: u32 = 4;
-const MEM_STAT_AVAILABLE: u32 = 5;
-const MEM_STAT_RSS: u32 = 7;
+/// The driver program's name, looked for beside the agent's binary and then on PATH.
+pub const DRIVER_PROGRAM: &str = "presage-libvirt";
 
-struct Counters {
-    at: Instant,
-    cpu_time_ns: u64,
-    disk_rd: u64,
-    disk_wr: u64,
-    net_rx: u64,
-    net_tx: u64,
+/// How long a call other than a migration may take before the agent stops waiting for it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The driver program an agent starts when `[hypervisor] driver` is not set: `presage-libvirt`
+/// beside the agent's own binary if it is there, else whatever PATH finds.
+pub fn default_driver() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(DRIVER_PROGRAM))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(DRIVER_PROGRAM))
 }
 
-pub struct LibvirtHypervisor {
-    uri: String,
-    conn: Connect,
-    previous: Mutex<HashMap<String, Counters>>,
-    migration: MigrationConfig,
-    /// Domains (UUIDs) this agent is migrating away now.
-    outgoing: Mutex<HashSet<String>>,
+/// What the reader thread shares with the callers: who waits for which reply, and why the
+/// driver went away once it has.
+#[derive(Default)]
+struct Waiting {
+    calls: HashMap<u64, mpsc::Sender<Outcome>>,
+    gone: Option<String>,
 }
 
-/// Takes a domain off the outgoing set when its migration call returns, however it returns.
-struct Outgoing<'a> {
-    set: &'a Mutex<HashSet<String>>,
-    vm_id: String,
+/// One running driver process.
+struct DriverProcess {
+    pid: u32,
+    /// Closing it (dropping the process) tells the driver to stop.
+    stdin: Mutex<BufWriter<ChildStdin>>,
+    waiting: Arc<Mutex<Waiting>>,
 }
 
-impl Drop for Outgoing<'_> {
-    fn drop(&mut self) {
-        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.vm_id);
-    }
-}
-
-impl LibvirtHypervisor {
-    /// Connects to `uri` (e.g. `qemu:///system`, or `test:///default` for libvirt's test driver)
-    /// with the default `[migration]` settings.
-    pub fn connect(uri: &str) -> Result<LibvirtHypervisor, HypervisorError> {
-        Self::connect_with(uri, MigrationConfig::default())
-    }
-
-    /// Connects to `uri`; migrations follow `migration`.
-    pub fn connect_with(uri: &str, migration: MigrationConfig) -> Result<LibvirtHypervisor, HypervisorError> {
-        let conn = Connect::open(Some(uri)).map_err(|e| HypervisorError::Libvirt { uri: uri.into(), detail: e.to_string() })?;
-        Ok(LibvirtHypervisor { uri: uri.into(), conn, previous: Mutex::new(HashMap::new()), migration, outgoing: Mutex::default() })
-    }
-
-    fn outgoing(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.outgoing.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The libvirt flags of a migration under the configured settings.
-    pub fn migration_flags(&self) -> u32 {
-        let m = &self.migration;
-        let mut flags = sys::VIR_MIGRATE_LIVE;
-        if m.mode == MigrationMode::PeerToPeer {
-            flags |= sys::VIR_MIGRATE_PEER2PEER;
-        }
-        if m.persistent {
-            flags |= sys::VIR_MIGRATE_PERSIST_DEST;
-        }
-        if m.undefine_source {
-            flags |= sys::VIR_MIGRATE_UNDEFINE_SOURCE;
-        }
-        if m.auto_converge {
-            flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
-        }
-        flags
-    }
-
-    /// The destination's CPU can run the domain's CPU, as the destination's hypervisor says
-    /// (`virConnectCompareHypervisorCPU`: what QEMU/KVM can provide there, not the bare host
-    /// CPU). The domain's `<cpu>` is read with host-model expanded to the model and features it
-    /// runs with. A host-passthrough domain needs the same CPU model and vendor on the
-    /// destination. A domain without a `<cpu>` element runs the hypervisor's default model,
-    /// which every KVM host provides.
-    fn check_cpu(&self, dom: &Domain, dconn: &Connect) -> Result<(), String> {
-        let xml =
-            dom.xml_desc(sys::VIR_DOMAIN_XML_UPDATE_CPU).map_err(|e| format!("reading the domain's CPU definition: {}", e.message()))?;
-        let Some(cpu) = xml_element(&xml, "cpu") else { return Ok(()) };
-        if cpu.contains("host-passthrough") {
-            let host_cpu = |c: &Connect| {
-                c.capabilities().ok().and_then(|x| xml_element(&x, "host")).and_then(|h| xml_element(&h, "cpu")).map(|c| cpu_summary(&c))
-            };
-            let (here, there) = (host_cpu(&self.conn), host_cpu(dconn));
-            return if here.is_some() && here == there {
-                Ok(())
-            } else {
-                Err(format!(
-                    "a host-passthrough VM needs the same CPU: this host has {}, the destination {}",
-                    here.unwrap_or_else(|| "unknown".into()),
-                    there.unwrap_or_else(|| "unknown".into())
-                ))
-            };
-        }
-        let virttype = attribute(&xml, "domain", "type").unwrap_or_else(|| "kvm".into());
-        let arch = xml_element(&xml, "os").and_then(|os| attribute(&os, "type", "arch"));
-        if hypervisor_provides_cpu(dconn, &cpu, arch.as_deref(), &virttype)? {
-            Ok(())
-        } else {
-            Err(format!("the destination's hypervisor cannot provide this VM's CPU ({})", cpu_summary(&cpu)))
-        }
-    }
-
-    /// Aborts `dom`'s job (`virDomainAbortJob`). A migration job cannot be aborted in every phase
-    /// (libvirt refuses while it is still preparing the destination), so the abort is repeated
-    /// until this agent's migration call for it returns, or until `deadline`.
-    fn abort_job(&self, vm_id: &str, dom: &Domain, deadline: Instant) {
-        loop {
-            // SAFETY: `dom` is a live domain handle for the duration of the call.
-            let rc = unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
-            if rc < 0 {
-                let e = virt::error::Error::last_error();
-                tracing::debug!(vm = vm_id, error = %e, "abort refused (no job, or not abortable yet)");
-            }
-            if !self.outgoing().contains(vm_id) || Instant::now() >= deadline {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn lookup(&self, vm_id: &str) -> Result<Option<Domain>, HypervisorError> {
-        match self.conn.lookup_domain_by_uuid_string(vm_id) {
-            Ok(d) => Ok(Some(d)),
-            Err(e) if e.code() == virt::enumutil::Enum::Known(ErrorNumber::NoDomain) => Ok(None),
-            Err(e) => Err(self.err(&format!("looking up {vm_id}"), e)),
-        }
-    }
-
-    /// The underlying libvirt connection.
-    pub fn connection(&self) -> &Connect {
-        &self.conn
-    }
-
-    fn err(&self, what: &str, e: virt::error::Error) -> HypervisorError {
-        HypervisorError::Libvirt { uri: self.uri.clone(), detail: format!("{what}: {e}") }
-    }
-
-    fn sample_domain(&self, dom: &Domain, prev: &mut HashMap<String, Counters>) -> Result<VmSample, HypervisorError> {
-        let uuid = dom.uuid_string().map_err(|e| self.err("domain uuid", e))?;
-        let name = dom.name().map_err(|e| self.err("domain name", e))?;
-        let info = dom.info().map_err(|e| self.err(&format!("info of {name}"), e))?;
-        let state = match info.state {
-            virt::enumutil::Enum::Known(DomainState::Running | DomainState::Blocked) => VmState::Running,
-            virt::enumutil::Enum::Known(DomainState::Paused | DomainState::PMSuspended) => VmState::Paused,
-            virt::enumutil::Enum::Known(DomainState::Shutoff | DomainState::Shutdown) => VmState::Shutoff,
-            virt::enumutil::Enum::Known(DomainState::Crashed) => VmState::Crashed,
-            _ => VmState::Other,
+impl DriverProcess {
+    fn start(program: &Path) -> Result<DriverProcess, String> {
+        let mut child =
+            Command::new(program).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().map_err(|e| {
+                format!(
+                    "cannot start the libvirt driver {}: {e} (install presage-libvirt beside presage-agent or set `[hypervisor] driver`)",
+                    program.display()
+                )
+            })?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err("the libvirt driver's pipes were not set up".into());
         };
-        let mut sample = VmSample {
-            vm_id: uuid.clone(),
-            name: name.clone(),
-            state: state as i32,
-            vcpus: info.nr_virt_cpu,
-            memory_bytes: info.max_mem * 1024,
-            ..Default::default()
-        };
-        if state != VmState::Running {
-            prev.remove(&uuid);
-            return Ok(sample);
+        let pid = child.id();
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let shared = Arc::clone(&waiting);
+        let spawned = std::thread::Builder::new().name("libvirt-driver-replies".into()).spawn(move || read_replies(child, stdout, &shared));
+        if let Err(e) = spawned {
+            return Err(format!("no thread to read the libvirt driver's replies: {e}"));
         }
-        sample.memory_used_bytes = info.memory * 1024;
-        if let Ok(stats) = dom.memory_stats(0) {
-            let get = |tag| stats.iter().find(|s| s.tag == tag).map(|s| s.val);
-            if let (Some(avail), Some(unused)) = (get(MEM_STAT_AVAILABLE), get(MEM_STAT_UNUSED)) {
-                sample.memory_used_bytes = avail.saturating_sub(unused) * 1024;
-            } else if let Some(rss) = get(MEM_STAT_RSS) {
-                sample.memory_used_bytes = rss * 1024;
-            }
-        }
-        let xml = dom.xml_desc(0).map_err(|e| self.err(&format!("XML of {name}"), e))?;
-        let (mut rd, mut wr, mut rx, mut tx) = (0u64, 0u64, 0u64, 0u64);
-        for disk in device_targets(&xml, "disk") {
-            if let Ok(s) = dom.block_stats(&disk) {
-                rd += s.rd_bytes.max(0) as u64;
-                wr += s.wr_bytes.max(0) as u64;
-            }
-        }
-        for nic in device_targets(&xml, "interface") {
-            if let Ok(s) = dom.interface_stats(&nic) {
-                rx += s.rx_bytes.max(0) as u64;
-                tx += s.tx_bytes.max(0) as u64;
-            }
-        }
-        let now = Counters { at: Instant::now(), cpu_time_ns: info.cpu_time, disk_rd: rd, disk_wr: wr, net_rx: rx, net_tx: tx };
-        if let Some(p) = prev.get(&uuid) {
-            let dt = now.at.duration_since(p.at).as_secs_f64();
-            if dt > 0.0 {
-                let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
-                let vcpus = info.nr_virt_cpu.max(1) as f64;
-                sample.cpu_utilisation = (rate(now.cpu_time_ns, p.cpu_time_ns) / 1e9 / vcpus).clamp(0.0, 1.0);
-                sample.disk_read_bytes_per_s = rate(now.disk_rd, p.disk_rd);
-                sample.disk_write_bytes_per_s = rate(now.disk_wr, p.disk_wr);
-                sample.net_rx_bytes_per_s = rate(now.net_rx, p.net_rx);
-                sample.net_tx_bytes_per_s = rate(now.net_tx, p.net_tx);
-            }
-        }
-        prev.insert(uuid, now);
-        Ok(sample)
+        Ok(DriverProcess { pid, stdin: Mutex::new(BufWriter::new(stdin)), waiting })
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn gone(&self) -> Option<String> {
+        self.waiting().gone.clone()
     }
 }
 
-/// The state word of a domain state.
-fn state_word(state: &virt::domain::DomainStateEnum) -> &'static str {
-    match state {
-        virt::enumutil::Enum::Known(DomainState::Running) => "running",
-        virt::enumutil::Enum::Known(DomainState::Blocked) => "blocked",
-        virt::enumutil::Enum::Known(DomainState::Paused) => "paused",
-        virt::enumutil::Enum::Known(DomainState::Shutdown) => "shutting-down",
-        virt::enumutil::Enum::Known(DomainState::Shutoff) => "shutoff",
-        virt::enumutil::Enum::Known(DomainState::Crashed) => "crashed",
-        virt::enumutil::Enum::Known(DomainState::PMSuspended) => "pmsuspended",
-        _ => "other",
-    }
-}
-
-/// The first `<name ...>...</name>` (or `<name .../>`) element of `xml`, as written.
-fn xml_element(xml: &str, name: &str) -> Option<String> {
-    let mut from = 0;
-    while let Some(i) = xml[from..].find(&format!("<{name}")) {
-        let start = from + i;
-        let after = xml[start + name.len() + 1..].chars().next()?;
-        if !(after == '>' || after == ' ' || after == '/' || after == '\n' || after == '\t') {
-            from = start + 1;
-            continue;
+/// Hands each reply to the call waiting for it until the driver's stdout ends, then reaps the
+/// driver and fails every call still waiting (by dropping its sender) with the reason.
+fn read_replies(mut child: Child, stdout: std::process::ChildStdout, waiting: &Mutex<Waiting>) {
+    let mut input = std::io::BufReader::new(stdout);
+    let why = loop {
+        match read_frame::<DriverReply>(&mut input) {
+            Ok(Some(DriverReply { id, outcome: Some(outcome) })) => {
+                let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
+                let last = !matches!(outcome, Outcome::Progress(_) | Outcome::Started(_));
+                let sender = if last { w.calls.remove(&id) } else { w.calls.get(&id).cloned() };
+                if let Some(s) = sender {
+                    let _ = s.send(outcome);
+                }
+            }
+            Ok(Some(DriverReply { id, outcome: None })) => warn!(id, "the libvirt driver sent a reply without an outcome"),
+            Ok(None) => break "its output ended".to_string(),
+            Err(e) => {
+                // Replies can no longer be told apart: stop this driver; the next call starts another.
+                let _ = child.kill();
+                break format!("its output is unreadable ({e})");
+            }
         }
-        let open_end = start + xml[start..].find('>')?;
-        if xml[..open_end].ends_with('/') {
-            return Some(xml[start..=open_end].to_string());
-        }
-        let close = format!("</{name}>");
-        let end = open_end + xml[open_end..].find(&close)? + close.len();
-        return Some(xml[start..end].to_string());
-    }
-    None
-}
-
-/// Whether the hypervisor behind `conn` can provide the CPU `cpu_xml` describes (a `<cpu>`
-/// element) to a `virttype` (`kvm`, `qemu`) guest of `arch` (`virConnectCompareHypervisorCPU`:
-/// what QEMU/KVM can give a guest there, not the bare host CPU).
-pub fn hypervisor_provides_cpu(conn: &Connect, cpu_xml: &str, arch: Option<&str>, virttype: &str) -> Result<bool, String> {
-    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| "a NUL byte in the CPU definition".to_string());
-    let (virttype_c, cpu_c) = (c(virttype)?, c(cpu_xml)?);
-    let arch_c = arch.map(c).transpose()?;
-    // SAFETY: every pointer is either null or a NUL-terminated string alive for the call, and
-    // `conn` is an open connection.
-    let r = unsafe {
-        sys::virConnectCompareHypervisorCPU(
-            conn.as_ptr(),
-            std::ptr::null(),
-            arch_c.as_ref().map_or(std::ptr::null(), |a| a.as_ptr()),
-            std::ptr::null(),
-            virttype_c.as_ptr(),
-            cpu_c.as_ptr(),
-            0,
-        )
     };
-    if r < 0 {
-        return Err(format!("the destination could not compare CPUs: {}", virt::error::Error::last_error().message()));
-    }
-    Ok(r != sys::VIR_CPU_COMPARE_INCOMPATIBLE)
+    let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| format!("status unknown: {e}"));
+    let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
+    w.gone = Some(format!("the libvirt driver (pid {}) stopped: {why}, {status}", child.id()));
+    w.calls.clear();
 }
 
-/// The value of `attr` on the first `<element ...>` tag of `xml`.
-fn attribute(xml: &str, element: &str, attr: &str) -> Option<String> {
-    let start = xml.find(&format!("<{element} ")).or_else(|| xml.find(&format!("<{element}>")))?;
-    let tag = &xml[start..start + xml[start..].find('>')?];
-    for quote in ['\'', '"'] {
-        let pat = format!(" {attr}={quote}");
-        if let Some(i) = tag.find(&pat) {
-            let v = &tag[i + pat.len()..];
-            return v.find(quote).map(|q| v[..q].to_string());
+/// The agent's libvirt hypervisor: calls go to a `presage-libvirt` process.
+pub struct LibvirtDriver {
+    uri: String,
+    program: PathBuf,
+    migration: LibvirtMigrationSettings,
+    process: Mutex<Option<Arc<DriverProcess>>>,
+    next_id: AtomicU64,
+}
+
+impl LibvirtDriver {
+    /// Starts `program` (see [`default_driver`]) and connects it to libvirt at `uri`; a driver
+    /// that cannot start, or a URI libvirt refuses, is an error here, at the agent's start.
+    pub fn start(uri: &str, program: &Path, migration: LibvirtMigrationSettings) -> Result<LibvirtDriver, HypervisorError> {
+        let driver =
+            LibvirtDriver { uri: uri.into(), program: program.into(), migration, process: Mutex::new(None), next_id: AtomicU64::new(1) };
+        driver.process()?;
+        Ok(driver)
+    }
+
+    /// The driver's process id (while one runs).
+    pub fn driver_pid(&self) -> Option<u32> {
+        self.process.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|p| p.gone().is_none()).map(|p| p.pid)
+    }
+
+    fn error(&self, detail: impl Into<String>) -> HypervisorError {
+        HypervisorError::Libvirt { uri: self.uri.clone(), detail: detail.into() }
+    }
+
+    /// The running driver, started (and opened) if there is none or the last one stopped.
+    fn process(&self) -> Result<Arc<DriverProcess>, HypervisorError> {
+        let mut current = self.process.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = current.as_ref() {
+            match p.gone() {
+                None => return Ok(Arc::clone(p)),
+                Some(why) => warn!(%why, "starting a new libvirt driver"),
+            }
         }
+        *current = None;
+        let process = Arc::new(DriverProcess::start(&self.program).map_err(|e| self.error(e))?);
+        let open =
+            Call::Open(DriverOpen { uri: self.uri.clone(), migration: Some(self.migration), presage_version: PRESAGE_VERSION.into() });
+        match self.exchange(&process, open, Some(CALL_TIMEOUT), Events::NONE)? {
+            Outcome::Opened(o) => {
+                info!(pid = process.pid, uri = %self.uri, libvirt = %o.libvirt_version, "libvirt driver started");
+            }
+            other => return Err(self.unexpected("open", other)),
+        }
+        *current = Some(Arc::clone(&process));
+        Ok(process)
     }
-    None
-}
 
-/// The model and vendor of a `<cpu>` element, for messages and comparisons.
-fn cpu_summary(cpu: &str) -> String {
-    let model = xml_element(cpu, "model")
-        .and_then(|m| m.split('>').nth(1).map(|v| v.split('<').next().unwrap_or("").to_string()))
-        .unwrap_or_default();
-    let vendor = xml_element(cpu, "vendor").and_then(|m| m.split('>').nth(1).map(|v| v.split('<').next().unwrap_or("").to_string()));
-    let features = cpu.matches("<feature ").count();
-    format!(
-        "model {}{}, {features} features",
-        if model.is_empty() { "unnamed" } else { &model },
-        vendor.map(|v| format!(" ({v})")).unwrap_or_default()
-    )
-}
-
-/// The `dev` attribute of each `<target>` inside `<disk>` or `<interface>` elements.
-fn device_targets(xml: &str, element: &str) -> Vec<String> {
-    let open = format!("<{element} ");
-    let close = format!("</{element}>");
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find(&open) {
-        let body = &rest[start..];
-        let end = body.find(&close).map(|e| e + close.len()).unwrap_or(body.len());
-        let block = &body[..end];
-        if let Some(t) = block.find("<target ") {
-            let tag = &block[t..];
-            let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
-            for quote in ['\'', '"'] {
-                let pat = format!("dev={quote}");
-                if let Some(d) = tag.find(&pat) {
-                    let v = &tag[d + pat.len()..];
-                    if let Some(q) = v.find(quote) {
-                        out.push(v[..q].to_string());
-                    }
-                    break;
+    /// Sends `call` and waits for its last reply (a migration's `started` and progress replies
+    /// go to `events`).
+    fn exchange(
+        &self,
+        process: &DriverProcess,
+        call: Call,
+        timeout: Option<Duration>,
+        events: Events<'_>,
+    ) -> Result<Outcome, HypervisorError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let name = call_name(&call);
+        let (tx, rx) = mpsc::channel();
+        {
+            let mut w = process.waiting();
+            if let Some(why) = &w.gone {
+                return Err(self.error(format!("{name}: {why}")));
+            }
+            w.calls.insert(id, tx);
+        }
+        let sent = {
+            let mut stdin = process.stdin.lock().unwrap_or_else(|p| p.into_inner());
+            write_frame(&mut *stdin, &DriverRequest { id, call: Some(call) })
+        };
+        if let Err(e) = sent {
+            process.waiting().calls.remove(&id);
+            return Err(self.error(format!("{name}: the libvirt driver (pid {}) does not take requests: {e}", process.pid)));
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let next = match deadline {
+                Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match next {
+                Ok(Outcome::Started(_)) => (events.started)(),
+                Ok(Outcome::Progress(p)) => (events.progress)(MigrationProgress {
+                    elapsed_ms: p.elapsed_ms,
+                    data_total: p.data_total,
+                    data_processed: p.data_processed,
+                    data_remaining: p.data_remaining,
+                    bytes_per_s: p.bytes_per_s,
+                }),
+                Ok(Outcome::Failure(f)) => {
+                    return Err(match Kind::try_from(f.kind).unwrap_or(Kind::Libvirt) {
+                        Kind::Precheck => HypervisorError::Precheck(f.message),
+                        Kind::Migration => HypervisorError::Migration(f.message),
+                        Kind::Request => self.error(format!("the libvirt driver refused {name}: {}", f.message)),
+                        Kind::Libvirt | Kind::Unspecified => self.error(f.message),
+                    });
+                }
+                Ok(outcome) => return Ok(outcome),
+                Err(RecvTimeoutError::Timeout) => {
+                    process.waiting().calls.remove(&id);
+                    let waited = timeout.unwrap_or_default().as_secs();
+                    return Err(self.error(format!("the libvirt driver (pid {}) did not answer {name} within {waited} s", process.pid)));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let why = process.gone().unwrap_or_else(|| "the libvirt driver stopped".into());
+                    return Err(self.error(format!("{name}: {why}; the next call starts a new driver")));
                 }
             }
         }
-        rest = &body[end..];
     }
-    out
+
+    /// Sends `call` to the running driver (starting one if needed) and waits for its answer.
+    fn call(&self, call: Call, timeout: Option<Duration>, events: Events<'_>) -> Result<Outcome, HypervisorError> {
+        let process = self.process()?;
+        self.exchange(&process, call, timeout, events)
+    }
+
+    fn unexpected(&self, name: &str, outcome: Outcome) -> HypervisorError {
+        self.error(format!("the libvirt driver answered {name} with {outcome:?}"))
+    }
+
+    fn vm_call(&self, vm_id: &str, call: fn(DriverVm) -> Call) -> Result<Outcome, HypervisorError> {
+        self.call(call(DriverVm { vm_id: vm_id.into() }), Some(CALL_TIMEOUT), Events::NONE)
+    }
+
+    fn done(&self, name: &str, outcome: Outcome) -> Result<(), HypervisorError> {
+        match outcome {
+            Outcome::Done(_) => Ok(()),
+            other => Err(self.unexpected(name, other)),
+        }
+    }
 }
 
-impl Hypervisor for LibvirtHypervisor {
+/// Where a migration's replies before its last go.
+#[derive(Clone, Copy)]
+struct Events<'a> {
+    started: StartedSink<'a>,
+    progress: ProgressSink<'a>,
+}
+
+impl Events<'static> {
+    const NONE: Events<'static> = Events { started: &|| {}, progress: &|_| {} };
+}
+
+fn call_name(call: &Call) -> &'static str {
+    match call {
+        Call::Open(_) => "open",
+        Call::Capacity(_) => "capacity",
+        Call::Observe(_) => "observe",
+        Call::MigrateOut(_) => "migrate_out",
+        Call::Inspect(_) => "inspect",
+        Call::CompleteMigration(_) => "complete_migration",
+        Call::AbortMigration(_) => "abort_migration",
+        Call::Shutdown(_) => "shutdown",
+    }
+}
+
+impl Hypervisor for LibvirtDriver {
     fn kind(&self) -> &'static str {
         "libvirt"
     }
 
     fn capacity(&self) -> Result<HostCapacity, HypervisorError> {
-        let n = self.conn.node_info().map_err(|e| self.err("node info", e))?;
-        Ok(HostCapacity {
-            cpu_cores: n.cpus,
-            cpu_mhz_per_core: n.mhz as f64,
-            memory_bytes: n.memory * 1024,
-            nics: Vec::new(),
-            cpu_model: n.model,
-        })
+        match self.call(Call::Capacity(DriverEmpty {}), Some(CALL_TIMEOUT), Events::NONE)? {
+            Outcome::Capacity(c) => Ok(c),
+            other => Err(self.unexpected("capacity", other)),
+        }
     }
 
     fn observe(&self) -> Result<Observation, HypervisorError> {
-        let domains = self.conn.list_all_domains(0).map_err(|e| self.err("list domains", e))?;
-        let mut prev = self.previous.lock().unwrap_or_else(|p| p.into_inner());
-        let mut vms = Vec::with_capacity(domains.len());
-        for dom in &domains {
-            match self.sample_domain(dom, &mut prev) {
-                Ok(s) => vms.push(s),
-                // A domain that vanished between listing and sampling is not an error.
-                Err(e) => tracing::debug!(error = %e, "skipping domain"),
-            }
+        match self.call(Call::Observe(DriverEmpty {}), Some(CALL_TIMEOUT), Events::NONE)? {
+            Outcome::Observation(o) => Ok(Observation { vms: o.vms, host_usage: None, trace: None }),
+            other => Err(self.unexpected("observe", other)),
         }
-        let live: std::collections::HashSet<&str> = vms.iter().map(|v| v.vm_id.as_str()).collect();
-        prev.retain(|k, _| live.contains(k.as_str()));
-        vms.sort_by(|a, b| a.vm_id.cmp(&b.vm_id));
-        Ok(Observation { vms, host_usage: None, trace: None })
     }
 
     fn migrate_out(
         &self,
         vm_id: &str,
         target: &MigrationTarget,
+        started: StartedSink<'_>,
         progress: ProgressSink<'_>,
     ) -> Result<Option<SimulatedVm>, HypervisorError> {
-        let pre = |why: String| HypervisorError::Precheck(format!("moving {vm_id} to {}: {why}", target.host));
-        // Pre-checks: nothing is started unless all pass.
-        let dom = self.lookup(vm_id)?.ok_or_else(|| pre("it is not on this host".into()))?;
-        let (state, _) = dom.state().map_err(|e| self.err(&format!("state of {vm_id}"), e))?;
-        if !matches!(state, virt::enumutil::Enum::Known(DomainState::Running | DomainState::Blocked)) {
-            return Err(pre(format!("it is {} here, not running", state_word(&state))));
-        }
-        if target.uri.is_empty() {
-            return Err(pre("the destination advertises no migration URI (`[migration] uri` in its agent.toml)".into()));
-        }
-        if !self.outgoing().insert(vm_id.to_string()) {
-            return Err(pre("a migration of it is already in progress".into()));
-        }
-        let _outgoing = Outgoing { set: &self.outgoing, vm_id: vm_id.to_string() };
-        let dconn = Connect::open(Some(&target.uri))
-            .map_err(|e| pre(format!("the destination's libvirt at {} does not answer: {}", target.uri, e.message())))?;
-        let host_uuid = |c: &Connect| c.capabilities().ok().and_then(|x| xml_element(&x, "host")).and_then(|h| xml_element(&h, "uuid"));
-        if let (Some(a), Some(b)) = (host_uuid(&self.conn), host_uuid(&dconn))
-            && a == b
-        {
-            return Err(pre(format!("{} is this host (the same host UUID)", target.uri)));
-        }
-        if self.migration.check_cpu {
-            self.check_cpu(&dom, &dconn).map_err(pre)?;
-        }
-        if let Some(ms) = self.migration.max_downtime_ms
-            && let Err(e) = dom.migrate_set_max_downtime(ms, 0)
-        {
-            tracing::warn!(vm = vm_id, error = %e, "setting the migration's maximum downtime failed; libvirt's default applies");
-        }
-        let params = MigrateParameters {
-            uri: (!target.data_uri.is_empty()).then(|| target.data_uri.clone()),
-            bandwidth: (self.migration.bandwidth_mib_s > 0).then_some(self.migration.bandwidth_mib_s),
-            ..Default::default()
-        };
-        let flags = self.migration_flags();
-        tracing::info!(vm = vm_id, to = %target.host, uri = %target.uri, data_uri = %target.data_uri, flags, "live migration starting");
-        let started = Instant::now();
-        let finished = AtomicBool::new(false);
-        let result = std::thread::scope(|scope| {
-            // The job's progress, read while the migration call blocks this thread.
-            scope.spawn(|| {
-                let mut next = Instant::now();
-                while !finished.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    if Instant::now() < next {
-                        continue;
-                    }
-                    next = Instant::now() + self.migration.progress_interval;
-                    if let Ok(j) = dom.job_info()
-                        && j.r#type != sys::VIR_DOMAIN_JOB_NONE as i32
-                    {
-                        let elapsed_ms = j.time_elapsed.unwrap_or(0);
-                        let processed = j.data_processed.unwrap_or(0);
-                        progress(MigrationProgress {
-                            elapsed_ms,
-                            data_total: j.data_total.unwrap_or(0),
-                            data_processed: processed,
-                            data_remaining: j.data_remaining.unwrap_or(0),
-                            bytes_per_s: (processed * 1000).checked_div(elapsed_ms).unwrap_or(0),
-                        });
-                    }
-                }
-            });
-            let r = match self.migration.mode {
-                MigrationMode::PeerToPeer => dom.migrate_to_uri3(Some(&target.uri), params, flags),
-                MigrationMode::Direct => dom.migrate3(&dconn, params, flags).map(|_| ()),
-            };
-            finished.store(true, Ordering::Relaxed);
-            r
+        let call = Call::MigrateOut(DriverMigrate {
+            vm_id: vm_id.into(),
+            host: target.host.clone(),
+            uri: target.uri.clone(),
+            data_uri: target.data_uri.clone(),
         });
-        if let Err(e) = result {
-            let here = self.inspect(vm_id).map(|p| p.running).unwrap_or(false);
-            let why = if e.code() == virt::enumutil::Enum::Known(ErrorNumber::OperationAborted) { "aborted" } else { "failed" };
-            return Err(HypervisorError::Migration(format!(
-                "live migration of {vm_id} to {} {why} after {:.1} s: {}; {}",
-                target.host,
-                started.elapsed().as_secs_f64(),
-                e.message(),
-                if here { "it keeps running here" } else { "it no longer runs here" }
-            )));
-        }
-        // Post-checks: it runs on the destination and no longer here.
-        let there = match dconn.lookup_domain_by_uuid_string(vm_id) {
-            Ok(d) => d.is_active().unwrap_or(false),
-            Err(_) => false,
-        };
-        let here = self.inspect(vm_id)?;
-        if !there || here.running {
-            return Err(HypervisorError::Migration(format!(
-                "post-check of {vm_id}: libvirt reported success but it {} on {} and {} here",
-                if there { "runs" } else { "does not run" },
-                target.host,
-                if here.running { "still runs" } else { "does not run" }
-            )));
-        }
-        tracing::info!(vm = vm_id, to = %target.host, seconds = started.elapsed().as_secs_f64(), "live migration done");
-        Ok(None)
+        // A live migration takes as long as the guest's memory takes to copy: no deadline here;
+        // the coordinator's executor bounds it and aborts it.
+        let outcome = self.call(call, None, Events { started, progress })?;
+        self.done("migrate_out", outcome).map(|()| None)
     }
 
     fn inspect(&self, vm_id: &str) -> Result<VmPresence, HypervisorError> {
-        let migrating = self.outgoing().contains(vm_id);
-        let Some(dom) = self.lookup(vm_id)? else {
-            return Ok(VmPresence {
-                vm_id: vm_id.into(),
-                present: false,
-                running: false,
-                migrating,
-                state: "absent".into(),
-                incoming: false,
-            });
-        };
-        let (state, _) = dom.state().map_err(|e| self.err(&format!("state of {vm_id}"), e))?;
-        let running = matches!(state, virt::enumutil::Enum::Known(DomainState::Running | DomainState::Blocked));
-        // A job this agent did not start (one left running by a previous run of the agent: a
-        // peer-to-peer migration goes on in libvirtd) counts as migrating too.
-        let job = running && dom.job_info().is_ok_and(|j| j.r#type != sys::VIR_DOMAIN_JOB_NONE as i32);
-        // Active, not running and not leaving: the domain an incoming migration created here
-        // (libvirt starts it paused and destroys it some time after the source aborts).
-        let incoming = !running && !migrating && dom.is_active().map_err(|e| self.err(&format!("whether {vm_id} is active"), e))?;
-        Ok(VmPresence {
-            vm_id: vm_id.into(),
-            present: true,
-            running,
-            migrating: migrating || job,
-            state: state_word(&state).into(),
-            incoming,
-        })
+        match self.vm_call(vm_id, Call::Inspect)? {
+            Outcome::Presence(p) => Ok(p),
+            other => Err(self.unexpected("inspect", other)),
+        }
     }
 
     fn adopt(&self, vm: &SimulatedVm) -> Result<(), HypervisorError> {
@@ -524,195 +338,24 @@ impl Hypervisor for LibvirtHypervisor {
     /// libvirt finishes a live migration by itself: nothing is left to let go of once the VM
     /// no longer runs here.
     fn complete_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
-        if self.inspect(vm_id)?.running {
-            return Err(HypervisorError::Migration(format!("completing {vm_id}: it still runs here")));
-        }
-        Ok(())
+        let outcome = self.vm_call(vm_id, Call::CompleteMigration)?;
+        self.done("complete_migration", outcome)
     }
 
-    /// The agent is stopping: migrations it started are aborted (their VMs keep running here),
-    /// as with simulated copies, rather than left to finish unobserved in libvirtd.
-    fn shutdown(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let outgoing: Vec<String> = self.outgoing().iter().cloned().collect();
-        for vm_id in &outgoing {
-            if let Ok(Some(dom)) = self.lookup(vm_id) {
-                tracing::info!(vm = %vm_id, "agent stopping: aborting its live migration");
-                self.abort_job(vm_id, &dom, deadline);
-            }
-        }
-        let left: Vec<String> = self.outgoing().iter().cloned().collect();
-        if !left.is_empty() {
-            tracing::warn!(vms = ?left, "live migrations still running at shutdown; libvirtd carries on with them");
-        }
-    }
-
-    /// Aborts the domain's migration job (`virDomainAbortJob`); the domain keeps running here.
-    /// With no job in progress there is nothing to abort: it answers whether the VM runs here.
+    /// Aborts the domain's migration job; the domain keeps running here.
     fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
-        let Some(dom) = self.lookup(vm_id)? else {
-            return Err(HypervisorError::Migration(format!("aborting {vm_id}: it is no longer on this host (the migration finished)")));
-        };
-        self.abort_job(vm_id, &dom, Instant::now() + Duration::from_secs(30));
-        let p = self.inspect(vm_id)?;
-        if p.running { Ok(()) } else { Err(HypervisorError::Migration(format!("aborting {vm_id}: it is {} here", p.state))) }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// libvirt's built-in test driver: a real libvirt connection with in-memory domains.
-    const TEST_URI: &str = "test:///default";
-
-    fn domain_xml(name: &str) -> String {
-        format!(
-            "<domain type='test'><name>{name}</name><memory unit='MiB'>512</memory><currentMemory unit='MiB'>384</currentMemory>\
-             <vcpu>3</vcpu><os><type>hvm</type></os><devices>\
-             <disk type='file' device='disk'><source file='/var/lib/x.img'/><target dev='vda' bus='virtio'/></disk>\
-             </devices></domain>"
-        )
+        let outcome = self.vm_call(vm_id, Call::AbortMigration)?;
+        self.done("abort_migration", outcome)
     }
 
-    #[test]
-    fn lists_test_driver_domains_with_state_memory_and_vcpus() {
-        let hv = LibvirtHypervisor::connect(TEST_URI).expect("libvirt's test driver is available (libvirt0 installed)");
-        let dom = hv.connection().create_domain_xml(&domain_xml("presage-probe"), 0).unwrap();
-        let obs = hv.observe().unwrap();
-        assert!(obs.host_usage.is_none() && obs.trace.is_none(), "host usage comes from the real machine");
-        let ours = obs.vms.iter().find(|v| v.name == "presage-probe").expect("the defined domain is listed");
-        assert_eq!(ours.vm_id, dom.uuid_string().unwrap());
-        assert_eq!(ours.state, VmState::Running as i32);
-        assert_eq!(ours.vcpus, 3);
-        assert_eq!(ours.memory_bytes, 512 << 20);
-        assert!(ours.memory_used_bytes > 0 && ours.memory_used_bytes <= 512 << 20, "{}", ours.memory_used_bytes);
-        assert_eq!(ours.cpu_utilisation, 0.0, "no rate before a second observation");
-        // The driver's own default domain is there too.
-        assert!(obs.vms.iter().any(|v| v.name == "test"));
-
-        let again = hv.observe().unwrap();
-        let ours = again.vms.iter().find(|v| v.name == "presage-probe").unwrap();
-        assert!((0.0..=1.0).contains(&ours.cpu_utilisation));
-
-        dom.suspend().unwrap();
-        let paused = hv.observe().unwrap();
-        assert_eq!(paused.vms.iter().find(|v| v.name == "presage-probe").unwrap().state, VmState::Paused as i32);
-        dom.destroy().unwrap();
-        let after = hv.observe().unwrap();
-        assert!(after.vms.iter().all(|v| v.name != "presage-probe"), "a destroyed transient domain is gone");
-
-        let cap = hv.capacity().unwrap();
-        let node = hv.connection().node_info().unwrap();
-        assert_eq!((cap.cpu_cores, cap.memory_bytes), (node.cpus, node.memory * 1024));
-    }
-
-    fn target(uri: &str) -> MigrationTarget {
-        MigrationTarget { host: "hv-b".into(), uri: uri.into(), data_uri: String::new() }
-    }
-
-    /// Every pre-check that fails leaves the domain running here, untouched, and nothing in
-    /// flight; the error says which check failed.
-    #[test]
-    fn failed_migration_prechecks_start_nothing_and_say_why() {
-        let hv = LibvirtHypervisor::connect(TEST_URI).unwrap();
-        let dom = hv.connection().create_domain_xml(&domain_xml("presage-precheck"), 0).unwrap();
-        let uuid = dom.uuid_string().unwrap();
-        let cases: Vec<(String, MigrationTarget, &str)> = vec![
-            ("00000000-0000-4000-8000-000000000000".into(), target("qemu:///system"), "not on this host"),
-            (uuid.clone(), target(""), "advertises no migration URI"),
-            (uuid.clone(), target("test:///no/such/host.xml"), "does not answer"),
-            // The test driver reports no host UUID, so the same-host check cannot tell; it cannot
-            // expand a domain's CPU either, so the CPU check refuses (the real-KVM test covers
-            // a compatible and an incompatible CPU).
-            (uuid.clone(), target(TEST_URI), "reading the domain's CPU definition"),
-        ];
-        for (vm, t, why) in cases {
-            let progress = std::sync::Mutex::new(0);
-            let e = hv.migrate_out(&vm, &t, &|_| *progress.lock().unwrap() += 1).unwrap_err();
-            assert!(matches!(e, HypervisorError::Precheck(_)), "{e}");
-            assert!(e.to_string().contains(why), "expected {why:?} in {e}");
-            assert_eq!(*progress.lock().unwrap(), 0, "no migration job ran");
-            let here = hv.inspect(&uuid).unwrap();
-            assert!(here.running && !here.migrating && here.state == "running", "{here:?}");
+    /// The agent is stopping: the driver aborts the migrations it started (their VMs keep
+    /// running here) and is told to stop by its stdin closing when this is dropped.
+    fn shutdown(&self) {
+        let process = self.process.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(p) = process.filter(|p| p.gone().is_none())
+            && let Err(e) = self.exchange(&p, Call::Shutdown(DriverEmpty {}), Some(Duration::from_secs(20)), Events::NONE)
+        {
+            warn!(error = %e, "the libvirt driver's shutdown failed");
         }
-        // A paused domain is not migrated either.
-        dom.suspend().unwrap();
-        let e = hv.migrate_out(&uuid, &target("qemu:///system"), &|_| {}).unwrap_err().to_string();
-        assert!(e.contains("pre-check failed") && e.contains("paused here, not running"), "{e}");
-        dom.destroy().unwrap();
-    }
-
-    #[test]
-    fn abort_without_a_migration_keeps_the_vm_and_inspect_tells_where_it_is() {
-        let hv = LibvirtHypervisor::connect(TEST_URI).unwrap();
-        let dom = hv.connection().create_domain_xml(&domain_xml("presage-abort"), 0).unwrap();
-        let uuid = dom.uuid_string().unwrap();
-        hv.abort_migration(&uuid).expect("nothing to abort: the VM runs here, which is what an abort promises");
-        assert!(hv.inspect(&uuid).unwrap().running);
-        let e = hv.complete_migration(&uuid).unwrap_err().to_string();
-        assert!(e.contains("still runs here"), "completing must not let go of a running VM: {e}");
-        dom.destroy().unwrap();
-        let gone = hv.inspect(&uuid).unwrap();
-        assert!(!gone.present && !gone.running && gone.state == "absent", "{gone:?}");
-        let e = hv.abort_migration(&uuid).unwrap_err().to_string();
-        assert!(e.contains("no longer on this host"), "{e}");
-        hv.complete_migration(&uuid).expect("completing a VM that left is a no-op");
-    }
-
-    #[test]
-    fn migration_flags_follow_the_configuration() {
-        let flags = |m: MigrationConfig| LibvirtHypervisor::connect_with(TEST_URI, m).unwrap().migration_flags();
-        assert_eq!(
-            flags(MigrationConfig::default()),
-            sys::VIR_MIGRATE_LIVE
-                | sys::VIR_MIGRATE_PEER2PEER
-                | sys::VIR_MIGRATE_PERSIST_DEST
-                | sys::VIR_MIGRATE_UNDEFINE_SOURCE
-                | sys::VIR_MIGRATE_AUTO_CONVERGE
-        );
-        let direct = MigrationConfig {
-            mode: MigrationMode::Direct,
-            persistent: false,
-            undefine_source: false,
-            auto_converge: false,
-            ..Default::default()
-        };
-        assert_eq!(flags(direct), sys::VIR_MIGRATE_LIVE);
-    }
-
-    #[test]
-    fn reads_cpu_elements_and_attributes() {
-        let xml = "<domain type='kvm'><os><type arch='x86_64' machine='pc'>hvm</type></os>\
-                   <cpu mode='custom' match='exact'><model fallback='forbid'>Icelake-Server</model><vendor>Intel</vendor>\
-                   <feature policy='require' name='avx512f'/><feature policy='disable' name='pconfig'/></cpu><cputune/></domain>";
-        let cpu = xml_element(xml, "cpu").unwrap();
-        assert!(cpu.starts_with("<cpu mode='custom'") && cpu.ends_with("</cpu>"), "{cpu}");
-        assert_eq!(cpu_summary(&cpu), "model Icelake-Server (Intel), 2 features");
-        assert_eq!(attribute(xml, "domain", "type").as_deref(), Some("kvm"));
-        assert_eq!(attribute(&xml_element(xml, "os").unwrap(), "type", "arch").as_deref(), Some("x86_64"));
-        assert_eq!(
-            xml_element("<domain><cpu mode='host-passthrough'/></domain>", "cpu").as_deref(),
-            Some("<cpu mode='host-passthrough'/>")
-        );
-        assert_eq!(xml_element("<domain><cputune/></domain>", "cpu"), None, "<cputune> is not <cpu>");
-    }
-
-    #[test]
-    fn an_unreachable_uri_is_a_clear_error() {
-        let err = LibvirtHypervisor::connect("test:///no/such/config.xml").err().expect("must fail").to_string();
-        assert!(err.contains("test:///no/such/config.xml"), "{err}");
-    }
-
-    #[test]
-    fn finds_disk_and_interface_targets() {
-        let xml = r#"<domain><devices>
-            <disk type='file' device='disk'><source file='/x.img'/><target dev='vda' bus='virtio'/></disk>
-            <disk type="file" device="cdrom"><target dev="sdb" bus="sata"/></disk>
-            <interface type='network'><mac address='aa'/><target dev='vnet3'/></interface>
-            <interface type='user'></interface>
-        </devices></domain>"#;
-        assert_eq!(device_targets(xml, "disk"), vec!["vda", "sdb"]);
-        assert_eq!(device_targets(xml, "interface"), vec!["vnet3"]);
     }
 }

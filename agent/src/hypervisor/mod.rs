@@ -1,8 +1,10 @@
 //! Access to the VMs of one host, behind one trait with two implementations:
-//! [`libvirt::LibvirtHypervisor`] (a real KVM host through the `virt` crate) and
+//! [`libvirt::LibvirtDriver`] (a real KVM host through libvirt, by way of the `presage-libvirt`
+//! driver process) and
 //! [`simulated::SimulatedHypervisor`] (VMs replaying real traces, for demos, tests and scale).
 //!
-//! Calls block (libvirt is a synchronous C library): callers run them on `spawn_blocking`.
+//! Calls block (libvirt is a synchronous C library, reached over a pipe): callers run them on
+//! `spawn_blocking`.
 
 pub mod libvirt;
 pub mod simulated;
@@ -46,6 +48,11 @@ pub struct MigrationProgress {
 /// Receives progress reports while a migration runs (called from the migrating thread).
 pub type ProgressSink<'a> = &'a (dyn Fn(MigrationProgress) + Sync);
 
+/// Called once when the hypervisor has taken a migration on: an `abort_migration` from then on
+/// stops it. An abort that came earlier would find nothing to stop, so the agent holds aborts
+/// of a migration it was asked for until this is called or the migration has ended.
+pub type StartedSink<'a> = &'a (dyn Fn() + Sync);
+
 /// What one observation of the host's VMs found.
 #[derive(Clone, Debug, Default)]
 pub struct Observation {
@@ -67,11 +74,13 @@ pub trait Hypervisor: Send + Sync {
     /// Moves `vm_id` away to `target`, reporting progress as it goes. A simulated host copies it,
     /// pauses it and returns what the destination needs to take it over ([`adopt`](Self::adopt)).
     /// A libvirt host migrates it live and returns `None` once it runs on the destination. A
-    /// failed pre-check is [`HypervisorError::Precheck`]: nothing was started.
+    /// failed pre-check is [`HypervisorError::Precheck`]: nothing was started. `started` is
+    /// called as soon as an abort would stop the migration.
     fn migrate_out(
         &self,
         vm_id: &str,
         target: &MigrationTarget,
+        started: StartedSink<'_>,
         progress: ProgressSink<'_>,
     ) -> Result<Option<SimulatedVm>, HypervisorError>;
     /// Whether `vm_id` is here, runs here, and is migrating away.

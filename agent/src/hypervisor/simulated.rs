@@ -18,7 +18,7 @@ use presage_protocol::pb::{HostCapacity, HostUsage, SimulatedVm, TracePosition, 
 use presage_traces::{Selection, TraceFormat, TraceSet, VmSpec};
 use prost::Message;
 
-use super::{Hypervisor, HypervisorError, MigrationProgress, MigrationTarget, Observation, ProgressSink};
+use super::{Hypervisor, HypervisorError, MigrationProgress, MigrationTarget, Observation, ProgressSink, StartedSink};
 use crate::config::SimulatedConfig;
 use crate::store::{KvStore, KvTree, Order};
 
@@ -255,6 +255,7 @@ impl Hypervisor for SimulatedHypervisor {
         &self,
         vm_id: &str,
         target: &MigrationTarget,
+        started: StartedSink<'_>,
         progress: ProgressSink<'_>,
     ) -> Result<Option<SimulatedVm>, HypervisorError> {
         let destination_host = &target.host;
@@ -275,6 +276,7 @@ impl Hypervisor for SimulatedHypervisor {
             }
             flights.insert(vm_id.to_string(), Flight::default());
         }
+        started();
         // The copy: the VM keeps running here meanwhile. Checked every 20 ms for an abort and
         // for the injected faults.
         let started = Instant::now();
@@ -472,18 +474,18 @@ mod tests {
         let dst = SimulatedHypervisor::load(&SimulatedConfig { shard_index: 1, shard_count: 2, ..cfg(d.path()) }).unwrap();
         let before = src.observe_step(3).vms[0].clone();
         assert_eq!(before.vm_id, "a");
-        let handoff = src.migrate_out("a", &target(), &|_| {}).unwrap().expect("a simulated host hands the VM over");
+        let handoff = src.migrate_out("a", &target(), &|| {}, &|_| {}).unwrap().expect("a simulated host hands the VM over");
         // Copied: paused on the source (not reported) until the move completes or is abandoned.
         assert!(src.observe_step(3).vms.is_empty());
-        assert!(src.migrate_out("a", &target(), &|_| {}).is_err(), "already in flight");
+        assert!(src.migrate_out("a", &target(), &|| {}, &|_| {}).is_err(), "already in flight");
         src.abort_migration("a").unwrap();
         assert_eq!(src.observe_step(3).vms.len(), 1, "abandoned: it runs on the source again");
-        let handoff2 = src.migrate_out("a", &target(), &|_| {}).unwrap().unwrap();
+        let handoff2 = src.migrate_out("a", &target(), &|| {}, &|_| {}).unwrap().unwrap();
         assert_eq!(handoff2, handoff);
         dst.adopt(&handoff).unwrap();
         src.complete_migration("a").unwrap();
         assert_eq!(src.vm_count(), 0);
-        assert!(src.migrate_out("a", &target(), &|_| {}).is_err(), "it is gone");
+        assert!(src.migrate_out("a", &target(), &|| {}, &|_| {}).is_err(), "it is gone");
         let after = dst.observe_step(3).vms.into_iter().find(|v| v.vm_id == "a").unwrap();
         assert_eq!(
             (after.cpu_utilisation, after.vcpus, after.memory_bytes, after.vcpu_mhz),
@@ -503,13 +505,13 @@ mod tests {
             SimulatedHypervisor::load(&SimulatedConfig { faults, time_compression: 1e6, ..cfg(d.path()) }).unwrap()
         };
         let h = faulty(SimulatedFaults { fail_migration_at: Some(0.5), ..Default::default() });
-        let e = h.migrate_out("a", &target(), &|_| {}).unwrap_err().to_string();
+        let e = h.migrate_out("a", &target(), &|| {}, &|_| {}).unwrap_err().to_string();
         assert!(e.contains("failed at 50 %"), "{e}");
         assert_eq!(h.observe_step(3).vms.len(), 1);
         // A hanging copy ends only when aborted, and the VM stays.
         let h = std::sync::Arc::new(faulty(SimulatedFaults { hang_migrations: true, ..Default::default() }));
         let h2 = h.clone();
-        let copy = std::thread::spawn(move || h2.migrate_out("a", &target(), &|_| {}));
+        let copy = std::thread::spawn(move || h2.migrate_out("a", &target(), &|| {}, &|_| {}));
         while !h.flights().contains_key("a") {
             std::thread::sleep(Duration::from_millis(5));
         }

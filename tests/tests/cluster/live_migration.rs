@@ -81,7 +81,7 @@ fn guest_xml(name: &str, cpu: &str) -> String {
     )
 }
 
-fn libvirt_agent(pki: &Pki, host: &str, url: &str, data_dir: &Path, uri: &str, data_port: u16) -> AgentConfig {
+fn libvirt_agent(pki: &Pki, host: &str, url: &str, data_dir: &Path, uri: &str, data_port: u16, driver: &Path) -> AgentConfig {
     AgentConfig {
         host_id: Some(host.into()),
         coordinator: url.into(),
@@ -90,7 +90,7 @@ fn libvirt_agent(pki: &Pki, host: &str, url: &str, data_dir: &Path, uri: &str, d
         sample_interval: Duration::from_millis(200),
         history_per_vm: 1000,
         tls: pki.issue(Role::Agent, host),
-        hypervisor: HypervisorConfig::Libvirt { uri: uri.into() },
+        hypervisor: HypervisorConfig::Libvirt { uri: uri.into(), driver: Some(driver.into()) },
         reconnect: ReconnectConfig { initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(500) },
         forecast: ForecastConfig::default(),
         reservations: Default::default(),
@@ -144,6 +144,7 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
         eprintln!("SKIPPED a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back: {why}");
         return;
     }
+    let driver = built_binaries(&["presage-libvirt"]).join("presage-libvirt");
     let hosts = TwoHosts::start();
     let a = Connect::open(Some(&hosts.uri("a"))).unwrap();
     // Defined persistently, so undefine-source has something to undefine.
@@ -156,9 +157,9 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
     let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(5), PolicyConfig::default());
     cfg.data_dir = Some(data.path().join("coordinator"));
     let coord = RunningCoordinator::start_config(cfg.clone()).await;
-    let agent_a = RunningAgent::start(libvirt_agent(&pki, "kvm-a", &coord.url, &data.path().join("a"), &hosts.uri("a"), 49170));
+    let agent_a = RunningAgent::start(libvirt_agent(&pki, "kvm-a", &coord.url, &data.path().join("a"), &hosts.uri("a"), 49170, &driver));
     // kvm-b migrates in `direct` mode (the agent holds both connections), kvm-a peer-to-peer.
-    let mut b_cfg = libvirt_agent(&pki, "kvm-b", &coord.url, &data.path().join("b"), &hosts.uri("b"), 49180);
+    let mut b_cfg = libvirt_agent(&pki, "kvm-b", &coord.url, &data.path().join("b"), &hosts.uri("b"), 49180, &driver);
     b_cfg.migration.mode = presage_agent::config::MigrationMode::Direct;
     let agent_b = RunningAgent::start(b_cfg);
     let mut op = client(&coord.url, &pki.issue(Role::Operator, "alice")).await.unwrap();
@@ -194,7 +195,7 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
     // staged on one machine; the comparison that refuses it is what is checked).
     let running = b.lookup_domain_by_uuid_string(&uuid).unwrap().xml_desc(virt::sys::VIR_DOMAIN_XML_UPDATE_CPU).unwrap();
     let cpu = &running[running.find("<cpu").unwrap()..running.find("</cpu>").unwrap() + 6];
-    let provides = |xml: &str| presage_agent::hypervisor::libvirt::hypervisor_provides_cpu(&a, xml, Some("x86_64"), "kvm").unwrap();
+    let provides = |xml: &str| presage_libvirt::hypervisor_provides_cpu(&a, xml, Some("x86_64"), "kvm").unwrap();
     assert!(provides(cpu), "the guest's own CPU: {cpu}");
     let has_avx512 = std::fs::read_to_string("/proc/cpuinfo").unwrap().contains(" avx512f");
     if !has_avx512 {
@@ -249,7 +250,7 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
     let coord = RunningCoordinator::start_config(cfg).await;
     let op = client(&coord.url, &pki.issue(Role::Operator, "alice")).await.unwrap();
     agent_a.stop().await;
-    let mut slow_a = libvirt_agent(&pki, "kvm-a", &coord.url, &data.path().join("a"), &hosts.uri("a"), 49170);
+    let mut slow_a = libvirt_agent(&pki, "kvm-a", &coord.url, &data.path().join("a"), &hosts.uri("a"), 49170, &driver);
     slow_a.migration.bandwidth_mib_s = 1;
     let agent_a = RunningAgent::start(slow_a);
     let plan = move_once_accepted(&op, &uuid, "kvm-b").await;
@@ -263,7 +264,7 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
     })
     .await;
     agent_a.stop().await;
-    let agent_a = RunningAgent::start(libvirt_agent(&pki, "kvm-a", &coord.url, &data.path().join("a"), &hosts.uri("a"), 49170));
+    let agent_a = RunningAgent::start(libvirt_agent(&pki, "kvm-a", &coord.url, &data.path().join("a"), &hosts.uri("a"), 49170, &driver));
     let mut op2 = op.clone();
     let ended = finished_plan(&mut op2, plan.id).await;
     let (on_a, on_b) = where_is(&hosts, &uuid);

@@ -1,0 +1,13 @@
+//! presage-libvirt: the only presage code that links libvirt. It is a process of its own,
+//! `presage-libvirt`, that the agent of a libvirt host starts and talks to over a pipe
+//! ([`driver`], `proto/presage/v1/libvirt_driver.proto`); agents of simulated hosts never load
+//! libvirt's libraries. A libvirt call that crashes takes down the driver, which the agent
+//! restarts, not the agent.
+//!
+//! [`host`] is a KVM host through libvirt: sampling domains, live migration with pre- and
+//! post-checks, aborts and the presence of a VM.
+
+pub mod driver;
+pub mod host;
+
+pub use host::{HostError, LibvirtHost, MigrationTarget, hypervisor_provides_cpu};

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh clone: installs what is missing, builds, and runs.
-#   ./presage.sh demo [presagectl demo options]   local cluster: coordinator + agents on loopback
-#   ./presage.sh test                             the whole test suite (cargo test --workspace)
-#   ./presage.sh deps                             only install the system packages
+#   ./presage.sh demo [--release] [demo options]   local cluster: coordinator + agents on loopback
+#   ./presage.sh test                              the whole test suite (cargo test --workspace)
+#   ./presage.sh deps                              only install the system packages
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -37,9 +37,18 @@ cmd="${1:-}"
 case "$cmd" in
   demo)
     install_deps
-    # Only the three binaries the demo runs (not the benchmark).
-    cargo build --release --locked -p presagectl -p presage-coordinator -p presage-agent --bins
-    exec target/release/presagectl demo "$@"
+    # Only the three binaries the demo runs (not the benchmark or the libvirt driver). The
+    # default dev profile compiles in less than half the time of --release and is shared with
+    # `./presage.sh test`; `demo --release` runs optimised binaries.
+    profile=debug
+    build=()
+    if [ "${1:-}" = "--release" ]; then
+      shift
+      profile=release
+      build=(--release)
+    fi
+    cargo build "${build[@]}" --locked -p presagectl -p presage-coordinator -p presage-agent --bins
+    exec "target/$profile/presagectl" demo "$@"
     ;;
   test)
     install_deps "${TEST_PACKAGES[@]}"

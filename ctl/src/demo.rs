@@ -73,7 +73,7 @@ fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     for b in [&coordinator, &agent] {
         if !b.exists() {
             bail!(
-                "{} is missing: the demo starts the real daemons next to presagectl; build them with `cargo build --release --bins`",
+                "{} is missing: the demo starts the real daemons next to presagectl; build them with `cargo build --bins` (add `--release` for optimised ones)",
                 b.display()
             );
         }
@@ -303,6 +303,11 @@ async fn run_cluster(
     )?;
     println!("presage demo: 1 coordinator + {} agents on {url}, replaying {} ({format})", args.agents, trace.display());
     println!("work folder (certificates, configs, stores, logs): {}", work.display());
+    if cfg!(debug_assertions) {
+        println!(
+            "unoptimised build (quick to compile; the agents' RSS is about twice a release build's): `./presage.sh demo --release` runs release binaries"
+        );
+    }
     let coordinator = cluster.coordinator.insert(spawn("coordinator", &coordinator_bin, &coord_cfg, &logs)?);
 
     let target = Target { url: url.clone(), server_name: presage_protocol::COORDINATOR_TLS_NAME.into(), tls: operator };

@@ -16,7 +16,7 @@ use presage_protocol::pb::driver_request::Call;
 use presage_protocol::pb::{DriverEmpty, DriverFailure, DriverObservation, DriverOpened, DriverReply, DriverRequest};
 use tracing::{debug, info, info_span, warn};
 
-use crate::host::{HostError, LibvirtHost, MigrationTarget};
+use crate::host::{HostError, LibvirtHost};
 
 /// Why the driver stopped reading requests.
 #[derive(Debug, thiserror::Error)]
@@ -99,19 +99,6 @@ fn host_failure(e: HostError) -> Outcome {
     failure(kind, message)
 }
 
-fn call_name(call: &Call) -> &'static str {
-    match call {
-        Call::Open(_) => "open",
-        Call::Capacity(_) => "capacity",
-        Call::Observe(_) => "observe",
-        Call::MigrateOut(_) => "migrate_out",
-        Call::Inspect(_) => "inspect",
-        Call::CompleteMigration(_) => "complete_migration",
-        Call::AbortMigration(_) => "abort_migration",
-        Call::Shutdown(_) => "shutdown",
-    }
-}
-
 /// Runs one call against the open host; progress replies go out as the migration reports them.
 fn run_call<W: Write + Send>(host: &LibvirtHost, id: u64, call: Call, replies: &Replies<W>) -> Outcome {
     let done = |r: Result<(), HostError>| r.map_or_else(host_failure, |()| Outcome::Done(DriverEmpty {}));
@@ -123,9 +110,8 @@ fn run_call<W: Write + Send>(host: &LibvirtHost, id: u64, call: Call, replies: &
         Call::CompleteMigration(v) => done(host.complete_migration(&v.vm_id)),
         Call::AbortMigration(v) => done(host.abort_migration(&v.vm_id)),
         Call::MigrateOut(m) => {
-            let target = MigrationTarget { host: m.host, uri: m.uri, data_uri: m.data_uri };
             let started = || replies.send(id, Outcome::Started(DriverEmpty {}));
-            done(host.migrate_out(&m.vm_id, &target, &started, &|p| replies.send(id, Outcome::Progress(p))))
+            done(host.migrate_out(&m, &started, &|p| replies.send(id, Outcome::Progress(p))))
         }
         Call::Shutdown(_) => {
             host.shutdown();
@@ -155,7 +141,7 @@ pub fn serve<R: Read, W: Write + Send + 'static>(mut input: R, output: W) -> Res
             replies.send(id, failure(Kind::Request, format!("request {id} names no call (an agent of another release?)")));
             continue;
         };
-        let name = call_name(&call);
+        let name = call.name();
         let span = info_span!("libvirt_call", id, call = name);
         match (call, &host) {
             (Call::Open(open), None) => {

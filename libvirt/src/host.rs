@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use presage_protocol::pb::{HostCapacity, LibvirtMigrationSettings, MigrationProgress, VmPresence, VmSample, VmState};
+use presage_protocol::pb::{DriverMigrate, HostCapacity, LibvirtMigrationSettings, MigrationProgress, VmPresence, VmSample, VmState};
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState, MigrateParameters};
 use virt::error::ErrorNumber;
@@ -35,16 +35,6 @@ pub enum HostError {
     /// A migration's pre-check failed: nothing was started, the VM is where it was.
     #[error("pre-check failed: {0}")]
     Precheck(String),
-}
-
-/// Where a VM is to be moved: the destination host and how its libvirt is reached.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MigrationTarget {
-    pub host: String,
-    /// The libvirt connection URI of the destination, e.g. `qemu+tls://kvm-07/system`.
-    pub uri: String,
-    /// The migration data channel, e.g. `tcp://10.0.0.7` (empty: libvirt's default).
-    pub data_uri: String,
 }
 
 /// Receives progress reports while a migration runs (called from the migrating thread).
@@ -434,13 +424,9 @@ impl LibvirtHost {
     /// once it runs there and not here. A failed pre-check is [`HostError::Precheck`]. `started`
     /// is called once the migration is registered here: an abort from then on stops it, during
     /// the pre-checks too.
-    pub fn migrate_out(
-        &self,
-        vm_id: &str,
-        target: &MigrationTarget,
-        started: &(dyn Fn() + Sync),
-        progress: ProgressSink<'_>,
-    ) -> Result<(), HostError> {
+    pub fn migrate_out(&self, m: &DriverMigrate, started: &(dyn Fn() + Sync), progress: ProgressSink<'_>) -> Result<(), HostError> {
+        // The destination host's id, its libvirt URI and its migration data channel.
+        let (vm_id, target) = (m.vm_id.as_str(), m);
         let pre = |why: String| HostError::Precheck(format!("moving {vm_id} to {}: {why}", target.host));
         // Pre-checks: nothing is started unless all pass.
         let dom = self.lookup(vm_id)?.ok_or_else(|| pre("it is not on this host".into()))?;
@@ -672,8 +658,8 @@ mod tests {
         assert_eq!((cap.cpu_cores, cap.memory_bytes), (node.cpus, node.memory * 1024));
     }
 
-    fn target(uri: &str) -> MigrationTarget {
-        MigrationTarget { host: "hv-b".into(), uri: uri.into(), data_uri: String::new() }
+    fn migrate(vm_id: &str, uri: &str) -> DriverMigrate {
+        DriverMigrate { vm_id: vm_id.into(), host: "hv-b".into(), uri: uri.into(), data_uri: String::new() }
     }
 
     /// Every pre-check that fails leaves the domain running here, untouched, and nothing in
@@ -683,18 +669,18 @@ mod tests {
         let hv = LibvirtHost::connect(TEST_URI).unwrap();
         let dom = hv.connection().create_domain_xml(&domain_xml("presage-precheck"), 0).unwrap();
         let uuid = dom.uuid_string().unwrap();
-        let cases: Vec<(String, MigrationTarget, &str)> = vec![
-            ("00000000-0000-4000-8000-000000000000".into(), target("qemu:///system"), "not on this host"),
-            (uuid.clone(), target(""), "advertises no migration URI"),
-            (uuid.clone(), target("test:///no/such/host.xml"), "does not answer"),
+        let cases: Vec<(DriverMigrate, &str)> = vec![
+            (migrate("00000000-0000-4000-8000-000000000000", "qemu:///system"), "not on this host"),
+            (migrate(&uuid, ""), "advertises no migration URI"),
+            (migrate(&uuid, "test:///no/such/host.xml"), "does not answer"),
             // The test driver reports no host UUID, so the same-host check cannot tell; it cannot
             // expand a domain's CPU either, so the CPU check refuses (the real-KVM test covers
             // a compatible and an incompatible CPU).
-            (uuid.clone(), target(TEST_URI), "reading the domain's CPU definition"),
+            (migrate(&uuid, TEST_URI), "reading the domain's CPU definition"),
         ];
-        for (vm, t, why) in cases {
+        for (m, why) in cases {
             let progress = std::sync::Mutex::new(0);
-            let e = hv.migrate_out(&vm, &t, &|| {}, &|_| *progress.lock().unwrap() += 1).unwrap_err();
+            let e = hv.migrate_out(&m, &|| {}, &|_| *progress.lock().unwrap() += 1).unwrap_err();
             assert!(matches!(e, HostError::Precheck(_)), "{e}");
             assert!(e.to_string().contains(why), "expected {why:?} in {e}");
             assert_eq!(*progress.lock().unwrap(), 0, "no migration job ran");
@@ -703,7 +689,7 @@ mod tests {
         }
         // A paused domain is not migrated either.
         dom.suspend().unwrap();
-        let e = hv.migrate_out(&uuid, &target("qemu:///system"), &|| {}, &|_| {}).unwrap_err().to_string();
+        let e = hv.migrate_out(&migrate(&uuid, "qemu:///system"), &|| {}, &|_| {}).unwrap_err().to_string();
         assert!(e.contains("pre-check failed") && e.contains("paused here, not running"), "{e}");
         dom.destroy().unwrap();
     }

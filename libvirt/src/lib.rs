@@ -10,4 +10,4 @@
 pub mod driver;
 pub mod host;
 
-pub use host::{HostError, LibvirtHost, MigrationTarget, hypervisor_provides_cpu};
+pub use host::{HostError, LibvirtHost, hypervisor_provides_cpu};

@@ -22,6 +22,23 @@ pub mod pb {
     tonic::include_proto!("presage.v1");
 }
 
+impl pb::driver_request::Call {
+    /// The call's name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        use pb::driver_request::Call;
+        match self {
+            Call::Open(_) => "open",
+            Call::Capacity(_) => "capacity",
+            Call::Observe(_) => "observe",
+            Call::MigrateOut(_) => "migrate_out",
+            Call::Inspect(_) => "inspect",
+            Call::CompleteMigration(_) => "complete_migration",
+            Call::AbortMigration(_) => "abort_migration",
+            Call::Shutdown(_) => "shutdown",
+        }
+    }
+}
+
 impl pb::VmSample {
     /// Memory in use as a fraction of the memory allocated, when the hypervisor reports both.
     pub fn memory_fraction(&self) -> Option<f64> {

@@ -17,6 +17,10 @@ use presage_tests::*;
 #[path = "cluster/simulator.rs"]
 mod simulator;
 
+/// `presagectl demo` and signals: no process of the demo outlives it.
+#[path = "cluster/demo_signals.rs"]
+mod demo_signals;
+
 /// The agent's libvirt hypervisor: the presage-libvirt driver process.
 #[path = "cluster/libvirt_driver.rs"]
 mod libvirt_driver;

@@ -186,7 +186,7 @@ impl LibvirtDriver {
         events: Events<'_>,
     ) -> Result<Outcome, HypervisorError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let name = call_name(&call);
+        let name = call.name();
         let (tx, rx) = mpsc::channel();
         {
             let mut w = process.waiting();
@@ -271,19 +271,6 @@ struct Events<'a> {
 
 impl Events<'static> {
     const NONE: Events<'static> = Events { started: &|| {}, progress: &|_| {} };
-}
-
-fn call_name(call: &Call) -> &'static str {
-    match call {
-        Call::Open(_) => "open",
-        Call::Capacity(_) => "capacity",
-        Call::Observe(_) => "observe",
-        Call::MigrateOut(_) => "migrate_out",
-        Call::Inspect(_) => "inspect",
-        Call::CompleteMigration(_) => "complete_migration",
-        Call::AbortMigration(_) => "abort_migration",
-        Call::Shutdown(_) => "shutdown",
-    }
 }
 
 impl Hypervisor for LibvirtDriver {

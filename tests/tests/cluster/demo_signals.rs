@@ -8,29 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Builds the daemons the demo starts, next to this test's presagectl, and returns that folder.
+/// The demo's three binaries, built with this test's profile; the folder they are in.
 fn binaries() -> PathBuf {
-    let presagectl = PathBuf::from(env!("CARGO_BIN_EXE_presagectl"));
-    let dir = presagectl.parent().unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "--offline", "--bins", "-p", "presage-coordinator", "-p", "presage-agent"]);
-    match dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => {}
-        Some("release") => {
-            build.arg("--release");
-        }
-        Some(profile) => {
-            build.args(["--profile", profile]);
-        }
-        None => panic!("presagectl is not in a profile folder: {}", presagectl.display()),
-    }
-    let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("running cargo build");
-    assert!(status.success(), "building presage-coordinator and presage-agent failed");
-    for b in ["presage-coordinator", "presage-agent"] {
-        assert!(dir.join(b).is_file(), "{b} was not built into {}", dir.display());
-    }
-    dir
+    presage_tests::built_binaries(&["presagectl", "presage-coordinator", "presage-agent"])
 }
 
 /// A small PlanetLab-format trace folder: six VMs, a day of 5-minute steps.

@@ -5,6 +5,8 @@
 //! - [`policy`]: the fleet as a policy sees it ([`policy::FleetView`]), the
 //!   [`policy::ConsolidationPolicy`] interface, CloudSim's classic policies, presage's policy with
 //!   its explained ensemble of scorers, power models and statistics.
+//! - [`ecosystem`]: VM dependency declarations, the topology, the graph of who can serve whom,
+//!   and each VM's dependency satisfaction score.
 //! - [`migration_queue`]: the admission rule for concurrent live migrations.
 //! - [`reservation`]: the admission rule for hard and soft reservations on a host.
 //!
@@ -13,6 +15,7 @@
 //! enforce it (`tests/purity.rs`).
 
 pub mod demand;
+pub mod ecosystem;
 pub mod migration_queue;
 pub mod policy;
 pub mod reservation;

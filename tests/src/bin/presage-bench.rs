@@ -234,7 +234,7 @@ async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles:
         hwm as f64 / 1048576.0
     );
     println!(
-        "      of which private heap   {anon:.1} MiB anonymous; {file:.1} MiB file-backed (the binary's code and shared libraries, libvirt's among them)"
+        "      of which private heap   {anon:.1} MiB anonymous; {file:.1} MiB file-backed (the binary's code and the C library; libvirt lives in presage-libvirt)"
     );
     Ok(())
 }

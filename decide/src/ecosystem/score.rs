@@ -1,0 +1,202 @@
+//! How well each VM is served where the VMs are now: the satisfaction of each dependency and the
+//! VM's dependency score.
+//!
+//! - A dependency's satisfaction is the best, over the VMs that can serve it (the graph's
+//!   edges), of `quality x closeness`. Closeness is 1 when the two VMs' level (host, rack, zone,
+//!   region) meets the dependency's latency requirement (any level, without one); otherwise
+//!   `PARTIAL_LATENCY x requirement / latency at their level`, so nearer counts for more. A VM
+//!   or neighbour that is not placed serves nothing.
+//! - A required dependency is met when its satisfaction is 1: an exact match within the latency.
+//! - A VM's score is the importance-weighted mean of its dependencies' satisfactions (required
+//!   [`REQUIRED_WEIGHT`](super::graph::REQUIRED_WEIGHT), preferred
+//!   [`PREFERRED_WEIGHT`](super::graph::PREFERRED_WEIGHT)); a VM without dependencies scores 1.
+
+use serde::Serialize;
+
+use super::declaration::Strength;
+use super::graph::EcosystemGraph;
+use super::topology::{LatencyTable, Level, Location, level_between};
+
+/// The most a dependency whose latency requirement is not met can count for.
+pub const PARTIAL_LATENCY: f64 = 0.9;
+
+/// Where the graph's VMs are: per VM, its host; per host, its location.
+pub struct Placement<'a> {
+    pub host_of: &'a [Option<usize>],
+    pub locations: &'a [Location],
+    pub latency: &'a LatencyTable,
+}
+
+impl Placement<'_> {
+    /// The level between two placed VMs.
+    pub fn level(&self, a: usize, b: usize) -> Option<Level> {
+        let (ha, hb) = (self.host_of.get(a).copied().flatten()?, self.host_of.get(b).copied().flatten()?);
+        let loc = |h: usize| self.locations.get(h).copied().unwrap_or_default();
+        Some(level_between(ha, loc(ha), hb, loc(hb)))
+    }
+}
+
+/// One dependency of one VM, where things are.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DependencyState {
+    pub strength: Strength,
+    pub satisfaction: f64,
+    /// The neighbour that serves it best, and at what level.
+    pub best: Option<(usize, Level)>,
+    /// Satisfaction 1 (an exact neighbour within the latency).
+    pub met: bool,
+}
+
+/// One VM's score.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VmScore {
+    pub score: f64,
+    pub dependencies: Vec<DependencyState>,
+}
+
+impl VmScore {
+    /// The required dependencies (indices) that are not met.
+    pub fn unmet_required(&self) -> impl Iterator<Item = usize> + '_ {
+        self.dependencies.iter().enumerate().filter(|(_, d)| d.strength == Strength::Required && !d.met).map(|(i, _)| i)
+    }
+
+    /// The weighted satisfaction of the required dependencies alone, in 0..1 (1 without any).
+    pub fn required_satisfaction(&self) -> f64 {
+        let required: Vec<f64> = self.dependencies.iter().filter(|d| d.strength == Strength::Required).map(|d| d.satisfaction).collect();
+        if required.is_empty() { 1.0 } else { required.iter().sum::<f64>() / required.len() as f64 }
+    }
+}
+
+/// The satisfaction of dependency `dep` of `vm` under `placement`.
+pub fn dependency_state(graph: &EcosystemGraph, vm: usize, dep: usize, placement: &Placement) -> DependencyState {
+    let d = &graph.dependencies(vm)[dep];
+    let mut best: Option<(f64, usize, Level)> = None;
+    for e in graph.serving(vm, dep) {
+        let Some(level) = placement.level(vm, e.to) else { continue };
+        let closeness = match &d.latency {
+            None => 1.0,
+            Some(r) => {
+                let latency = placement.latency.at(level);
+                if r.is_met_by(latency) { 1.0 } else { PARTIAL_LATENCY * (r.ms / latency).min(1.0) }
+            }
+        };
+        let s = e.quality * closeness;
+        // Ties go to the nearer neighbour, then the lower index: the same answer every time.
+        if best.is_none_or(|(bs, bt, bl)| s > bs || (s == bs && (level, e.to) < (bl, bt))) {
+            best = Some((s, e.to, level));
+        }
+    }
+    let satisfaction = best.map_or(0.0, |(s, _, _)| s);
+    DependencyState { strength: d.strength, satisfaction, best: best.map(|(_, to, l)| (to, l)), met: satisfaction >= 1.0 - 1e-12 }
+}
+
+/// `vm`'s dependency score under `placement`.
+pub fn vm_score(graph: &EcosystemGraph, vm: usize, placement: &Placement) -> VmScore {
+    let deps = graph.dependencies(vm);
+    let states: Vec<DependencyState> = (0..deps.len()).map(|k| dependency_state(graph, vm, k, placement)).collect();
+    let total: f64 = deps.iter().map(|d| d.importance()).sum();
+    let score = if total > 0.0 { deps.iter().zip(&states).map(|(d, s)| d.importance() * s.satisfaction).sum::<f64>() / total } else { 1.0 };
+    VmScore { score, dependencies: states }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ecosystem::declaration::{Declaration, Profile};
+    use crate::ecosystem::graph::MatchOptions;
+
+    const SEED: &str = r#"{"vm_name": "WebTier1", "application": "shop",
+       "dependencies": {
+         "required":  [{"type": "database", "version": "PostgreSQL 14", "network_latency_requirement": " < 1ms"}],
+         "preferred": [{"type": "caching", "version": "Redis 6", "resource_profile": "high-memory"},
+                       {"type": "analytics", "fuzzy_match": "similar ML model signature"}]}}"#;
+
+    fn vm(name: &str, app: &str, kind: &str, version: Option<&str>, resource: Option<&str>, signature: Option<Vec<f64>>) -> Declaration {
+        Declaration {
+            vm_name: name.into(),
+            application: Some(app.into()),
+            profile: Some(Profile {
+                kind: kind.into(),
+                version: version.map(Into::into),
+                resource_profile: resource.map(Into::into),
+                labels: Vec::new(),
+                signature,
+            }),
+            ..Declaration::default()
+        }
+    }
+
+    /// The seed declaration and the VMs around it: which can serve what, and how well.
+    fn shop() -> EcosystemGraph {
+        let decls = vec![
+            serde_json::from_str(SEED).unwrap(),
+            vm("db1", "shop", "database", Some("PostgreSQL 14"), None, None),
+            vm("db2", "shop", "database", Some("PostgreSQL 12"), None, None),
+            vm("cache1", "shop", "caching", Some("Redis 6"), Some("high-memory"), None),
+            vm("cache2", "shop", "caching", Some("Redis 6"), Some("cpu"), None),
+            vm("ml1", "shop", "analytics", None, None, Some(vec![1.0, 0.0])),
+            vm("ml2", "shop", "trainer", None, None, Some(vec![0.96, 0.28])),
+            vm("ml3", "shop", "batch", None, None, Some(vec![0.0, 1.0])),
+            vm("db-other", "other", "database", Some("PostgreSQL 14"), None, None),
+        ];
+        EcosystemGraph::build(&decls, MatchOptions::default(), &|_, _| None)
+    }
+
+    #[test]
+    fn edges_go_to_the_vms_that_match_type_version_profile_or_similarity() {
+        let g = shop();
+        let web = g.find("WebTier1").unwrap();
+        let served = |dep: usize| -> Vec<(String, f64)> {
+            let mut v: Vec<(String, f64)> =
+                g.serving(web, dep).map(|e| (g.vm(e.to).name.clone(), (e.quality * 1e6).round() / 1e6)).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        // PostgreSQL 12 is not 14; another application's database does not serve this one.
+        assert_eq!(served(0), vec![("db1".to_string(), 1.0)]);
+        // The wrong resource profile counts half.
+        assert_eq!(served(1), vec![("cache1".to_string(), 1.0), ("cache2".to_string(), 0.5)]);
+        // ml2's signature is at cosine 0.96 of ml1's (the analytics VM): fuzzy, 0.5 x 0.96.
+        // ml3's is orthogonal.
+        assert_eq!(served(2), vec![("ml1".to_string(), 1.0), ("ml2".to_string(), 0.48)]);
+        assert_eq!(g.served_by(g.find("db1").unwrap()).count(), 1);
+        assert_eq!(g.edges().iter().map(|e| e.weight).fold(0.0, f64::max), 3.0, "required edges weigh 3, without call rates");
+    }
+
+    #[test]
+    fn the_score_weighs_required_over_preferred_and_counts_nearer_for_more() {
+        let g = shop();
+        let latency = LatencyTable::default();
+        // Hosts 0 and 1 share a rack, 2 is another rack of zone 0, 3 is in zone 1.
+        let locations =
+            [Location { zone: 0, rack: 0 }, Location { zone: 0, rack: 0 }, Location { zone: 0, rack: 1 }, Location { zone: 1, rack: 5 }];
+        let mut host_of = vec![None; g.len()];
+        let at = |host_of: &mut Vec<Option<usize>>, name: &str, h: Option<usize>| host_of[g.find(name).unwrap()] = h;
+        at(&mut host_of, "WebTier1", Some(0));
+        at(&mut host_of, "db1", Some(1));
+        at(&mut host_of, "cache1", Some(3));
+        at(&mut host_of, "ml2", Some(0));
+        let web = g.find("WebTier1").unwrap();
+        let score = |host_of: &[Option<usize>]| vm_score(&g, web, &Placement { host_of, locations: &locations, latency: &latency });
+
+        // database in the rack (0.25 ms < 1 ms): 1; caching anywhere (no latency asked): 1;
+        // analytics only through ml2, fuzzy: 0.48. (3 x 1 + 1 + 0.48) / 5.
+        let s = score(&host_of);
+        assert!((s.score - 4.48 / 5.0).abs() < 1e-12, "{s:?}");
+        assert_eq!(s.unmet_required().count(), 0);
+        assert_eq!(s.dependencies[0].best, Some((g.find("db1").unwrap(), Level::Rack)));
+
+        // The database two zones away (5 ms): 0.9 x 1/5 = 0.18, and the requirement is unmet.
+        at(&mut host_of, "db1", Some(3));
+        let s = score(&host_of);
+        assert!((s.score - (3.0 * 0.18 + 1.48) / 5.0).abs() < 1e-12, "{s:?}");
+        assert_eq!(s.unmet_required().collect::<Vec<_>>(), vec![0]);
+        assert!((s.required_satisfaction() - 0.18).abs() < 1e-12);
+
+        // Nothing serves a VM that is not placed; a VM without dependencies scores 1.
+        at(&mut host_of, "WebTier1", None);
+        assert_eq!(score(&host_of).score, 0.0);
+        let db1 = g.find("db1").unwrap();
+        assert_eq!(vm_score(&g, db1, &Placement { host_of: &host_of, locations: &locations, latency: &latency }).score, 1.0);
+    }
+}

@@ -20,9 +20,10 @@ use super::topology::{LatencyTable, Level, Location, level_between};
 /// The most a dependency whose latency requirement is not met can count for.
 pub const PARTIAL_LATENCY: f64 = 0.9;
 
-/// Where the graph's VMs are: per VM, its host; per host, its location.
+/// Where the graph's VMs are: a graph VM's host (none while it is not placed), and each host's
+/// location (hosts past the end are at the default location).
 pub struct Placement<'a> {
-    pub host_of: &'a [Option<usize>],
+    pub host_of: &'a dyn Fn(usize) -> Option<usize>,
     pub locations: &'a [Location],
     pub latency: &'a LatencyTable,
 }
@@ -30,10 +31,60 @@ pub struct Placement<'a> {
 impl Placement<'_> {
     /// The level between two placed VMs.
     pub fn level(&self, a: usize, b: usize) -> Option<Level> {
-        let (ha, hb) = (self.host_of.get(a).copied().flatten()?, self.host_of.get(b).copied().flatten()?);
+        let (ha, hb) = ((self.host_of)(a)?, (self.host_of)(b)?);
         let loc = |h: usize| self.locations.get(h).copied().unwrap_or_default();
         Some(level_between(ha, loc(ha), hb, loc(hb)))
     }
+}
+
+/// What moving one VM to a host does to the dependency scores: its own and those of the VMs it
+/// serves.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MoveEffect {
+    pub own_before: f64,
+    pub own_after: f64,
+    /// The VMs it serves: (VM, score before, score after).
+    pub neighbours: Vec<(usize, f64, f64)>,
+    /// Required dependencies met before and not after: (VM, dependency).
+    pub breaks_required: Vec<(usize, usize)>,
+    /// Required dependencies not met before and met after.
+    pub meets_required: Vec<(usize, usize)>,
+}
+
+impl MoveEffect {
+    /// The change of the VM's own score plus its neighbours' (positive: better served).
+    pub fn gain(&self) -> f64 {
+        (self.own_after - self.own_before) + self.neighbours.iter().map(|(_, b, a)| a - b).sum::<f64>()
+    }
+}
+
+/// The effect of moving `vm` to `host` under `placement`.
+pub fn move_effect(graph: &EcosystemGraph, placement: &Placement, vm: usize, host: usize) -> MoveEffect {
+    let moved = |v: usize| if v == vm { Some(host) } else { (placement.host_of)(v) };
+    let after = Placement { host_of: &moved, locations: placement.locations, latency: placement.latency };
+    let mut effect = MoveEffect::default();
+    let compare = |v: usize, effect: &mut MoveEffect| {
+        let (b, a) = (vm_score(graph, v, placement), vm_score(graph, v, &after));
+        for (k, (db, da)) in b.dependencies.iter().zip(&a.dependencies).enumerate() {
+            if db.strength == Strength::Required {
+                if db.met && !da.met {
+                    effect.breaks_required.push((v, k));
+                } else if !db.met && da.met {
+                    effect.meets_required.push((v, k));
+                }
+            }
+        }
+        (b.score, a.score)
+    };
+    (effect.own_before, effect.own_after) = compare(vm, &mut effect);
+    let mut served: Vec<usize> = graph.served_by(vm).map(|e| e.from).collect();
+    served.sort_unstable();
+    served.dedup();
+    for v in served {
+        let (b, a) = compare(v, &mut effect);
+        effect.neighbours.push((v, b, a));
+    }
+    effect
 }
 
 /// One dependency of one VM, where things are.
@@ -177,7 +228,9 @@ mod tests {
         at(&mut host_of, "cache1", Some(3));
         at(&mut host_of, "ml2", Some(0));
         let web = g.find("WebTier1").unwrap();
-        let score = |host_of: &[Option<usize>]| vm_score(&g, web, &Placement { host_of, locations: &locations, latency: &latency });
+        let score = |host_of: &[Option<usize>]| {
+            vm_score(&g, web, &Placement { host_of: &|v| host_of[v], locations: &locations, latency: &latency })
+        };
 
         // database in the rack (0.25 ms < 1 ms): 1; caching anywhere (no latency asked): 1;
         // analytics only through ml2, fuzzy: 0.48. (3 x 1 + 1 + 0.48) / 5.
@@ -197,6 +250,34 @@ mod tests {
         at(&mut host_of, "WebTier1", None);
         assert_eq!(score(&host_of).score, 0.0);
         let db1 = g.find("db1").unwrap();
-        assert_eq!(vm_score(&g, db1, &Placement { host_of: &host_of, locations: &locations, latency: &latency }).score, 1.0);
+        assert_eq!(vm_score(&g, db1, &Placement { host_of: &|v| host_of[v], locations: &locations, latency: &latency }).score, 1.0);
+    }
+
+    /// Moving the database away from the web VM's rack breaks the web VM's required dependency
+    /// (the database's own score does not change: it needs nothing); moving it back meets it.
+    #[test]
+    fn a_move_is_scored_by_what_it_does_to_the_vm_and_the_vms_it_serves() {
+        let g = shop();
+        let latency = LatencyTable::default();
+        let locations = [Location { zone: 0, rack: 0 }, Location { zone: 0, rack: 0 }, Location { zone: 1, rack: 5 }];
+        let (web, db1, cache1) = (g.find("WebTier1").unwrap(), g.find("db1").unwrap(), g.find("cache1").unwrap());
+        let host_of = |v: usize| [(web, 0), (db1, 1), (cache1, 0)].iter().find(|(x, _)| *x == v).map(|(_, h)| *h);
+        let here = Placement { host_of: &host_of, locations: &locations, latency: &latency };
+        // Web now: database met (rack), caching met, analytics nothing: (3 + 1 + 0) / 5.
+        let away = move_effect(&g, &here, db1, 2);
+        assert_eq!((away.own_before, away.own_after), (1.0, 1.0));
+        assert_eq!(away.neighbours.len(), 1);
+        let (who, before, after) = away.neighbours[0];
+        assert_eq!(who, web);
+        assert!((before - 0.8).abs() < 1e-12 && (after - (3.0 * 0.18 + 1.0) / 5.0).abs() < 1e-12, "{away:?}");
+        assert_eq!(away.breaks_required, vec![(web, 0)]);
+        assert!(away.gain() < 0.0);
+        // Onto the web VM's own host: still met, no gain.
+        let onto = move_effect(&g, &here, db1, 0);
+        assert!(onto.breaks_required.is_empty() && onto.gain().abs() < 1e-12, "{onto:?}");
+        // The web VM moving to the other zone breaks its own requirement.
+        let web_away = move_effect(&g, &here, web, 2);
+        assert_eq!(web_away.breaks_required, vec![(web, 0)]);
+        assert!(web_away.own_after < web_away.own_before);
     }
 }

@@ -385,6 +385,9 @@ pub struct HostScore {
 /// What a scorer sees of one candidate.
 pub struct Candidate<'a> {
     pub fleet: &'a FleetView<'a>,
+    /// The VM's index in the fleet, and the host's.
+    pub vm_index: usize,
+    pub host_index: usize,
     pub vm: &'a VmView,
     pub demand: &'a VmDemand,
     pub host: &'a HostView,
@@ -530,8 +533,13 @@ impl Ensemble {
             score += contribution;
             terms.push(ScoreTerm { scorer: s.name(), value, weight: *w, contribution });
         }
-        let host = c.fleet.hosts.iter().position(|h| std::ptr::eq(h, c.host)).unwrap_or(usize::MAX);
-        HostScore { host, score, terms, risk_after: c.risk_after, utilisation_after: c.after.utilisation(c.host.total_mips, c.steps) }
+        HostScore {
+            host: c.host_index,
+            score,
+            terms,
+            risk_after: c.risk_after,
+            utilisation_after: c.after.utilisation(c.host.total_mips, c.steps),
+        }
     }
 }
 
@@ -728,6 +736,8 @@ impl PresagePolicy {
         let score_of = |h: usize, after: &HostDemand, risk_after: f64, explain: bool| {
             let c = Candidate {
                 fleet,
+                vm_index: vm,
+                host_index: h,
                 vm: v,
                 demand: d,
                 host: &fleet.hosts[h],
@@ -739,8 +749,7 @@ impl PresagePolicy {
                 best_watts_per_unit: best_w,
             };
             if explain {
-                let mut s = self.ensemble.score(&c);
-                s.host = h;
+                let s = self.ensemble.score(&c);
                 (s.score, Some(s))
             } else {
                 (self.ensemble.total(&c), None)

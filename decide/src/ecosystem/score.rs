@@ -49,6 +49,8 @@ pub struct MoveEffect {
     pub breaks_required: Vec<(usize, usize)>,
     /// Required dependencies not met before and met after.
     pub meets_required: Vec<(usize, usize)>,
+    /// The moved VM's own required dependencies left unmet after the move.
+    pub own_unmet_after: Vec<usize>,
 }
 
 impl MoveEffect {
@@ -65,6 +67,9 @@ pub fn move_effect(graph: &EcosystemGraph, placement: &Placement, vm: usize, hos
     let mut effect = MoveEffect::default();
     let compare = |v: usize, effect: &mut MoveEffect| {
         let (b, a) = (vm_score(graph, v, placement), vm_score(graph, v, &after));
+        if v == vm {
+            effect.own_unmet_after = a.unmet_required().collect();
+        }
         for (k, (db, da)) in b.dependencies.iter().zip(&a.dependencies).enumerate() {
             if db.strength == Strength::Required {
                 if db.met && !da.met {

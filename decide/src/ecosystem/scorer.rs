@@ -5,10 +5,12 @@
 
 use std::sync::Arc;
 
+use super::declaration::Strength;
 use super::graph::EcosystemGraph;
-use super::score::{Placement, move_effect};
+use super::score::{Placement, move_effect, vm_score};
 use super::topology::{LatencyTable, Location};
-use crate::policy::presage::{Candidate, PlacementScorer};
+use crate::policy::FleetView;
+use crate::policy::presage::{Candidate, PlacementFilter, PlacementScorer, Rejection};
 
 /// The ecosystem as the policy's fleet indexes it.
 #[derive(Clone, Debug, Default)]
@@ -43,6 +45,49 @@ impl FleetEcosystem {
     }
 }
 
+impl FleetEcosystem {
+    /// Where the fleet's VMs are, as the graph sees it.
+    fn host_of<'a>(&'a self, fleet: &'a FleetView<'_>) -> impl Fn(usize) -> Option<usize> + 'a {
+        move |g: usize| self.vm_of_graph.get(g).copied().flatten().and_then(|f| fleet.vms.get(f)).and_then(|v| v.host)
+    }
+
+    /// Whether some host would meet every required dependency of graph VM `g`: the hosts of the
+    /// VMs that serve its first required dependency exactly are the only candidates (a host
+    /// meets any latency a level can).
+    fn required_meetable(&self, fleet: &FleetView<'_>, g: usize) -> bool {
+        let deps = self.graph.dependencies(g);
+        let Some(first) = deps.iter().position(|d| d.strength == Strength::Required) else { return true };
+        let host_of = self.host_of(fleet);
+        let mut hosts: Vec<usize> = self.graph.serving(g, first).filter(|e| e.quality >= 1.0).filter_map(|e| host_of(e.to)).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        hosts.into_iter().any(|h| {
+            let moved = |v: usize| if v == g { Some(h) } else { host_of(v) };
+            let placement = Placement { host_of: &moved, locations: &self.locations, latency: &self.latency };
+            vm_score(&self.graph, g, &placement).unmet_required().next().is_none()
+        })
+    }
+}
+
+/// Required dependencies as a hard rule on destinations: a host is refused if the VM there would
+/// break a required dependency that is met now (its own, or one of a VM it serves), or would
+/// leave one of its own unmet while another host could meet them all.
+pub struct RequiredDependencies {
+    pub ecosystem: Arc<FleetEcosystem>,
+}
+
+impl PlacementFilter for RequiredDependencies {
+    fn refuses(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Option<Rejection> {
+        let eco = &self.ecosystem;
+        let g = eco.graph_of_vm.get(vm).copied().flatten()?;
+        let host_of = eco.host_of(fleet);
+        let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
+        let effect = move_effect(&eco.graph, &placement, g, host);
+        let refused = !effect.breaks_required.is_empty() || (!effect.own_unmet_after.is_empty() && eco.required_meetable(fleet, g));
+        refused.then_some(Rejection::Dependency)
+    }
+}
+
 pub struct DependencyScorer {
     pub ecosystem: Arc<FleetEcosystem>,
 }
@@ -55,7 +100,7 @@ impl PlacementScorer for DependencyScorer {
     fn value(&self, c: &Candidate<'_>) -> f64 {
         let (fleet, eco, vm, host) = (c.fleet, &self.ecosystem, c.vm_index, c.host_index);
         let Some(g) = eco.graph_of_vm.get(vm).copied().flatten() else { return 0.0 };
-        let host_of = |gv: usize| eco.vm_of_graph.get(gv).copied().flatten().and_then(|f| fleet.vms.get(f)).and_then(|v| v.host);
+        let host_of = eco.host_of(fleet);
         let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
         -move_effect(&eco.graph, &placement, g, host).gain()
     }
@@ -108,22 +153,10 @@ mod tests {
         }
         vms.push(VmView::unplaced(1, 1000.0, 500.0));
         let names = ["db", "other", "web"];
-        let graph = EcosystemGraph::build(
-            &[declaration("db", "database", None), declaration("web", "web", Some("database"))],
-            MatchOptions::default(),
-            &|_, _| None,
-        );
-        let locations = vec![
-            Location { zone: 0, rack: 0 },
-            Location { zone: 0, rack: 0 },
-            Location { zone: 1, rack: 1 },
-            Location { zone: 1, rack: 1 },
-        ];
-        let eco = FleetEcosystem::new(graph, vms.len(), &|n| names.iter().position(|x| *x == n), locations, LatencyTable::default());
+        let eco = policy_ecosystem(&names, vms.len());
         assert_eq!(eco.graph_of_vm.iter().filter(|g| g.is_some()).count(), 2);
         let fleet = FleetView { now_s: 10_000.0, hosts: &hosts, vms: &vms };
-        let policy =
-            PresagePolicy::new(PresageConfig::default()).with_scorer(Box::new(DependencyScorer { ecosystem: Arc::new(eco) }), 10.0);
+        let policy = PresagePolicy::new(PresageConfig::default()).with_scorer(Box::new(DependencyScorer { ecosystem: eco.clone() }), 10.0);
         let ranking = policy.rank_new(&fleet, 2, 4);
         let best = &ranking.ranked[0];
         assert!(best.host == 2 || best.host == 3, "placed in zone {} : {ranking:?}", if best.host < 2 { 0 } else { 1 });
@@ -135,5 +168,38 @@ mod tests {
         // zone 0 the database is 5 ms away: 0.9 x 1/5 = 0.18 (cost -0.18).
         assert!((term(2) + 1.0).abs() < 1e-12 && (term(3) + 1.0).abs() < 1e-12, "{ranking:?}");
         assert!((term(0) + 0.18).abs() < 1e-12 && (term(1) + 0.18).abs() < 1e-12, "{ranking:?}");
+
+        // As a hard rule: zone 0 is refused outright, for the new VM and for the database, whose
+        // move there would break the web VM's requirement once the web VM runs on host 3.
+        let eco = policy_ecosystem(&names, vms.len());
+        let strict = PresagePolicy::new(PresageConfig::default()).with_filter(Box::new(RequiredDependencies { ecosystem: eco.clone() }));
+        let ranking = strict.rank_new(&fleet, 2, 4);
+        assert_eq!(ranking.ranked.iter().map(|s| s.host).collect::<Vec<_>>().len(), 2, "{ranking:?}");
+        assert!(ranking.ranked.iter().all(|s| s.host >= 2));
+        assert_eq!(ranking.rejected, vec![(Rejection::Dependency, 2)]);
+        let mut placed = vms.clone();
+        placed[2].host = Some(3);
+        let mut hosts3 = hosts.clone();
+        hosts3[3].vms.push(2);
+        let fleet3 = FleetView { now_s: 10_000.0, hosts: &hosts3, vms: &placed };
+        let filter = RequiredDependencies { ecosystem: eco };
+        assert_eq!(filter.refuses(&fleet3, 0, 0), Some(Rejection::Dependency), "the database may not leave the web VM's zone");
+        assert_eq!(filter.refuses(&fleet3, 0, 3), None, "onto the web VM's host is fine");
+        assert_eq!(filter.refuses(&fleet3, 1, 2), None, "a VM without dependencies goes anywhere");
+    }
+
+    fn policy_ecosystem(names: &[&str], fleet_vms: usize) -> Arc<FleetEcosystem> {
+        let graph = EcosystemGraph::build(
+            &[declaration("db", "database", None), declaration("web", "web", Some("database"))],
+            MatchOptions::default(),
+            &|_, _| None,
+        );
+        let locations = vec![
+            Location { zone: 0, rack: 0 },
+            Location { zone: 0, rack: 0 },
+            Location { zone: 1, rack: 1 },
+            Location { zone: 1, rack: 1 },
+        ];
+        Arc::new(FleetEcosystem::new(graph, fleet_vms, &|n| names.iter().position(|x| *x == n), locations, LatencyTable::default()))
     }
 }

@@ -401,6 +401,12 @@ pub struct Candidate<'a> {
     pub best_watts_per_unit: f64,
 }
 
+/// A hard rule on destinations, checked after capacity: `Some(reason)` refuses host `host` for
+/// fleet VM `vm`.
+pub trait PlacementFilter: Send + Sync {
+    fn refuses(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Option<Rejection>;
+}
+
 /// One member of the destination ensemble. Values are costs: lower is better.
 pub trait PlacementScorer: Send + Sync {
     fn name(&self) -> &'static str;
@@ -556,6 +562,9 @@ pub enum Rejection {
     Overcommit,
     Reservation,
     Risk,
+    /// It would break a required dependency, or leave one of the VM's unmet where another host
+    /// could meet it.
+    Dependency,
 }
 
 /// The ranking of every host for one VM.
@@ -623,6 +632,8 @@ impl<'q> RankQuery<'q> {
 pub struct PresagePolicy {
     cfg: PresageConfig,
     ensemble: Ensemble,
+    /// Hard rules a destination must pass besides capacity and risk (required dependencies).
+    filters: Vec<Box<dyn PlacementFilter>>,
     /// Per host: flagged overloaded (hysteresis).
     overloaded: Vec<bool>,
     /// Per VM: the hosts it left within the cool-down, with when (the newest last).
@@ -686,7 +697,13 @@ impl<'a> Pass<'a> {
 impl PresagePolicy {
     pub fn new(cfg: PresageConfig) -> PresagePolicy {
         let ensemble = Ensemble::new(&cfg.weights);
-        PresagePolicy { cfg, ensemble, overloaded: Vec::new(), moved: Vec::new(), last: Vec::new() }
+        PresagePolicy { cfg, ensemble, filters: Vec::new(), overloaded: Vec::new(), moved: Vec::new(), last: Vec::new() }
+    }
+
+    /// Adds a hard rule every destination must pass.
+    pub fn with_filter(mut self, filter: Box<dyn PlacementFilter>) -> PresagePolicy {
+        self.filters.push(filter);
+        self
     }
 
     pub fn config(&self) -> &PresageConfig {
@@ -778,8 +795,10 @@ impl PresagePolicy {
             {
                 // The destination agent would refuse the hard reservation for the VM's p90.
                 Some(Rejection::Reservation)
-            } else {
+            } else if here {
                 None
+            } else {
+                self.filters.iter().find_map(|f| f.refuses(fleet, vm, h))
             };
             if let Some(r) = reject {
                 *rejected.entry(r).or_insert(0) += 1;

@@ -15,6 +15,7 @@
 //!
 //! The simulator only applies what the policy returns; it has no policy logic of its own.
 
+pub mod ecosystem;
 pub mod reference;
 pub mod scenario;
 #[cfg(test)]

@@ -21,6 +21,10 @@ mod simulator;
 #[path = "cluster/demo_signals.rs"]
 mod demo_signals;
 
+/// The shared DeathStarBench ecosystem scenarios.
+#[path = "cluster/ecosystems.rs"]
+mod ecosystems;
+
 /// The agent's libvirt hypervisor: the presage-libvirt driver process.
 #[path = "cluster/libvirt_driver.rs"]
 mod libvirt_driver;

@@ -14,8 +14,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::view::OutputFormat;
+use presage_decide::ecosystem::graph::MatchOptions;
+use presage_decide::ecosystem::scorer::{FleetEcosystem, presage_with_ecosystem};
 use presage_decide::policy::presage::PresageConfig;
 use presage_decide::policy::{PolicySpec, parse_policy_list};
+use presage_simulator::ecosystem::{EcosystemScenario, EcosystemTracker};
 use presage_simulator::reference::{self, Comparison};
 use presage_simulator::scenario::PLANETLAB_HOSTS;
 use presage_simulator::{RunReport, Scenario, Simulation};
@@ -66,6 +69,11 @@ pub struct SimulateArgs {
     /// A TOML file with presage's policy settings (the coordinator's [policy.presage] keys).
     #[arg(long)]
     pub presage_config: Option<PathBuf>,
+    /// An ecosystem scenario (../shared/data/ecosystems format): trace VMs become its
+    /// applications' services in order, `presage` runs with the dependency scorer and rule
+    /// (`presage-nodeps` without), and every run reports the ecosystem's figures.
+    #[arg(long)]
+    pub ecosystem: Option<PathBuf>,
 }
 
 /// The default model path, relative to where presagectl runs (the repository root).
@@ -108,6 +116,7 @@ impl SimulateArgs {
             no_progress: true,
             forecast_model: None,
             presage_config: None,
+            ecosystem: None,
         }
     }
 }
@@ -162,12 +171,31 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
     progress.set_length(total);
     let model = args.forecast_model()?;
     let presage = args.presage_config()?;
+    let ecosystem = args
+        .ecosystem
+        .as_deref()
+        .map(|p| EcosystemScenario::load(p).with_context(|| format!("--ecosystem {}", p.display())))
+        .transpose()?;
     let jobs: Vec<(Arc<Scenario>, PolicySpec)> = scenarios.iter().flat_map(|s| policies.iter().map(move |p| (s.clone(), *p))).collect();
     let reports = jobs
         .par_iter()
         .map(|(s, p)| {
             let _span = tracing::info_span!("simulate", day = %s.name, policy = %p).entered();
-            let sim = Simulation::new(s, p.build_with(&presage), p.power_mode()).with_forecast_model(model.as_deref());
+            let Some(eco) = &ecosystem else {
+                let sim = Simulation::new(s, p.build_with(&presage), p.power_mode()).with_forecast_model(model.as_deref());
+                return sim.run(|_, _| progress.inc(1));
+            };
+            // Trace VM i is the ecosystem's declaration i.
+            let graph = eco.graph(MatchOptions::default());
+            let policy: Box<dyn presage_decide::policy::ConsolidationPolicy> = if *p == PolicySpec::Presage {
+                let fleet =
+                    FleetEcosystem::new(graph.clone(), s.vms.len(), &|name| graph.find(name), eco.locations(s.hosts.len()), eco.latency);
+                Box::new(presage_with_ecosystem(presage.clone(), Arc::new(fleet)))
+            } else {
+                p.build_with(&presage)
+            };
+            let tracker = EcosystemTracker::new(eco.clone(), graph, s.hosts.len());
+            let sim = Simulation::new(s, policy, p.power_mode()).with_forecast_model(model.as_deref()).with_ecosystem(tracker);
             sim.run(|_, _| progress.inc(1))
         })
         .collect();

@@ -237,6 +237,80 @@ pub struct EcosystemFigures {
     pub vms_violating_required: usize,
 }
 
+/// Follows a run over an ecosystem: the figures at every scheduling step, VM-hours of required
+/// dependencies violated after the first hour, and the VMs still violating at the end.
+#[derive(Clone, Debug)]
+pub struct EcosystemTracker {
+    scenario: EcosystemScenario,
+    graph: EcosystemGraph,
+    hosts: usize,
+    steps: usize,
+    sum: EcosystemFigures,
+    p5_sum: f64,
+    violation_vm_hours: f64,
+    last: EcosystemFigures,
+}
+
+/// What a run over an ecosystem gives, added to its report.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct EcosystemReport {
+    pub ecosystem: String,
+    /// VM-hours with a required dependency unmet, after the first hour.
+    pub required_violation_vm_hours: f64,
+    /// Means over the scheduling steps.
+    pub dependency_score_mean: f64,
+    pub dependency_score_p5: f64,
+    pub cross_host_calls_pct: f64,
+    pub cross_rack_calls_pct: f64,
+    pub call_latency_ms_mean: f64,
+    /// VMs with a required dependency unmet at the end.
+    pub noncompliant_vms_end: usize,
+}
+
+impl EcosystemTracker {
+    pub fn new(scenario: EcosystemScenario, graph: EcosystemGraph, hosts: usize) -> EcosystemTracker {
+        EcosystemTracker {
+            scenario,
+            graph,
+            hosts,
+            steps: 0,
+            sum: EcosystemFigures::default(),
+            p5_sum: 0.0,
+            violation_vm_hours: 0.0,
+            last: EcosystemFigures::default(),
+        }
+    }
+
+    /// Records the placement at `t` seconds, which holds for the next `step_s` seconds.
+    pub fn observe(&mut self, t: f64, step_s: f64, host_of: &dyn Fn(usize) -> Option<usize>) {
+        let f = self.scenario.figures(&self.graph, self.hosts, host_of);
+        self.steps += 1;
+        self.sum.cross_host_calls_pct += f.cross_host_calls_pct;
+        self.sum.cross_rack_calls_pct += f.cross_rack_calls_pct;
+        self.sum.call_latency_ms_mean += f.call_latency_ms_mean;
+        self.sum.dependency_score_mean += f.dependency_score_mean;
+        self.p5_sum += f.dependency_score_p5;
+        if t > 3600.0 {
+            self.violation_vm_hours += f.vms_violating_required as f64 * step_s / 3600.0;
+        }
+        self.last = f;
+    }
+
+    pub fn report(&self) -> EcosystemReport {
+        let n = self.steps.max(1) as f64;
+        EcosystemReport {
+            ecosystem: self.scenario.name.clone(),
+            required_violation_vm_hours: self.violation_vm_hours,
+            dependency_score_mean: self.sum.dependency_score_mean / n,
+            dependency_score_p5: self.p5_sum / n,
+            cross_host_calls_pct: self.sum.cross_host_calls_pct / n,
+            cross_rack_calls_pct: self.sum.cross_rack_calls_pct / n,
+            call_latency_ms_mean: self.sum.call_latency_ms_mean / n,
+            noncompliant_vms_end: self.last.vms_violating_required,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,6 +192,9 @@ pub struct RunReport {
     pub unplaced_vms: usize,
     pub steps: usize,
     pub wall_s: f64,
+    /// The ecosystem's figures, for a run over one (`--ecosystem`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub ecosystem: Option<ecosystem::EcosystemReport>,
     #[serde(skip)]
     pub timeline: Vec<TimelinePoint>,
     #[serde(skip)]
@@ -239,6 +242,8 @@ pub struct Simulation<'s> {
     /// plan on forecasts; and how many reservations the hosts refused.
     books: Option<Vec<ReservationBook>>,
     refused: u64,
+    /// The ecosystem whose figures the run follows (trace VM i is its declaration i).
+    ecosystem: Option<ecosystem::EcosystemTracker>,
 }
 
 /// The share of a host's CPU that its use plus hard reservations may reach (the agents' default).
@@ -275,6 +280,7 @@ impl<'s> Simulation<'s> {
             series: vec![Vec::new(); nv],
             books: None,
             refused: 0,
+            ecosystem: None,
         }
         .with_forecast_model(None)
     }
@@ -285,6 +291,12 @@ impl<'s> Simulation<'s> {
     pub fn with_forecast_model(mut self, path: Option<&std::path::Path>) -> Simulation<'s> {
         self.forecaster = self.policy.wants_forecasts().then(|| FleetForecaster::load(path));
         self.books = self.policy.wants_forecasts().then(|| vec![ReservationBook::default(); self.hosts.len()]);
+        self
+    }
+
+    /// Follows `tracker`'s ecosystem through the run (trace VM i is its declaration i).
+    pub fn with_ecosystem(mut self, tracker: ecosystem::EcosystemTracker) -> Simulation<'s> {
+        self.ecosystem = Some(tracker);
         self
     }
 
@@ -339,6 +351,10 @@ impl<'s> Simulation<'s> {
             let fleet = FleetView { now_s: t, hosts: &self.hosts, vms: &self.vms };
             let decisions = self.policy.optimise(&fleet);
             self.start_migrations(t, &decisions);
+            if let Some(tracker) = self.ecosystem.as_mut() {
+                let vms = &self.vms;
+                tracker.observe(t, self.scenario.step_s, &|d| vms.get(d).filter(|v| v.alive).and_then(|v| v.host));
+            }
             let oracle_w = self.oracle_watts();
             if let Some(pw) = prev_oracle_w {
                 self.oracle_j += (pw + oracle_w) / 2.0 * (t - prev_t);
@@ -743,6 +759,7 @@ impl<'s> Simulation<'s> {
             unplaced_vms: self.unplaced,
             steps: self.timeline.len(),
             wall_s,
+            ecosystem: self.ecosystem.as_ref().map(ecosystem::EcosystemTracker::report),
             timeline: std::mem::take(&mut self.timeline),
             migration_log: std::mem::take(&mut self.migration_log),
         }

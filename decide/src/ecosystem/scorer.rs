@@ -88,6 +88,18 @@ impl PlacementFilter for RequiredDependencies {
     }
 }
 
+/// presage's policy with the ecosystem: the dependency scorer in its ensemble (weight
+/// `weights.dependency`) and required dependencies as a hard rule.
+pub fn presage_with_ecosystem(
+    cfg: crate::policy::presage::PresageConfig,
+    ecosystem: Arc<FleetEcosystem>,
+) -> crate::policy::presage::PresagePolicy {
+    let weight = cfg.weights.dependency;
+    crate::policy::presage::PresagePolicy::new(cfg)
+        .with_scorer(Box::new(DependencyScorer { ecosystem: ecosystem.clone() }), weight)
+        .with_filter(Box::new(RequiredDependencies { ecosystem }))
+}
+
 pub struct DependencyScorer {
     pub ecosystem: Arc<FleetEcosystem>,
 }

@@ -227,6 +227,8 @@ pub enum PolicySpec {
     Npa,
     /// presage's own policy (forecasts, ensemble, cost/benefit gate) with its default settings.
     Presage,
+    /// presage without the dependency scorer and rule, for side-by-side runs over an ecosystem.
+    PresageNoDeps,
 }
 
 impl PolicySpec {
@@ -261,6 +263,7 @@ impl PolicySpec {
             PolicySpec::Classic(d) => Box::new(classic::ClassicPolicy::migrating(d)),
             PolicySpec::Dvfs | PolicySpec::Npa => Box::new(classic::ClassicPolicy::static_first_fit(self.to_string())),
             PolicySpec::Presage => Box::new(presage::PresagePolicy::new(presage.clone())),
+            PolicySpec::PresageNoDeps => Box::new(presage::PresagePolicy::new(presage.clone()).labelled("presage-nodeps")),
         }
     }
 }
@@ -272,6 +275,7 @@ impl fmt::Display for PolicySpec {
             PolicySpec::Dvfs => f.write_str("DVFS"),
             PolicySpec::Npa => f.write_str("NPA"),
             PolicySpec::Presage => f.write_str("presage"),
+            PolicySpec::PresageNoDeps => f.write_str("presage-nodeps"),
         }
     }
 }
@@ -279,7 +283,7 @@ impl fmt::Display for PolicySpec {
 /// A policy name that is not one of the known ones.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown policy {given:?}: expected one of presage, thr-mmt-<threshold>, iqr-mmt-<safety>, mad-mmt-<safety>, lr-mmt-<safety>, lrr-mmt-<safety>, dvfs, npa, or all (the classic ones)"
+    "unknown policy {given:?}: expected one of presage, presage-nodeps, thr-mmt-<threshold>, iqr-mmt-<safety>, mad-mmt-<safety>, lr-mmt-<safety>, lrr-mmt-<safety>, dvfs, npa, or all (the classic ones)"
 )]
 pub struct UnknownPolicy {
     pub given: String,
@@ -296,6 +300,7 @@ impl FromStr for PolicySpec {
             "dvfs" => return Ok(PolicySpec::Dvfs),
             "npa" => return Ok(PolicySpec::Npa),
             "presage" => return Ok(PolicySpec::Presage),
+            "presage-nodeps" => return Ok(PolicySpec::PresageNoDeps),
             _ => {}
         }
         let parts: Vec<&str> = lower.split('-').collect();

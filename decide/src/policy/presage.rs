@@ -50,11 +50,14 @@ pub struct ScorerWeights {
     pub balance: f64,
     /// Migration time, per minute (0 for a new VM).
     pub migration: f64,
+    /// Dependency score the VM and the VMs it serves lose there (a gain counts negative), where
+    /// the ecosystem is known (`ecosystem::scorer::DependencyScorer`).
+    pub dependency: f64,
 }
 
 impl Default for ScorerWeights {
     fn default() -> Self {
-        ScorerWeights { fit: 2.0, energy: 1.0, efficiency: 1.0, packing: 0.5, balance: 0.0, migration: 0.1 }
+        ScorerWeights { fit: 2.0, energy: 1.0, efficiency: 1.0, packing: 0.5, balance: 0.0, migration: 0.1, dependency: 2.0 }
     }
 }
 
@@ -630,6 +633,8 @@ impl<'q> RankQuery<'q> {
 
 /// presage's placement and consolidation policy.
 pub struct PresagePolicy {
+    /// The name it reports (`presage`, or a variant's such as `presage-nodeps`).
+    label: String,
     cfg: PresageConfig,
     ensemble: Ensemble,
     /// Hard rules a destination must pass besides capacity and risk (required dependencies).
@@ -697,7 +702,21 @@ impl<'a> Pass<'a> {
 impl PresagePolicy {
     pub fn new(cfg: PresageConfig) -> PresagePolicy {
         let ensemble = Ensemble::new(&cfg.weights);
-        PresagePolicy { cfg, ensemble, filters: Vec::new(), overloaded: Vec::new(), moved: Vec::new(), last: Vec::new() }
+        PresagePolicy {
+            label: "presage".into(),
+            cfg,
+            ensemble,
+            filters: Vec::new(),
+            overloaded: Vec::new(),
+            moved: Vec::new(),
+            last: Vec::new(),
+        }
+    }
+
+    /// Reports itself under another name (a variant in side-by-side runs).
+    pub fn labelled(mut self, label: &str) -> PresagePolicy {
+        self.label = label.into();
+        self
     }
 
     /// Adds a hard rule every destination must pass.
@@ -1177,7 +1196,7 @@ pub const STEP_S: f64 = crate::demand::STEP_S as f64;
 
 impl ConsolidationPolicy for PresagePolicy {
     fn name(&self) -> String {
-        "presage".to_string()
+        self.label.clone()
     }
 
     fn wants_forecasts(&self) -> bool {

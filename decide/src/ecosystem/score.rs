@@ -51,6 +51,9 @@ pub struct MoveEffect {
     pub meets_required: Vec<(usize, usize)>,
     /// The moved VM's own required dependencies left unmet after the move.
     pub own_unmet_after: Vec<usize>,
+    /// Required dependencies of the VMs it serves, that it could serve, left unmet after the
+    /// move: (VM, dependency).
+    pub neighbours_unmet_after: Vec<(usize, usize)>,
 }
 
 impl MoveEffect {
@@ -69,6 +72,9 @@ pub fn move_effect(graph: &EcosystemGraph, placement: &Placement, vm: usize, hos
         let (b, a) = (vm_score(graph, v, placement), vm_score(graph, v, &after));
         if v == vm {
             effect.own_unmet_after = a.unmet_required().collect();
+        } else if (placement.host_of)(v).is_some() {
+            // Only the dependencies this VM could serve, of neighbours that are placed.
+            effect.neighbours_unmet_after.extend(a.unmet_required().filter(|&k| graph.serving(v, k).any(|e| e.to == vm)).map(|k| (v, k)));
         }
         for (k, (db, da)) in b.dependencies.iter().zip(&a.dependencies).enumerate() {
             if db.strength == Strength::Required {

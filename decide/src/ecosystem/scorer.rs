@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 
-use super::declaration::Strength;
 use super::graph::EcosystemGraph;
-use super::score::{Placement, move_effect, vm_score};
+use super::score::{Placement, move_effect};
 use super::topology::{LatencyTable, Location};
 use crate::policy::FleetView;
 use crate::policy::presage::{Candidate, PlacementFilter, PlacementScorer, Rejection};
@@ -50,28 +49,13 @@ impl FleetEcosystem {
     fn host_of<'a>(&'a self, fleet: &'a FleetView<'_>) -> impl Fn(usize) -> Option<usize> + 'a {
         move |g: usize| self.vm_of_graph.get(g).copied().flatten().and_then(|f| fleet.vms.get(f)).and_then(|v| v.host)
     }
-
-    /// Whether some host would meet every required dependency of graph VM `g`: the hosts of the
-    /// VMs that serve its first required dependency exactly are the only candidates (a host
-    /// meets any latency a level can).
-    fn required_meetable(&self, fleet: &FleetView<'_>, g: usize) -> bool {
-        let deps = self.graph.dependencies(g);
-        let Some(first) = deps.iter().position(|d| d.strength == Strength::Required) else { return true };
-        let host_of = self.host_of(fleet);
-        let mut hosts: Vec<usize> = self.graph.serving(g, first).filter(|e| e.quality >= 1.0).filter_map(|e| host_of(e.to)).collect();
-        hosts.sort_unstable();
-        hosts.dedup();
-        hosts.into_iter().any(|h| {
-            let moved = |v: usize| if v == g { Some(h) } else { host_of(v) };
-            let placement = Placement { host_of: &moved, locations: &self.locations, latency: &self.latency };
-            vm_score(&self.graph, g, &placement).unmet_required().next().is_none()
-        })
-    }
 }
 
-/// Required dependencies as a hard rule on destinations: a host is refused if the VM there would
-/// break a required dependency that is met now (its own, or one of a VM it serves), or would
-/// leave one of its own unmet while another host could meet them all.
+/// Required dependencies as a rule on destinations: a host is refused if the VM there would
+/// break a required dependency that is met now (its own, or one of a VM it serves); among the
+/// others, hosts where every required dependency of the VM and of the VMs it serves is met are
+/// preferred whenever there is one (so a VM joins what it needs and what needs it, and goes
+/// elsewhere only when no such host has room).
 pub struct RequiredDependencies {
     pub ecosystem: Arc<FleetEcosystem>,
 }
@@ -83,8 +67,16 @@ impl PlacementFilter for RequiredDependencies {
         let host_of = eco.host_of(fleet);
         let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
         let effect = move_effect(&eco.graph, &placement, g, host);
-        let refused = !effect.breaks_required.is_empty() || (!effect.own_unmet_after.is_empty() && eco.required_meetable(fleet, g));
-        refused.then_some(Rejection::Dependency)
+        (!effect.breaks_required.is_empty()).then_some(Rejection::Dependency)
+    }
+
+    fn prefers(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> bool {
+        let eco = &self.ecosystem;
+        let Some(g) = eco.graph_of_vm.get(vm).copied().flatten() else { return true };
+        let host_of = eco.host_of(fleet);
+        let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
+        let effect = move_effect(&eco.graph, &placement, g, host);
+        effect.own_unmet_after.is_empty() && effect.neighbours_unmet_after.is_empty()
     }
 }
 

@@ -404,10 +404,14 @@ pub struct Candidate<'a> {
     pub best_watts_per_unit: f64,
 }
 
-/// A hard rule on destinations, checked after capacity: `Some(reason)` refuses host `host` for
-/// fleet VM `vm`.
+/// A rule on destinations, checked after capacity: `refuses` rules a host out; among the hosts
+/// left, if any is `preferred`, only those are ranked (the rest count as `Rejection::Dependency`).
 pub trait PlacementFilter: Send + Sync {
     fn refuses(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Option<Rejection>;
+    /// Whether `host` meets what the rule wants when it can be met (default: every host does).
+    fn prefers(&self, _fleet: &FleetView<'_>, _vm: usize, _host: usize) -> bool {
+        true
+    }
 }
 
 /// One member of the destination ensemble. Values are costs: lower is better.
@@ -759,6 +763,9 @@ impl PresagePolicy {
         let best_w = q.best_w;
         // The best `top` (score, host) so far, best first.
         let mut best: Vec<(f64, usize)> = Vec::with_capacity(q.top + 1);
+        // The best of the feasible hosts that a filter does not prefer, and how many there were.
+        let mut fallback: Vec<(f64, usize)> = Vec::new();
+        let mut not_preferred = 0;
         let core_high = d.per_core_high(v, steps);
         let all: Vec<usize>;
         let candidates = match q.candidates {
@@ -831,11 +838,24 @@ impl PresagePolicy {
             }
             ranking.feasible += 1;
             let (score, _) = score_of(h, &after, risk_after, false);
-            if best.len() < q.top || best.last().is_some_and(|&(s, _)| score < s) {
-                let at = best.partition_point(|&(s, _)| s <= score);
-                best.insert(at, (score, h));
-                best.truncate(q.top);
+            let list = if here || self.filters.iter().all(|f| f.prefers(fleet, vm, h)) {
+                &mut best
+            } else {
+                not_preferred += 1;
+                &mut fallback
+            };
+            if list.len() < q.top || list.last().is_some_and(|&(s, _)| score < s) {
+                let at = list.partition_point(|&(s, _)| s <= score);
+                list.insert(at, (score, h));
+                list.truncate(q.top);
             }
+        }
+        // Hosts a filter prefers win outright; without any, the others are ranked.
+        if best.is_empty() {
+            best = fallback;
+        } else if not_preferred > 0 {
+            ranking.feasible -= not_preferred;
+            *rejected.entry(Rejection::Dependency).or_insert(0) += not_preferred;
         }
         ranking.ranked = best
             .into_iter()

@@ -190,6 +190,15 @@ mod tests {
         assert_eq!(filter.refuses(&fleet3, 0, 0), Some(Rejection::Dependency), "the database may not leave the web VM's zone");
         assert_eq!(filter.refuses(&fleet3, 0, 3), None, "onto the web VM's host is fine");
         assert_eq!(filter.refuses(&fleet3, 1, 2), None, "a VM without dependencies goes anywhere");
+
+        // With zone 1 closed (drained), the web VM still gets a host: the preference gives way.
+        let mut full = hosts.clone();
+        full[2].schedulable = false;
+        full[3].schedulable = false;
+        let fleet_full = FleetView { now_s: 10_000.0, hosts: &full, vms: &vms };
+        let ranking = strict.rank_new(&fleet_full, 2, 4);
+        assert!(!ranking.ranked.is_empty() && ranking.ranked.iter().all(|s| s.host < 2), "{ranking:?}");
+        assert!(ranking.rejected.iter().all(|(r, _)| *r != Rejection::Dependency), "{ranking:?}");
     }
 
     fn policy_ecosystem(names: &[&str], fleet_vms: usize) -> Arc<FleetEcosystem> {

@@ -300,6 +300,7 @@ impl Advisor {
                     MoveReason::Overload(_) => "overload",
                     MoveReason::Underload(_) => "underload",
                     MoveReason::Drain(_) => "drain",
+                    MoveReason::Repair(_) => "repair",
                 },
                 why: explanations.iter().find(|e| e.vm == m.vm && e.to == m.to).map(|e| MoveWhy {
                     benefit_j: e.benefit_j,

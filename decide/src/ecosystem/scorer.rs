@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use super::graph::EcosystemGraph;
-use super::score::{Placement, move_effect};
+use super::score::{Placement, move_effect, vm_score};
 use super::topology::{LatencyTable, Location};
 use crate::policy::FleetView;
-use crate::policy::presage::{Candidate, PlacementFilter, PlacementScorer, Rejection};
+use crate::policy::presage::{Candidate, PlacementFilter, PlacementScorer, Rejection, RepairSource};
 
 /// The ecosystem as the policy's fleet indexes it.
 #[derive(Clone, Debug, Default)]
@@ -89,7 +89,59 @@ pub fn presage_with_ecosystem(
     let weight = cfg.weights.dependency;
     crate::policy::presage::PresagePolicy::new(cfg)
         .with_scorer(Box::new(DependencyScorer { ecosystem: ecosystem.clone() }), weight)
-        .with_filter(Box::new(RequiredDependencies { ecosystem }))
+        .with_filter(Box::new(RequiredDependencies { ecosystem: ecosystem.clone() }))
+        .with_repair(Box::new(RequiredRepairs { ecosystem }))
+}
+
+/// The VMs with a required dependency unmet where they run, and for each such dependency the VM
+/// that could serve it (moving either can repair it); the VMs with more unmet first.
+pub struct RequiredRepairs {
+    pub ecosystem: Arc<FleetEcosystem>,
+}
+
+impl RepairSource for RequiredRepairs {
+    fn due(&self, fleet: &FleetView<'_>) -> Vec<usize> {
+        let eco = &self.ecosystem;
+        let host_of = eco.host_of(fleet);
+        let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
+        let mut unmet: Vec<(usize, Vec<usize>)> = Vec::new();
+        for g in 0..eco.graph.len() {
+            if host_of(g).is_none() {
+                continue;
+            }
+            let score = vm_score(&eco.graph, g, &placement);
+            let mut movers = Vec::new();
+            for k in score.unmet_required() {
+                movers.push(g);
+                // The exact candidates that run somewhere, nearest first.
+                let mut servers: Vec<(usize, usize)> = eco
+                    .graph
+                    .serving(g, k)
+                    .filter(|e| e.quality >= 1.0)
+                    .filter_map(|e| placement.level(g, e.to).map(|l| (l as usize, e.to)))
+                    .collect();
+                servers.sort_unstable();
+                movers.extend(servers.first().map(|&(_, to)| to));
+            }
+            if !movers.is_empty() {
+                unmet.push((g, movers));
+            }
+        }
+        unmet.sort_by_key(|(g, movers)| (std::cmp::Reverse(movers.len()), *g));
+        let mut due = Vec::new();
+        let mut listed = vec![false; fleet.vms.len()];
+        for (_, movers) in unmet {
+            for g in movers {
+                if let Some(f) = eco.vm_of_graph.get(g).copied().flatten()
+                    && f < listed.len()
+                    && !std::mem::replace(&mut listed[f], true)
+                {
+                    due.push(f);
+                }
+            }
+        }
+        due
+    }
 }
 
 pub struct DependencyScorer {
@@ -199,6 +251,40 @@ mod tests {
         let ranking = strict.rank_new(&fleet_full, 2, 4);
         assert!(!ranking.ranked.is_empty() && ranking.ranked.iter().all(|s| s.host < 2), "{ranking:?}");
         assert!(ranking.rejected.iter().all(|(r, _)| *r != Rejection::Dependency), "{ranking:?}");
+    }
+
+    /// The web VM runs in zone 0, its database in zone 1: a pass moves the web VM (or the
+    /// database) so that the requirement is met, as a repair, and the next pass has nothing to do.
+    #[test]
+    fn a_pass_repairs_a_required_dependency_left_unmet() {
+        let mut hosts: Vec<HostView> = (0..4).map(|_| HostView::new(4, 1000.0, 16_384.0, 100.0, HP_ML110_G5)).collect();
+        let mut vms = Vec::new();
+        for h in [2, 0, 0] {
+            let mut v = VmView::unplaced(1, 1000.0, 500.0);
+            v.host = Some(h);
+            v.demand_mips = 300.0;
+            v.forecast = Some(Forecast::flat([0.25, 0.3, 0.35]));
+            hosts[h].observed_mips += 300.0;
+            hosts[h].vms.push(vms.len());
+            vms.push(v);
+        }
+        // Fleet VM 0 is the database, 1 something else, 2 the web VM.
+        let names = ["db", "other", "web"];
+        let eco = policy_ecosystem(&names, vms.len());
+        let mut policy = presage_with_ecosystem(PresageConfig::default(), eco.clone());
+        let fleet = FleetView { now_s: 100_000.0, hosts: &hosts, vms: &vms };
+        let moves = crate::policy::ConsolidationPolicy::optimise(&mut policy, &fleet);
+        let repair = moves.iter().find(|m| matches!(m.reason, crate::policy::MoveReason::Repair(_))).expect("a repair move");
+        let (mut after_hosts, mut after_vms) = (hosts.clone(), vms.clone());
+        let from = after_vms[repair.vm].host.unwrap();
+        after_hosts[from].vms.retain(|&v| v != repair.vm);
+        after_hosts[repair.to].vms.push(repair.vm);
+        after_vms[repair.vm].host = Some(repair.to);
+        // The web VM's requirement is met after the move: database and web in one zone's rack.
+        let (db, web) = (after_vms[0].host.unwrap(), after_vms[2].host.unwrap());
+        assert!(db >= 2 && web >= 2, "db on {db}, web on {web}: {moves:?}");
+        let fleet = FleetView { now_s: 200_000.0, hosts: &after_hosts, vms: &after_vms };
+        assert!(RequiredRepairs { ecosystem: eco }.due(&fleet).is_empty(), "nothing is left to repair");
     }
 
     fn policy_ecosystem(names: &[&str], fleet_vms: usize) -> Arc<FleetEcosystem> {

@@ -172,6 +172,8 @@ pub enum MoveReason {
     Underload(usize),
     /// Its host is being drained for maintenance.
     Drain(usize),
+    /// A required dependency of it, or of a VM it serves, is unmet where it runs (its host).
+    Repair(usize),
 }
 
 /// One decided live migration.

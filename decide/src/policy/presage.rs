@@ -414,6 +414,11 @@ pub trait PlacementFilter: Send + Sync {
     }
 }
 
+/// Names the VMs a pass should try to move for their dependencies, most important first.
+pub trait RepairSource: Send + Sync {
+    fn due(&self, fleet: &FleetView<'_>) -> Vec<usize>;
+}
+
 /// One member of the destination ensemble. Values are costs: lower is better.
 pub trait PlacementScorer: Send + Sync {
     fn name(&self) -> &'static str;
@@ -643,6 +648,8 @@ pub struct PresagePolicy {
     ensemble: Ensemble,
     /// Hard rules a destination must pass besides capacity and risk (required dependencies).
     filters: Vec<Box<dyn PlacementFilter>>,
+    /// Who needs a repair move (required dependencies unmet).
+    repair: Option<Box<dyn RepairSource>>,
     /// Per host: flagged overloaded (hysteresis).
     overloaded: Vec<bool>,
     /// Per VM: the hosts it left within the cool-down, with when (the newest last).
@@ -711,6 +718,7 @@ impl PresagePolicy {
             cfg,
             ensemble,
             filters: Vec::new(),
+            repair: None,
             overloaded: Vec::new(),
             moved: Vec::new(),
             last: Vec::new(),
@@ -720,6 +728,12 @@ impl PresagePolicy {
     /// Reports itself under another name (a variant in side-by-side runs).
     pub fn labelled(mut self, label: &str) -> PresagePolicy {
         self.label = label.into();
+        self
+    }
+
+    /// Moves the VMs `source` names, each to the best host its filters prefer, every pass.
+    pub fn with_repair(mut self, source: Box<dyn RepairSource>) -> PresagePolicy {
+        self.repair = Some(source);
         self
     }
 
@@ -1059,6 +1073,52 @@ impl PresagePolicy {
         }
     }
 
+    /// Moves the VMs the repair source names (required dependencies unmet) to the best host
+    /// where the filters' rule is met, within the pass's move cap; a VM within its minimum
+    /// residence waits, and one with no such host stays.
+    fn repair(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
+        let Some(source) = self.repair.as_ref() else { return };
+        let fleet = pass.fleet;
+        let now = fleet.now_s;
+        let due = source.due(fleet);
+        if due.is_empty() {
+            return;
+        }
+        let dests = destinations(fleet, &pass.hosts);
+        for vm in due {
+            if out.len() >= self.cfg.max_moves_per_pass {
+                return;
+            }
+            let Some(from) = fleet.vms.get(vm).and_then(|v| v.host) else { continue };
+            if self.in_residence(vm, now) || !pass.movable[from].contains(&vm) || out.iter().any(|m| m.vm == vm) {
+                continue;
+            }
+            let Some(d) = pass.demand[vm] else { continue };
+            let q = RankQuery::move_off(vm, &d, from, &[], &dests, pass.best_watts_per_unit);
+            let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+            let Some(chosen) = ranking.ranked.first().cloned() else { continue };
+            if !self.filters.iter().all(|f| f.prefers(fleet, vm, chosen.host)) {
+                continue;
+            }
+            let to = chosen.host;
+            pass.commit(vm, &d, from, to);
+            let m = MoveExplanation {
+                vm,
+                from,
+                to,
+                reason: MoveReason::Repair(from),
+                benefit_j: 0.0,
+                cost_j: self.move_cost(fleet, vm, &d, to),
+                source_risk_before: 0.0,
+                source_risk_after: 0.0,
+                chosen,
+                runner_up: ranking.ranked.get(1).cloned(),
+            };
+            self.record(&m, now);
+            out.push(m);
+        }
+    }
+
     /// Empties under-used hosts whose VMs all fit elsewhere when the energy saved pays for the
     /// moves.
     fn consolidate(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
@@ -1251,6 +1311,7 @@ impl ConsolidationPolicy for PresagePolicy {
         }
         let mut out = Vec::new();
         self.relieve(&mut pass, &mut out);
+        self.repair(&mut pass, &mut out);
         self.drain(&mut pass, &mut out);
         self.consolidate(&mut pass, &mut out);
         let migrations = out.iter().map(|m| Migration { vm: m.vm, to: m.to, reason: m.reason }).collect();

@@ -123,6 +123,19 @@ async fn finished_plan(op: &mut presage_protocol::pb::operator_client::OperatorC
     .await
 }
 
+/// Waits until kvm-a's session is open (`true`) or closed (`false`) as the coordinator sees it.
+async fn kvm_a_connected(op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>, connected: bool) {
+    eventually(&format!("kvm-a connected: {connected}"), WAIT, || {
+        let mut op = op.clone();
+        async move {
+            let hosts = op.list_hosts(presage_protocol::pb::ListHostsRequest {}).await.ok()?.into_inner().hosts;
+            // A host this coordinator has not heard from since it started is not connected.
+            (hosts.iter().any(|h| h.host_id == "kvm-a" && h.connected) == connected).then_some(())
+        }
+    })
+    .await;
+}
+
 /// Asks for the move until the coordinator accepts it (its agents reconnect after restarts).
 async fn move_once_accepted(
     op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>,
@@ -250,9 +263,12 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
     let coord = RunningCoordinator::start_config(cfg).await;
     let op = client(&coord.url, &pki.issue(Role::Operator, "alice")).await.unwrap();
     agent_a.stop().await;
+    kvm_a_connected(&op, false).await;
     let mut slow_a = libvirt_agent(&pki, "kvm-a", &coord.url, &data.path().join("a"), &hosts.uri("a"), 49170, &driver);
     slow_a.migration.bandwidth_mib_s = 1;
     let agent_a = RunningAgent::start(slow_a);
+    // The new agent has its session (it starts its libvirt driver first) before the move is asked.
+    kvm_a_connected(&op, true).await;
     let plan = move_once_accepted(&op, &uuid, "kvm-b").await;
     eventually("the throttled migration to report progress, or end", WAIT, || {
         let mut op = op.clone();

@@ -284,3 +284,61 @@ mod tests {
         assert!(errors[4].reason.contains("either required or preferred"), "{}", errors[4]);
     }
 }
+
+/// The published JSON Schema of a declaration (`decide/schema/declaration.schema.json`).
+pub const DECLARATION_SCHEMA: &str = include_str!("../../schema/declaration.schema.json");
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn keys(v: &Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    /// The schema and the types say the same: every field a full declaration serialises is a
+    /// property of the schema and no other, the required fields agree, and the schema refuses
+    /// unknown fields as parsing does.
+    #[test]
+    fn the_published_schema_matches_what_is_parsed() {
+        let schema: Value = serde_json::from_str(DECLARATION_SCHEMA).unwrap();
+        let spec = DependencySpec {
+            kind: "db".into(),
+            version: Some("14".into()),
+            network_latency_requirement: Some("< 1ms".into()),
+            resource_profile: Some("io".into()),
+            fuzzy_match: Some("similar".into()),
+            application: Some("shop".into()),
+        };
+        let full = Declaration {
+            vm_name: "web".into(),
+            application: Some("shop".into()),
+            profile: Some(Profile {
+                kind: "web".into(),
+                version: Some("1".into()),
+                resource_profile: Some("cpu".into()),
+                labels: vec!["x".into()],
+                signature: Some(vec![1.0]),
+            }),
+            dependencies: Dependencies { required: vec![spec.clone()], preferred: vec![spec] },
+        };
+        let value = serde_json::to_value(&full).unwrap();
+        assert_eq!(keys(&value), keys(&schema["properties"]));
+        assert_eq!(keys(&value["profile"]), keys(&schema["$defs"]["profile"]["properties"]));
+        assert_eq!(keys(&value["dependencies"]), keys(&schema["properties"]["dependencies"]["properties"]));
+        assert_eq!(keys(&value["dependencies"]["required"][0]), keys(&schema["$defs"]["dependency"]["properties"]));
+        for object in [&schema, &schema["properties"]["dependencies"], &schema["$defs"]["profile"], &schema["$defs"]["dependency"]] {
+            assert_eq!(object["additionalProperties"], Value::Bool(false));
+        }
+        // What the schema requires is what parsing cannot do without.
+        assert_eq!(schema["required"], serde_json::json!(["vm_name"]));
+        assert!(serde_json::from_str::<Declaration>(r#"{"dependencies": {}}"#).is_err());
+        assert_eq!(schema["$defs"]["profile"]["required"], serde_json::json!(["type"]));
+        assert!(serde_json::from_str::<Profile>(r#"{"version": "1"}"#).is_err());
+        assert_eq!(schema["$defs"]["dependency"]["required"], serde_json::json!(["type"]));
+        assert!(serde_json::from_str::<DependencySpec>(r#"{"version": "1"}"#).is_err());
+    }
+}

@@ -243,18 +243,8 @@ impl CoordinatorLink {
 impl CommandHandler {
     /// Carries out one command from the coordinator; `latest` is the newest report (what the
     /// host's VMs use now, for reservation admission).
+    #[tracing::instrument(name = "command", skip_all, fields(id = cmd.id))]
     async fn execute(
-        &self,
-        cmd: pb::Command,
-        order: CommandOrder,
-        latest: Option<&Report>,
-        outbound: &mpsc::Sender<AgentMessage>,
-    ) -> CommandResult {
-        let span = info_span!("command", id = cmd.id);
-        self.execute_in_span(cmd, order, latest, outbound).instrument(span).await
-    }
-
-    async fn execute_in_span(
         &self,
         cmd: pb::Command,
         order: CommandOrder,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::graph::EcosystemGraph;
-use super::score::{Placement, move_effect, vm_score};
+use super::score::{MoveEffect, Placement, move_effect, vm_score};
 use super::topology::{LatencyTable, Location};
 use crate::policy::FleetView;
 use crate::policy::presage::{Candidate, PlacementFilter, PlacementScorer, Rejection, RepairSource};
@@ -49,6 +49,15 @@ impl FleetEcosystem {
     fn host_of<'a>(&'a self, fleet: &'a FleetView<'_>) -> impl Fn(usize) -> Option<usize> + 'a {
         move |g: usize| self.vm_of_graph.get(g).copied().flatten().and_then(|f| fleet.vms.get(f)).and_then(|v| v.host)
     }
+
+    /// What moving fleet VM `vm` to `host` does to the dependency scores (`None` for a VM
+    /// outside the graph).
+    fn effect(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Option<MoveEffect> {
+        let g = self.graph_of_vm.get(vm).copied().flatten()?;
+        let host_of = self.host_of(fleet);
+        let placement = Placement { host_of: &host_of, locations: &self.locations, latency: &self.latency };
+        Some(move_effect(&self.graph, &placement, g, host))
+    }
 }
 
 /// Required dependencies as a rule on destinations: a host is refused if the VM there would
@@ -62,21 +71,21 @@ pub struct RequiredDependencies {
 
 impl PlacementFilter for RequiredDependencies {
     fn refuses(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Option<Rejection> {
-        let eco = &self.ecosystem;
-        let g = eco.graph_of_vm.get(vm).copied().flatten()?;
-        let host_of = eco.host_of(fleet);
-        let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
-        let effect = move_effect(&eco.graph, &placement, g, host);
-        (!effect.breaks_required.is_empty()).then_some(Rejection::Dependency)
+        self.judge(fleet, vm, host).err()
     }
 
     fn prefers(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> bool {
-        let eco = &self.ecosystem;
-        let Some(g) = eco.graph_of_vm.get(vm).copied().flatten() else { return true };
-        let host_of = eco.host_of(fleet);
-        let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
-        let effect = move_effect(&eco.graph, &placement, g, host);
-        effect.own_unmet_after.is_empty() && effect.neighbours_unmet_after.is_empty()
+        self.judge(fleet, vm, host).unwrap_or(false)
+    }
+
+    /// One move effect answers both: refused if it breaks a met required dependency,
+    /// preferred if it leaves none of the VM's or its dependants' unmet.
+    fn judge(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Result<bool, Rejection> {
+        let Some(effect) = self.ecosystem.effect(fleet, vm, host) else { return Ok(true) };
+        if !effect.breaks_required.is_empty() {
+            return Err(Rejection::Dependency);
+        }
+        Ok(effect.own_unmet_after.is_empty() && effect.neighbours_unmet_after.is_empty())
     }
 }
 
@@ -154,11 +163,7 @@ impl PlacementScorer for DependencyScorer {
     }
 
     fn value(&self, c: &Candidate<'_>) -> f64 {
-        let (fleet, eco, vm, host) = (c.fleet, &self.ecosystem, c.vm_index, c.host_index);
-        let Some(g) = eco.graph_of_vm.get(vm).copied().flatten() else { return 0.0 };
-        let host_of = eco.host_of(fleet);
-        let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
-        -move_effect(&eco.graph, &placement, g, host).gain()
+        self.ecosystem.effect(c.fleet, c.vm_index, c.host_index).map_or(0.0, |e| -e.gain())
     }
 }
 
@@ -196,18 +201,8 @@ mod tests {
     /// 1 ms, goes to zone 1 with the dependency scorer, and its explanation shows why.
     #[test]
     fn a_new_vm_is_placed_near_what_it_requires_and_the_term_says_so() {
-        let mut hosts: Vec<HostView> = (0..4).map(|_| HostView::new(4, 1000.0, 16_384.0, 100.0, HP_ML110_G5)).collect();
-        let mut vms = Vec::new();
-        for (h, _) in [(2, "db"), (0, "other")] {
-            let mut v = VmView::unplaced(1, 1000.0, 500.0);
-            v.host = Some(h);
-            v.demand_mips = 300.0;
-            v.forecast = Some(Forecast::flat([0.25, 0.3, 0.35]));
-            hosts[h].observed_mips += 300.0;
-            hosts[h].vms.push(vms.len());
-            vms.push(v);
-        }
-        vms.push(VmView::unplaced(1, 1000.0, 500.0));
+        // The database on host 2, another VM on host 0, the web VM not placed yet.
+        let (hosts, vms) = four_hosts_with(&[Some(2), Some(0), None]);
         let names = ["db", "other", "web"];
         let eco = policy_ecosystem(&names, vms.len());
         assert_eq!(eco.graph_of_vm.iter().filter(|g| g.is_some()).count(), 2);
@@ -257,17 +252,7 @@ mod tests {
     /// database) so that the requirement is met, as a repair, and the next pass has nothing to do.
     #[test]
     fn a_pass_repairs_a_required_dependency_left_unmet() {
-        let mut hosts: Vec<HostView> = (0..4).map(|_| HostView::new(4, 1000.0, 16_384.0, 100.0, HP_ML110_G5)).collect();
-        let mut vms = Vec::new();
-        for h in [2, 0, 0] {
-            let mut v = VmView::unplaced(1, 1000.0, 500.0);
-            v.host = Some(h);
-            v.demand_mips = 300.0;
-            v.forecast = Some(Forecast::flat([0.25, 0.3, 0.35]));
-            hosts[h].observed_mips += 300.0;
-            hosts[h].vms.push(vms.len());
-            vms.push(v);
-        }
+        let (hosts, vms) = four_hosts_with(&[Some(2), Some(0), Some(0)]);
         // Fleet VM 0 is the database, 1 something else, 2 the web VM.
         let names = ["db", "other", "web"];
         let eco = policy_ecosystem(&names, vms.len());
@@ -285,6 +270,25 @@ mod tests {
         assert!(db >= 2 && web >= 2, "db on {db}, web on {web}: {moves:?}");
         let fleet = FleetView { now_s: 200_000.0, hosts: &after_hosts, vms: &after_vms };
         assert!(RequiredRepairs { ecosystem: eco }.due(&fleet).is_empty(), "nothing is left to repair");
+    }
+
+    /// Four 4-core hosts and one 1-core VM per entry, each running at 30 % on its host (or not
+    /// placed).
+    fn four_hosts_with(placement: &[Option<usize>]) -> (Vec<HostView>, Vec<VmView>) {
+        let mut hosts: Vec<HostView> = (0..4).map(|_| HostView::new(4, 1000.0, 16_384.0, 100.0, HP_ML110_G5)).collect();
+        let mut vms = Vec::new();
+        for &at in placement {
+            let mut v = VmView::unplaced(1, 1000.0, 500.0);
+            if let Some(h) = at {
+                v.host = Some(h);
+                v.demand_mips = 300.0;
+                v.forecast = Some(Forecast::flat([0.25, 0.3, 0.35]));
+                hosts[h].observed_mips += 300.0;
+                hosts[h].vms.push(vms.len());
+            }
+            vms.push(v);
+        }
+        (hosts, vms)
     }
 
     fn policy_ecosystem(names: &[&str], fleet_vms: usize) -> Arc<FleetEcosystem> {

@@ -412,6 +412,14 @@ pub trait PlacementFilter: Send + Sync {
     fn prefers(&self, _fleet: &FleetView<'_>, _vm: usize, _host: usize) -> bool {
         true
     }
+    /// Both at once, `Err` when refused, `Ok(preferred)` otherwise: what a ranking asks, once
+    /// per host (a filter whose two answers share their work overrides it).
+    fn judge(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Result<bool, Rejection> {
+        match self.refuses(fleet, vm, host) {
+            Some(r) => Err(r),
+            None => Ok(self.prefers(fleet, vm, host)),
+        }
+    }
 }
 
 /// Names the VMs a pass should try to move for their dependencies, most important first.
@@ -815,6 +823,8 @@ impl PresagePolicy {
         for &h in candidates {
             let host = &fleet.hosts[h];
             let here = Some(h) == from;
+            // Whether every filter prefers this host (set as they judge it).
+            let mut preferred = true;
             let reject = if !host.schedulable && !here {
                 Some(Rejection::NotSchedulable)
             } else if here && !q.include_current {
@@ -838,7 +848,7 @@ impl PresagePolicy {
             } else if here {
                 None
             } else {
-                self.filters.iter().find_map(|f| f.refuses(fleet, vm, h))
+                self.filters.iter().try_for_each(|f| f.judge(fleet, vm, h).map(|p| preferred &= p)).err()
             };
             if let Some(r) = reject {
                 *rejected.entry(r).or_insert(0) += 1;
@@ -852,7 +862,7 @@ impl PresagePolicy {
             }
             ranking.feasible += 1;
             let (score, _) = score_of(h, &after, risk_after, false);
-            let list = if here || self.filters.iter().all(|f| f.prefers(fleet, vm, h)) {
+            let list = if preferred {
                 &mut best
             } else {
                 not_preferred += 1;
@@ -1039,7 +1049,6 @@ impl PresagePolicy {
     /// asked for it. A VM no host can take stays, and the next pass tries again.
     fn drain(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
         let fleet = pass.fleet;
-        let now = fleet.now_s;
         let dests = destinations(fleet, &pass.hosts);
         let drained: Vec<usize> = (0..fleet.hosts.len()).filter(|&h| !fleet.hosts[h].schedulable && !pass.movable[h].is_empty()).collect();
         for h in drained {
@@ -1052,23 +1061,10 @@ impl PresagePolicy {
                 let Some(d) = pass.demand[vm] else { continue };
                 let q = RankQuery::move_off(vm, &d, h, &[], &dests, pass.best_watts_per_unit);
                 let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
-                let Some(chosen) = ranking.ranked.first().cloned() else { continue };
-                let to = chosen.host;
-                pass.commit(vm, &d, h, to);
-                let m = MoveExplanation {
-                    vm,
-                    from: h,
-                    to,
-                    reason: MoveReason::Drain(h),
-                    benefit_j: 0.0,
-                    cost_j: self.move_cost(fleet, vm, &d, to),
-                    source_risk_before: 0.0,
-                    source_risk_after: 0.0,
-                    chosen,
-                    runner_up: ranking.ranked.get(1).cloned(),
-                };
-                self.record(&m, now);
-                out.push(m);
+                if ranking.ranked.is_empty() {
+                    continue;
+                }
+                self.take_unpriced(pass, out, vm, &d, h, ranking, MoveReason::Drain(h));
             }
         }
     }
@@ -1096,27 +1092,46 @@ impl PresagePolicy {
             let Some(d) = pass.demand[vm] else { continue };
             let q = RankQuery::move_off(vm, &d, from, &[], &dests, pass.best_watts_per_unit);
             let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
-            let Some(chosen) = ranking.ranked.first().cloned() else { continue };
-            if !self.filters.iter().all(|f| f.prefers(fleet, vm, chosen.host)) {
+            let Some(to) = ranking.ranked.first().map(|c| c.host) else { continue };
+            if !self.filters.iter().all(|f| f.prefers(fleet, vm, to)) {
                 continue;
             }
-            let to = chosen.host;
-            pass.commit(vm, &d, from, to);
-            let m = MoveExplanation {
-                vm,
-                from,
-                to,
-                reason: MoveReason::Repair(from),
-                benefit_j: 0.0,
-                cost_j: self.move_cost(fleet, vm, &d, to),
-                source_risk_before: 0.0,
-                source_risk_after: 0.0,
-                chosen,
-                runner_up: ranking.ranked.get(1).cloned(),
-            };
-            self.record(&m, now);
-            out.push(m);
+            self.take_unpriced(pass, out, vm, &d, from, ranking, MoveReason::Repair(from));
         }
+    }
+
+    /// Takes the move of `vm` from `from` to the best host of `ranking` (not empty) for a reason
+    /// that is not weighed in joules (a drain, a repair): commits it to the pass, records it and
+    /// explains it with its cost alone.
+    #[allow(clippy::too_many_arguments)]
+    fn take_unpriced(
+        &mut self,
+        pass: &mut Pass<'_>,
+        out: &mut Vec<MoveExplanation>,
+        vm: usize,
+        d: &VmDemand,
+        from: usize,
+        mut ranking: Ranking,
+        reason: MoveReason,
+    ) {
+        let runner_up = ranking.ranked.get(1).cloned();
+        let chosen = ranking.ranked.swap_remove(0);
+        let to = chosen.host;
+        pass.commit(vm, d, from, to);
+        let m = MoveExplanation {
+            vm,
+            from,
+            to,
+            reason,
+            benefit_j: 0.0,
+            cost_j: self.move_cost(pass.fleet, vm, d, to),
+            source_risk_before: 0.0,
+            source_risk_after: 0.0,
+            chosen,
+            runner_up,
+        };
+        self.record(&m, pass.fleet.now_s);
+        out.push(m);
     }
 
     /// Empties under-used hosts whose VMs all fit elsewhere when the energy saved pays for the

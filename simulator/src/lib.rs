@@ -242,6 +242,8 @@ pub struct Simulation<'s> {
     /// plan on forecasts; and how many reservations the hosts refused.
     books: Option<Vec<ReservationBook>>,
     refused: u64,
+    /// Migrations started to repair a dependency.
+    repair_moves: u64,
     /// The ecosystem whose figures the run follows (trace VM i is its declaration i).
     ecosystem: Option<ecosystem::EcosystemTracker>,
 }
@@ -280,6 +282,7 @@ impl<'s> Simulation<'s> {
             series: vec![Vec::new(); nv],
             books: None,
             refused: 0,
+            repair_moves: 0,
             ecosystem: None,
         }
         .with_forecast_model(None)
@@ -586,6 +589,9 @@ impl<'s> Simulation<'s> {
             dirty[to] = true;
             dirty[from] = true;
             self.migrations += 1;
+            if matches!(m.reason, presage_decide::policy::MoveReason::Repair(_)) {
+                self.repair_moves += 1;
+            }
             self.seq += 1;
             self.pending.push(Completion { time: t + duration, started: t, seq: self.seq, vm, to, reservation });
         }
@@ -759,7 +765,7 @@ impl<'s> Simulation<'s> {
             unplaced_vms: self.unplaced,
             steps: self.timeline.len(),
             wall_s,
-            ecosystem: self.ecosystem.as_ref().map(ecosystem::EcosystemTracker::report),
+            ecosystem: self.ecosystem.as_ref().map(|t| ecosystem::EcosystemReport { repair_moves: self.repair_moves, ..t.report() }),
             timeline: std::mem::take(&mut self.timeline),
             migration_log: std::mem::take(&mut self.migration_log),
         }

@@ -37,44 +37,62 @@ impl Placement<'_> {
     }
 }
 
-/// What moving one VM to a host does to the dependency scores: its own and those of the VMs it
-/// serves.
+/// One VM's scores before and after a move.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct ScoreChange {
+    pub vm: usize,
+    pub before: f64,
+    pub after: f64,
+    /// [`VmScore::required_satisfaction`] before and after.
+    pub required_before: f64,
+    pub required_after: f64,
+}
+
+/// What moving a group of VMs (one VM, or a bundle that travels together) to one host does to
+/// the dependency scores: the moved VMs' own and those of the VMs they serve.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct MoveEffect {
-    pub own_before: f64,
-    pub own_after: f64,
-    /// The VMs it serves: (VM, score before, score after).
-    pub neighbours: Vec<(usize, f64, f64)>,
+    /// The moved VMs, in the group's order.
+    pub moved: Vec<ScoreChange>,
+    /// The VMs outside the group that a moved VM serves.
+    pub neighbours: Vec<ScoreChange>,
     /// Required dependencies met before and not after: (VM, dependency).
     pub breaks_required: Vec<(usize, usize)>,
     /// Required dependencies not met before and met after.
     pub meets_required: Vec<(usize, usize)>,
-    /// The moved VM's own required dependencies left unmet after the move.
-    pub own_unmet_after: Vec<usize>,
-    /// Required dependencies of the VMs it serves, that it could serve, left unmet after the
-    /// move: (VM, dependency).
+    /// The moved VMs' own required dependencies left unmet after the move: (VM, dependency).
+    pub own_unmet_after: Vec<(usize, usize)>,
+    /// Required dependencies of the VMs they serve, that a moved VM could serve, left unmet
+    /// after the move: (VM, dependency).
     pub neighbours_unmet_after: Vec<(usize, usize)>,
 }
 
 impl MoveEffect {
-    /// The change of the VM's own score plus its neighbours' (positive: better served).
+    /// The change of the moved VMs' scores plus their neighbours' (positive: better served).
     pub fn gain(&self) -> f64 {
-        (self.own_after - self.own_before) + self.neighbours.iter().map(|(_, b, a)| a - b).sum::<f64>()
+        self.moved.iter().chain(&self.neighbours).map(|c| c.after - c.before).sum()
+    }
+
+    /// The VMs, moved or served, whose required satisfaction the move lowers.
+    pub fn lowers_required(&self) -> impl Iterator<Item = usize> + '_ {
+        self.moved.iter().chain(&self.neighbours).filter(|c| c.required_after < c.required_before - 1e-12).map(|c| c.vm)
     }
 }
 
-/// The effect of moving `vm` to `host` under `placement`.
-pub fn move_effect(graph: &EcosystemGraph, placement: &Placement, vm: usize, host: usize) -> MoveEffect {
-    let moved = |v: usize| if v == vm { Some(host) } else { (placement.host_of)(v) };
+/// The effect of moving the VMs of `group` (graph VMs, not empty) to `host` under `placement`.
+pub fn move_effect(graph: &EcosystemGraph, placement: &Placement, group: &[usize], host: usize) -> MoveEffect {
+    let moved = |v: usize| if group.contains(&v) { Some(host) } else { (placement.host_of)(v) };
     let after = Placement { host_of: &moved, locations: placement.locations, latency: placement.latency };
     let mut effect = MoveEffect::default();
     let compare = |v: usize, effect: &mut MoveEffect| {
         let (b, a) = (vm_score(graph, v, placement), vm_score(graph, v, &after));
-        if v == vm {
-            effect.own_unmet_after = a.unmet_required().collect();
+        if group.contains(&v) {
+            effect.own_unmet_after.extend(a.unmet_required().map(|k| (v, k)));
         } else if (placement.host_of)(v).is_some() {
-            // Only the dependencies this VM could serve, of neighbours that are placed.
-            effect.neighbours_unmet_after.extend(a.unmet_required().filter(|&k| graph.serving(v, k).any(|e| e.to == vm)).map(|k| (v, k)));
+            // Only the dependencies a moved VM could serve, of neighbours that are placed.
+            effect
+                .neighbours_unmet_after
+                .extend(a.unmet_required().filter(|&k| graph.serving(v, k).any(|e| group.contains(&e.to))).map(|k| (v, k)));
         }
         for (k, (db, da)) in b.dependencies.iter().zip(&a.dependencies).enumerate() {
             if db.strength == Strength::Required {
@@ -85,15 +103,24 @@ pub fn move_effect(graph: &EcosystemGraph, placement: &Placement, vm: usize, hos
                 }
             }
         }
-        (b.score, a.score)
+        ScoreChange {
+            vm: v,
+            before: b.score,
+            after: a.score,
+            required_before: b.required_satisfaction(),
+            required_after: a.required_satisfaction(),
+        }
     };
-    (effect.own_before, effect.own_after) = compare(vm, &mut effect);
-    let mut served: Vec<usize> = graph.served_by(vm).map(|e| e.from).collect();
+    for &v in group {
+        let change = compare(v, &mut effect);
+        effect.moved.push(change);
+    }
+    let mut served: Vec<usize> = group.iter().flat_map(|&g| graph.served_by(g).map(|e| e.from)).filter(|v| !group.contains(v)).collect();
     served.sort_unstable();
     served.dedup();
     for v in served {
-        let (b, a) = compare(v, &mut effect);
-        effect.neighbours.push((v, b, a));
+        let change = compare(v, &mut effect);
+        effect.neighbours.push(change);
     }
     effect
 }
@@ -275,20 +302,27 @@ mod tests {
         let host_of = |v: usize| [(web, 0), (db1, 1), (cache1, 0)].iter().find(|(x, _)| *x == v).map(|(_, h)| *h);
         let here = Placement { host_of: &host_of, locations: &locations, latency: &latency };
         // Web now: database met (rack), caching met, analytics nothing: (3 + 1 + 0) / 5.
-        let away = move_effect(&g, &here, db1, 2);
-        assert_eq!((away.own_before, away.own_after), (1.0, 1.0));
+        let away = move_effect(&g, &here, &[db1], 2);
+        assert_eq!((away.moved[0].before, away.moved[0].after), (1.0, 1.0));
         assert_eq!(away.neighbours.len(), 1);
-        let (who, before, after) = away.neighbours[0];
-        assert_eq!(who, web);
-        assert!((before - 0.8).abs() < 1e-12 && (after - (3.0 * 0.18 + 1.0) / 5.0).abs() < 1e-12, "{away:?}");
+        let n = away.neighbours[0];
+        assert_eq!(n.vm, web);
+        assert!((n.before - 0.8).abs() < 1e-12 && (n.after - (3.0 * 0.18 + 1.0) / 5.0).abs() < 1e-12, "{away:?}");
+        assert!((n.required_before - 1.0).abs() < 1e-12 && (n.required_after - 0.18).abs() < 1e-12, "{away:?}");
+        assert_eq!(away.lowers_required().collect::<Vec<_>>(), vec![web]);
         assert_eq!(away.breaks_required, vec![(web, 0)]);
         assert!(away.gain() < 0.0);
         // Onto the web VM's own host: still met, no gain.
-        let onto = move_effect(&g, &here, db1, 0);
+        let onto = move_effect(&g, &here, &[db1], 0);
         assert!(onto.breaks_required.is_empty() && onto.gain().abs() < 1e-12, "{onto:?}");
         // The web VM moving to the other zone breaks its own requirement.
-        let web_away = move_effect(&g, &here, web, 2);
+        let web_away = move_effect(&g, &here, &[web], 2);
         assert_eq!(web_away.breaks_required, vec![(web, 0)]);
-        assert!(web_away.own_after < web_away.own_before);
+        assert!(web_away.moved[0].after < web_away.moved[0].before);
+        // The web VM and its database as one bundle: nothing breaks between them; the cache
+        // (no latency asked) still serves from anywhere.
+        let both = move_effect(&g, &here, &[web, db1], 2);
+        assert!(both.breaks_required.is_empty() && both.lowers_required().next().is_none(), "{both:?}");
+        assert_eq!(both.moved.len(), 2);
     }
 }

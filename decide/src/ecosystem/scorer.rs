@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::graph::EcosystemGraph;
 use super::score::{MoveEffect, Placement, move_effect, vm_score};
-use super::topology::{LatencyTable, Location};
+use super::declaration::Strength;
+use super::topology::{LatencyTable, Level, Location};
 use crate::policy::FleetView;
 use crate::policy::presage::{Candidate, PlacementFilter, PlacementScorer, Rejection, RepairSource};
 
@@ -22,6 +23,9 @@ pub struct FleetEcosystem {
     /// Per fleet host, its place.
     pub locations: Vec<Location>,
     pub latency: LatencyTable,
+    /// Per graph VM, the graph VMs it must share a host with (either way): a required
+    /// dependency, met only on one host, between it and an exact match.
+    pub host_bound: Vec<Vec<usize>>,
 }
 
 impl FleetEcosystem {
@@ -40,78 +44,136 @@ impl FleetEcosystem {
                 graph_of_vm[*f] = Some(g);
             }
         }
-        FleetEcosystem { graph, graph_of_vm, vm_of_graph, locations, latency }
-    }
-}
-
-impl FleetEcosystem {
-    /// Where the fleet's VMs are, as the graph sees it.
-    fn host_of<'a>(&'a self, fleet: &'a FleetView<'_>) -> impl Fn(usize) -> Option<usize> + 'a {
-        move |g: usize| self.vm_of_graph.get(g).copied().flatten().and_then(|f| fleet.vms.get(f)).and_then(|v| v.host)
+        let host_bound = host_bound(&graph, &latency);
+        FleetEcosystem { graph, graph_of_vm, vm_of_graph, locations, latency, host_bound }
     }
 
-    /// What moving fleet VM `vm` to `host` does to the dependency scores (`None` for a VM
-    /// outside the graph).
-    fn effect(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Option<MoveEffect> {
-        let g = self.graph_of_vm.get(vm).copied().flatten()?;
-        let host_of = self.host_of(fleet);
+    /// Where the fleet's VMs are as planned (`positions`, per fleet VM), as the graph sees it.
+    fn host_of<'a>(&'a self, positions: &'a [Option<usize>]) -> impl Fn(usize) -> Option<usize> + 'a {
+        move |g: usize| self.vm_of_graph.get(g).copied().flatten().and_then(|f| positions.get(f).copied().flatten())
+    }
+
+    /// The graph VMs of a group of fleet VMs (those outside the graph left out).
+    fn graph_group(&self, group: &[usize]) -> Vec<usize> {
+        group.iter().filter_map(|&v| self.graph_of_vm.get(v).copied().flatten()).collect()
+    }
+
+    /// What moving the fleet VMs of `group` to `host` does to the dependency scores (`None`
+    /// when none of them is in the graph).
+    pub fn effect(&self, positions: &[Option<usize>], group: &[usize], host: usize) -> Option<MoveEffect> {
+        let members = self.graph_group(group);
+        if members.is_empty() {
+            return None;
+        }
+        let host_of = self.host_of(positions);
         let placement = Placement { host_of: &host_of, locations: &self.locations, latency: &self.latency };
-        Some(move_effect(&self.graph, &placement, g, host))
+        Some(move_effect(&self.graph, &placement, &members, host))
+    }
+
+    /// The fleet VMs that must move with fleet VM `vm`: those bound to it by host-level required
+    /// dependencies, directly or through others, that share its host now.
+    pub fn bundle(&self, positions: &[Option<usize>], vm: usize) -> Vec<usize> {
+        let Some(g) = self.graph_of_vm.get(vm).copied().flatten() else { return Vec::new() };
+        let host_of = self.host_of(positions);
+        let Some(here) = host_of(g) else { return Vec::new() };
+        let mut seen = vec![g];
+        let mut at = 0;
+        while at < seen.len() {
+            let v = seen[at];
+            at += 1;
+            for &w in &self.host_bound[v] {
+                if !seen.contains(&w) && host_of(w) == Some(here) {
+                    seen.push(w);
+                }
+            }
+        }
+        seen[1..].iter().filter_map(|&w| self.vm_of_graph[w]).collect()
     }
 }
 
-/// Required dependencies as a rule on destinations: a host is refused if the VM there would
+/// Per graph VM, the VMs it must share a host with: required dependencies whose latency is met
+/// at no level beyond the host, to exact matches, both ways.
+fn host_bound(graph: &EcosystemGraph, latency: &LatencyTable) -> Vec<Vec<usize>> {
+    let mut bound = vec![Vec::new(); graph.len()];
+    for v in 0..graph.len() {
+        for (k, d) in graph.dependencies(v).iter().enumerate() {
+            let host_only = d.strength == Strength::Required && d.latency.is_some_and(|r| latency.farthest_meeting(&r) == Some(Level::Host));
+            if !host_only {
+                continue;
+            }
+            for e in graph.serving(v, k).filter(|e| e.quality >= 1.0) {
+                for (a, b) in [(v, e.to), (e.to, v)] {
+                    if !bound[a].contains(&b) {
+                        bound[a].push(b);
+                    }
+                }
+            }
+        }
+    }
+    bound
+}
+
+/// Required dependencies as a rule on destinations: a host is refused if a group there would
 /// break a required dependency that is met now (its own, or one of a VM it serves); among the
-/// others, hosts where every required dependency of the VM and of the VMs it serves is met are
-/// preferred whenever there is one (so a VM joins what it needs and what needs it, and goes
-/// elsewhere only when no such host has room).
+/// others, hosts where every required dependency of the group and of the VMs it serves is met
+/// are preferred whenever there is one (so a VM joins what it needs and what needs it, and goes
+/// elsewhere only when no such host has room). VMs bound on one host move as one bundle.
 pub struct RequiredDependencies {
     pub ecosystem: Arc<FleetEcosystem>,
+    /// The least dependency-score gain a repair must bring.
+    pub min_repair_gain: f64,
 }
 
 impl PlacementFilter for RequiredDependencies {
-    fn refuses(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Option<Rejection> {
-        self.judge(fleet, vm, host).err()
-    }
-
-    fn prefers(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> bool {
-        self.judge(fleet, vm, host).unwrap_or(false)
-    }
-
-    /// One move effect answers both: refused if it breaks a met required dependency,
-    /// preferred if it leaves none of the VM's or its dependants' unmet.
-    fn judge(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Result<bool, Rejection> {
-        let Some(effect) = self.ecosystem.effect(fleet, vm, host) else { return Ok(true) };
+    fn judge(&self, _fleet: &FleetView<'_>, positions: &[Option<usize>], group: &[usize], host: usize) -> Result<bool, Rejection> {
+        let Some(effect) = self.ecosystem.effect(positions, group, host) else { return Ok(true) };
         if !effect.breaks_required.is_empty() {
             return Err(Rejection::Dependency);
         }
         Ok(effect.own_unmet_after.is_empty() && effect.neighbours_unmet_after.is_empty())
     }
+
+    fn bundle(&self, _fleet: &FleetView<'_>, positions: &[Option<usize>], vm: usize) -> Vec<usize> {
+        self.ecosystem.bundle(positions, vm)
+    }
+
+    /// A repair meets at least one required dependency, gains at least the minimum, and
+    /// lowers no VM's required satisfaction.
+    fn repairs(&self, _fleet: &FleetView<'_>, positions: &[Option<usize>], group: &[usize], host: usize) -> bool {
+        let Some(effect) = self.ecosystem.effect(positions, group, host) else { return false };
+        !effect.meets_required.is_empty()
+            && effect.breaks_required.is_empty()
+            && effect.lowers_required().next().is_none()
+            && effect.gain() >= self.min_repair_gain
+    }
 }
 
 /// presage's policy with the ecosystem: the dependency scorer in its ensemble (weight
-/// `weights.dependency`) and required dependencies as a hard rule.
+/// `weights.dependency`), required dependencies as a hard rule that binds host-level groups into
+/// bundles, and repair moves for what is left unmet.
 pub fn presage_with_ecosystem(
     cfg: crate::policy::presage::PresageConfig,
     ecosystem: Arc<FleetEcosystem>,
 ) -> crate::policy::presage::PresagePolicy {
     let weight = cfg.weights.dependency;
+    let min_repair_gain = cfg.repair_min_gain;
     crate::policy::presage::PresagePolicy::new(cfg)
         .with_scorer(Box::new(DependencyScorer { ecosystem: ecosystem.clone() }), weight)
-        .with_filter(Box::new(RequiredDependencies { ecosystem: ecosystem.clone() }))
+        .with_filter(Box::new(RequiredDependencies { ecosystem: ecosystem.clone(), min_repair_gain }))
         .with_repair(Box::new(RequiredRepairs { ecosystem }))
 }
 
-/// The VMs with a required dependency unmet where they run, and for each such dependency the VM
-/// that could serve it (moving either can repair it); the VMs with more unmet first.
+/// The VMs with a required dependency unmet where they are planned to be, and for each such
+/// dependency the VM that could serve it (moving either can repair it); the VMs with more unmet
+/// first.
 pub struct RequiredRepairs {
     pub ecosystem: Arc<FleetEcosystem>,
 }
 
 impl RepairSource for RequiredRepairs {
-    fn due(&self, fleet: &FleetView<'_>) -> Vec<usize> {
+    fn due(&self, fleet: &FleetView<'_>, positions: &[Option<usize>]) -> Vec<usize> {
         let eco = &self.ecosystem;
-        let host_of = eco.host_of(fleet);
+        let host_of = eco.host_of(positions);
         let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
         let mut unmet: Vec<(usize, Vec<usize>)> = Vec::new();
         for g in 0..eco.graph.len() {
@@ -121,8 +183,8 @@ impl RepairSource for RequiredRepairs {
             let score = vm_score(&eco.graph, g, &placement);
             let mut movers = Vec::new();
             for k in score.unmet_required() {
-                movers.push(g);
-                // The exact candidates that run somewhere, nearest first.
+                // The exact candidates that run somewhere, nearest first (with none, no move
+                // can meet it).
                 let mut servers: Vec<(usize, usize)> = eco
                     .graph
                     .serving(g, k)
@@ -130,7 +192,10 @@ impl RepairSource for RequiredRepairs {
                     .filter_map(|e| placement.level(g, e.to).map(|l| (l as usize, e.to)))
                     .collect();
                 servers.sort_unstable();
-                movers.extend(servers.first().map(|&(_, to)| to));
+                if let Some(&(_, to)) = servers.first() {
+                    movers.push(g);
+                    movers.push(to);
+                }
             }
             if !movers.is_empty() {
                 unmet.push((g, movers));
@@ -163,7 +228,7 @@ impl PlacementScorer for DependencyScorer {
     }
 
     fn value(&self, c: &Candidate<'_>) -> f64 {
-        self.ecosystem.effect(c.fleet, c.vm_index, c.host_index).map_or(0.0, |e| -e.gain())
+        self.ecosystem.effect(c.positions, c.group, c.host_index).map_or(0.0, |e| -e.gain())
     }
 }
 
@@ -223,7 +288,7 @@ mod tests {
         // As a hard rule: zone 0 is refused outright, for the new VM and for the database, whose
         // move there would break the web VM's requirement once the web VM runs on host 3.
         let eco = policy_ecosystem(&names, vms.len());
-        let strict = PresagePolicy::new(PresageConfig::default()).with_filter(Box::new(RequiredDependencies { ecosystem: eco.clone() }));
+        let strict = PresagePolicy::new(PresageConfig::default()).with_filter(Box::new(RequiredDependencies { ecosystem: eco.clone(), min_repair_gain: 0.05 }));
         let ranking = strict.rank_new(&fleet, 2, 4);
         assert_eq!(ranking.ranked.iter().map(|s| s.host).collect::<Vec<_>>().len(), 2, "{ranking:?}");
         assert!(ranking.ranked.iter().all(|s| s.host >= 2));
@@ -233,10 +298,12 @@ mod tests {
         let mut hosts3 = hosts.clone();
         hosts3[3].vms.push(2);
         let fleet3 = FleetView { now_s: 10_000.0, hosts: &hosts3, vms: &placed };
-        let filter = RequiredDependencies { ecosystem: eco };
-        assert_eq!(filter.refuses(&fleet3, 0, 0), Some(Rejection::Dependency), "the database may not leave the web VM's zone");
-        assert_eq!(filter.refuses(&fleet3, 0, 3), None, "onto the web VM's host is fine");
-        assert_eq!(filter.refuses(&fleet3, 1, 2), None, "a VM without dependencies goes anywhere");
+        let filter = RequiredDependencies { ecosystem: eco, min_repair_gain: 0.05 };
+        let at = crate::policy::presage::positions(&fleet3);
+        let refuses = |vm: usize, h: usize| filter.judge(&fleet3, &at, &[vm], h).err();
+        assert_eq!(refuses(0, 0), Some(Rejection::Dependency), "the database may not leave the web VM's zone");
+        assert_eq!(refuses(0, 3), None, "onto the web VM's host is fine");
+        assert_eq!(refuses(1, 2), None, "a VM without dependencies goes anywhere");
 
         // With zone 1 closed (drained), the web VM still gets a host: the preference gives way.
         let mut full = hosts.clone();
@@ -248,16 +315,22 @@ mod tests {
         assert!(ranking.rejected.iter().all(|(r, _)| *r != Rejection::Dependency), "{ranking:?}");
     }
 
-    /// The web VM runs in zone 0, its database in zone 1: a pass moves the web VM (or the
-    /// database) so that the requirement is met, as a repair, and the next pass has nothing to do.
+    /// The web VM runs in zone 0, its database in zone 1: once the requirement has been unmet
+    /// for `repair_after_passes` passes (not before), a pass moves the web VM (or the database)
+    /// so that it is met, as a repair, and the next pass has nothing to do.
     #[test]
     fn a_pass_repairs_a_required_dependency_left_unmet() {
         let (hosts, vms) = four_hosts_with(&[Some(2), Some(0), Some(0)]);
         // Fleet VM 0 is the database, 1 something else, 2 the web VM.
         let names = ["db", "other", "web"];
         let eco = policy_ecosystem(&names, vms.len());
-        let mut policy = presage_with_ecosystem(PresageConfig::default(), eco.clone());
+        // Consolidation off, so that only repairs move anything.
+        let cfg = PresageConfig { underload_utilisation: 0.0, underload_power_ratio: 1e9, repair_after_passes: 2, ..PresageConfig::default() };
+        let mut policy = presage_with_ecosystem(cfg, eco.clone());
         let fleet = FleetView { now_s: 100_000.0, hosts: &hosts, vms: &vms };
+        let first = crate::policy::ConsolidationPolicy::optimise(&mut policy, &fleet);
+        assert!(first.is_empty(), "the first pass holds (hysteresis): {first:?}");
+        let fleet = FleetView { now_s: 100_300.0, hosts: &hosts, vms: &vms };
         let moves = crate::policy::ConsolidationPolicy::optimise(&mut policy, &fleet);
         let repair = moves.iter().find(|m| matches!(m.reason, crate::policy::MoveReason::Repair(_))).expect("a repair move");
         let (mut after_hosts, mut after_vms) = (hosts.clone(), vms.clone());
@@ -269,7 +342,8 @@ mod tests {
         let (db, web) = (after_vms[0].host.unwrap(), after_vms[2].host.unwrap());
         assert!(db >= 2 && web >= 2, "db on {db}, web on {web}: {moves:?}");
         let fleet = FleetView { now_s: 200_000.0, hosts: &after_hosts, vms: &after_vms };
-        assert!(RequiredRepairs { ecosystem: eco }.due(&fleet).is_empty(), "nothing is left to repair");
+        let at = crate::policy::presage::positions(&fleet);
+        assert!(RequiredRepairs { ecosystem: eco }.due(&fleet, &at).is_empty(), "nothing is left to repair");
     }
 
     /// Four 4-core hosts and one 1-core VM per entry, each running at 30 % on its host (or not

@@ -105,6 +105,12 @@ pub struct PresageConfig {
     pub max_moves_per_pass: usize,
     /// Most under-used hosts one pass tries and fails to empty (the least efficient first).
     pub failed_empty_attempts_per_pass: usize,
+    /// Passes in a row a VM's required dependency must be unmet before a repair moves it
+    /// (hysteresis: a dependency that heals by itself, or a move in flight, is left alone).
+    pub repair_after_passes: u32,
+    /// The least gain in dependency score (the moved VMs' and their neighbours', summed) a
+    /// repair move must bring.
+    pub repair_min_gain: f64,
     pub weights: ScorerWeights,
 }
 
@@ -129,6 +135,8 @@ impl Default for PresageConfig {
             memory_fill: 1.0,
             max_moves_per_pass: 2000,
             failed_empty_attempts_per_pass: 16,
+            repair_after_passes: 2,
+            repair_min_gain: 0.05,
             weights: ScorerWeights::default(),
         }
     }
@@ -171,6 +179,7 @@ impl PresageConfig {
             ("overload_cost_w", self.overload_cost_w),
             ("move_cost_j", self.move_cost_j),
             ("underload_power_ratio", self.underload_power_ratio),
+            ("repair_min_gain", self.repair_min_gain),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return err(field, "must be a finite number >= 0");
@@ -191,6 +200,7 @@ impl PresageConfig {
             ("weights.packing", w.packing),
             ("weights.balance", w.balance),
             ("weights.migration", w.migration),
+            ("weights.dependency", w.dependency),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return err(field, "must be a finite number >= 0");
@@ -343,6 +353,32 @@ impl HostDemand {
         h
     }
 
+    /// Adds (`sign` 1) or takes away (-1) another sum, such as a bundle's.
+    fn merge(&mut self, other: &HostDemand, sign: f64) {
+        for h in 0..MAX_STEPS {
+            self.mean[h] += sign * other.mean[h];
+            self.sum_sd[h] += sign * other.sum_sd[h];
+            self.sum_var[h] += sign * other.sum_var[h];
+        }
+        self.memory_mb += sign * other.memory_mb;
+        self.size += sign * other.size;
+        self.vms = if sign > 0.0 { self.vms + other.vms } else { self.vms.saturating_sub(other.vms) };
+    }
+
+    /// This sum with `other`'s added.
+    pub fn plus(&self, other: &HostDemand) -> HostDemand {
+        let mut h = *self;
+        h.merge(other, 1.0);
+        h
+    }
+
+    /// This sum with `other`'s taken away.
+    pub fn minus(&self, other: &HostDemand) -> HostDemand {
+        let mut h = *self;
+        h.merge(other, -1.0);
+        h
+    }
+
     /// The probability that demand exceeds `level` (capacity units) at some step within `steps`:
     /// the worst step's, under a normal with the given correlation between VMs.
     pub fn risk(&self, level: f64, steps: usize, correlation: f64) -> f64 {
@@ -392,7 +428,10 @@ pub struct Candidate<'a> {
     pub vm_index: usize,
     pub host_index: usize,
     pub vm: &'a VmView,
-    pub demand: &'a VmDemand,
+    /// The VMs that move together: the VM first, then the mates a filter binds to it.
+    pub group: &'a [usize],
+    /// Where every fleet VM is as planned so far (see [`Pass`]'s positions).
+    pub positions: &'a [Option<usize>],
     pub host: &'a HostView,
     pub before: &'a HostDemand,
     pub after: &'a HostDemand,
@@ -404,27 +443,29 @@ pub struct Candidate<'a> {
     pub best_watts_per_unit: f64,
 }
 
-/// A rule on destinations, checked after capacity: `refuses` rules a host out; among the hosts
-/// left, if any is `preferred`, only those are ranked (the rest count as `Rejection::Dependency`).
+/// A rule on destinations, checked after capacity. `judge` rules a host out or says whether it
+/// is preferred; among the hosts left, if any is preferred, only those are ranked (the rest count
+/// as `Rejection::Dependency`). Every question is about a group: a VM and the mates that move
+/// with it (see `bundle`), under `positions`, where every fleet VM is as planned so far.
 pub trait PlacementFilter: Send + Sync {
-    fn refuses(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Option<Rejection>;
-    /// Whether `host` meets what the rule wants when it can be met (default: every host does).
-    fn prefers(&self, _fleet: &FleetView<'_>, _vm: usize, _host: usize) -> bool {
-        true
+    /// `Err` when `host` is ruled out for `group`, else `Ok(preferred)`.
+    fn judge(&self, fleet: &FleetView<'_>, positions: &[Option<usize>], group: &[usize], host: usize) -> Result<bool, Rejection>;
+
+    /// The VMs (not `vm` itself) that must move with `vm` for the rule to hold where it runs.
+    fn bundle(&self, _fleet: &FleetView<'_>, _positions: &[Option<usize>], _vm: usize) -> Vec<usize> {
+        Vec::new()
     }
-    /// Both at once, `Err` when refused, `Ok(preferred)` otherwise: what a ranking asks, once
-    /// per host (a filter whose two answers share their work overrides it).
-    fn judge(&self, fleet: &FleetView<'_>, vm: usize, host: usize) -> Result<bool, Rejection> {
-        match self.refuses(fleet, vm, host) {
-            Some(r) => Err(r),
-            None => Ok(self.prefers(fleet, vm, host)),
-        }
+
+    /// Whether moving `group` to `host` repairs what the rule wants: it meets something unmet,
+    /// improves the rule's measure by a worthwhile amount, and leaves no VM worse off by it.
+    fn repairs(&self, _fleet: &FleetView<'_>, _positions: &[Option<usize>], _group: &[usize], _host: usize) -> bool {
+        true
     }
 }
 
 /// Names the VMs a pass should try to move for their dependencies, most important first.
 pub trait RepairSource: Send + Sync {
-    fn due(&self, fleet: &FleetView<'_>) -> Vec<usize>;
+    fn due(&self, fleet: &FleetView<'_>, positions: &[Option<usize>]) -> Vec<usize>;
 }
 
 /// One member of the destination ensemble. Values are costs: lower is better.
@@ -514,7 +555,11 @@ impl PlacementScorer for MigrationScorer {
         "migration"
     }
     fn value(&self, c: &Candidate<'_>) -> f64 {
-        if c.migrating { c.vm.migration_seconds(c.host.migration_mb_per_s.max(1e-9)) / 60.0 } else { 0.0 }
+        if !c.migrating {
+            return 0.0;
+        }
+        let rate = c.host.migration_mb_per_s.max(1e-9);
+        c.group.iter().filter_map(|&v| c.fleet.vms.get(v)).map(|v| v.migration_seconds(rate)).sum::<f64>() / 60.0
     }
 }
 
@@ -604,6 +649,9 @@ pub struct MoveExplanation {
     pub vm: usize,
     pub from: usize,
     pub to: usize,
+    /// The VMs that move with it as one bundle (required to share its host), if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<usize>,
     pub reason: MoveReason,
     /// Benefit and cost over the benefit horizon, joules-equivalent.
     pub benefit_j: f64,
@@ -621,13 +669,49 @@ pub struct MoveExplanation {
 pub struct Standing {
     hosts: Vec<HostDemand>,
     admission: Vec<f64>,
+    positions: Vec<Option<usize>>,
     best_watts_per_unit: f64,
+}
+
+/// VMs that move as one — a VM and the mates a filter binds to it where it runs — and what
+/// they ask of a destination together.
+#[derive(Clone, Debug)]
+struct Unit {
+    /// The VM first, then its mates.
+    vms: Vec<usize>,
+    load: HostDemand,
+    /// What the destination's hard reservations hold for them (each VM's highest p90).
+    reservation: f64,
+    /// The highest p90 per core any of them asks over the horizon, and the most cores one has.
+    core_high: f64,
+    pes: u32,
+}
+
+impl Unit {
+    fn new(fleet: &FleetView<'_>, members: &[(usize, VmDemand)], steps: usize) -> Unit {
+        let mut u = Unit { vms: Vec::with_capacity(members.len()), load: HostDemand::default(), reservation: 0.0, core_high: 0.0, pes: 0 };
+        for (vm, d) in members {
+            let v = &fleet.vms[*vm];
+            u.vms.push(*vm);
+            u.load.add(d);
+            u.reservation += d.reservation();
+            u.core_high = u.core_high.max(d.per_core_high(v, steps));
+            u.pes = u.pes.max(v.pes);
+        }
+        u
+    }
+
+    /// Expected demand now, over all its VMs.
+    fn now(&self) -> f64 {
+        self.load.mean[0]
+    }
 }
 
 /// What to rank hosts for.
 struct RankQuery<'q> {
-    vm: usize,
-    demand: &'q VmDemand,
+    unit: &'q Unit,
+    /// Where every fleet VM is as planned so far.
+    positions: &'q [Option<usize>],
     /// The VM's host, when it has one.
     from: Option<usize>,
     /// Rank its own host too (explanations), rather than rejecting it (moves).
@@ -642,9 +726,19 @@ struct RankQuery<'q> {
 }
 
 impl<'q> RankQuery<'q> {
-    /// A query for moving `vm` off its host `from` to one of `candidates` (the two best explained).
-    fn move_off(vm: usize, demand: &'q VmDemand, from: usize, excluded: &'q [bool], candidates: &'q [usize], best_w: f64) -> Self {
-        RankQuery { vm, demand, from: Some(from), include_current: false, excluded, top: 2, candidates: Some(candidates), best_w }
+    /// A query for moving `unit` off its host `from` to one of `candidates` (the two best
+    /// explained).
+    fn move_off(unit: &'q Unit, pass: &'q Pass<'_>, from: usize, excluded: &'q [bool], candidates: &'q [usize]) -> Self {
+        RankQuery {
+            unit,
+            positions: &pass.positions,
+            from: Some(from),
+            include_current: false,
+            excluded,
+            top: 2,
+            candidates: Some(candidates),
+            best_w: pass.best_watts_per_unit,
+        }
     }
 }
 
@@ -662,6 +756,8 @@ pub struct PresagePolicy {
     overloaded: Vec<bool>,
     /// Per VM: the hosts it left within the cool-down, with when (the newest last).
     moved: Vec<Vec<(f64, usize)>>,
+    /// Per VM: how many passes in a row the repair source has named it (repair hysteresis).
+    due_passes: Vec<u32>,
     last: Vec<MoveExplanation>,
 }
 
@@ -677,21 +773,71 @@ struct Pass<'a> {
     admission: Vec<f64>,
     /// [`best_watts_per_unit`] of the fleet.
     best_watts_per_unit: f64,
+    /// Per fleet VM, the host it will be on as planned so far: where it runs, or where it is
+    /// migrating to, then where this pass's moves take it.
+    positions: Vec<Option<usize>>,
 }
 
 impl<'a> Pass<'a> {
-    /// Orders `vms` by expected demand now, largest first (ties by index).
-    fn largest_first(&self, vms: &mut [usize]) {
-        let now = |vm: usize| self.demand[vm].map_or(0.0, |d| d.mean[0]);
-        vms.sort_by(|a, b| now(*b).total_cmp(&now(*a)).then(a.cmp(b)));
+    /// Records the move of `unit` from `from` to `to` in the working state.
+    fn commit(&mut self, unit: &Unit, from: usize, to: usize) {
+        self.hosts[from] = self.hosts[from].minus(&unit.load);
+        self.hosts[to] = self.hosts[to].plus(&unit.load);
+        self.admission[to] += unit.reservation;
+        self.movable[from].retain(|v| !unit.vms.contains(v));
+        for &v in &unit.vms {
+            self.positions[v] = Some(to);
+        }
     }
 
-    /// Records the move of `vm` (demand `d`) from `from` to `to` in the working state.
-    fn commit(&mut self, vm: usize, d: &VmDemand, from: usize, to: usize) {
-        self.hosts[from].remove(d);
-        self.hosts[to].add(d);
-        self.admission[to] += d.reservation();
-        self.movable[from].retain(|&v| v != vm);
+    /// Places `unit` on `to` for a trial (undone by [`untry`](Self::untry)).
+    fn try_on(&mut self, unit: &Unit, to: usize) {
+        self.hosts[to] = self.hosts[to].plus(&unit.load);
+        self.admission[to] += unit.reservation;
+        for &v in &unit.vms {
+            self.positions[v] = Some(to);
+        }
+    }
+
+    fn untry(&mut self, unit: &Unit, to: usize, from: usize) {
+        self.hosts[to] = self.hosts[to].minus(&unit.load);
+        self.admission[to] -= unit.reservation;
+        for &v in &unit.vms {
+            self.positions[v] = Some(from);
+        }
+    }
+
+    /// The unit `vm` moves in from `from`: it and the mates the filters bind to it, all
+    /// movable there; `None` when a mate cannot move now (migrating, or not on `from`).
+    fn unit(&self, filters: &[Box<dyn PlacementFilter>], vm: usize, from: usize, steps: usize) -> Option<Unit> {
+        let mut members = vec![(vm, self.demand[vm]?)];
+        for f in filters {
+            for mate in f.bundle(self.fleet, &self.positions, vm) {
+                if members.iter().any(|(v, _)| *v == mate) {
+                    continue;
+                }
+                if !self.movable[from].contains(&mate) {
+                    return None;
+                }
+                members.push((mate, self.demand[mate]?));
+            }
+        }
+        Some(Unit::new(self.fleet, &members, steps))
+    }
+
+    /// The units `host`'s movable VMs make, largest demand now first (ties by first VM).
+    fn units_on(&self, filters: &[Box<dyn PlacementFilter>], host: usize, steps: usize) -> Vec<Unit> {
+        let mut out: Vec<Unit> = Vec::new();
+        for &vm in &self.movable[host] {
+            if out.iter().any(|u| u.vms.contains(&vm)) {
+                continue;
+            }
+            if let Some(u) = self.unit(filters, vm, host, steps) {
+                out.push(u);
+            }
+        }
+        out.sort_by(|a, b| b.now().total_cmp(&a.now()).then(a.vms[0].cmp(&b.vms[0])));
+        out
     }
 
     fn new(fleet: &'a FleetView<'a>, prior: [f64; 3]) -> Pass<'a> {
@@ -714,8 +860,23 @@ impl<'a> Pass<'a> {
             }
         }
         let admission = fleet.hosts.iter().map(|h| h.observed_mips + h.reserved_mips).collect();
-        Pass { fleet, demand, hosts, movable, admission, best_watts_per_unit: best_watts_per_unit(fleet) }
+        Pass { fleet, demand, hosts, movable, admission, best_watts_per_unit: best_watts_per_unit(fleet), positions: positions(fleet) }
     }
+}
+
+/// Per fleet VM, the host it will be on: where it runs, or the destination of its migration.
+pub fn positions(fleet: &FleetView<'_>) -> Vec<Option<usize>> {
+    let mut at: Vec<Option<usize>> = fleet.vms.iter().map(|v| if v.alive { v.host } else { None }).collect();
+    for (h, host) in fleet.hosts.iter().enumerate() {
+        for &(vm, _) in &host.migrating_in {
+            if let Some(p) = at.get_mut(vm)
+                && fleet.vms[vm].alive
+            {
+                *p = Some(h);
+            }
+        }
+    }
+    at
 }
 
 impl PresagePolicy {
@@ -729,6 +890,7 @@ impl PresagePolicy {
             repair: None,
             overloaded: Vec::new(),
             moved: Vec::new(),
+            due_passes: Vec::new(),
             last: Vec::new(),
         }
     }
@@ -775,11 +937,16 @@ impl PresagePolicy {
 
     /// Ranks the hosts for one VM against the working state `hosts`/`admission`.
     fn rank(&self, fleet: &FleetView<'_>, hosts: &[HostDemand], admission: &[f64], q: &RankQuery<'_>) -> Ranking {
-        let (vm, d, from) = (q.vm, q.demand, q.from);
+        let (unit, from) = (q.unit, q.from);
+        let vm = unit.vms[0];
         let v = &fleet.vms[vm];
         let steps = self.cfg.horizon_steps;
-        let left: &[(f64, usize)] = self.moved.get(vm).map_or(&[], |v| v.as_slice());
-        let left_recently = |h: usize| left.iter().any(|&(at, from)| from == h && fleet.now_s - at < self.cfg.cooldown_s);
+        let left_recently = |h: usize| {
+            unit.vms.iter().any(|&m| {
+                let left: &[(f64, usize)] = self.moved.get(m).map_or(&[], |v| v.as_slice());
+                left.iter().any(|&(at, from)| from == h && fleet.now_s - at < self.cfg.cooldown_s)
+            })
+        };
         let mut ranking = Ranking::default();
         let mut rejected = std::collections::BTreeMap::new();
         let best_w = q.best_w;
@@ -788,7 +955,6 @@ impl PresagePolicy {
         // The best of the feasible hosts that a filter does not prefer, and how many there were.
         let mut fallback: Vec<(f64, usize)> = Vec::new();
         let mut not_preferred = 0;
-        let core_high = d.per_core_high(v, steps);
         let all: Vec<usize>;
         let candidates = match q.candidates {
             Some(c) => c,
@@ -804,7 +970,8 @@ impl PresagePolicy {
                 vm_index: vm,
                 host_index: h,
                 vm: v,
-                demand: d,
+                group: &unit.vms,
+                positions: q.positions,
                 host: &fleet.hosts[h],
                 before: &hosts[h],
                 after,
@@ -833,28 +1000,28 @@ impl PresagePolicy {
                 Some(Rejection::RecentlyLeft)
             } else if q.excluded.get(h).copied().unwrap_or(false) {
                 Some(Rejection::Excluded)
-            } else if hosts[h].memory_mb + d.memory_mb > self.cfg.memory_fill * host.memory_mb && !here {
+            } else if hosts[h].memory_mb + unit.load.memory_mb > self.cfg.memory_fill * host.memory_mb && !here {
                 Some(Rejection::Memory)
-            } else if core_high > host.pe_mips || v.pes > host.pes {
+            } else if unit.core_high > host.pe_mips || unit.pes > host.pes {
                 Some(Rejection::CoreSpeed)
-            } else if hosts[h].size + d.size > self.cfg.cpu_overcommit * host.total_mips {
+            } else if hosts[h].size + unit.load.size > self.cfg.cpu_overcommit * host.total_mips {
                 Some(Rejection::Overcommit)
             } else if from.is_some()
                 && !here
-                && admission.get(h).copied().unwrap_or(0.0) + d.reservation() > RESERVATION_CPU_LIMIT * host.total_mips
+                && admission.get(h).copied().unwrap_or(0.0) + unit.reservation > RESERVATION_CPU_LIMIT * host.total_mips
             {
                 // The destination agent would refuse the hard reservation for the VM's p90.
                 Some(Rejection::Reservation)
             } else if here {
                 None
             } else {
-                self.filters.iter().try_for_each(|f| f.judge(fleet, vm, h).map(|p| preferred &= p)).err()
+                self.filters.iter().try_for_each(|f| f.judge(fleet, q.positions, &unit.vms, h).map(|p| preferred &= p)).err()
             };
             if let Some(r) = reject {
                 *rejected.entry(r).or_insert(0) += 1;
                 continue;
             }
-            let after = hosts[h].with(d);
+            let after = hosts[h].plus(&unit.load);
             let risk_after = self.host_risk(host, &after);
             if risk_after > self.cfg.placement_risk && !here {
                 *rejected.entry(Rejection::Risk).or_insert(0) += 1;
@@ -884,7 +1051,7 @@ impl PresagePolicy {
         ranking.ranked = best
             .into_iter()
             .map(|(_, h)| {
-                let after = hosts[h].with(d);
+                let after = hosts[h].plus(&unit.load);
                 let risk_after = self.host_risk(&fleet.hosts[h], &after);
                 score_of(h, &after, risk_after, true).1.expect("explained")
             })
@@ -897,16 +1064,17 @@ impl PresagePolicy {
     /// compute it once per snapshot, rank many times.
     pub fn standing(&self, fleet: &FleetView<'_>) -> Standing {
         let pass = Pass::new(fleet, self.cfg.new_vm_prior);
-        Standing { hosts: pass.hosts, admission: pass.admission, best_watts_per_unit: pass.best_watts_per_unit }
+        Standing { hosts: pass.hosts, admission: pass.admission, positions: pass.positions, best_watts_per_unit: pass.best_watts_per_unit }
     }
 
     /// The ranking a new VM would get now (`presagectl place`): `vm` is a VM without a host in
     /// `fleet.vms`, `standing` from [`standing`](Self::standing) on the same fleet.
     pub fn rank_new_with(&self, fleet: &FleetView<'_>, standing: &Standing, vm: usize, top: usize) -> Ranking {
         let d = VmDemand::of(&fleet.vms[vm], self.cfg.new_vm_prior);
+        let unit = Unit::new(fleet, &[(vm, d)], self.cfg.horizon_steps);
         let q = RankQuery {
-            vm,
-            demand: &d,
+            unit: &unit,
+            positions: &standing.positions,
             from: None,
             include_current: false,
             excluded: &[],
@@ -926,14 +1094,15 @@ impl PresagePolicy {
     /// included (without the cost of a move), the others with their move's cost.
     pub fn rank_resident(&self, fleet: &FleetView<'_>, standing: &Standing, vm: usize, top: usize) -> Ranking {
         let d = VmDemand::of(&fleet.vms[vm], self.cfg.new_vm_prior);
+        let unit = Unit::new(fleet, &[(vm, d)], self.cfg.horizon_steps);
         let from = fleet.vms[vm].host;
         let mut hosts = standing.hosts.clone();
         if let Some(h) = from {
             hosts[h].remove(&d);
         }
         let q = RankQuery {
-            vm,
-            demand: &d,
+            unit: &unit,
+            positions: &standing.positions,
             from,
             include_current: true,
             excluded: &[],
@@ -951,28 +1120,50 @@ impl PresagePolicy {
 
     /// A move's own cost: the fixed cost plus the CPU the VM loses while it migrates (10 % of
     /// its demand for the copy's duration), valued at the overload rate per host capacity.
-    fn move_cost(&self, fleet: &FleetView<'_>, vm: usize, d: &VmDemand, to: usize) -> f64 {
-        let v = &fleet.vms[vm];
+    /// A unit's move cost: each VM's (one fixed cost per migration), the bundle's VMs copied one
+    /// after the other.
+    fn move_cost(&self, pass: &Pass<'_>, unit: &Unit, to: usize) -> f64 {
+        let fleet = pass.fleet;
         let host = &fleet.hosts[to];
-        let seconds = v.migration_seconds(host.migration_mb_per_s.max(1e-9));
-        let lost_share = 0.1 * d.mean[0] / host.total_mips.max(1e-9);
-        self.cfg.move_cost_j + seconds * lost_share * self.cfg.overload_cost_w
+        let rate = host.migration_mb_per_s.max(1e-9);
+        let seconds: f64 = unit.vms.iter().map(|&v| fleet.vms[v].migration_seconds(rate)).sum();
+        let lost_share = 0.1 * unit.now() / host.total_mips.max(1e-9);
+        self.cfg.move_cost_j * unit.vms.len() as f64 + seconds * lost_share * self.cfg.overload_cost_w
     }
 
-    fn record(&mut self, m: &MoveExplanation, now: f64) {
-        if self.moved.len() <= m.vm {
-            self.moved.resize(m.vm + 1, Vec::new());
-        }
+    /// Records a unit's move (one explanation per VM, the first's `with` naming the others)
+    /// in the cool-down book and in `out`.
+    fn record(&mut self, unit: &Unit, m: MoveExplanation, now: f64, out: &mut Vec<MoveExplanation>) {
         let cooldown = self.cfg.cooldown_s;
-        let left = &mut self.moved[m.vm];
-        left.retain(|&(at, _)| now - at < cooldown);
-        left.push((now, m.from));
+        for (i, &vm) in unit.vms.iter().enumerate() {
+            if self.moved.len() <= vm {
+                self.moved.resize(vm + 1, Vec::new());
+            }
+            let left = &mut self.moved[vm];
+            left.retain(|&(at, _)| now - at < cooldown);
+            left.push((now, m.from));
+            let with: Vec<usize> = unit.vms.iter().copied().filter(|&v| v != vm).collect();
+            let mut each = m.clone();
+            each.vm = vm;
+            each.with = with;
+            if i > 0 {
+                // The bundle's benefit and cost are told once, on its first VM.
+                each.benefit_j = 0.0;
+                each.cost_j = 0.0;
+            }
+            out.push(each);
+        }
+    }
+
+    fn in_residence_any(&self, unit: &Unit, now: f64) -> bool {
+        unit.vms.iter().any(|&v| self.in_residence(v, now))
     }
 
     /// Relieves overloaded hosts; returns the moves.
     fn relieve(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
         let fleet = pass.fleet;
         let now = fleet.now_s;
+        let steps = self.cfg.horizon_steps;
         let mut order: Vec<(usize, f64)> =
             (0..fleet.hosts.len()).filter(|&h| self.overloaded[h]).map(|h| (h, self.host_risk(&fleet.hosts[h], &pass.hosts[h]))).collect();
         order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -990,27 +1181,25 @@ impl PresagePolicy {
                     break;
                 }
                 let hard = saturated || memory_excess > 0.0;
-                // The VM whose departure lowers the risk (and the memory excess) most per unit of
-                // its own cost.
-                let mut best: Option<(usize, f64, f64)> = None;
-                for &vm in &pass.movable[h] {
-                    if tried.contains(&vm) || (!hard && self.in_residence(vm, now)) {
+                // The unit whose departure lowers the risk (and the memory excess) most per unit
+                // of its own cost.
+                let mut best: Option<(Unit, f64, f64)> = None;
+                for unit in pass.units_on(&self.filters, h, steps) {
+                    if unit.vms.iter().any(|v| tried.contains(v)) || (!hard && self.in_residence_any(&unit, now)) {
                         continue;
                     }
-                    let Some(d) = pass.demand[vm] else { continue };
-                    let mut without = pass.hosts[h];
-                    without.remove(&d);
+                    let without = pass.hosts[h].minus(&unit.load);
                     let after = self.host_risk(host, &without);
-                    let memory_relief = if memory_excess > 0.0 { d.memory_mb.min(memory_excess) / memory_excess } else { 0.0 };
-                    let gain = self.risk_value(risk_now - after + memory_relief) / self.move_cost(fleet, vm, &d, h).max(1.0);
-                    if best.is_none_or(|(_, g, _)| gain > g) {
-                        best = Some((vm, gain, after));
+                    let memory_relief =
+                        if memory_excess > 0.0 { unit.load.memory_mb.min(memory_excess) / memory_excess } else { 0.0 };
+                    let gain = self.risk_value(risk_now - after + memory_relief) / self.move_cost(pass, &unit, h).max(1.0);
+                    if best.as_ref().is_none_or(|(_, g, _)| gain > *g) {
+                        best = Some((unit, gain, after));
                     }
                 }
-                let Some((vm, _, source_after)) = best else { break };
-                tried.push(vm);
-                let d = pass.demand[vm].expect("movable VMs have a demand");
-                let q = RankQuery::move_off(vm, &d, h, &excluded, &dests, pass.best_watts_per_unit);
+                let Some((unit, _, source_after)) = best else { break };
+                tried.extend(&unit.vms);
+                let q = RankQuery::move_off(&unit, pass, h, &excluded, &dests);
                 let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else { continue };
                 let to = chosen.host;
@@ -1020,16 +1209,16 @@ impl PresagePolicy {
                 let energy_j =
                     chosen.terms.iter().find(|t| t.scorer == "energy").map_or(0.0, |t| t.value * 100.0) * self.cfg.benefit_horizon_s;
                 let benefit = self.risk_value(risk_now - source_after);
-                let cost =
-                    self.move_cost(fleet, vm, &d, to) + self.risk_value(chosen.risk_after - dest_before).max(0.0) + energy_j.max(0.0);
+                let cost = self.move_cost(pass, &unit, to) + self.risk_value(chosen.risk_after - dest_before).max(0.0) + energy_j.max(0.0);
                 if benefit <= cost && !hard {
                     continue;
                 }
-                pass.commit(vm, &d, h, to);
+                pass.commit(&unit, h, to);
                 let m = MoveExplanation {
-                    vm,
+                    vm: unit.vms[0],
                     from: h,
                     to,
+                    with: Vec::new(),
                     reason: MoveReason::Overload(h),
                     benefit_j: benefit,
                     cost_j: cost,
@@ -1038,100 +1227,115 @@ impl PresagePolicy {
                     chosen,
                     runner_up: ranking.ranked.get(1).cloned(),
                 };
-                self.record(&m, now);
-                out.push(m);
+                self.record(&unit, m, now, out);
             }
         }
     }
 
     /// Moves every VM off hosts that are not schedulable (drained for maintenance), largest demand
-    /// first, each to the best host that fits its forecast; no gate and no residence: the operator
-    /// asked for it. A VM no host can take stays, and the next pass tries again.
+    /// first (bundles whole), each to the best host that fits its forecast; no gate and no
+    /// residence: the operator asked for it. A VM no host can take stays, and the next pass tries
+    /// again.
     fn drain(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
         let fleet = pass.fleet;
         let dests = destinations(fleet, &pass.hosts);
         let drained: Vec<usize> = (0..fleet.hosts.len()).filter(|&h| !fleet.hosts[h].schedulable && !pass.movable[h].is_empty()).collect();
         for h in drained {
-            let mut vms = pass.movable[h].clone();
-            pass.largest_first(&mut vms);
-            for vm in vms {
-                if out.len() >= self.cfg.max_moves_per_pass {
+            for unit in pass.units_on(&self.filters, h, self.cfg.horizon_steps) {
+                if out.len() + unit.vms.len() > self.cfg.max_moves_per_pass {
                     return;
                 }
-                let Some(d) = pass.demand[vm] else { continue };
-                let q = RankQuery::move_off(vm, &d, h, &[], &dests, pass.best_watts_per_unit);
+                let q = RankQuery::move_off(&unit, pass, h, &[], &dests);
                 let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 if ranking.ranked.is_empty() {
                     continue;
                 }
-                self.take_unpriced(pass, out, vm, &d, h, ranking, MoveReason::Drain(h));
+                self.take_unpriced(pass, out, &unit, h, ranking, MoveReason::Drain(h));
             }
         }
     }
 
-    /// Moves the VMs the repair source names (required dependencies unmet) to the best host
-    /// where the filters' rule is met, within the pass's move cap; a VM within its minimum
-    /// residence waits, and one with no such host stays.
+    /// Moves the VMs the repair source has named for `repair_after_passes` passes in a row
+    /// (required dependencies unmet), each with its bundle, to the best host where the filters'
+    /// rule is met and that repairs something without lowering any VM's required satisfaction,
+    /// within the pass's move cap; cheaper moves first among equally urgent VMs. A VM within its
+    /// minimum residence waits, and one with no such host stays.
     fn repair(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
         let Some(source) = self.repair.as_ref() else { return };
         let fleet = pass.fleet;
         let now = fleet.now_s;
-        let due = source.due(fleet);
+        let due = source.due(fleet, &pass.positions);
+        self.due_passes.resize(fleet.vms.len(), 0);
+        let mut named = vec![false; fleet.vms.len()];
+        for &vm in &due {
+            if let Some(n) = named.get_mut(vm) {
+                *n = true;
+            }
+        }
+        for (vm, n) in self.due_passes.iter_mut().enumerate() {
+            *n = if named[vm] { n.saturating_add(1) } else { 0 };
+        }
         if due.is_empty() {
             return;
         }
         let dests = destinations(fleet, &pass.hosts);
+        let steps = self.cfg.horizon_steps;
         for vm in due {
             if out.len() >= self.cfg.max_moves_per_pass {
                 return;
             }
-            let Some(from) = fleet.vms.get(vm).and_then(|v| v.host) else { continue };
-            if self.in_residence(vm, now) || !pass.movable[from].contains(&vm) || out.iter().any(|m| m.vm == vm) {
+            if self.due_passes[vm] < self.cfg.repair_after_passes.max(1) {
                 continue;
             }
-            let Some(d) = pass.demand[vm] else { continue };
-            let q = RankQuery::move_off(vm, &d, from, &[], &dests, pass.best_watts_per_unit);
+            let Some(from) = pass.positions.get(vm).copied().flatten() else { continue };
+            if !pass.movable[from].contains(&vm) || out.iter().any(|m| m.vm == vm) {
+                continue;
+            }
+            let Some(unit) = pass.unit(&self.filters, vm, from, steps) else { continue };
+            if self.in_residence_any(&unit, now) || out.len() + unit.vms.len() > self.cfg.max_moves_per_pass {
+                continue;
+            }
+            let mut q = RankQuery::move_off(&unit, pass, from, &[], &dests);
+            q.top = 4;
             let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
-            let Some(to) = ranking.ranked.first().map(|c| c.host) else { continue };
-            if !self.filters.iter().all(|f| f.prefers(fleet, vm, to)) {
+            // The best-ranked host that is a repair by every filter's measure.
+            let Some(at) = ranking
+                .ranked
+                .iter()
+                .position(|c| self.filters.iter().all(|f| f.repairs(fleet, &pass.positions, &unit.vms, c.host)))
+            else {
                 continue;
-            }
-            self.take_unpriced(pass, out, vm, &d, from, ranking, MoveReason::Repair(from));
+            };
+            let mut ranking = ranking;
+            ranking.ranked.swap(0, at);
+            ranking.ranked.truncate(2);
+            self.take_unpriced(pass, out, &unit, from, ranking, MoveReason::Repair(from));
         }
     }
 
-    /// Takes the move of `vm` from `from` to the best host of `ranking` (not empty) for a reason
+    /// Takes the move of `unit` from `from` to the best host of `ranking` (not empty) for a reason
     /// that is not weighed in joules (a drain, a repair): commits it to the pass, records it and
     /// explains it with its cost alone.
-    #[allow(clippy::too_many_arguments)]
-    fn take_unpriced(
-        &mut self,
-        pass: &mut Pass<'_>,
-        out: &mut Vec<MoveExplanation>,
-        vm: usize,
-        d: &VmDemand,
-        from: usize,
-        mut ranking: Ranking,
-        reason: MoveReason,
-    ) {
+    fn take_unpriced(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>, unit: &Unit, from: usize, mut ranking: Ranking, reason: MoveReason) {
         let runner_up = ranking.ranked.get(1).cloned();
         let chosen = ranking.ranked.swap_remove(0);
         let to = chosen.host;
-        pass.commit(vm, d, from, to);
+        let cost_j = self.move_cost(pass, unit, to);
+        pass.commit(unit, from, to);
         let m = MoveExplanation {
-            vm,
+            vm: unit.vms[0],
             from,
             to,
+            with: Vec::new(),
             reason,
             benefit_j: 0.0,
-            cost_j: self.move_cost(pass.fleet, vm, d, to),
+            cost_j,
             source_risk_before: 0.0,
             source_risk_after: 0.0,
             chosen,
             runner_up,
         };
-        self.record(&m, pass.fleet.now_s);
-        out.push(m);
+        self.record(unit, m, pass.fleet.now_s, out);
     }
 
     /// Empties under-used hosts whose VMs all fit elsewhere when the energy saved pays for the
@@ -1180,31 +1384,30 @@ impl PresagePolicy {
             if failures == self.cfg.failed_empty_attempts_per_pass {
                 break;
             }
-            let vms = pass.movable[h].clone();
-            if out.len() + vms.len() > self.cfg.max_moves_per_pass {
+            let vms = pass.movable[h].len();
+            if out.len() + vms > self.cfg.max_moves_per_pass {
                 break;
             }
-            if vms.iter().any(|&vm| self.in_residence(vm, now)) {
+            if pass.movable[h].iter().any(|&vm| self.in_residence(vm, now)) {
+                continue;
+            }
+            let units = pass.units_on(&self.filters, h, steps);
+            if units.iter().map(|u| u.vms.len()).sum::<usize>() != vms {
+                // A VM bound to one that cannot move now: the host cannot be emptied.
                 continue;
             }
             let host = &fleet.hosts[h];
             let saved_w = host.power.watts_at(pass.hosts[h].utilisation(host.total_mips, steps).min(1.0));
-            // Plan every VM on the working state with an undo log; keep it only if all fit and it
-            // pays.
-            let mut undo: Vec<(usize, VmDemand)> = Vec::new();
+            // Plan every unit on the working state with an undo log; keep it only if all fit and
+            // it pays.
+            let mut tried: Vec<(usize, usize)> = Vec::new();
             excluded[h] = true;
-            let mut plan: Vec<MoveExplanation> = Vec::new();
+            let mut plan: Vec<(usize, MoveExplanation)> = Vec::new();
             let mut extra_w = 0.0;
             let mut cost = 0.0;
-            let mut sorted = vms.clone();
-            pass.largest_first(&mut sorted);
             let mut ok = true;
-            for vm in sorted {
-                let Some(d) = pass.demand[vm] else {
-                    ok = false;
-                    break;
-                };
-                let q = RankQuery::move_off(vm, &d, h, &excluded, &active, pass.best_watts_per_unit);
+            for (i, unit) in units.iter().enumerate() {
+                let q = RankQuery::move_off(unit, pass, h, &excluded, &active);
                 let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else {
                     ok = false;
@@ -1214,44 +1417,45 @@ impl PresagePolicy {
                 let dest = &fleet.hosts[to];
                 let before_w = dest.power.watts_at(pass.hosts[to].utilisation(dest.total_mips, steps).min(1.0));
                 let dest_risk_before = self.host_risk(dest, &pass.hosts[to]);
-                pass.hosts[to].add(&d);
-                pass.admission[to] += d.reservation();
-                undo.push((to, d));
+                pass.try_on(unit, to);
+                tried.push((i, to));
                 extra_w += dest.power.watts_at(pass.hosts[to].utilisation(dest.total_mips, steps).min(1.0)) - before_w;
-                cost += self.move_cost(fleet, vm, &d, to) + self.risk_value(chosen.risk_after - dest_risk_before).max(0.0);
-                plan.push(MoveExplanation {
-                    vm,
-                    from: h,
-                    to,
-                    reason: MoveReason::Underload(h),
-                    benefit_j: 0.0,
-                    cost_j: 0.0,
-                    source_risk_before: 0.0,
-                    source_risk_after: 0.0,
-                    chosen,
-                    runner_up: ranking.ranked.get(1).cloned(),
-                });
+                cost += self.move_cost(pass, unit, to) + self.risk_value(chosen.risk_after - dest_risk_before).max(0.0);
+                plan.push((
+                    i,
+                    MoveExplanation {
+                        vm: unit.vms[0],
+                        from: h,
+                        to,
+                        with: Vec::new(),
+                        reason: MoveReason::Underload(h),
+                        benefit_j: 0.0,
+                        cost_j: 0.0,
+                        source_risk_before: 0.0,
+                        source_risk_after: 0.0,
+                        chosen,
+                        runner_up: ranking.ranked.get(1).cloned(),
+                    },
+                ));
             }
             let benefit = (saved_w - extra_w) * self.cfg.benefit_horizon_s;
             if !ok || benefit <= cost {
                 failures += 1;
-                for (to, d) in undo {
-                    pass.hosts[to].remove(&d);
-                    pass.admission[to] -= d.reservation();
+                for (i, to) in tried.into_iter().rev() {
+                    pass.untry(&units[i], to, h);
                 }
                 excluded[h] = false;
                 continue;
             }
             // The host's load now sits on the others.
             spare -= own_peak + headroom(&pass.hosts[h], &fleet.hosts[h]);
-            let per_move = plan.len().max(1) as f64;
-            for mut m in plan {
-                m.benefit_j = benefit / per_move;
-                m.cost_j = cost / per_move;
+            let per_unit = plan.len().max(1) as f64;
+            for (i, mut m) in plan {
+                m.benefit_j = benefit / per_unit;
+                m.cost_j = cost / per_unit;
                 receiving[m.to] = true;
-                pass.movable[h].retain(|&v| v != m.vm);
-                self.record(&m, now);
-                out.push(m);
+                pass.movable[h].retain(|v| !units[i].vms.contains(v));
+                self.record(&units[i], m, now, out);
             }
             pass.hosts[h] = HostDemand::default();
         }

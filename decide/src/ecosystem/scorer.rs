@@ -8,9 +8,9 @@ use std::sync::Arc;
 use super::graph::EcosystemGraph;
 use super::score::{MoveEffect, Placement, move_effect, vm_score};
 use super::declaration::Strength;
-use super::topology::{LatencyTable, Level, Location};
+use super::topology::{LatencyRequirement, LatencyTable, Level, Location};
 use crate::policy::FleetView;
-use crate::policy::presage::{Candidate, PlacementFilter, PlacementScorer, Rejection, RepairSource};
+use crate::policy::presage::{Candidate, PlacementFilter, PlacementScorer, Rejection, RepairCase, RepairSource};
 
 /// The ecosystem as the policy's fleet indexes it.
 #[derive(Clone, Debug, Default)]
@@ -26,6 +26,9 @@ pub struct FleetEcosystem {
     /// Per graph VM, the graph VMs it must share a host with (either way): a required
     /// dependency, met only on one host, between it and an exact match.
     pub host_bound: Vec<Vec<usize>>,
+    /// Per graph VM, the graph VMs a required dependency with a latency requirement binds it to
+    /// (either way, exact matches), with the requirement.
+    pub latency_bound: Vec<Vec<(usize, LatencyRequirement)>>,
 }
 
 impl FleetEcosystem {
@@ -44,8 +47,12 @@ impl FleetEcosystem {
                 graph_of_vm[*f] = Some(g);
             }
         }
-        let host_bound = host_bound(&graph, &latency);
-        FleetEcosystem { graph, graph_of_vm, vm_of_graph, locations, latency, host_bound }
+        let latency_bound = latency_bound(&graph);
+        let host_bound = latency_bound
+            .iter()
+            .map(|bound| bound.iter().filter(|(_, r)| latency.farthest_meeting(r) == Some(Level::Host)).map(|(w, _)| *w).collect())
+            .collect();
+        FleetEcosystem { graph, graph_of_vm, vm_of_graph, locations, latency, host_bound, latency_bound }
     }
 
     /// Where the fleet's VMs are as planned (`positions`, per fleet VM), as the graph sees it.
@@ -89,22 +96,41 @@ impl FleetEcosystem {
         }
         seen[1..].iter().filter_map(|&w| self.vm_of_graph[w]).collect()
     }
+
+    /// The fleet VMs outside `group` bound to a member by a required latency that is met now.
+    pub fn companions(&self, positions: &[Option<usize>], group: &[usize]) -> Vec<usize> {
+        let host_of = self.host_of(positions);
+        let placement = Placement { host_of: &host_of, locations: &self.locations, latency: &self.latency };
+        let members = self.graph_group(group);
+        let mut out = Vec::new();
+        for &g in &members {
+            for &(w, r) in &self.latency_bound[g] {
+                let Some(f) = self.vm_of_graph[w] else { continue };
+                if members.contains(&w) || out.contains(&f) {
+                    continue;
+                }
+                if placement.level(g, w).is_some_and(|l| r.is_met_by(self.latency.at(l))) {
+                    out.push(f);
+                }
+            }
+        }
+        out
+    }
 }
 
-/// Per graph VM, the VMs it must share a host with: required dependencies whose latency is met
-/// at no level beyond the host, to exact matches, both ways.
-fn host_bound(graph: &EcosystemGraph, latency: &LatencyTable) -> Vec<Vec<usize>> {
-    let mut bound = vec![Vec::new(); graph.len()];
+/// Per graph VM, the VMs required dependencies with a latency requirement bind it to: exact
+/// matches, both ways, with the requirement (the strictest where two bind the same pair).
+fn latency_bound(graph: &EcosystemGraph) -> Vec<Vec<(usize, LatencyRequirement)>> {
+    let mut bound: Vec<Vec<(usize, LatencyRequirement)>> = vec![Vec::new(); graph.len()];
     for v in 0..graph.len() {
         for (k, d) in graph.dependencies(v).iter().enumerate() {
-            let host_only = d.strength == Strength::Required && d.latency.is_some_and(|r| latency.farthest_meeting(&r) == Some(Level::Host));
-            if !host_only {
-                continue;
-            }
+            let Some(r) = d.latency.filter(|_| d.strength == Strength::Required) else { continue };
             for e in graph.serving(v, k).filter(|e| e.quality >= 1.0) {
                 for (a, b) in [(v, e.to), (e.to, v)] {
-                    if !bound[a].contains(&b) {
-                        bound[a].push(b);
+                    match bound[a].iter_mut().find(|(w, _)| *w == b) {
+                        Some((_, old)) if r.ms < old.ms => *old = r,
+                        Some(_) => {}
+                        None => bound[a].push((b, r)),
                     }
                 }
             }
@@ -135,6 +161,10 @@ impl PlacementFilter for RequiredDependencies {
 
     fn bundle(&self, _fleet: &FleetView<'_>, positions: &[Option<usize>], vm: usize) -> Vec<usize> {
         self.ecosystem.bundle(positions, vm)
+    }
+
+    fn companions(&self, _fleet: &FleetView<'_>, positions: &[Option<usize>], group: &[usize]) -> Vec<usize> {
+        self.ecosystem.companions(positions, group)
     }
 
     /// A repair meets at least one required dependency, gains at least the minimum, and
@@ -171,50 +201,43 @@ pub struct RequiredRepairs {
 }
 
 impl RepairSource for RequiredRepairs {
-    fn due(&self, fleet: &FleetView<'_>, positions: &[Option<usize>]) -> Vec<usize> {
+    fn due(&self, fleet: &FleetView<'_>, positions: &[Option<usize>]) -> Vec<RepairCase> {
         let eco = &self.ecosystem;
         let host_of = eco.host_of(positions);
         let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
-        let mut unmet: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut cases: Vec<(usize, RepairCase)> = Vec::new();
         for g in 0..eco.graph.len() {
+            let Some(vm) = eco.vm_of_graph[g].filter(|&f| f < fleet.vms.len()) else { continue };
             if host_of(g).is_none() {
                 continue;
             }
             let score = vm_score(&eco.graph, g, &placement);
-            let mut movers = Vec::new();
+            let mut partners = Vec::new();
+            let mut unmet = 0;
             for k in score.unmet_required() {
-                // The exact candidates that run somewhere, nearest first (with none, no move
-                // can meet it).
-                let mut servers: Vec<(usize, usize)> = eco
+                // The nearest exact candidate that runs somewhere (with none, no move can meet
+                // it).
+                let nearest = eco
                     .graph
                     .serving(g, k)
                     .filter(|e| e.quality >= 1.0)
-                    .filter_map(|e| placement.level(g, e.to).map(|l| (l as usize, e.to)))
-                    .collect();
-                servers.sort_unstable();
-                if let Some(&(_, to)) = servers.first() {
-                    movers.push(g);
-                    movers.push(to);
+                    .filter_map(|e| placement.level(g, e.to).map(|l| (l, e.to)))
+                    .min()
+                    .and_then(|(_, to)| eco.vm_of_graph[to]);
+                if let Some(p) = nearest {
+                    unmet += 1;
+                    if !partners.contains(&p) {
+                        partners.push(p);
+                    }
                 }
             }
-            if !movers.is_empty() {
-                unmet.push((g, movers));
+            if unmet > 0 {
+                cases.push((unmet, RepairCase { vm, partners }));
             }
         }
-        unmet.sort_by_key(|(g, movers)| (std::cmp::Reverse(movers.len()), *g));
-        let mut due = Vec::new();
-        let mut listed = vec![false; fleet.vms.len()];
-        for (_, movers) in unmet {
-            for g in movers {
-                if let Some(f) = eco.vm_of_graph.get(g).copied().flatten()
-                    && f < listed.len()
-                    && !std::mem::replace(&mut listed[f], true)
-                {
-                    due.push(f);
-                }
-            }
-        }
-        due
+        // The VMs with more unmet first.
+        cases.sort_by_key(|(unmet, case)| (std::cmp::Reverse(*unmet), case.vm));
+        cases.into_iter().map(|(_, c)| c).collect()
     }
 }
 

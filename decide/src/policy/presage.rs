@@ -456,6 +456,13 @@ pub trait PlacementFilter: Send + Sync {
         Vec::new()
     }
 
+    /// The VMs outside `group` whose required dependencies on it (or its on them) hold where
+    /// they are now and would break if `group` moved far away without them: moving them along
+    /// keeps the rule.
+    fn companions(&self, _fleet: &FleetView<'_>, _positions: &[Option<usize>], _group: &[usize]) -> Vec<usize> {
+        Vec::new()
+    }
+
     /// Whether moving `group` to `host` repairs what the rule wants: it meets something unmet,
     /// improves the rule's measure by a worthwhile amount, and leaves no VM worse off by it.
     fn repairs(&self, _fleet: &FleetView<'_>, _positions: &[Option<usize>], _group: &[usize], _host: usize) -> bool {
@@ -463,9 +470,17 @@ pub trait PlacementFilter: Send + Sync {
     }
 }
 
-/// Names the VMs a pass should try to move for their dependencies, most important first.
+/// A VM with something unmet and the VMs that could meet it: moving the VM, or one of them, or
+/// all of them together to one host, can repair it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairCase {
+    pub vm: usize,
+    pub partners: Vec<usize>,
+}
+
+/// Names the VMs a pass should try to repair for their dependencies, most urgent first.
 pub trait RepairSource: Send + Sync {
-    fn due(&self, fleet: &FleetView<'_>, positions: &[Option<usize>]) -> Vec<usize>;
+    fn due(&self, fleet: &FleetView<'_>, positions: &[Option<usize>]) -> Vec<RepairCase>;
 }
 
 /// One member of the destination ensemble. Values are costs: lower is better.
@@ -679,6 +694,9 @@ pub struct Standing {
 struct Unit {
     /// The VM first, then its mates.
     vms: Vec<usize>,
+    /// Per VM (as `vms`), the host it leaves and its demand: a unit gathered from several hosts
+    /// (a VM with the companions its required dependencies bind to it) leaves each.
+    members: Vec<(usize, VmDemand)>,
     load: HostDemand,
     /// What the destination's hard reservations hold for them (each VM's highest p90).
     reservation: f64,
@@ -688,11 +706,20 @@ struct Unit {
 }
 
 impl Unit {
-    fn new(fleet: &FleetView<'_>, members: &[(usize, VmDemand)], steps: usize) -> Unit {
-        let mut u = Unit { vms: Vec::with_capacity(members.len()), load: HostDemand::default(), reservation: 0.0, core_high: 0.0, pes: 0 };
-        for (vm, d) in members {
+    /// `members`: (VM, the host it leaves, its demand).
+    fn new(fleet: &FleetView<'_>, members: &[(usize, usize, VmDemand)], steps: usize) -> Unit {
+        let mut u = Unit {
+            vms: Vec::with_capacity(members.len()),
+            members: Vec::with_capacity(members.len()),
+            load: HostDemand::default(),
+            reservation: 0.0,
+            core_high: 0.0,
+            pes: 0,
+        };
+        for (vm, from, d) in members {
             let v = &fleet.vms[*vm];
             u.vms.push(*vm);
+            u.members.push((*from, *d));
             u.load.add(d);
             u.reservation += d.reservation();
             u.core_high = u.core_high.max(d.per_core_high(v, steps));
@@ -779,47 +806,72 @@ struct Pass<'a> {
 }
 
 impl<'a> Pass<'a> {
-    /// Records the move of `unit` from `from` to `to` in the working state.
-    fn commit(&mut self, unit: &Unit, from: usize, to: usize) {
-        self.hosts[from] = self.hosts[from].minus(&unit.load);
-        self.hosts[to] = self.hosts[to].plus(&unit.load);
-        self.admission[to] += unit.reservation;
-        self.movable[from].retain(|v| !unit.vms.contains(v));
-        for &v in &unit.vms {
-            self.positions[v] = Some(to);
+    /// Records the move of `unit` to `to` in the working state.
+    fn commit(&mut self, unit: &Unit, to: usize) {
+        self.try_on(unit, to);
+        for (v, (from, _)) in unit.vms.iter().zip(&unit.members) {
+            self.movable[*from].retain(|m| m != v);
         }
     }
 
-    /// Places `unit` on `to` for a trial (undone by [`untry`](Self::untry)).
+    /// Moves `unit` to `to` in the demand sums and positions, for a trial (undone by
+    /// [`untry`](Self::untry)) or for good ([`commit`](Self::commit)).
     fn try_on(&mut self, unit: &Unit, to: usize) {
+        for (v, (from, d)) in unit.vms.iter().zip(&unit.members) {
+            self.hosts[*from].remove(d);
+            self.positions[*v] = Some(to);
+        }
         self.hosts[to] = self.hosts[to].plus(&unit.load);
         self.admission[to] += unit.reservation;
-        for &v in &unit.vms {
-            self.positions[v] = Some(to);
-        }
     }
 
-    fn untry(&mut self, unit: &Unit, to: usize, from: usize) {
+    fn untry(&mut self, unit: &Unit, to: usize) {
         self.hosts[to] = self.hosts[to].minus(&unit.load);
         self.admission[to] -= unit.reservation;
-        for &v in &unit.vms {
-            self.positions[v] = Some(from);
+        for (v, (from, d)) in unit.vms.iter().zip(&unit.members) {
+            self.hosts[*from].add(d);
+            self.positions[*v] = Some(*from);
         }
+    }
+
+    /// `unit` with the companions the filters bind to it (and their own bundles), each from
+    /// the host it is on, when there are any and all can move now, up to `MAX_GATHERED` VMs.
+    fn gathered(&self, filters: &[Box<dyn PlacementFilter>], unit: &Unit, steps: usize) -> Option<Unit> {
+        let mut members: Vec<(usize, usize, VmDemand)> = unit.vms.iter().zip(&unit.members).map(|(v, (f, d))| (*v, *f, *d)).collect();
+        for f in filters {
+            let vms: Vec<usize> = members.iter().map(|m| m.0).collect();
+            for c in f.companions(self.fleet, &self.positions, &vms) {
+                if members.iter().any(|m| m.0 == c) {
+                    continue;
+                }
+                let from = self.positions.get(c).copied().flatten()?;
+                let part = self.unit(filters, c, from, steps)?;
+                for (v, (f, d)) in part.vms.iter().zip(&part.members) {
+                    if !members.iter().any(|m| m.0 == *v) {
+                        members.push((*v, *f, *d));
+                    }
+                }
+            }
+        }
+        (members.len() > unit.vms.len() && members.len() <= MAX_GATHERED).then(|| Unit::new(self.fleet, &members, steps))
     }
 
     /// The unit `vm` moves in from `from`: it and the mates the filters bind to it, all
     /// movable there; `None` when a mate cannot move now (migrating, or not on `from`).
     fn unit(&self, filters: &[Box<dyn PlacementFilter>], vm: usize, from: usize, steps: usize) -> Option<Unit> {
-        let mut members = vec![(vm, self.demand[vm]?)];
+        if !self.movable.get(from)?.contains(&vm) {
+            return None;
+        }
+        let mut members = vec![(vm, from, self.demand[vm]?)];
         for f in filters {
             for mate in f.bundle(self.fleet, &self.positions, vm) {
-                if members.iter().any(|(v, _)| *v == mate) {
+                if members.iter().any(|(v, _, _)| *v == mate) {
                     continue;
                 }
                 if !self.movable[from].contains(&mate) {
                     return None;
                 }
-                members.push((mate, self.demand[mate]?));
+                members.push((mate, from, self.demand[mate]?));
             }
         }
         Some(Unit::new(self.fleet, &members, steps))
@@ -994,7 +1046,8 @@ impl PresagePolicy {
             let mut preferred = true;
             let reject = if !host.schedulable && !here {
                 Some(Rejection::NotSchedulable)
-            } else if here && !q.include_current {
+            } else if (here && !q.include_current) || (!here && unit.members.iter().any(|(f, _)| *f == h)) {
+                // A unit gathered from several hosts does not land on any of them either.
                 Some(Rejection::SameHost)
             } else if left_recently(h) {
                 Some(Rejection::RecentlyLeft)
@@ -1071,7 +1124,7 @@ impl PresagePolicy {
     /// `fleet.vms`, `standing` from [`standing`](Self::standing) on the same fleet.
     pub fn rank_new_with(&self, fleet: &FleetView<'_>, standing: &Standing, vm: usize, top: usize) -> Ranking {
         let d = VmDemand::of(&fleet.vms[vm], self.cfg.new_vm_prior);
-        let unit = Unit::new(fleet, &[(vm, d)], self.cfg.horizon_steps);
+        let unit = Unit::new(fleet, &[(vm, usize::MAX, d)], self.cfg.horizon_steps);
         let q = RankQuery {
             unit: &unit,
             positions: &standing.positions,
@@ -1094,8 +1147,8 @@ impl PresagePolicy {
     /// included (without the cost of a move), the others with their move's cost.
     pub fn rank_resident(&self, fleet: &FleetView<'_>, standing: &Standing, vm: usize, top: usize) -> Ranking {
         let d = VmDemand::of(&fleet.vms[vm], self.cfg.new_vm_prior);
-        let unit = Unit::new(fleet, &[(vm, d)], self.cfg.horizon_steps);
         let from = fleet.vms[vm].host;
+        let unit = Unit::new(fleet, &[(vm, from.unwrap_or(usize::MAX), d)], self.cfg.horizon_steps);
         let mut hosts = standing.hosts.clone();
         if let Some(h) = from {
             hosts[h].remove(&d);
@@ -1139,12 +1192,14 @@ impl PresagePolicy {
             if self.moved.len() <= vm {
                 self.moved.resize(vm + 1, Vec::new());
             }
+            let from = unit.members[i].0;
             let left = &mut self.moved[vm];
             left.retain(|&(at, _)| now - at < cooldown);
-            left.push((now, m.from));
+            left.push((now, from));
             let with: Vec<usize> = unit.vms.iter().copied().filter(|&v| v != vm).collect();
             let mut each = m.clone();
             each.vm = vm;
+            each.from = from;
             each.with = with;
             if i > 0 {
                 // The bundle's benefit and cost are told once, on its first VM.
@@ -1213,7 +1268,7 @@ impl PresagePolicy {
                 if benefit <= cost && !hard {
                     continue;
                 }
-                pass.commit(&unit, h, to);
+                pass.commit(&unit, to);
                 let m = MoveExplanation {
                     vm: unit.vms[0],
                     from: h,
@@ -1255,11 +1310,12 @@ impl PresagePolicy {
         }
     }
 
-    /// Moves the VMs the repair source has named for `repair_after_passes` passes in a row
-    /// (required dependencies unmet), each with its bundle, to the best host where the filters'
-    /// rule is met and that repairs something without lowering any VM's required satisfaction,
-    /// within the pass's move cap; cheaper moves first among equally urgent VMs. A VM within its
-    /// minimum residence waits, and one with no such host stays.
+    /// Repairs what the repair source has named for `repair_after_passes` passes in a row
+    /// (required dependencies unmet): for each case, the first that works of moving the VM
+    /// (with its bundle), moving one of its partners, or gathering the VM and its partners on
+    /// one host, to the best host where the filters' rule holds and that repairs something
+    /// without lowering any VM's required satisfaction; within the pass's move cap. A VM within
+    /// its minimum residence waits, and a case with no such move stays (and is named again).
     fn repair(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>) {
         let Some(source) = self.repair.as_ref() else { return };
         let fleet = pass.fleet;
@@ -1267,8 +1323,8 @@ impl PresagePolicy {
         let due = source.due(fleet, &pass.positions);
         self.due_passes.resize(fleet.vms.len(), 0);
         let mut named = vec![false; fleet.vms.len()];
-        for &vm in &due {
-            if let Some(n) = named.get_mut(vm) {
+        for case in &due {
+            if let Some(n) = named.get_mut(case.vm) {
                 *n = true;
             }
         }
@@ -1280,36 +1336,60 @@ impl PresagePolicy {
         }
         let dests = destinations(fleet, &pass.hosts);
         let steps = self.cfg.horizon_steps;
-        for vm in due {
+        for case in due {
             if out.len() >= self.cfg.max_moves_per_pass {
                 return;
             }
-            if self.due_passes[vm] < self.cfg.repair_after_passes.max(1) {
+            if self.due_passes.get(case.vm).copied().unwrap_or(0) < self.cfg.repair_after_passes.max(1) {
                 continue;
             }
-            let Some(from) = pass.positions.get(vm).copied().flatten() else { continue };
-            if !pass.movable[from].contains(&vm) || out.iter().any(|m| m.vm == vm) {
+            // A VM of the case moved already this pass: what it repairs is seen next pass.
+            if std::iter::once(&case.vm).chain(&case.partners).any(|v| out.iter().any(|m| m.vm == *v)) {
                 continue;
             }
-            let Some(unit) = pass.unit(&self.filters, vm, from, steps) else { continue };
-            if self.in_residence_any(&unit, now) || out.len() + unit.vms.len() > self.cfg.max_moves_per_pass {
-                continue;
+            let unit_of = |pass: &Pass<'_>, vm: usize| pass.positions.get(vm).copied().flatten().and_then(|from| pass.unit(&self.filters, vm, from, steps));
+            let mut tries: Vec<Unit> = std::iter::once(case.vm).chain(case.partners.iter().copied()).filter_map(|v| unit_of(pass, v)).collect();
+            // All of them together, gathered from where they are.
+            if !case.partners.is_empty()
+                && let Some(first) = unit_of(pass, case.vm)
+            {
+                let mut members: Vec<(usize, usize, VmDemand)> = first.vms.iter().zip(&first.members).map(|(v, (f, d))| (*v, *f, *d)).collect();
+                let mut whole = true;
+                for &p in &case.partners {
+                    match unit_of(pass, p) {
+                        Some(u) => {
+                            for (v, (f, d)) in u.vms.iter().zip(&u.members) {
+                                if !members.iter().any(|m| m.0 == *v) {
+                                    members.push((*v, *f, *d));
+                                }
+                            }
+                        }
+                        None => whole = false,
+                    }
+                }
+                if whole && members.len() <= MAX_GATHERED {
+                    tries.push(Unit::new(fleet, &members, steps));
+                }
             }
-            let mut q = RankQuery::move_off(&unit, pass, from, &[], &dests);
-            q.top = 4;
-            let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
-            // The best-ranked host that is a repair by every filter's measure.
-            let Some(at) = ranking
-                .ranked
-                .iter()
-                .position(|c| self.filters.iter().all(|f| f.repairs(fleet, &pass.positions, &unit.vms, c.host)))
-            else {
-                continue;
-            };
-            let mut ranking = ranking;
-            ranking.ranked.swap(0, at);
-            ranking.ranked.truncate(2);
-            self.take_unpriced(pass, out, &unit, from, ranking, MoveReason::Repair(from));
+            for unit in tries {
+                if self.in_residence_any(&unit, now) || out.len() + unit.vms.len() > self.cfg.max_moves_per_pass {
+                    continue;
+                }
+                let from = unit.members[0].0;
+                let mut q = RankQuery::move_off(&unit, pass, from, &[], &dests);
+                q.top = 4;
+                let mut ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                // The best-ranked host that is a repair by every filter's measure.
+                let Some(at) =
+                    ranking.ranked.iter().position(|c| self.filters.iter().all(|f| f.repairs(fleet, &pass.positions, &unit.vms, c.host)))
+                else {
+                    continue;
+                };
+                ranking.ranked.swap(0, at);
+                ranking.ranked.truncate(2);
+                self.take_unpriced(pass, out, &unit, from, ranking, MoveReason::Repair(from));
+                break;
+            }
         }
     }
 
@@ -1321,7 +1401,7 @@ impl PresagePolicy {
         let chosen = ranking.ranked.swap_remove(0);
         let to = chosen.host;
         let cost_j = self.move_cost(pass, unit, to);
-        pass.commit(unit, from, to);
+        pass.commit(unit, to);
         let m = MoveExplanation {
             vm: unit.vms[0],
             from,
@@ -1391,7 +1471,7 @@ impl PresagePolicy {
             if pass.movable[h].iter().any(|&vm| self.in_residence(vm, now)) {
                 continue;
             }
-            let units = pass.units_on(&self.filters, h, steps);
+            let mut units = pass.units_on(&self.filters, h, steps);
             if units.iter().map(|u| u.vms.len()).sum::<usize>() != vms {
                 // A VM bound to one that cannot move now: the host cannot be emptied.
                 continue;
@@ -1406,9 +1486,32 @@ impl PresagePolicy {
             let mut extra_w = 0.0;
             let mut cost = 0.0;
             let mut ok = true;
-            for (i, unit) in units.iter().enumerate() {
-                let q = RankQuery::move_off(unit, pass, h, &excluded, &active);
-                let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+            let mut i = 0;
+            // The VMs this attempt has placed so far (a gathered unit may take a later unit's).
+            let mut taken: Vec<usize> = Vec::new();
+            while i < units.len() {
+                if taken.contains(&units[i].vms[0]) {
+                    i += 1;
+                    continue;
+                }
+                let mut q = RankQuery::move_off(&units[i], pass, h, &excluded, &active);
+                let mut ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                if ranking.ranked.is_empty() && ranking.rejected.iter().any(|(r, _)| *r == Rejection::Dependency) {
+                    // Refused only for what it would break: try it with the companions its
+                    // required dependencies bind to it, moving together.
+                    if let Some(g) = pass.gathered(&self.filters, &units[i], steps)
+                        && !self.in_residence_any(&g, now)
+                        && !g.members.iter().any(|(f, _)| excluded[*f] && *f != h)
+                    {
+                        q.unit = &g;
+                        let wider = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                        if !wider.ranked.is_empty() {
+                            ranking = wider;
+                            units[i] = g;
+                        }
+                    }
+                }
+                let unit = &units[i];
                 let Some(chosen) = ranking.ranked.first().cloned() else {
                     ok = false;
                     break;
@@ -1419,6 +1522,7 @@ impl PresagePolicy {
                 let dest_risk_before = self.host_risk(dest, &pass.hosts[to]);
                 pass.try_on(unit, to);
                 tried.push((i, to));
+                taken.extend(&unit.vms);
                 extra_w += dest.power.watts_at(pass.hosts[to].utilisation(dest.total_mips, steps).min(1.0)) - before_w;
                 cost += self.move_cost(pass, unit, to) + self.risk_value(chosen.risk_after - dest_risk_before).max(0.0);
                 plan.push((
@@ -1437,12 +1541,13 @@ impl PresagePolicy {
                         runner_up: ranking.ranked.get(1).cloned(),
                     },
                 ));
+                i += 1;
             }
             let benefit = (saved_w - extra_w) * self.cfg.benefit_horizon_s;
             if !ok || benefit <= cost {
                 failures += 1;
                 for (i, to) in tried.into_iter().rev() {
-                    pass.untry(&units[i], to, h);
+                    pass.untry(&units[i], to);
                 }
                 excluded[h] = false;
                 continue;
@@ -1454,7 +1559,9 @@ impl PresagePolicy {
                 m.benefit_j = benefit / per_unit;
                 m.cost_j = cost / per_unit;
                 receiving[m.to] = true;
-                pass.movable[h].retain(|v| !units[i].vms.contains(v));
+                for (v, (from, _)) in units[i].vms.iter().zip(&units[i].members) {
+                    pass.movable[*from].retain(|x| x != v);
+                }
                 self.record(&units[i], m, now, out);
             }
             pass.hosts[h] = HostDemand::default();
@@ -1489,6 +1596,9 @@ fn destinations(fleet: &FleetView<'_>, hosts: &[HostDemand]) -> Vec<usize> {
     }
     out
 }
+
+/// The most VMs a gathered unit (a VM with its companions) may hold.
+const MAX_GATHERED: usize = 8;
 
 /// Seconds per forecast step.
 pub const STEP_S: f64 = crate::demand::STEP_S as f64;

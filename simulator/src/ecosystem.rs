@@ -251,6 +251,24 @@ pub struct EcosystemTracker {
     p5_sum: f64,
     violation_vm_hours: f64,
     last: EcosystemFigures,
+    failures: Vec<FailureRecovery>,
+}
+
+/// How the ecosystem came back from one host failure.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct FailureRecovery {
+    pub at_s: f64,
+    pub host: usize,
+    /// VMs that ran there and restarted elsewhere, and those no host could take.
+    pub vms_restarted: usize,
+    pub vms_lost: usize,
+    /// VMs with a required dependency unmet at the last pass before the failure and at the
+    /// first pass after it.
+    pub noncompliant_before: usize,
+    pub noncompliant_after: usize,
+    /// Policy passes after the failure until no more VMs had a required dependency unmet than
+    /// before it (the pass that found it so not counted); `None` while it never happened.
+    pub recovery_passes: Option<u32>,
 }
 
 /// What a run over an ecosystem gives, added to its report.
@@ -267,6 +285,9 @@ pub struct EcosystemReport {
     pub call_latency_ms_mean: f64,
     /// Migrations started to repair a dependency.
     pub repair_moves: u64,
+    /// The host failures of the scenario's events, and how the VMs came back from each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_failures: Vec<FailureRecovery>,
     /// VMs with a required dependency unmet at the end.
     pub noncompliant_vms_end: usize,
 }
@@ -282,7 +303,27 @@ impl EcosystemTracker {
             p5_sum: 0.0,
             violation_vm_hours: 0.0,
             last: EcosystemFigures::default(),
+            failures: Vec::new(),
         }
+    }
+
+    /// The scenario's host failures.
+    pub fn events(&self) -> &[HostFailure] {
+        &self.scenario.events
+    }
+
+    /// Records that host `host` failed at `t`, its VMs restarted elsewhere (or lost).
+    pub fn host_failed(&mut self, t: f64, host: usize, vms_restarted: usize, vms_lost: usize) {
+        let noncompliant_before = self.last.vms_violating_required;
+        self.failures.push(FailureRecovery {
+            at_s: t,
+            host,
+            vms_restarted,
+            vms_lost,
+            noncompliant_before,
+            noncompliant_after: 0,
+            recovery_passes: None,
+        });
     }
 
     /// Records the placement at `t` seconds, which holds for the next `step_s` seconds.
@@ -296,6 +337,16 @@ impl EcosystemTracker {
         self.p5_sum += f.dependency_score_p5;
         if t > 3600.0 {
             self.violation_vm_hours += f.vms_violating_required as f64 * step_s / 3600.0;
+        }
+        for failure in self.failures.iter_mut().filter(|r| r.recovery_passes.is_none() && r.at_s <= t) {
+            // Observed after each pass: the first observation is the pass at the failure.
+            let passes = ((t - failure.at_s) / step_s).round() as u32;
+            if passes == 0 {
+                failure.noncompliant_after = f.vms_violating_required;
+            }
+            if f.vms_violating_required <= failure.noncompliant_before {
+                failure.recovery_passes = Some(passes);
+            }
         }
         self.last = f;
     }
@@ -311,6 +362,7 @@ impl EcosystemTracker {
             cross_rack_calls_pct: self.sum.cross_rack_calls_pct / n,
             call_latency_ms_mean: self.sum.call_latency_ms_mean / n,
             repair_moves: 0,
+            host_failures: self.failures.clone(),
             noncompliant_vms_end: self.last.vms_violating_required,
         }
     }

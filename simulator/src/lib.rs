@@ -244,6 +244,10 @@ pub struct Simulation<'s> {
     refused: u64,
     /// Migrations started to repair a dependency.
     repair_moves: u64,
+    /// Host failures still to come (the ecosystem's events), soonest first, and per host
+    /// whether it has failed (it takes nothing and draws nothing from then on).
+    failures: Vec<ecosystem::HostFailure>,
+    failed: Vec<bool>,
     /// The ecosystem whose figures the run follows (trace VM i is its declaration i).
     ecosystem: Option<ecosystem::EcosystemTracker>,
 }
@@ -283,6 +287,8 @@ impl<'s> Simulation<'s> {
             books: None,
             refused: 0,
             repair_moves: 0,
+            failures: Vec::new(),
+            failed: vec![false; nh],
             ecosystem: None,
         }
         .with_forecast_model(None)
@@ -299,8 +305,83 @@ impl<'s> Simulation<'s> {
 
     /// Follows `tracker`'s ecosystem through the run (trace VM i is its declaration i).
     pub fn with_ecosystem(mut self, tracker: ecosystem::EcosystemTracker) -> Simulation<'s> {
+        self.failures = tracker.events().to_vec();
+        self.failures.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         self.ecosystem = Some(tracker);
         self
+    }
+
+    /// Fails the hosts whose failure is due by `t`: migrations to or from a failed host are
+    /// cut off (a VM bound for it stays where it was), and every VM that ran on it restarts on
+    /// the host the policy's placement gives it, as an HA manager would restart it (the boot
+    /// itself is not modelled); a VM no host can take is lost.
+    fn fail_hosts_due(&mut self, t: f64) {
+        while self.failures.first().is_some_and(|f| f.at_s <= t) {
+            let failure = self.failures.remove(0);
+            let h = failure.fail_host;
+            if h >= self.hosts.len() || self.failed[h] {
+                continue;
+            }
+            self.failed[h] = true;
+            self.hosts[h].schedulable = false;
+            let mut restart: Vec<usize> = Vec::new();
+            let mut touched = vec![h];
+            let pending = std::mem::take(&mut self.pending);
+            for c in pending {
+                let source = self.vms[c.vm].host;
+                if c.to != h && source != Some(h) {
+                    self.pending.push(c);
+                    continue;
+                }
+                if let (Some(books), Some(id)) = (self.books.as_mut(), c.reservation.as_deref()) {
+                    books[c.to].remove(id);
+                }
+                self.hosts[c.to].migrating_in.retain(|(v, _)| *v != c.vm);
+                self.hosts[c.to].vms.retain(|v| *v != c.vm);
+                self.vms[c.vm].in_migration = false;
+                touched.push(c.to);
+                if source == Some(h) {
+                    restart.push(c.vm);
+                }
+            }
+            for vm in std::mem::take(&mut self.hosts[h].vms) {
+                if self.vms[vm].host == Some(h) && !restart.contains(&vm) {
+                    restart.push(vm);
+                }
+            }
+            self.hosts[h].migrating_in.clear();
+            self.hosts[h].observed_mips = 0.0;
+            let restarted = restart.len();
+            let mut lost = 0;
+            for vm in restart {
+                self.vms[vm].host = None;
+                self.vms[vm].in_migration = false;
+                let fleet = FleetView { now_s: t, hosts: &self.hosts, vms: &self.vms };
+                match self.policy.place(&fleet, vm) {
+                    Some(to) if to != h && to < self.hosts.len() => {
+                        self.hosts[to].vms.push(vm);
+                        self.vms[vm].host = Some(to);
+                        touched.push(to);
+                    }
+                    _ => {
+                        self.vms[vm].alive = false;
+                        lost += 1;
+                    }
+                }
+            }
+            if let Some(books) = self.books.as_mut() {
+                let now_ms = (t * 1000.0) as u64;
+                for &x in &touched {
+                    self.hosts[x].reserved_mips = books[x].held(ReservationKind::Hard, now_ms).cpu_mhz;
+                }
+            }
+            for x in touched {
+                self.update_host(x, t);
+            }
+            if let Some(tracker) = self.ecosystem.as_mut() {
+                tracker.host_failed(t, h, restarted, lost);
+            }
+        }
     }
 
     /// Gives every hosted VM the forecast its agent would publish now: calibrated quantiles from
@@ -350,6 +431,7 @@ impl<'s> Simulation<'s> {
                     self.hosts[h].reserved_mips = b.held(ReservationKind::Hard, now_ms).cpu_mhz;
                 }
             }
+            self.fail_hosts_due(t);
             let started_before = self.migrations;
             let fleet = FleetView { now_s: t, hosts: &self.hosts, vms: &self.vms };
             let decisions = self.policy.optimise(&fleet);
@@ -527,6 +609,9 @@ impl<'s> Simulation<'s> {
         let dt = t - self.last_process;
         if charge && dt > 0.0 {
             for h in 0..self.hosts.len() {
+                if self.failed[h] {
+                    continue;
+                }
                 let host = &self.hosts[h];
                 self.energy_j += match self.power_mode {
                     PowerMode::AlwaysFull => host.power.max_watts() * dt,

@@ -15,3 +15,6 @@ pub use declaration::{Declaration, DependencySpec, FieldError, Profile, Strength
 pub use graph::{EcosystemGraph, MatchOptions};
 pub use score::{Placement, VmScore, vm_score};
 pub use topology::{LatencyRequirement, LatencyTable, Level, Location};
+
+#[cfg(test)]
+mod recovery_tests;

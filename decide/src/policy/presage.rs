@@ -1371,12 +1371,15 @@ impl PresagePolicy {
                     tries.push(Unit::new(fleet, &members, steps));
                 }
             }
-            for unit in tries {
-                if self.in_residence_any(&unit, now) || out.len() + unit.vms.len() > self.cfg.max_moves_per_pass {
+            let case_vms: Vec<usize> = std::iter::once(case.vm).chain(case.partners.iter().copied()).collect();
+            let tries: Vec<Unit> = tries.into_iter().filter(|u| !self.in_residence_any(u, now)).collect();
+            let mut done = false;
+            for unit in &tries {
+                if out.len() + unit.vms.len() > self.cfg.max_moves_per_pass {
                     continue;
                 }
                 let from = unit.members[0].0;
-                let mut q = RankQuery::move_off(&unit, pass, from, &[], &dests);
+                let mut q = RankQuery::move_off(unit, pass, from, &[], &dests);
                 q.top = 4;
                 let mut ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 // The best-ranked host that is a repair by every filter's measure.
@@ -1387,10 +1390,68 @@ impl PresagePolicy {
                 };
                 ranking.ranked.swap(0, at);
                 ranking.ranked.truncate(2);
-                self.take_unpriced(pass, out, &unit, from, ranking, MoveReason::Repair(from));
+                self.take_unpriced(pass, out, unit, from, ranking, MoveReason::Repair(from));
+                done = true;
                 break;
             }
+            // No host where it would be a repair has room: make room on one.
+            for unit in tries.iter().filter(|_| !done) {
+                if self.repair_by_making_room(pass, out, unit, &case_vms, &dests) {
+                    break;
+                }
+            }
         }
+    }
+
+    /// Repairs by moving `unit` to a host where that would be a repair but that lacks the room:
+    /// one unit there (the smallest that frees enough, none of the case's `keep`, outside its
+    /// minimum residence) moves to the best host that takes it once `unit` has left (possibly
+    /// `unit`'s own: a swap), and `unit` takes its place. Both are repair moves; nothing is moved
+    /// unless both fit.
+    fn repair_by_making_room(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>, unit: &Unit, keep: &[usize], dests: &[usize]) -> bool {
+        const VICTIMS_PER_HOST: usize = 3;
+        let fleet = pass.fleet;
+        let now = fleet.now_s;
+        let steps = self.cfg.horizon_steps;
+        let from = unit.members[0].0;
+        let n = fleet.hosts.len();
+        let targets: Vec<usize> = (0..n)
+            .filter(|&x| fleet.hosts[x].schedulable && !unit.members.iter().any(|(f, _)| *f == x))
+            .filter(|&x| self.filters.iter().all(|f| f.repairs(fleet, &pass.positions, &unit.vms, x)))
+            .collect();
+        for x in targets {
+            let mut victims: Vec<Unit> = pass
+                .units_on(&self.filters, x, steps)
+                .into_iter()
+                .filter(|v| !v.vms.iter().any(|m| keep.contains(m)) && !self.in_residence_any(v, now))
+                .collect();
+            victims.sort_by(|a, b| a.now().total_cmp(&b.now()).then(a.vms[0].cmp(&b.vms[0])));
+            for victim in victims.into_iter().take(VICTIMS_PER_HOST) {
+                if out.len() + victim.vms.len() + unit.vms.len() > self.cfg.max_moves_per_pass {
+                    return false;
+                }
+                let mut excluded = vec![false; n];
+                excluded[x] = true;
+                // The victim may take the room `unit` leaves (a swap).
+                pass.try_on(unit, x);
+                let q = RankQuery::move_off(&victim, pass, x, &excluded, dests);
+                let away = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                pass.untry(unit, x);
+                let Some(y) = away.ranked.first().map(|c| c.host) else { continue };
+                pass.try_on(&victim, y);
+                let only = [x];
+                let q = RankQuery::move_off(unit, pass, from, &[], &only);
+                let onto = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                let fits = !onto.ranked.is_empty() && self.filters.iter().all(|f| f.repairs(fleet, &pass.positions, &unit.vms, x));
+                pass.untry(&victim, y);
+                if fits {
+                    self.take_unpriced(pass, out, &victim, x, away, MoveReason::Repair(x));
+                    self.take_unpriced(pass, out, unit, from, onto, MoveReason::Repair(from));
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Takes the move of `unit` from `from` to the best host of `ranking` (not empty) for a reason

@@ -57,3 +57,62 @@ fn every_shared_scenario_loads_is_admitted_and_is_served_best_one_copy_per_host(
         assert!(f.vms_violating_required > 0 && f.dependency_score_mean < 1.0, "{}: {f:?}", path.display());
     }
 }
+
+const DAYS: [&str; 5] = ["20110303", "20110306", "20110309", "20110322", "20110325"];
+
+/// The dependency issue's acceptance: on every public PlanetLab day and every scenario without
+/// failures, presage with the ecosystem against presage without the dependency scorer, in the
+/// same run: no required dependency unmet after the first hour, at most half the cross-host call
+/// traffic, energy within 5 % and ESV within 10 % of presage-nodeps, no ping-pong.
+#[test]
+fn presage_keeps_required_dependencies_and_local_calls_at_little_energy_on_every_public_day() {
+    use presage_decide::policy::PolicySpec;
+    use presagectl::simulate::{SimulateArgs, simulate};
+    let data = shared_data();
+    let order = presage_tests::shared_reference().join("cloudsim").join("vm_order");
+    for scenario in ["social-network.json", "hotel-reservation.json"] {
+        let mut args = SimulateArgs::new(DAYS.iter().map(|d| data.join("planetlab").join(d)).collect(), Some(order.clone()));
+        args.forecast_model = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v2.onnx"));
+        args.ecosystem = Some(data.join("ecosystems").join(scenario));
+        let runs = simulate(&args, &[PolicySpec::Presage, PolicySpec::PresageNoDeps], &indicatif::ProgressBar::hidden()).expect("simulation");
+        assert_eq!(runs.len(), 2 * DAYS.len());
+        for pair in runs.chunks(2) {
+            let (p, n) = (&pair[0], &pair[1]);
+            assert_eq!((p.policy.as_str(), n.policy.as_str()), ("presage", "presage-nodeps"));
+            let (pe, ne) = (p.ecosystem.as_ref().expect("figures"), n.ecosystem.as_ref().expect("figures"));
+            let msg = format!("{scenario} {}: presage {p:?}\nnodeps {n:?}", p.day);
+            assert_eq!(pe.required_violation_vm_hours, 0.0, "{msg}");
+            assert_eq!(pe.noncompliant_vms_end, 0, "{msg}");
+            assert!(ne.required_violation_vm_hours > 0.0, "without the scorer requirements break: {msg}");
+            assert!(pe.cross_host_calls_pct <= 0.5 * ne.cross_host_calls_pct, "cross-host calls: {msg}");
+            assert!(p.energy_kwh <= 1.05 * n.energy_kwh, "energy: {msg}");
+            assert!(p.esv <= 1.1 * n.esv, "ESV: {msg}");
+            assert_eq!(p.ping_pongs, 0, "ping-pong: {msg}");
+            assert_eq!(p.unplaced_vms, 0, "{msg}");
+        }
+    }
+}
+
+/// The host-failure scenario: host 3 fails at noon; its VMs restart elsewhere, and within 5
+/// policy passes no VM has a required dependency unmet, on every public day.
+#[test]
+fn after_a_host_fails_every_vm_is_compliant_again_within_five_passes_on_every_public_day() {
+    use presage_decide::policy::PolicySpec;
+    use presagectl::simulate::{SimulateArgs, simulate};
+    let data = shared_data();
+    let order = presage_tests::shared_reference().join("cloudsim").join("vm_order");
+    let mut args = SimulateArgs::new(DAYS.iter().map(|d| data.join("planetlab").join(d)).collect(), Some(order));
+    args.forecast_model = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v2.onnx"));
+    args.ecosystem = Some(data.join("ecosystems").join("social-network-host-failure.json"));
+    let runs = simulate(&args, &[PolicySpec::Presage], &indicatif::ProgressBar::hidden()).expect("simulation");
+    for r in &runs {
+        let e = r.ecosystem.as_ref().expect("figures");
+        assert_eq!(e.host_failures.len(), 1, "{}: {e:?}", r.day);
+        let f = &e.host_failures[0];
+        assert_eq!(f.host, 3);
+        assert!(f.vms_restarted > 0 && f.vms_lost == 0, "{}: {f:?}", r.day);
+        assert_eq!(f.noncompliant_before, 0, "{}: {f:?}", r.day);
+        assert!(f.recovery_passes.is_some_and(|p| p <= 5), "{}: {f:?}", r.day);
+        assert_eq!(e.noncompliant_vms_end, 0, "{}: {e:?}", r.day);
+    }
+}

@@ -42,6 +42,19 @@ pub struct AgentConfig {
     pub reservations: ReservationsConfig,
     #[serde(default)]
     pub migration: MigrationConfig,
+    #[serde(default)]
+    pub topology: TopologyConfig,
+}
+
+/// Where this host sits: its zone and rack (free-form names; empty: unknown). The coordinator
+/// scores dependency latency requirements by them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyConfig {
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub rack: String,
 }
 
 /// `[migration]`: how this host takes part in live migrations (libvirt hosts).

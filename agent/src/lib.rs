@@ -157,6 +157,8 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             boot_id: format!("{:016x}", fastrand::u64(..)),
             migration_uri: cfg.migration.uri.clone().unwrap_or_default(),
             migration_data_uri: cfg.migration.data_uri.clone().unwrap_or_default(),
+            zone: cfg.topology.zone.clone(),
+            rack: cfg.topology.rack.clone(),
         };
         let reservations = {
             let cap = register.capacity.as_ref().expect("set above");

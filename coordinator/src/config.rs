@@ -34,6 +34,34 @@ pub struct CoordinatorConfig {
     /// they live in memory only, and a restart forgets plans in progress (logged at start).
     #[serde(default)]
     pub data_dir: Option<std::path::PathBuf>,
+    /// `[ecosystem]`: how far apart the topology's levels are, for dependency requirements.
+    #[serde(default)]
+    pub ecosystem: EcosystemConfig,
+}
+
+/// `[ecosystem]`: the round trip between two VMs on one host, in one rack, in one zone and
+/// across zones (`[ecosystem.latency_ms]`), and how alike two profiles must be for a fuzzy match.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EcosystemConfig {
+    pub latency_ms: presage_decide::ecosystem::LatencyTable,
+    pub fuzzy_threshold: f64,
+}
+
+impl Default for EcosystemConfig {
+    fn default() -> Self {
+        EcosystemConfig { latency_ms: Default::default(), fuzzy_threshold: presage_decide::ecosystem::MatchOptions::default().fuzzy_threshold }
+    }
+}
+
+impl EcosystemConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.latency_ms.validate().map_err(|e| format!("[ecosystem] {e}"))?;
+        if !(self.fuzzy_threshold > 0.0 && self.fuzzy_threshold <= 1.0) {
+            return Err(format!("[ecosystem] fuzzy_threshold is {}; it must be within (0, 1]", self.fuzzy_threshold));
+        }
+        Ok(())
+    }
 }
 
 /// `[policy]`: which consolidation policy proposes migrations, and how often.
@@ -131,6 +159,9 @@ impl CoordinatorConfig {
         }
         if let Err(e) = cfg.executor.validate() {
             return invalid("executor", &e);
+        }
+        if let Err(e) = cfg.ecosystem.validate() {
+            return invalid("ecosystem", &e);
         }
         if cfg.policy.interval < Duration::from_secs(1) {
             return invalid("policy.interval", "must be at least 1s");

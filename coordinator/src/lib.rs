@@ -20,3 +20,6 @@ pub mod shared;
 pub mod state;
 pub mod transport;
 pub mod validate;
+pub mod ecosystem;
+pub mod manual_move;
+pub mod rest;

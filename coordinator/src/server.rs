@@ -50,8 +50,13 @@ impl Coordinator {
                 Arc::new(presage_store::MemoryStore::new())
             }
         };
+        let options = presage_decide::ecosystem::MatchOptions { fuzzy_threshold: cfg.ecosystem.fuzzy_threshold };
+        let ecosystem = Arc::new(
+            crate::ecosystem::EcosystemRegistry::open(store.as_ref(), cfg.ecosystem.latency_ms, options)
+                .context("opening the dependency declarations")?,
+        );
         let journal = Arc::new(crate::plan_journal::PlanJournal::open(store).context("opening the plan journal")?);
-        let shared = Shared::new(cfg.host_timeout, spec.to_string(), mode, journal, cfg.executor, cancel);
+        let shared = Shared::new(cfg.host_timeout, spec.to_string(), mode, journal, cfg.executor, cancel, ecosystem);
         Ok(Coordinator { listener, tls, cfg, policy: spec, shared })
     }
 
@@ -76,11 +81,16 @@ impl Coordinator {
         ));
 
         let incoming = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
+        // gRPC and the REST API on one port: HTTP/2 for gRPC, HTTP/1.1 or HTTP/2 for REST.
+        let routes = tonic::service::Routes::new(AgentLinkServer::new(AgentLinkService { shared: shared.clone() }))
+            .add_service(OperatorServer::new(OperatorService { shared: shared.clone() }))
+            .into_axum_router()
+            .merge(crate::rest::router(shared.clone()));
         let server = tonic::transport::Server::builder()
+            .accept_http1(true)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-            .add_service(AgentLinkServer::new(AgentLinkService { shared: shared.clone() }))
-            .add_service(OperatorServer::new(OperatorService { shared: shared.clone() }))
+            .add_routes(tonic::service::Routes::from(routes))
             .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
         info!(%addr, host_timeout = ?cfg.host_timeout, "coordinator listening (mutual TLS)");
         let mut server = std::pin::pin!(server);

@@ -11,7 +11,7 @@ use presage_protocol::pb::{
     PingHostRequest, PingHostResponse, StatusRequest, StatusResponse, VmInfo, Welcome, agent_link_server::AgentLink, agent_message,
     command, command_result, coordinator_message, operator_server::Operator,
 };
-use presage_protocol::tls::Role;
+use presage_protocol::tls::{Access, Role};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -36,6 +36,18 @@ fn peer<T>(req: &Request<T>, role: Role) -> Result<PeerInfo, Status> {
     if info.identity.role != role {
         warn!(peer = %info.remote, identity = %info.identity, needed = %role, "refused call: wrong role");
         return Err(Status::permission_denied(format!("this call needs a {role} certificate; yours is for {}", info.identity)));
+    }
+    Ok(info)
+}
+
+/// The operator-API caller, if its role may make a call of `access` (viewers read, operators
+/// act, admins manage).
+fn person<T>(req: &Request<T>, access: Access) -> Result<PeerInfo, Status> {
+    let info =
+        req.extensions().get::<PeerInfo>().cloned().ok_or_else(|| Status::unauthenticated("no authenticated peer on this connection"))?;
+    if !info.identity.role.may(access) {
+        warn!(peer = %info.remote, identity = %info.identity, ?access, "refused call: role may not");
+        return Err(Status::permission_denied(format!("{} may not make this call ({access:?})", info.identity)));
     }
     Ok(info)
 }
@@ -192,7 +204,7 @@ fn host_info(h: &crate::state::HostRecord, now: Instant) -> HostInfo {
 #[tonic::async_trait]
 impl Operator for OperatorService {
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Read)?;
         let _span = info_span!("operator.status", operator = %p.identity.name).entered();
         let (refused, last_refusal) = self.shared.refusals.snapshot();
         let (proposed_migrations, proposal_age_ms) = match &*self.shared.plan.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -225,7 +237,7 @@ impl Operator for OperatorService {
     }
 
     async fn list_hosts(&self, req: Request<ListHostsRequest>) -> Result<Response<ListHostsResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Read)?;
         let _span = info_span!("operator.list_hosts", operator = %p.identity.name).entered();
         let now = Instant::now();
         let hosts = self.shared.state().hosts().map(|h| host_info(h, now)).collect();
@@ -233,7 +245,7 @@ impl Operator for OperatorService {
     }
 
     async fn list_vms(&self, req: Request<ListVmsRequest>) -> Result<Response<ListVmsResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Read)?;
         let filter = req.into_inner().host_id;
         let _span = info_span!("operator.list_vms", operator = %p.identity.name, host = %filter).entered();
         let state = self.shared.state();
@@ -258,7 +270,7 @@ impl Operator for OperatorService {
     }
 
     async fn ping_host(&self, req: Request<PingHostRequest>) -> Result<Response<PingHostResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Read)?;
         let r = req.into_inner();
         let span = info_span!("operator.ping_host", operator = %p.identity.name, host = %r.host_id);
         async move {
@@ -293,7 +305,7 @@ impl Operator for OperatorService {
     }
 
     async fn inspect_vm(&self, req: Request<pb::InspectVmRequest>) -> Result<Response<pb::InspectVmResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Read)?;
         let r = req.into_inner();
         let span = info_span!("operator.inspect_vm", operator = %p.identity.name, host = %r.host_id, vm = %r.vm_id);
         async move {
@@ -322,7 +334,7 @@ impl Operator for OperatorService {
     }
 
     async fn get_plan(&self, req: Request<pb::GetPlanRequest>) -> Result<Response<pb::GetPlanResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Read)?;
         let _span = info_span!("operator.plan", operator = %p.identity.name).entered();
         let applied = recent_outcomes(&self.shared.journal, APPLIED_SHOWN);
         let Some((age_ms, plan)) = self.plan() else {
@@ -341,7 +353,7 @@ impl Operator for OperatorService {
     }
 
     async fn explain(&self, req: Request<pb::ExplainRequest>) -> Result<Response<pb::ExplainResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Read)?;
         let r = req.into_inner();
         let _span = info_span!("operator.explain", operator = %p.identity.name, vm = %r.vm_id).entered();
         if r.vm_id.is_empty() {
@@ -369,7 +381,7 @@ impl Operator for OperatorService {
     }
 
     async fn place(&self, req: Request<pb::PlaceRequest>) -> Result<Response<pb::PlaceResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Read)?;
         let r = req.into_inner();
         let _span = info_span!("operator.place", operator = %p.identity.name, vcpus = r.vcpus, memory_mib = r.memory_mib).entered();
         let Some((age_ms, plan)) = self.plan() else {
@@ -388,7 +400,7 @@ impl Operator for OperatorService {
         }))
     }
     async fn reserve_on_host(&self, req: Request<pb::ReserveOnHostRequest>) -> Result<Response<pb::ReserveOnHostResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Act)?;
         let r = req.into_inner();
         let span = info_span!("operator.reserve", operator = %p.identity.name, host = %r.host_id);
         async move {
@@ -420,7 +432,7 @@ impl Operator for OperatorService {
     }
 
     async fn set_drain(&self, req: Request<pb::SetDrainRequest>) -> Result<Response<pb::SetDrainResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Act)?;
         let r = req.into_inner();
         let _span = info_span!("operator.drain", operator = %p.identity.name, host = %r.host_id, drain = r.drain).entered();
         if self.shared.state().host(&r.host_id).is_none() {
@@ -451,7 +463,7 @@ impl Operator for OperatorService {
     }
 
     async fn list_plans(&self, req: Request<pb::ListPlansRequest>) -> Result<Response<pb::ListPlansResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Read)?;
         let r = req.into_inner();
         let _span = info_span!("operator.plans", operator = %p.identity.name, plan = r.plan_id).entered();
         let internal = |e: crate::plan_journal::JournalError| Status::internal(e.to_string());
@@ -471,7 +483,7 @@ impl Operator for OperatorService {
     }
 
     async fn rollback_plan(&self, req: Request<pb::RollbackPlanRequest>) -> Result<Response<pb::RollbackPlanResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Act)?;
         let r = req.into_inner();
         let _span = info_span!("operator.rollback", operator = %p.identity.name, plan = r.plan_id).entered();
         let back = crate::applier::start_rollback(&self.shared, r.plan_id).map_err(Status::failed_precondition)?;
@@ -483,39 +495,21 @@ impl Operator for OperatorService {
     }
 
     async fn move_vm(&self, req: Request<pb::MoveVmRequest>) -> Result<Response<pb::MoveVmResponse>, Status> {
-        let p = peer(&req, Role::Operator)?;
+        let p = person(&req, Access::Act)?;
         let r = req.into_inner();
         let _span = info_span!("operator.move", operator = %p.identity.name, vm = %r.vm_id, to = %r.to_host).entered();
-        let m = {
-            let state = self.shared.state();
-            if state.host(&r.to_host).is_none() {
-                return Err(Status::not_found(format!("no host {:?} has registered", r.to_host)));
+        use crate::manual_move::MoveRefusal;
+        let plan = crate::manual_move::plan_and_start(&self.shared, &r.vm_id, &r.to_host, &p.identity.name, false).map_err(|e| {
+            let message = e.to_string();
+            match e {
+                MoveRefusal::UnknownHost(_) | MoveRefusal::UnknownVm(_) => Status::not_found(message),
+                MoveRefusal::AlreadyThere { .. } | MoveRefusal::InFlight(_) | MoveRefusal::BreaksRequired(_) => {
+                    Status::failed_precondition(message)
+                }
+                MoveRefusal::Journal(_) => Status::internal(message),
             }
-            let found = state.hosts().find_map(|h| h.vms.get(&r.vm_id).map(|v| (h, v)));
-            let Some((host, vm)) = found else {
-                return Err(Status::not_found(format!("no host reports a VM {:?}", r.vm_id)));
-            };
-            if host.host_id == r.to_host {
-                return Err(Status::failed_precondition(format!("{} already runs on {}", r.vm_id, r.to_host)));
-            }
-            let demand = host.vm_cpu_demand(vm);
-            crate::plan_journal::MoveRecord::new(
-                &r.vm_id,
-                &host.host_id,
-                &r.to_host,
-                "operator",
-                demand,
-                vm.memory_bytes as f64 / 1048576.0,
-            )
-        };
-        if crate::applier::vms_in_flight(&self.shared).contains(&r.vm_id) {
-            return Err(Status::failed_precondition(format!("{} is in a move that has not finished", r.vm_id)));
-        }
-        let plan = crate::applier::record_plan(&self.shared, "operator", vec![m], None).map_err(|e| Status::internal(e.to_string()))?;
-        info!(plan = plan.id, "operator move planned");
+        })?;
         let info = plan_info(&plan, &Default::default());
-        let (shared, limits) = (self.shared.clone(), self.shared.limits);
-        tokio::spawn(async move { crate::applier::execute(&shared, plan, limits).await }.in_current_span());
         Ok(Response::new(pb::MoveVmResponse { plan: Some(info) }))
     }
 }

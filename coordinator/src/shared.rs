@@ -44,6 +44,8 @@ pub struct Shared {
     pub drain_requests: Mutex<std::collections::HashSet<String>>,
     /// Wakes the policy pass early (a drain was requested).
     pub wake_policy: tokio::sync::Notify,
+    /// The registered dependency declarations and their graph.
+    pub ecosystem: Arc<crate::ecosystem::EcosystemRegistry>,
 }
 
 impl Shared {
@@ -54,6 +56,7 @@ impl Shared {
         journal: Arc<crate::plan_journal::PlanJournal>,
         limits: presage_decide::migration_queue::MigrationLimits,
         cancel: CancellationToken,
+        ecosystem: Arc<crate::ecosystem::EcosystemRegistry>,
     ) -> Arc<Shared> {
         let drained = journal.drained().unwrap_or_else(|e| {
             warn!(error = %e, "reading the drain marks failed; no host is drained");
@@ -80,6 +83,7 @@ impl Shared {
             refusals: Arc::new(RefusalLog::default()),
             started: Instant::now(),
             cancel,
+            ecosystem,
         })
     }
 

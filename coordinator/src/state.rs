@@ -25,6 +25,9 @@ pub struct Registration {
     /// How peers reach this host for live migration (libvirt URI, data URI; empty if none).
     pub migration_uri: String,
     pub migration_data_uri: String,
+    /// Where the host sits (its agent's `[topology]`; empty: unknown).
+    pub zone: String,
+    pub rack: String,
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +110,8 @@ impl ClusterState {
             boot_id: reg.boot_id.clone(),
             migration_uri: reg.migration_uri.clone(),
             migration_data_uri: reg.migration_data_uri.clone(),
+            zone: reg.zone.clone(),
+            rack: reg.rack.clone(),
         };
         match self.hosts.get_mut(&reg.host_id) {
             Some(h) => {
@@ -263,6 +268,8 @@ pub(crate) mod test_messages {
             migration_data_uri: String::new(),
             hypervisor_kind: "simulated".into(),
             boot_id: boot.into(),
+            zone: String::new(),
+            rack: String::new(),
         }
     }
 

@@ -52,6 +52,11 @@ pub fn register(r: &Register) -> Result<(), InvalidMessage> {
     if cap.memory_bytes == 0 {
         return Err(InvalidMessage::new("register.capacity.memory_bytes", "must be positive"));
     }
+    for (field, place) in [("register.zone", &r.zone), ("register.rack", &r.rack)] {
+        if place.len() > 63 || place.chars().any(|c| c.is_control()) {
+            return Err(InvalidMessage::new(field, "must be at most 63 bytes without control characters"));
+        }
+    }
     for (field, uri) in [("register.migration_uri", &r.migration_uri), ("register.migration_data_uri", &r.migration_data_uri)] {
         if !uri.is_empty() && (uri.len() > 1024 || uri.chars().any(char::is_control) || !uri.contains("://")) {
             return Err(InvalidMessage::new(

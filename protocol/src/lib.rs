@@ -14,6 +14,7 @@ pub mod config_file;
 pub mod frames;
 pub mod lifecycle;
 pub mod pki;
+pub mod rest_client;
 pub mod tls;
 
 /// Generated protobuf and tonic types for `presage.v1`.

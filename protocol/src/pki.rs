@@ -132,7 +132,7 @@ impl ClusterCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = match role {
             Role::Coordinator => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
-            Role::Agent | Role::Operator => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Role::Agent | Role::Operator | Role::Viewer | Role::Admin => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, LEAF_VALIDITY_DAYS);
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn issued_certificates_carry_role_and_name() {
         let ca = ClusterCa::generate("t").unwrap();
-        for role in [Role::Agent, Role::Operator, Role::Coordinator] {
+        for role in Role::ALL {
             let issued = ca.issue(role, "hv-07", &[]).unwrap();
             let der = rustls_pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
             let id = peer_identity(&der).unwrap();

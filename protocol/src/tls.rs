@@ -35,8 +35,24 @@ pub enum TlsError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     Agent,
+    /// A person or robot that reads the operator API and acts on the cluster.
     Operator,
     Coordinator,
+    /// Reads the operator API; acts on nothing.
+    Viewer,
+    /// Everything an operator may, and manages the cluster's rules (dependency declarations).
+    Admin,
+}
+
+/// What an operator-API call does, for the roles that may make it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Access {
+    /// Reads state: viewers, operators and admins.
+    Read,
+    /// Changes what runs where (moves, drains, reservations): operators and admins.
+    Act,
+    /// Changes the cluster's rules (dependency declarations): admins only.
+    Manage,
 }
 
 impl Role {
@@ -46,11 +62,35 @@ impl Role {
             Role::Agent => "presage-agent",
             Role::Operator => "presage-operator",
             Role::Coordinator => "presage-coordinator",
+            Role::Viewer => "presage-viewer",
+            Role::Admin => "presage-admin",
         }
     }
 
     fn from_ou(ou: &str) -> Option<Role> {
-        [Role::Agent, Role::Operator, Role::Coordinator].into_iter().find(|r| r.ou() == ou)
+        Role::ALL.into_iter().find(|r| r.ou() == ou)
+    }
+
+    pub const ALL: [Role; 5] = [Role::Agent, Role::Operator, Role::Coordinator, Role::Viewer, Role::Admin];
+
+    /// Whether this role may make operator-API calls of `access`.
+    pub fn may(self, access: Access) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Operator => access <= Access::Act,
+            Role::Viewer => access == Access::Read,
+            Role::Agent | Role::Coordinator => false,
+        }
+    }
+
+    /// Parses `viewer`, `operator` or `admin` (the people roles).
+    pub fn person(name: &str) -> Option<Role> {
+        match name {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
     }
 }
 
@@ -60,6 +100,8 @@ impl fmt::Display for Role {
             Role::Agent => "agent",
             Role::Operator => "operator",
             Role::Coordinator => "coordinator",
+            Role::Viewer => "viewer",
+            Role::Admin => "admin",
         })
     }
 }
@@ -176,7 +218,25 @@ impl TlsMaterial {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.certs.clone(), self.key.clone_key())
             .map_err(|e| TlsError::Config(format!("certificate and key do not match: {e}")))?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        // gRPC speaks h2; the REST API on the same port also takes HTTP/1.1.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// A rustls client configuration for the REST API (HTTP/1.1): presents this process's
+    /// certificate and trusts only the cluster CA.
+    pub fn rest_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in &self.ca_certs {
+            roots.add(ca.clone()).map_err(|e| TlsError::Config(format!("CA certificate rejected: {e}")))?;
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(self.certs.clone(), self.key.clone_key())
+            .map_err(|e| TlsError::Config(format!("certificate and key do not match: {e}")))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 

@@ -141,6 +141,7 @@ impl RunningCoordinator {
             policy,
             executor: Default::default(),
             data_dir: None,
+            ecosystem: Default::default(),
         }
     }
 
@@ -227,6 +228,7 @@ pub fn simulated_agent(
         },
         reservations: Default::default(),
         migration: Default::default(),
+        topology: Default::default(),
     }
 }
 

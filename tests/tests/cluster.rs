@@ -29,6 +29,10 @@ mod ecosystems;
 #[path = "cluster/libvirt_driver.rs"]
 mod libvirt_driver;
 
+/// The REST API over mutual TLS with the three person roles.
+#[path = "cluster/rest_api.rs"]
+mod rest_api;
+
 /// A real KVM live migration between two libvirt daemons.
 #[path = "cluster/live_migration.rs"]
 mod live_migration;

@@ -162,14 +162,7 @@ pub fn dependency_state(graph: &EcosystemGraph, vm: usize, dep: usize, placement
     let mut best: Option<(f64, usize, Level)> = None;
     for e in graph.serving(vm, dep) {
         let Some(level) = placement.level(vm, e.to) else { continue };
-        let closeness = match &d.latency {
-            None => 1.0,
-            Some(r) => {
-                let latency = placement.latency.at(level);
-                if r.is_met_by(latency) { 1.0 } else { PARTIAL_LATENCY * (r.ms / latency).min(1.0) }
-            }
-        };
-        let s = e.quality * closeness;
+        let s = e.quality * closeness(d, placement.latency.at(level));
         // Ties go to the nearer neighbour, then the lower index: the same answer every time.
         if best.is_none_or(|(bs, bt, bl)| s > bs || (s == bs && (level, e.to) < (bl, bt))) {
             best = Some((s, e.to, level));
@@ -177,6 +170,76 @@ pub fn dependency_state(graph: &EcosystemGraph, vm: usize, dep: usize, placement
     }
     let satisfaction = best.map_or(0.0, |(s, _, _)| s);
     DependencyState { strength: d.strength, satisfaction, best: best.map(|(_, to, l)| (to, l)), met: satisfaction >= 1.0 - 1e-12 }
+}
+
+/// How well `latency_ms` between two VMs meets dependency `d`'s latency requirement: 1 when
+/// it does (or there is none), else [`PARTIAL_LATENCY`] x requirement / latency.
+pub fn closeness(d: &super::graph::Dependency, latency_ms: f64) -> f64 {
+    match &d.latency {
+        None => 1.0,
+        Some(r) if r.is_met_by(latency_ms) => 1.0,
+        Some(r) => PARTIAL_LATENCY * (r.ms / latency_ms).min(1.0),
+    }
+}
+
+/// How well edge `e` is served where its two VMs are: quality x closeness (0 while either is
+/// not placed).
+pub fn edge_satisfaction(graph: &EcosystemGraph, e: &super::graph::Edge, placement: &Placement) -> f64 {
+    let Some(level) = placement.level(e.from, e.to) else { return 0.0 };
+    e.quality * closeness(&graph.dependencies(e.from)[e.dependency], placement.latency.at(level))
+}
+
+/// A VM's standing with its dependencies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Status {
+    /// Every required dependency met.
+    Compliant,
+    /// One is not, and a move that would meet it is planned or running.
+    Pending,
+    /// One is not, and nothing planned meets it.
+    NonCompliant,
+}
+
+/// A VM's score, status, and (when not compliant) why and which VMs it waits on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Standing {
+    pub score: f64,
+    pub status: Status,
+    pub reason: Option<String>,
+    /// The graph VMs that could serve its unmet required dependencies.
+    pub blockers: Vec<usize>,
+}
+
+/// `vm`'s standing under `placement`; `pending`: a move of it or a blocker is planned or running.
+pub fn standing(graph: &EcosystemGraph, vm: usize, placement: &Placement, pending: bool) -> Standing {
+    let s = vm_score(graph, vm, placement);
+    let mut reasons = Vec::new();
+    let mut blockers = Vec::new();
+    for k in s.unmet_required() {
+        let d = &graph.dependencies(vm)[k];
+        let want = d.spec.network_latency_requirement.as_deref().map(str::trim).unwrap_or("anywhere");
+        match s.dependencies[k].best {
+            Some((to, level)) => {
+                reasons.push(format!(
+                    "requires {} {want}: the nearest ({}) is at {} level, {} ms",
+                    d.spec.kind,
+                    graph.vm(to).name,
+                    level.name(),
+                    placement.latency.at(level)
+                ));
+                blockers.push(to);
+            }
+            None => reasons.push(format!("requires {} {want}: no running VM serves it", d.spec.kind)),
+        }
+    }
+    let status = if reasons.is_empty() {
+        Status::Compliant
+    } else if pending {
+        Status::Pending
+    } else {
+        Status::NonCompliant
+    };
+    Standing { score: s.score, status, reason: (!reasons.is_empty()).then(|| reasons.join("; ")), blockers }
 }
 
 /// `vm`'s dependency score under `placement`.

@@ -100,6 +100,7 @@ fn libvirt_agent(pki: &Pki, host: &str, url: &str, data_dir: &Path, uri: &str, d
             progress_interval: Duration::from_millis(100),
             ..Default::default()
         },
+        topology: Default::default(),
     }
 }
 

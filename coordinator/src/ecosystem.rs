@@ -1,0 +1,273 @@
+//! The coordinator's dependency ecosystem: the declarations operators registered (persisted in
+//! the coordinator's store, one entry per VM), the graph built from them, and what it looks like
+//! over the cluster's observed state (each VM's score and status, each edge's satisfaction).
+//!
+//! The graph is rebuilt from the declarations on every registration; scores are computed from
+//! where the agents report the VMs, never from memory, so arrivals, departures and moves show at
+//! the next report.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use presage_decide::ecosystem::graph::{EcosystemGraph, MatchOptions};
+use presage_decide::ecosystem::registration::{Cluster, RegistrationError, Room, Size, admit};
+use presage_decide::ecosystem::score::{Placement, Status, edge_satisfaction, standing};
+use presage_decide::ecosystem::{Declaration, LatencyTable, Location};
+use presage_store::{BatchOp, KvStore, KvTree, Order, StoreError};
+use serde::Serialize;
+
+use crate::state::ClusterState;
+
+/// The store tree holding one declaration (JSON) per VM name.
+pub const DECLARATIONS_TREE: &str = "ecosystem-declarations";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EcosystemStoreError {
+    #[error("the ecosystem store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("stored declaration {key:?} is unreadable ({reason}); it is left in place: fix or remove it")]
+    Corrupt { key: String, reason: String },
+}
+
+/// Why a registration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("the declarations were refused: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<RegistrationError>),
+    #[error(transparent)]
+    Store(#[from] EcosystemStoreError),
+}
+
+struct Registered {
+    declarations: BTreeMap<String, Declaration>,
+    graph: Arc<EcosystemGraph>,
+}
+
+/// The registered declarations and their graph.
+pub struct EcosystemRegistry {
+    tree: Arc<dyn KvTree>,
+    registered: Mutex<Registered>,
+    pub latency: LatencyTable,
+    pub options: MatchOptions,
+}
+
+impl EcosystemRegistry {
+    /// Loads the declarations kept in `store`; an unreadable one stops the start (nothing is
+    /// deleted).
+    pub fn open(store: &dyn KvStore, latency: LatencyTable, options: MatchOptions) -> Result<EcosystemRegistry, EcosystemStoreError> {
+        let tree = store.tree(DECLARATIONS_TREE)?;
+        let mut declarations = BTreeMap::new();
+        for kv in tree.scan_prefix(b"", Order::Ascending, usize::MAX)? {
+            let key = String::from_utf8_lossy(&kv.0).into_owned();
+            let d: Declaration =
+                serde_json::from_slice(&kv.1).map_err(|e| EcosystemStoreError::Corrupt { key: key.clone(), reason: e.to_string() })?;
+            declarations.insert(d.vm_name.clone(), d);
+        }
+        let all: Vec<Declaration> = declarations.values().cloned().collect();
+        let graph = Arc::new(EcosystemGraph::build(&all, options, &|_, _| None));
+        Ok(EcosystemRegistry { tree, registered: Mutex::new(Registered { declarations, graph }), latency, options })
+    }
+
+    pub fn graph(&self) -> Arc<EcosystemGraph> {
+        self.registered.lock().expect("ecosystem lock").graph.clone()
+    }
+
+    pub fn declaration(&self, vm: &str) -> Option<Declaration> {
+        self.registered.lock().expect("ecosystem lock").declarations.get(vm).cloned()
+    }
+
+    /// Registers `new` (replacing earlier declarations of the same VMs) if the whole set, with
+    /// everything registered before, is admitted against the cluster in `state`; persists it
+    /// before the graph changes. Returns the number of declarations now registered.
+    pub fn register(&self, new: Vec<Declaration>, state: &ClusterState) -> Result<usize, RegisterError> {
+        let mut registered = self.registered.lock().expect("ecosystem lock");
+        let mut merged = registered.declarations.clone();
+        for d in &new {
+            merged.insert(d.vm_name.clone(), d.clone());
+        }
+        let all: Vec<Declaration> = merged.values().cloned().collect();
+        let facts = ClusterFacts::of(state);
+        // Only the new declarations must name VMs the cluster runs now: earlier ones may belong
+        // to VMs that left since (their edges simply serve nothing).
+        let new_names: Vec<&str> = new.iter().map(|d| d.vm_name.as_str()).collect();
+        let knows = |name: &str| facts.sizes.contains_key(name) || !new_names.contains(&name);
+        let size_of = |name: &str| facts.sizes.get(name).copied();
+        let cluster = Cluster { knows: &knows, size_of: &size_of, room: facts.room, latency: &self.latency };
+        let graph = admit(&all, self.options, &cluster).map_err(RegisterError::Refused)?;
+        let ops = new
+            .iter()
+            .map(|d| {
+                let value = serde_json::to_vec(d).expect("a declaration serialises");
+                BatchOp::Insert(d.vm_name.as_bytes().to_vec(), value)
+            })
+            .collect();
+        self.tree.apply(ops).map_err(EcosystemStoreError::from)?;
+        registered.declarations = merged;
+        registered.graph = Arc::new(graph);
+        Ok(registered.declarations.len())
+    }
+
+    /// The ecosystem over the observed state: every graph VM with its score and status, every
+    /// edge with its satisfaction; `filter` keeps the VMs it names (and their edges).
+    pub fn view(&self, state: &ClusterState, pending: &dyn Fn(&str) -> bool, filter: &ViewFilter) -> EcosystemView {
+        let graph = self.graph();
+        let facts = ClusterFacts::of(state);
+        let host_of: Vec<Option<usize>> = (0..graph.len()).map(|g| facts.host_of.get(graph.vm(g).name.as_str()).copied()).collect();
+        let lookup = |g: usize| host_of[g];
+        let placement = Placement { host_of: &lookup, locations: &facts.locations, latency: &self.latency };
+        let keep: Vec<bool> = (0..graph.len())
+            .map(|g| {
+                let v = graph.vm(g);
+                filter.vm.as_ref().is_none_or(|x| *x == v.name) && filter.application.as_ref().is_none_or(|a| v.application.as_ref() == Some(a))
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for g in (0..graph.len()).filter(|&g| keep[g]) {
+            let v = graph.vm(g);
+            let blocked_by: Vec<usize> = standing(&graph, g, &placement, false).blockers;
+            let is_pending = pending(&v.name) || blocked_by.iter().any(|&b| pending(&graph.vm(b).name));
+            let s = standing(&graph, g, &placement, is_pending);
+            nodes.push(NodeView {
+                vm: v.name.clone(),
+                application: v.application.clone(),
+                kind: v.profile.kind.clone(),
+                host: host_of[g].map(|h| facts.host_ids[h].clone()),
+                score: s.score,
+                status: s.status,
+                reason: s.reason,
+                blockers: s.blockers.iter().map(|&b| graph.vm(b).name.clone()).collect(),
+            });
+        }
+        let edges = graph
+            .edges()
+            .iter()
+            .filter(|e| keep[e.from] || keep[e.to])
+            .map(|e| {
+                let d = &graph.dependencies(e.from)[e.dependency];
+                EdgeView {
+                    from: graph.vm(e.from).name.clone(),
+                    to: graph.vm(e.to).name.clone(),
+                    dependency: d.spec.kind.clone(),
+                    strength: format!("{:?}", d.strength).to_lowercase(),
+                    weight: e.weight,
+                    quality: e.quality,
+                    satisfaction: edge_satisfaction(&graph, e, &placement),
+                }
+            })
+            .collect();
+        EcosystemView { nodes, edges }
+    }
+}
+
+impl EcosystemRegistry {
+    /// The required dependencies (as "VM requires TYPE") that moving `vm` to `to_host` would
+    /// break where the VMs are now.
+    pub fn move_breaks(&self, state: &ClusterState, vm: &str, to_host: &str) -> Vec<String> {
+        let graph = self.graph();
+        let Some(g) = graph.find(vm) else { return Vec::new() };
+        let facts = ClusterFacts::of(state);
+        let Some(to) = facts.host_ids.iter().position(|h| h == to_host) else { return Vec::new() };
+        let host_of: Vec<Option<usize>> = (0..graph.len()).map(|v| facts.host_of.get(graph.vm(v).name.as_str()).copied()).collect();
+        let lookup = |v: usize| host_of[v];
+        let placement = Placement { host_of: &lookup, locations: &facts.locations, latency: &self.latency };
+        let effect = presage_decide::ecosystem::score::move_effect(&graph, &placement, &[g], to);
+        effect
+            .breaks_required
+            .iter()
+            .map(|&(v, k)| format!("{} requires {}", graph.vm(v).name, graph.dependencies(v)[k].spec.kind))
+            .collect()
+    }
+}
+
+/// Which part of the ecosystem to show.
+#[derive(Clone, Debug, Default)]
+pub struct ViewFilter {
+    pub vm: Option<String>,
+    pub application: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeView {
+    pub vm: String,
+    pub application: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub host: Option<String>,
+    pub score: f64,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub blockers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EdgeView {
+    pub from: String,
+    pub to: String,
+    pub dependency: String,
+    pub strength: String,
+    pub weight: f64,
+    pub quality: f64,
+    pub satisfaction: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EcosystemView {
+    pub nodes: Vec<NodeView>,
+    pub edges: Vec<EdgeView>,
+}
+
+/// What the ecosystem needs of the observed state: hosts in a fixed order with their places,
+/// each VM's host and size, and the room a host, rack and zone offer.
+struct ClusterFacts {
+    host_ids: Vec<String>,
+    locations: Vec<Location>,
+    host_of: HashMap<String, usize>,
+    sizes: HashMap<String, Size>,
+    room: Room,
+}
+
+impl ClusterFacts {
+    fn of(state: &ClusterState) -> ClusterFacts {
+        let mut names: HashMap<String, u32> = HashMap::new();
+        let mut intern = |s: &str| {
+            let n = names.len() as u32;
+            *names.entry(s.to_string()).or_insert(n)
+        };
+        let (mut host_ids, mut locations, mut host_of, mut sizes) = (Vec::new(), Vec::new(), HashMap::new(), HashMap::new());
+        let mut per_rack: HashMap<u32, Size> = HashMap::new();
+        let mut per_zone: HashMap<u32, Size> = HashMap::new();
+        let mut biggest = Size { cpu: 0.0, memory: 0.0 };
+        for (i, h) in state.hosts().enumerate() {
+            let r = &h.registration;
+            // An unknown zone or rack is a zone or rack of the host's own.
+            let zone = if r.zone.is_empty() { intern(&format!("\u{0}host:{}", h.host_id)) } else { intern(&format!("zone:{}", r.zone)) };
+            let rack = if r.rack.is_empty() {
+                intern(&format!("\u{0}host:{}", h.host_id))
+            } else {
+                intern(&format!("rack:{}/{}", r.zone, r.rack))
+            };
+            host_ids.push(h.host_id.clone());
+            locations.push(Location { zone, rack });
+            let cap = Size {
+                cpu: r.capacity.cpu_cores as f64 * r.capacity.cpu_mhz_per_core,
+                memory: r.capacity.memory_bytes as f64 / 1048576.0,
+            };
+            biggest = Size { cpu: biggest.cpu.max(cap.cpu), memory: biggest.memory.max(cap.memory) };
+            for (sum, key) in [(&mut per_rack, rack), (&mut per_zone, zone)] {
+                let e = sum.entry(key).or_insert(Size { cpu: 0.0, memory: 0.0 });
+                e.cpu += cap.cpu;
+                e.memory += cap.memory;
+            }
+            for (id, vm) in &h.vms {
+                host_of.insert(id.clone(), i);
+                let per_vcpu = if vm.vcpu_mhz > 0.0 { vm.vcpu_mhz } else { r.capacity.cpu_mhz_per_core };
+                sizes.insert(id.clone(), Size { cpu: vm.vcpus as f64 * per_vcpu, memory: vm.memory_bytes as f64 / 1048576.0 });
+            }
+        }
+        let most = |m: &HashMap<u32, Size>| {
+            m.values().fold(biggest, |a, s| Size { cpu: a.cpu.max(s.cpu), memory: a.memory.max(s.memory) })
+        };
+        let room = Room { host: biggest, rack: most(&per_rack), zone: most(&per_zone) };
+        ClusterFacts { host_ids, locations, host_of, sizes, room }
+    }
+}

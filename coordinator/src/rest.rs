@@ -1,0 +1,289 @@
+//! The REST/JSON API, served by axum on the gRPC listener (one port, the same mutual TLS,
+//! HTTP/1.1 or HTTP/2). The caller is the identity its client certificate carries: viewers read,
+//! operators act (moves), admins manage (dependency declarations). Every refusal is logged with
+//! the caller; errors are JSON with a code, the field at fault where there is one, and the reason.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use presage_decide::ecosystem::Declaration;
+use presage_protocol::tls::Access;
+use serde::{Deserialize, Serialize};
+use tracing::{info, info_span, warn};
+
+use crate::ecosystem::{RegisterError, ViewFilter};
+use crate::manual_move::MoveRefusal;
+use crate::shared::Shared;
+use crate::transport::PeerInfo;
+
+/// The API's routes over `shared`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/dependencies", post(set_dependencies))
+        .route("/ecosystem", get(ecosystem))
+        .route("/vms/{id}/dependencies", get(vm_dependencies))
+        .route("/migrate", post(migrate))
+        .with_state(shared)
+}
+
+/// An error as the API answers it.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: StatusCode,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub reason: String,
+    /// Per-VM problems (refused declarations).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<serde_json::Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> ApiError {
+        ApiError { status, code, field: None, reason: reason.into(), problems: Vec::new() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(&self)).into_response()
+    }
+}
+
+/// The caller, if its certificate's role may make a call of `access`.
+fn caller(peer: Option<Extension<PeerInfo>>, access: Access, what: &str) -> Result<PeerInfo, ApiError> {
+    let Some(Extension(peer)) = peer else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "no authenticated peer on this connection"));
+    };
+    if !peer.identity.role.may(access) {
+        warn!(peer = %peer.remote, identity = %peer.identity, call = what, "refused REST call: role may not");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{} may not {what} (needs {})", peer.identity, access_name(access)),
+        ));
+    }
+    Ok(peer)
+}
+
+fn access_name(access: Access) -> &'static str {
+    match access {
+        Access::Read => "a viewer, operator or admin certificate",
+        Access::Act => "an operator or admin certificate",
+        Access::Manage => "an admin certificate",
+    }
+}
+
+/// A JSON body, or a 400 that names what is wrong with it.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "bad_json", format!("the body is not what this call takes: {e}"));
+        err.field = Some(format!("line {} column {}", e.line(), e.column()));
+        err
+    })
+}
+
+/// `POST /dependencies`: one declaration or an array of them, registering or replacing each
+/// VM's. Admins only.
+async fn set_dependencies(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<PeerInfo>>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = caller(peer, Access::Manage, "register dependencies")?;
+    let _span = info_span!("rest.dependencies", caller = %who.identity).entered();
+    let value: serde_json::Value = body(&bytes)?;
+    let declarations: Vec<Declaration> = match value {
+        serde_json::Value::Array(items) => {
+            items.into_iter().enumerate().map(|(i, v)| declaration(v, Some(i))).collect::<Result<Vec<_>, _>>()?
+        }
+        v => vec![declaration(v, None)?],
+    };
+    let registered = {
+        let state = shared.state();
+        shared.ecosystem.register(declarations.clone(), &state)
+    };
+    match registered {
+        Ok(total) => {
+            info!(declarations = declarations.len(), total, "dependencies registered");
+            Ok(Json(serde_json::json!({
+                "registered": declarations.iter().map(|d| d.vm_name.clone()).collect::<Vec<_>>(),
+                "total": total,
+            })))
+        }
+        Err(RegisterError::Refused(problems)) => {
+            warn!(problems = problems.len(), "dependencies refused");
+            let first = problems.first();
+            let mut err = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "refused",
+                first.map_or_else(|| "refused".to_string(), |p| p.to_string()),
+            );
+            err.field = first.and_then(|p| p.field.clone());
+            err.problems = problems.iter().map(|p| serde_json::to_value(p).expect("serialisable")).collect();
+            Err(err)
+        }
+        Err(RegisterError::Store(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())),
+    }
+}
+
+/// One declaration from JSON, the element's index in the error when it came in an array.
+fn declaration(v: serde_json::Value, index: Option<usize>) -> Result<Declaration, ApiError> {
+    serde_json::from_value(v).map_err(|e| {
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "bad_declaration", e.to_string());
+        err.field = Some(index.map_or_else(|| "$".to_string(), |i| format!("$[{i}]")));
+        err
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EcosystemQuery {
+    vm: Option<String>,
+    app: Option<String>,
+}
+
+/// `GET /ecosystem[?vm=ID][&app=NAME]`: nodes with score and status, edges with weight and
+/// satisfaction.
+async fn ecosystem(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<PeerInfo>>,
+    query: Result<Query<EcosystemQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<crate::ecosystem::EcosystemView>, ApiError> {
+    let who = caller(peer, Access::Read, "read the ecosystem")?;
+    let _span = info_span!("rest.ecosystem", caller = %who.identity).entered();
+    let Query(q) = query.map_err(|e| {
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text());
+        err.field = Some("query".into());
+        err
+    })?;
+    Ok(Json(view(&shared, ViewFilter { vm: q.vm, application: q.app })))
+}
+
+fn view(shared: &Arc<Shared>, filter: ViewFilter) -> crate::ecosystem::EcosystemView {
+    let in_flight = crate::applier::vms_in_flight(shared);
+    let state = shared.state();
+    shared.ecosystem.view(&state, &|vm| in_flight.contains(vm), &filter)
+}
+
+/// `GET /vms/{id}/dependencies`: the VM's declaration, standing and edges.
+async fn vm_dependencies(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<PeerInfo>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = caller(peer, Access::Read, "read a VM's dependencies")?;
+    let _span = info_span!("rest.vm_dependencies", caller = %who.identity, vm = %id).entered();
+    let Some(declaration) = shared.ecosystem.declaration(&id) else {
+        let mut err = ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no declaration names a VM {id:?}"));
+        err.field = Some("id".into());
+        return Err(err);
+    };
+    let v = view(&shared, ViewFilter { vm: Some(id.clone()), application: None });
+    Ok(Json(serde_json::json!({
+        "declaration": declaration,
+        "node": v.nodes.first(),
+        "edges": v.edges,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrateBody {
+    vm: String,
+    to: String,
+    /// Move even if it breaks required dependencies (logged).
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /migrate {"vm": ID, "to": HOST}`: plans the move and starts it; answers with the plan.
+async fn migrate(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<PeerInfo>>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<crate::plan_journal::PlanRecord>, ApiError> {
+    let who = caller(peer, Access::Act, "migrate VMs")?;
+    let b: MigrateBody = body(&bytes)?;
+    let _span = info_span!("rest.migrate", caller = %who.identity, vm = %b.vm, to = %b.to).entered();
+    let plan = crate::manual_move::plan_and_start(&shared, &b.vm, &b.to, &who.identity.name, b.force).map_err(|e| {
+        let reason = e.to_string();
+        let (status, code, field) = match e {
+            MoveRefusal::UnknownHost(_) => (StatusCode::NOT_FOUND, "not_found", Some("to")),
+            MoveRefusal::UnknownVm(_) => (StatusCode::NOT_FOUND, "not_found", Some("vm")),
+            MoveRefusal::AlreadyThere { .. } => (StatusCode::CONFLICT, "already_there", Some("to")),
+            MoveRefusal::InFlight(_) => (StatusCode::CONFLICT, "in_flight", Some("vm")),
+            MoveRefusal::BreaksRequired(_) => (StatusCode::CONFLICT, "breaks_required", Some("to")),
+            MoveRefusal::Journal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "journal", None),
+        };
+        let mut err = ApiError::new(status, code, reason);
+        err.field = field.map(Into::into);
+        err
+    })?;
+    Ok(Json(plan))
+}
+
+/// `GET /openapi.json`: the API's OpenAPI 3.1 document (any person role).
+async fn openapi(peer: Option<Extension<PeerInfo>>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller(peer, Access::Read, "read the API description")?;
+    Ok(Json(openapi_document()))
+}
+
+/// The OpenAPI document of [`router`]'s routes.
+pub fn openapi_document() -> serde_json::Value {
+    let error = serde_json::json!({"$ref": "#/components/schemas/Error"});
+    let answers = |ok: &str, codes: &[(&str, &str)]| {
+        let mut m = serde_json::Map::new();
+        m.insert("200".into(), serde_json::json!({"description": ok, "content": {"application/json": {}}}));
+        for (code, what) in codes {
+            m.insert((*code).into(), serde_json::json!({"description": what, "content": {"application/json": {"schema": error}}}));
+        }
+        serde_json::Value::Object(m)
+    };
+    let denied = [("401", "no client certificate"), ("403", "the certificate's role may not")];
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {"title": "presage coordinator", "version": presage_protocol::PRESAGE_VERSION,
+                 "description": "Mutual TLS: the client certificate's role (viewer, operator, admin) decides what a caller may do."},
+        "paths": {
+            "/dependencies": {"post": {
+                "summary": "Register or replace dependency declarations (admin)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [
+                    {"$ref": "#/components/schemas/Declaration"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/Declaration"}}]}}}},
+                "responses": answers("registered", &[("400", "bad JSON or refused declarations, with the field and VMs at fault"), denied[0], denied[1]])}},
+            "/ecosystem": {"get": {
+                "summary": "The dependency graph: nodes with score and status, edges with weight and satisfaction (viewer)",
+                "parameters": [
+                    {"name": "vm", "in": "query", "required": false, "schema": {"type": "string"}},
+                    {"name": "app", "in": "query", "required": false, "schema": {"type": "string"}}],
+                "responses": answers("the ecosystem", &[("400", "unknown query parameter"), denied[0], denied[1]])}},
+            "/vms/{id}/dependencies": {"get": {
+                "summary": "One VM's declaration, standing and edges (viewer)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": answers("the VM's dependencies", &[("404", "no declaration names the VM"), denied[0], denied[1]])}},
+            "/migrate": {"post": {
+                "summary": "Ask for a move; it goes through the executor's pre-checks and answers with the plan (operator)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["vm", "to"], "additionalProperties": false,
+                    "properties": {"vm": {"type": "string"}, "to": {"type": "string"}, "force": {"type": "boolean"}}}}}},
+                "responses": answers("the plan", &[("400", "bad JSON"), ("404", "unknown VM or host"),
+                    ("409", "already there, in a move, or it would break required dependencies"), denied[0], denied[1]])}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": answers("OpenAPI 3.1", &[denied[0], denied[1]])}}
+        },
+        "components": {"schemas": {
+            "Declaration": serde_json::from_str::<serde_json::Value>(presage_decide::ecosystem::declaration::DECLARATION_SCHEMA)
+                .expect("the declaration schema is JSON"),
+            "Error": {"type": "object", "required": ["code", "reason"], "properties": {
+                "code": {"type": "string"}, "field": {"type": "string"}, "reason": {"type": "string"},
+                "problems": {"type": "array", "items": {"type": "object"}}}}
+        }}
+    })
+}

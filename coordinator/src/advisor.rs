@@ -8,6 +8,11 @@
 //! Pure apart from what it is handed: no I/O, no clock.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use presage_decide::ecosystem::scorer::{EcosystemHandle, FleetEcosystem, presage_with_ecosystem};
+
+use crate::ecosystem::EcosystemRegistry;
 
 use serde::Serialize;
 
@@ -209,12 +214,24 @@ pub struct Advisor {
     policy: Box<dyn ConsolidationPolicy>,
     presage: PresageConfig,
     history: HashMap<String, UtilisationHistory>,
+    /// The registered dependencies, and the handle through which presage's dependency scorer,
+    /// rule and repairs see them indexed like each pass's fleet.
+    ecosystem: Option<(Arc<EcosystemRegistry>, Arc<EcosystemHandle>)>,
 }
 
 impl Advisor {
     /// `spec` decides the plan; presage's settings also rank for `place` and `explain`.
     pub fn new(spec: PolicySpec, presage: &PresageConfig) -> Advisor {
-        Advisor { policy: spec.build_with(presage), presage: presage.clone(), history: HashMap::new() }
+        Advisor { policy: spec.build_with(presage), presage: presage.clone(), history: HashMap::new(), ecosystem: None }
+    }
+
+    /// [`new`](Self::new), with the registered dependencies: presage then scores, keeps and
+    /// repairs them (the other policies ignore them); `place` and `explain` show their terms.
+    pub fn with_ecosystem(spec: PolicySpec, presage: &PresageConfig, registry: Arc<EcosystemRegistry>) -> Advisor {
+        let handle = EcosystemHandle::new(FleetEcosystem::default());
+        let policy: Box<dyn ConsolidationPolicy> =
+            if spec == PolicySpec::Presage { Box::new(presage_with_ecosystem(presage.clone(), handle.clone())) } else { spec.build_with(presage) };
+        Advisor { policy, presage: presage.clone(), history: HashMap::new(), ecosystem: Some((registry, handle)) }
     }
 
     pub fn policy_name(&self) -> String {
@@ -283,6 +300,17 @@ impl Advisor {
         // VMs gone from every report no longer need a history.
         let present: std::collections::HashSet<&String> = vm_ids.iter().collect();
         self.history.retain(|id, _| present.contains(id));
+        if let Some((registry, handle)) = &self.ecosystem {
+            let mut topology = crate::ecosystem::Topology::default();
+            let locations = state
+                .hosts()
+                .filter(|h| host_ids.contains(&h.host_id))
+                .map(|h| topology.place(&h.host_id, &h.registration.zone, &h.registration.rack))
+                .collect();
+            let index: HashMap<&str, usize> = vm_ids.iter().enumerate().map(|(i, v)| (v.as_str(), i)).collect();
+            let graph = (*registry.graph()).clone();
+            handle.set(FleetEcosystem::new(graph, vms.len(), &|name| index.get(name).copied(), locations, registry.latency));
+        }
         let fleet = FleetView { now_s, hosts: &hosts, vms: &vms };
         let span = tracing::info_span!("advise", policy = %self.policy.name(), hosts = hosts.len(), vms = vms.len());
         let enter = span.enter();
@@ -314,7 +342,10 @@ impl Advisor {
             .collect();
         drop(enter);
         let proposal = Proposal { policy: self.policy.name(), hosts_considered: hosts.len(), vms_considered: vms.len(), moves };
-        let ranker = PresagePolicy::new(self.presage.clone());
+        let ranker = match &self.ecosystem {
+            Some((_, handle)) => presage_with_ecosystem(self.presage.clone(), handle.clone()),
+            None => PresagePolicy::new(self.presage.clone()),
+        };
         let standing = ranker.standing(&FleetView { now_s, hosts: &hosts, vms: &vms });
         PlanSnapshot { proposal, now_s, hosts, vms, host_ids, vm_ids, ranker, standing }
     }

@@ -179,6 +179,18 @@ impl EcosystemRegistry {
     }
 }
 
+/// A body of one declaration or an array of them; `Err((field, reason))` names the element
+/// (`$` or `$[i]`) and what is wrong with it.
+pub fn parse_declarations(bytes: &[u8]) -> Result<Vec<Declaration>, (String, String)> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| (format!("line {} column {}", e.line(), e.column()), format!("not JSON: {e}")))?;
+    let one = |v: serde_json::Value, field: String| serde_json::from_value::<Declaration>(v).map_err(|e| (field, e.to_string()));
+    match value {
+        serde_json::Value::Array(items) => items.into_iter().enumerate().map(|(i, v)| one(v, format!("$[{i}]"))).collect(),
+        v => Ok(vec![one(v, "$".into())?]),
+    }
+}
+
 /// Which part of the ecosystem to show.
 #[derive(Clone, Debug, Default)]
 pub struct ViewFilter {
@@ -216,6 +228,27 @@ pub struct EcosystemView {
     pub edges: Vec<EdgeView>,
 }
 
+/// Numbers the zones and racks hosts name, so that hosts naming the same share a [`Location`];
+/// a host that names no zone (or no rack) is in a zone (rack) of its own.
+#[derive(Debug, Default)]
+pub struct Topology {
+    names: HashMap<String, u32>,
+}
+
+impl Topology {
+    pub fn place(&mut self, host_id: &str, zone: &str, rack: &str) -> Location {
+        let own = format!("\u{0}host:{host_id}");
+        let zone_key = if zone.is_empty() { own.clone() } else { format!("zone:{zone}") };
+        let rack_key = if rack.is_empty() { own } else { format!("rack:{zone}/{rack}") };
+        Location { zone: self.number(zone_key), rack: self.number(rack_key) }
+    }
+
+    fn number(&mut self, key: String) -> u32 {
+        let n = self.names.len() as u32;
+        *self.names.entry(key).or_insert(n)
+    }
+}
+
 /// What the ecosystem needs of the observed state: hosts in a fixed order with their places,
 /// each VM's host and size, and the room a host, rack and zone offer.
 struct ClusterFacts {
@@ -228,24 +261,14 @@ struct ClusterFacts {
 
 impl ClusterFacts {
     fn of(state: &ClusterState) -> ClusterFacts {
-        let mut names: HashMap<String, u32> = HashMap::new();
-        let mut intern = |s: &str| {
-            let n = names.len() as u32;
-            *names.entry(s.to_string()).or_insert(n)
-        };
+        let mut topology = Topology::default();
         let (mut host_ids, mut locations, mut host_of, mut sizes) = (Vec::new(), Vec::new(), HashMap::new(), HashMap::new());
         let mut per_rack: HashMap<u32, Size> = HashMap::new();
         let mut per_zone: HashMap<u32, Size> = HashMap::new();
         let mut biggest = Size { cpu: 0.0, memory: 0.0 };
         for (i, h) in state.hosts().enumerate() {
             let r = &h.registration;
-            // An unknown zone or rack is a zone or rack of the host's own.
-            let zone = if r.zone.is_empty() { intern(&format!("\u{0}host:{}", h.host_id)) } else { intern(&format!("zone:{}", r.zone)) };
-            let rack = if r.rack.is_empty() {
-                intern(&format!("\u{0}host:{}", h.host_id))
-            } else {
-                intern(&format!("rack:{}/{}", r.zone, r.rack))
-            };
+            let Location { zone, rack } = topology.place(&h.host_id, &r.zone, &r.rack);
             host_ids.push(h.host_id.clone());
             locations.push(Location { zone, rack });
             let cap = Size {

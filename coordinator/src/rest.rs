@@ -10,7 +10,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use presage_decide::ecosystem::Declaration;
 use presage_protocol::tls::Access;
 use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn};
@@ -99,13 +98,12 @@ async fn set_dependencies(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let who = caller(peer, Access::Manage, "register dependencies")?;
     let _span = info_span!("rest.dependencies", caller = %who.identity).entered();
-    let value: serde_json::Value = body(&bytes)?;
-    let declarations: Vec<Declaration> = match value {
-        serde_json::Value::Array(items) => {
-            items.into_iter().enumerate().map(|(i, v)| declaration(v, Some(i))).collect::<Result<Vec<_>, _>>()?
-        }
-        v => vec![declaration(v, None)?],
-    };
+    let declarations = crate::ecosystem::parse_declarations(&bytes).map_err(|(field, reason)| {
+        let code = if field.starts_with('$') { "bad_declaration" } else { "bad_json" };
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, code, reason);
+        err.field = Some(field);
+        err
+    })?;
     let registered = {
         let state = shared.state();
         shared.ecosystem.register(declarations.clone(), &state)
@@ -134,15 +132,6 @@ async fn set_dependencies(
     }
 }
 
-/// One declaration from JSON, the element's index in the error when it came in an array.
-fn declaration(v: serde_json::Value, index: Option<usize>) -> Result<Declaration, ApiError> {
-    serde_json::from_value(v).map_err(|e| {
-        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "bad_declaration", e.to_string());
-        err.field = Some(index.map_or_else(|| "$".to_string(), |i| format!("$[{i}]")));
-        err
-    })
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EcosystemQuery {
@@ -167,7 +156,7 @@ async fn ecosystem(
     Ok(Json(view(&shared, ViewFilter { vm: q.vm, application: q.app })))
 }
 
-fn view(shared: &Arc<Shared>, filter: ViewFilter) -> crate::ecosystem::EcosystemView {
+pub fn view(shared: &Arc<Shared>, filter: ViewFilter) -> crate::ecosystem::EcosystemView {
     let in_flight = crate::applier::vms_in_flight(shared);
     let state = shared.state();
     shared.ecosystem.view(&state, &|vm| in_flight.contains(vm), &filter)

@@ -74,7 +74,7 @@ impl Coordinator {
         let plans = tokio::spawn(plan_reconciler(shared.clone(), background.clone()));
         let advisory = tokio::spawn(advisory_pass(
             shared.clone(),
-            Advisor::new(policy, &cfg.policy.presage),
+            Advisor::with_ecosystem(policy, &cfg.policy.presage, shared.ecosystem.clone()),
             cfg.policy.clone(),
             cfg.executor,
             background.clone(),

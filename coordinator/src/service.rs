@@ -494,6 +494,57 @@ impl Operator for OperatorService {
         Ok(Response::new(pb::RollbackPlanResponse { rollback: Some(info) }))
     }
 
+    async fn set_dependencies(&self, req: Request<pb::SetDependenciesRequest>) -> Result<Response<pb::SetDependenciesResponse>, Status> {
+        let p = person(&req, Access::Manage)?;
+        let _span = info_span!("operator.set_dependencies", operator = %p.identity.name).entered();
+        let declarations = crate::ecosystem::parse_declarations(req.get_ref().declarations_json.as_bytes())
+            .map_err(|(field, reason)| Status::invalid_argument(format!("declarations_json {field}: {reason}")))?;
+        let registered: Vec<String> = declarations.iter().map(|d| d.vm_name.clone()).collect();
+        let total = {
+            let state = self.shared.state();
+            self.shared.ecosystem.register(declarations, &state)
+        }
+        .map_err(|e| match e {
+            crate::ecosystem::RegisterError::Refused(_) => Status::invalid_argument(e.to_string()),
+            crate::ecosystem::RegisterError::Store(_) => Status::internal(e.to_string()),
+        })?;
+        info!(declarations = registered.len(), total, "dependencies registered");
+        Ok(Response::new(pb::SetDependenciesResponse { registered, total: total as u32 }))
+    }
+
+    async fn get_ecosystem(&self, req: Request<pb::GetEcosystemRequest>) -> Result<Response<pb::GetEcosystemResponse>, Status> {
+        let p = person(&req, Access::Read)?;
+        let _span = info_span!("operator.get_ecosystem", operator = %p.identity.name).entered();
+        let r = req.into_inner();
+        let filter = crate::ecosystem::ViewFilter {
+            vm: (!r.vm.is_empty()).then_some(r.vm),
+            application: (!r.application.is_empty()).then_some(r.application),
+        };
+        let v = crate::rest::view(&self.shared, filter);
+        Ok(Response::new(pb::GetEcosystemResponse {
+            nodes: v.nodes.iter().map(node_pb).collect(),
+            edges: v.edges.iter().map(edge_pb).collect(),
+        }))
+    }
+
+    async fn get_vm_dependencies(
+        &self,
+        req: Request<pb::GetVmDependenciesRequest>,
+    ) -> Result<Response<pb::GetVmDependenciesResponse>, Status> {
+        let p = person(&req, Access::Read)?;
+        let vm = req.into_inner().vm;
+        let _span = info_span!("operator.get_vm_dependencies", operator = %p.identity.name, vm = %vm).entered();
+        let Some(declaration) = self.shared.ecosystem.declaration(&vm) else {
+            return Err(Status::not_found(format!("no declaration names a VM {vm:?}")));
+        };
+        let v = crate::rest::view(&self.shared, crate::ecosystem::ViewFilter { vm: Some(vm), application: None });
+        Ok(Response::new(pb::GetVmDependenciesResponse {
+            declaration_json: serde_json::to_string_pretty(&declaration).expect("a declaration serialises"),
+            node: v.nodes.first().map(node_pb),
+            edges: v.edges.iter().map(edge_pb).collect(),
+        }))
+    }
+
     async fn move_vm(&self, req: Request<pb::MoveVmRequest>) -> Result<Response<pb::MoveVmResponse>, Status> {
         let p = person(&req, Access::Act)?;
         let r = req.into_inner();
@@ -632,4 +683,29 @@ fn rejections(r: &[(Rejection, usize)]) -> Vec<pb::RejectionCount> {
             hosts: *n as u32,
         })
         .collect()
+}
+
+fn node_pb(n: &crate::ecosystem::NodeView) -> pb::EcosystemNode {
+    pb::EcosystemNode {
+        vm: n.vm.clone(),
+        application: n.application.clone().unwrap_or_default(),
+        r#type: n.kind.clone(),
+        host: n.host.clone().unwrap_or_default(),
+        score: n.score,
+        status: format!("{:?}", n.status),
+        reason: n.reason.clone().unwrap_or_default(),
+        blockers: n.blockers.clone(),
+    }
+}
+
+fn edge_pb(e: &crate::ecosystem::EdgeView) -> pb::EcosystemEdge {
+    pb::EcosystemEdge {
+        from: e.from.clone(),
+        to: e.to.clone(),
+        dependency: e.dependency.clone(),
+        strength: e.strength.clone(),
+        weight: e.weight,
+        quality: e.quality,
+        satisfaction: e.satisfaction,
+    }
 }

@@ -283,7 +283,7 @@ async fn run_cluster(
     let ca = ClusterCa::generate("demo")?;
     ca.write(&tls)?;
     let coord_tls = ca.issue_to(&tls, "coordinator", Role::Coordinator, "coordinator", &[])?;
-    let operator = ca.issue_to(&tls, "operator", Role::Operator, "demo-operator", &[])?;
+    let operator = ca.issue_to(&tls, "operator", Role::Admin, "demo-operator", &[])?;
     let port = free_port()?;
     let url = format!("https://127.0.0.1:{port}");
 

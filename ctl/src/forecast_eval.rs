@@ -120,6 +120,7 @@ pub fn run(args: ForecastEvalArgs, output: OutputFormat) -> anyhow::Result<()> {
     match output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
         OutputFormat::Csv => write!(out, "{}", csv(&rows))?,
+        OutputFormat::Dot => anyhow::bail!("--output dot is only available for ecosystem"),
         OutputFormat::Table => write!(out, "{}", table(&rows))?,
     }
     Ok(())

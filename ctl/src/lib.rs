@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod dependencies;
 pub mod forecast_eval;
 pub mod plan;
 pub mod simulate;
@@ -167,6 +168,19 @@ pub enum Command {
     /// it (automatic mode applies it); `host undrain H` clears the mark.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Dependency declarations: register them (admin) or show one VM's.
+    #[command(subcommand)]
+    Dependencies(DependenciesCommand),
+    /// The dependency graph: each VM's score and status, each edge's satisfaction
+    /// (`--output dot` for Graphviz).
+    Ecosystem {
+        /// Only this application's VMs.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only this VM (and its edges).
+        #[arg(long)]
+        vm: Option<String>,
+    },
     /// Send a ping command through a host's agent stream and wait for its answer.
     Ping {
         host: String,
@@ -196,6 +210,14 @@ pub enum Command {
 }
 
 #[derive(Subcommand)]
+pub enum DependenciesCommand {
+    /// Register or replace the declarations in FILE (one JSON declaration or an array).
+    Set { file: PathBuf },
+    /// One VM's declaration, standing and edges.
+    Show { vm: String },
+}
+
+#[derive(Subcommand)]
 pub enum HostCommand {
     Drain { host: String },
     Undrain { host: String },
@@ -216,7 +238,8 @@ pub enum CertsCommand {
         /// Extra DNS names or IP addresses for the coordinator certificate (repeatable).
         #[arg(long = "coordinator-name")]
         coordinator_names: Vec<String>,
-        /// Operator name.
+        /// The first person's name; they get an admin certificate (operator.pem), which may also
+        /// register dependency declarations.
         #[arg(long, default_value = "admin")]
         operator: String,
     },
@@ -228,6 +251,10 @@ pub enum CertsCommand {
         agent: Option<String>,
         #[arg(long, conflicts_with = "coordinator_cert")]
         operator: Option<String>,
+        /// The person's role for --operator: viewer (reads), operator (acts), admin (manages
+        /// dependency declarations too).
+        #[arg(long, default_value = "operator", requires = "operator", value_parser = ["viewer", "operator", "admin"])]
+        role: String,
         /// Issue a new coordinator certificate (named so as not to clash with --coordinator URL).
         #[arg(long)]
         coordinator_cert: bool,
@@ -244,7 +271,7 @@ fn show_plans(output: &OutputFormat, plans: &[presage_protocol::pb::PlanInfo]) -
             print!("{}", plan::render_plans(plans));
             Ok(())
         }
-        OutputFormat::Csv => plan::no_csv("plans"),
+        OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("plans"),
     }
 }
 
@@ -293,7 +320,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 OutputFormat::Json => print_json(&v)?,
                 OutputFormat::Table => print!("{}", v.render()),
-                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
+                OutputFormat::Csv | OutputFormat::Dot => bail!("--output csv is only available for simulate, dot for ecosystem"),
             }
         }
         Command::Hosts => {
@@ -310,7 +337,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 OutputFormat::Json => print_json(&hosts)?,
                 OutputFormat::Table => print!("{}", view::hosts_table(&hosts)),
-                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
+                OutputFormat::Csv | OutputFormat::Dot => bail!("--output csv is only available for simulate, dot for ecosystem"),
             }
         }
         Command::Vms { host } => {
@@ -321,7 +348,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 OutputFormat::Json => print_json(&vms)?,
                 OutputFormat::Table => print!("{}", view::vms_table(&vms)),
-                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
+                OutputFormat::Csv | OutputFormat::Dot => bail!("--output csv is only available for simulate, dot for ecosystem"),
             }
         }
         Command::Forecast { vm, host, resource } => {
@@ -343,7 +370,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 OutputFormat::Json => print_json(&report)?,
                 OutputFormat::Table => print!("{}", report.render(resource)),
-                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
+                OutputFormat::Csv | OutputFormat::Dot => bail!("--output csv is only available for simulate, dot for ecosystem"),
             }
         }
         Command::Ping { host, timeout } => {
@@ -364,7 +391,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     r.round_trip_us as f64 / 1000.0,
                     humantime::format_duration(Duration::from_secs(r.agent_uptime_ms / 1000))
                 ),
-                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
+                OutputFormat::Csv | OutputFormat::Dot => bail!("--output csv is only available for simulate, dot for ecosystem"),
             }
         }
         Command::Inspect { host, vm } => {
@@ -392,7 +419,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     };
                     println!("{vm} on {}: {what}", r.host_id)
                 }
-                OutputFormat::Csv => bail!("--output csv is only available for simulate"),
+                OutputFormat::Csv | OutputFormat::Dot => bail!("--output csv is only available for simulate, dot for ecosystem"),
             }
         }
         Command::Plans { id, limit } => {
@@ -428,7 +455,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 OutputFormat::Json => print_json(&plan_json(&p))?,
                 OutputFormat::Table => print!("{}", plan::render_plan(&p)),
-                OutputFormat::Csv => plan::no_csv("plan")?,
+                OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("plan")?,
             }
         }
         Command::Explain { vm, top } => {
@@ -441,7 +468,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 OutputFormat::Json => print_json(&explain_json(&e))?,
                 OutputFormat::Table => print!("{}", plan::render_explain(&e)),
-                OutputFormat::Csv => plan::no_csv("explain")?,
+                OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("explain")?,
             }
         }
         Command::Place { cpu, mem, mhz, top } => {
@@ -451,7 +478,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.output {
                 OutputFormat::Json => print_json(&place_json(&p))?,
                 OutputFormat::Table => print!("{}", plan::render_place(&p)),
-                OutputFormat::Csv => plan::no_csv("place")?,
+                OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("place")?,
             }
         }
         Command::Reserve { host, id, vm, cpu_mhz, mem, ttl, soft } => {
@@ -462,6 +489,51 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Release { host, id } => {
             let req = ReserveOnHostRequest { host_id: host.clone(), reserve: None, release: Some(pb::Release { id }) };
             reservation_call(&cli.conn, cli.output, &host, req).await?;
+        }
+        Command::Dependencies(DependenciesCommand::Set { file }) => {
+            let declarations_json = dependencies::read_declarations(&file)?;
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .set_dependencies(pb::SetDependenciesRequest { declarations_json })
+                .await
+                .map_err(|s| rpc_error("dependencies set", s))?
+                .into_inner();
+            match cli.output {
+                OutputFormat::Json => print_json(&serde_json::json!({"registered": r.registered, "total": r.total}))?,
+                OutputFormat::Table => println!("registered {} ({} declarations in all)", r.registered.join(", "), r.total),
+                OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("dependencies")?,
+            }
+        }
+        Command::Dependencies(DependenciesCommand::Show { vm }) => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .get_vm_dependencies(pb::GetVmDependenciesRequest { vm: vm.clone() })
+                .await
+                .map_err(|s| rpc_error(&format!("dependencies show {vm}"), s))?
+                .into_inner();
+            let declaration: serde_json::Value = serde_json::from_str(&r.declaration_json).context("the declaration the coordinator sent")?;
+            match cli.output {
+                OutputFormat::Json => print_json(&serde_json::json!({
+                    "declaration": declaration,
+                    "node": r.node.as_ref().map(dependencies::node_json),
+                    "edges": r.edges.iter().map(dependencies::edge_json).collect::<Vec<_>>(),
+                }))?,
+                OutputFormat::Table => {
+                    println!("{}", r.declaration_json);
+                    let view = pb::GetEcosystemResponse { nodes: r.node.into_iter().collect(), edges: r.edges };
+                    print!("{}", dependencies::render_ecosystem(&view, &OutputFormat::Table)?);
+                }
+                OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("dependencies")?,
+            }
+        }
+        Command::Ecosystem { app, vm } => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .get_ecosystem(pb::GetEcosystemRequest { vm: vm.unwrap_or_default(), application: app.unwrap_or_default() })
+                .await
+                .map_err(|s| rpc_error("ecosystem", s))?
+                .into_inner();
+            print!("{}", dependencies::render_ecosystem(&r, &cli.output)?);
         }
         Command::Host(h) => {
             let (host, drain) = match h {
@@ -484,7 +556,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         if r.draining.is_empty() { "none".to_string() } else { r.draining.join(", ") }
                     );
                 }
-                OutputFormat::Csv => plan::no_csv("host")?,
+                OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("host")?,
             }
         }
         Command::Certs(c) => certs(c)?,
@@ -507,7 +579,7 @@ async fn reservation_call(conn: &ConnArgs, output: OutputFormat, host: &str, req
     match output {
         OutputFormat::Json => print_json(&plan::reservation_json(&r))?,
         OutputFormat::Table => print!("{}", plan::render_reservation(host, &r)),
-        OutputFormat::Csv => plan::no_csv("reserve")?,
+        OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("reserve")?,
     }
     if !r.accepted {
         bail!("{host} refused: {}", r.refusal);
@@ -526,7 +598,7 @@ fn certs(cmd: CertsCommand) -> anyhow::Result<()> {
                 made.push(f.key);
             };
             add(ca.issue_to(&dir, "coordinator", Role::Coordinator, "coordinator", &coordinator_names)?);
-            add(ca.issue_to(&dir, "operator", Role::Operator, &operator, &[])?);
+            add(ca.issue_to(&dir, "operator", Role::Admin, &operator, &[])?);
             for a in &agents {
                 add(ca.issue_to(&dir, &format!("agent-{a}"), Role::Agent, a, &[])?);
             }
@@ -536,11 +608,12 @@ fn certs(cmd: CertsCommand) -> anyhow::Result<()> {
             }
             println!("keep ca.key offline; copy ca.pem plus each host's agent-<host>.pem/.key to that host.");
         }
-        CertsCommand::Issue { dir, agent, operator, coordinator_cert, coordinator_names } => {
+        CertsCommand::Issue { dir, agent, operator, role, coordinator_cert, coordinator_names } => {
+            let person = Role::person(&role).with_context(|| format!("--role {role}: not viewer, operator or admin"))?;
             let ca = ClusterCa::load(&dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
             let files = match (agent, operator, coordinator_cert) {
                 (Some(a), None, false) => ca.issue_to(&dir, &format!("agent-{a}"), Role::Agent, &a, &[])?,
-                (None, Some(o), false) => ca.issue_to(&dir, &format!("operator-{o}"), Role::Operator, &o, &[])?,
+                (None, Some(o), false) => ca.issue_to(&dir, &format!("{role}-{o}"), person, &o, &[])?,
                 (None, None, true) => ca.issue_to(&dir, "coordinator", Role::Coordinator, "coordinator", &coordinator_names)?,
                 _ => bail!("say what to issue: exactly one of --agent HOST, --operator NAME or --coordinator-cert"),
             };

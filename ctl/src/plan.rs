@@ -189,7 +189,7 @@ pub fn reservation_json(r: &ReserveOnHostResponse) -> serde_json::Value {
 
 /// Refuses CSV for the commands that have no table of rows.
 pub fn no_csv(cmd: &str) -> anyhow::Result<()> {
-    bail!("--output csv is not available for {cmd}; use table or json")
+    bail!("--output csv and dot are not available for {cmd}; use table or json")
 }
 
 fn score_json(s: &HostScore) -> serde_json::Value {

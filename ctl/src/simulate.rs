@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::view::OutputFormat;
 use presage_decide::ecosystem::graph::MatchOptions;
-use presage_decide::ecosystem::scorer::{FleetEcosystem, presage_with_ecosystem};
+use presage_decide::ecosystem::scorer::{EcosystemHandle, FleetEcosystem, presage_with_ecosystem};
 use presage_decide::policy::presage::PresageConfig;
 use presage_decide::policy::{PolicySpec, parse_policy_list};
 use presage_simulator::ecosystem::{EcosystemScenario, EcosystemTracker};
@@ -190,7 +190,7 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
             let policy: Box<dyn presage_decide::policy::ConsolidationPolicy> = if *p == PolicySpec::Presage {
                 let fleet =
                     FleetEcosystem::new(graph.clone(), s.vms.len(), &|name| graph.find(name), eco.locations(s.hosts.len()), eco.latency);
-                Box::new(presage_with_ecosystem(presage.clone(), Arc::new(fleet)))
+                Box::new(presage_with_ecosystem(presage.clone(), EcosystemHandle::new(fleet)))
             } else {
                 p.build_with(&presage)
             };
@@ -236,6 +236,7 @@ pub fn run(args: SimulateArgs, output: OutputFormat) -> anyhow::Result<()> {
             writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         }
         OutputFormat::Csv => write!(out, "{}", csv(&reports, &comparisons))?,
+        OutputFormat::Dot => anyhow::bail!("--output dot is only available for ecosystem"),
         OutputFormat::Table => {
             write!(out, "{}", table(&reports))?;
             if args.compare_reference.is_some() {

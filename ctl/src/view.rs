@@ -8,8 +8,10 @@ use serde::Serialize;
 pub enum OutputFormat {
     Table,
     Json,
-    /// Comma-separated values (`simulate` only).
+    /// Comma-separated values (`simulate` and `forecast-eval` only).
     Csv,
+    /// Graphviz (`ecosystem` only).
+    Dot,
 }
 
 #[derive(Serialize)]

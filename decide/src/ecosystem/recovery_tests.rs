@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::declaration::{Declaration, Dependencies, DependencySpec, Profile};
 use super::graph::{EcosystemGraph, MatchOptions};
 use super::score::{Placement, vm_score};
-use super::scorer::{FleetEcosystem, presage_with_ecosystem};
+use super::scorer::{EcosystemHandle, FleetEcosystem, presage_with_ecosystem};
 use super::topology::{LatencyTable, Location};
 use crate::demand::Forecast;
 use crate::policy::power::HP_ML110_G5;
@@ -44,6 +44,7 @@ struct Fleet {
     hosts: Vec<HostView>,
     vms: Vec<VmView>,
     eco: Arc<FleetEcosystem>,
+    handle: Arc<EcosystemHandle>,
 }
 
 fn spec(kind: &str, latency: &str) -> DependencySpec {
@@ -68,11 +69,12 @@ impl Fleet {
         let names: Vec<String> = decls.iter().map(|d| d.vm_name.clone()).collect();
         let n = apps * 3 + fillers;
         let locations = (0..HOSTS).map(|h| Location { zone: 0, rack: rack(h) as u32 }).collect();
-        let eco =
-            Arc::new(FleetEcosystem::new(graph, n, &|name| names.iter().position(|x| x == name), locations, LatencyTable::default()));
+        let fleet_eco = FleetEcosystem::new(graph, n, &|name| names.iter().position(|x| x == name), locations, LatencyTable::default());
+        let handle = EcosystemHandle::new(fleet_eco);
+        let eco = handle.get();
         let hosts = (0..HOSTS).map(|_| HostView::new(SLOTS as u32, 1000.0, 65_536.0, 100.0, HP_ML110_G5)).collect();
         let vms = (0..n).map(|_| VmView::unplaced(1, 1000.0, 512.0)).collect();
-        let mut fleet = Fleet { apps, hosts, vms, eco };
+        let mut fleet = Fleet { apps, hosts, vms, eco, handle };
         for (vm, h) in host_of.iter().enumerate() {
             if let Some(h) = h {
                 fleet.put(vm, *h);
@@ -207,7 +209,7 @@ fn after_a_host_failure_repairs_restore_every_requirement_within_five_passes_wit
         let fillers = 4 + rng.below(4);
         let Some(at) = compliant_placement(&mut rng, apps, fillers) else { continue };
         let mut fleet = Fleet::new(apps, fillers, &at);
-        let mut policy = presage_with_ecosystem(quiet_config(), fleet.eco.clone());
+        let mut policy = presage_with_ecosystem(quiet_config(), fleet.handle.clone());
         // A host with VMs fails; they restart one by one through the policy's placement.
         let occupied: Vec<usize> = (0..HOSTS).filter(|&h| !fleet.hosts[h].vms.is_empty()).collect();
         let failed = occupied[rng.below(occupied.len())];
@@ -276,7 +278,7 @@ fn a_repair_never_lowers_any_vms_required_satisfaction() {
         }
         let mut fleet = Fleet::new(apps, fillers, &at);
         let cfg = PresageConfig { repair_after_passes: 1, ..quiet_config() };
-        let mut policy = presage_with_ecosystem(cfg, fleet.eco.clone());
+        let mut policy = presage_with_ecosystem(cfg, fleet.handle.clone());
         for pass in 0..4 {
             let before = fleet.required_satisfaction();
             let moves = policy.optimise(&fleet.view(50_000.0 + 300.0 * pass as f64));
@@ -299,7 +301,7 @@ fn a_bundle_leaves_a_drained_host_whole_and_stays_near_what_it_needs() {
     let at = [Some(0), Some(0), Some(1), Some(1), Some(1), Some(3), Some(3)];
     let mut fleet = Fleet::new(1, 4, &at);
     fleet.hosts[0].schedulable = false;
-    let mut policy: PresagePolicy = presage_with_ecosystem(quiet_config(), fleet.eco.clone());
+    let mut policy: PresagePolicy = presage_with_ecosystem(quiet_config(), fleet.handle.clone());
     let moves = policy.optimise(&fleet.view(10_000.0));
     let svc = moves.iter().find(|m| m.vm == 0).expect("the svc leaves");
     let cache = moves.iter().find(|m| m.vm == 1).expect("the cache leaves");

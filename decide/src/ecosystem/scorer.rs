@@ -139,20 +139,39 @@ fn latency_bound(graph: &EcosystemGraph) -> Vec<Vec<(usize, LatencyRequirement)>
     bound
 }
 
+/// The ecosystem a long-lived policy scores with, replaced when the fleet's indexing changes
+/// (the coordinator's pass renumbers its fleet every time).
+#[derive(Debug, Default)]
+pub struct EcosystemHandle(std::sync::RwLock<Arc<FleetEcosystem>>);
+
+impl EcosystemHandle {
+    pub fn new(ecosystem: FleetEcosystem) -> Arc<EcosystemHandle> {
+        Arc::new(EcosystemHandle(std::sync::RwLock::new(Arc::new(ecosystem))))
+    }
+
+    pub fn set(&self, ecosystem: FleetEcosystem) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ecosystem);
+    }
+
+    pub fn get(&self) -> Arc<FleetEcosystem> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Required dependencies as a rule on destinations: a host is refused if a group there would
 /// break a required dependency that is met now (its own, or one of a VM it serves); among the
 /// others, hosts where every required dependency of the group and of the VMs it serves is met
 /// are preferred whenever there is one (so a VM joins what it needs and what needs it, and goes
 /// elsewhere only when no such host has room). VMs bound on one host move as one bundle.
 pub struct RequiredDependencies {
-    pub ecosystem: Arc<FleetEcosystem>,
+    pub ecosystem: Arc<EcosystemHandle>,
     /// The least dependency-score gain a repair must bring.
     pub min_repair_gain: f64,
 }
 
 impl PlacementFilter for RequiredDependencies {
     fn judge(&self, _fleet: &FleetView<'_>, positions: &[Option<usize>], group: &[usize], host: usize) -> Result<bool, Rejection> {
-        let Some(effect) = self.ecosystem.effect(positions, group, host) else { return Ok(true) };
+        let Some(effect) = self.ecosystem.get().effect(positions, group, host) else { return Ok(true) };
         if !effect.breaks_required.is_empty() {
             return Err(Rejection::Dependency);
         }
@@ -160,17 +179,17 @@ impl PlacementFilter for RequiredDependencies {
     }
 
     fn bundle(&self, _fleet: &FleetView<'_>, positions: &[Option<usize>], vm: usize) -> Vec<usize> {
-        self.ecosystem.bundle(positions, vm)
+        self.ecosystem.get().bundle(positions, vm)
     }
 
     fn companions(&self, _fleet: &FleetView<'_>, positions: &[Option<usize>], group: &[usize]) -> Vec<usize> {
-        self.ecosystem.companions(positions, group)
+        self.ecosystem.get().companions(positions, group)
     }
 
     /// A repair meets at least one required dependency, gains at least the minimum, and
     /// lowers no VM's required satisfaction.
     fn repairs(&self, _fleet: &FleetView<'_>, positions: &[Option<usize>], group: &[usize], host: usize) -> bool {
-        let Some(effect) = self.ecosystem.effect(positions, group, host) else { return false };
+        let Some(effect) = self.ecosystem.get().effect(positions, group, host) else { return false };
         !effect.meets_required.is_empty()
             && effect.breaks_required.is_empty()
             && effect.lowers_required().next().is_none()
@@ -183,7 +202,7 @@ impl PlacementFilter for RequiredDependencies {
 /// bundles, and repair moves for what is left unmet.
 pub fn presage_with_ecosystem(
     cfg: crate::policy::presage::PresageConfig,
-    ecosystem: Arc<FleetEcosystem>,
+    ecosystem: Arc<EcosystemHandle>,
 ) -> crate::policy::presage::PresagePolicy {
     let weight = cfg.weights.dependency;
     let min_repair_gain = cfg.repair_min_gain;
@@ -197,12 +216,12 @@ pub fn presage_with_ecosystem(
 /// dependency the VM that could serve it (moving either can repair it); the VMs with more unmet
 /// first.
 pub struct RequiredRepairs {
-    pub ecosystem: Arc<FleetEcosystem>,
+    pub ecosystem: Arc<EcosystemHandle>,
 }
 
 impl RepairSource for RequiredRepairs {
     fn due(&self, fleet: &FleetView<'_>, positions: &[Option<usize>]) -> Vec<RepairCase> {
-        let eco = &self.ecosystem;
+        let eco = &self.ecosystem.get();
         let host_of = eco.host_of(positions);
         let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
         let mut cases: Vec<(usize, RepairCase)> = Vec::new();
@@ -242,7 +261,7 @@ impl RepairSource for RequiredRepairs {
 }
 
 pub struct DependencyScorer {
-    pub ecosystem: Arc<FleetEcosystem>,
+    pub ecosystem: Arc<EcosystemHandle>,
 }
 
 impl PlacementScorer for DependencyScorer {
@@ -251,7 +270,7 @@ impl PlacementScorer for DependencyScorer {
     }
 
     fn value(&self, c: &Candidate<'_>) -> f64 {
-        self.ecosystem.effect(c.positions, c.group, c.host_index).map_or(0.0, |e| -e.gain())
+        self.ecosystem.get().effect(c.positions, c.group, c.host_index).map_or(0.0, |e| -e.gain())
     }
 }
 
@@ -293,7 +312,7 @@ mod tests {
         let (hosts, vms) = four_hosts_with(&[Some(2), Some(0), None]);
         let names = ["db", "other", "web"];
         let eco = policy_ecosystem(&names, vms.len());
-        assert_eq!(eco.graph_of_vm.iter().filter(|g| g.is_some()).count(), 2);
+        assert_eq!(eco.get().graph_of_vm.iter().filter(|g| g.is_some()).count(), 2);
         let fleet = FleetView { now_s: 10_000.0, hosts: &hosts, vms: &vms };
         let policy = PresagePolicy::new(PresageConfig::default()).with_scorer(Box::new(DependencyScorer { ecosystem: eco.clone() }), 10.0);
         let ranking = policy.rank_new(&fleet, 2, 4);
@@ -388,7 +407,7 @@ mod tests {
         (hosts, vms)
     }
 
-    fn policy_ecosystem(names: &[&str], fleet_vms: usize) -> Arc<FleetEcosystem> {
+    fn policy_ecosystem(names: &[&str], fleet_vms: usize) -> Arc<EcosystemHandle> {
         let graph = EcosystemGraph::build(
             &[declaration("db", "database", None), declaration("web", "web", Some("database"))],
             MatchOptions::default(),
@@ -400,6 +419,6 @@ mod tests {
             Location { zone: 1, rack: 1 },
             Location { zone: 1, rack: 1 },
         ];
-        Arc::new(FleetEcosystem::new(graph, fleet_vms, &|n| names.iter().position(|x| *x == n), locations, LatencyTable::default()))
+        EcosystemHandle::new(FleetEcosystem::new(graph, fleet_vms, &|n| names.iter().position(|x| *x == n), locations, LatencyTable::default()))
     }
 }

@@ -113,6 +113,32 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
     let r = viewer.get(&format!("/vms/{web}/dependencies")).await.unwrap();
     assert_eq!(r.body["declaration"]["dependencies"]["required"][0]["type"], "database", "{r:?}");
 
+    // The same over gRPC, as presagectl calls it: only admins register; everyone reads.
+    let mut grpc_operator = client(&coord.url, &pki.issue(Role::Operator, "otto")).await.unwrap();
+    let err = grpc_operator
+        .set_dependencies(presage_protocol::pb::SetDependenciesRequest { declarations_json: String::from_utf8(body.clone()).unwrap() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    let mut grpc_admin = client(&coord.url, &pki.issue(Role::Admin, "ada")).await.unwrap();
+    let err = grpc_admin
+        .set_dependencies(presage_protocol::pb::SetDependenciesRequest { declarations_json: "[{\"vm_name\": 3}]".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("$[0]"), "{err}");
+    let eco = grpc_operator.get_ecosystem(presage_protocol::pb::GetEcosystemRequest::default()).await.unwrap().into_inner();
+    let statuses: Vec<(String, String)> = eco.nodes.iter().map(|n| (n.vm.clone(), n.status.clone())).collect();
+    assert!(statuses.contains(&(web.clone(), "NonCompliant".into())) && statuses.contains(&(db.clone(), "Compliant".into())), "{statuses:?}");
+    let dot = presagectl::dependencies::render_ecosystem(&eco, &presagectl::view::OutputFormat::Dot).unwrap();
+    assert!(dot.contains(&format!("\"{web}\" -> \"{db}\"")) && dot.contains("fillcolor=salmon"), "{dot}");
+    let shown = grpc_operator
+        .get_vm_dependencies(presage_protocol::pb::GetVmDependenciesRequest { vm: web.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.declaration_json.contains("PostgreSQL 14") && shown.edges.len() == 1, "{shown:?}");
+
     // A viewer may not move anything (REST and gRPC); an operator may.
     let to_a = serde_json::to_vec(&json!({"vm": db, "to": "hv-a"})).unwrap();
     let r = viewer.post("/migrate", &to_a).await.unwrap();

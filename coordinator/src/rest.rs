@@ -27,8 +27,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ecosystem", get(ecosystem))
         .route("/vms/{id}/dependencies", get(vm_dependencies))
         .route("/migrate", post(migrate))
+        // Declarations for a whole fleet come in one body.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }
+
+/// The largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
 
 /// An error as the API answers it.
 #[derive(Debug, Serialize)]

@@ -95,6 +95,14 @@ enum Cmd {
         #[arg(long, default_value_t = 1250.0)]
         mb_per_s: f64,
     },
+    /// The dependency ecosystem: score updates per VM change and `GET /ecosystem` at `vms` VMs
+    /// with 5 dependencies each, and one repair pass of presage's policy at `repair_vms` VMs.
+    Ecosystem {
+        #[arg(long, default_value_t = 10_000)]
+        vms: usize,
+        #[arg(long, default_value_t = 100_000)]
+        repair_vms: usize,
+    },
     Ingest {
         #[arg(long, default_value_t = 1000)]
         agents: usize,
@@ -271,58 +279,8 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
         }
     };
     let t_setup = Instant::now();
-    let mut tasks = Vec::new();
     let stop = tokio_util::sync::CancellationToken::new();
-    for i in 0..agents {
-        let host = format!("load-{i:04}");
-        let tls = pki.issue(Role::Agent, &host).load()?.client_config(presage_protocol::COORDINATOR_TLS_NAME);
-        let url = url.clone();
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let ch = tonic::transport::Endpoint::from_shared(url)?.tls_config(tls)?.connect().await?;
-            let (tx, rx) = mpsc::channel(32);
-            tx.send(AgentMessage {
-                body: Some(agent_message::Body::Register(Register {
-                    protocol_version: presage_protocol::PROTOCOL_VERSION,
-                    host_id: host.clone(),
-                    agent_version: "bench".into(),
-                    capacity: Some(HostCapacity { cpu_cores: 32, cpu_mhz_per_core: 2600.0, memory_bytes: 256 << 30, ..Default::default() }),
-                    hypervisor_kind: "simulated".into(),
-                    boot_id: "b".into(),
-                    ..Default::default()
-                })),
-            })
-            .await?;
-            let mut inbound = AgentLinkClient::new(ch).session(ReceiverStream::new(rx)).await?.into_inner();
-            tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
-            let vms: Vec<VmSample> = (0..vms)
-                .map(|v| VmSample {
-                    vm_id: format!("{host}-vm{v}"),
-                    vcpus: 2,
-                    memory_bytes: 4 << 30,
-                    cpu_utilisation: 0.3,
-                    state: 1,
-                    ..Default::default()
-                })
-                .collect();
-            let mut seq = 0;
-            while !stop.is_cancelled() {
-                seq += 1;
-                let r = Report {
-                    seq,
-                    sampled_at_ms: seq,
-                    host: Some(HostUsage { cpu_utilisation: 0.2, ..Default::default() }),
-                    vms: vms.clone(),
-                    trace: None,
-                    agent: None,
-                };
-                if tx.send(AgentMessage { body: Some(agent_message::Body::Report(r)) }).await.is_err() {
-                    break;
-                }
-            }
-            anyhow::Ok(())
-        }));
-    }
+    let tasks = fake_agents(&pki, &url, agents, vms, None, &stop)?;
     // Wait until every simulated agent is registered.
     loop {
         let s = op.status(StatusRequest {}).await?.into_inner();
@@ -360,6 +318,250 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
         (bc1 - bc0) / el,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
+    Ok(())
+}
+
+/// `agents` fake agents (host `load-NNNN`, one mutual-TLS stream each) that register and then
+/// report `vms` VMs (`load-NNNN-vmV`, 2 vCPUs, 4 GiB, 30 % busy) every `every`, or as fast as
+/// the coordinator takes them (`None`), until `stop`.
+fn fake_agents(
+    pki: &Pki,
+    url: &str,
+    agents: usize,
+    vms: usize,
+    every: Option<Duration>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let mut tasks = Vec::new();
+    for i in 0..agents {
+        let host = format!("load-{i:04}");
+        let tls = pki.issue(Role::Agent, &host).load()?.client_config(presage_protocol::COORDINATOR_TLS_NAME);
+        let url = url.to_string();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let ch = tonic::transport::Endpoint::from_shared(url)?.tls_config(tls)?.connect().await?;
+            let (tx, rx) = mpsc::channel(32);
+            tx.send(AgentMessage {
+                body: Some(agent_message::Body::Register(Register {
+                    protocol_version: presage_protocol::PROTOCOL_VERSION,
+                    host_id: host.clone(),
+                    agent_version: "bench".into(),
+                    capacity: Some(HostCapacity { cpu_cores: 32, cpu_mhz_per_core: 2600.0, memory_bytes: 256 << 30, ..Default::default() }),
+                    hypervisor_kind: "simulated".into(),
+                    boot_id: "b".into(),
+                    // 20 hosts per rack, 5 racks per zone.
+                    zone: format!("z{}", i / 100),
+                    rack: format!("r{}", i / 20),
+                    ..Default::default()
+                })),
+            })
+            .await?;
+            let mut inbound = AgentLinkClient::new(ch).session(ReceiverStream::new(rx)).await?.into_inner();
+            tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
+            let vms: Vec<VmSample> = (0..vms)
+                .map(|v| VmSample {
+                    vm_id: format!("{host}-vm{v}"),
+                    vcpus: 2,
+                    memory_bytes: 4 << 30,
+                    cpu_utilisation: 0.3,
+                    state: 1,
+                    ..Default::default()
+                })
+                .collect();
+            let mut seq = 0;
+            while !stop.is_cancelled() {
+                seq += 1;
+                let r = Report {
+                    seq,
+                    sampled_at_ms: seq,
+                    host: Some(HostUsage { cpu_utilisation: 0.2, ..Default::default() }),
+                    vms: vms.clone(),
+                    trace: None,
+                    agent: None,
+                };
+                if tx.send(AgentMessage { body: Some(agent_message::Body::Report(r)) }).await.is_err() {
+                    break;
+                }
+                if let Some(every) = every {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    Ok(tasks)
+}
+
+/// VM `g` of a fleet of applications of 10 VMs whose members are scattered over the fleet: its
+/// declaration (type t(g mod 10), requires the next type within 1 ms, prefers the four after).
+fn bench_declaration(name: &str, g: usize, apps: usize) -> serde_json::Value {
+    let (app, t) = ((g * 7919) % apps, g % 10);
+    let ty = |k: usize| format!("t{}", (t + k) % 10);
+    serde_json::json!({
+        "vm_name": name, "application": format!("app{app}"), "profile": {"type": ty(0)},
+        "dependencies": {
+            "required": [{"type": ty(1), "network_latency_requirement": "< 1ms"}],
+            "preferred": (2..6).map(|k| serde_json::json!({"type": ty(k)})).collect::<Vec<_>>()
+        }
+    })
+}
+
+async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> {
+    use presage_decide::ecosystem::graph::{EcosystemGraph, MatchOptions};
+    use presage_decide::ecosystem::scorer::{EcosystemHandle, FleetEcosystem, presage_with_ecosystem};
+    use presage_decide::ecosystem::score::{Placement, move_effect};
+    use presage_decide::ecosystem::{Declaration, LatencyTable, Location};
+    use presage_decide::policy::presage::PresageConfig;
+    use presage_decide::policy::{ConsolidationPolicy, FleetView, HostView, VmView};
+
+    // The decision core: a graph of n_vms on n_vms / 100 hosts (20 per rack, 5 racks a zone).
+    let hosts = (n_vms / 100).max(1);
+    let per_host = n_vms.div_ceil(hosts);
+    let name = |h: usize, v: usize| format!("load-{h:04}-vm{v}");
+    let decls: Vec<Declaration> = (0..n_vms)
+        .map(|g| serde_json::from_value(bench_declaration(&name(g / per_host, g % per_host), g, n_vms / 10)).expect("a declaration"))
+        .collect();
+    let t = Instant::now();
+    let graph = EcosystemGraph::build(&decls, MatchOptions::default(), &|_, _| None);
+    let build = t.elapsed();
+    let locations: Vec<Location> = (0..hosts).map(|h| Location { zone: (h / 100) as u32, rack: (h / 20) as u32 }).collect();
+    let latency = LatencyTable::default();
+    let host_of = |g: usize| Some(g / per_host);
+    let placement = Placement { host_of: &host_of, locations: &locations, latency: &latency };
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut times = Vec::new();
+    for _ in 0..2000 {
+        let (vm, to) = (rng.usize(..graph.len()), rng.usize(..hosts));
+        let t = Instant::now();
+        let e = move_effect(&graph, &placement, &[vm], to);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(e);
+    }
+    let (mean, p99) = mean_and_p99(times);
+    println!("dependency ecosystem benchmark, release build, one thread");
+    println!("  graph of {} VMs, {} edges, {hosts} hosts: built in {:.0} ms", graph.len(), graph.edges().len(), build.as_secs_f64() * 1e3);
+    println!("  score update per VM change (the VM and its neighbours, before and after): mean {mean:.3} ms, p99 {p99:.3} ms");
+
+    // One repair pass of presage's policy at repair_vms VMs on repair_vms / 10 hosts.
+    let r_hosts = (repair_vms / 10).max(1);
+    let rdecls: Vec<Declaration> = (0..repair_vms)
+        .map(|g| serde_json::from_value(bench_declaration(&format!("vm{g}"), g, repair_vms / 10)).expect("a declaration"))
+        .collect();
+    let rgraph = EcosystemGraph::build(&rdecls, MatchOptions::default(), &|_, _| None);
+    let mut hv: Vec<HostView> = (0..r_hosts)
+        .map(|_| HostView::new(32, 2600.0, 262_144.0, 1250.0, presage_decide::policy::power::IBM_X3550_M3_X5675))
+        .collect();
+    let mut vms = Vec::with_capacity(repair_vms);
+    for g in 0..repair_vms {
+        let h = g % r_hosts;
+        let mut v = VmView::unplaced(2, 2600.0, 4096.0);
+        v.host = Some(h);
+        v.demand_mips = 0.3 * v.capacity_mips();
+        v.forecast = Some(presage_decide::demand::Forecast::flat([0.25, 0.3, 0.35]));
+        v.memory_request_mb = 4096.0;
+        hv[h].vms.push(g);
+        hv[h].observed_mips += v.demand_mips;
+        vms.push(v);
+    }
+    let rlocations: Vec<Location> = (0..r_hosts).map(|h| Location { zone: (h / 100) as u32, rack: (h / 20) as u32 }).collect();
+    let index: std::collections::HashMap<String, usize> = (0..repair_vms).map(|g| (format!("vm{g}"), g)).collect();
+    let t = Instant::now();
+    let eco = FleetEcosystem::new(rgraph, repair_vms, &|n| index.get(n).copied(), rlocations, latency);
+    let index_time = t.elapsed();
+    let cfg = PresageConfig { underload_utilisation: 0.0, underload_power_ratio: 1e9, repair_after_passes: 1, ..PresageConfig::default() };
+    let mut policy = presage_with_ecosystem(cfg, EcosystemHandle::new(eco));
+    let fleet = FleetView { now_s: 100_000.0, hosts: &hv, vms: &vms };
+    let t = Instant::now();
+    let moves = policy.optimise(&fleet);
+    let pass = t.elapsed();
+    println!(
+        "  repair pass at {repair_vms} VMs on {r_hosts} hosts: fleet index {:.0} ms, pass {:.2} s, {} repair moves (cap {} per pass)",
+        index_time.as_secs_f64() * 1e3,
+        pass.as_secs_f64(),
+        moves.len(),
+        PresageConfig::default().max_moves_per_pass
+    );
+    println!("  peak RSS (VmHWM) so far            {:.1} MiB", peak_rss_mib());
+
+    // GET /ecosystem against a coordinator process holding n_vms VMs reported by fake agents.
+    let coord_bin = sibling("presage-coordinator")?;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir()?;
+    let files = pki.issue(Role::Coordinator, "coordinator");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let url = format!("https://127.0.0.1:{port}");
+    let cfg = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nhost_timeout = \"60s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            files.ca, files.cert, files.key
+        ),
+    )?;
+    let mut coord =
+        tokio::process::Command::new(&coord_bin).arg("--config").arg(&cfg).env("RUST_LOG", "warn").kill_on_drop(true).spawn()?;
+    let cpid = coord.id().context("pid")? as i32;
+    let admin_files = pki.issue(Role::Admin, "bench");
+    let mut op = loop {
+        match client(&url, &admin_files).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tasks = fake_agents(&pki, &url, hosts, per_host, Some(Duration::from_secs(1)), &stop)?;
+    let t0 = Instant::now();
+    loop {
+        let s = op.status(StatusRequest {}).await?.into_inner();
+        if s.vms_total as usize >= hosts * per_host {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            bail!("only {} of {} VMs reported", s.vms_total, hosts * per_host);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rest = presage_protocol::rest_client::RestClient::new(&url, &admin_files.load()?, presage_protocol::COORDINATOR_TLS_NAME)?;
+    let body: Vec<serde_json::Value> = (0..hosts * per_host).map(|g| bench_declaration(&name(g / per_host, g % per_host), g, n_vms / 10)).collect();
+    let body = serde_json::to_vec(&body)?;
+    let t = Instant::now();
+    let r = rest.post("/dependencies", &body).await?;
+    let register = t.elapsed();
+    if r.status != 200 {
+        bail!("registration refused: {}", r.body);
+    }
+    let mut times = Vec::new();
+    let mut size = 0;
+    let mut nodes = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = rest.get("/ecosystem").await?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        size = serde_json::to_vec(&r.body)?.len();
+        nodes = r.body["nodes"].as_array().map_or(0, |n| n.len());
+    }
+    let (cc, rss, _) = proc_cost(cpid)?;
+    stop.cancel();
+    terminate(cpid);
+    let _ = coord.wait().await;
+    for t in tasks {
+        t.abort();
+    }
+    let (mean, p99) = mean_and_p99(times);
+    println!(
+        "  POST /dependencies with {} declarations ({:.1} MB): {:.0} ms",
+        hosts * per_host,
+        body.len() as f64 / 1e6,
+        register.as_secs_f64() * 1e3
+    );
+    println!(
+        "  GET /ecosystem, {nodes} nodes ({:.1} MB of JSON), HTTP/1.1 over mutual TLS, client included: mean {mean:.0} ms, p99 {p99:.0} ms",
+        size as f64 / 1e6
+    );
+    println!("  coordinator: RSS {:.1} MiB, {cc:.1} CPU-seconds in all", rss as f64 / 1048576.0);
     Ok(())
 }
 
@@ -752,6 +954,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
             Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
             Cmd::Drain { vms, destinations, mb_per_s } => bench_drain(vms, destinations, mb_per_s).await,
+            Cmd::Ecosystem { vms, repair_vms } => bench_ecosystem(vms, repair_vms).await,
             Cmd::Simulate { .. } | Cmd::Forecast { .. } | Cmd::Decide { .. } => unreachable!("handled above"),
         }
     })

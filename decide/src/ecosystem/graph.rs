@@ -77,6 +77,8 @@ pub struct Edge {
     pub quality: f64,
     /// Importance x call-rate factor.
     pub weight: f64,
+    /// For a fuzzy match, the two profiles' similarity.
+    pub similarity: Option<f64>,
 }
 
 /// The graph: VMs, their dependencies, and the edges that can serve them.
@@ -176,13 +178,13 @@ impl EcosystemGraph {
         for from in 0..n {
             for (k, dep) in g.dependencies[from].iter().enumerate() {
                 let app = dep.spec.application.as_deref().or(g.vms[from].application.as_deref());
-                let mut found: Vec<(usize, f64)> = Vec::new();
+                let mut found: Vec<(usize, f64, Option<f64>)> = Vec::new();
                 let exact = by_type.get(&(app, dep.spec.kind.as_str())).map(Vec::as_slice).unwrap_or(&[]);
                 for &to in exact {
                     if to != from
                         && let Some(q) = exact_quality(&dep.spec, &g.vms[to].profile)
                     {
-                        found.push((to, q));
+                        found.push((to, q, None));
                     }
                 }
                 if dep.spec.fuzzy_match.is_some() {
@@ -193,19 +195,19 @@ impl EcosystemGraph {
                         ..Profile::default()
                     });
                     for &to in by_app.get(&app).map(Vec::as_slice).unwrap_or(&[]) {
-                        if to == from || found.iter().any(|(f, _)| *f == to) {
+                        if to == from || found.iter().any(|(f, _, _)| *f == to) {
                             continue;
                         }
                         let s = similarity(&reference, &g.vms[to].profile);
                         if s >= options.fuzzy_threshold {
-                            found.push((to, FUZZY_QUALITY * s));
+                            found.push((to, FUZZY_QUALITY * s, Some(s)));
                         }
                     }
                 }
-                for (to, quality) in found {
+                for (to, quality, similarity) in found {
                     let calls = calls_per_s(from, to).unwrap_or(0.0).max(0.0);
                     let weight = dep.importance() * (1.0 + (1.0 + calls).log10());
-                    edges.push(Edge { from, to, dependency: k, quality, weight });
+                    edges.push(Edge { from, to, dependency: k, quality, weight, similarity });
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::graph::EcosystemGraph;
 use super::score::{MoveEffect, Placement, move_effect, vm_score};
 use super::declaration::Strength;
-use super::topology::{LatencyRequirement, LatencyTable, Level, Location};
+use super::topology::{LatencyRequirement, LatencyTable, Level, Location, level_between};
 use crate::policy::FleetView;
 use crate::policy::presage::{Candidate, PlacementFilter, PlacementScorer, Rejection, RepairCase, RepairSource};
 
@@ -29,6 +29,8 @@ pub struct FleetEcosystem {
     /// Per graph VM, the graph VMs a required dependency with a latency requirement binds it to
     /// (either way, exact matches), with the requirement.
     pub latency_bound: Vec<Vec<(usize, LatencyRequirement)>>,
+    /// Per graph VM, the VMs a fuzzy match joins it to (either way), with their similarity.
+    pub similar: Vec<Vec<(usize, f64)>>,
 }
 
 impl FleetEcosystem {
@@ -52,7 +54,17 @@ impl FleetEcosystem {
             .iter()
             .map(|bound| bound.iter().filter(|(_, r)| latency.farthest_meeting(r) == Some(Level::Host)).map(|(w, _)| *w).collect())
             .collect();
-        FleetEcosystem { graph, graph_of_vm, vm_of_graph, locations, latency, host_bound, latency_bound }
+        let mut similar: Vec<Vec<(usize, f64)>> = vec![Vec::new(); graph.len()];
+        for e in graph.edges() {
+            if let Some(s) = e.similarity {
+                for (a, b) in [(e.from, e.to), (e.to, e.from)] {
+                    if !similar[a].iter().any(|(w, _)| *w == b) {
+                        similar[a].push((b, s));
+                    }
+                }
+            }
+        }
+        FleetEcosystem { graph, graph_of_vm, vm_of_graph, locations, latency, host_bound, latency_bound, similar }
     }
 
     /// Where the fleet's VMs are as planned (`positions`, per fleet VM), as the graph sees it.
@@ -205,9 +217,13 @@ pub fn presage_with_ecosystem(
     ecosystem: Arc<EcosystemHandle>,
 ) -> crate::policy::presage::PresagePolicy {
     let weight = cfg.weights.dependency;
+    let peaks = cfg.weights.peaks;
+    let locality = cfg.weights.locality;
     let min_repair_gain = cfg.repair_min_gain;
     crate::policy::presage::PresagePolicy::new(cfg)
         .with_scorer(Box::new(DependencyScorer { ecosystem: ecosystem.clone() }), weight)
+        .with_scorer(Box::new(CorrelatedPeaks { ecosystem: ecosystem.clone() }), peaks)
+        .with_scorer(Box::new(CallLocality { ecosystem: ecosystem.clone() }), locality)
         .with_filter(Box::new(RequiredDependencies { ecosystem: ecosystem.clone(), min_repair_gain }))
         .with_repair(Box::new(RequiredRepairs { ecosystem }))
 }
@@ -257,6 +273,102 @@ impl RepairSource for RequiredRepairs {
         // The VMs with more unmet first.
         cases.sort_by_key(|(unmet, case)| (std::cmp::Reverse(*unmet), case.vm));
         cases.into_iter().map(|(_, c)| c).collect()
+    }
+}
+
+/// Similar VMs are not stacked on one host when their demand peaks together: a destination
+/// costs, per moving VM, the mean over the VMs a fuzzy match joins to it of similarity x the
+/// correlation of their p90 forecasts over the horizon (when positive), counting those planned
+/// on that host only (0..1 per VM, like a dependency score).
+pub struct CorrelatedPeaks {
+    pub ecosystem: Arc<EcosystemHandle>,
+}
+
+/// Pearson correlation of two VMs' p90 forecasts over the horizon (0 without both forecasts or
+/// when either is flat).
+pub fn peak_correlation(a: Option<&crate::demand::Forecast>, b: Option<&crate::demand::Forecast>) -> f64 {
+    let (Some(a), Some(b)) = (a, b) else { return 0.0 };
+    let (x, y): (Vec<f64>, Vec<f64>) = a.q.iter().zip(&b.q).map(|(p, q)| (p[2] as f64, q[2] as f64)).unzip();
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (p, q) in x.iter().zip(&y) {
+        sxy += (p - mx) * (q - my);
+        sxx += (p - mx) * (p - mx);
+        syy += (q - my) * (q - my);
+    }
+    if sxx <= 1e-12 || syy <= 1e-12 { 0.0 } else { sxy / (sxx * syy).sqrt() }
+}
+
+impl PlacementScorer for CorrelatedPeaks {
+    fn name(&self) -> &'static str {
+        "peaks"
+    }
+
+    fn value(&self, c: &Candidate<'_>) -> f64 {
+        let eco = self.ecosystem.get();
+        let mut cost = 0.0;
+        for &vm in c.group {
+            let Some(g) = eco.graph_of_vm.get(vm).copied().flatten() else { continue };
+            let mut stacked = 0.0;
+            for &(w, similarity) in &eco.similar[g] {
+                let Some(f) = eco.vm_of_graph[w] else { continue };
+                if c.group.contains(&f) || c.positions.get(f).copied().flatten() != Some(c.host_index) {
+                    continue;
+                }
+                let corr = peak_correlation(c.fleet.vms[vm].forecast.as_ref(), c.fleet.vms.get(f).and_then(|v| v.forecast.as_ref()));
+                stacked += similarity * corr.max(0.0);
+            }
+            // The share of its similar VMs it would peak with there: 0..1 per moving VM, on
+            // the scale of the dependency score.
+            cost += stacked / eco.similar[g].len().max(1) as f64;
+        }
+        cost
+    }
+}
+
+/// Calls stay local: the change, from where the moving VMs are to the destination, of the
+/// latency between them and the VMs their edges join them to (either way; VMs moving together
+/// count as on one host), weighted by each edge's weight x quality, over the total weight, as a
+/// share of the cross-region latency (-1..1; a new VM counts from the region level).
+pub struct CallLocality {
+    pub ecosystem: Arc<EcosystemHandle>,
+}
+
+impl PlacementScorer for CallLocality {
+    fn name(&self) -> &'static str {
+        "locality"
+    }
+
+    fn value(&self, c: &Candidate<'_>) -> f64 {
+        let eco = self.ecosystem.get();
+        let members: Vec<usize> = c.group.iter().filter_map(|&v| eco.graph_of_vm.get(v).copied().flatten()).collect();
+        if members.is_empty() {
+            return 0.0;
+        }
+        let host_of = eco.host_of(c.positions);
+        let far = eco.latency.at(Level::Region);
+        let loc = |h: usize| eco.locations.get(h).copied().unwrap_or_default();
+        let latency = |a: Option<usize>, b: usize| match a {
+            Some(a) => eco.latency.at(level_between(a, loc(a), b, loc(b))),
+            None => far,
+        };
+        let (mut weight, mut change) = (0.0, 0.0);
+        for &g in &members {
+            let from = host_of(g);
+            let outgoing = (0..eco.graph.dependencies(g).len()).flat_map(|k| eco.graph.serving(g, k)).map(|e| (e.to, e));
+            let incoming = eco.graph.served_by(g).map(|e| (e.from, e));
+            for (other, e) in outgoing.chain(incoming) {
+                if members.contains(&other) {
+                    continue;
+                }
+                let Some(there) = host_of(other) else { continue };
+                let w = e.weight * e.quality;
+                weight += w;
+                change += w * (latency(Some(c.host_index), there) - latency(from, there));
+            }
+        }
+        if weight > 0.0 { change / weight / far } else { 0.0 }
     }
 }
 
@@ -386,6 +498,64 @@ mod tests {
         let fleet = FleetView { now_s: 200_000.0, hosts: &after_hosts, vms: &after_vms };
         let at = crate::policy::presage::positions(&fleet);
         assert!(RequiredRepairs { ecosystem: eco }.due(&fleet, &at).is_empty(), "nothing is left to repair");
+    }
+
+    /// A prefers, by fuzzy match, what is like B; C is (cosine 0.99), and runs on host 1; D,
+    /// alike in load but not in profile, runs on host 2. A new A whose forecast rises with C's
+    /// costs more on host 1 than on host 2 (the term says by how much); one whose forecast falls
+    /// as C's rises costs nothing more there.
+    #[test]
+    fn similar_vms_whose_peaks_correlate_are_not_stacked_on_one_host() {
+        let profile = |kind: &str, sig: [f64; 2]| Profile { kind: kind.into(), signature: Some(sig.to_vec()), ..Profile::default() };
+        let decl = |name: &str, p: Profile, fuzzy: Option<&str>| Declaration {
+            vm_name: name.into(),
+            application: Some("app".into()),
+            profile: Some(p),
+            dependencies: Dependencies {
+                required: Vec::new(),
+                preferred: fuzzy
+                    .map(|k| DependencySpec { kind: k.into(), fuzzy_match: Some("similar".into()), ..DependencySpec::default() })
+                    .into_iter()
+                    .collect(),
+            },
+        };
+        let decls = [
+            decl("a", profile("svc", [1.0, 0.0]), Some("model")),
+            decl("b", profile("model", [0.96, 0.28]), None),
+            decl("c", profile("other", [0.95, 0.31]), None),
+            decl("d", profile("batch", [0.0, 1.0]), None),
+        ];
+        let graph = EcosystemGraph::build(&decls, MatchOptions::default(), &|_, _| None);
+        let fuzzy: Vec<_> = graph.edges().iter().filter(|e| e.similarity.is_some()).map(|e| graph.vm(e.to).name.clone()).collect();
+        assert_eq!(fuzzy, vec!["c".to_string()], "only C is a fuzzy match");
+        // Fleet: 0 = c on host 1, 1 = d on host 2, 2 = b on host 3, 3 = the new a.
+        let (hosts, mut vms) = four_hosts_with(&[Some(1), Some(2), Some(3), None]);
+        let rising = |up: bool| {
+            let mut f = Forecast::flat([0.2, 0.3, 0.4]);
+            for (h, q) in f.q.iter_mut().enumerate() {
+                let x = if up { h as f32 * 0.03 } else { 0.33 - h as f32 * 0.03 };
+                *q = [0.2 + x, 0.3 + x, 0.4 + x];
+            }
+            f
+        };
+        vms[0].forecast = Some(rising(true));
+        vms[1].forecast = Some(rising(true));
+        let names = ["c", "d", "b", "a"];
+        let handle = EcosystemHandle::new(FleetEcosystem::new(graph, vms.len(), &|n| names.iter().position(|x| *x == n), vec![Location::default(); 4], LatencyTable::default()));
+        let policy = PresagePolicy::new(PresageConfig::default()).with_scorer(Box::new(CorrelatedPeaks { ecosystem: handle }), 1.0);
+        let peaks = |vms: &[VmView], hosts: &[HostView], h: usize| {
+            let fleet = FleetView { now_s: 10_000.0, hosts, vms };
+            let r = policy.rank_new(&fleet, 3, 4);
+            r.ranked.iter().find(|s| s.host == h).expect("ranked").terms.iter().find(|t| t.scorer == "peaks").expect("a term").value
+        };
+        vms[3].forecast = Some(rising(true));
+        let (with_c, with_d) = (peaks(&vms, &hosts, 1), peaks(&vms, &hosts, 2));
+        // Identical rising p90s correlate at 1: the cost is C's similarity to B (cos(b, c)).
+        let sim_bc = (0.96 * 0.95 + 0.28 * 0.31) / ((0.96f64 * 0.96 + 0.28 * 0.28).sqrt() * (0.95f64 * 0.95 + 0.31 * 0.31).sqrt());
+        assert!((with_c - sim_bc).abs() < 1e-9, "{with_c} vs {sim_bc}");
+        assert_eq!(with_d, 0.0);
+        vms[3].forecast = Some(rising(false));
+        assert_eq!(peaks(&vms, &hosts, 1), 0.0, "anti-correlated peaks may share a host");
     }
 
     /// Four 4-core hosts and one 1-core VM per entry, each running at 30 % on its host (or not

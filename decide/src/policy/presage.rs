@@ -53,11 +53,18 @@ pub struct ScorerWeights {
     /// Dependency score the VM and the VMs it serves lose there (a gain counts negative), where
     /// the ecosystem is known (`ecosystem::scorer::DependencyScorer`).
     pub dependency: f64,
+    /// Similar VMs (fuzzy matches) already on the destination whose forecast peaks correlate
+    /// with the VM's, weighted by similarity x correlation (`ecosystem::scorer::CorrelatedPeaks`).
+    pub peaks: f64,
+    /// How much nearer (negative) or farther the moving VMs get from the VMs they call or that
+    /// call them, weighted by the edges' weights (importance x call rate) and quality, as a
+    /// share of the cross-region latency (`ecosystem::scorer::CallLocality`).
+    pub locality: f64,
 }
 
 impl Default for ScorerWeights {
     fn default() -> Self {
-        ScorerWeights { fit: 2.0, energy: 1.0, efficiency: 1.0, packing: 0.5, balance: 0.0, migration: 0.1, dependency: 2.0 }
+        ScorerWeights { fit: 2.0, energy: 1.0, efficiency: 1.0, packing: 0.5, balance: 0.0, migration: 0.1, dependency: 2.0, peaks: 0.5, locality: 1.0 }
     }
 }
 
@@ -201,6 +208,8 @@ impl PresageConfig {
             ("weights.balance", w.balance),
             ("weights.migration", w.migration),
             ("weights.dependency", w.dependency),
+            ("weights.peaks", w.peaks),
+            ("weights.locality", w.locality),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return err(field, "must be a finite number >= 0");

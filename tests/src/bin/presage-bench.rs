@@ -253,13 +253,13 @@ fn terminate(pid: i32) {
     unsafe { libc::kill(pid, libc::SIGTERM) };
 }
 
-async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::Result<()> {
+/// The release coordinator binary serving on a free loopback port (its config in the returned
+/// folder, which must outlive it).
+async fn coordinator_process(pki: &Pki) -> anyhow::Result<(tokio::process::Child, String, tempfile::TempDir)> {
     let coord_bin = sibling("presage-coordinator")?;
-    let pki = Pki::new();
     let dir = tempfile::tempdir()?;
     let files = pki.issue(Role::Coordinator, "coordinator");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let url = format!("https://127.0.0.1:{port}");
     let cfg = dir.path().join("coordinator.toml");
     std::fs::write(
         &cfg,
@@ -268,8 +268,13 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
             files.ca, files.cert, files.key
         ),
     )?;
-    let mut coord =
-        tokio::process::Command::new(&coord_bin).arg("--config").arg(&cfg).env("RUST_LOG", "warn").kill_on_drop(true).spawn()?;
+    let coord = tokio::process::Command::new(&coord_bin).arg("--config").arg(&cfg).env("RUST_LOG", "warn").kill_on_drop(true).spawn()?;
+    Ok((coord, format!("https://127.0.0.1:{port}"), dir))
+}
+
+async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::Result<()> {
+    let pki = Pki::new();
+    let (mut coord, url, _dir) = coordinator_process(&pki).await?;
     let cpid = coord.id().context("pid")? as i32;
     let op_files = pki.issue(Role::Operator, "bench");
     let mut op = loop {
@@ -487,22 +492,8 @@ async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> 
     println!("  peak RSS (VmHWM) so far            {:.1} MiB", peak_rss_mib());
 
     // GET /ecosystem against a coordinator process holding n_vms VMs reported by fake agents.
-    let coord_bin = sibling("presage-coordinator")?;
     let pki = Pki::new();
-    let dir = tempfile::tempdir()?;
-    let files = pki.issue(Role::Coordinator, "coordinator");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let url = format!("https://127.0.0.1:{port}");
-    let cfg = dir.path().join("coordinator.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nhost_timeout = \"60s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
-            files.ca, files.cert, files.key
-        ),
-    )?;
-    let mut coord =
-        tokio::process::Command::new(&coord_bin).arg("--config").arg(&cfg).env("RUST_LOG", "warn").kill_on_drop(true).spawn()?;
+    let (mut coord, url, _dir) = coordinator_process(&pki).await?;
     let cpid = coord.id().context("pid")? as i32;
     let admin_files = pki.issue(Role::Admin, "bench");
     let mut op = loop {

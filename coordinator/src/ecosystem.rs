@@ -86,7 +86,7 @@ impl EcosystemRegistry {
             merged.insert(d.vm_name.clone(), d.clone());
         }
         let all: Vec<Declaration> = merged.values().cloned().collect();
-        let facts = ClusterFacts::of(state);
+        let facts = ClusterFacts::of(state, None, true);
         // Only the new declarations must name VMs the cluster runs now: earlier ones may belong
         // to VMs that left since (their edges simply serve nothing).
         let new_names: Vec<&str> = new.iter().map(|d| d.vm_name.as_str()).collect();
@@ -109,10 +109,14 @@ impl EcosystemRegistry {
 
     /// The ecosystem over the observed state: every graph VM with its score and status, every
     /// edge with its satisfaction; `filter` keeps the VMs it names (and their edges).
-    pub fn view(&self, state: &ClusterState, pending: &dyn Fn(&str) -> bool, filter: &ViewFilter) -> EcosystemView {
-        let graph = self.graph();
-        let facts = ClusterFacts::of(state);
-        let host_of: Vec<Option<usize>> = (0..graph.len()).map(|g| facts.host_of.get(graph.vm(g).name.as_str()).copied()).collect();
+    /// What [`view`](Self::view) needs of the observed state, read under its lock.
+    pub fn facts(&self, state: &ClusterState) -> ClusterFacts {
+        ClusterFacts::of(state, Some(self.graph()), false)
+    }
+
+    pub fn view(&self, facts: &ClusterFacts, pending: &dyn Fn(&str) -> bool, filter: &ViewFilter) -> EcosystemView {
+        let graph = facts.graph.clone().unwrap_or_else(|| self.graph());
+        let host_of = &facts.graph_hosts;
         let lookup = |g: usize| host_of[g];
         let placement = Placement { host_of: &lookup, locations: &facts.locations, latency: &self.latency };
         let keep: Vec<bool> = (0..graph.len())
@@ -124,9 +128,10 @@ impl EcosystemRegistry {
         let mut nodes = Vec::new();
         for g in (0..graph.len()).filter(|&g| keep[g]) {
             let v = graph.vm(g);
-            let blocked_by: Vec<usize> = standing(&graph, g, &placement, false).blockers;
-            let is_pending = pending(&v.name) || blocked_by.iter().any(|&b| pending(&graph.vm(b).name));
-            let s = standing(&graph, g, &placement, is_pending);
+            let mut s = standing(&graph, g, &placement, false);
+            if s.status == Status::NonCompliant && (pending(&v.name) || s.blockers.iter().any(|&b| pending(&graph.vm(b).name))) {
+                s.status = Status::Pending;
+            }
             nodes.push(NodeView {
                 vm: v.name.clone(),
                 application: v.application.clone(),
@@ -165,9 +170,9 @@ impl EcosystemRegistry {
     pub fn move_breaks(&self, state: &ClusterState, vm: &str, to_host: &str) -> Vec<String> {
         let graph = self.graph();
         let Some(g) = graph.find(vm) else { return Vec::new() };
-        let facts = ClusterFacts::of(state);
+        let facts = ClusterFacts::of(state, Some(graph.clone()), false);
         let Some(to) = facts.host_ids.iter().position(|h| h == to_host) else { return Vec::new() };
-        let host_of: Vec<Option<usize>> = (0..graph.len()).map(|v| facts.host_of.get(graph.vm(v).name.as_str()).copied()).collect();
+        let host_of = &facts.graph_hosts;
         let lookup = |v: usize| host_of[v];
         let placement = Placement { host_of: &lookup, locations: &facts.locations, latency: &self.latency };
         let effect = presage_decide::ecosystem::score::move_effect(&graph, &placement, &[g], to);
@@ -198,6 +203,11 @@ pub struct ViewFilter {
     pub application: Option<String>,
 }
 
+/// Scores to 6 decimals in JSON: a fleet's worth of them is megabytes otherwise.
+fn rounded<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((x * 1e6).round() / 1e6)
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeView {
     pub vm: String,
@@ -205,6 +215,7 @@ pub struct NodeView {
     #[serde(rename = "type")]
     pub kind: String,
     pub host: Option<String>,
+    #[serde(serialize_with = "rounded")]
     pub score: f64,
     pub status: Status,
     pub reason: Option<String>,
@@ -217,8 +228,11 @@ pub struct EdgeView {
     pub to: String,
     pub dependency: String,
     pub strength: String,
+    #[serde(serialize_with = "rounded")]
     pub weight: f64,
+    #[serde(serialize_with = "rounded")]
     pub quality: f64,
+    #[serde(serialize_with = "rounded")]
     pub satisfaction: f64,
 }
 
@@ -251,18 +265,23 @@ impl Topology {
 
 /// What the ecosystem needs of the observed state: hosts in a fixed order with their places,
 /// each VM's host and size, and the room a host, rack and zone offer.
-struct ClusterFacts {
+pub struct ClusterFacts {
     host_ids: Vec<String>,
     locations: Vec<Location>,
-    host_of: HashMap<String, usize>,
+    /// The graph the facts were read for, and per graph VM the host it runs on.
+    graph: Option<Arc<EcosystemGraph>>,
+    graph_hosts: Vec<Option<usize>>,
+    /// Each VM's size, by id (when asked for).
     sizes: HashMap<String, Size>,
     room: Room,
 }
 
 impl ClusterFacts {
-    fn of(state: &ClusterState) -> ClusterFacts {
+    /// Read under the state's lock, then scored without it.
+    fn of(state: &ClusterState, graph: Option<Arc<EcosystemGraph>>, with_sizes: bool) -> ClusterFacts {
         let mut topology = Topology::default();
-        let (mut host_ids, mut locations, mut host_of, mut sizes) = (Vec::new(), Vec::new(), HashMap::new(), HashMap::new());
+        let (mut host_ids, mut locations, mut sizes) = (Vec::new(), Vec::new(), HashMap::new());
+        let mut graph_hosts = vec![None; graph.as_ref().map_or(0, |g| g.len())];
         let mut per_rack: HashMap<u32, Size> = HashMap::new();
         let mut per_zone: HashMap<u32, Size> = HashMap::new();
         let mut biggest = Size { cpu: 0.0, memory: 0.0 };
@@ -282,15 +301,19 @@ impl ClusterFacts {
                 e.memory += cap.memory;
             }
             for (id, vm) in &h.vms {
-                host_of.insert(id.clone(), i);
-                let per_vcpu = if vm.vcpu_mhz > 0.0 { vm.vcpu_mhz } else { r.capacity.cpu_mhz_per_core };
-                sizes.insert(id.clone(), Size { cpu: vm.vcpus as f64 * per_vcpu, memory: vm.memory_bytes as f64 / 1048576.0 });
+                if let Some(g) = graph.as_ref().and_then(|g| g.find(id)) {
+                    graph_hosts[g] = Some(i);
+                }
+                if with_sizes {
+                    let per_vcpu = if vm.vcpu_mhz > 0.0 { vm.vcpu_mhz } else { r.capacity.cpu_mhz_per_core };
+                    sizes.insert(id.clone(), Size { cpu: vm.vcpus as f64 * per_vcpu, memory: vm.memory_bytes as f64 / 1048576.0 });
+                }
             }
         }
         let most = |m: &HashMap<u32, Size>| {
             m.values().fold(biggest, |a, s| Size { cpu: a.cpu.max(s.cpu), memory: a.memory.max(s.memory) })
         };
         let room = Room { host: biggest, rack: most(&per_rack), zone: most(&per_zone) };
-        ClusterFacts { host_ids, locations, host_of, sizes, room }
+        ClusterFacts { host_ids, locations, graph, graph_hosts, sizes, room }
     }
 }

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use presage_protocol::tls::Access;
 use serde::{Deserialize, Serialize};
-use tracing::{info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::ecosystem::{RegisterError, ViewFilter};
 use crate::manual_move::MoveRefusal;
@@ -152,19 +152,23 @@ async fn ecosystem(
     query: Result<Query<EcosystemQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<crate::ecosystem::EcosystemView>, ApiError> {
     let who = caller(peer, Access::Read, "read the ecosystem")?;
-    let _span = info_span!("rest.ecosystem", caller = %who.identity).entered();
+    let span = info_span!("rest.ecosystem", caller = %who.identity);
     let Query(q) = query.map_err(|e| {
         let mut err = ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text());
         err.field = Some("query".into());
         err
     })?;
-    Ok(Json(view(&shared, ViewFilter { vm: q.vm, application: q.app })))
+    Ok(Json(view(&shared, ViewFilter { vm: q.vm, application: q.app }).instrument(span).await))
 }
 
-pub fn view(shared: &Arc<Shared>, filter: ViewFilter) -> crate::ecosystem::EcosystemView {
+/// The ecosystem over the observed state: the state's lock is held only to read where VMs are;
+/// the scoring runs on a blocking thread.
+pub async fn view(shared: &Arc<Shared>, filter: ViewFilter) -> crate::ecosystem::EcosystemView {
     let in_flight = crate::applier::vms_in_flight(shared);
-    let state = shared.state();
-    shared.ecosystem.view(&state, &|vm| in_flight.contains(vm), &filter)
+    let facts = shared.ecosystem.facts(&shared.state());
+    let shared = shared.clone();
+    let scored = tokio::task::spawn_blocking(move || shared.ecosystem.view(&facts, &|vm| in_flight.contains(vm), &filter));
+    scored.await.expect("the ecosystem view does not panic")
 }
 
 /// `GET /vms/{id}/dependencies`: the VM's declaration, standing and edges.
@@ -174,13 +178,13 @@ async fn vm_dependencies(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let who = caller(peer, Access::Read, "read a VM's dependencies")?;
-    let _span = info_span!("rest.vm_dependencies", caller = %who.identity, vm = %id).entered();
+    let span = info_span!("rest.vm_dependencies", caller = %who.identity, vm = %id);
     let Some(declaration) = shared.ecosystem.declaration(&id) else {
         let mut err = ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no declaration names a VM {id:?}"));
         err.field = Some("id".into());
         return Err(err);
     };
-    let v = view(&shared, ViewFilter { vm: Some(id.clone()), application: None });
+    let v = view(&shared, ViewFilter { vm: Some(id.clone()), application: None }).instrument(span).await;
     Ok(Json(serde_json::json!({
         "declaration": declaration,
         "node": v.nodes.first(),

@@ -514,13 +514,13 @@ impl Operator for OperatorService {
 
     async fn get_ecosystem(&self, req: Request<pb::GetEcosystemRequest>) -> Result<Response<pb::GetEcosystemResponse>, Status> {
         let p = person(&req, Access::Read)?;
-        let _span = info_span!("operator.get_ecosystem", operator = %p.identity.name).entered();
+        let span = info_span!("operator.get_ecosystem", operator = %p.identity.name);
         let r = req.into_inner();
         let filter = crate::ecosystem::ViewFilter {
             vm: (!r.vm.is_empty()).then_some(r.vm),
             application: (!r.application.is_empty()).then_some(r.application),
         };
-        let v = crate::rest::view(&self.shared, filter);
+        let v = crate::rest::view(&self.shared, filter).instrument(span).await;
         Ok(Response::new(pb::GetEcosystemResponse {
             nodes: v.nodes.iter().map(node_pb).collect(),
             edges: v.edges.iter().map(edge_pb).collect(),
@@ -533,11 +533,11 @@ impl Operator for OperatorService {
     ) -> Result<Response<pb::GetVmDependenciesResponse>, Status> {
         let p = person(&req, Access::Read)?;
         let vm = req.into_inner().vm;
-        let _span = info_span!("operator.get_vm_dependencies", operator = %p.identity.name, vm = %vm).entered();
+        let span = info_span!("operator.get_vm_dependencies", operator = %p.identity.name, vm = %vm);
         let Some(declaration) = self.shared.ecosystem.declaration(&vm) else {
             return Err(Status::not_found(format!("no declaration names a VM {vm:?}")));
         };
-        let v = crate::rest::view(&self.shared, crate::ecosystem::ViewFilter { vm: Some(vm), application: None });
+        let v = crate::rest::view(&self.shared, crate::ecosystem::ViewFilter { vm: Some(vm), application: None }).instrument(span).await;
         Ok(Response::new(pb::GetVmDependenciesResponse {
             declaration_json: serde_json::to_string_pretty(&declaration).expect("a declaration serialises"),
             node: v.nodes.first().map(node_pb),

@@ -61,7 +61,19 @@ impl RestClient {
         self.call("POST", path, Some(body)).await
     }
 
+    /// A GET whose body is returned as received (status, bytes).
+    pub async fn get_raw(&self, path: &str) -> Result<(u16, Bytes), RestError> {
+        self.exchange("GET", path, None).await
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Answer, RestError> {
+        let (status, bytes) = self.exchange(method, path, body).await?;
+        let body = serde_json::from_slice(&bytes)
+            .map_err(|_| RestError::NotJson { status, body: String::from_utf8_lossy(&bytes).chars().take(300).collect() })?;
+        Ok(Answer { status, body })
+    }
+
+    async fn exchange(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, Bytes), RestError> {
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -82,8 +94,6 @@ impl RestClient {
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await?.to_bytes();
         driver.abort();
-        let body = serde_json::from_slice(&bytes)
-            .map_err(|_| RestError::NotJson { status, body: String::from_utf8_lossy(&bytes).chars().take(300).collect() })?;
-        Ok(Answer { status, body })
+        Ok((status, bytes))
     }
 }

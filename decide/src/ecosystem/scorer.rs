@@ -31,6 +31,9 @@ pub struct FleetEcosystem {
     pub latency_bound: Vec<Vec<(usize, LatencyRequirement)>>,
     /// Per graph VM, the VMs a fuzzy match joins it to (either way), with their similarity.
     pub similar: Vec<Vec<(usize, f64)>>,
+    /// The fleet's hosts by rack and by zone.
+    pub hosts_by_rack: std::collections::HashMap<u32, Vec<usize>>,
+    pub hosts_by_zone: std::collections::HashMap<u32, Vec<usize>>,
 }
 
 impl FleetEcosystem {
@@ -64,7 +67,23 @@ impl FleetEcosystem {
                 }
             }
         }
-        FleetEcosystem { graph, graph_of_vm, vm_of_graph, locations, latency, host_bound, latency_bound, similar }
+        let (mut hosts_by_rack, mut hosts_by_zone) = (std::collections::HashMap::new(), std::collections::HashMap::new());
+        for (h, l) in locations.iter().enumerate() {
+            hosts_by_rack.entry(l.rack).or_insert_with(Vec::new).push(h);
+            hosts_by_zone.entry(l.zone).or_insert_with(Vec::new).push(h);
+        }
+        FleetEcosystem {
+            graph,
+            graph_of_vm,
+            vm_of_graph,
+            locations,
+            latency,
+            host_bound,
+            latency_bound,
+            similar,
+            hosts_by_rack,
+            hosts_by_zone,
+        }
     }
 
     /// Where the fleet's VMs are as planned (`positions`, per fleet VM), as the graph sees it.
@@ -249,7 +268,12 @@ impl RepairSource for RequiredRepairs {
             let score = vm_score(&eco.graph, g, &placement);
             let mut partners = Vec::new();
             let mut unmet = 0;
+            // The farthest level a repair may land at: the loosest of the unmet requirements,
+            // and at least the rack (VMs gathered onto a third host stay near their own).
+            let mut widest = Level::Rack;
             for k in score.unmet_required() {
+                let reach = eco.graph.dependencies(g)[k].latency.map_or(Some(Level::Region), |r| eco.latency.farthest_meeting(&r));
+                widest = widest.max(reach.unwrap_or(Level::Host));
                 // The nearest exact candidate that runs somewhere (with none, no move can meet
                 // it).
                 let nearest = eco
@@ -267,7 +291,23 @@ impl RepairSource for RequiredRepairs {
                 }
             }
             if unmet > 0 {
-                cases.push((unmet, RepairCase { vm, partners }));
+                // Hosts within that level of the VM's partners (a move of the VM), or of the
+                // VM (a move of a partner), are the only ones a repair can use.
+                let near = (widest < Level::Region).then(|| {
+                    let mut hosts: Vec<usize> = Vec::new();
+                    for f in std::iter::once(vm).chain(partners.iter().copied()) {
+                        let Some(h) = positions.get(f).copied().flatten() else { continue };
+                        let l = eco.locations.get(h).copied().unwrap_or_default();
+                        match widest {
+                            Level::Host | Level::Rack => hosts.extend(eco.hosts_by_rack.get(&l.rack).into_iter().flatten()),
+                            _ => hosts.extend(eco.hosts_by_zone.get(&l.zone).into_iter().flatten()),
+                        }
+                    }
+                    hosts.sort_unstable();
+                    hosts.dedup();
+                    hosts
+                });
+                cases.push((unmet, RepairCase { vm, partners, near }));
             }
         }
         // The VMs with more unmet first.

@@ -485,6 +485,9 @@ pub trait PlacementFilter: Send + Sync {
 pub struct RepairCase {
     pub vm: usize,
     pub partners: Vec<usize>,
+    /// The only hosts a repair of it can use (near enough to a partner), when the source knows;
+    /// `None`: any host.
+    pub near: Option<Vec<usize>>,
 }
 
 /// Names the VMs a pass should try to repair for their dependencies, most urgent first.
@@ -1383,12 +1386,13 @@ impl PresagePolicy {
             let case_vms: Vec<usize> = std::iter::once(case.vm).chain(case.partners.iter().copied()).collect();
             let tries: Vec<Unit> = tries.into_iter().filter(|u| !self.in_residence_any(u, now)).collect();
             let mut done = false;
+            let candidates: &[usize] = case.near.as_deref().unwrap_or(&dests);
             for unit in &tries {
                 if out.len() + unit.vms.len() > self.cfg.max_moves_per_pass {
                     continue;
                 }
                 let from = unit.members[0].0;
-                let mut q = RankQuery::move_off(unit, pass, from, &[], &dests);
+                let mut q = RankQuery::move_off(unit, pass, from, &[], candidates);
                 q.top = 4;
                 let mut ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
                 // The best-ranked host that is a repair by every filter's measure.
@@ -1405,7 +1409,7 @@ impl PresagePolicy {
             }
             // No host where it would be a repair has room: make room on one.
             for unit in tries.iter().filter(|_| !done) {
-                if self.repair_by_making_room(pass, out, unit, &case_vms, &dests) {
+                if self.repair_by_making_room(pass, out, unit, &case_vms, &dests, case.near.as_deref()) {
                     break;
                 }
             }
@@ -1417,15 +1421,34 @@ impl PresagePolicy {
     /// minimum residence) moves to the best host that takes it once `unit` has left (possibly
     /// `unit`'s own: a swap), and `unit` takes its place. Both are repair moves; nothing is moved
     /// unless both fit.
-    fn repair_by_making_room(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>, unit: &Unit, keep: &[usize], dests: &[usize]) -> bool {
+    #[allow(clippy::too_many_arguments)]
+    fn repair_by_making_room(
+        &mut self,
+        pass: &mut Pass<'_>,
+        out: &mut Vec<MoveExplanation>,
+        unit: &Unit,
+        keep: &[usize],
+        dests: &[usize],
+        near: Option<&[usize]>,
+    ) -> bool {
         const VICTIMS_PER_HOST: usize = 3;
         let fleet = pass.fleet;
         let now = fleet.now_s;
         let steps = self.cfg.horizon_steps;
         let from = unit.members[0].0;
         let n = fleet.hosts.len();
-        let targets: Vec<usize> = (0..n)
-            .filter(|&x| fleet.hosts[x].schedulable && !unit.members.iter().any(|(f, _)| *f == x))
+        let all: Vec<usize>;
+        let near = match near {
+            Some(h) => h,
+            None => {
+                all = (0..n).collect();
+                &all
+            }
+        };
+        let targets: Vec<usize> = near
+            .iter()
+            .copied()
+            .filter(|&x| x < n && fleet.hosts[x].schedulable && !unit.members.iter().any(|(f, _)| *f == x))
             .filter(|&x| self.filters.iter().all(|f| f.repairs(fleet, &pass.positions, &unit.vms, x)))
             .collect();
         for x in targets {

@@ -202,14 +202,19 @@ impl TlsMaterial {
         peer_identity(&self.certs[0])
     }
 
-    /// A rustls server configuration that requires a client certificate issued by the cluster CA
-    /// and speaks HTTP/2 (gRPC).
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    /// The cluster CA as the only trust anchor.
+    fn cluster_roots(&self) -> Result<rustls::RootCertStore, TlsError> {
         let mut roots = rustls::RootCertStore::empty();
         for ca in &self.ca_certs {
             roots.add(ca.clone()).map_err(|e| TlsError::Config(format!("CA certificate rejected: {e}")))?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        Ok(roots)
+    }
+
+    /// A rustls server configuration that requires a client certificate issued by the cluster CA
+    /// and speaks HTTP/2 (gRPC) and HTTP/1.1 (the REST API).
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(self.cluster_roots()?), provider())
             .build()
             .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -226,14 +231,10 @@ impl TlsMaterial {
     /// A rustls client configuration for the REST API (HTTP/1.1): presents this process's
     /// certificate and trusts only the cluster CA.
     pub fn rest_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in &self.ca_certs {
-            roots.add(ca.clone()).map_err(|e| TlsError::Config(format!("CA certificate rejected: {e}")))?;
-        }
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_root_certificates(roots)
+            .with_root_certificates(self.cluster_roots()?)
             .with_client_auth_cert(self.certs.clone(), self.key.clone_key())
             .map_err(|e| TlsError::Config(format!("certificate and key do not match: {e}")))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -173,14 +173,21 @@ impl ClusterState {
         host.trace = report.trace;
         host.agent = report.agent;
         let step = host.trace.as_ref().map(|t| t.step).unwrap_or(0);
+        let replay = host.trace.is_some();
         for v in &report.vms {
             let h = host.usage_history.entry(v.vm_id.clone()).or_default();
-            h.push_back(UsagePoint {
+            let point = UsagePoint {
                 sampled_at_ms: report.sampled_at_ms,
                 cpu_utilisation: v.cpu_utilisation as f32,
                 trace_step: step,
                 memory_utilisation: v.memory_fraction().unwrap_or(0.0) as f32,
-            });
+            };
+            // A replayed trace sampled twice within one of its steps (an agent running late
+            // catches up with ticks close together) keeps one point per step: the newest.
+            match h.back_mut() {
+                Some(last) if replay && last.trace_step == step => *last = point,
+                _ => h.push_back(point),
+            }
             while h.len() > USAGE_HISTORY {
                 h.pop_front();
             }
@@ -328,6 +335,30 @@ mod tests {
         // 1.0 x 2 vCPUs x 2000 MHz (host core speed, vcpu_mhz unset)
         assert_eq!(s.summary().cpu_used, 4000.0);
         assert_eq!(s.summary().cpu_capacity, 8000.0);
+    }
+
+    #[test]
+    fn a_trace_step_sampled_twice_keeps_one_history_point_the_newest() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::new(Duration::from_secs(10));
+        s.register(&reg("a", "1"), 7, t0);
+        let at = |seq: u64, step: u64, cpu: f64| {
+            let mut r = report(seq, &[("x", cpu)]);
+            r.trace = Some(presage_protocol::pb::TracePosition { trace_set: "d".into(), step, step_seconds: 300 });
+            r
+        };
+        for (seq, step, cpu) in [(1, 10, 0.1), (2, 11, 0.2), (3, 11, 0.3), (4, 12, 0.4)] {
+            s.ingest("a", 7, at(seq, step, cpu), t0).unwrap();
+        }
+        let h = &s.host("a").unwrap().usage_history["x"];
+        let points: Vec<(u64, f32)> = h.iter().map(|p| (p.trace_step, p.cpu_utilisation)).collect();
+        assert_eq!(points, vec![(10, 0.1), (11, 0.3), (12, 0.4)]);
+        // Real hosts (no trace) keep every sample.
+        s.register(&reg("b", "1"), 8, t0);
+        for seq in 1..=3 {
+            s.ingest("b", 8, report(seq, &[("y", 0.5)]), t0).unwrap();
+        }
+        assert_eq!(s.host("b").unwrap().usage_history["y"].len(), 3);
     }
 
     #[test]

@@ -740,6 +740,16 @@ impl Unit {
         u
     }
 
+    /// Adds its VMs (VM, host it leaves, demand) to `members`, skipping those already there:
+    /// how units are joined into one gathered unit.
+    fn join_into(&self, members: &mut Vec<(usize, usize, VmDemand)>) {
+        for (v, (f, d)) in self.vms.iter().zip(&self.members) {
+            if !members.iter().any(|m| m.0 == *v) {
+                members.push((*v, *f, *d));
+            }
+        }
+    }
+
     /// Expected demand now, over all its VMs.
     fn now(&self) -> f64 {
         self.load.mean[0]
@@ -849,7 +859,8 @@ impl<'a> Pass<'a> {
     /// `unit` with the companions the filters bind to it (and their own bundles), each from
     /// the host it is on, when there are any and all can move now, up to `MAX_GATHERED` VMs.
     fn gathered(&self, filters: &[Box<dyn PlacementFilter>], unit: &Unit, steps: usize) -> Option<Unit> {
-        let mut members: Vec<(usize, usize, VmDemand)> = unit.vms.iter().zip(&unit.members).map(|(v, (f, d))| (*v, *f, *d)).collect();
+        let mut members = Vec::new();
+        unit.join_into(&mut members);
         for f in filters {
             let vms: Vec<usize> = members.iter().map(|m| m.0).collect();
             for c in f.companions(self.fleet, &self.positions, &vms) {
@@ -857,12 +868,7 @@ impl<'a> Pass<'a> {
                     continue;
                 }
                 let from = self.positions.get(c).copied().flatten()?;
-                let part = self.unit(filters, c, from, steps)?;
-                for (v, (f, d)) in part.vms.iter().zip(&part.members) {
-                    if !members.iter().any(|m| m.0 == *v) {
-                        members.push((*v, *f, *d));
-                    }
-                }
+                self.unit(filters, c, from, steps)?.join_into(&mut members);
             }
         }
         (members.len() > unit.vms.len() && members.len() <= MAX_GATHERED).then(|| Unit::new(self.fleet, &members, steps))
@@ -1359,27 +1365,20 @@ impl PresagePolicy {
             if std::iter::once(&case.vm).chain(&case.partners).any(|v| out.iter().any(|m| m.vm == *v)) {
                 continue;
             }
-            let unit_of = |pass: &Pass<'_>, vm: usize| pass.positions.get(vm).copied().flatten().and_then(|from| pass.unit(&self.filters, vm, from, steps));
-            let mut tries: Vec<Unit> = std::iter::once(case.vm).chain(case.partners.iter().copied()).filter_map(|v| unit_of(pass, v)).collect();
-            // All of them together, gathered from where they are.
-            if !case.partners.is_empty()
-                && let Some(first) = unit_of(pass, case.vm)
-            {
-                let mut members: Vec<(usize, usize, VmDemand)> = first.vms.iter().zip(&first.members).map(|(v, (f, d))| (*v, *f, *d)).collect();
-                let mut whole = true;
-                for &p in &case.partners {
-                    match unit_of(pass, p) {
-                        Some(u) => {
-                            for (v, (f, d)) in u.vms.iter().zip(&u.members) {
-                                if !members.iter().any(|m| m.0 == *v) {
-                                    members.push((*v, *f, *d));
-                                }
-                            }
-                        }
-                        None => whole = false,
-                    }
+            // The VM's unit and each partner's, once; then all of them together, gathered from
+            // where they are.
+            let parts: Vec<Option<Unit>> = std::iter::once(case.vm)
+                .chain(case.partners.iter().copied())
+                .map(|v| pass.positions.get(v).copied().flatten().and_then(|from| pass.unit(&self.filters, v, from, steps)))
+                .collect();
+            let whole = parts.len() > 1 && parts.iter().all(Option::is_some);
+            let mut tries: Vec<Unit> = parts.into_iter().flatten().collect();
+            if whole {
+                let mut members = Vec::new();
+                for part in &tries {
+                    part.join_into(&mut members);
                 }
-                if whole && members.len() <= MAX_GATHERED {
+                if members.len() <= MAX_GATHERED {
                     tries.push(Unit::new(fleet, &members, steps));
                 }
             }

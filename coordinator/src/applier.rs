@@ -345,7 +345,7 @@ async fn execute_moves(shared: &Arc<Shared>, plan: PlanRecord, limits: Migration
                 let (shared, running) = (shared.clone(), running.clone());
                 let m = running.snapshot().moves[q.id as usize].clone();
                 let span = info_span!("move", vm = %m.vm_id, from = %m.from_host, to = %m.to_host, reason = %m.reason);
-                tasks.spawn(async move { (q.id, run_move(&shared, &running, q.id as usize).await) }.instrument(span));
+                tasks.spawn(async move { (q.id, run_judged_move(&shared, &running, q.id as usize).await) }.instrument(span));
             }
         }
         match tasks.join_next().await {
@@ -377,6 +377,38 @@ async fn execute_moves(shared: &Arc<Shared>, plan: PlanRecord, limits: Migration
         let _ = running.set(shared, i, Step::Cancelled, "not started: the plan stopped", now);
     }
     running.snapshot()
+}
+
+/// Runs move `idx` of `running`; a repair move is judged before and after by the dependency
+/// feedback loop, which learns from it.
+async fn run_judged_move(shared: &Shared, running: &Running, idx: usize) -> Step {
+    let (plan_id, m) = {
+        let plan = running.snapshot();
+        (plan.id, plan.moves[idx].clone())
+    };
+    if m.reason != "repair" {
+        return run_move(shared, running, idx).await;
+    }
+    let key = format!("{plan_id}/{}", m.vm_id);
+    shared.ecosystem.repair_started(&shared.state(), &key, &m.vm_id);
+    let step = run_move(shared, running, idx).await;
+    if step != Step::Done {
+        shared.ecosystem.repair_abandoned(&key);
+        return step;
+    }
+    let at_s = unix_ms() as f64 / 1000.0;
+    match shared.ecosystem.repair_finished(&shared.state(), &key, &m.vm_id, &m.to_host, at_s) {
+        Ok(Some(o)) => info!(
+            vm = %m.vm_id,
+            types = ?o.types,
+            latency_change_pct = ?o.latency_change_pct,
+            verdict = ?o.verdict,
+            "repair move judged by the dependency feedback loop"
+        ),
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "storing what the dependency feedback loop learned failed"),
+    }
+    step
 }
 
 /// Runs move `idx` of `running` to a final step (or leaves it mid-step for the reconciler when

@@ -8,6 +8,7 @@ use std::time::Duration;
 use presage_protocol::tls::TlsFiles;
 use serde::Deserialize;
 
+use presage_decide::ecosystem::feedback::{LearningConfig, NoiseFloor};
 use presage_protocol::config_file;
 pub use presage_protocol::config_file::ConfigError;
 
@@ -40,27 +41,58 @@ pub struct CoordinatorConfig {
 }
 
 /// `[ecosystem]`: the round trip between two VMs on one host, in one rack, in one zone and
-/// across zones (`[ecosystem.latency_ms]`), and how alike two profiles must be for a fuzzy match.
+/// across zones (`[ecosystem.latency_ms]`), how alike two profiles must be for a fuzzy match,
+/// and how the feedback loop learns from repair moves: the relative run-to-run noise of latency
+/// and throughput below which a change is not evidence, and the relative step of a weight.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EcosystemConfig {
     pub latency_ms: presage_decide::ecosystem::LatencyTable,
     pub fuzzy_threshold: f64,
+    pub latency_noise_floor: f64,
+    pub throughput_noise_floor: f64,
+    pub learning_step: f64,
 }
 
 impl Default for EcosystemConfig {
     fn default() -> Self {
-        EcosystemConfig { latency_ms: Default::default(), fuzzy_threshold: presage_decide::ecosystem::MatchOptions::default().fuzzy_threshold }
+        let learning = LearningConfig::default();
+        EcosystemConfig {
+            latency_ms: Default::default(),
+            fuzzy_threshold: presage_decide::ecosystem::MatchOptions::default().fuzzy_threshold,
+            latency_noise_floor: learning.noise_floor.latency,
+            throughput_noise_floor: learning.noise_floor.throughput,
+            learning_step: learning.step,
+        }
     }
 }
 
 impl EcosystemConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.latency_ms.validate().map_err(|e| format!("[ecosystem] {e}"))?;
-        if !(self.fuzzy_threshold > 0.0 && self.fuzzy_threshold <= 1.0) {
-            return Err(format!("[ecosystem] fuzzy_threshold is {}; it must be within (0, 1]", self.fuzzy_threshold));
+        for (name, value) in [
+            ("fuzzy_threshold", self.fuzzy_threshold),
+            ("latency_noise_floor", self.latency_noise_floor),
+            ("throughput_noise_floor", self.throughput_noise_floor),
+            ("learning_step", self.learning_step),
+        ] {
+            if !(value > 0.0 && value <= 1.0) {
+                return Err(format!("[ecosystem] {name} is {value}; it must be within (0, 1]"));
+            }
+        }
+        if self.learning_step >= 1.0 {
+            return Err(format!("[ecosystem] learning_step is {}; it must be below 1", self.learning_step));
         }
         Ok(())
+    }
+
+    /// How the feedback loop learns.
+    pub fn learning(&self) -> LearningConfig {
+        LearningConfig {
+            noise_floor: NoiseFloor { latency: self.latency_noise_floor, throughput: self.throughput_noise_floor },
+            step: self.learning_step,
+            ..LearningConfig::default()
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use presage_decide::ecosystem::feedback::{FeedbackLoop, Learned, LearningConfig, Observation};
 use presage_decide::ecosystem::graph::{EcosystemGraph, MatchOptions};
 use presage_decide::ecosystem::registration::{Cluster, RegistrationError, Room, Size, admit};
 use presage_decide::ecosystem::score::{Placement, Status, edge_satisfaction, standing};
@@ -20,6 +21,9 @@ use crate::state::ClusterState;
 
 /// The store tree holding one declaration (JSON) per VM name.
 pub const DECLARATIONS_TREE: &str = "ecosystem-declarations";
+/// The store tree holding what the feedback loop learned, under [`LEARNED_KEY`].
+pub const LEARNING_TREE: &str = "ecosystem-learning";
+pub const LEARNED_KEY: &[u8] = b"learned";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EcosystemStoreError {
@@ -47,6 +51,10 @@ struct Registered {
 pub struct EcosystemRegistry {
     tree: Arc<dyn KvTree>,
     registered: Mutex<Registered>,
+    /// The feedback loop over repair moves; what it learns is stored in `learning_tree` and
+    /// applied to the graph.
+    feedback: Mutex<FeedbackLoop>,
+    learning_tree: Arc<dyn KvTree>,
     pub latency: LatencyTable,
     pub options: MatchOptions,
 }
@@ -54,7 +62,12 @@ pub struct EcosystemRegistry {
 impl EcosystemRegistry {
     /// Loads the declarations kept in `store`; an unreadable one stops the start (nothing is
     /// deleted).
-    pub fn open(store: &dyn KvStore, latency: LatencyTable, options: MatchOptions) -> Result<EcosystemRegistry, EcosystemStoreError> {
+    pub fn open(
+        store: &dyn KvStore,
+        latency: LatencyTable,
+        options: MatchOptions,
+        learning: LearningConfig,
+    ) -> Result<EcosystemRegistry, EcosystemStoreError> {
         let tree = store.tree(DECLARATIONS_TREE)?;
         let mut declarations = BTreeMap::new();
         for kv in tree.scan_prefix(b"", Order::Ascending, usize::MAX)? {
@@ -63,9 +76,70 @@ impl EcosystemRegistry {
                 serde_json::from_slice(&kv.1).map_err(|e| EcosystemStoreError::Corrupt { key: key.clone(), reason: e.to_string() })?;
             declarations.insert(d.vm_name.clone(), d);
         }
+        let learning_tree = store.tree(LEARNING_TREE)?;
+        let learned: Learned = match learning_tree.get(LEARNED_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| EcosystemStoreError::Corrupt {
+                key: format!("{LEARNING_TREE}/{}", String::from_utf8_lossy(LEARNED_KEY)),
+                reason: e.to_string(),
+            })?,
+            None => Learned::default(),
+        };
         let all: Vec<Declaration> = declarations.values().cloned().collect();
-        let graph = Arc::new(EcosystemGraph::build(&all, options, &|_, _| None));
-        Ok(EcosystemRegistry { tree, registered: Mutex::new(Registered { declarations, graph }), latency, options })
+        let mut graph = EcosystemGraph::build(&all, options, &|_, _| None);
+        graph.set_type_weights(&|kind| learned.weight(kind));
+        Ok(EcosystemRegistry {
+            tree,
+            registered: Mutex::new(Registered { declarations, graph: Arc::new(graph) }),
+            feedback: Mutex::new(FeedbackLoop::new(learning, learned)),
+            learning_tree,
+            latency,
+            options,
+        })
+    }
+
+    /// What the feedback loop has learned.
+    pub fn learned(&self) -> (Learned, LearningConfig) {
+        let f = self.feedback.lock().expect("feedback lock");
+        (f.learned().clone(), f.config)
+    }
+
+    /// Records the figures around VM `vm_id` before repair move `key` starts (the modelled
+    /// call latency: guests report no application figures to the coordinator yet).
+    pub fn repair_started(&self, state: &ClusterState, key: &str, vm_id: &str) {
+        let graph = self.graph();
+        let Some(g) = graph.find(vm_id) else { return };
+        let facts = ClusterFacts::of(state, Some(graph.clone()), false);
+        let lookup = |v: usize| facts.graph_hosts[v];
+        let placement = Placement { host_of: &lookup, locations: &facts.locations, latency: &self.latency };
+        self.feedback.lock().expect("feedback lock").before(key.to_string(), &graph, &placement, g, None);
+    }
+
+    /// Forgets repair move `key` (it did not happen).
+    pub fn repair_abandoned(&self, key: &str) {
+        self.feedback.lock().expect("feedback lock").abandon(key);
+    }
+
+    /// Judges repair move `key` of `vm_id`, done: it runs on `to_host` (whatever the agents'
+    /// last reports say), learns from it, stores what is learned and scores with it from now on.
+    pub fn repair_finished(&self, state: &ClusterState, key: &str, vm_id: &str, to_host: &str, at_s: f64) -> Result<Option<Observation>, EcosystemStoreError> {
+        let graph = self.graph();
+        let mut facts = ClusterFacts::of(state, Some(graph.clone()), false);
+        if let (Some(g), Some(h)) = (graph.find(vm_id), facts.host_ids.iter().position(|h| h == to_host)) {
+            facts.graph_hosts[g] = Some(h);
+        }
+        let lookup = |v: usize| facts.graph_hosts[v];
+        let placement = Placement { host_of: &lookup, locations: &facts.locations, latency: &self.latency };
+        let mut feedback = self.feedback.lock().expect("feedback lock");
+        let Some(observation) = feedback.after(key, &graph, &placement, None, at_s) else { return Ok(None) };
+        let learned = feedback.learned().clone();
+        drop(feedback);
+        let bytes = serde_json::to_vec(&learned).expect("what is learned serialises");
+        self.learning_tree.apply(vec![BatchOp::Insert(LEARNED_KEY.to_vec(), bytes)])?;
+        let mut registered = self.registered.lock().expect("ecosystem lock");
+        let mut graph = (*registered.graph).clone();
+        graph.set_type_weights(&|kind| learned.weight(kind));
+        registered.graph = Arc::new(graph);
+        Ok(Some(observation))
     }
 
     pub fn graph(&self) -> Arc<EcosystemGraph> {
@@ -102,6 +176,9 @@ impl EcosystemRegistry {
             })
             .collect();
         self.tree.apply(ops).map_err(EcosystemStoreError::from)?;
+        let mut graph = graph;
+        let learned = self.feedback.lock().expect("feedback lock").learned().clone();
+        graph.set_type_weights(&|kind| learned.weight(kind));
         registered.declarations = merged;
         registered.graph = Arc::new(graph);
         Ok(registered.declarations.len())

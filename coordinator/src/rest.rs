@@ -25,6 +25,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/dependencies", post(set_dependencies))
         .route("/ecosystem", get(ecosystem))
+        .route("/ecosystem/learned", get(learned))
         .route("/vms/{id}/dependencies", get(vm_dependencies))
         .route("/migrate", post(migrate))
         // Declarations for a whole fleet come in one body.
@@ -171,6 +172,20 @@ pub async fn view(shared: &Arc<Shared>, filter: ViewFilter) -> crate::ecosystem:
     scored.await.expect("the ecosystem view does not panic")
 }
 
+/// `GET /ecosystem/learned`: what the dependency feedback loop learned from repair moves.
+async fn learned(State(shared): State<Arc<Shared>>, peer: Option<Extension<PeerInfo>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = caller(peer, Access::Read, "read what the ecosystem learned")?;
+    let _span = info_span!("rest.ecosystem_learned", caller = %who.identity).entered();
+    let (learned, config) = shared.ecosystem.learned();
+    Ok(Json(serde_json::json!({
+        "noise_floor": config.noise_floor,
+        "step": config.step,
+        "types": learned.types,
+        "recent": learned.recent,
+        "unattributed": learned.unattributed,
+    })))
+}
+
 /// `GET /vms/{id}/dependencies`: the VM's declaration, standing and edges.
 async fn vm_dependencies(
     State(shared): State<Arc<Shared>>,
@@ -263,6 +278,9 @@ pub fn openapi_document() -> serde_json::Value {
                     {"name": "vm", "in": "query", "required": false, "schema": {"type": "string"}},
                     {"name": "app", "in": "query", "required": false, "schema": {"type": "string"}}],
                 "responses": answers("the ecosystem", &[("400", "unknown query parameter"), denied[0], denied[1]])}},
+            "/ecosystem/learned": {"get": {
+                "summary": "What the feedback loop learned from repair moves: each dependency type's weight and evidence, the latest observations (viewer)",
+                "responses": answers("what is learned", &[denied[0], denied[1]])}},
             "/vms/{id}/dependencies": {"get": {
                 "summary": "One VM's declaration, standing and edges (viewer)",
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],

@@ -52,7 +52,7 @@ impl Coordinator {
         };
         let options = presage_decide::ecosystem::MatchOptions { fuzzy_threshold: cfg.ecosystem.fuzzy_threshold };
         let ecosystem = Arc::new(
-            crate::ecosystem::EcosystemRegistry::open(store.as_ref(), cfg.ecosystem.latency_ms, options)
+            crate::ecosystem::EcosystemRegistry::open(store.as_ref(), cfg.ecosystem.latency_ms, options, cfg.ecosystem.learning())
                 .context("opening the dependency declarations")?,
         );
         let journal = Arc::new(crate::plan_journal::PlanJournal::open(store).context("opening the plan journal")?);

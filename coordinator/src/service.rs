@@ -545,6 +545,47 @@ impl Operator for OperatorService {
         }))
     }
 
+    async fn get_dependency_learning(
+        &self,
+        req: Request<pb::GetDependencyLearningRequest>,
+    ) -> Result<Response<pb::GetDependencyLearningResponse>, Status> {
+        let p = person(&req, Access::Read)?;
+        let _span = info_span!("operator.get_dependency_learning", operator = %p.identity.name).entered();
+        let (learned, config) = self.shared.ecosystem.learned();
+        Ok(Response::new(pb::GetDependencyLearningResponse {
+            types: learned
+                .types
+                .iter()
+                .map(|(kind, t)| pb::DependencyTypeLearning {
+                    r#type: kind.clone(),
+                    weight: t.weight,
+                    observations: t.observations,
+                    better: t.better,
+                    worse: t.worse,
+                    within_noise: t.within_noise,
+                    latency_change_pct_mean: t.latency_change_pct_mean,
+                })
+                .collect(),
+            recent: learned
+                .recent
+                .iter()
+                .map(|o| pb::RepairObservation {
+                    vm: o.vm.clone(),
+                    at_s: o.at_s,
+                    types: o.types.clone(),
+                    latency_before_ms: o.before.latency_ms,
+                    latency_after_ms: o.after.latency_ms,
+                    throughput_before_per_s: o.before.throughput_per_s,
+                    throughput_after_per_s: o.after.throughput_per_s,
+                    verdict: serde_json::to_value(o.verdict).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                })
+                .collect(),
+            unattributed: learned.unattributed,
+            latency_noise_floor_pct: 100.0 * config.noise_floor.latency,
+            throughput_noise_floor_pct: 100.0 * config.noise_floor.throughput,
+        }))
+    }
+
     async fn move_vm(&self, req: Request<pb::MoveVmRequest>) -> Result<Response<pb::MoveVmResponse>, Status> {
         let p = person(&req, Access::Act)?;
         let r = req.into_inner();

@@ -1,5 +1,6 @@
-//! `presagectl dependencies set|show` and `presagectl ecosystem`: the coordinator's dependency
-//! declarations and graph, as tables, JSON or Graphviz.
+//! `presagectl dependencies set|show|learned` and `presagectl ecosystem`: the coordinator's
+//! dependency declarations, graph and what its feedback loop learned, as tables, JSON or
+//! Graphviz.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -77,5 +78,57 @@ fn dot(nodes: &[EcosystemNode], edges: &[EcosystemEdge]) -> String {
         let _ = writeln!(out, "  {} -> {} [label={}, style={style}];", quote(&e.from), quote(&e.to), quote(&format!("{} {:.2}", e.dependency, e.satisfaction)));
     }
     out.push_str("}\n");
+    out
+}
+
+/// What the feedback loop learned, as JSON.
+pub fn learning_json(r: &pb::GetDependencyLearningResponse) -> serde_json::Value {
+    serde_json::json!({
+        "latency_noise_floor_pct": r.latency_noise_floor_pct,
+        "throughput_noise_floor_pct": r.throughput_noise_floor_pct,
+        "types": r.types.iter().map(|t| serde_json::json!({
+            "type": t.r#type, "weight": t.weight, "observations": t.observations, "better": t.better,
+            "worse": t.worse, "within_noise": t.within_noise, "latency_change_pct_mean": t.latency_change_pct_mean,
+        })).collect::<Vec<_>>(),
+        "recent": r.recent.iter().map(|o| serde_json::json!({
+            "vm": o.vm, "at_s": o.at_s, "types": o.types, "verdict": o.verdict,
+            "latency_before_ms": o.latency_before_ms, "latency_after_ms": o.latency_after_ms,
+            "throughput_before_per_s": o.throughput_before_per_s, "throughput_after_per_s": o.throughput_after_per_s,
+        })).collect::<Vec<_>>(),
+        "unattributed": r.unattributed,
+    })
+}
+
+/// What the feedback loop learned, as a table per type and the latest observations.
+pub fn learning_table(r: &pb::GetDependencyLearningResponse) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "noise floors: latency {:.1} %, throughput {:.1} % (changes within them teach nothing)\n",
+        r.latency_noise_floor_pct, r.throughput_noise_floor_pct
+    );
+    if r.types.is_empty() {
+        out.push_str("nothing learned yet: no repair move has been judged\n");
+    } else {
+        let _ = writeln!(out, "{:<28} {:>6} {:>6} {:>6} {:>6} {:>7} {:>14}", "TYPE", "WEIGHT", "MOVES", "BETTER", "WORSE", "NOISE", "LATENCY CHANGE");
+        for t in &r.types {
+            let change = t.latency_change_pct_mean.map_or("-".to_string(), |c| format!("{c:+.1} %"));
+            let _ = writeln!(
+                out,
+                "{:<28} {:>6.3} {:>6} {:>6} {:>6} {:>7} {:>14}",
+                t.r#type, t.weight, t.observations, t.better, t.worse, t.within_noise, change
+            );
+        }
+    }
+    if !r.recent.is_empty() {
+        let _ = writeln!(out, "\n{:<40} {:<13} {:>10} {:>10}  TYPES", "VM", "VERDICT", "BEFORE ms", "AFTER ms");
+        let ms = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
+        for o in &r.recent {
+            let _ = writeln!(out, "{:<40} {:<13} {:>10} {:>10}  {}", o.vm, o.verdict, ms(o.latency_before_ms), ms(o.latency_after_ms), o.types.join(", "));
+        }
+    }
+    if r.unattributed > 0 {
+        let _ = writeln!(out, "\n{} judged moves changed no dependency's satisfaction", r.unattributed);
+    }
     out
 }

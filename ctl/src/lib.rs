@@ -215,6 +215,9 @@ pub enum DependenciesCommand {
     Set { file: PathBuf },
     /// One VM's declaration, standing and edges.
     Show { vm: String },
+    /// What the feedback loop learned from repair moves: each dependency type's weight, the
+    /// evidence for it (before/after figures beyond the noise floor), the latest observations.
+    Learned,
 }
 
 #[derive(Subcommand)]
@@ -524,6 +527,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     print!("{}", dependencies::render_ecosystem(&view, &OutputFormat::Table)?);
                 }
                 OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("dependencies")?,
+            }
+        }
+        Command::Dependencies(DependenciesCommand::Learned) => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .get_dependency_learning(pb::GetDependencyLearningRequest {})
+                .await
+                .map_err(|s| rpc_error("dependencies learned", s))?
+                .into_inner();
+            match cli.output {
+                OutputFormat::Json => print_json(&dependencies::learning_json(&r))?,
+                OutputFormat::Table => print!("{}", dependencies::learning_table(&r)),
+                OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("dependencies learned")?,
             }
         }
         Command::Ecosystem { app, vm } => {

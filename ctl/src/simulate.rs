@@ -187,14 +187,16 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
             };
             // Trace VM i is the ecosystem's declaration i.
             let graph = eco.graph(MatchOptions::default());
+            let mut tracker = EcosystemTracker::new(eco.clone(), graph.clone(), s.hosts.len());
             let policy: Box<dyn presage_decide::policy::ConsolidationPolicy> = if *p == PolicySpec::Presage {
                 let fleet =
                     FleetEcosystem::new(graph.clone(), s.vms.len(), &|name| graph.find(name), eco.locations(s.hosts.len()), eco.latency);
-                Box::new(presage_with_ecosystem(presage.clone(), EcosystemHandle::new(fleet)))
+                let handle = EcosystemHandle::new(fleet);
+                tracker = tracker.learning_into(handle.clone());
+                Box::new(presage_with_ecosystem(presage.clone(), handle))
             } else {
                 p.build_with(&presage)
             };
-            let tracker = EcosystemTracker::new(eco.clone(), graph, s.hosts.len());
             let sim = Simulation::new(s, policy, p.power_mode()).with_forecast_model(model.as_deref()).with_ecosystem(tracker);
             sim.run(|_, _| progress.inc(1))
         })

@@ -11,8 +11,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use presage_decide::ecosystem::declaration::{Declaration, Dependencies, Profile};
+use presage_decide::ecosystem::feedback::{FeedbackLoop, Learned, LearningConfig, TypeLearning, Verdict};
 use presage_decide::ecosystem::graph::{EcosystemGraph, MatchOptions};
+use presage_decide::ecosystem::scorer::EcosystemHandle;
 use presage_decide::ecosystem::score::{Placement, vm_score};
 use presage_decide::ecosystem::topology::{LatencyTable, Level, Location};
 
@@ -252,6 +257,12 @@ pub struct EcosystemTracker {
     violation_vm_hours: f64,
     last: EcosystemFigures,
     failures: Vec<FailureRecovery>,
+    /// Repair moves judged: all, better, worse.
+    observed: [u64; 3],
+    /// The feedback loop over repair moves, and the policy's ecosystem it teaches (the tracker's
+    /// own graph keeps the declared weights, so figures compare across policies).
+    feedback: FeedbackLoop,
+    learner: Option<Arc<EcosystemHandle>>,
 }
 
 /// How the ecosystem came back from one host failure.
@@ -290,6 +301,14 @@ pub struct EcosystemReport {
     pub host_failures: Vec<FailureRecovery>,
     /// VMs with a required dependency unmet at the end.
     pub noncompliant_vms_end: usize,
+    /// What the feedback loop learned from the repair moves, per dependency type.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub learned: BTreeMap<String, TypeLearning>,
+    /// Repair moves judged before and after, and how many of them were better, worse or
+    /// within the noise floor.
+    pub feedback_observations: u64,
+    pub feedback_better: u64,
+    pub feedback_worse: u64,
 }
 
 impl EcosystemTracker {
@@ -304,6 +323,50 @@ impl EcosystemTracker {
             violation_vm_hours: 0.0,
             last: EcosystemFigures::default(),
             failures: Vec::new(),
+            feedback: FeedbackLoop::new(LearningConfig::default(), Learned::default()),
+            learner: None,
+            observed: [0; 3],
+        }
+    }
+
+    /// Teaches `handle` (the policy's ecosystem) the weights the feedback loop learns.
+    pub fn learning_into(mut self, handle: Arc<EcosystemHandle>) -> EcosystemTracker {
+        self.learner = Some(handle);
+        self
+    }
+
+    /// Records the modelled figures before repair move `key` of trace VM `vm` starts.
+    pub fn repair_started(&mut self, key: u64, vm: usize, host_of: &dyn Fn(usize) -> Option<usize>) {
+        if vm >= self.graph.len() {
+            return;
+        }
+        let locations = self.scenario.locations(self.hosts);
+        let placement = Placement { host_of, locations: &locations, latency: &self.scenario.latency };
+        self.feedback.before(key.to_string(), &self.graph, &placement, vm, None);
+    }
+
+    /// Forgets repair move `key` (it was cut off).
+    pub fn repair_abandoned(&mut self, key: u64) {
+        self.feedback.abandon(&key.to_string());
+    }
+
+    /// Judges repair move `key`, done at `t`, and passes what is learned to the policy.
+    pub fn repair_finished(&mut self, key: u64, t: f64, host_of: &dyn Fn(usize) -> Option<usize>) {
+        let locations = self.scenario.locations(self.hosts);
+        let placement = Placement { host_of, locations: &locations, latency: &self.scenario.latency };
+        let Some(o) = self.feedback.after(&key.to_string(), &self.graph, &placement, None, t) else { return };
+        self.observed[0] += 1;
+        match o.verdict {
+            Verdict::Better => self.observed[1] += 1,
+            Verdict::Worse => self.observed[2] += 1,
+            Verdict::WithinNoise => {}
+        }
+        if o.verdict != Verdict::WithinNoise
+            && !o.types.is_empty()
+            && let Some(handle) = &self.learner
+        {
+            let learned = self.feedback.learned();
+            handle.set_type_weights(&|kind| learned.weight(kind));
         }
     }
 
@@ -364,6 +427,10 @@ impl EcosystemTracker {
             repair_moves: 0,
             host_failures: self.failures.clone(),
             noncompliant_vms_end: self.last.vms_violating_required,
+            learned: self.feedback.learned().types.clone(),
+            feedback_observations: self.observed[0],
+            feedback_better: self.observed[1],
+            feedback_worse: self.observed[2],
         }
     }
 }

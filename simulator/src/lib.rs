@@ -339,6 +339,9 @@ impl<'s> Simulation<'s> {
                 self.hosts[c.to].migrating_in.retain(|(v, _)| *v != c.vm);
                 self.hosts[c.to].vms.retain(|v| *v != c.vm);
                 self.vms[c.vm].in_migration = false;
+                if let Some(tracker) = self.ecosystem.as_mut() {
+                    tracker.repair_abandoned(c.seq);
+                }
                 touched.push(c.to);
                 if source == Some(h) {
                     restart.push(c.vm);
@@ -674,10 +677,14 @@ impl<'s> Simulation<'s> {
             dirty[to] = true;
             dirty[from] = true;
             self.migrations += 1;
+            self.seq += 1;
             if matches!(m.reason, presage_decide::policy::MoveReason::Repair(_)) {
                 self.repair_moves += 1;
+                if let Some(tracker) = self.ecosystem.as_mut() {
+                    let vms = &self.vms;
+                    tracker.repair_started(self.seq, vm, &|v| vms.get(v).and_then(|x| x.host));
+                }
             }
-            self.seq += 1;
             self.pending.push(Completion { time: t + duration, started: t, seq: self.seq, vm, to, reservation });
         }
         for (h, d) in dirty.into_iter().enumerate() {
@@ -734,6 +741,10 @@ impl<'s> Simulation<'s> {
                 }
                 let from = self.vms[vm].host.unwrap_or(to);
                 self.finish_migration(vm, to, t);
+                if let Some(tracker) = self.ecosystem.as_mut() {
+                    let vms = &self.vms;
+                    tracker.repair_finished(self.pending[i].seq, t, &|v| vms.get(v).and_then(|x| x.host));
+                }
                 self.migration_log.push(MigrationRecord { vm, from, to, started_s: started, finished_s: t });
                 i += 1;
             }

@@ -10,8 +10,9 @@
 //!   profile of the type's VMs (cosine of signatures, else Jaccard of labels) at least
 //!   [`MatchOptions::fuzzy_threshold`] serves it with quality [`FUZZY_QUALITY`] x the similarity.
 //!
-//! An edge's weight is its dependency's importance ([`REQUIRED_WEIGHT`] or [`PREFERRED_WEIGHT`])
-//! times `1 + log10(1 + calls per second)` when the call rate between the two VMs is known.
+//! An edge's weight is its dependency's importance ([`REQUIRED_WEIGHT`] or [`PREFERRED_WEIGHT`],
+//! times the weight learned for its type, see [`EcosystemGraph::set_type_weights`]) times
+//! `1 + log10(1 + calls per second)` when the call rate between the two VMs is known.
 
 use std::collections::HashMap;
 
@@ -55,14 +56,22 @@ pub struct Dependency {
     pub spec: DependencySpec,
     /// The parsed `network_latency_requirement`.
     pub latency: Option<LatencyRequirement>,
+    /// The weight learned for its type from what repairs did (1 until something is learned).
+    pub learned: f64,
 }
 
 impl Dependency {
-    pub fn importance(&self) -> f64 {
+    /// What its strength alone makes it weigh.
+    pub fn declared_importance(&self) -> f64 {
         match self.strength {
             Strength::Required => REQUIRED_WEIGHT,
             Strength::Preferred => PREFERRED_WEIGHT,
         }
+    }
+
+    /// What it weighs in its VM's score: its strength's weight times its type's learned weight.
+    pub fn importance(&self) -> f64 {
+        self.declared_importance() * self.learned
     }
 }
 
@@ -79,6 +88,15 @@ pub struct Edge {
     pub weight: f64,
     /// For a fuzzy match, the two profiles' similarity.
     pub similarity: Option<f64>,
+    /// The observed call rate from `from` to `to` (0 when unknown).
+    pub calls_per_s: f64,
+}
+
+impl Edge {
+    /// Importance x `1 + log10(1 + calls per second)`.
+    fn weigh(importance: f64, calls_per_s: f64) -> f64 {
+        importance * (1.0 + (1.0 + calls_per_s).log10())
+    }
 }
 
 /// The graph: VMs, their dependencies, and the edges that can serve them.
@@ -92,6 +110,8 @@ pub struct EcosystemGraph {
     serving: Vec<Vec<Vec<usize>>>,
     /// Per VM: the edges that point at it (whom it serves).
     served: Vec<Vec<usize>>,
+    /// Per VM: its dependencies' learned weights, importance-weighted (1 without any).
+    emphasis: Vec<f64>,
 }
 
 /// Cosine similarity of two signatures of one length, clamped to 0..1.
@@ -150,6 +170,7 @@ impl EcosystemGraph {
                     strength,
                     spec: spec.clone(),
                     latency: spec.network_latency_requirement.as_deref().and_then(|l| l.parse().ok()),
+                    learned: 1.0,
                 })
                 .collect();
             match g.index.get(&d.vm_name) {
@@ -205,9 +226,9 @@ impl EcosystemGraph {
                     }
                 }
                 for (to, quality, similarity) in found {
-                    let calls = calls_per_s(from, to).unwrap_or(0.0).max(0.0);
-                    let weight = dep.importance() * (1.0 + (1.0 + calls).log10());
-                    edges.push(Edge { from, to, dependency: k, quality, weight, similarity });
+                    let calls = calls_per_s(from, to).filter(|c| c.is_finite()).unwrap_or(0.0).max(0.0);
+                    let weight = Edge::weigh(dep.importance(), calls);
+                    edges.push(Edge { from, to, dependency: k, quality, weight, similarity, calls_per_s: calls });
                 }
             }
         }
@@ -216,7 +237,32 @@ impl EcosystemGraph {
             g.served[edge.to].push(e);
         }
         g.edges = edges;
+        g.emphasis = vec![1.0; n];
         g
+    }
+
+    /// Sets each dependency type's learned weight (`weight_of(type)`, 1 for a type nothing was
+    /// learned about): it multiplies the importance of the dependencies of that type in their
+    /// VM's score and in their edges' weights, and a VM's *emphasis* (its dependencies' learned
+    /// weights, importance-weighted) multiplies the change of its score when moves are ranked.
+    pub fn set_type_weights(&mut self, weight_of: &dyn Fn(&str) -> f64) {
+        for (v, deps) in self.dependencies.iter_mut().enumerate() {
+            for d in deps.iter_mut() {
+                let w = weight_of(&d.spec.kind);
+                d.learned = if w.is_finite() && w > 0.0 { w } else { 1.0 };
+            }
+            let declared: f64 = deps.iter().map(Dependency::declared_importance).sum();
+            self.emphasis[v] = if declared > 0.0 { deps.iter().map(Dependency::importance).sum::<f64>() / declared } else { 1.0 };
+        }
+        for e in &mut self.edges {
+            e.weight = Edge::weigh(self.dependencies[e.from][e.dependency].importance(), e.calls_per_s);
+        }
+    }
+
+    /// How much a change of `vm`'s score counts when moves are ranked (1 until weights are
+    /// learned).
+    pub fn emphasis(&self, vm: usize) -> f64 {
+        self.emphasis.get(vm).copied().unwrap_or(1.0)
     }
 
     pub fn len(&self) -> usize {

@@ -5,6 +5,7 @@
 //! scores destinations by the dependency score they cause.
 
 pub mod declaration;
+pub mod feedback;
 pub mod graph;
 pub mod registration;
 pub mod score;

@@ -46,6 +46,8 @@ pub struct ScoreChange {
     /// [`VmScore::required_satisfaction`] before and after.
     pub required_before: f64,
     pub required_after: f64,
+    /// How much the change counts ([`EcosystemGraph::emphasis`]).
+    pub emphasis: f64,
 }
 
 /// What moving a group of VMs (one VM, or a bundle that travels together) to one host does to
@@ -68,9 +70,10 @@ pub struct MoveEffect {
 }
 
 impl MoveEffect {
-    /// The change of the moved VMs' scores plus their neighbours' (positive: better served).
+    /// The change of the moved VMs' scores plus their neighbours' (positive: better served),
+    /// each weighted by its VM's emphasis (the weights learned for its dependencies' types).
     pub fn gain(&self) -> f64 {
-        self.moved.iter().chain(&self.neighbours).map(|c| c.after - c.before).sum()
+        self.moved.iter().chain(&self.neighbours).map(|c| c.emphasis * (c.after - c.before)).sum()
     }
 
     /// The VMs, moved or served, whose required satisfaction the move lowers.
@@ -109,6 +112,7 @@ pub fn move_effect(graph: &EcosystemGraph, placement: &Placement, group: &[usize
             after: a.score,
             required_before: b.required_satisfaction(),
             required_after: a.required_satisfaction(),
+            emphasis: graph.emphasis(v),
         }
     };
     for &v in group {

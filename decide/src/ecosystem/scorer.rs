@@ -187,6 +187,13 @@ impl EcosystemHandle {
     pub fn get(&self) -> Arc<FleetEcosystem> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Scores with the dependency types' learned weights from now on
+    /// ([`EcosystemGraph::set_type_weights`](super::graph::EcosystemGraph::set_type_weights)).
+    pub fn set_type_weights(&self, weight_of: &dyn Fn(&str) -> f64) {
+        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
+        Arc::make_mut(&mut slot).graph.set_type_weights(weight_of);
+    }
 }
 
 /// Required dependencies as a rule on destinations: a host is refused if a group there would

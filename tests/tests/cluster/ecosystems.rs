@@ -89,6 +89,12 @@ fn presage_keeps_required_dependencies_and_local_calls_at_little_energy_on_every
             assert!(p.esv <= 1.1 * n.esv, "ESV: {msg}");
             assert_eq!(p.ping_pongs, 0, "ping-pong: {msg}");
             assert_eq!(p.unplaced_vms, 0, "{msg}");
+            // The feedback loop judged the repair moves (those not cut off by the run's end),
+            // and most of them made the calls around them faster beyond the noise floor.
+            assert!(pe.feedback_observations <= pe.repair_moves && pe.feedback_observations + 2 >= pe.repair_moves, "{msg}");
+            assert!(pe.feedback_better > 2 * pe.feedback_worse, "repairs should mostly pay: {msg}");
+            assert!(pe.learned.values().all(|t| (0.5..=2.0).contains(&t.weight) && t.better + t.worse + t.within_noise == t.observations), "{msg}");
+            assert_eq!(ne.feedback_observations, 0, "presage-nodeps makes no repairs: {msg}");
         }
     }
 }

@@ -200,3 +200,90 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
     assert_eq!(r.body["edges"].as_array().unwrap().len(), 1, "the graph is rebuilt from the store: {r:?}");
     coord.stop().await;
 }
+
+/// The dependency feedback loop on a live cluster: the coordinator (automatic mode) repairs a
+/// web VM whose database is a zone away (1.5 ms against a required 1 ms); the repair move is
+/// judged before and after (modelled call latency 1.5 ms, then 0.05 ms on one host: far beyond
+/// the 7 % noise floor), the database type's weight goes up by one step, and what is learned is
+/// served over REST and gRPC and kept across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_move_is_judged_before_and_after_and_what_is_learned_survives_a_restart() {
+    use presage_coordinator::config::{PolicyConfig, PolicyMode};
+    // Four VMs at a steady 20 %: nothing is overloaded; consolidation is off (see below).
+    let steady: Vec<u32> = vec![20; 288];
+    let trace = synthetic_trace(&[("vm-1", &steady), ("vm-2", &steady), ("vm-3", &steady), ("vm-4", &steady)]);
+    let pki = Pki::new();
+    let store = tempfile::tempdir().unwrap();
+    let mut policy =
+        PolicyConfig { name: "presage".into(), interval: Duration::from_secs(1), mode: PolicyMode::Automatic, ..Default::default() };
+    // No host is ever emptied for energy: the only reason to move is the repair.
+    policy.presage.underload_utilisation = 0.0;
+    policy.presage.min_residence_s = 0.0;
+    let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), policy);
+    cfg.data_dir = Some(store.path().to_path_buf());
+    let coord = RunningCoordinator::start_config(cfg.clone()).await;
+    let data = tempfile::tempdir().unwrap();
+    let agent = |host: &str, rack: &str, shard: usize| {
+        let mut a = simulated_agent(&pki, host, &coord.url, &data.path().join(host), trace.path(), (shard, 2), 0);
+        a.topology = TopologyConfig { zone: "z1".into(), rack: rack.into() };
+        RunningAgent::start(a)
+    };
+    // hv-a replays vm-1 and vm-3, hv-b vm-2 and vm-4.
+    let (a, b) = (agent("hv-a", "r1", 0), agent("hv-b", "r2", 1));
+    vms_on(&coord.url, &pki, "hv-a").await;
+    vms_on(&coord.url, &pki, "hv-b").await;
+    let viewer = rest(&pki, &coord.url, Role::Viewer, "vera");
+    let admin = rest(&pki, &coord.url, Role::Admin, "ada");
+    let r = viewer.get("/ecosystem/learned").await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body["types"].as_object().unwrap().is_empty(), "nothing is learned before any repair: {r:?}");
+
+    let declarations = json!([
+        {"vm_name": "vm-1", "application": "shop", "profile": {"type": "web"},
+         "dependencies": {"required": [{"type": "database", "network_latency_requirement": "< 1ms"}]}},
+        {"vm_name": "vm-2", "application": "shop", "profile": {"type": "database"}}
+    ]);
+    let r = admin.post("/dependencies", &serde_json::to_vec(&declarations).unwrap()).await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let learned = eventually("a repair move judged", Duration::from_secs(60), || {
+        let viewer = viewer.clone();
+        async move {
+            let r = viewer.get("/ecosystem/learned").await.ok()?;
+            (r.body["recent"].as_array()?.len() == 1).then_some(r.body)
+        }
+    })
+    .await;
+    let o = &learned["recent"][0];
+    assert_eq!((o["types"].clone(), o["verdict"].as_str()), (json!(["database"]), Some("better")), "{learned}");
+    assert!(
+        (o["before"]["latency_ms"].as_f64().unwrap() - 1.5).abs() < 1e-9 && (o["after"]["latency_ms"].as_f64().unwrap() - 0.05).abs() < 1e-9,
+        "{learned}"
+    );
+    let database = &learned["types"]["database"];
+    assert_eq!((database["observations"].as_u64(), database["better"].as_u64()), (Some(1), Some(1)), "{learned}");
+    assert!((database["weight"].as_f64().unwrap() - 1.1).abs() < 1e-9, "{learned}");
+    // The repaired VM is compliant, and the edge weighs its type's learned weight: 3 x 1.1.
+    let r = viewer.get("/ecosystem?vm=vm-1").await.unwrap();
+    assert_eq!(r.body["nodes"][0]["status"], "Compliant", "{r:?}");
+    assert!((r.body["edges"][0]["weight"].as_f64().unwrap() - 3.3).abs() < 1e-6, "{r:?}");
+    // presagectl reads the same over gRPC.
+    let mut grpc = client(&coord.url, &pki.issue(Role::Viewer, "vera")).await.unwrap();
+    let g = grpc.get_dependency_learning(presage_protocol::pb::GetDependencyLearningRequest {}).await.unwrap().into_inner();
+    assert_eq!((g.types.len(), g.types[0].r#type.as_str()), (1, "database"), "{g:?}");
+    assert!((g.latency_noise_floor_pct - 7.0).abs() < 1e-9, "{g:?}");
+    let table = presagectl::dependencies::learning_table(&g);
+    assert!(table.contains("database") && table.contains("1.100") && table.contains("better"), "{table}");
+
+    a.stop().await;
+    b.stop().await;
+    let port = coord.port;
+    coord.stop().await;
+    let mut again = cfg.clone();
+    again.listen = ([127, 0, 0, 1], port).into();
+    let coord = RunningCoordinator::start_config(again).await;
+    let viewer = rest(&pki, &coord.url, Role::Viewer, "vera2");
+    let r = viewer.get("/ecosystem/learned").await.unwrap();
+    assert_eq!(r.body["types"]["database"], learned["types"]["database"], "what is learned is kept in the store: {r:?}");
+    coord.stop().await;
+}

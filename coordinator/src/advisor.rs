@@ -229,8 +229,11 @@ impl Advisor {
     /// repairs them (the other policies ignore them); `place` and `explain` show their terms.
     pub fn with_ecosystem(spec: PolicySpec, presage: &PresageConfig, registry: Arc<EcosystemRegistry>) -> Advisor {
         let handle = EcosystemHandle::new(FleetEcosystem::default());
-        let policy: Box<dyn ConsolidationPolicy> =
-            if spec == PolicySpec::Presage { Box::new(presage_with_ecosystem(presage.clone(), handle.clone())) } else { spec.build_with(presage) };
+        let policy: Box<dyn ConsolidationPolicy> = if spec == PolicySpec::Presage {
+            Box::new(presage_with_ecosystem(presage.clone(), handle.clone()))
+        } else {
+            spec.build_with(presage)
+        };
         Advisor { policy, presage: presage.clone(), history: HashMap::new(), ecosystem: Some((registry, handle)) }
     }
 

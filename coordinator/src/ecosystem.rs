@@ -121,7 +121,14 @@ impl EcosystemRegistry {
 
     /// Judges repair move `key` of `vm_id`, done: it runs on `to_host` (whatever the agents'
     /// last reports say), learns from it, stores what is learned and scores with it from now on.
-    pub fn repair_finished(&self, state: &ClusterState, key: &str, vm_id: &str, to_host: &str, at_s: f64) -> Result<Option<Observation>, EcosystemStoreError> {
+    pub fn repair_finished(
+        &self,
+        state: &ClusterState,
+        key: &str,
+        vm_id: &str,
+        to_host: &str,
+        at_s: f64,
+    ) -> Result<Option<Observation>, EcosystemStoreError> {
         let graph = self.graph();
         let mut facts = ClusterFacts::of(state, Some(graph.clone()), false);
         if let (Some(g), Some(h)) = (graph.find(vm_id), facts.host_ids.iter().position(|h| h == to_host)) {
@@ -199,7 +206,8 @@ impl EcosystemRegistry {
         let keep: Vec<bool> = (0..graph.len())
             .map(|g| {
                 let v = graph.vm(g);
-                filter.vm.as_ref().is_none_or(|x| *x == v.name) && filter.application.as_ref().is_none_or(|a| v.application.as_ref() == Some(a))
+                filter.vm.as_ref().is_none_or(|x| *x == v.name)
+                    && filter.application.as_ref().is_none_or(|a| v.application.as_ref() == Some(a))
             })
             .collect();
         let mut nodes = Vec::new();
@@ -367,10 +375,8 @@ impl ClusterFacts {
             let Location { zone, rack } = topology.place(&h.host_id, &r.zone, &r.rack);
             host_ids.push(h.host_id.clone());
             locations.push(Location { zone, rack });
-            let cap = Size {
-                cpu: r.capacity.cpu_cores as f64 * r.capacity.cpu_mhz_per_core,
-                memory: r.capacity.memory_bytes as f64 / 1048576.0,
-            };
+            let cap =
+                Size { cpu: r.capacity.cpu_cores as f64 * r.capacity.cpu_mhz_per_core, memory: r.capacity.memory_bytes as f64 / 1048576.0 };
             biggest = Size { cpu: biggest.cpu.max(cap.cpu), memory: biggest.memory.max(cap.memory) };
             for (sum, key) in [(&mut per_rack, rack), (&mut per_zone, zone)] {
                 let e = sum.entry(key).or_insert(Size { cpu: 0.0, memory: 0.0 });
@@ -387,9 +393,7 @@ impl ClusterFacts {
                 }
             }
         }
-        let most = |m: &HashMap<u32, Size>| {
-            m.values().fold(biggest, |a, s| Size { cpu: a.cpu.max(s.cpu), memory: a.memory.max(s.memory) })
-        };
+        let most = |m: &HashMap<u32, Size>| m.values().fold(biggest, |a, s| Size { cpu: a.cpu.max(s.cpu), memory: a.memory.max(s.memory) });
         let room = Room { host: biggest, rack: most(&per_rack), zone: most(&per_zone) };
         ClusterFacts { host_ids, locations, graph, graph_hosts, sizes, room }
     }

@@ -12,7 +12,10 @@
 pub mod advisor;
 pub mod applier;
 pub mod config;
+pub mod ecosystem;
+pub mod manual_move;
 pub mod plan_journal;
+pub mod rest;
 pub mod server;
 pub mod service;
 pub mod sessions;
@@ -20,6 +23,3 @@ pub mod shared;
 pub mod state;
 pub mod transport;
 pub mod validate;
-pub mod ecosystem;
-pub mod manual_move;
-pub mod rest;

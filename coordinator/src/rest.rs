@@ -125,11 +125,7 @@ async fn set_dependencies(
         Err(RegisterError::Refused(problems)) => {
             warn!(problems = problems.len(), "dependencies refused");
             let first = problems.first();
-            let mut err = ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "refused",
-                first.map_or_else(|| "refused".to_string(), |p| p.to_string()),
-            );
+            let mut err = ApiError::new(StatusCode::BAD_REQUEST, "refused", first.map_or_else(|| "refused".to_string(), |p| p.to_string()));
             err.field = first.and_then(|p| p.field.clone());
             err.problems = problems.iter().map(|p| serde_json::to_value(p).expect("serialisable")).collect();
             Err(err)

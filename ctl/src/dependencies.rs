@@ -34,10 +34,12 @@ pub fn edge_json(e: &EcosystemEdge) -> serde_json::Value {
 /// The ecosystem in `output`'s format.
 pub fn render_ecosystem(r: &pb::GetEcosystemResponse, output: &OutputFormat) -> anyhow::Result<String> {
     Ok(match output {
-        OutputFormat::Json => serde_json::to_string_pretty(&serde_json::json!({
-            "nodes": r.nodes.iter().map(node_json).collect::<Vec<_>>(),
-            "edges": r.edges.iter().map(edge_json).collect::<Vec<_>>(),
-        }))? + "\n",
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "nodes": r.nodes.iter().map(node_json).collect::<Vec<_>>(),
+                "edges": r.edges.iter().map(edge_json).collect::<Vec<_>>(),
+            }))? + "\n"
+        }
         OutputFormat::Table => table(&r.nodes, &r.edges),
         OutputFormat::Dot => dot(&r.nodes, &r.edges),
         OutputFormat::Csv => crate::plan::no_csv("ecosystem").map(|_| String::new())?,
@@ -75,7 +77,13 @@ fn dot(nodes: &[EcosystemNode], edges: &[EcosystemEdge]) -> String {
     }
     for e in edges {
         let style = if e.strength == "required" { "solid" } else { "dashed" };
-        let _ = writeln!(out, "  {} -> {} [label={}, style={style}];", quote(&e.from), quote(&e.to), quote(&format!("{} {:.2}", e.dependency, e.satisfaction)));
+        let _ = writeln!(
+            out,
+            "  {} -> {} [label={}, style={style}];",
+            quote(&e.from),
+            quote(&e.to),
+            quote(&format!("{} {:.2}", e.dependency, e.satisfaction))
+        );
     }
     out.push_str("}\n");
     out
@@ -110,7 +118,11 @@ pub fn learning_table(r: &pb::GetDependencyLearningResponse) -> String {
     if r.types.is_empty() {
         out.push_str("nothing learned yet: no repair move has been judged\n");
     } else {
-        let _ = writeln!(out, "{:<28} {:>6} {:>6} {:>6} {:>6} {:>7} {:>14}", "TYPE", "WEIGHT", "MOVES", "BETTER", "WORSE", "NOISE", "LATENCY CHANGE");
+        let _ = writeln!(
+            out,
+            "{:<28} {:>6} {:>6} {:>6} {:>6} {:>7} {:>14}",
+            "TYPE", "WEIGHT", "MOVES", "BETTER", "WORSE", "NOISE", "LATENCY CHANGE"
+        );
         for t in &r.types {
             let change = t.latency_change_pct_mean.map_or("-".to_string(), |c| format!("{c:+.1} %"));
             let _ = writeln!(
@@ -124,7 +136,15 @@ pub fn learning_table(r: &pb::GetDependencyLearningResponse) -> String {
         let _ = writeln!(out, "\n{:<40} {:<13} {:>10} {:>10}  TYPES", "VM", "VERDICT", "BEFORE ms", "AFTER ms");
         let ms = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
         for o in &r.recent {
-            let _ = writeln!(out, "{:<40} {:<13} {:>10} {:>10}  {}", o.vm, o.verdict, ms(o.latency_before_ms), ms(o.latency_after_ms), o.types.join(", "));
+            let _ = writeln!(
+                out,
+                "{:<40} {:<13} {:>10} {:>10}  {}",
+                o.vm,
+                o.verdict,
+                ms(o.latency_before_ms),
+                ms(o.latency_after_ms),
+                o.types.join(", ")
+            );
         }
     }
     if r.unattributed > 0 {

@@ -514,7 +514,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| rpc_error(&format!("dependencies show {vm}"), s))?
                 .into_inner();
-            let declaration: serde_json::Value = serde_json::from_str(&r.declaration_json).context("the declaration the coordinator sent")?;
+            let declaration: serde_json::Value =
+                serde_json::from_str(&r.declaration_json).context("the declaration the coordinator sent")?;
             match cli.output {
                 OutputFormat::Json => print_json(&serde_json::json!({
                     "declaration": declaration,

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use presage_decide::ecosystem::declaration::{Declaration, Dependencies, Profile};
 use presage_decide::ecosystem::feedback::{FeedbackLoop, Learned, LearningConfig, TypeLearning, Verdict};
 use presage_decide::ecosystem::graph::{EcosystemGraph, MatchOptions};
-use presage_decide::ecosystem::scorer::EcosystemHandle;
 use presage_decide::ecosystem::score::{Placement, vm_score};
+use presage_decide::ecosystem::scorer::EcosystemHandle;
 use presage_decide::ecosystem::topology::{LatencyTable, Level, Location};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +142,7 @@ impl EcosystemScenario {
                 let application = format!("{}-{copy}", app.name);
                 for s in &app.services {
                     declarations.push(Declaration {
+                        priority: Default::default(),
                         vm_name: format!("{application}/{}", s.vm_name),
                         application: Some(application.clone()),
                         profile: Some(s.profile.clone()),

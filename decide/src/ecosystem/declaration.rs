@@ -70,6 +70,23 @@ pub struct Dependencies {
     pub preferred: Vec<DependencySpec>,
 }
 
+/// How much a VM matters when repairs compete: critical VMs are repaired first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+    Critical,
+}
+
+impl Priority {
+    fn is_normal(&self) -> bool {
+        *self == Priority::Normal
+    }
+}
+
 /// A VM's declaration: its profile and its dependencies.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +96,9 @@ pub struct Declaration {
     /// dependency names another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application: Option<String>,
+    /// `critical`, `high`, `normal` (the default) or `low`: the order repairs are made in.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
     /// What it is. Without one, its name is its type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<Profile>,
@@ -316,6 +336,7 @@ mod schema_tests {
         let full = Declaration {
             vm_name: "web".into(),
             application: Some("shop".into()),
+            priority: Priority::Critical,
             profile: Some(Profile {
                 kind: "web".into(),
                 version: Some("1".into()),

@@ -146,7 +146,17 @@ fn change_pct(before: Option<f64>, after: Option<f64>) -> Option<f64> {
 pub fn judge(before: AppFigures, after: AppFigures, floor: NoiseFloor) -> (Verdict, Option<f64>, Option<f64>) {
     let latency = change_pct(before.latency_ms, after.latency_ms);
     let throughput = change_pct(before.throughput_per_s, after.throughput_per_s);
-    let beyond = |pct: Option<f64>, floor: f64| pct.map_or(0, |p| if p > 100.0 * floor { 1 } else if p < -100.0 * floor { -1 } else { 0 });
+    let beyond = |pct: Option<f64>, floor: f64| {
+        pct.map_or(0, |p| {
+            if p > 100.0 * floor {
+                1
+            } else if p < -100.0 * floor {
+                -1
+            } else {
+                0
+            }
+        })
+    };
     // +1: better, -1: worse (latency going up is worse).
     let signals = [-beyond(latency, floor.latency), beyond(throughput, floor.throughput)];
     let better = signals.contains(&1);
@@ -241,7 +251,14 @@ impl FeedbackLoop {
     /// Judges move `key` now that it is done (`placement` has the VM where it went) and learns
     /// from it; `None` for a move `before` never saw, or whose VM left the graph. The returned
     /// observation says whether any weight changed through its verdict and types.
-    pub fn after(&mut self, key: &str, graph: &EcosystemGraph, placement: &Placement, measured: Option<AppFigures>, at_s: f64) -> Option<Observation> {
+    pub fn after(
+        &mut self,
+        key: &str,
+        graph: &EcosystemGraph,
+        placement: &Placement,
+        measured: Option<AppFigures>,
+        at_s: f64,
+    ) -> Option<Observation> {
         let p = self.pending.remove(key)?;
         let vm = graph.find(&p.vm)?;
         let after = measured.unwrap_or(AppFigures { latency_ms: modelled_call_latency(graph, placement, &[vm]), throughput_per_s: None });
@@ -367,6 +384,7 @@ mod tests {
 
     fn decl(name: &str, kind: &str, required: &[&str]) -> Declaration {
         Declaration {
+            priority: Default::default(),
             vm_name: name.into(),
             application: Some("shop".into()),
             profile: Some(Profile { kind: kind.into(), ..Profile::default() }),
@@ -390,9 +408,8 @@ mod tests {
     /// involves it.
     #[test]
     fn a_repair_that_brings_a_database_close_raises_the_database_weight() {
-        let mut g = EcosystemGraph::build(&[decl("web", "web", &["database"]), decl("db", "database", &[])], MatchOptions::default(), &|_, _| {
-            None
-        });
+        let mut g =
+            EcosystemGraph::build(&[decl("web", "web", &["database"]), decl("db", "database", &[])], MatchOptions::default(), &|_, _| None);
         let (web, db) = (g.find("web").unwrap(), g.find("db").unwrap());
         let latency = LatencyTable::default();
         let locations = [Location { zone: 0, rack: 0 }, Location { zone: 1, rack: 5 }];

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::declaration::{Declaration, DependencySpec, Profile, Strength};
+use super::declaration::{Declaration, DependencySpec, Priority, Profile, Strength};
 use super::topology::LatencyRequirement;
 
 /// How much a required dependency counts against a preferred one in a VM's score.
@@ -47,6 +47,7 @@ pub struct EcoVm {
     pub name: String,
     pub application: Option<String>,
     pub profile: Profile,
+    pub priority: Priority,
 }
 
 /// One declared dependency of a VM, as the graph keeps it.
@@ -163,7 +164,8 @@ impl EcosystemGraph {
     pub fn build(declarations: &[Declaration], options: MatchOptions, calls_per_s: &dyn Fn(usize, usize) -> Option<f64>) -> EcosystemGraph {
         let mut g = EcosystemGraph::default();
         for d in declarations {
-            let vm = EcoVm { name: d.vm_name.clone(), application: d.application.clone(), profile: d.profile_or_name() };
+            let vm =
+                EcoVm { name: d.vm_name.clone(), application: d.application.clone(), profile: d.profile_or_name(), priority: d.priority };
             let deps: Vec<Dependency> = d
                 .each_dependency()
                 .map(|(strength, _, spec)| Dependency {

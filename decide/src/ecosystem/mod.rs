@@ -12,7 +12,7 @@ pub mod score;
 pub mod scorer;
 pub mod topology;
 
-pub use declaration::{Declaration, DependencySpec, FieldError, Profile, Strength};
+pub use declaration::{Declaration, DependencySpec, FieldError, Priority, Profile, Strength};
 pub use graph::{EcosystemGraph, MatchOptions};
 pub use score::{Placement, VmScore, vm_score};
 pub use topology::{LatencyRequirement, LatencyTable, Level, Location};

@@ -54,6 +54,7 @@ fn spec(kind: &str, latency: &str) -> DependencySpec {
 fn declaration(app: usize, role: &str) -> Declaration {
     let required = if role == "svc" { vec![spec("cache", "< 0.1ms"), spec("db", "< 1ms")] } else { Vec::new() };
     Declaration {
+        priority: Default::default(),
         vm_name: format!("a{app}/{role}"),
         application: Some(format!("a{app}")),
         profile: Some(Profile { kind: role.into(), ..Profile::default() }),

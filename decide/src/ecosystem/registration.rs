@@ -229,6 +229,7 @@ mod tests {
 
     fn decl(name: &str, kind: &str, version: &str, required: &[(&str, &str, &str)]) -> Declaration {
         Declaration {
+            priority: Default::default(),
             vm_name: name.into(),
             application: Some("app".into()),
             profile: Some(Profile { kind: kind.into(), version: Some(version.into()), ..Profile::default() }),

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use super::declaration::{Priority, Strength};
 use super::graph::EcosystemGraph;
 use super::score::{MoveEffect, Placement, move_effect, vm_score};
-use super::declaration::Strength;
 use super::topology::{LatencyRequirement, LatencyTable, Level, Location, level_between};
 use crate::policy::FleetView;
 use crate::policy::presage::{Candidate, PlacementFilter, PlacementScorer, Rejection, RepairCase, RepairSource};
@@ -266,7 +266,7 @@ impl RepairSource for RequiredRepairs {
         let eco = &self.ecosystem.get();
         let host_of = eco.host_of(positions);
         let placement = Placement { host_of: &host_of, locations: &eco.locations, latency: &eco.latency };
-        let mut cases: Vec<(usize, RepairCase)> = Vec::new();
+        let mut cases: Vec<((Priority, usize), RepairCase)> = Vec::new();
         for g in 0..eco.graph.len() {
             let Some(vm) = eco.vm_of_graph[g].filter(|&f| f < fleet.vms.len()) else { continue };
             if host_of(g).is_none() {
@@ -314,11 +314,14 @@ impl RepairSource for RequiredRepairs {
                     hosts.dedup();
                     hosts
                 });
-                cases.push((unmet, RepairCase { vm, partners, near }));
+                let urgency = (eco.graph.vm(g).priority, unmet);
+                cases.push((urgency, RepairCase { vm, partners, near }));
             }
         }
-        // The VMs with more unmet first.
-        cases.sort_by_key(|(unmet, case)| (std::cmp::Reverse(*unmet), case.vm));
+        // The most critical first; among equals, those with more unmet, then the cheapest to
+        // migrate (least memory to copy).
+        let memory = |vm: usize| fleet.vms.get(vm).map_or(0.0, |v| v.ram_mb);
+        cases.sort_by(|(a, x), (b, y)| b.cmp(a).then(memory(x.vm).total_cmp(&memory(y.vm))).then(x.vm.cmp(&y.vm)));
         cases.into_iter().map(|(_, c)| c).collect()
     }
 }
@@ -447,6 +450,7 @@ mod tests {
         Declaration {
             vm_name: name.into(),
             application: None,
+            priority: Priority::Normal,
             profile: Some(Profile { kind: kind.into(), ..Profile::default() }),
             dependencies: Dependencies {
                 required: needs
@@ -489,7 +493,8 @@ mod tests {
         // As a hard rule: zone 0 is refused outright, for the new VM and for the database, whose
         // move there would break the web VM's requirement once the web VM runs on host 3.
         let eco = policy_ecosystem(&names, vms.len());
-        let strict = PresagePolicy::new(PresageConfig::default()).with_filter(Box::new(RequiredDependencies { ecosystem: eco.clone(), min_repair_gain: 0.05 }));
+        let strict = PresagePolicy::new(PresageConfig::default())
+            .with_filter(Box::new(RequiredDependencies { ecosystem: eco.clone(), min_repair_gain: 0.05 }));
         let ranking = strict.rank_new(&fleet, 2, 4);
         assert_eq!(ranking.ranked.iter().map(|s| s.host).collect::<Vec<_>>().len(), 2, "{ranking:?}");
         assert!(ranking.ranked.iter().all(|s| s.host >= 2));
@@ -526,7 +531,8 @@ mod tests {
         let names = ["db", "other", "web"];
         let eco = policy_ecosystem(&names, vms.len());
         // Consolidation off, so that only repairs move anything.
-        let cfg = PresageConfig { underload_utilisation: 0.0, underload_power_ratio: 1e9, repair_after_passes: 2, ..PresageConfig::default() };
+        let cfg =
+            PresageConfig { underload_utilisation: 0.0, underload_power_ratio: 1e9, repair_after_passes: 2, ..PresageConfig::default() };
         let mut policy = presage_with_ecosystem(cfg, eco.clone());
         let fleet = FleetView { now_s: 100_000.0, hosts: &hosts, vms: &vms };
         let first = crate::policy::ConsolidationPolicy::optimise(&mut policy, &fleet);
@@ -555,6 +561,7 @@ mod tests {
     fn similar_vms_whose_peaks_correlate_are_not_stacked_on_one_host() {
         let profile = |kind: &str, sig: [f64; 2]| Profile { kind: kind.into(), signature: Some(sig.to_vec()), ..Profile::default() };
         let decl = |name: &str, p: Profile, fuzzy: Option<&str>| Declaration {
+            priority: Default::default(),
             vm_name: name.into(),
             application: Some("app".into()),
             profile: Some(p),
@@ -588,7 +595,13 @@ mod tests {
         vms[0].forecast = Some(rising(true));
         vms[1].forecast = Some(rising(true));
         let names = ["c", "d", "b", "a"];
-        let handle = EcosystemHandle::new(FleetEcosystem::new(graph, vms.len(), &|n| names.iter().position(|x| *x == n), vec![Location::default(); 4], LatencyTable::default()));
+        let handle = EcosystemHandle::new(FleetEcosystem::new(
+            graph,
+            vms.len(),
+            &|n| names.iter().position(|x| *x == n),
+            vec![Location::default(); 4],
+            LatencyTable::default(),
+        ));
         let policy = PresagePolicy::new(PresageConfig::default()).with_scorer(Box::new(CorrelatedPeaks { ecosystem: handle }), 1.0);
         let peaks = |vms: &[VmView], hosts: &[HostView], h: usize| {
             let fleet = FleetView { now_s: 10_000.0, hosts, vms };
@@ -624,6 +637,47 @@ mod tests {
         (hosts, vms)
     }
 
+    /// Three web VMs, each with its database a zone away: the critical one is repaired first,
+    /// then, among equals, the one with less memory to copy.
+    #[test]
+    fn repairs_are_ordered_critical_first_then_cheapest_to_migrate() {
+        // Fleet VMs: db-a, db-b, db-c on host 2; web-a, web-b, web-c on host 0.
+        let (hosts, mut vms) = four_hosts_with(&[Some(2), Some(2), Some(2), Some(0), Some(0), Some(0)]);
+        vms[3].ram_mb = 4096.0;
+        vms[4].ram_mb = 512.0;
+        vms[5].ram_mb = 8192.0;
+        let app = |d: Declaration, a: &str| Declaration { application: Some(a.into()), ..d };
+        let mut critical = app(declaration("web-c", "web", Some("database")), "c");
+        critical.priority = Priority::Critical;
+        let decls = vec![
+            app(declaration("db-a", "database", None), "a"),
+            app(declaration("db-b", "database", None), "b"),
+            app(declaration("db-c", "database", None), "c"),
+            app(declaration("web-a", "web", Some("database")), "a"),
+            app(declaration("web-b", "web", Some("database")), "b"),
+            critical,
+        ];
+        let graph = EcosystemGraph::build(&decls, MatchOptions::default(), &|_, _| None);
+        let names = ["db-a", "db-b", "db-c", "web-a", "web-b", "web-c"];
+        let locations = vec![
+            Location { zone: 0, rack: 0 },
+            Location { zone: 0, rack: 0 },
+            Location { zone: 1, rack: 1 },
+            Location { zone: 1, rack: 1 },
+        ];
+        let eco = EcosystemHandle::new(FleetEcosystem::new(
+            graph,
+            vms.len(),
+            &|n| names.iter().position(|x| *x == n),
+            locations,
+            LatencyTable::default(),
+        ));
+        let fleet = FleetView { now_s: 0.0, hosts: &hosts, vms: &vms };
+        let due = RequiredRepairs { ecosystem: eco }.due(&fleet, &crate::policy::presage::positions(&fleet));
+        // web-c (critical, 8 GiB), then web-b (512 MiB) before web-a (4 GiB).
+        assert_eq!(due.iter().map(|c| c.vm).collect::<Vec<_>>(), vec![5, 4, 3], "{due:?}");
+    }
+
     fn policy_ecosystem(names: &[&str], fleet_vms: usize) -> Arc<EcosystemHandle> {
         let graph = EcosystemGraph::build(
             &[declaration("db", "database", None), declaration("web", "web", Some("database"))],
@@ -636,6 +690,12 @@ mod tests {
             Location { zone: 1, rack: 1 },
             Location { zone: 1, rack: 1 },
         ];
-        EcosystemHandle::new(FleetEcosystem::new(graph, fleet_vms, &|n| names.iter().position(|x| *x == n), locations, LatencyTable::default()))
+        EcosystemHandle::new(FleetEcosystem::new(
+            graph,
+            fleet_vms,
+            &|n| names.iter().position(|x| *x == n),
+            locations,
+            LatencyTable::default(),
+        ))
     }
 }

@@ -64,7 +64,17 @@ pub struct ScorerWeights {
 
 impl Default for ScorerWeights {
     fn default() -> Self {
-        ScorerWeights { fit: 2.0, energy: 1.0, efficiency: 1.0, packing: 0.5, balance: 0.0, migration: 0.1, dependency: 2.0, peaks: 0.5, locality: 1.0 }
+        ScorerWeights {
+            fit: 2.0,
+            energy: 1.0,
+            efficiency: 1.0,
+            packing: 0.5,
+            balance: 0.0,
+            migration: 0.1,
+            dependency: 2.0,
+            peaks: 0.5,
+            locality: 1.0,
+        }
     }
 }
 
@@ -1263,8 +1273,7 @@ impl PresagePolicy {
                     }
                     let without = pass.hosts[h].minus(&unit.load);
                     let after = self.host_risk(host, &without);
-                    let memory_relief =
-                        if memory_excess > 0.0 { unit.load.memory_mb.min(memory_excess) / memory_excess } else { 0.0 };
+                    let memory_relief = if memory_excess > 0.0 { unit.load.memory_mb.min(memory_excess) / memory_excess } else { 0.0 };
                     let gain = self.risk_value(risk_now - after + memory_relief) / self.move_cost(pass, &unit, h).max(1.0);
                     if best.as_ref().is_none_or(|(_, g, _)| gain > *g) {
                         best = Some((unit, gain, after));
@@ -1488,7 +1497,15 @@ impl PresagePolicy {
     /// Takes the move of `unit` from `from` to the best host of `ranking` (not empty) for a reason
     /// that is not weighed in joules (a drain, a repair): commits it to the pass, records it and
     /// explains it with its cost alone.
-    fn take_unpriced(&mut self, pass: &mut Pass<'_>, out: &mut Vec<MoveExplanation>, unit: &Unit, from: usize, mut ranking: Ranking, reason: MoveReason) {
+    fn take_unpriced(
+        &mut self,
+        pass: &mut Pass<'_>,
+        out: &mut Vec<MoveExplanation>,
+        unit: &Unit,
+        from: usize,
+        mut ranking: Ranking,
+        reason: MoveReason,
+    ) {
         let runner_up = ranking.ranked.get(1).cloned();
         let chosen = ranking.ranked.swap_remove(0);
         let to = chosen.host;

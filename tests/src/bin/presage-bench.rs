@@ -418,8 +418,8 @@ fn bench_declaration(name: &str, g: usize, apps: usize) -> serde_json::Value {
 
 async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> {
     use presage_decide::ecosystem::graph::{EcosystemGraph, MatchOptions};
-    use presage_decide::ecosystem::scorer::{EcosystemHandle, FleetEcosystem, presage_with_ecosystem};
     use presage_decide::ecosystem::score::{Placement, move_effect};
+    use presage_decide::ecosystem::scorer::{EcosystemHandle, FleetEcosystem, presage_with_ecosystem};
     use presage_decide::ecosystem::{Declaration, LatencyTable, Location};
     use presage_decide::policy::presage::PresageConfig;
     use presage_decide::policy::{ConsolidationPolicy, FleetView, HostView, VmView};
@@ -458,9 +458,8 @@ async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> 
         .map(|g| serde_json::from_value(bench_declaration(&format!("vm{g}"), g, repair_vms / 10)).expect("a declaration"))
         .collect();
     let rgraph = EcosystemGraph::build(&rdecls, MatchOptions::default(), &|_, _| None);
-    let mut hv: Vec<HostView> = (0..r_hosts)
-        .map(|_| HostView::new(32, 2600.0, 262_144.0, 1250.0, presage_decide::policy::power::IBM_X3550_M3_X5675))
-        .collect();
+    let mut hv: Vec<HostView> =
+        (0..r_hosts).map(|_| HostView::new(32, 2600.0, 262_144.0, 1250.0, presage_decide::policy::power::IBM_X3550_M3_X5675)).collect();
     let mut vms = Vec::with_capacity(repair_vms);
     for g in 0..repair_vms {
         let h = g % r_hosts;
@@ -518,7 +517,8 @@ async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let rest = presage_protocol::rest_client::RestClient::new(&url, &admin_files.load()?, presage_protocol::COORDINATOR_TLS_NAME)?;
-    let body: Vec<serde_json::Value> = (0..hosts * per_host).map(|g| bench_declaration(&name(g / per_host, g % per_host), g, n_vms / 10)).collect();
+    let body: Vec<serde_json::Value> =
+        (0..hosts * per_host).map(|g| bench_declaration(&name(g / per_host, g % per_host), g, n_vms / 10)).collect();
     let body = serde_json::to_vec(&body)?;
     let t = Instant::now();
     let r = rest.post("/dependencies", &body).await?;

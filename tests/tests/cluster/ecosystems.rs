@@ -74,7 +74,8 @@ fn presage_keeps_required_dependencies_and_local_calls_at_little_energy_on_every
         let mut args = SimulateArgs::new(DAYS.iter().map(|d| data.join("planetlab").join(d)).collect(), Some(order.clone()));
         args.forecast_model = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v2.onnx"));
         args.ecosystem = Some(data.join("ecosystems").join(scenario));
-        let runs = simulate(&args, &[PolicySpec::Presage, PolicySpec::PresageNoDeps], &indicatif::ProgressBar::hidden()).expect("simulation");
+        let runs =
+            simulate(&args, &[PolicySpec::Presage, PolicySpec::PresageNoDeps], &indicatif::ProgressBar::hidden()).expect("simulation");
         assert_eq!(runs.len(), 2 * DAYS.len());
         for pair in runs.chunks(2) {
             let (p, n) = (&pair[0], &pair[1]);
@@ -93,7 +94,10 @@ fn presage_keeps_required_dependencies_and_local_calls_at_little_energy_on_every
             // and most of them made the calls around them faster beyond the noise floor.
             assert!(pe.feedback_observations <= pe.repair_moves && pe.feedback_observations + 2 >= pe.repair_moves, "{msg}");
             assert!(pe.feedback_better > 2 * pe.feedback_worse, "repairs should mostly pay: {msg}");
-            assert!(pe.learned.values().all(|t| (0.5..=2.0).contains(&t.weight) && t.better + t.worse + t.within_noise == t.observations), "{msg}");
+            assert!(
+                pe.learned.values().all(|t| (0.5..=2.0).contains(&t.weight) && t.better + t.worse + t.within_noise == t.observations),
+                "{msg}"
+            );
             assert_eq!(ne.feedback_observations, 0, "presage-nodeps makes no repairs: {msg}");
         }
     }

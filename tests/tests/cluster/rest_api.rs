@@ -129,14 +129,14 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
     assert!(err.message().contains("$[0]"), "{err}");
     let eco = grpc_operator.get_ecosystem(presage_protocol::pb::GetEcosystemRequest::default()).await.unwrap().into_inner();
     let statuses: Vec<(String, String)> = eco.nodes.iter().map(|n| (n.vm.clone(), n.status.clone())).collect();
-    assert!(statuses.contains(&(web.clone(), "NonCompliant".into())) && statuses.contains(&(db.clone(), "Compliant".into())), "{statuses:?}");
+    assert!(
+        statuses.contains(&(web.clone(), "NonCompliant".into())) && statuses.contains(&(db.clone(), "Compliant".into())),
+        "{statuses:?}"
+    );
     let dot = presagectl::dependencies::render_ecosystem(&eco, &presagectl::view::OutputFormat::Dot).unwrap();
     assert!(dot.contains(&format!("\"{web}\" -> \"{db}\"")) && dot.contains("fillcolor=salmon"), "{dot}");
-    let shown = grpc_operator
-        .get_vm_dependencies(presage_protocol::pb::GetVmDependenciesRequest { vm: web.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let shown =
+        grpc_operator.get_vm_dependencies(presage_protocol::pb::GetVmDependenciesRequest { vm: web.clone() }).await.unwrap().into_inner();
     assert!(shown.declaration_json.contains("PostgreSQL 14") && shown.edges.len() == 1, "{shown:?}");
 
     // A viewer may not move anything (REST and gRPC); an operator may.
@@ -144,10 +144,7 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
     let r = viewer.post("/migrate", &to_a).await.unwrap();
     assert_eq!((r.status, code(&r)), (403, "forbidden"), "{r:?}");
     let mut grpc_viewer = client(&coord.url, &pki.issue(Role::Viewer, "vera")).await.unwrap();
-    let err = grpc_viewer
-        .move_vm(presage_protocol::pb::MoveVmRequest { vm_id: db.clone(), to_host: "hv-a".into() })
-        .await
-        .unwrap_err();
+    let err = grpc_viewer.move_vm(presage_protocol::pb::MoveVmRequest { vm_id: db.clone(), to_host: "hv-a".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
     let r = operator.post("/migrate", br#"{"vm": 1}"#).await.unwrap();
     assert_eq!((r.status, code(&r)), (400, "bad_json"), "{r:?}");
@@ -257,7 +254,8 @@ async fn a_repair_move_is_judged_before_and_after_and_what_is_learned_survives_a
     let o = &learned["recent"][0];
     assert_eq!((o["types"].clone(), o["verdict"].as_str()), (json!(["database"]), Some("better")), "{learned}");
     assert!(
-        (o["before"]["latency_ms"].as_f64().unwrap() - 1.5).abs() < 1e-9 && (o["after"]["latency_ms"].as_f64().unwrap() - 0.05).abs() < 1e-9,
+        (o["before"]["latency_ms"].as_f64().unwrap() - 1.5).abs() < 1e-9
+            && (o["after"]["latency_ms"].as_f64().unwrap() - 0.05).abs() < 1e-9,
         "{learned}"
     );
     let database = &learned["types"]["database"];

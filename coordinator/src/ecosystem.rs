@@ -231,21 +231,11 @@ impl EcosystemRegistry {
         let edges = graph
             .edges()
             .iter()
-            .filter(|e| keep[e.from] || keep[e.to])
-            .map(|e| {
-                let d = &graph.dependencies(e.from)[e.dependency];
-                EdgeView {
-                    from: graph.vm(e.from).name.clone(),
-                    to: graph.vm(e.to).name.clone(),
-                    dependency: d.spec.kind.clone(),
-                    strength: format!("{:?}", d.strength).to_lowercase(),
-                    weight: e.weight,
-                    quality: e.quality,
-                    satisfaction: edge_satisfaction(&graph, e, &placement),
-                }
-            })
+            .enumerate()
+            .filter(|(_, e)| keep[e.from] || keep[e.to])
+            .map(|(i, e)| (i, edge_satisfaction(&graph, e, &placement)))
             .collect();
-        EcosystemView { nodes, edges }
+        EcosystemView { graph, nodes, edges }
     }
 }
 
@@ -307,12 +297,13 @@ pub struct NodeView {
     pub blockers: Vec<String>,
 }
 
+/// One edge as the API shows it, borrowed from the graph.
 #[derive(Clone, Debug, Serialize)]
-pub struct EdgeView {
-    pub from: String,
-    pub to: String,
-    pub dependency: String,
-    pub strength: String,
+pub struct EdgeView<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub dependency: &'a str,
+    pub strength: &'static str,
     #[serde(serialize_with = "rounded")]
     pub weight: f64,
     #[serde(serialize_with = "rounded")]
@@ -321,14 +312,53 @@ pub struct EdgeView {
     pub satisfaction: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// The scored ecosystem: its nodes, and its edges (by index into the graph it was scored on,
+/// with their satisfaction) read through [`EcosystemView::edges`] without copying names.
+#[derive(Clone, Debug)]
 pub struct EcosystemView {
+    graph: Arc<EcosystemGraph>,
     pub nodes: Vec<NodeView>,
-    pub edges: Vec<EdgeView>,
+    edges: Vec<(usize, f64)>,
 }
 
-/// Numbers the zones and racks hosts name, so that hosts naming the same share a [`Location`];
-/// a host that names no zone (or no rack) is in a zone (rack) of its own.
+impl EcosystemView {
+    pub fn edges(&self) -> impl Iterator<Item = EdgeView<'_>> {
+        self.edges.iter().map(|&(i, satisfaction)| {
+            let e = &self.graph.edges()[i];
+            let d = &self.graph.dependencies(e.from)[e.dependency];
+            EdgeView {
+                from: &self.graph.vm(e.from).name,
+                to: &self.graph.vm(e.to).name,
+                dependency: &d.spec.kind,
+                strength: match d.strength {
+                    presage_decide::ecosystem::Strength::Required => "required",
+                    presage_decide::ecosystem::Strength::Preferred => "preferred",
+                },
+                weight: e.weight,
+                quality: e.quality,
+                satisfaction,
+            }
+        })
+    }
+}
+
+/// `{"nodes": [...], "edges": [...]}`, the edges written straight from the graph.
+impl Serialize for EcosystemView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Edges<'a>(&'a EcosystemView);
+        impl Serialize for Edges<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.edges())
+            }
+        }
+        let mut st = s.serialize_struct("EcosystemView", 2)?;
+        st.serialize_field("nodes", &self.nodes)?;
+        st.serialize_field("edges", &Edges(self))?;
+        st.end()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Topology {
     names: HashMap<String, u32>,

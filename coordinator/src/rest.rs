@@ -142,12 +142,12 @@ struct EcosystemQuery {
 }
 
 /// `GET /ecosystem[?vm=ID][&app=NAME]`: nodes with score and status, edges with weight and
-/// satisfaction.
+/// satisfaction. Scored and written to JSON on a blocking thread.
 async fn ecosystem(
     State(shared): State<Arc<Shared>>,
     peer: Option<Extension<PeerInfo>>,
     query: Result<Query<EcosystemQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<crate::ecosystem::EcosystemView>, ApiError> {
+) -> Result<Response, ApiError> {
     let who = caller(peer, Access::Read, "read the ecosystem")?;
     let span = info_span!("rest.ecosystem", caller = %who.identity);
     let Query(q) = query.map_err(|e| {
@@ -155,17 +155,29 @@ async fn ecosystem(
         err.field = Some("query".into());
         err
     })?;
-    Ok(Json(view(&shared, ViewFilter { vm: q.vm, application: q.app }).instrument(span).await))
+    let json = scored(&shared, ViewFilter { vm: q.vm, application: q.app }, |v| serde_json::to_vec(&v).expect("a view serialises"))
+        .instrument(span)
+        .await;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 /// The ecosystem over the observed state: the state's lock is held only to read where VMs are;
 /// the scoring runs on a blocking thread.
 pub async fn view(shared: &Arc<Shared>, filter: ViewFilter) -> crate::ecosystem::EcosystemView {
+    scored(shared, filter, |v| v).await
+}
+
+/// Scores the ecosystem as [`view`] does and hands the view to `then` on the same blocking thread.
+async fn scored<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    filter: ViewFilter,
+    then: impl FnOnce(crate::ecosystem::EcosystemView) -> T + Send + 'static,
+) -> T {
     let in_flight = crate::applier::vms_in_flight(shared);
     let facts = shared.ecosystem.facts(&shared.state());
     let shared = shared.clone();
-    let scored = tokio::task::spawn_blocking(move || shared.ecosystem.view(&facts, &|vm| in_flight.contains(vm), &filter));
-    scored.await.expect("the ecosystem view does not panic")
+    let work = tokio::task::spawn_blocking(move || then(shared.ecosystem.view(&facts, &|vm| in_flight.contains(vm), &filter)));
+    work.await.expect("the ecosystem view does not panic")
 }
 
 /// `GET /ecosystem/learned`: what the dependency feedback loop learned from repair moves.
@@ -199,7 +211,7 @@ async fn vm_dependencies(
     Ok(Json(serde_json::json!({
         "declaration": declaration,
         "node": v.nodes.first(),
-        "edges": v.edges,
+        "edges": v.edges().collect::<Vec<_>>(),
     })))
 }
 

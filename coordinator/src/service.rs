@@ -523,7 +523,7 @@ impl Operator for OperatorService {
         let v = crate::rest::view(&self.shared, filter).instrument(span).await;
         Ok(Response::new(pb::GetEcosystemResponse {
             nodes: v.nodes.iter().map(node_pb).collect(),
-            edges: v.edges.iter().map(edge_pb).collect(),
+            edges: v.edges().map(|e| edge_pb(&e)).collect(),
         }))
     }
 
@@ -541,7 +541,7 @@ impl Operator for OperatorService {
         Ok(Response::new(pb::GetVmDependenciesResponse {
             declaration_json: serde_json::to_string_pretty(&declaration).expect("a declaration serialises"),
             node: v.nodes.first().map(node_pb),
-            edges: v.edges.iter().map(edge_pb).collect(),
+            edges: v.edges().map(|e| edge_pb(&e)).collect(),
         }))
     }
 
@@ -739,12 +739,12 @@ fn node_pb(n: &crate::ecosystem::NodeView) -> pb::EcosystemNode {
     }
 }
 
-fn edge_pb(e: &crate::ecosystem::EdgeView) -> pb::EcosystemEdge {
+fn edge_pb(e: &crate::ecosystem::EdgeView<'_>) -> pb::EcosystemEdge {
     pb::EcosystemEdge {
-        from: e.from.clone(),
-        to: e.to.clone(),
-        dependency: e.dependency.clone(),
-        strength: e.strength.clone(),
+        from: e.from.to_string(),
+        to: e.to.to_string(),
+        dependency: e.dependency.to_string(),
+        strength: e.strength.to_string(),
         weight: e.weight,
         quality: e.quality,
         satisfaction: e.satisfaction,

@@ -568,7 +568,7 @@ async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> 
         size as f64 / 1e6
     );
     let (one_mean, one_p99) = mean_and_p99(one);
-    println!("  GET /ecosystem?vm=ONE (every VM scored, one node and its edges sent): mean {one_mean:.0} ms, p99 {one_p99:.0} ms");
+    println!("  GET /ecosystem?vm=ONE (one node scored and sent, with its edges): mean {one_mean:.0} ms, p99 {one_p99:.0} ms");
     println!("  coordinator: RSS {:.1} MiB, {cc:.1} CPU-seconds in all", rss as f64 / 1048576.0);
     Ok(())
 }

@@ -262,8 +262,15 @@ async fn a_repair_move_is_judged_before_and_after_and_what_is_learned_survives_a
     assert_eq!((database["observations"].as_u64(), database["better"].as_u64()), (Some(1), Some(1)), "{learned}");
     assert!((database["weight"].as_f64().unwrap() - 1.1).abs() < 1e-9, "{learned}");
     // The repaired VM is compliant, and the edge weighs its type's learned weight: 3 x 1.1.
-    let r = viewer.get("/ecosystem?vm=vm-1").await.unwrap();
-    assert_eq!(r.body["nodes"][0]["status"], "Compliant", "{r:?}");
+    // (once the agents have reported the VM where it went).
+    let r = eventually("the repaired VM is compliant", WAIT, || {
+        let viewer = viewer.clone();
+        async move {
+            let r = viewer.get("/ecosystem?vm=vm-1").await.ok()?;
+            (r.body["nodes"][0]["status"] == "Compliant").then_some(r)
+        }
+    })
+    .await;
     assert!((r.body["edges"][0]["weight"].as_f64().unwrap() - 3.3).abs() < 1e-6, "{r:?}");
     // presagectl reads the same over gRPC.
     let mut grpc = client(&coord.url, &pki.issue(Role::Viewer, "vera")).await.unwrap();

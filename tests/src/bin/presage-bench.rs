@@ -458,6 +458,7 @@ async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> 
         .map(|g| serde_json::from_value(bench_declaration(&format!("vm{g}"), g, repair_vms / 10)).expect("a declaration"))
         .collect();
     let rgraph = EcosystemGraph::build(&rdecls, MatchOptions::default(), &|_, _| None);
+    let redges = rgraph.edges().len();
     let mut hv: Vec<HostView> =
         (0..r_hosts).map(|_| HostView::new(32, 2600.0, 262_144.0, 1250.0, presage_decide::policy::power::IBM_X3550_M3_X5675)).collect();
     let mut vms = Vec::with_capacity(repair_vms);
@@ -484,7 +485,7 @@ async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> 
     let moves = policy.optimise(&fleet);
     let pass = t.elapsed();
     println!(
-        "  repair pass at {repair_vms} VMs on {r_hosts} hosts: fleet index {:.0} ms, pass {:.2} s, {} repair moves (cap {} per pass)",
+        "  repair pass at {repair_vms} VMs ({redges} edges) on {r_hosts} hosts: fleet index {:.0} ms, pass {:.2} s, {} repair moves (cap {} per pass)",
         index_time.as_secs_f64() * 1e3,
         pass.as_secs_f64(),
         moves.len(),

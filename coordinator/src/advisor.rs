@@ -56,6 +56,9 @@ pub struct ProposedMove {
     /// `overload` or `underload`: why its current host should give it up.
     pub reason: &'static str,
     pub why: Option<MoveWhy>,
+    /// The VMs of its bundle that move with it to the same host.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<String>,
 }
 
 /// The outcome of one advisory pass.
@@ -333,6 +336,11 @@ impl Advisor {
                     MoveReason::Drain(_) => "drain",
                     MoveReason::Repair(_) => "repair",
                 },
+                with: explanations
+                    .iter()
+                    .find(|e| e.vm == m.vm && e.to == m.to)
+                    .map(|e| e.with.iter().filter(|&&v| v < vm_ids.len()).map(|&v| vm_ids[v].clone()).collect())
+                    .unwrap_or_default(),
                 why: explanations.iter().find(|e| e.vm == m.vm && e.to == m.to).map(|e| MoveWhy {
                     benefit_j: e.benefit_j,
                     cost_j: e.cost_j,

@@ -48,18 +48,40 @@ pub async fn record_growth(shared: &Arc<Shared>, plan: &PlanSnapshot, ttl_ms: u6
     }
 }
 
-/// The moves of a policy pass's plan (at most `limit`), with what each destination reserves.
+/// The moves of a policy pass's plan (at most `limit`, bundles whole or not at all), with what
+/// each destination reserves. A bundle with a member to skip (in flight) or without a
+/// reservation figure is left out whole.
 pub fn moves_of(plan: &PlanSnapshot, limit: usize, skip: &std::collections::HashSet<String>) -> Vec<MoveRecord> {
-    plan.proposal
-        .moves
-        .iter()
-        .filter(|m| !skip.contains(&m.vm_id))
-        .take(limit)
-        .filter_map(|m| {
-            let (cpu, mem) = plan.reservation_for(&m.vm_id)?;
-            Some(MoveRecord::new(&m.vm_id, &m.from_host, &m.to_host, m.reason, cpu, mem))
-        })
-        .collect()
+    let mut out: Vec<MoveRecord> = Vec::new();
+    let mut taken: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for m in &plan.proposal.moves {
+        if taken.contains(m.vm_id.as_str()) {
+            continue;
+        }
+        // The move and its bundle's other moves (to the same host), in plan order.
+        let members: Vec<&crate::advisor::ProposedMove> =
+            plan.proposal.moves.iter().filter(|o| o.vm_id == m.vm_id || (o.to_host == m.to_host && m.with.contains(&o.vm_id))).collect();
+        for o in &members {
+            taken.insert(o.vm_id.as_str());
+        }
+        if members.len() < m.with.len() + 1 || members.iter().any(|o| skip.contains(&o.vm_id)) {
+            continue;
+        }
+        if out.len() + members.len() > limit {
+            break;
+        }
+        let records: Option<Vec<MoveRecord>> = members
+            .iter()
+            .map(|o| {
+                let (cpu, mem) = plan.reservation_for(&o.vm_id)?;
+                let mut r = MoveRecord::new(&o.vm_id, &o.from_host, &o.to_host, o.reason, cpu, mem);
+                r.with = members.iter().filter(|x| x.vm_id != o.vm_id).map(|x| x.vm_id.clone()).collect();
+                Some(r)
+            })
+            .collect();
+        out.extend(records.into_iter().flatten());
+    }
+    out
 }
 
 async fn release(shared: &Shared, host: &str, id: &str) {
@@ -273,6 +295,8 @@ async fn destination_lets_go(shared: &Shared, m: &MoveRecord, first: Result<pb::
 /// The live state of an executing plan, shared by its move tasks.
 struct Running {
     plan: Mutex<PlanRecord>,
+    /// Moves whose destination already holds their reservation (their bundle's, taken together).
+    reserved: std::collections::HashSet<usize>,
 }
 
 impl Running {
@@ -331,12 +355,101 @@ pub async fn execute(shared: &Arc<Shared>, plan: PlanRecord, limits: MigrationLi
     ended
 }
 
-async fn execute_moves(shared: &Arc<Shared>, plan: PlanRecord, limits: MigrationLimits) -> PlanRecord {
-    let mut queue = MigrationQueue::new(limits);
-    for (i, m) in plan.moves.iter().enumerate().filter(|(_, m)| m.step == Step::Pending) {
-        queue.push(QueuedMove { id: i as u64, from: m.from_host.clone(), to: m.to_host.clone() });
+/// The pending moves of `plan` grouped into bundles (moves to one host whose `with` name each
+/// other), each of at least two moves.
+fn bundles(plan: &PlanRecord) -> Vec<Vec<usize>> {
+    let mut seen = vec![false; plan.moves.len()];
+    let mut out = Vec::new();
+    for (i, m) in plan.moves.iter().enumerate() {
+        if seen[i] || m.with.is_empty() || m.step != Step::Pending {
+            continue;
+        }
+        let group: Vec<usize> = (0..plan.moves.len())
+            .filter(|&j| {
+                let o = &plan.moves[j];
+                o.step == Step::Pending && o.to_host == m.to_host && (j == i || m.with.contains(&o.vm_id))
+            })
+            .collect();
+        for &j in &group {
+            seen[j] = true;
+        }
+        if group.len() > 1 {
+            out.push(group);
+        }
     }
-    let running = Arc::new(Running { plan: Mutex::new(plan) });
+    out
+}
+
+/// Reserves every move of `bundle` on its destination before any of them starts. If the
+/// destination refuses one, the ones it granted are released and every move of the bundle is
+/// refused, so a bundle never ends up split by a destination short of room. Returns whether
+/// the bundle holds its reservations.
+async fn reserve_bundle(shared: &Shared, running: &Running, bundle: &[usize]) -> bool {
+    let plan = running.snapshot();
+    let started = Instant::now();
+    let names: Vec<&str> = bundle.iter().map(|&i| plan.moves[i].vm_id.as_str()).collect();
+    let to = plan.moves[bundle[0]].to_host.clone();
+    let mut held: Vec<String> = Vec::new();
+    let mut refusal: Option<String> = None;
+    for &i in bundle {
+        let m = &plan.moves[i];
+        if let Err(e) = running.set(shared, i, Step::Reserving, "reserving with its bundle", started) {
+            refusal = Some(format!("journal: {e}"));
+            break;
+        }
+        let rid = m.reservation_id(plan.id);
+        let reserve = pb::Reserve {
+            id: rid.clone(),
+            vm_id: m.vm_id.clone(),
+            hard: true,
+            cpu_mhz: m.cpu_mhz,
+            memory_mib: m.memory_mib,
+            ttl_ms: RESERVATION_TTL_MS,
+        };
+        match send(shared, &to, command::Body::Reserve(reserve)).await {
+            Ok(r) if matches!(&r.detail, Some(command_result::Detail::Reservations(s)) if s.held.iter().any(|h| h.id == rid && h.hard)) => {
+                held.push(rid)
+            }
+            Ok(_) => {
+                refusal = Some(format!("{to} does not show the hard reservation {rid}"));
+                break;
+            }
+            Err(e) => {
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    let Some(why) = refusal else { return true };
+    for rid in &held {
+        release(shared, &to, rid).await;
+    }
+    let detail = format!("pre-check: {to} cannot hold the whole bundle ({}): {why}", names.join(", "));
+    warn!(to = %to, bundle = ?names, reason = %why, "a bundle's destination refused it; none of it moves");
+    for &i in bundle {
+        if let Err(e) = running.set(shared, i, Step::Refused, &detail, started) {
+            warn!(error = %e, "journaling a bundle's refusal failed");
+        }
+    }
+    false
+}
+
+async fn execute_moves(shared: &Arc<Shared>, plan: PlanRecord, limits: MigrationLimits) -> PlanRecord {
+    let groups = bundles(&plan);
+    let mut running = Running { plan: Mutex::new(plan), reserved: Default::default() };
+    for bundle in &groups {
+        if reserve_bundle(shared, &running, bundle).await {
+            running.reserved.extend(bundle.iter().copied());
+        }
+    }
+    let mut queue = MigrationQueue::new(limits);
+    let plan = running.snapshot();
+    for (i, m) in plan.moves.iter().enumerate() {
+        if m.step == Step::Pending || (m.step == Step::Reserving && running.reserved.contains(&i)) {
+            queue.push(QueuedMove { id: i as u64, from: m.from_host.clone(), to: m.to_host.clone() });
+        }
+    }
+    let running = Arc::new(running);
     let mut tasks = tokio::task::JoinSet::new();
     let mut stopping = false;
     loop {
@@ -425,35 +538,48 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
         step
     };
     let step_to = |step: Step| running.set(shared, idx, step, "", started);
+    let rid = m.reservation_id(plan_id);
+    // A move of a bundle holds its reservation already (`reserve_bundle`); if it does not
+    // start, the reservation goes.
+    let pre_reserved = running.reserved.contains(&idx);
+    let skip = async |why: String| {
+        if pre_reserved {
+            release(shared, &m.to_host, &rid).await;
+        }
+        end(Step::Skipped, why)
+    };
     // Pre-check: the VM runs on its source and is not migrating already.
     match inspect(shared, &m.from_host, &m.vm_id).await {
         Ok(p) if p.running && !p.migrating => {}
-        Ok(p) => return end(Step::Skipped, format!("pre-check: {} is {} on {}", m.vm_id, p.state, m.from_host)),
-        Err(e) => return end(Step::Skipped, format!("pre-check: {e}")),
+        Ok(p) => return skip(format!("pre-check: {} is {} on {}", m.vm_id, p.state, m.from_host)).await,
+        Err(e) => return skip(format!("pre-check: {e}")).await,
     }
-    let (dest_uri, dest_data_uri) = match shared.state().host(&m.to_host) {
-        Some(h) => (h.registration.migration_uri.clone(), h.registration.migration_data_uri.clone()),
-        None => return end(Step::Skipped, format!("pre-check: {} has never registered", m.to_host)),
+    let registered =
+        shared.state().host(&m.to_host).map(|h| (h.registration.migration_uri.clone(), h.registration.migration_data_uri.clone()));
+    let Some((dest_uri, dest_data_uri)) = registered else {
+        return skip(format!("pre-check: {} has never registered", m.to_host)).await;
     };
-    if let Err(e) = step_to(Step::Reserving) {
-        return end(Step::Skipped, format!("journal: {e}"));
-    }
-    let rid = m.reservation_id(plan_id);
-    let reserve = pb::Reserve {
-        id: rid.clone(),
-        vm_id: m.vm_id.clone(),
-        hard: true,
-        cpu_mhz: m.cpu_mhz,
-        memory_mib: m.memory_mib,
-        ttl_ms: RESERVATION_TTL_MS,
-    };
-    match send(shared, &m.to_host, command::Body::Reserve(reserve)).await {
-        Err(e) => return end(Step::Refused, e),
-        Ok(r) => {
-            let held = matches!(&r.detail, Some(command_result::Detail::Reservations(s)) if s.held.iter().any(|h| h.id == rid && h.hard));
-            if !held {
-                release(shared, &m.to_host, &rid).await;
-                return end(Step::Refused, format!("pre-check: {} does not show the hard reservation {rid}", m.to_host));
+    if !pre_reserved {
+        if let Err(e) = step_to(Step::Reserving) {
+            return end(Step::Skipped, format!("journal: {e}"));
+        }
+        let reserve = pb::Reserve {
+            id: rid.clone(),
+            vm_id: m.vm_id.clone(),
+            hard: true,
+            cpu_mhz: m.cpu_mhz,
+            memory_mib: m.memory_mib,
+            ttl_ms: RESERVATION_TTL_MS,
+        };
+        match send(shared, &m.to_host, command::Body::Reserve(reserve)).await {
+            Err(e) => return end(Step::Refused, e),
+            Ok(r) => {
+                let held =
+                    matches!(&r.detail, Some(command_result::Detail::Reservations(s)) if s.held.iter().any(|h| h.id == rid && h.hard));
+                if !held {
+                    release(shared, &m.to_host, &rid).await;
+                    return end(Step::Refused, format!("pre-check: {} does not show the hard reservation {rid}", m.to_host));
+                }
             }
         }
     }

@@ -108,6 +108,11 @@ pub struct MoveRecord {
     /// How long the move took, start to outcome (milliseconds), once it has an outcome.
     #[serde(default)]
     pub duration_ms: Option<u64>,
+    /// The other VMs of its bundle (a required dependency binds them to one host), which move
+    /// to the same destination: the destination holds all their reservations before any of
+    /// them starts, or none moves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<String>,
 }
 
 impl MoveRecord {
@@ -122,6 +127,7 @@ impl MoveRecord {
             step: Step::Pending,
             detail: String::new(),
             duration_ms: None,
+            with: Vec::new(),
         }
     }
 

@@ -654,20 +654,64 @@ impl<'s> Simulation<'s> {
 
     fn start_migrations(&mut self, t: f64, decisions: &[presage_decide::policy::Migration]) {
         let mut dirty = vec![false; self.hosts.len()];
+        // A bundle (the VMs the policy moves together to one host) is reserved whole on its
+        // destination before any member starts, or none of it moves (as the executor does).
+        let mut reserved: std::collections::HashMap<usize, Option<String>> = std::collections::HashMap::new();
+        let mut refused_vms: std::collections::HashSet<usize> = std::collections::HashSet::new();
+        for m in decisions {
+            let Some(e) = self.policy.explanations().iter().find(|e| e.vm == m.vm && e.to == m.to && !e.with.is_empty()) else { continue };
+            if m.to >= self.hosts.len() || reserved.contains_key(&m.vm) || refused_vms.contains(&m.vm) {
+                continue;
+            }
+            let members: Vec<usize> = std::iter::once(m.vm)
+                .chain(e.with.iter().copied())
+                .filter(|&v| v < self.vms.len() && self.vms[v].alive && self.vms[v].host.is_some())
+                .filter(|&v| decisions.iter().any(|d| d.vm == v && d.to == m.to))
+                .collect();
+            let mut held: Vec<(usize, Option<String>)> = Vec::new();
+            let mut ok = true;
+            for &v in &members {
+                let duration = self.vms[v].migration_seconds(self.hosts[m.to].migration_mb_per_s);
+                match self.reserve(v, m.to, t, duration) {
+                    Ok(r) => held.push((v, r)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "destination refused a bundle member's reservation; the bundle stays");
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                reserved.extend(held);
+            } else {
+                if let Some(books) = self.books.as_mut() {
+                    for (_, id) in &held {
+                        if let Some(id) = id {
+                            books[m.to].remove(id);
+                        }
+                    }
+                }
+                self.refused += 1;
+                refused_vms.extend(members);
+            }
+        }
         for m in decisions {
             let (vm, to) = (m.vm, m.to);
-            if to >= self.hosts.len() || vm >= self.vms.len() || !self.vms[vm].alive {
+            if to >= self.hosts.len() || vm >= self.vms.len() || !self.vms[vm].alive || refused_vms.contains(&vm) {
                 continue;
             }
             let Some(from) = self.vms[vm].host else { continue };
             let duration = self.vms[vm].migration_seconds(self.hosts[to].migration_mb_per_s);
-            let reservation = match self.reserve(vm, to, t, duration) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(error = %e, "destination refused the reservation; move skipped");
-                    self.refused += 1;
-                    continue;
-                }
+            let reservation = match reserved.remove(&vm) {
+                Some(r) => r,
+                None => match self.reserve(vm, to, t, duration) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "destination refused the reservation; move skipped");
+                        self.refused += 1;
+                        continue;
+                    }
+                },
             };
             self.vms[vm].in_migration = true;
             if !self.hosts[to].is_migrating_in(vm) {

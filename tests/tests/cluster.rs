@@ -1022,3 +1022,81 @@ async fn a_plan_whose_move_fails_is_rolled_back_when_configured() {
     }
     coord.stop().await;
 }
+
+/// A bundle (VMs a required dependency binds to one host) moves whole or not at all: the
+/// destination holds every member's reservation before any member starts. With room for one
+/// member only (an operator holds the rest), neither moves and no reservation of the plan is
+/// left behind; with the room back, both move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_moves_whole_or_not_at_all() {
+    use presage_coordinator::plan_journal::{MoveRecord, Step};
+    use presage_protocol::pb::{Release, Reserve, ReserveOnHostRequest};
+    let steady: Vec<u32> = vec![20; 288];
+    let trace = synthetic_trace(&[("vm-1", &steady), ("vm-2", &steady), ("vm-3", &steady), ("vm-4", &steady)]);
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let data = tempfile::tempdir().unwrap();
+    // hv-a replays vm-1 and vm-3, hv-b vm-2 and vm-4.
+    let a = RunningAgent::start(simulated_agent(&pki, "hv-a", &coord.url, &data.path().join("a"), trace.path(), (0, 2), 0));
+    let mut b_cfg = simulated_agent(&pki, "hv-b", &coord.url, &data.path().join("b"), trace.path(), (1, 2), 0);
+    if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut b_cfg.hypervisor {
+        s.memory_mb = Some(16_384);
+    }
+    let b = RunningAgent::start(b_cfg);
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let memory_of = |vm: &str| {
+        let state = coord.shared.state();
+        state.hosts().find_map(|h| h.vms.get(vm).map(|s| s.memory_bytes as f64 / 1048576.0))
+    };
+    eventually("both hosts report their VMs", WAIT, || {
+        let ok = ["vm-1", "vm-2", "vm-3", "vm-4"].iter().all(|v| memory_of(v).is_some());
+        async move { ok.then_some(()) }
+    })
+    .await;
+    let (m1, m3) = (memory_of("vm-1").unwrap(), memory_of("vm-3").unwrap());
+    let reserve = |id: &str, memory_mib: f64| ReserveOnHostRequest {
+        host_id: "hv-b".into(),
+        reserve: Some(Reserve { id: id.into(), vm_id: "*".into(), hard: true, cpu_mhz: 0.0, memory_mib, ttl_ms: 3_600_000 }),
+        release: None,
+    };
+    let probe = op.reserve_on_host(reserve("probe", 0.0)).await.unwrap().into_inner().state.unwrap();
+    let free = probe.capacity_memory_mib - probe.committed_memory_mib;
+    // Room for the bigger of the two, not for both.
+    let blocker = free - m1.max(m3) - 1.0;
+    assert!(blocker > 0.0, "{probe:?} {m1} {m3}");
+    assert!(op.reserve_on_host(reserve("blocker", blocker)).await.unwrap().into_inner().accepted);
+
+    let bundle = || {
+        let mut one = MoveRecord::new("vm-1", "hv-a", "hv-b", "repair", 100.0, m1);
+        one.with = vec!["vm-3".into()];
+        let mut three = MoveRecord::new("vm-3", "hv-a", "hv-b", "repair", 100.0, m3);
+        three.with = vec!["vm-1".into()];
+        vec![one, three]
+    };
+    let plan = presage_coordinator::applier::record_plan(&coord.shared, "test", bundle(), None).unwrap();
+    let ended = presage_coordinator::applier::execute(&coord.shared, plan, coord.shared.limits).await;
+    assert!(ended.moves.iter().all(|m| m.step == Step::Refused && m.detail.contains("cannot hold the whole bundle")), "{ended:?}");
+    let held = held_reservations(op.clone(), "hv-b").await.unwrap();
+    assert!(held.iter().all(|r| !r.id.starts_with("plan-")), "the bundle's reservations are released: {held:?}");
+    let on_a = vms_reported(&coord, "hv-a");
+    assert!(on_a.contains(&"vm-1".to_string()) && on_a.contains(&"vm-3".to_string()), "{on_a:?}");
+
+    let rel = ReserveOnHostRequest { host_id: "hv-b".into(), reserve: None, release: Some(Release { id: "blocker".into() }) };
+    assert!(op.reserve_on_host(rel).await.unwrap().into_inner().accepted);
+    let plan = presage_coordinator::applier::record_plan(&coord.shared, "test", bundle(), None).unwrap();
+    let ended = presage_coordinator::applier::execute(&coord.shared, plan, coord.shared.limits).await;
+    assert!(ended.moves.iter().all(|m| m.step == Step::Done), "{ended:?}");
+    eventually("both VMs run on hv-b", WAIT, || {
+        let on_b = vms_reported(&coord, "hv-b");
+        async move { (on_b.contains(&"vm-1".to_string()) && on_b.contains(&"vm-3".to_string())).then_some(()) }
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+    coord.stop().await;
+}
+
+/// The VMs `host` last reported.
+fn vms_reported(coord: &RunningCoordinator, host: &str) -> Vec<String> {
+    coord.shared.state().host(host).map(|h| h.vms.keys().cloned().collect()).unwrap_or_default()
+}

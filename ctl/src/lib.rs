@@ -2,6 +2,7 @@
 //! a round trip through an agent's command channel, certificate issuance, and the one-command
 //! local demo cluster.
 
+pub mod anomaly_eval;
 pub mod client;
 pub mod demo;
 pub mod dependencies;
@@ -207,6 +208,9 @@ pub enum Command {
     /// Walk forward through a trace folder scoring every forecaster and baseline per horizon
     /// (pinball loss, MAE of the median, p10–p90 coverage).
     ForecastEval(forecast_eval::ForecastEvalArgs),
+    /// Run the agents' anomaly detector over a corpus in the Numenta Anomaly Benchmark's layout
+    /// (or score another detector's results) and print the NAB scores.
+    AnomalyEval(anomaly_eval::AnomalyEvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -581,6 +585,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ForecastEval(args) => {
             let output = cli.output;
             tokio::task::spawn_blocking(move || forecast_eval::run(args, output)).await??
+        }
+        Command::AnomalyEval(args) => {
+            let output = cli.output;
+            tokio::task::spawn_blocking(move || anomaly_eval::run(args, output)).await??
         }
         Command::Simulate(args) => {
             let output = cli.output;

@@ -7,6 +7,7 @@
 //! Shared by the agent (which forecasts its VMs every cycle) and presagectl, so the figures an
 //! operator measures come from the code that runs. Pure: no I/O, no clock.
 
+pub mod anomaly;
 pub mod baselines;
 pub mod calibration;
 pub mod eval;

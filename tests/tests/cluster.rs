@@ -33,6 +33,10 @@ mod libvirt_driver;
 #[path = "cluster/rest_api.rs"]
 mod rest_api;
 
+/// The anomaly detector and the NAB scorer over the shared part of the Numenta Anomaly Benchmark.
+#[path = "cluster/anomaly_eval.rs"]
+mod anomaly_eval;
+
 /// A real KVM live migration between two libvirt daemons.
 #[path = "cluster/live_migration.rs"]
 mod live_migration;

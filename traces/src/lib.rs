@@ -4,6 +4,10 @@
 //! traces through this crate, so a VM's demand is the same number wherever it is replayed.
 //!
 //! Parsing is strict: a malformed line is an error naming the file and the line, never a guess.
+//!
+//! [`nab`] reads the Numenta Anomaly Benchmark's corpus layout and scores detectors by its rules.
+
+pub mod nab;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -59,7 +59,7 @@ pub fn read_frame<M: prost::Message + Default>(input: &mut impl Read) -> Result<
     M::decode(body.as_slice()).map(Some).map_err(|source| FrameError::Decode { what, source })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cluster"))]
 mod tests {
     use super::*;
     use crate::pb::{DriverReply, DriverRequest, DriverVm, driver_request::Call};

@@ -9,20 +9,38 @@
 //! - [`lifecycle`]: logging, panic and signal conventions shared by the daemons.
 //! - [`frames`]: length-delimited protobuf frames on a pipe (the agent and its libvirt driver).
 //! - [`config_file`]: reading TOML configuration files with errors that name file, line and key.
+//! - [`guest`] and [`guest_pb`]: the guest wire (presage-guest inside a VM and the host's agent,
+//!   over a virtio-serial port): bounded, authenticated, rate-limited frames.
+//!
+//! Everything but the guest wire, `frames` and `config_file` is behind the `cluster` feature (on
+//! by default), so presage-guest builds without gRPC, TLS or tokio.
 
 pub mod config_file;
 pub mod frames;
+pub mod guest;
+#[cfg(feature = "cluster")]
 pub mod lifecycle;
+#[cfg(feature = "cluster")]
 pub mod pki;
+#[cfg(feature = "cluster")]
 pub mod rest_client;
+#[cfg(feature = "cluster")]
 pub mod tls;
 
 /// Generated protobuf and tonic types for `presage.v1`.
+#[cfg(feature = "cluster")]
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
     tonic::include_proto!("presage.v1");
 }
 
+/// The guest wire's messages (`proto/presage/v1/guest.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod guest_pb {
+    include!(concat!(env!("OUT_DIR"), "/presage.guest.v1.rs"));
+}
+
+#[cfg(feature = "cluster")]
 impl pb::driver_request::Call {
     /// The call's name, for logs and errors.
     pub fn name(&self) -> &'static str {
@@ -40,6 +58,7 @@ impl pb::driver_request::Call {
     }
 }
 
+#[cfg(feature = "cluster")]
 impl pb::VmSample {
     /// Memory in use as a fraction of the memory allocated, when the hypervisor reports both.
     pub fn memory_fraction(&self) -> Option<f64> {

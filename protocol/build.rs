@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tonic_prost_build::configure()
             .build_server(true)
             .build_client(true)
+            .extern_path(".presage.guest.v1", "crate::guest_pb")
             .compile_protos(&["proto/presage/v1/presage.proto", "proto/presage/v1/libvirt_driver.proto"], &["proto"])?;
     }
     Ok(())

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod forecaster;
+pub mod guest_channels;
 pub mod host_sampler;
 pub mod hypervisor;
 pub mod link;
@@ -191,6 +192,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         info!(cpu = forecaster.status(), memory = forecaster.memory_status(), "forecasting");
         let shutdown_hypervisor = hypervisor.clone();
         let mut cycle = Some(SamplingCycle::new(hypervisor, history).with_forecaster(forecaster));
+        let guest_channels = guest_channels::GuestChannels::new(presage_protocol::guest::DEFAULT_MAX_FRAMES_PER_S, cancel.clone());
         let mut ticker = tokio::time::interval(cfg.sample_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -207,7 +209,8 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             .await?;
             cycle = Some(c);
             match result {
-                Ok(report) => {
+                Ok(mut report) => {
+                    guest_channels.attach(&mut report.vms);
                     debug!(seq = report.seq, vms = report.vms.len(), "sampled");
                     report_tx.send_replace(Some(report));
                 }

@@ -218,6 +218,61 @@ pub struct VmView {
     pub trace_step: Option<u64>,
     /// The agent's forecast, when the VM has enough history.
     pub forecast: Option<ForecastView>,
+    /// What presage-guest in the VM reports (the guest's claim), when it has a port.
+    pub guest: Option<GuestView>,
+}
+
+/// The latest report of a VM's presage-guest, and the frames its host dropped.
+#[derive(Serialize)]
+pub struct GuestView {
+    pub received_ms: u64,
+    pub interval_s: f64,
+    pub apps: Vec<GuestAppView>,
+    pub frames_accepted: u64,
+    pub frames_dropped: std::collections::BTreeMap<&'static str, u64>,
+}
+
+#[derive(Serialize)]
+pub struct GuestAppView {
+    pub name: String,
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    pub latency_p99_ms: f64,
+    pub throughput_per_s: f64,
+    pub error_rate: f64,
+}
+
+impl From<presage_protocol::pb::GuestApps> for GuestView {
+    fn from(g: presage_protocol::pb::GuestApps) -> Self {
+        let f = g.frames.unwrap_or_default();
+        GuestView {
+            received_ms: g.received_ms,
+            interval_s: g.interval_s,
+            apps: g
+                .apps
+                .into_iter()
+                .map(|a| GuestAppView {
+                    name: a.name,
+                    latency_p50_ms: a.latency_p50_ms,
+                    latency_p95_ms: a.latency_p95_ms,
+                    latency_p99_ms: a.latency_p99_ms,
+                    throughput_per_s: a.throughput_per_s,
+                    error_rate: a.error_rate,
+                })
+                .collect(),
+            frames_accepted: f.accepted,
+            frames_dropped: [
+                ("oversized", f.oversized),
+                ("rate_limited", f.rate_limited),
+                ("malformed", f.malformed),
+                ("forged", f.forged),
+                ("replayed", f.replayed),
+                ("out_of_range", f.out_of_range),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
 }
 
 /// Quantiles of CPU busy fraction (and of memory in use, where the agent forecasts it) for the
@@ -303,6 +358,7 @@ impl From<VmInfo> for VmView {
             net_tx_bytes_per_s: s.net_tx_bytes_per_s,
             sampled_at_ms: v.sampled_at_ms,
             trace_step: v.trace.map(|t| t.step),
+            guest: s.guest.map(GuestView::from),
         }
     }
 }
@@ -324,14 +380,38 @@ pub fn vms_table(vms: &[VmView]) -> String {
                 kib(v.disk_read_bytes_per_s + v.disk_write_bytes_per_s),
                 kib(v.net_rx_bytes_per_s + v.net_tx_bytes_per_s),
                 v.forecast.as_ref().and_then(|f| forecast_cell(f, 6)).unwrap_or_else(|| "-".into()),
+                v.guest.as_ref().and_then(guest_cell).unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     table(
-        &["VM", "HOST", "STATE", "VCPUS", "CPU%", "CPU MHZ", "MEM MiB", "USED MiB", "DISK KiB/s", "NET KiB/s", "CPU% +30m p50 [p10-p90]"],
-        &[false, false, false, true, true, true, true, true, true, true, true],
+        &[
+            "VM",
+            "HOST",
+            "STATE",
+            "VCPUS",
+            "CPU%",
+            "CPU MHZ",
+            "MEM MiB",
+            "USED MiB",
+            "DISK KiB/s",
+            "NET KiB/s",
+            "CPU% +30m p50 [p10-p90]",
+            "APP p99 ms (guest)",
+        ],
+        &[false, false, false, true, true, true, true, true, true, true, true, false],
         rows,
     )
+}
+
+/// The guest's applications' p99 latencies, and the frames dropped from it when any were.
+fn guest_cell(g: &GuestView) -> Option<String> {
+    let mut cell = g.apps.iter().map(|a| format!("{} {:.1}", a.name, a.latency_p99_ms)).collect::<Vec<_>>().join(", ");
+    let dropped: u64 = g.frames_dropped.values().sum();
+    if dropped > 0 {
+        cell.push_str(&format!(" ({dropped} frames dropped)"));
+    }
+    (!cell.is_empty()).then_some(cell)
 }
 
 /// `p50 [p10-p90]` in percent at `steps` ahead (1 = the step in progress).

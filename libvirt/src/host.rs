@@ -240,6 +240,7 @@ impl LibvirtHost {
             }
         }
         let xml = dom.xml_desc(0).map_err(|e| self.err(&format!("XML of {name}"), e))?;
+        sample.guest_channel = guest_channel_path(&xml).unwrap_or_default();
         let (mut rd, mut wr, mut rx, mut tx) = (0u64, 0u64, 0u64, 0u64);
         for disk in device_targets(&xml, "disk") {
             if let Ok(s) = dom.block_stats(&disk) {
@@ -361,6 +362,46 @@ fn cpu_summary(cpu: &str) -> String {
 }
 
 /// The `dev` attribute of each `<target>` inside `<disk>` or `<interface>` elements.
+/// The value of attribute `name` in the tag `tag` (`<source mode='bind' path='...'/>`), with
+/// XML's predefined entities undone.
+fn tag_attribute(tag: &str, name: &str) -> Option<String> {
+    for quote in ['\'', '"'] {
+        let pat = format!(" {name}={quote}");
+        if let Some(i) = tag.find(&pat) {
+            let v = &tag[i + pat.len()..];
+            let v = &v[..v.find(quote)?];
+            return Some(v.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&"));
+        }
+    }
+    None
+}
+
+/// The host side of the domain's presage-guest port: the Unix socket path of its
+/// `<channel type='unix'>` whose virtio target is named `org.presage.guest.0` (libvirt picks
+/// the path when the domain's XML leaves it out: the live XML has it).
+pub fn guest_channel_path(xml: &str) -> Option<String> {
+    let mut rest = xml;
+    while let Some(start) = rest.find("<channel ") {
+        let body = &rest[start..];
+        let end = body.find("</channel>").map(|e| e + "</channel>".len()).unwrap_or(body.len());
+        let block = &body[..end];
+        let tag =
+            |element: &str| block.find(&format!("<{element} ")).map(|i| &block[i..i + block[i..].find('>').unwrap_or(block.len() - i)]);
+        let is_unix = tag("channel").and_then(|t| tag_attribute(t, "type")).as_deref() == Some("unix");
+        let target = tag("target");
+        let ours = target.and_then(|t| tag_attribute(t, "name")).as_deref() == Some(presage_protocol::guest::PORT_NAME)
+            && target.and_then(|t| tag_attribute(t, "type")).as_deref() == Some("virtio");
+        if is_unix
+            && ours
+            && let Some(path) = tag("source").and_then(|t| tag_attribute(t, "path"))
+        {
+            return Some(path);
+        }
+        rest = &body[end..];
+    }
+    None
+}
+
 fn device_targets(xml: &str, element: &str) -> Vec<String> {
     let open = format!("<{element} ");
     let close = format!("</{element}>");
@@ -614,6 +655,22 @@ impl LibvirtHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_guest_port_is_found_in_the_live_xml() {
+        let xml = r#"<domain type='qemu'><devices>
+          <channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/target/domain-1-g/org.qemu.guest_agent.0'/>
+            <target type='virtio' name='org.qemu.guest_agent.0' state='connected'/></channel>
+          <channel type="unix">
+            <source mode="bind" path="/run/a&amp;b/org.presage.guest.0"/>
+            <target type="virtio" name="org.presage.guest.0"/>
+            <address type='virtio-serial' controller='0' bus='0' port='2'/>
+          </channel></devices></domain>"#;
+        assert_eq!(guest_channel_path(xml).as_deref(), Some("/run/a&b/org.presage.guest.0"));
+        assert_eq!(guest_channel_path("<domain><devices/></domain>"), None);
+        // A pty channel of that name has no socket to read.
+        assert_eq!(guest_channel_path("<channel type='pty'><target type='virtio' name='org.presage.guest.0'/></channel>"), None);
+    }
 
     /// libvirt's built-in test driver: a real libvirt connection with in-memory domains.
     const TEST_URI: &str = "test:///default";

@@ -37,6 +37,10 @@ mod rest_api;
 #[path = "cluster/anomaly_eval.rs"]
 mod anomaly_eval;
 
+/// presage-guest's figures through a VM's port to the coordinator; a hostile guest.
+#[path = "cluster/guest_channel.rs"]
+mod guest_channel;
+
 /// A real KVM live migration between two libvirt daemons.
 #[path = "cluster/live_migration.rs"]
 mod live_migration;

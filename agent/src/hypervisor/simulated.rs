@@ -216,6 +216,7 @@ impl SimulatedHypervisor {
                     net_tx_bytes_per_s: u.net_tx_bytes_per_s,
                     vcpu_mhz: vm.spec.cpu_mhz_per_core,
                     forecast: None,
+                    ..VmSample::default()
                 }
             })
             .collect();

@@ -83,6 +83,8 @@ impl HostSampler {
             load_avg_1m: load.one as f64,
             net_rx_bytes_per_s: 0.0,
             net_tx_bytes_per_s: 0.0,
+            // Pressure stall information is optional in the kernel: without it, no figure.
+            cpu_pressure_some_pct: procfs::CpuPressure::current().ok().map(|p| p.some.avg10 as f64),
         };
         if let Some(p) = self.previous {
             let dt = now.at.duration_since(p.at).as_secs_f64();

@@ -67,6 +67,10 @@ struct Counters {
     disk_wr: u64,
     net_rx: u64,
     net_tx: u64,
+    /// Summed over vCPUs, nanoseconds (`vcpu.N.delay`); guest swap, kB (`balloon.swap_*`).
+    vcpu_delay_ns: Option<f64>,
+    swap_in_kb: Option<f64>,
+    swap_out_kb: Option<f64>,
 }
 
 pub struct LibvirtHost {
@@ -207,7 +211,12 @@ impl LibvirtHost {
         }
     }
 
-    fn sample_domain(&self, dom: &Domain, prev: &mut HashMap<String, Counters>) -> Result<VmSample, HostError> {
+    fn sample_domain(
+        &self,
+        dom: &Domain,
+        prev: &mut HashMap<String, Counters>,
+        stats: &HashMap<String, crate::domain_stats::DomainStats>,
+    ) -> Result<VmSample, HostError> {
         let uuid = dom.uuid_string().map_err(|e| self.err("domain uuid", e))?;
         let name = dom.name().map_err(|e| self.err("domain name", e))?;
         let info = dom.info().map_err(|e| self.err(&format!("info of {name}"), e))?;
@@ -254,7 +263,22 @@ impl LibvirtHost {
                 tx += s.tx_bytes.max(0) as u64;
             }
         }
-        let now = Counters { at: Instant::now(), cpu_time_ns: info.cpu_time, disk_rd: rd, disk_wr: wr, net_rx: rx, net_tx: tx };
+        let st = stats.get(&uuid);
+        let now = Counters {
+            at: Instant::now(),
+            cpu_time_ns: info.cpu_time,
+            disk_rd: rd,
+            disk_wr: wr,
+            net_rx: rx,
+            net_tx: tx,
+            vcpu_delay_ns: st.and_then(|s| s.vcpu_sum("delay")),
+            swap_in_kb: st.and_then(|s| s.get("balloon.swap_in")),
+            swap_out_kb: st.and_then(|s| s.get("balloon.swap_out")),
+        };
+        let balloon_fraction = st
+            .and_then(|s| Some((s.get("balloon.current")?, s.get("balloon.maximum")?)))
+            .filter(|(_, max)| *max > 0.0)
+            .map_or(0.0, |(cur, max)| (cur / max).clamp(0.0, 1.0));
         if let Some(p) = prev.get(&uuid) {
             let dt = now.at.duration_since(p.at).as_secs_f64();
             if dt > 0.0 {
@@ -265,6 +289,13 @@ impl LibvirtHost {
                 sample.disk_write_bytes_per_s = rate(now.disk_wr, p.disk_wr);
                 sample.net_rx_bytes_per_s = rate(now.net_rx, p.net_rx);
                 sample.net_tx_bytes_per_s = rate(now.net_tx, p.net_tx);
+                let delta = |a: Option<f64>, b: Option<f64>| Some((a? - b?).max(0.0) / dt);
+                sample.contention = Some(presage_protocol::pb::VmContention {
+                    vcpu_delay_ms_per_s: delta(now.vcpu_delay_ns, p.vcpu_delay_ns).map_or(0.0, |ns| ns / 1e6),
+                    swap_in_bytes_per_s: delta(now.swap_in_kb, p.swap_in_kb).map_or(0.0, |kb| kb * 1024.0),
+                    swap_out_bytes_per_s: delta(now.swap_out_kb, p.swap_out_kb).map_or(0.0, |kb| kb * 1024.0),
+                    balloon_fraction,
+                });
             }
         }
         prev.insert(uuid, now);
@@ -448,8 +479,17 @@ impl LibvirtHost {
         let domains = self.conn.list_all_domains(0).map_err(|e| self.err("list domains", e))?;
         let mut prev = self.previous.lock().unwrap_or_else(|p| p.into_inner());
         let mut vms = Vec::with_capacity(domains.len());
+        // One bulk call for every domain's vCPU and balloon statistics; without them (a driver
+        // that keeps none) the contention signals are left out, nothing else.
+        let stats: HashMap<String, crate::domain_stats::DomainStats> = match crate::domain_stats::vcpu_and_balloon(&self.conn) {
+            Ok(all) => all.into_iter().map(|s| (s.uuid.clone(), s)).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "no domain statistics");
+                HashMap::new()
+            }
+        };
         for dom in &domains {
-            match self.sample_domain(dom, &mut prev) {
+            match self.sample_domain(dom, &mut prev, &stats) {
                 Ok(s) => vms.push(s),
                 // A domain that vanished between listing and sampling is not an error.
                 Err(e) => tracing::debug!(error = %e, "skipping domain"),

@@ -7,6 +7,7 @@
 //! [`host`] is a KVM host through libvirt: sampling domains, live migration with pre- and
 //! post-checks, aborts and the presence of a VM.
 
+pub mod domain_stats;
 pub mod driver;
 pub mod host;
 

@@ -6,6 +6,7 @@
 //! simulated), [`store`] (the KV trait, its backends and the sample history), [`link`] (the
 //! coordinator stream), [`forecaster`] (demand forecasts per VM). [`run`] wires them together.
 
+pub mod anomalies;
 pub mod config;
 pub mod forecaster;
 pub mod guest_channels;
@@ -55,6 +56,7 @@ pub struct SamplingCycle {
     history: Arc<SampleHistory>,
     host_sampler: HostSampler,
     forecaster: forecaster::DemandForecaster,
+    anomalies: anomalies::AnomalyWatch,
     seq: u64,
 }
 
@@ -62,12 +64,26 @@ impl SamplingCycle {
     /// A cycle forecasting with the baseline; see [`with_forecaster`](Self::with_forecaster).
     pub fn new(hypervisor: Arc<dyn Hypervisor>, history: Arc<SampleHistory>) -> SamplingCycle {
         let forecaster = forecaster::DemandForecaster::new(None, None);
-        SamplingCycle { hypervisor, history, host_sampler: HostSampler::new(), forecaster, seq: 0 }
+        let anomalies = anomalies::AnomalyWatch::new(Default::default(), anomalies::DEFAULT_THRESHOLD);
+        SamplingCycle { hypervisor, history, host_sampler: HostSampler::new(), forecaster, anomalies, seq: 0 }
     }
 
     /// Saves the forecaster's calibration (at shutdown).
     pub fn save_calibration(&mut self) -> Result<(), store::StoreError> {
         self.forecaster.save()
+    }
+
+    /// Scores the report's series for anomalies (after the guests' figures are attached).
+    pub fn score_anomalies(&mut self, report: &mut Report) {
+        let step = match &report.trace {
+            Some(t) if t.step_seconds == presage_forecast::STEP_S => t.step,
+            _ => report.sampled_at_ms / (presage_forecast::STEP_S * 1000),
+        };
+        let _span = tracing::debug_span!("anomalies", vms = report.vms.len()).entered();
+        self.anomalies.observe(step, report.sampled_at_ms, report);
+        for e in &report.anomalies {
+            tracing::info!(vm = %e.vm_id, series = %e.series, value = e.value, expected = e.expected, score = e.score, "anomaly");
+        }
     }
 
     pub fn with_forecaster(mut self, forecaster: forecaster::DemandForecaster) -> SamplingCycle {
@@ -95,7 +111,15 @@ impl SamplingCycle {
         agent.forecaster = self.forecaster.status().to_string();
         agent.memory_forecaster = self.forecaster.memory_status().to_string();
         self.seq += 1;
-        Ok(Report { seq: self.seq, sampled_at_ms: at_ms, host: Some(host), vms: obs.vms, trace: obs.trace, agent: Some(agent) })
+        Ok(Report {
+            seq: self.seq,
+            sampled_at_ms: at_ms,
+            host: Some(host),
+            vms: obs.vms,
+            trace: obs.trace,
+            agent: Some(agent),
+            anomalies: Vec::new(),
+        })
     }
 }
 
@@ -211,6 +235,8 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             match result {
                 Ok(mut report) => {
                     guest_channels.attach(&mut report.vms);
+                    let c = cycle.as_mut().expect("cycle is back");
+                    c.score_anomalies(&mut report);
                     debug!(seq = report.seq, vms = report.vms.len(), "sampled");
                     report_tx.send_replace(Some(report));
                 }

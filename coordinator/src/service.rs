@@ -377,7 +377,17 @@ impl Operator for OperatorService {
             feasible_hosts: e.feasible_hosts as u32,
             rejected: rejections(&e.rejected),
             plan_age_ms: age_ms,
+            anomalies: self.shared.state().anomalies(Some(&r.vm_id), 10),
         }))
+    }
+
+    async fn list_anomalies(&self, req: Request<pb::ListAnomaliesRequest>) -> Result<Response<pb::ListAnomaliesResponse>, Status> {
+        let p = person(&req, Access::Read)?;
+        let r = req.into_inner();
+        let _span = info_span!("operator.list_anomalies", operator = %p.identity.name, vm = %r.vm_id).entered();
+        let limit = if r.limit == 0 { 100 } else { r.limit.min(crate::state::MAX_ANOMALIES as u32) as usize };
+        let vm = (!r.vm_id.is_empty()).then_some(r.vm_id.as_str());
+        Ok(Response::new(pb::ListAnomaliesResponse { anomalies: self.shared.state().anomalies(vm, limit) }))
     }
 
     async fn place(&self, req: Request<pb::PlaceRequest>) -> Result<Response<pb::PlaceResponse>, Status> {

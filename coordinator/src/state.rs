@@ -75,7 +75,12 @@ pub struct ClusterState {
     hosts: BTreeMap<String, HostRecord>,
     pub reports_ingested: u64,
     pub reports_rejected: u64,
+    /// The latest anomalies the agents reported, oldest first (at most [`MAX_ANOMALIES`]).
+    anomalies: std::collections::VecDeque<presage_protocol::pb::AnomalyEvent>,
 }
+
+/// Anomalies the coordinator keeps for operators.
+pub const MAX_ANOMALIES: usize = 10_000;
 
 /// Totals over all hosts.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -92,7 +97,7 @@ pub struct Summary {
 
 impl ClusterState {
     pub fn new(host_timeout: Duration) -> ClusterState {
-        ClusterState { host_timeout, hosts: BTreeMap::new(), reports_ingested: 0, reports_rejected: 0 }
+        ClusterState { host_timeout, hosts: BTreeMap::new(), reports_ingested: 0, reports_rejected: 0, anomalies: Default::default() }
     }
 
     pub fn host_timeout(&self) -> Duration {
@@ -192,6 +197,13 @@ impl ClusterState {
                 h.pop_front();
             }
         }
+        for mut a in report.anomalies {
+            a.host_id = host_id.to_string();
+            self.anomalies.push_back(a);
+        }
+        while self.anomalies.len() > MAX_ANOMALIES {
+            self.anomalies.pop_front();
+        }
         host.vms = report.vms.into_iter().map(|v| (v.vm_id.clone(), v)).collect();
         let vms = &host.vms;
         host.usage_history.retain(|id, _| vms.contains_key(id));
@@ -224,6 +236,11 @@ impl ClusterState {
             }
         }
         changes
+    }
+
+    /// The kept anomalies of `vm_id` (every one when `None`), newest first, at most `limit`.
+    pub fn anomalies(&self, vm_id: Option<&str>, limit: usize) -> Vec<presage_protocol::pb::AnomalyEvent> {
+        self.anomalies.iter().rev().filter(|a| vm_id.is_none_or(|v| a.vm_id == v)).take(limit).cloned().collect()
     }
 
     pub fn hosts(&self) -> impl Iterator<Item = &HostRecord> {
@@ -298,6 +315,7 @@ pub(crate) mod test_messages {
                 .collect(),
             trace: None,
             agent: None,
+            anomalies: Vec::new(),
         }
     }
 }

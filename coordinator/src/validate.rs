@@ -152,6 +152,25 @@ pub fn report(r: &Report) -> Result<(), InvalidMessage> {
             return Err(InvalidMessage::new(format!("vms[{i}].vm_id"), format!("{:?} appears twice", v.vm_id)));
         }
     }
+    if r.anomalies.len() > MAX_VMS_PER_REPORT * 4 {
+        return Err(InvalidMessage::new(
+            "anomalies",
+            format!("{} events is over the limit of {}", r.anomalies.len(), MAX_VMS_PER_REPORT * 4),
+        ));
+    }
+    for (i, a) in r.anomalies.iter().enumerate() {
+        if a.series.is_empty() || a.series.len() > 128 {
+            return Err(InvalidMessage::new(format!("anomalies[{i}].series"), "must be 1..=128 bytes"));
+        }
+        for (f, v) in [("value", a.value), ("expected", a.expected)] {
+            if !v.is_finite() {
+                return Err(InvalidMessage::new(format!("anomalies[{i}].{f}"), format!("{v} is not finite")));
+            }
+        }
+        if !(a.score.is_finite() && (0.0..=1.0).contains(&a.score)) {
+            return Err(InvalidMessage::new(format!("anomalies[{i}].score"), format!("{} is not in 0..=1", a.score)));
+        }
+    }
     Ok(())
 }
 

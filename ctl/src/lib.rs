@@ -117,6 +117,15 @@ pub enum Command {
     },
     /// Why a VM is where it is, or why the plan moves it: its predicted demand and every host
     /// ranked for it now, with each scorer's part.
+    /// The anomalies the agents' detectors reported (every VM's and host's series), newest
+    /// first.
+    Anomalies {
+        /// Only this VM's.
+        #[arg(long)]
+        vm: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     Explain {
         /// VM id.
         vm: String,
@@ -463,6 +472,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 OutputFormat::Json => print_json(&plan_json(&p))?,
                 OutputFormat::Table => print!("{}", plan::render_plan(&p)),
                 OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("plan")?,
+            }
+        }
+        Command::Anomalies { vm, limit } => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .list_anomalies(pb::ListAnomaliesRequest { vm_id: vm.unwrap_or_default(), limit })
+                .await
+                .map_err(|s| rpc_error("anomalies", s))?
+                .into_inner();
+            match cli.output {
+                OutputFormat::Json => print_json(&plan::anomalies_json(&r.anomalies))?,
+                OutputFormat::Table => print!("{}", plan::render_anomalies(&r.anomalies)),
+                OutputFormat::Csv | OutputFormat::Dot => plan::no_csv("anomalies")?,
             }
         }
         Command::Explain { vm, top } => {

@@ -128,7 +128,44 @@ pub fn render_explain(e: &ExplainResponse) -> String {
         let label = if s.host_id == e.host_id { "(here)".to_string() } else { format!("#{}", i + 1) };
         score_lines(&mut out, &label, s);
     }
+    if !e.anomalies.is_empty() {
+        let _ = writeln!(out, "recent anomalies:");
+        out.push_str(&render_anomalies(&e.anomalies));
+    }
     out
+}
+
+/// Anomalies, newest first: when, where, which series, the value against what was expected.
+pub fn render_anomalies(events: &[presage_protocol::pb::AnomalyEvent]) -> String {
+    let mut out = String::new();
+    if events.is_empty() {
+        out.push_str("no anomalies\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<24} {:<12} {:<38} {:<16} {:>10} {:>10} {:>6}",
+        "WHEN (UTC)", "HOST", "VM", "SERIES", "VALUE", "EXPECTED", "SCORE"
+    );
+    for a in events {
+        let when = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(a.at_ms)).to_string();
+        let vm = if a.vm_id.is_empty() { "(the host)" } else { &a.vm_id };
+        let _ =
+            writeln!(out, "{when:<24} {:<12} {vm:<38} {:<16} {:>10.3} {:>10.3} {:>6.3}", a.host_id, a.series, a.value, a.expected, a.score);
+    }
+    out
+}
+
+pub fn anomalies_json(events: &[presage_protocol::pb::AnomalyEvent]) -> serde_json::Value {
+    serde_json::Value::Array(
+        events
+            .iter()
+            .map(|a| {
+                serde_json::json!({"host_id": a.host_id, "vm_id": a.vm_id, "series": a.series, "value": a.value,
+                                   "expected": a.expected, "score": a.score, "at_ms": a.at_ms})
+            })
+            .collect(),
+    )
 }
 
 pub fn render_place(p: &PlaceResponse) -> String {
@@ -236,6 +273,7 @@ pub fn explain_json(e: &ExplainResponse) -> serde_json::Value {
         "planned_move": e.planned_move.as_ref().filter(|_| e.planned).map(move_json),
         "ranking": e.ranking.iter().map(score_json).collect::<Vec<_>>(),
         "feasible_hosts": e.feasible_hosts, "rejected": rejected_json(&e.rejected), "plan_age_ms": e.plan_age_ms,
+        "anomalies": anomalies_json(&e.anomalies),
     })
 }
 

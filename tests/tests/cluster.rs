@@ -1108,3 +1108,51 @@ async fn a_bundle_moves_whole_or_not_at_all() {
 fn vms_reported(coord: &RunningCoordinator, host: &str) -> Vec<String> {
     coord.shared.state().host(host).map(|h| h.vms.keys().cloned().collect()).unwrap_or_default()
 }
+
+/// A VM steady at 20 % that jumps to 95 %: its agent's detector reports the jump, the
+/// coordinator keeps it, and `presagectl anomalies` and `explain` show it; the steady VM beside
+/// it raises nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anomalous_vm_is_reported_by_its_agent_and_shown_by_the_coordinator() {
+    use presage_agent::config::HypervisorConfig;
+    use presage_protocol::pb::{ExplainRequest, ListAnomaliesRequest};
+    let mut jumpy: Vec<u32> = vec![20; 60];
+    jumpy.extend(vec![95; 228]);
+    let steady: Vec<u32> = vec![30; 288];
+    let trace = synthetic_trace(&[("vm-jump", &jumpy), ("vm-steady", &steady)]);
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = simulated_agent(&pki, "hv-a", &coord.url, data.path(), trace.path(), (0, 1), 0);
+    if let HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+        // One trace step per 100 ms sampling cycle.
+        s.time_compression = 3000.0;
+    }
+    let agent = RunningAgent::start(cfg);
+    let mut op = client(&coord.url, &pki.issue(Role::Viewer, "vera")).await.unwrap();
+    let events = eventually("the jump is reported", Duration::from_secs(60), || {
+        let mut op = op.clone();
+        async move {
+            let a = op.list_anomalies(ListAnomaliesRequest { vm_id: String::new(), limit: 0 }).await.ok()?.into_inner().anomalies;
+            a.iter().any(|e| e.vm_id == "vm-jump").then_some(a)
+        }
+    })
+    .await;
+    let jump = events.iter().find(|e| e.vm_id == "vm-jump").unwrap();
+    assert_eq!((jump.host_id.as_str(), jump.series.as_str()), ("hv-a", "cpu"), "{jump:?}");
+    assert!((jump.value - 0.95).abs() < 1e-6 && (jump.expected - 0.2).abs() < 0.05, "{jump:?}");
+    assert!(events.iter().all(|e| e.vm_id != "vm-steady"), "{events:?}");
+    let only = op.list_anomalies(ListAnomaliesRequest { vm_id: "vm-steady".into(), limit: 0 }).await.unwrap().into_inner().anomalies;
+    assert!(only.is_empty(), "{only:?}");
+    let table = presagectl::plan::render_anomalies(&events);
+    assert!(table.contains("vm-jump") && table.contains("cpu"), "{table}");
+    // explain shows the VM's anomalies once a plan exists.
+    let e = eventually("explain answers", Duration::from_secs(30), || {
+        let mut op = op.clone();
+        async move { op.explain(ExplainRequest { vm_id: "vm-jump".into(), top: 3 }).await.ok().map(|r| r.into_inner()) }
+    })
+    .await;
+    assert!(e.anomalies.iter().any(|a| a.series == "cpu"), "{e:?}");
+    agent.stop().await;
+    coord.stop().await;
+}

@@ -383,6 +383,7 @@ fn fake_agents(
                     vms: vms.clone(),
                     trace: None,
                     agent: None,
+                    anomalies: Vec::new(),
                 };
                 if tx.send(AgentMessage { body: Some(agent_message::Body::Report(r)) }).await.is_err() {
                     break;

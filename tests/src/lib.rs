@@ -29,8 +29,9 @@ pub fn shared_data() -> PathBuf {
 /// the libvirt driver) use it: cargo builds only the binaries of the package under test.
 pub fn built_binaries(packages: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/<test binary>
-    let dir = exe.parent().and_then(Path::parent).expect("the test binary is in target/<profile>/deps").to_path_buf();
+    // target/<profile>/deps/<test binary>, or target/<profile>/<binary> (presage-bench).
+    let parent = exe.parent().expect("the binary is in a folder");
+    let dir = if parent.ends_with("deps") { parent.parent().expect("target/<profile>/deps") } else { parent }.to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = std::process::Command::new(cargo);
     build.args(["build", "--offline", "--bins"]);

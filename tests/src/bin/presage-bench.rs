@@ -103,6 +103,18 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         repair_vms: usize,
     },
+    /// presage-guest and anomaly scoring: one agent cycle's anomaly scoring at `vms` VMs (CPU,
+    /// memory, one guest application each), the host's cost per guest frame, and the
+    /// presage-guest process's RSS and CPU over `seconds` under a statsd load.
+    Guest {
+        #[arg(long, default_value_t = 100)]
+        vms: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// statsd timings per second pushed to the guest.
+        #[arg(long, default_value_t = 1000)]
+        timings_per_s: u64,
+    },
     Ingest {
         #[arg(long, default_value_t = 1000)]
         agents: usize,
@@ -958,6 +970,9 @@ fn main() -> anyhow::Result<()> {
     if let Cmd::Simulate { days } = &args.cmd {
         return bench_simulate(days);
     }
+    if let Cmd::Guest { vms, seconds, timings_per_s } = &args.cmd {
+        return bench_guest(*vms, *seconds, *timings_per_s);
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         match args.cmd {
@@ -965,7 +980,132 @@ fn main() -> anyhow::Result<()> {
             Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
             Cmd::Drain { vms, destinations, mb_per_s } => bench_drain(vms, destinations, mb_per_s).await,
             Cmd::Ecosystem { vms, repair_vms } => bench_ecosystem(vms, repair_vms).await,
-            Cmd::Simulate { .. } | Cmd::Forecast { .. } | Cmd::Decide { .. } => unreachable!("handled above"),
+            Cmd::Simulate { .. } | Cmd::Forecast { .. } | Cmd::Decide { .. } | Cmd::Guest { .. } => unreachable!("handled above"),
         }
     })
+}
+
+fn bench_guest(n_vms: usize, seconds: u64, timings_per_s: u64) -> anyhow::Result<()> {
+    use presage_agent::anomalies::{AnomalyWatch, DEFAULT_THRESHOLD};
+    use presage_protocol::guest::{GuestSession, HostSession, new_key};
+    use presage_protocol::guest_pb::{AppFigures, GuestReport};
+    use presage_protocol::pb::{GuestApps, QuantileForecast, VmForecast};
+    use std::io::{Read, Write};
+    println!("guest channel and anomaly benchmark, release build, one thread");
+
+    // 1. Anomaly scoring, one agent cycle: every VM's CPU, memory and one application's p99.
+    let mut watch = AnomalyWatch::new(Default::default(), DEFAULT_THRESHOLD);
+    let mut times = Vec::new();
+    let mut seed = 1u64;
+    let mut noise = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64
+    };
+    for cycle in 0..2000u64 {
+        let vms = (0..n_vms)
+            .map(|i| VmSample {
+                vm_id: format!("vm-{i}"),
+                cpu_utilisation: 0.3 + 0.1 * noise(),
+                memory_bytes: 1 << 30,
+                memory_used_bytes: (1u64 << 29) + (noise() * 1e8) as u64,
+                forecast: Some(VmForecast {
+                    first_step: cycle,
+                    cpu_p10: vec![0.25; 12],
+                    cpu_p50: vec![0.35; 12],
+                    cpu_p90: vec![0.45; 12],
+                    memory: Some(QuantileForecast { p10: vec![0.45; 12], p50: vec![0.5; 12], p90: vec![0.55; 12], ..Default::default() }),
+                    ..Default::default()
+                }),
+                guest: Some(GuestApps {
+                    received_ms: cycle + 1,
+                    apps: vec![AppFigures { name: "web".into(), latency_p99_ms: 10.0 + noise(), ..Default::default() }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let mut report = Report { host: Some(HostUsage { cpu_utilisation: 0.4, ..Default::default() }), vms, ..Default::default() };
+        let t = Instant::now();
+        watch.observe(cycle, cycle * 1000, &mut report);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (mean, p99) = mean_and_p99(times);
+    println!("  anomaly scoring per agent cycle, {n_vms} VMs x 3 series + the host: mean {mean:.3} ms, p99 {p99:.3} ms");
+
+    // 2. The host's cost per frame: split, rate limit, MAC check, decode, validate.
+    let mut host = HostSession::new(new_key(), u32::MAX);
+    let mut guest = GuestSession::from_hello(&host.hello()[2..])?;
+    let report = GuestReport {
+        interval_s: 5.0,
+        apps: (0..4)
+            .map(|i| AppFigures {
+                name: format!("app-{i}"),
+                latency_p50_ms: 1.0,
+                latency_p95_ms: 2.0,
+                latency_p99_ms: 3.0,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let frames: Vec<Vec<u8>> = (0..100_000).map(|_| guest.seal(&report)).collect::<Result<_, _>>()?;
+    let t = Instant::now();
+    let mut accepted = 0;
+    for (i, f) in frames.iter().enumerate() {
+        accepted += host.receive(f, i as u64).len();
+    }
+    let per = t.elapsed().as_secs_f64() * 1e6 / frames.len() as f64;
+    println!("  host cost per guest frame (4 applications, {} bytes): {per:.2} us ({accepted} accepted)", frames[0].len());
+
+    // 3. The presage-guest process under a statsd load, against a host that reads its frames.
+    let bin = presage_tests::built_binaries(&["presage-guest"]).join("presage-guest");
+    let dir = tempfile::tempdir()?;
+    let sock = dir.path().join("port.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock)?;
+    let statsd = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let statsd_addr = statsd.local_addr()?;
+    drop(statsd);
+    let cfg = dir.path().join("guest.toml");
+    std::fs::write(
+        &cfg,
+        format!("port = \"unix:{}\"\ninterval = \"1s\"\n[[app]]\nname = \"web\"\nstatsd = \"{statsd_addr}\"\n", sock.display()),
+    )?;
+    let mut child = std::process::Command::new(&bin).arg("--config").arg(&cfg).spawn()?;
+    let (mut conn, _) = listener.accept()?;
+    let session = HostSession::new(new_key(), 10);
+    conn.write_all(&session.hello())?;
+    let reader = std::thread::spawn(move || {
+        let mut session = session;
+        let mut buf = [0u8; 4096];
+        let mut reports = 0;
+        let began = Instant::now();
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            reports += session.receive(&buf[..n], began.elapsed().as_millis() as u64).len();
+        }
+        reports
+    });
+    let app = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let start = Instant::now();
+    let (cpu0, _, _) = proc_cost(child.id() as i32)?;
+    let batch = (timings_per_s / 10).max(1);
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let lines: String = (0..batch).map(|i| format!("web.latency:{}|ms\n", i % 200)).collect();
+        app.send_to(lines.as_bytes(), statsd_addr)?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (cpu1, rss, hwm) = proc_cost(child.id() as i32)?;
+    let wall = start.elapsed().as_secs_f64();
+    child.kill()?;
+    let _ = child.wait();
+    let reports = reader.join().unwrap_or(0);
+    println!(
+        "  presage-guest over {wall:.0} s at {timings_per_s} statsd timings/s: CPU {:.3} % of one core, RSS {:.1} MiB (peak {:.1} MiB), {reports} reports read by the host",
+        100.0 * (cpu1 - cpu0) / wall,
+        rss as f64 / 1048576.0,
+        hwm as f64 / 1048576.0
+    );
+    Ok(())
 }

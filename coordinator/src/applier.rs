@@ -380,6 +380,27 @@ fn bundles(plan: &PlanRecord) -> Vec<Vec<usize>> {
     out
 }
 
+/// Asks move `m`'s destination to hold its hard reservation; the reservation's id once the
+/// destination's answer shows it held. One the answer does not show is released.
+async fn hold_reservation(shared: &Shared, plan_id: u64, m: &MoveRecord) -> Result<String, String> {
+    let rid = m.reservation_id(plan_id);
+    let reserve = pb::Reserve {
+        id: rid.clone(),
+        vm_id: m.vm_id.clone(),
+        hard: true,
+        cpu_mhz: m.cpu_mhz,
+        memory_mib: m.memory_mib,
+        ttl_ms: RESERVATION_TTL_MS,
+    };
+    let r = send(shared, &m.to_host, command::Body::Reserve(reserve)).await?;
+    let held = matches!(&r.detail, Some(command_result::Detail::Reservations(s)) if s.held.iter().any(|h| h.id == rid && h.hard));
+    if !held {
+        release(shared, &m.to_host, &rid).await;
+        return Err(format!("pre-check: {} does not show the hard reservation {rid}", m.to_host));
+    }
+    Ok(rid)
+}
+
 /// Reserves every move of `bundle` on its destination before any of them starts. If the
 /// destination refuses one, the ones it granted are released and every move of the bundle is
 /// refused, so a bundle never ends up split by a destination short of room. Returns whether
@@ -397,23 +418,8 @@ async fn reserve_bundle(shared: &Shared, running: &Running, bundle: &[usize]) ->
             refusal = Some(format!("journal: {e}"));
             break;
         }
-        let rid = m.reservation_id(plan.id);
-        let reserve = pb::Reserve {
-            id: rid.clone(),
-            vm_id: m.vm_id.clone(),
-            hard: true,
-            cpu_mhz: m.cpu_mhz,
-            memory_mib: m.memory_mib,
-            ttl_ms: RESERVATION_TTL_MS,
-        };
-        match send(shared, &to, command::Body::Reserve(reserve)).await {
-            Ok(r) if matches!(&r.detail, Some(command_result::Detail::Reservations(s)) if s.held.iter().any(|h| h.id == rid && h.hard)) => {
-                held.push(rid)
-            }
-            Ok(_) => {
-                refusal = Some(format!("{to} does not show the hard reservation {rid}"));
-                break;
-            }
+        match hold_reservation(shared, plan.id, m).await {
+            Ok(rid) => held.push(rid),
             Err(e) => {
                 refusal = Some(e);
                 break;
@@ -563,24 +569,8 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
         if let Err(e) = step_to(Step::Reserving) {
             return end(Step::Skipped, format!("journal: {e}"));
         }
-        let reserve = pb::Reserve {
-            id: rid.clone(),
-            vm_id: m.vm_id.clone(),
-            hard: true,
-            cpu_mhz: m.cpu_mhz,
-            memory_mib: m.memory_mib,
-            ttl_ms: RESERVATION_TTL_MS,
-        };
-        match send(shared, &m.to_host, command::Body::Reserve(reserve)).await {
-            Err(e) => return end(Step::Refused, e),
-            Ok(r) => {
-                let held =
-                    matches!(&r.detail, Some(command_result::Detail::Reservations(s)) if s.held.iter().any(|h| h.id == rid && h.hard));
-                if !held {
-                    release(shared, &m.to_host, &rid).await;
-                    return end(Step::Refused, format!("pre-check: {} does not show the hard reservation {rid}", m.to_host));
-                }
-            }
+        if let Err(e) = hold_reservation(shared, plan_id, &m).await {
+            return end(Step::Refused, e);
         }
     }
     if let Err(e) = step_to(Step::Migrating) {

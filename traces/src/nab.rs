@@ -280,7 +280,8 @@ pub fn score_file(sweep: &Sweep, anomaly_scores: &[f64], threshold: f64, profile
     let mut best: BTreeMap<usize, f64> = BTreeMap::new();
     let mut s = FileScore { windows: sweep.windows, ..FileScore::default() };
     for &(i, reward, window) in &sweep.rows {
-        if anomaly_scores.get(i).is_none_or(|&a| !(a >= threshold)) {
+        // A NaN score detects nothing.
+        if anomaly_scores.get(i).is_none_or(|&a| a.partial_cmp(&threshold).is_none_or(|o| o.is_lt())) {
             continue;
         }
         match window {

@@ -35,7 +35,10 @@ fn node_xml(port: &Path) -> String {
 /// the guest as is, what the guest sends goes to the agent one whole message at a time. The
 /// returned writer reaches the agent (for hostile messages); the last message the guest sent
 /// is kept (for replays).
-fn relay(port: UnixListener, guest: UnixListener) -> (Arc<Mutex<UnixStream>>, Arc<Mutex<Option<Vec<u8>>>>) {
+/// The writer to the agent, and the last whole message the guest sent.
+type Relay = (Arc<Mutex<UnixStream>>, Arc<Mutex<Option<Vec<u8>>>>);
+
+fn relay(port: UnixListener, guest: UnixListener) -> Relay {
     let (agent_side, _) = port.accept().expect("the agent connects to the port");
     let (guest_side, _) = guest.accept().expect("the guest connects");
     let to_agent = Arc::new(Mutex::new(agent_side.try_clone().unwrap()));

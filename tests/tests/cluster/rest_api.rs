@@ -20,6 +20,15 @@ fn code(a: &Answer) -> &str {
     a.body["code"].as_str().unwrap_or("")
 }
 
+/// Stops `coord` and starts it again on the same port with `cfg` (the same store).
+async fn restart(coord: RunningCoordinator, cfg: &presage_coordinator::config::CoordinatorConfig) -> RunningCoordinator {
+    let port = coord.port;
+    coord.stop().await;
+    let mut again = cfg.clone();
+    again.listen = ([127, 0, 0, 1], port).into();
+    RunningCoordinator::start_config(again).await
+}
+
 /// The VM ids `host` reports.
 async fn vms_on(url: &str, pki: &Pki, host: &str) -> Vec<String> {
     let op = client(url, &pki.issue(Role::Viewer, "lister")).await.unwrap();
@@ -184,11 +193,7 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
     // The declarations survive a coordinator restart (same store).
     a.stop().await;
     b.stop().await;
-    let port = coord.port;
-    coord.stop().await;
-    let mut again = cfg.clone();
-    again.listen = ([127, 0, 0, 1], port).into();
-    let coord = RunningCoordinator::start_config(again).await;
+    let coord = restart(coord, &cfg).await;
     let viewer = rest(&pki, &coord.url, Role::Viewer, "vera2");
     let r = viewer.get(&format!("/vms/{web}/dependencies")).await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
@@ -282,11 +287,7 @@ async fn a_repair_move_is_judged_before_and_after_and_what_is_learned_survives_a
 
     a.stop().await;
     b.stop().await;
-    let port = coord.port;
-    coord.stop().await;
-    let mut again = cfg.clone();
-    again.listen = ([127, 0, 0, 1], port).into();
-    let coord = RunningCoordinator::start_config(again).await;
+    let coord = restart(coord, &cfg).await;
     let viewer = rest(&pki, &coord.url, Role::Viewer, "vera2");
     let r = viewer.get("/ecosystem/learned").await.unwrap();
     assert_eq!(r.body["types"]["database"], learned["types"]["database"], "what is learned is kept in the store: {r:?}");

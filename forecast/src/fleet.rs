@@ -50,16 +50,74 @@ pub struct SeriesRequest<'a, K> {
     pub first_step: u64,
 }
 
+/// How the model is doing across the fleet, on its raw one-step-ahead forecasts (before mixing
+/// and calibration), against the mixing baseline on the same outcomes: exponentially weighted
+/// over about the last [`HEALTH_WINDOW`] outcomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ModelHealth {
+    /// Outcomes judged.
+    pub outcomes: u64,
+    /// Share of outcomes within the model's p10–p90 (0.8 when calibrated).
+    pub coverage: f64,
+    /// Mean pinball loss (p10, p50, p90) of the model's and of the baseline's forecasts.
+    pub model_loss: f64,
+    pub baseline_loss: f64,
+}
+
+/// Outcomes the health is weighted over.
+pub const HEALTH_WINDOW: f64 = 2000.0;
+/// A model is judged once this many outcomes are in.
+pub const HEALTH_MIN_OUTCOMES: u64 = 500;
+/// Below this p10–p90 coverage, or above this multiple of the baseline's loss, the model has
+/// drifted and the fleet forecasts with the baseline from then on.
+pub const DRIFT_COVERAGE: f64 = 0.5;
+pub const DRIFT_LOSS_RATIO: f64 = 1.5;
+
+impl ModelHealth {
+    fn observe(&mut self, model: [f32; 3], baseline: [f32; 3], y: f32) {
+        let loss =
+            |q: [f32; 3]| crate::QUANTILES.iter().zip(q).map(|(&tau, q)| crate::metrics::pinball(y, q, tau) as f64).sum::<f64>() / 3.0;
+        let covered = if model[0] <= y && y <= model[2] { 1.0 } else { 0.0 };
+        self.outcomes += 1;
+        let a = (1.0 / self.outcomes as f64).max(1.0 / HEALTH_WINDOW);
+        self.coverage += a * (covered - self.coverage);
+        self.model_loss += a * (loss(model) - self.model_loss);
+        self.baseline_loss += a * (loss(baseline) - self.baseline_loss);
+    }
+
+    /// Why the model has drifted, if it has.
+    pub fn drift(&self) -> Option<String> {
+        if self.outcomes < HEALTH_MIN_OUTCOMES {
+            return None;
+        }
+        let ratio = if self.baseline_loss > 0.0 { self.model_loss / self.baseline_loss } else { 1.0 };
+        (self.coverage < DRIFT_COVERAGE || ratio > DRIFT_LOSS_RATIO).then(|| {
+            format!(
+                "p10-p90 coverage {:.0} % and pinball loss {ratio:.2} x the baseline's over the last {} outcomes (limits: {:.0} %, {DRIFT_LOSS_RATIO} x)",
+                100.0 * self.coverage,
+                self.outcomes.min(HEALTH_WINDOW as u64),
+                100.0 * DRIFT_COVERAGE
+            )
+        })
+    }
+}
+
 /// A forecaster with one online learner per series, keyed by `K`.
 pub struct FleetForecaster<K> {
     model: Box<dyn Forecaster>,
     status: String,
     learners: HashMap<K, SeriesLearner>,
+    /// Per series, the model's and the baseline's raw forecast for the step awaiting its
+    /// outcome (first step, p10/p50/p90 each), while the model is still on trial.
+    pending: HashMap<K, (u64, [f32; 3], [f32; 3])>,
+    health: ModelHealth,
+    /// Set once the model drifted: the fleet forecasts with the fallback from then on.
+    drifted: bool,
 }
 
 impl<K: Hash + Eq + Clone> FleetForecaster<K> {
     pub fn new(model: Box<dyn Forecaster>, status: String) -> FleetForecaster<K> {
-        FleetForecaster { model, status, learners: HashMap::new() }
+        FleetForecaster { model, status, learners: HashMap::new(), pending: HashMap::new(), health: ModelHealth::default(), drifted: false }
     }
 
     /// The model at `path` (see [`load_or_fallback`]).
@@ -81,10 +139,33 @@ impl<K: Hash + Eq + Clone> FleetForecaster<K> {
         self.model.min_history()
     }
 
+    /// How the model is doing across the fleet (zero outcomes for a baseline, which is not
+    /// judged).
+    pub fn health(&self) -> ModelHealth {
+        self.health
+    }
+
     /// The outcome of `step` for series `key` arrived.
     pub fn observe(&mut self, key: &K, step: u64, y: f32) {
         if let Some(l) = self.learners.get_mut(key) {
             l.observe(step, y);
+        }
+        if let Some(&(first, model, baseline)) = self.pending.get(key)
+            && first == step
+            && y.is_finite()
+        {
+            self.pending.remove(key);
+            self.health.observe(model, baseline, y);
+            if !self.drifted
+                && let Some(why) = self.health.drift()
+            {
+                let fallback = fallback_forecaster();
+                tracing::warn!(model = %self.model.name(), reason = %why, "the forecast model drifted; forecasting with the baseline");
+                self.status = format!("{} (baseline: model {} drifted: {why})", fallback.name(), self.model.name());
+                self.model = fallback;
+                self.drifted = true;
+                self.pending.clear();
+            }
         }
     }
 
@@ -101,6 +182,7 @@ impl<K: Hash + Eq + Clone> FleetForecaster<K> {
     /// Forgets every series for which `keep` is false.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         self.learners.retain(|k, _| keep(k));
+        self.pending.retain(|k, _| keep(k));
     }
 
     /// The forecasts to publish for every request, in order (a model's mixed with the baseline,
@@ -114,6 +196,13 @@ impl<K: Hash + Eq + Clone> FleetForecaster<K> {
             .map(|(r, f)| {
                 let f = f?;
                 let baseline = mixing_baseline(self.model.as_ref(), &r.ctx);
+                // A model (one mixed with the baseline) stays on trial: its raw one-step
+                // forecast and the baseline's wait for the outcome.
+                if let Some(b) = &baseline
+                    && !self.drifted
+                {
+                    self.pending.insert(r.key.clone(), (r.first_step, f.at(1), b.at(1)));
+                }
                 let learner = self.learners.entry(r.key.clone()).or_default();
                 Some(learner.publish(r.first_step, &f, baseline.as_ref()))
             })
@@ -124,6 +213,54 @@ impl<K: Hash + Eq + Clone> FleetForecaster<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A model whose forecasts sit far above what happens: once enough outcomes are in, the
+    /// fleet drops it for the baseline and says why; a model as good as the baseline stays.
+    struct Fixed {
+        band: [f32; 3],
+    }
+
+    impl Forecaster for Fixed {
+        fn name(&self) -> String {
+            format!("fixed-{}", self.band[1])
+        }
+        fn min_history(&self) -> usize {
+            24
+        }
+        fn forecast(&self, ctx: &SeriesContext<'_>) -> Option<Forecast> {
+            (ctx.history.len() >= 24).then(|| Forecast::flat(self.band))
+        }
+        fn mixes_online(&self) -> bool {
+            true
+        }
+    }
+
+    fn run(band: [f32; 3]) -> FleetForecaster<u32> {
+        let mut f: FleetForecaster<u32> = FleetForecaster::new(Box::new(Fixed { band }), format!("fixed-{}", band[1]));
+        let history: Vec<f32> = (0..48).map(|i| 0.2 + 0.02 * (i % 5) as f32).collect();
+        for step in 0..(HEALTH_MIN_OUTCOMES / 4 + 50) {
+            let reqs: Vec<SeriesRequest<'_, u32>> = (0..4)
+                .map(|k| SeriesRequest { key: k, ctx: SeriesContext { history: &history, next_time_s: 0 }, first_step: step })
+                .collect();
+            f.forecast(&reqs);
+            for k in 0..4 {
+                f.observe(&k, step, 0.2 + 0.02 * ((step + k as u64) % 5) as f32);
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn a_model_that_drifts_falls_back_to_the_baseline_with_the_reason() {
+        let bad = run([0.8, 0.9, 0.95]);
+        assert!(bad.status().contains("drifted") && bad.status().contains("coverage 0 %"), "{}", bad.status());
+        assert_eq!(bad.name(), fallback_forecaster().name());
+        assert!(bad.health().outcomes >= HEALTH_MIN_OUTCOMES);
+        let good = run([0.19, 0.24, 0.29]);
+        assert!(!good.status().contains("drifted"), "{} {:?}", good.status(), good.health());
+        assert_eq!(good.name(), "fixed-0.24");
+        assert!(good.health().coverage > 0.7, "{:?}", good.health());
+    }
 
     #[test]
     fn calibration_is_kept_per_series_and_forgotten_with_it() {

@@ -8,6 +8,7 @@
 //! [[app]]
 //! name = "web"
 //! statsd = "127.0.0.1:8125" # UDP: `web.latency:12.5|ms`, `web.errors:1|c`
+//! http = "127.0.0.1:9125"   # or the same lines in an HTTP POST
 //! probe = "http://127.0.0.1:8080/health"
 //! probe_every = "500ms"
 //! ```
@@ -41,6 +42,9 @@ pub struct AppConfig {
     /// A UDP address to receive the application's statsd timings and counters on.
     #[serde(default)]
     pub statsd: Option<SocketAddr>,
+    /// A TCP address where the application `POST`s the same lines over HTTP.
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
     /// An `http://host:port/path` endpoint to probe; each probe is a request whose latency and
     /// success count.
     #[serde(default)]
@@ -93,8 +97,8 @@ impl GuestConfig {
             if self.apps[..i].iter().any(|b| b.name == a.name) {
                 return Err(("app.name", format!("app {i}: {:?} is named twice", a.name)));
             }
-            if a.statsd.is_none() && a.probe.is_none() {
-                return Err(("app", format!("app {:?}: give statsd, probe or both", a.name)));
+            if a.statsd.is_none() && a.http.is_none() && a.probe.is_none() {
+                return Err(("app", format!("app {:?}: give statsd, http, probe or several", a.name)));
             }
             if let Some(p) = &a.probe {
                 crate::probe::HttpTarget::parse(p).map_err(|why| ("app.probe", format!("app {:?}: {why}", a.name)))?;
@@ -140,7 +144,7 @@ mod tests {
     fn configs_are_checked_and_name_what_is_wrong() {
         let ok = parse("interval = \"2s\"\n[[app]]\nname = \"web\"\nstatsd = \"127.0.0.1:8125\"\n").unwrap();
         assert_eq!((ok.port.as_str(), ok.interval, ok.apps[0].probe_every), ("auto", Duration::from_secs(2), Duration::from_millis(500)));
-        assert!(parse("[[app]]\nname = \"web\"\n").unwrap_err().contains("give statsd, probe or both"));
+        assert!(parse("[[app]]\nname = \"web\"\n").unwrap_err().contains("give statsd, http, probe or several"));
         assert!(parse("[[app]]\nname = \"a:b\"\nstatsd = \"127.0.0.1:1\"\n").unwrap_err().contains("app.name"));
         assert!(parse("[[app]]\nname = \"w\"\nprobe = \"ftp://x\"\n").unwrap_err().contains("app.probe"));
         assert!(parse("interval = \"1ms\"\n").unwrap_err().contains("interval"));

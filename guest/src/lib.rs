@@ -1,5 +1,6 @@
 //! presage-guest: the agent inside a VM. It measures the applications named in its config —
-//! statsd timings and counters they push over UDP, and/or probes of a local HTTP endpoint —
+//! statsd timings and counters they push over UDP or in an HTTP `POST`, and/or probes of a local
+//! HTTP endpoint —
 //! and every interval sends their latency percentiles, throughput and error rate to the host's
 //! agent over the virtio-serial port `org.presage.guest.0`, sealed with the key of the host's
 //! last hello (`presage_protocol::guest`). It never reads anything else from the host; a host
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod figures;
+pub mod http_push;
 pub mod port;
 pub mod probe;
 
@@ -41,6 +43,17 @@ pub fn start_collectors(cfg: &GuestConfig, intervals: &Intervals) -> std::io::Re
                         i.statsd(&name, &text);
                     }
                 }
+            })?;
+        }
+        if let Some(addr) = app.http {
+            let listener = std::net::TcpListener::bind(addr)?;
+            let (name, intervals) = (app.name.clone(), intervals.clone());
+            std::thread::Builder::new().name(format!("http-{name}")).spawn(move || {
+                http_push::serve(listener, move |body| {
+                    if let Some(i) = intervals.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&name) {
+                        i.statsd(&name, body);
+                    }
+                })
             })?;
         }
         if let Some(url) = &app.probe {

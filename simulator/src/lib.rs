@@ -190,6 +190,9 @@ pub struct RunReport {
     pub host_shutdowns: u64,
     pub mean_active_hosts: f64,
     pub unplaced_vms: usize,
+    /// VM-minutes the interference model puts an application over its latency SLO
+    /// ([`APP_SLO_LATENCY_FACTOR`] x its unloaded latency).
+    pub app_slo_violation_minutes: f64,
     pub steps: usize,
     pub wall_s: f64,
     /// The ecosystem's figures, for a run over one (`--ecosystem`).
@@ -244,6 +247,12 @@ pub struct Simulation<'s> {
     refused: u64,
     /// Migrations started to repair a dependency.
     repair_moves: u64,
+    /// The interference model's state per host: (CPU demand over capacity, resident VMs, short
+    /// of memory) as of its last update, and the VM-seconds of application SLO violation so far.
+    app_load: Vec<(f64, usize, bool)>,
+    /// The same as of the update before (what held during the interval being charged).
+    app_load_before: Vec<(f64, usize, bool)>,
+    app_slo_violation_s: f64,
     /// Host failures still to come (the ecosystem's events), soonest first, and per host
     /// whether it has failed (it takes nothing and draws nothing from then on).
     failures: Vec<ecosystem::HostFailure>,
@@ -251,6 +260,13 @@ pub struct Simulation<'s> {
     /// The ecosystem whose figures the run follows (trace VM i is its declaration i).
     ecosystem: Option<ecosystem::EcosystemTracker>,
 }
+
+/// The interference model: each VM's application is served by its host's CPU as an M/M/1 queue,
+/// its latency the unloaded latency / (1 - rho) with rho the host's CPU demand over capacity
+/// (and unbounded while the host is short of memory: it swaps). Its SLO is this many times the
+/// unloaded latency, so it holds while rho stays at or under [`APP_SLO_UTILISATION`].
+pub const APP_SLO_LATENCY_FACTOR: f64 = 5.0;
+pub const APP_SLO_UTILISATION: f64 = 1.0 - 1.0 / APP_SLO_LATENCY_FACTOR;
 
 /// The share of a host's CPU that its use plus hard reservations may reach (the agents' default).
 pub const RESERVATION_CPU_LIMIT: f64 = presage_decide::reservation::DEFAULT_CPU_LIMIT;
@@ -287,6 +303,9 @@ impl<'s> Simulation<'s> {
             books: None,
             refused: 0,
             repair_moves: 0,
+            app_load: vec![(0.0, 0, false); nh],
+            app_load_before: vec![(0.0, 0, false); nh],
+            app_slo_violation_s: 0.0,
             failures: Vec::new(),
             failed: vec![false; nh],
             ecosystem: None,
@@ -591,12 +610,14 @@ impl<'s> Simulation<'s> {
             requested += v.demand_mips;
         }
         let memory_over = self.scenario.model == ResourceModel::CpuAndMemory && memory > host.memory_mb;
+        let app_load = (requested / total, scheduled.len(), memory_over);
         for (vm, request) in scheduled {
             self.vms[vm].scheduled_mips = request;
         }
         let host = &mut self.hosts[h];
         host.vms = vms;
         host.migrating_in = held_in;
+        self.app_load_before[h] = std::mem::replace(&mut self.app_load[h], app_load);
         self.host_prev_mips[h] = host.observed_mips;
         host.observed_mips = util;
         // A host short of memory violates its VMs' SLA as surely as one short of CPU.
@@ -616,6 +637,13 @@ impl<'s> Simulation<'s> {
                     continue;
                 }
                 let host = &self.hosts[h];
+                // The interference model: every resident VM's application violates its SLO while
+                // its host's CPU demand is over APP_SLO_UTILISATION of capacity, or the host is
+                // short of memory.
+                let (load, resident, short) = self.app_load_before[h];
+                if load > APP_SLO_UTILISATION || short {
+                    self.app_slo_violation_s += resident as f64 * dt;
+                }
                 self.energy_j += match self.power_mode {
                     PowerMode::AlwaysFull => host.power.max_watts() * dt,
                     PowerMode::FollowsLoad => {
@@ -903,6 +931,7 @@ impl<'s> Simulation<'s> {
             host_shutdowns: shutdowns,
             mean_active_hosts: mean_active,
             unplaced_vms: self.unplaced,
+            app_slo_violation_minutes: self.app_slo_violation_s / 60.0,
             steps: self.timeline.len(),
             wall_s,
             ecosystem: self.ecosystem.as_ref().map(|t| ecosystem::EcosystemReport { repair_moves: self.repair_moves, ..t.report() }),

@@ -79,6 +79,26 @@ fn an_oversubscribed_host_violates_for_exactly_the_time_it_is_short() {
     assert!((r.energy_kwh - j / 3.6e6).abs() < 1e-9, "{} kWh vs {}", r.energy_kwh, j / 3.6e6);
 }
 
+/// The interference model: two VMs on one core, asking 45 % each (90 % of the host: over the
+/// 80 % the SLO allows) for the first trace points, then 30 % each (60 %). Updates at 300.1,
+/// 600.1, 900.1, 1200.1, 1500.1 s; the demand at each comes from the trace point in progress
+/// (interpolated 0.1 s in). The intervals 300.1-600.1 and 600.1-900.1 start at 90 %: 2 VMs x
+/// 600 s = 20 VM-minutes; the rest start at or under 80 %.
+#[test]
+fn applications_violate_their_slo_for_exactly_the_time_their_host_is_over_the_bound() {
+    let trace = vec![0.45, 0.45, 0.45, 0.3, 0.3, 0.3];
+    let a = (VmView::unplaced(1, 1000.0, 100.0), trace.clone());
+    let b = (VmView::unplaced(1, 1000.0, 100.0), trace);
+    let s = Scenario::synthetic("hot", ResourceModel::CpuAndMemory, vec![small_host()], vec![a, b]);
+    let r = run(&s, scripted(vec![0, 0], vec![]));
+    assert!((r.app_slo_violation_minutes - 20.0).abs() < 1e-9, "{} VM-minutes", r.app_slo_violation_minutes);
+    // The same VMs on two hosts never pass the bound.
+    let a = (VmView::unplaced(1, 1000.0, 100.0), vec![0.45; 6]);
+    let b = (VmView::unplaced(1, 1000.0, 100.0), vec![0.45; 6]);
+    let s = Scenario::synthetic("apart", ResourceModel::CpuAndMemory, vec![small_host(), small_host()], vec![a, b]);
+    assert_eq!(run(&s, scripted(vec![0, 1], vec![])).app_slo_violation_minutes, 0.0);
+}
+
 #[test]
 fn a_migration_lasts_ram_over_bandwidth_and_costs_a_tenth_of_the_demand() {
     // Two idle-ish hosts, one VM each at 200 MIPS. THR-MMT-0.8 empties the least used host

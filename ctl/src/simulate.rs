@@ -250,7 +250,7 @@ pub fn run(args: SimulateArgs, output: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-const COLUMNS: [&str; 17] = [
+const COLUMNS: [&str; 18] = [
     "policy",
     "day",
     "hosts",
@@ -267,6 +267,7 @@ const COLUMNS: [&str; 17] = [
     "host_shutdowns",
     "mean_active_hosts",
     "unplaced_vms",
+    "app_slo_violation_minutes",
     "wall_s",
 ];
 
@@ -288,6 +289,7 @@ fn fields(r: &RunReport) -> Vec<String> {
         r.host_shutdowns.to_string(),
         format!("{:.1}", r.mean_active_hosts),
         r.unplaced_vms.to_string(),
+        format!("{:.1}", r.app_slo_violation_minutes),
         format!("{:.3}", r.wall_s),
     ]
 }
@@ -354,6 +356,7 @@ fn table(reports: &[RunReport]) -> String {
         "PING-PONG",
         "ORACLE kWh",
         "x ORACLE",
+        "APP SLO VM-min",
         "WALL s",
     ];
     let rows: Vec<Vec<String>> = reports
@@ -374,6 +377,7 @@ fn table(reports: &[RunReport]) -> String {
                 f[10].clone(),
                 format!("{:.2}", r.oracle_energy_kwh),
                 format!("{:.2}", r.energy_over_oracle),
+                format!("{:.0}", r.app_slo_violation_minutes),
                 format!("{:.2}", r.wall_s),
             ]
         })

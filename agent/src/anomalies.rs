@@ -17,7 +17,8 @@ pub const DEFAULT_THRESHOLD: f64 = 0.667;
 pub struct AnomalyWatch {
     cfg: AnomalyConfig,
     threshold: f64,
-    detectors: HashMap<(String, String), AnomalyDetector>,
+    /// Per owner (a VM id; "" for the host), per series name.
+    detectors: HashMap<String, HashMap<String, AnomalyDetector>>,
     /// Each VM's forecast from the last cycle, for judging this cycle's observation.
     last_forecast: HashMap<String, VmForecast>,
     /// The guest report already scored per VM (its arrival time): a report is scored once.
@@ -35,11 +36,19 @@ impl AnomalyWatch {
     }
 
     pub fn series(&self) -> usize {
-        self.detectors.len()
+        self.detectors.values().map(HashMap::len).sum()
     }
 
     fn score(&mut self, owner: &str, series: &str, y: f64, forecast: Option<StepForecast>) -> (f64, f64) {
-        let d = self.detectors.entry((owner.to_string(), series.to_string())).or_insert_with(|| AnomalyDetector::new(self.cfg));
+        // Looked up by reference: names are copied only for a series seen the first time.
+        if !self.detectors.contains_key(owner) {
+            self.detectors.insert(owner.to_string(), HashMap::new());
+        }
+        let per_owner = self.detectors.get_mut(owner).expect("inserted above");
+        if !per_owner.contains_key(series) {
+            per_owner.insert(series.to_string(), AnomalyDetector::new(self.cfg));
+        }
+        let d = per_owner.get_mut(series).expect("inserted above");
         let expected = forecast.map(|f| f[1]).or_else(|| d.long_run().map(|(m, _)| m)).unwrap_or(y);
         (d.observe(y, forecast), expected)
     }
@@ -115,7 +124,7 @@ impl AnomalyWatch {
             }
         }
         // VMs that left: their series go.
-        self.detectors.retain(|(owner, _), _| owner.is_empty() || present.contains(owner));
+        self.detectors.retain(|owner, _| owner.is_empty() || present.contains(owner));
         self.last_forecast.retain(|vm, _| present.contains(vm));
         self.last_guest.retain(|vm, _| present.contains(vm));
         report.anomalies = events;

@@ -28,7 +28,14 @@ use crate::figures::Interval;
 /// Each application's interval, shared by its collectors and the reporter.
 pub type Intervals = Arc<Mutex<BTreeMap<String, Interval>>>;
 
-/// Starts a collector thread per statsd address and per probe.
+/// Hands statsd lines pushed for `app` (over UDP or HTTP) to its interval.
+fn feed(intervals: &Intervals, app: &str, lines: &str) {
+    if let Some(i) = intervals.lock().unwrap_or_else(|p| p.into_inner()).get_mut(app) {
+        i.statsd(app, lines);
+    }
+}
+
+/// Starts a collector thread per statsd address, HTTP push address and probe.
 pub fn start_collectors(cfg: &GuestConfig, intervals: &Intervals) -> std::io::Result<()> {
     for app in &cfg.apps {
         intervals.lock().unwrap_or_else(|p| p.into_inner()).insert(app.name.clone(), Interval::default());
@@ -38,23 +45,16 @@ pub fn start_collectors(cfg: &GuestConfig, intervals: &Intervals) -> std::io::Re
             std::thread::Builder::new().name(format!("statsd-{name}")).spawn(move || {
                 let mut buf = [0u8; 8192];
                 while let Ok(n) = socket.recv(&mut buf) {
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    if let Some(i) = intervals.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&name) {
-                        i.statsd(&name, &text);
-                    }
+                    feed(&intervals, &name, &String::from_utf8_lossy(&buf[..n]));
                 }
             })?;
         }
         if let Some(addr) = app.http {
             let listener = std::net::TcpListener::bind(addr)?;
             let (name, intervals) = (app.name.clone(), intervals.clone());
-            std::thread::Builder::new().name(format!("http-{name}")).spawn(move || {
-                http_push::serve(listener, move |body| {
-                    if let Some(i) = intervals.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&name) {
-                        i.statsd(&name, body);
-                    }
-                })
-            })?;
+            std::thread::Builder::new()
+                .name(format!("http-{name}"))
+                .spawn(move || http_push::serve(listener, move |body| feed(&intervals, &name, body)))?;
         }
         if let Some(url) = &app.probe {
             let target = probe::HttpTarget::parse(url).map_err(std::io::Error::other)?;

@@ -140,6 +140,22 @@ pub struct GuestCounters {
     pub out_of_range: u64,
 }
 
+impl std::ops::Add for GuestCounters {
+    type Output = GuestCounters;
+
+    fn add(self, o: GuestCounters) -> GuestCounters {
+        GuestCounters {
+            accepted: self.accepted + o.accepted,
+            oversized: self.oversized + o.oversized,
+            rate_limited: self.rate_limited + o.rate_limited,
+            malformed: self.malformed + o.malformed,
+            forged: self.forged + o.forged,
+            replayed: self.replayed + o.replayed,
+            out_of_range: self.out_of_range + o.out_of_range,
+        }
+    }
+}
+
 impl GuestCounters {
     pub fn dropped(&self) -> u64 {
         self.oversized + self.rate_limited + self.malformed + self.forged + self.replayed + self.out_of_range

@@ -33,9 +33,8 @@ pub const LOW_FP: Profile = Profile { name: "reward_low_FP_rate", tp: 1.0, fp: 0
 pub const LOW_FN: Profile = Profile { name: "reward_low_FN_rate", tp: 1.0, fp: 0.11, fn_: 2.0 };
 pub const PROFILES: [Profile; 3] = [STANDARD, LOW_FP, LOW_FN];
 
-/// The share of a file that is probationary, and the most rows it may be.
+/// The share of a file that is probationary; at most that share of 5,000 rows (750).
 pub const PROBATION_SHARE: f64 = 0.15;
-pub const PROBATION_MAX: f64 = 750.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NabError {
@@ -198,7 +197,7 @@ pub fn scaled_sigmoid(y: f64) -> f64 {
 
 /// The probationary rows of a file of `n` rows.
 pub fn probation(n: usize) -> usize {
-    (PROBATION_SHARE * n as f64).floor().min(PROBATION_SHARE * 5000.0).min(PROBATION_MAX) as usize
+    (PROBATION_SHARE * n as f64).floor().min(PROBATION_SHARE * 5000.0) as usize
 }
 
 /// The reward of every scorable row of `series` under `profile`.

@@ -190,6 +190,11 @@ pub fn modelled_call_latency(graph: &EcosystemGraph, placement: &Placement, vms:
     (weights > 0.0).then(|| sum / weights)
 }
 
+/// `measured` where the guests report figures, else the modelled call latency around `vm`.
+fn figures_of(graph: &EcosystemGraph, placement: &Placement, vm: usize, measured: Option<AppFigures>) -> AppFigures {
+    measured.unwrap_or_else(|| AppFigures { latency_ms: modelled_call_latency(graph, placement, &[vm]), throughput_per_s: None })
+}
+
 /// The satisfaction of every dependency a move of `vms` can change: theirs and those of the
 /// VMs they serve, by (VM name, dependency index).
 fn satisfactions(graph: &EcosystemGraph, placement: &Placement, vms: &[usize]) -> Vec<(String, usize, f64)> {
@@ -238,7 +243,7 @@ impl FeedbackLoop {
     /// Records the figures before repair move `key` of graph VM `vm` starts: `measured` where
     /// its guests report them, else the modelled call latency.
     pub fn before(&mut self, key: String, graph: &EcosystemGraph, placement: &Placement, vm: usize, measured: Option<AppFigures>) {
-        let before = measured.unwrap_or(AppFigures { latency_ms: modelled_call_latency(graph, placement, &[vm]), throughput_per_s: None });
+        let before = figures_of(graph, placement, vm, measured);
         let satisfactions = satisfactions(graph, placement, &[vm]);
         self.pending.insert(key, PendingRepair { vm: graph.vm(vm).name.clone(), before, satisfactions });
     }
@@ -261,7 +266,7 @@ impl FeedbackLoop {
     ) -> Option<Observation> {
         let p = self.pending.remove(key)?;
         let vm = graph.find(&p.vm)?;
-        let after = measured.unwrap_or(AppFigures { latency_ms: modelled_call_latency(graph, placement, &[vm]), throughput_per_s: None });
+        let after = figures_of(graph, placement, vm, measured);
         let mut types: Vec<String> = p
             .satisfactions
             .iter()

@@ -165,6 +165,7 @@ impl PlanSnapshot {
             history: UtilisationHistory::default(),
             in_migration: false,
             forecast: None,
+            app: None,
         });
         let fleet = FleetView { now_s: self.now_s, hosts: &self.hosts, vms: &vms };
         let r = self.ranker.rank_new_with(&fleet, &self.standing, vms.len() - 1, top.max(1));
@@ -297,6 +298,7 @@ impl Advisor {
                     history: history.clone(),
                     in_migration: false,
                     forecast: sample.forecast.as_ref().and_then(forecast_of),
+                    app: None,
                 });
                 vm_ids.push(sample.vm_id.clone());
             }

@@ -69,6 +69,11 @@ pub struct SimulateArgs {
     /// A TOML file with presage's policy settings (the coordinator's [policy.presage] keys).
     #[arg(long)]
     pub presage_config: Option<PathBuf>,
+    /// Every VM runs presage-guest: the interference model's application latency and the host's
+    /// contention reach the policies (presage learns from them; `presage-noapp` ignores them).
+    /// `app_slo_violation_minutes` is reported either way.
+    #[arg(long)]
+    pub guest_reports: bool,
     /// An ecosystem scenario (../shared/data/ecosystems format): trace VMs become its
     /// applications' services in order, `presage` runs with the dependency scorer and rule
     /// (`presage-nodeps` without), and every run reports the ecosystem's figures.
@@ -116,6 +121,7 @@ impl SimulateArgs {
             no_progress: true,
             forecast_model: None,
             presage_config: None,
+            guest_reports: false,
             ecosystem: None,
         }
     }
@@ -182,22 +188,34 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
         .map(|(s, p)| {
             let _span = tracing::info_span!("simulate", day = %s.name, policy = %p).entered();
             let Some(eco) = &ecosystem else {
-                let sim = Simulation::new(s, p.build_with(&presage), p.power_mode()).with_forecast_model(model.as_deref());
+                let sim = Simulation::new(s, p.build_with(&presage), p.power_mode())
+                    .with_forecast_model(model.as_deref())
+                    .with_guest_reports(args.guest_reports);
                 return sim.run(|_, _| progress.inc(1));
             };
             // Trace VM i is the ecosystem's declaration i.
             let graph = eco.graph(MatchOptions::default());
             let mut tracker = EcosystemTracker::new(eco.clone(), graph.clone(), s.hosts.len());
-            let policy: Box<dyn presage_decide::policy::ConsolidationPolicy> = if *p == PolicySpec::Presage {
-                let fleet =
-                    FleetEcosystem::new(graph.clone(), s.vms.len(), &|name| graph.find(name), eco.locations(s.hosts.len()), eco.latency);
-                let handle = EcosystemHandle::new(fleet);
-                tracker = tracker.learning_into(handle.clone());
-                Box::new(presage_with_ecosystem(presage.clone(), handle))
-            } else {
-                p.build_with(&presage)
-            };
-            let sim = Simulation::new(s, policy, p.power_mode()).with_forecast_model(model.as_deref()).with_ecosystem(tracker);
+            let policy: Box<dyn presage_decide::policy::ConsolidationPolicy> =
+                if matches!(p, PolicySpec::Presage | PolicySpec::PresageNoApp) {
+                    let fleet = FleetEcosystem::new(
+                        graph.clone(),
+                        s.vms.len(),
+                        &|name| graph.find(name),
+                        eco.locations(s.hosts.len()),
+                        eco.latency,
+                    );
+                    let handle = EcosystemHandle::new(fleet);
+                    tracker = tracker.learning_into(handle.clone());
+                    let policy = presage_with_ecosystem(p.presage_config(&presage), handle);
+                    Box::new(if *p == PolicySpec::PresageNoApp { policy.labelled("presage-noapp") } else { policy })
+                } else {
+                    p.build_with(&presage)
+                };
+            let sim = Simulation::new(s, policy, p.power_mode())
+                .with_forecast_model(model.as_deref())
+                .with_guest_reports(args.guest_reports)
+                .with_ecosystem(tracker);
             sim.run(|_, _| progress.inc(1))
         })
         .collect();

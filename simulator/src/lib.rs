@@ -30,6 +30,7 @@ use presage_forecast::{STEP_S, SeriesContext};
 
 use presage_decide::reservation::{Refusal, Reservation, ReservationBook, ReservationKind, Resources};
 
+use presage_decide::policy::application::AppSignal;
 use presage_decide::policy::{ConsolidationPolicy, FleetView, HostView, PowerMode, VmView};
 
 pub use self::scenario::{Scenario, ScenarioError};
@@ -253,6 +254,9 @@ pub struct Simulation<'s> {
     /// The same as of the update before (what held during the interval being charged).
     app_load_before: Vec<(f64, usize, bool)>,
     app_slo_violation_s: f64,
+    /// Whether every VM's guest reports its application figures (presage-guest in every VM):
+    /// the interference model's latency and the host's contention reach the policy.
+    guest_reports: bool,
     /// Host failures still to come (the ecosystem's events), soonest first, and per host
     /// whether it has failed (it takes nothing and draws nothing from then on).
     failures: Vec<ecosystem::HostFailure>,
@@ -267,6 +271,36 @@ pub struct Simulation<'s> {
 /// unloaded latency, so it holds while rho stays at or under [`APP_SLO_UTILISATION`].
 pub const APP_SLO_LATENCY_FACTOR: f64 = 5.0;
 pub const APP_SLO_UTILISATION: f64 = 1.0 - 1.0 / APP_SLO_LATENCY_FACTOR;
+
+/// What the interference model makes a VM's guest and host report on host `h` at `t`, its CPU
+/// demand `rho` of capacity over `pes` cores: the application's latency over its SLO
+/// (`1/(1-rho)` over [`APP_SLO_LATENCY_FACTOR`]; 100 once the host is saturated or short of
+/// memory) and, as the host's contention signal, the share of requests that wait for a core
+/// (Erlang's C formula for `pes` servers; 1 when saturated or swapping).
+pub fn interference_signal(rho: f64, pes: u32, memory_short: bool, h: usize, t: f64) -> AppSignal {
+    const SATURATED_OVER_SLO: f64 = 100.0;
+    let rho = rho.max(0.0);
+    let (latency_over_slo, host_contention) = if memory_short || rho >= 1.0 {
+        (SATURATED_OVER_SLO, 1.0)
+    } else {
+        ((1.0 / (1.0 - rho) / APP_SLO_LATENCY_FACTOR).min(SATURATED_OVER_SLO), erlang_c(pes.max(1), rho))
+    };
+    AppSignal { latency_over_slo, host_contention, host_utilisation: rho.min(1.0), measured_on: h, at_s: t }
+}
+
+/// Erlang's C formula: the probability that a request waits in an M/M/c queue at utilisation
+/// `rho` (< 1) of its `c` servers.
+fn erlang_c(c: u32, rho: f64) -> f64 {
+    let a = c as f64 * rho;
+    // sum_{k<c} a^k/k!, and a^c/c!, accumulated term by term.
+    let (mut sum, mut term) = (0.0, 1.0);
+    for k in 0..c {
+        sum += term;
+        term *= a / (k + 1) as f64;
+    }
+    let top = term / (1.0 - rho);
+    (top / (sum + top)).clamp(0.0, 1.0)
+}
 
 /// The share of a host's CPU that its use plus hard reservations may reach (the agents' default).
 pub const RESERVATION_CPU_LIMIT: f64 = presage_decide::reservation::DEFAULT_CPU_LIMIT;
@@ -306,6 +340,7 @@ impl<'s> Simulation<'s> {
             app_load: vec![(0.0, 0, false); nh],
             app_load_before: vec![(0.0, 0, false); nh],
             app_slo_violation_s: 0.0,
+            guest_reports: false,
             failures: Vec::new(),
             failed: vec![false; nh],
             ecosystem: None,
@@ -319,6 +354,14 @@ impl<'s> Simulation<'s> {
     pub fn with_forecast_model(mut self, path: Option<&std::path::Path>) -> Simulation<'s> {
         self.forecaster = self.policy.wants_forecasts().then(|| FleetForecaster::load(path));
         self.books = self.policy.wants_forecasts().then(|| vec![ReservationBook::default(); self.hosts.len()]);
+        self
+    }
+
+    /// Every VM runs presage-guest: its application's figures (the interference model's) and
+    /// its host's contention reach the policy each update. Without it the model still charges
+    /// `app_slo_violation_minutes`, but no policy hears of it (as in a fleet without guests).
+    pub fn with_guest_reports(mut self, on: bool) -> Simulation<'s> {
+        self.guest_reports = on;
         self
     }
 
@@ -611,8 +654,11 @@ impl<'s> Simulation<'s> {
         }
         let memory_over = self.scenario.model == ResourceModel::CpuAndMemory && memory > host.memory_mb;
         let app_load = (requested / total, scheduled.len(), memory_over);
+        // What each resident VM's guest and host would report for the interval ahead.
+        let signal = self.guest_reports.then(|| interference_signal(requested / total, host.pes, memory_over, h, t));
         for (vm, request) in scheduled {
             self.vms[vm].scheduled_mips = request;
+            self.vms[vm].app = signal;
         }
         let host = &mut self.hosts[h];
         host.vms = vms;

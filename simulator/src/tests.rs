@@ -79,6 +79,24 @@ fn an_oversubscribed_host_violates_for_exactly_the_time_it_is_short() {
     assert!((r.energy_kwh - j / 3.6e6).abs() < 1e-9, "{} kWh vs {}", r.energy_kwh, j / 3.6e6);
 }
 
+/// What guests and hosts report under the interference model: latency over the SLO is
+/// 1/(1-rho)/5 (the SLO met up to 80 %), the host's contention Erlang's C (the share of requests
+/// that wait): rho itself on one core, 2 rho^2/(1+rho) on two; saturation and swapping are pain
+/// both sides agree on.
+#[test]
+fn interference_signals_follow_the_queueing_model() {
+    let s = interference_signal(0.5, 1, false, 3, 60.0);
+    assert!((s.latency_over_slo - 0.4).abs() < 1e-12 && (s.host_contention - 0.5).abs() < 1e-12, "{s:?}");
+    assert_eq!((s.measured_on, s.at_s, s.host_utilisation), (3, 60.0, 0.5));
+    let s = interference_signal(0.5, 2, false, 0, 0.0);
+    assert!((s.host_contention - 0.5 / 1.5).abs() < 1e-12, "{s:?}");
+    let s = interference_signal(0.9, 2, false, 0, 0.0);
+    assert!((s.latency_over_slo - 2.0).abs() < 1e-9 && (s.host_contention - 1.62 / 1.9).abs() < 1e-12, "{s:?}");
+    for s in [interference_signal(1.3, 2, false, 0, 0.0), interference_signal(0.2, 2, true, 0, 0.0)] {
+        assert!(s.latency_over_slo > 1.0 && s.host_contention == 1.0 && s.host_utilisation <= 1.0, "{s:?}");
+    }
+}
+
 /// The interference model: two VMs on one core, asking 45 % each (90 % of the host: over the
 /// 80 % the SLO allows) for the first trace points, then 30 % each (60 %). Updates at 300.1,
 /// 600.1, 900.1, 1200.1, 1500.1 s; the demand at each comes from the trace point in progress

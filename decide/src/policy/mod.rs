@@ -5,6 +5,7 @@
 //! Architecture invariant: nothing in this module does I/O, reads a clock or draws random
 //! numbers; the caller passes the time and the state, the policy returns decisions.
 
+pub mod application;
 pub mod classic;
 pub mod power;
 pub mod presage;
@@ -123,6 +124,8 @@ pub struct VmView {
     /// The agent's calibrated forecast of its CPU utilisation (fractions of its capacity) for
     /// the next steps, when it has one.
     pub forecast: Option<crate::demand::Forecast>,
+    /// Its guest's latest application figures with its host's contention, when it reports them.
+    pub app: Option<application::AppSignal>,
 }
 
 impl VmView {
@@ -140,6 +143,7 @@ impl VmView {
             history: UtilisationHistory::default(),
             in_migration: false,
             forecast: None,
+            app: None,
         }
     }
 
@@ -231,6 +235,9 @@ pub enum PolicySpec {
     Presage,
     /// presage without the dependency scorer and rule, for side-by-side runs over an ecosystem.
     PresageNoDeps,
+    /// presage without application awareness (no application scorer, no learned tolerances),
+    /// for side-by-side runs with the interference model.
+    PresageNoApp,
 }
 
 impl PolicySpec {
@@ -266,7 +273,18 @@ impl PolicySpec {
             PolicySpec::Dvfs | PolicySpec::Npa => Box::new(classic::ClassicPolicy::static_first_fit(self.to_string())),
             PolicySpec::Presage => Box::new(presage::PresagePolicy::new(presage.clone())),
             PolicySpec::PresageNoDeps => Box::new(presage::PresagePolicy::new(presage.clone()).labelled("presage-nodeps")),
+            PolicySpec::PresageNoApp => Box::new(presage::PresagePolicy::new(self.presage_config(presage)).labelled("presage-noapp")),
         }
+    }
+
+    /// presage's settings as this variant runs them (`presage-noapp`: application awareness off).
+    pub fn presage_config(self, presage: &presage::PresageConfig) -> presage::PresageConfig {
+        let mut cfg = presage.clone();
+        if self == PolicySpec::PresageNoApp {
+            cfg.application_aware = false;
+            cfg.weights.application = 0.0;
+        }
+        cfg
     }
 }
 
@@ -278,6 +296,7 @@ impl fmt::Display for PolicySpec {
             PolicySpec::Npa => f.write_str("NPA"),
             PolicySpec::Presage => f.write_str("presage"),
             PolicySpec::PresageNoDeps => f.write_str("presage-nodeps"),
+            PolicySpec::PresageNoApp => f.write_str("presage-noapp"),
         }
     }
 }
@@ -285,7 +304,7 @@ impl fmt::Display for PolicySpec {
 /// A policy name that is not one of the known ones.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown policy {given:?}: expected one of presage, presage-nodeps, thr-mmt-<threshold>, iqr-mmt-<safety>, mad-mmt-<safety>, lr-mmt-<safety>, lrr-mmt-<safety>, dvfs, npa, or all (the classic ones)"
+    "unknown policy {given:?}: expected one of presage, presage-nodeps, presage-noapp, thr-mmt-<threshold>, iqr-mmt-<safety>, mad-mmt-<safety>, lr-mmt-<safety>, lrr-mmt-<safety>, dvfs, npa, or all (the classic ones)"
 )]
 pub struct UnknownPolicy {
     pub given: String,
@@ -303,6 +322,7 @@ impl FromStr for PolicySpec {
             "npa" => return Ok(PolicySpec::Npa),
             "presage" => return Ok(PolicySpec::Presage),
             "presage-nodeps" => return Ok(PolicySpec::PresageNoDeps),
+            "presage-noapp" => return Ok(PolicySpec::PresageNoApp),
             _ => {}
         }
         let parts: Vec<&str> = lower.split('-').collect();

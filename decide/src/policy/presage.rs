@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::reservation::DEFAULT_CPU_LIMIT as RESERVATION_CPU_LIMIT;
 
+use super::application::{AppFigures, AppHealthBook};
 use super::{ConsolidationPolicy, FleetView, HostView, Migration, MoveReason, VmView};
 
 /// A host observed at this share of its CPU is saturated now: relieving it is a hard
@@ -60,6 +61,11 @@ pub struct ScorerWeights {
     /// call them, weighted by the edges' weights (importance x call rate) and quality, as a
     /// share of the cross-region latency (`ecosystem::scorer::CallLocality`).
     pub locality: f64,
+    /// Application health (`application::AppHealthBook`): +1 per moving VM the host hurt
+    /// (confirmed) within the memory, -0.25 where it was last healthy, plus, for a VM that suffers
+    /// now, the destination's expected utilisation (it prefers headroom), plus how far that
+    /// utilisation would sit above the destination's application level.
+    pub application: f64,
 }
 
 impl Default for ScorerWeights {
@@ -74,6 +80,7 @@ impl Default for ScorerWeights {
             dependency: 2.0,
             peaks: 0.5,
             locality: 1.0,
+            application: 1.0,
         }
     }
 }
@@ -128,6 +135,9 @@ pub struct PresageConfig {
     /// The least gain in dependency score (the moved VMs' and their neighbours', summed) a
     /// repair move must bring.
     pub repair_min_gain: f64,
+    /// Learn each VM's tolerance from its confirmed application signals and hold every host
+    /// under the lowest tolerance of the VMs it holds (`application` module).
+    pub application_aware: bool,
     pub weights: ScorerWeights,
 }
 
@@ -154,6 +164,7 @@ impl Default for PresageConfig {
             failed_empty_attempts_per_pass: 16,
             repair_after_passes: 2,
             repair_min_gain: 0.05,
+            application_aware: true,
             weights: ScorerWeights::default(),
         }
     }
@@ -220,6 +231,7 @@ impl PresageConfig {
             ("weights.dependency", w.dependency),
             ("weights.peaks", w.peaks),
             ("weights.locality", w.locality),
+            ("weights.application", w.application),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return err(field, "must be a finite number >= 0");
@@ -460,6 +472,10 @@ pub struct Candidate<'a> {
     pub migrating: bool,
     /// [`best_watts_per_unit`] of the fleet.
     pub best_watts_per_unit: f64,
+    /// What the policy learned of the VMs' applications (`None` when it is not application-aware).
+    pub app: Option<&'a AppHealthBook>,
+    /// The destination's application level with the moving VMs on it (a fraction of its CPU).
+    pub level: f64,
 }
 
 /// A rule on destinations, checked after capacity. `judge` rules a host out or says whether it
@@ -600,6 +616,34 @@ impl PlacementScorer for MigrationScorer {
     }
 }
 
+/// Application health (see [`ScorerWeights::application`]): hosts that hurt a moving VM are
+/// avoided, hosts where it was healthy preferred; a VM that suffers now prefers headroom; and a
+/// destination pushed past its application level (the lowest tolerance of the VMs it would hold)
+/// pays for how far.
+struct AppHealthScorer;
+impl PlacementScorer for AppHealthScorer {
+    fn name(&self) -> &'static str {
+        "application"
+    }
+    fn value(&self, c: &Candidate<'_>) -> f64 {
+        let Some(book) = c.app else { return 0.0 };
+        let now = c.fleet.now_s;
+        let u = c.after.utilisation(c.host.total_mips, c.steps).clamp(0.0, 1.0);
+        let mut value = 0.0;
+        for &vm in c.group {
+            if book.hurt(vm, c.host_index, now) {
+                value += 1.0;
+            } else if book.was_good(vm, c.host_index) {
+                value -= 0.25;
+            }
+            if book.suffering(vm, now) {
+                value += u;
+            }
+        }
+        value + ((u - c.level) / (1.0 - c.level).max(0.05)).max(0.0)
+    }
+}
+
 /// The weighted scorers that rank destinations.
 pub struct Ensemble {
     members: Vec<(Box<dyn PlacementScorer>, f64)>,
@@ -614,6 +658,7 @@ impl Ensemble {
             (Box::new(PackingScorer), w.packing),
             (Box::new(BalanceScorer), w.balance),
             (Box::new(MigrationScorer), w.migration),
+            (Box::new(AppHealthScorer), w.application),
         ];
         Ensemble { members }
     }
@@ -698,6 +743,9 @@ pub struct MoveExplanation {
     pub source_risk_after: f64,
     pub chosen: HostScore,
     pub runner_up: Option<HostScore>,
+    /// The moving VM's application figures the decision saw, when its guest reports them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<AppFigures>,
 }
 
 /// The fleet's predicted demand per host and what each host's agent would admit against, for
@@ -708,6 +756,8 @@ pub struct Standing {
     admission: Vec<f64>,
     positions: Vec<Option<usize>>,
     best_watts_per_unit: f64,
+    levels: Vec<f64>,
+    tolerance: Vec<f64>,
 }
 
 /// VMs that move as one — a VM and the mates a filter binds to it where it runs — and what
@@ -782,6 +832,8 @@ struct RankQuery<'q> {
     candidates: Option<&'q [usize]>,
     /// [`best_watts_per_unit`] of the fleet, computed once per pass.
     best_w: f64,
+    /// The lowest tolerance of the unit's VMs (the policy's safe level when none is learned).
+    tolerance: f64,
 }
 
 impl<'q> RankQuery<'q> {
@@ -797,6 +849,7 @@ impl<'q> RankQuery<'q> {
             top: 2,
             candidates: Some(candidates),
             best_w: pass.best_watts_per_unit,
+            tolerance: pass.unit_tolerance(unit),
         }
     }
 }
@@ -817,6 +870,8 @@ pub struct PresagePolicy {
     moved: Vec<Vec<(f64, usize)>>,
     /// Per VM: how many passes in a row the repair source has named it (repair hysteresis).
     due_passes: Vec<u32>,
+    /// What the VMs' confirmed application signals taught (when application-aware).
+    app: AppHealthBook,
     last: Vec<MoveExplanation>,
 }
 
@@ -835,6 +890,14 @@ struct Pass<'a> {
     /// Per fleet VM, the host it will be on as planned so far: where it runs, or where it is
     /// migrating to, then where this pass's moves take it.
     positions: Vec<Option<usize>>,
+    /// Per host: its application level, the lowest tolerance of the VMs planned on it (the
+    /// policy's safe level when none has one), as a fraction of its CPU.
+    levels: Vec<f64>,
+    /// Per fleet VM: its learned tolerance (the safe level when none).
+    tolerance: Vec<f64>,
+    /// Per host: VMs this pass's moves bring (in the order of the moves).
+    arrivals: Vec<Vec<usize>>,
+    ceiling: f64,
 }
 
 impl<'a> Pass<'a> {
@@ -855,6 +918,11 @@ impl<'a> Pass<'a> {
         }
         self.hosts[to] = self.hosts[to].plus(&unit.load);
         self.admission[to] += unit.reservation;
+        self.arrivals[to].extend(&unit.vms);
+        self.levels[to] = self.levels[to].min(self.unit_tolerance(unit));
+        for (from, _) in &unit.members {
+            self.levels[*from] = self.level_without(*from, &[]);
+        }
     }
 
     fn untry(&mut self, unit: &Unit, to: usize) {
@@ -864,6 +932,28 @@ impl<'a> Pass<'a> {
             self.hosts[*from].add(d);
             self.positions[*v] = Some(*from);
         }
+        let arrived = &mut self.arrivals[to];
+        arrived.truncate(arrived.len().saturating_sub(unit.vms.len()));
+        self.levels[to] = self.level_without(to, &[]);
+        for (from, _) in &unit.members {
+            self.levels[*from] = self.level_without(*from, &[]);
+        }
+    }
+
+    /// The lowest tolerance of `unit`'s VMs.
+    fn unit_tolerance(&self, unit: &Unit) -> f64 {
+        unit.vms.iter().map(|&v| self.tolerance.get(v).copied().unwrap_or(self.ceiling)).fold(self.ceiling, f64::min)
+    }
+
+    /// `h`'s application level as planned, leaving out the VMs `except`.
+    fn level_without(&self, h: usize, except: &[usize]) -> f64 {
+        self.fleet.hosts[h]
+            .vms
+            .iter()
+            .chain(&self.arrivals[h])
+            .filter(|&&v| self.positions.get(v).copied().flatten() == Some(h) && !except.contains(&v))
+            .map(|&v| self.tolerance.get(v).copied().unwrap_or(self.ceiling))
+            .fold(self.ceiling, f64::min)
     }
 
     /// `unit` with the companions the filters bind to it (and their own bundles), each from
@@ -920,7 +1010,8 @@ impl<'a> Pass<'a> {
         out
     }
 
-    fn new(fleet: &'a FleetView<'a>, prior: [f64; 3]) -> Pass<'a> {
+    /// The pass's working state; `tolerance` per fleet VM (`ceiling` where none is learned).
+    fn new(fleet: &'a FleetView<'a>, prior: [f64; 3], tolerance: Vec<f64>, ceiling: f64) -> Pass<'a> {
         let demand: Vec<Option<VmDemand>> =
             fleet.vms.iter().map(|v| (v.alive && v.host.is_some()).then(|| VmDemand::of(v, prior))).collect();
         let mut hosts = vec![HostDemand::default(); fleet.hosts.len()];
@@ -940,7 +1031,24 @@ impl<'a> Pass<'a> {
             }
         }
         let admission = fleet.hosts.iter().map(|h| h.observed_mips + h.reserved_mips).collect();
-        Pass { fleet, demand, hosts, movable, admission, best_watts_per_unit: best_watts_per_unit(fleet), positions: positions(fleet) }
+        let mut pass = Pass {
+            fleet,
+            demand,
+            hosts,
+            movable,
+            admission,
+            best_watts_per_unit: best_watts_per_unit(fleet),
+            positions: positions(fleet),
+            levels: vec![ceiling; fleet.hosts.len()],
+            tolerance,
+            arrivals: vec![Vec::new(); fleet.hosts.len()],
+            ceiling,
+        };
+        pass.tolerance.resize(fleet.vms.len(), ceiling);
+        for h in 0..fleet.hosts.len() {
+            pass.levels[h] = pass.level_without(h, &[]);
+        }
+        pass
     }
 }
 
@@ -971,6 +1079,7 @@ impl PresagePolicy {
             overloaded: Vec::new(),
             moved: Vec::new(),
             due_passes: Vec::new(),
+            app: AppHealthBook::default(),
             last: Vec::new(),
         }
     }
@@ -1003,12 +1112,35 @@ impl PresagePolicy {
         self
     }
 
-    fn level(&self, host: &HostView) -> f64 {
-        self.cfg.safe_utilisation * host.total_mips
+    /// The risk that `d` exceeds `level` (a fraction) of `host`'s CPU over the horizon.
+    fn risk_at(&self, level: f64, host: &HostView, d: &HostDemand) -> f64 {
+        d.risk(level * host.total_mips, self.cfg.horizon_steps, self.cfg.correlation)
     }
 
+    /// The risk at the policy's safe level alone (no application level).
+    #[cfg(test)]
     fn host_risk(&self, host: &HostView, d: &HostDemand) -> f64 {
-        d.risk(self.level(host), self.cfg.horizon_steps, self.cfg.correlation)
+        self.risk_at(self.cfg.safe_utilisation, host, d)
+    }
+
+    /// The application book, when the policy is application-aware.
+    fn app_book(&self) -> Option<&AppHealthBook> {
+        self.cfg.application_aware.then_some(&self.app)
+    }
+
+    /// What the policy has learned of the VMs' applications.
+    pub fn application_book(&self) -> &AppHealthBook {
+        &self.app
+    }
+
+    /// A pass's working state over `fleet`, with the learned tolerances when application-aware.
+    fn pass<'f>(&self, fleet: &'f FleetView<'f>) -> Pass<'f> {
+        let ceiling = self.cfg.safe_utilisation;
+        let tolerance = match self.app_book() {
+            Some(book) => (0..fleet.vms.len()).map(|v| book.tolerance(v).unwrap_or(ceiling).min(ceiling)).collect(),
+            None => Vec::new(),
+        };
+        Pass::new(fleet, self.cfg.new_vm_prior, tolerance, ceiling)
     }
 
     fn in_residence(&self, vm: usize, now: f64) -> bool {
@@ -1016,7 +1148,8 @@ impl PresagePolicy {
     }
 
     /// Ranks the hosts for one VM against the working state `hosts`/`admission`.
-    fn rank(&self, fleet: &FleetView<'_>, hosts: &[HostDemand], admission: &[f64], q: &RankQuery<'_>) -> Ranking {
+    /// `levels`: each host's application level as planned (a fraction of its CPU).
+    fn rank(&self, fleet: &FleetView<'_>, hosts: &[HostDemand], admission: &[f64], levels: &[f64], q: &RankQuery<'_>) -> Ranking {
         let (unit, from) = (q.unit, q.from);
         let vm = unit.vms[0];
         let v = &fleet.vms[vm];
@@ -1044,6 +1177,9 @@ impl PresagePolicy {
             }
         };
         // Scores host `h` with the VM on it: the sum alone, or with its terms.
+        let app = self.app_book();
+        // The level `h` would hold the unit to: its own, or the unit's tolerance if lower.
+        let level_of = |h: usize| levels.get(h).copied().unwrap_or(self.cfg.safe_utilisation).min(q.tolerance);
         let score_of = |h: usize, after: &HostDemand, risk_after: f64, explain: bool| {
             let c = Candidate {
                 fleet,
@@ -1059,6 +1195,8 @@ impl PresagePolicy {
                 steps,
                 migrating: from.is_some() && from != Some(h),
                 best_watts_per_unit: best_w,
+                app,
+                level: level_of(h),
             };
             if explain {
                 let s = self.ensemble.score(&c);
@@ -1103,7 +1241,7 @@ impl PresagePolicy {
                 continue;
             }
             let after = hosts[h].plus(&unit.load);
-            let risk_after = self.host_risk(host, &after);
+            let risk_after = self.risk_at(level_of(h), host, &after);
             if risk_after > self.cfg.placement_risk && !here {
                 *rejected.entry(Rejection::Risk).or_insert(0) += 1;
                 continue;
@@ -1133,7 +1271,7 @@ impl PresagePolicy {
             .into_iter()
             .map(|(_, h)| {
                 let after = hosts[h].plus(&unit.load);
-                let risk_after = self.host_risk(&fleet.hosts[h], &after);
+                let risk_after = self.risk_at(level_of(h), &fleet.hosts[h], &after);
                 score_of(h, &after, risk_after, true).1.expect("explained")
             })
             .collect();
@@ -1144,8 +1282,15 @@ impl PresagePolicy {
     /// The fleet's standing state for rankings outside a pass (`presagectl place` and `explain`):
     /// compute it once per snapshot, rank many times.
     pub fn standing(&self, fleet: &FleetView<'_>) -> Standing {
-        let pass = Pass::new(fleet, self.cfg.new_vm_prior);
-        Standing { hosts: pass.hosts, admission: pass.admission, positions: pass.positions, best_watts_per_unit: pass.best_watts_per_unit }
+        let pass = self.pass(fleet);
+        Standing {
+            hosts: pass.hosts,
+            admission: pass.admission,
+            positions: pass.positions,
+            best_watts_per_unit: pass.best_watts_per_unit,
+            levels: pass.levels,
+            tolerance: pass.tolerance,
+        }
     }
 
     /// The ranking a new VM would get now (`presagectl place`): `vm` is a VM without a host in
@@ -1162,8 +1307,9 @@ impl PresagePolicy {
             top,
             candidates: None,
             best_w: standing.best_watts_per_unit,
+            tolerance: self.cfg.safe_utilisation,
         };
-        self.rank(fleet, &standing.hosts, &standing.admission, &q)
+        self.rank(fleet, &standing.hosts, &standing.admission, &standing.levels, &q)
     }
 
     /// [`rank_new_with`](Self::rank_new_with) on a fresh standing state.
@@ -1190,8 +1336,9 @@ impl PresagePolicy {
             top,
             candidates: None,
             best_w: standing.best_watts_per_unit,
+            tolerance: standing.tolerance.get(vm).copied().unwrap_or(self.cfg.safe_utilisation),
         };
-        self.rank(fleet, &hosts, &standing.admission, &q)
+        self.rank(fleet, &hosts, &standing.admission, &standing.levels, &q)
     }
 
     /// Joules-equivalent a change of a host's risk is worth over the horizon.
@@ -1229,6 +1376,7 @@ impl PresagePolicy {
             each.vm = vm;
             each.from = from;
             each.with = with;
+            each.application = self.app_book().and_then(|b| b.figures(vm, now));
             if i > 0 {
                 // The bundle's benefit and cost are told once, on its first VM.
                 each.benefit_j = 0.0;
@@ -1247,8 +1395,10 @@ impl PresagePolicy {
         let fleet = pass.fleet;
         let now = fleet.now_s;
         let steps = self.cfg.horizon_steps;
-        let mut order: Vec<(usize, f64)> =
-            (0..fleet.hosts.len()).filter(|&h| self.overloaded[h]).map(|h| (h, self.host_risk(&fleet.hosts[h], &pass.hosts[h]))).collect();
+        let mut order: Vec<(usize, f64)> = (0..fleet.hosts.len())
+            .filter(|&h| self.overloaded[h])
+            .map(|h| (h, self.risk_at(pass.levels[h], &fleet.hosts[h], &pass.hosts[h])))
+            .collect();
         order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let excluded: Vec<bool> = self.overloaded.clone();
         let dests = destinations(fleet, &pass.hosts);
@@ -1257,7 +1407,7 @@ impl PresagePolicy {
             let saturated = host.observed_utilisation() >= SATURATED;
             let mut tried: Vec<usize> = Vec::new();
             while out.len() < self.cfg.max_moves_per_pass {
-                let risk_now = self.host_risk(host, &pass.hosts[h]);
+                let risk_now = self.risk_at(pass.levels[h], host, &pass.hosts[h]);
                 // Memory the host's VMs hold beyond what it has: a hard overload of its own.
                 let memory_excess = pass.hosts[h].memory_mb - host.memory_mb;
                 if risk_now <= self.cfg.overload_exit_risk && memory_excess <= 0.0 {
@@ -1266,26 +1416,31 @@ impl PresagePolicy {
                 let hard = saturated || memory_excess > 0.0;
                 // The unit whose departure lowers the risk (and the memory excess) most per unit
                 // of its own cost.
+                // A unit holding a VM that suffers now (confirmed by the host) goes first.
                 let mut best: Option<(Unit, f64, f64)> = None;
+                let mut best_suffers = false;
                 for unit in pass.units_on(&self.filters, h, steps) {
                     if unit.vms.iter().any(|v| tried.contains(v)) || (!hard && self.in_residence_any(&unit, now)) {
                         continue;
                     }
                     let without = pass.hosts[h].minus(&unit.load);
-                    let after = self.host_risk(host, &without);
+                    // Its level without the unit: a suffering VM leaving lifts it.
+                    let after = self.risk_at(pass.level_without(h, &unit.vms), host, &without);
                     let memory_relief = if memory_excess > 0.0 { unit.load.memory_mb.min(memory_excess) / memory_excess } else { 0.0 };
                     let gain = self.risk_value(risk_now - after + memory_relief) / self.move_cost(pass, &unit, h).max(1.0);
-                    if best.as_ref().is_none_or(|(_, g, _)| gain > *g) {
+                    let suffers = self.app_book().is_some_and(|b| unit.vms.iter().any(|&v| b.suffering(v, now)));
+                    if best.as_ref().is_none_or(|(_, g, _)| (suffers, gain) > (best_suffers, *g)) {
                         best = Some((unit, gain, after));
+                        best_suffers = suffers;
                     }
                 }
                 let Some((unit, _, source_after)) = best else { break };
                 tried.extend(&unit.vms);
                 let q = RankQuery::move_off(&unit, pass, h, &excluded, &dests);
-                let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &pass.levels, &q);
                 let Some(chosen) = ranking.ranked.first().cloned() else { continue };
                 let to = chosen.host;
-                let dest_before = self.host_risk(&fleet.hosts[to], &pass.hosts[to]);
+                let dest_before = self.risk_at(pass.levels[to].min(pass.unit_tolerance(&unit)), &fleet.hosts[to], &pass.hosts[to]);
                 // The power the destination draws more (waking it, if empty) counts over the
                 // benefit horizon: relief that needs a host switched on must be worth it.
                 let energy_j =
@@ -1308,6 +1463,7 @@ impl PresagePolicy {
                     source_risk_after: source_after,
                     chosen,
                     runner_up: ranking.ranked.get(1).cloned(),
+                    application: None,
                 };
                 self.record(&unit, m, now, out);
             }
@@ -1328,7 +1484,7 @@ impl PresagePolicy {
                     return;
                 }
                 let q = RankQuery::move_off(&unit, pass, h, &[], &dests);
-                let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                let ranking = self.rank(fleet, &pass.hosts, &pass.admission, &pass.levels, &q);
                 if ranking.ranked.is_empty() {
                     continue;
                 }
@@ -1402,7 +1558,7 @@ impl PresagePolicy {
                 let from = unit.members[0].0;
                 let mut q = RankQuery::move_off(unit, pass, from, &[], candidates);
                 q.top = 4;
-                let mut ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                let mut ranking = self.rank(fleet, &pass.hosts, &pass.admission, &pass.levels, &q);
                 // The best-ranked host that is a repair by every filter's measure.
                 let Some(at) =
                     ranking.ranked.iter().position(|c| self.filters.iter().all(|f| f.repairs(fleet, &pass.positions, &unit.vms, c.host)))
@@ -1475,13 +1631,13 @@ impl PresagePolicy {
                 // The victim may take the room `unit` leaves (a swap).
                 pass.try_on(unit, x);
                 let q = RankQuery::move_off(&victim, pass, x, &excluded, dests);
-                let away = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                let away = self.rank(fleet, &pass.hosts, &pass.admission, &pass.levels, &q);
                 pass.untry(unit, x);
                 let Some(y) = away.ranked.first().map(|c| c.host) else { continue };
                 pass.try_on(&victim, y);
                 let only = [x];
                 let q = RankQuery::move_off(unit, pass, from, &[], &only);
-                let onto = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                let onto = self.rank(fleet, &pass.hosts, &pass.admission, &pass.levels, &q);
                 let fits = !onto.ranked.is_empty() && self.filters.iter().all(|f| f.repairs(fleet, &pass.positions, &unit.vms, x));
                 pass.untry(&victim, y);
                 if fits {
@@ -1523,6 +1679,7 @@ impl PresagePolicy {
             source_risk_after: 0.0,
             chosen,
             runner_up,
+            application: None,
         };
         self.record(unit, m, pass.fleet.now_s, out);
     }
@@ -1553,21 +1710,21 @@ impl PresagePolicy {
         let mut excluded: Vec<bool> = (0..n).map(|h| self.overloaded[h] || pass.hosts[h].vms == 0).collect();
         let mut receiving = vec![false; n];
         let active: Vec<usize> = (0..n).filter(|&h| !excluded[h]).collect();
-        // Capacity left below the safe level on each host that can receive (a cheap necessary
-        // condition before trying to place a host's VMs one by one).
-        let safe = self.cfg.safe_utilisation;
-        let headroom = move |hd: &HostDemand, host: &HostView| {
+        // Capacity left below its level (the safe level, or its VMs' application level) on
+        // each host that can receive (a cheap necessary condition before trying to place a
+        // host's VMs one by one).
+        let headroom = move |hd: &HostDemand, host: &HostView, level: f64| {
             let peak = hd.mean[..steps].iter().fold(0.0f64, |a, b| a.max(*b));
-            (safe * host.total_mips - peak).max(0.0)
+            (level * host.total_mips - peak).max(0.0)
         };
-        let mut spare: f64 = active.iter().map(|&h| headroom(&pass.hosts[h], &fleet.hosts[h])).sum();
+        let mut spare: f64 = active.iter().map(|&h| headroom(&pass.hosts[h], &fleet.hosts[h], pass.levels[h])).sum();
         let mut failures = 0;
         for (h, _) in candidates {
             if receiving[h] || excluded[h] {
                 continue;
             }
             let own_peak = pass.hosts[h].mean[..steps].iter().fold(0.0f64, |a, b| a.max(*b));
-            if own_peak > spare - headroom(&pass.hosts[h], &fleet.hosts[h]) {
+            if own_peak > spare - headroom(&pass.hosts[h], &fleet.hosts[h], pass.levels[h]) {
                 continue;
             }
             if failures == self.cfg.failed_empty_attempts_per_pass {
@@ -1604,7 +1761,7 @@ impl PresagePolicy {
                     continue;
                 }
                 let mut q = RankQuery::move_off(&units[i], pass, h, &excluded, &active);
-                let mut ranking = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                let mut ranking = self.rank(fleet, &pass.hosts, &pass.admission, &pass.levels, &q);
                 if ranking.ranked.is_empty() && ranking.rejected.iter().any(|(r, _)| *r == Rejection::Dependency) {
                     // Refused only for what it would break: try it with the companions its
                     // required dependencies bind to it, moving together.
@@ -1613,7 +1770,7 @@ impl PresagePolicy {
                         && !g.members.iter().any(|(f, _)| excluded[*f] && *f != h)
                     {
                         q.unit = &g;
-                        let wider = self.rank(fleet, &pass.hosts, &pass.admission, &q);
+                        let wider = self.rank(fleet, &pass.hosts, &pass.admission, &pass.levels, &q);
                         if !wider.ranked.is_empty() {
                             ranking = wider;
                             units[i] = g;
@@ -1628,7 +1785,7 @@ impl PresagePolicy {
                 let to = chosen.host;
                 let dest = &fleet.hosts[to];
                 let before_w = dest.power.watts_at(pass.hosts[to].utilisation(dest.total_mips, steps).min(1.0));
-                let dest_risk_before = self.host_risk(dest, &pass.hosts[to]);
+                let dest_risk_before = self.risk_at(pass.levels[to].min(pass.unit_tolerance(unit)), dest, &pass.hosts[to]);
                 pass.try_on(unit, to);
                 tried.push((i, to));
                 taken.extend(&unit.vms);
@@ -1648,6 +1805,7 @@ impl PresagePolicy {
                         source_risk_after: 0.0,
                         chosen,
                         runner_up: ranking.ranked.get(1).cloned(),
+                        application: None,
                     },
                 ));
                 i += 1;
@@ -1662,7 +1820,7 @@ impl PresagePolicy {
                 continue;
             }
             // The host's load now sits on the others.
-            spare -= own_peak + headroom(&pass.hosts[h], &fleet.hosts[h]);
+            spare -= own_peak + headroom(&pass.hosts[h], &fleet.hosts[h], pass.levels[h]);
             let per_unit = plan.len().max(1) as f64;
             for (i, mut m) in plan {
                 m.benefit_j = benefit / per_unit;
@@ -1732,14 +1890,17 @@ impl ConsolidationPolicy for PresagePolicy {
     fn optimise(&mut self, fleet: &FleetView<'_>) -> Vec<Migration> {
         let n = fleet.hosts.len();
         self.overloaded.resize(n, false);
+        if self.cfg.application_aware {
+            self.app.observe(fleet, self.cfg.safe_utilisation);
+        }
         if self.moved.len() < fleet.vms.len() {
             self.moved.resize(fleet.vms.len(), Vec::new());
         }
-        let mut pass = Pass::new(fleet, self.cfg.new_vm_prior);
+        let mut pass = self.pass(fleet);
         let span = tracing::debug_span!("presage_pass", hosts = n, vms = fleet.vms.len());
         let _enter = span.enter();
         for h in 0..n {
-            let risk = self.host_risk(&fleet.hosts[h], &pass.hosts[h]);
+            let risk = self.risk_at(pass.levels[h], &fleet.hosts[h], &pass.hosts[h]);
             // Saturated now and still at risk over the horizon: a forecast that says the peak
             // passes outweighs one saturated sample.
             let hard = (fleet.hosts[h].observed_utilisation() >= SATURATED && risk > self.cfg.overload_enter_risk)
@@ -1806,7 +1967,7 @@ mod tests {
         assert!(!moves.is_empty(), "nothing moved off the host forecast to overload");
         assert!(moves.iter().all(|m| m.reason == MoveReason::Overload(0) && m.to != 0));
         // What remains on host 0 is no longer at risk, and no destination is.
-        let mut after = Pass::new(&fleet, p.config().new_vm_prior).hosts;
+        let mut after = p.pass(&fleet).hosts;
         for m in &moves {
             let d = VmDemand::of(&vms[m.vm], p.config().new_vm_prior);
             after[0].remove(&d);
@@ -1949,7 +2110,7 @@ mod tests {
         // Risk between the exit and enter levels: still overloaded (it was).
         let risk_of = |vms: &[VmView]| {
             let fleet = FleetView { now_s: 0.0, hosts: &hs, vms };
-            p.host_risk(&hs[0], &Pass::new(&fleet, cfg.new_vm_prior).hosts[0])
+            p.host_risk(&hs[0], &p.pass(&fleet).hosts[0])
         };
         let mut level = 0.95f32;
         while risk_of(&vms) > cfg.overload_exit_risk + 0.02 && level > 0.5 {
@@ -2011,3 +2172,7 @@ mod tests {
         assert!((normal_sf(-1.644_853_6) - 0.95).abs() < 1e-6);
     }
 }
+
+#[cfg(test)]
+#[path = "application_tests.rs"]
+mod application_tests;

@@ -1,0 +1,124 @@
+//! presage's policy with application signals: confirmed suffering moves the VM that suffers,
+//! to headroom, and never back to the host that hurt it; a guest's unconfirmed claim moves nothing.
+
+use super::*;
+use crate::demand::Forecast;
+use crate::policy::application::{AppSignal, Verdict};
+use crate::policy::power::HP_ML110_G5;
+use crate::policy::{HostView, PolicySpec, VmView};
+
+/// A 4-core host of 1000 MIPS per core.
+fn host() -> HostView {
+    HostView::new(4, 1000.0, 16_384.0, 100.0, HP_ML110_G5)
+}
+
+/// A 1-core 1000-MIPS VM on `h` at `now` of its size, forecast flat around it (+-0.05).
+fn vm_on(hosts: &mut [HostView], vms: &mut Vec<VmView>, h: usize, now: f64) {
+    let mut v = VmView::unplaced(1, 1000.0, 500.0);
+    v.host = Some(h);
+    v.demand_mips = now * 1000.0;
+    let q = now as f32;
+    v.forecast = Some(Forecast::flat([q - 0.05, q, q + 0.05]));
+    hosts[h].observed_mips += now * 1000.0;
+    hosts[h].vms.push(vms.len());
+    vms.push(v);
+}
+
+/// Host 0 at 85 % (VMs 0-3), host 1 at 52.5 % (VMs 4-6), host 2 at 80 % (VMs 7-10): no host
+/// is at risk of exceeding its capacity, so without application signals nothing moves.
+fn busy_fleet() -> (Vec<HostView>, Vec<VmView>) {
+    let mut hs: Vec<HostView> = (0..3).map(|_| host()).collect();
+    let mut vms = Vec::new();
+    for _ in 0..4 {
+        vm_on(&mut hs, &mut vms, 0, 0.85);
+    }
+    for _ in 0..3 {
+        vm_on(&mut hs, &mut vms, 1, 0.7);
+    }
+    for _ in 0..4 {
+        vm_on(&mut hs, &mut vms, 2, 0.8);
+    }
+    (hs, vms)
+}
+
+fn signal(latency_over_slo: f64, host_contention: f64, host_utilisation: f64, measured_on: usize, at_s: f64) -> AppSignal {
+    AppSignal { latency_over_slo, host_contention, host_utilisation, measured_on, at_s }
+}
+
+/// Runs passes every 5 minutes with VM 2 reporting `latency_over_slo` and its host measuring
+/// `contention`; returns the pass's index and explanations of the first pass that moved anything.
+fn passes(p: &mut PresagePolicy, latency_over_slo: f64, contention: f64) -> Option<(usize, Vec<MoveExplanation>)> {
+    let (hs, mut vms) = busy_fleet();
+    for k in 0..12 {
+        let now = 10_000.0 + 300.0 * k as f64;
+        vms[0].app = Some(signal(0.4, contention, 0.85, 0, now));
+        vms[2].app = Some(signal(latency_over_slo, contention, 0.85, 0, now));
+        let fleet = FleetView { now_s: now, hosts: &hs, vms: &vms };
+        if !p.optimise(&fleet).is_empty() {
+            return Some((k, p.explanations().to_vec()));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_vm_that_suffers_with_its_host_agreeing_moves_first_to_a_host_with_headroom() {
+    let mut p = PresagePolicy::new(PresageConfig::default());
+    let (k, moves) = passes(&mut p, 3.0, 0.4).expect("the suffering VM never moved");
+    // It takes a few confirmed reports to learn the level at which it suffers, not one.
+    assert!(k >= 1, "moved on the first report");
+    let first = &moves[0];
+    assert_eq!((first.vm, first.from, first.reason), (2, 0, MoveReason::Overload(0)), "{moves:?}");
+    // Host 2 would run at 100 % with it, host 1 at 74 %: under the level where it suffered.
+    assert_eq!(first.to, 1);
+    let app = first.application.expect("the explanation shows the application figures");
+    assert_eq!(app.verdict, Verdict::Suffering);
+    assert_eq!(app.latency_over_slo, 3.0);
+    assert!(app.tolerance.is_some_and(|t| t < 1.0 && t > 0.85));
+    // The healthy VM on the same host stays.
+    assert!(moves.iter().all(|m| m.vm != 0), "{moves:?}");
+}
+
+#[test]
+fn a_guests_claim_its_host_does_not_confirm_moves_nothing() {
+    let mut p = PresagePolicy::new(PresageConfig::default());
+    // Ten times over its SLO, but its vCPUs never wait for a core.
+    assert!(passes(&mut p, 10.0, 0.0).is_none());
+    assert_eq!(p.application_book().tolerance(2), None);
+    assert!(p.application_book().unconfirmed_for(2) >= 12);
+}
+
+#[test]
+fn without_application_awareness_the_same_signals_move_nothing() {
+    let cfg = PolicySpec::PresageNoApp.presage_config(&PresageConfig::default());
+    assert!(!cfg.application_aware && cfg.weights.application == 0.0);
+    assert!(passes(&mut PresagePolicy::new(cfg), 3.0, 0.4).is_none());
+}
+
+#[test]
+fn a_host_that_hurt_a_vm_is_ranked_below_an_identical_one_for_it() {
+    // No consolidation in the way: only the ranking is under test.
+    let cfg = PresageConfig { underload_utilisation: 0.0, underload_power_ratio: 20.0, ..PresageConfig::default() };
+    let mut p = PresagePolicy::new(cfg);
+    let mut hs: Vec<HostView> = (0..3).map(|_| host()).collect();
+    let mut vms = Vec::new();
+    for h in 0..3 {
+        vm_on(&mut hs, &mut vms, h, 0.5);
+    }
+    // VM 0 suffered on host 1 (confirmed), then was healthy on host 0, where it runs now.
+    for (at, s) in [(10_000.0, signal(4.0, 0.5, 0.9, 1, 10_000.0)), (10_300.0, signal(0.3, 0.01, 0.2, 0, 10_300.0))] {
+        vms[0].app = Some(s);
+        p.optimise(&FleetView { now_s: at, hosts: &hs, vms: &vms });
+    }
+    let fleet = FleetView { now_s: 10_600.0, hosts: &hs, vms: &vms };
+    let ranking = p.rank_resident(&fleet, &p.standing(&fleet), 0, 3);
+    let term = |h: usize| {
+        let s = ranking.ranked.iter().find(|s| s.host == h).unwrap_or_else(|| panic!("host {h} not ranked: {ranking:?}"));
+        (s.score, s.terms.iter().find(|t| t.scorer == "application").map_or(0.0, |t| t.value))
+    };
+    let ((s1, a1), (s2, a2), (_, a0)) = (term(1), term(2), term(0));
+    assert!(s1 > s2, "host 1 (hurt it) scored {s1}, host 2 {s2}");
+    assert!((a1 - a2 - 1.0).abs() < 1e-9, "application terms: host 1 {a1}, host 2 {a2}");
+    // Where it was last healthy counts in its favour.
+    assert!(a0 < a2, "host 0 {a0}, host 2 {a2}");
+}

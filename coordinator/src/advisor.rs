@@ -17,11 +17,12 @@ use crate::ecosystem::EcosystemRegistry;
 use serde::Serialize;
 
 use crate::state::ClusterState;
+use presage_decide::policy::application::{AppHealthFigures, AppSignal};
 use presage_decide::policy::power::IBM_X3550_M3_X5675;
 use presage_decide::policy::presage::{
     DemandSource, HostScore, PresageConfig, PresagePolicy, Ranking, Rejection, ScoreTerm, Standing, VmDemand,
 };
-use presage_decide::policy::{ConsolidationPolicy, FleetView, HostView, MoveReason, PolicySpec, UtilisationHistory, VmView};
+use presage_decide::policy::{ConsolidationPolicy, FleetView, HostView, MoveReason, PolicySpec, Renumbering, UtilisationHistory, VmView};
 
 /// Migration bandwidth assumed for hosts whose NIC speed is unknown (half of 1 Gbit/s, MB/s).
 const DEFAULT_MIGRATION_MB_PER_S: f64 = 62.5;
@@ -45,6 +46,9 @@ pub struct MoveWhy {
     pub source_risk_after: f64,
     pub chosen: ScoreView,
     pub runner_up: Option<ScoreView>,
+    /// The moving VM's application figures the decision saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<AppHealthFigures>,
 }
 
 /// One move the policy would make now.
@@ -221,12 +225,15 @@ pub struct Advisor {
     /// The registered dependencies, and the handle through which presage's dependency scorer,
     /// rule and repairs see them indexed like each pass's fleet.
     ecosystem: Option<(Arc<EcosystemRegistry>, Arc<EcosystemHandle>)>,
+    /// The last pass's VM and host ids in fleet order: what the policy's per-VM and per-host
+    /// memory is indexed by until this pass renumbers it.
+    numbering: Option<(Vec<String>, Vec<String>)>,
 }
 
 impl Advisor {
     /// `spec` decides the plan; presage's settings also rank for `place` and `explain`.
     pub fn new(spec: PolicySpec, presage: &PresageConfig) -> Advisor {
-        Advisor { policy: spec.build_with(presage), presage: presage.clone(), history: HashMap::new(), ecosystem: None }
+        Advisor { policy: spec.build_with(presage), presage: presage.clone(), history: HashMap::new(), ecosystem: None, numbering: None }
     }
 
     /// [`new`](Self::new), with the registered dependencies: presage then scores, keeps and
@@ -238,7 +245,7 @@ impl Advisor {
         } else {
             spec.build_with(presage)
         };
-        Advisor { policy, presage: presage.clone(), history: HashMap::new(), ecosystem: Some((registry, handle)) }
+        Advisor { policy, presage: presage.clone(), history: HashMap::new(), ecosystem: Some((registry, handle)), numbering: None }
     }
 
     pub fn policy_name(&self) -> String {
@@ -298,7 +305,7 @@ impl Advisor {
                     history: history.clone(),
                     in_migration: false,
                     forecast: sample.forecast.as_ref().and_then(forecast_of),
-                    app: None,
+                    app: app_signal(rec, sample, h, now_s),
                 });
                 vm_ids.push(sample.vm_id.clone());
             }
@@ -319,6 +326,10 @@ impl Advisor {
             let graph = (*registry.graph()).clone();
             handle.set(FleetEcosystem::new(graph, vms.len(), &|name| index.get(name).copied(), locations, registry.latency));
         }
+        if let Some((old_vms, old_hosts)) = &self.numbering {
+            self.policy.renumber(&Renumbering::between(old_vms, &vm_ids, old_hosts, &host_ids));
+        }
+        self.numbering = Some((vm_ids.clone(), host_ids.clone()));
         let fleet = FleetView { now_s, hosts: &hosts, vms: &vms };
         let span = tracing::info_span!("advise", policy = %self.policy.name(), hosts = hosts.len(), vms = vms.len());
         let enter = span.enter();
@@ -350,6 +361,7 @@ impl Advisor {
                     source_risk_after: e.source_risk_after,
                     chosen: score_view(&e.chosen),
                     runner_up: e.runner_up.as_ref().map(score_view),
+                    application: e.application,
                 }),
             })
             .collect();
@@ -373,6 +385,38 @@ fn score_view(host_ids: &[String], s: &HostScore) -> ScoreView {
         utilisation_after: s.utilisation_after,
         terms: s.terms.clone(),
     }
+}
+
+/// Guest and host swap traffic at which a VM counts as wholly squeezed by memory pressure.
+const SWAP_SQUEEZED_BYTES_PER_S: f64 = 16.0 * 1048576.0;
+
+/// What the policy hears of a VM's applications: its guest's worst p99 over the declared SLO
+/// (applications without an SLO, or without requests, say nothing), with what its host measured
+/// of it over the same cycle — the share of its runnable time its vCPUs waited for a CPU
+/// (`vcpu.N.delay` against the CPU time it got), or its swap traffic, whichever is worse — and
+/// the host's utilisation; dated by the age of the guest's report on the coordinator's clock.
+pub fn app_signal(rec: &crate::state::HostRecord, sample: &presage_protocol::pb::VmSample, host: usize, now_s: f64) -> Option<AppSignal> {
+    let guest = sample.guest.as_ref().filter(|g| g.received_ms > 0)?;
+    let latency_over_slo = guest
+        .apps
+        .iter()
+        .filter(|a| a.latency_slo_p99_ms > 0.0 && a.requests > 0)
+        .map(|a| a.latency_p99_ms / a.latency_slo_p99_ms)
+        .fold(None, |worst: Option<f64>, r| Some(worst.map_or(r, |w| w.max(r))))?;
+    let c = sample.contention.unwrap_or_default();
+    let run_ms = sample.cpu_utilisation.clamp(0.0, 1.0) * sample.vcpus.max(1) as f64 * 1000.0;
+    let delay = c.vcpu_delay_ms_per_s.max(0.0);
+    let delay_share = if delay > 0.0 { delay / (delay + run_ms) } else { 0.0 };
+    let swap = ((c.swap_in_bytes_per_s + c.swap_out_bytes_per_s).max(0.0) / SWAP_SQUEEZED_BYTES_PER_S).min(1.0);
+    let age_s = rec.sampled_at_ms.saturating_sub(guest.received_ms) as f64 / 1000.0 + rec.last_seen.elapsed().as_secs_f64();
+    let signal = AppSignal {
+        latency_over_slo,
+        host_contention: delay_share.max(swap).clamp(0.0, 1.0),
+        host_utilisation: rec.usage.as_ref().map_or(0.0, |u| u.cpu_utilisation).clamp(0.0, 1.0),
+        measured_on: host,
+        at_s: now_s - age_s,
+    };
+    signal.is_valid().then_some(signal)
 }
 
 /// The quantiles of an agent's forecast, when it covers every horizon.
@@ -490,5 +534,51 @@ mod tests {
         let p = Advisor::new(PolicySpec::Dvfs, &PresageConfig::default()).advise(&state, 0.0).proposal;
         assert_eq!((p.hosts_considered, p.vms_considered), (0, 0));
         assert!(p.moves.is_empty());
+    }
+
+    /// What reaches the policy of a VM's applications: the worst p99 over a declared SLO (apps
+    /// without one, or idle, say nothing), beside the share of its runnable time its vCPUs waited
+    /// and its host's utilisation; no guest, no SLO: no signal.
+    #[test]
+    fn a_guests_figures_reach_the_policy_against_their_slo_with_the_hosts_contention() {
+        use presage_protocol::guest_pb::AppFigures;
+        use presage_protocol::pb::{GuestApps, HostUsage, VmContention};
+        let now = Instant::now();
+        let mut state = ClusterState::new(Duration::from_secs(30));
+        register(&mut state, "a", 0, now);
+        let app = |name: &str, p99: f64, slo: f64, requests: u64| AppFigures {
+            name: name.into(),
+            latency_p50_ms: p99 / 4.0,
+            latency_p95_ms: p99 / 2.0,
+            latency_p99_ms: p99,
+            latency_slo_p99_ms: slo,
+            requests,
+            ..Default::default()
+        };
+        let mut r = report(1, &[("web", 0.5), ("quiet", 0.5), ("bare", 0.5)]);
+        r.sampled_at_ms = 10_000;
+        r.host = Some(HostUsage { cpu_utilisation: 0.9, ..Default::default() });
+        // web: api at 3x its SLO, db within it, a batch job with no SLO far slower; its two vCPUs
+        // ran 1000 ms per second and waited 250 ms.
+        r.vms[0].guest = Some(GuestApps {
+            received_ms: 8_000,
+            interval_s: 5.0,
+            apps: vec![app("api", 150.0, 50.0, 100), app("db", 4.0, 10.0, 100), app("batch", 9_000.0, 0.0, 100)],
+            frames: None,
+        });
+        r.vms[0].contention = Some(VmContention { vcpu_delay_ms_per_s: 250.0, ..Default::default() });
+        // quiet: its SLO app saw no requests.
+        r.vms[1].guest = Some(GuestApps { received_ms: 8_000, interval_s: 5.0, apps: vec![app("api", 500.0, 50.0, 0)], frames: None });
+        state.ingest("a", 0, r, now).unwrap();
+        let rec = state.hosts().next().unwrap();
+        let s = app_signal(rec, &rec.vms["web"], 0, 100.0).expect("a signal");
+        assert!((s.latency_over_slo - 3.0).abs() < 1e-12, "{s:?}");
+        assert!((s.host_contention - 250.0 / 1250.0).abs() < 1e-12, "{s:?}");
+        assert_eq!((s.host_utilisation, s.measured_on), (0.9, 0));
+        // Dated by its age: 2 s older than the host's report, which is itself a little old.
+        assert!(s.at_s <= 98.0 && s.at_s > 90.0, "{s:?}");
+        assert_eq!(s.verdict(), presage_decide::policy::application::Verdict::Suffering);
+        assert!(app_signal(rec, &rec.vms["quiet"], 0, 100.0).is_none());
+        assert!(app_signal(rec, &rec.vms["bare"], 0, 100.0).is_none());
     }
 }

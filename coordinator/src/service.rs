@@ -723,6 +723,12 @@ fn planned_move(m: &ProposedMove) -> pb::PlannedMove {
         out.source_risk_after = w.source_risk_after;
         out.chosen = Some(host_score(&w.chosen));
         out.runner_up = w.runner_up.as_ref().map(host_score);
+        out.application = w.application.map(|a| pb::AppHealth {
+            latency_over_slo: a.latency_over_slo,
+            host_contention: a.host_contention,
+            verdict: a.verdict.as_str().to_string(),
+            tolerance: a.tolerance.unwrap_or(0.0),
+        });
     }
     out
 }

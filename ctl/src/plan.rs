@@ -69,6 +69,16 @@ fn move_block(out: &mut String, i: usize, m: &PlannedMove) {
         if let Some(r) = &m.runner_up {
             score_lines(out, "runner-up", r);
         }
+        if let Some(a) = &m.application {
+            let learned = if a.tolerance > 0.0 { format!("; suffers above {:.0} % host CPU", a.tolerance * 100.0) } else { String::new() };
+            let _ = writeln!(
+                out,
+                "    application: p99 {:.2} x its SLO, host contention {:.0} % ({}){learned}",
+                a.latency_over_slo,
+                a.host_contention * 100.0,
+                a.verdict
+            );
+        }
     }
 }
 
@@ -247,6 +257,12 @@ fn move_json(m: &PlannedMove) -> serde_json::Value {
         v["source_risk_after"] = m.source_risk_after.into();
         v["chosen"] = m.chosen.as_ref().map(score_json).unwrap_or_default();
         v["runner_up"] = m.runner_up.as_ref().map(score_json).unwrap_or_default();
+        if let Some(a) = &m.application {
+            v["application"] = serde_json::json!({
+                "latency_over_slo": a.latency_over_slo, "host_contention": a.host_contention,
+                "verdict": a.verdict, "tolerance": (a.tolerance > 0.0).then_some(a.tolerance),
+            });
+        }
     }
     v
 }

@@ -11,6 +11,7 @@
 //! http = "127.0.0.1:9125"   # or the same lines in an HTTP POST
 //! probe = "http://127.0.0.1:8080/health"
 //! probe_every = "500ms"
+//! slo_p99_ms = 50           # the p99 it must keep: presage's placement acts on it
 //! ```
 
 use std::net::SocketAddr;
@@ -51,6 +52,10 @@ pub struct AppConfig {
     pub probe: Option<String>,
     #[serde(default = "half_a_second", with = "humantime_serde")]
     pub probe_every: Duration,
+    /// The p99 latency the application must keep, ms. Reported with its figures; without one
+    /// the host shows its latency but presage's placement does not act on it.
+    #[serde(default)]
+    pub slo_p99_ms: f64,
 }
 
 fn auto() -> String {
@@ -106,6 +111,17 @@ impl GuestConfig {
             if a.probe_every < Duration::from_millis(10) {
                 return Err(("app.probe_every", format!("app {:?}: {:?} is below 10ms", a.name, a.probe_every)));
             }
+            if !(a.slo_p99_ms.is_finite() && (0.0..=presage_protocol::guest::MAX_LATENCY_MS).contains(&a.slo_p99_ms)) {
+                return Err((
+                    "app.slo_p99_ms",
+                    format!(
+                        "app {:?}: {} must be 0 (none) or a latency in ms up to {}",
+                        a.name,
+                        a.slo_p99_ms,
+                        presage_protocol::guest::MAX_LATENCY_MS
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -147,6 +163,8 @@ mod tests {
         assert!(parse("[[app]]\nname = \"web\"\n").unwrap_err().contains("give statsd, http, probe or several"));
         assert!(parse("[[app]]\nname = \"a:b\"\nstatsd = \"127.0.0.1:1\"\n").unwrap_err().contains("app.name"));
         assert!(parse("[[app]]\nname = \"w\"\nprobe = \"ftp://x\"\n").unwrap_err().contains("app.probe"));
+        assert!(parse("[[app]]\nname = \"w\"\nstatsd = \"127.0.0.1:1\"\nslo_p99_ms = -5\n").unwrap_err().contains("app.slo_p99_ms"));
+        assert_eq!(parse("[[app]]\nname = \"w\"\nstatsd = \"127.0.0.1:1\"\nslo_p99_ms = 40\n").unwrap().apps[0].slo_p99_ms, 40.0);
         assert!(parse("interval = \"1ms\"\n").unwrap_err().contains("interval"));
         assert!(parse("colour = 1\n").unwrap_err().contains("colour"));
     }

@@ -20,6 +20,8 @@ pub struct Interval {
     /// A deterministic generator for the reservoir.
     rng: u64,
     pub ignored_lines: u64,
+    /// The application's declared p99 SLO, ms (0: none), carried into every report.
+    pub slo_p99_ms: f64,
 }
 
 impl Interval {
@@ -83,6 +85,11 @@ impl Interval {
         }
     }
 
+    /// An empty interval for an application whose declared p99 SLO is `slo_p99_ms` (0: none).
+    pub fn with_slo(slo_p99_ms: f64) -> Interval {
+        Interval { slo_p99_ms, ..Interval::default() }
+    }
+
     /// The interval's figures (over `seconds`), and a fresh interval.
     pub fn close(&mut self, name: &str, seconds: f64) -> AppFigures {
         let mut l = std::mem::take(&mut self.latencies_ms);
@@ -96,9 +103,10 @@ impl Interval {
             throughput_per_s: if seconds > 0.0 { self.requests as f64 / seconds } else { 0.0 },
             error_rate: if self.requests > 0 { (self.errors as f64 / self.requests as f64).min(1.0) } else { 0.0 },
             requests: self.requests,
+            latency_slo_p99_ms: self.slo_p99_ms,
         };
         let ignored = self.ignored_lines;
-        *self = Interval { rng: self.rng, ignored_lines: ignored, ..Interval::default() };
+        *self = Interval { rng: self.rng, ignored_lines: ignored, slo_p99_ms: self.slo_p99_ms, ..Interval::default() };
         f
     }
 }

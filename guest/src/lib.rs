@@ -38,7 +38,7 @@ fn feed(intervals: &Intervals, app: &str, lines: &str) {
 /// Starts a collector thread per statsd address, HTTP push address and probe.
 pub fn start_collectors(cfg: &GuestConfig, intervals: &Intervals) -> std::io::Result<()> {
     for app in &cfg.apps {
-        intervals.lock().unwrap_or_else(|p| p.into_inner()).insert(app.name.clone(), Interval::default());
+        intervals.lock().unwrap_or_else(|p| p.into_inner()).insert(app.name.clone(), Interval::with_slo(app.slo_p99_ms));
         if let Some(addr) = app.statsd {
             let socket = UdpSocket::bind(addr)?;
             let (name, intervals) = (app.name.clone(), intervals.clone());

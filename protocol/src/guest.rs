@@ -195,6 +195,9 @@ fn check_app(a: &AppFigures) -> Result<(), String> {
     if !(a.error_rate.is_finite() && (0.0..=1.0).contains(&a.error_rate)) {
         return Err(format!("error_rate is {}; it must be in 0..=1", a.error_rate));
     }
+    if !(a.latency_slo_p99_ms.is_finite() && (0.0..=MAX_LATENCY_MS).contains(&a.latency_slo_p99_ms)) {
+        return Err(format!("latency_slo_p99_ms is {}; it must be in 0..={MAX_LATENCY_MS}", a.latency_slo_p99_ms));
+    }
     Ok(())
 }
 
@@ -364,6 +367,7 @@ mod tests {
                 throughput_per_s: 100.0,
                 error_rate: 0.01,
                 requests: 500,
+                latency_slo_p99_ms: 0.0,
             }],
         }
     }
@@ -414,11 +418,13 @@ mod tests {
         let frame = guest.seal(&report(3.0)).unwrap();
         assert_eq!(host.receive(&frame, tick()).len(), 1);
         assert!(host.receive(&frame, tick()).is_empty());
-        // Out of range: p99 below p95, a NaN, an error rate of 2.
+        // Out of range: p99 below p95, a NaN, an error rate of 2, an SLO that is NaN or negative.
         for bad in [
             report(1.5),
             report(f64::NAN),
             GuestReport { apps: vec![AppFigures { error_rate: 2.0, ..report(3.0).apps[0].clone() }], ..report(3.0) },
+            GuestReport { apps: vec![AppFigures { latency_slo_p99_ms: f64::NAN, ..report(3.0).apps[0].clone() }], ..report(3.0) },
+            GuestReport { apps: vec![AppFigures { latency_slo_p99_ms: -1.0, ..report(3.0).apps[0].clone() }], ..report(3.0) },
         ] {
             assert!(host.receive(&guest.seal(&bad).unwrap(), tick()).is_empty());
         }
@@ -428,7 +434,7 @@ mod tests {
         assert_eq!(host.receive(&flood, t).len(), 10);
         assert_eq!(
             host.counters,
-            GuestCounters { accepted: 12, oversized: 1, malformed: 1, forged: 1, replayed: 1, out_of_range: 3, rate_limited: 90 }
+            GuestCounters { accepted: 12, oversized: 1, malformed: 1, forged: 1, replayed: 1, out_of_range: 5, rate_limited: 90 }
         );
         assert!(host.last_drop.as_deref().unwrap().contains("frames per second"));
     }

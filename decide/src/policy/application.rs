@@ -38,6 +38,10 @@ pub const HURT_MEMORY_S: f64 = 6.0 * 3600.0;
 /// How long a signal counts as current (older ones are not acted on).
 pub const SIGNAL_FRESH_S: f64 = 900.0;
 
+/// Signals closer together than this are one report seen twice (the daemon dates a report by
+/// its age, which jitters between passes).
+const SAME_SIGNAL_S: f64 = 0.5;
+
 /// Hosts remembered per VM (the most recent).
 const HOSTS_REMEMBERED: usize = 8;
 
@@ -69,6 +73,16 @@ pub enum Verdict {
     Unconfirmed,
 }
 
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Healthy => "healthy",
+            Verdict::Suffering => "suffering",
+            Verdict::Unconfirmed => "unconfirmed",
+        }
+    }
+}
+
 impl AppSignal {
     pub fn verdict(&self) -> Verdict {
         if self.latency_over_slo.is_nan() || self.latency_over_slo <= 1.0 {
@@ -93,7 +107,7 @@ impl AppSignal {
 
 /// What the application figures of one decision were (shown in its explanation).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct AppFigures {
+pub struct AppHealthFigures {
     pub latency_over_slo: f64,
     pub host_contention: f64,
     pub verdict: Verdict,
@@ -144,7 +158,7 @@ impl AppHealthBook {
                 }
                 continue;
             }
-            let Some(s) = v.app.filter(|s| s.is_valid() && s.at_s > rec.seen_s && s.measured_on < fleet.hosts.len()) else {
+            let Some(s) = v.app.filter(|s| s.is_valid() && s.at_s > rec.seen_s + SAME_SIGNAL_S && s.measured_on < fleet.hosts.len()) else {
                 continue;
             };
             rec.seen_s = s.at_s;
@@ -225,14 +239,35 @@ impl AppHealthBook {
     }
 
     /// The figures an explanation shows for `vm`, when it has a current signal.
-    pub fn figures(&self, vm: usize, now: f64) -> Option<AppFigures> {
+    pub fn figures(&self, vm: usize, now: f64) -> Option<AppHealthFigures> {
         let s = self.latest(vm, now)?;
-        Some(AppFigures {
+        Some(AppHealthFigures {
             latency_over_slo: s.latency_over_slo,
             host_contention: s.host_contention,
             verdict: s.verdict(),
             tolerance: self.tolerance(vm),
         })
+    }
+
+    /// Re-indexes the book for a fleet numbered anew (the daemon's fleet between passes).
+    pub fn renumber(&mut self, map: &super::Renumbering) {
+        let mut vms = map.vms_of(&self.vms);
+        for rec in &mut vms {
+            rec.hosts.retain_mut(|m| match map.host(m.host) {
+                Some(h) => {
+                    m.host = h;
+                    true
+                }
+                None => false,
+            });
+            if let Some(s) = &mut rec.last {
+                match map.host(s.measured_on) {
+                    Some(h) => s.measured_on = h,
+                    None => rec.last = None,
+                }
+            }
+        }
+        self.vms = vms;
     }
 
     fn memory(&self, vm: usize, host: usize) -> Option<&HostMemory> {
@@ -316,5 +351,18 @@ mod tests {
         }
         assert_eq!(other.tolerance(0), None);
         assert!(other.latest(0, 3.0).is_none());
+    }
+
+    #[test]
+    fn a_renumbered_fleet_keeps_what_was_learned_per_vm_and_host() {
+        let mut book = AppHealthBook::default();
+        observe(&mut book, signal(2.0, 0.4, 0.9, 60.0));
+        let t = book.tolerance(0);
+        // VM 0 becomes VM 1 (a VM arrived before it); host 0 becomes host 1.
+        let map = crate::policy::Renumbering::between(&["vm-a"], &["vm-new", "vm-a"], &["h0", "h1"], &["h1", "h0"]);
+        book.renumber(&map);
+        assert_eq!((book.tolerance(0), book.tolerance(1)), (None, t));
+        assert!(book.hurt(1, 1, 61.0) && !book.hurt(1, 0, 61.0));
+        assert_eq!(book.latest(1, 61.0).map(|s| s.measured_on), Some(1));
     }
 }

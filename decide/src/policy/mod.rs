@@ -209,6 +209,64 @@ pub trait ConsolidationPolicy: Send {
     fn explanations(&self) -> &[presage::MoveExplanation] {
         &[]
     }
+
+    /// The fleet's VMs and hosts were numbered differently from the last pass's (the daemon's
+    /// fleet changes between passes): carry what the policy keeps per VM and host across.
+    fn renumber(&mut self, _map: &Renumbering) {}
+}
+
+/// How the last pass's VM and host indices map onto this pass's (`None`: gone).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Renumbering {
+    pub vms: Vec<Option<usize>>,
+    pub hosts: Vec<Option<usize>>,
+    /// How many VMs and hosts the new numbering has.
+    pub vm_count: usize,
+    pub host_count: usize,
+}
+
+impl Renumbering {
+    /// From the last pass's ids to this pass's.
+    pub fn between<K: Eq + std::hash::Hash>(old_vms: &[K], new_vms: &[K], old_hosts: &[K], new_hosts: &[K]) -> Renumbering {
+        fn map<K: Eq + std::hash::Hash>(old: &[K], new: &[K]) -> Vec<Option<usize>> {
+            let at: std::collections::HashMap<&K, usize> = new.iter().enumerate().map(|(i, k)| (k, i)).collect();
+            old.iter().map(|k| at.get(k).copied()).collect()
+        }
+        Renumbering { vms: map(old_vms, new_vms), hosts: map(old_hosts, new_hosts), vm_count: new_vms.len(), host_count: new_hosts.len() }
+    }
+
+    /// Whether nothing changed.
+    pub fn is_identity(&self) -> bool {
+        self.vms.len() == self.vm_count
+            && self.hosts.len() == self.host_count
+            && self.vms.iter().enumerate().all(|(i, v)| *v == Some(i))
+            && self.hosts.iter().enumerate().all(|(i, h)| *h == Some(i))
+    }
+
+    /// `per_vm` (indexed the old way) indexed the new way; VMs new to the fleet get `T::default()`.
+    pub fn vms_of<T: Default + Clone>(&self, per_vm: &[T]) -> Vec<T> {
+        remap(per_vm, &self.vms, self.vm_count)
+    }
+
+    pub fn hosts_of<T: Default + Clone>(&self, per_host: &[T]) -> Vec<T> {
+        remap(per_host, &self.hosts, self.host_count)
+    }
+
+    pub fn host(&self, old: usize) -> Option<usize> {
+        self.hosts.get(old).copied().flatten()
+    }
+}
+
+fn remap<T: Default + Clone>(items: &[T], map: &[Option<usize>], count: usize) -> Vec<T> {
+    let mut out = vec![T::default(); count];
+    for (old, item) in items.iter().enumerate() {
+        if let Some(Some(new)) = map.get(old)
+            && *new < count
+        {
+            out[*new] = item.clone();
+        }
+    }
+    out
 }
 
 /// How hosts draw power while a policy runs: CloudSim's NPA keeps every host at full power.

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::reservation::DEFAULT_CPU_LIMIT as RESERVATION_CPU_LIMIT;
 
-use super::application::{AppFigures, AppHealthBook};
+use super::application::{AppHealthBook, AppHealthFigures};
 use super::{ConsolidationPolicy, FleetView, HostView, Migration, MoveReason, VmView};
 
 /// A host observed at this share of its CPU is saturated now: relieving it is a hard
@@ -745,7 +745,7 @@ pub struct MoveExplanation {
     pub runner_up: Option<HostScore>,
     /// The moving VM's application figures the decision saw, when its guest reports them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub application: Option<AppFigures>,
+    pub application: Option<AppHealthFigures>,
 }
 
 /// The fleet's predicted demand per host and what each host's agent would admit against, for
@@ -1881,6 +1881,26 @@ impl ConsolidationPolicy for PresagePolicy {
 
     fn explanations(&self) -> &[MoveExplanation] {
         &self.last
+    }
+
+    fn renumber(&mut self, map: &super::Renumbering) {
+        if map.is_identity() {
+            return;
+        }
+        self.overloaded = map.hosts_of(&self.overloaded);
+        self.due_passes = map.vms_of(&self.due_passes);
+        self.moved = map.vms_of(&self.moved);
+        for left in &mut self.moved {
+            left.retain_mut(|(_, h)| match map.host(*h) {
+                Some(new) => {
+                    *h = new;
+                    true
+                }
+                None => false,
+            });
+        }
+        self.app.renumber(map);
+        self.last.clear();
     }
 
     fn place(&mut self, fleet: &FleetView<'_>, vm: usize) -> Option<usize> {

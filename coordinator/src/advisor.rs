@@ -284,6 +284,7 @@ impl Advisor {
                 migrating_in: Vec::new(),
                 schedulable: !draining.contains(&rec.host_id),
                 reserved_mips: 0.0,
+                other_mips: 0.0,
             };
             for sample in rec.vms.values() {
                 let demand = rec.vm_cpu_demand(sample);
@@ -308,6 +309,13 @@ impl Advisor {
                     app: app_signal(rec, sample, h, now_s),
                 });
                 vm_ids.push(sample.vm_id.clone());
+            }
+            // What the host's CPU does besides its VMs (its own processes, emulator threads, a
+            // noisy neighbour presage does not manage) is load no move can take away.
+            if let Some(u) = &rec.usage {
+                let host_mips = u.cpu_utilisation.clamp(0.0, 1.0) * view.total_mips;
+                view.other_mips = (host_mips - view.observed_mips).max(0.0);
+                view.observed_mips = view.observed_mips.max(host_mips);
             }
             host_ids.push(rec.host_id.clone());
             hosts.push(view);

@@ -10,8 +10,9 @@
 //!
 //! From confirmed verdicts the [`AppHealthBook`] learns, per VM:
 //! - its *tolerance*: the host utilisation above which it suffers (confirmed suffering at
-//!   utilisation `u` lowers it halfway towards `u`; health at a utilisation above it raises it a
-//!   quarter of the way), within [`MIN_TOLERANCE`]..the policy's safe level. A host's level is
+//!   utilisation `u` lowers it to `u` less [`TOLERANCE_MARGIN`] at once, so the next pass already
+//!   relieves it; health at a utilisation above it raises it a quarter of the way: one noisy
+//!   report does not pin it low), within [`MIN_TOLERANCE`]..the policy's safe level. A host's level is
 //!   the lowest tolerance of the VMs it holds, so a host whose VMs suffer is relieved below the
 //!   point where they did, and no VM is placed where it would push a neighbour past its own;
 //! - the hosts that hurt it (confirmed suffering there, within [`HURT_MEMORY_S`]) and those where
@@ -31,6 +32,9 @@ pub const CONTENTION_AGREES: f64 = 0.05;
 /// The lowest tolerance one VM can impose on its host (a fraction of the host's CPU capacity):
 /// the most capacity a suffering VM can keep idle around it.
 pub const MIN_TOLERANCE: f64 = 0.5;
+
+/// How far under the utilisation at which a VM suffered its tolerance is set.
+pub const TOLERANCE_MARGIN: f64 = 0.02;
 
 /// How long a host that hurt a VM is remembered as such.
 pub const HURT_MEMORY_S: f64 = 6.0 * 3600.0;
@@ -182,11 +186,7 @@ impl AppHealthBook {
                 Verdict::Suffering => {
                     rec.hosts[at].hurt_s = Some(s.at_s);
                     let t = rec.tolerance.unwrap_or(ceiling);
-                    if u < t {
-                        rec.tolerance = Some((t - 0.5 * (t - u)).clamp(floor, ceiling));
-                    } else if rec.tolerance.is_none() {
-                        rec.tolerance = Some(ceiling);
-                    }
+                    rec.tolerance = Some(t.min(u - TOLERANCE_MARGIN).clamp(floor, ceiling));
                 }
                 Verdict::Healthy => {
                     rec.hosts[at].good_s = Some(s.at_s);
@@ -319,10 +319,13 @@ mod tests {
     fn confirmed_suffering_teaches_the_tolerance_and_marks_the_host() {
         let mut book = AppHealthBook::default();
         observe(&mut book, signal(2.0, 0.4, 0.9, 60.0));
-        // Halfway from the ceiling (1.0) towards 0.9.
-        assert!((book.tolerance(0).unwrap() - 0.95).abs() < 1e-12);
+        // Just under where it suffered.
+        assert!((book.tolerance(0).unwrap() - (0.9 - TOLERANCE_MARGIN)).abs() < 1e-12);
+        // Suffering again at a higher load teaches nothing new; at a lower one, it does.
+        observe(&mut book, signal(2.0, 0.4, 0.95, 90.0));
+        assert!((book.tolerance(0).unwrap() - (0.9 - TOLERANCE_MARGIN)).abs() < 1e-12);
         observe(&mut book, signal(2.0, 0.4, 0.9, 120.0));
-        assert!((book.tolerance(0).unwrap() - 0.925).abs() < 1e-12);
+        assert!((book.tolerance(0).unwrap() - (0.9 - TOLERANCE_MARGIN)).abs() < 1e-12);
         assert!(book.suffering(0, 130.0));
         assert!(book.hurt(0, 0, 130.0));
         assert!(!book.hurt(0, 1, 130.0));
@@ -331,10 +334,10 @@ mod tests {
         // A signal seen once is learned from once.
         let (hosts, vms) = fleet_with(Some(signal(2.0, 0.4, 0.9, 120.0)));
         book.observe(&FleetView { now_s: 500.0, hosts: &hosts, vms: &vms }, 1.0);
-        assert!((book.tolerance(0).unwrap() - 0.925).abs() < 1e-12);
+        assert!((book.tolerance(0).unwrap() - 0.88).abs() < 1e-12);
         // Healthy at a higher utilisation than the tolerance: it relaxes a quarter of the way.
-        observe(&mut book, signal(0.5, 0.4, 0.985, 600.0));
-        assert!((book.tolerance(0).unwrap() - 0.94).abs() < 1e-12);
+        observe(&mut book, signal(0.5, 0.4, 0.96, 600.0));
+        assert!((book.tolerance(0).unwrap() - 0.90).abs() < 1e-12);
         assert!(book.was_good(0, 0));
     }
 

@@ -65,8 +65,9 @@ fn passes(p: &mut PresagePolicy, latency_over_slo: f64, contention: f64) -> Opti
 fn a_vm_that_suffers_with_its_host_agreeing_moves_first_to_a_host_with_headroom() {
     let mut p = PresagePolicy::new(PresageConfig::default());
     let (k, moves) = passes(&mut p, 3.0, 0.4).expect("the suffering VM never moved");
-    // It takes a few confirmed reports to learn the level at which it suffers, not one.
-    assert!(k >= 1, "moved on the first report");
+    // Its first confirmed report teaches the level at which it suffers: it moves within two
+    // passes.
+    assert!(k <= 1, "moved only at pass {k}");
     let first = &moves[0];
     assert_eq!((first.vm, first.from, first.reason), (2, 0, MoveReason::Overload(0)), "{moves:?}");
     // Host 2 would run at 100 % with it, host 1 at 74 %: under the level where it suffered.
@@ -74,7 +75,7 @@ fn a_vm_that_suffers_with_its_host_agreeing_moves_first_to_a_host_with_headroom(
     let app = first.application.expect("the explanation shows the application figures");
     assert_eq!(app.verdict, Verdict::Suffering);
     assert_eq!(app.latency_over_slo, 3.0);
-    assert!(app.tolerance.is_some_and(|t| t < 1.0 && t > 0.85));
+    assert!(app.tolerance.is_some_and(|t| t < 0.85 && t > 0.8), "{app:?}");
     // The healthy VM on the same host stays.
     assert!(moves.iter().all(|m| m.vm != 0), "{moves:?}");
 }
@@ -121,4 +122,19 @@ fn a_host_that_hurt_a_vm_is_ranked_below_an_identical_one_for_it() {
     assert!((a1 - a2 - 1.0).abs() < 1e-9, "application terms: host 1 {a1}, host 2 {a2}");
     // Where it was last healthy counts in its favour.
     assert!(a0 < a2, "host 0 {a0}, host 2 {a2}");
+}
+
+#[test]
+fn cpu_the_host_spends_outside_its_vms_counts_against_its_level() {
+    let (mut hs, vms) = busy_fleet();
+    let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+    assert!(PresagePolicy::new(PresageConfig::default()).optimise(&fleet).iter().all(|m| m.vm > 6), "host 1 relieved without cause");
+    // A process outside presage takes 2 of host 1's 4 cores: its VMs (2.1 cores) no longer fit.
+    hs.push(host());
+    hs[1].other_mips = 2000.0;
+    hs[1].observed_mips += 2000.0;
+    let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+    let mut p = PresagePolicy::new(PresageConfig::default());
+    let moves = p.optimise(&fleet);
+    assert!(moves.iter().any(|m| m.reason == MoveReason::Overload(1)), "{moves:?}");
 }

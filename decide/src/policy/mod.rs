@@ -70,6 +70,9 @@ pub struct HostView {
     pub schedulable: bool,
     /// CPU held by hard reservations for VMs on their way here.
     pub reserved_mips: f64,
+    /// CPU the host spends besides its VMs (its own processes, a noisy tenant outside presage),
+    /// in capacity units: part of its demand that no move can take away.
+    pub other_mips: f64,
 }
 
 impl HostView {
@@ -87,6 +90,7 @@ impl HostView {
             migrating_in: Vec::new(),
             schedulable: true,
             reserved_mips: 0.0,
+            other_mips: 0.0,
         }
     }
 

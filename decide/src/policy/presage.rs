@@ -358,6 +358,13 @@ pub struct HostDemand {
 }
 
 impl HostDemand {
+    /// Demand the host carries whatever moves (CPU spent besides its VMs), over every step.
+    pub fn add_constant(&mut self, mips: f64) {
+        for m in &mut self.mean {
+            *m += mips;
+        }
+    }
+
     pub fn add(&mut self, d: &VmDemand) {
         self.apply(d, 1.0);
         self.vms += 1;
@@ -1030,6 +1037,11 @@ impl<'a> Pass<'a> {
                 }
             }
         }
+        for (h, host) in fleet.hosts.iter().enumerate() {
+            if host.other_mips > 0.0 {
+                hosts[h].add_constant(host.other_mips);
+            }
+        }
         let admission = fleet.hosts.iter().map(|h| h.observed_mips + h.reserved_mips).collect();
         let mut pass = Pass {
             fleet,
@@ -1445,7 +1457,10 @@ impl PresagePolicy {
                 // benefit horizon: relief that needs a host switched on must be worth it.
                 let energy_j =
                     chosen.terms.iter().find(|t| t.scorer == "energy").map_or(0.0, |t| t.value * 100.0) * self.cfg.benefit_horizon_s;
-                let benefit = self.risk_value(risk_now - source_after);
+                // Each VM that suffers now (its host agreeing) and leaves is worth a certain
+                // overload relieved over the horizon, on top of what the host's risk gains.
+                let suffering = self.app_book().map_or(0, |b| unit.vms.iter().filter(|&&v| b.suffering(v, now)).count());
+                let benefit = self.risk_value(risk_now - source_after + suffering as f64);
                 let cost = self.move_cost(pass, &unit, to) + self.risk_value(chosen.risk_after - dest_before).max(0.0) + energy_j.max(0.0);
                 if benefit <= cost && !hard {
                     continue;

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Builds a real Linux guest for the tests from Debian packages alone (see
+# ../shared/reference/real-guest.md): Debian's cloud kernel, and a busybox-static initramfs that
+# loads the kernel's own virtio modules, serves a small CPU-bound HTTP application (busybox httpd
+# with a CGI script) and runs presage-guest, which probes the application and reports to the host
+# over the virtio-serial port org.presage.guest.0.
+#
+#   build.sh OUT PRESAGE_GUEST_BINARY
+#
+# Writes OUT/vmlinuz and OUT/initrd.gz (and keeps the downloaded packages in OUT/debs). The guest
+# reads from its kernel command line:
+#   presage_slo_ms=N   the application's p99 SLO in ms (default 0: none declared)
+#   presage_work=N     loop iterations per request of the application (default 3000)
+# Needs apt-get (download only; nothing is installed), dpkg-deb, cpio and gzip.
+set -euo pipefail
+out=${1:?usage: build.sh OUT PRESAGE_GUEST_BINARY}
+guest_bin=${2:?usage: build.sh OUT PRESAGE_GUEST_BINARY}
+mkdir -p "$out/debs"
+out=$(cd "$out" && pwd)
+guest_bin=$(cd "$(dirname "$guest_bin")" && pwd)/$(basename "$guest_bin")
+
+if ! file_type=$(od -An -c -N4 "$guest_bin" 2>/dev/null) || [[ $file_type != *E*L*F* ]]; then
+  echo "build.sh: $guest_bin is not an ELF binary" >&2
+  exit 2
+fi
+
+# The kernel package that linux-image-cloud-amd64 stands for today (name it exactly: a glob
+# would fetch every version).
+kernel_pkg() {
+  apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
+}
+cd "$out/debs"
+pkg=$(kernel_pkg || true)
+if [ -z "$pkg" ]; then
+  env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  pkg=$(kernel_pkg)
+fi
+[ -n "$pkg" ] || { echo "build.sh: apt knows no linux-image-cloud-amd64" >&2; exit 2; }
+for p in "$pkg" busybox-static; do
+  ls "${p}"_*.deb >/dev/null 2>&1 || apt-get download -qq "$p" || { apt-get update -qq && apt-get download -qq "$p"; }
+done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+dpkg-deb -x "$(ls "${pkg}"_*.deb | head -1)" "$work/kernel"
+dpkg-deb -x "$(ls busybox-static_*.deb | head -1)" "$work/busybox"
+
+root=$work/root
+mkdir -p "$root"/{bin,etc,proc,sys,dev,tmp,modules,www/cgi-bin}
+cp "$work/busybox/bin/busybox" "$root/bin/busybox"
+cp "$guest_bin" "$root/bin/presage-guest"
+# The virtio drivers, in dependency order (virtio_console carries the serial ports).
+mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console virtio_balloon"
+for m in $mods; do
+  f=$(find "$work/kernel/lib/modules" -name "$m.ko" | head -1)
+  if [ -n "$f" ]; then cp "$f" "$root/modules/"; fi
+done
+[ -f "$root/modules/virtio_console.ko" ] || { echo "build.sh: no virtio_console.ko in $pkg" >&2; exit 2; }
+
+cat >"$root/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console virtio_balloon; do
+  [ -f /modules/$m.ko ] && insmod /modules/$m.ko 2>/dev/null
+done
+slo=0
+work=3000
+for arg in $(cat /proc/cmdline); do
+  case $arg in
+    presage_slo_ms=*) slo=${arg#presage_slo_ms=} ;;
+    presage_work=*) work=${arg#presage_work=} ;;
+  esac
+done
+ip link set lo up
+# The application: each request runs a fixed amount of CPU work.
+cat >/www/cgi-bin/work <<CGI
+#!/bin/sh
+i=0
+while [ \$i -lt $work ]; do i=\$((i + 1)); done
+printf 'Content-Type: text/plain\r\n\r\nok\n'
+CGI
+chmod +x /www/cgi-bin/work
+httpd -p 127.0.0.1:8080 -h /www
+cat >/etc/presage-guest.toml <<CFG
+port = "auto"
+interval = "2s"
+
+[[app]]
+name = "web"
+probe = "http://127.0.0.1:8080/cgi-bin/work"
+probe_every = "200ms"
+slo_p99_ms = $slo
+CFG
+# The port appears once virtio_console has probed it.
+for _ in $(seq 1 100); do
+  grep -qs org.presage.guest.0 /sys/class/virtio-ports/*/name && break
+  sleep 0.1
+done
+echo "presage-guest: starting (slo ${slo} ms, work ${work})"
+while :; do
+  presage-guest --config /etc/presage-guest.toml
+  sleep 1
+done
+INIT
+chmod +x "$root/init"
+
+cp "$(ls "$work"/kernel/boot/vmlinuz-* | head -1)" "$out/vmlinuz"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 >"$out/initrd.gz")
+echo "build.sh: $out/vmlinuz and $out/initrd.gz from $pkg and $(ls busybox-static_*.deb | head -1)"

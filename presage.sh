@@ -7,8 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(pkg-config libvirt-dev libvirt0 gcc)
-# The tests also start two real libvirt daemons and move a KVM guest between them.
-TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86)
+# The tests also start two real libvirt daemons and move a KVM guest between them, and boot a
+# real Linux guest (Debian's cloud kernel and busybox-static, downloaded with apt-get and packed
+# into an initramfs with cpio).
+TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio)
 
 install_deps() {
   local wanted=("${PACKAGES[@]}" "$@")

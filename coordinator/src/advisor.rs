@@ -400,9 +400,9 @@ const SWAP_SQUEEZED_BYTES_PER_S: f64 = 16.0 * 1048576.0;
 
 /// What the policy hears of a VM's applications: its guest's worst p99 over the declared SLO
 /// (applications without an SLO, or without requests, say nothing), with what its host measured
-/// of it over the same cycle — the share of its runnable time its vCPUs waited for a CPU
-/// (`vcpu.N.delay` against the CPU time it got), or its swap traffic, whichever is worse — and
-/// the host's utilisation; dated by the age of the guest's report on the coordinator's clock.
+/// of it over the same cycle — the share of each vCPU's wall time spent runnable but waiting for
+/// a host CPU (`vcpu.N.delay`: VMware's "CPU ready"), or its swap traffic, whichever is worse;
+/// dated by the age of the guest's report on the coordinator's clock.
 pub fn app_signal(rec: &crate::state::HostRecord, sample: &presage_protocol::pb::VmSample, host: usize, now_s: f64) -> Option<AppSignal> {
     let guest = sample.guest.as_ref().filter(|g| g.received_ms > 0)?;
     let latency_over_slo = guest
@@ -412,18 +412,11 @@ pub fn app_signal(rec: &crate::state::HostRecord, sample: &presage_protocol::pb:
         .map(|a| a.latency_p99_ms / a.latency_slo_p99_ms)
         .fold(None, |worst: Option<f64>, r| Some(worst.map_or(r, |w| w.max(r))))?;
     let c = sample.contention.unwrap_or_default();
-    let run_ms = sample.cpu_utilisation.clamp(0.0, 1.0) * sample.vcpus.max(1) as f64 * 1000.0;
-    let delay = c.vcpu_delay_ms_per_s.max(0.0);
-    let delay_share = if delay > 0.0 { delay / (delay + run_ms) } else { 0.0 };
+    let delay_share = c.vcpu_delay_ms_per_s.max(0.0) / (1000.0 * sample.vcpus.max(1) as f64);
     let swap = ((c.swap_in_bytes_per_s + c.swap_out_bytes_per_s).max(0.0) / SWAP_SQUEEZED_BYTES_PER_S).min(1.0);
     let age_s = rec.sampled_at_ms.saturating_sub(guest.received_ms) as f64 / 1000.0 + rec.last_seen.elapsed().as_secs_f64();
-    let signal = AppSignal {
-        latency_over_slo,
-        host_contention: delay_share.max(swap).clamp(0.0, 1.0),
-        host_utilisation: rec.usage.as_ref().map_or(0.0, |u| u.cpu_utilisation).clamp(0.0, 1.0),
-        measured_on: host,
-        at_s: now_s - age_s,
-    };
+    let signal =
+        AppSignal { latency_over_slo, host_contention: delay_share.max(swap).clamp(0.0, 1.0), measured_on: host, at_s: now_s - age_s };
     signal.is_valid().then_some(signal)
 }
 
@@ -567,7 +560,7 @@ mod tests {
         r.sampled_at_ms = 10_000;
         r.host = Some(HostUsage { cpu_utilisation: 0.9, ..Default::default() });
         // web: api at 3x its SLO, db within it, a batch job with no SLO far slower; its two vCPUs
-        // ran 1000 ms per second and waited 250 ms.
+        // waited 250 ms per second between them (12.5 % of each one's time).
         r.vms[0].guest = Some(GuestApps {
             received_ms: 8_000,
             interval_s: 5.0,
@@ -581,12 +574,63 @@ mod tests {
         let rec = state.hosts().next().unwrap();
         let s = app_signal(rec, &rec.vms["web"], 0, 100.0).expect("a signal");
         assert!((s.latency_over_slo - 3.0).abs() < 1e-12, "{s:?}");
-        assert!((s.host_contention - 250.0 / 1250.0).abs() < 1e-12, "{s:?}");
-        assert_eq!((s.host_utilisation, s.measured_on), (0.9, 0));
+        assert!((s.host_contention - 250.0 / 2000.0).abs() < 1e-12, "{s:?}");
+        assert_eq!(s.measured_on, 0);
         // Dated by its age: 2 s older than the host's report, which is itself a little old.
         assert!(s.at_s <= 98.0 && s.at_s > 90.0, "{s:?}");
         assert_eq!(s.verdict(), presage_decide::policy::application::Verdict::Suffering);
         assert!(app_signal(rec, &rec.vms["quiet"], 0, 100.0).is_none());
         assert!(app_signal(rec, &rec.vms["bare"], 0, 100.0).is_none());
+    }
+
+    /// The live path end to end: a guest over its SLO whose host sees its vCPU waiting, on a
+    /// host busy besides its VMs, is the plan's first move (and the VM beside it stays).
+    #[test]
+    fn a_guests_pain_its_host_confirms_puts_it_first_in_the_plan() {
+        use presage_protocol::guest_pb::AppFigures;
+        use presage_protocol::pb::{GuestApps, HostUsage, VmContention};
+        let now = Instant::now();
+        let mut state = ClusterState::new(Duration::from_secs(30));
+        register(&mut state, "a", 0, now);
+        register(&mut state, "b", 1, now);
+        let mut advisor = Advisor::new(PolicySpec::Presage, &PresageConfig::default());
+        for seq in 1..=4u64 {
+            let mut r = report(seq, &[("calm", 0.1), ("hurt", 0.3)]);
+            r.sampled_at_ms = 1_000 * seq;
+            // Two of a's 4 cores busy with something that is not a VM.
+            r.host = Some(HostUsage { cpu_utilisation: 0.66, ..Default::default() });
+            r.vms[1].guest = Some(GuestApps {
+                received_ms: 1_000 * seq,
+                interval_s: 2.0,
+                apps: vec![AppFigures {
+                    name: "web".into(),
+                    latency_p50_ms: 100.0,
+                    latency_p95_ms: 200.0,
+                    latency_p99_ms: 300.0,
+                    latency_slo_p99_ms: 180.0,
+                    requests: 8,
+                    ..Default::default()
+                }],
+                frames: None,
+            });
+            r.vms[1].contention = Some(VmContention { vcpu_delay_ms_per_s: 1600.0, ..Default::default() });
+            state.ingest("a", 0, r, now).unwrap();
+            state.ingest("b", 1, report(seq, &[("light", 0.05)]), now).unwrap();
+            let plan = advisor.advise(&state, 10.0 * seq as f64);
+            if let Some(m) = plan.proposal.moves.first() {
+                assert!(seq <= 2, "moved only at pass {seq}");
+                assert_eq!(
+                    (m.vm_id.as_str(), m.from_host.as_str(), m.to_host.as_str(), m.reason),
+                    ("hurt", "a", "b", "overload"),
+                    "{:?}",
+                    plan.proposal
+                );
+                let app = m.why.as_ref().and_then(|w| w.application).expect("application figures");
+                assert_eq!(app.verdict, presage_decide::policy::application::Verdict::Suffering);
+                assert!(plan.proposal.moves.iter().all(|m| m.vm_id != "calm"), "{:?}", plan.proposal);
+                return;
+            }
+        }
+        panic!("the suffering guest was never moved");
     }
 }

@@ -285,7 +285,7 @@ pub fn interference_signal(rho: f64, pes: u32, memory_short: bool, h: usize, t: 
     } else {
         ((1.0 / (1.0 - rho) / APP_SLO_LATENCY_FACTOR).min(SATURATED_OVER_SLO), erlang_c(pes.max(1), rho))
     };
-    AppSignal { latency_over_slo, host_contention, host_utilisation: rho.min(1.0), measured_on: h, at_s: t }
+    AppSignal { latency_over_slo, host_contention, measured_on: h, at_s: t }
 }
 
 /// Erlang's C formula: the probability that a request waits in an M/M/c queue at utilisation

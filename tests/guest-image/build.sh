@@ -10,7 +10,8 @@
 # Writes OUT/vmlinuz and OUT/initrd.gz (and keeps the downloaded packages in OUT/debs). The guest
 # reads from its kernel command line:
 #   presage_slo_ms=N   the application's p99 SLO in ms (default 0: none declared)
-#   presage_work=N     loop iterations per request of the application (default 3000)
+#   presage_work=N     loop iterations per request of the application (default 500)
+#   presage_probe_ms=N how often presage-guest probes the application (default 500)
 # Needs apt-get (download only; nothing is installed), dpkg-deb, cpio and gzip.
 set -euo pipefail
 out=${1:?usage: build.sh OUT PRESAGE_GUEST_BINARY}
@@ -68,11 +69,13 @@ for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_p
   [ -f /modules/$m.ko ] && insmod /modules/$m.ko 2>/dev/null
 done
 slo=0
-work=3000
+work=500
+probe=500
 for arg in $(cat /proc/cmdline); do
   case $arg in
     presage_slo_ms=*) slo=${arg#presage_slo_ms=} ;;
     presage_work=*) work=${arg#presage_work=} ;;
+    presage_probe_ms=*) probe=${arg#presage_probe_ms=} ;;
   esac
 done
 ip link set lo up
@@ -92,7 +95,7 @@ interval = "2s"
 [[app]]
 name = "web"
 probe = "http://127.0.0.1:8080/cgi-bin/work"
-probe_every = "200ms"
+probe_every = "${probe}ms"
 slo_p99_ms = $slo
 CFG
 # The port appears once virtio_console has probed it.

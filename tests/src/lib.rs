@@ -294,3 +294,45 @@ pub fn synthetic_trace(files: &[(&str, &[u32])]) -> tempfile::TempDir {
     }
     d
 }
+
+/// Two real libvirt daemons on this machine as hosts `a` and `b` (`tests/libvirt/two-hosts.sh`:
+/// each in its own mount namespace), stopped with their guests destroyed when dropped. Needs
+/// root, `/dev/kvm` and libvirtd.
+pub struct TwoLibvirtHosts {
+    base: tempfile::TempDir,
+}
+
+impl TwoLibvirtHosts {
+    pub fn start() -> TwoLibvirtHosts {
+        let base = tempfile::Builder::new().prefix("pv").tempdir_in("/tmp").expect("a folder for the daemons");
+        let out = std::process::Command::new("bash").arg(Self::script()).arg("start").arg(base.path()).output().expect("running bash");
+        assert!(
+            out.status.success(),
+            "two-hosts.sh start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TwoLibvirtHosts { base }
+    }
+
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("libvirt/two-hosts.sh")
+    }
+
+    /// Host `host`'s libvirt URI, from outside its namespace.
+    pub fn uri(&self, host: &str) -> String {
+        format!("qemu+unix:///system?socket={}/{host}/run/libvirt-sock", self.base.path().display())
+    }
+
+    /// A folder outside the daemons' private mounts, seen alike by them and by this process
+    /// (for sockets a domain's XML names).
+    pub fn shared_dir(&self) -> &Path {
+        self.base.path()
+    }
+}
+
+impl Drop for TwoLibvirtHosts {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash").arg(Self::script()).arg("stop").arg(self.base.path()).output();
+    }
+}

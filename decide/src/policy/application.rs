@@ -25,8 +25,9 @@ use serde::Serialize;
 
 use super::FleetView;
 
-/// The host-side contention (share of the VM's runnable time spent waiting for a CPU, or swap
-/// and balloon pressure) at and above which the host agrees that a VM is being squeezed.
+/// The host-side contention (the share of each vCPU's time spent runnable but waiting for a host
+/// CPU, or swap pressure) at and above which the host agrees that a VM is being squeezed: 5 %,
+/// where VMware's guidance starts to worry about a vCPU's ready time.
 pub const CONTENTION_AGREES: f64 = 0.05;
 
 /// The lowest tolerance one VM can impose on its host (a fraction of the host's CPU capacity):
@@ -54,11 +55,9 @@ const HOSTS_REMEMBERED: usize = 8;
 pub struct AppSignal {
     /// The worst of its applications' p99 latency over that application's SLO (1 = at the SLO).
     pub latency_over_slo: f64,
-    /// What the host measured for the VM: vCPU run-queue delay as a share of its runnable time,
-    /// or swap/balloon pressure, whichever is higher (0..1).
+    /// What the host measured for the VM: the share of each vCPU's time spent runnable but
+    /// waiting for a host CPU, or swap pressure, whichever is higher (0..1).
     pub host_contention: f64,
-    /// The host's CPU utilisation (0..1) over the same interval.
-    pub host_utilisation: f64,
     /// The host it was measured on.
     pub measured_on: usize,
     /// When (the fleet's clock, seconds).
@@ -103,8 +102,6 @@ impl AppSignal {
         self.latency_over_slo.is_finite()
             && self.latency_over_slo >= 0.0
             && (0.0..=1.0).contains(&self.host_contention)
-            && self.host_utilisation.is_finite()
-            && self.host_utilisation >= 0.0
             && self.at_s.is_finite()
     }
 }
@@ -148,8 +145,9 @@ pub struct AppHealthBook {
 
 impl AppHealthBook {
     /// Takes in every VM's signal that is new since the last call. `ceiling`: the policy's safe
-    /// level, the highest a tolerance goes.
-    pub fn observe(&mut self, fleet: &FleetView<'_>, ceiling: f64) {
+    /// level, the highest a tolerance goes; `host_load`: each host's CPU utilisation as last
+    /// observed (what the VMs reporting now ran under), the scale tolerances are kept on.
+    pub fn observe(&mut self, fleet: &FleetView<'_>, ceiling: f64, host_load: &[f64]) {
         if self.vms.len() < fleet.vms.len() {
             self.vms.resize(fleet.vms.len(), VmRecord::default());
         }
@@ -167,7 +165,7 @@ impl AppHealthBook {
             };
             rec.seen_s = s.at_s;
             rec.last = Some(s);
-            let u = s.host_utilisation.min(1.0);
+            let Some(u) = host_load.get(s.measured_on).map(|u| u.clamp(0.0, 1.0)) else { continue };
             let at = match rec.hosts.iter().position(|m| m.host == s.measured_on) {
                 Some(i) => i,
                 None => {
@@ -293,13 +291,14 @@ mod tests {
         (hosts, vec![v])
     }
 
-    fn signal(latency_over_slo: f64, host_contention: f64, host_utilisation: f64, at_s: f64) -> AppSignal {
-        AppSignal { latency_over_slo, host_contention, host_utilisation, measured_on: 0, at_s }
+    /// A signal, and the load the policy reckons its host (host 0) carries.
+    fn signal(latency_over_slo: f64, host_contention: f64, load: f64, at_s: f64) -> (AppSignal, f64) {
+        (AppSignal { latency_over_slo, host_contention, measured_on: 0, at_s }, load)
     }
 
-    fn observe(book: &mut AppHealthBook, s: AppSignal) {
+    fn observe(book: &mut AppHealthBook, (s, load): (AppSignal, f64)) {
         let (hosts, vms) = fleet_with(Some(s));
-        book.observe(&FleetView { now_s: s.at_s, hosts: &hosts, vms: &vms }, 1.0);
+        book.observe(&FleetView { now_s: s.at_s, hosts: &hosts, vms: &vms }, 1.0, &[load, 0.0]);
     }
 
     #[test]
@@ -332,8 +331,8 @@ mod tests {
         // Remembered as a bad host for HURT_MEMORY_S, not for ever.
         assert!(!book.hurt(0, 0, 120.0 + HURT_MEMORY_S + 1.0));
         // A signal seen once is learned from once.
-        let (hosts, vms) = fleet_with(Some(signal(2.0, 0.4, 0.9, 120.0)));
-        book.observe(&FleetView { now_s: 500.0, hosts: &hosts, vms: &vms }, 1.0);
+        let (hosts, vms) = fleet_with(Some(signal(2.0, 0.4, 0.9, 120.0).0));
+        book.observe(&FleetView { now_s: 500.0, hosts: &hosts, vms: &vms }, 1.0, &[0.5, 0.0]);
         assert!((book.tolerance(0).unwrap() - 0.88).abs() < 1e-12);
         // Healthy at a higher utilisation than the tolerance: it relaxes a quarter of the way.
         observe(&mut book, signal(0.5, 0.4, 0.96, 600.0));
@@ -349,11 +348,11 @@ mod tests {
         }
         assert_eq!(book.tolerance(0), Some(MIN_TOLERANCE));
         let mut other = AppHealthBook::default();
-        for bad in [signal(f64::NAN, 0.5, 0.9, 1.0), signal(2.0, 1.5, 0.9, 2.0), signal(2.0, 0.5, f64::INFINITY, 3.0)] {
+        for bad in [signal(f64::NAN, 0.5, 0.9, 1.0), signal(2.0, 1.5, 0.9, 2.0), signal(2.0, 0.5, 0.9, f64::INFINITY)] {
             observe(&mut other, bad);
         }
         assert_eq!(other.tolerance(0), None);
-        assert!(other.latest(0, 3.0).is_none());
+        assert!(other.latest(0, 3.0).is_none() && other.latest(0, 2.0).is_none());
     }
 
     #[test]

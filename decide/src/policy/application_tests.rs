@@ -41,8 +41,8 @@ fn busy_fleet() -> (Vec<HostView>, Vec<VmView>) {
     (hs, vms)
 }
 
-fn signal(latency_over_slo: f64, host_contention: f64, host_utilisation: f64, measured_on: usize, at_s: f64) -> AppSignal {
-    AppSignal { latency_over_slo, host_contention, host_utilisation, measured_on, at_s }
+fn signal(latency_over_slo: f64, host_contention: f64, measured_on: usize, at_s: f64) -> AppSignal {
+    AppSignal { latency_over_slo, host_contention, measured_on, at_s }
 }
 
 /// Runs passes every 5 minutes with VM 2 reporting `latency_over_slo` and its host measuring
@@ -51,8 +51,8 @@ fn passes(p: &mut PresagePolicy, latency_over_slo: f64, contention: f64) -> Opti
     let (hs, mut vms) = busy_fleet();
     for k in 0..12 {
         let now = 10_000.0 + 300.0 * k as f64;
-        vms[0].app = Some(signal(0.4, contention, 0.85, 0, now));
-        vms[2].app = Some(signal(latency_over_slo, contention, 0.85, 0, now));
+        vms[0].app = Some(signal(0.4, contention, 0, now));
+        vms[2].app = Some(signal(latency_over_slo, contention, 0, now));
         let fleet = FleetView { now_s: now, hosts: &hs, vms: &vms };
         if !p.optimise(&fleet).is_empty() {
             return Some((k, p.explanations().to_vec()));
@@ -107,7 +107,7 @@ fn a_host_that_hurt_a_vm_is_ranked_below_an_identical_one_for_it() {
         vm_on(&mut hs, &mut vms, h, 0.5);
     }
     // VM 0 suffered on host 1 (confirmed), then was healthy on host 0, where it runs now.
-    for (at, s) in [(10_000.0, signal(4.0, 0.5, 0.9, 1, 10_000.0)), (10_300.0, signal(0.3, 0.01, 0.2, 0, 10_300.0))] {
+    for (at, s) in [(10_000.0, signal(4.0, 0.5, 1, 10_000.0)), (10_300.0, signal(0.3, 0.01, 0, 10_300.0))] {
         vms[0].app = Some(s);
         p.optimise(&FleetView { now_s: at, hosts: &hs, vms: &vms });
     }
@@ -137,4 +137,27 @@ fn cpu_the_host_spends_outside_its_vms_counts_against_its_level() {
     let mut p = PresagePolicy::new(PresageConfig::default());
     let moves = p.optimise(&fleet);
     assert!(moves.iter().any(|m| m.reason == MoveReason::Overload(1)), "{moves:?}");
+}
+
+/// An advisory plan is not carried out: a move the policy decided but that never happened (the
+/// VM is still where it was) does not hold the VM for the minimum residence, so the next pass
+/// can decide it again, or otherwise (here, for its application).
+#[test]
+fn a_decided_move_that_never_happened_does_not_hold_the_vm() {
+    let mut hs: Vec<HostView> = (0..3).map(|_| host()).collect();
+    let mut vms = Vec::new();
+    for _ in 0..3 {
+        vm_on(&mut hs, &mut vms, 0, 0.7);
+    }
+    // Host 1 idles with one small VM: consolidation empties it onto host 0 or 2.
+    vm_on(&mut hs, &mut vms, 1, 0.1);
+    for _ in 0..3 {
+        vm_on(&mut hs, &mut vms, 2, 0.6);
+    }
+    let mut p = PresagePolicy::new(PresageConfig::default());
+    let first = p.optimise(&FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms });
+    assert!(first.iter().any(|m| m.vm == 3 && m.reason == MoveReason::Underload(1)), "{first:?}");
+    // Five minutes later nothing has moved: the same decision stands.
+    let again = p.optimise(&FleetView { now_s: 10_300.0, hosts: &hs, vms: &vms });
+    assert!(again.iter().any(|m| m.vm == 3 && m.reason == MoveReason::Underload(1)), "{again:?}");
 }

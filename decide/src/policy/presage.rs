@@ -1147,16 +1147,23 @@ impl PresagePolicy {
 
     /// A pass's working state over `fleet`, with the learned tolerances when application-aware.
     fn pass<'f>(&self, fleet: &'f FleetView<'f>) -> Pass<'f> {
-        let ceiling = self.cfg.safe_utilisation;
-        let tolerance = match self.app_book() {
-            Some(book) => (0..fleet.vms.len()).map(|v| book.tolerance(v).unwrap_or(ceiling).min(ceiling)).collect(),
-            None => Vec::new(),
-        };
-        Pass::new(fleet, self.cfg.new_vm_prior, tolerance, ceiling)
+        Pass::new(fleet, self.cfg.new_vm_prior, self.tolerances(fleet), self.cfg.safe_utilisation)
     }
 
-    fn in_residence(&self, vm: usize, now: f64) -> bool {
-        matches!(self.moved.get(vm).and_then(|v| v.last()), Some((at, _)) if now - at < self.cfg.min_residence_s)
+    /// Per fleet VM, its learned tolerance (none when not application-aware).
+    fn tolerances(&self, fleet: &FleetView<'_>) -> Vec<f64> {
+        let ceiling = self.cfg.safe_utilisation;
+        match self.app_book() {
+            Some(book) => (0..fleet.vms.len()).map(|v| book.tolerance(v).unwrap_or(ceiling).min(ceiling)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether `vm`, now on `on`, moved within the minimum residence. A decided move that was not
+    /// carried out (the VM is still on the host it was to leave: an advisory plan, a refusal)
+    /// does not hold it.
+    fn in_residence(&self, vm: usize, on: usize, now: f64) -> bool {
+        matches!(self.moved.get(vm).and_then(|v| v.last()), Some(&(at, from)) if now - at < self.cfg.min_residence_s && from != on)
     }
 
     /// Ranks the hosts for one VM against the working state `hosts`/`admission`.
@@ -1399,7 +1406,7 @@ impl PresagePolicy {
     }
 
     fn in_residence_any(&self, unit: &Unit, now: f64) -> bool {
-        unit.vms.iter().any(|&v| self.in_residence(v, now))
+        unit.vms.iter().zip(&unit.members).any(|(&v, (on, _))| self.in_residence(v, *on, now))
     }
 
     /// Relieves overloaded hosts; returns the moves.
@@ -1749,7 +1756,7 @@ impl PresagePolicy {
             if out.len() + vms > self.cfg.max_moves_per_pass {
                 break;
             }
-            if pass.movable[h].iter().any(|&vm| self.in_residence(vm, now)) {
+            if pass.movable[h].iter().any(|&vm| self.in_residence(vm, h, now)) {
                 continue;
             }
             let mut units = pass.units_on(&self.filters, h, steps);
@@ -1925,11 +1932,13 @@ impl ConsolidationPolicy for PresagePolicy {
     fn optimise(&mut self, fleet: &FleetView<'_>) -> Vec<Migration> {
         let n = fleet.hosts.len();
         self.overloaded.resize(n, false);
-        if self.cfg.application_aware {
-            self.app.observe(fleet, self.cfg.safe_utilisation);
-        }
         if self.moved.len() < fleet.vms.len() {
             self.moved.resize(fleet.vms.len(), Vec::new());
+        }
+        if self.cfg.application_aware {
+            // Tolerances are learned on the load the hosts carried when their VMs reported.
+            let load: Vec<f64> = fleet.hosts.iter().map(HostView::observed_utilisation).collect();
+            self.app.observe(fleet, self.cfg.safe_utilisation, &load);
         }
         let mut pass = self.pass(fleet);
         let span = tracing::debug_span!("presage_pass", hosts = n, vms = fleet.vms.len());

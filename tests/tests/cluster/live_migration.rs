@@ -9,7 +9,7 @@
 //! says which and passes without running, unless `PRESAGE_REQUIRE_KVM=1` (set by `.ci/run` on
 //! machines with `/dev/kvm`), when it fails instead.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -38,39 +38,6 @@ fn missing_requirement() -> Option<String> {
         }
     }
     None
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("libvirt/two-hosts.sh")
-}
-
-/// Both daemons, stopped (and their guests destroyed) when dropped.
-struct TwoHosts {
-    base: tempfile::TempDir,
-}
-
-impl TwoHosts {
-    fn start() -> TwoHosts {
-        let base = tempfile::Builder::new().prefix("pv").tempdir_in("/tmp").unwrap();
-        let out = Command::new("bash").arg(script()).arg("start").arg(base.path()).output().unwrap();
-        assert!(
-            out.status.success(),
-            "two-hosts.sh start failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        TwoHosts { base }
-    }
-
-    fn uri(&self, host: &str) -> String {
-        format!("qemu+unix:///system?socket={}/{host}/run/libvirt-sock", self.base.path().display())
-    }
-}
-
-impl Drop for TwoHosts {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script()).arg("stop").arg(self.base.path()).output();
-    }
 }
 
 fn guest_xml(name: &str, cpu: &str) -> String {
@@ -105,7 +72,7 @@ fn libvirt_agent(pki: &Pki, host: &str, url: &str, data_dir: &Path, uri: &str, d
 }
 
 /// Where libvirt itself says the domain is: (runs on a, runs on b).
-fn where_is(hosts: &TwoHosts, uuid: &str) -> (bool, bool) {
+fn where_is(hosts: &TwoLibvirtHosts, uuid: &str) -> (bool, bool) {
     let on = |h: &str| {
         let c = Connect::open(Some(&hosts.uri(h))).unwrap();
         c.lookup_domain_by_uuid_string(uuid).ok().map(|d| d.is_active().unwrap_or(false)).unwrap_or(false)
@@ -159,7 +126,7 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
         return;
     }
     let driver = built_binaries(&["presage-libvirt"]).join("presage-libvirt");
-    let hosts = TwoHosts::start();
+    let hosts = TwoLibvirtHosts::start();
     let a = Connect::open(Some(&hosts.uri("a"))).unwrap();
     // Defined persistently, so undefine-source has something to undefine.
     let guest = a.define_domain_xml(&guest_xml("presage-guest", "")).unwrap();

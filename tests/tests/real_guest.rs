@@ -1,0 +1,415 @@
+//! A real Linux guest through the whole chain (a test binary of its own: cargo runs test binaries
+//! one after the other, so no other test's CPU load blurs what the guest and its host measure). Debian's cloud kernel and a busybox-static
+//! initramfs (built by `tests/guest-image/build.sh` from Debian's packages and cached under
+//! `target/guest-image`) run a small CPU-bound HTTP application and the static presage-guest,
+//! which probes it and reports over the virtio-serial port `org.presage.guest.0`. The guest runs
+//! under TCG (`<domain type='qemu'>`: this machine's `/dev/kvm` cannot run a stock kernel) on a
+//! real libvirt daemon, its vCPU pinned to one host core, beside a second (firmware-only) VM; a
+//! real presage-agent on that daemon and a simulated host report to the coordinator.
+//!
+//! 1. The guest's figures reach `presagectl vms` (the time from the guest's report to the
+//!    coordinator is printed; the acceptance figure is in the issue's notes).
+//! 2. CPU hogs pinned to the guest's core, 0 to 4 of them: the vCPU delay the host measures and
+//!    the p99 latency the guest measures rise together (Spearman's rho over every report).
+//! 3. Under the heaviest hog the coordinator's plan moves the suffering guest first, within two
+//!    passes of the first report showing it, off its host and not the VM beside it, and the
+//!    explanation shows the application figures it acted on.
+//!
+//! Needs root, `/dev/kvm` (the two-daemon script checks it), libvirtd, QEMU, `cpio`, `dpkg-deb`,
+//! `apt-get` (to download two packages) and two CPUs. Where one is missing the test says which
+//! and passes without running, unless `PRESAGE_REQUIRE_KVM=1` (set by `.ci/run` where KVM and
+//! root are there), when it fails instead.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use presage_agent::config::HypervisorConfig;
+use presage_coordinator::config::PolicyConfig;
+use presage_protocol::pb::{GetPlanRequest, GetPlanResponse, ListVmsRequest, VmSample};
+use presage_protocol::tls::Role;
+use presage_tests::*;
+
+const WAIT: Duration = Duration::from_secs(240);
+
+/// The application's declared p99 SLO, as a multiple of the (median) p99 it shows on a quiet
+/// host (the guest is booted again with it once that is measured: TCG's speed differs between
+/// machines).
+const SLO_OVER_QUIET: f64 = 1.5;
+
+/// Host-side contention at which the policy takes a guest's pain as confirmed.
+const AGREES: f64 = presage_decide::policy::application::CONTENTION_AGREES;
+
+fn missing_requirement() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return Some("/dev/kvm cannot be opened (the two-daemon script needs it)".into());
+    }
+    for tool in ["libvirtd", "virtlogd", "qemu-system-x86_64", "cpio", "dpkg-deb", "apt-get", "taskset", "setsid"] {
+        let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return Some("fewer than two CPUs (the guest's core and the rest)".into());
+    }
+    None
+}
+
+/// The static presage-guest (built into `target/guest-static`, apart from the workspace's own
+/// build, whose flags differ) and the guest image built around it; returns the image's folder.
+fn guest_image() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = root.join("target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--offline", "--release", "-p", "presage-guest", "--target", "x86_64-unknown-linux-gnu"])
+        .env("CARGO_TARGET_DIR", target.join("guest-static"))
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .current_dir(&root)
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "building the static presage-guest failed");
+    let bin = target.join("guest-static/x86_64-unknown-linux-gnu/release/presage-guest");
+    let script = root.join("tests/guest-image/build.sh");
+    let image = target.join("guest-image");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let initrd = modified(&image.join("initrd.gz"));
+    let fresh = image.join("vmlinuz").is_file() && initrd.is_some() && initrd >= modified(&bin) && initrd >= modified(&script);
+    if !fresh {
+        let out = Command::new("bash").arg(&script).arg(&image).arg(&bin).output().expect("running build.sh");
+        assert!(out.status.success(), "build.sh failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    image
+}
+
+/// The application guest: 256 MiB, one vCPU pinned to host CPU `cpu` (QEMU's own threads to CPU
+/// 0),
+/// direct kernel boot, the presage port as a unix socket at `channel`, its console in `console`,
+/// its application's p99 SLO `slo_ms` (0: none).
+fn app_guest_xml(image: &Path, channel: &Path, console: &Path, cpu: usize, slo_ms: u64) -> String {
+    format!(
+        "<domain type='qemu'><name>app-guest</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
+         <cputune><vcpupin vcpu='0' cpuset='{cpu}'/><emulatorpin cpuset='0'/></cputune>\
+         <os><type arch='x86_64' machine='q35'>hvm</type><kernel>{}</kernel><initrd>{}</initrd>\
+         <cmdline>console=ttyS0 panic=-1 quiet presage_slo_ms={slo_ms} presage_probe_ms=250</cmdline></os>\
+         <devices><serial type='file'><source path='{}'/></serial>\
+         <channel type='unix'><source mode='bind' path='{}'/><target type='virtio' name='org.presage.guest.0'/></channel>\
+         <memballoon model='virtio'/></devices></domain>",
+        image.join("vmlinuz").display(),
+        image.join("initrd.gz").display(),
+        console.display(),
+        channel.display()
+    )
+}
+
+/// A firmware-only VM (no disk: it idles in the firmware) on host CPU `cpu`.
+fn firmware_xml(name: &str, cpu: usize) -> String {
+    format!(
+        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <cputune><vcpupin vcpu='0' cpuset='{cpu}'/><emulatorpin cpuset='{cpu}'/></cputune>\
+         <os><type arch='x86_64' machine='pc'>hvm</type></os><devices><serial type='pty'/></devices></domain>"
+    )
+}
+
+/// `n` busy loops pinned to host CPU `cpu`, killed when dropped. Each runs in a session of its
+/// own: the kernel's autogroup scheduling would otherwise weigh all of them together as one
+/// against the guest.
+struct Hogs(Vec<Child>);
+
+impl Hogs {
+    fn start(n: usize, cpu: usize) -> Hogs {
+        Hogs(
+            (0..n)
+                .map(|_| {
+                    Command::new("setsid")
+                        .args(["taskset", "-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("starting a CPU hog")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The application guest's latest sample at the coordinator.
+async fn app_sample(op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>) -> Option<VmSample> {
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: "real-a".into() }).await.ok()?.into_inner().vms;
+    vms.into_iter().find_map(|v| v.sample.filter(|s| s.name == "app-guest"))
+}
+
+/// One guest report as the coordinator holds it: when the host took it, the web app's p99, and
+/// the host's vCPU delay for the VM over the cycle that carried it (ms per s, and as a share of
+/// its vCPU's time: what the policy compares with [`AGREES`]).
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    received_ms: u64,
+    p99_ms: f64,
+    delay_ms_per_s: f64,
+    delay_share: f64,
+    p50_ms: f64,
+    requests: u64,
+    cpu: f64,
+}
+
+fn point(s: &VmSample) -> Option<Point> {
+    let g = s.guest.as_ref().filter(|g| g.received_ms > 0)?;
+    let web = g.apps.iter().find(|a| a.name == "web" && a.requests > 0)?;
+    let delay = s.contention.as_ref().map_or(0.0, |c| c.vcpu_delay_ms_per_s);
+    Some(Point {
+        received_ms: g.received_ms,
+        p99_ms: web.latency_p99_ms,
+        delay_ms_per_s: delay,
+        delay_share: delay / (1000.0 * s.vcpus.max(1) as f64),
+        p50_ms: web.latency_p50_ms,
+        requests: web.requests,
+        cpu: s.cpu_utilisation,
+    })
+}
+
+/// The next `n` guest reports newer than `after` (each once).
+async fn next_points(
+    op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>,
+    after: u64,
+    n: usize,
+) -> Vec<Point> {
+    let mut out: Vec<Point> = Vec::new();
+    let mut last = after;
+    while out.len() < n {
+        let p = eventually("a new guest report at the coordinator", WAIT, || {
+            let op = op.clone();
+            async move { app_sample(&op).await.as_ref().and_then(point).filter(|p| p.received_ms > last) }
+        })
+        .await;
+        last = p.received_ms;
+        out.push(p);
+    }
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Spearman's rank correlation (ties take their mean rank).
+fn spearman(xs: &[f64], ys: &[f64]) -> f64 {
+    fn ranks(v: &[f64]) -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            for &k in &idx[i..=j] {
+                r[k] = (i + j) as f64 / 2.0 + 1.0;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    let (rx, ry) = (ranks(xs), ranks(ys));
+    let n = xs.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let (vx, vy): (f64, f64) = (rx.iter().map(|a| (a - mx).powi(2)).sum(), ry.iter().map(|b| (b - my).powi(2)).sum());
+    cov / (vx * vy).sqrt()
+}
+
+#[test]
+fn spearman_matches_known_cases() {
+    assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 40.0]) - 1.0).abs() < 1e-12);
+    assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+    // One adjacent swap in five: 1 - 6*2/(5*24) = 0.9.
+    assert!((spearman(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1.0, 2.0, 4.0, 3.0, 5.0]) - 0.9).abs() < 1e-12);
+}
+
+/// The plan's first move, and a value that changes with every pass (its age drops).
+async fn plan(op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>) -> Option<GetPlanResponse> {
+    op.clone().get_plan(GetPlanRequest {}).await.ok().map(|r| r.into_inner()).filter(|p| p.available)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_guests_pain_confirmed_by_its_host_moves_it_first() {
+    if let Some(why) = missing_requirement() {
+        assert!(std::env::var("PRESAGE_REQUIRE_KVM").is_err(), "PRESAGE_REQUIRE_KVM is set but {why}");
+        eprintln!("SKIPPED a_real_guests_pain_confirmed_by_its_host_moves_it_first: {why}");
+        return;
+    }
+    let image = guest_image();
+    let driver = built_binaries(&["presage-libvirt"]).join("presage-libvirt");
+    let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    let hosts = TwoLibvirtHosts::start();
+    let channel = hosts.shared_dir().join("app-guest.port");
+    let console = hosts.shared_dir().join("app-guest.console");
+    let a = virt::connect::Connect::open(Some(&hosts.uri("a"))).unwrap();
+    a.create_domain_xml(&firmware_xml("fw-a", 0), 0).expect("the firmware VM starts");
+    let guest = a.create_domain_xml(&app_guest_xml(&image, &channel, &console, cpu, 0), 0).expect("the application guest starts");
+
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let policy = PolicyConfig { name: "presage".into(), interval: Duration::from_secs(1), ..Default::default() };
+    let coord = RunningCoordinator::start_with(&pki, 0, Duration::from_secs(30), policy).await;
+    let mut a_cfg =
+        simulated_agent(&pki, "real-a", &coord.url, &data.path().join("a"), &shared_data().join("planetlab/20110303"), (0, 1), 1);
+    a_cfg.sample_interval = Duration::from_secs(1);
+    a_cfg.hypervisor = HypervisorConfig::Libvirt { uri: hosts.uri("a"), driver: Some(driver) };
+    let agent_a = RunningAgent::start(a_cfg);
+    // The destination: a simulated host with room, running one light VM.
+    let trace = synthetic_trace(&[("light-vm", &[10; 64])]);
+    let mut b_cfg = simulated_agent(&pki, "sim-b", &coord.url, &data.path().join("b"), trace.path(), (0, 1), 1);
+    if let HypervisorConfig::Simulated(s) = &mut b_cfg.hypervisor {
+        s.cpu_cores = Some(8);
+        s.cpu_mhz_per_core = Some(4000.0);
+        s.memory_mb = Some(16_384);
+        s.time_compression = 1.0;
+    }
+    let agent_b = RunningAgent::start(b_cfg);
+    let op = client(&coord.url, &pki.issue(Role::Viewer, "vera")).await.unwrap();
+
+    // 1. The guest's figures at the coordinator, and in `presagectl vms`.
+    let first = eventually("the guest's first report at the coordinator", WAIT, || {
+        let op = op.clone();
+        async move { app_sample(&op).await.as_ref().and_then(point) }
+    })
+    .await;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    eprintln!("guest report taken by the host {} ms before the coordinator showed it", now_ms.saturating_sub(first.received_ms));
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap().into_inner().vms;
+    let views: Vec<presagectl::view::VmView> = vms.into_iter().map(Into::into).collect();
+    let table = presagectl::view::vms_table(&views);
+    assert!(table.lines().any(|l| l.contains("app-guest") && l.contains("web ")), "{table}");
+
+    // Its p99 on a quiet host; then the same guest booted again, declaring 1.5 times that as its
+    // SLO.
+    let quiet = next_points(&op, first.received_ms, 4).await;
+    let quiet_p99 = median(quiet[1..].iter().map(|p| p.p99_ms).collect());
+    let slo_ms = (quiet_p99 * SLO_OVER_QUIET).ceil();
+    eprintln!("quiet p99 {quiet_p99:.1} ms: the application's SLO is {slo_ms} ms");
+    guest.destroy().expect("the guest stops");
+    a.create_domain_xml(&app_guest_xml(&image, &channel, &console, cpu, slo_ms as u64), 0).expect("the application guest starts again");
+    let first = eventually("the rebooted guest's report with its SLO", WAIT, || {
+        let op = op.clone();
+        async move {
+            let s = app_sample(&op).await?;
+            let declared = s.guest.as_ref()?.apps.iter().any(|a| a.latency_slo_p99_ms == slo_ms);
+            point(&s).filter(|_| declared)
+        }
+    })
+    .await;
+
+    // 2. Hogs on the guest's core, 0 to 4: the host's delay and the guest's p99 rise together.
+    // Per intensity, the median of four reports of each; every report is printed, and its own
+    // rank correlation too.
+    let (mut delays, mut p99s) = (Vec::new(), Vec::new());
+    let (mut level_delays, mut level_p99s) = (Vec::new(), Vec::new());
+    let mut last = first.received_ms;
+    let mut quiet_share = 0.0;
+    let mut hogs = Hogs::start(0, cpu);
+    for n in 0..=4 {
+        hogs = {
+            drop(hogs);
+            Hogs::start(n, cpu)
+        };
+        // The first two reports after a change straddle it.
+        let settle = next_points(&op, last, 2).await;
+        last = settle[1].received_ms;
+        let points = next_points(&op, last, 4).await;
+        last = points[3].received_ms;
+        level_delays.push(median(points.iter().map(|p| p.delay_ms_per_s).collect()));
+        level_p99s.push(median(points.iter().map(|p| p.p99_ms).collect()));
+        for p in &points {
+            eprintln!(
+                "hogs {n}: delay {:.0} ms/s ({:.0} %), p99 {:.1} ms, p50 {:.1} ms, {} requests, cpu {:.2}",
+                p.delay_ms_per_s,
+                p.delay_share * 100.0,
+                p.p99_ms,
+                p.p50_ms,
+                p.requests,
+                p.cpu
+            );
+            delays.push(p.delay_ms_per_s);
+            p99s.push(p.p99_ms);
+        }
+        if n == 0 {
+            quiet_share = median(points.iter().map(|p| p.delay_share).collect());
+        }
+    }
+    let per_report = spearman(&delays, &p99s);
+    let rho = spearman(&level_delays, &level_p99s);
+    eprintln!(
+        "Spearman rho, vCPU delay vs p99: {rho:.3} over the 5 intensities' medians ({level_delays:.0?} ms/s, {level_p99s:.1?} ms), \
+         {per_report:.3} over all {} reports",
+        delays.len()
+    );
+    assert!(rho >= 0.8, "rho {rho:.3}: delays {level_delays:?}, p99s {level_p99s:?}");
+    // On a quiet host, the host does not back the guest's word (whatever its latency).
+    assert!(quiet_share < AGREES, "without hogs the host already sees {:.0} % delay", quiet_share * 100.0);
+
+    // 3. Still under four hogs: from the first report of confirmed pain, within two passes the
+    // plan's first move takes the guest (not the VM beside it) off its host, and says why.
+    let pained = eventually("a report of pain the host confirms", WAIT, || {
+        let op = op.clone();
+        async move { app_sample(&op).await.as_ref().and_then(point).filter(|p| p.p99_ms > slo_ms && p.delay_share >= AGREES) }
+    })
+    .await;
+    eprintln!("confirmed pain: p99 {:.1} ms over a {slo_ms} ms SLO, delay {:.0} %", pained.p99_ms, pained.delay_share * 100.0);
+    let mut passes = 0;
+    let mut age = u64::MAX;
+    let chosen = loop {
+        let p = eventually("the plan", WAIT, || {
+            let op = op.clone();
+            async move { plan(&op).await }
+        })
+        .await;
+        if p.age_ms < age {
+            passes += 1;
+        }
+        age = p.age_ms;
+        if let Some(m) = p.moves.first().filter(|m| m.from_host == "real-a") {
+            break (passes, m.clone());
+        }
+        if passes > 3 {
+            let id = app_sample(&op).await.map(|s| s.vm_id).unwrap_or_default();
+            let why = op.clone().explain(presage_protocol::pb::ExplainRequest { vm_id: id, top: 3 }).await.map(|r| r.into_inner());
+            let hosts = op.clone().list_hosts(presage_protocol::pb::ListHostsRequest {}).await.map(|r| r.into_inner());
+            panic!("no move off real-a within two passes of confirmed pain: {p:?}\nexplain: {why:?}\nhosts: {hosts:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (passes, m) = chosen;
+    eprintln!("moved in pass {passes} after the report: {m:?}");
+    // The pass under way when the report arrived counts as the first only if it started after it.
+    assert!(passes <= 3, "moved only after {passes} plan refreshes");
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: "real-a".into() }).await.unwrap().into_inner().vms;
+    let id_of = |name: &str| vms.iter().find_map(|v| v.sample.as_ref().filter(|s| s.name == name).map(|s| s.vm_id.clone())).unwrap();
+    assert_eq!(m.vm_id, id_of("app-guest"), "the first move is not the suffering guest: {m:?}");
+    assert_eq!((m.reason.as_str(), m.to_host.as_str()), ("overload", "sim-b"));
+    let app = m.application.as_ref().expect("the explanation shows the application figures");
+    assert_eq!(app.verdict, "suffering", "{app:?}");
+    assert!(app.latency_over_slo > 1.0 && app.host_contention >= AGREES && app.tolerance > 0.0, "{app:?}");
+    drop(hogs);
+
+    agent_a.stop().await;
+    agent_b.stop().await;
+    coord.stop().await;
+    drop(hosts);
+}

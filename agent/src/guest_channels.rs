@@ -6,15 +6,22 @@
 //! counts go into the VM's sample. A socket belongs to one domain, so a report is that VM's.
 //!
 //! Guest data is untrusted: it is reported as the guest's claim, and nothing here acts on it.
+//!
+//! How the host reaches a port is a [`GuestTransport`]: the virtio-serial port behind a Unix
+//! socket ([`VirtioSerialSocket`]) is the one this machine can run (it has no vhost-vsock); a
+//! vsock adapter would connect to the guest's CID instead, and the session's MAC and sequence
+//! numbers keep frames honest over any transport.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use presage_protocol::guest::{GuestCounters, HostSession, MAX_FRAME_BYTES, new_key};
 use presage_protocol::guest_pb::GuestReport;
 use presage_protocol::pb::{GuestApps, GuestFrameCounts, VmSample};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -22,6 +29,28 @@ use tracing::{Instrument, debug, info_span, warn};
 const RECONNECT_AFTER: Duration = Duration::from_secs(5);
 /// How often, at most, a VM's dropped frames are logged.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A byte stream to one guest's port.
+pub trait GuestStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> GuestStream for T {}
+
+/// A connection being made to a guest's port.
+pub type Connecting = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn GuestStream>>> + Send>>;
+
+/// How the host reaches a guest's port, given the address its hypervisor names for it.
+pub trait GuestTransport: Send + Sync + 'static {
+    fn connect(&self, address: &str) -> Connecting;
+}
+
+/// The virtio-serial port `org.presage.guest.0`, behind the Unix socket the domain's XML names.
+pub struct VirtioSerialSocket;
+
+impl GuestTransport for VirtioSerialSocket {
+    fn connect(&self, address: &str) -> Connecting {
+        let path = address.to_string();
+        Box::pin(async move { Ok(Box::new(tokio::net::UnixStream::connect(path).await?) as Box<dyn GuestStream>) })
+    }
+}
 
 #[derive(Default)]
 struct Channel {
@@ -48,11 +77,17 @@ pub struct GuestChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     max_frames_per_s: u32,
     cancel: CancellationToken,
+    transport: Arc<dyn GuestTransport>,
 }
 
 impl GuestChannels {
+    /// Over the virtio-serial port's Unix socket.
     pub fn new(max_frames_per_s: u32, cancel: CancellationToken) -> GuestChannels {
-        GuestChannels { channels: Default::default(), max_frames_per_s, cancel }
+        GuestChannels::with_transport(max_frames_per_s, cancel, Arc::new(VirtioSerialSocket))
+    }
+
+    pub fn with_transport(max_frames_per_s: u32, cancel: CancellationToken, transport: Arc<dyn GuestTransport>) -> GuestChannels {
+        GuestChannels { channels: Default::default(), max_frames_per_s, cancel, transport }
     }
 
     /// Connects to new ports, forgets VMs that are gone, and puts each VM's latest report and
@@ -114,7 +149,7 @@ impl GuestChannels {
     }
 
     async fn session(&self, vm: &str, path: &str) -> std::io::Result<()> {
-        let mut stream = tokio::net::UnixStream::connect(path).await?;
+        let mut stream = self.transport.connect(path).await?;
         let mut session = HostSession::new(new_key(), self.max_frames_per_s);
         stream.write_all(&session.hello()).await?;
         let mut buf = vec![0u8; MAX_FRAME_BYTES];
@@ -135,5 +170,72 @@ impl GuestChannels {
                 ch.latest = Some((now_ms, r));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presage_protocol::guest::GuestSession;
+    use presage_protocol::guest_pb::AppFigures;
+
+    /// A transport whose "port" is an in-memory pipe: the other ends wait in `guests`.
+    struct Pipes {
+        guests: Arc<Mutex<Vec<tokio::io::DuplexStream>>>,
+    }
+
+    impl GuestTransport for Pipes {
+        fn connect(&self, _address: &str) -> Connecting {
+            let (host, guest) = tokio::io::duplex(64 * 1024);
+            self.guests.lock().unwrap().push(guest);
+            Box::pin(async move { Ok(Box::new(host) as Box<dyn GuestStream>) })
+        }
+    }
+
+    /// Any transport carries the same sealed session: the guest's report arrives through the
+    /// trait, and a frame sealed with another key is counted as forged.
+    #[tokio::test]
+    async fn reports_arrive_over_any_transport_and_forgeries_are_counted() {
+        let guests = Arc::new(Mutex::new(Vec::new()));
+        let channels = GuestChannels::with_transport(10, CancellationToken::new(), Arc::new(Pipes { guests: guests.clone() }));
+        let mut samples = vec![VmSample { vm_id: "vm-1".into(), guest_channel: "pipe:1".into(), ..Default::default() }];
+        channels.attach(&mut samples);
+        let mut guest = loop {
+            if let Some(g) = guests.lock().unwrap().pop() {
+                break g;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let mut hello = [0u8; 2];
+        guest.read_exact(&mut hello).await.unwrap();
+        let mut body = vec![0u8; u16::from_be_bytes(hello) as usize];
+        guest.read_exact(&mut body).await.unwrap();
+        let mut session = GuestSession::from_hello(&body).unwrap();
+        let report = GuestReport {
+            interval_s: 2.0,
+            apps: vec![AppFigures {
+                name: "web".into(),
+                latency_p50_ms: 1.0,
+                latency_p95_ms: 2.0,
+                latency_p99_ms: 3.0,
+                requests: 5,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // A frame sealed with another session's key first, then the guest's own.
+        let mut forger = GuestSession::from_hello(&HostSession::new(new_key(), 10).hello()[2..]).unwrap();
+        guest.write_all(&forger.seal(&report).unwrap()).await.unwrap();
+        guest.write_all(&session.seal(&report).unwrap()).await.unwrap();
+        let got = loop {
+            channels.attach(&mut samples);
+            let g = samples[0].guest.clone().unwrap();
+            if g.frames.as_ref().is_some_and(|f| f.forged == 1 && f.accepted == 1) {
+                break g;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(got.apps[0].latency_p99_ms, 3.0);
+        assert!(got.received_ms > 0);
     }
 }

@@ -113,6 +113,8 @@ pub struct ExplainOutcome {
     pub ranking: Vec<ScoreView>,
     pub feasible_hosts: usize,
     pub rejected: Rejections,
+    /// Its application figures as the policy last judged them, when its guest reports them.
+    pub application: Option<AppHealthFigures>,
 }
 
 /// A bad `place` request.
@@ -213,6 +215,7 @@ impl PlanSnapshot {
             ranking: self.views(&r),
             feasible_hosts: r.feasible,
             rejected: r.rejected,
+            application: self.ranker.application_book().and_then(|b| b.figures(vm, self.now_s)),
         })
     }
 }
@@ -378,6 +381,11 @@ impl Advisor {
         let ranker = match &self.ecosystem {
             Some((_, handle)) => presage_with_ecosystem(self.presage.clone(), handle.clone()),
             None => PresagePolicy::new(self.presage.clone()),
+        };
+        // Rankings between passes see what the policy learned of the VMs' applications.
+        let ranker = match self.policy.application_book() {
+            Some(book) => ranker.with_application_book(book.clone()),
+            None => ranker,
         };
         let standing = ranker.standing(&FleetView { now_s, hosts: &hosts, vms: &vms });
         PlanSnapshot { proposal, now_s, hosts, vms, host_ids, vm_ids, ranker, standing }

@@ -378,6 +378,7 @@ impl Operator for OperatorService {
             rejected: rejections(&e.rejected),
             plan_age_ms: age_ms,
             anomalies: self.shared.state().anomalies(Some(&r.vm_id), 10),
+            application: e.application.map(app_health),
         }))
     }
 
@@ -723,14 +724,18 @@ fn planned_move(m: &ProposedMove) -> pb::PlannedMove {
         out.source_risk_after = w.source_risk_after;
         out.chosen = Some(host_score(&w.chosen));
         out.runner_up = w.runner_up.as_ref().map(host_score);
-        out.application = w.application.map(|a| pb::AppHealth {
-            latency_over_slo: a.latency_over_slo,
-            host_contention: a.host_contention,
-            verdict: a.verdict.as_str().to_string(),
-            tolerance: a.tolerance.unwrap_or(0.0),
-        });
+        out.application = w.application.map(app_health);
     }
     out
+}
+
+fn app_health(a: presage_decide::policy::application::AppHealthFigures) -> pb::AppHealth {
+    pb::AppHealth {
+        latency_over_slo: a.latency_over_slo,
+        host_contention: a.host_contention,
+        verdict: a.verdict.as_str().to_string(),
+        tolerance: a.tolerance.unwrap_or(0.0),
+    }
 }
 
 fn rejections(r: &[(Rejection, usize)]) -> Vec<pb::RejectionCount> {

@@ -70,16 +70,27 @@ fn move_block(out: &mut String, i: usize, m: &PlannedMove) {
             score_lines(out, "runner-up", r);
         }
         if let Some(a) = &m.application {
-            let learned = if a.tolerance > 0.0 { format!("; suffers above {:.0} % host CPU", a.tolerance * 100.0) } else { String::new() };
-            let _ = writeln!(
-                out,
-                "    application: p99 {:.2} x its SLO, host contention {:.0} % ({}){learned}",
-                a.latency_over_slo,
-                a.host_contention * 100.0,
-                a.verdict
-            );
+            let _ = writeln!(out, "    {}", app_line(a));
         }
     }
+}
+
+/// A VM's application figures as the policy judged them.
+fn app_line(a: &presage_protocol::pb::AppHealth) -> String {
+    let learned = if a.tolerance > 0.0 { format!("; suffers above {:.0} % host CPU", a.tolerance * 100.0) } else { String::new() };
+    format!(
+        "application: p99 {:.2} x its SLO, host contention {:.0} % ({}){learned}",
+        a.latency_over_slo,
+        a.host_contention * 100.0,
+        a.verdict
+    )
+}
+
+fn app_json(a: &presage_protocol::pb::AppHealth) -> serde_json::Value {
+    serde_json::json!({
+        "latency_over_slo": a.latency_over_slo, "host_contention": a.host_contention,
+        "verdict": a.verdict, "tolerance": (a.tolerance > 0.0).then_some(a.tolerance),
+    })
 }
 
 pub fn render_plan(p: &GetPlanResponse) -> String {
@@ -124,6 +135,9 @@ pub fn render_explain(e: &ExplainResponse) -> String {
     let _ = writeln!(out, "{} runs on {} (plan {:.0} s old)", e.vm_id, e.host_id, e.plan_age_ms as f64 / 1000.0);
     let steps: Vec<String> = e.demand_mean_mhz.iter().zip(&e.demand_p90_mhz).map(|(m, p)| format!("{m:.0}/{p:.0}")).collect::<Vec<_>>();
     let _ = writeln!(out, "demand ({}), mean/p90 MHz per 5-minute step: {}", e.demand_source, steps.join(" "));
+    if let Some(a) = &e.application {
+        let _ = writeln!(out, "{}", app_line(a));
+    }
     match &e.planned_move {
         Some(m) if e.planned => {
             let _ = writeln!(out, "the current plan moves it:");
@@ -258,10 +272,7 @@ fn move_json(m: &PlannedMove) -> serde_json::Value {
         v["chosen"] = m.chosen.as_ref().map(score_json).unwrap_or_default();
         v["runner_up"] = m.runner_up.as_ref().map(score_json).unwrap_or_default();
         if let Some(a) = &m.application {
-            v["application"] = serde_json::json!({
-                "latency_over_slo": a.latency_over_slo, "host_contention": a.host_contention,
-                "verdict": a.verdict, "tolerance": (a.tolerance > 0.0).then_some(a.tolerance),
-            });
+            v["application"] = app_json(a);
         }
     }
     v
@@ -290,6 +301,7 @@ pub fn explain_json(e: &ExplainResponse) -> serde_json::Value {
         "ranking": e.ranking.iter().map(score_json).collect::<Vec<_>>(),
         "feasible_hosts": e.feasible_hosts, "rejected": rejected_json(&e.rejected), "plan_age_ms": e.plan_age_ms,
         "anomalies": anomalies_json(&e.anomalies),
+        "application": e.application.as_ref().map(app_json),
     })
 }
 

@@ -103,10 +103,24 @@ for _ in $(seq 1 100); do
   grep -qs org.presage.guest.0 /sys/class/virtio-ports/*/name && break
   sleep 0.1
 done
-echo "presage-guest: starting (slo ${slo} ms, work ${work})"
+echo "presage-guest: starting (slo ${slo} ms, work ${work}, probe every ${probe} ms)"
+(
+  while :; do
+    presage-guest --config /etc/presage-guest.toml
+    sleep 1
+  done
+) &
+# What presage-guest costs inside the guest, on the console every 10 s: its resident memory, the
+# CPU it used (utime + stime, in clock ticks) and the guest's uptime.
 while :; do
-  presage-guest --config /etc/presage-guest.toml
-  sleep 1
+  sleep 10
+  pid=$(pidof presage-guest)
+  [ -n "$pid" ] || continue
+  # smaps_rollup counts the pages mapped now; status's VmRSS lags (per-thread counters).
+  rss=$(awk '/^Rss:/ { print $2 }' /proc/$pid/smaps_rollup)
+  ticks=$(awk '{ print $14 + $15 }' /proc/$pid/stat)
+  hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+  echo "presage-guest-stats rss_kb=$rss cpu_ticks=$ticks hz=$hz uptime_s=$(cut -d' ' -f1 /proc/uptime)"
 done
 INIT
 chmod +x "$root/init"

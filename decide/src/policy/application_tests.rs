@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::demand::Forecast;
+use crate::policy::ConsolidationPolicy;
 use crate::policy::application::{AppSignal, Verdict};
 use crate::policy::power::HP_ML110_G5;
 use crate::policy::{HostView, PolicySpec, VmView};
@@ -85,8 +86,8 @@ fn a_guests_claim_its_host_does_not_confirm_moves_nothing() {
     let mut p = PresagePolicy::new(PresageConfig::default());
     // Ten times over its SLO, but its vCPUs never wait for a core.
     assert!(passes(&mut p, 10.0, 0.0).is_none());
-    assert_eq!(p.application_book().tolerance(2), None);
-    assert!(p.application_book().unconfirmed_for(2) >= 12);
+    assert_eq!(p.application_book().unwrap().tolerance(2), None);
+    assert!(p.application_book().unwrap().unconfirmed_for(2) >= 12);
 }
 
 #[test]

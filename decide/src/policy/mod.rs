@@ -217,6 +217,11 @@ pub trait ConsolidationPolicy: Send {
     /// The fleet's VMs and hosts were numbered differently from the last pass's (the daemon's
     /// fleet changes between passes): carry what the policy keeps per VM and host across.
     fn renumber(&mut self, _map: &Renumbering) {}
+
+    /// What the policy learned of the VMs' applications, for policies that learn it.
+    fn application_book(&self) -> Option<&application::AppHealthBook> {
+        None
+    }
 }
 
 /// How the last pass's VM and host indices map onto this pass's (`None`: gone).

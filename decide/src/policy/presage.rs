@@ -1140,9 +1140,11 @@ impl PresagePolicy {
         self.cfg.application_aware.then_some(&self.app)
     }
 
-    /// What the policy has learned of the VMs' applications.
-    pub fn application_book(&self) -> &AppHealthBook {
-        &self.app
+    /// Ranks with what another instance learned of the VMs' applications (the daemon's rankings
+    /// for `explain` and `place` between passes).
+    pub fn with_application_book(mut self, book: AppHealthBook) -> PresagePolicy {
+        self.app = book;
+        self
     }
 
     /// A pass's working state over `fleet`, with the learned tolerances when application-aware.
@@ -1903,6 +1905,10 @@ impl ConsolidationPolicy for PresagePolicy {
 
     fn explanations(&self) -> &[MoveExplanation] {
         &self.last
+    }
+
+    fn application_book(&self) -> Option<&AppHealthBook> {
+        self.app_book()
     }
 
     fn renumber(&mut self, map: &super::Renumbering) {

@@ -336,3 +336,28 @@ impl Drop for TwoLibvirtHosts {
         let _ = std::process::Command::new("bash").arg(Self::script()).arg("stop").arg(self.base.path()).output();
     }
 }
+
+/// Why this machine cannot run a test on real libvirt daemons, if it cannot: not root, no usable
+/// `/dev/kvm` (the two-daemon script needs it), or one of `tools` (besides libvirtd, virtlogd and
+/// QEMU) not on PATH.
+pub fn missing_libvirt_requirement(tools: &[&str]) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return Some("/dev/kvm cannot be opened".into());
+    }
+    for tool in ["libvirtd", "virtlogd", "qemu-system-x86_64"].iter().chain(tools) {
+        let found = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}

@@ -44,18 +44,8 @@ const SLO_OVER_QUIET: f64 = 1.5;
 const AGREES: f64 = presage_decide::policy::application::CONTENTION_AGREES;
 
 fn missing_requirement() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
-        return Some("/dev/kvm cannot be opened (the two-daemon script needs it)".into());
-    }
-    for tool in ["libvirtd", "virtlogd", "qemu-system-x86_64", "cpio", "dpkg-deb", "apt-get", "taskset", "setsid"] {
-        let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
+    if let Some(why) = missing_libvirt_requirement(&["cpio", "dpkg-deb", "apt-get", "taskset", "setsid"]) {
+        return Some(why);
     }
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         return Some("fewer than two CPUs (the guest's core and the rest)".into());

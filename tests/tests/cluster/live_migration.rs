@@ -10,7 +10,6 @@
 //! machines with `/dev/kvm`), when it fails instead.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use presage_agent::config::{AgentConfig, ForecastConfig, HypervisorConfig, MigrationConfig, ReconnectConfig};
@@ -21,24 +20,6 @@ use presage_tests::*;
 use virt::connect::Connect;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// Why this machine cannot run the test, if it cannot.
-fn missing_requirement() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
-        return Some("/dev/kvm cannot be opened".into());
-    }
-    for tool in ["libvirtd", "virtlogd", "qemu-system-x86_64"] {
-        let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
-}
 
 fn guest_xml(name: &str, cpu: &str) -> String {
     format!(
@@ -120,7 +101,7 @@ async fn move_once_accepted(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
-    if let Some(why) = missing_requirement() {
+    if let Some(why) = missing_libvirt_requirement(&[]) {
         assert!(std::env::var("PRESAGE_REQUIRE_KVM").is_err(), "PRESAGE_REQUIRE_KVM is set but {why}");
         eprintln!("SKIPPED a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back: {why}");
         return;

@@ -9,6 +9,7 @@
 //!   and each VM's dependency satisfaction score.
 //! - [`migration_queue`]: the admission rule for concurrent live migrations.
 //! - [`reservation`]: the admission rule for hard and soft reservations on a host.
+//! - [`sizing`]: proactive resizing, borrowing leases and their admission rule, the broker.
 //!
 //! Pure: nothing here does I/O, spawns a task, reads a clock or draws a random number. The
 //! caller passes the time and the state; the code returns decisions. The crate's dependencies
@@ -19,3 +20,4 @@ pub mod ecosystem;
 pub mod migration_queue;
 pub mod policy;
 pub mod reservation;
+pub mod sizing;

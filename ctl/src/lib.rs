@@ -9,6 +9,7 @@ pub mod dependencies;
 pub mod forecast_eval;
 pub mod plan;
 pub mod simulate;
+pub mod simulate_sizing;
 pub mod view;
 
 use std::path::PathBuf;

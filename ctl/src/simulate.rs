@@ -29,6 +29,15 @@ pub enum TraceKind {
     Bitbrains,
 }
 
+fn model_path(flag: &str, given: Option<&PathBuf>, default: &str) -> anyhow::Result<Option<PathBuf>> {
+    match given {
+        Some(p) if p.as_os_str() == "none" => Ok(None),
+        Some(p) if !p.is_file() => bail!("{flag} {}: no such file", p.display()),
+        Some(p) => Ok(Some(p.clone())),
+        None => Ok(Some(PathBuf::from(default)).filter(|p| p.is_file())),
+    }
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct SimulateArgs {
     /// Trace folder: a PlanetLab day or a Bitbrains month (repeat for several).
@@ -79,20 +88,36 @@ pub struct SimulateArgs {
     /// (`presage-nodeps` without), and every run reports the ecosystem's figures.
     #[arg(long)]
     pub ecosystem: Option<PathBuf>,
+    /// Sizing methods, comma-separated (static, vpa, presage) or `all`: replay a Bitbrains
+    /// folder with a per-VM allocation each method changes, one report per method (instead of
+    /// the placement policies).
+    #[arg(long)]
+    pub sizing: Option<String>,
+    /// A TOML file with presage's sizing policies (the coordinator's [sizing] section).
+    #[arg(long)]
+    pub sizing_policy: Option<PathBuf>,
+    /// The agents' memory forecast model for the sizing replay; `none`: the baseline. Default:
+    /// models/memory-quantiles-v2.onnx when it exists here.
+    #[arg(long)]
+    pub memory_model: Option<PathBuf>,
+    /// Replay at most this many VMs (the sizing replay; in file order).
+    #[arg(long)]
+    pub max_vms: Option<usize>,
 }
 
-/// The default model path, relative to where presagectl runs (the repository root).
+/// The default model paths, relative to where presagectl runs (the repository root).
 pub const DEFAULT_FORECAST_MODEL: &str = "models/cpu-quantiles-v2.onnx";
+pub const DEFAULT_MEMORY_MODEL: &str = "models/memory-quantiles-v2.onnx";
 
 impl SimulateArgs {
     /// The model the simulated agents forecast with: `None` for the baseline.
     pub fn forecast_model(&self) -> anyhow::Result<Option<PathBuf>> {
-        match &self.forecast_model {
-            Some(p) if p.as_os_str() == "none" => Ok(None),
-            Some(p) if !p.is_file() => bail!("--forecast-model {}: no such file", p.display()),
-            Some(p) => Ok(Some(p.clone())),
-            None => Ok(Some(PathBuf::from(DEFAULT_FORECAST_MODEL)).filter(|p| p.is_file())),
-        }
+        model_path("--forecast-model", self.forecast_model.as_ref(), DEFAULT_FORECAST_MODEL)
+    }
+
+    /// The memory model the simulated agents forecast with (the sizing replay).
+    pub fn memory_model(&self) -> anyhow::Result<Option<PathBuf>> {
+        model_path("--memory-model", self.memory_model.as_ref(), DEFAULT_MEMORY_MODEL)
     }
 
     /// presage's settings: the file's, or the defaults.
@@ -123,6 +148,10 @@ impl SimulateArgs {
             presage_config: None,
             guest_reports: false,
             ecosystem: None,
+            sizing: None,
+            sizing_policy: None,
+            memory_model: None,
+            max_vms: None,
         }
     }
 }
@@ -223,6 +252,9 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
 }
 
 pub fn run(args: SimulateArgs, output: OutputFormat) -> anyhow::Result<()> {
+    if args.sizing.is_some() {
+        return crate::simulate_sizing::run(&args, output);
+    }
     let policies = parse_policy_list(&args.policy)?;
     if policies.is_empty() {
         bail!("--policy names no policy");

@@ -18,6 +18,7 @@
 pub mod ecosystem;
 pub mod reference;
 pub mod scenario;
+pub mod sizing;
 #[cfg(test)]
 mod tests;
 

@@ -7,10 +7,10 @@
 //! Pure and linear in the VMs (a sort per host): the coordinator runs it over the whole cluster
 //! every pass.
 
+use super::Allocation;
 use super::lease::{Lease, LeaseBook, LeaseHost, LeaseParty, LeaseResource};
 use super::resize::upper_quantile;
 use super::rules::{CPU_GRAIN, SizingRules, ceil_to, floor_to};
-use super::Allocation;
 use crate::demand::Forecast;
 
 /// One VM as the broker sees it.
@@ -24,6 +24,9 @@ pub struct BrokerVm<'a> {
     pub cpu_forecast: Option<&'a Forecast>,
     /// CPU used in the last cycle, cores.
     pub cpu_used: f64,
+    /// The most CPU it used in any cycle of the last `lend_lookback_s`, cores (a lender keeps it:
+    /// slack is confident only when the recent past agrees with the forecast).
+    pub cpu_recent_peak: f64,
 }
 
 impl BrokerVm<'_> {
@@ -32,11 +35,14 @@ impl BrokerVm<'_> {
         self.cpu_forecast.map(|f| upper_quantile(f, self.rules.lease_horizon_steps) * self.limits.cpu_cores)
     }
 
-    /// What it must keep when it lends: its floor, and its need over the lease horizon with the
-    /// margin (a VM without a forecast keeps everything).
+    /// What it must keep when it lends: its floor, its need over the lease horizon and its last
+    /// cycle's use with the margin, its recent peak (a VM without a forecast keeps everything).
     pub fn keep(&self) -> Allocation {
         let cpu = match self.cpu_need() {
-            Some(n) => ceil_to((n * self.rules.margin).max(self.cpu_used * self.rules.margin).max(self.rules.min_cpu_cores), CPU_GRAIN),
+            Some(n) => ceil_to(
+                (n * self.rules.margin).max(self.cpu_used * self.rules.margin).max(self.cpu_recent_peak).max(self.rules.min_cpu_cores),
+                CPU_GRAIN,
+            ),
             None => f64::INFINITY,
         };
         Allocation { cpu_cores: cpu.min(self.allocated.cpu_cores.max(self.rules.min_cpu_cores)), memory_mib: self.allocated.memory_mib }
@@ -199,6 +205,7 @@ mod tests {
             limits: Allocation { cpu_cores: 8.0, memory_mib: 4096.0 },
             cpu_forecast: Some(f),
             cpu_used: 0.0,
+            cpu_recent_peak: 0.0,
         }
     }
 

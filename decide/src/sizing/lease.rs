@@ -182,7 +182,10 @@ impl LeaseBook {
     /// What `vm` may use now: its own allocation, plus what it borrows, less what it lends.
     pub fn effective(&self, vm: &str, allocated: Allocation, now_ms: u64) -> Allocation {
         let (lent, borrowed) = self.flows(vm, now_ms);
-        Allocation { cpu_cores: allocated.cpu_cores - lent.cpu_cores + borrowed.cpu_cores, memory_mib: allocated.memory_mib - lent.memory_mib + borrowed.memory_mib }
+        Allocation {
+            cpu_cores: allocated.cpu_cores - lent.cpu_cores + borrowed.cpu_cores,
+            memory_mib: allocated.memory_mib - lent.memory_mib + borrowed.memory_mib,
+        }
     }
 
     /// What live leases from the host itself (no lender) hold.
@@ -219,7 +222,12 @@ impl LeaseBook {
         let duration = l.deadline_ms - now_ms;
         for v in std::iter::once(borrower).chain(lender) {
             if duration > v.max_lease_ms {
-                return invalid(format!("lasts {} s, longer than {}'s policy allows ({} s)", duration / 1000, v.vm_id, v.max_lease_ms / 1000));
+                return invalid(format!(
+                    "lasts {} s, longer than {}'s policy allows ({} s)",
+                    duration / 1000,
+                    v.vm_id,
+                    v.max_lease_ms / 1000
+                ));
             }
         }
         if !borrower.may_borrow {
@@ -290,7 +298,14 @@ impl LeaseBook {
                     LeaseResource::Memory => (allocated + host.memory_reserve_mib, 0.0),
                 };
                 if given + asked > res.of(&host.capacity) + 1e-9 {
-                    return Err(LeaseRefusal::Overcommit { id, resource: name, unit, given, asked: l.amount, capacity: res.of(&host.capacity) });
+                    return Err(LeaseRefusal::Overcommit {
+                        id,
+                        resource: name,
+                        unit,
+                        given,
+                        asked: l.amount,
+                        capacity: res.of(&host.capacity),
+                    });
                 }
             }
         }
@@ -430,7 +445,10 @@ mod tests {
         assert!(matches!(book.check(&cpu("h1", None, "a", 2.5, 10), &h, 0), Err(LeaseRefusal::Overcommit { .. })));
         book.admit(cpu("h1", None, "a", 2.0, 10), &h, 0).unwrap();
         assert!(matches!(book.check(&cpu("h2", None, "b", 0.1, 10), &h, 0), Err(LeaseRefusal::Overcommit { .. })));
-        let mem = |id: &str, lender: Option<&str>, to: &str, amount: f64| Lease { resource: LeaseResource::Memory, ..cpu(id, lender, to, amount, 10) };
+        let mem = |id: &str, lender: Option<&str>, to: &str, amount: f64| Lease {
+            resource: LeaseResource::Memory,
+            ..cpu(id, lender, to, amount, 10)
+        };
         let e = book.check(&mem("m0", Some("a"), "b", 100.0), &h, 0).unwrap_err();
         assert!(e.to_string().contains("only from the host's reserve"), "{e}");
         book.admit(mem("m1", None, "b", 1000.0), &h, 0).unwrap();
@@ -462,7 +480,10 @@ mod tests {
         assert!(e.contains("domain's maximum"), "{e}");
         let mut no = vms.clone();
         no[0].may_lend = false;
-        assert!(matches!(book.check(&cpu("x", Some("a"), "b", 1.0, 10), &host(&no), 0), Err(LeaseRefusal::NotAllowed { what: "lend", .. })));
+        assert!(matches!(
+            book.check(&cpu("x", Some("a"), "b", 1.0, 10), &host(&no), 0),
+            Err(LeaseRefusal::NotAllowed { what: "lend", .. })
+        ));
     }
 
     #[test]

@@ -60,7 +60,14 @@ pub struct ResizeRecord {
 
 impl ResizeRecord {
     /// A new desired size for a VM that has `current` now.
-    pub fn ask(vm_id: &str, previous: Option<&ResizeRecord>, current: Allocation, desired: Allocation, reason: &str, now_ms: u64) -> ResizeRecord {
+    pub fn ask(
+        vm_id: &str,
+        previous: Option<&ResizeRecord>,
+        current: Allocation,
+        desired: Allocation,
+        reason: &str,
+        now_ms: u64,
+    ) -> ResizeRecord {
         ResizeRecord {
             vm_id: vm_id.into(),
             generation: previous.map_or(1, |p| p.generation + 1),

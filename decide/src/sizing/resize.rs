@@ -6,7 +6,8 @@
 //! - Shrink only with confidence and slowly: the quantile times the margin has stayed under
 //!   `shrink_at` of the allocation for `shrink_after_cycles` cycles in a row, and then by at most
 //!   `max_shrink_step` of the allocation per cycle.
-//! - Never below the policy's floor, the forecast's upper quantile times the margin, a floor
+//! - Never below the policy's floor, the forecast's upper quantile times the margin, the most
+//!   it used in the last hour, a floor
 //!   raised by saturation or an OOM (held `floor_hold_s`), nor (memory) the VM's resident set;
 //!   never above the policy's ceiling or the domain's maximum.
 //! - Without a forecast nothing shrinks; a saturated VM still grows.
@@ -15,8 +16,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rules::{CPU_GRAIN, MEMORY_GRAIN_MIB, SizingRules, ceil_to};
 use super::Allocation;
+use super::rules::{CPU_GRAIN, MEMORY_GRAIN_MIB, SizingRules, ceil_to};
 use crate::demand::Forecast;
 
 /// One VM as the resize rule sees it in one cycle.
@@ -36,6 +37,8 @@ pub struct ResizeInput<'a> {
     pub memory_forecast: Option<&'a Forecast>,
     /// What it used in the last cycle (cores, MiB of the guest's memory in use).
     pub used: Allocation,
+    /// The most it used in any cycle of the last hour (the allocation does not go below it).
+    pub recent_peak: Allocation,
     /// Its resident set on the host, MiB (a memory limit never goes below it).
     pub resident_mib: f64,
     /// The guest ran out of memory since the last cycle.
@@ -84,16 +87,17 @@ struct Dimension<'a> {
     ceiling: f64,
     upper: Option<f64>,
     used: f64,
+    peak: f64,
     votes: &'a mut u32,
 }
 
 impl Dimension<'_> {
     fn decide(self, r: &SizingRules, reasons: &mut Vec<String>) -> f64 {
-        let Dimension { name, unit, grain, allocated, effective, limit, floor, ceiling, upper, used, votes } = self;
+        let Dimension { name, unit, grain, allocated, effective, limit, floor, ceiling, upper, used, peak, votes } = self;
         let ceiling = ceiling.min(limit).max(floor);
         let clamp = |v: f64| ceil_to(v, grain).clamp(floor, ceiling);
         let saturated = effective > 0.0 && used >= r.saturated_at * effective;
-        let want = upper.map(|u| u * r.margin);
+        let want = upper.map(|u| (u * r.margin).max(peak));
         // Below the floor (policy, raised floor): back up at once.
         if allocated + 1e-9 < floor {
             *votes = 0;
@@ -101,11 +105,10 @@ impl Dimension<'_> {
             return clamp(floor);
         }
         let grow_to = match (want, upper) {
-            (Some(w), Some(u)) if u > r.grow_at * allocated => Some((w, format!("{name} p90 {u:.2} {unit} within the horizon > {:.0} % of {allocated:.2}", r.grow_at * 100.0))),
-            _ if saturated => Some((
-                allocated * 1.5 + grain,
-                format!("{name} saturated: used {used:.2} of {effective:.2} {unit}"),
-            )),
+            (Some(w), Some(u)) if u > r.grow_at * allocated => {
+                Some((w, format!("{name} p90 {u:.2} {unit} within the horizon > {:.0} % of {allocated:.2}", r.grow_at * 100.0)))
+            }
+            _ if saturated => Some((allocated * 1.5 + grain, format!("{name} saturated: used {used:.2} of {effective:.2} {unit}"))),
             _ => None,
         };
         if let Some((target, why)) = grow_to {
@@ -176,6 +179,7 @@ pub fn recommend(input: &ResizeInput<'_>, memory: &mut SizingMemory, now_ms: u64
         ceiling: r.max_cpu_cores.unwrap_or(f64::INFINITY),
         upper: cpu_upper,
         used: input.used.cpu_cores,
+        peak: input.recent_peak.cpu_cores,
         votes: &mut memory.cpu_shrink_votes,
     }
     .decide(r, &mut reasons);
@@ -190,6 +194,7 @@ pub fn recommend(input: &ResizeInput<'_>, memory: &mut SizingMemory, now_ms: u64
         ceiling: r.max_memory_mib.unwrap_or(f64::INFINITY),
         upper: mem_upper,
         used: input.used.memory_mib,
+        peak: input.recent_peak.memory_mib,
         votes: &mut memory.memory_shrink_votes,
     }
     .decide(r, &mut reasons);
@@ -215,6 +220,7 @@ mod tests {
             cpu_forecast: cpu,
             memory_forecast: None,
             used: Allocation { cpu_cores: used, memory_mib: 1000.0 },
+            recent_peak: Allocation { cpu_cores: used, memory_mib: 1000.0 },
             resident_mib: 1000.0,
             oom: false,
         }

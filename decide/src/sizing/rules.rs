@@ -54,6 +54,8 @@ pub struct SizingRules {
     pub lease_horizon_steps: usize,
     /// May lend CPU to neighbours.
     pub may_lend: bool,
+    /// A lender keeps at least the most it used within this many seconds.
+    pub lend_lookback_s: u64,
     /// May borrow from neighbours.
     pub may_borrow: bool,
     /// Most CPU it may borrow at once, cores.
@@ -87,6 +89,7 @@ impl Default for SizingRules {
             horizon_steps: 12,
             lease_horizon_steps: 3,
             may_lend: true,
+            lend_lookback_s: 6 * 3600,
             may_borrow: true,
             max_borrow_cpu_cores: 4.0,
             max_borrow_memory_mib: 2048.0,
@@ -197,6 +200,7 @@ pub struct RulesOverride {
     pub horizon_steps: Option<usize>,
     pub lease_horizon_steps: Option<usize>,
     pub may_lend: Option<bool>,
+    pub lend_lookback_s: Option<u64>,
     pub may_borrow: Option<bool>,
     pub max_borrow_cpu_cores: Option<f64>,
     pub max_borrow_memory_mib: Option<f64>,
@@ -225,6 +229,7 @@ impl RulesOverride {
             horizon_steps,
             lease_horizon_steps,
             may_lend,
+            lend_lookback_s,
             may_borrow,
             max_borrow_cpu_cores,
             max_borrow_memory_mib,

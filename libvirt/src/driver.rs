@@ -117,6 +117,8 @@ fn run_call<W: Write + Send>(host: &LibvirtHost, id: u64, call: Call, replies: &
             host.shutdown();
             Outcome::Done(DriverEmpty {})
         }
+        Call::Resize(r) => host.resize(&r.vm_id, &r.size.unwrap_or_default()).map_or_else(host_failure, Outcome::Size),
+        Call::ReadSize(v) => host.read_size_all(&v.vm_id).map_or_else(host_failure, Outcome::Size),
     }
 }
 

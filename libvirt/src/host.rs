@@ -194,6 +194,15 @@ impl LibvirtHost {
         }
     }
 
+    /// The domain whose UUID is `vm_id`, if this host has it.
+    pub(crate) fn domain(&self, vm_id: &str) -> Result<Option<Domain>, HostError> {
+        self.lookup(vm_id)
+    }
+
+    pub(crate) fn uri(&self) -> &str {
+        &self.uri
+    }
+
     /// The underlying libvirt connection.
     pub fn connection(&self) -> &Connect {
         &self.conn
@@ -433,7 +442,7 @@ pub fn guest_channel_path(xml: &str) -> Option<String> {
     None
 }
 
-fn device_targets(xml: &str, element: &str) -> Vec<String> {
+pub(crate) fn device_targets(xml: &str, element: &str) -> Vec<String> {
     let open = format!("<{element} ");
     let close = format!("</{element}>");
     let mut out = Vec::new();

@@ -5,10 +5,12 @@
 //! restarts, not the agent.
 //!
 //! [`host`] is a KVM host through libvirt: sampling domains, live migration with pre- and
-//! post-checks, aborts and the presence of a VM.
+//! post-checks, aborts and the presence of a VM. [`resize`] sets and reads back a running
+//! domain's size (vCPUs, balloon, CPU shares and quota, disk and interface limits).
 
 pub mod domain_stats;
 pub mod driver;
 pub mod host;
+pub mod resize;
 
 pub use host::{HostError, LibvirtHost, hypervisor_provides_cpu};

@@ -54,6 +54,8 @@ impl pb::driver_request::Call {
             Call::CompleteMigration(_) => "complete_migration",
             Call::AbortMigration(_) => "abort_migration",
             Call::Shutdown(_) => "shutdown",
+            Call::Resize(_) => "resize",
+            Call::ReadSize(_) => "read_size",
         }
     }
 }

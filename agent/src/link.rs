@@ -490,6 +490,12 @@ mod tests {
         fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
             self.inner.abort_migration(vm_id)
         }
+        fn resize(&self, vm_id: &str, size: &pb::VmSize) -> Result<pb::VmSizeReadback, HypervisorError> {
+            self.inner.resize(vm_id, size)
+        }
+        fn read_size(&self, vm_id: &str) -> Result<pb::VmSizeReadback, HypervisorError> {
+            self.inner.read_size(vm_id)
+        }
     }
 
     fn command(id: u64, body: command::Body) -> pb::Command {

@@ -24,8 +24,6 @@ use crate::host::{HostError, LibvirtHost};
 
 /// The CFS period the quota is expressed in, microseconds (the kernel's default).
 pub const CPU_PERIOD_US: u64 = 100_000;
-/// cpu_shares are kept within this range (cgroup v2's weight range, mapped by libvirt).
-pub const CPU_SHARES_RANGE: (u64, u64) = (2, 10_000);
 
 /// One knob and its value (`None`: no limit).
 #[derive(Clone, Debug, PartialEq)]
@@ -71,42 +69,6 @@ fn decreases(old: &Knob, new: &Knob) -> bool {
         }
         _ => false,
     }
-}
-
-/// Checks a requested size against the domain before anything is changed.
-pub fn validate(size: &VmSize, max_vcpus: u32, max_memory_mib: u64) -> Result<(), String> {
-    if let Some(n) = size.vcpus
-        && (n == 0 || n > max_vcpus)
-    {
-        return Err(format!("vcpus {n} is outside 1..={max_vcpus} (the domain's maximum)"));
-    }
-    if let Some(m) = size.memory_mib
-        && (m < 64 || m > max_memory_mib)
-    {
-        return Err(format!("memory {m} MiB is outside 64..={max_memory_mib} MiB (the domain's maximum)"));
-    }
-    if let Some(s) = size.cpu_shares
-        && !(CPU_SHARES_RANGE.0..=CPU_SHARES_RANGE.1).contains(&s)
-    {
-        return Err(format!("cpu_shares {s} is outside {}..={}", CPU_SHARES_RANGE.0, CPU_SHARES_RANGE.1));
-    }
-    if let Some(c) = size.cpu_quota_cores {
-        let vcpus = size.vcpus.unwrap_or(max_vcpus);
-        if !c.is_finite() || c < 0.0 || (c > 0.0 && c < 0.01) || c > vcpus as f64 {
-            return Err(format!("cpu quota {c} cores is outside 0.01..={vcpus} (0: no quota)"));
-        }
-    }
-    for d in &size.disks {
-        if d.device.is_empty() {
-            return Err("a disk limit names no device".into());
-        }
-    }
-    for i in &size.interfaces {
-        if i.device.is_empty() || i.inbound_kib_s > u32::MAX as u64 || i.outbound_kib_s > u32::MAX as u64 {
-            return Err(format!("interface limit {:?}: needs a device and rates below 2^32 KiB/s", i.device));
-        }
-    }
-    Ok(())
 }
 
 impl LibvirtHost {
@@ -173,7 +135,7 @@ impl LibvirtHost {
         let disks: Vec<String> = size.disks.iter().map(|d| d.device.clone()).collect();
         let ifaces: Vec<String> = size.interfaces.iter().map(|i| i.device.clone()).collect();
         let before = self.read_domain_size(vm_id, &dom, &disks, &ifaces)?;
-        validate(size, before.max_vcpus, before.max_memory_mib)
+        size.check(before.max_vcpus, before.max_memory_mib)
             .map_err(|why| HostError::Libvirt { uri: self.uri().into(), detail: format!("{vm_id}: {why}; nothing was changed") })?;
         let old = before.size.clone().unwrap_or_default();
         let vcpus_after = size.vcpus.unwrap_or(old.vcpus.unwrap_or(before.max_vcpus));

@@ -60,6 +60,48 @@ impl pb::driver_request::Call {
     }
 }
 
+/// `cpu_shares` are kept within this range (cgroup v2's weight range, which libvirt maps them
+/// to; on cgroup v1 the same values mean the same).
+pub const CPU_SHARES_RANGE: (u64, u64) = (2, 10_000);
+
+#[cfg(feature = "cluster")]
+impl pb::VmSize {
+    /// Checks a requested size against a domain with `max_vcpus` and `max_memory_mib` before
+    /// anything is changed; the error names the knob and the allowed range.
+    pub fn check(&self, max_vcpus: u32, max_memory_mib: u64) -> Result<(), String> {
+        if let Some(n) = self.vcpus
+            && (n == 0 || n > max_vcpus)
+        {
+            return Err(format!("vcpus {n} is outside 1..={max_vcpus} (the domain's maximum)"));
+        }
+        if let Some(m) = self.memory_mib
+            && (m < 64 || m > max_memory_mib)
+        {
+            return Err(format!("memory {m} MiB is outside 64..={max_memory_mib} MiB (the domain's maximum)"));
+        }
+        if let Some(s) = self.cpu_shares
+            && !(CPU_SHARES_RANGE.0..=CPU_SHARES_RANGE.1).contains(&s)
+        {
+            return Err(format!("cpu_shares {s} is outside {}..={}", CPU_SHARES_RANGE.0, CPU_SHARES_RANGE.1));
+        }
+        if let Some(c) = self.cpu_quota_cores {
+            let vcpus = self.vcpus.unwrap_or(max_vcpus);
+            if !c.is_finite() || c < 0.0 || (c > 0.0 && c < 0.01) || c > vcpus as f64 {
+                return Err(format!("cpu quota {c} cores is outside 0.01..={vcpus} (0: no quota)"));
+            }
+        }
+        if self.disks.iter().any(|d| d.device.is_empty()) {
+            return Err("a disk limit names no device".into());
+        }
+        if let Some(i) =
+            self.interfaces.iter().find(|i| i.device.is_empty() || i.inbound_kib_s > u32::MAX as u64 || i.outbound_kib_s > u32::MAX as u64)
+        {
+            return Err(format!("interface limit {:?}: needs a device and rates below 2^32 KiB/s", i.device));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(feature = "cluster")]
 impl pb::VmSample {
     /// Memory in use as a fraction of the memory allocated, when the hypervisor reports both.

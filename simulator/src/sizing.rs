@@ -360,6 +360,16 @@ pub fn run(
                 let alive = |i: usize| scenario.vms[i].alive(t);
                 forecast_all(cpu_fc.as_mut().unwrap(), &cpu_series, alive, t, scenario.start_epoch_s, &mut cpu_f);
                 forecast_all(mem_fc.as_mut().unwrap(), &mem_series, alive, t, scenario.start_epoch_s, &mut mem_f);
+                // Sizing reads forecasts as fractions of the domain's maximum.
+                for (i, v) in scenario.vms.iter().enumerate() {
+                    let rescale = |f: &mut Option<Forecast>, k: f64| {
+                        if let Some(f) = f.as_mut() {
+                            f.q.iter_mut().flatten().for_each(|x| *x = (*x as f64 * k) as f32);
+                        }
+                    };
+                    rescale(&mut cpu_f[i], v.provisioned.cpu_cores / v.limits.cpu_cores);
+                    rescale(&mut mem_f[i], v.provisioned.memory_mib / v.limits.memory_mib);
+                }
                 for (h, members) in live.iter().enumerate() {
                     presage_host_cycle(
                         scenario,
@@ -410,8 +420,10 @@ pub fn run(
                 hm.add(v.memory[t] as f64);
             }
             if presage {
-                let cf = v.cpu[t] / v.limits.cpu_cores as f32;
-                let mf = v.memory[t] / v.limits.memory_mib as f32;
+                // The agents forecast in units of the size the VM was given at boot (its
+                // provisioned size), the scale the models were trained on.
+                let cf = v.cpu[t] / v.provisioned.cpu_cores as f32;
+                let mf = v.memory[t] / v.provisioned.memory_mib as f32;
                 cpu_fc.as_mut().unwrap().observe(&i, t as u64, cf);
                 mem_fc.as_mut().unwrap().observe(&i, t as u64, mf);
                 cpu_series[i].push(cf);

@@ -25,8 +25,8 @@ use presage_protocol::pb::driver_failure::Kind;
 use presage_protocol::pb::driver_reply::Outcome;
 use presage_protocol::pb::driver_request::Call;
 use presage_protocol::pb::{
-    DriverEmpty, DriverMigrate, DriverOpen, DriverReply, DriverRequest, DriverVm, HostCapacity, LibvirtMigrationSettings, SimulatedVm,
-    VmPresence,
+    DriverEmpty, DriverMigrate, DriverOpen, DriverReply, DriverRequest, DriverResize, DriverVm, HostCapacity, LibvirtMigrationSettings,
+    SimulatedVm, VmPresence, VmSize, VmSizeReadback,
 };
 use tracing::{info, warn};
 
@@ -333,6 +333,20 @@ impl Hypervisor for LibvirtDriver {
     fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
         let outcome = self.vm_call(vm_id, Call::AbortMigration)?;
         self.done("abort_migration", outcome)
+    }
+
+    fn resize(&self, vm_id: &str, size: &VmSize) -> Result<VmSizeReadback, HypervisorError> {
+        match self.call(Call::Resize(DriverResize { vm_id: vm_id.into(), size: Some(size.clone()) }), Some(CALL_TIMEOUT), Events::NONE)? {
+            Outcome::Size(s) => Ok(s),
+            other => Err(self.unexpected("resize", other)),
+        }
+    }
+
+    fn read_size(&self, vm_id: &str) -> Result<VmSizeReadback, HypervisorError> {
+        match self.vm_call(vm_id, Call::ReadSize)? {
+            Outcome::Size(s) => Ok(s),
+            other => Err(self.unexpected("read_size", other)),
+        }
     }
 
     /// The agent is stopping: the driver aborts the migrations it started (their VMs keep

@@ -9,7 +9,7 @@
 pub mod libvirt;
 pub mod simulated;
 
-use presage_protocol::pb::{HostCapacity, HostUsage, SimulatedVm, TracePosition, VmPresence, VmSample};
+use presage_protocol::pb::{HostCapacity, HostUsage, SimulatedVm, TracePosition, VmPresence, VmSample, VmSize, VmSizeReadback};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HypervisorError {
@@ -22,6 +22,9 @@ pub enum HypervisorError {
     /// A migration's pre-check failed: nothing was started, the VM is where it was.
     #[error("pre-check failed: {0}")]
     Precheck(String),
+    /// A resize was refused or failed (what was changed has been set back).
+    #[error("{0}")]
+    Resize(String),
 }
 
 /// Where a VM is to be moved: the destination host and how its hypervisor is reached (the
@@ -92,6 +95,11 @@ pub trait Hypervisor: Send + Sync {
     /// Stops a migration of `vm_id` that is copying or waiting to complete; the VM keeps
     /// running here. Idempotent.
     fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError>;
+    /// Applies every knob `size` sets to the running VM `vm_id` (decreases first), reads each
+    /// back, and sets back what it changed when any knob fails. Returns what the VM has after.
+    fn resize(&self, vm_id: &str, size: &VmSize) -> Result<VmSizeReadback, HypervisorError>;
+    /// What the running VM `vm_id` has now.
+    fn read_size(&self, vm_id: &str) -> Result<VmSizeReadback, HypervisorError>;
     /// The agent is stopping: migrations in progress give up (simulated copies stop; libvirt
     /// jobs are aborted); their VMs stay here.
     fn shutdown(&self) {}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use presage_protocol::pb::{HostCapacity, HostUsage, SimulatedVm, TracePosition, VmPresence, VmSample, VmState};
+use presage_protocol::pb::{HostCapacity, HostUsage, SimulatedVm, TracePosition, VmPresence, VmSample, VmSize, VmSizeReadback, VmState};
 use presage_traces::{Selection, TraceFormat, TraceSet, VmSpec};
 use prost::Message;
 
@@ -59,6 +59,9 @@ pub struct SimulatedHypervisor {
     /// Incoming instances of VMs this host refused to adopt, and until when they are held
     /// (the `linger_incoming` fault).
     lingering: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// Sizes set by resizes, per VM (a VM not here has its trace's size and no limits). A
+    /// quota below the trace's demand caps the CPU the VM is reported to use, as CFS would.
+    sizes: std::sync::Mutex<std::collections::HashMap<String, VmSize>>,
 }
 
 impl SimulatedHypervisor {
@@ -108,6 +111,7 @@ impl SimulatedHypervisor {
             started: Instant::now(),
             membership: None,
             lingering: Default::default(),
+            sizes: Default::default(),
         }
     }
 
@@ -190,13 +194,20 @@ impl SimulatedHypervisor {
         let traces = self.read();
         let paused: std::collections::HashSet<String> =
             self.flights().iter().filter(|(_, f)| f.handed_over).map(|(v, _)| v.clone()).collect();
+        let sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let vms = traces
             .vms
             .iter()
             .filter(|vm| !paused.contains(&vm.name))
             .map(|vm| {
-                let u = vm.usage(step);
-                let memory_used = u.memory_used_bytes.unwrap_or(vm.spec.memory_bytes);
+                let mut u = vm.usage(step);
+                let size = sizes.get(&vm.name);
+                // A quota caps the CPU time it gets; a balloon caps the memory it holds.
+                if let Some(q) = size.and_then(|s| s.cpu_quota_cores) {
+                    u.cpu_utilisation = u.cpu_utilisation.min(q / vm.spec.vcpus.max(1) as f64);
+                }
+                let memory_bytes = size.and_then(|s| s.memory_mib).map_or(vm.spec.memory_bytes, |m| m << 20);
+                let memory_used = u.memory_used_bytes.unwrap_or(vm.spec.memory_bytes).min(memory_bytes);
                 cpu_used += u.cpu_utilisation * vm.spec.vcpus as f64 * vm.spec.cpu_mhz_per_core;
                 host.memory_used_bytes += memory_used;
                 host.load_avg_1m += u.cpu_utilisation * vm.spec.vcpus as f64;
@@ -207,7 +218,7 @@ impl SimulatedHypervisor {
                     name: vm.name.clone(),
                     state: VmState::Running as i32,
                     vcpus: vm.spec.vcpus,
-                    memory_bytes: vm.spec.memory_bytes,
+                    memory_bytes,
                     cpu_utilisation: u.cpu_utilisation,
                     memory_used_bytes: memory_used,
                     disk_read_bytes_per_s: u.disk_read_bytes_per_s,
@@ -369,6 +380,62 @@ impl Hypervisor for SimulatedHypervisor {
         })
     }
 
+    /// Sets the simulated VM's size: vCPUs and memory up to its trace's (its domain's maximum),
+    /// a CPU quota that caps what it is reported to use, shares and limits as given. Checked
+    /// whole before anything changes, so nothing is half-applied.
+    fn resize(&self, vm_id: &str, size: &VmSize) -> Result<VmSizeReadback, HypervisorError> {
+        let before = self.read_size(vm_id)?;
+        size.check(before.max_vcpus, before.max_memory_mib)
+            .map_err(|why| HypervisorError::Resize(format!("resizing {vm_id}: {why}; nothing was changed")))?;
+        let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        let now = sizes.entry(vm_id.to_string()).or_insert_with(|| before.size.clone().unwrap_or_default());
+        if size.vcpus.is_some() {
+            now.vcpus = size.vcpus;
+        }
+        if size.memory_mib.is_some() {
+            now.memory_mib = size.memory_mib;
+        }
+        if size.cpu_shares.is_some() {
+            now.cpu_shares = size.cpu_shares;
+        }
+        if size.cpu_quota_cores.is_some() {
+            now.cpu_quota_cores = size.cpu_quota_cores.filter(|c| *c > 0.0);
+        }
+        for d in &size.disks {
+            now.disks.retain(|o| o.device != d.device);
+            now.disks.push(d.clone());
+        }
+        for i in &size.interfaces {
+            now.interfaces.retain(|o| o.device != i.device);
+            now.interfaces.push(i.clone());
+        }
+        drop(sizes);
+        self.read_size(vm_id)
+    }
+
+    fn read_size(&self, vm_id: &str) -> Result<VmSizeReadback, HypervisorError> {
+        let spec = self
+            .read()
+            .vms
+            .iter()
+            .find(|v| v.name == vm_id)
+            .map(|v| v.spec)
+            .ok_or_else(|| HypervisorError::Resize(format!("no VM {vm_id} here")))?;
+        let max_memory_mib = spec.memory_bytes >> 20;
+        let size = self.sizes.lock().unwrap_or_else(|p| p.into_inner()).get(vm_id).cloned().unwrap_or(VmSize {
+            vcpus: Some(spec.vcpus),
+            memory_mib: Some(max_memory_mib),
+            ..VmSize::default()
+        });
+        Ok(VmSizeReadback {
+            vm_id: vm_id.into(),
+            balloon_actual_mib: size.memory_mib,
+            size: Some(size),
+            max_vcpus: spec.vcpus,
+            max_memory_mib,
+        })
+    }
+
     fn abort_migration(&self, vm_id: &str) -> Result<(), HypervisorError> {
         let mut flights = self.flights();
         match flights.get_mut(vm_id) {
@@ -464,6 +531,28 @@ mod tests {
         let want = (0.4f32 as f64 * 2500.0 + 2000.0) / (2.0 * G5_MIPS_PER_CORE);
         assert!((o.host_usage.unwrap().cpu_utilisation - want).abs() < 1e-12);
         assert_eq!(h.observe_step(4).vms[0].cpu_utilisation, 0.1f32 as f64, "wraps after the last line");
+    }
+
+    #[test]
+    fn a_quota_caps_the_cpu_a_vm_gets_and_a_bad_size_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("b"), "0\n0\n50\n100\n").unwrap();
+        let h = SimulatedHypervisor::load(&cfg(d.path())).unwrap();
+        let vcpus = h.read_size("b").unwrap().max_vcpus as f64;
+        assert_eq!(h.observe_step(3).vms[0].cpu_utilisation, 1.0);
+        let after = h.resize("b", &VmSize { cpu_quota_cores: Some(vcpus / 4.0), memory_mib: Some(512), ..VmSize::default() }).unwrap();
+        assert_eq!(after.size.as_ref().unwrap().memory_mib, Some(512));
+        let o = h.observe_step(3);
+        assert_eq!(o.vms[0].cpu_utilisation, 0.25, "the quota caps what it is reported to use");
+        assert_eq!(o.vms[0].memory_bytes, 512 << 20);
+        // Beyond the domain: refused whole.
+        let e = h.resize("b", &VmSize { cpu_quota_cores: Some(vcpus), vcpus: Some(999), ..VmSize::default() }).unwrap_err().to_string();
+        assert!(e.contains("vcpus 999") && e.contains("nothing was changed"), "{e}");
+        assert_eq!(h.observe_step(3).vms[0].cpu_utilisation, 0.25);
+        // Removing the quota gives it all back.
+        h.resize("b", &VmSize { cpu_quota_cores: Some(0.0), ..VmSize::default() }).unwrap();
+        assert_eq!(h.observe_step(3).vms[0].cpu_utilisation, 1.0);
+        assert!(h.read_size("zz").unwrap_err().to_string().contains("no VM zz"));
     }
 
     #[test]

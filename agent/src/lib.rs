@@ -14,6 +14,7 @@ pub mod host_sampler;
 pub mod hypervisor;
 pub mod link;
 pub mod reservations;
+pub mod sizing;
 pub mod store;
 
 use std::sync::Arc;

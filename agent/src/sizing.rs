@@ -81,6 +81,21 @@ impl VmView {
     }
 }
 
+/// A new desired allocation for a VM, and why (`dry_run`: check admission only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResizeAsk {
+    pub vm: String,
+    pub desired: Allocation,
+    pub reason: String,
+    pub dry_run: bool,
+}
+
+impl ResizeAsk {
+    pub fn new(vm: &str, desired: Allocation, reason: &str) -> ResizeAsk {
+        ResizeAsk { vm: vm.into(), desired, reason: reason.into(), dry_run: false }
+    }
+}
+
 /// The host's leases and resizes, durable.
 pub struct SizingDesk {
     store: Arc<dyn KvStore>,
@@ -223,16 +238,9 @@ impl SizingDesk {
 
     /// Records a new desired allocation for `vm` (checkpointed before anything is applied) and
     /// tries it at once. A dry run checks admission only and records nothing.
-    pub fn resize(
-        &mut self,
-        vm: &str,
-        desired: Allocation,
-        reason: &str,
-        vms: &[VmView],
-        now_ms: u64,
-        dry_run: bool,
-        hv: &dyn Hypervisor,
-    ) -> Result<ResizeRecord, SizingError> {
+    pub fn resize(&mut self, ask: &ResizeAsk, vms: &[VmView], now_ms: u64, hv: &dyn Hypervisor) -> Result<ResizeRecord, SizingError> {
+        let ResizeAsk { vm, desired, reason, dry_run } = ask;
+        let (vm, desired, dry_run) = (vm.as_str(), *desired, *dry_run);
         let _span = info_span!("resize", vm, cpu_cores = desired.cpu_cores, memory_mib = desired.memory_mib, dry_run).entered();
         let vms = self.with_records(vms);
         let view = vms.iter().find(|v| v.vm_id == vm).ok_or_else(|| SizingError::NoVm(vm.into()))?;
@@ -509,21 +517,29 @@ mod tests {
         // 1.5 cores in all: the borrower's 1 core leaves 0.5 for the lender.
         let mut desk = SizingDesk::open(store.clone(), Allocation::new(1.5, 8192.0), 0.0).unwrap();
         let vms = views(None);
-        let r = desk.resize("lender", Allocation::new(0.25, 1024.0), "operator", &vms, 0, false, &h).unwrap();
+        let r = desk
+            .resize(&ResizeAsk { dry_run: false, ..ResizeAsk::new("lender", Allocation::new(0.25, 1024.0), "operator") }, &vms, 0, &h)
+            .unwrap();
         assert_eq!(r.status, ResizeStatus::Done, "{r:?}");
         assert_eq!(h.observe().unwrap().vms.iter().find(|v| v.vm_id == "lender").unwrap().cpu_utilisation, 0.25);
-        let r = desk.resize("lender", Allocation::new(2.0, 1024.0), "operator", &vms, 0, false, &h).unwrap();
+        let r = desk
+            .resize(&ResizeAsk { dry_run: false, ..ResizeAsk::new("lender", Allocation::new(2.0, 1024.0), "operator") }, &vms, 0, &h)
+            .unwrap();
         assert_eq!(r.status, ResizeStatus::Infeasible);
         assert!(r.message.contains("domain's maximum"), "{}", r.message);
         // The borrower's 1 core leaves 0.5: 0.75 waits.
-        let r = desk.resize("lender", Allocation::new(0.75, 1024.0), "operator", &vms, 0, false, &h).unwrap();
+        let r = desk
+            .resize(&ResizeAsk { dry_run: false, ..ResizeAsk::new("lender", Allocation::new(0.75, 1024.0), "operator") }, &vms, 0, &h)
+            .unwrap();
         assert_eq!(r.status, ResizeStatus::Deferred, "{r:?}");
         assert!(r.message.contains("given to others"), "{}", r.message);
         // A dry run records nothing.
-        desk.resize("borrower", Allocation::new(0.5, 1024.0), "operator", &vms, 0, true, &h).unwrap();
+        desk.resize(&ResizeAsk { dry_run: true, ..ResizeAsk::new("borrower", Allocation::new(0.5, 1024.0), "operator") }, &vms, 0, &h)
+            .unwrap();
         assert!(desk.resizes().all(|r| r.vm_id != "borrower"));
         // The borrower shrinks; the deferred resize goes through at the next cycle.
-        desk.resize("borrower", Allocation::new(0.5, 1024.0), "operator", &vms, 0, false, &h).unwrap();
+        desk.resize(&ResizeAsk::new("borrower", Allocation::new(0.5, 1024.0), "operator"), &vms, 0, &h)
+            .unwrap();
         desk.enforce(&vms, 10, &h);
         let lender = desk.resizes().find(|r| r.vm_id == "lender").unwrap().clone();
         assert_eq!((lender.status, lender.allocated.cpu_cores), (ResizeStatus::Done, 0.75), "{lender:?}");
@@ -531,6 +547,6 @@ mod tests {
         // The records are in the store; a restart re-applies them.
         let mut desk = SizingDesk::open(store, Allocation::new(1.5, 8192.0), 0.0).unwrap();
         assert_eq!(desk.resizes().count(), 2);
-        assert!(desk.resize("nope", Allocation::new(1.0, 1.0), "x", &vms, 0, true, &h).is_err());
+        assert!(desk.resize(&ResizeAsk { dry_run: true, ..ResizeAsk::new("nope", Allocation::new(1.0, 1.0), "x") }, &vms, 0, &h).is_err());
     }
 }

@@ -152,11 +152,14 @@ pub struct ReservationsConfig {
     /// The share of the host's CPU that its VMs' use plus hard reservations may reach.
     #[serde(default = "default_cpu_limit")]
     pub cpu_limit: f64,
+    /// Memory kept back from VMs for memory leases, MiB (0: memory is never lent).
+    #[serde(default)]
+    pub lease_memory_reserve_mib: f64,
 }
 
 impl Default for ReservationsConfig {
     fn default() -> Self {
-        ReservationsConfig { cpu_limit: default_cpu_limit() }
+        ReservationsConfig { cpu_limit: default_cpu_limit(), lease_memory_reserve_mib: 0.0 }
     }
 }
 
@@ -396,6 +399,9 @@ impl AgentConfig {
         let invalid = |key, reason: &str| config_file::invalid(path, key, reason);
         if !(self.reservations.cpu_limit.is_finite() && self.reservations.cpu_limit > 0.0 && self.reservations.cpu_limit <= 4.0) {
             return invalid("reservations.cpu_limit", "must be within (0, 4]");
+        }
+        if !(self.reservations.lease_memory_reserve_mib.is_finite() && self.reservations.lease_memory_reserve_mib >= 0.0) {
+            return invalid("reservations.lease_memory_reserve_mib", "must be a finite number >= 0");
         }
         if let Some(h) = &self.host_id
             && let Err(e) = presage_protocol::pki::validate_name(h, presage_protocol::tls::Role::Agent)

@@ -120,6 +120,7 @@ impl SamplingCycle {
             trace: obs.trace,
             agent: Some(agent),
             anomalies: Vec::new(),
+            sizing: None,
         })
     }
 }
@@ -197,13 +198,27 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             info!(held = desk.book().entries().len(), "reservations loaded");
             Arc::new(std::sync::Mutex::new(desk))
         };
+        let sizing_desk = {
+            let cap = register.capacity.as_ref().expect("set above");
+            let capacity = presage_decide::sizing::Allocation::new(cap.cpu_cores as f64, cap.memory_bytes as f64 / 1048576.0);
+            let desk = sizing::SizingDesk::open(store.clone(), capacity, cfg.reservations.lease_memory_reserve_mib)
+                .with_context(|| format!("opening the leases and resizes in {}", store_dir.display()))?;
+            info!(leases = desk.leases().len(), resizes = desk.resizes().count(), "leases and resizes loaded");
+            Arc::new(std::sync::Mutex::new(desk))
+        };
         let (report_tx, report_rx) = watch::channel(None);
         let link = link::CoordinatorLink {
             url: cfg.coordinator.clone(),
             tls: tls.client_config(&cfg.coordinator_name),
             register,
             reconnect: cfg.reconnect.clone(),
-            commands: link::CommandHandler { started, reservations, hypervisor: hypervisor.clone(), migrations: Default::default() },
+            commands: link::CommandHandler {
+                started,
+                reservations,
+                sizing: sizing_desk.clone(),
+                hypervisor: hypervisor.clone(),
+                migrations: Default::default(),
+            },
         };
         let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());
 
@@ -216,6 +231,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         .context("resuming the forecast state from the store")?;
         info!(cpu = forecaster.status(), memory = forecaster.memory_status(), "forecasting");
         let shutdown_hypervisor = hypervisor.clone();
+        let sizing_hypervisor = hypervisor.clone();
         let mut cycle = Some(SamplingCycle::new(hypervisor, history).with_forecaster(forecaster));
         let guest_channels = guest_channels::GuestChannels::new(presage_protocol::guest::DEFAULT_MAX_FRAMES_PER_S, cancel.clone());
         let mut ticker = tokio::time::interval(cfg.sample_interval);
@@ -235,6 +251,17 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             cycle = Some(c);
             match result {
                 Ok(mut report) => {
+                    // Leases end at their deadline here, coordinator or not.
+                    let (desk, hv, views) = (sizing_desk.clone(), sizing_hypervisor.clone(), sizing::views(&report));
+                    let now_ms = report.sampled_at_ms;
+                    report.sizing = tokio::task::spawn_blocking(move || {
+                        let mut desk = desk.lock().unwrap_or_else(|p| p.into_inner());
+                        desk.enforce(&views, now_ms, &*hv);
+                        desk.state()
+                    })
+                    .instrument(info_span!("sizing"))
+                    .await
+                    .ok();
                     guest_channels.attach(&mut report.vms);
                     let c = cycle.as_mut().expect("cycle is back");
                     c.score_anomalies(&mut report);

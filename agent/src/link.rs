@@ -23,6 +23,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::config::ReconnectConfig;
 use crate::hypervisor::{Hypervisor, HypervisorError, MigrationProgress, MigrationTarget};
 use crate::reservations::{ReservationDesk, ReservationError};
+use crate::sizing::{ResizeAsk, SizingDesk, SizingError, VmView};
 use presage_protocol::error_chain;
 
 /// How long the coordinator has to answer the registration.
@@ -129,6 +130,8 @@ pub struct CommandHandler {
     pub started: Instant,
     /// The host's reservations; reserve and release commands go through its admission.
     pub reservations: Arc<Mutex<ReservationDesk>>,
+    /// The host's leases and resizes; resize and lease commands go through its admission.
+    pub sizing: Arc<Mutex<SizingDesk>>,
     /// The hypervisor, for migration commands.
     pub hypervisor: Arc<dyn Hypervisor>,
     /// Holds aborts until the migration they follow has started.
@@ -348,6 +351,28 @@ impl CommandHandler {
                 desk.reserve(res, now, committed)
             }),
             Some(command::Body::Release(r)) => self.reservation_command(cmd.id, latest, |desk, _, _| desk.release(&r.id).map(|_| ())),
+            Some(command::Body::Resize(r)) => {
+                let ask = ResizeAsk {
+                    vm: r.vm_id.clone(),
+                    desired: presage_decide::sizing::Allocation::new(r.cpu_cores, r.memory_mib),
+                    reason: r.reason.clone(),
+                    dry_run: r.dry_run,
+                };
+                self.sizing_command(cmd.id, latest, move |desk, views, now, hv| desk.resize(&ask, views, now, hv).map(|_| ())).await
+            }
+            Some(command::Body::GrantLease(g)) => {
+                let lease = match g.lease.as_ref().map(presage_decide::sizing::lease::Lease::try_from) {
+                    Some(Ok(l)) => l,
+                    Some(Err(why)) => return failed(format!("grant_lease: {why}")),
+                    None => return failed("grant_lease: lease missing".into()),
+                };
+                let max_borrow = presage_decide::sizing::Allocation::new(g.max_borrow_cpu_cores, g.max_borrow_memory_mib);
+                self.sizing_command(cmd.id, latest, move |desk, views, now, hv| desk.grant(lease, views, max_borrow, now, hv)).await
+            }
+            Some(command::Body::RevokeLease(r)) => {
+                let by = if r.by.is_empty() { "coordinator".to_string() } else { r.by.clone() };
+                self.sizing_command(cmd.id, latest, move |desk, views, now, hv| desk.revoke(&r.id, &by, views, now, hv).map(|_| ())).await
+            }
             Some(command::Body::Ping(p)) => {
                 debug!(nonce = %p.nonce, "ping");
                 CommandResult {
@@ -387,6 +412,34 @@ impl CommandHandler {
             Err(e) => (CommandStatus::Failed, format!("{what} task failed: {e}")),
         };
         CommandResult { id, status: status as i32, message, detail: None }
+    }
+
+    /// Runs `op` on the sizing desk on a blocking thread (it calls the hypervisor) against the
+    /// VMs of the latest report, and answers with the desk's state; a refusal or failure is
+    /// FAILED with the reason.
+    async fn sizing_command(
+        &self,
+        id: u64,
+        latest: Option<&Report>,
+        op: impl FnOnce(&mut SizingDesk, &[VmView], u64, &dyn Hypervisor) -> Result<(), SizingError> + Send + 'static,
+    ) -> CommandResult {
+        let views = latest.map(crate::sizing::views).unwrap_or_default();
+        let (desk, hv) = (self.sizing.clone(), self.hypervisor.clone());
+        let run = move || {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let mut desk = desk.lock().unwrap_or_else(|p| p.into_inner());
+            let outcome = op(&mut desk, &views, now, &*hv);
+            (outcome, desk.state())
+        };
+        let (status, message, state) = match tokio::task::spawn_blocking(run).await {
+            Ok((Ok(()), state)) => (CommandStatus::Ok, String::new(), Some(state)),
+            Ok((Err(e), state)) => {
+                info!(error = %e, "sizing command refused");
+                (CommandStatus::Failed, e.to_string(), Some(state))
+            }
+            Err(e) => (CommandStatus::Failed, format!("sizing task failed: {e}"), None),
+        };
+        CommandResult { id, status: status as i32, message, detail: state.map(command_result::Detail::Sizing) }
     }
 
     /// Runs `op` on the reservation desk and answers with the desk's state; a refusal or a store
@@ -529,6 +582,9 @@ mod tests {
         let handler = CommandHandler {
             started: Instant::now(),
             reservations: Arc::new(Mutex::new(desk)),
+            sizing: Arc::new(Mutex::new(
+                SizingDesk::open(Arc::new(MemoryStore::default()), presage_decide::sizing::Allocation::new(4.0, 1e4), 0.0).unwrap(),
+            )),
             hypervisor: Arc::new(hv),
             migrations: Default::default(),
         };

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use presage_decide::sizing::Allocation;
 use presage_decide::sizing::lease::{Lease, LeaseBook, LeaseEnd, LeaseHost, LeaseParty, LeaseRefusal, LeaseResource};
 use presage_decide::sizing::progress::{Admission, ResizeRecord, ResizeStatus, admit_resize};
-use presage_protocol::pb::{VmSample, VmSize};
+use presage_protocol::pb::{self, Report, VmSample, VmSize};
 use tracing::{info, info_span, warn};
 
 use crate::hypervisor::{Hypervisor, HypervisorError};
@@ -79,6 +79,20 @@ impl VmView {
             .map(|n| n.max(used * margin));
         VmView { vm_id: s.vm_id.clone(), allocated: Allocation::new(cores, mem), limits: Allocation::new(cores, mem), cpu_need: need }
     }
+}
+
+/// Lease horizon (5-minute steps) and margin the agent judges a lender's need with.
+pub const LENDER_HORIZON_STEPS: usize = 3;
+pub const LENDER_MARGIN: f64 = 1.25;
+
+/// Every running VM of a report as the desk sees it.
+pub fn views(report: &Report) -> Vec<VmView> {
+    report
+        .vms
+        .iter()
+        .filter(|v| v.state == pb::VmState::Running as i32)
+        .map(|s| VmView::observed(s, LENDER_HORIZON_STEPS, LENDER_MARGIN))
+        .collect()
 }
 
 /// A new desired allocation for a VM, and why (`dry_run`: check admission only).
@@ -139,6 +153,14 @@ impl SizingDesk {
 
     pub fn resizes(&self) -> impl Iterator<Item = &ResizeRecord> {
         self.resizes.values()
+    }
+
+    /// The leases and resizes, as reported to the coordinator.
+    pub fn state(&self) -> pb::SizingState {
+        pb::SizingState {
+            leases: self.book.entries().iter().map(pb::LeaseEntry::from).collect(),
+            resizes: self.resizes.values().map(pb::ResizeEntry::from).collect(),
+        }
     }
 
     /// Each VM's own allocation: its resize record's, else as observed.
@@ -538,8 +560,7 @@ mod tests {
             .unwrap();
         assert!(desk.resizes().all(|r| r.vm_id != "borrower"));
         // The borrower shrinks; the deferred resize goes through at the next cycle.
-        desk.resize(&ResizeAsk::new("borrower", Allocation::new(0.5, 1024.0), "operator"), &vms, 0, &h)
-            .unwrap();
+        desk.resize(&ResizeAsk::new("borrower", Allocation::new(0.5, 1024.0), "operator"), &vms, 0, &h).unwrap();
         desk.enforce(&vms, 10, &h);
         let lender = desk.resizes().find(|r| r.vm_id == "lender").unwrap().clone();
         assert_eq!((lender.status, lender.allocated.cpu_cores), (ResizeStatus::Done, 0.75), "{lender:?}");

@@ -316,6 +316,7 @@ pub(crate) mod test_messages {
             trace: None,
             agent: None,
             anomalies: Vec::new(),
+            sizing: None,
         }
     }
 }

@@ -25,6 +25,8 @@ pub mod pki;
 #[cfg(feature = "cluster")]
 pub mod rest_client;
 #[cfg(feature = "cluster")]
+pub mod sizing_wire;
+#[cfg(feature = "cluster")]
 pub mod tls;
 
 /// Generated protobuf and tonic types for `presage.v1`.

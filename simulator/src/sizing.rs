@@ -102,14 +102,19 @@ pub struct SizingScenario {
 }
 
 impl SizingScenario {
-    /// A Bitbrains-layout folder; at most `max_vms` VMs (in file order) and `max_steps` steps.
+    /// A Bitbrains-layout folder; at most `max_vms` VMs (in file order) and `max_steps` steps
+    /// (default: the median trace length, as the placement replay; VMs whose trace is shorter
+    /// leave when it ends).
     pub fn bitbrains(dir: &std::path::Path, max_vms: Option<usize>, max_steps: Option<usize>) -> Result<SizingScenario, ScenarioError> {
         let set = presage_traces::load_dir(dir, Some(TraceFormat::Bitbrains), Selection::default(), None)?;
         let mut traces = set.vms;
         if let Some(n) = max_vms {
             traces.truncate(n);
         }
-        let steps = traces.iter().map(|t| t.len()).max().unwrap_or(0).min(max_steps.unwrap_or(usize::MAX));
+        let mut lengths: Vec<usize> = traces.iter().map(|t| t.len()).collect();
+        lengths.sort_unstable();
+        let median = lengths.get(lengths.len() / 2).copied().unwrap_or(0);
+        let steps = max_steps.map_or(median, |m| m.min(lengths.last().copied().unwrap_or(0)));
         if steps < 2 {
             return Err(ScenarioError::Invalid { dir: dir.into(), what: "the traces need at least two samples".into() });
         }

@@ -396,6 +396,7 @@ fn fake_agents(
                     trace: None,
                     agent: None,
                     anomalies: Vec::new(),
+                    sizing: None,
                 };
                 if tx.send(AgentMessage { body: Some(agent_message::Body::Report(r)) }).await.is_err() {
                     break;

@@ -46,6 +46,8 @@ pub enum SizingError {
     NoLease(String),
     #[error("VM {0} is not on this host")]
     NoVm(String),
+    #[error("resize of {vm} is infeasible: {why}")]
+    Infeasible { vm: String, why: String },
     #[error(transparent)]
     Hypervisor(#[from] HypervisorError),
 }
@@ -268,10 +270,16 @@ impl SizingDesk {
         let view = vms.iter().find(|v| v.vm_id == vm).ok_or_else(|| SizingError::NoVm(vm.into()))?;
         let mut record = ResizeRecord::ask(vm, self.resizes.get(vm), view.allocated, desired, reason, now_ms);
         self.admit(&mut record, &vms, now_ms);
+        let infeasible =
+            (record.status == ResizeStatus::Infeasible).then(|| SizingError::Infeasible { vm: vm.into(), why: record.message.clone() });
         if dry_run {
-            return Ok(record);
+            return infeasible.map_or(Ok(record), Err);
         }
         self.save(&record)?;
+        if let Some(e) = infeasible {
+            self.resizes.insert(vm.into(), record);
+            return Err(e);
+        }
         self.resizes.insert(vm.into(), record);
         self.retry_resizes(&vms, now_ms, hv);
         self.apply(&self.with_records(&vms), now_ms, hv);
@@ -539,20 +547,15 @@ mod tests {
         // 1.5 cores in all: the borrower's 1 core leaves 0.5 for the lender.
         let mut desk = SizingDesk::open(store.clone(), Allocation::new(1.5, 8192.0), 0.0).unwrap();
         let vms = views(None);
-        let r = desk
-            .resize(&ResizeAsk { dry_run: false, ..ResizeAsk::new("lender", Allocation::new(0.25, 1024.0), "operator") }, &vms, 0, &h)
-            .unwrap();
+        let r = desk.resize(&ResizeAsk::new("lender", Allocation::new(0.25, 1024.0), "operator"), &vms, 0, &h).unwrap();
         assert_eq!(r.status, ResizeStatus::Done, "{r:?}");
         assert_eq!(h.observe().unwrap().vms.iter().find(|v| v.vm_id == "lender").unwrap().cpu_utilisation, 0.25);
-        let r = desk
-            .resize(&ResizeAsk { dry_run: false, ..ResizeAsk::new("lender", Allocation::new(2.0, 1024.0), "operator") }, &vms, 0, &h)
-            .unwrap();
-        assert_eq!(r.status, ResizeStatus::Infeasible);
-        assert!(r.message.contains("domain's maximum"), "{}", r.message);
+        let e = desk.resize(&ResizeAsk::new("lender", Allocation::new(2.0, 1024.0), "operator"), &vms, 0, &h).unwrap_err();
+        assert!(e.to_string().contains("domain's maximum"), "{e}");
+        let r = desk.resizes().find(|r| r.vm_id == "lender").unwrap();
+        assert_eq!(r.status, ResizeStatus::Infeasible, "recorded, not retried");
         // The borrower's 1 core leaves 0.5: 0.75 waits.
-        let r = desk
-            .resize(&ResizeAsk { dry_run: false, ..ResizeAsk::new("lender", Allocation::new(0.75, 1024.0), "operator") }, &vms, 0, &h)
-            .unwrap();
+        let r = desk.resize(&ResizeAsk::new("lender", Allocation::new(0.75, 1024.0), "operator"), &vms, 0, &h).unwrap();
         assert_eq!(r.status, ResizeStatus::Deferred, "{r:?}");
         assert!(r.message.contains("given to others"), "{}", r.message);
         // A dry run records nothing.

@@ -7,7 +7,8 @@
 //! streams and commands in flight), [`state`] (the pure cluster state), [`validate`] (checks on
 //! agent messages), [`advisor`] (runs the decision core's policy on the live state),
 //! [`plan_journal`] and [`applier`] (the migration executor), [`server`] (wiring and shutdown
-//! order). The decisions themselves come from `presage-decide`.
+//! order), [`sizing_ops`] (operators' resizes and leases, carried out by the agents). The
+//! decisions themselves come from `presage-decide`.
 
 pub mod advisor;
 pub mod applier;
@@ -20,6 +21,7 @@ pub mod server;
 pub mod service;
 pub mod sessions;
 pub mod shared;
+pub mod sizing_ops;
 pub mod state;
 pub mod transport;
 pub mod validate;

@@ -20,8 +20,17 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::advisor::{PlaceError, PlanSnapshot, ProposedMove, ScoreView};
 use crate::sessions::CommandError;
 use crate::shared::{Shared, log_liveness};
+use crate::sizing_ops::SizingOpError;
 use crate::transport::PeerInfo;
 use crate::validate;
+
+fn sizing_status(e: SizingOpError) -> Status {
+    match e {
+        SizingOpError::Invalid { .. } | SizingOpError::NotColocated { .. } => Status::invalid_argument(e.to_string()),
+        SizingOpError::UnknownVm(_) | SizingOpError::UnknownHost(_) | SizingOpError::UnknownLease(_) => Status::not_found(e.to_string()),
+        SizingOpError::Agent { .. } => Status::unavailable(e.to_string()),
+    }
+}
 use presage_decide::policy::presage::Rejection;
 
 /// How long an agent has to send `Register` after opening the stream.
@@ -302,6 +311,29 @@ impl Operator for OperatorService {
         }
         .instrument(span)
         .await
+    }
+
+    async fn resize_vm(&self, req: Request<pb::ResizeVmRequest>) -> Result<Response<pb::SizingResponse>, Status> {
+        let p = person(&req, Access::Act)?;
+        crate::sizing_ops::resize(&self.shared, req.into_inner(), &p.identity.name).await.map(Response::new).map_err(sizing_status)
+    }
+
+    async fn list_leases(&self, req: Request<pb::ListLeasesRequest>) -> Result<Response<pb::ListLeasesResponse>, Status> {
+        let p = person(&req, Access::Read)?;
+        let host = req.into_inner().host_id;
+        let _span = info_span!("operator.list_leases", operator = %p.identity.name, host = %host).entered();
+        crate::sizing_ops::leases(&self.shared, &host).map(Response::new).map_err(sizing_status)
+    }
+
+    async fn grant_lease(&self, req: Request<pb::GrantLeaseRequest>) -> Result<Response<pb::SizingResponse>, Status> {
+        let p = person(&req, Access::Act)?;
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        crate::sizing_ops::grant(&self.shared, req.into_inner(), &p.identity.name, now_ms).await.map(Response::new).map_err(sizing_status)
+    }
+
+    async fn revoke_lease(&self, req: Request<pb::RevokeLeaseRequest>) -> Result<Response<pb::SizingResponse>, Status> {
+        let p = person(&req, Access::Act)?;
+        crate::sizing_ops::revoke(&self.shared, &req.into_inner().id, &p.identity.name).await.map(Response::new).map_err(sizing_status)
     }
 
     async fn inspect_vm(&self, req: Request<pb::InspectVmRequest>) -> Result<Response<pb::InspectVmResponse>, Status> {

@@ -48,6 +48,8 @@ pub struct HostRecord {
     pub vms: BTreeMap<String, VmSample>,
     /// Recent CPU and memory samples per VM id, oldest first, at most [`USAGE_HISTORY`].
     pub usage_history: BTreeMap<String, VecDeque<UsagePoint>>,
+    /// The host's leases and resizes, as its agent last reported them.
+    pub sizing: Option<presage_protocol::pb::SizingState>,
 }
 
 impl HostRecord {
@@ -149,6 +151,7 @@ impl ClusterState {
                         agent: None,
                         vms: BTreeMap::new(),
                         usage_history: BTreeMap::new(),
+                        sizing: None,
                     },
                 );
                 Some(Liveness::Reachable { host_id: reg.host_id.clone() })
@@ -177,6 +180,7 @@ impl ClusterState {
         host.usage = report.host;
         host.trace = report.trace;
         host.agent = report.agent;
+        host.sizing = report.sizing;
         let step = host.trace.as_ref().map(|t| t.step).unwrap_or(0);
         let replay = host.trace.is_some();
         for v in &report.vms {

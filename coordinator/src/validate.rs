@@ -139,6 +139,31 @@ fn quantiles(at: &str, prefix: &str, [p10, p50, p90]: [&Vec<f32>; 3]) -> Result<
     Ok(())
 }
 
+/// A host's leases and resizes: bounded, finite, well-formed.
+fn sizing(s: &presage_protocol::pb::SizingState) -> Result<(), InvalidMessage> {
+    if s.leases.len() > MAX_VMS_PER_REPORT * 4 || s.resizes.len() > MAX_VMS_PER_REPORT {
+        return Err(InvalidMessage::new("sizing", format!("{} leases / {} resizes is over the limit", s.leases.len(), s.resizes.len())));
+    }
+    for (i, l) in s.leases.iter().enumerate() {
+        presage_decide::sizing::lease::Lease::try_from(l).map_err(|why| InvalidMessage::new(format!("sizing.leases[{i}]"), why))?;
+    }
+    for (i, r) in s.resizes.iter().enumerate() {
+        for (f, v) in [
+            ("desired_cpu_cores", r.desired_cpu_cores),
+            ("desired_memory_mib", r.desired_memory_mib),
+            ("allocated_cpu_cores", r.allocated_cpu_cores),
+            ("allocated_memory_mib", r.allocated_memory_mib),
+            ("acknowledged_cpu_cores", r.acknowledged_cpu_cores),
+            ("actual_memory_mib", r.actual_memory_mib),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(InvalidMessage::new(format!("sizing.resizes[{i}].{f}"), format!("{v} is not a finite number >= 0")));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn report(r: &Report) -> Result<(), InvalidMessage> {
     let host = r.host.as_ref().ok_or_else(|| InvalidMessage::new("host", "missing"))?;
     host_usage(host)?;
@@ -170,6 +195,9 @@ pub fn report(r: &Report) -> Result<(), InvalidMessage> {
         if !(a.score.is_finite() && (0.0..=1.0).contains(&a.score)) {
             return Err(InvalidMessage::new(format!("anomalies[{i}].score"), format!("{} is not in 0..=1", a.score)));
         }
+    }
+    if let Some(s) = &r.sizing {
+        sizing(s)?;
     }
     Ok(())
 }

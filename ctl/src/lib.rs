@@ -10,6 +10,7 @@ pub mod forecast_eval;
 pub mod plan;
 pub mod simulate;
 pub mod simulate_sizing;
+pub mod sizing_view;
 pub mod view;
 
 use std::path::PathBuf;
@@ -175,6 +176,28 @@ pub enum Command {
     },
     /// Give a reservation up.
     Release { host: String, id: String },
+    /// Resize a VM on its host: its CPU quota (cores) and memory (balloon), admitted by the
+    /// host's agent; `--dry-run` checks only.
+    Resize {
+        /// VM id.
+        vm: String,
+        /// CPU, cores (a CFS quota; fractions allowed).
+        #[arg(long)]
+        cpus: f64,
+        /// Memory: MiB, or with a unit (4GiB).
+        #[arg(long, value_parser = plan::parse_memory_mib)]
+        mem: f64,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Every host's (or one host's) borrowing leases and resizes, as the agents hold them.
+    Leases {
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Grant or revoke a borrowing lease.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
     /// Maintenance: `host drain H` marks H as taking no VMs and makes the plan move every VM off
     /// it (automatic mode applies it); `host undrain H` clears the mark.
     #[command(subcommand)]
@@ -232,6 +255,32 @@ pub enum DependenciesCommand {
     /// What the feedback loop learned from repair moves: each dependency type's weight, the
     /// evidence for it (before/after figures beyond the noise floor), the latest observations.
     Learned,
+}
+
+#[derive(Subcommand)]
+pub enum LeaseCommand {
+    /// Lend CPU (cores) or memory (MiB, from the host's reserve) to a VM for a while.
+    Grant {
+        /// The borrower (VM id).
+        #[arg(long)]
+        to: String,
+        /// The lender (VM id on the same host); without it, the host's unallocated CPU.
+        #[arg(long)]
+        from: Option<String>,
+        /// CPU to lend, cores.
+        #[arg(long, conflicts_with = "mem", required_unless_present = "mem")]
+        cpu: Option<f64>,
+        /// Memory to lend: MiB, or with a unit (512MiB).
+        #[arg(long, value_parser = plan::parse_memory_mib)]
+        mem: Option<f64>,
+        /// How long (the agent ends it then, coordinator or not).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// End a lease now.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -515,6 +564,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let reserve = pb::Reserve { id, vm_id: vm, hard: !soft, cpu_mhz, memory_mib: mem, ttl_ms: ttl.as_millis() as u64 };
             let req = ReserveOnHostRequest { host_id: host.clone(), reserve: Some(reserve), release: None };
             reservation_call(&cli.conn, cli.output, &host, req).await?;
+        }
+        Command::Resize { vm, cpus, mem, dry_run } => {
+            let mut c = cli.conn.target().connect().await?;
+            let req = pb::ResizeVmRequest { vm_id: vm.clone(), cpu_cores: cpus, memory_mib: mem, dry_run };
+            let r = c.resize_vm(req).await.map_err(|s| rpc_error(&format!("resize {vm}"), s))?.into_inner();
+            sizing_view::show_answer(&r, Some(&vm), cli.output)?;
+        }
+        Command::Leases { host } => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .list_leases(pb::ListLeasesRequest { host_id: host.unwrap_or_default() })
+                .await
+                .map_err(|s| rpc_error("leases", s))?
+                .into_inner();
+            sizing_view::show_leases(&r, cli.output)?;
+        }
+        Command::Lease(LeaseCommand::Grant { to, from, cpu, mem, duration, reason }) => {
+            let (resource, amount) = match (cpu, mem) {
+                (Some(c), _) => ("cpu", c),
+                (None, Some(m)) => ("memory", m),
+                (None, None) => anyhow::bail!("lease grant: give --cpu or --mem"),
+            };
+            let mut c = cli.conn.target().connect().await?;
+            let req = pb::GrantLeaseRequest {
+                lender: from.unwrap_or_default(),
+                borrower: to.clone(),
+                resource: resource.into(),
+                amount,
+                duration_s: duration.as_secs(),
+                reason,
+            };
+            let r = c.grant_lease(req).await.map_err(|s| rpc_error("lease grant", s))?.into_inner();
+            sizing_view::show_answer(&r, None, cli.output)?;
+        }
+        Command::Lease(LeaseCommand::Revoke { id }) => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .revoke_lease(pb::RevokeLeaseRequest { id: id.clone() })
+                .await
+                .map_err(|s| rpc_error(&format!("lease revoke {id}"), s))?
+                .into_inner();
+            sizing_view::show_answer(&r, None, cli.output)?;
         }
         Command::Release { host, id } => {
             let req = ReserveOnHostRequest { host_id: host.clone(), reserve: None, release: Some(pb::Release { id }) };

@@ -44,6 +44,9 @@ mod guest_channel;
 /// A real KVM live migration between two libvirt daemons.
 #[path = "cluster/live_migration.rs"]
 mod live_migration;
+// Resizes and borrowing leases through the operator API and the agents.
+#[path = "cluster/sizing.rs"]
+mod sizing;
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -1,0 +1,131 @@
+//! Resizes and borrowing leases end to end: an operator's requests through the coordinator's
+//! API reach the host's agent, which admits them by its own rule, applies them to its
+//! (simulated) hypervisor and ends every lease at its deadline by itself, coordinator or not.
+
+use std::time::Duration;
+
+use presage_protocol::pb::{GrantLeaseRequest, ListLeasesRequest, ListVmsRequest, ResizeVmRequest, RevokeLeaseRequest};
+use presage_protocol::tls::Role;
+use presage_tests::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_coordinator() {
+    // Both VMs want all of their vCPU all the time.
+    let trace = synthetic_trace(&[("busy", &[100; 50]), ("other", &[100; 50])]);
+    let elsewhere = synthetic_trace(&[("far", &[10; 50])]);
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let port = coord.port;
+    let data = tempfile::tempdir().unwrap();
+    let data_b = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(simulated_agent(&pki, "hv-s", &coord.url, data.path(), trace.path(), (0, 1), 0));
+    let agent_b = RunningAgent::start(simulated_agent(&pki, "hv-t", &coord.url, data_b.path(), elsewhere.path(), (0, 1), 0));
+    let ops = pki.issue(Role::Operator, "ops");
+    let mut op = client(&coord.url, &ops).await.unwrap();
+    let vm = |op: &presage_protocol::pb::operator_client::OperatorClient<_>, id: &'static str| {
+        let mut op = op.clone();
+        async move {
+            op.list_vms(ListVmsRequest { host_id: String::new() })
+                .await
+                .ok()?
+                .into_inner()
+                .vms
+                .into_iter()
+                .find(|v| v.sample.as_ref().is_some_and(|s| s.vm_id == id))
+        }
+    };
+    let busy = eventually("busy is reported", WAIT, || vm(&op, "busy")).await;
+    eventually("far is reported", WAIT, || vm(&op, "far")).await;
+    let sample = busy.sample.unwrap();
+    let (vcpus, memory_mib) = (sample.vcpus as f64, (sample.memory_bytes >> 20) as f64);
+    assert!(sample.cpu_utilisation > 0.9, "{sample:?}");
+
+    // A resize to half its vCPUs' time: admitted, applied, and the VM gets no more.
+    let half = vcpus / 2.0;
+    let r = op.resize_vm(ResizeVmRequest { vm_id: "busy".into(), cpu_cores: half, memory_mib, dry_run: false }).await.unwrap().into_inner();
+    assert!(r.accepted && r.host_id == "hv-s", "{r:?}");
+    let entry = r.state.as_ref().unwrap().resizes.iter().find(|e| e.vm_id == "busy").unwrap().clone();
+    assert_eq!((entry.status.as_str(), entry.allocated_cpu_cores), ("done", half), "{entry:?}");
+    eventually("the quota holds busy to half its vCPUs", WAIT, || async {
+        let s = vm(&op, "busy").await?.sample?;
+        (s.cpu_utilisation <= 0.5 + 1e-9).then_some(())
+    })
+    .await;
+    // Beyond the domain: refused with the reason, nothing applied.
+    let r = op
+        .resize_vm(ResizeVmRequest { vm_id: "busy".into(), cpu_cores: vcpus * 4.0, memory_mib, dry_run: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.accepted && r.refusal.contains("domain's maximum"), "{r:?}");
+    // Bad values and unknown VMs never reach an agent.
+    let e = op.resize_vm(ResizeVmRequest { vm_id: "busy".into(), cpu_cores: f64::NAN, memory_mib, dry_run: false }).await.unwrap_err();
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("cpu_cores"), "{e:?}");
+    let e = op.resize_vm(ResizeVmRequest { vm_id: "nope".into(), cpu_cores: 1.0, memory_mib, dry_run: false }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+    // A lease from the host's free CPU lifts busy above its allocation until the deadline.
+    let quarter = vcpus / 4.0;
+    let grant = |duration_s: u64, lender: &str| GrantLeaseRequest {
+        lender: lender.into(),
+        borrower: "busy".into(),
+        resource: "cpu".into(),
+        amount: quarter,
+        duration_s,
+        reason: "test".into(),
+    };
+    let r = op.grant_lease(grant(600, "")).await.unwrap().into_inner();
+    assert!(r.accepted, "{r:?}");
+    let id = r.state.unwrap().leases[0].id.clone();
+    eventually("busy uses what it borrows", WAIT, || async {
+        let s = vm(&op, "busy").await?.sample?;
+        (s.cpu_utilisation > 0.5 + 1e-9 && s.cpu_utilisation <= 0.75 + 1e-9).then_some(())
+    })
+    .await;
+    let listed = op.list_leases(ListLeasesRequest { host_id: "hv-s".into() }).await.unwrap().into_inner();
+    assert!(listed.hosts[0].state.as_ref().unwrap().leases.iter().any(|l| l.id == id), "{listed:?}");
+    // Revoked: back to its allocation.
+    assert!(op.revoke_lease(RevokeLeaseRequest { id: id.clone() }).await.unwrap().into_inner().accepted);
+    let e = op.revoke_lease(RevokeLeaseRequest { id: "no-such".into() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    // A lease between VMs of two hosts is refused before any agent sees it.
+    let e = op.grant_lease(grant(60, "far")).await.unwrap_err();
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("one host"), "{e:?}");
+
+    // A short lease, then the coordinator goes away: the agent ends it at its deadline alone.
+    let r = op.grant_lease(grant(3, "")).await.unwrap().into_inner();
+    assert!(r.accepted, "{r:?}");
+    let deadline_ms = r.state.unwrap().leases[0].deadline_ms;
+    coord.stop().await;
+    let agent_data = data.path().to_path_buf();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(now_ms > deadline_ms);
+    let coord = RunningCoordinator::start(&pki, port, Duration::from_secs(30)).await;
+    let mut op = client(&coord.url, &ops).await.unwrap();
+    let state = eventually("the agent reports its leases to the new coordinator", WAIT, || async {
+        let mut op = op.clone();
+        op.list_leases(ListLeasesRequest { host_id: "hv-s".into() }).await.ok()?.into_inner().hosts.into_iter().next()?.state
+    })
+    .await;
+    assert!(state.leases.is_empty(), "the lease ended at its deadline without a coordinator: {state:?}");
+    let s = vm(&op, "busy").await.unwrap().sample.unwrap();
+    assert!(s.cpu_utilisation <= 0.5 + 1e-9, "back to its own allocation: {s:?}");
+    // The resize outlives a restart of the agent: it is re-applied from the agent's store.
+    agent.stop().await;
+    let agent = RunningAgent::start(simulated_agent(&pki, "hv-s", &coord.url, &agent_data, trace.path(), (0, 1), 0));
+    eventually("the restarted agent holds busy to its resized allocation", WAIT, || async {
+        let mut op = op.clone();
+        let h = op.list_leases(ListLeasesRequest { host_id: "hv-s".into() }).await.ok()?.into_inner().hosts.into_iter().next()?;
+        let resized = h.state?.resizes.iter().any(|e| e.vm_id == "busy" && e.status == "done" && e.allocated_cpu_cores == half);
+        let s = vm(&op, "busy").await?.sample?;
+        (resized && s.cpu_utilisation <= 0.5 + 1e-9).then_some(())
+    })
+    .await;
+    let _ = op.list_leases(ListLeasesRequest::default()).await.unwrap();
+    agent.stop().await;
+    agent_b.stop().await;
+    coord.stop().await;
+}

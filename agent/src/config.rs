@@ -316,6 +316,28 @@ pub struct SimulatedConfig {
     pub faults: SimulatedFaults,
 }
 
+impl SimulatedConfig {
+    /// The whole of `trace_dir` on one host from its first step, 60 x faster than real time,
+    /// with the trace's sizes and no faults (what tests and benchmarks start from).
+    pub fn replaying(trace_dir: impl Into<PathBuf>) -> SimulatedConfig {
+        SimulatedConfig {
+            trace_dir: trace_dir.into(),
+            format: None,
+            time_compression: 60.0,
+            shard_index: 0,
+            shard_count: 1,
+            max_vms: 0,
+            start_step: 0,
+            cpu_cores: None,
+            cpu_fraction: None,
+            cpu_mhz_per_core: None,
+            memory_mb: None,
+            migration_mb_per_s: None,
+            faults: SimulatedFaults::default(),
+        }
+    }
+}
+
 /// Faults a simulated hypervisor can be told to inject into migrations.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SimulatedFaults {

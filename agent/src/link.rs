@@ -561,22 +561,8 @@ mod tests {
     async fn an_abort_that_overtakes_its_migration_still_stops_it() {
         let traces = tempfile::tempdir().unwrap();
         std::fs::write(traces.path().join("vm-a"), "10\n20\n30\n40\n").unwrap();
-        let simulated = SimulatedConfig {
-            trace_dir: traces.path().into(),
-            format: None,
-            time_compression: 60.0,
-            shard_index: 0,
-            shard_count: 1,
-            max_vms: 0,
-            start_step: 0,
-            cpu_cores: None,
-            cpu_fraction: None,
-            cpu_mhz_per_core: None,
-            memory_mb: None,
-            // A copy of several seconds, so only an abort can end it early.
-            migration_mb_per_s: Some(0.5),
-            faults: Default::default(),
-        };
+        // A copy of several seconds, so only an abort can end it early.
+        let simulated = SimulatedConfig { migration_mb_per_s: Some(0.5), ..SimulatedConfig::replaying(traces.path()) };
         let hv = SlowToStart { inner: SimulatedHypervisor::load(&simulated).unwrap(), delay: Duration::from_millis(300) };
         let desk = ReservationDesk::open(Arc::new(MemoryStore::default()), Resources { cpu_mhz: 1e4, memory_mib: 1e4 }, 1.0).unwrap();
         let handler = CommandHandler {

@@ -427,22 +427,7 @@ mod tests {
         for name in ["lender", "borrower"] {
             std::fs::write(traces.join(name), "100\n".repeat(300)).unwrap();
         }
-        let cfg = crate::config::SimulatedConfig {
-            trace_dir: traces,
-            format: None,
-            time_compression: 1.0,
-            shard_index: 0,
-            shard_count: 1,
-            max_vms: 0,
-            start_step: 0,
-            cpu_cores: None,
-            cpu_fraction: None,
-            migration_mb_per_s: None,
-            faults: Default::default(),
-            cpu_mhz_per_core: None,
-            memory_mb: None,
-        };
-        SimulatedHypervisor::load(&cfg).unwrap()
+        SimulatedHypervisor::load(&crate::config::SimulatedConfig::replaying(traces)).unwrap()
     }
 
     fn views(need: Option<f64>) -> Vec<VmView> {

@@ -208,19 +208,11 @@ pub fn simulated_agent(
         history_per_vm: 100_000,
         tls: pki.issue(Role::Agent, host),
         hypervisor: HypervisorConfig::Simulated(SimulatedConfig {
-            trace_dir: trace_dir.into(),
-            format: None,
             time_compression: 600.0,
             shard_index: shard.0,
             shard_count: shard.1,
             max_vms,
-            start_step: 0,
-            cpu_cores: None,
-            cpu_fraction: None,
-            migration_mb_per_s: None,
-            faults: Default::default(),
-            cpu_mhz_per_core: None,
-            memory_mb: None,
+            ..SimulatedConfig::replaying(trace_dir)
         }),
         reconnect: ReconnectConfig { initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(500) },
         forecast: ForecastConfig {

@@ -495,21 +495,7 @@ mod tests {
     }
 
     fn cfg(dir: &std::path::Path) -> SimulatedConfig {
-        SimulatedConfig {
-            trace_dir: dir.into(),
-            format: None,
-            time_compression: 60.0,
-            shard_index: 0,
-            shard_count: 1,
-            max_vms: 0,
-            start_step: 2,
-            cpu_cores: None,
-            cpu_fraction: None,
-            migration_mb_per_s: None,
-            faults: Default::default(),
-            cpu_mhz_per_core: None,
-            memory_mb: None,
-        }
+        SimulatedConfig { start_step: 2, ..SimulatedConfig::replaying(dir) }
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl Default for SizingRules {
             horizon_steps: 12,
             lease_horizon_steps: 3,
             may_lend: true,
-            lend_lookback_s: 6 * 3600,
+            lend_lookback_s: 24 * 3600,
             may_borrow: true,
             max_borrow_cpu_cores: 4.0,
             max_borrow_memory_mib: 2048.0,

@@ -150,21 +150,7 @@ async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles:
     let trace = shared_data().join("planetlab/20110303");
     // 1. In-process: one sampling cycle (simulated observation + sled history append + report).
     let dir = tempfile::tempdir()?;
-    let sim_cfg = SimulatedConfig {
-        trace_dir: trace.clone(),
-        format: None,
-        time_compression: 60.0,
-        shard_index: 0,
-        shard_count: 1,
-        max_vms: vms,
-        start_step: 0,
-        cpu_cores: None,
-        cpu_fraction: None,
-        migration_mb_per_s: None,
-        faults: Default::default(),
-        cpu_mhz_per_core: None,
-        memory_mb: None,
-    };
+    let sim_cfg = SimulatedConfig { max_vms: vms, ..SimulatedConfig::replaying(trace.clone()) };
     let hv = Arc::new(SimulatedHypervisor::load(&sim_cfg)?);
     let store = SledStore::open(dir.path())?;
     let history = Arc::new(SampleHistory::open(&store, 8640, dir.path())?);

@@ -84,6 +84,16 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         placements: usize,
     },
+    /// The borrowing broker over `hosts` hosts / `vms` VMs (random forecasts, seeded), and an
+    /// agent's sizing cycle (lease enforcement) with `leases` leases on a simulated host.
+    Sizing {
+        #[arg(long, default_value_t = 10_000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 100_000)]
+        vms: usize,
+        #[arg(long, default_value_t = 100)]
+        leases: usize,
+    },
     /// Drain one host of `vms` VMs onto `destinations` empty hosts with the default limits.
     Drain {
         #[arg(long, default_value_t = 40)]
@@ -957,6 +967,9 @@ fn main() -> anyhow::Result<()> {
     if let Cmd::Simulate { days } = &args.cmd {
         return bench_simulate(days);
     }
+    if let Cmd::Sizing { hosts, vms, leases } = &args.cmd {
+        return bench_sizing(*hosts, *vms, *leases);
+    }
     if let Cmd::Guest { vms, seconds, timings_per_s } = &args.cmd {
         return bench_guest(*vms, *seconds, *timings_per_s);
     }
@@ -967,9 +980,96 @@ fn main() -> anyhow::Result<()> {
             Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
             Cmd::Drain { vms, destinations, mb_per_s } => bench_drain(vms, destinations, mb_per_s).await,
             Cmd::Ecosystem { vms, repair_vms } => bench_ecosystem(vms, repair_vms).await,
-            Cmd::Simulate { .. } | Cmd::Forecast { .. } | Cmd::Decide { .. } | Cmd::Guest { .. } => unreachable!("handled above"),
+            Cmd::Simulate { .. } | Cmd::Forecast { .. } | Cmd::Decide { .. } | Cmd::Guest { .. } | Cmd::Sizing { .. } => unreachable!("handled above"),
         }
     })
+}
+
+fn bench_sizing(n_hosts: usize, n_vms: usize, n_leases: usize) -> anyhow::Result<()> {
+    use presage_agent::sizing::{SizingDesk, VmView};
+    use presage_decide::demand::Forecast;
+    use presage_decide::sizing::Allocation;
+    use presage_decide::sizing::broker::{BrokerHost, BrokerVm, broker_host};
+    use presage_decide::sizing::lease::{Lease, LeaseBook, LeaseResource};
+    use presage_decide::sizing::rules::SizingRules;
+    // 1. The broker over the cluster: each VM 4 vCPUs, a flat forecast between 2 % and 60 %.
+    let mut rng = fastrand::Rng::with_seed(7);
+    let rules = SizingRules::default();
+    let per_host = n_vms.div_ceil(n_hosts.max(1));
+    let forecasts: Vec<Forecast> = (0..n_vms)
+        .map(|_| {
+            let p90 = 0.02 + 0.58 * rng.f32();
+            Forecast::flat([p90 * 0.3, p90 * 0.6, p90])
+        })
+        .collect();
+    let names: Vec<String> = (0..n_vms).map(|i| format!("vm-{i}")).collect();
+    let books: Vec<LeaseBook> = vec![LeaseBook::default(); n_hosts];
+    let started = std::time::Instant::now();
+    let (mut grants, mut unmet) = (0usize, 0usize);
+    for h in 0..n_hosts {
+        let vms: Vec<BrokerVm<'_>> = (h * per_host..((h + 1) * per_host).min(n_vms))
+            .map(|i| BrokerVm {
+                vm_id: &names[i],
+                rules: &rules,
+                allocated: Allocation::new(1.0 + (i % 3) as f64, 4096.0),
+                limits: Allocation::new(4.0, 8192.0),
+                cpu_forecast: Some(&forecasts[i]),
+                cpu_used: 0.5,
+                cpu_recent_peak: 1.0,
+            })
+            .collect();
+        let host = BrokerHost { host_id: "h", capacity: Allocation::new(48.0, 512.0 * 1024.0), memory_reserve_mib: 0.0, vms, leases: &books[h] };
+        let plan = broker_host(&host, 0, false);
+        grants += plan.grants.len();
+        unmet += plan.unmet.len();
+    }
+    let broker_s = started.elapsed().as_secs_f64();
+    // 2. An agent's sizing cycle with `n_leases` leases held (steady state: nothing to apply).
+    let dir = tempfile::tempdir()?;
+    let traces = dir.path().join("traces");
+    std::fs::create_dir_all(&traces)?;
+    let n_vm_agent = (2 * n_leases).max(2);
+    for i in 0..n_vm_agent {
+        std::fs::write(traces.join(format!("vm-{i}")), "50\n".repeat(50))?;
+    }
+    let hv = SimulatedHypervisor::load(&SimulatedConfig::replaying(traces))?;
+    let store: Arc<dyn presage_agent::store::KvStore> = Arc::new(SledStore::open(&dir.path().join("store"))?);
+    let mut desk = SizingDesk::open(store, Allocation::new(n_vm_agent as f64, 1e7), 0.0)?;
+    let views: Vec<VmView> = (0..n_vm_agent)
+        .map(|i| VmView {
+            vm_id: format!("vm-{i}"),
+            allocated: Allocation::new(if i % 2 == 0 { 1.0 } else { 0.5 }, 1024.0),
+            limits: Allocation::new(1.0, 1740.0),
+            cpu_need: Some(0.3),
+        })
+        .collect();
+    for k in 0..n_leases {
+        let lease = Lease {
+            id: format!("l{k}"),
+            resource: LeaseResource::Cpu,
+            amount: 0.25,
+            lender: Some(format!("vm-{}", 2 * k)),
+            borrower: format!("vm-{}", 2 * k + 1),
+            granted_at_ms: 0,
+            deadline_ms: u64::MAX / 2,
+            reason: "bench".into(),
+        };
+        desk.grant(lease, &views, Allocation::new(4.0, 0.0), 0, &hv)?;
+    }
+    let cycles = 200;
+    let started = std::time::Instant::now();
+    for c in 0..cycles {
+        desk.enforce(&views, 1000 + c, &hv);
+    }
+    let cycle_us = started.elapsed().as_secs_f64() * 1e6 / cycles as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "broker_hosts": n_hosts, "broker_vms": n_vms, "broker_pass_s": broker_s, "grants": grants, "unmet": unmet,
+            "agent_leases": desk.leases().len(), "agent_vms": n_vm_agent, "agent_sizing_cycle_us": cycle_us,
+        })
+    );
+    Ok(())
 }
 
 fn bench_guest(n_vms: usize, seconds: u64, timings_per_s: u64) -> anyhow::Result<()> {

@@ -524,6 +524,58 @@ mod tests {
         assert!(matches!(&ended[..], [(_, LeaseEnd::Gone { vm })] if vm == "lender"), "{ended:?}");
     }
 
+    /// Property: whatever the order of grants, cycles and agent restarts, no lease is held at a
+    /// cycle at or after its deadline, and a restarted agent holds exactly what it had admitted.
+    #[test]
+    fn leases_end_by_their_deadline_across_random_restarts() {
+        let (mut granted, mut expired, mut restarts) = (0, 0, 0);
+        for seed in 0..25 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let dir = tempfile::tempdir().unwrap();
+            let h = hv(dir.path());
+            let open = || {
+                let store: Arc<dyn KvStore> = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
+                SizingDesk::open(store, Allocation::new(4.0, 8192.0), 0.0).unwrap()
+            };
+            let mut desk = open();
+            let mut vms = views(Some(0.2));
+            vms[1].allocated = Allocation::new(0.5, 1024.0);
+            let mut now = 1_000u64;
+            for step in 0..60 {
+                now += rng.u64(0..20_000);
+                match rng.u8(0..4) {
+                    0 => {
+                        let l =
+                            Lease { id: format!("s{seed}-{step}"), granted_at_ms: now, amount: 0.25, ..lease(now + rng.u64(1..60_000)) };
+                        granted += usize::from(desk.grant(l, &vms, Allocation::new(2.0, 0.0), now, &h).is_ok());
+                    }
+                    1 => {
+                        restarts += 1;
+                        let held: Vec<Lease> = desk.leases().entries().to_vec();
+                        drop(desk);
+                        desk = open();
+                        let mut again = desk.leases().entries().to_vec();
+                        again.sort_by(|a, b| a.id.cmp(&b.id));
+                        let mut held = held;
+                        held.sort_by(|a, b| a.id.cmp(&b.id));
+                        assert_eq!(again, held, "seed {seed}: a restart keeps what was admitted");
+                    }
+                    _ => {}
+                }
+                expired += desk.enforce(&vms, now, &h).iter().filter(|(_, why)| *why == LeaseEnd::Deadline).count();
+                for l in desk.leases().entries() {
+                    assert!(l.deadline_ms > now, "seed {seed} step {step}: {l:?} outlived its deadline ({now})");
+                }
+                let (lent, _) = desk.leases().flows("lender", now);
+                assert!(1.0 - lent.cpu_cores >= 0.2 - 1e-9, "seed {seed}: the lender kept its need");
+            }
+        }
+        assert!(
+            granted > 50 && expired > 25 && restarts > 50,
+            "the runs exercised it: {granted} granted, {expired} expired, {restarts} restarts"
+        );
+    }
+
     #[test]
     fn resizes_are_checkpointed_deferred_and_infeasible_with_reasons() {
         let dir = tempfile::tempdir().unwrap();

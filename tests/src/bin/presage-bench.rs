@@ -980,7 +980,9 @@ fn main() -> anyhow::Result<()> {
             Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
             Cmd::Drain { vms, destinations, mb_per_s } => bench_drain(vms, destinations, mb_per_s).await,
             Cmd::Ecosystem { vms, repair_vms } => bench_ecosystem(vms, repair_vms).await,
-            Cmd::Simulate { .. } | Cmd::Forecast { .. } | Cmd::Decide { .. } | Cmd::Guest { .. } | Cmd::Sizing { .. } => unreachable!("handled above"),
+            Cmd::Simulate { .. } | Cmd::Forecast { .. } | Cmd::Decide { .. } | Cmd::Guest { .. } | Cmd::Sizing { .. } => {
+                unreachable!("handled above")
+            }
         }
     })
 }
@@ -1018,7 +1020,8 @@ fn bench_sizing(n_hosts: usize, n_vms: usize, n_leases: usize) -> anyhow::Result
                 cpu_recent_peak: 1.0,
             })
             .collect();
-        let host = BrokerHost { host_id: "h", capacity: Allocation::new(48.0, 512.0 * 1024.0), memory_reserve_mib: 0.0, vms, leases: &books[h] };
+        let host =
+            BrokerHost { host_id: "h", capacity: Allocation::new(48.0, 512.0 * 1024.0), memory_reserve_mib: 0.0, vms, leases: &books[h] };
         let plan = broker_host(&host, 0, false);
         grants += plan.grants.len();
         unmet += plan.unmet.len();

@@ -28,6 +28,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ecosystem/learned", get(learned))
         .route("/vms/{id}/dependencies", get(vm_dependencies))
         .route("/migrate", post(migrate))
+        .route("/leases", get(leases).post(grant_lease))
+        .route("/leases/{id}", axum::routing::delete(revoke_lease))
+        .route("/vms/{id}/resize", post(resize_vm))
         // Declarations for a whole fleet come in one body.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
@@ -251,6 +254,121 @@ async fn migrate(
     Ok(Json(plan))
 }
 
+fn sizing_error(e: crate::sizing_ops::SizingOpError) -> ApiError {
+    use crate::sizing_ops::SizingOpError as E;
+    let reason = e.to_string();
+    let (status, code, field) = match &e {
+        E::Invalid { field, .. } => (StatusCode::BAD_REQUEST, "invalid", Some((*field).to_string())),
+        E::NotColocated { .. } => (StatusCode::BAD_REQUEST, "not_colocated", Some("lender".into())),
+        E::UnknownVm(_) => (StatusCode::NOT_FOUND, "not_found", Some("vm".into())),
+        E::UnknownHost(_) => (StatusCode::NOT_FOUND, "not_found", Some("host".into())),
+        E::UnknownLease(_) => (StatusCode::NOT_FOUND, "not_found", Some("id".into())),
+        E::Agent { .. } => (StatusCode::SERVICE_UNAVAILABLE, "agent_unavailable", None),
+    };
+    let mut err = ApiError::new(status, code, reason);
+    err.field = field;
+    err
+}
+
+/// The agent's answer: 200 with its state when it admitted the request, 409 with its reason
+/// (and its state) when it refused.
+fn sizing_answer(r: presage_protocol::pb::SizingResponse) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut v = presage_protocol::sizing_wire::state_json(&r.host_id, r.state.as_ref());
+    if r.accepted {
+        return Ok(Json(v));
+    }
+    let mut err = ApiError::new(StatusCode::CONFLICT, "refused", format!("the agent on {} refused: {}", r.host_id, r.refusal));
+    v["host"] = r.host_id.into();
+    err.problems.push(v);
+    Err(err)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResizeBody {
+    cpu_cores: f64,
+    memory_mib: f64,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /vms/{id}/resize {"cpu_cores", "memory_mib", "dry_run"?}` (operator).
+async fn resize_vm(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<PeerInfo>>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = caller(peer, Access::Act, "resize VMs")?;
+    let b: ResizeBody = body(&bytes)?;
+    let req = presage_protocol::pb::ResizeVmRequest { vm_id: id, cpu_cores: b.cpu_cores, memory_mib: b.memory_mib, dry_run: b.dry_run };
+    sizing_answer(crate::sizing_ops::resize(&shared, req, &who.identity.name).await.map_err(sizing_error)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeasesQuery {
+    host: Option<String>,
+}
+
+/// `GET /leases[?host=H]`: every host's leases and resizes (viewer).
+async fn leases(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<PeerInfo>>,
+    query: Result<Query<LeasesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller(peer, Access::Read, "read leases")?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let r = crate::sizing_ops::leases(&shared, q.host.as_deref().unwrap_or("")).map_err(sizing_error)?;
+    Ok(Json(serde_json::Value::Array(
+        r.hosts.iter().map(|h| presage_protocol::sizing_wire::state_json(&h.host_id, h.state.as_ref())).collect(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantBody {
+    #[serde(default)]
+    lender: String,
+    borrower: String,
+    resource: String,
+    amount: f64,
+    duration_s: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /leases {"borrower", "lender"?, "resource", "amount", "duration_s", "reason"?}`
+/// (operator).
+async fn grant_lease(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<PeerInfo>>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = caller(peer, Access::Act, "grant leases")?;
+    let b: GrantBody = body(&bytes)?;
+    let req = presage_protocol::pb::GrantLeaseRequest {
+        lender: b.lender,
+        borrower: b.borrower,
+        resource: b.resource,
+        amount: b.amount,
+        duration_s: b.duration_s,
+        reason: b.reason,
+    };
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    sizing_answer(crate::sizing_ops::grant(&shared, req, &who.identity.name, now_ms).await.map_err(sizing_error)?)
+}
+
+/// `DELETE /leases/{id}` (operator).
+async fn revoke_lease(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<PeerInfo>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = caller(peer, Access::Act, "revoke leases")?;
+    sizing_answer(crate::sizing_ops::revoke(&shared, &id, &who.identity.name).await.map_err(sizing_error)?)
+}
+
 /// `GET /openapi.json`: the API's OpenAPI 3.1 document (any person role).
 async fn openapi(peer: Option<Extension<PeerInfo>>) -> Result<Json<serde_json::Value>, ApiError> {
     caller(peer, Access::Read, "read the API description")?;
@@ -300,6 +418,29 @@ pub fn openapi_document() -> serde_json::Value {
                     "properties": {"vm": {"type": "string"}, "to": {"type": "string"}, "force": {"type": "boolean"}}}}}},
                 "responses": answers("the plan", &[("400", "bad JSON"), ("404", "unknown VM or host"),
                     ("409", "already there, in a move, or it would break required dependencies"), denied[0], denied[1]])}},
+            "/vms/{id}/resize": {"post": {
+                "summary": "Resize a VM (CPU quota in cores, memory balloon); the host's agent admits, defers or refuses (operator)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["cpu_cores", "memory_mib"], "additionalProperties": false,
+                    "properties": {"cpu_cores": {"type": "number"}, "memory_mib": {"type": "number"}, "dry_run": {"type": "boolean"}}}}}},
+                "responses": answers("the host's leases and resizes", &[("400", "bad JSON or value, with the field"), ("404", "unknown VM"),
+                    ("409", "the agent refused, with why"), ("503", "the VM's agent is not connected"), denied[0], denied[1]])}},
+            "/leases": {
+                "get": {"summary": "Every host's (or one's) leases and resizes (viewer)",
+                    "parameters": [{"name": "host", "in": "query", "required": false, "schema": {"type": "string"}}],
+                    "responses": answers("leases and resizes per host", &[("400", "unknown query parameter"), ("404", "unknown host"), denied[0], denied[1]])},
+                "post": {"summary": "Grant a lease between two VMs of one host, or from the host's free CPU (operator)",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["borrower", "resource", "amount", "duration_s"], "additionalProperties": false,
+                        "properties": {"borrower": {"type": "string"}, "lender": {"type": "string"}, "resource": {"enum": ["cpu", "memory"]},
+                            "amount": {"type": "number"}, "duration_s": {"type": "integer"}, "reason": {"type": "string"}}}}}},
+                    "responses": answers("the host's leases and resizes", &[("400", "bad JSON or value, or VMs of two hosts"), ("404", "unknown VM"),
+                        ("409", "the agent refused, with why"), ("503", "the agent is not connected"), denied[0], denied[1]])}},
+            "/leases/{id}": {"delete": {
+                "summary": "End a lease now (operator)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": answers("the host's leases and resizes", &[("404", "no host reports the lease"), ("503", "the agent is not connected"), denied[0], denied[1]])}},
             "/openapi.json": {"get": {"summary": "This document", "responses": answers("OpenAPI 3.1", &[denied[0], denied[1]])}}
         },
         "components": {"schemas": {

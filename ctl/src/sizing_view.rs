@@ -3,36 +3,10 @@
 
 use std::fmt::Write as _;
 
-use presage_protocol::pb::{ListLeasesResponse, ResizeEntry, SizingResponse, SizingState};
+use presage_protocol::pb::{ListLeasesResponse, SizingResponse, SizingState};
+use presage_protocol::sizing_wire::state_json;
 
 use crate::view::OutputFormat;
-
-fn lease_json(l: &presage_protocol::pb::LeaseEntry) -> serde_json::Value {
-    serde_json::json!({
-        "id": l.id, "resource": l.resource, "amount": l.amount,
-        "lender": if l.lender.is_empty() { serde_json::Value::Null } else { l.lender.clone().into() },
-        "borrower": l.borrower, "granted_at_ms": l.granted_at_ms, "deadline_ms": l.deadline_ms, "reason": l.reason,
-    })
-}
-
-fn resize_json(r: &ResizeEntry) -> serde_json::Value {
-    serde_json::json!({
-        "vm": r.vm_id, "generation": r.generation, "status": r.status, "reason": r.reason, "message": r.message,
-        "desired": {"cpu_cores": r.desired_cpu_cores, "memory_mib": r.desired_memory_mib},
-        "allocated": {"cpu_cores": r.allocated_cpu_cores, "memory_mib": r.allocated_memory_mib},
-        "acknowledged": {"cpu_cores": r.acknowledged_cpu_cores, "memory_mib": r.acknowledged_memory_mib},
-        "actual": {"cpu_cores": r.actual_cpu_cores, "memory_mib": r.actual_memory_mib},
-        "attempts": r.attempts, "updated_ms": r.updated_ms,
-    })
-}
-
-fn state_json(host: &str, s: Option<&SizingState>) -> serde_json::Value {
-    serde_json::json!({
-        "host": host,
-        "leases": s.map(|s| s.leases.iter().map(lease_json).collect::<Vec<_>>()).unwrap_or_default(),
-        "resizes": s.map(|s| s.resizes.iter().map(resize_json).collect::<Vec<_>>()).unwrap_or_default(),
-    })
-}
 
 /// The table of one host's leases and resizes.
 pub fn render_state(host: &str, s: Option<&SizingState>) -> String {

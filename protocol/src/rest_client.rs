@@ -61,6 +61,10 @@ impl RestClient {
         self.call("POST", path, Some(body)).await
     }
 
+    pub async fn delete(&self, path: &str) -> Result<Answer, RestError> {
+        self.call("DELETE", path, None).await
+    }
+
     /// A GET whose body is returned as received (status, bytes).
     pub async fn get_raw(&self, path: &str) -> Result<(u16, Bytes), RestError> {
         self.exchange("GET", path, None).await

@@ -80,6 +80,35 @@ impl From<&ResizeRecord> for pb::ResizeEntry {
     }
 }
 
+fn lease_json(l: &pb::LeaseEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": l.id, "resource": l.resource, "amount": l.amount,
+        "lender": if l.lender.is_empty() { serde_json::Value::Null } else { l.lender.clone().into() },
+        "borrower": l.borrower, "granted_at_ms": l.granted_at_ms, "deadline_ms": l.deadline_ms, "reason": l.reason,
+    })
+}
+
+fn resize_json(r: &pb::ResizeEntry) -> serde_json::Value {
+    serde_json::json!({
+        "vm": r.vm_id, "generation": r.generation, "status": r.status, "reason": r.reason, "message": r.message,
+        "desired": {"cpu_cores": r.desired_cpu_cores, "memory_mib": r.desired_memory_mib},
+        "allocated": {"cpu_cores": r.allocated_cpu_cores, "memory_mib": r.allocated_memory_mib},
+        "acknowledged": {"cpu_cores": r.acknowledged_cpu_cores, "memory_mib": r.acknowledged_memory_mib},
+        "actual": {"cpu_cores": r.actual_cpu_cores, "memory_mib": r.actual_memory_mib},
+        "attempts": r.attempts, "updated_ms": r.updated_ms,
+    })
+}
+
+/// One host's leases and resizes as JSON (what `presagectl --output json` prints and the REST API
+/// answers).
+pub fn state_json(host: &str, s: Option<&pb::SizingState>) -> serde_json::Value {
+    serde_json::json!({
+        "host": host,
+        "leases": s.map(|s| s.leases.iter().map(lease_json).collect::<Vec<_>>()).unwrap_or_default(),
+        "resizes": s.map(|s| s.resizes.iter().map(resize_json).collect::<Vec<_>>()).unwrap_or_default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1008,7 +1008,7 @@ fn bench_sizing(n_hosts: usize, n_vms: usize, n_leases: usize) -> anyhow::Result
     let books: Vec<LeaseBook> = vec![LeaseBook::default(); n_hosts];
     let started = std::time::Instant::now();
     let (mut grants, mut unmet) = (0usize, 0usize);
-    for h in 0..n_hosts {
+    for (h, book) in books.iter().enumerate() {
         let vms: Vec<BrokerVm<'_>> = (h * per_host..((h + 1) * per_host).min(n_vms))
             .map(|i| BrokerVm {
                 vm_id: &names[i],
@@ -1020,8 +1020,7 @@ fn bench_sizing(n_hosts: usize, n_vms: usize, n_leases: usize) -> anyhow::Result
                 cpu_recent_peak: 1.0,
             })
             .collect();
-        let host =
-            BrokerHost { host_id: "h", capacity: Allocation::new(48.0, 512.0 * 1024.0), memory_reserve_mib: 0.0, vms, leases: &books[h] };
+        let host = BrokerHost { host_id: "h", capacity: Allocation::new(48.0, 512.0 * 1024.0), memory_reserve_mib: 0.0, vms, leases: book };
         let plan = broker_host(&host, 0, false);
         grants += plan.grants.len();
         unmet += plan.unmet.len();

@@ -94,6 +94,41 @@ async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_c
     let e = op.grant_lease(grant(60, "far")).await.unwrap_err();
     assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("one host"), "{e:?}");
 
+    // The same through the REST API, with roles and errors naming the field.
+    let rest = |role: Role, name: &str| {
+        let files = pki.issue(role, name);
+        presage_protocol::rest_client::RestClient::new(&coord.url, &files.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap()
+    };
+    let (viewer, operator) = (rest(Role::Viewer, "eyes"), rest(Role::Operator, "hands"));
+    let all = viewer.get("/leases").await.unwrap();
+    assert!(all.status == 200 && all.body.as_array().unwrap().iter().any(|h| h["host"] == "hv-s"), "{all:?}");
+    let body = |v: serde_json::Value| v.to_string().into_bytes();
+    let denied = viewer.post("/vms/busy/resize", &body(serde_json::json!({"cpu_cores": 0.5, "memory_mib": memory_mib}))).await.unwrap();
+    assert_eq!(denied.status, 403, "{denied:?}");
+    let bad = operator.post("/vms/busy/resize", &body(serde_json::json!({"cpu_cores": -1.0, "memory_mib": memory_mib}))).await.unwrap();
+    assert!(bad.status == 400 && bad.body["field"] == "cpu_cores", "{bad:?}");
+    let typo = operator.post("/vms/busy/resize", &body(serde_json::json!({"cpus": 1.0, "memory_mib": memory_mib}))).await.unwrap();
+    assert!(typo.status == 400 && typo.body["reason"].as_str().unwrap().contains("cpus"), "{typo:?}");
+    let refused = operator
+        .post("/vms/busy/resize", &body(serde_json::json!({"cpu_cores": vcpus * 4.0, "memory_mib": memory_mib, "dry_run": true})))
+        .await
+        .unwrap();
+    assert!(refused.status == 409 && refused.body["reason"].as_str().unwrap().contains("domain's maximum"), "{refused:?}");
+    let granted = operator
+        .post("/leases", &body(serde_json::json!({"borrower": "busy", "resource": "cpu", "amount": quarter, "duration_s": 600})))
+        .await
+        .unwrap();
+    assert_eq!(granted.status, 200, "{granted:?}");
+    let rest_id = granted.body["leases"][0]["id"].as_str().unwrap().to_string();
+    // Revocation finds the lease where its agent reports it: after the next report.
+    eventually("the REST lease is reported", WAIT, || async {
+        let all = viewer.get("/leases?host=hv-s").await.ok()?;
+        all.body[0]["leases"].as_array()?.iter().any(|l| l["id"] == rest_id.as_str()).then_some(())
+    })
+    .await;
+    assert_eq!(operator.delete(&format!("/leases/{rest_id}")).await.unwrap().status, 200);
+    assert_eq!(operator.delete("/leases/no-such").await.unwrap().status, 404);
+
     // A short lease, then the coordinator goes away: the agent ends it at its deadline alone.
     let r = op.grant_lease(grant(3, "")).await.unwrap().into_inner();
     assert!(r.accepted, "{r:?}");

@@ -300,9 +300,8 @@ impl SizingDesk {
             r.message = "the VM is not on this host".into();
             return;
         };
-        let others = vms.iter().filter(|v| v.vm_id != r.vm_id).fold(self.book.from_host(now_ms), |a, v| a.plus(v.allocated));
-        let others =
-            Allocation::new(others.cpu_cores, others.memory_mib + self.memory_reserve_mib - self.book.from_host(now_ms).memory_mib);
+        let others = vms.iter().filter(|v| v.vm_id != r.vm_id).fold(Allocation::default(), |a, v| a.plus(v.allocated));
+        let others = self.book.given_besides(others, self.memory_reserve_mib, now_ms);
         match admit_resize(r.desired, view.limits, self.capacity, others) {
             Admission::Admit => {
                 r.allocated = r.desired;

@@ -585,17 +585,14 @@ fn presage_host_cycle(
     decisions.sort_by_key(|(_, d)| d.grows());
     let cap = Allocation::new(s.host_capacity.cpu_cores, s.host_capacity.memory_mib - HOST_MEMORY_RESERVE_MIB);
     for (i, d) in decisions {
-        let others = members.iter().filter(|&&j| j != i).fold(book.from_host(now_ms), |a, &j| a.plus(allocated[j]));
+        // `cap` already leaves the memory reserve out.
+        let others =
+            book.given_besides(members.iter().filter(|&&j| j != i).fold(Allocation::default(), |a, &j| a.plus(allocated[j])), 0.0, now_ms);
         // A VM that lends keeps at least what it lends.
         let (lent, _) = book.flows(name(i), now_ms);
         let mut to = d.to;
         to.cpu_cores = to.cpu_cores.max(lent.cpu_cores + rules[i].min_cpu_cores);
-        match admit_resize(
-            to,
-            s.vms[i].limits,
-            cap,
-            Allocation::new(others.cpu_cores, others.memory_mib - book.from_host(now_ms).memory_mib),
-        ) {
+        match admit_resize(to, s.vms[i].limits, cap, others) {
             Admission::Admit => {
                 if to != allocated[i] {
                     allocated[i] = to;

@@ -149,7 +149,7 @@ pub fn broker_host(host: &BrokerHost<'_>, now_ms: u64, use_free_cpu: bool) -> Br
             let lender = li.map(|i| &host.vms[i]);
             let max_s = lender.map_or(b.rules.max_lease_s, |l| l.rules.max_lease_s.min(b.rules.max_lease_s));
             seq += 1;
-            let lease = Lease {
+            let mut lease = Lease {
                 id: format!("{}:{}:{now_ms}:{seq}", host.host_id, b.vm_id),
                 resource: LeaseResource::Cpu,
                 amount,
@@ -170,8 +170,7 @@ pub fn broker_host(host: &BrokerHost<'_>, now_ms: u64, use_free_cpu: bool) -> Br
                     }
                 ),
             };
-            // Free capacity may be short; the admission rule says how much: try, then less.
-            let mut lease = lease;
+            // Free capacity may be short: lend what is free.
             if li.is_none() {
                 let allocated: f64 = host.vms.iter().map(|v| v.allocated.cpu_cores).sum();
                 let free = host.capacity.cpu_cores - allocated - book.from_host(now_ms).cpu_cores;

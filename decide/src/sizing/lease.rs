@@ -197,6 +197,12 @@ impl LeaseBook {
         a
     }
 
+    /// What a resize of one VM must leave room for on its host: `others` (the other VMs' own
+    /// allocations), the CPU the host lends now, and the memory it keeps back for leases.
+    pub fn given_besides(&self, others: Allocation, memory_reserve_mib: f64, now_ms: u64) -> Allocation {
+        Allocation::new(others.cpu_cores + self.from_host(now_ms).cpu_cores, others.memory_mib + memory_reserve_mib)
+    }
+
     /// Checks `l` against the host without recording it.
     pub fn check(&self, l: &Lease, host: &LeaseHost<'_>, now_ms: u64) -> Result<(), LeaseRefusal> {
         let id = l.id.clone();

@@ -49,8 +49,13 @@ const FORBIDDEN_PATHS: &[&str] =
 fn metadata() -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--locked", "--offline", "--manifest-path"])
+    // The build host's platform only: a fresh cargo home holds just the crates this platform
+    // builds, and `--offline` metadata for every platform would need the others too.
+    let version = Command::new(&cargo).arg("-vV").output().expect("running cargo -vV");
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let host = version.lines().find_map(|l| l.strip_prefix("host: ")).expect("cargo -vV names the host platform").trim().to_string();
+    let out = Command::new(&cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline", "--filter-platform", &host, "--manifest-path"])
         .arg(&manifest)
         .output()
         .expect("running cargo metadata");

@@ -45,7 +45,10 @@ impl HttpTarget {
         let mut s = TcpStream::connect_timeout(&self.addr, timeout)?;
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;
-        write!(s, "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: presage-guest\r\n\r\n", self.path, self.host)?;
+        // One write: `write!` on the socket would send each piece of the format as its own
+        // segment, and a server answering after the first would see the rest as unread.
+        let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: presage-guest\r\n\r\n", self.path, self.host);
+        s.write_all(request.as_bytes())?;
         // The status line is all that is judged; the rest is read (bounded) and dropped.
         let mut head = [0u8; 12];
         s.read_exact(&mut head)?;
@@ -82,8 +85,16 @@ mod tests {
         std::thread::spawn(move || {
             for (i, s) in listener.incoming().take(2).enumerate() {
                 let mut s = s.unwrap();
+                // The whole request, then the answer (closing with a request unread would
+                // reset the connection under the client).
+                let mut seen = Vec::new();
                 let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf);
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let status = if i == 0 { "200 OK" } else { "503 Service Unavailable" };
                 let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok");
             }

@@ -308,7 +308,7 @@ impl Advisor {
                     memory_request_mb: sample.memory_bytes as f64 / 1048576.0,
                     history: history.clone(),
                     in_migration: false,
-                    forecast: sample.forecast.as_ref().and_then(forecast_of),
+                    forecast: sample.forecast.as_ref().and_then(presage_protocol::pb::VmForecast::cpu_quantiles),
                     app: app_signal(rec, sample, h, now_s),
                 });
                 vm_ids.push(sample.vm_id.clone());
@@ -426,19 +426,6 @@ pub fn app_signal(rec: &crate::state::HostRecord, sample: &presage_protocol::pb:
     let signal =
         AppSignal { latency_over_slo, host_contention: delay_share.max(swap).clamp(0.0, 1.0), measured_on: host, at_s: now_s - age_s };
     signal.is_valid().then_some(signal)
-}
-
-/// The quantiles of an agent's forecast, when it covers every horizon.
-fn forecast_of(f: &presage_protocol::pb::VmForecast) -> Option<presage_decide::demand::Forecast> {
-    use presage_decide::demand::MAX_HORIZON;
-    if f.cpu_p10.len() < MAX_HORIZON || f.cpu_p50.len() < MAX_HORIZON || f.cpu_p90.len() < MAX_HORIZON {
-        return None;
-    }
-    let mut out = presage_decide::demand::Forecast::flat([0.0; 3]);
-    for h in 0..MAX_HORIZON {
-        out.q[h] = [f.cpu_p10[h], f.cpu_p50[h], f.cpu_p90[h]];
-    }
-    Some(out.tidy())
 }
 
 #[cfg(test)]

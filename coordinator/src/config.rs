@@ -38,6 +38,74 @@ pub struct CoordinatorConfig {
     /// `[ecosystem]`: how far apart the topology's levels are, for dependency requirements.
     #[serde(default)]
     pub ecosystem: EcosystemConfig,
+    /// `[sizing]`: the automatic resize and borrowing pass and its policies per VM or group.
+    #[serde(default)]
+    pub sizing: SizingConfig,
+}
+
+/// `[sizing]`: whether and how often the coordinator resizes VMs ahead of their forecasts and
+/// brokers CPU leases between VMs of a host, and the policies it does so under
+/// (`[sizing.defaults]`, `[[sizing.group]]` with `name` and `match = ["db-*"]`,
+/// `[sizing.vm."ID"]`; every field of `presage_decide::sizing::rules::SizingRules`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SizingConfig {
+    /// `off`, `advisory` (the pass proposes; `presagectl leases` shows it) or `automatic` (it
+    /// sends its resizes and leases to the agents, each with its reason).
+    pub mode: SizingMode,
+    /// How often the pass runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The broker may lend a host's unallocated CPU, after what lenders can give.
+    pub lend_free_cpu: bool,
+    pub defaults: presage_decide::sizing::rules::SizingRules,
+    #[serde(rename = "group")]
+    pub groups: Vec<presage_decide::sizing::rules::GroupRules>,
+    #[serde(rename = "vm")]
+    pub vms: std::collections::BTreeMap<String, presage_decide::sizing::rules::RulesOverride>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SizingMode {
+    Off,
+    #[default]
+    Advisory,
+    Automatic,
+}
+
+impl SizingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SizingMode::Off => "off",
+            SizingMode::Advisory => "advisory",
+            SizingMode::Automatic => "automatic",
+        }
+    }
+}
+
+impl Default for SizingConfig {
+    fn default() -> Self {
+        SizingConfig {
+            mode: SizingMode::default(),
+            interval: Duration::from_secs(60),
+            lend_free_cpu: true,
+            defaults: Default::default(),
+            groups: Vec::new(),
+            vms: Default::default(),
+        }
+    }
+}
+
+impl SizingConfig {
+    /// The policies as the decision core reads them.
+    pub fn policies(&self) -> presage_decide::sizing::rules::SizingPolicies {
+        presage_decide::sizing::rules::SizingPolicies {
+            defaults: self.defaults.clone(),
+            groups: self.groups.clone(),
+            vms: self.vms.clone(),
+        }
+    }
 }
 
 /// `[ecosystem]`: the round trip between two VMs on one host, in one rack, in one zone and
@@ -198,6 +266,12 @@ impl CoordinatorConfig {
         if cfg.policy.interval < Duration::from_secs(1) {
             return invalid("policy.interval", "must be at least 1s");
         }
+        if cfg.sizing.interval < Duration::from_secs(1) {
+            return invalid("sizing.interval", "must be at least 1s");
+        }
+        if let Err(e) = cfg.sizing.policies().validate() {
+            return invalid("sizing", &format!("{}: {}", e.field, e.problem));
+        }
         Ok(cfg)
     }
 }
@@ -219,6 +293,20 @@ mod tests {
             CoordinatorConfig::parse(&format!("{GOOD}[executor]\non_failure = \"retry\"\n"), Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("on_failure") || e.contains("retry"), "{e}");
         assert_eq!(c.executor.silent_destination_ms, 600_000);
+        assert_eq!(c.sizing.mode, SizingMode::Advisory);
+        assert_eq!(c.sizing.policies().rules_for("any").max_lease_s, 1800);
+        // A bad sizing policy is refused naming the field, a misspelt one naming the key.
+        let e = CoordinatorConfig::parse(
+            &format!("{GOOD}[sizing]\nmode = \"automatic\"\n[[sizing.group]]\nname = \"db\"\nmatch = [\"db-*\"]\nmax_lease_s = 0\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("group[0].max_lease_s"), "{e}");
+        let e = CoordinatorConfig::parse(&format!("{GOOD}[sizing.defaults]\nmargn = 1.2\n"), Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("margn"), "{e}");
+        let e = CoordinatorConfig::parse(&format!("{GOOD}[sizing]\nmode = \"sometimes\"\n"), Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("sometimes") || e.contains("mode"), "{e}");
         let e = CoordinatorConfig::parse(&format!("{GOOD}[executor]\nsilent_destination_ms = 0\n"), Path::new("c.toml"))
             .unwrap_err()
             .to_string();

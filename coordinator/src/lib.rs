@@ -22,6 +22,7 @@ pub mod service;
 pub mod sessions;
 pub mod shared;
 pub mod sizing_ops;
+pub mod sizing_pass;
 pub mod state;
 pub mod transport;
 pub mod validate;

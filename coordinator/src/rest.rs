@@ -31,6 +31,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/leases", get(leases).post(grant_lease))
         .route("/leases/{id}", axum::routing::delete(revoke_lease))
         .route("/vms/{id}/resize", post(resize_vm))
+        .route("/sizing/pass", get(sizing_pass))
         // Declarations for a whole fleet come in one body.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
@@ -325,6 +326,16 @@ async fn leases(
     )))
 }
 
+/// `GET /sizing/pass`: the sizing pass's last proposals and what came of them.
+async fn sizing_pass(State(shared): State<Arc<Shared>>, peer: Option<Extension<PeerInfo>>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller(peer, Access::Read, "read the sizing pass")?;
+    let pass = shared.sizing_pass.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match pass {
+        Some(p) => Ok(Json(presage_protocol::sizing_wire::pass_json(&p))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no_sizing_pass", "no sizing pass has run yet (or [sizing] mode is off)")),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantBody {
@@ -441,6 +452,9 @@ pub fn openapi_document() -> serde_json::Value {
                 "summary": "End a lease now (operator)",
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": answers("the host's leases and resizes", &[("404", "no host reports the lease"), ("503", "the agent is not connected"), denied[0], denied[1]])}},
+            "/sizing/pass": {"get": {
+                "summary": "The automatic sizing pass's last proposals (resizes ahead of forecasts, CPU leases), each with its reason and outcome (viewer)",
+                "responses": answers("the last pass", &[("404", "no pass has run yet, or [sizing] mode is off"), denied[0], denied[1]])}},
             "/openapi.json": {"get": {"summary": "This document", "responses": answers("OpenAPI 3.1", &[denied[0], denied[1]])}}
         },
         "components": {"schemas": {

@@ -80,6 +80,9 @@ impl Coordinator {
             background.clone(),
         ));
 
+        let sizing = (cfg.sizing.mode != crate::config::SizingMode::Off)
+            .then(|| tokio::spawn(sizing_loop(shared.clone(), cfg.sizing.clone(), background.clone())));
+
         let incoming = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
         // gRPC and the REST API on one port: HTTP/2 for gRPC, HTTP/1.1 or HTTP/2 for REST.
         let routes = tonic::service::Routes::new(AgentLinkServer::new(AgentLinkService { shared: shared.clone() }))
@@ -109,6 +112,9 @@ impl Coordinator {
         let _ = liveness.await;
         let _ = advisory.await;
         let _ = plans.await;
+        if let Some(sizing) = sizing {
+            let _ = sizing.await;
+        }
         info!("coordinator stopped");
         Ok(())
     }
@@ -149,6 +155,26 @@ async fn plan_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
                 info!(settled = n, "settled interrupted moves");
             }
         }
+    }
+}
+
+/// Runs the sizing pass every `[sizing] interval` (advisory: proposals kept for `presagectl
+/// leases`; automatic: sent to the agents).
+async fn sizing_loop(shared: Arc<Shared>, cfg: crate::config::SizingConfig, stop: CancellationToken) {
+    let mut engine = crate::sizing_pass::SizingEngine::new(&cfg);
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let pass = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = crate::sizing_pass::run_pass(&shared, &mut engine, cfg.mode) => p,
+        };
+        *shared.sizing_pass.lock().unwrap_or_else(|p| p.into_inner()) = Some(pass);
     }
 }
 

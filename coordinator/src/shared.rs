@@ -46,6 +46,8 @@ pub struct Shared {
     pub wake_policy: tokio::sync::Notify,
     /// The registered dependency declarations and their graph.
     pub ecosystem: Arc<crate::ecosystem::EcosystemRegistry>,
+    /// The sizing pass's last proposals and what came of them.
+    pub sizing_pass: Mutex<Option<pb::SizingPass>>,
 }
 
 impl Shared {
@@ -67,6 +69,7 @@ impl Shared {
         let drain_requests = drained.clone();
         Arc::new(Shared {
             plan: Mutex::new(None),
+            sizing_pass: Mutex::new(None),
             draining: Mutex::new(drained),
             journal,
             executing: Mutex::default(),

@@ -43,7 +43,7 @@ fn host_of(shared: &Shared, vm: &str) -> Result<String, SizingOpError> {
 
 /// Sends `body` to `host` and turns the agent's answer into a response (a refusal is an answer,
 /// not an error).
-async fn ask(shared: &Arc<Shared>, host: &str, body: command::Body) -> Result<pb::SizingResponse, SizingOpError> {
+pub(crate) async fn ask(shared: &Arc<Shared>, host: &str, body: command::Body) -> Result<pb::SizingResponse, SizingOpError> {
     let result = shared
         .sessions
         .send(host, body, SIZING_TIMEOUT)
@@ -102,6 +102,12 @@ pub fn leases(shared: &Shared, host: &str) -> Result<pb::ListLeasesResponse, Siz
             .filter(|h| host.is_empty() || h.host_id == host)
             .map(|h| pb::HostSizing { host_id: h.host_id.clone(), state: h.sizing.clone() })
             .collect(),
+        last_pass: shared.sizing_pass.lock().unwrap_or_else(|p| p.into_inner()).clone().map(|mut p| {
+            if !host.is_empty() {
+                p.proposals.retain(|x| x.host_id == host);
+            }
+            p
+        }),
     })
 }
 

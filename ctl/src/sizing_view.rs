@@ -53,7 +53,12 @@ pub fn show_leases(r: &ListLeasesResponse, output: OutputFormat) -> anyhow::Resu
         OutputFormat::Json => {
             crate::print_json(&serde_json::Value::Array(r.hosts.iter().map(|h| state_json(&h.host_id, h.state.as_ref())).collect()))?
         }
-        OutputFormat::Table => r.hosts.iter().for_each(|h| print!("{}", render_state(&h.host_id, h.state.as_ref()))),
+        OutputFormat::Table => {
+            r.hosts.iter().for_each(|h| print!("{}", render_state(&h.host_id, h.state.as_ref())));
+            if let Some(p) = &r.last_pass {
+                print!("{}", presage_protocol::sizing_wire::render_pass(p));
+            }
+        }
         OutputFormat::Csv | OutputFormat::Dot => crate::plan::no_csv("leases")?,
     }
     Ok(())

@@ -47,7 +47,8 @@ impl HttpTarget {
         s.set_write_timeout(Some(timeout))?;
         // One write: `write!` on the socket would send each piece of the format as its own
         // segment, and a server answering after the first would see the rest as unread.
-        let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: presage-guest\r\n\r\n", self.path, self.host);
+        let request =
+            format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: presage-guest\r\n\r\n", self.path, self.host);
         s.write_all(request.as_bytes())?;
         // The status line is all that is judged; the rest is read (bounded) and dropped.
         let mut head = [0u8; 12];

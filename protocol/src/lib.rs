@@ -105,6 +105,33 @@ impl pb::VmSize {
 }
 
 #[cfg(feature = "cluster")]
+impl pb::VmForecast {
+    /// The CPU quantiles (fractions of the VM's vCPUs) as the decision core reads them, when the
+    /// agent published every horizon.
+    pub fn cpu_quantiles(&self) -> Option<presage_decide::demand::Forecast> {
+        quantiles(&self.cpu_p10, &self.cpu_p50, &self.cpu_p90)
+    }
+
+    /// The memory quantiles (fractions of the VM's memory), when published for every horizon.
+    pub fn memory_quantiles(&self) -> Option<presage_decide::demand::Forecast> {
+        self.memory.as_ref().and_then(|m| quantiles(&m.p10, &m.p50, &m.p90))
+    }
+}
+
+#[cfg(feature = "cluster")]
+fn quantiles(p10: &[f32], p50: &[f32], p90: &[f32]) -> Option<presage_decide::demand::Forecast> {
+    use presage_decide::demand::{Forecast, MAX_HORIZON};
+    if p10.len() < MAX_HORIZON || p50.len() < MAX_HORIZON || p90.len() < MAX_HORIZON {
+        return None;
+    }
+    let mut out = Forecast::flat([0.0; 3]);
+    for h in 0..MAX_HORIZON {
+        out.q[h] = [p10[h], p50[h], p90[h]];
+    }
+    Some(out.tidy())
+}
+
+#[cfg(feature = "cluster")]
 impl pb::VmSample {
     /// Memory in use as a fraction of the memory allocated, when the hypervisor reports both.
     pub fn memory_fraction(&self) -> Option<f64> {

@@ -109,6 +109,43 @@ pub fn state_json(host: &str, s: Option<&pb::SizingState>) -> serde_json::Value 
     })
 }
 
+/// The coordinator's last sizing pass as JSON (`GET /sizing/pass`).
+pub fn pass_json(p: &pb::SizingPass) -> serde_json::Value {
+    serde_json::json!({
+        "mode": p.mode, "at_ms": p.at_ms, "hosts": p.hosts, "vms": p.vms,
+        "proposals": p.proposals.iter().map(|x| serde_json::json!({
+            "host": x.host_id, "vm": x.vm_id, "kind": x.kind, "reason": x.reason, "outcome": x.outcome,
+            "from": (x.kind == "resize").then(|| serde_json::json!({"cpu_cores": x.from_cpu_cores, "memory_mib": x.from_memory_mib})),
+            "to": (x.kind == "resize").then(|| serde_json::json!({"cpu_cores": x.to_cpu_cores, "memory_mib": x.to_memory_mib})),
+            "lease": x.lease.as_ref().map(lease_json),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The last pass as lines: one per proposal, with its reason and what came of it.
+pub fn render_pass(p: &pb::SizingPass) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("sizing pass ({}): {} hosts, {} VMs, {} proposals\n", p.mode, p.hosts, p.vms, p.proposals.len());
+    for x in &p.proposals {
+        let what = match &x.lease {
+            Some(l) => format!(
+                "lease {:.2} {} {} -> {} for {} s",
+                l.amount,
+                l.resource,
+                if l.lender.is_empty() { "(host)" } else { l.lender.as_str() },
+                l.borrower,
+                l.deadline_ms.saturating_sub(l.granted_at_ms) / 1000
+            ),
+            None => format!(
+                "resize {}  {:.2} cores/{:.0} MiB -> {:.2}/{:.0}",
+                x.vm_id, x.from_cpu_cores, x.from_memory_mib, x.to_cpu_cores, x.to_memory_mib
+            ),
+        };
+        let _ = writeln!(out, "{}  {what}  [{}]  {}", x.host_id, x.outcome, x.reason);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,10 +16,10 @@ use std::time::Instant;
 
 use presage_decide::demand::Forecast;
 use presage_decide::sizing::Allocation;
-use presage_decide::sizing::broker::{BrokerHost, BrokerVm, broker_host};
+use presage_decide::sizing::broker::BrokerVm;
 use presage_decide::sizing::lease::{LeaseBook, LeaseHost, LeaseParty, LeaseResource};
-use presage_decide::sizing::progress::{Admission, admit_resize};
-use presage_decide::sizing::resize::{ResizeInput, SizingMemory, recommend};
+use presage_decide::sizing::pass::{SizingHost, SizingVm, plan_host};
+use presage_decide::sizing::resize::SizingMemory;
 use presage_decide::sizing::rules::SizingPolicies;
 use presage_forecast::fleet::{FleetForecaster, SeriesRequest};
 use presage_forecast::{STEP_S, SeriesContext};
@@ -561,56 +561,47 @@ fn presage_host_cycle(
         }
         book.remove(&l.id);
     }
-    // 2. Resizes: decisions for every VM, decreases applied first.
-    let mut decisions = Vec::new();
-    for &i in members {
-        let v = &s.vms[i];
-        let input = ResizeInput {
-            vm_id: &v.name,
+    // 2. The coordinator's pass (resizes, decreases first, then the broker on what they leave);
+    // the agent applies the resizes it admitted and admits each lease by the same rule.
+    let vms: Vec<SizingVm<'_>> = members
+        .iter()
+        .map(|&i| SizingVm {
+            vm_id: name(i),
             rules: &rules[i],
-            limits: v.limits,
+            limits: s.vms[i].limits,
             allocated: allocated[i],
-            effective: book.effective(&v.name, allocated[i], now_ms),
             cpu_forecast: cpu_f[i].as_ref(),
             memory_forecast: mem_f[i].as_ref(),
             used: last(i),
             recent_peak: recent_peak(&s.vms[i], t),
+            cpu_lend_peak: peak_over(&s.vms[i].cpu, t, rules[i].lend_lookback_s),
             resident_mib: 0.0,
             oom: false,
-        };
-        if let Some(d) = recommend(&input, &mut memory[i], now_ms) {
-            decisions.push((i, d));
-        }
-    }
-    decisions.sort_by_key(|(_, d)| d.grows());
-    let cap = Allocation::new(s.host_capacity.cpu_cores, s.host_capacity.memory_mib - HOST_MEMORY_RESERVE_MIB);
-    for (i, d) in decisions {
-        // `cap` already leaves the memory reserve out.
-        let others =
-            book.given_besides(members.iter().filter(|&&j| j != i).fold(Allocation::default(), |a, &j| a.plus(allocated[j])), 0.0, now_ms);
-        // A VM that lends keeps at least what it lends.
-        let (lent, _) = book.flows(name(i), now_ms);
-        let mut to = d.to;
-        to.cpu_cores = to.cpu_cores.max(lent.cpu_cores + rules[i].min_cpu_cores);
-        match admit_resize(to, s.vms[i].limits, cap, others) {
-            Admission::Admit => {
-                if to != allocated[i] {
-                    allocated[i] = to;
-                    tally.resizes += 1;
-                }
+        })
+        .collect();
+    let mut mem: Vec<SizingMemory> = members.iter().map(|&i| std::mem::take(&mut memory[i])).collect();
+    let host = SizingHost { host_id: "h", capacity: s.host_capacity, memory_reserve_mib: HOST_MEMORY_RESERVE_MIB, vms, leases: &*book };
+    let plan = plan_host(&host, &mut mem, now_ms, true);
+    let parties: Vec<LeaseParty> = members
+        .iter()
+        .map(|&i| broker_vm(i, allocated))
+        .map(|mut v| {
+            if let Some(d) = plan.resizes.iter().find(|d| d.vm_id == v.vm_id) {
+                v.allocated = d.to;
             }
-            Admission::Defer(_) => tally.deferred += 1,
-            Admission::Infeasible(_) => {}
-        }
+            v.party()
+        })
+        .collect();
+    drop(host);
+    for (&i, m) in members.iter().zip(mem) {
+        memory[i] = m;
     }
-    // 3. The broker lends to VMs about to exceed what they may use; the agent admits each lease
-    // by the same rule.
-    let (plan, parties) = {
-        let vms: Vec<BrokerVm<'_>> = members.iter().map(|&i| broker_vm(i, allocated)).collect();
-        let parties: Vec<LeaseParty> = vms.iter().map(BrokerVm::party).collect();
-        let host = BrokerHost { host_id: "h", capacity: s.host_capacity, memory_reserve_mib: HOST_MEMORY_RESERVE_MIB, vms, leases: book };
-        (broker_host(&host, now_ms, true), parties)
-    };
+    for d in &plan.resizes {
+        let i = index_of(&d.vm_id).expect("a member");
+        allocated[i] = d.to;
+        tally.resizes += 1;
+    }
+    tally.deferred += plan.deferred.len() as u64;
     let lease_host = LeaseHost { capacity: s.host_capacity, memory_reserve_mib: HOST_MEMORY_RESERVE_MIB, vms: &parties };
     for l in plan.grants {
         if book.admit(l, &lease_host, now_ms).is_ok() {

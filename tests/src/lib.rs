@@ -143,6 +143,7 @@ impl RunningCoordinator {
             executor: Default::default(),
             data_dir: None,
             ecosystem: Default::default(),
+            sizing: Default::default(),
         }
     }
 

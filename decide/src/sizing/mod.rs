@@ -9,6 +9,9 @@
 //! - [`lease`]: borrowing leases and their admission rule (no host overcommit, lenders keep their
 //!   floor), deadlines and early revocation when a lender needs its capacity back.
 //! - [`broker`]: the coordinator's matching of borrowers to lenders by priority and cost.
+//! - [`peaks`]: a VM's peak use over the last hour and day, in bounded memory.
+//! - [`pass`]: one host's pass — resizes (decreases first, admitted by the host's room), then
+//!   the broker on what they leave — as the coordinator runs it and the replay measures it.
 //!
 //! The agent, the coordinator and the simulator's sizing replay all call these; none decides
 //! sizes any other way.
@@ -17,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod broker;
 pub mod lease;
+pub mod pass;
+pub mod peaks;
 pub mod progress;
 pub mod resize;
 pub mod rules;

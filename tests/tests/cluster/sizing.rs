@@ -164,3 +164,82 @@ async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_c
     agent_b.stop().await;
     coord.stop().await;
 }
+
+/// The coordinator's automatic pass (`[sizing] mode = "automatic"`): from the agents' forecasts
+/// it shrinks a VM with confident slack, and when that VM's demand comes back (its quota
+/// saturates) gives it CPU again — by a resize or a lease — every change with its reason, the
+/// pass visible through gRPC and REST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automatic_pass_shrinks_idle_vms_and_gives_cpu_back_when_demand_returns() {
+    // `wave` idles for 70 steps (35 s at 600x with 100 ms samples), then wants all its vCPUs;
+    // `idle` idles throughout.
+    let wave: Vec<u32> = (0..400).map(|i| if i < 70 { 3 } else { 100 }).collect();
+    let trace = synthetic_trace(&[("wave", &wave), ("idle", &[3; 400])]);
+    let pki = Pki::new();
+    let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), presage_coordinator::config::PolicyConfig::default());
+    cfg.sizing = presage_coordinator::config::CoordinatorConfig::parse(
+        "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[sizing]\nmode = \"automatic\"\ninterval = \"1s\"\n\
+         [sizing.defaults]\nshrink_after_cycles = 2\nmax_shrink_step = 0.5\n",
+        std::path::Path::new("test.toml"),
+    )
+    .unwrap()
+    .sizing;
+    let coord = RunningCoordinator::start_config(cfg).await;
+    let data = tempfile::tempdir().unwrap();
+    let _agent = RunningAgent::start(simulated_agent(&pki, "hv-a", &coord.url, data.path(), trace.path(), (0, 1), 0));
+    let ops = pki.issue(Role::Operator, "ops");
+    let op = client(&coord.url, &ops).await.unwrap();
+    let leases = |op: &presage_protocol::pb::operator_client::OperatorClient<_>| {
+        let mut op = op.clone();
+        async move { op.list_leases(ListLeasesRequest { host_id: "hv-a".into() }).await.ok().map(|r| r.into_inner()) }
+    };
+    let sample = |op: &presage_protocol::pb::operator_client::OperatorClient<_>, id: &'static str| {
+        let mut op = op.clone();
+        async move {
+            op.list_vms(ListVmsRequest { host_id: String::new() })
+                .await
+                .ok()?
+                .into_inner()
+                .vms
+                .into_iter()
+                .find_map(|v| v.sample.filter(|s| s.vm_id == id))
+        }
+    };
+    let vcpus = eventually("wave is reported", WAIT, || sample(&op, "wave")).await.vcpus as f64;
+    // Once the forecasts are in, both idle VMs are shrunk, each change with its reason.
+    let shrunk = eventually("the pass shrinks both idle VMs", Duration::from_secs(60), || async {
+        let l = leases(&op).await?;
+        let resizes = &l.hosts.first()?.state.as_ref()?.resizes;
+        let small =
+            |id: &str| resizes.iter().find(|r| r.vm_id == id && r.status == "done" && r.allocated_cpu_cores <= vcpus / 2.0).cloned();
+        Some((small("wave")?, small("idle")?, l.last_pass?))
+    })
+    .await;
+    let (wave_shrunk, _, pass) = shrunk;
+    assert!(wave_shrunk.reason.starts_with("automatic: cpu p90"), "{wave_shrunk:?}");
+    assert_eq!(pass.mode, "automatic");
+    // When wave's demand returns its quota saturates, and the pass gives it CPU back.
+    eventually("wave gets its CPU back", Duration::from_secs(90), || async {
+        let s = sample(&op, "wave").await?;
+        (s.cpu_utilisation >= 0.9).then_some(())
+    })
+    .await;
+    let l = leases(&op).await.unwrap();
+    let state = l.hosts[0].state.clone().unwrap();
+    let regrown = state.resizes.iter().find(|r| r.vm_id == "wave").unwrap();
+    let borrowed: f64 = state.leases.iter().filter(|x| x.borrower == "wave").map(|x| x.amount).sum();
+    assert!(regrown.allocated_cpu_cores + borrowed >= 0.9 * vcpus, "{regrown:?} {:?}", state.leases);
+    // Idle stays small: its slack is not handed back.
+    let idle = state.resizes.iter().find(|r| r.vm_id == "idle").unwrap();
+    assert!(idle.allocated_cpu_cores <= vcpus / 2.0, "{idle:?}");
+    // The last pass through REST: each proposal with its reason and what came of it.
+    let files = pki.issue(Role::Viewer, "eyes");
+    let rest =
+        presage_protocol::rest_client::RestClient::new(&coord.url, &files.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap();
+    let p = rest.get("/sizing/pass").await.unwrap();
+    assert!(p.status == 200 && p.body["mode"] == "automatic" && p.body["vms"].as_u64() == Some(2), "{p:?}");
+    for x in p.body["proposals"].as_array().unwrap() {
+        assert!(!x["reason"].as_str().unwrap().is_empty() && !x["outcome"].as_str().unwrap().is_empty(), "{x}");
+    }
+    coord.stop().await;
+}

@@ -294,7 +294,8 @@ mod tests {
         assert!(e.contains("on_failure") || e.contains("retry"), "{e}");
         assert_eq!(c.executor.silent_destination_ms, 600_000);
         assert_eq!(c.sizing.mode, SizingMode::Advisory);
-        assert_eq!(c.sizing.policies().rules_for("any").max_lease_s, 1800);
+        // The packaged [sizing.defaults] spell out the built-in defaults, so they cannot drift.
+        assert_eq!(c.sizing.defaults, presage_decide::sizing::rules::SizingRules::default());
         // A bad sizing policy is refused naming the field, a misspelt one naming the key.
         let e = CoordinatorConfig::parse(
             &format!("{GOOD}[sizing]\nmode = \"automatic\"\n[[sizing.group]]\nname = \"db\"\nmatch = [\"db-*\"]\nmax_lease_s = 0\n"),

@@ -120,7 +120,12 @@ impl SizingEngine {
                 .iter()
                 .map(|v| {
                     let w = self.peaks.get(&v.vm_id);
-                    let hour = w.map_or(v.used, |w| w.peak(now_ms, 3600));
+                    let hour = w.map_or(v.used, |w| {
+                        Allocation::new(
+                            w.peak(now_ms, v.rules.cpu_peak_lookback_s).cpu_cores,
+                            w.peak(now_ms, v.rules.memory_peak_lookback_s).memory_mib,
+                        )
+                    });
                     let lend = w.map_or(v.used.cpu_cores, |w| w.peak(now_ms, v.rules.lend_lookback_s).cpu_cores);
                     (hour, lend)
                 })

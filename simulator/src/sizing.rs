@@ -481,9 +481,9 @@ fn peak_over(series: &[f32], t: usize, seconds: u64) -> f64 {
     series[from..t].iter().fold(0.0f64, |m, v| m.max(*v as f64))
 }
 
-/// The most `vm` used in any step of the hour before `t`.
-fn recent_peak(vm: &SizedVm, t: usize) -> Allocation {
-    Allocation::new(peak_over(&vm.cpu, t, 3600), peak_over(&vm.memory, t, 3600))
+/// The most `vm` used in any step of its rules' peak lookbacks before `t`.
+fn recent_peak(vm: &SizedVm, r: &presage_decide::sizing::rules::SizingRules, t: usize) -> Allocation {
+    Allocation::new(peak_over(&vm.cpu, t, r.cpu_peak_lookback_s), peak_over(&vm.memory, t, r.memory_peak_lookback_s))
 }
 
 /// Forecasts step `t` onwards for every VM still running (`alive`), from its history before `t`.
@@ -573,7 +573,7 @@ fn presage_host_cycle(
             cpu_forecast: cpu_f[i].as_ref(),
             memory_forecast: mem_f[i].as_ref(),
             used: last(i),
-            recent_peak: recent_peak(&s.vms[i], t),
+            recent_peak: recent_peak(&s.vms[i], &rules[i], t),
             cpu_lend_peak: peak_over(&s.vms[i].cpu, t, rules[i].lend_lookback_s),
             resident_mib: 0.0,
             oom: false,

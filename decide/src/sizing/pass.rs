@@ -28,7 +28,7 @@ pub struct SizingVm<'a> {
     pub memory_forecast: Option<&'a Forecast>,
     /// What it used in the last cycle.
     pub used: Allocation,
-    /// The most it used in any cycle of the last hour.
+    /// The most it used within its rules' peak lookbacks (CPU, memory).
     pub recent_peak: Allocation,
     /// The most CPU it used in any cycle of the last `lend_lookback_s`, cores.
     pub cpu_lend_peak: f64,
@@ -80,11 +80,15 @@ pub fn plan_host(host: &SizingHost<'_>, memory: &mut [SizingMemory], now_ms: u64
     let mut allocated: Vec<Allocation> = host.vms.iter().map(|v| v.allocated).collect();
     let mut decisions = Vec::new();
     for (i, v) in host.vms.iter().enumerate() {
+        // A lender is sized on its own share: what it lends stays promised until the lease ends
+        // (the agent takes it back early when the lender needs it), so it is added back on top.
+        let (lent, _) = book.flows(v.vm_id, now_ms);
+        let own = Allocation::new(v.allocated.cpu_cores - lent.cpu_cores, v.allocated.memory_mib);
         let input = ResizeInput {
             vm_id: v.vm_id,
             rules: v.rules,
             limits: v.limits,
-            allocated: v.allocated,
+            allocated: own,
             effective: book.effective(v.vm_id, v.allocated, now_ms),
             cpu_forecast: v.cpu_forecast,
             memory_forecast: v.memory_forecast,
@@ -94,11 +98,8 @@ pub fn plan_host(host: &SizingHost<'_>, memory: &mut [SizingMemory], now_ms: u64
             oom: v.oom,
         };
         if let Some(mut d) = recommend(&input, &mut memory[i], now_ms) {
-            // A VM that lends keeps at least what it lends (and its floor beside it).
-            let (lent, _) = book.flows(v.vm_id, now_ms);
-            if lent.cpu_cores > 0.0 {
-                d.to.cpu_cores = d.to.cpu_cores.max(lent.cpu_cores + v.rules.min_cpu_cores);
-            }
+            d.from = v.allocated;
+            d.to.cpu_cores = (d.to.cpu_cores + lent.cpu_cores).min(v.limits.cpu_cores);
             if d.to != d.from {
                 decisions.push((i, d));
             }
@@ -165,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_grow_that_needs_a_shrink_on_a_full_host_comes_after_it_and_the_broker_sees_both() {
-        let r = SizingRules { shrink_after_cycles: 1, ..SizingRules::default() };
+        let r = SizingRules { cpu_shrink_after_cycles: 1, ..SizingRules::default() };
         // Host of 9 cores, 8 allocated: `busy` (4 cores) forecasts p90 0.6 x 8 = 4.8 cores and
         // asks for 6; `idle` (4 cores) forecasts p90 0.05 x 8 = 0.4 cores and may shrink by 25 %.
         let busy_f = Forecast::flat([0.4, 0.5, 0.6]);

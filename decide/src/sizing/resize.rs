@@ -4,13 +4,13 @@
 //! - Grow when the upper quantile (p90) over the horizon exceeds `grow_at` of the allocation,
 //!   to that quantile times `margin`, at most `max_grow_factor` times the allocation per cycle.
 //! - Shrink only with confidence and slowly: the quantile times the margin has stayed under
-//!   `shrink_at` of the allocation for `shrink_after_cycles` cycles in a row, and then by at most
-//!   `max_shrink_step` of the allocation per cycle.
+//!   `*_shrink_at` of the allocation for `*_shrink_after_cycles` cycles in a row, and then by at
+//!   most `*_max_shrink_step` of the allocation per cycle (memory slower than CPU).
 //! - Never below the policy's floor, the forecast's upper quantile times the margin, the most
 //!   it used in the last hour, a floor
 //!   raised by saturation or an OOM (held `floor_hold_s`), nor (memory) the VM's resident set;
 //!   never above the policy's ceiling or the domain's maximum.
-//! - Without a forecast nothing shrinks; a saturated VM still grows.
+//! - Without a forecast nothing shrinks; a saturated VM still grows (by the margin a cycle).
 //!
 //! Pure: the caller keeps each VM's [`SizingMemory`] across cycles and passes the time.
 
@@ -37,7 +37,8 @@ pub struct ResizeInput<'a> {
     pub memory_forecast: Option<&'a Forecast>,
     /// What it used in the last cycle (cores, MiB of the guest's memory in use).
     pub used: Allocation,
-    /// The most it used in any cycle of the last hour (the allocation does not go below it).
+    /// The most it used in any cycle of the last `cpu_peak_lookback_s` (CPU) and
+    /// `memory_peak_lookback_s` (memory): the allocation does not go below it.
     pub recent_peak: Allocation,
     /// Its resident set on the host, MiB (a memory limit never goes below it).
     pub resident_mib: f64,
@@ -89,11 +90,30 @@ struct Dimension<'a> {
     used: f64,
     peak: f64,
     votes: &'a mut u32,
+    shrink_at: f64,
+    shrink_after_cycles: u32,
+    max_shrink_step: f64,
 }
 
 impl Dimension<'_> {
     fn decide(self, r: &SizingRules, reasons: &mut Vec<String>) -> f64 {
-        let Dimension { name, unit, grain, allocated, effective, limit, floor, ceiling, upper, used, peak, votes } = self;
+        let Dimension {
+            name,
+            unit,
+            grain,
+            allocated,
+            effective,
+            limit,
+            floor,
+            ceiling,
+            upper,
+            used,
+            peak,
+            votes,
+            shrink_at,
+            shrink_after_cycles,
+            max_shrink_step,
+        } = self;
         let ceiling = ceiling.min(limit).max(floor);
         let clamp = |v: f64| ceil_to(v, grain).clamp(floor, ceiling);
         let saturated = effective > 0.0 && used >= r.saturated_at * effective;
@@ -104,17 +124,32 @@ impl Dimension<'_> {
             reasons.push(format!("{name} {allocated:.2} {unit} below its floor {floor:.2}"));
             return clamp(floor);
         }
-        let grow_to = match (want, upper) {
-            (Some(w), Some(u)) if u > r.grow_at * allocated => {
-                Some((w, format!("{name} p90 {u:.2} {unit} within the horizon > {:.0} % of {allocated:.2}", r.grow_at * 100.0)))
+        // Growth: the forecast's (at most `max_grow_factor` a cycle), what it just used (evidence,
+        // not capped: a VM seen using more than it is given gets at least that with the margin),
+        // and saturation (the margin a cycle). The largest wins.
+        let mut grow_to: Option<(f64, String)> = None;
+        let mut consider = |target: f64, why: String| {
+            if grow_to.as_ref().is_none_or(|(g, _)| target > *g) {
+                grow_to = Some((target, why));
             }
-            _ if saturated => Some((allocated * 1.5 + grain, format!("{name} saturated: used {used:.2} of {effective:.2} {unit}"))),
-            _ => None,
         };
+        if let (Some(w), Some(u)) = (want, upper)
+            && u > r.grow_at * allocated
+        {
+            consider(
+                w.min(allocated * r.max_grow_factor),
+                format!("{name} p90 {u:.2} {unit} within the horizon > {:.0} % of {allocated:.2}", r.grow_at * 100.0),
+            );
+        }
+        if used > r.grow_at * effective.max(allocated) {
+            consider(used * r.margin, format!("{name} used {used:.2} {unit} > {:.0} % of the {:.2} it may use", r.grow_at * 100.0, effective));
+        }
+        if saturated {
+            consider(allocated * r.margin + grain, format!("{name} saturated: used {used:.2} of {effective:.2} {unit}"));
+        }
         if let Some((target, why)) = grow_to {
             *votes = 0;
-            let capped = target.min(allocated * r.max_grow_factor).max(allocated + grain);
-            let to = clamp(capped);
+            let to = clamp(target.max(allocated + grain));
             if to > allocated + grain / 2.0 {
                 reasons.push(why);
                 return to;
@@ -125,14 +160,14 @@ impl Dimension<'_> {
             *votes = 0;
             return allocated;
         };
-        if w < r.shrink_at * allocated {
+        if w < shrink_at * allocated {
             *votes += 1;
-            if *votes >= r.shrink_after_cycles {
-                let to = clamp(w.max(allocated * (1.0 - r.max_shrink_step)));
+            if *votes >= shrink_after_cycles {
+                let to = clamp(w.max(allocated * (1.0 - max_shrink_step)));
                 if to < allocated - grain / 2.0 {
                     reasons.push(format!(
                         "{name} p90 x margin {w:.2} {unit} < {:.0} % of {allocated:.2} for {} cycles",
-                        r.shrink_at * 100.0,
+                        shrink_at * 100.0,
                         *votes
                     ));
                     return to;
@@ -165,8 +200,8 @@ pub fn recommend(input: &ResizeInput<'_>, memory: &mut SizingMemory, now_ms: u64
         memory.floor_until_ms = hold_until;
     }
     let limits = input.limits;
-    let cpu_upper = input.cpu_forecast.map(|f| upper_quantile(f, r.horizon_steps) * limits.cpu_cores);
-    let mem_upper = input.memory_forecast.map(|f| upper_quantile(f, r.horizon_steps) * limits.memory_mib);
+    let cpu_upper = input.cpu_forecast.map(|f| upper_quantile(f, r.cpu_horizon_steps) * limits.cpu_cores);
+    let mem_upper = input.memory_forecast.map(|f| upper_quantile(f, r.memory_horizon_steps) * limits.memory_mib);
     let mut reasons = Vec::new();
     let cpu = Dimension {
         name: "cpu",
@@ -181,6 +216,9 @@ pub fn recommend(input: &ResizeInput<'_>, memory: &mut SizingMemory, now_ms: u64
         used: input.used.cpu_cores,
         peak: input.recent_peak.cpu_cores,
         votes: &mut memory.cpu_shrink_votes,
+        shrink_at: r.cpu_shrink_at,
+        shrink_after_cycles: r.cpu_shrink_after_cycles,
+        max_shrink_step: r.cpu_max_shrink_step,
     }
     .decide(r, &mut reasons);
     let memory_mib = Dimension {
@@ -196,6 +234,9 @@ pub fn recommend(input: &ResizeInput<'_>, memory: &mut SizingMemory, now_ms: u64
         used: input.used.memory_mib,
         peak: input.recent_peak.memory_mib,
         votes: &mut memory.memory_shrink_votes,
+        shrink_at: r.memory_shrink_at,
+        shrink_after_cycles: r.memory_shrink_after_cycles,
+        max_shrink_step: r.memory_max_shrink_step,
     }
     .decide(r, &mut reasons);
     let to = Allocation { cpu_cores: cpu, memory_mib };
@@ -228,7 +269,7 @@ mod tests {
 
     #[test]
     fn grows_before_the_forecast_peak_and_never_past_the_domain() {
-        let r = SizingRules::default();
+        let r = SizingRules { cpu_horizon_steps: 12, ..SizingRules::default() };
         // p90 3.2 cores (0.4 x 8) within the hour, allocation 2 cores: grow to 3.2 x 1.25 = 4.
         let mut f = Forecast::flat([0.05, 0.1, 0.15]);
         f.q[9] = [0.1, 0.3, 0.4];
@@ -237,7 +278,7 @@ mod tests {
         assert!((d.to.cpu_cores - 4.0).abs() < 1e-9, "{d:?}");
         assert!(d.grows() && d.reason.contains("p90"), "{}", d.reason);
         // Beyond the horizon it does not look: a peak at step 10 with a 6-step horizon is unseen.
-        let r6 = SizingRules { horizon_steps: 6, ..SizingRules::default() };
+        let r6 = SizingRules { cpu_horizon_steps: 6, ..SizingRules::default() };
         assert_eq!(recommend(&input(&r6, 2.0, Some(&f), 0.5), &mut SizingMemory::default(), 0), None);
         // The domain's 8 vCPUs bind.
         let big = Forecast::flat([0.9, 0.95, 1.0]);
@@ -253,15 +294,16 @@ mod tests {
         let r = SizingRules::default();
         let low = Forecast::flat([0.01, 0.02, 0.05]); // p90 0.4 cores; x 1.25 = 0.5
         let mut m = SizingMemory::default();
-        for cycle in 1..r.shrink_after_cycles {
+        for cycle in 1..r.cpu_shrink_after_cycles {
             assert_eq!(recommend(&input(&r, 4.0, Some(&low), 0.2), &mut m, 0), None, "cycle {cycle}");
         }
         let d = recommend(&input(&r, 4.0, Some(&low), 0.2), &mut m, 0).unwrap();
-        assert_eq!(d.to.cpu_cores, 3.0, "at most 25 % per cycle");
-        // One cycle of a higher forecast resets the count.
+        assert_eq!(d.to.cpu_cores, 4.0 * (1.0 - r.cpu_max_shrink_step), "at most cpu_max_shrink_step per cycle");
+        // One cycle of a higher forecast (p90 x margin 4 cores, above cpu_shrink_at x 4) resets the
+        // count.
         let mut m = SizingMemory::default();
-        let mid = Forecast::flat([0.1, 0.2, 0.3]);
-        for _ in 0..r.shrink_after_cycles - 1 {
+        let mid = Forecast::flat([0.2, 0.3, 0.4]);
+        for _ in 0..r.cpu_shrink_after_cycles - 1 {
             recommend(&input(&r, 4.0, Some(&low), 0.2), &mut m, 0);
         }
         assert_eq!(recommend(&input(&r, 4.0, Some(&mid), 0.2), &mut m, 0), None);
@@ -271,6 +313,20 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(recommend(&input(&r, 4.0, None, 0.2), &mut m, 0), None);
         }
+    }
+
+    #[test]
+    fn a_vm_seen_using_more_than_it_is_given_gets_that_with_the_margin_at_once() {
+        let r = SizingRules::default();
+        // Given 0.1 cores, it used 3 (a replay shows demand above the quota; a real guest's use
+        // stops at the quota and saturates instead). The forecast has not caught up.
+        let low = Forecast::flat([0.0, 0.005, 0.01]);
+        let mut i = input(&r, 0.1, Some(&low), 3.0);
+        i.effective.cpu_cores = 0.1;
+        let d = recommend(&i, &mut SizingMemory::default(), 0).unwrap();
+        // 3 x 1.25, although max_grow_factor (4) would cap a forecast's growth at 0.4.
+        assert!((d.to.cpu_cores - 3.75).abs() < 1e-9, "{d:?}");
+        assert!(d.reason.contains("used 3.00"), "{}", d.reason);
     }
 
     #[test]

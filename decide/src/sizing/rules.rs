@@ -34,21 +34,36 @@ pub struct SizingRules {
     pub grow_at: f64,
     /// The allocation is the forecast's upper quantile times this margin (never less).
     pub margin: f64,
-    /// Shrink only when the upper quantile times the margin stays under this share of the
+    /// Shrink CPU only when the upper quantile times the margin stays under this share of the
     /// allocation …
-    pub shrink_at: f64,
-    /// … for this many cycles in a row.
-    pub shrink_after_cycles: u32,
-    /// At most this share of the allocation is taken away in one cycle.
-    pub max_shrink_step: f64,
+    pub cpu_shrink_at: f64,
+    /// … for this many cycles in a row …
+    pub cpu_shrink_after_cycles: u32,
+    /// … and by at most this share of the allocation in one cycle. CPU shrinks sooner than
+    /// memory: a VM short of CPU saturates and is given more the next cycle.
+    pub cpu_max_shrink_step: f64,
+    /// The same for memory, slower: a balloon gives memory back slowly, and a guest short of
+    /// memory fails (OOM) rather than slows.
+    pub memory_shrink_at: f64,
+    pub memory_shrink_after_cycles: u32,
+    pub memory_max_shrink_step: f64,
     /// At most this many times the allocation is given in one cycle (at least one grain more).
     pub max_grow_factor: f64,
     /// A VM that used this share of its allocation in a cycle was saturated: its floor rises.
     pub saturated_at: f64,
     /// How long a raised floor holds, seconds.
     pub floor_hold_s: u64,
-    /// Forecast steps (5 min) the resize rule looks ahead (1..=12).
-    pub horizon_steps: usize,
+    /// The CPU allocation never goes below the most the VM used within this many seconds.
+    pub cpu_peak_lookback_s: u64,
+    /// The memory allocation never goes below the most it used within this many seconds.
+    pub memory_peak_lookback_s: u64,
+    /// Forecast steps (5 min) the resize rule looks ahead for CPU (1..=12). Short: a CPU quota
+    /// changes within a cycle, and a VM that needs more than it was given saturates and is
+    /// given more (a resize, or a lease from a neighbour) the next cycle.
+    pub cpu_horizon_steps: usize,
+    /// Forecast steps the resize rule looks ahead for memory (1..=12). Long: a balloon gives
+    /// memory back slowly and a guest short of it fails (OOM) rather than slows.
+    pub memory_horizon_steps: usize,
     /// Forecast steps a lease looks ahead: a borrower is about to exceed its allocation within
     /// them; a lender must not need what it lends within them.
     pub lease_horizon_steps: usize,
@@ -74,19 +89,25 @@ impl Default for SizingRules {
     fn default() -> SizingRules {
         SizingRules {
             auto_resize: true,
-            min_cpu_cores: 0.1,
+            min_cpu_cores: 0.05,
             max_cpu_cores: None,
             min_memory_mib: 256.0,
             max_memory_mib: None,
-            grow_at: 0.8,
+            grow_at: 0.9,
             margin: 1.25,
-            shrink_at: 0.6,
-            shrink_after_cycles: 6,
-            max_shrink_step: 0.25,
+            cpu_shrink_at: 0.85,
+            cpu_shrink_after_cycles: 3,
+            cpu_max_shrink_step: 0.5,
+            memory_shrink_at: 0.6,
+            memory_shrink_after_cycles: 6,
+            memory_max_shrink_step: 0.25,
             max_grow_factor: 4.0,
             saturated_at: 0.95,
             floor_hold_s: 3600,
-            horizon_steps: 12,
+            cpu_peak_lookback_s: 1800,
+            memory_peak_lookback_s: 3600,
+            cpu_horizon_steps: 3,
+            memory_horizon_steps: 12,
             lease_horizon_steps: 3,
             may_lend: true,
             lend_lookback_s: 24 * 3600,
@@ -148,30 +169,56 @@ impl SizingRules {
                 }
             }
         }
-        for (field, v) in [("grow_at", self.grow_at), ("shrink_at", self.shrink_at), ("saturated_at", self.saturated_at)] {
+        for (field, v) in [
+            ("grow_at", self.grow_at),
+            ("cpu_shrink_at", self.cpu_shrink_at),
+            ("memory_shrink_at", self.memory_shrink_at),
+            ("saturated_at", self.saturated_at),
+        ] {
             if !(v > 0.0 && v <= 1.0) {
                 return err(field, &format!("must be within (0, 1], found {v}"));
             }
         }
-        if self.shrink_at >= self.grow_at {
-            return err("shrink_at", &format!("{} must be below grow_at {} (hysteresis)", self.shrink_at, self.grow_at));
-        }
         if !(self.margin.is_finite() && (1.0..=4.0).contains(&self.margin)) {
             return err("margin", &format!("must be within 1..=4, found {}", self.margin));
         }
-        if !(self.max_shrink_step > 0.0 && self.max_shrink_step < 1.0) {
-            return err("max_shrink_step", &format!("must be within (0, 1), found {}", self.max_shrink_step));
+        // A VM grows when p90 passes grow_at x its allocation and shrinks when p90 x margin
+        // stays under shrink_at x it: without a band between the two it would do both in turn.
+        for (field, v) in [("cpu_shrink_at", self.cpu_shrink_at), ("memory_shrink_at", self.memory_shrink_at)] {
+            if v >= self.grow_at * self.margin {
+                return err(
+                    field,
+                    &format!("{v} must be below grow_at x margin = {:.3} (a band where the allocation stays)", self.grow_at * self.margin),
+                );
+            }
+        }
+        for (field, v) in [("cpu_max_shrink_step", self.cpu_max_shrink_step), ("memory_max_shrink_step", self.memory_max_shrink_step)] {
+            if !(v > 0.0 && v < 1.0) {
+                return err(field, &format!("must be within (0, 1), found {v}"));
+            }
         }
         if !(self.max_grow_factor.is_finite() && self.max_grow_factor > 1.0) {
             return err("max_grow_factor", &format!("must be a finite number > 1, found {}", self.max_grow_factor));
         }
-        for (field, v) in [("horizon_steps", self.horizon_steps), ("lease_horizon_steps", self.lease_horizon_steps)] {
+        for (field, v) in [
+            ("cpu_horizon_steps", self.cpu_horizon_steps),
+            ("memory_horizon_steps", self.memory_horizon_steps),
+            ("lease_horizon_steps", self.lease_horizon_steps),
+        ] {
             if !(1..=crate::demand::MAX_HORIZON).contains(&v) {
                 return err(field, &format!("must be within 1..={}, found {v}", crate::demand::MAX_HORIZON));
             }
         }
-        if self.shrink_after_cycles == 0 {
-            return err("shrink_after_cycles", "must be at least 1");
+        for (field, v) in [("cpu_peak_lookback_s", self.cpu_peak_lookback_s), ("memory_peak_lookback_s", self.memory_peak_lookback_s)] {
+            if !(300..=86_400).contains(&v) {
+                return err(field, &format!("must be within 300..=86400 (one sample to a day), found {v}"));
+            }
+        }
+        if self.cpu_shrink_after_cycles == 0 {
+            return err("cpu_shrink_after_cycles", "must be at least 1");
+        }
+        if self.memory_shrink_after_cycles == 0 {
+            return err("memory_shrink_after_cycles", "must be at least 1");
         }
         if self.max_lease_s == 0 || self.max_lease_s > 86_400 {
             return err("max_lease_s", &format!("must be within 1..=86400, found {}", self.max_lease_s));
@@ -191,13 +238,19 @@ pub struct RulesOverride {
     pub max_memory_mib: Option<f64>,
     pub grow_at: Option<f64>,
     pub margin: Option<f64>,
-    pub shrink_at: Option<f64>,
-    pub shrink_after_cycles: Option<u32>,
-    pub max_shrink_step: Option<f64>,
+    pub cpu_shrink_at: Option<f64>,
+    pub cpu_shrink_after_cycles: Option<u32>,
+    pub cpu_max_shrink_step: Option<f64>,
+    pub memory_shrink_at: Option<f64>,
+    pub memory_shrink_after_cycles: Option<u32>,
+    pub memory_max_shrink_step: Option<f64>,
     pub max_grow_factor: Option<f64>,
     pub saturated_at: Option<f64>,
     pub floor_hold_s: Option<u64>,
-    pub horizon_steps: Option<usize>,
+    pub cpu_peak_lookback_s: Option<u64>,
+    pub memory_peak_lookback_s: Option<u64>,
+    pub cpu_horizon_steps: Option<usize>,
+    pub memory_horizon_steps: Option<usize>,
     pub lease_horizon_steps: Option<usize>,
     pub may_lend: Option<bool>,
     pub lend_lookback_s: Option<u64>,
@@ -220,13 +273,19 @@ impl RulesOverride {
             min_memory_mib,
             grow_at,
             margin,
-            shrink_at,
-            shrink_after_cycles,
-            max_shrink_step,
+            cpu_shrink_at,
+            cpu_shrink_after_cycles,
+            cpu_max_shrink_step,
+            memory_shrink_at,
+            memory_shrink_after_cycles,
+            memory_max_shrink_step,
             max_grow_factor,
             saturated_at,
             floor_hold_s,
-            horizon_steps,
+            cpu_peak_lookback_s,
+            memory_peak_lookback_s,
+            cpu_horizon_steps,
+            memory_horizon_steps,
             lease_horizon_steps,
             may_lend,
             lend_lookback_s,
@@ -369,15 +428,15 @@ mod tests {
         assert!(e.contains("priorty"), "{e}");
         for (text, field) in [
             ("[defaults]\ngrow_at = 1.5\n", "defaults.grow_at"),
-            ("[defaults]\nshrink_at = 0.9\n", "defaults.shrink_at"),
+            ("[defaults]\ngrow_at = 0.5\ncpu_shrink_at = 0.7\n", "defaults.cpu_shrink_at"),
             ("[defaults]\nmin_cpu_cores = -1.0\n", "defaults.min_cpu_cores"),
             ("[defaults]\nmax_lease_s = 0\n", "defaults.max_lease_s"),
             ("[[group]]\nname='a'\nmatch=[]\n", "group[0].match"),
             ("[[group]]\nname='a'\nmatch=['*x']\n", "group[0].match"),
             ("[[group]]\nname='a'\nmatch=['x']\n[[group]]\nname='a'\nmatch=['y']\n", "group[1].name"),
             ("[[group]]\nname='a'\nmatch=['x']\nmargin=9.0\n", "group[0].margin"),
-            ("[vm.\"v1\"]\nmax_cpu_cores = 0.05\n", "vm.v1.max_cpu_cores"),
-            ("[vm.\"v1\"]\nhorizon_steps = 13\n", "vm.v1.horizon_steps"),
+            ("[vm.\"v1\"]\nmax_cpu_cores = 0.01\n", "vm.v1.max_cpu_cores"),
+            ("[vm.\"v1\"]\nmemory_horizon_steps = 13\n", "vm.v1.memory_horizon_steps"),
         ] {
             let p: SizingPolicies = toml::from_str(text).unwrap();
             let e = p.validate().unwrap_err();

@@ -179,7 +179,7 @@ async fn the_automatic_pass_shrinks_idle_vms_and_gives_cpu_back_when_demand_retu
     let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), presage_coordinator::config::PolicyConfig::default());
     cfg.sizing = presage_coordinator::config::CoordinatorConfig::parse(
         "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[sizing]\nmode = \"automatic\"\ninterval = \"1s\"\n\
-         [sizing.defaults]\nshrink_after_cycles = 2\nmax_shrink_step = 0.5\n",
+         [sizing.defaults]\ncpu_shrink_after_cycles = 2\n",
         std::path::Path::new("test.toml"),
     )
     .unwrap()

@@ -302,7 +302,9 @@ impl SizingDesk {
         };
         let others = vms.iter().filter(|v| v.vm_id != r.vm_id).fold(Allocation::default(), |a, v| a.plus(v.allocated));
         let others = self.book.given_besides(others, self.memory_reserve_mib, now_ms);
-        match admit_resize(r.desired, view.limits, self.capacity, others) {
+        // What it borrows rides on top of its own allocation: both within its domain.
+        let (_, borrowed) = self.book.flows(&r.vm_id, now_ms);
+        match admit_resize(r.desired, view.limits.minus(borrowed), self.capacity, others) {
             Admission::Admit => {
                 r.allocated = r.desired;
                 r.status = ResizeStatus::InProgress;
@@ -608,5 +610,21 @@ mod tests {
         let mut desk = SizingDesk::open(store, Allocation::new(1.5, 8192.0), 0.0).unwrap();
         assert_eq!(desk.resizes().count(), 2);
         assert!(desk.resize(&ResizeAsk { dry_run: true, ..ResizeAsk::new("nope", Allocation::new(1.0, 1.0), "x") }, &vms, 0, &h).is_err());
+    }
+
+    #[test]
+    fn a_borrower_cannot_grow_its_own_allocation_past_its_domain_with_what_it_borrows() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hv(dir.path());
+        let store: Arc<dyn KvStore> = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
+        let mut desk = SizingDesk::open(store, Allocation::new(4.0, 8192.0), 0.0).unwrap();
+        let mut vms = views(Some(0.2));
+        vms[1].allocated.cpu_cores = 0.5; // the borrower holds half its vCPU ...
+        desk.grant(lease(60_000), &vms, Allocation::new(2.0, 0.0), 0, &h).unwrap(); // ... and borrows the other half
+        let e = desk.resize(&ResizeAsk::new("borrower", Allocation::new(1.0, 1024.0), "operator"), &vms, 0, &h).unwrap_err();
+        assert!(e.to_string().contains("domain's maximum"), "{e}");
+        // Within what the lease leaves, it may (memory within the simulated domain's 870 MiB).
+        let r = desk.resize(&ResizeAsk::new("borrower", Allocation::new(0.5, 800.0), "operator"), &vms, 0, &h).unwrap();
+        assert_eq!(r.status, ResizeStatus::Done, "{r:?}");
     }
 }

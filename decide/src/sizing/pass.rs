@@ -82,7 +82,7 @@ pub fn plan_host(host: &SizingHost<'_>, memory: &mut [SizingMemory], now_ms: u64
     for (i, v) in host.vms.iter().enumerate() {
         // A lender is sized on its own share: what it lends stays promised until the lease ends
         // (the agent takes it back early when the lender needs it), so it is added back on top.
-        let (lent, _) = book.flows(v.vm_id, now_ms);
+        let (lent, borrowed) = book.flows(v.vm_id, now_ms);
         let own = Allocation::new(v.allocated.cpu_cores - lent.cpu_cores, v.allocated.memory_mib);
         let input = ResizeInput {
             vm_id: v.vm_id,
@@ -99,7 +99,8 @@ pub fn plan_host(host: &SizingHost<'_>, memory: &mut [SizingMemory], now_ms: u64
         };
         if let Some(mut d) = recommend(&input, &mut memory[i], now_ms) {
             d.from = v.allocated;
-            d.to.cpu_cores = (d.to.cpu_cores + lent.cpu_cores).min(v.limits.cpu_cores);
+            // What it borrows rides on top of its allocation: together within its domain.
+            d.to.cpu_cores = (d.to.cpu_cores + lent.cpu_cores).min(v.limits.cpu_cores - borrowed.cpu_cores);
             if d.to != d.from {
                 decisions.push((i, d));
             }
@@ -201,5 +202,137 @@ mod tests {
         assert_eq!(plan.grants.len(), 1, "{plan:?}");
         assert_eq!(plan.grants[0].lender.as_deref(), Some("idle"));
         assert_eq!(plan.grants[0].borrower, "busy");
+    }
+
+    /// A small deterministic generator (xorshift), so each seed replays exactly.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Random hosts over many passes, with the coordinator restarting (every VM's
+    /// [`SizingMemory`] lost) and the agent restarting (its book read back from its entries) at
+    /// random, demand jumping at random, and passes arriving late: after the agent's cycle no
+    /// lease is held past its deadline, the VMs are never given more than the host has, and no
+    /// allocation leaves its domain.
+    #[test]
+    fn across_random_coordinator_and_agent_restarts_no_overcommit_and_leases_end_by_their_deadline() {
+        use crate::sizing::lease::{LeaseHost, LeaseParty};
+        for seed in 1..=30u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let n = 3 + (rng.next() * 6.0) as usize;
+            let names: Vec<String> = (0..n).map(|i| format!("vm{i}")).collect();
+            let limits: Vec<Allocation> = (0..n).map(|_| Allocation::new(1.0 + (rng.next() * 7.0).floor(), 4096.0)).collect();
+            let capacity = Allocation::new(limits.iter().map(|l| l.cpu_cores).sum::<f64>() * 0.7, 65_536.0);
+            let rules: Vec<SizingRules> = (0..n)
+                .map(|_| SizingRules {
+                    max_lease_s: 60 + (rng.next() * 1800.0) as u64,
+                    priority: (rng.next() * 3.0) as i32,
+                    ..SizingRules::default()
+                })
+                .collect();
+            // Start within the host: allocations scaled down to fit.
+            let scale = (capacity.cpu_cores / limits.iter().map(|l| l.cpu_cores).sum::<f64>()).min(1.0);
+            let mut allocated: Vec<Allocation> =
+                limits.iter().map(|l| Allocation::new((l.cpu_cores * scale * 20.0).floor() / 20.0, 2048.0)).collect();
+            let mut level: Vec<f64> = (0..n).map(|_| rng.next()).collect();
+            let mut book = LeaseBook::default();
+            let mut memory = vec![SizingMemory::default(); n];
+            let mut now_ms = 1_700_000_000_000u64;
+            for _ in 0..200 {
+                now_ms += 60_000 + (rng.next() * 600_000.0) as u64;
+                if rng.next() < 0.1 {
+                    memory = vec![SizingMemory::default(); n]; // the coordinator restarts
+                }
+                if rng.next() < 0.1 {
+                    book = LeaseBook::from_entries(book.entries().to_vec()); // the agent restarts
+                }
+                for l in level.iter_mut() {
+                    if rng.next() < 0.2 {
+                        *l = rng.next();
+                    }
+                }
+                let forecasts: Vec<Forecast> =
+                    level.iter().map(|&l| Forecast::flat([(l * 0.5) as f32, (l * 0.8) as f32, l as f32])).collect();
+                let used: Vec<Allocation> = (0..n)
+                    .map(|i| {
+                        let eff = book.effective(&names[i], allocated[i], now_ms).cpu_cores;
+                        Allocation::new((level[i] * limits[i].cpu_cores).min(eff.max(0.0)), 1000.0)
+                    })
+                    .collect();
+                // The agent's cycle: what is due ends.
+                let due = book.due(
+                    now_ms,
+                    |_| true,
+                    |vm| names.iter().position(|x| x == vm).map_or_else(Allocation::default, |i| allocated[i]),
+                    |_, _| None,
+                );
+                for (l, _) in due {
+                    book.remove(&l.id);
+                }
+                assert!(book.entries().iter().all(|l| l.live(now_ms)), "seed {seed}: a lease outlived its deadline");
+                // The coordinator's pass, then the agent admitting what it proposes.
+                let host = SizingHost {
+                    host_id: "h",
+                    capacity,
+                    memory_reserve_mib: 0.0,
+                    vms: (0..n)
+                        .map(|i| SizingVm {
+                            vm_id: &names[i],
+                            rules: &rules[i],
+                            limits: limits[i],
+                            allocated: allocated[i],
+                            cpu_forecast: Some(&forecasts[i]),
+                            memory_forecast: None,
+                            used: used[i],
+                            recent_peak: used[i],
+                            cpu_lend_peak: used[i].cpu_cores,
+                            resident_mib: 0.0,
+                            oom: false,
+                        })
+                        .collect(),
+                    leases: &book,
+                };
+                let plan = plan_host(&host, &mut memory, now_ms, rng.next() < 0.5);
+                drop(host);
+                for d in &plan.resizes {
+                    let i = names.iter().position(|x| *x == d.vm_id).unwrap();
+                    let others = (0..n).filter(|&j| j != i).fold(Allocation::default(), |a, j| a.plus(allocated[j]));
+                    if matches!(admit_resize(d.to, limits[i], capacity, book.given_besides(others, 0.0, now_ms)), Admission::Admit) {
+                        allocated[i] = d.to;
+                    }
+                }
+                let parties: Vec<LeaseParty> = (0..n)
+                    .map(|i| LeaseParty {
+                        vm_id: names[i].clone(),
+                        allocated: allocated[i],
+                        limits: limits[i],
+                        keep: Allocation::new(allocated[i].cpu_cores.min(used[i].cpu_cores * 1.25 + 0.05), allocated[i].memory_mib),
+                        may_lend: true,
+                        may_borrow: true,
+                        max_borrow: Allocation::new(rules[i].max_borrow_cpu_cores, rules[i].max_borrow_memory_mib),
+                        max_lease_ms: rules[i].max_lease_s * 1000,
+                    })
+                    .collect();
+                let lease_host = LeaseHost { capacity, memory_reserve_mib: 0.0, vms: &parties };
+                for l in plan.grants {
+                    let _ = book.admit(l, &lease_host, now_ms);
+                }
+                // What every VM may use: its allocation, less what it lends, plus what it borrows
+                // (from neighbours or the host's free CPU).
+                let given: f64 = (0..n).map(|i| book.effective(&names[i], allocated[i], now_ms).cpu_cores).sum();
+                assert!(given <= capacity.cpu_cores + 1e-6, "seed {seed}: {given} cores given on a {} core host", capacity.cpu_cores);
+                for i in 0..n {
+                    assert!(allocated[i].cpu_cores <= limits[i].cpu_cores + 1e-9, "seed {seed}: {} beyond its domain", names[i]);
+                    let eff = book.effective(&names[i], allocated[i], now_ms).cpu_cores;
+                    assert!(eff <= limits[i].cpu_cores + 1e-9 && eff >= -1e-9, "seed {seed}: {} may use {eff}", names[i]);
+                }
+            }
+        }
     }
 }

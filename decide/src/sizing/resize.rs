@@ -142,7 +142,10 @@ impl Dimension<'_> {
             );
         }
         if used > r.grow_at * effective.max(allocated) {
-            consider(used * r.margin, format!("{name} used {used:.2} {unit} > {:.0} % of the {:.2} it may use", r.grow_at * 100.0, effective));
+            consider(
+                used * r.margin,
+                format!("{name} used {used:.2} {unit} > {:.0} % of the {:.2} it may use", r.grow_at * 100.0, effective),
+            );
         }
         if saturated {
             consider(allocated * r.margin + grain, format!("{name} saturated: used {used:.2} of {effective:.2} {unit}"));

@@ -991,10 +991,13 @@ fn bench_sizing(n_hosts: usize, n_vms: usize, n_leases: usize) -> anyhow::Result
     use presage_agent::sizing::{SizingDesk, VmView};
     use presage_decide::demand::Forecast;
     use presage_decide::sizing::Allocation;
-    use presage_decide::sizing::broker::{BrokerHost, BrokerVm, broker_host};
+    use presage_decide::sizing::pass::{SizingHost, SizingVm, plan_host};
+    use presage_decide::sizing::resize::SizingMemory;
     use presage_decide::sizing::lease::{Lease, LeaseBook, LeaseResource};
     use presage_decide::sizing::rules::SizingRules;
-    // 1. The broker over the cluster: each VM 4 vCPUs, a flat forecast between 2 % and 60 %.
+    // 1. The coordinator's sizing pass over the cluster (resizes, then the broker): each VM 4
+    // vCPUs, a flat forecast between 2 % and 60 %; the second of two passes is timed (shrink
+    // votes accumulated as in steady state).
     let mut rng = fastrand::Rng::with_seed(7);
     let rules = SizingRules::default();
     let per_host = n_vms.div_ceil(n_hosts.max(1));
@@ -1006,24 +1009,40 @@ fn bench_sizing(n_hosts: usize, n_vms: usize, n_leases: usize) -> anyhow::Result
         .collect();
     let names: Vec<String> = (0..n_vms).map(|i| format!("vm-{i}")).collect();
     let books: Vec<LeaseBook> = vec![LeaseBook::default(); n_hosts];
-    let started = std::time::Instant::now();
-    let (mut grants, mut unmet) = (0usize, 0usize);
-    for (h, book) in books.iter().enumerate() {
-        let vms: Vec<BrokerVm<'_>> = (h * per_host..((h + 1) * per_host).min(n_vms))
-            .map(|i| BrokerVm {
-                vm_id: &names[i],
-                rules: &rules,
-                allocated: Allocation::new(1.0 + (i % 3) as f64, 4096.0),
-                limits: Allocation::new(4.0, 8192.0),
-                cpu_forecast: Some(&forecasts[i]),
-                cpu_used: 0.5,
-                cpu_recent_peak: 1.0,
-            })
-            .collect();
-        let host = BrokerHost { host_id: "h", capacity: Allocation::new(48.0, 512.0 * 1024.0), memory_reserve_mib: 0.0, vms, leases: book };
-        let plan = broker_host(&host, 0, false);
-        grants += plan.grants.len();
-        unmet += plan.unmet.len();
+    let mut memory: Vec<Vec<SizingMemory>> = (0..n_hosts).map(|_| vec![SizingMemory::default(); per_host]).collect();
+    let (mut grants, mut unmet, mut resizes) = (0usize, 0usize, 0usize);
+    let mut started = std::time::Instant::now();
+    for pass in 0..2 {
+        if pass == 1 {
+            (grants, unmet, resizes) = (0, 0, 0);
+            started = std::time::Instant::now();
+        }
+        for (h, book) in books.iter().enumerate() {
+            let range = h * per_host..((h + 1) * per_host).min(n_vms);
+            let vms: Vec<SizingVm<'_>> = range
+                .clone()
+                .map(|i| SizingVm {
+                    vm_id: &names[i],
+                    rules: &rules,
+                    limits: Allocation::new(4.0, 8192.0),
+                    allocated: Allocation::new(1.0 + (i % 3) as f64, 4096.0),
+                    cpu_forecast: Some(&forecasts[i]),
+                    memory_forecast: None,
+                    used: Allocation::new(0.5, 2048.0),
+                    recent_peak: Allocation::new(1.0, 2048.0),
+                    cpu_lend_peak: 1.0,
+                    resident_mib: 0.0,
+                    oom: false,
+                })
+                .collect();
+            // Hosts as full as their allocations: growth waits for room, so the broker lends.
+            let full = vms.iter().map(|v| v.allocated.cpu_cores).sum::<f64>();
+            let host = SizingHost { host_id: "h", capacity: Allocation::new(full, 512.0 * 1024.0), memory_reserve_mib: 0.0, vms, leases: book };
+            let plan = plan_host(&host, &mut memory[h][..range.len()], 0, false);
+            grants += plan.grants.len();
+            unmet += plan.unmet.len();
+            resizes += plan.resizes.len();
+        }
     }
     let broker_s = started.elapsed().as_secs_f64();
     // 2. An agent's sizing cycle with `n_leases` leases held (steady state: nothing to apply).
@@ -1067,7 +1086,7 @@ fn bench_sizing(n_hosts: usize, n_vms: usize, n_leases: usize) -> anyhow::Result
     println!(
         "{}",
         serde_json::json!({
-            "broker_hosts": n_hosts, "broker_vms": n_vms, "broker_pass_s": broker_s, "grants": grants, "unmet": unmet,
+            "broker_hosts": n_hosts, "broker_vms": n_vms, "sizing_pass_s": broker_s, "resizes": resizes, "grants": grants, "unmet": unmet,
             "agent_leases": desk.leases().len(), "agent_vms": n_vm_agent, "agent_sizing_cycle_us": cycle_us,
         })
     );

@@ -120,12 +120,19 @@ impl Coordinator {
     }
 }
 
+/// A background loop's clock: a pass that overruns its period delays the next instead of
+/// bunching the missed ones.
+fn ticker(period: std::time::Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 /// Marks hosts unreachable when they fall silent. Checks four times per timeout, so a host is
 /// marked within 1.25 x the timeout.
 async fn liveness_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
     let period = shared.state().host_timeout() / 4;
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(period);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -141,8 +148,7 @@ async fn liveness_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
 /// Settles journaled moves no executor is running (after a coordinator restart, or when a
 /// move's hosts could not be asked): every few seconds until none is left, then on each tick.
 async fn plan_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(std::time::Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -162,8 +168,7 @@ async fn plan_reconciler(shared: Arc<Shared>, stop: CancellationToken) {
 /// leases`; automatic: sent to the agents).
 async fn sizing_loop(shared: Arc<Shared>, cfg: crate::config::SizingConfig, stop: CancellationToken) {
     let mut engine = crate::sizing_pass::SizingEngine::new(&cfg);
-    let mut tick = tokio::time::interval(cfg.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(cfg.interval);
     tick.tick().await;
     loop {
         tokio::select! {
@@ -188,8 +193,7 @@ async fn advisory_pass(
     stop: CancellationToken,
 ) {
     let started = Instant::now();
-    let mut tick = tokio::time::interval(cfg.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(cfg.interval);
     tick.tick().await;
     loop {
         tokio::select! {

@@ -93,7 +93,7 @@ pub struct SimulateArgs {
     /// the placement policies).
     #[arg(long)]
     pub sizing: Option<String>,
-    /// A TOML file with presage's sizing policies (the coordinator's [sizing] section).
+    /// A TOML file with presage's sizing policies: `[defaults]`, `[[group]]`, `[vm."ID"]`, or a coordinator's configuration (its `[sizing]` section).
     #[arg(long)]
     pub sizing_policy: Option<PathBuf>,
     /// The agents' memory forecast model for the sizing replay; `none`: the baseline. Default:

@@ -29,11 +29,24 @@ pub fn parse_methods(list: &str) -> anyhow::Result<Vec<SizingMethod>> {
     Ok(out)
 }
 
-/// The `[sizing]` policies from `path` (validated), or the defaults.
+/// The sizing policies from `path` (validated), or the defaults: a file of `[defaults]`,
+/// `[[group]]` and `[vm."ID"]`, or a coordinator's configuration, whose `[sizing]` section is
+/// read (its `mode`, `interval` and `lend_free_cpu` do not apply to a replay).
 pub fn load_policies(path: Option<&std::path::Path>) -> anyhow::Result<SizingPolicies> {
     let Some(path) = path else { return Ok(SizingPolicies::default()) };
     let text = std::fs::read_to_string(path).with_context(|| format!("reading --sizing-policy {}", path.display()))?;
-    let p: SizingPolicies = toml::from_str(&text).with_context(|| format!("--sizing-policy {}", path.display()))?;
+    let mut doc: toml::Table = toml::from_str(&text).with_context(|| format!("--sizing-policy {}", path.display()))?;
+    let table = match doc.remove("sizing") {
+        Some(toml::Value::Table(mut t)) => {
+            for key in ["mode", "interval", "lend_free_cpu"] {
+                t.remove(key);
+            }
+            t
+        }
+        Some(_) => anyhow::bail!("--sizing-policy {}: `sizing` is not a table", path.display()),
+        None => doc,
+    };
+    let p: SizingPolicies = table.try_into().with_context(|| format!("--sizing-policy {}", path.display()))?;
     p.validate().with_context(|| format!("--sizing-policy {}", path.display()))?;
     Ok(p)
 }
@@ -124,6 +137,13 @@ mod tests {
         let e = format!("{:#}", load_policies(Some(&bad_value)).unwrap_err());
         assert!(e.contains("group[0].max_lease_s"), "{e}");
         assert!(load_policies(Some(&d.path().join("missing.toml"))).is_err());
+        // A coordinator's configuration: its [sizing] section is what the replay runs.
+        let packaged = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/coordinator.toml");
+        assert_eq!(load_policies(Some(&packaged)).unwrap().defaults, presage_decide::sizing::rules::SizingRules::default());
+        let coord = d.path().join("coordinator.toml");
+        std::fs::write(&coord, "listen = '127.0.0.1:1'\n[sizing]\nmode = 'automatic'\n[sizing.defaults]\ncpu_shrink_after_cycles = 5\n")
+            .unwrap();
+        assert_eq!(load_policies(Some(&coord)).unwrap().defaults.cpu_shrink_after_cycles, 5);
         use clap::Parser;
         let cli = crate::Cli::try_parse_from(["presagectl", "simulate", "--trace", "d", "--sizing", "static,presage", "--max-vms", "10"]);
         assert!(cli.is_ok());

@@ -991,9 +991,9 @@ fn bench_sizing(n_hosts: usize, n_vms: usize, n_leases: usize) -> anyhow::Result
     use presage_agent::sizing::{SizingDesk, VmView};
     use presage_decide::demand::Forecast;
     use presage_decide::sizing::Allocation;
+    use presage_decide::sizing::lease::{Lease, LeaseBook, LeaseResource};
     use presage_decide::sizing::pass::{SizingHost, SizingVm, plan_host};
     use presage_decide::sizing::resize::SizingMemory;
-    use presage_decide::sizing::lease::{Lease, LeaseBook, LeaseResource};
     use presage_decide::sizing::rules::SizingRules;
     // 1. The coordinator's sizing pass over the cluster (resizes, then the broker): each VM 4
     // vCPUs, a flat forecast between 2 % and 60 %; the second of two passes is timed (shrink
@@ -1037,7 +1037,8 @@ fn bench_sizing(n_hosts: usize, n_vms: usize, n_leases: usize) -> anyhow::Result
                 .collect();
             // Hosts as full as their allocations: growth waits for room, so the broker lends.
             let full = vms.iter().map(|v| v.allocated.cpu_cores).sum::<f64>();
-            let host = SizingHost { host_id: "h", capacity: Allocation::new(full, 512.0 * 1024.0), memory_reserve_mib: 0.0, vms, leases: book };
+            let host =
+                SizingHost { host_id: "h", capacity: Allocation::new(full, 512.0 * 1024.0), memory_reserve_mib: 0.0, vms, leases: book };
             let plan = plan_host(&host, &mut memory[h][..range.len()], 0, false);
             grants += plan.grants.len();
             unmet += plan.unmet.len();

@@ -10,6 +10,21 @@ use presage_tests::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// What the coordinator last heard of VM `id`.
+async fn sample_of(
+    op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>,
+    id: &str,
+) -> Option<presage_protocol::pb::VmSample> {
+    let mut op = op.clone();
+    op.list_vms(ListVmsRequest { host_id: String::new() })
+        .await
+        .ok()?
+        .into_inner()
+        .vms
+        .into_iter()
+        .find_map(|v| v.sample.filter(|s| s.vm_id == id))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_coordinator() {
     // Both VMs want all of their vCPU all the time.
@@ -24,21 +39,8 @@ async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_c
     let agent_b = RunningAgent::start(simulated_agent(&pki, "hv-t", &coord.url, data_b.path(), elsewhere.path(), (0, 1), 0));
     let ops = pki.issue(Role::Operator, "ops");
     let mut op = client(&coord.url, &ops).await.unwrap();
-    let vm = |op: &presage_protocol::pb::operator_client::OperatorClient<_>, id: &'static str| {
-        let mut op = op.clone();
-        async move {
-            op.list_vms(ListVmsRequest { host_id: String::new() })
-                .await
-                .ok()?
-                .into_inner()
-                .vms
-                .into_iter()
-                .find(|v| v.sample.as_ref().is_some_and(|s| s.vm_id == id))
-        }
-    };
-    let busy = eventually("busy is reported", WAIT, || vm(&op, "busy")).await;
-    eventually("far is reported", WAIT, || vm(&op, "far")).await;
-    let sample = busy.sample.unwrap();
+    let sample = eventually("busy is reported", WAIT, || sample_of(&op, "busy")).await;
+    eventually("far is reported", WAIT, || sample_of(&op, "far")).await;
     let (vcpus, memory_mib) = (sample.vcpus as f64, (sample.memory_bytes >> 20) as f64);
     assert!(sample.cpu_utilisation > 0.9, "{sample:?}");
 
@@ -49,7 +51,7 @@ async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_c
     let entry = r.state.as_ref().unwrap().resizes.iter().find(|e| e.vm_id == "busy").unwrap().clone();
     assert_eq!((entry.status.as_str(), entry.allocated_cpu_cores), ("done", half), "{entry:?}");
     eventually("the quota holds busy to half its vCPUs", WAIT, || async {
-        let s = vm(&op, "busy").await?.sample?;
+        let s = sample_of(&op, "busy").await?;
         (s.cpu_utilisation <= 0.5 + 1e-9).then_some(())
     })
     .await;
@@ -80,7 +82,7 @@ async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_c
     assert!(r.accepted, "{r:?}");
     let id = r.state.unwrap().leases[0].id.clone();
     eventually("busy uses what it borrows", WAIT, || async {
-        let s = vm(&op, "busy").await?.sample?;
+        let s = sample_of(&op, "busy").await?;
         (s.cpu_utilisation > 0.5 + 1e-9 && s.cpu_utilisation <= 0.75 + 1e-9).then_some(())
     })
     .await;
@@ -146,7 +148,7 @@ async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_c
     })
     .await;
     assert!(state.leases.is_empty(), "the lease ended at its deadline without a coordinator: {state:?}");
-    let s = vm(&op, "busy").await.unwrap().sample.unwrap();
+    let s = sample_of(&op, "busy").await.unwrap();
     assert!(s.cpu_utilisation <= 0.5 + 1e-9, "back to its own allocation: {s:?}");
     // The resize outlives a restart of the agent: it is re-applied from the agent's store.
     agent.stop().await;
@@ -155,7 +157,7 @@ async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_c
         let mut op = op.clone();
         let h = op.list_leases(ListLeasesRequest { host_id: "hv-s".into() }).await.ok()?.into_inner().hosts.into_iter().next()?;
         let resized = h.state?.resizes.iter().any(|e| e.vm_id == "busy" && e.status == "done" && e.allocated_cpu_cores == half);
-        let s = vm(&op, "busy").await?.sample?;
+        let s = sample_of(&op, "busy").await?;
         (resized && s.cpu_utilisation <= 0.5 + 1e-9).then_some(())
     })
     .await;
@@ -193,19 +195,7 @@ async fn the_automatic_pass_shrinks_idle_vms_and_gives_cpu_back_when_demand_retu
         let mut op = op.clone();
         async move { op.list_leases(ListLeasesRequest { host_id: "hv-a".into() }).await.ok().map(|r| r.into_inner()) }
     };
-    let sample = |op: &presage_protocol::pb::operator_client::OperatorClient<_>, id: &'static str| {
-        let mut op = op.clone();
-        async move {
-            op.list_vms(ListVmsRequest { host_id: String::new() })
-                .await
-                .ok()?
-                .into_inner()
-                .vms
-                .into_iter()
-                .find_map(|v| v.sample.filter(|s| s.vm_id == id))
-        }
-    };
-    let vcpus = eventually("wave is reported", WAIT, || sample(&op, "wave")).await.vcpus as f64;
+    let vcpus = eventually("wave is reported", WAIT, || sample_of(&op, "wave")).await.vcpus as f64;
     // Once the forecasts are in, both idle VMs are shrunk, each change with its reason.
     let shrunk = eventually("the pass shrinks both idle VMs", Duration::from_secs(60), || async {
         let l = leases(&op).await?;
@@ -220,7 +210,7 @@ async fn the_automatic_pass_shrinks_idle_vms_and_gives_cpu_back_when_demand_retu
     assert_eq!(pass.mode, "automatic");
     // When wave's demand returns its quota saturates, and the pass gives it CPU back.
     eventually("wave gets its CPU back", Duration::from_secs(90), || async {
-        let s = sample(&op, "wave").await?;
+        let s = sample_of(&op, "wave").await?;
         (s.cpu_utilisation >= 0.9).then_some(())
     })
     .await;

@@ -165,12 +165,13 @@ impl SizingDesk {
         }
     }
 
-    /// Each VM's own allocation: its resize record's, else as observed.
+    /// Each VM's own allocation: its resize record's (an infeasible ask keeps the allocation it
+    /// found), else as observed.
     fn with_records(&self, vms: &[VmView]) -> Vec<VmView> {
         vms.iter()
             .map(|v| match self.resizes.get(&v.vm_id) {
-                Some(r) if r.status != ResizeStatus::Infeasible => VmView { allocated: r.allocated, ..v.clone() },
-                _ => v.clone(),
+                Some(r) => VmView { allocated: r.allocated, ..v.clone() },
+                None => v.clone(),
             })
             .collect()
     }
@@ -304,7 +305,7 @@ impl SizingDesk {
         let others = self.book.given_besides(others, self.memory_reserve_mib, now_ms);
         // What it borrows rides on top of its own allocation: both within its domain.
         let (_, borrowed) = self.book.flows(&r.vm_id, now_ms);
-        match admit_resize(r.desired, view.limits.minus(borrowed), self.capacity, others) {
+        match admit_resize(r.desired, view.allocated, view.limits.minus(borrowed), self.capacity, others) {
             Admission::Admit => {
                 r.allocated = r.desired;
                 r.status = ResizeStatus::InProgress;

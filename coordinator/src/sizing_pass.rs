@@ -60,8 +60,7 @@ impl SizingEngine {
     }
 
     fn inputs(&self, h: &HostRecord) -> Vec<VmInputs> {
-        let records: HashMap<&str, &pb::ResizeEntry> =
-            h.sizing.iter().flat_map(|s| &s.resizes).filter(|r| r.status != "infeasible").map(|r| (r.vm_id.as_str(), r)).collect();
+        let records: HashMap<&str, &pb::ResizeEntry> = h.sizing.iter().flat_map(|s| &s.resizes).map(|r| (r.vm_id.as_str(), r)).collect();
         h.vms
             .values()
             .filter(|v| v.state == pb::VmState::Running as i32)

@@ -65,18 +65,30 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console virtio_balloon; do
-  [ -f /modules/$m.ko ] && insmod /modules/$m.ko 2>/dev/null
-done
 slo=0
 work=500
 probe=500
+burn=0
+balloon=1
 for arg in $(cat /proc/cmdline); do
   case $arg in
     presage_slo_ms=*) slo=${arg#presage_slo_ms=} ;;
     presage_work=*) work=${arg#presage_work=} ;;
     presage_probe_ms=*) probe=${arg#presage_probe_ms=} ;;
+    presage_burn=*) burn=${arg#presage_burn=} ;;
+    presage_balloon=*) balloon=${arg#presage_balloon=} ;;
   esac
+done
+# presage_balloon=0: a guest that does not cooperate with the balloon (no driver).
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console virtio_balloon; do
+  [ "$m" = virtio_balloon ] && [ "$balloon" = 0 ] && continue
+  [ -f /modules/$m.ko ] && insmod /modules/$m.ko 2>/dev/null
+done
+# presage_burn=N: N busy loops, a CPU burner whose speed is the CPU the guest is given.
+i=0
+while [ $i -lt "$burn" ]; do
+  (while :; do :; done) &
+  i=$((i + 1))
 done
 ip link set lo up
 # The application: each request runs a fixed amount of CPU work.

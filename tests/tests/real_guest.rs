@@ -43,6 +43,9 @@ const SLO_OVER_QUIET: f64 = 1.5;
 /// Host-side contention at which the policy takes a guest's pain as confirmed.
 const AGREES: f64 = presage_decide::policy::application::CONTENTION_AGREES;
 
+/// The real-guest tests measure CPU time and delay: one at a time, never beside each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn missing_requirement() -> Option<String> {
     if let Some(why) = missing_libvirt_requirement(&["cpio", "dpkg-deb", "apt-get", "taskset", "setsid"]) {
         return Some(why);
@@ -268,6 +271,7 @@ async fn plan(op: &presage_protocol::pb::operator_client::OperatorClient<tonic::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_guests_pain_confirmed_by_its_host_moves_it_first() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     if let Some(why) = missing_requirement() {
         assert!(std::env::var("PRESAGE_REQUIRE_KVM").is_err(), "PRESAGE_REQUIRE_KVM is set but {why}");
         eprintln!("SKIPPED a_real_guests_pain_confirmed_by_its_host_moves_it_first: {why}");
@@ -444,4 +448,212 @@ async fn a_real_guests_pain_confirmed_by_its_host_moves_it_first() {
     agent_b.stop().await;
     coord.stop().await;
     drop(hosts);
+}
+
+/// A guest running a CPU burner (`burn` busy loops), its one vCPU pinned to host CPU `cpu`;
+/// `balloon`: whether it loads the balloon driver (a guest without it never meets a target).
+fn burner_xml(name: &str, image: &Path, console: &Path, cpu: usize, burn: u32, balloon: bool) -> String {
+    format!(
+        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
+         <cputune><vcpupin vcpu='0' cpuset='{cpu}'/><emulatorpin cpuset='0'/></cputune>\
+         <os><type arch='x86_64' machine='q35'>hvm</type><kernel>{}</kernel><initrd>{}</initrd>\
+         <cmdline>console=ttyS0 panic=-1 quiet presage_burn={burn} presage_balloon={}</cmdline></os>\
+         <devices><serial type='file'><source path='{}'/></serial><memballoon model='virtio'/></devices></domain>",
+        image.join("vmlinuz").display(),
+        image.join("initrd.gz").display(),
+        u8::from(balloon),
+        console.display()
+    )
+}
+
+/// A domain's CFS quota per vCPU as libvirt reads it back, in cores (`None`: unlimited).
+fn quota_cores(uri: &str, name: &str) -> Option<f64> {
+    let out = Command::new("virsh").args(["-c", uri, "schedinfo", name]).output().expect("running virsh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_prefix(':')?.trim().parse::<f64>().ok());
+    let (quota, period) = (field("vcpu_quota")?, field("vcpu_period")?);
+    (quota > 0.0).then(|| quota / period)
+}
+
+/// Leases between real guests on a real libvirt host: a burning guest cannot lend what it needs;
+/// a lease gives a burning borrower CFS quota and its burner's speed follows within a report
+/// while its neighbour's does not; an agent
+/// restarted mid-lease keeps the lease and its deadline; with the coordinator stopped the agent
+/// still ends the lease at its deadline and both quotas go back; a balloon target a guest does
+/// not meet is reported, not assumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordinator() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    if let Some(why) = missing_requirement() {
+        assert!(std::env::var("PRESAGE_REQUIRE_KVM").is_err(), "PRESAGE_REQUIRE_KVM is set but {why}");
+        eprintln!("SKIPPED a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordinator: {why}");
+        return;
+    }
+    use presage_protocol::pb::{GrantLeaseRequest, ListLeasesRequest, ResizeVmRequest};
+    let image = guest_image();
+    let driver = built_binaries(&["presage-libvirt"]).join("presage-libvirt");
+    let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    let hosts = TwoLibvirtHosts::start();
+    let uri = hosts.uri("a");
+    let a = virt::connect::Connect::open(Some(&uri)).unwrap();
+    // Both burners on one host core: what each gets is what its quota allows.
+    for name in ["lender", "borrower"] {
+        let console = hosts.shared_dir().join(format!("{name}.console"));
+        a.create_domain_xml(&burner_xml(name, &image, &console, cpu, 1, true), 0).expect("a burner guest starts");
+    }
+    let stubborn_console = hosts.shared_dir().join("stubborn.console");
+    a.create_domain_xml(&burner_xml("stubborn", &image, &stubborn_console, 0, 0, false), 0)
+        .expect("the guest without a balloon driver starts");
+
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let mut cfg = simulated_agent(&pki, "real-a", &coord.url, data.path(), &shared_data().join("planetlab/20110303"), (0, 1), 1);
+    cfg.sample_interval = Duration::from_secs(1);
+    cfg.hypervisor = HypervisorConfig::Libvirt { uri: uri.clone(), driver: Some(driver) };
+    let agent = RunningAgent::start(cfg.clone());
+    let mut op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let by_name_at = |op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>, name: &'static str| {
+        let mut op = op.clone();
+        async move {
+            let v = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+            v.into_iter().find_map(|v| {
+                let at = v.sampled_at_ms;
+                v.sample.filter(|s| s.name == name).map(|s| (s, at))
+            })
+        }
+    };
+    let by_name = |op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>, name: &'static str| {
+        let f = by_name_at(op, name);
+        async move { f.await.map(|(s, _)| s) }
+    };
+    let lender = eventually("the lender burns", WAIT, || async { by_name(&op, "lender").await.filter(|s| s.cpu_utilisation > 0.2) }).await;
+    let borrower =
+        eventually("the borrower burns", WAIT, || async { by_name(&op, "borrower").await.filter(|s| s.cpu_utilisation > 0.2) }).await;
+    let memory_mib = (lender.memory_bytes >> 20) as f64;
+
+    // Half a core each.
+    for s in [&lender, &borrower] {
+        let r = op
+            .resize_vm(ResizeVmRequest { vm_id: s.vm_id.clone(), cpu_cores: 0.5, memory_mib, dry_run: false })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.accepted, "{r:?}");
+        let rec = r.state.as_ref().unwrap().resizes.iter().find(|e| e.vm_id == s.vm_id).unwrap().clone();
+        assert_eq!((rec.status.as_str(), rec.acknowledged_cpu_cores), ("done", 0.5), "{rec:?}");
+        assert_eq!(quota_cores(&uri, &s.name), Some(0.5), "{rec:?}");
+    }
+    eventually("both burners at half a core", WAIT, || async {
+        let (l, b) = (by_name(&op, "lender").await?, by_name(&op, "borrower").await?);
+        (l.cpu_utilisation <= 0.55 && b.cpu_utilisation <= 0.55).then_some(())
+    })
+    .await;
+
+    // A burning lender needs all it has (and has no forecast yet): the agent refuses to take
+    // CPU from it.
+    let from_lender = GrantLeaseRequest {
+        lender: lender.vm_id.clone(),
+        borrower: borrower.vm_id.clone(),
+        resource: "cpu".into(),
+        amount: 0.25,
+        duration_s: 600,
+        reason: "real-guest test".into(),
+    };
+    let r = op.grant_lease(from_lender).await.unwrap().into_inner();
+    assert!(!r.accepted && r.refusal.contains("may not lend"), "{r:?}");
+    eprintln!("a lease from the burning lender: refused ({})", r.refusal);
+    // The guest without a balloon driver gives back most of its core (a decrease is admitted on
+    // a host whose vCPUs are overcommitted), which leaves the host CPU to lend.
+    let stubborn = eventually("the stubborn guest is reported", WAIT, || by_name(&op, "stubborn")).await;
+    let r = op
+        .resize_vm(ResizeVmRequest { vm_id: stubborn.vm_id.clone(), cpu_cores: 0.25, memory_mib, dry_run: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.accepted, "{r:?}");
+    // The lender down to a quarter core: its burner slows; the core they share now has room
+    // for the borrower to take three quarters.
+    let r = op
+        .resize_vm(ResizeVmRequest { vm_id: lender.vm_id.clone(), cpu_cores: 0.25, memory_mib, dry_run: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.accepted, "{r:?}");
+    eventually("the lender's burner at a quarter core", WAIT, || async {
+        by_name(&op, "lender").await.filter(|s| s.cpu_utilisation <= 0.3)
+    })
+    .await;
+    // A quarter core from the host's free CPU to the borrower: the next full report after it
+    // shows the borrower's burner at its new speed, the lender's unchanged.
+    let grant = |duration_s: u64| GrantLeaseRequest {
+        lender: String::new(),
+        borrower: borrower.vm_id.clone(),
+        resource: "cpu".into(),
+        amount: 0.25,
+        duration_s,
+        reason: "real-guest test".into(),
+    };
+    let started = std::time::Instant::now();
+    let r = op.grant_lease(grant(600)).await.unwrap().into_inner();
+    assert!(r.accepted, "{r:?}");
+    let granted_ms = r.state.as_ref().unwrap().leases[0].granted_at_ms;
+    assert_eq!(quota_cores(&uri, "lender"), Some(0.25));
+    assert_eq!(quota_cores(&uri, "borrower"), Some(0.75));
+    // Reports whose whole interval (1 s) lies after the grant.
+    let (l, b) = eventually("a report a full cycle after the grant", WAIT, || async {
+        let ((l, la), (b, ba)) = (by_name_at(&op, "lender").await?, by_name_at(&op, "borrower").await?);
+        (la >= granted_ms + 1000 && ba >= granted_ms + 1000).then_some((l, b))
+    })
+    .await;
+    eprintln!(
+        "lease applied: lender {:.2} cores, borrower {:.2} cores in the first full report, {:.1} s after the grant",
+        l.cpu_utilisation,
+        b.cpu_utilisation,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(l.cpu_utilisation <= 0.3 && b.cpu_utilisation >= 0.6, "lender {} borrower {}", l.cpu_utilisation, b.cpu_utilisation);
+    let id = r.state.unwrap().leases[0].id.clone();
+    assert!(op.revoke_lease(presage_protocol::pb::RevokeLeaseRequest { id }).await.unwrap().into_inner().accepted);
+    assert_eq!(quota_cores(&uri, "borrower"), Some(0.5));
+
+    // A balloon target the guest without a driver does not meet: reported, not assumed.
+    let r = op
+        .resize_vm(ResizeVmRequest { vm_id: stubborn.vm_id.clone(), cpu_cores: 0.25, memory_mib: memory_mib / 2.0, dry_run: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let rec = r.state.as_ref().unwrap().resizes.iter().find(|e| e.vm_id == stubborn.vm_id).unwrap().clone();
+    // The executor reads the balloon back, finds the guest still holding its memory, sets the
+    // target back and says so; the record holds what the guest has, not what was asked.
+    assert!(rec.status == "error" && rec.message.contains("reads back"), "{rec:?}");
+    assert!(rec.actual_memory_mib > memory_mib / 2.0 + 16.0, "{rec:?}");
+    eprintln!("balloon target unmet, reported: {}", rec.message);
+
+    // A short lease; the agent restarts mid-lease and keeps it; then the coordinator goes away
+    // and the agent ends the lease at its deadline by itself.
+    let r = op.grant_lease(grant(20)).await.unwrap().into_inner();
+    assert!(r.accepted, "{r:?}");
+    let lease = r.state.unwrap().leases[0].clone();
+    agent.stop().await;
+    assert_eq!(quota_cores(&uri, "borrower"), Some(0.75), "the quota stays while the agent is down");
+    let agent = RunningAgent::start(cfg);
+    let kept = eventually("the restarted agent reports the lease", WAIT, || async {
+        let l = op.clone().list_leases(ListLeasesRequest { host_id: "real-a".into() }).await.ok()?.into_inner();
+        l.hosts.first()?.state.as_ref()?.leases.iter().find(|x| x.id == lease.id).cloned()
+    })
+    .await;
+    assert_eq!(kept.deadline_ms, lease.deadline_ms);
+    coord.stop().await;
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    while now_ms() < lease.deadline_ms {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ended_after = std::time::Instant::now();
+    eventually("the agent ends the lease at its deadline, coordinator or not", Duration::from_secs(10), || async {
+        (quota_cores(&uri, "lender") == Some(0.25) && quota_cores(&uri, "borrower") == Some(0.5)).then_some(())
+    })
+    .await;
+    eprintln!("lease ended {:.1} s after its deadline (agent cycle 1 s)", ended_after.elapsed().as_secs_f64());
+    agent.stop().await;
 }

@@ -104,7 +104,7 @@ pub enum LeaseRefusal {
     Duplicate { id: String },
     #[error("lease {id}: VM {vm} is not on this host")]
     NotHere { id: String, vm: String },
-    #[error("lease {id}: {vm}'s policy does not allow it to {what}")]
+    #[error("lease {id}: {vm} may not {what} (its policy forbids it, or it has no forecast yet to judge what it needs)")]
     NotAllowed { id: String, vm: String, what: &'static str },
     #[error("lease {id}: lender {vm} would keep {left:.2} {unit} of {resource}, below the {keep:.2} it must keep")]
     LenderFloor { id: String, vm: String, resource: &'static str, unit: &'static str, left: f64, keep: f64 },

@@ -114,7 +114,7 @@ pub fn plan_host(host: &SizingHost<'_>, memory: &mut [SizingMemory], now_ms: u64
         let others = allocated.iter().enumerate().filter(|(j, _)| *j != i).fold(Allocation::default(), |a, (_, x)| a.plus(*x));
         // `room` already leaves the memory reserve out.
         let others = book.given_besides(others, 0.0, now_ms);
-        match admit_resize(d.to, host.vms[i].limits, room, others) {
+        match admit_resize(d.to, allocated[i], host.vms[i].limits, room, others) {
             Admission::Admit => {
                 allocated[i] = d.to;
                 plan.resizes.push(d);
@@ -303,7 +303,10 @@ mod tests {
                 for d in &plan.resizes {
                     let i = names.iter().position(|x| *x == d.vm_id).unwrap();
                     let others = (0..n).filter(|&j| j != i).fold(Allocation::default(), |a, j| a.plus(allocated[j]));
-                    if matches!(admit_resize(d.to, limits[i], capacity, book.given_besides(others, 0.0, now_ms)), Admission::Admit) {
+                    if matches!(
+                        admit_resize(d.to, allocated[i], limits[i], capacity, book.given_besides(others, 0.0, now_ms)),
+                        Admission::Admit
+                    ) {
                         allocated[i] = d.to;
                     }
                 }

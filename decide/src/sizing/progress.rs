@@ -92,13 +92,15 @@ pub enum Admission {
     Infeasible(String),
 }
 
-/// The admission rule for a resize: infeasible beyond the domain's maximum or the host's
-/// capacity, or for values that are not sizes; deferred while the host's other allocations
-/// (`others`: every other VM's allocation plus what the host lends or sets aside) leave too little.
-pub fn admit_resize(desired: Allocation, limits: Allocation, capacity: Allocation, others: Allocation) -> Admission {
-    for (name, unit, v, limit, cap, used) in [
-        ("cpu", "cores", desired.cpu_cores, limits.cpu_cores, capacity.cpu_cores, others.cpu_cores),
-        ("memory", "MiB", desired.memory_mib, limits.memory_mib, capacity.memory_mib, others.memory_mib),
+/// The admission rule for a resize from `current` to `desired`: infeasible beyond the domain's
+/// maximum or the host's capacity, or for values that are not sizes; an increase is deferred while
+/// the host's other allocations (`others`: every other VM's allocation plus what the host lends or
+/// sets aside) leave too little. What takes nothing more (a decrease, or no change) is never
+/// deferred, even on a host whose vCPUs are overcommitted already.
+pub fn admit_resize(desired: Allocation, current: Allocation, limits: Allocation, capacity: Allocation, others: Allocation) -> Admission {
+    for (name, unit, v, now, limit, cap, used) in [
+        ("cpu", "cores", desired.cpu_cores, current.cpu_cores, limits.cpu_cores, capacity.cpu_cores, others.cpu_cores),
+        ("memory", "MiB", desired.memory_mib, current.memory_mib, limits.memory_mib, capacity.memory_mib, others.memory_mib),
     ] {
         if !(v.is_finite() && v > 0.0) {
             return Admission::Infeasible(format!("{name} {v} is not a size (a finite number > 0)"));
@@ -109,7 +111,7 @@ pub fn admit_resize(desired: Allocation, limits: Allocation, capacity: Allocatio
         if v > cap + 1e-9 {
             return Admission::Infeasible(format!("{name} {v:.2} {unit} is above the host's capacity {cap:.2}"));
         }
-        if used + v > cap + 1e-9 {
+        if v > now + 1e-9 && used + v > cap + 1e-9 {
             return Admission::Defer(format!("{name}: {used:.2} {unit} given to others + {v:.2} > the host's {cap:.2}"));
         }
     }
@@ -155,15 +157,20 @@ mod tests {
     #[test]
     fn admission_says_infeasible_or_deferred_and_why() {
         let a = |c, m| Allocation { cpu_cores: c, memory_mib: m };
-        assert_eq!(admit_resize(a(2.0, 4096.0), LIMITS, CAP, a(10.0, 20000.0)), Admission::Admit);
-        let Admission::Infeasible(why) = admit_resize(a(6.0, 4096.0), LIMITS, CAP, a(0.0, 0.0)) else { panic!() };
+        let now = a(1.0, 4096.0);
+        assert_eq!(admit_resize(a(2.0, 4096.0), now, LIMITS, CAP, a(10.0, 20000.0)), Admission::Admit);
+        let Admission::Infeasible(why) = admit_resize(a(6.0, 4096.0), now, LIMITS, CAP, a(0.0, 0.0)) else { panic!() };
         assert!(why.contains("domain's maximum 4.00"), "{why}");
-        let Admission::Infeasible(why) = admit_resize(a(-1.0, 4096.0), LIMITS, CAP, a(0.0, 0.0)) else { panic!() };
+        let Admission::Infeasible(why) = admit_resize(a(-1.0, 4096.0), now, LIMITS, CAP, a(0.0, 0.0)) else { panic!() };
         assert!(why.contains("not a size"), "{why}");
-        let Admission::Infeasible(why) = admit_resize(a(2.0, f64::NAN), LIMITS, CAP, a(0.0, 0.0)) else { panic!() };
+        let Admission::Infeasible(why) = admit_resize(a(2.0, f64::NAN), now, LIMITS, CAP, a(0.0, 0.0)) else { panic!() };
         assert!(why.starts_with("memory"), "{why}");
-        let Admission::Defer(why) = admit_resize(a(4.0, 4096.0), LIMITS, CAP, a(13.0, 0.0)) else { panic!() };
+        let Admission::Defer(why) = admit_resize(a(4.0, 4096.0), now, LIMITS, CAP, a(13.0, 0.0)) else { panic!() };
         assert!(why.contains("13.00 cores given to others"), "{why}");
+        // On a host already overcommitted (others hold 20 of 16 cores), a decrease still goes
+        // through; an increase waits.
+        assert_eq!(admit_resize(a(0.5, 4096.0), now, LIMITS, CAP, a(20.0, 0.0)), Admission::Admit);
+        assert!(matches!(admit_resize(a(1.5, 4096.0), now, LIMITS, CAP, a(20.0, 0.0)), Admission::Defer(_)));
     }
 
     #[test]

@@ -46,6 +46,15 @@ const AGREES: f64 = presage_decide::policy::application::CONTENTION_AGREES;
 /// The real-guest tests measure CPU time and delay: one at a time, never beside each other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Whether `test` cannot run here (said on stderr); a failure instead where PRESAGE_REQUIRE_KVM
+/// says it must run.
+fn skipped(test: &str) -> bool {
+    let Some(why) = missing_requirement() else { return false };
+    assert!(std::env::var("PRESAGE_REQUIRE_KVM").is_err(), "PRESAGE_REQUIRE_KVM is set but {why}");
+    eprintln!("SKIPPED {test}: {why}");
+    true
+}
+
 fn missing_requirement() -> Option<String> {
     if let Some(why) = missing_libvirt_requirement(&["cpio", "dpkg-deb", "apt-get", "taskset", "setsid"]) {
         return Some(why);
@@ -272,9 +281,7 @@ async fn plan(op: &presage_protocol::pb::operator_client::OperatorClient<tonic::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_guests_pain_confirmed_by_its_host_moves_it_first() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    if let Some(why) = missing_requirement() {
-        assert!(std::env::var("PRESAGE_REQUIRE_KVM").is_err(), "PRESAGE_REQUIRE_KVM is set but {why}");
-        eprintln!("SKIPPED a_real_guests_pain_confirmed_by_its_host_moves_it_first: {why}");
+    if skipped("a_real_guests_pain_confirmed_by_its_host_moves_it_first") {
         return;
     }
     let image = guest_image();
@@ -484,9 +491,7 @@ fn quota_cores(uri: &str, name: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordinator() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    if let Some(why) = missing_requirement() {
-        assert!(std::env::var("PRESAGE_REQUIRE_KVM").is_err(), "PRESAGE_REQUIRE_KVM is set but {why}");
-        eprintln!("SKIPPED a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordinator: {why}");
+    if skipped("a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordinator") {
         return;
     }
     use presage_protocol::pb::{GrantLeaseRequest, ListLeasesRequest, ResizeVmRequest};

@@ -227,8 +227,13 @@ async fn apply_host(shared: &Arc<Shared>, policies: &SizingPolicies, p: HostProp
         info!(host, lease = %l.id, borrower = %l.borrower, lender = ?l.lender, amount = l.amount, reason = %l.reason, outcome = %o, "automatic lease");
         out.push(lease_proposal(host, l, o));
     }
-    out.extend(p.plan.deferred.iter().map(|d| resize_proposal(host, &d.decision, format!("deferred: {}", d.why))));
+    out.extend(deferred(&p));
     out
+}
+
+/// A host's deferred resizes (never sent: the host has no room yet) with why.
+fn deferred(p: &HostProposal) -> impl Iterator<Item = pb::SizingProposal> + '_ {
+    p.plan.deferred.iter().map(|d| resize_proposal(&p.host_id, &d.decision, format!("deferred: {}", d.why)))
 }
 
 /// One pass: plans every host, then (automatic) sends the proposals, hosts concurrently.
@@ -261,7 +266,7 @@ pub async fn run_pass(shared: &Arc<Shared>, engine: &mut SizingEngine, mode: Siz
                 for p in &proposals {
                     out.extend(p.plan.resizes.iter().map(|d| resize_proposal(&p.host_id, d, "proposed".into())));
                     out.extend(p.plan.grants.iter().map(|l| lease_proposal(&p.host_id, l, "proposed".into())));
-                    out.extend(p.plan.deferred.iter().map(|d| resize_proposal(&p.host_id, &d.decision, format!("deferred: {}", d.why))));
+                    out.extend(deferred(p));
                 }
             }
         }

@@ -582,16 +582,6 @@ fn presage_host_cycle(
     let mut mem: Vec<SizingMemory> = members.iter().map(|&i| std::mem::take(&mut memory[i])).collect();
     let host = SizingHost { host_id: "h", capacity: s.host_capacity, memory_reserve_mib: HOST_MEMORY_RESERVE_MIB, vms, leases: &*book };
     let plan = plan_host(&host, &mut mem, now_ms, true);
-    let parties: Vec<LeaseParty> = members
-        .iter()
-        .map(|&i| broker_vm(i, allocated))
-        .map(|mut v| {
-            if let Some(d) = plan.resizes.iter().find(|d| d.vm_id == v.vm_id) {
-                v.allocated = d.to;
-            }
-            v.party()
-        })
-        .collect();
     drop(host);
     for (&i, m) in members.iter().zip(mem) {
         memory[i] = m;
@@ -602,6 +592,8 @@ fn presage_host_cycle(
         tally.resizes += 1;
     }
     tally.deferred += plan.deferred.len() as u64;
+    // The agent admits each lease against the allocations the resizes left.
+    let parties: Vec<LeaseParty> = members.iter().map(|&i| broker_vm(i, allocated).party()).collect();
     let lease_host = LeaseHost { capacity: s.host_capacity, memory_reserve_mib: HOST_MEMORY_RESERVE_MIB, vms: &parties };
     for l in plan.grants {
         if book.admit(l, &lease_host, now_ms).is_ok() {

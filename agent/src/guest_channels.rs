@@ -121,6 +121,7 @@ impl GuestChannels {
                 received_ms,
                 interval_s: report.interval_s,
                 apps: report.apps,
+                oom_kills: report.oom_kills,
                 frames: Some(GuestFrameCounts {
                     accepted: c.accepted,
                     oversized: c.oversized,

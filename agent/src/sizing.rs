@@ -33,6 +33,10 @@ pub const LEASES_TREE: &str = "leases";
 pub const RESIZES_TREE: &str = "resizes";
 /// A balloon whose actual size stays this far from its target is reported, not assumed.
 pub const BALLOON_TOLERANCE: f64 = 0.05;
+/// Attempts at a size the guest does not follow (its balloon) before the resize is infeasible:
+/// the VM keeps what it was last acknowledged, and nothing is retried until another size is
+/// asked for.
+pub const GUEST_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SizingError {
@@ -387,12 +391,23 @@ impl SizingDesk {
                                 read.balloon_actual_mib.unwrap_or(0),
                                 want.memory_mib
                             );
-                        } else if r.status != ResizeStatus::Deferred {
+                        } else if matches!(r.status, ResizeStatus::InProgress | ResizeStatus::Error) {
                             r.message.clear();
                         }
-                        if r.status != ResizeStatus::Deferred {
+                        // A deferred or infeasible record keeps its outcome: what was applied
+                        // is the VM's earlier size (or a lease's change), not what it asks for.
+                        if matches!(r.status, ResizeStatus::InProgress | ResizeStatus::Error) {
                             r.status = ResizeStatus::Done;
                         }
+                    }
+                    Err(HypervisorError::Guest(why)) if r.attempts + 1 >= GUEST_ATTEMPTS => {
+                        r.attempts += 1;
+                        r.status = ResizeStatus::Infeasible;
+                        r.allocated = r.acknowledged;
+                        r.message = format!(
+                            "{why} (attempt {}: the guest does not follow; it keeps its acknowledged size until another is asked for)",
+                            r.attempts
+                        );
                     }
                     Err(e) => {
                         r.status = ResizeStatus::Error;

@@ -561,10 +561,12 @@ mod tests {
             interval_s: 5.0,
             apps: vec![app("api", 150.0, 50.0, 100), app("db", 4.0, 10.0, 100), app("batch", 9_000.0, 0.0, 100)],
             frames: None,
+            oom_kills: 0,
         });
         r.vms[0].contention = Some(VmContention { vcpu_delay_ms_per_s: 250.0, ..Default::default() });
         // quiet: its SLO app saw no requests.
-        r.vms[1].guest = Some(GuestApps { received_ms: 8_000, interval_s: 5.0, apps: vec![app("api", 500.0, 50.0, 0)], frames: None });
+        r.vms[1].guest =
+            Some(GuestApps { received_ms: 8_000, interval_s: 5.0, apps: vec![app("api", 500.0, 50.0, 0)], frames: None, oom_kills: 0 });
         state.ingest("a", 0, r, now).unwrap();
         let rec = state.hosts().next().unwrap();
         let s = app_signal(rec, &rec.vms["web"], 0, 100.0).expect("a signal");
@@ -607,6 +609,7 @@ mod tests {
                     ..Default::default()
                 }],
                 frames: None,
+                oom_kills: 0,
             });
             r.vms[1].contention = Some(VmContention { vcpu_delay_ms_per_s: 1600.0, ..Default::default() });
             state.ingest("a", 0, r, now).unwrap();

@@ -37,6 +37,9 @@ struct VmInputs {
     cpu_forecast: Option<Forecast>,
     memory_forecast: Option<Forecast>,
     used: Allocation,
+    /// The guest kernel's OOM kills since boot, as its presage-guest last claimed (none: no
+    /// guest agent).
+    oom_kills: Option<u64>,
 }
 
 /// What one pass proposed for one host.
@@ -52,11 +55,19 @@ pub struct SizingEngine {
     lend_free_cpu: bool,
     memory: HashMap<String, SizingMemory>,
     peaks: HashMap<String, PeakWindow>,
+    /// Each VM's OOM-kill count at the last pass: a rise since is an OOM.
+    oom_kills: HashMap<String, u64>,
 }
 
 impl SizingEngine {
     pub fn new(cfg: &SizingConfig) -> SizingEngine {
-        SizingEngine { policies: cfg.policies(), lend_free_cpu: cfg.lend_free_cpu, memory: HashMap::new(), peaks: HashMap::new() }
+        SizingEngine {
+            policies: cfg.policies(),
+            lend_free_cpu: cfg.lend_free_cpu,
+            memory: HashMap::new(),
+            peaks: HashMap::new(),
+            oom_kills: HashMap::new(),
+        }
     }
 
     fn inputs(&self, h: &HostRecord) -> Vec<VmInputs> {
@@ -78,6 +89,7 @@ impl SizingEngine {
                     cpu_forecast: f.and_then(pb::VmForecast::cpu_quantiles),
                     memory_forecast: f.and_then(pb::VmForecast::memory_quantiles),
                     used: Allocation::new(v.cpu_utilisation * limits.cpu_cores, (v.memory_used_bytes >> 20) as f64),
+                    oom_kills: v.guest.as_ref().filter(|g| g.received_ms > 0).map(|g| g.oom_kills),
                 }
             })
             .collect()
@@ -101,6 +113,16 @@ impl SizingEngine {
         }
         self.peaks.retain(|vm, _| seen.contains(vm));
         self.memory.retain(|vm, _| seen.contains(vm));
+        self.oom_kills.retain(|vm, _| seen.contains(vm));
+    }
+
+    /// Whether `v`'s guest ran out of memory since the last pass (a count below the last one is
+    /// a rebooted guest: the new count is the baseline; a restarted coordinator starts without
+    /// one, so the first count it sees is never an OOM).
+    fn oom_since_last_pass(&mut self, v: &VmInputs) -> bool {
+        let Some(now) = v.oom_kills else { return false };
+        let before = self.oom_kills.insert(v.vm_id.clone(), now);
+        before.is_some_and(|b| now > b)
     }
 
     /// One pass over every reachable host at `now_ms`.
@@ -112,6 +134,7 @@ impl SizingEngine {
             if inputs.is_empty() {
                 continue;
             }
+            let ooms: Vec<bool> = inputs.iter().map(|v| self.oom_since_last_pass(v)).collect();
             let book = LeaseBook::from_entries(
                 h.sizing.iter().flat_map(|s| &s.leases).filter_map(|e| Lease::try_from(e).ok()).filter(|l| l.live(now_ms)).collect(),
             );
@@ -138,7 +161,8 @@ impl SizingEngine {
                 vms: inputs
                     .iter()
                     .zip(&peaks)
-                    .map(|(v, (hour, lend))| SizingVm {
+                    .zip(&ooms)
+                    .map(|((v, (hour, lend)), oom)| SizingVm {
                         vm_id: &v.vm_id,
                         rules: &v.rules,
                         limits: v.limits,
@@ -148,8 +172,9 @@ impl SizingEngine {
                         used: v.used,
                         recent_peak: *hour,
                         cpu_lend_peak: *lend,
-                        resident_mib: 0.0,
-                        oom: false,
+                        // What the guest has in use: a memory limit never goes below it.
+                        resident_mib: v.used.memory_mib,
+                        oom: *oom,
                     })
                     .collect(),
                 leases: &book,
@@ -279,4 +304,34 @@ pub async fn run_pass(shared: &Arc<Shared>, engine: &mut SizingEngine, mode: Siz
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(oom_kills: Option<u64>) -> VmInputs {
+        VmInputs {
+            vm_id: "vm-1".into(),
+            rules: SizingRules::default(),
+            limits: Allocation::new(2.0, 2048.0),
+            allocated: Allocation::new(2.0, 2048.0),
+            cpu_forecast: None,
+            memory_forecast: None,
+            used: Allocation::new(0.5, 1024.0),
+            oom_kills,
+        }
+    }
+
+    #[test]
+    fn an_oom_is_a_rise_of_the_guests_count_since_the_last_pass() {
+        let mut e = SizingEngine::new(&SizingConfig::default());
+        assert!(!e.oom_since_last_pass(&vm(Some(4))), "the first count seen is the baseline, not an OOM");
+        assert!(!e.oom_since_last_pass(&vm(Some(4))));
+        assert!(e.oom_since_last_pass(&vm(Some(5))));
+        assert!(!e.oom_since_last_pass(&vm(Some(5))), "counted once");
+        assert!(!e.oom_since_last_pass(&vm(Some(0))), "a rebooted guest starts a new baseline");
+        assert!(e.oom_since_last_pass(&vm(Some(1))));
+        assert!(!e.oom_since_last_pass(&vm(None)), "no guest agent, no signal");
+    }
 }

@@ -78,7 +78,14 @@ pub fn report(intervals: &Intervals, seconds: f64) -> GuestReport {
     let mut map = intervals.lock().unwrap_or_else(|p| p.into_inner());
     let apps = map.iter_mut().map(|(name, i)| i.close(name, seconds)).collect();
     let sent_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    GuestReport { sent_ms, interval_s: seconds, apps }
+    let oom_kills = std::fs::read_to_string("/proc/vmstat").ok().as_deref().and_then(oom_kills).unwrap_or(0);
+    GuestReport { sent_ms, interval_s: seconds, apps, oom_kills }
+}
+
+/// The kernel's OOM-kill count from the text of `/proc/vmstat` (`oom_kill N`; absent before
+/// Linux 4.13).
+pub fn oom_kills(vmstat: &str) -> Option<u64> {
+    vmstat.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
 }
 
 /// Runs the guest agent until the process is stopped: collectors, then a report every
@@ -97,5 +104,16 @@ pub fn run(cfg: GuestConfig) -> Result<(), String> {
         if let Err(e) = link.send(&r) {
             eprintln!("presage-guest: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_oom_kill_count_is_read_from_vmstat() {
+        let vmstat = "nr_free_pages 12345\noom_kill_other 9\noom_kill 3\npgfault 77\n";
+        assert_eq!(super::oom_kills(vmstat), Some(3));
+        assert_eq!(super::oom_kills("nr_free_pages 1\n"), None, "older kernels have no counter");
+        assert_eq!(super::oom_kills("oom_kill many\n"), None);
     }
 }

@@ -90,11 +90,12 @@ fn host_failure(e: HostError) -> Outcome {
         HostError::Libvirt { .. } => Kind::Libvirt,
         HostError::Migration(_) => Kind::Migration,
         HostError::Precheck(_) => Kind::Precheck,
+        HostError::Guest(_) => Kind::Guest,
     };
     // The kind says what the variant's Display adds ("pre-check failed", the URI the agent
     // knows): send only the detail.
     let message = match e {
-        HostError::Precheck(m) | HostError::Migration(m) | HostError::Libvirt { detail: m, .. } => m,
+        HostError::Precheck(m) | HostError::Migration(m) | HostError::Guest(m) | HostError::Libvirt { detail: m, .. } => m,
     };
     failure(kind, message)
 }

@@ -35,6 +35,10 @@ pub enum HostError {
     /// A migration's pre-check failed: nothing was started, the VM is where it was.
     #[error("pre-check failed: {0}")]
     Precheck(String),
+    /// The guest did not do what was asked of it (a balloon target it does not follow); what
+    /// was changed has been set back. Retrying at once is unlikely to help.
+    #[error("{0}")]
+    Guest(String),
 }
 
 /// Receives progress reports while a migration runs (called from the migrating thread).

@@ -16,6 +16,8 @@
 //! any failure every knob changed so far is set back to its old value, last first, and the error
 //! names the knob and the value.
 
+use std::time::{Duration, Instant};
+
 use presage_protocol::pb::{DiskLimit, InterfaceLimit, VmSize, VmSizeReadback};
 use virt::domain::{Domain, SchedBandwidth, SchedulerInfo};
 use virt::sys;
@@ -24,6 +26,14 @@ use crate::host::{HostError, LibvirtHost};
 
 /// The CFS period the quota is expressed in, microseconds (the kernel's default).
 pub const CPU_PERIOD_US: u64 = 100_000;
+/// How long a balloon may make no progress toward its target before the guest counts as not
+/// following it.
+pub const BALLOON_STALL: Duration = Duration::from_secs(3);
+/// The longest a balloon is waited for, moving or not.
+pub const BALLOON_LIMIT: Duration = Duration::from_secs(60);
+/// How close a balloon must come to its target (a guest's driver works in pages and may stop a
+/// few short).
+pub const BALLOON_SLACK_MIB: u64 = 2;
 
 /// One knob and its value (`None`: no limit).
 #[derive(Clone, Debug, PartialEq)]
@@ -182,6 +192,9 @@ impl LibvirtHost {
                 old.vcpus.unwrap_or(vcpus_after)
             };
             let result = self.set_knob(&dom, new, vcpus_now).and_then(|()| {
+                if let Knob::MemoryMib(m) = new {
+                    self.await_balloon(&dom, *m)?;
+                }
                 let now = self.read_domain_size(vm_id, &dom, &disks, &ifaces)?;
                 match knob_matches(now.size.as_ref(), new) {
                     true => Ok(()),
@@ -201,18 +214,57 @@ impl LibvirtHost {
                         Err(re) => tracing::error!(vm = vm_id, knob = %old.describe(), error = %re, "reverting a resize failed"),
                     }
                 }
-                return Err(HostError::Libvirt {
-                    uri: self.uri().into(),
-                    detail: format!(
-                        "{vm_id}: setting {} failed: {e}; set back: {}",
-                        new.describe(),
-                        if reverted.is_empty() { "nothing".into() } else { reverted.join(", ") }
-                    ),
+                let set_back = if reverted.is_empty() { "nothing".into() } else { reverted.join(", ") };
+                return Err(match e {
+                    HostError::Guest(why) => HostError::Guest(format!("{vm_id}: {why}; set back: {set_back}")),
+                    e => HostError::Libvirt {
+                        uri: self.uri().into(),
+                        detail: format!("{vm_id}: setting {} failed: {e}; set back: {set_back}", new.describe()),
+                    },
                 });
             }
             done.push(change);
         }
         self.read_domain_size(vm_id, &dom, &disks, &ifaces)
+    }
+
+    /// Waits for the guest to bring its balloon within [`BALLOON_SLACK_MIB`] of `target_mib`:
+    /// an error of its own ([`HostError::Guest`]) when it makes no progress for
+    /// [`BALLOON_STALL`] (a guest without the driver, or one that cannot give the memory up), or
+    /// has not arrived within [`BALLOON_LIMIT`].
+    fn await_balloon(&self, dom: &Domain, target_mib: u64) -> Result<(), HostError> {
+        let target_kib = target_mib * 1024;
+        let current = || {
+            dom.info()
+                .map(|i| i.memory)
+                .map_err(|e| HostError::Libvirt { uri: self.uri().into(), detail: format!("reading the balloon: {e}") })
+        };
+        let started = Instant::now();
+        let first = current()?;
+        let (mut best, mut progressed) = (first.abs_diff(target_kib), Instant::now());
+        loop {
+            let now = current()?;
+            let distance = now.abs_diff(target_kib);
+            if distance <= BALLOON_SLACK_MIB * 1024 {
+                return Ok(());
+            }
+            if distance + 1024 <= best {
+                (best, progressed) = (distance, Instant::now());
+            }
+            if progressed.elapsed() >= BALLOON_STALL || started.elapsed() >= BALLOON_LIMIT {
+                let how = if progressed.elapsed() >= BALLOON_STALL {
+                    format!("made no progress for {} s", BALLOON_STALL.as_secs())
+                } else {
+                    format!("had not arrived after {} s", BALLOON_LIMIT.as_secs())
+                };
+                return Err(HostError::Guest(format!(
+                    "the guest holds {} MiB, not the balloon target {target_mib} MiB (it held {} MiB when asked; its balloon {how})",
+                    now / 1024,
+                    first / 1024
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn set_knob(&self, dom: &Domain, knob: &Knob, vcpus: u32) -> Result<(), HostError> {
@@ -254,7 +306,7 @@ fn knob_matches(size: Option<&VmSize>, knob: &Knob) -> bool {
     let Some(s) = size else { return false };
     match knob {
         Knob::Vcpus(n) => s.vcpus == Some(*n),
-        Knob::MemoryMib(m) => s.memory_mib == Some(*m),
+        Knob::MemoryMib(m) => s.memory_mib.is_some_and(|x| x.abs_diff(*m) <= BALLOON_SLACK_MIB),
         Knob::CpuShares(v) => s.cpu_shares == Some(*v),
         Knob::CpuQuota(c) => s.cpu_quota_cores.is_some_and(|q| (q - c).abs() < 0.02 || (*c <= 0.0 && q <= 0.0)),
         Knob::Disk(d) => s.disks.iter().any(|x| x == d),

@@ -369,6 +369,7 @@ mod tests {
                 requests: 500,
                 latency_slo_p99_ms: 0.0,
             }],
+            oom_kills: 0,
         }
     }
 

@@ -575,7 +575,8 @@ fn presage_host_cycle(
             used: last(i),
             recent_peak: recent_peak(&s.vms[i], &rules[i], t),
             cpu_lend_peak: peak_over(&s.vms[i].cpu, t, rules[i].lend_lookback_s),
-            resident_mib: 0.0,
+            // As the coordinator's pass: what the guest has in use (the traces record no OOMs).
+            resident_mib: last(i).memory_mib,
             oom: false,
         })
         .collect();

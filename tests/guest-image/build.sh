@@ -12,6 +12,12 @@
 #   presage_slo_ms=N   the application's p99 SLO in ms (default 0: none declared)
 #   presage_work=N     loop iterations per request of the application (default 500)
 #   presage_probe_ms=N how often presage-guest probes the application (default 500)
+#   presage_burn=N     N busy loops (a CPU burner; default 0)
+#   presage_balloon=0  leave the balloon driver out (a guest that never meets a balloon target)
+#   presage_knobs=1    for the resize benchmark: print on the console every change of the online
+#                      CPUs and of MemTotal (`presage-knobs: cpus N mem_kib M`), online hot-plugged
+#                      CPUs, and read the disk vda without its cache in a loop (its rate is what
+#                      the host measures a disk limit by)
 # Needs apt-get (download only; nothing is installed), dpkg-deb, cpio and gzip.
 set -euo pipefail
 out=${1:?usage: build.sh OUT PRESAGE_GUEST_BINARY}
@@ -51,7 +57,7 @@ mkdir -p "$root"/{bin,etc,proc,sys,dev,tmp,modules,www/cgi-bin}
 cp "$work/busybox/bin/busybox" "$root/bin/busybox"
 cp "$guest_bin" "$root/bin/presage-guest"
 # The virtio drivers, in dependency order (virtio_console carries the serial ports).
-mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console virtio_balloon"
+mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console virtio_balloon virtio_blk"
 for m in $mods; do
   f=$(find "$work/kernel/lib/modules" -name "$m.ko" | head -1)
   if [ -n "$f" ]; then cp "$f" "$root/modules/"; fi
@@ -70,6 +76,7 @@ work=500
 probe=500
 burn=0
 balloon=1
+knobs=0
 for arg in $(cat /proc/cmdline); do
   case $arg in
     presage_slo_ms=*) slo=${arg#presage_slo_ms=} ;;
@@ -77,10 +84,11 @@ for arg in $(cat /proc/cmdline); do
     presage_probe_ms=*) probe=${arg#presage_probe_ms=} ;;
     presage_burn=*) burn=${arg#presage_burn=} ;;
     presage_balloon=*) balloon=${arg#presage_balloon=} ;;
+    presage_knobs=*) knobs=${arg#presage_knobs=} ;;
   esac
 done
 # presage_balloon=0: a guest that does not cooperate with the balloon (no driver).
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console virtio_balloon; do
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console virtio_balloon virtio_blk; do
   [ "$m" = virtio_balloon ] && [ "$balloon" = 0 ] && continue
   [ -f /modules/$m.ko ] && insmod /modules/$m.ko 2>/dev/null
 done
@@ -90,6 +98,29 @@ while [ $i -lt "$burn" ]; do
   (while :; do :; done) &
   i=$((i + 1))
 done
+# presage_knobs=1: what the guest sees of its size, on the console as it changes; hot-plugged
+# CPUs are brought online by a loop of their own, the lowest offline first (under TCG the kernel
+# lists every possible CPU as present after the first hot-plug, and bringing up one that is not
+# plugged blocks for seconds before it fails; the report must not wait for that).
+if [ "$knobs" = 1 ]; then
+  (
+    while :; do
+      for c in /sys/devices/system/cpu/cpu[0-9]*/online; do
+        [ -f "$c" ] && [ "$(cat "$c")" = 0 ] && { echo 1 >"$c" 2>/dev/null; break; }
+      done
+      sleep 0.05
+    done
+  ) &
+  (
+    last=
+    while :; do
+      now="cpus $(grep -c ^processor /proc/cpuinfo) mem_kib $(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+      [ "$now" != "$last" ] && echo "presage-knobs: $now" && last=$now
+      sleep 0.02
+    done
+  ) &
+  [ -b /dev/vda ] && (while :; do dd if=/dev/vda of=/dev/null bs=64k iflag=direct 2>/dev/null; done) &
+fi
 ip link set lo up
 # The application: each request runs a fixed amount of CPU work.
 cat >/www/cgi-bin/work <<CGI

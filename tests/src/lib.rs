@@ -17,6 +17,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod guest_image;
+pub mod knob_timing;
+
 /// The shared trace data: `$PRESAGE_SHARED_DATA`, else `../shared/data` from the repository root.
 /// Panics with the places it looked when absent, as the tests cannot run without it.
 pub fn shared_data() -> PathBuf {

@@ -20,7 +20,7 @@
 //! and passes without running, unless `PRESAGE_REQUIRE_KVM=1` (set by `.ci/run` where KVM and
 //! root are there), when it fails instead.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use presage_agent::config::HypervisorConfig;
 use presage_coordinator::config::PolicyConfig;
 use presage_protocol::pb::{GetPlanRequest, GetPlanResponse, ListVmsRequest, VmSample};
 use presage_protocol::tls::Role;
+use presage_tests::guest_image::{burner_xml, guest_image};
 use presage_tests::*;
 
 const WAIT: Duration = Duration::from_secs(240);
@@ -63,34 +64,6 @@ fn missing_requirement() -> Option<String> {
         return Some("fewer than two CPUs (the guest's core and the rest)".into());
     }
     None
-}
-
-/// The static presage-guest (built into `target/guest-static`, apart from the workspace's own
-/// build, whose flags differ) and the guest image built around it; returns the image's folder.
-fn guest_image() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = root.join("target");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--offline", "--release", "-p", "presage-guest", "--target", "x86_64-unknown-linux-gnu"])
-        .env("CARGO_TARGET_DIR", target.join("guest-static"))
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .current_dir(&root)
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "building the static presage-guest failed");
-    let bin = target.join("guest-static/x86_64-unknown-linux-gnu/release/presage-guest");
-    let script = root.join("tests/guest-image/build.sh");
-    let image = target.join("guest-image");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let initrd = modified(&image.join("initrd.gz"));
-    let fresh = image.join("vmlinuz").is_file() && initrd.is_some() && initrd >= modified(&bin) && initrd >= modified(&script);
-    if !fresh {
-        let out = Command::new("bash").arg(&script).arg(&image).arg(&bin).output().expect("running build.sh");
-        assert!(out.status.success(), "build.sh failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    }
-    image
 }
 
 /// The application guest: 256 MiB, one vCPU pinned to host CPU `cpu` (QEMU's own threads to CPU
@@ -457,22 +430,6 @@ async fn a_real_guests_pain_confirmed_by_its_host_moves_it_first() {
     drop(hosts);
 }
 
-/// A guest running a CPU burner (`burn` busy loops), its one vCPU pinned to host CPU `cpu`;
-/// `balloon`: whether it loads the balloon driver (a guest without it never meets a target).
-fn burner_xml(name: &str, image: &Path, console: &Path, cpu: usize, burn: u32, balloon: bool) -> String {
-    format!(
-        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
-         <cputune><vcpupin vcpu='0' cpuset='{cpu}'/><emulatorpin cpuset='0'/></cputune>\
-         <os><type arch='x86_64' machine='q35'>hvm</type><kernel>{}</kernel><initrd>{}</initrd>\
-         <cmdline>console=ttyS0 panic=-1 quiet presage_burn={burn} presage_balloon={}</cmdline></os>\
-         <devices><serial type='file'><source path='{}'/></serial><memballoon model='virtio'/></devices></domain>",
-        image.join("vmlinuz").display(),
-        image.join("initrd.gz").display(),
-        u8::from(balloon),
-        console.display()
-    )
-}
-
 /// A domain's CFS quota per vCPU as libvirt reads it back, in cores (`None`: unlimited).
 fn quota_cores(uri: &str, name: &str) -> Option<f64> {
     let out = Command::new("virsh").args(["-c", uri, "schedinfo", name]).output().expect("running virsh");
@@ -629,11 +586,31 @@ async fn a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordi
         .unwrap()
         .into_inner();
     let rec = r.state.as_ref().unwrap().resizes.iter().find(|e| e.vm_id == stubborn.vm_id).unwrap().clone();
-    // The executor reads the balloon back, finds the guest still holding its memory, sets the
-    // target back and says so; the record holds what the guest has, not what was asked.
-    assert!(rec.status == "error" && rec.message.contains("reads back"), "{rec:?}");
+    // The executor watches the balloon, sees it make no progress, sets the target back and
+    // says so; the record holds what the guest has, not what was asked.
+    assert!(rec.status == "error" && rec.message.contains("not the balloon target"), "{rec:?}");
     assert!(rec.actual_memory_mib > memory_mib / 2.0 + 16.0, "{rec:?}");
     eprintln!("balloon target unmet, reported: {}", rec.message);
+    // Retried, then given up: the VM keeps the size it was acknowledged, and nothing more is
+    // tried until another size is asked for.
+    let settled = eventually("the unmet balloon is given up after its attempts", WAIT, || async {
+        let l = op.clone().list_leases(ListLeasesRequest { host_id: "real-a".into() }).await.ok()?.into_inner();
+        l.hosts.first()?.state.as_ref()?.resizes.iter().find(|e| e.vm_id == stubborn.vm_id && e.status == "infeasible").cloned()
+    })
+    .await;
+    assert_eq!(settled.attempts, presage_agent::sizing::GUEST_ATTEMPTS, "{settled:?}");
+    assert!((settled.allocated_memory_mib - memory_mib).abs() < 1.0, "allocated back to what it holds: {settled:?}");
+    // A guest with the driver follows its balloon: done once it holds the target.
+    let target = memory_mib - 64.0;
+    let r = op
+        .resize_vm(ResizeVmRequest { vm_id: lender.vm_id.clone(), cpu_cores: 0.25, memory_mib: target, dry_run: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let rec = r.state.as_ref().unwrap().resizes.iter().find(|e| e.vm_id == lender.vm_id).unwrap().clone();
+    assert_eq!(rec.status, "done", "{rec:?}");
+    assert!((rec.actual_memory_mib - target).abs() <= 2.0 && (rec.acknowledged_memory_mib - target).abs() <= 2.0, "{rec:?}");
+    eprintln!("balloon followed: {} MiB of a {target} MiB target", rec.actual_memory_mib);
 
     // A short lease; the agent restarts mid-lease and keeps it; then the coordinator goes away
     // and the agent ends the lease at its deadline by itself.

@@ -222,6 +222,7 @@ impl LibvirtDriver {
                     return Err(match Kind::try_from(f.kind).unwrap_or(Kind::Libvirt) {
                         Kind::Precheck => HypervisorError::Precheck(f.message),
                         Kind::Migration => HypervisorError::Migration(f.message),
+                        Kind::Guest => HypervisorError::Guest(f.message),
                         Kind::Request => self.error(format!("the libvirt driver refused {name}: {}", f.message)),
                         Kind::Libvirt | Kind::Unspecified => self.error(f.message),
                     });

@@ -25,6 +25,10 @@ pub enum HypervisorError {
     /// A resize was refused or failed (what was changed has been set back).
     #[error("{0}")]
     Resize(String),
+    /// The guest did not do what a resize asked of it (a balloon target it does not follow);
+    /// what was changed has been set back.
+    #[error("{0}")]
+    Guest(String),
 }
 
 /// Where a VM is to be moved: the destination host and how its hypervisor is reached (the

@@ -94,6 +94,13 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         leases: usize,
     },
+    /// Decision to effect per resize knob on a real guest under a real libvirt daemon (root,
+    /// /dev/kvm, libvirtd, QEMU): CPU quota, CPU shares, disk limit, memory balloon, vCPUs,
+    /// interface bandwidth, each `rounds` times each way.
+    Knobs {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Drain one host of `vms` VMs onto `destinations` empty hosts with the default limits.
     Drain {
         #[arg(long, default_value_t = 40)]
@@ -970,6 +977,9 @@ fn main() -> anyhow::Result<()> {
     if let Cmd::Sizing { hosts, vms, leases } = &args.cmd {
         return bench_sizing(*hosts, *vms, *leases);
     }
+    if let Cmd::Knobs { rounds } = &args.cmd {
+        return bench_knobs(*rounds);
+    }
     if let Cmd::Guest { vms, seconds, timings_per_s } = &args.cmd {
         return bench_guest(*vms, *seconds, *timings_per_s);
     }
@@ -980,11 +990,53 @@ fn main() -> anyhow::Result<()> {
             Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
             Cmd::Drain { vms, destinations, mb_per_s } => bench_drain(vms, destinations, mb_per_s).await,
             Cmd::Ecosystem { vms, repair_vms } => bench_ecosystem(vms, repair_vms).await,
-            Cmd::Simulate { .. } | Cmd::Forecast { .. } | Cmd::Decide { .. } | Cmd::Guest { .. } | Cmd::Sizing { .. } => {
+            Cmd::Simulate { .. }
+            | Cmd::Forecast { .. }
+            | Cmd::Decide { .. }
+            | Cmd::Guest { .. }
+            | Cmd::Sizing { .. }
+            | Cmd::Knobs { .. } => {
                 unreachable!("handled above")
             }
         }
     })
+}
+
+fn bench_knobs(rounds: usize) -> anyhow::Result<()> {
+    use presage_tests::knob_timing::{self, median_max};
+    if let Some(why) = presage_tests::missing_libvirt_requirement(&["cpio", "dpkg-deb", "apt-get"]) {
+        bail!("the knob benchmark needs a real libvirt host: {why}");
+    }
+    let report = knob_timing::run(rounds)?;
+    println!("decision to effect per knob on a real guest (TCG, one vCPU pinned to a core; executor = set + read back + verify)");
+    println!("  {:<11} {:<28} {:>16} {:>22} {:>8}", "knob", "change", "executor p50/max", "effect p50/max", "unmet");
+    let mut seen: Vec<(&str, String)> = Vec::new();
+    for t in &report.timings {
+        if !seen.contains(&(t.knob, t.change.clone())) {
+            seen.push((t.knob, t.change.clone()));
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (knob, change) in seen {
+        let of: Vec<_> = report.timings.iter().filter(|t| t.knob == knob && t.change == change).collect();
+        let (ep, em) = median_max(of.iter().map(|t| t.executor).collect()).unwrap_or_default();
+        let effects: Vec<Duration> = of.iter().filter_map(|t| t.effect).collect();
+        let effect = match median_max(effects.clone()) {
+            Some((p, m)) => format!("{:.0} / {:.0} ms", ms(p), ms(m)),
+            None => "not measured".into(),
+        };
+        let unmet = if knob == "interface" { "-".to_string() } else { format!("{}/{}", of.len() - effects.len(), of.len()) };
+        println!("  {knob:<11} {change:<28} {:>16} {effect:>22} {unmet:>8}", format!("{:.0} / {:.0} ms", ms(ep), ms(em)));
+    }
+    for r in &report.refusals {
+        println!("  refused: {} {}: {}", r.knob, r.change, r.error);
+    }
+    println!(
+        "  (rates over {} ms windows for the CPU, {} ms for the disk: no rate-based figure is below its window)",
+        knob_timing::CPU_WINDOW.as_millis(),
+        knob_timing::DISK_WINDOW.as_millis()
+    );
+    Ok(())
 }
 
 fn bench_sizing(n_hosts: usize, n_vms: usize, n_leases: usize) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod demo;
 pub mod dependencies;
 pub mod forecast_eval;
+pub mod optimise;
 pub mod plan;
 pub mod simulate;
 pub mod simulate_sizing;
@@ -241,6 +242,9 @@ pub enum Command {
     /// Walk forward through a trace folder scoring every forecaster and baseline per horizon
     /// (pinball loss, MAE of the median, p10–p90 coverage).
     ForecastEval(forecast_eval::ForecastEvalArgs),
+    /// The genetic optimiser over placement and sizing, one-off: `--binpacking FILE|DIR` packs
+    /// BPPLIB instances and reports the bins against the L2 bound and FFD/BFD.
+    Optimise(optimise::OptimiseArgs),
     /// Run the agents' anomaly detector over a corpus in the Numenta Anomaly Benchmark's layout
     /// (or score another detector's results) and print the NAB scores.
     AnomalyEval(anomaly_eval::AnomalyEvalArgs),
@@ -707,6 +711,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(args) => {
             let output = cli.output;
             tokio::task::spawn_blocking(move || simulate::run(args, output)).await??
+        }
+        Command::Optimise(args) => {
+            let output = cli.output;
+            tokio::task::spawn_blocking(move || optimise::run(args, output)).await??
         }
     }
     Ok(())

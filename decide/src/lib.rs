@@ -18,6 +18,7 @@
 pub mod demand;
 pub mod ecosystem;
 pub mod migration_queue;
+pub mod optimise;
 pub mod policy;
 pub mod reservation;
 pub mod sizing;

@@ -1,0 +1,221 @@
+//! A grouping genetic algorithm with a memetic local search (after Falkenauer's HGGA and
+//! Levine and Ducatelle's local search): a solution is its set of host groups, and the
+//! operators move whole groups.
+//!
+//! Each generation makes `population` children, each from its own random stream
+//! ([`Rng::for_job`]: the run's seed, the generation, the child's index), so the caller may
+//! make them in parallel ([`Parallel`]) and get the same result on any number of threads:
+//!
+//! 1. two parents by tournament;
+//! 2. crossover: the child is the first parent with a few of the second parent's host
+//!    groups put in whole, the hosts that held any of their items emptied and those items
+//!    set free;
+//! 3. mutation: the emptiest hosts (and a random one) emptied too;
+//! 4. local search ([`search::reinsert`]): the free items back by dominance swaps, then
+//!    first-fit decreasing.
+//!
+//! The next population is the best `elite` of the old one and the best children, no two with
+//! the same cost (clones would crowd out the rest). The run stops after `generations`, when
+//! the caller's [`Budget`] says so, or when the best reaches the problem's lower bound.
+
+use serde::Serialize;
+
+use super::search;
+use super::{Problem, Rng, Solution, Tables};
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GeneticConfig {
+    pub population: usize,
+    pub generations: usize,
+    pub tournament: usize,
+    pub elite: usize,
+    /// The most host groups of the second parent a crossover brings in (1 to this many).
+    pub crossover_groups: usize,
+    /// The emptiest hosts a mutation empties.
+    pub mutate_hosts: usize,
+    pub seed: u64,
+}
+
+impl Default for GeneticConfig {
+    fn default() -> Self {
+        GeneticConfig { population: 32, generations: 2000, tournament: 2, elite: 2, crossover_groups: 6, mutate_hosts: 3, seed: 1 }
+    }
+}
+
+/// Makes `n` children; `make(i)` is the i-th (pure: any order, any thread).
+pub trait Parallel {
+    fn map<F>(&self, n: usize, make: F) -> Vec<Solution>
+    where
+        F: Fn(usize) -> Solution + Sync + Send;
+}
+
+/// One child after another, on the caller's thread.
+pub struct Sequential;
+
+impl Parallel for Sequential {
+    fn map<F>(&self, n: usize, make: F) -> Vec<Solution>
+    where
+        F: Fn(usize) -> Solution + Sync + Send,
+    {
+        (0..n).map(make).collect()
+    }
+}
+
+/// Whether the run may go on after `generation` with the best cost so far (the caller's clock).
+pub trait Budget {
+    fn keep_going(&mut self, generation: usize, best_cost: f64) -> bool;
+}
+
+/// No limit but the configured generations.
+pub struct Generations;
+
+impl Budget for Generations {
+    fn keep_going(&mut self, _: usize, _: f64) -> bool {
+        true
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GeneticOutcome {
+    pub best: Solution,
+    pub generations: usize,
+    /// The best cost after each generation (the first entry: the initial population's).
+    pub progress: Vec<f64>,
+    pub reached_lower_bound: bool,
+}
+
+/// Runs the algorithm from `seeds` (e.g. the current placement, first-fit decreasing); the
+/// rest of the first population is made by randomised first-fit.
+pub fn optimise<P: Parallel, B: Budget>(
+    problem: &Problem,
+    seeds: Vec<Solution>,
+    cfg: &GeneticConfig,
+    par: &P,
+    budget: &mut B,
+) -> GeneticOutcome {
+    let t = Tables::new(problem);
+    let pop_size = cfg.population.max(2);
+    let mut population = seeds;
+    let extra = pop_size.saturating_sub(population.len());
+    population.extend(par.map(extra, |i| {
+        let mut rng = Rng::for_job(cfg.seed, 0, i as u64);
+        random_first_fit(&t, &mut rng)
+    }));
+    sort_unique(&mut population);
+    let mut progress = vec![population[0].cost()];
+    let at_bound = |s: &Solution| problem.lower_bound.is_some_and(|lb| s.cost() <= lb + 1e-9);
+    let mut generation = 0;
+    while generation < cfg.generations && !at_bound(&population[0]) && budget.keep_going(generation, population[0].cost()) {
+        generation += 1;
+        let parents = &population;
+        let children = par.map(pop_size, |i| {
+            let mut rng = Rng::for_job(cfg.seed, generation as u64, i as u64);
+            let a = tournament(parents, cfg.tournament, &mut rng);
+            let b = tournament(parents, cfg.tournament, &mut rng);
+            child(&t, &parents[a], &parents[b], cfg, &mut rng)
+        });
+        let mut next: Vec<Solution> = population.drain(..cfg.elite.min(pop_size)).collect();
+        next.extend(children);
+        sort_unique(&mut next);
+        next.truncate(pop_size);
+        population = next;
+        progress.push(population[0].cost());
+    }
+    let reached = at_bound(&population[0]);
+    GeneticOutcome { best: population.swap_remove(0), generations: generation, progress, reached_lower_bound: reached }
+}
+
+/// Sorts by cost, drops solutions whose cost equals a better one's.
+fn sort_unique(v: &mut Vec<Solution>) {
+    v.sort_by(|a, b| a.cost().total_cmp(&b.cost()));
+    v.dedup_by(|b, a| (a.cost() - b.cost()).abs() <= 1e-9 * a.cost().abs().max(1.0));
+}
+
+fn tournament(pop: &[Solution], size: usize, rng: &mut Rng) -> usize {
+    // The population is sorted: the smallest index drawn wins.
+    (0..size.max(1)).map(|_| rng.below(pop.len())).min().unwrap_or(0)
+}
+
+/// Items in random order, first fit (a diverse, feasible start).
+pub fn random_first_fit(t: &Tables<'_>, rng: &mut Rng) -> Solution {
+    let mut s = Solution::empty(t);
+    let mut free: Vec<u32> = (0..t.problem.items.len() as u32).collect();
+    rng.shuffle(&mut free);
+    let n_hosts = t.problem.hosts.len() as u32;
+    for i in free {
+        let o = s.option_of[i as usize];
+        let h = (0..n_hosts)
+            .find(|h| !s.members(*h).is_empty() && s.fits(t, i, o, *h))
+            .or_else(|| t.open_order.iter().copied().find(|h| s.members(*h).is_empty() && s.fits(t, i, o, *h)));
+        if let Some(h) = h {
+            s.place(t, i, h);
+        }
+    }
+    s
+}
+
+/// First-fit decreasing from nothing.
+pub fn first_fit_decreasing(t: &Tables<'_>) -> Solution {
+    let mut s = Solution::empty(t);
+    let mut free: Vec<u32> = (0..t.problem.items.len() as u32).collect();
+    search::first_fit_decreasing(t, &mut s, &mut free);
+    s
+}
+
+fn child(t: &Tables<'_>, a: &Solution, b: &Solution, cfg: &GeneticConfig, rng: &mut Rng) -> Solution {
+    let n_hosts = t.problem.hosts.len() as u32;
+    let mut s = a.clone();
+    let mut free: Vec<u32> = s.unplaced().collect();
+    // Crossover: whole groups of the second parent.
+    let mut groups: Vec<u32> = (0..n_hosts).filter(|h| !b.members(*h).is_empty()).collect();
+    rng.shuffle(&mut groups);
+    let take = (1 + rng.below(cfg.crossover_groups.max(1))).min(groups.len());
+    for &g in &groups[..take] {
+        let items = b.members(g);
+        // Empty every host of the child that holds one of the group's items.
+        for &i in items {
+            let h = s.host_of[i as usize];
+            if h != super::NOWHERE {
+                for m in s.members(h).to_vec() {
+                    s.unplace(t, m);
+                    free.push(m);
+                }
+            }
+        }
+        // The group goes in whole: on its own host if the child leaves that empty, else on
+        // an empty host with room for all of it.
+        let dims = t.problem.dims;
+        let load = b.load(g, dims).to_vec();
+        let target = if s.members(g).is_empty() {
+            Some(g)
+        } else {
+            t.open_order.iter().copied().find(|h| s.members(*h).is_empty() && s.room_for(t, *h, &load))
+        };
+        let Some(h) = target else { continue };
+        for &i in items {
+            if s.host_of[i as usize] == super::NOWHERE && s.fits(t, i, b.option_of[i as usize], h) {
+                s.set_option(i, b.option_of[i as usize]);
+                s.place(t, i, h);
+            }
+        }
+    }
+    free.retain(|i| s.host_of[*i as usize] == super::NOWHERE);
+    free.sort_unstable();
+    free.dedup();
+    // Mutation: empty the emptiest hosts, and one at random.
+    let mut used: Vec<(f64, u32)> = (0..n_hosts).filter(|h| !s.members(*h).is_empty()).map(|h| (s.fill(t, h), h)).collect();
+    used.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let k = 1 + rng.below(cfg.mutate_hosts.max(1));
+    let mut victims: Vec<u32> = used.iter().take(k).map(|(_, h)| *h).collect();
+    if !used.is_empty() {
+        victims.push(used[rng.below(used.len())].1);
+    }
+    for h in victims {
+        for m in s.members(h).to_vec() {
+            s.unplace(t, m);
+            free.push(m);
+        }
+    }
+    search::reinsert(t, &mut s, &mut free, rng);
+    s
+}

@@ -15,13 +15,17 @@
 //!    first-fit decreasing.
 //!
 //! The next population is the best `elite` of the old one and the best children, no two with
-//! the same cost (clones would crowd out the rest). The run stops after `generations`, when
+//! the same cost (clones would crowd out the rest); after `restart_after` generations without a
+//! better best, all but the elite make way for fresh random solutions. The run stops after `generations`, when
 //! the caller's [`Budget`] says so, or when the best reaches the problem's lower bound.
 
 use serde::Serialize;
 
 use super::search;
 use super::{Problem, Rng, Solution, Tables};
+
+/// Sets restart streams apart from the children's.
+const RESTART_STREAM: u64 = 0x5EED_0F_2E57A27;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GeneticConfig {
@@ -33,12 +37,24 @@ pub struct GeneticConfig {
     pub crossover_groups: usize,
     /// The emptiest hosts a mutation empties.
     pub mutate_hosts: usize,
+    /// Generations without a better best after which all but the elite are replaced by fresh
+    /// random solutions (a population that has converged searches no more).
+    pub restart_after: usize,
     pub seed: u64,
 }
 
 impl Default for GeneticConfig {
     fn default() -> Self {
-        GeneticConfig { population: 32, generations: 2000, tournament: 2, elite: 2, crossover_groups: 6, mutate_hosts: 3, seed: 1 }
+        GeneticConfig {
+            population: 32,
+            generations: 2000,
+            tournament: 2,
+            elite: 2,
+            crossover_groups: 6,
+            mutate_hosts: 3,
+            restart_after: 300,
+            seed: 1,
+        }
     }
 }
 
@@ -105,6 +121,7 @@ pub fn optimise<P: Parallel, B: Budget>(
     let mut progress = vec![population[0].cost()];
     let at_bound = |s: &Solution| problem.lower_bound.is_some_and(|lb| s.cost() <= lb + 1e-9);
     let mut generation = 0;
+    let (mut best_cost, mut improved_at) = (population[0].cost(), 0);
     while generation < cfg.generations && !at_bound(&population[0]) && budget.keep_going(generation, population[0].cost()) {
         generation += 1;
         let parents = &population;
@@ -120,6 +137,18 @@ pub fn optimise<P: Parallel, B: Budget>(
         next.truncate(pop_size);
         population = next;
         progress.push(population[0].cost());
+        if population[0].cost() < best_cost - 1e-9 {
+            (best_cost, improved_at) = (population[0].cost(), generation);
+        } else if generation - improved_at >= cfg.restart_after.max(1) {
+            improved_at = generation;
+            let keep = cfg.elite.clamp(1, population.len());
+            population.truncate(keep);
+            population.extend(par.map(pop_size - keep, |i| {
+                let mut rng = Rng::for_job(cfg.seed ^ RESTART_STREAM, generation as u64, i as u64);
+                random_first_fit(&t, &mut rng)
+            }));
+            sort_unique(&mut population);
+        }
     }
     let reached = at_bound(&population[0]);
     GeneticOutcome { best: population.swap_remove(0), generations: generation, progress, reached_lower_bound: reached }

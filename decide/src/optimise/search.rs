@@ -53,6 +53,8 @@ struct FreeIndex {
 
 /// Pairs are indexed only up to this many free items (beyond, singles only).
 const MAX_PAIRED: usize = 160;
+/// Hosts of at most this many items also try swapping three of them out.
+const MAX_TRIPLE_OUT: usize = 6;
 /// How many candidates below the best a multi-dimensional check may reject before giving up.
 const MAX_REJECTS: usize = 16;
 
@@ -100,8 +102,14 @@ fn improve_host(t: &Tables<'_>, s: &mut Solution, h: u32, free: &mut Vec<u32>, i
     let mut outs: Vec<Vec<u32>> = vec![Vec::new()];
     for (a, &ma) in members.iter().enumerate() {
         outs.push(vec![ma]);
-        for &mb in &members[a + 1..] {
+        for (b, &mb) in members.iter().enumerate().skip(a + 1) {
             outs.push(vec![ma, mb]);
+            // Three out (for hosts of few items: a whole small host's content swapped).
+            if members.len() <= MAX_TRIPLE_OUT {
+                for &mc in &members[b + 1..] {
+                    outs.push(vec![ma, mb, mc]);
+                }
+            }
         }
     }
     let mut best: Option<(f64, Vec<u32>, Vec<u32>)> = None;

@@ -25,7 +25,7 @@ use super::search;
 use super::{Problem, Rng, Solution, Tables};
 
 /// Sets restart streams apart from the children's.
-const RESTART_STREAM: u64 = 0x5EED_0F_2E57A27;
+const RESTART_STREAM: u64 = 0x0005_EED0_F2E5_7A27;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GeneticConfig {
@@ -170,15 +170,8 @@ pub fn random_first_fit(t: &Tables<'_>, rng: &mut Rng) -> Solution {
     let mut s = Solution::empty(t);
     let mut free: Vec<u32> = (0..t.problem.items.len() as u32).collect();
     rng.shuffle(&mut free);
-    let n_hosts = t.problem.hosts.len() as u32;
     for i in free {
-        let o = s.option_of[i as usize];
-        let h = (0..n_hosts)
-            .find(|h| !s.members(*h).is_empty() && s.fits(t, i, o, *h))
-            .or_else(|| t.open_order.iter().copied().find(|h| s.members(*h).is_empty() && s.fits(t, i, o, *h)));
-        if let Some(h) = h {
-            s.place(t, i, h);
-        }
+        search::first_fit(t, &mut s, i);
     }
     s
 }

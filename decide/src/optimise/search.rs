@@ -155,14 +155,18 @@ fn improve_host(t: &Tables<'_>, s: &mut Solution, h: u32, free: &mut Vec<u32>, i
 /// first unused host (cheapest per capacity first) with room; empties `free`.
 pub fn first_fit_decreasing(t: &Tables<'_>, s: &mut Solution, free: &mut Vec<u32>) {
     free.sort_by(|a, b| t.scalar(*b, s.option_of[*b as usize]).total_cmp(&t.scalar(*a, s.option_of[*a as usize])).then(a.cmp(b)));
-    let n_hosts = t.problem.hosts.len() as u32;
     for i in std::mem::take(free) {
-        let o = s.option_of[i as usize];
-        let used = (0..n_hosts).find(|h| !s.members(*h).is_empty() && s.fits(t, i, o, *h));
-        let host = used.or_else(|| t.open_order.iter().copied().find(|h| s.members(*h).is_empty() && s.fits(t, i, o, *h)));
-        match host {
-            Some(h) => s.place(t, i, h),
-            None => debug_assert_eq!(s.host_of[i as usize], NOWHERE),
-        }
+        first_fit(t, s, i);
+    }
+}
+
+/// Places unplaced item `i` on the first host in use with room, else on the first unused host
+/// (cheapest per capacity first) with room; leaves it unplaced where none has.
+pub fn first_fit(t: &Tables<'_>, s: &mut Solution, i: u32) {
+    let o = s.option_of[i as usize];
+    let used = (0..t.problem.hosts.len() as u32).find(|h| !s.members(*h).is_empty() && s.fits(t, i, o, *h));
+    match used.or_else(|| t.open_order.iter().copied().find(|h| s.members(*h).is_empty() && s.fits(t, i, o, *h))) {
+        Some(h) => s.place(t, i, h),
+        None => debug_assert_eq!(s.host_of[i as usize], NOWHERE),
     }
 }

@@ -7,7 +7,6 @@ pub mod bpplib;
 
 use std::time::{Duration, Instant};
 
-use presage_decide::optimise::Solution;
 use presage_decide::optimise::genetic::{Budget, Parallel};
 use rayon::prelude::*;
 
@@ -24,9 +23,10 @@ impl<'a> RayonChildren<'a> {
 }
 
 impl Parallel for RayonChildren<'_> {
-    fn map<F>(&self, n: usize, make: F) -> Vec<Solution>
+    fn map<T, F>(&self, n: usize, make: F) -> Vec<T>
     where
-        F: Fn(usize) -> Solution + Sync + Send,
+        T: Send,
+        F: Fn(usize) -> T + Sync + Send,
     {
         self.pool.install(|| (0..n).into_par_iter().map(&make).collect())
     }

@@ -58,20 +58,22 @@ impl Default for GeneticConfig {
     }
 }
 
-/// Makes `n` children; `make(i)` is the i-th (pure: any order, any thread).
+/// Makes `n` results; `make(i)` is the i-th (pure: any order, any thread).
 pub trait Parallel {
-    fn map<F>(&self, n: usize, make: F) -> Vec<Solution>
+    fn map<T, F>(&self, n: usize, make: F) -> Vec<T>
     where
-        F: Fn(usize) -> Solution + Sync + Send;
+        T: Send,
+        F: Fn(usize) -> T + Sync + Send;
 }
 
 /// One child after another, on the caller's thread.
 pub struct Sequential;
 
 impl Parallel for Sequential {
-    fn map<F>(&self, n: usize, make: F) -> Vec<Solution>
+    fn map<T, F>(&self, n: usize, make: F) -> Vec<T>
     where
-        F: Fn(usize) -> Solution + Sync + Send,
+        T: Send,
+        F: Fn(usize) -> T + Sync + Send,
     {
         (0..n).map(make).collect()
     }

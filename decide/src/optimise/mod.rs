@@ -21,6 +21,7 @@
 
 pub mod binpacking;
 pub mod genetic;
+pub mod roadef;
 pub mod search;
 
 use serde::Serialize;

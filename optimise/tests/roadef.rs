@@ -65,8 +65,8 @@ fn the_kept_terms_follow_every_move_and_agree_with_the_judge() {
             }
         }
         // Walk back to the initial assignment: every kept term returns to the start.
-        for p in 0..np {
-            st.shift(p, initial[p]);
+        for (p, home) in initial.iter().enumerate() {
+            st.shift(p, *home);
         }
         assert_eq!(st.terms(), model.evaluate(&initial, &initial).unwrap(), "a1_{n} after the walk back");
         assert!(feasible_seen > 0, "a1_{n}: no feasible state was compared");

@@ -37,6 +37,9 @@ pub struct GeneticConfig {
     pub crossover_groups: usize,
     /// The emptiest hosts a mutation empties.
     pub mutate_hosts: usize,
+    /// Extra rounds of local search per child (empty the emptiest host and a random one,
+    /// reinsert, keep if no worse).
+    pub intensify: usize,
     /// Generations without a better best after which all but the elite are replaced by fresh
     /// random solutions (a population that has converged searches no more).
     pub restart_after: usize,
@@ -52,6 +55,7 @@ impl Default for GeneticConfig {
             elite: 2,
             crossover_groups: 6,
             mutate_hosts: 3,
+            intensify: 2,
             restart_after: 300,
             seed: 1,
         }
@@ -241,5 +245,25 @@ fn child(t: &Tables<'_>, a: &Solution, b: &Solution, cfg: &GeneticConfig, rng: &
         }
     }
     search::reinsert(t, &mut s, &mut free, rng);
+    // Intensify: empty the emptiest host and one at random again, keep it if no worse.
+    for _ in 0..cfg.intensify {
+        let mut trial = s.clone();
+        let mut used: Vec<(f64, u32)> = (0..n_hosts).filter(|h| !trial.members(*h).is_empty()).map(|h| (trial.fill(t, h), h)).collect();
+        if used.len() < 2 {
+            break;
+        }
+        used.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let mut free = Vec::new();
+        for h in [used[0].1, used[1 + rng.below(used.len() - 1)].1] {
+            for m in trial.members(h).to_vec() {
+                trial.unplace(t, m);
+                free.push(m);
+            }
+        }
+        search::reinsert(t, &mut trial, &mut free, rng);
+        if trial.cost() <= s.cost() {
+            s = trial;
+        }
+    }
     s
 }

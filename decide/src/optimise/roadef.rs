@@ -11,9 +11,10 @@
 //!   location and neighbourhood counts, moved counts and their histogram, every cost term), in
 //!   which a shift or a swap changes only what it touches, and every broken constraint is
 //!   counted so that an infeasible move is seen at once and undone.
-//! - [`optimise`]: a population of late-acceptance hill climbers (shift and swap moves), one per
-//!   member, each epoch from its own seeded stream; after each epoch the worst members restart
-//!   from the best (elitism). Results depend on the seed and the population, not on the threads.
+//! - [`optimise`]: a population of late-acceptance hill climbers (shift and swap moves; each
+//!   keeps its history from epoch to epoch), each epoch from its own seeded stream; every few
+//!   epochs the worse half restarts from the best (elitism). Results depend on the seed and the
+//!   population, not on the threads.
 
 use serde::Serialize;
 
@@ -584,17 +585,21 @@ impl<'a> Search<'a> {
 pub struct RoadefConfig {
     /// Climbers, each improved from its own seeded stream every epoch.
     pub population: usize,
-    /// Moves per climber per epoch.
+    /// Moves per climber per epoch (the caller's clock is read between epochs).
     pub epoch_moves: usize,
-    /// Late acceptance's history length.
-    pub history: usize,
+    /// Late acceptance's history length at 100 processes; it grows as the number of processes
+    /// to the power 1.5 (2,000 at 100, 63,000 at 1,000): larger instances need longer walks
+    /// before they settle. At least 1,000.
+    pub history_at_100: usize,
+    /// Every this many epochs the worse half of the climbers restarts from the best.
+    pub share_every: usize,
     pub epochs: usize,
     pub seed: u64,
 }
 
 impl Default for RoadefConfig {
     fn default() -> Self {
-        RoadefConfig { population: 2, epoch_moves: 2_000_000, history: 2_000, epochs: usize::MAX, seed: 1 }
+        RoadefConfig { population: 2, epoch_moves: 2_000_000, history_at_100: 2_000, share_every: 10, epochs: usize::MAX, seed: 1 }
     }
 }
 
@@ -606,28 +611,37 @@ pub struct RoadefOutcome {
     pub moves: u64,
 }
 
-/// One climber's epoch: late-acceptance hill climbing from `start` with shift and swap moves;
-/// returns the best feasible assignment it saw.
-fn climb(model: &Roadef, initial: &[u32], start: &[u32], cfg: &RoadefConfig, rng: &mut Rng) -> (Vec<u32>, i64) {
-    let mut st = Search::new(model, initial, start.to_vec());
+/// One climber: where it is, the best it has seen, and its late-acceptance history (kept from
+/// epoch to epoch).
+#[derive(Clone, Debug)]
+struct Climber {
+    current: Vec<u32>,
+    best: Vec<u32>,
+    best_cost: i64,
+    history: Vec<i64>,
+    step: usize,
+}
+
+/// One epoch of a climber: late-acceptance hill climbing with shift and swap moves.
+fn climb(model: &Roadef, initial: &[u32], mut c: Climber, moves: usize, rng: &mut Rng) -> Climber {
+    let mut st = Search::new(model, initial, std::mem::take(&mut c.current));
     let (np, nm) = (model.processes.len(), model.machines.len() as u32);
-    let mut best = (st.assignment.clone(), st.cost());
     if np == 0 || nm < 2 {
-        return best;
+        c.current = st.assignment;
+        return c;
     }
-    let mut history = vec![st.cost(); cfg.history.max(1)];
-    for k in 0..cfg.epoch_moves {
+    for _ in 0..moves {
+        c.step += 1;
         let before = st.cost();
         let p = rng.below(np);
         let from = st.assignment[p];
-        let undo: (usize, u32, Option<(usize, u32)>);
-        if rng.below(2) == 0 {
+        let undo: (usize, u32, Option<(usize, u32)>) = if rng.below(2) == 0 {
             let mut m = rng.below(nm as usize - 1) as u32;
             if m >= from {
                 m += 1;
             }
             st.shift(p, m);
-            undo = (p, from, None);
+            (p, from, None)
         } else {
             let q = rng.below(np);
             let to = st.assignment[q];
@@ -636,13 +650,14 @@ fn climb(model: &Roadef, initial: &[u32], start: &[u32], cfg: &RoadefConfig, rng
             }
             st.shift(p, to);
             st.shift(q, from);
-            undo = (p, from, Some((q, to)));
-        }
+            (p, from, Some((q, to)))
+        };
         let after = st.cost();
-        let slot = k % history.len();
-        if st.feasible() && (after <= before || after <= history[slot]) {
-            if after < best.1 {
-                best = (st.assignment.clone(), after);
+        let slot = c.step % c.history.len();
+        if st.feasible() && (after <= before || after <= c.history[slot]) {
+            if after < c.best_cost {
+                c.best_cost = after;
+                c.best.clone_from(&st.assignment);
             }
         } else {
             let (p, from, q) = undo;
@@ -652,11 +667,12 @@ fn climb(model: &Roadef, initial: &[u32], start: &[u32], cfg: &RoadefConfig, rng
             st.shift(p, from);
         }
         let now = st.cost();
-        if now < history[slot] {
-            history[slot] = now;
+        if now < c.history[slot] {
+            c.history[slot] = now;
         }
     }
-    best
+    c.current = st.assignment;
+    c
 }
 
 /// Runs the climbers from `initial` (which must be feasible) until `cfg.epochs` or the budget
@@ -669,25 +685,33 @@ pub fn optimise<P: Parallel, B: Budget>(
     par: &P,
     budget: &mut B,
 ) -> Result<RoadefOutcome, Violation> {
-    let start_terms = model.evaluate(initial, initial)?;
+    let start = model.evaluate(initial, initial)?.total;
     let n = cfg.population.max(1);
-    let mut members: Vec<(Vec<u32>, i64)> = vec![(initial.to_vec(), start_terms.total); n];
+    let history = ((cfg.history_at_100 as f64 * (model.processes.len() as f64 / 100.0).powf(1.5)) as usize).max(1000);
+    let fresh = Climber { current: initial.to_vec(), best: initial.to_vec(), best_cost: start, history: vec![start; history], step: 0 };
+    let mut members: Vec<Climber> = vec![fresh; n];
     let mut epoch = 0;
-    while epoch < cfg.epochs && budget.keep_going(epoch, members.iter().map(|m| m.1).min().unwrap_or(0) as f64) {
+    while epoch < cfg.epochs && budget.keep_going(epoch, members.iter().map(|m| m.best_cost).min().unwrap_or(start) as f64) {
         epoch += 1;
-        let current = &members;
-        let mut next = par.map(n, |i| {
+        let current = std::mem::take(&mut members);
+        members = par.map(n, |i| {
             let mut rng = Rng::for_job(cfg.seed, epoch as u64, i as u64);
-            climb(model, initial, &current[i].0, cfg, &mut rng)
+            climb(model, initial, current[i].clone(), cfg.epoch_moves, &mut rng)
         });
-        // Elitism: the worse half restarts from the best.
-        next.sort_by_key(|m| m.1);
-        for i in n.div_ceil(2)..n {
-            next[i] = next[0].clone();
+        if epoch % cfg.share_every.max(1) == 0 {
+            // Elitism: the worse half restarts from the best one's best.
+            members.sort_by_key(|m| m.best_cost);
+            for i in n.div_ceil(2)..n {
+                let (best, cost) = (members[0].best.clone(), members[0].best_cost);
+                let m = &mut members[i];
+                m.current.clone_from(&best);
+                m.best = best;
+                m.best_cost = cost;
+                m.history.fill(cost);
+            }
         }
-        members = next;
     }
-    let best = members.into_iter().min_by_key(|m| m.1).expect("a population of at least one");
-    let terms = model.evaluate(initial, &best.0)?;
-    Ok(RoadefOutcome { assignment: best.0, terms, epochs: epoch, moves: (epoch * n * cfg.epoch_moves) as u64 })
+    let best = members.into_iter().min_by_key(|m| m.best_cost).expect("a population of at least one");
+    let terms = model.evaluate(initial, &best.best)?;
+    Ok(RoadefOutcome { assignment: best.best, terms, epochs: epoch, moves: (epoch * n * cfg.epoch_moves) as u64 })
 }

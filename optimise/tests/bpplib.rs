@@ -2,6 +2,8 @@
 //! `$PRESAGE_SHARED_DATA/binpacking`): optimal packings where the optimum is proven, never worse
 //! than first-fit decreasing, and the same result for a seed on one thread or two.
 
+mod common;
+
 use std::path::PathBuf;
 
 use presage_decide::optimise::Tables;
@@ -10,12 +12,7 @@ use presage_decide::optimise::genetic::{Generations, GeneticConfig, GeneticOutco
 use presage_optimise::{RayonChildren, bpplib, pool};
 
 fn binpacking_data() -> PathBuf {
-    let root = std::env::var_os("PRESAGE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    let dir = root.join("binpacking");
-    assert!(dir.join("falkenauer-u").is_dir(), "the BPPLIB instances are not at {} (set PRESAGE_SHARED_DATA)", dir.display());
-    dir
+    common::shared_set("binpacking", "falkenauer-u")
 }
 
 fn instance(set: &str, name: &str) -> BinPacking {

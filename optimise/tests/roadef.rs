@@ -3,6 +3,8 @@
 //! initial assignment; the local search's kept terms agree with the judge after thousands of
 //! random moves; a short run improves an instance and stays feasible.
 
+mod common;
+
 use std::path::PathBuf;
 
 use presage_decide::optimise::Rng;
@@ -10,12 +12,7 @@ use presage_decide::optimise::genetic::{Generations, Sequential};
 use presage_decide::optimise::roadef::{Roadef, RoadefConfig, Search, optimise};
 
 fn roadef_data() -> PathBuf {
-    let root = std::env::var_os("PRESAGE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    let dir = root.join("roadef");
-    assert!(dir.join("model_a1_1.txt").is_file(), "the ROADEF instances are not at {} (set PRESAGE_SHARED_DATA)", dir.display());
-    dir
+    common::shared_set("roadef", "model_a1_1.txt")
 }
 
 fn instance(n: u32) -> (Roadef, Vec<u32>, i64) {

@@ -437,6 +437,11 @@ mod tests {
     use crate::hypervisor::simulated::SimulatedHypervisor;
     use crate::store::SledStore;
 
+    /// The two-VM host and a sled store in `dir`.
+    fn fixture(dir: &std::path::Path) -> (SimulatedHypervisor, Arc<dyn KvStore>) {
+        (hv(dir), Arc::new(SledStore::open(&dir.join("store")).unwrap()))
+    }
+
     fn hv(dir: &std::path::Path) -> SimulatedHypervisor {
         // Two VMs busy all the time (100 % of their vCPUs).
         let traces = dir.join("traces");
@@ -510,8 +515,7 @@ mod tests {
     #[test]
     fn a_lender_that_needs_its_capacity_takes_it_back_early() {
         let dir = tempfile::tempdir().unwrap();
-        let h = hv(dir.path());
-        let store: Arc<dyn KvStore> = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
+        let (h, store) = fixture(dir.path());
         let mut desk = SizingDesk::open(store, Allocation::new(4.0, 8192.0), 0.0).unwrap();
         let mut vms = views(Some(0.2));
         vms[1].allocated = Allocation::new(0.5, 1024.0);
@@ -596,8 +600,7 @@ mod tests {
     #[test]
     fn resizes_are_checkpointed_deferred_and_infeasible_with_reasons() {
         let dir = tempfile::tempdir().unwrap();
-        let h = hv(dir.path());
-        let store: Arc<dyn KvStore> = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
+        let (h, store) = fixture(dir.path());
         // 1.5 cores in all: the borrower's 1 core leaves 0.5 for the lender.
         let mut desk = SizingDesk::open(store.clone(), Allocation::new(1.5, 8192.0), 0.0).unwrap();
         let vms = views(None);
@@ -631,8 +634,7 @@ mod tests {
     #[test]
     fn a_borrower_cannot_grow_its_own_allocation_past_its_domain_with_what_it_borrows() {
         let dir = tempfile::tempdir().unwrap();
-        let h = hv(dir.path());
-        let store: Arc<dyn KvStore> = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
+        let (h, store) = fixture(dir.path());
         let mut desk = SizingDesk::open(store, Allocation::new(4.0, 8192.0), 0.0).unwrap();
         let mut vms = views(Some(0.2));
         vms[1].allocated.cpu_cores = 0.5; // the borrower holds half its vCPU ...

@@ -20,7 +20,7 @@
 //! and passes without running, unless `PRESAGE_REQUIRE_KVM=1` (set by `.ci/run` where KVM and
 //! root are there), when it fails instead.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -64,6 +64,16 @@ fn missing_requirement() -> Option<String> {
         return Some("fewer than two CPUs (the guest's core and the rest)".into());
     }
     None
+}
+
+/// What every real-guest test starts from: the guest image, the presage-libvirt driver, the
+/// host CPU the guests' vCPUs are pinned to (the last; QEMU's own threads go to CPU 0), and the
+/// two libvirt daemons.
+fn real_hosts() -> (PathBuf, PathBuf, usize, TwoLibvirtHosts) {
+    let image = guest_image();
+    let driver = built_binaries(&["presage-libvirt"]).join("presage-libvirt");
+    let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    (image, driver, cpu, TwoLibvirtHosts::start())
 }
 
 /// The application guest: 256 MiB, one vCPU pinned to host CPU `cpu` (QEMU's own threads to CPU
@@ -257,10 +267,7 @@ async fn a_real_guests_pain_confirmed_by_its_host_moves_it_first() {
     if skipped("a_real_guests_pain_confirmed_by_its_host_moves_it_first") {
         return;
     }
-    let image = guest_image();
-    let driver = built_binaries(&["presage-libvirt"]).join("presage-libvirt");
-    let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
-    let hosts = TwoLibvirtHosts::start();
+    let (image, driver, cpu, hosts) = real_hosts();
     let channel = hosts.shared_dir().join("app-guest.port");
     let console = hosts.shared_dir().join("app-guest.console");
     let a = virt::connect::Connect::open(Some(&hosts.uri("a"))).unwrap();
@@ -452,10 +459,7 @@ async fn a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordi
         return;
     }
     use presage_protocol::pb::{GrantLeaseRequest, ListLeasesRequest, ResizeVmRequest};
-    let image = guest_image();
-    let driver = built_binaries(&["presage-libvirt"]).join("presage-libvirt");
-    let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
-    let hosts = TwoLibvirtHosts::start();
+    let (image, driver, cpu, hosts) = real_hosts();
     let uri = hosts.uri("a");
     let a = virt::connect::Connect::open(Some(&uri)).unwrap();
     // Both burners on one host core: what each gets is what its quota allows.

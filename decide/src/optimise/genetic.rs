@@ -204,10 +204,7 @@ fn child(t: &Tables<'_>, a: &Solution, b: &Solution, cfg: &GeneticConfig, rng: &
         for &i in items {
             let h = s.host_of[i as usize];
             if h != super::NOWHERE {
-                for m in s.members(h).to_vec() {
-                    s.unplace(t, m);
-                    free.push(m);
-                }
+                s.empty_host(t, h, &mut free);
             }
         }
         // The group goes in whole: on its own host if the child leaves that empty, else on
@@ -231,34 +228,26 @@ fn child(t: &Tables<'_>, a: &Solution, b: &Solution, cfg: &GeneticConfig, rng: &
     free.sort_unstable();
     free.dedup();
     // Mutation: empty the emptiest hosts, and one at random.
-    let mut used: Vec<(f64, u32)> = (0..n_hosts).filter(|h| !s.members(*h).is_empty()).map(|h| (s.fill(t, h), h)).collect();
-    used.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let used = s.hosts_by_fill(t);
     let k = 1 + rng.below(cfg.mutate_hosts.max(1));
     let mut victims: Vec<u32> = used.iter().take(k).map(|(_, h)| *h).collect();
     if !used.is_empty() {
         victims.push(used[rng.below(used.len())].1);
     }
     for h in victims {
-        for m in s.members(h).to_vec() {
-            s.unplace(t, m);
-            free.push(m);
-        }
+        s.empty_host(t, h, &mut free);
     }
     search::reinsert(t, &mut s, &mut free, rng);
     // Intensify: empty the emptiest host and one at random again, keep it if no worse.
     for _ in 0..cfg.intensify {
         let mut trial = s.clone();
-        let mut used: Vec<(f64, u32)> = (0..n_hosts).filter(|h| !trial.members(*h).is_empty()).map(|h| (trial.fill(t, h), h)).collect();
+        let used = trial.hosts_by_fill(t);
         if used.len() < 2 {
             break;
         }
-        used.sort_by(|x, y| x.0.total_cmp(&y.0));
         let mut free = Vec::new();
         for h in [used[0].1, used[1 + rng.below(used.len() - 1)].1] {
-            for m in trial.members(h).to_vec() {
-                trial.unplace(t, m);
-                free.push(m);
-            }
+            trial.empty_host(t, h, &mut free);
         }
         search::reinsert(t, &mut trial, &mut free, rng);
         if trial.cost() <= s.cost() {

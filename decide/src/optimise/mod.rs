@@ -293,11 +293,7 @@ impl Solution {
 
     /// Whether item `i` with option `o` fits on `host` now (capacity and anti-affinity).
     pub fn fits(&self, t: &Tables<'_>, i: u32, o: u16, host: u32) -> bool {
-        let d = t.problem.dims;
-        let cap = &t.problem.hosts[host as usize].capacity;
-        let load = self.load(host, d);
-        let demand = t.demand(i, o);
-        if (0..d).any(|k| load[k] + demand[k] > cap[k] * (1.0 + 1e-12) + 1e-9) {
+        if !self.room_for(t, host, t.demand(i, o)) {
             return false;
         }
         t.groups_of[i as usize].is_empty() || !self.members[host as usize].iter().any(|m| *m != i && shares_group(t, *m, i))
@@ -308,7 +304,23 @@ impl Solution {
         let d = t.problem.dims;
         let cap = &t.problem.hosts[host as usize].capacity;
         let load = self.load(host, d);
-        (0..d).all(|k| load[k] + extra[k] <= cap[k] * (1.0 + 1e-12) + 1e-9)
+        (0..d).all(|k| within_capacity(load[k] + extra[k], cap[k]))
+    }
+
+    /// Takes every item off `host` and adds them to `free`.
+    pub fn empty_host(&mut self, t: &Tables<'_>, host: u32, free: &mut Vec<u32>) {
+        for m in self.members(host).to_vec() {
+            self.unplace(t, m);
+            free.push(m);
+        }
+    }
+
+    /// The hosts in use with their fill, emptiest first.
+    pub fn hosts_by_fill(&self, t: &Tables<'_>) -> Vec<(f64, u32)> {
+        let mut used: Vec<(f64, u32)> =
+            (0..t.problem.hosts.len() as u32).filter(|h| !self.members(*h).is_empty()).map(|h| (self.fill(t, h), h)).collect();
+        used.sort_by(|x, y| x.0.total_cmp(&y.0));
+        used
     }
 
     /// Takes item `i` off its host (it becomes unplaced).
@@ -389,6 +401,11 @@ impl Solution {
         self.fill_sq += now_sq - was_sq;
         self.cost += self.packing_term(t) - before;
     }
+}
+
+/// Whether a load is within a capacity (with room for floating-point rounding).
+fn within_capacity(load: f64, capacity: f64) -> bool {
+    load <= capacity * (1.0 + 1e-12) + 1e-9
 }
 
 fn shares_group(t: &Tables<'_>, a: u32, b: u32) -> bool {

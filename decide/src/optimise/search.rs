@@ -93,7 +93,7 @@ fn improve_host(t: &Tables<'_>, s: &mut Solution, h: u32, free: &mut Vec<u32>, i
     let fits_after = |out: &[u32], inn: &[u32]| -> bool {
         (0..dims).all(|k| {
             let l = load[k] - out.iter().map(|i| demand(*i)[k]).sum::<f64>() + inn.iter().map(|i| demand(*i)[k]).sum::<f64>();
-            l <= cap[k] * (1.0 + 1e-12) + 1e-9
+            super::within_capacity(l, cap[k])
         })
     };
     // The host's room as a scalar (its smallest room over the dimensions, in scale units).

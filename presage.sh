@@ -9,8 +9,9 @@ cd "$(dirname "$0")"
 PACKAGES=(pkg-config libvirt-dev libvirt0 gcc)
 # The tests also start two real libvirt daemons and move a KVM guest between them, and boot a
 # real Linux guest (Debian's cloud kernel and busybox-static, downloaded with apt-get and packed
-# into an initramfs with cpio).
-TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio)
+# into an initramfs with cpio). The optimiser's tests measure its gap to an exact MILP optimum
+# with COIN-OR CBC (linked by the `exact` feature, never by the daemons).
+TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev)
 
 install_deps() {
   local wanted=("${PACKAGES[@]}" "$@")

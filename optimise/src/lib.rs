@@ -4,6 +4,9 @@
 //! ([`bpplib`]).
 
 pub mod bpplib;
+#[cfg(feature = "exact")]
+pub mod exact;
+pub mod joint;
 
 use std::time::{Duration, Instant};
 

@@ -137,7 +137,7 @@ pub fn optimise<P: Parallel, B: Budget>(
             let b = tournament(parents, cfg.tournament, &mut rng);
             child(&t, &parents[a], &parents[b], cfg, &mut rng)
         });
-        let mut next: Vec<Solution> = population.drain(..cfg.elite.min(pop_size)).collect();
+        let mut next: Vec<Solution> = population.drain(..cfg.elite.min(population.len())).collect();
         next.extend(children);
         sort_unique(&mut next);
         next.truncate(pop_size);
@@ -179,6 +179,7 @@ pub fn random_first_fit(t: &Tables<'_>, rng: &mut Rng) -> Solution {
     for i in free {
         search::first_fit(t, &mut s, i);
     }
+    search::settle_options(t, &mut s);
     s
 }
 
@@ -237,7 +238,18 @@ fn child(t: &Tables<'_>, a: &Solution, b: &Solution, cfg: &GeneticConfig, rng: &
     for h in victims {
         s.empty_host(t, h, &mut free);
     }
+    // Where sizes are searched too: a few items anywhere set free to be placed and sized anew.
+    if t.sized {
+        for _ in 0..1 + rng.below(cfg.mutate_hosts.max(1)) {
+            let i = rng.below(s.host_of.len()) as u32;
+            if s.host_of[i as usize] != super::NOWHERE {
+                s.unplace(t, i);
+                free.push(i);
+            }
+        }
+    }
     search::reinsert(t, &mut s, &mut free, rng);
+    search::descend_sized(t, &mut s, rng);
     // Intensify: empty the emptiest host and one at random again, keep it if no worse.
     for _ in 0..cfg.intensify {
         let mut trial = s.clone();

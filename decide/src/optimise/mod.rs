@@ -20,6 +20,8 @@
 //!   bound and first-fit / best-fit decreasing, to judge the optimiser against proven optima.
 
 pub mod binpacking;
+pub mod cluster;
+pub mod decompose;
 pub mod genetic;
 pub mod roadef;
 pub mod search;
@@ -170,6 +172,10 @@ pub struct Tables<'a> {
     groups_of: Vec<Vec<u32>>,
     /// Hosts in the order an item opens a new one: cheapest per capacity first.
     open_order: Vec<u32>,
+    /// Each item's options, cheapest first (ties: the order given).
+    options_by_cost: Vec<Vec<u16>>,
+    /// Whether any item has more than one option (sizing is part of the search).
+    pub sized: bool,
 }
 
 impl<'a> Tables<'a> {
@@ -189,14 +195,37 @@ impl<'a> Tables<'a> {
             let cb = problem.hosts[*b as usize].active_cost / size(*b);
             ca.total_cmp(&cb).then(a.cmp(b))
         });
-        Tables { problem, scale, groups_of, open_order }
+        let options_by_cost: Vec<Vec<u16>> = problem
+            .items
+            .iter()
+            .map(|item| {
+                let mut o: Vec<u16> = (0..item.options.len() as u16).collect();
+                o.sort_by(|a, b| item.options[*a as usize].cost.total_cmp(&item.options[*b as usize].cost).then(a.cmp(b)));
+                o
+            })
+            .collect();
+        let sized = problem.items.iter().any(|i| i.options.len() > 1);
+        Tables { problem, scale, groups_of, open_order, options_by_cost, sized }
+    }
+
+    pub fn options_by_cost(&self, item: u32) -> &[u16] {
+        &self.options_by_cost[item as usize]
     }
 
     pub fn scalar(&self, item: u32, option: u16) -> f64 {
         self.problem.scalar(item, option, &self.scale)
     }
 
-    fn demand(&self, item: u32, option: u16) -> &[f64] {
+    pub fn option_cost(&self, item: u32, option: u16) -> f64 {
+        self.problem.items[item as usize].options[option as usize].cost
+    }
+
+    /// Whether two items share an anti-affinity group.
+    pub fn share_group(&self, a: u32, b: u32) -> bool {
+        a != b && shares_group(self, a, b)
+    }
+
+    pub fn demand(&self, item: u32, option: u16) -> &[f64] {
         &self.problem.items[item as usize].options[option as usize].demand
     }
 }
@@ -234,6 +263,12 @@ impl Solution {
 
     pub fn cost(&self) -> f64 {
         self.cost + self.unplaced as f64 * UNPLACED_COST
+    }
+
+    /// The cost without the packing tie-breaker: what the problem's goals add up to (the
+    /// figure to compare with an exact solver's optimum).
+    pub fn objective(&self, t: &Tables<'_>) -> f64 {
+        self.cost() - self.packing_term(t)
     }
 
     /// Hosts with at least one item.

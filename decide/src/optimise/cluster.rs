@@ -1,0 +1,259 @@
+//! A cluster's placement and sizing as a [`Problem`]: each VM's size options come from the
+//! distribution of its daily peaks, each option costing the forecast SLA risk that a day's
+//! peak exceeds it; hosts cost what being active costs; moving a VM costs what its migration
+//! does. What the coordinator's background pass and the benchmarks both build.
+//!
+//! A VM's daily peaks in each dimension are taken as log-normal (peaks are positive and their
+//! spread grows with their size): `mu` and `sigma` are the mean and standard deviation of their
+//! logarithms (sigma at least [`SizingGoals::min_sigma`], as a few days of history understate
+//! it). A size `s` is exceeded on a day with probability `P(peak > s) = 1 - Phi((ln s - mu) /
+//! sigma)`; the options are the sizes at `mu + z * sigma` for each configured `z`, rounded up
+//! to the VM's grain and never below its floor (e.g. resident memory) or the largest peak seen,
+//! and the size it has now. An option's cost is `weight * sla_cost * risk * horizon_days`, its risk the most
+//! likely of its dimensions to be exceeded.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Host, Item, Problem, ProblemError, SizeOption};
+use crate::policy::presage::normal_sf;
+
+/// The most size options of a VM built as combinations of per-dimension levels.
+pub const MAX_COMBINATIONS: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SizingGoals {
+    /// Sizes offered, as standard deviations of the log daily peak above its mean.
+    pub headroom_sigmas: Vec<f64>,
+    /// What a day with a peak above a VM's size costs, in the hosts' cost units (e.g. 1: as
+    /// much as a host active for the horizon).
+    pub sla_cost: f64,
+    /// The least spread assumed for the log daily peaks.
+    pub min_sigma: f64,
+    /// Whether the size each VM has now stays an option.
+    pub keep_current_size: bool,
+    /// How many days the plan is to hold: a rising trend is carried that far, and an option's
+    /// risk counts for each day.
+    pub horizon_days: f64,
+}
+
+impl Default for SizingGoals {
+    fn default() -> Self {
+        SizingGoals { headroom_sigmas: vec![3.0, 2.0, 1.0], sla_cost: 1.0, min_sigma: 0.1, keep_current_size: true, horizon_days: 1.0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterVm {
+    /// The size it has now, per dimension.
+    pub size: Vec<f64>,
+    /// Its peak use per day (oldest first), each per dimension.
+    pub daily_peaks: Vec<Vec<f64>>,
+    /// The least size per dimension (e.g. its resident memory).
+    pub floor: Vec<f64>,
+    /// The most it can use per dimension (e.g. all of its vCPUs; infinite for memory): no
+    /// size above it is offered.
+    pub ceiling: Vec<f64>,
+    /// Sizes are whole multiples of this per dimension (e.g. a core, 256 MiB).
+    pub grain: Vec<f64>,
+    /// Its host now (an index into the hosts), if placed.
+    pub host: Option<u32>,
+    pub move_cost: f64,
+    /// How much its SLA matters (1: as much as any).
+    pub weight: f64,
+}
+
+/// The options of one VM: sizes and their risks (the item's options, with the risk kept apart
+/// from the cost for reports).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VmOptions {
+    pub sizes: Vec<Vec<f64>>,
+    pub risks: Vec<f64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ClusterError {
+    #[error("VM {vm}: {why}")]
+    Vm { vm: usize, why: String },
+    #[error(transparent)]
+    Problem(#[from] ProblemError),
+}
+
+/// The log-normal fit of one dimension's daily peaks, its trend carried to the end of the
+/// horizon: (mu at the horizon's end, sigma of the residuals, largest peak).
+fn fit(peaks: impl Iterator<Item = f64>, goals: &SizingGoals) -> Option<(f64, f64, f64)> {
+    let v: Vec<(f64, f64)> = peaks.enumerate().filter(|(_, p)| *p > 0.0).map(|(d, p)| (d as f64, p.ln())).collect();
+    let largest = v.iter().map(|(_, l)| l.exp()).fold(0.0, f64::max);
+    if v.is_empty() {
+        return None;
+    }
+    let n = v.len() as f64;
+    let (mx, my) = (v.iter().map(|p| p.0).sum::<f64>() / n, v.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxx: f64 = v.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    // A rising trend is carried forward (a falling one is not trusted to go on falling).
+    let slope = if v.len() >= 3 && sxx > 0.0 { (v.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / sxx).max(0.0) } else { 0.0 };
+    let resid = v.iter().map(|p| (p.1 - my - slope * (p.0 - mx)).powi(2)).sum::<f64>() / (v.len().max(3) - 2) as f64;
+    let last = v.last().map_or(0.0, |p| p.0);
+    let mu_end = my + slope * (last + goals.horizon_days - mx);
+    Some((mu_end, resid.sqrt().max(goals.min_sigma), largest))
+}
+
+fn ceil_to(v: f64, grain: f64) -> f64 {
+    if grain > 0.0 { (v / grain - 1e-9).ceil() * grain } else { v }
+}
+
+/// The size options of one VM and their risks.
+pub fn vm_options(vm: &ClusterVm, goals: &SizingGoals) -> VmOptions {
+    let dims = vm.size.len();
+    let fits: Vec<Option<(f64, f64, f64)>> = (0..dims).map(|k| fit(vm.daily_peaks.iter().map(|d| d[k]), goals)).collect();
+    let risk_of = |size: &[f64]| -> f64 {
+        (0..dims)
+            .map(|k| match fits[k] {
+                Some((mu, sigma, _)) if size[k] > 0.0 => normal_sf((size[k].ln() - mu) / sigma),
+                Some(_) => 1.0,
+                None => 0.0,
+            })
+            .fold(1.0, |none, r| none * (1.0 - r))
+    };
+    let risk_of = |size: &[f64]| 1.0 - risk_of(size);
+    // Each dimension's levels: the size now, then one per headroom.
+    let levels: Vec<Vec<f64>> = (0..dims)
+        .map(|k| {
+            let mut l: Vec<f64> = Vec::new();
+            if goals.keep_current_size {
+                l.push(vm.size[k]);
+            }
+            for z in &goals.headroom_sigmas {
+                let want = match fits[k] {
+                    Some((mu, sigma, largest)) => (mu + z * sigma).exp().max(largest),
+                    None => 0.0,
+                };
+                let level = ceil_to(want.max(vm.floor[k]), vm.grain[k]).max(vm.grain[k]).min(vm.ceiling[k]);
+                if !l.contains(&level) {
+                    l.push(level);
+                }
+            }
+            l
+        })
+        .collect();
+    // Every combination of levels (a dimension that binds nowhere keeps its safest size while
+    // another shrinks), the size now first; past MAX_COMBINATIONS, the levels side by side.
+    let combinations: usize = levels.iter().map(|l| l.len()).product();
+    let mut sizes: Vec<Vec<f64>> = Vec::new();
+    if combinations <= MAX_COMBINATIONS {
+        let mut index = vec![0usize; dims];
+        for _ in 0..combinations {
+            sizes.push((0..dims).map(|k| levels[k][index[k]]).collect());
+            for k in 0..dims {
+                index[k] += 1;
+                if index[k] < levels[k].len() {
+                    break;
+                }
+                index[k] = 0;
+            }
+        }
+    } else {
+        let most = levels.iter().map(|l| l.len()).max().unwrap_or(0);
+        for x in 0..most {
+            let size: Vec<f64> = (0..dims).map(|k| levels[k][x.min(levels[k].len() - 1)]).collect();
+            if !sizes.contains(&size) {
+                sizes.push(size);
+            }
+        }
+    }
+    let risks = sizes.iter().map(|s| risk_of(s)).collect();
+    VmOptions { sizes, risks }
+}
+
+/// The problem: every VM's options (costed by risk), every host, the current placement.
+pub fn problem(hosts: &[Host], vms: &[ClusterVm], goals: &SizingGoals) -> Result<(Problem, Vec<VmOptions>), ClusterError> {
+    let dims = hosts.first().map_or(0, |h| h.capacity.len());
+    let mut items = Vec::with_capacity(vms.len());
+    let mut options = Vec::with_capacity(vms.len());
+    for (v, vm) in vms.iter().enumerate() {
+        let bad = |why: String| ClusterError::Vm { vm: v, why };
+        if [&vm.size, &vm.floor, &vm.grain, &vm.ceiling].iter().any(|v| v.len() != dims) {
+            return Err(bad(format!("size, floor, grain and ceiling must each have {dims} values")));
+        }
+        if vm.ceiling.iter().zip(&vm.floor).any(|(c, f)| c.is_nan() || c < f) {
+            return Err(bad(format!("ceiling {:?} is below floor {:?}", vm.ceiling, vm.floor)));
+        }
+        if let Some(d) = vm.daily_peaks.iter().find(|d| d.len() != dims || d.iter().any(|x| !x.is_finite() || *x < 0.0)) {
+            return Err(bad(format!("daily peak {d:?} is not {dims} finite values >= 0")));
+        }
+        if !(vm.weight.is_finite() && vm.weight >= 0.0) {
+            return Err(bad(format!("weight {} is not a finite value >= 0", vm.weight)));
+        }
+        let opts = vm_options(vm, goals);
+        items.push(Item {
+            options: opts
+                .sizes
+                .iter()
+                .zip(&opts.risks)
+                .map(|(s, r)| SizeOption { demand: s.clone(), cost: vm.weight * goals.sla_cost * r * goals.horizon_days.max(1.0) })
+                .collect(),
+            // With the size it has now kept, that is option 0; without, it is being resized anyway.
+            current: vm.host.map(|h| (h, 0)),
+            move_cost: vm.move_cost,
+        });
+        options.push(opts);
+    }
+    let min_host = hosts.iter().map(|h| h.active_cost).fold(f64::INFINITY, f64::min);
+    let p = Problem {
+        dims,
+        hosts: hosts.to_vec(),
+        items,
+        anti_affinity: Vec::new(),
+        packing_weight: if min_host.is_finite() { 0.01 * min_host } else { 0.0 },
+        lower_bound: None,
+    };
+    p.check()?;
+    Ok((p, options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(peaks: &[f64]) -> ClusterVm {
+        ClusterVm {
+            size: vec![8.0],
+            daily_peaks: peaks.iter().map(|p| vec![*p]).collect(),
+            floor: vec![0.0],
+            ceiling: vec![f64::INFINITY],
+            grain: vec![1.0],
+            host: None,
+            move_cost: 0.0,
+            weight: 1.0,
+        }
+    }
+
+    #[test]
+    fn sizes_cover_every_peak_seen_and_smaller_sizes_are_riskier() {
+        let o = vm_options(&vm(&[1.6, 2.0, 2.4, 1.8, 2.1, 2.2, 1.9]), &SizingGoals::default());
+        assert_eq!(o.sizes[0], vec![8.0], "the size it has now comes first");
+        for s in &o.sizes[1..] {
+            assert!(s[0] >= 2.4 && s[0] < 8.0 && s[0].fract() == 0.0, "{s:?}");
+        }
+        // Larger sizes, no more risk; the largest peak is under every size offered.
+        let mut by_size: Vec<(f64, f64)> = o.sizes.iter().map(|s| s[0]).zip(o.risks.iter().copied()).collect();
+        by_size.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(by_size.windows(2).all(|w| w[1].1 <= w[0].1 + 1e-12), "{by_size:?}");
+        assert!(o.risks[0] < 1e-6, "8 cores against peaks near 2: {}", o.risks[0]);
+    }
+
+    #[test]
+    fn a_vm_that_has_outgrown_its_size_is_offered_more_and_its_size_now_is_risky() {
+        let o = vm_options(&vm(&[9.0, 10.0, 11.0, 9.5, 10.5]), &SizingGoals::default());
+        assert!(o.risks[0] > 0.9, "8 cores against peaks of 9 to 11: risk {}", o.risks[0]);
+        assert!(o.sizes[1..].iter().all(|s| s[0] >= 11.0));
+    }
+
+    #[test]
+    fn bad_vms_are_named() {
+        let mut v = vm(&[1.0]);
+        v.daily_peaks.push(vec![f64::NAN]);
+        let hosts = [Host { capacity: vec![16.0], active_cost: 1.0 }];
+        let err = problem(&hosts, &[vm(&[1.0]), v], &SizingGoals::default()).unwrap_err();
+        assert!(matches!(err, ClusterError::Vm { vm: 1, .. }), "{err}");
+    }
+}

@@ -13,6 +13,7 @@
 pub mod advisor;
 pub mod applier;
 pub mod config;
+pub mod config_versions;
 pub mod ecosystem;
 pub mod manual_move;
 pub mod plan_journal;

@@ -31,6 +31,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/leases", get(leases).post(grant_lease))
         .route("/leases/{id}", axum::routing::delete(revoke_lease))
         .route("/vms/{id}/resize", post(resize_vm))
+        .route("/vms/{id}/config", get(config_history))
+        .route("/vms/{id}/config/rollback", post(config_rollback))
         .route("/sizing/pass", get(sizing_pass))
         // Declarations for a whole fleet come in one body.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -265,6 +267,7 @@ fn sizing_error(e: crate::sizing_ops::SizingOpError) -> ApiError {
         E::UnknownHost(_) => (StatusCode::NOT_FOUND, "not_found", Some("host".into())),
         E::UnknownLease(_) => (StatusCode::NOT_FOUND, "not_found", Some("id".into())),
         E::Agent { .. } => (StatusCode::SERVICE_UNAVAILABLE, "agent_unavailable", None),
+        E::Versions(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store", None),
     };
     let mut err = ApiError::new(status, code, reason);
     err.field = field;
@@ -304,6 +307,50 @@ async fn resize_vm(
     let b: ResizeBody = body(&bytes)?;
     let req = presage_protocol::pb::ResizeVmRequest { vm_id: id, cpu_cores: b.cpu_cores, memory_mib: b.memory_mib, dry_run: b.dry_run };
     sizing_answer(crate::sizing_ops::resize(&shared, req, &who.identity.name).await.map_err(sizing_error)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /vms/{id}/config[?limit=N]`: the VM's configuration versions, newest first (viewer).
+async fn config_history(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<PeerInfo>>,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller(peer, Access::Read, "read configuration versions")?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let versions = shared
+        .versions
+        .history(&id, q.limit.unwrap_or(100).min(1000))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))?;
+    Ok(Json(serde_json::to_value(versions).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    version: u64,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /vms/{id}/config/rollback {"version", "dry_run"?}` (operator): asks again for an old
+/// version's configuration.
+async fn config_rollback(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<PeerInfo>>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = caller(peer, Access::Act, "roll configurations back")?;
+    let b: RollbackBody = body(&bytes)?;
+    let (out, _) = crate::sizing_ops::rollback_config(&shared, &id, b.version, b.dry_run, &who.identity.name).await.map_err(sizing_error)?;
+    sizing_answer(out)
 }
 
 #[derive(Deserialize)]
@@ -436,6 +483,19 @@ pub fn openapi_document() -> serde_json::Value {
                     "type": "object", "required": ["cpu_cores", "memory_mib"], "additionalProperties": false,
                     "properties": {"cpu_cores": {"type": "number"}, "memory_mib": {"type": "number"}, "dry_run": {"type": "boolean"}}}}}},
                 "responses": answers("the host's leases and resizes", &[("400", "bad JSON or value, with the field"), ("404", "unknown VM"),
+                    ("409", "the agent refused, with why"), ("503", "the VM's agent is not connected"), denied[0], denied[1]])}},
+            "/vms/{id}/config": {"get": {
+                "summary": "The VM's configuration versions, newest first: what each set and replaced, who proposed it, why, the predicted gain, the outcome (viewer)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                "responses": answers("versions, newest first", &[("400", "unknown query parameter"), denied[0], denied[1]])}},
+            "/vms/{id}/config/rollback": {"post": {
+                "summary": "Ask again for an old version's configuration, recorded as a new version (operator)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["version"], "additionalProperties": false,
+                    "properties": {"version": {"type": "integer", "minimum": 1}, "dry_run": {"type": "boolean"}}}}}},
+                "responses": answers("the host's leases and resizes", &[("400", "bad JSON, or no such version"), ("404", "unknown VM"),
                     ("409", "the agent refused, with why"), ("503", "the VM's agent is not connected"), denied[0], denied[1]])}},
             "/leases": {
                 "get": {"summary": "Every host's (or one's) leases and resizes (viewer)",

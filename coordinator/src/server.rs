@@ -55,8 +55,9 @@ impl Coordinator {
             crate::ecosystem::EcosystemRegistry::open(store.as_ref(), cfg.ecosystem.latency_ms, options, cfg.ecosystem.learning())
                 .context("opening the dependency declarations")?,
         );
+        let versions = Arc::new(crate::config_versions::ConfigVersions::open(store.clone()).context("opening the configuration versions")?);
         let journal = Arc::new(crate::plan_journal::PlanJournal::open(store).context("opening the plan journal")?);
-        let shared = Shared::new(cfg.host_timeout, spec.to_string(), mode, journal, cfg.executor, cancel, ecosystem);
+        let shared = Shared::new(cfg.host_timeout, spec.to_string(), mode, journal, cfg.executor, cancel, ecosystem, versions);
         Ok(Coordinator { listener, tls, cfg, policy: spec, shared })
     }
 

@@ -29,6 +29,7 @@ fn sizing_status(e: SizingOpError) -> Status {
         SizingOpError::Invalid { .. } | SizingOpError::NotColocated { .. } => Status::invalid_argument(e.to_string()),
         SizingOpError::UnknownVm(_) | SizingOpError::UnknownHost(_) | SizingOpError::UnknownLease(_) => Status::not_found(e.to_string()),
         SizingOpError::Agent { .. } => Status::unavailable(e.to_string()),
+        SizingOpError::Versions(_) => Status::internal(e.to_string()),
     }
 }
 use presage_decide::policy::presage::Rejection;
@@ -316,6 +317,27 @@ impl Operator for OperatorService {
     async fn resize_vm(&self, req: Request<pb::ResizeVmRequest>) -> Result<Response<pb::SizingResponse>, Status> {
         let p = person(&req, Access::Act)?;
         crate::sizing_ops::resize(&self.shared, req.into_inner(), &p.identity.name).await.map(Response::new).map_err(sizing_status)
+    }
+
+    async fn config_history(&self, req: Request<pb::ConfigHistoryRequest>) -> Result<Response<pb::ConfigHistoryResponse>, Status> {
+        let p = person(&req, Access::Read)?;
+        let r = req.into_inner();
+        let _span = info_span!("operator.config_history", operator = %p.identity.name, vm = %r.vm_id).entered();
+        if r.vm_id.is_empty() {
+            return Err(Status::invalid_argument("vm_id: must not be empty"));
+        }
+        let limit = if r.limit == 0 { 100 } else { (r.limit as usize).min(1000) };
+        let versions = self.shared.versions.history(&r.vm_id, limit).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ConfigHistoryResponse { versions: versions.iter().map(|v| v.to_wire()).collect() }))
+    }
+
+    async fn config_rollback(&self, req: Request<pb::ConfigRollbackRequest>) -> Result<Response<pb::ConfigRollbackResponse>, Status> {
+        let p = person(&req, Access::Act)?;
+        let r = req.into_inner();
+        let (sizing, version) = crate::sizing_ops::rollback_config(&self.shared, &r.vm_id, r.version, r.dry_run, &p.identity.name)
+            .await
+            .map_err(sizing_status)?;
+        Ok(Response::new(pb::ConfigRollbackResponse { sizing: Some(sizing), version: version.map(|v| v.to_wire()) }))
     }
 
     async fn list_leases(&self, req: Request<pb::ListLeasesRequest>) -> Result<Response<pb::ListLeasesResponse>, Status> {

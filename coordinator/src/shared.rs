@@ -48,6 +48,8 @@ pub struct Shared {
     pub ecosystem: Arc<crate::ecosystem::EcosystemRegistry>,
     /// The sizing pass's last proposals and what came of them.
     pub sizing_pass: Mutex<Option<pb::SizingPass>>,
+    /// Every VM's configuration versions.
+    pub versions: Arc<crate::config_versions::ConfigVersions>,
 }
 
 impl Shared {
@@ -59,6 +61,7 @@ impl Shared {
         limits: presage_decide::migration_queue::MigrationLimits,
         cancel: CancellationToken,
         ecosystem: Arc<crate::ecosystem::EcosystemRegistry>,
+        versions: Arc<crate::config_versions::ConfigVersions>,
     ) -> Arc<Shared> {
         let drained = journal.drained().unwrap_or_else(|e| {
             warn!(error = %e, "reading the drain marks failed; no host is drained");
@@ -87,6 +90,7 @@ impl Shared {
             started: Instant::now(),
             cancel,
             ecosystem,
+            versions,
         })
     }
 

@@ -1,13 +1,17 @@
-//! Operators' sizing actions (`presagectl resize`, `leases`, `lease grant|revoke`): each VM is
+//! Operators' sizing actions (`presagectl resize`, `leases`, `lease grant|revoke`, `config
+//! rollback`): each VM is
 //! found where its agent reports it (never from memory), the request is checked here, and the
-//! host's agent admits it by its own rule and answers with its leases and resizes. One
-//! implementation for gRPC and REST.
+//! host's agent admits it by its own rule and answers with its leases and resizes. Every resize
+//! is a configuration version ([`crate::config_versions`]), written before the agent is asked.
+//! One implementation for gRPC and REST.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use presage_protocol::pb::{self, CommandStatus, command, command_result};
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config_versions::{ConfigVersion, VmConfig};
 
 use crate::sessions::CommandError;
 use crate::shared::Shared;
@@ -31,6 +35,8 @@ pub enum SizingOpError {
     NotColocated { lender: String, lender_host: String, borrower: String, borrower_host: String },
     #[error("{host}: {detail}")]
     Agent { host: String, detail: String },
+    #[error("{0}")]
+    Versions(String),
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> SizingOpError {
@@ -53,6 +59,9 @@ pub(crate) async fn ask(shared: &Arc<Shared>, host: &str, body: command::Body) -
         Some(command_result::Detail::Sizing(s)) => Some(s),
         _ => None,
     };
+    if let Some(s) = &state {
+        shared.state.lock().unwrap_or_else(|p| p.into_inner()).sizing_answered(host, s.clone());
+    }
     match CommandStatus::try_from(result.status) {
         Ok(CommandStatus::Ok) => Ok(pb::SizingResponse { accepted: true, refusal: String::new(), host_id: host.into(), state }),
         Ok(CommandStatus::Failed) => Ok(pb::SizingResponse { accepted: false, refusal: result.message, host_id: host.into(), state }),
@@ -61,8 +70,45 @@ pub(crate) async fn ask(shared: &Arc<Shared>, host: &str, body: command::Body) -
 }
 
 pub async fn resize(shared: &Arc<Shared>, r: pb::ResizeVmRequest, operator: &str) -> Result<pb::SizingResponse, SizingOpError> {
-    let span =
-        info_span!("sizing.resize", operator, vm = %r.vm_id, cpu_cores = r.cpu_cores, memory_mib = r.memory_mib, dry_run = r.dry_run);
+    let proposal = Proposal { proposed_by: format!("operator {operator}"), reason: format!("operator {operator}"), ..Proposal::default() };
+    resize_versioned(shared, r, proposal, now_ms()).await.map(|(out, _)| out)
+}
+
+/// Who or what asks for a configuration, and what it expects of it.
+#[derive(Clone, Debug, Default)]
+pub struct Proposal {
+    pub proposed_by: String,
+    pub reason: String,
+    pub predicted_gain: std::collections::BTreeMap<String, f64>,
+    pub rollout: Option<u64>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the VM has now, as its agent last reported (the resize record's allocation, else its
+/// domain's vCPUs and memory).
+fn current_config(shared: &Shared, vm: &str) -> Option<VmConfig> {
+    let state = shared.state();
+    let h = state.hosts().find(|h| h.vms.contains_key(vm))?;
+    let v = h.vms.get(vm)?;
+    let record = h.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == vm);
+    Some(match record {
+        Some(r) => VmConfig { cpu_cores: r.allocated_cpu_cores, memory_mib: r.allocated_memory_mib },
+        None => VmConfig { cpu_cores: v.vcpus.max(1) as f64, memory_mib: (v.memory_bytes >> 20) as f64 },
+    })
+}
+
+/// A resize as a configuration version: checked, written as a version ("asked") before the
+/// agent is asked, its outcome written after. A dry run is not a version.
+pub async fn resize_versioned(
+    shared: &Arc<Shared>,
+    r: pb::ResizeVmRequest,
+    proposal: Proposal,
+    now_ms: u64,
+) -> Result<(pb::SizingResponse, Option<ConfigVersion>), SizingOpError> {
+    let span = info_span!("sizing.resize", proposed_by = %proposal.proposed_by, vm = %r.vm_id, cpu_cores = r.cpu_cores, memory_mib = r.memory_mib, dry_run = r.dry_run);
     async move {
         if r.vm_id.is_empty() {
             return Err(invalid("vm_id", "must not be empty"));
@@ -74,20 +120,68 @@ pub async fn resize(shared: &Arc<Shared>, r: pb::ResizeVmRequest, operator: &str
             return Err(invalid("memory_mib", format!("{} is not a memory size >= 64 MiB", r.memory_mib)));
         }
         let host = host_of(shared, &r.vm_id)?;
-        let reason = format!("operator {operator}");
+        let mut version = if r.dry_run {
+            None
+        } else {
+            let v = ConfigVersion {
+                vm: r.vm_id.clone(),
+                version: 0,
+                at_ms: now_ms,
+                config: VmConfig { cpu_cores: r.cpu_cores, memory_mib: r.memory_mib },
+                previous: current_config(shared, &r.vm_id),
+                proposed_by: proposal.proposed_by.clone(),
+                reason: proposal.reason.clone(),
+                predicted_gain: proposal.predicted_gain.clone(),
+                rollout: proposal.rollout,
+                outcome: "asked".into(),
+            };
+            Some(shared.versions.record(v).map_err(|e| SizingOpError::Versions(e.to_string()))?)
+        };
         let body = command::Body::Resize(pb::ResizeVm {
             vm_id: r.vm_id.clone(),
             cpu_cores: r.cpu_cores,
             memory_mib: r.memory_mib,
-            reason,
+            reason: proposal.reason.clone(),
             dry_run: r.dry_run,
         });
-        let out = ask(shared, &host, body).await?;
-        info!(host, accepted = out.accepted, refusal = %out.refusal, "resize asked");
-        Ok(out)
+        let out = ask(shared, &host, body).await;
+        if let Some(v) = version.as_mut() {
+            v.outcome = match &out {
+                Ok(o) if o.accepted => "applied".into(),
+                Ok(o) => format!("refused: {}", o.refusal),
+                Err(e) => format!("failed: {e}"),
+            };
+            if let Err(e) = shared.versions.save(v) {
+                warn!(error = %e, vm = %v.vm, version = v.version, "recording a configuration version's outcome failed");
+            }
+        }
+        let out = out?;
+        info!(host, accepted = out.accepted, refusal = %out.refusal, version = version.as_ref().map(|v| v.version), "resize asked");
+        Ok((out, version))
     }
     .instrument(span)
     .await
+}
+
+/// Asks again for the configuration of `version` of `vm` (a new version that says so).
+pub async fn rollback_config(
+    shared: &Arc<Shared>,
+    vm: &str,
+    version: u64,
+    dry_run: bool,
+    operator: &str,
+) -> Result<(pb::SizingResponse, Option<ConfigVersion>), SizingOpError> {
+    let old = shared.versions.get(vm, version).map_err(|e| match e {
+        crate::config_versions::VersionError::NoSuchVersion { .. } => invalid("version", e.to_string()),
+        other => SizingOpError::Versions(other.to_string()),
+    })?;
+    let r = pb::ResizeVmRequest { vm_id: vm.into(), cpu_cores: old.config.cpu_cores, memory_mib: old.config.memory_mib, dry_run };
+    let proposal = Proposal {
+        proposed_by: format!("operator {operator}"),
+        reason: format!("rollback to version {version} by operator {operator}"),
+        ..Proposal::default()
+    };
+    resize_versioned(shared, r, proposal, now_ms()).await
 }
 
 /// The leases and resizes each host (or `host`) last reported.

@@ -255,6 +255,14 @@ impl ClusterState {
         self.hosts.get(id)
     }
 
+    /// An agent's answer to a sizing command carries its leases and resizes as they are after
+    /// it: newer than its last report (which the next one replaces anyway).
+    pub fn sizing_answered(&mut self, host_id: &str, state: presage_protocol::pb::SizingState) {
+        if let Some(h) = self.hosts.get_mut(host_id) {
+            h.sizing = Some(state);
+        }
+    }
+
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
         for h in self.hosts.values() {

@@ -4,6 +4,7 @@
 
 pub mod anomaly_eval;
 pub mod client;
+pub mod config_view;
 pub mod demo;
 pub mod dependencies;
 pub mod forecast_eval;
@@ -191,6 +192,10 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// A VM's configuration versions: `config history VM`, `config diff VM A B`, `config
+    /// rollback VM VERSION`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Every host's (or one host's) borrowing leases and resizes, as the agents hold them.
     Leases {
         #[arg(long)]
@@ -259,6 +264,26 @@ pub enum DependenciesCommand {
     /// What the feedback loop learned from repair moves: each dependency type's weight, the
     /// evidence for it (before/after figures beyond the noise floor), the latest observations.
     Learned,
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Every configuration asked for the VM, newest first: what it set and replaced, who or
+    /// what proposed it, why, the predicted gain, the outcome.
+    History {
+        vm: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// What changed between two versions of the VM's configuration.
+    Diff { vm: String, from: u64, to: u64 },
+    /// Ask again for an old version's configuration (recorded as a new version).
+    Rollback {
+        vm: String,
+        version: u64,
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -574,6 +599,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let req = pb::ResizeVmRequest { vm_id: vm.clone(), cpu_cores: cpus, memory_mib: mem, dry_run };
             let r = c.resize_vm(req).await.map_err(|s| rpc_error(&format!("resize {vm}"), s))?.into_inner();
             sizing_view::show_answer(&r, Some(&vm), cli.output)?;
+        }
+        Command::Config(ConfigCommand::History { vm, limit }) => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .config_history(pb::ConfigHistoryRequest { vm_id: vm.clone(), limit })
+                .await
+                .map_err(|s| rpc_error(&format!("config history {vm}"), s))?
+                .into_inner();
+            config_view::show_history(&vm, &r.versions, cli.output)?;
+        }
+        Command::Config(ConfigCommand::Diff { vm, from, to }) => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .config_history(pb::ConfigHistoryRequest { vm_id: vm.clone(), limit: 1000 })
+                .await
+                .map_err(|s| rpc_error(&format!("config diff {vm}"), s))?
+                .into_inner();
+            let find = |n: u64| {
+                r.versions.iter().find(|v| v.version == n).ok_or_else(|| anyhow::anyhow!("config diff: {vm} has no version {n} among its newest 1000"))
+            };
+            config_view::show_diff(&vm, find(from)?, find(to)?, cli.output)?;
+        }
+        Command::Config(ConfigCommand::Rollback { vm, version, dry_run }) => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c
+                .config_rollback(pb::ConfigRollbackRequest { vm_id: vm.clone(), version, dry_run })
+                .await
+                .map_err(|s| rpc_error(&format!("config rollback {vm} {version}"), s))?
+                .into_inner();
+            if let (Some(v), OutputFormat::Table) = (&r.version, cli.output) {
+                println!("{vm}: version {} asks for version {version}'s configuration", v.version);
+            }
+            sizing_view::show_answer(&r.sizing.unwrap_or_default(), Some(&vm), cli.output)?;
         }
         Command::Leases { host } => {
             let mut c = cli.conn.target().connect().await?;

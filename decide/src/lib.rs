@@ -10,6 +10,8 @@
 //! - [`migration_queue`]: the admission rule for concurrent live migrations.
 //! - [`reservation`]: the admission rule for hard and soft reservations on a host.
 //! - [`sizing`]: proactive resizing, borrowing leases and their admission rule, the broker.
+//! - [`optimise`]: the genetic optimiser over placement and sizing, and the problems it solves.
+//! - [`rollout`]: staged rollouts of a plan: the canary draw, its judgement, the stages.
 //!
 //! Pure: nothing here does I/O, spawns a task, reads a clock or draws a random number. The
 //! caller passes the time and the state; the code returns decisions. The crate's dependencies
@@ -21,4 +23,5 @@ pub mod migration_queue;
 pub mod optimise;
 pub mod policy;
 pub mod reservation;
+pub mod rollout;
 pub mod sizing;

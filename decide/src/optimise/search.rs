@@ -161,6 +161,29 @@ pub fn first_fit_decreasing(t: &Tables<'_>, s: &mut Solution, free: &mut Vec<u32
     }
 }
 
+/// Places the free items largest first, each on the host in use it leaves fullest (least room,
+/// as a share of the largest capacities), else on the first unused host with room; items at
+/// the size option they have. Empties `free`.
+pub fn best_fit_decreasing(t: &Tables<'_>, s: &mut Solution, free: &mut Vec<u32>) {
+    free.sort_by(|a, b| t.scalar(*b, s.option_of[*b as usize]).total_cmp(&t.scalar(*a, s.option_of[*a as usize])).then(a.cmp(b)));
+    let dims = t.problem.dims;
+    for i in std::mem::take(free) {
+        let o = s.option_of[i as usize];
+        let room_after = |h: u32| -> f64 {
+            let cap = &t.problem.hosts[h as usize].capacity;
+            let load = s.load(h, dims);
+            (0..dims).map(|k| (cap[k] - load[k] - t.demand(i, o)[k]) / t.scale[k]).sum()
+        };
+        let used = (0..t.problem.hosts.len() as u32)
+            .filter(|h| !s.members(*h).is_empty() && s.fits(t, i, o, *h))
+            .min_by(|a, b| room_after(*a).total_cmp(&room_after(*b)).then(a.cmp(b)));
+        match used.or_else(|| t.open_order.iter().copied().find(|h| s.members(*h).is_empty() && s.fits(t, i, o, *h))) {
+            Some(h) => s.place(t, i, h),
+            None => debug_assert_eq!(s.host_of[i as usize], NOWHERE),
+        }
+    }
+}
+
 /// Places unplaced item `i` where it costs least. An item of one option goes to its current
 /// host if it fits there, else to the first host in use with room, else to the first unused
 /// host (cheapest per capacity first) with room. Where sizes are searched too, every host in

@@ -233,3 +233,76 @@ async fn the_automatic_pass_shrinks_idle_vms_and_gives_cpu_back_when_demand_retu
     }
     coord.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_resize_is_a_version_kept_across_a_restart_and_a_rollback_asks_for_an_old_one_again() {
+    use presage_protocol::pb::{ConfigHistoryRequest, ConfigRollbackRequest};
+    let trace = synthetic_trace(&[("busy", &[100; 50])]);
+    let pki = Pki::new();
+    let store = tempfile::tempdir().unwrap();
+    let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), Default::default());
+    cfg.data_dir = Some(store.path().into());
+    let coord = RunningCoordinator::start_config(cfg.clone()).await;
+    let data = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(simulated_agent(&pki, "hv-s", &coord.url, data.path(), trace.path(), (0, 1), 0));
+    let ops = pki.issue(Role::Operator, "ops");
+    let mut op = client(&coord.url, &ops).await.unwrap();
+    let sample = eventually("busy is reported", WAIT, || sample_of(&op, "busy")).await;
+    let (vcpus, memory_mib) = (sample.vcpus as f64, (sample.memory_bytes >> 20) as f64);
+    let resize = |cores: f64, dry_run: bool| ResizeVmRequest { vm_id: "busy".into(), cpu_cores: cores, memory_mib, dry_run };
+    assert!(op.resize_vm(resize(vcpus / 2.0, false)).await.unwrap().into_inner().accepted);
+    assert!(op.resize_vm(resize(vcpus / 4.0, false)).await.unwrap().into_inner().accepted);
+    // A dry run is not a version; a refusal is, with the reason.
+    assert!(op.resize_vm(resize(vcpus / 8.0, true)).await.unwrap().into_inner().accepted);
+    assert!(!op.resize_vm(resize(vcpus * 4.0, false)).await.unwrap().into_inner().accepted);
+    let history = |op: &mut presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>| {
+        let mut op = op.clone();
+        async move { op.config_history(ConfigHistoryRequest { vm_id: "busy".into(), limit: 0 }).await.unwrap().into_inner().versions }
+    };
+    let h = history(&mut op).await;
+    assert_eq!(h.iter().map(|v| v.version).collect::<Vec<_>>(), [3, 2, 1], "newest first: {h:?}");
+    assert!(h[0].outcome.starts_with("refused: ") && h[0].outcome.contains("domain's maximum"), "{:?}", h[0]);
+    assert_eq!((h[1].outcome.as_str(), h[1].config.unwrap().cpu_cores), ("applied", vcpus / 4.0));
+    assert_eq!(h[2].previous.unwrap().cpu_cores, vcpus, "version 1 replaced the domain's full vCPUs");
+    assert_eq!(h[1].previous.unwrap().cpu_cores, vcpus / 2.0, "version 2 replaced version 1's");
+    assert!(h.iter().all(|v| v.proposed_by == "operator ops"));
+
+    // The versions outlive the coordinator.
+    drop(op);
+    cfg.listen = ([127, 0, 0, 1], coord.port).into();
+    coord.stop().await;
+    let coord = RunningCoordinator::start_config(cfg).await;
+    let mut op = client(&coord.url, &ops).await.unwrap();
+    eventually("busy is reported again", WAIT, || sample_of(&op, "busy")).await;
+    assert_eq!(history(&mut op).await.len(), 3);
+
+    // Rolled back to version 1: a new version with its configuration, applied by the agent.
+    let r = op.config_rollback(ConfigRollbackRequest { vm_id: "busy".into(), version: 1, dry_run: false }).await.unwrap().into_inner();
+    let v = r.version.unwrap();
+    assert_eq!((v.version, v.config.unwrap().cpu_cores, v.outcome.as_str()), (4, vcpus / 2.0, "applied"));
+    assert!(v.reason.contains("rollback to version 1"), "{v:?}");
+    let entry = r.sizing.unwrap().state.unwrap().resizes.into_iter().find(|e| e.vm_id == "busy").unwrap();
+    assert_eq!(entry.allocated_cpu_cores, vcpus / 2.0);
+    let e = op.config_rollback(ConfigRollbackRequest { vm_id: "busy".into(), version: 99, dry_run: false }).await.unwrap_err();
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("version 99"), "{e:?}");
+
+    // REST: viewers read the versions, only operators roll back.
+    let rest = |role: Role, name: &str| {
+        let files = pki.issue(role, name);
+        presage_protocol::rest_client::RestClient::new(&coord.url, &files.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap()
+    };
+    let viewer = rest(Role::Viewer, "eyes");
+    let listed = viewer.get("/vms/busy/config?limit=2").await.unwrap();
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(listed.body.as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect::<Vec<_>>(), [4, 3]);
+    let denied = viewer.post("/vms/busy/config/rollback", br#"{"version": 2}"#).await.unwrap();
+    assert_eq!(denied.status, 403, "{denied:?}");
+    let operator = rest(Role::Operator, "hands");
+    let bad = operator.post("/vms/busy/config/rollback", br#"{"version": "two"}"#).await.unwrap();
+    assert_eq!(bad.status, 400, "{bad:?}");
+    let back = operator.post("/vms/busy/config/rollback", br#"{"version": 2}"#).await.unwrap();
+    assert_eq!(back.status, 200, "{back:?}");
+    assert_eq!(history(&mut op).await[0].proposed_by, "operator hands");
+    agent.stop().await;
+    coord.stop().await;
+}

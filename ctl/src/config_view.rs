@@ -1,0 +1,93 @@
+//! `presagectl config history|diff|rollback`: a VM's configuration versions as the coordinator
+//! keeps them, the change between two, and asking for an old one again.
+
+use presage_protocol::pb::{ConfigVersion, VmConfigValues};
+
+use crate::view::OutputFormat;
+
+fn values(v: Option<&VmConfigValues>) -> String {
+    v.map_or("?".into(), |c| format!("{} cores, {} MiB", trim(c.cpu_cores), trim(c.memory_mib)))
+}
+
+fn trim(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn json(v: &ConfigVersion) -> serde_json::Value {
+    let values = |c: Option<&VmConfigValues>| c.map(|c| serde_json::json!({"cpu_cores": c.cpu_cores, "memory_mib": c.memory_mib}));
+    serde_json::json!({
+        "vm": v.vm_id, "version": v.version, "at_ms": v.at_ms,
+        "config": values(v.config.as_ref()), "previous": values(v.previous.as_ref()),
+        "proposed_by": v.proposed_by, "reason": v.reason, "predicted_gain": v.predicted_gain,
+        "rollout": (v.rollout_id != 0).then_some(v.rollout_id), "outcome": v.outcome,
+    })
+}
+
+pub fn show_history(vm: &str, versions: &[ConfigVersion], output: OutputFormat) -> anyhow::Result<()> {
+    match output {
+        OutputFormat::Json => crate::print_json(&serde_json::Value::Array(versions.iter().map(json).collect()))?,
+        OutputFormat::Table => {
+            if versions.is_empty() {
+                println!("{vm}: no configuration versions");
+            }
+            for v in versions {
+                let gain: Vec<String> = v.predicted_gain.iter().map(|(k, g)| format!("{k} {g:+.3}")).collect();
+                println!(
+                    "v{:<4} {}  {} -> {}  by {}{}{}  [{}]",
+                    v.version,
+                    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(v.at_ms)),
+                    values(v.previous.as_ref()),
+                    values(v.config.as_ref()),
+                    v.proposed_by,
+                    if v.reason.is_empty() || v.reason == v.proposed_by { String::new() } else { format!(" ({})", v.reason) },
+                    if gain.is_empty() { String::new() } else { format!("; predicted {}", gain.join(", ")) },
+                    v.outcome
+                );
+            }
+        }
+        OutputFormat::Csv | OutputFormat::Dot => crate::plan::no_csv("config history")?,
+    }
+    Ok(())
+}
+
+/// The fields versions `from` and `to` of one VM differ in.
+pub fn diff(from: &ConfigVersion, to: &ConfigVersion) -> Vec<(&'static str, f64, f64)> {
+    let (a, b) = (from.config.clone().unwrap_or_default(), to.config.clone().unwrap_or_default());
+    [("cpu_cores", a.cpu_cores, b.cpu_cores), ("memory_mib", a.memory_mib, b.memory_mib)].into_iter().filter(|(_, x, y)| x != y).collect()
+}
+
+pub fn show_diff(vm: &str, from: &ConfigVersion, to: &ConfigVersion, output: OutputFormat) -> anyhow::Result<()> {
+    let changes = diff(from, to);
+    match output {
+        OutputFormat::Json => crate::print_json(&serde_json::json!({
+            "vm": vm, "from": from.version, "to": to.version,
+            "changes": changes.iter().map(|(f, a, b)| serde_json::json!({"field": f, "from": a, "to": b})).collect::<Vec<_>>(),
+        }))?,
+        OutputFormat::Table => {
+            if changes.is_empty() {
+                println!("{vm}: versions {} and {} set the same configuration", from.version, to.version);
+            }
+            for (field, a, b) in changes {
+                println!("{vm} {field}: {} (v{}) -> {} (v{})", trim(a), from.version, trim(b), to.version);
+            }
+        }
+        OutputFormat::Csv | OutputFormat::Dot => crate::plan::no_csv("config diff")?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(version: u64, cores: f64, mib: f64) -> ConfigVersion {
+        ConfigVersion { version, config: Some(VmConfigValues { cpu_cores: cores, memory_mib: mib }), ..Default::default() }
+    }
+
+    #[test]
+    fn a_diff_lists_only_the_fields_that_changed() {
+        assert_eq!(diff(&v(1, 2.0, 1024.0), &v(3, 2.0, 768.0)), vec![("memory_mib", 1024.0, 768.0)]);
+        assert!(diff(&v(1, 2.0, 1024.0), &v(2, 2.0, 1024.0)).is_empty());
+    }
+}

@@ -1,0 +1,139 @@
+//! The optimiser on a large generated cluster: `cargo run --release -p presage-optimise
+//! --example scale -- [hosts] [vms] [seconds] [threads] [seed]` (default 10,000 hosts,
+//! 100,000 VMs, 60 s, 2 threads). The cluster runs at its requested sizes, placed by first fit
+//! over the hosts in a random order; each VM has two weeks of log-normal daily peaks (a third
+//! of them growing). Prints the objective of the current placement, of first-fit and best-fit
+//! decreasing at the current sizes, and of the optimiser (decomposition into partitions, each a
+//! genetic run, within the time limit), with active hosts, SLA risk and moves; and the peak
+//! memory of the process.
+
+use std::time::{Duration, Instant};
+
+use presage_decide::optimise::cluster::{self, ClusterVm, SizingGoals};
+use presage_decide::optimise::decompose::{DecomposeConfig, optimise_decomposed};
+use presage_decide::optimise::{Host, Item, Problem, Rng, SizeOption, Solution, Tables, search};
+use presage_optimise::{Deadline, RayonChildren, pool};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |k: usize, d: &str| args.get(k).cloned().unwrap_or_else(|| d.to_string());
+    let n_hosts: usize = arg(0, "10000").parse()?;
+    let n_vms: usize = arg(1, "100000").parse()?;
+    let limit = Duration::from_secs_f64(arg(2, "60").parse()?);
+    let threads: usize = arg(3, "2").parse()?;
+    let seed: u64 = arg(4, "1").parse()?;
+    let started = Instant::now();
+    let mut rng = Rng::new(seed);
+    let kinds = [(32.0, 256.0 * 1024.0), (48.0, 384.0 * 1024.0), (64.0, 512.0 * 1024.0)];
+    let hosts: Vec<Host> = (0..n_hosts)
+        .map(|_| {
+            let (cores, mib) = kinds[rng.below(kinds.len())];
+            Host { capacity: vec![cores, mib], active_cost: 100.0 + 3.0 * cores }
+        })
+        .collect();
+    // Requested sizes: 1 to 16 cores, 2 to 8 GiB a core; use well under the size for most.
+    let mut vms: Vec<ClusterVm> = (0..n_vms)
+        .map(|_| {
+            let cores = [1.0, 2.0, 2.0, 4.0, 4.0, 8.0, 16.0][rng.below(7)];
+            let mib = cores * 1024.0 * [2.0, 4.0, 8.0][rng.below(3)];
+            let busy = 0.1 + 0.7 * rng.unit();
+            let growth = if rng.below(3) == 0 { 0.02 * rng.unit() } else { 0.0 };
+            let daily_peaks = (0..14)
+                .map(|d| {
+                    let noise = |r: &mut Rng| (0.15 * (r.unit() + r.unit() + r.unit() - 1.5)).exp();
+                    let g = (growth * d as f64).exp();
+                    vec![(cores * busy * noise(&mut rng) * g).min(cores), (mib * (0.3 + 0.5 * busy) * noise(&mut rng) * g).min(mib)]
+                })
+                .collect();
+            ClusterVm {
+                size: vec![cores, mib],
+                daily_peaks,
+                floor: vec![0.0, 0.0],
+                ceiling: vec![cores, mib],
+                grain: vec![1.0, 256.0],
+                host: None,
+                move_cost: 2.0 + cores,
+                weight: 0.5 + rng.unit(),
+            }
+        })
+        .collect();
+    // The current placement: first fit at the requested sizes over the hosts in a random order.
+    let fixed = Problem {
+        dims: 2,
+        hosts: hosts.clone(),
+        items: vms.iter().map(|v| Item { options: vec![SizeOption { demand: v.size.clone(), cost: 0.0 }], current: None, move_cost: 0.0 }).collect(),
+        anti_affinity: vec![],
+        packing_weight: 0.0,
+        lower_bound: None,
+    };
+    let ft = Tables::new(&fixed);
+    let mut now = Solution::empty(&ft);
+    let mut order: Vec<u32> = (0..n_hosts as u32).collect();
+    rng.shuffle(&mut order);
+    let mut cursor = 0;
+    for i in 0..n_vms as u32 {
+        // Spread: start each search where the last one placed (a scheduler that fills hosts in turn).
+        let found = (0..n_hosts).map(|k| order[(cursor + k) % n_hosts]).find(|h| now.fits(&ft, i, 0, *h));
+        let Some(h) = found else { anyhow::bail!("the generated cluster does not fit its hosts at the requested sizes") };
+        now.place(&ft, i, h);
+        cursor = (order.iter().position(|x| *x == h).unwrap_or(0) + (i as usize % 3 == 0) as usize) % n_hosts;
+    }
+    for (i, vm) in vms.iter_mut().enumerate() {
+        vm.host = Some(now.host_of[i]);
+    }
+    let generated = started.elapsed();
+    let mut all: Vec<u32> = (0..n_vms as u32).collect();
+    let t0 = Instant::now();
+    let mut ffd = Solution::empty(&ft);
+    search::first_fit_decreasing(&ft, &mut ffd, &mut all.clone());
+    let ffd_s = t0.elapsed();
+    let t0 = Instant::now();
+    let mut bfd = Solution::empty(&ft);
+    search::best_fit_decreasing(&ft, &mut bfd, &mut all);
+    let bfd_s = t0.elapsed();
+
+    let goals = SizingGoals { headroom_sigmas: vec![3.0, 1.5], ..SizingGoals::default() };
+    let t0 = Instant::now();
+    let (problem, _) = cluster::problem(&hosts, &vms, &goals)?;
+    let t = Tables::new(&problem);
+    let start = Solution::current(&t);
+    let built = t0.elapsed();
+    let pool = pool(threads)?;
+    let cfg = DecomposeConfig { rounds: usize::MAX, ..DecomposeConfig::default() };
+    let t0 = Instant::now();
+    let out = optimise_decomposed(&problem, start.clone(), &cfg, &RayonChildren::new(&pool), &mut Deadline::after(limit.saturating_sub(built)));
+    let optimised = t0.elapsed();
+
+    // Every placement judged by the sized problem's goals (FFD and BFD at the current sizes).
+    let judge = |s: &Solution| -> Solution {
+        let mut j = Solution::empty(&t);
+        for i in 0..n_vms as u32 {
+            j.set_option(i, s.option_of[i as usize]);
+            j.place(&t, i, s.host_of[i as usize]);
+        }
+        j
+    };
+    let report = |name: &str, s: &Solution, took: Duration| {
+        let moves = (0..n_vms).filter(|i| problem.items[*i].current.is_some_and(|(h, _)| h != s.host_of[*i])).count();
+        let risk: f64 = (0..n_vms).map(|i| problem.items[i].options[s.option_of[i] as usize].cost).sum();
+        println!(
+            "{name:>10}: objective {:>12.0}  active hosts {:>6}  SLA risk cost {:>9.1}  moves {:>6}  ({:.1} s)",
+            s.objective(&t),
+            s.active_hosts(),
+            risk,
+            moves,
+            took.as_secs_f64()
+        );
+    };
+    println!("{n_hosts} hosts, {n_vms} VMs, {threads} threads (generated in {:.1} s, problem built in {:.1} s)", generated.as_secs_f64(), built.as_secs_f64());
+    report("current", &start, Duration::ZERO);
+    report("FFD", &judge(&ffd), ffd_s);
+    report("BFD", &judge(&bfd), bfd_s);
+    report("optimiser", &out.best, optimised);
+    println!("optimiser: {} rounds, objective per round {:?}", out.rounds, out.progress.iter().map(|c| *c as i64).collect::<Vec<_>>());
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(hwm) = status.lines().find(|l| l.starts_with("VmHWM")) {
+        println!("peak memory: {}", hwm.trim_start_matches("VmHWM:").trim());
+    }
+    Ok(())
+}

@@ -18,6 +18,7 @@ pub mod ecosystem;
 pub mod manual_move;
 pub mod plan_journal;
 pub mod rest;
+pub mod rollouts;
 pub mod server;
 pub mod service;
 pub mod sessions;

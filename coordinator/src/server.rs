@@ -55,9 +55,12 @@ impl Coordinator {
             crate::ecosystem::EcosystemRegistry::open(store.as_ref(), cfg.ecosystem.latency_ms, options, cfg.ecosystem.learning())
                 .context("opening the dependency declarations")?,
         );
-        let versions = Arc::new(crate::config_versions::ConfigVersions::open(store.clone()).context("opening the configuration versions")?);
-        let journal = Arc::new(crate::plan_journal::PlanJournal::open(store).context("opening the plan journal")?);
-        let shared = Shared::new(cfg.host_timeout, spec.to_string(), mode, journal, cfg.executor, cancel, ecosystem, versions);
+        let durable = crate::shared::Durable {
+            versions: Arc::new(crate::config_versions::ConfigVersions::open(store.clone()).context("opening the configuration versions")?),
+            rollouts: Arc::new(crate::rollouts::RolloutJournal::open(store.clone()).context("opening the rollouts")?),
+            journal: Arc::new(crate::plan_journal::PlanJournal::open(store).context("opening the plan journal")?),
+        };
+        let shared = Shared::new(cfg.host_timeout, spec.to_string(), mode, durable, cfg.executor, cancel, ecosystem);
         Ok(Coordinator { listener, tls, cfg, policy: spec, shared })
     }
 
@@ -81,6 +84,8 @@ impl Coordinator {
             background.clone(),
         ));
 
+        // Staged rollouts go on from their journal (a restart resumes them).
+        let rollouts = tokio::spawn(crate::rollouts::runner(shared.clone(), std::time::Duration::from_secs(1), background.clone()));
         let sizing = (cfg.sizing.mode != crate::config::SizingMode::Off)
             .then(|| tokio::spawn(sizing_loop(shared.clone(), cfg.sizing.clone(), background.clone())));
 
@@ -113,6 +118,7 @@ impl Coordinator {
         let _ = liveness.await;
         let _ = advisory.await;
         let _ = plans.await;
+        let _ = rollouts.await;
         if let Some(sizing) = sizing {
             let _ = sizing.await;
         }

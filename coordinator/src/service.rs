@@ -34,6 +34,15 @@ fn sizing_status(e: SizingOpError) -> Status {
 }
 use presage_decide::policy::presage::Rejection;
 
+fn rollout_status(e: crate::rollouts::RolloutError) -> Status {
+    use crate::rollouts::RolloutError as E;
+    match e {
+        E::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        E::Unknown(_) => Status::not_found(e.to_string()),
+        E::Store(_) | E::Damaged { .. } => Status::internal(e.to_string()),
+    }
+}
+
 /// How long an agent has to send `Register` after opening the stream.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -338,6 +347,32 @@ impl Operator for OperatorService {
             .await
             .map_err(sizing_status)?;
         Ok(Response::new(pb::ConfigRollbackResponse { sizing: Some(sizing), version: version.map(|v| v.to_wire()) }))
+    }
+
+    async fn start_rollout(&self, req: Request<pb::StartRolloutRequest>) -> Result<Response<pb::RolloutView>, Status> {
+        let p = person(&req, Access::Act)?;
+        let _span = info_span!("operator.start_rollout", operator = %p.identity.name).entered();
+        crate::rollouts::start(&self.shared, req.into_inner(), &format!("operator {}", p.identity.name))
+            .map(|r| Response::new(r.to_wire()))
+            .map_err(rollout_status)
+    }
+
+    async fn list_rollouts(&self, req: Request<pb::ListRolloutsRequest>) -> Result<Response<pb::ListRolloutsResponse>, Status> {
+        let p = person(&req, Access::Read)?;
+        let _span = info_span!("operator.list_rollouts", operator = %p.identity.name).entered();
+        let limit = match req.into_inner().limit {
+            0 => 20,
+            n => (n as usize).min(1000),
+        };
+        let rollouts = self.shared.rollouts.recent(limit).map_err(rollout_status)?;
+        Ok(Response::new(pb::ListRolloutsResponse { rollouts: rollouts.iter().map(|r| r.to_wire()).collect() }))
+    }
+
+    async fn abort_rollout(&self, req: Request<pb::AbortRolloutRequest>) -> Result<Response<pb::RolloutView>, Status> {
+        let p = person(&req, Access::Act)?;
+        let id = req.into_inner().id;
+        let _span = info_span!("operator.abort_rollout", operator = %p.identity.name, rollout = id).entered();
+        crate::rollouts::abort(&self.shared, id, &format!("operator {}", p.identity.name)).map(|r| Response::new(r.to_wire())).map_err(rollout_status)
     }
 
     async fn list_leases(&self, req: Request<pb::ListLeasesRequest>) -> Result<Response<pb::ListLeasesResponse>, Status> {

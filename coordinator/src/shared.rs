@@ -50,6 +50,16 @@ pub struct Shared {
     pub sizing_pass: Mutex<Option<pb::SizingPass>>,
     /// Every VM's configuration versions.
     pub versions: Arc<crate::config_versions::ConfigVersions>,
+    /// Staged rollouts of configuration plans.
+    pub rollouts: Arc<crate::rollouts::RolloutJournal>,
+}
+
+/// What the coordinator keeps in its store.
+pub struct Durable {
+    /// Plans and drain marks.
+    pub journal: Arc<crate::plan_journal::PlanJournal>,
+    pub versions: Arc<crate::config_versions::ConfigVersions>,
+    pub rollouts: Arc<crate::rollouts::RolloutJournal>,
 }
 
 impl Shared {
@@ -57,12 +67,12 @@ impl Shared {
         host_timeout: Duration,
         policy_name: String,
         policy_mode: &'static str,
-        journal: Arc<crate::plan_journal::PlanJournal>,
+        durable: Durable,
         limits: presage_decide::migration_queue::MigrationLimits,
         cancel: CancellationToken,
         ecosystem: Arc<crate::ecosystem::EcosystemRegistry>,
-        versions: Arc<crate::config_versions::ConfigVersions>,
     ) -> Arc<Shared> {
+        let Durable { journal, versions, rollouts } = durable;
         let drained = journal.drained().unwrap_or_else(|e| {
             warn!(error = %e, "reading the drain marks failed; no host is drained");
             Default::default()
@@ -91,6 +101,7 @@ impl Shared {
             cancel,
             ecosystem,
             versions,
+            rollouts,
         })
     }
 

@@ -89,7 +89,7 @@ fn now_ms() -> u64 {
 
 /// What the VM has now, as its agent last reported (the resize record's allocation, else its
 /// domain's vCPUs and memory).
-fn current_config(shared: &Shared, vm: &str) -> Option<VmConfig> {
+pub(crate) fn current_config(shared: &Shared, vm: &str) -> Option<VmConfig> {
     let state = shared.state();
     let h = state.hosts().find(|h| h.vms.contains_key(vm))?;
     let v = h.vms.get(vm)?;

@@ -53,7 +53,7 @@ pub fn show_history(vm: &str, versions: &[ConfigVersion], output: OutputFormat) 
 
 /// The fields versions `from` and `to` of one VM differ in.
 pub fn diff(from: &ConfigVersion, to: &ConfigVersion) -> Vec<(&'static str, f64, f64)> {
-    let (a, b) = (from.config.clone().unwrap_or_default(), to.config.clone().unwrap_or_default());
+    let (a, b) = (from.config.unwrap_or_default(), to.config.unwrap_or_default());
     [("cpu_cores", a.cpu_cores, b.cpu_cores), ("memory_mib", a.memory_mib, b.memory_mib)].into_iter().filter(|(_, x, y)| x != y).collect()
 }
 

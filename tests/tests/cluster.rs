@@ -45,6 +45,11 @@ mod guest_channel;
 #[path = "cluster/live_migration.rs"]
 mod live_migration;
 // Resizes and borrowing leases through the operator API and the agents.
+/// Staged rollouts: a canary watched against the VMs still waiting, rolled back when worse,
+/// resumed across a coordinator restart.
+#[path = "cluster/rollouts.rs"]
+mod rollouts;
+
 #[path = "cluster/sizing.rs"]
 mod sizing;
 

@@ -1,0 +1,426 @@
+//! Staged rollouts of configuration plans (an optimiser's result, an operator's plan): a canary
+//! of the plan's VMs first, watched against the VMs still waiting (the control group), then the
+//! rest, or every applied change put back when the canary does worse beyond noise. The decision
+//! logic is the decision core's ([`presage_decide::rollout`]); this module journals it and takes
+//! its steps.
+//!
+//! Every rollout is a [`RolloutRecord`] in the coordinator's store (tree `rollouts`), written
+//! and flushed before each step is taken: a restarted coordinator reads the open ones and takes
+//! the step the record says (re-applying a stage resizes to the same configuration again,
+//! which changes nothing), so a rollout is resumed or rolled back, never left half done. Each
+//! resize goes through the resize path ([`crate::sizing_ops::resize_versioned`]) and is a
+//! configuration version naming the rollout.
+//!
+//! The figures judged, per VM, as the change from before the rollout to during the watch
+//! (larger is worse): `cpu_saturation` (the share of samples using at least 97 % of the CPU it
+//! is given: a VM held at its quota wants more) and `memory_pressure` (the share of samples with
+//! at least 97 % of its memory in use).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use presage_decide::rollout::{Action, FigureChanges, JudgeConfig, PlannedVm, Rollout, Verdict, judge};
+use presage_store::{BatchOp, KvStore, KvTree, Order, StoreError};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config_versions::VmConfig;
+use crate::shared::Shared;
+use crate::sizing_ops::{Proposal, resize_versioned};
+
+const TREE: &str = "rollouts";
+const RECORD_PREFIX: &[u8] = b"rollout/";
+const OPEN_PREFIX: &[u8] = b"open/";
+/// A sample using at least this share of what the VM is given counts as saturated.
+const SATURATED: f64 = 0.97;
+/// The figures judged.
+pub const FIGURES: [&str; 2] = ["cpu_saturation", "memory_pressure"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("rollouts: {0}")]
+    Store(#[from] StoreError),
+    #[error("rollout {key} is damaged ({detail}); it was left in place")]
+    Damaged { key: String, detail: String },
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("no rollout {0}")]
+    Unknown(u64),
+}
+
+/// One VM's change in a plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlannedChange {
+    pub vm: String,
+    pub to: VmConfig,
+    /// What it had when the rollout was made (what a rollback puts back).
+    pub from: VmConfig,
+    pub reason: String,
+    #[serde(default)]
+    pub predicted_gain: BTreeMap<String, f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub at_ms: u64,
+    pub what: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    pub id: u64,
+    pub created_ms: u64,
+    pub proposed_by: String,
+    pub changes: Vec<PlannedChange>,
+    pub rollout: Rollout,
+    pub judge: JudgeConfig,
+    /// Each VM's figures before the rollout.
+    pub baseline: BTreeMap<String, BTreeMap<String, f64>>,
+    pub verdicts: Vec<Verdict>,
+    pub log: Vec<LogEntry>,
+}
+
+impl RolloutRecord {
+    pub fn finished(&self) -> bool {
+        matches!(self.rollout.next(u64::MAX), Action::Finished)
+    }
+
+    fn note(&mut self, at_ms: u64, what: String) {
+        info!(rollout = self.id, "{what}");
+        self.log.push(LogEntry { at_ms, what });
+    }
+
+    fn change(&self, vm: &str) -> Option<&PlannedChange> {
+        self.changes.iter().find(|c| c.vm == vm)
+    }
+}
+
+pub struct RolloutJournal {
+    store: Arc<dyn KvStore>,
+    tree: Arc<dyn KvTree>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+fn key(prefix: &[u8], id: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(format!("{id:020}").as_bytes());
+    k
+}
+
+fn decode(k: &[u8], v: &[u8]) -> Result<RolloutRecord, RolloutError> {
+    serde_json::from_slice(v).map_err(|e| RolloutError::Damaged { key: String::from_utf8_lossy(k).into_owned(), detail: e.to_string() })
+}
+
+impl RolloutJournal {
+    pub fn open(store: Arc<dyn KvStore>) -> Result<RolloutJournal, RolloutError> {
+        let tree = store.tree(TREE)?;
+        let next = match tree.scan_prefix(RECORD_PREFIX, Order::Descending, 1)?.first() {
+            Some((k, v)) => decode(k, v)?.id + 1,
+            None => 1,
+        };
+        Ok(RolloutJournal { store, tree, next_id: next.into() })
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes the record (and its place in the index of open rollouts) durably.
+    pub fn save(&self, r: &RolloutRecord) -> Result<(), RolloutError> {
+        let value = serde_json::to_vec(r).map_err(|e| RolloutError::Store(StoreError::Io(e.to_string())))?;
+        let index = if r.finished() { BatchOp::Remove(key(OPEN_PREFIX, r.id)) } else { BatchOp::Insert(key(OPEN_PREFIX, r.id), Vec::new()) };
+        self.tree.apply(vec![BatchOp::Insert(key(RECORD_PREFIX, r.id), value), index])?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: u64) -> Result<RolloutRecord, RolloutError> {
+        match self.tree.get(&key(RECORD_PREFIX, id))? {
+            Some(v) => decode(&key(RECORD_PREFIX, id), &v),
+            None => Err(RolloutError::Unknown(id)),
+        }
+    }
+
+    /// The newest `limit` rollouts, newest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<RolloutRecord>, RolloutError> {
+        let mut out = Vec::new();
+        for (k, v) in self.tree.scan_prefix(RECORD_PREFIX, Order::Descending, limit)? {
+            match decode(&k, &v) {
+                Ok(r) => out.push(r),
+                Err(e) => warn!(error = %e, "skipping a damaged rollout"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rollouts not finished: what the runner (and a restarted coordinator) goes on with.
+    pub fn open_ones(&self) -> Result<Vec<RolloutRecord>, RolloutError> {
+        let mut out = Vec::new();
+        for (k, _) in self.tree.scan_prefix(OPEN_PREFIX, Order::Ascending, usize::MAX)? {
+            let text = String::from_utf8_lossy(&k[OPEN_PREFIX.len()..]).into_owned();
+            let Ok(id) = text.parse::<u64>() else { continue };
+            match self.get(id) {
+                Ok(r) if !r.finished() => out.push(r),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "skipping a damaged rollout"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What makes VMs alike for the canary's draw: which way each dimension changes.
+fn stratum(c: &PlannedChange) -> String {
+    let way = |from: f64, to: f64| if to < from { "down" } else if to > from { "up" } else { "same" };
+    format!("cpu {} memory {}", way(c.from.cpu_cores, c.to.cpu_cores), way(c.from.memory_mib, c.to.memory_mib))
+}
+
+/// Each figure of `vm` over its samples taken at or after `since_ms` (before `before_ms`), as
+/// the coordinator holds them; none if it has no such samples.
+fn figures(shared: &Shared, vm: &str, since_ms: u64, before_ms: u64) -> Option<BTreeMap<String, f64>> {
+    let state = shared.state();
+    let h = state.hosts().find(|h| h.vms.contains_key(vm))?;
+    let v = h.vms.get(vm)?;
+    let vcpus = v.vcpus.max(1) as f64;
+    let given = h.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == vm).map_or(vcpus, |r| r.allocated_cpu_cores);
+    let points: Vec<_> = h.usage_history.get(vm)?.iter().filter(|p| p.sampled_at_ms >= since_ms && p.sampled_at_ms < before_ms).collect();
+    if points.is_empty() {
+        return None;
+    }
+    let n = points.len() as f64;
+    let saturated = points.iter().filter(|p| p.cpu_utilisation as f64 * vcpus >= SATURATED * given.min(vcpus)).count() as f64;
+    let pressed = points.iter().filter(|p| p.memory_utilisation as f64 >= SATURATED).count() as f64;
+    Some(BTreeMap::from([(FIGURES[0].to_string(), saturated / n), (FIGURES[1].to_string(), pressed / n)]))
+}
+
+/// A plan as a new rollout: each VM's current configuration read from its agent's report, the
+/// baseline figures over the `watch_ms` before now; journaled before anything is applied.
+#[allow(clippy::too_many_arguments)]
+pub fn create_at(
+    shared: &Shared,
+    proposed_by: &str,
+    changes: Vec<(String, VmConfig, String, BTreeMap<String, f64>)>,
+    canary_fraction: f64,
+    watch_ms: u64,
+    seed: u64,
+    judge_cfg: JudgeConfig,
+    now_ms: u64,
+) -> Result<RolloutRecord, RolloutError> {
+    if changes.is_empty() {
+        return Err(RolloutError::Invalid { field: "changes", problem: "the plan has no changes".into() });
+    }
+    if !(canary_fraction > 0.0 && canary_fraction <= 1.0) {
+        return Err(RolloutError::Invalid { field: "canary_fraction", problem: format!("{canary_fraction} is not in (0, 1]") });
+    }
+    let mut planned = Vec::new();
+    for (vm, to, reason, gain) in changes {
+        if planned.iter().any(|c: &PlannedChange| c.vm == vm) {
+            return Err(RolloutError::Invalid { field: "changes", problem: format!("VM {vm} appears twice") });
+        }
+        if !(to.cpu_cores.is_finite() && to.cpu_cores >= 0.01 && to.memory_mib.is_finite() && to.memory_mib >= 64.0) {
+            return Err(RolloutError::Invalid { field: "changes", problem: format!("VM {vm}: {to:?} is not a size (>= 0.01 cores, >= 64 MiB)") });
+        }
+        let from = crate::sizing_ops::current_config(shared, &vm)
+            .ok_or_else(|| RolloutError::Invalid { field: "changes", problem: format!("no host reports a VM {vm:?}") })?;
+        planned.push(PlannedChange { vm, to, from, reason, predicted_gain: gain });
+    }
+    let vms: Vec<PlannedVm> = planned.iter().map(|c| PlannedVm { vm: c.vm.clone(), stratum: stratum(c) }).collect();
+    let baseline = planned
+        .iter()
+        .filter_map(|c| figures(shared, &c.vm, now_ms.saturating_sub(watch_ms), now_ms).map(|f| (c.vm.clone(), f)))
+        .collect();
+    let id = shared.rollouts.next_id();
+    let mut record = RolloutRecord {
+        id,
+        created_ms: now_ms,
+        proposed_by: proposed_by.into(),
+        changes: planned,
+        rollout: Rollout::canary(&vms, canary_fraction, watch_ms, seed),
+        judge: judge_cfg,
+        baseline,
+        verdicts: Vec::new(),
+        log: Vec::new(),
+    };
+    let stages: Vec<usize> = record.rollout.stages.iter().map(|s| s.len()).collect();
+    record.note(now_ms, format!("created by {proposed_by}: {} changes in stages of {stages:?}, watched {} s each", record.changes.len(), watch_ms / 1000));
+    shared.rollouts.save(&record)?;
+    Ok(record)
+}
+
+impl RolloutRecord {
+    pub fn to_wire(&self) -> presage_protocol::pb::RolloutView {
+        use presage_decide::rollout::Phase;
+        let values = |c: &VmConfig| presage_protocol::pb::VmConfigValues { cpu_cores: c.cpu_cores, memory_mib: c.memory_mib };
+        presage_protocol::pb::RolloutView {
+            id: self.id,
+            proposed_by: self.proposed_by.clone(),
+            created_ms: self.created_ms,
+            phase: match &self.rollout.phase {
+                Phase::Applying { stage } => format!("applying stage {}", stage + 1),
+                Phase::Watching { stage, .. } => format!("watching stage {}", stage + 1),
+                Phase::RollingBack { reason } => format!("rolling back: {reason}"),
+                Phase::Done => "done".into(),
+                Phase::RolledBack { reason } => format!("rolled back: {reason}"),
+            },
+            stages: self.rollout.stages.iter().map(|s| s.join(",")).collect(),
+            applied: self.rollout.applied.clone(),
+            changes: self
+                .changes
+                .iter()
+                .map(|c| presage_protocol::pb::PlannedResize {
+                    vm_id: c.vm.clone(),
+                    cpu_cores: c.to.cpu_cores,
+                    memory_mib: c.to.memory_mib,
+                    reason: c.reason.clone(),
+                    predicted_gain: c.predicted_gain.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    from: Some(values(&c.from)),
+                })
+                .collect(),
+            log: self.log.iter().map(|l| presage_protocol::pb::RolloutLogLine { at_ms: l.at_ms, what: l.what.clone() }).collect(),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Resizes `vms` of the rollout to `to` (or back to `from`); returns those the agents applied.
+async fn resize_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], back: bool) -> Vec<String> {
+    let mut done = Vec::new();
+    for vm in vms {
+        let Some(c) = r.change(vm) else { continue };
+        let (config, reason) = if back {
+            (&c.from, format!("rollout {} rolled back", r.id))
+        } else {
+            (&c.to, format!("rollout {}: {}", r.id, c.reason))
+        };
+        let req = presage_protocol::pb::ResizeVmRequest { vm_id: vm.clone(), cpu_cores: config.cpu_cores, memory_mib: config.memory_mib, dry_run: false };
+        let proposal = Proposal {
+            proposed_by: format!("rollout {}", r.id),
+            reason,
+            predicted_gain: if back { BTreeMap::new() } else { c.predicted_gain.clone() },
+            rollout: Some(r.id),
+        };
+        match resize_versioned(shared, req, proposal, now_ms()).await {
+            Ok((out, _)) if out.accepted => done.push(vm.clone()),
+            Ok((out, _)) => warn!(rollout = r.id, %vm, refusal = %out.refusal, "a rollout's resize was refused"),
+            Err(e) => warn!(rollout = r.id, %vm, error = %e, "a rollout's resize failed"),
+        }
+    }
+    done
+}
+
+/// Takes the rollout's next step at `now_ms` (journaled before and after) and returns the
+/// record as it is after it.
+pub async fn step(shared: &Arc<Shared>, mut r: RolloutRecord, now_ms: u64) -> Result<RolloutRecord, RolloutError> {
+    let span = info_span!("rollout.step", rollout = r.id);
+    async move {
+        match r.rollout.next(now_ms) {
+            Action::Wait { .. } | Action::Finished => {}
+            Action::Apply(vms) => {
+                r.note(now_ms, format!("applying {} changes: {}", vms.len(), vms.join(", ")));
+                shared.rollouts.save(&r)?;
+                let done = resize_all(shared, &r, &vms, false).await;
+                let at = self::now_ms();
+                r.rollout.applied(&done, at);
+                r.note(at, format!("{} of {} applied; {:?}", done.len(), vms.len(), r.rollout.phase));
+                shared.rollouts.save(&r)?;
+            }
+            Action::Judge { canary, control } => {
+                let since = match r.rollout.phase {
+                    presage_decide::rollout::Phase::Watching { since_ms, .. } => since_ms,
+                    _ => now_ms,
+                };
+                let changes = |vms: &[String], figure: &str| -> Vec<f64> {
+                    vms.iter()
+                        .filter_map(|vm| {
+                            let before = r.baseline.get(vm)?.get(figure)?;
+                            let during = figures(shared, vm, since, u64::MAX)?.get(figure).copied()?;
+                            Some(during - before)
+                        })
+                        .collect()
+                };
+                let figures: Vec<FigureChanges> = FIGURES
+                    .iter()
+                    .map(|f| FigureChanges { figure: f.to_string(), canary: changes(&canary, f), control: changes(&control, f) })
+                    .collect();
+                let verdict = judge(&figures, &r.judge);
+                let summary: Vec<String> = verdict
+                    .figures
+                    .iter()
+                    .map(|f| format!("{} canary {:+.3} control {:+.3} ({})", f.figure, f.canary_mean, f.control_mean, match f.worse {
+                        Some(true) => "worse",
+                        Some(false) => "not worse",
+                        None => "not judged",
+                    }))
+                    .collect();
+                r.rollout.judged(&verdict);
+                r.verdicts.push(verdict);
+                r.note(now_ms, format!("judged: {}; {:?}", summary.join("; "), r.rollout.phase));
+                shared.rollouts.save(&r)?;
+            }
+            Action::Revert(vms) => {
+                r.note(now_ms, format!("putting back {} changes: {}", vms.len(), vms.join(", ")));
+                shared.rollouts.save(&r)?;
+                let done = resize_all(shared, &r, &vms, true).await;
+                r.rollout.rolled_back(&done);
+                r.note(self::now_ms(), format!("{} of {} put back; {:?}", done.len(), vms.len(), r.rollout.phase));
+                shared.rollouts.save(&r)?;
+            }
+        }
+        Ok(r)
+    }
+    .instrument(span)
+    .await
+}
+
+/// An operator stops a rollout: every applied change is put back (by the runner).
+pub fn abort(shared: &Shared, id: u64, who: &str) -> Result<RolloutRecord, RolloutError> {
+    let mut r = shared.rollouts.get(id)?;
+    r.rollout.abort(&format!("aborted by {who}"));
+    r.note(now_ms(), format!("aborted by {who}"));
+    shared.rollouts.save(&r)?;
+    Ok(r)
+}
+
+/// A rollout of the operator's request, now.
+pub fn start(shared: &Shared, r: presage_protocol::pb::StartRolloutRequest, who: &str) -> Result<RolloutRecord, RolloutError> {
+    if r.watch_s == 0 || r.watch_s > 7 * 86_400 {
+        return Err(RolloutError::Invalid { field: "watch_s", problem: format!("{} is outside 1..=604800", r.watch_s) });
+    }
+    let changes = r
+        .changes
+        .into_iter()
+        .map(|c| (c.vm_id, VmConfig { cpu_cores: c.cpu_cores, memory_mib: c.memory_mib }, c.reason, c.predicted_gain.into_iter().collect()))
+        .collect();
+    create_at(shared, who, changes, r.canary_fraction, r.watch_s * 1000, r.seed, JudgeConfig::default(), now_ms())
+}
+
+/// Takes every open rollout's next step every `period`, from the journal (so a restart goes
+/// on where the records say).
+pub async fn runner(shared: Arc<Shared>, period: std::time::Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let open = match shared.rollouts.open_ones() {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "reading the open rollouts failed");
+                continue;
+            }
+        };
+        for r in open {
+            let id = r.id;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                out = step(&shared, r, now_ms()) => if let Err(e) = out { warn!(rollout = id, error = %e, "a rollout step failed") },
+            }
+        }
+    }
+}

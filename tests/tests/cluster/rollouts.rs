@@ -1,0 +1,137 @@
+//! Staged rollouts end to end: a plan of resizes goes to a canary first, watched against the
+//! plan's VMs still waiting; a canary made worse (its CPU below what it uses) is rolled back by
+//! itself, a harmless plan goes on to every VM, and a coordinator restarted mid-watch finishes
+//! what the journal says. The configuration versions show every step.
+
+use std::time::Duration;
+
+use presage_protocol::pb::{ConfigHistoryRequest, ListRolloutsRequest, ListVmsRequest, PlannedResize, RolloutView, StartRolloutRequest};
+use presage_protocol::tls::Role;
+use presage_tests::*;
+use tonic::transport::Channel;
+
+type Operator = presage_protocol::pb::operator_client::OperatorClient<Channel>;
+
+const WAIT: Duration = Duration::from_secs(60);
+const VMS: usize = 10;
+
+/// Ten VMs that use 60 % of their vCPUs all the time.
+fn trace() -> tempfile::TempDir {
+    let names: Vec<String> = (0..VMS).map(|i| format!("vm{i}")).collect();
+    let busy = [60u32; 80];
+    let vms: Vec<(&str, &[u32])> = names.iter().map(|n| (n.as_str(), &busy[..])).collect();
+    synthetic_trace(&vms)
+}
+
+async fn reported_vcpus(op: &Operator) -> Option<f64> {
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+    let samples: Vec<_> = vms.into_iter().filter_map(|v| v.sample).collect();
+    (samples.len() == VMS).then(|| samples[0].vcpus as f64)
+}
+
+/// A plan giving every VM `share` of its vCPUs.
+fn plan(vcpus: f64, share: f64) -> StartRolloutRequest {
+    StartRolloutRequest {
+        changes: (0..VMS)
+            .map(|i| PlannedResize {
+                vm_id: format!("vm{i}"),
+                cpu_cores: vcpus * share,
+                memory_mib: 256.0,
+                reason: format!("{share} of its vCPUs"),
+                ..Default::default()
+            })
+            .collect(),
+        canary_fraction: 0.2,
+        watch_s: 4,
+        seed: 1,
+    }
+}
+
+async fn rollout(op: &Operator, id: u64) -> RolloutView {
+    op.clone().list_rollouts(ListRolloutsRequest { limit: 50 }).await.unwrap().into_inner().rollouts.into_iter().find(|r| r.id == id).unwrap()
+}
+
+async fn finished(op: &Operator, id: u64) -> RolloutView {
+    eventually("the rollout finishes", WAIT, || async {
+        let r = rollout(op, id).await;
+        (r.phase == "done" || r.phase.starts_with("rolled back")).then_some(r)
+    })
+    .await
+}
+
+async fn history(op: &Operator, vm: &str) -> Vec<presage_protocol::pb::ConfigVersion> {
+    op.clone().config_history(ConfigHistoryRequest { vm_id: vm.into(), limit: 0 }).await.unwrap().into_inner().versions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worse_canary_is_rolled_back_a_harmless_plan_goes_everywhere_and_a_restart_resumes() {
+    let trace = trace();
+    let pki = Pki::new();
+    let store = tempfile::tempdir().unwrap();
+    let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), Default::default());
+    cfg.data_dir = Some(store.path().into());
+    let coord = RunningCoordinator::start_config(cfg.clone()).await;
+    cfg.listen = ([127, 0, 0, 1], coord.port).into();
+    let data = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(simulated_agent(&pki, "hv-r", &coord.url, data.path(), trace.path(), (0, 1), 0));
+    let ops = pki.issue(Role::Operator, "ops");
+    let op = client(&coord.url, &ops).await.unwrap();
+    let vcpus = eventually("every VM is reported", WAIT, || reported_vcpus(&op)).await;
+    // A watch's worth of samples before the first rollout (its baseline).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Bad input is refused, naming what is wrong.
+    let mut bad = plan(vcpus, 0.5);
+    bad.canary_fraction = 1.5;
+    let e = op.clone().start_rollout(bad).await.unwrap_err();
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("canary_fraction"), "{e:?}");
+    let mut unknown = plan(vcpus, 0.5);
+    unknown.changes[0].vm_id = "nope".into();
+    let e = op.clone().start_rollout(unknown).await.unwrap_err();
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("nope"), "{e:?}");
+
+    // A quarter of their vCPUs, where they use 60 %: the canary is held at its quota (saturated)
+    // while the control group is not, and the rollout puts it back by itself.
+    let r = op.clone().start_rollout(plan(vcpus, 0.25)).await.unwrap().into_inner();
+    assert_eq!(r.stages.len(), 2);
+    let canary: Vec<String> = r.stages[0].split(',').map(String::from).collect();
+    assert_eq!(canary.len(), 2, "20 % of ten");
+    let done = finished(&op, r.id).await;
+    assert!(done.phase.contains("cpu_saturation"), "{done:?}");
+    assert!(done.applied.is_empty());
+    for vm in &canary {
+        let h = history(&op, vm).await;
+        let steps: Vec<(&str, &str, f64)> =
+            h.iter().map(|v| (v.proposed_by.as_str(), v.outcome.as_str(), v.config.unwrap().cpu_cores)).collect();
+        let rollout_by = format!("rollout {}", r.id);
+        assert_eq!(steps, [(rollout_by.as_str(), "applied", vcpus), (rollout_by.as_str(), "applied", vcpus * 0.25)], "{vm}: {h:?}");
+        assert!(h[0].reason.contains("rolled back") && h.iter().all(|v| v.rollout_id == r.id));
+    }
+    let untouched = (0..VMS).map(|i| format!("vm{i}")).find(|v| !canary.contains(v)).unwrap();
+    assert!(history(&op, &untouched).await.is_empty(), "the control group was never changed");
+
+    // Nine tenths of their vCPUs: nothing gets worse, and the plan reaches every VM.
+    let r = op.clone().start_rollout(plan(vcpus, 0.9)).await.unwrap().into_inner();
+    let done = finished(&op, r.id).await;
+    assert_eq!(done.phase, "done", "{done:?}");
+    assert_eq!(done.applied.len(), VMS);
+    assert_eq!(history(&op, &untouched).await[0].config.unwrap().cpu_cores, vcpus * 0.9);
+
+    // A bad plan again, the coordinator stopped while its canary is watched: the restarted one
+    // judges from the journal and rolls it back.
+    let r = op.clone().start_rollout(plan(vcpus, 0.25)).await.unwrap().into_inner();
+    eventually("the canary is watched", WAIT, || async { rollout(&op, r.id).await.phase.starts_with("watching").then_some(()) }).await;
+    drop(op);
+    coord.stop().await;
+    let coord = RunningCoordinator::start_config(cfg).await;
+    let op = client(&coord.url, &ops).await.unwrap();
+    eventually("every VM is reported again", WAIT, || reported_vcpus(&op)).await;
+    let done = finished(&op, r.id).await;
+    assert!(done.phase.starts_with("rolled back"), "{done:?}");
+    let canary: Vec<String> = done.stages[0].split(',').map(String::from).collect();
+    for vm in &canary {
+        assert_eq!(history(&op, vm).await[0].config.unwrap().cpu_cores, vcpus * 0.9, "{vm} put back to what it had");
+    }
+    agent.stop().await;
+    coord.stop().await;
+}

@@ -10,6 +10,7 @@ pub mod dependencies;
 pub mod forecast_eval;
 pub mod optimise;
 pub mod plan;
+pub mod rollout_view;
 pub mod simulate;
 pub mod simulate_sizing;
 pub mod sizing_view;
@@ -196,6 +197,10 @@ pub enum Command {
     /// rollback VM VERSION`.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Staged rollouts of a plan of resizes: a canary first, watched against the plan's VMs
+    /// still waiting, then the rest, or everything put back.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Every host's (or one host's) borrowing leases and resizes, as the agents hold them.
     Leases {
         #[arg(long)]
@@ -264,6 +269,31 @@ pub enum DependenciesCommand {
     /// What the feedback loop learned from repair moves: each dependency type's weight, the
     /// evidence for it (before/after figures beyond the noise floor), the latest observations.
     Learned,
+}
+
+#[derive(Subcommand)]
+pub enum RolloutCommand {
+    /// Start a rollout of a plan file (JSON: `[{"vm", "cpu_cores", "memory_mib", "reason"?}]`).
+    Start {
+        plan: PathBuf,
+        /// The canary's share of the plan's VMs (`10%` or `0.1`).
+        #[arg(long, default_value = "10%", value_parser = rollout_view::parse_fraction)]
+        canary: f64,
+        /// How long each stage is watched before the next.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        watch: Duration,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// The newest rollouts and where each stands (`--log`: every step).
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        log: bool,
+    },
+    /// Put every applied change of a rollout back.
+    Abort { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -632,6 +662,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{vm}: version {} asks for version {version}'s configuration", v.version);
             }
             sizing_view::show_answer(&r.sizing.unwrap_or_default(), Some(&vm), cli.output)?;
+        }
+        Command::Rollout(RolloutCommand::Start { plan, canary, watch, seed }) => {
+            let req = rollout_view::read_plan(&plan, canary, watch.as_secs().max(1), seed)?;
+            let mut c = cli.conn.target().connect().await?;
+            let r = c.start_rollout(req).await.map_err(|s| rpc_error("rollout start", s))?.into_inner();
+            rollout_view::show(&[r], cli.output, true)?;
+        }
+        Command::Rollout(RolloutCommand::List { limit, log }) => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c.list_rollouts(pb::ListRolloutsRequest { limit }).await.map_err(|s| rpc_error("rollout list", s))?.into_inner();
+            rollout_view::show(&r.rollouts, cli.output, log)?;
+        }
+        Command::Rollout(RolloutCommand::Abort { id }) => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c.abort_rollout(pb::AbortRolloutRequest { id }).await.map_err(|s| rpc_error(&format!("rollout abort {id}"), s))?.into_inner();
+            rollout_view::show(&[r], cli.output, true)?;
         }
         Command::Leases { host } => {
             let mut c = cli.conn.target().connect().await?;

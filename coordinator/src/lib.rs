@@ -16,6 +16,7 @@ pub mod config;
 pub mod config_versions;
 pub mod ecosystem;
 pub mod manual_move;
+pub mod optimiser_pass;
 pub mod plan_journal;
 pub mod rest;
 pub mod rollouts;

@@ -375,6 +375,63 @@ impl Operator for OperatorService {
         crate::rollouts::abort(&self.shared, id, &format!("operator {}", p.identity.name)).map(|r| Response::new(r.to_wire())).map_err(rollout_status)
     }
 
+    async fn optimise_cluster(&self, req: Request<pb::OptimiseClusterRequest>) -> Result<Response<pb::OptimiseClusterResponse>, Status> {
+        let r = req.get_ref().clone();
+        let p = person(&req, if r.apply { Access::Act } else { Access::Read })?;
+        let span = info_span!("operator.optimise_cluster", operator = %p.identity.name, apply = r.apply);
+        async move {
+            if r.time_limit_s > 600 {
+                return Err(Status::invalid_argument(format!("time_limit_s: {} is above 600", r.time_limit_s)));
+            }
+            let limit = Duration::from_secs(if r.time_limit_s == 0 { 10 } else { r.time_limit_s as u64 });
+            let goals = presage_decide::optimise::cluster::SizingGoals::default();
+            let model = crate::optimiser_pass::model(&self.shared.state(), &goals).map_err(|e| Status::internal(e.to_string()))?;
+            if model.vms.is_empty() {
+                return Err(Status::failed_precondition("no reachable host reports a running VM"));
+            }
+            let seed = r.seed;
+            let plan = tokio::task::spawn_blocking(move || crate::optimiser_pass::plan(&model, limit, 0, seed))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::internal(format!("{e:#}")))?;
+            info!(resizes = plan.resizes.len(), moves = plan.moves.len(), hosts_before = plan.before.active_hosts, hosts_after = plan.after.active_hosts, "cluster optimised");
+            let rollout = if r.apply {
+                if plan.resizes.is_empty() {
+                    None
+                } else {
+                    let watch_ms = if r.watch_s == 0 { 600_000 } else { r.watch_s.saturating_mul(1000) };
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                    let record = crate::rollouts::create_at(
+                        &self.shared,
+                        &format!("optimiser (operator {})", p.identity.name),
+                        crate::optimiser_pass::rollout_changes(&plan),
+                        if r.canary_fraction == 0.0 { 0.1 } else { r.canary_fraction },
+                        watch_ms,
+                        r.seed,
+                        presage_decide::rollout::JudgeConfig::default(),
+                        now,
+                    )
+                    .map_err(rollout_status)?;
+                    Some(record.to_wire())
+                }
+            } else {
+                None
+            };
+            Ok(Response::new(pb::OptimiseClusterResponse {
+                predicted_gain: plan.predicted_gain().into_iter().collect(),
+                active_hosts_before: plan.before.active_hosts as u32,
+                active_hosts_after: plan.after.active_hosts as u32,
+                generations: plan.generations as u64,
+                seconds: plan.elapsed.as_secs_f64(),
+                resizes: plan.resizes,
+                moves: plan.moves,
+                rollout,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn list_leases(&self, req: Request<pb::ListLeasesRequest>) -> Result<Response<pb::ListLeasesResponse>, Status> {
         let p = person(&req, Access::Read)?;
         let host = req.into_inner().host_id;

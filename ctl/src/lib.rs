@@ -816,6 +816,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let output = cli.output;
             tokio::task::spawn_blocking(move || simulate::run(args, output)).await??
         }
+        Command::Optimise(args) if args.cluster => {
+            let mut c = cli.conn.target().connect().await?;
+            let r = c.optimise_cluster(optimise::cluster_request(&args)).await.map_err(|s| rpc_error("optimise --cluster", s))?.into_inner();
+            optimise::show_cluster(&r, cli.output)?;
+        }
         Command::Optimise(args) => {
             let output = cli.output;
             tokio::task::spawn_blocking(move || optimise::run(args, output)).await??

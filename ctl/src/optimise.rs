@@ -16,6 +16,19 @@ use crate::OutputFormat;
 
 #[derive(clap::Args, Debug)]
 pub struct OptimiseArgs {
+    /// The live cluster, as the agents last reported it: a plan of resizes and moves with
+    /// reasons and predicted gain (a dry run unless --apply).
+    #[arg(long, conflicts_with_all = ["binpacking", "roadef_model"])]
+    pub cluster: bool,
+    /// With --cluster: start a staged rollout of the plan's resizes.
+    #[arg(long, requires = "cluster")]
+    pub apply: bool,
+    /// With --apply: the canary's share of the plan's VMs (`10%` or `0.1`).
+    #[arg(long, default_value = "10%", value_parser = crate::rollout_view::parse_fraction)]
+    pub canary: f64,
+    /// With --apply: how long each stage is watched.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub watch: Duration,
     /// A BPPLIB bin-packing instance file, or a folder of them (searched recursively).
     #[arg(long, value_name = "FILE|DIR", conflicts_with_all = ["roadef_model", "roadef_assignment"])]
     pub binpacking: Option<PathBuf>,
@@ -59,12 +72,66 @@ pub struct BinPackingResult {
     pub seconds: f64,
 }
 
+/// The request `--cluster` sends.
+pub fn cluster_request(args: &OptimiseArgs) -> presage_protocol::pb::OptimiseClusterRequest {
+    presage_protocol::pb::OptimiseClusterRequest {
+        time_limit_s: args.time_limit.map_or(0, |d| d.as_secs().max(1) as u32),
+        seed: args.seed,
+        apply: args.apply,
+        canary_fraction: args.canary,
+        watch_s: args.watch.as_secs().max(1),
+    }
+}
+
+/// Prints the cluster's plan: the predicted gain per goal, each resize and move with its reason.
+pub fn show_cluster(r: &presage_protocol::pb::OptimiseClusterResponse, output: OutputFormat) -> anyhow::Result<()> {
+    match output {
+        OutputFormat::Json => {
+            let v = serde_json::json!({
+                "active_hosts": {"before": r.active_hosts_before, "after": r.active_hosts_after},
+                "predicted_gain": r.predicted_gain,
+                "resizes": r.resizes.iter().map(|x| serde_json::json!({
+                    "vm": x.vm_id, "cpu_cores": x.cpu_cores, "memory_mib": x.memory_mib, "reason": x.reason,
+                    "from": x.from.map(|f| serde_json::json!({"cpu_cores": f.cpu_cores, "memory_mib": f.memory_mib})),
+                })).collect::<Vec<_>>(),
+                "moves": r.moves.iter().map(|m| serde_json::json!({"vm": m.vm_id, "from": m.from_host, "to": m.to_host})).collect::<Vec<_>>(),
+                "generations": r.generations, "seconds": r.seconds,
+                "rollout": r.rollout.as_ref().map(|x| x.id),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        OutputFormat::Table => {
+            let gain: Vec<String> = r.predicted_gain.iter().map(|(k, v)| format!("{k} {v:+.3}")).collect();
+            println!(
+                "active hosts {} -> {}; predicted gain (before minus after): {}; {} generations in {:.1} s",
+                r.active_hosts_before,
+                r.active_hosts_after,
+                gain.join(", "),
+                r.generations,
+                r.seconds
+            );
+            for x in &r.resizes {
+                println!("resize {}: {:.2} cores, {:.0} MiB ({})", x.vm_id, x.cpu_cores, x.memory_mib, x.reason);
+            }
+            for m in &r.moves {
+                println!("move {}: {} -> {}", m.vm_id, m.from_host, m.to_host);
+            }
+            match &r.rollout {
+                Some(x) => println!("rollout {} started ({}): `presagectl rollout list --log` follows it; moves are not applied by it", x.id, x.phase),
+                None => println!("dry run: nothing applied (--apply --canary 10% starts a staged rollout of the resizes)"),
+            }
+        }
+        OutputFormat::Csv | OutputFormat::Dot => bail!("optimise prints a table or JSON (-o table|json)"),
+    }
+    Ok(())
+}
+
 pub fn run(args: OptimiseArgs, output: OutputFormat) -> anyhow::Result<()> {
     if let Some(model) = &args.roadef_model {
         return roadef(&args, model);
     }
     let Some(path) = &args.binpacking else {
-        bail!("say what to optimise: --binpacking FILE|DIR, or --roadef-model F --roadef-assignment F --out F");
+        bail!("say what to optimise: --cluster, --binpacking FILE|DIR, or --roadef-model F --roadef-assignment F --out F");
     };
     if args.population < 2 {
         bail!("--population {} is too small (at least 2)", args.population);

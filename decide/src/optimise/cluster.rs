@@ -110,6 +110,7 @@ pub fn vm_options(vm: &ClusterVm, goals: &SizingGoals) -> VmOptions {
             .map(|k| match fits[k] {
                 Some((mu, sigma, _)) if size[k] > 0.0 => normal_sf((size[k].ln() - mu) / sigma),
                 Some(_) => 1.0,
+                // Nothing seen: only the size it has is offered (no risk to count against it).
                 None => 0.0,
             })
             .fold(1.0, |none, r| none * (1.0 - r))
@@ -122,11 +123,16 @@ pub fn vm_options(vm: &ClusterVm, goals: &SizingGoals) -> VmOptions {
             if goals.keep_current_size {
                 l.push(vm.size[k]);
             }
+            // Without any use seen in a dimension there is nothing to size it from: it keeps
+            // the size it has.
+            let Some((mu, sigma, largest)) = fits[k] else {
+                if l.is_empty() {
+                    l.push(vm.size[k]);
+                }
+                return l;
+            };
             for z in &goals.headroom_sigmas {
-                let want = match fits[k] {
-                    Some((mu, sigma, largest)) => (mu + z * sigma).exp().max(largest),
-                    None => 0.0,
-                };
+                let want = (mu + z * sigma).exp().max(largest);
                 let level = ceil_to(want.max(vm.floor[k]), vm.grain[k]).max(vm.grain[k]).min(vm.ceiling[k]);
                 if !l.contains(&level) {
                     l.push(level);

@@ -135,3 +135,66 @@ async fn a_worse_canary_is_rolled_back_a_harmless_plan_goes_everywhere_and_a_res
     agent.stop().await;
     coord.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_optimiser_plans_over_the_live_cluster_and_applies_its_resizes_through_a_canary() {
+    use presage_protocol::pb::OptimiseClusterRequest;
+    // VMs that use a fifth of their vCPUs, on two hosts.
+    let names: Vec<String> = (0..VMS).map(|i| format!("vm{i}")).collect();
+    let light = [20u32; 80];
+    let half = VMS / 2;
+    let first: Vec<(&str, &[u32])> = names[..half].iter().map(|n| (n.as_str(), &light[..])).collect();
+    let second: Vec<(&str, &[u32])> = names[half..].iter().map(|n| (n.as_str(), &light[..])).collect();
+    let (trace_a, trace_b) = (synthetic_trace(&first), synthetic_trace(&second));
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Each host's cores are its VMs' vCPUs (the simulator's default); memory for all ten, so
+    // that one host could take every VM once they are sized to what they use.
+    let roomy = |mut cfg: presage_agent::config::AgentConfig| {
+        if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+            s.memory_mb = Some(64 * 1024);
+        }
+        cfg
+    };
+    let a = RunningAgent::start(roomy(simulated_agent(&pki, "hv-a", &coord.url, data_a.path(), trace_a.path(), (0, 1), 0)));
+    let b = RunningAgent::start(roomy(simulated_agent(&pki, "hv-b", &coord.url, data_b.path(), trace_b.path(), (0, 1), 0)));
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let vcpus = eventually("every VM is reported", WAIT, || reported_vcpus(&op)).await;
+    // Some recent use to size from.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let ask = |apply: bool| OptimiseClusterRequest { time_limit_s: 2, seed: 1, apply, canary_fraction: 0.2, watch_s: 3 };
+    let dry = op.clone().optimise_cluster(ask(false)).await.unwrap().into_inner();
+    assert!(dry.rollout.is_none());
+    assert!(!dry.resizes.is_empty(), "{dry:?}");
+    for r in &dry.resizes {
+        // Smaller than its vCPUs, never below the fifth it uses.
+        assert!(r.cpu_cores < vcpus && r.cpu_cores >= vcpus * 0.2 - 1e-9, "{r:?}");
+        assert!(!r.reason.is_empty());
+    }
+    // One host takes them all: the VMs of the other move.
+    assert_eq!((dry.active_hosts_before, dry.active_hosts_after), (2, 1), "{dry:?}");
+    assert_eq!(dry.moves.len(), half, "{dry:?}");
+    assert!(dry.predicted_gain.contains_key("sla_risk") && dry.predicted_gain.contains_key("active_hosts"));
+    assert!(history(&op, &dry.resizes[0].vm_id).await.is_empty(), "a dry run changes nothing");
+    // A viewer may ask for a plan, not apply one.
+    let viewer = client(&coord.url, &pki.issue(Role::Viewer, "eyes")).await.unwrap();
+    assert!(viewer.clone().optimise_cluster(ask(false)).await.is_ok());
+    assert_eq!(viewer.clone().optimise_cluster(ask(true)).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+
+    let applied = op.clone().optimise_cluster(ask(true)).await.unwrap().into_inner();
+    let r = applied.rollout.expect("a rollout of the resizes");
+    assert!(r.proposed_by.contains("optimiser"));
+    let done = finished(&op, r.id).await;
+    assert_eq!(done.phase, "done", "{done:?}");
+    for c in &applied.resizes {
+        let h = history(&op, &c.vm_id).await;
+        assert_eq!(h[0].proposed_by, format!("rollout {}", r.id));
+        assert_eq!(h[0].outcome, "applied");
+        assert!(h[0].predicted_gain.contains_key("sla_risk"), "{:?}", h[0]);
+    }
+    a.stop().await;
+    b.stop().await;
+    coord.stop().await;
+}

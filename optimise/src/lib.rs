@@ -41,6 +41,7 @@ pub fn pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildE
 }
 
 /// Stops a run at a wall-clock deadline.
+#[derive(Clone, Copy, Debug)]
 pub struct Deadline {
     pub until: Instant,
 }

@@ -3,12 +3,14 @@
 //! its solutions checked from scratch (capacity, anti-affinity, the cost it reports), and the
 //! exact model itself checked on an instance solved by hand.
 
-#![allow(clippy::needless_range_loop)]
+mod common;
+
+use common::checked_objective;
 
 use std::time::Duration;
 
 use presage_decide::optimise::genetic::{Generations, GeneticConfig, first_fit_decreasing, optimise};
-use presage_decide::optimise::{Host, Item, NOWHERE, Problem, SizeOption, Solution, Tables};
+use presage_decide::optimise::{Host, Item, Problem, SizeOption, Solution, Tables};
 use presage_optimise::joint::JointSpec;
 use presage_optimise::{RayonChildren, exact, pool};
 
@@ -21,37 +23,6 @@ fn run(problem: &Problem, generations: usize, threads: usize) -> Solution {
     let cfg = GeneticConfig { generations, seed: 3, ..GeneticConfig::default() };
     let pool = pool(threads).unwrap();
     optimise(problem, seeds, &cfg, &RayonChildren::new(&pool), &mut Generations).best
-}
-
-/// The objective of `s` counted here from the problem alone, after checking that every item is
-/// placed within every host's capacity and no two of a group share a host.
-fn checked_objective(p: &Problem, s: &Solution) -> f64 {
-    let mut load = vec![vec![0.0; p.dims]; p.hosts.len()];
-    let mut cost = 0.0;
-    for (i, item) in p.items.iter().enumerate() {
-        let (h, o) = (s.host_of[i], s.option_of[i]);
-        assert_ne!(h, NOWHERE, "item {i} unplaced");
-        let opt = &item.options[o as usize];
-        for (k, d) in opt.demand.iter().enumerate() {
-            load[h as usize][k] += d;
-        }
-        cost += opt.cost + if item.current.is_some_and(|(c, _)| c != h) { item.move_cost } else { 0.0 };
-    }
-    for (h, host) in p.hosts.iter().enumerate() {
-        for k in 0..p.dims {
-            assert!(load[h][k] <= host.capacity[k] + 1e-6, "host {h} dimension {k}: {} > {}", load[h][k], host.capacity[k]);
-        }
-        if load[h].iter().any(|l| *l > 0.0) {
-            cost += host.active_cost;
-        }
-    }
-    for g in &p.anti_affinity {
-        let mut hosts: Vec<u32> = g.iter().map(|i| s.host_of[*i as usize]).collect();
-        hosts.sort_unstable();
-        hosts.dedup();
-        assert_eq!(hosts.len(), g.len(), "anti-affinity group {g:?} shares a host");
-    }
-    cost
 }
 
 #[test]

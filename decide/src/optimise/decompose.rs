@@ -27,9 +27,9 @@ pub struct DecomposeConfig {
 impl Default for DecomposeConfig {
     fn default() -> Self {
         DecomposeConfig {
-            hosts_per_partition: 48,
+            hosts_per_partition: 16,
             rounds: 3,
-            genetic: GeneticConfig { population: 8, generations: 12, restart_after: 1000, ..GeneticConfig::default() },
+            genetic: GeneticConfig { population: 4, generations: 3, restart_after: 1000, ..GeneticConfig::default() },
         }
     }
 }
@@ -43,8 +43,9 @@ pub struct DecomposeOutcome {
 }
 
 /// Improves `start` round by round until `cfg.rounds` or the budget stops it (checked between
-/// rounds). Unplaced items of `start` are dealt to partitions with room.
-pub fn optimise_decomposed<P: Parallel, B: Budget>(
+/// rounds, and by each partition's run between its generations: a partition stopped early
+/// keeps what it found). Unplaced items of `start` are dealt to partitions with room.
+pub fn optimise_decomposed<P: Parallel, B: Budget + Clone + Send + Sync>(
     problem: &Problem,
     start: Solution,
     cfg: &DecomposeConfig,
@@ -76,7 +77,7 @@ pub fn optimise_decomposed<P: Parallel, B: Budget>(
         for (k, i) in unplaced.into_iter().enumerate() {
             extra[k % parts].push(i);
         }
-        let results = par.map(parts, |p| solve_partition(&t, &best, &partitions[p], &extra[p], cfg, round, p));
+        let results = par.map(parts, |p| solve_partition(&t, &best, &partitions[p], &extra[p], cfg, round, p, &mut budget.clone()));
         let mut next = best.clone();
         for assign in results.into_iter().flatten() {
             for &(i, _, _) in &assign {
@@ -100,6 +101,7 @@ pub fn optimise_decomposed<P: Parallel, B: Budget>(
 
 /// One partition's better assignment (item, host, option) of its items, or `None` when the
 /// optimiser found nothing better than what it has.
+#[allow(clippy::too_many_arguments)]
 fn solve_partition(
     t: &Tables<'_>,
     s: &Solution,
@@ -108,6 +110,7 @@ fn solve_partition(
     cfg: &DecomposeConfig,
     round: usize,
     part: usize,
+    budget: &mut impl Budget,
 ) -> Option<Vec<(u32, u32, u16)>> {
     let problem = t.problem;
     let items: Vec<u32> = hosts.iter().flat_map(|h| s.members(*h).iter().copied()).chain(extra.iter().copied()).collect();
@@ -152,7 +155,7 @@ fn solve_partition(
         }
     }
     let genetic = GeneticConfig { seed: Rng::for_job(cfg.genetic.seed, round as u64, part as u64).next_u64(), ..cfg.genetic.clone() };
-    let out = optimise(&sub, vec![now.clone()], &genetic, &Sequential, &mut super::genetic::Generations);
+    let out = optimise(&sub, vec![now.clone()], &genetic, &Sequential, budget);
     if out.best.cost() >= now.cost() - 1e-9 {
         return None;
     }

@@ -89,6 +89,7 @@ pub trait Budget {
 }
 
 /// No limit but the configured generations.
+#[derive(Clone, Copy, Debug)]
 pub struct Generations;
 
 impl Budget for Generations {
@@ -118,6 +119,16 @@ pub fn optimise<P: Parallel, B: Budget>(
     let t = Tables::new(problem);
     let pop_size = cfg.population.max(2);
     let mut population = seeds;
+    // Out of time before the start (a partition of a decomposed run reached late): the best
+    // seed as it is, without making a population.
+    if !population.is_empty() {
+        sort_unique(&mut population);
+        if !budget.keep_going(0, population[0].cost()) {
+            let best = population.swap_remove(0);
+            let reached = problem.lower_bound.is_some_and(|lb| best.cost() <= lb + 1e-9);
+            return GeneticOutcome { progress: vec![best.cost()], best, generations: 0, reached_lower_bound: reached };
+        }
+    }
     let extra = pop_size.saturating_sub(population.len());
     population.extend(par.map(extra, |i| {
         let mut rng = Rng::for_job(cfg.seed, 0, i as u64);

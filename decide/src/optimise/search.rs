@@ -261,24 +261,31 @@ fn best_fit_sized(t: &Tables<'_>, s: &mut Solution, i: u32) {
 }
 
 /// The sizes of host `h`'s members and of unplaced item `extra` that let them all fit on `h`
-/// at the least cost (greedy: every item at its cheapest size, then, while a dimension is over,
-/// the change of one item to a smaller size that costs least per unit of room it makes), with
-/// that cost; `None` if they do not fit even at their smallest sizes, or `extra` may not join
-/// them (anti-affinity).
+/// at the least cost (greedy: the members at the sizes they have, `extra` at its cheapest,
+/// then, while a dimension is over, the change of one item to a smaller size that costs least
+/// per unit of room it makes), with that cost; `None` if they do not fit even at their
+/// smallest sizes, or `extra` may not join them (anti-affinity).
 pub fn sizes_to_fit(t: &Tables<'_>, s: &Solution, h: u32, extra: u32) -> Option<(f64, Vec<(u32, u16)>)> {
     if s.members(h).iter().any(|m| t.share_group(*m, extra)) {
         return None;
     }
-    cheapest_sizes(t, h, s.members(h).iter().copied().chain(std::iter::once(extra)))
+    let members = s.members(h).iter().map(|m| (*m, s.option_of[*m as usize]));
+    fit_sizes(t, h, members.chain(std::iter::once((extra, t.options_by_cost(extra)[0]))))
 }
 
-/// The least-cost sizes (greedy, as [`sizes_to_fit`]) of `items` together on host `h`, and
-/// their cost; `None` if they do not fit at their smallest sizes.
+/// The least-cost sizes of `items` together on host `h`, each from its cheapest size (so
+/// that items a change leaves room for grow back), and their cost; `None` if they do not fit
+/// at their smallest sizes.
 pub fn cheapest_sizes(t: &Tables<'_>, h: u32, items: impl Iterator<Item = u32>) -> Option<(f64, Vec<(u32, u16)>)> {
+    fit_sizes(t, h, items.map(|m| (m, t.options_by_cost(m)[0])))
+}
+
+/// From the sizes given, shrinks (greedy, cheapest room first) until `items` fit on `h`.
+fn fit_sizes(t: &Tables<'_>, h: u32, items: impl Iterator<Item = (u32, u16)>) -> Option<(f64, Vec<(u32, u16)>)> {
     let p = t.problem;
     let dims = p.dims;
     let cap = &p.hosts[h as usize].capacity;
-    let mut sizes: Vec<(u32, u16)> = items.map(|m| (m, t.options_by_cost(m)[0])).collect();
+    let mut sizes: Vec<(u32, u16)> = items.collect();
     let mut load = vec![0.0; dims];
     for (m, o) in &sizes {
         for (k, d) in t.demand(*m, *o).iter().enumerate() {
@@ -350,7 +357,7 @@ pub fn settle_options(t: &Tables<'_>, s: &mut Solution) {
 /// The most sweeps of [`descend_sized`].
 const MAX_DESCENT_SWEEPS: usize = 6;
 /// Problems of at most this many items also try swapping every pair in [`descend_sized`].
-const MAX_SWAP_ITEMS: usize = 200;
+const MAX_SWAP_ITEMS: usize = 64;
 
 /// Local search where sizes are searched too: moves one item at a time to the host in use
 /// where the change costs least, both hosts' members sized anew ([`cheapest_sizes`]), while a

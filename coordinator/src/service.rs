@@ -376,7 +376,7 @@ impl Operator for OperatorService {
     }
 
     async fn optimise_cluster(&self, req: Request<pb::OptimiseClusterRequest>) -> Result<Response<pb::OptimiseClusterResponse>, Status> {
-        let r = req.get_ref().clone();
+        let r = *req.get_ref();
         let p = person(&req, if r.apply { Access::Act } else { Access::Read })?;
         let span = info_span!("operator.optimise_cluster", operator = %p.identity.name, apply = r.apply);
         async move {

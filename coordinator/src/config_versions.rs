@@ -84,13 +84,11 @@ fn prefix(vm: &str) -> Vec<u8> {
 }
 
 fn key(vm: &str, version: u64) -> Vec<u8> {
-    let mut k = prefix(vm);
-    k.extend_from_slice(format!("{version:020}").as_bytes());
-    k
+    crate::journal_keys::numbered_key(&prefix(vm), version)
 }
 
 fn decode(k: &[u8], v: &[u8]) -> Result<ConfigVersion, VersionError> {
-    serde_json::from_slice(v).map_err(|e| VersionError::Damaged { key: String::from_utf8_lossy(k).into_owned(), detail: e.to_string() })
+    crate::journal_keys::decode(k, v).map_err(|d| VersionError::Damaged { key: d.key, detail: d.detail })
 }
 
 impl ConfigVersions {

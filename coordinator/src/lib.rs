@@ -15,6 +15,7 @@ pub mod applier;
 pub mod config;
 pub mod config_versions;
 pub mod ecosystem;
+pub mod journal_keys;
 pub mod manual_move;
 pub mod optimiser_pass;
 pub mod plan_journal;

@@ -197,12 +197,7 @@ fn open_key(id: u64) -> Vec<u8> {
     key(OPEN_PREFIX, id)
 }
 
-/// `prefix` then the id in 20 digits, so keys sort by id.
-fn key(prefix: &[u8], id: u64) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    k.extend_from_slice(format!("{id:020}").as_bytes());
-    k
-}
+use crate::journal_keys::numbered_key as key;
 
 impl PlanJournal {
     /// Opens the journal in `store`; plan ids continue after the highest one found.
@@ -314,7 +309,7 @@ impl PlanJournal {
 }
 
 fn decode(key: &[u8], value: &[u8]) -> Result<PlanRecord, JournalError> {
-    serde_json::from_slice(value).map_err(|e| JournalError::Damaged { key: String::from_utf8_lossy(key).into(), detail: e.to_string() })
+    crate::journal_keys::decode(key, value).map_err(|d| JournalError::Damaged { key: d.key, detail: d.detail })
 }
 
 #[cfg(test)]

@@ -102,14 +102,10 @@ pub struct RolloutJournal {
     next_id: std::sync::atomic::AtomicU64,
 }
 
-fn key(prefix: &[u8], id: u64) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    k.extend_from_slice(format!("{id:020}").as_bytes());
-    k
-}
+use crate::journal_keys::numbered_key as key;
 
 fn decode(k: &[u8], v: &[u8]) -> Result<RolloutRecord, RolloutError> {
-    serde_json::from_slice(v).map_err(|e| RolloutError::Damaged { key: String::from_utf8_lossy(k).into_owned(), detail: e.to_string() })
+    crate::journal_keys::decode(k, v).map_err(|d| RolloutError::Damaged { key: d.key, detail: d.detail })
 }
 
 impl RolloutJournal {

@@ -819,7 +819,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Optimise(args) if args.cluster => {
             let mut c = cli.conn.target().connect().await?;
             let r = c.optimise_cluster(optimise::cluster_request(&args)).await.map_err(|s| rpc_error("optimise --cluster", s))?.into_inner();
-            optimise::show_cluster(&r, cli.output)?;
+            optimise::show_cluster(&r, args.apply, cli.output)?;
         }
         Command::Optimise(args) => {
             let output = cli.output;

@@ -84,7 +84,7 @@ pub fn cluster_request(args: &OptimiseArgs) -> presage_protocol::pb::OptimiseClu
 }
 
 /// Prints the cluster's plan: the predicted gain per goal, each resize and move with its reason.
-pub fn show_cluster(r: &presage_protocol::pb::OptimiseClusterResponse, output: OutputFormat) -> anyhow::Result<()> {
+pub fn show_cluster(r: &presage_protocol::pb::OptimiseClusterResponse, apply: bool, output: OutputFormat) -> anyhow::Result<()> {
     match output {
         OutputFormat::Json => {
             let v = serde_json::json!({
@@ -118,6 +118,7 @@ pub fn show_cluster(r: &presage_protocol::pb::OptimiseClusterResponse, output: O
             }
             match &r.rollout {
                 Some(x) => println!("rollout {} started ({}): `presagectl rollout list --log` follows it; moves are not applied by it", x.id, x.phase),
+                None if apply => println!("no resize to roll out: nothing applied"),
                 None => println!("dry run: nothing applied (--apply --canary 10% starts a staged rollout of the resizes)"),
             }
         }

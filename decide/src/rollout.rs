@@ -63,7 +63,9 @@ pub struct JudgeConfig {
 
 impl Default for JudgeConfig {
     fn default() -> Self {
-        JudgeConfig { z: 2.0, min_effect: 0.01, min_vms: 2 }
+        // One canary VM is judged (a small plan's canary is one VM); its spread is then the
+        // control's alone.
+        JudgeConfig { z: 2.0, min_effect: 0.01, min_vms: 1 }
     }
 }
 
@@ -278,6 +280,9 @@ mod tests {
         assert!(!same.roll_back, "{same:?}");
         // Better is never a reason to roll back; too few VMs is not judged.
         assert!(!judge(&[FigureChanges { figure: "risk".into(), canary: noise(5, -0.3), control: noise(20, 0.0) }], &cfg).roll_back);
+        let one = judge(&[FigureChanges { figure: "latency".into(), canary: vec![9.0], control: vec![0.0, 0.1] }], &cfg);
+        assert!(one.roll_back, "a single canary VM far worse than the control: {one:?}");
+        let cfg = JudgeConfig { min_vms: 2, ..cfg };
         let few = judge(&[FigureChanges { figure: "latency".into(), canary: vec![9.0], control: vec![0.0, 0.1] }], &cfg);
         assert_eq!(few.figures[0].worse, None);
         assert!(!few.roll_back);

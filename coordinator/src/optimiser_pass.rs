@@ -5,7 +5,7 @@
 //! moving a VM costs a little, more for more memory), the genetic optimiser improves the
 //! current placement and sizing within a time limit (large clusters by decomposition), and the
 //! answer is a plan: each resize and move with its reason, and the gain predicted per goal.
-//! Applied, its resizes become a staged rollout ([`crate::rollouts`]).
+//! Applied, its resizes and moves become a staged rollout ([`crate::rollouts`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -90,6 +90,8 @@ fn totals(t: &Tables<'_>, s: &Solution) -> Totals {
 }
 
 pub struct ClusterPlan {
+    /// Each VM's size now (what a VM that only moves keeps).
+    pub sizes_now: BTreeMap<String, VmConfig>,
     pub resizes: Vec<pb::PlannedResize>,
     pub moves: Vec<pb::ClusterMove>,
     pub before: Totals,
@@ -129,7 +131,9 @@ pub fn plan(m: &ClusterModel, limit: Duration, threads: usize, seed: u64) -> any
     };
     let mut resizes = Vec::new();
     let mut moves = Vec::new();
+    let mut sizes_now = BTreeMap::new();
     for (i, vm) in m.vms.iter().enumerate() {
+        sizes_now.insert(vm.clone(), VmConfig { cpu_cores: m.options[i].sizes[0][0], memory_mib: m.options[i].sizes[0][1] });
         let (o, h) = (best.option_of[i] as usize, best.host_of[i]);
         let (from, to) = (&m.options[i].sizes[0], &m.options[i].sizes[o]);
         if o != 0 && from != to {
@@ -144,6 +148,7 @@ pub fn plan(m: &ClusterModel, limit: Duration, threads: usize, seed: u64) -> any
                 ),
                 predicted_gain: [("sla_risk".to_string(), m.options[i].risks[0] - risk)].into_iter().collect(),
                 from: Some(pb::VmConfigValues { cpu_cores: from[0], memory_mib: from[1] }),
+                ..Default::default()
             });
         }
         let was = current.host_of[i];
@@ -151,15 +156,35 @@ pub fn plan(m: &ClusterModel, limit: Duration, threads: usize, seed: u64) -> any
             moves.push(pb::ClusterMove { vm_id: vm.clone(), from_host: m.hosts[was as usize].clone(), to_host: m.hosts[h as usize].clone() });
         }
     }
-    Ok(ClusterPlan { resizes, moves, before: totals(&t, &current), after: totals(&t, &best), generations, elapsed: started.elapsed() })
+    Ok(ClusterPlan { sizes_now, resizes, moves, before: totals(&t, &current), after: totals(&t, &best), generations, elapsed: started.elapsed() })
 }
 
-/// The plan's resizes as a rollout's changes.
-pub fn rollout_changes(plan: &ClusterPlan) -> Vec<(String, VmConfig, String, BTreeMap<String, f64>)> {
-    plan.resizes
+/// The plan as a rollout's changes: each VM it resizes or moves (a VM that only moves keeps
+/// its size).
+pub fn rollout_changes(plan: &ClusterPlan) -> Vec<crate::rollouts::Change> {
+    let mut changes: Vec<crate::rollouts::Change> = plan
+        .resizes
         .iter()
-        .map(|r| {
-            (r.vm_id.clone(), VmConfig { cpu_cores: r.cpu_cores, memory_mib: r.memory_mib }, r.reason.clone(), r.predicted_gain.clone().into_iter().collect())
+        .map(|r| crate::rollouts::Change {
+            vm: r.vm_id.clone(),
+            to: VmConfig { cpu_cores: r.cpu_cores, memory_mib: r.memory_mib },
+            to_host: plan.moves.iter().find(|m| m.vm_id == r.vm_id).map(|m| m.to_host.clone()),
+            reason: r.reason.clone(),
+            predicted_gain: r.predicted_gain.clone().into_iter().collect(),
         })
-        .collect()
+        .collect();
+    for m in &plan.moves {
+        if plan.resizes.iter().any(|r| r.vm_id == m.vm_id) {
+            continue;
+        }
+        let Some(size) = plan.sizes_now.get(&m.vm_id) else { continue };
+        changes.push(crate::rollouts::Change {
+            vm: m.vm_id.clone(),
+            to: size.clone(),
+            to_host: Some(m.to_host.clone()),
+            reason: format!("moves from {} to {}", m.from_host, m.to_host),
+            predicted_gain: BTreeMap::new(),
+        });
+    }
+    changes
 }

@@ -1,5 +1,5 @@
-//! Staged rollouts of configuration plans (an optimiser's result, an operator's plan): a canary
-//! of the plan's VMs first, watched against the VMs still waiting (the control group), then the
+//! Staged rollouts of configuration plans (an optimiser's result, an operator's plan: resizes
+//! and moves): a canary of the plan's VMs first, watched against the VMs still waiting (the control group), then the
 //! rest, or every applied change put back when the canary does worse beyond noise. The decision
 //! logic is the decision core's ([`presage_decide::rollout`]); this module journals it and takes
 //! its steps.
@@ -9,7 +9,9 @@
 //! the step the record says (re-applying a stage resizes to the same configuration again,
 //! which changes nothing), so a rollout is resumed or rolled back, never left half done. Each
 //! resize goes through the resize path ([`crate::sizing_ops::resize_versioned`]) and is a
-//! configuration version naming the rollout.
+//! configuration version naming the rollout; each stage's moves are one plan of the migration
+//! executor ([`crate::applier`]), journaled in the plan journal, whose reconciler settles a move
+//! a restart interrupts; a stage re-applied moves only the VMs not yet where they should be.
 //!
 //! The figures judged, per VM, as the change from before the rollout to during the watch
 //! (larger is worse): `cpu_saturation` (the share of samples using at least 97 % of the CPU it
@@ -59,6 +61,21 @@ pub struct PlannedChange {
     pub reason: String,
     #[serde(default)]
     pub predicted_gain: BTreeMap<String, f64>,
+    /// Where it ran when the rollout was made, and where the plan moves it (none: it stays).
+    #[serde(default)]
+    pub from_host: String,
+    #[serde(default)]
+    pub to_host: Option<String>,
+}
+
+/// One VM's change as a plan gives it: the VM, its new configuration, where it moves (if it
+/// does), why, and the gain predicted.
+pub struct Change {
+    pub vm: String,
+    pub to: VmConfig,
+    pub to_host: Option<String>,
+    pub reason: String,
+    pub predicted_gain: BTreeMap<String, f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,7 +96,14 @@ pub struct RolloutRecord {
     pub baseline: BTreeMap<String, BTreeMap<String, f64>>,
     pub verdicts: Vec<Verdict>,
     pub log: Vec<LogEntry>,
+    /// Attempts at putting the applied changes back (a refused one is tried again each tick,
+    /// up to [`MAX_REVERT_ATTEMPTS`]).
+    #[serde(default)]
+    pub revert_attempts: u32,
 }
+
+/// Attempts at putting a rollout's changes back before it ends with those left said so.
+pub const MAX_REVERT_ATTEMPTS: u32 = 10;
 
 impl RolloutRecord {
     pub fn finished(&self) -> bool {
@@ -166,10 +190,16 @@ impl RolloutJournal {
     }
 }
 
-/// What makes VMs alike for the canary's draw: which way each dimension changes.
+/// What makes VMs alike for the canary's draw: which way each dimension changes, and whether
+/// it moves.
 fn stratum(c: &PlannedChange) -> String {
     let way = |from: f64, to: f64| if to < from { "down" } else if to > from { "up" } else { "same" };
-    format!("cpu {} memory {}", way(c.from.cpu_cores, c.to.cpu_cores), way(c.from.memory_mib, c.to.memory_mib))
+    let moves = if c.to_host.is_some() { ", moves" } else { "" };
+    format!("cpu {} memory {}{moves}", way(c.from.cpu_cores, c.to.cpu_cores), way(c.from.memory_mib, c.to.memory_mib))
+}
+
+fn host_of(shared: &Shared, vm: &str) -> Option<String> {
+    shared.state().hosts().find(|h| h.vms.contains_key(vm)).map(|h| h.host_id.clone())
 }
 
 /// Each figure of `vm` over its samples taken at or after `since_ms` (before `before_ms`), as
@@ -196,7 +226,7 @@ fn figures(shared: &Shared, vm: &str, since_ms: u64, before_ms: u64) -> Option<B
 pub fn create_at(
     shared: &Shared,
     proposed_by: &str,
-    changes: Vec<(String, VmConfig, String, BTreeMap<String, f64>)>,
+    changes: Vec<Change>,
     canary_fraction: f64,
     watch_ms: u64,
     seed: u64,
@@ -210,7 +240,7 @@ pub fn create_at(
         return Err(RolloutError::Invalid { field: "canary_fraction", problem: format!("{canary_fraction} is not in (0, 1]") });
     }
     let mut planned = Vec::new();
-    for (vm, to, reason, gain) in changes {
+    for Change { vm, to, to_host, reason, predicted_gain } in changes {
         if planned.iter().any(|c: &PlannedChange| c.vm == vm) {
             return Err(RolloutError::Invalid { field: "changes", problem: format!("VM {vm} appears twice") });
         }
@@ -219,7 +249,14 @@ pub fn create_at(
         }
         let from = crate::sizing_ops::current_config(shared, &vm)
             .ok_or_else(|| RolloutError::Invalid { field: "changes", problem: format!("no host reports a VM {vm:?}") })?;
-        planned.push(PlannedChange { vm, to, from, reason, predicted_gain: gain });
+        let from_host = host_of(shared, &vm).unwrap_or_default();
+        if let Some(h) = &to_host
+            && shared.state().host(h).is_none()
+        {
+            return Err(RolloutError::Invalid { field: "changes", problem: format!("VM {vm}: no host {h:?} has registered") });
+        }
+        let to_host = to_host.filter(|h| *h != from_host);
+        planned.push(PlannedChange { vm, to, from, reason, predicted_gain, from_host, to_host });
     }
     let vms: Vec<PlannedVm> = planned.iter().map(|c| PlannedVm { vm: c.vm.clone(), stratum: stratum(c) }).collect();
     let baseline = planned
@@ -237,6 +274,7 @@ pub fn create_at(
         baseline,
         verdicts: Vec::new(),
         log: Vec::new(),
+        revert_attempts: 0,
     };
     let stages: Vec<usize> = record.rollout.stages.iter().map(|s| s.len()).collect();
     record.note(now_ms, format!("created by {proposed_by}: {} changes in stages of {stages:?}, watched {} s each", record.changes.len(), watch_ms / 1000));
@@ -271,6 +309,8 @@ impl RolloutRecord {
                     reason: c.reason.clone(),
                     predicted_gain: c.predicted_gain.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                     from: Some(values(&c.from)),
+                    to_host: c.to_host.clone().unwrap_or_default(),
+                    from_host: c.from_host.clone(),
                 })
                 .collect(),
             log: self.log.iter().map(|l| presage_protocol::pb::RolloutLogLine { at_ms: l.at_ms, what: l.what.clone() }).collect(),
@@ -292,12 +332,18 @@ async fn resize_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], bac
         } else {
             (&c.to, format!("rollout {}: {}", r.id, c.reason))
         };
+        if current_is(shared, vm, config) {
+            done.push(vm.clone());
+            continue;
+        }
         let req = presage_protocol::pb::ResizeVmRequest { vm_id: vm.clone(), cpu_cores: config.cpu_cores, memory_mib: config.memory_mib, dry_run: false };
         let proposal = Proposal {
             proposed_by: format!("rollout {}", r.id),
             reason,
             predicted_gain: if back { BTreeMap::new() } else { c.predicted_gain.clone() },
             rollout: Some(r.id),
+            // Forward, after its move: the destination (the reports may not say so yet).
+            host: if back { None } else { c.to_host.clone() },
         };
         match resize_versioned(shared, req, proposal, now_ms()).await {
             Ok((out, _)) if out.accepted => done.push(vm.clone()),
@@ -306,6 +352,89 @@ async fn resize_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], bac
         }
     }
     done
+}
+
+/// Whether the VM has `config` now (nothing to ask: re-applying a stage after a restart).
+fn current_is(shared: &Shared, vm: &str, config: &VmConfig) -> bool {
+    crate::sizing_ops::current_config(shared, vm).is_some_and(|c| (c.cpu_cores - config.cpu_cores).abs() < 1e-9 && (c.memory_mib - config.memory_mib).abs() < 0.5)
+}
+
+/// Moves those of `vms` that the rollout moves to their destination (or, `back`, to where they
+/// were) through the migration executor: one journaled plan, run to its end. A VM already
+/// there is not moved again. Returns the VMs that are where they should be after it.
+async fn move_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], back: bool) -> Vec<String> {
+    let mut there = Vec::new();
+    let mut moves = Vec::new();
+    {
+        let state = shared.state();
+        for vm in vms {
+            let Some(c) = r.change(vm) else { continue };
+            let target = if back { Some(c.from_host.clone()) } else { c.to_host.clone() };
+            let Some((host, sample)) = state.hosts().find_map(|h| h.vms.get(vm).map(|v| (h, v))) else { continue };
+            match target {
+                Some(t) if t != host.host_id => moves.push(crate::plan_journal::MoveRecord::new(
+                    vm,
+                    &host.host_id,
+                    &t,
+                    if back { "rollback" } else { "rollout" },
+                    host.vm_cpu_demand(sample),
+                    sample.memory_bytes as f64 / 1048576.0,
+                )),
+                _ => there.push(vm.clone()),
+            }
+        }
+    }
+    if moves.is_empty() {
+        return there;
+    }
+    let origin = format!("rollout {}", r.id);
+    match crate::applier::record_plan(shared, &origin, moves, None) {
+        Ok(plan) => {
+            info!(rollout = r.id, plan = plan.id, moves = plan.moves.len(), "rollout moves planned");
+            let finished = crate::applier::execute(shared, plan, shared.limits).await;
+            there.extend(finished.moves.iter().filter(|m| m.step == crate::plan_journal::Step::Done).map(|m| m.vm_id.clone()));
+        }
+        Err(e) => warn!(rollout = r.id, error = %e, "journaling a rollout's moves failed; none was made"),
+    }
+    there
+}
+
+/// A stage's changes: moves first, then resizes on the host the VM runs on (a host's agent
+/// keeps the sizes it applied: the destination's must hold the new size); back: sizes put back
+/// where the VM is, then the moves undone. Returns the VMs whose whole change took effect.
+async fn apply_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], back: bool) -> Vec<String> {
+    if back {
+        let resized = resize_all(shared, r, vms, true).await;
+        move_all(shared, r, &resized, true).await
+    } else {
+        let moved = move_all(shared, r, vms, false).await;
+        // A moved VM is resized once its new host's agent reports it (until then that agent
+        // may not know it as its own).
+        for vm in &moved {
+            if let Some(to) = r.change(vm).and_then(|c| c.to_host.as_deref()) {
+                reported_on(shared, vm, to, ADOPTED_WITHIN).await;
+            }
+        }
+        resize_all(shared, r, &moved, false).await
+    }
+}
+
+/// How long a moved VM's new host has to report it before it is resized anyway.
+const ADOPTED_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits (up to `limit`) until `host`'s agent reports `vm`; whether it did.
+async fn reported_on(shared: &Shared, vm: &str, host: &str, limit: std::time::Duration) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        if shared.state().host(host).is_some_and(|h| h.vms.contains_key(vm)) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            warn!(%vm, %host, "the VM's new host has not reported it; resizing it anyway");
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Takes the rollout's next step at `now_ms` (journaled before and after) and returns the
@@ -318,7 +447,7 @@ pub async fn step(shared: &Arc<Shared>, mut r: RolloutRecord, now_ms: u64) -> Re
             Action::Apply(vms) => {
                 r.note(now_ms, format!("applying {} changes: {}", vms.len(), vms.join(", ")));
                 shared.rollouts.save(&r)?;
-                let done = resize_all(shared, &r, &vms, false).await;
+                let done = apply_all(shared, &r, &vms, false).await;
                 let at = self::now_ms();
                 r.rollout.applied(&done, at);
                 r.note(at, format!("{} of {} applied; {:?}", done.len(), vms.len(), r.rollout.phase));
@@ -360,8 +489,12 @@ pub async fn step(shared: &Arc<Shared>, mut r: RolloutRecord, now_ms: u64) -> Re
             Action::Revert(vms) => {
                 r.note(now_ms, format!("putting back {} changes: {}", vms.len(), vms.join(", ")));
                 shared.rollouts.save(&r)?;
-                let done = resize_all(shared, &r, &vms, true).await;
+                let done = apply_all(shared, &r, &vms, true).await;
                 r.rollout.rolled_back(&done);
+                r.revert_attempts += 1;
+                if !r.rollout.applied.is_empty() && r.revert_attempts >= MAX_REVERT_ATTEMPTS {
+                    r.rollout.give_up_rollback(&format!("{MAX_REVERT_ATTEMPTS} attempts refused or failed; see their configuration versions"));
+                }
                 r.note(self::now_ms(), format!("{} of {} put back; {:?}", done.len(), vms.len(), r.rollout.phase));
                 shared.rollouts.save(&r)?;
             }
@@ -389,7 +522,13 @@ pub fn start(shared: &Shared, r: presage_protocol::pb::StartRolloutRequest, who:
     let changes = r
         .changes
         .into_iter()
-        .map(|c| (c.vm_id, VmConfig { cpu_cores: c.cpu_cores, memory_mib: c.memory_mib }, c.reason, c.predicted_gain.into_iter().collect()))
+        .map(|c| Change {
+            vm: c.vm_id,
+            to: VmConfig { cpu_cores: c.cpu_cores, memory_mib: c.memory_mib },
+            to_host: (!c.to_host.is_empty()).then_some(c.to_host),
+            reason: c.reason,
+            predicted_gain: c.predicted_gain.into_iter().collect(),
+        })
         .collect();
     create_at(shared, who, changes, r.canary_fraction, r.watch_s * 1000, r.seed, JudgeConfig::default(), now_ms())
 }

@@ -396,7 +396,7 @@ impl Operator for OperatorService {
                 .map_err(|e| Status::internal(format!("{e:#}")))?;
             info!(resizes = plan.resizes.len(), moves = plan.moves.len(), hosts_before = plan.before.active_hosts, hosts_after = plan.after.active_hosts, "cluster optimised");
             let rollout = if r.apply {
-                if plan.resizes.is_empty() {
+                if plan.resizes.is_empty() && plan.moves.is_empty() {
                     None
                 } else {
                     let watch_ms = if r.watch_s == 0 { 600_000 } else { r.watch_s.saturating_mul(1000) };

@@ -81,6 +81,9 @@ pub struct Proposal {
     pub reason: String,
     pub predicted_gain: std::collections::BTreeMap<String, f64>,
     pub rollout: Option<u64>,
+    /// The host to ask (a VM just moved there, before its reports say so); none: where its
+    /// agent last reported it.
+    pub host: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -119,7 +122,10 @@ pub async fn resize_versioned(
         if !(r.memory_mib.is_finite() && r.memory_mib >= 64.0) {
             return Err(invalid("memory_mib", format!("{} is not a memory size >= 64 MiB", r.memory_mib)));
         }
-        let host = host_of(shared, &r.vm_id)?;
+        let host = match &proposal.host {
+            Some(h) => h.clone(),
+            None => host_of(shared, &r.vm_id)?,
+        };
         let mut version = if r.dry_run {
             None
         } else {

@@ -273,7 +273,8 @@ pub enum DependenciesCommand {
 
 #[derive(Subcommand)]
 pub enum RolloutCommand {
-    /// Start a rollout of a plan file (JSON: `[{"vm", "cpu_cores", "memory_mib", "reason"?}]`).
+    /// Start a rollout of a plan file (JSON: `[{"vm", "cpu_cores", "memory_mib", "to_host"?,
+    /// "reason"?}]`).
     Start {
         plan: PathBuf,
         /// The canary's share of the plan's VMs (`10%` or `0.1`).

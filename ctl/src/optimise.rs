@@ -117,9 +117,9 @@ pub fn show_cluster(r: &presage_protocol::pb::OptimiseClusterResponse, apply: bo
                 println!("move {}: {} -> {}", m.vm_id, m.from_host, m.to_host);
             }
             match &r.rollout {
-                Some(x) => println!("rollout {} started ({}): `presagectl rollout list --log` follows it; moves are not applied by it", x.id, x.phase),
-                None if apply => println!("no resize to roll out: nothing applied"),
-                None => println!("dry run: nothing applied (--apply --canary 10% starts a staged rollout of the resizes)"),
+                Some(x) => println!("rollout {} started ({}): `presagectl rollout list --log` follows it", x.id, x.phase),
+                None if apply => println!("nothing to roll out"),
+                None => println!("dry run: nothing applied (--apply --canary 10% starts a staged rollout of the resizes and moves)"),
             }
         }
         OutputFormat::Csv | OutputFormat::Dot => bail!("optimise prints a table or JSON (-o table|json)"),

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use crate::view::OutputFormat;
 
-/// One change of a plan file: `[{"vm": "web-1", "cpu_cores": 2, "memory_mib": 2048, "reason":
-/// "..."}, ...]`.
+/// One change of a plan file: `[{"vm": "web-1", "cpu_cores": 2, "memory_mib": 2048, "to_host":
+/// "hv-3", "reason": "..."}, ...]` (`to_host`, `reason` optional).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlanEntry {
@@ -21,6 +21,9 @@ struct PlanEntry {
     reason: String,
     #[serde(default)]
     predicted_gain: std::collections::BTreeMap<String, f64>,
+    /// Where it moves (absent: it stays).
+    #[serde(default)]
+    to_host: Option<String>,
 }
 
 /// Reads a plan file into a request (the fraction and watch from the command line).
@@ -37,7 +40,8 @@ pub fn read_plan(path: &Path, canary_fraction: f64, watch_s: u64, seed: u64) -> 
                 memory_mib: e.memory_mib,
                 reason: e.reason,
                 predicted_gain: e.predicted_gain.into_iter().collect(),
-                from: None,
+                to_host: e.to_host.unwrap_or_default(),
+                ..Default::default()
             })
             .collect(),
         canary_fraction,
@@ -63,6 +67,7 @@ fn json(r: &RolloutView) -> serde_json::Value {
         "applied": r.applied,
         "changes": r.changes.iter().map(|c| serde_json::json!({
             "vm": c.vm_id, "cpu_cores": c.cpu_cores, "memory_mib": c.memory_mib, "reason": c.reason,
+            "from_host": c.from_host, "to_host": (!c.to_host.is_empty()).then_some(&c.to_host),
             "predicted_gain": c.predicted_gain,
             "from": c.from.map(|f| serde_json::json!({"cpu_cores": f.cpu_cores, "memory_mib": f.memory_mib})),
         })).collect::<Vec<_>>(),

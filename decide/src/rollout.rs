@@ -238,6 +238,14 @@ impl Rollout {
         }
     }
 
+    /// The rollback ends with the changes still applied left as they are (they could not be
+    /// put back: said in the reason, and kept in `applied`).
+    pub fn give_up_rollback(&mut self, why: &str) {
+        if let Phase::RollingBack { reason } = &self.phase {
+            self.phase = Phase::RolledBack { reason: format!("{reason}; not put back ({why}): {}", self.applied.join(", ")) };
+        }
+    }
+
     /// These VMs' changes put back.
     pub fn rolled_back(&mut self, vms: &[String]) {
         self.applied.retain(|v| !vms.contains(v));
@@ -300,8 +308,15 @@ mod tests {
         let mut back = r.clone();
         back.judged(&Verdict { figures: vec![], roll_back: true });
         assert_eq!(back.next(62_000), Action::Revert(canary.clone()));
+        let mut stuck = back.clone();
         back.rolled_back(&canary);
         assert!(matches!(back.phase, Phase::RolledBack { .. }));
+        // A rollback that cannot finish says what it left applied.
+        stuck.rolled_back(&canary[..1]);
+        stuck.give_up_rollback("refused");
+        let Phase::RolledBack { reason } = &stuck.phase else { panic!("{:?}", stuck.phase) };
+        assert!(reason.contains(&canary[1]) && !reason.contains(&canary[0]), "{reason}");
+        assert_eq!(stuck.next(70_000), Action::Finished);
         assert_eq!(back.next(63_000), Action::Finished);
         r.judged(&Verdict { figures: vec![], roll_back: false });
         let Action::Apply(rest) = r.next(62_000) else { panic!() };

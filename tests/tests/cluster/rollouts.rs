@@ -1,7 +1,8 @@
 //! Staged rollouts end to end: a plan of resizes goes to a canary first, watched against the
 //! plan's VMs still waiting; a canary made worse (its CPU below what it uses) is rolled back by
 //! itself, a harmless plan goes on to every VM, and a coordinator restarted mid-watch finishes
-//! what the journal says. The configuration versions show every step.
+//! what the journal says; the optimiser's plan for the live cluster goes out the same way, its
+//! moves through the migration executor. The configuration versions show every step.
 
 use std::time::Duration;
 
@@ -52,11 +53,15 @@ async fn rollout(op: &Operator, id: u64) -> RolloutView {
 }
 
 async fn finished(op: &Operator, id: u64) -> RolloutView {
-    eventually("the rollout finishes", WAIT, || async {
+    let until = std::time::Instant::now() + WAIT;
+    loop {
         let r = rollout(op, id).await;
-        (r.phase == "done" || r.phase.starts_with("rolled back")).then_some(r)
-    })
-    .await
+        if r.phase == "done" || r.phase.starts_with("rolled back") {
+            return r;
+        }
+        assert!(std::time::Instant::now() < until, "rollout {id} has not finished within {WAIT:?}: {:#?}", r.log);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn history(op: &Operator, vm: &str) -> Vec<presage_protocol::pb::ConfigVersion> {
@@ -137,15 +142,15 @@ async fn a_worse_canary_is_rolled_back_a_harmless_plan_goes_everywhere_and_a_res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_optimiser_plans_over_the_live_cluster_and_applies_its_resizes_through_a_canary() {
+async fn the_optimiser_plans_over_the_live_cluster_and_its_resizes_and_moves_go_out_through_a_canary_and_come_back() {
     use presage_protocol::pb::OptimiseClusterRequest;
-    // VMs that use a fifth of their vCPUs, on two hosts.
+    // VMs that use a fifth of their vCPUs, on two hosts (each replays half of one trace folder,
+    // so a VM moved to the other host finds its trace there).
     let names: Vec<String> = (0..VMS).map(|i| format!("vm{i}")).collect();
     let light = [20u32; 80];
     let half = VMS / 2;
-    let first: Vec<(&str, &[u32])> = names[..half].iter().map(|n| (n.as_str(), &light[..])).collect();
-    let second: Vec<(&str, &[u32])> = names[half..].iter().map(|n| (n.as_str(), &light[..])).collect();
-    let (trace_a, trace_b) = (synthetic_trace(&first), synthetic_trace(&second));
+    let all: Vec<(&str, &[u32])> = names.iter().map(|n| (n.as_str(), &light[..])).collect();
+    let trace = synthetic_trace(&all);
     let pki = Pki::new();
     let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
     let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -157,8 +162,8 @@ async fn the_optimiser_plans_over_the_live_cluster_and_applies_its_resizes_throu
         }
         cfg
     };
-    let a = RunningAgent::start(roomy(simulated_agent(&pki, "hv-a", &coord.url, data_a.path(), trace_a.path(), (0, 1), 0)));
-    let b = RunningAgent::start(roomy(simulated_agent(&pki, "hv-b", &coord.url, data_b.path(), trace_b.path(), (0, 1), 0)));
+    let a = RunningAgent::start(roomy(simulated_agent(&pki, "hv-a", &coord.url, data_a.path(), trace.path(), (0, 2), 0)));
+    let b = RunningAgent::start(roomy(simulated_agent(&pki, "hv-b", &coord.url, data_b.path(), trace.path(), (1, 2), 0)));
     let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
     let vcpus = eventually("every VM is reported", WAIT, || reported_vcpus(&op)).await;
     // Some recent use to size from.
@@ -186,13 +191,54 @@ async fn the_optimiser_plans_over_the_live_cluster_and_applies_its_resizes_throu
     let applied = op.clone().optimise_cluster(ask(true)).await.unwrap().into_inner();
     let r = applied.rollout.expect("a rollout of the resizes");
     assert!(r.proposed_by.contains("optimiser"));
+    assert_eq!(r.changes.iter().filter(|c| !c.to_host.is_empty()).count(), half, "the moves are in the rollout: {r:?}");
     let done = finished(&op, r.id).await;
     assert_eq!(done.phase, "done", "{done:?}");
+    // Every change of every stage took effect (each stage's line reads "N of N applied").
+    for stage in &done.stages {
+        let n = stage.split(',').count();
+        let line = format!("{n} of {n} applied");
+        assert!(done.log.iter().any(|l| l.what.starts_with(&line)), "{line:?} not in {:?}", done.log);
+    }
+    // Moved by the migration executor: every VM on one host now, as the agents report.
+    let hosts = eventually("every VM reported on one host", WAIT, || async {
+        let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+        let mut hosts: Vec<String> = vms.iter().map(|v| v.host_id.clone()).collect();
+        hosts.sort();
+        hosts.dedup();
+        (vms.len() == VMS && hosts.len() == 1).then_some(hosts)
+    })
+    .await;
+    assert!(applied.moves.iter().all(|m| m.to_host == hosts[0]), "{:?} -> {hosts:?}", applied.moves);
     for c in &applied.resizes {
         let h = history(&op, &c.vm_id).await;
         assert_eq!(h[0].proposed_by, format!("rollout {}", r.id));
         assert_eq!(h[0].outcome, "applied");
         assert!(h[0].predicted_gain.contains_key("sla_risk"), "{:?}", h[0]);
+    }
+
+    // A plan that moves every VM to the empty host and starves it: the canary moves and
+    // shrinks, does worse than the VMs still waiting, and comes back where it was, at its size.
+    let (full, empty) = (hosts[0].clone(), if hosts[0] == "hv-a" { "hv-b" } else { "hv-a" });
+    let mut starve = plan(vcpus, 0.05);
+    let mut before = std::collections::BTreeMap::new();
+    for c in &mut starve.changes {
+        c.to_host = empty.into();
+        // Only the CPU is starved: each VM keeps the memory it has.
+        let now = history(&op, &c.vm_id).await.first().and_then(|v| v.config);
+        c.memory_mib = now.map_or(c.memory_mib, |v| v.memory_mib);
+        before.insert(c.vm_id.clone(), now.map_or(vcpus, |v| v.cpu_cores));
+    }
+    let r = op.clone().start_rollout(starve).await.unwrap().into_inner();
+    let done = finished(&op, r.id).await;
+    assert!(done.phase.starts_with("rolled back") && done.phase.contains("cpu_saturation"), "{done:?}");
+    let canary: Vec<String> = done.stages[0].split(',').map(String::from).collect();
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap().into_inner().vms;
+    for vm in &canary {
+        let info = vms.iter().find(|v| v.sample.as_ref().is_some_and(|s| &s.vm_id == vm)).unwrap();
+        assert_eq!(&info.host_id, &full, "{vm} moved back");
+        let h = history(&op, vm).await;
+        assert_eq!(h[0].config.unwrap().cpu_cores, before[vm], "{vm} back at its size: {h:?}");
     }
     a.stop().await;
     b.stop().await;

@@ -46,8 +46,8 @@ pub fn model(state: &ClusterState, goals: &SizingGoals) -> Result<ClusterModel, 
         host_names.push(h.host_id.clone());
         for v in h.vms.values().filter(|v| v.state == pb::VmState::Running as i32) {
             let (vcpus, mib) = (v.vcpus.max(1) as f64, (v.memory_bytes >> 20) as f64);
-            let given = h.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == v.vm_id);
-            let size = given.map_or(vec![vcpus, mib], |r| vec![r.allocated_cpu_cores, r.allocated_memory_mib]);
+            let (cores_given, mib_given) = h.vm_allocation(v);
+            let size = vec![cores_given, mib_given];
             let points: Vec<&pb::UsagePoint> = h.usage_history.get(&v.vm_id).map(|q| q.iter().collect()).unwrap_or_default();
             let daily_peaks: Vec<Vec<f64>> = points
                 .chunks(SAMPLES_PER_PEAK)

@@ -199,17 +199,17 @@ fn stratum(c: &PlannedChange) -> String {
 }
 
 fn host_of(shared: &Shared, vm: &str) -> Option<String> {
-    shared.state().hosts().find(|h| h.vms.contains_key(vm)).map(|h| h.host_id.clone())
+    shared.state().host_of_vm(vm).map(|h| h.host_id.clone())
 }
 
 /// Each figure of `vm` over its samples taken at or after `since_ms` (before `before_ms`), as
 /// the coordinator holds them; none if it has no such samples.
 fn figures(shared: &Shared, vm: &str, since_ms: u64, before_ms: u64) -> Option<BTreeMap<String, f64>> {
     let state = shared.state();
-    let h = state.hosts().find(|h| h.vms.contains_key(vm))?;
+    let h = state.host_of_vm(vm)?;
     let v = h.vms.get(vm)?;
     let vcpus = v.vcpus.max(1) as f64;
-    let given = h.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == vm).map_or(vcpus, |r| r.allocated_cpu_cores);
+    let given = h.vm_allocation(v).0;
     let points: Vec<_> = h.usage_history.get(vm)?.iter().filter(|p| p.sampled_at_ms >= since_ms && p.sampled_at_ms < before_ms).collect();
     if points.is_empty() {
         return None;
@@ -318,9 +318,7 @@ impl RolloutRecord {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use crate::applier::unix_ms as now_ms;
 
 /// Resizes `vms` of the rollout to `to` (or back to `from`); returns those the agents applied.
 async fn resize_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], back: bool) -> Vec<String> {
@@ -370,7 +368,8 @@ async fn move_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], back:
         for vm in vms {
             let Some(c) = r.change(vm) else { continue };
             let target = if back { Some(c.from_host.clone()) } else { c.to_host.clone() };
-            let Some((host, sample)) = state.hosts().find_map(|h| h.vms.get(vm).map(|v| (h, v))) else { continue };
+            let Some(host) = state.host_of_vm(vm) else { continue };
+            let Some(sample) = host.vms.get(vm) else { continue };
             match target {
                 Some(t) if t != host.host_id => moves.push(crate::plan_journal::MoveRecord::new(
                     vm,

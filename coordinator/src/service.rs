@@ -400,7 +400,7 @@ impl Operator for OperatorService {
                     None
                 } else {
                     let watch_ms = if r.watch_s == 0 { 600_000 } else { r.watch_s.saturating_mul(1000) };
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                    let now = crate::applier::unix_ms();
                     let record = crate::rollouts::create_at(
                         &self.shared,
                         &format!("optimiser (operator {})", p.identity.name),

@@ -44,7 +44,7 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> SizingOpError {
 }
 
 fn host_of(shared: &Shared, vm: &str) -> Result<String, SizingOpError> {
-    shared.state().hosts().find(|h| h.vms.contains_key(vm)).map(|h| h.host_id.clone()).ok_or_else(|| SizingOpError::UnknownVm(vm.into()))
+    shared.state().host_of_vm(vm).map(|h| h.host_id.clone()).ok_or_else(|| SizingOpError::UnknownVm(vm.into()))
 }
 
 /// Sends `body` to `host` and turns the agent's answer into a response (a refusal is an answer,
@@ -86,21 +86,15 @@ pub struct Proposal {
     pub host: Option<String>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use crate::applier::unix_ms as now_ms;
 
 /// What the VM has now, as its agent last reported (the resize record's allocation, else its
 /// domain's vCPUs and memory).
 pub(crate) fn current_config(shared: &Shared, vm: &str) -> Option<VmConfig> {
     let state = shared.state();
-    let h = state.hosts().find(|h| h.vms.contains_key(vm))?;
-    let v = h.vms.get(vm)?;
-    let record = h.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == vm);
-    Some(match record {
-        Some(r) => VmConfig { cpu_cores: r.allocated_cpu_cores, memory_mib: r.allocated_memory_mib },
-        None => VmConfig { cpu_cores: v.vcpus.max(1) as f64, memory_mib: (v.memory_bytes >> 20) as f64 },
-    })
+    let h = state.host_of_vm(vm)?;
+    let (cpu_cores, memory_mib) = h.vm_allocation(h.vms.get(vm)?);
+    Some(VmConfig { cpu_cores, memory_mib })
 }
 
 /// A resize as a configuration version: checked, written as a version ("asked") before the

@@ -59,6 +59,15 @@ impl HostRecord {
         vm.cpu_utilisation * vm.vcpus as f64 * per_vcpu
     }
 
+    /// What `vm` is given as its agent last reported it (cores, MiB): its resize record's
+    /// allocation, else its domain's vCPUs and memory.
+    pub fn vm_allocation(&self, vm: &VmSample) -> (f64, f64) {
+        match self.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == vm.vm_id) {
+            Some(r) => (r.allocated_cpu_cores, r.allocated_memory_mib),
+            None => (vm.vcpus.max(1) as f64, (vm.memory_bytes >> 20) as f64),
+        }
+    }
+
     pub fn cpu_capacity(&self) -> f64 {
         self.registration.capacity.cpu_cores as f64 * self.registration.capacity.cpu_mhz_per_core
     }
@@ -253,6 +262,11 @@ impl ClusterState {
 
     pub fn host(&self, id: &str) -> Option<&HostRecord> {
         self.hosts.get(id)
+    }
+
+    /// The host whose agent last reported `vm`.
+    pub fn host_of_vm(&self, vm: &str) -> Option<&HostRecord> {
+        self.hosts.values().find(|h| h.vms.contains_key(vm))
     }
 
     /// An agent's answer to a sizing command carries its leases and resizes as they are after

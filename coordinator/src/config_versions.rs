@@ -2,7 +2,7 @@
 //! optimiser or a rollback asks for is a version (what it sets, what it replaced, who or what
 //! proposed it, why, the gain predicted per goal, the rollout it belongs to), written and
 //! flushed *before* the agent is asked and given its outcome after. `presagectl config history
-//! VM` reads them, `config diff` compares two, `config rollback VM VERSION` asks for an old
+//! VM` reads them, `config diff` compares two (in `presagectl`, from the history), `config rollback VM VERSION` asks for an old
 //! version's configuration again (a new version that says so). Kept in the coordinator's store
 //! (tree `config_versions`; keys `vm/<id>/<version, 20 digits>` sort by VM, then version).
 
@@ -53,23 +53,6 @@ pub struct ConfigVersion {
     /// "asked" (the agent not answered yet, or the coordinator stopped before it did),
     /// "applied", "refused: ...", "failed: ...".
     pub outcome: String,
-}
-
-/// One field's change between two versions.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FieldChange {
-    pub field: &'static str,
-    pub from: f64,
-    pub to: f64,
-}
-
-/// The fields two configurations differ in.
-pub fn diff(from: &VmConfig, to: &VmConfig) -> Vec<FieldChange> {
-    [("cpu_cores", from.cpu_cores, to.cpu_cores), ("memory_mib", from.memory_mib, to.memory_mib)]
-        .into_iter()
-        .filter(|(_, a, b)| a != b)
-        .map(|(field, from, to)| FieldChange { field, from, to })
-        .collect()
 }
 
 pub struct ConfigVersions {
@@ -205,13 +188,5 @@ mod tests {
         assert_eq!(cv.history("a", 10).unwrap().len(), 2);
         assert_eq!(cv.record(version("a", 4.0)).unwrap().version, 3);
         assert!(matches!(cv.get("a", 9), Err(VersionError::NoSuchVersion { version: 9, .. })));
-    }
-
-    #[test]
-    fn a_diff_names_the_fields_that_changed() {
-        let a = VmConfig { cpu_cores: 2.0, memory_mib: 1024.0 };
-        let b = VmConfig { cpu_cores: 2.0, memory_mib: 768.0 };
-        assert_eq!(diff(&a, &b), vec![FieldChange { field: "memory_mib", from: 1024.0, to: 768.0 }]);
-        assert!(diff(&a, &a).is_empty());
     }
 }

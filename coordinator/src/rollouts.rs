@@ -457,13 +457,15 @@ pub async fn step(shared: &Arc<Shared>, mut r: RolloutRecord, now_ms: u64) -> Re
                     presage_decide::rollout::Phase::Watching { since_ms, .. } => since_ms,
                     _ => now_ms,
                 };
+                // Each VM's figures during the watch, read once.
+                let during: BTreeMap<&str, BTreeMap<String, f64>> = canary
+                    .iter()
+                    .chain(&control)
+                    .filter_map(|vm| figures(shared, vm, since, u64::MAX).map(|f| (vm.as_str(), f)))
+                    .collect();
                 let changes = |vms: &[String], figure: &str| -> Vec<f64> {
                     vms.iter()
-                        .filter_map(|vm| {
-                            let before = r.baseline.get(vm)?.get(figure)?;
-                            let during = figures(shared, vm, since, u64::MAX)?.get(figure).copied()?;
-                            Some(during - before)
-                        })
+                        .filter_map(|vm| Some(during.get(vm.as_str())?.get(figure)? - r.baseline.get(vm)?.get(figure)?))
                         .collect()
                 };
                 let figures: Vec<FigureChanges> = FIGURES

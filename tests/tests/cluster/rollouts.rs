@@ -233,10 +233,13 @@ async fn the_optimiser_plans_over_the_live_cluster_and_its_resizes_and_moves_go_
     let done = finished(&op, r.id).await;
     assert!(done.phase.starts_with("rolled back") && done.phase.contains("cpu_saturation"), "{done:?}");
     let canary: Vec<String> = done.stages[0].split(',').map(String::from).collect();
-    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap().into_inner().vms;
+    // Moved back, as the agents report it (their reports may trail the executor's end).
+    eventually("the canary reported back on its host", WAIT, || async {
+        let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+        canary.iter().all(|vm| vms.iter().any(|v| v.sample.as_ref().is_some_and(|s| &s.vm_id == vm) && v.host_id == full)).then_some(())
+    })
+    .await;
     for vm in &canary {
-        let info = vms.iter().find(|v| v.sample.as_ref().is_some_and(|s| &s.vm_id == vm)).unwrap();
-        assert_eq!(&info.host_id, &full, "{vm} moved back");
         let h = history(&op, vm).await;
         assert_eq!(h[0].config.unwrap().cpu_cores, before[vm], "{vm} back at its size: {h:?}");
     }

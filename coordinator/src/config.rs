@@ -41,6 +41,83 @@ pub struct CoordinatorConfig {
     /// `[sizing]`: the automatic resize and borrowing pass and its policies per VM or group.
     #[serde(default)]
     pub sizing: SizingConfig,
+    /// `[optimiser]`: the periodic background pass of the genetic optimiser over the cluster.
+    #[serde(default)]
+    pub optimiser: OptimiserConfig,
+}
+
+/// `[optimiser]`: how often the genetic optimiser plans over the whole cluster (placement and
+/// sizing together, as `presagectl optimise --cluster` does), and what happens to its plan:
+/// `off`, `advisory` (kept for `presagectl optimise --cluster --last`) or `automatic` (a plan
+/// that gains enough starts a staged rollout with a canary, one at a time).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimiserConfig {
+    pub mode: OptimiserMode,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one pass may search.
+    #[serde(with = "humantime_serde")]
+    pub time_limit: Duration,
+    /// Threads the search uses (0: one per core). One keeps the coordinator's other work free.
+    pub threads: usize,
+    /// The least gain, as a share of the current objective, for which an automatic pass starts
+    /// a rollout (below it the plan is kept, not applied: moves and resizes for noise are churn).
+    pub min_gain: f64,
+    /// The canary's share of the plan's VMs, and how long each stage is watched.
+    pub canary: f64,
+    #[serde(with = "humantime_serde")]
+    pub watch: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimiserMode {
+    #[default]
+    Off,
+    Advisory,
+    Automatic,
+}
+
+impl Default for OptimiserConfig {
+    fn default() -> Self {
+        OptimiserConfig {
+            mode: OptimiserMode::Off,
+            interval: Duration::from_secs(3600),
+            time_limit: Duration::from_secs(30),
+            threads: 1,
+            min_gain: 0.05,
+            canary: 0.1,
+            watch: Duration::from_secs(600),
+        }
+    }
+}
+
+impl OptimiserConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.interval < Duration::from_secs(1) {
+            return Err(("optimiser.interval", "must be at least 1s".into()));
+        }
+        if self.time_limit < Duration::from_millis(100) || self.time_limit > Duration::from_secs(600) {
+            return Err(("optimiser.time_limit", "must be between 100ms and 600s".into()));
+        }
+        if self.time_limit >= self.interval {
+            return Err(("optimiser.time_limit", format!("must be shorter than the interval ({:?})", self.interval)));
+        }
+        if self.threads > 1024 {
+            return Err(("optimiser.threads", "must be at most 1024".into()));
+        }
+        if !(0.0..1.0).contains(&self.min_gain) {
+            return Err(("optimiser.min_gain", format!("{} is not a share in [0, 1)", self.min_gain)));
+        }
+        if !(self.canary > 0.0 && self.canary <= 1.0) {
+            return Err(("optimiser.canary", format!("{} is not a share in (0, 1]", self.canary)));
+        }
+        if self.watch < Duration::from_secs(1) {
+            return Err(("optimiser.watch", "must be at least 1s".into()));
+        }
+        Ok(())
+    }
 }
 
 /// `[sizing]`: whether and how often the coordinator resizes VMs ahead of their forecasts and
@@ -272,6 +349,9 @@ impl CoordinatorConfig {
         if let Err(e) = cfg.sizing.policies().validate() {
             return invalid("sizing", &format!("{}: {}", e.field, e.problem));
         }
+        if let Err((key, e)) = cfg.optimiser.validate() {
+            return invalid(key, &e);
+        }
         Ok(cfg)
     }
 }
@@ -312,6 +392,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("executor") && e.contains("silent_destination_ms"), "{e}");
+        // The packaged [optimiser] spells out the built-in defaults.
+        assert_eq!(c.optimiser, OptimiserConfig::default());
+        let c = CoordinatorConfig::parse(
+            &format!("{GOOD}[optimiser]\nmode = \"automatic\"\ninterval = \"2h\"\ntime_limit = \"45s\"\nmin_gain = 0.1\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.optimiser.mode, c.optimiser.interval, c.optimiser.time_limit),
+            (OptimiserMode::Automatic, Duration::from_secs(7200), Duration::from_secs(45))
+        );
+        assert_eq!((c.optimiser.min_gain, c.optimiser.canary, c.optimiser.threads), (0.1, 0.1, 1));
+        for (bad, key) in [
+            ("interval = \"1m\"\ntime_limit = \"2m\"", "optimiser.time_limit"),
+            ("min_gain = 1.5", "optimiser.min_gain"),
+            ("canary = 0.0", "optimiser.canary"),
+            ("watch = \"0s\"", "optimiser.watch"),
+            ("mode = \"sometimes\"", "sometimes"),
+        ] {
+            let e = CoordinatorConfig::parse(&format!("{GOOD}[optimiser]\n{bad}\n"), Path::new("c.toml")).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

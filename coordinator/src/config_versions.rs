@@ -88,7 +88,8 @@ impl ConfigVersions {
         v.version = match newest.first() {
             Some((k, _)) => {
                 let text = String::from_utf8_lossy(&k[prefix(&v.vm).len()..]).into_owned();
-                text.parse::<u64>().map_err(|e| VersionError::Damaged { key: String::from_utf8_lossy(k).into(), detail: e.to_string() })? + 1
+                text.parse::<u64>().map_err(|e| VersionError::Damaged { key: String::from_utf8_lossy(k).into(), detail: e.to_string() })?
+                    + 1
             }
             None => 1,
         };
@@ -182,7 +183,10 @@ mod tests {
         let store: Arc<dyn KvStore> = Arc::new(presage_store::SledStore::open(&dir.path().join("s")).unwrap());
         let cv = ConfigVersions::open(store).unwrap();
         let h = cv.history("a", 10).unwrap();
-        assert_eq!(h.iter().map(|v| (v.version, v.config.cpu_cores, v.outcome.as_str())).collect::<Vec<_>>(), [(2, 3.0, "applied"), (1, 2.0, "asked")]);
+        assert_eq!(
+            h.iter().map(|v| (v.version, v.config.cpu_cores, v.outcome.as_str())).collect::<Vec<_>>(),
+            [(2, 3.0, "applied"), (1, 2.0, "asked")]
+        );
         // "a" and "ab" are different VMs: a prefix is not a match.
         cv.record(version("ab", 9.0)).unwrap();
         assert_eq!(cv.history("a", 10).unwrap().len(), 2);

@@ -6,8 +6,13 @@
 //! current placement and sizing within a time limit (large clusters by decomposition), and the
 //! answer is a plan: each resize and move with its reason, and the gain predicted per goal.
 //! Applied, its resizes and moves become a staged rollout ([`crate::rollouts`]).
+//!
+//! The same plan runs in the background every `[optimiser] interval` ([`background`]): kept for
+//! `presagectl optimise --cluster --last`, and in automatic mode rolled out when it gains at
+//! least `min_gain` of the current objective and no other rollout is open.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use presage_decide::optimise::cluster::{self, ClusterVm, SizingGoals, VmOptions};
@@ -16,7 +21,12 @@ use presage_decide::optimise::genetic::{GeneticConfig, optimise};
 use presage_decide::optimise::{Host, Problem, Solution, Tables};
 use presage_protocol::pb;
 
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{OptimiserConfig, OptimiserMode};
 use crate::config_versions::VmConfig;
+use crate::shared::Shared;
 use crate::state::ClusterState;
 
 /// Recent samples per peak: the history is cut into windows of this many, each window's
@@ -109,6 +119,158 @@ impl ClusterPlan {
             ("moves".to_string(), -(self.moves.len() as f64)),
         ])
     }
+
+    /// The objective's gain as a share of the current objective (0 when there is none).
+    pub fn relative_gain(&self) -> f64 {
+        if self.before.objective > 0.0 { (self.before.objective - self.after.objective) / self.before.objective } else { 0.0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.resizes.is_empty() && self.moves.is_empty()
+    }
+
+    /// The plan as the operator API answers it.
+    pub fn to_wire(&self, rollout: Option<pb::RolloutView>) -> pb::OptimiseClusterResponse {
+        pb::OptimiseClusterResponse {
+            predicted_gain: self.predicted_gain().into_iter().collect(),
+            active_hosts_before: self.before.active_hosts as u32,
+            active_hosts_after: self.after.active_hosts as u32,
+            generations: self.generations as u64,
+            seconds: self.elapsed.as_secs_f64(),
+            resizes: self.resizes.clone(),
+            moves: self.moves.clone(),
+            rollout,
+            ran_at_unix_ms: 0,
+            note: String::new(),
+        }
+    }
+}
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("no reachable host reports a running VM")]
+    NothingToPlan,
+    #[error("the cluster cannot be modelled: {0}")]
+    Model(#[from] cluster::ClusterError),
+    #[error("the optimiser failed: {0:#}")]
+    Search(anyhow::Error),
+}
+
+/// Models the cluster as it is now and runs the optimiser over it on a blocking thread.
+pub async fn plan_now(shared: &Shared, limit: Duration, threads: usize, seed: u64) -> Result<ClusterPlan, PassError> {
+    let model = model(&shared.state(), &SizingGoals::default())?;
+    if model.vms.is_empty() {
+        return Err(PassError::NothingToPlan);
+    }
+    tokio::task::spawn_blocking(move || plan(&model, limit, threads, seed))
+        .await
+        .map_err(|e| PassError::Search(e.into()))?
+        .map_err(PassError::Search)
+}
+
+/// Starts the staged rollout of `plan`'s resizes and moves (none for an empty plan).
+pub fn roll_out(
+    shared: &Arc<Shared>,
+    plan: &ClusterPlan,
+    proposer: &str,
+    canary: f64,
+    watch_ms: u64,
+    seed: u64,
+) -> Result<Option<crate::rollouts::RolloutRecord>, crate::rollouts::RolloutError> {
+    if plan.is_empty() {
+        return Ok(None);
+    }
+    let now = crate::applier::unix_ms();
+    crate::rollouts::create_at(
+        shared,
+        proposer,
+        rollout_changes(plan),
+        canary,
+        watch_ms,
+        seed,
+        presage_decide::rollout::JudgeConfig::default(),
+        now,
+    )
+    .map(Some)
+}
+
+/// The background pass: every `interval`, a plan over the cluster, kept in
+/// [`Shared::optimiser_pass`]; in automatic mode rolled out when it gains enough and no other
+/// rollout is open (one staged change of the cluster at a time: a canary is judged against VMs
+/// nothing else is changing).
+pub async fn background(shared: Arc<Shared>, cfg: OptimiserConfig, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut pass: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        pass += 1;
+        let span = info_span!("optimiser.background_pass", pass, mode = ?cfg.mode);
+        let answer = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = background_pass(&shared, &cfg, pass).instrument(span) => a,
+        };
+        *shared.optimiser_pass.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+    }
+}
+
+async fn background_pass(shared: &Arc<Shared>, cfg: &OptimiserConfig, pass: u64) -> pb::OptimiseClusterResponse {
+    let ran_at = crate::applier::unix_ms();
+    let noted = |note: String| pb::OptimiseClusterResponse { ran_at_unix_ms: ran_at, note, ..Default::default() };
+    let open = match shared.rollouts.open_ones() {
+        Ok(open) => open,
+        Err(e) => {
+            warn!(error = %e, "reading the rollouts failed; the pass waits for the next tick");
+            return noted(format!("skipped: reading the rollouts failed: {e}"));
+        }
+    };
+    if cfg.mode == OptimiserMode::Automatic && !open.is_empty() {
+        let ids: Vec<String> = open.iter().map(|r| r.id.to_string()).collect();
+        info!(open = ?ids, "a rollout is open; the pass waits for it to end");
+        return noted(format!("skipped: rollout {} is still open", ids.join(", ")));
+    }
+    let plan = match plan_now(shared, cfg.time_limit, cfg.threads, pass).await {
+        Ok(p) => p,
+        Err(e) => {
+            info!(error = %e, "no plan this pass");
+            return noted(format!("no plan: {e}"));
+        }
+    };
+    let gain = plan.relative_gain();
+    info!(
+        resizes = plan.resizes.len(),
+        moves = plan.moves.len(),
+        hosts_before = plan.before.active_hosts,
+        hosts_after = plan.after.active_hosts,
+        gain,
+        "background optimiser pass"
+    );
+    let (rollout, note) = if plan.is_empty() {
+        (None, "nothing to change".to_string())
+    } else if cfg.mode == OptimiserMode::Advisory {
+        (None, format!("advisory: a gain of {:.1} % proposed, not applied", gain * 100.0))
+    } else if gain < cfg.min_gain {
+        (None, format!("kept, not applied: a gain of {:.2} % is below min_gain ({:.2} %)", gain * 100.0, cfg.min_gain * 100.0))
+    } else {
+        match roll_out(shared, &plan, "optimiser (background pass)", cfg.canary, cfg.watch.as_millis() as u64, pass) {
+            Ok(Some(r)) => {
+                info!(rollout = r.id, "background optimiser plan rolling out");
+                let note = format!("applied as rollout {} (a gain of {:.1} %)", r.id, gain * 100.0);
+                (Some(r.to_wire()), note)
+            }
+            Ok(None) => (None, "nothing to change".to_string()),
+            Err(e) => {
+                warn!(error = %e, "starting the rollout failed");
+                (None, format!("not applied: starting the rollout failed: {e}"))
+            }
+        }
+    };
+    pb::OptimiseClusterResponse { ran_at_unix_ms: ran_at, note, ..plan.to_wire(rollout) }
 }
 
 /// Runs the optimiser over `m` for at most `limit` on `threads` threads (blocking: call it
@@ -121,7 +283,11 @@ pub fn plan(m: &ClusterModel, limit: Duration, threads: usize, seed: u64) -> any
     let par = presage_optimise::RayonChildren::new(&pool);
     let mut deadline = presage_optimise::Deadline::after(limit);
     let (best, generations) = if m.problem.hosts.len() > DECOMPOSE_ABOVE_HOSTS {
-        let cfg = DecomposeConfig { rounds: usize::MAX, genetic: GeneticConfig { seed, ..DecomposeConfig::default().genetic }, ..Default::default() };
+        let cfg = DecomposeConfig {
+            rounds: usize::MAX,
+            genetic: GeneticConfig { seed, ..DecomposeConfig::default().genetic },
+            ..Default::default()
+        };
         let out = optimise_decomposed(&m.problem, current.clone(), &cfg, &par, &mut deadline);
         (out.best, out.rounds)
     } else {
@@ -153,10 +319,22 @@ pub fn plan(m: &ClusterModel, limit: Duration, threads: usize, seed: u64) -> any
         }
         let was = current.host_of[i];
         if h != was {
-            moves.push(pb::ClusterMove { vm_id: vm.clone(), from_host: m.hosts[was as usize].clone(), to_host: m.hosts[h as usize].clone() });
+            moves.push(pb::ClusterMove {
+                vm_id: vm.clone(),
+                from_host: m.hosts[was as usize].clone(),
+                to_host: m.hosts[h as usize].clone(),
+            });
         }
     }
-    Ok(ClusterPlan { sizes_now, resizes, moves, before: totals(&t, &current), after: totals(&t, &best), generations, elapsed: started.elapsed() })
+    Ok(ClusterPlan {
+        sizes_now,
+        resizes,
+        moves,
+        before: totals(&t, &current),
+        after: totals(&t, &best),
+        generations,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// The plan as a rollout's changes: each VM it resizes or moves (a VM that only moves keeps

@@ -349,7 +349,8 @@ async fn config_rollback(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let who = caller(peer, Access::Act, "roll configurations back")?;
     let b: RollbackBody = body(&bytes)?;
-    let (out, _) = crate::sizing_ops::rollback_config(&shared, &id, b.version, b.dry_run, &who.identity.name).await.map_err(sizing_error)?;
+    let (out, _) =
+        crate::sizing_ops::rollback_config(&shared, &id, b.version, b.dry_run, &who.identity.name).await.map_err(sizing_error)?;
     sizing_answer(out)
 }
 

@@ -15,8 +15,13 @@
 //!
 //! The figures judged, per VM, as the change from before the rollout to during the watch
 //! (larger is worse): `cpu_saturation` (the share of samples using at least 97 % of the CPU it
-//! is given: a VM held at its quota wants more) and `memory_pressure` (the share of samples with
-//! at least 97 % of its memory in use).
+//! is given: a VM held at its quota wants more), `memory_pressure` (the share of samples with
+//! at least 97 % of its memory in use), and where the VM's guest reports its applications
+//! (presage-guest), `app_latency` (the mean of its worst p99 over the declared SLO: 0.01 is a
+//! hundredth of the SLO) and `app_throughput_drop` (the relative drop of the requests it
+//! completes per second, as ln(before / during)). A canary judged worse on any of them beyond
+//! noise is rolled back; the control group's change takes out what moved every VM alike (the
+//! offered load, the time of day).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,7 +42,7 @@ const OPEN_PREFIX: &[u8] = b"open/";
 /// A sample using at least this share of what the VM is given counts as saturated.
 const SATURATED: f64 = 0.97;
 /// The figures judged.
-pub const FIGURES: [&str; 2] = ["cpu_saturation", "memory_pressure"];
+pub const FIGURES: [&str; 4] = ["cpu_saturation", "memory_pressure", "app_latency", "app_throughput_drop"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
@@ -149,7 +154,8 @@ impl RolloutJournal {
     /// Writes the record (and its place in the index of open rollouts) durably.
     pub fn save(&self, r: &RolloutRecord) -> Result<(), RolloutError> {
         let value = serde_json::to_vec(r).map_err(|e| RolloutError::Store(StoreError::Io(e.to_string())))?;
-        let index = if r.finished() { BatchOp::Remove(key(OPEN_PREFIX, r.id)) } else { BatchOp::Insert(key(OPEN_PREFIX, r.id), Vec::new()) };
+        let index =
+            if r.finished() { BatchOp::Remove(key(OPEN_PREFIX, r.id)) } else { BatchOp::Insert(key(OPEN_PREFIX, r.id), Vec::new()) };
         self.tree.apply(vec![BatchOp::Insert(key(RECORD_PREFIX, r.id), value), index])?;
         self.store.flush()?;
         Ok(())
@@ -193,7 +199,15 @@ impl RolloutJournal {
 /// What makes VMs alike for the canary's draw: which way each dimension changes, and whether
 /// it moves.
 fn stratum(c: &PlannedChange) -> String {
-    let way = |from: f64, to: f64| if to < from { "down" } else if to > from { "up" } else { "same" };
+    let way = |from: f64, to: f64| {
+        if to < from {
+            "down"
+        } else if to > from {
+            "up"
+        } else {
+            "same"
+        }
+    };
     let moves = if c.to_host.is_some() { ", moves" } else { "" };
     format!("cpu {} memory {}{moves}", way(c.from.cpu_cores, c.to.cpu_cores), way(c.from.memory_mib, c.to.memory_mib))
 }
@@ -208,16 +222,35 @@ fn figures(shared: &Shared, vm: &str, since_ms: u64, before_ms: u64) -> Option<B
     let state = shared.state();
     let h = state.host_of_vm(vm)?;
     let v = h.vms.get(vm)?;
-    let vcpus = v.vcpus.max(1) as f64;
     let given = h.vm_allocation(v).0;
-    let points: Vec<_> = h.usage_history.get(vm)?.iter().filter(|p| p.sampled_at_ms >= since_ms && p.sampled_at_ms < before_ms).collect();
+    let points: Vec<&presage_protocol::pb::UsagePoint> =
+        h.usage_history.get(vm)?.iter().filter(|p| p.sampled_at_ms >= since_ms && p.sampled_at_ms < before_ms).collect();
+    window_figures(&points, v.vcpus.max(1) as f64, given)
+}
+
+/// The figures of one VM's samples in a window (see the module's documentation): the two
+/// resource figures whenever there are samples; the application figures only from samples its
+/// guest's recent reports cover (a VM whose guest says nothing is judged on the others).
+pub fn window_figures(points: &[&presage_protocol::pb::UsagePoint], vcpus: f64, cores_given: f64) -> Option<BTreeMap<String, f64>> {
     if points.is_empty() {
         return None;
     }
     let n = points.len() as f64;
-    let saturated = points.iter().filter(|p| p.cpu_utilisation as f64 * vcpus >= SATURATED * given.min(vcpus)).count() as f64;
+    let saturated = points.iter().filter(|p| p.cpu_utilisation as f64 * vcpus >= SATURATED * cores_given.min(vcpus)).count() as f64;
     let pressed = points.iter().filter(|p| p.memory_utilisation as f64 >= SATURATED).count() as f64;
-    Some(BTreeMap::from([(FIGURES[0].to_string(), saturated / n), (FIGURES[1].to_string(), pressed / n)]))
+    let mut out = BTreeMap::from([(FIGURES[0].to_string(), saturated / n), (FIGURES[1].to_string(), pressed / n)]);
+    let mean = |f: &dyn Fn(&presage_protocol::pb::UsagePoint) -> f32| {
+        let v: Vec<f64> = points.iter().map(|p| f(p) as f64).filter(|x| *x > 0.0 && x.is_finite()).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    if let Some(latency) = mean(&|p| p.app_latency_over_slo) {
+        out.insert(FIGURES[2].to_string(), latency);
+    }
+    if let Some(throughput) = mean(&|p| p.app_throughput_per_s) {
+        // Its negative logarithm: the change from before is the relative drop, ln(before / during).
+        out.insert(FIGURES[3].to_string(), -throughput.ln());
+    }
+    Some(out)
 }
 
 /// A plan as a new rollout: each VM's current configuration read from its agent's report, the
@@ -245,7 +278,10 @@ pub fn create_at(
             return Err(RolloutError::Invalid { field: "changes", problem: format!("VM {vm} appears twice") });
         }
         if !(to.cpu_cores.is_finite() && to.cpu_cores >= 0.01 && to.memory_mib.is_finite() && to.memory_mib >= 64.0) {
-            return Err(RolloutError::Invalid { field: "changes", problem: format!("VM {vm}: {to:?} is not a size (>= 0.01 cores, >= 64 MiB)") });
+            return Err(RolloutError::Invalid {
+                field: "changes",
+                problem: format!("VM {vm}: {to:?} is not a size (>= 0.01 cores, >= 64 MiB)"),
+            });
         }
         let from = crate::sizing_ops::current_config(shared, &vm)
             .ok_or_else(|| RolloutError::Invalid { field: "changes", problem: format!("no host reports a VM {vm:?}") })?;
@@ -259,10 +295,8 @@ pub fn create_at(
         planned.push(PlannedChange { vm, to, from, reason, predicted_gain, from_host, to_host });
     }
     let vms: Vec<PlannedVm> = planned.iter().map(|c| PlannedVm { vm: c.vm.clone(), stratum: stratum(c) }).collect();
-    let baseline = planned
-        .iter()
-        .filter_map(|c| figures(shared, &c.vm, now_ms.saturating_sub(watch_ms), now_ms).map(|f| (c.vm.clone(), f)))
-        .collect();
+    let baseline =
+        planned.iter().filter_map(|c| figures(shared, &c.vm, now_ms.saturating_sub(watch_ms), now_ms).map(|f| (c.vm.clone(), f))).collect();
     let id = shared.rollouts.next_id();
     let mut record = RolloutRecord {
         id,
@@ -277,7 +311,10 @@ pub fn create_at(
         revert_attempts: 0,
     };
     let stages: Vec<usize> = record.rollout.stages.iter().map(|s| s.len()).collect();
-    record.note(now_ms, format!("created by {proposed_by}: {} changes in stages of {stages:?}, watched {} s each", record.changes.len(), watch_ms / 1000));
+    record.note(
+        now_ms,
+        format!("created by {proposed_by}: {} changes in stages of {stages:?}, watched {} s each", record.changes.len(), watch_ms / 1000),
+    );
     shared.rollouts.save(&record)?;
     Ok(record)
 }
@@ -325,16 +362,18 @@ async fn resize_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], bac
     let mut done = Vec::new();
     for vm in vms {
         let Some(c) = r.change(vm) else { continue };
-        let (config, reason) = if back {
-            (&c.from, format!("rollout {} rolled back", r.id))
-        } else {
-            (&c.to, format!("rollout {}: {}", r.id, c.reason))
-        };
+        let (config, reason) =
+            if back { (&c.from, format!("rollout {} rolled back", r.id)) } else { (&c.to, format!("rollout {}: {}", r.id, c.reason)) };
         if current_is(shared, vm, config) {
             done.push(vm.clone());
             continue;
         }
-        let req = presage_protocol::pb::ResizeVmRequest { vm_id: vm.clone(), cpu_cores: config.cpu_cores, memory_mib: config.memory_mib, dry_run: false };
+        let req = presage_protocol::pb::ResizeVmRequest {
+            vm_id: vm.clone(),
+            cpu_cores: config.cpu_cores,
+            memory_mib: config.memory_mib,
+            dry_run: false,
+        };
         let proposal = Proposal {
             proposed_by: format!("rollout {}", r.id),
             reason,
@@ -354,7 +393,8 @@ async fn resize_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], bac
 
 /// Whether the VM has `config` now (nothing to ask: re-applying a stage after a restart).
 fn current_is(shared: &Shared, vm: &str, config: &VmConfig) -> bool {
-    crate::sizing_ops::current_config(shared, vm).is_some_and(|c| (c.cpu_cores - config.cpu_cores).abs() < 1e-9 && (c.memory_mib - config.memory_mib).abs() < 0.5)
+    crate::sizing_ops::current_config(shared, vm)
+        .is_some_and(|c| (c.cpu_cores - config.cpu_cores).abs() < 1e-9 && (c.memory_mib - config.memory_mib).abs() < 0.5)
 }
 
 /// Moves those of `vms` that the rollout moves to their destination (or, `back`, to where they
@@ -458,15 +498,10 @@ pub async fn step(shared: &Arc<Shared>, mut r: RolloutRecord, now_ms: u64) -> Re
                     _ => now_ms,
                 };
                 // Each VM's figures during the watch, read once.
-                let during: BTreeMap<&str, BTreeMap<String, f64>> = canary
-                    .iter()
-                    .chain(&control)
-                    .filter_map(|vm| figures(shared, vm, since, u64::MAX).map(|f| (vm.as_str(), f)))
-                    .collect();
+                let during: BTreeMap<&str, BTreeMap<String, f64>> =
+                    canary.iter().chain(&control).filter_map(|vm| figures(shared, vm, since, u64::MAX).map(|f| (vm.as_str(), f))).collect();
                 let changes = |vms: &[String], figure: &str| -> Vec<f64> {
-                    vms.iter()
-                        .filter_map(|vm| Some(during.get(vm.as_str())?.get(figure)? - r.baseline.get(vm)?.get(figure)?))
-                        .collect()
+                    vms.iter().filter_map(|vm| Some(during.get(vm.as_str())?.get(figure)? - r.baseline.get(vm)?.get(figure)?)).collect()
                 };
                 let figures: Vec<FigureChanges> = FIGURES
                     .iter()
@@ -476,11 +511,16 @@ pub async fn step(shared: &Arc<Shared>, mut r: RolloutRecord, now_ms: u64) -> Re
                 let summary: Vec<String> = verdict
                     .figures
                     .iter()
-                    .map(|f| format!("{} canary {:+.3} control {:+.3} ({})", f.figure, f.canary_mean, f.control_mean, match f.worse {
-                        Some(true) => "worse",
-                        Some(false) => "not worse",
-                        None => "not judged",
-                    }))
+                    .map(|f| match f.worse {
+                        None => format!("{} not judged (too few VMs report it)", f.figure),
+                        Some(worse) => format!(
+                            "{} canary {:+.3} control {:+.3} ({})",
+                            f.figure,
+                            f.canary_mean,
+                            f.control_mean,
+                            if worse { "worse" } else { "not worse" }
+                        ),
+                    })
                     .collect();
                 r.rollout.judged(&verdict);
                 r.verdicts.push(verdict);
@@ -494,7 +534,8 @@ pub async fn step(shared: &Arc<Shared>, mut r: RolloutRecord, now_ms: u64) -> Re
                 r.rollout.rolled_back(&done);
                 r.revert_attempts += 1;
                 if !r.rollout.applied.is_empty() && r.revert_attempts >= MAX_REVERT_ATTEMPTS {
-                    r.rollout.give_up_rollback(&format!("{MAX_REVERT_ATTEMPTS} attempts refused or failed; see their configuration versions"));
+                    r.rollout
+                        .give_up_rollback(&format!("{MAX_REVERT_ATTEMPTS} attempts refused or failed; see their configuration versions"));
                 }
                 r.note(self::now_ms(), format!("{} of {} put back; {:?}", done.len(), vms.len(), r.rollout.phase));
                 shared.rollouts.save(&r)?;
@@ -558,5 +599,78 @@ pub async fn runner(shared: Arc<Shared>, period: std::time::Duration, stop: Canc
                 out = step(&shared, r, now_ms()) => if let Err(e) = out { warn!(rollout = id, error = %e, "a rollout step failed") },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use presage_decide::rollout::{FigureChanges, JudgeConfig, judge};
+    use presage_protocol::pb::UsagePoint;
+
+    use super::*;
+
+    fn window(cpu: f32, latency: f32, throughput: f32) -> Vec<UsagePoint> {
+        (0..10)
+            .map(|i| UsagePoint {
+                sampled_at_ms: i,
+                cpu_utilisation: cpu,
+                app_latency_over_slo: latency * (1.0 + 0.02 * (i % 3) as f32),
+                app_throughput_per_s: throughput,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn figures_of(points: &[UsagePoint]) -> BTreeMap<String, f64> {
+        window_figures(&points.iter().collect::<Vec<_>>(), 4.0, 4.0).unwrap()
+    }
+
+    #[test]
+    fn application_figures_come_from_the_samples_a_guest_covers() {
+        let f = figures_of(&window(0.5, 1.0, 100.0));
+        // Ten samples at 1.00, 1.02, 1.04, 1.00, ...: three of each raised, four at 1.00.
+        assert!((f["app_latency"] - 1.018).abs() < 1e-4, "{f:?}");
+        assert!((f["app_throughput_drop"] + 100f64.ln()).abs() < 1e-6, "{f:?}");
+        // No guest: judged on the resource figures alone.
+        let f = figures_of(&window(0.5, 0.0, 0.0));
+        assert_eq!(f.keys().collect::<Vec<_>>(), vec!["cpu_saturation", "memory_pressure"]);
+        assert!(window_figures(&[], 4.0, 4.0).is_none());
+    }
+
+    /// Four canary and four control VMs, each with a guest: their figures' changes from a
+    /// baseline window to a watch window, judged.
+    fn verdict(canary_during: (f32, f32), control_during: (f32, f32)) -> presage_decide::rollout::Verdict {
+        let mut changes: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        for (k, (latency, throughput)) in [canary_during, control_during].into_iter().enumerate() {
+            for vm in 0..4 {
+                // VMs differ a little in load; the change is what is judged.
+                let base = 1.0 + 0.05 * vm as f32;
+                let before = figures_of(&window(0.3, 0.8 * base, 100.0 * base));
+                let during = figures_of(&window(0.3, latency * base, throughput * base));
+                for f in ["app_latency", "app_throughput_drop"] {
+                    let group = changes.entry(f).or_default();
+                    let d = during[f] - before[f];
+                    if k == 0 { group.0.push(d) } else { group.1.push(d) }
+                }
+            }
+        }
+        let figures: Vec<FigureChanges> =
+            changes.into_iter().map(|(f, (canary, control))| FigureChanges { figure: f.into(), canary, control }).collect();
+        judge(&figures, &JudgeConfig::default())
+    }
+
+    #[test]
+    fn a_canary_whose_applications_slow_down_or_serve_less_is_worse_a_change_of_the_load_is_not() {
+        let worse = |v: &presage_decide::rollout::Verdict, f: &str| v.figures.iter().find(|x| x.figure == f).unwrap().worse;
+        // Latency from 0.8 to 1.2 of the SLO in the canary, unchanged in the control.
+        let v = verdict((1.2, 100.0), (0.8, 100.0));
+        assert!(v.roll_back && worse(&v, "app_latency") == Some(true), "{v:?}");
+        assert_eq!(worse(&v, "app_throughput_drop"), Some(false));
+        // The canary completes 30 % fewer requests than before, the control as many.
+        let v = verdict((0.8, 70.0), (0.8, 100.0));
+        assert!(v.roll_back && worse(&v, "app_throughput_drop") == Some(true), "{v:?}");
+        // Every VM slower and busier alike (the offered load rose): not the change's doing.
+        let v = verdict((1.1, 130.0), (1.1, 130.0));
+        assert!(!v.roll_back, "{v:?}");
     }
 }

@@ -88,6 +88,8 @@ impl Coordinator {
         let rollouts = tokio::spawn(crate::rollouts::runner(shared.clone(), std::time::Duration::from_secs(1), background.clone()));
         let sizing = (cfg.sizing.mode != crate::config::SizingMode::Off)
             .then(|| tokio::spawn(sizing_loop(shared.clone(), cfg.sizing.clone(), background.clone())));
+        let optimiser = (cfg.optimiser.mode != crate::config::OptimiserMode::Off)
+            .then(|| tokio::spawn(crate::optimiser_pass::background(shared.clone(), cfg.optimiser.clone(), background.clone())));
 
         let incoming = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
         // gRPC and the REST API on one port: HTTP/2 for gRPC, HTTP/1.1 or HTTP/2 for REST.
@@ -119,8 +121,8 @@ impl Coordinator {
         let _ = advisory.await;
         let _ = plans.await;
         let _ = rollouts.await;
-        if let Some(sizing) = sizing {
-            let _ = sizing.await;
+        for task in [sizing, optimiser].into_iter().flatten() {
+            let _ = task.await;
         }
         info!("coordinator stopped");
         Ok(())

@@ -372,7 +372,9 @@ impl Operator for OperatorService {
         let p = person(&req, Access::Act)?;
         let id = req.into_inner().id;
         let _span = info_span!("operator.abort_rollout", operator = %p.identity.name, rollout = id).entered();
-        crate::rollouts::abort(&self.shared, id, &format!("operator {}", p.identity.name)).map(|r| Response::new(r.to_wire())).map_err(rollout_status)
+        crate::rollouts::abort(&self.shared, id, &format!("operator {}", p.identity.name))
+            .map(|r| Response::new(r.to_wire()))
+            .map_err(rollout_status)
     }
 
     async fn optimise_cluster(&self, req: Request<pb::OptimiseClusterRequest>) -> Result<Response<pb::OptimiseClusterResponse>, Status> {
@@ -380,53 +382,49 @@ impl Operator for OperatorService {
         let p = person(&req, if r.apply { Access::Act } else { Access::Read })?;
         let span = info_span!("operator.optimise_cluster", operator = %p.identity.name, apply = r.apply);
         async move {
+            if r.last_pass {
+                let last = self.shared.optimiser_pass.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                return last.map(Response::new).ok_or_else(|| {
+                    Status::not_found(
+                        "no background optimiser pass has run ([optimiser] mode is off, or its first interval has not passed)",
+                    )
+                });
+            }
             if r.time_limit_s > 600 {
                 return Err(Status::invalid_argument(format!("time_limit_s: {} is above 600", r.time_limit_s)));
             }
-            let limit = Duration::from_secs(if r.time_limit_s == 0 { 10 } else { r.time_limit_s as u64 });
-            let goals = presage_decide::optimise::cluster::SizingGoals::default();
-            let model = crate::optimiser_pass::model(&self.shared.state(), &goals).map_err(|e| Status::internal(e.to_string()))?;
-            if model.vms.is_empty() {
-                return Err(Status::failed_precondition("no reachable host reports a running VM"));
+            if r.apply && !(r.canary_fraction >= 0.0 && r.canary_fraction <= 1.0) {
+                return Err(Status::invalid_argument(format!("canary_fraction: {} is not a share in [0, 1]", r.canary_fraction)));
             }
-            let seed = r.seed;
-            let plan = tokio::task::spawn_blocking(move || crate::optimiser_pass::plan(&model, limit, 0, seed))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::internal(format!("{e:#}")))?;
-            info!(resizes = plan.resizes.len(), moves = plan.moves.len(), hosts_before = plan.before.active_hosts, hosts_after = plan.after.active_hosts, "cluster optimised");
+            let limit = Duration::from_secs(if r.time_limit_s == 0 { 10 } else { r.time_limit_s as u64 });
+            let plan = crate::optimiser_pass::plan_now(&self.shared, limit, 0, r.seed).await.map_err(|e| match e {
+                crate::optimiser_pass::PassError::NothingToPlan => Status::failed_precondition(e.to_string()),
+                e => Status::internal(e.to_string()),
+            })?;
+            info!(
+                resizes = plan.resizes.len(),
+                moves = plan.moves.len(),
+                hosts_before = plan.before.active_hosts,
+                hosts_after = plan.after.active_hosts,
+                "cluster optimised"
+            );
             let rollout = if r.apply {
-                if plan.resizes.is_empty() && plan.moves.is_empty() {
-                    None
-                } else {
-                    let watch_ms = if r.watch_s == 0 { 600_000 } else { r.watch_s.saturating_mul(1000) };
-                    let now = crate::applier::unix_ms();
-                    let record = crate::rollouts::create_at(
-                        &self.shared,
-                        &format!("optimiser (operator {})", p.identity.name),
-                        crate::optimiser_pass::rollout_changes(&plan),
-                        if r.canary_fraction == 0.0 { 0.1 } else { r.canary_fraction },
-                        watch_ms,
-                        r.seed,
-                        presage_decide::rollout::JudgeConfig::default(),
-                        now,
-                    )
-                    .map_err(rollout_status)?;
-                    Some(record.to_wire())
-                }
+                let watch_ms = if r.watch_s == 0 { 600_000 } else { r.watch_s.saturating_mul(1000) };
+                let canary = if r.canary_fraction == 0.0 { 0.1 } else { r.canary_fraction };
+                crate::optimiser_pass::roll_out(
+                    &self.shared,
+                    &plan,
+                    &format!("optimiser (operator {})", p.identity.name),
+                    canary,
+                    watch_ms,
+                    r.seed,
+                )
+                .map_err(rollout_status)?
+                .map(|record| record.to_wire())
             } else {
                 None
             };
-            Ok(Response::new(pb::OptimiseClusterResponse {
-                predicted_gain: plan.predicted_gain().into_iter().collect(),
-                active_hosts_before: plan.before.active_hosts as u32,
-                active_hosts_after: plan.after.active_hosts as u32,
-                generations: plan.generations as u64,
-                seconds: plan.elapsed.as_secs_f64(),
-                resizes: plan.resizes,
-                moves: plan.moves,
-                rollout,
-            }))
+            Ok(Response::new(plan.to_wire(rollout)))
         }
         .instrument(span)
         .await

@@ -52,6 +52,8 @@ pub struct Shared {
     pub versions: Arc<crate::config_versions::ConfigVersions>,
     /// Staged rollouts of configuration plans.
     pub rollouts: Arc<crate::rollouts::RolloutJournal>,
+    /// The background optimiser pass's last answer (`[optimiser]`).
+    pub optimiser_pass: Mutex<Option<pb::OptimiseClusterResponse>>,
 }
 
 /// What the coordinator keeps in its store.
@@ -83,6 +85,7 @@ impl Shared {
         Arc::new(Shared {
             plan: Mutex::new(None),
             sizing_pass: Mutex::new(None),
+            optimiser_pass: Mutex::new(None),
             draining: Mutex::new(drained),
             journal,
             executing: Mutex::default(),

@@ -93,6 +93,33 @@ pub struct ClusterState {
 /// Anomalies the coordinator keeps for operators.
 pub const MAX_ANOMALIES: usize = 10_000;
 
+/// A guest's report counts as the VM's figures at a sample while it is at most this many of
+/// its own intervals old (and at least [`GUEST_FRESH_MIN_MS`]): a guest that stopped reporting
+/// does not stand for the VM's applications for ever.
+const GUEST_FRESH_INTERVALS: f64 = 3.0;
+const GUEST_FRESH_MIN_MS: u64 = 30_000;
+
+/// A VM's application figures at a sample taken at `sampled_at_ms` (the host's clock, as the
+/// guest report's receipt): the worst p99 over the declared SLO among applications that served
+/// requests (0: none declares one), and the requests completed per second, summed; both 0 when
+/// the guest's last report is not recent.
+pub fn app_figures(v: &VmSample, sampled_at_ms: u64) -> (f32, f32) {
+    let Some(g) = v.guest.as_ref().filter(|g| g.received_ms > 0) else { return (0.0, 0.0) };
+    let fresh_ms = ((g.interval_s.max(0.0) * GUEST_FRESH_INTERVALS * 1000.0) as u64).max(GUEST_FRESH_MIN_MS);
+    if sampled_at_ms.saturating_sub(g.received_ms) > fresh_ms {
+        return (0.0, 0.0);
+    }
+    let finite = |x: f64| if x.is_finite() && x > 0.0 { x } else { 0.0 };
+    let latency = g
+        .apps
+        .iter()
+        .filter(|a| a.latency_slo_p99_ms > 0.0 && a.requests > 0)
+        .map(|a| finite(a.latency_p99_ms / a.latency_slo_p99_ms))
+        .fold(0.0, f64::max);
+    let throughput: f64 = g.apps.iter().map(|a| finite(a.throughput_per_s)).sum();
+    (latency as f32, throughput as f32)
+}
+
 /// Totals over all hosts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Summary {
@@ -194,11 +221,14 @@ impl ClusterState {
         let replay = host.trace.is_some();
         for v in &report.vms {
             let h = host.usage_history.entry(v.vm_id.clone()).or_default();
+            let (app_latency_over_slo, app_throughput_per_s) = app_figures(v, report.sampled_at_ms);
             let point = UsagePoint {
                 sampled_at_ms: report.sampled_at_ms,
                 cpu_utilisation: v.cpu_utilisation as f32,
                 trace_step: step,
                 memory_utilisation: v.memory_fraction().unwrap_or(0.0) as f32,
+                app_latency_over_slo,
+                app_throughput_per_s,
             };
             // A replayed trace sampled twice within one of its steps (an agent running late
             // catches up with ticks close together) keeps one point per step: the newest.
@@ -366,6 +396,52 @@ mod tests {
         let back = s.ingest("a", 1, report(2, &[("vm", 0.5)]), t0 + Duration::from_secs(31)).unwrap();
         assert_eq!(back, Some(Liveness::Reachable { host_id: "a".into() }));
         assert_eq!(s.summary().hosts_reachable, 1);
+    }
+
+    #[test]
+    fn a_recent_guest_report_is_the_vm_s_application_figures_a_stale_one_says_nothing() {
+        use presage_protocol::guest_pb::AppFigures;
+        use presage_protocol::pb::GuestApps;
+        let app = |name: &str, p99: f64, slo: f64, tput: f64, requests: u64| AppFigures {
+            name: name.into(),
+            latency_p99_ms: p99,
+            latency_slo_p99_ms: slo,
+            throughput_per_s: tput,
+            requests,
+            ..Default::default()
+        };
+        let mut vm = VmSample { vm_id: "x".into(), ..Default::default() };
+        assert_eq!(app_figures(&vm, 100_000), (0.0, 0.0), "no guest");
+        // The worst p99 over its SLO among apps with an SLO and requests; throughput summed.
+        vm.guest = Some(GuestApps {
+            received_ms: 95_000,
+            interval_s: 5.0,
+            apps: vec![
+                app("api", 150.0, 100.0, 40.0, 200),
+                app("db", 9.0, 10.0, 60.0, 300),
+                app("idle", 500.0, 100.0, 0.0, 0),
+                app("batch", 9e3, 0.0, 1.0, 5),
+            ],
+            ..Default::default()
+        });
+        assert_eq!(app_figures(&vm, 100_000), (1.5, 101.0));
+        // 31 s after the report (3 intervals are 15 s; 30 s at least): stale.
+        assert_eq!(app_figures(&vm, 126_001), (0.0, 0.0));
+        assert_eq!(app_figures(&vm, 125_000), (1.5, 101.0));
+        // Nonsense from the guest is no figure.
+        vm.guest.as_mut().unwrap().apps = vec![app("api", f64::NAN, 100.0, f64::INFINITY, 10)];
+        assert_eq!(app_figures(&vm, 100_000), (0.0, 0.0));
+        // Ingested: the history point carries them.
+        let t0 = Instant::now();
+        let mut s = ClusterState::new(Duration::from_secs(10));
+        s.register(&reg("a", "1"), 7, t0);
+        let mut r = report(1, &[("x", 0.5)]);
+        r.sampled_at_ms = 100_000;
+        r.vms[0].guest =
+            Some(GuestApps { received_ms: 99_000, interval_s: 5.0, apps: vec![app("api", 80.0, 100.0, 12.0, 60)], ..Default::default() });
+        s.ingest("a", 7, r, t0).unwrap();
+        let p = s.host("a").unwrap().usage_history["x"][0];
+        assert_eq!((p.app_latency_over_slo, p.app_throughput_per_s), (0.8, 12.0));
     }
 
     #[test]

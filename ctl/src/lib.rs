@@ -648,7 +648,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|s| rpc_error(&format!("config diff {vm}"), s))?
                 .into_inner();
             let find = |n: u64| {
-                r.versions.iter().find(|v| v.version == n).ok_or_else(|| anyhow::anyhow!("config diff: {vm} has no version {n} among its newest 1000"))
+                r.versions
+                    .iter()
+                    .find(|v| v.version == n)
+                    .ok_or_else(|| anyhow::anyhow!("config diff: {vm} has no version {n} among its newest 1000"))
             };
             config_view::show_diff(&vm, find(from)?, find(to)?, cli.output)?;
         }
@@ -677,7 +680,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rollout(RolloutCommand::Abort { id }) => {
             let mut c = cli.conn.target().connect().await?;
-            let r = c.abort_rollout(pb::AbortRolloutRequest { id }).await.map_err(|s| rpc_error(&format!("rollout abort {id}"), s))?.into_inner();
+            let r = c
+                .abort_rollout(pb::AbortRolloutRequest { id })
+                .await
+                .map_err(|s| rpc_error(&format!("rollout abort {id}"), s))?
+                .into_inner();
             rollout_view::show(&[r], cli.output, true)?;
         }
         Command::Leases { host } => {
@@ -819,7 +826,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Optimise(args) if args.cluster => {
             let mut c = cli.conn.target().connect().await?;
-            let r = c.optimise_cluster(optimise::cluster_request(&args)).await.map_err(|s| rpc_error("optimise --cluster", s))?.into_inner();
+            let r =
+                c.optimise_cluster(optimise::cluster_request(&args)).await.map_err(|s| rpc_error("optimise --cluster", s))?.into_inner();
             optimise::show_cluster(&r, args.apply, cli.output)?;
         }
         Command::Optimise(args) => {
@@ -907,5 +915,17 @@ mod tests {
         assert!(matches!(cli.command, super::Command::Certs(super::CertsCommand::Issue { coordinator_cert: true, .. })));
         assert_eq!(cli.conn.coordinator, "https://c:7400");
         assert!(super::Cli::try_parse_from(["presagectl", "certs", "issue", "--dir", "d", "--agent", "a", "--operator", "o"]).is_err());
+    }
+
+    #[test]
+    fn optimise_cluster_last_asks_for_the_background_pass_and_excludes_apply() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from(["presagectl", "optimise", "--cluster", "--last"]).unwrap();
+        let super::Command::Optimise(args) = cli.command else { panic!("not optimise") };
+        let r = super::optimise::cluster_request(&args);
+        assert!(r.last_pass && !r.apply);
+        for bad in [&["presagectl", "optimise", "--cluster", "--last", "--apply"][..], &["presagectl", "optimise", "--last"][..]] {
+            assert!(super::Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

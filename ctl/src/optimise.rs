@@ -23,6 +23,10 @@ pub struct OptimiseArgs {
     /// With --cluster: start a staged rollout of the plan's resizes.
     #[arg(long, requires = "cluster")]
     pub apply: bool,
+    /// With --cluster: run nothing; show the coordinator's last background pass (`[optimiser]`
+    /// in its configuration) and what became of its plan.
+    #[arg(long, requires = "cluster", conflicts_with = "apply")]
+    pub last: bool,
     /// With --apply: the canary's share of the plan's VMs (`10%` or `0.1`).
     #[arg(long, default_value = "10%", value_parser = crate::rollout_view::parse_fraction)]
     pub canary: f64,
@@ -80,6 +84,7 @@ pub fn cluster_request(args: &OptimiseArgs) -> presage_protocol::pb::OptimiseClu
         apply: args.apply,
         canary_fraction: args.canary,
         watch_s: args.watch.as_secs().max(1),
+        last_pass: args.last,
     }
 }
 
@@ -97,10 +102,19 @@ pub fn show_cluster(r: &presage_protocol::pb::OptimiseClusterResponse, apply: bo
                 "moves": r.moves.iter().map(|m| serde_json::json!({"vm": m.vm_id, "from": m.from_host, "to": m.to_host})).collect::<Vec<_>>(),
                 "generations": r.generations, "seconds": r.seconds,
                 "rollout": r.rollout.as_ref().map(|x| x.id),
+                "ran_at_unix_ms": (r.ran_at_unix_ms > 0).then_some(r.ran_at_unix_ms),
+                "note": (!r.note.is_empty()).then_some(&r.note),
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         OutputFormat::Table => {
+            if r.ran_at_unix_ms > 0 {
+                let at = std::time::UNIX_EPOCH + Duration::from_millis(r.ran_at_unix_ms);
+                println!("background pass at {}: {}", humantime::format_rfc3339_seconds(at), r.note);
+                if r.predicted_gain.is_empty() {
+                    return Ok(());
+                }
+            }
             let gain: Vec<String> = r.predicted_gain.iter().map(|(k, v)| format!("{k} {v:+.3}")).collect();
             println!(
                 "active hosts {} -> {}; predicted gain (before minus after): {}; {} generations in {:.1} s",
@@ -118,6 +132,7 @@ pub fn show_cluster(r: &presage_protocol::pb::OptimiseClusterResponse, apply: bo
             }
             match &r.rollout {
                 Some(x) => println!("rollout {} started ({}): `presagectl rollout list --log` follows it", x.id, x.phase),
+                None if r.ran_at_unix_ms > 0 => {}
                 None if apply => println!("nothing to roll out"),
                 None => println!("dry run: nothing applied (--apply --canary 10% starts a staged rollout of the resizes and moves)"),
             }

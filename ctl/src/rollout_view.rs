@@ -87,7 +87,11 @@ pub fn show(rollouts: &[RolloutView], output: OutputFormat, with_log: bool) -> a
                 println!("rollout {}  {}  by {}  stages {:?}  applied {}", r.id, r.phase, r.proposed_by, sizes, r.applied.len());
                 if with_log {
                     for l in &r.log {
-                        println!("  {}  {}", humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(l.at_ms)), l.what);
+                        println!(
+                            "  {}  {}",
+                            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(l.at_ms)),
+                            l.what
+                        );
                     }
                 }
             }

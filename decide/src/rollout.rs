@@ -80,9 +80,13 @@ pub struct FigureChanges {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FigureVerdict {
     pub figure: String,
+    /// NaN when not judged (kept as JSON's null).
+    #[serde(with = "nan_as_null")]
     pub canary_mean: f64,
+    #[serde(with = "nan_as_null")]
     pub control_mean: f64,
     /// The standard error of the difference of the means.
+    #[serde(with = "nan_as_null")]
     pub standard_error: f64,
     /// `None`: not judged (too few VMs).
     pub worse: Option<bool>,
@@ -93,6 +97,20 @@ pub struct Verdict {
     pub figures: Vec<FigureVerdict>,
     /// Whether any figure is worse beyond noise.
     pub roll_back: bool,
+}
+
+/// A figure not judged is NaN, which JSON cannot hold: it is written as null and read back as
+/// NaN (a journaled verdict must read back, or its rollout is lost).
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() { s.serialize_f64(*x) } else { s.serialize_none() }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
 }
 
 fn mean_var(v: &[f64]) -> (f64, f64) {
@@ -181,7 +199,13 @@ impl Rollout {
     /// A canary of `fraction` of the plan's VMs (stratified, seeded), then the rest.
     pub fn canary(vms: &[PlannedVm], fraction: f64, watch_ms: u64, seed: u64) -> Rollout {
         let (canary, rest) = split(vms, fraction, seed);
-        let stages = if rest.is_empty() { vec![canary] } else if canary.is_empty() { vec![rest] } else { vec![canary, rest] };
+        let stages = if rest.is_empty() {
+            vec![canary]
+        } else if canary.is_empty() {
+            vec![rest]
+        } else {
+            vec![canary, rest]
+        };
         Rollout { stages, watch_ms, phase: Phase::Applying { stage: 0 }, applied: Vec::new() }
     }
 
@@ -294,6 +318,12 @@ mod tests {
         let few = judge(&[FigureChanges { figure: "latency".into(), canary: vec![9.0], control: vec![0.0, 0.1] }], &cfg);
         assert_eq!(few.figures[0].worse, None);
         assert!(!few.roll_back);
+        // A verdict with a figure not judged (NaN means) is journaled as JSON and reads back.
+        let text = serde_json::to_string(&few).unwrap();
+        let back: Verdict = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert!(back.figures[0].canary_mean.is_nan() && back.figures[0].standard_error.is_nan() && back.figures[0].worse.is_none());
+        let judged: Verdict = serde_json::from_str(&serde_json::to_string(&worse).unwrap()).unwrap();
+        assert_eq!(judged, worse);
     }
 
     #[test]

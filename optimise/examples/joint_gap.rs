@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use presage_decide::optimise::Solution;
 use presage_decide::optimise::Tables;
 use presage_decide::optimise::genetic::{GeneticConfig, first_fit_decreasing, optimise};
-use presage_decide::optimise::Solution;
 use presage_optimise::joint::JointSpec;
 use presage_optimise::{Deadline, RayonChildren, exact, pool};
 
@@ -50,16 +50,50 @@ fn main() -> anyhow::Result<()> {
         if std::env::var_os("JOINT_DEBUG").is_some() {
             let cur = Solution::current(&t);
             let ffd = first_fit_decreasing(&t);
-            println!("   current {:.2} ({} hosts, {} unplaced) ffd {:.2} ({} hosts) best {} hosts; exact hosts {:?}", cur.objective(&t), cur.active_hosts(), cur.unplaced().count(), ffd.objective(&t), ffd.active_hosts(), out.best.active_hosts(), {
-                let mut h: Vec<u32> = best.assignment.iter().map(|a| a.0).collect(); h.sort(); h.dedup(); h });
-            let moved = |a: &dyn Fn(usize) -> u32| problem.items.iter().enumerate().filter(|(i, it)| it.current.is_some_and(|(h, _)| h != a(*i))).count();
-            let sla = |o: &dyn Fn(usize) -> u16| problem.items.iter().enumerate().map(|(i, it)| it.options[o(i) as usize].cost).sum::<f64>();
-            let mv = |a: &dyn Fn(usize) -> u32| problem.items.iter().enumerate().filter(|(i, it)| it.current.is_some_and(|(h, _)| h != a(*i))).map(|(_, it)| it.move_cost).sum::<f64>();
-            println!("   exact: moved {} ({:.2}) sla {:.2}; genetic: moved {} ({:.2}) sla {:.2}",
-                moved(&|i| best.assignment[i].0), mv(&|i| best.assignment[i].0), sla(&|i| best.assignment[i].1),
-                moved(&|i| out.best.host_of[i]), mv(&|i| out.best.host_of[i]), sla(&|i| out.best.option_of[i]));
-            let mut eh: Vec<u32> = best.assignment.iter().map(|a| a.0).collect(); eh.sort(); eh.dedup();
-            let mut gh: Vec<u32> = out.best.host_of.clone(); gh.sort(); gh.dedup();
+            println!(
+                "   current {:.2} ({} hosts, {} unplaced) ffd {:.2} ({} hosts) best {} hosts; exact hosts {:?}",
+                cur.objective(&t),
+                cur.active_hosts(),
+                cur.unplaced().count(),
+                ffd.objective(&t),
+                ffd.active_hosts(),
+                out.best.active_hosts(),
+                {
+                    let mut h: Vec<u32> = best.assignment.iter().map(|a| a.0).collect();
+                    h.sort();
+                    h.dedup();
+                    h
+                }
+            );
+            let moved = |a: &dyn Fn(usize) -> u32| {
+                problem.items.iter().enumerate().filter(|(i, it)| it.current.is_some_and(|(h, _)| h != a(*i))).count()
+            };
+            let sla =
+                |o: &dyn Fn(usize) -> u16| problem.items.iter().enumerate().map(|(i, it)| it.options[o(i) as usize].cost).sum::<f64>();
+            let mv = |a: &dyn Fn(usize) -> u32| {
+                problem
+                    .items
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, it)| it.current.is_some_and(|(h, _)| h != a(*i)))
+                    .map(|(_, it)| it.move_cost)
+                    .sum::<f64>()
+            };
+            println!(
+                "   exact: moved {} ({:.2}) sla {:.2}; genetic: moved {} ({:.2}) sla {:.2}",
+                moved(&|i| best.assignment[i].0),
+                mv(&|i| best.assignment[i].0),
+                sla(&|i| best.assignment[i].1),
+                moved(&|i| out.best.host_of[i]),
+                mv(&|i| out.best.host_of[i]),
+                sla(&|i| out.best.option_of[i])
+            );
+            let mut eh: Vec<u32> = best.assignment.iter().map(|a| a.0).collect();
+            eh.sort();
+            eh.dedup();
+            let mut gh: Vec<u32> = out.best.host_of.clone();
+            gh.sort();
+            gh.dedup();
             println!("   hosts exact {:?} genetic {:?}", eh, gh);
             println!("   progress {:?}", out.progress.iter().step_by(5).map(|c| *c as i64).collect::<Vec<_>>());
         }

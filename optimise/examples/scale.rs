@@ -62,7 +62,10 @@ fn main() -> anyhow::Result<()> {
     let fixed = Problem {
         dims: 2,
         hosts: hosts.clone(),
-        items: vms.iter().map(|v| Item { options: vec![SizeOption { demand: v.size.clone(), cost: 0.0 }], current: None, move_cost: 0.0 }).collect(),
+        items: vms
+            .iter()
+            .map(|v| Item { options: vec![SizeOption { demand: v.size.clone(), cost: 0.0 }], current: None, move_cost: 0.0 })
+            .collect(),
         anti_affinity: vec![],
         packing_weight: 0.0,
         lower_bound: None,
@@ -134,7 +137,11 @@ fn main() -> anyhow::Result<()> {
             took.as_secs_f64()
         );
     };
-    println!("{n_hosts} hosts, {n_vms} VMs, {threads} threads (generated in {:.1} s, problem built in {:.1} s)", generated.as_secs_f64(), built.as_secs_f64());
+    println!(
+        "{n_hosts} hosts, {n_vms} VMs, {threads} threads (generated in {:.1} s, problem built in {:.1} s)",
+        generated.as_secs_f64(),
+        built.as_secs_f64()
+    );
     report("current", &start, Duration::ZERO);
     report("FFD", &judge(&ffd), ffd_s);
     report("BFD", &judge(&bfd), bfd_s);

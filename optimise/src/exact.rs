@@ -83,8 +83,7 @@ pub fn solve(problem: &Problem, limit: Duration) -> Result<ExactSolution, ExactE
             model = model.with(Expression::from(v).leq(y[h as usize]));
         }
         for group in &problem.anti_affinity {
-            let members: Expression =
-                group.iter().flat_map(|i| x[*i as usize].iter().filter(|e| e.0 == h).map(|e| e.2)).sum();
+            let members: Expression = group.iter().flat_map(|i| x[*i as usize].iter().filter(|e| e.0 == h).map(|e| e.2)).sum();
             model = model.with(members.leq(1));
         }
     }
@@ -94,10 +93,8 @@ pub fn solve(problem: &Problem, limit: Duration) -> Result<ExactSolution, ExactE
     })?;
     let raw = solution.model();
     if raw.is_proven_optimal() {
-        let assignment = x
-            .iter()
-            .map(|m| m.iter().find(|e| solution.value(e.2) > 0.5).map(|e| (e.0, e.1)).unwrap_or((u32::MAX, 0)))
-            .collect();
+        let assignment =
+            x.iter().map(|m| m.iter().find(|e| solution.value(e.2) > 0.5).map(|e| (e.0, e.1)).unwrap_or((u32::MAX, 0))).collect();
         Ok(ExactSolution { objective: raw.obj_value(), assignment })
     } else {
         Err(ExactError::NotProven(limit))

@@ -70,7 +70,10 @@ fn sized_from_two_weeks_the_trace_needs_fewer_hosts_and_is_no_more_under_provisi
     let baseline = Problem {
         dims: 2,
         hosts: hosts.clone(),
-        items: vms.iter().map(|v| Item { options: vec![SizeOption { demand: requested(v), cost: 0.0 }], current: None, move_cost: 0.0 }).collect(),
+        items: vms
+            .iter()
+            .map(|v| Item { options: vec![SizeOption { demand: requested(v), cost: 0.0 }], current: None, move_cost: 0.0 })
+            .collect(),
         anti_affinity: vec![],
         packing_weight: 0.0,
         lower_bound: None,
@@ -101,7 +104,12 @@ fn sized_from_two_weeks_the_trace_needs_fewer_hosts_and_is_no_more_under_provisi
             weight: 1.0,
         })
         .collect();
-    let (problem, options) = cluster::problem(&hosts, &cluster_vms, &SizingGoals { horizon_days: (vms[0].len() / DAY - TRAINING_DAYS) as f64, ..SizingGoals::default() }).unwrap();
+    let (problem, options) = cluster::problem(
+        &hosts,
+        &cluster_vms,
+        &SizingGoals { horizon_days: (vms[0].len() / DAY - TRAINING_DAYS) as f64, ..SizingGoals::default() },
+    )
+    .unwrap();
     let t = Tables::new(&problem);
     let cfg = GeneticConfig { population: 8, generations: 6, seed: 1, ..GeneticConfig::default() };
     let pool = pool(2).unwrap();
@@ -125,9 +133,12 @@ fn sized_from_two_weeks_the_trace_needs_fewer_hosts_and_is_no_more_under_provisi
             println!("dim {k}: requested {r:.0} chosen {c:.0} host capacity {:.0}", hosts[0].capacity[k]);
         }
         let mut hist = [0usize; 8];
-        for i in 0..vms.len() { hist[s.option_of[i] as usize] += 1; }
+        for i in 0..vms.len() {
+            hist[s.option_of[i] as usize] += 1;
+        }
         println!("options chosen {hist:?}");
-        let mem_short: usize = used.iter().zip(&sizes).map(|(u, sz)| u.iter().skip(TRAINING_DAYS * DAY).filter(|x| x[1] > sz[1] + 1e-6).count()).sum();
+        let mem_short: usize =
+            used.iter().zip(&sizes).map(|(u, sz)| u.iter().skip(TRAINING_DAYS * DAY).filter(|x| x[1] > sz[1] + 1e-6).count()).sum();
         let mem_vms = used.iter().zip(&sizes).filter(|(u, sz)| u.iter().skip(TRAINING_DAYS * DAY).any(|x| x[1] > sz[1] + 1e-6)).count();
         println!("memory short: {mem_short} steps, {mem_vms} VMs");
     }

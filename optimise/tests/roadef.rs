@@ -60,6 +60,18 @@ fn the_kept_terms_follow_every_move_and_agree_with_the_judge() {
                 }
                 Err(v) => assert!(!st.feasible(), "a1_{n} move {k}: the search missed {v:?}"),
             }
+            if k % 500 == 0 {
+                // The machines' process lists (which the ejection move draws from) agree with
+                // the assignment: every process listed once, on its machine.
+                let mut listed = vec![0; np];
+                for m in 0..nm as u32 {
+                    for &q in st.hosted(m) {
+                        assert_eq!(st.assignment[q as usize], m, "a1_{n} move {k}: process {q} listed on {m}");
+                        listed[q as usize] += 1;
+                    }
+                }
+                assert!(listed.iter().all(|c| *c == 1), "a1_{n} move {k}: a process listed twice or not at all");
+            }
         }
         // Walk back to the initial assignment: every kept term returns to the start.
         for (p, home) in initial.iter().enumerate() {

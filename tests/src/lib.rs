@@ -147,6 +147,7 @@ impl RunningCoordinator {
             data_dir: None,
             ecosystem: Default::default(),
             sizing: Default::default(),
+            optimiser: Default::default(),
         }
     }
 

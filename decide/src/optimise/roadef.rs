@@ -307,6 +307,9 @@ pub struct Search<'a> {
     model: &'a Roadef,
     initial: &'a [u32],
     pub assignment: Vec<u32>,
+    /// The processes on each machine, and each process's index in its machine's list.
+    hosted: Vec<Vec<u32>>,
+    hosted_at: Vec<u32>,
     usage: Vec<i64>,
     /// Usage plus what processes that started here and moved away still hold (transient
     /// resources only; equals `usage` elsewhere).
@@ -348,6 +351,8 @@ impl<'a> Search<'a> {
             model,
             initial,
             assignment: vec![u32::MAX; model.processes.len()],
+            hosted: vec![Vec::new(); nm],
+            hosted_at: vec![u32::MAX; model.processes.len()],
             usage: vec![0; nm * nr],
             held: vec![0; nm * nr],
             on_machine: vec![0; ns * nm],
@@ -485,6 +490,8 @@ impl<'a> Search<'a> {
         }
         self.machine_moves += model.weight_machine_move * model.machines[m0].move_cost[mi];
         self.assignment[p] = m;
+        self.hosted_at[p] = self.hosted[mi].len() as u32;
+        self.hosted[mi].push(p as u32);
     }
 
     /// Takes process `p` off its machine.
@@ -545,6 +552,11 @@ impl<'a> Search<'a> {
         }
         self.machine_moves -= model.weight_machine_move * model.machines[m0].move_cost[mi];
         self.assignment[p] = u32::MAX;
+        let at = self.hosted_at[p] as usize;
+        self.hosted[mi].swap_remove(at);
+        if let Some(&moved_in) = self.hosted[mi].get(at) {
+            self.hosted_at[moved_in as usize] = at as u32;
+        }
     }
 
     fn bump_moved(&mut self, s: usize, up: bool) {
@@ -559,6 +571,11 @@ impl<'a> Search<'a> {
         while self.max_moved > 0 && self.moved_hist[self.max_moved as usize] == 0 {
             self.max_moved -= 1;
         }
+    }
+
+    /// The processes on machine `m`, in no particular order.
+    pub fn hosted(&self, m: u32) -> &[u32] {
+        &self.hosted[m as usize]
     }
 
     /// Moves process `p` to machine `m`.
@@ -593,13 +610,27 @@ pub struct RoadefConfig {
     pub history_at_100: usize,
     /// Every this many epochs the worse half of the climbers restarts from the best.
     pub share_every: usize,
+    /// Epochs without a gain of 0.001 % after which the climbers are reheated from the best.
+    pub patience: usize,
+    /// A reheat's allowance, as a share of the best cost (the climbers take one, two or
+    /// three times it in turn).
+    pub reheat: f64,
     pub epochs: usize,
     pub seed: u64,
 }
 
 impl Default for RoadefConfig {
     fn default() -> Self {
-        RoadefConfig { population: 2, epoch_moves: 2_000_000, history_at_100: 2_000, share_every: 10, epochs: usize::MAX, seed: 1 }
+        RoadefConfig {
+            population: 2,
+            epoch_moves: 2_000_000,
+            history_at_100: 2_000,
+            share_every: 10,
+            patience: 8,
+            reheat: 0.03,
+            epochs: usize::MAX,
+            seed: 1,
+        }
     }
 }
 
@@ -630,28 +661,61 @@ fn climb(model: &Roadef, initial: &[u32], mut c: Climber, moves: usize, rng: &mu
         c.current = st.assignment;
         return c;
     }
+    let mut undo: Vec<(usize, u32)> = Vec::with_capacity(4);
     for _ in 0..moves {
         c.step += 1;
         let before = st.cost();
         let p = rng.below(np);
         let from = st.assignment[p];
-        let undo: (usize, u32, Option<(usize, u32)>) = if rng.below(2) == 0 {
-            let mut m = rng.below(nm as usize - 1) as u32;
-            if m >= from {
-                m += 1;
+        undo.clear();
+        match rng.below(8) {
+            // Shift: p to another machine (home, if it is away, one time in four).
+            0..=2 => {
+                undo.push((p, from));
+                let home = initial[p];
+                let to = if home != from && rng.below(HOMING) == 0 { home } else { other_machine(from, nm, rng) };
+                st.shift(p, to);
             }
-            st.shift(p, m);
-            (p, from, None)
-        } else {
-            let q = rng.below(np);
-            let to = st.assignment[q];
-            if to == from {
-                continue;
+            // Swap: p and q trade machines.
+            3..=5 => {
+                let q = rng.below(np);
+                let to = st.assignment[q];
+                if to == from {
+                    continue;
+                }
+                undo.push((p, from));
+                st.shift(p, to);
+                undo.push((q, to));
+                st.shift(q, from);
             }
-            st.shift(p, to);
-            st.shift(q, from);
-            (p, from, Some((q, to)))
-        };
+            // Ejection: p to another machine, and a process there goes home if it is away
+            // (which gives back what it holds there, transient resources included), or
+            // elsewhere. Machines whose room is taken by earlier arrivals need this: it trades
+            // one arrival for a better one.
+            _ => {
+                let to = other_machine(from, nm, rng);
+                undo.push((p, from));
+                st.shift(p, to);
+                // Up to three processes away from home on `to` go home while the move breaks
+                // a constraint.
+                for _ in 0..EJECT_TRIES {
+                    if st.feasible() {
+                        break;
+                    }
+                    let on = st.hosted(to);
+                    if on.is_empty() {
+                        break;
+                    }
+                    let q = on[rng.below(on.len())] as usize;
+                    let home = initial[q];
+                    if home == to {
+                        continue;
+                    }
+                    undo.push((q, to));
+                    st.shift(q, home);
+                }
+            }
+        }
         let after = st.cost();
         let slot = c.step % c.history.len();
         if st.feasible() && (after <= before || after <= c.history[slot]) {
@@ -660,11 +724,9 @@ fn climb(model: &Roadef, initial: &[u32], mut c: Climber, moves: usize, rng: &mu
                 c.best.clone_from(&st.assignment);
             }
         } else {
-            let (p, from, q) = undo;
-            if let Some((q, to)) = q {
-                st.shift(q, to);
+            for &(p, m) in undo.iter().rev() {
+                st.shift(p, m);
             }
-            st.shift(p, from);
         }
         let now = st.cost();
         if now < c.history[slot] {
@@ -673,6 +735,19 @@ fn climb(model: &Roadef, initial: &[u32], mut c: Climber, moves: usize, rng: &mu
     }
     c.current = st.assignment;
     c
+}
+
+/// How many processes an ejection move may try to send home.
+const EJECT_TRIES: usize = 3;
+
+/// A shift sends a process that is away home one time in this many (it gives back the
+/// transient resources it holds at home).
+const HOMING: usize = 4;
+
+/// A machine other than `m`, uniformly.
+fn other_machine(m: u32, machines: u32, rng: &mut Rng) -> u32 {
+    let o = rng.below(machines as usize - 1) as u32;
+    if o >= m { o + 1 } else { o }
 }
 
 /// Runs the climbers from `initial` (which must be feasible) until `cfg.epochs` or the budget
@@ -691,6 +766,7 @@ pub fn optimise<P: Parallel, B: Budget>(
     let fresh = Climber { current: initial.to_vec(), best: initial.to_vec(), best_cost: start, history: vec![start; history], step: 0 };
     let mut members: Vec<Climber> = vec![fresh; n];
     let mut epoch = 0;
+    let (mut last_gain, mut stale, mut reheats) = (start, 0usize, 0usize);
     while epoch < cfg.epochs && budget.keep_going(epoch, members.iter().map(|m| m.best_cost).min().unwrap_or(start) as f64) {
         epoch += 1;
         let current = std::mem::take(&mut members);
@@ -698,6 +774,31 @@ pub fn optimise<P: Parallel, B: Budget>(
             let mut rng = Rng::for_job(cfg.seed, epoch as u64, i as u64);
             climb(model, initial, current[i].clone(), cfg.epoch_moves, &mut rng)
         });
+        let best_now = members.iter().map(|m| m.best_cost).min().unwrap_or(start);
+        if (best_now as f64) < last_gain as f64 * (1.0 - 1e-5) {
+            last_gain = best_now;
+            stale = 0;
+        } else {
+            stale += 1;
+        }
+        if stale >= cfg.patience {
+            // Converged: every climber goes back to the best and walks on from there, first
+            // allowed to get worse by a little (its history raised), then settling again.
+            stale = 0;
+            reheats += 1;
+            let (best, cost) = {
+                let b = members.iter().min_by_key(|m| m.best_cost).expect("a population of at least one");
+                (b.best.clone(), b.best_cost)
+            };
+            for (i, m) in members.iter_mut().enumerate() {
+                let heat = cfg.reheat * (1 + (reheats + i) % 3) as f64;
+                m.current.clone_from(&best);
+                m.best.clone_from(&best);
+                m.best_cost = cost;
+                m.history.fill(cost + (cost as f64 * heat) as i64);
+            }
+            continue;
+        }
         if epoch % cfg.share_every.max(1) == 0 {
             // Elitism: the worse half restarts from the best one's best.
             members.sort_by_key(|m| m.best_cost);

@@ -492,7 +492,9 @@ fn swap_where_cheaper(t: &Tables<'_>, s: &mut Solution, order: &[u32]) -> bool {
             let before = sizes_cost(t, s, hi) + sizes_cost(t, s, hj) + moved(i, hi) + moved(j, hj);
             let into_hi = s.members(hi).iter().copied().filter(|m| *m != i).chain(std::iter::once(j));
             let into_hj = s.members(hj).iter().copied().filter(|m| *m != j).chain(std::iter::once(i));
-            if s.members(hi).iter().any(|m| *m != i && t.share_group(*m, j)) || s.members(hj).iter().any(|m| *m != j && t.share_group(*m, i)) {
+            if s.members(hi).iter().any(|m| *m != i && t.share_group(*m, j))
+                || s.members(hj).iter().any(|m| *m != j && t.share_group(*m, i))
+            {
                 continue;
             }
             let Some((cost_i, sizes_i)) = cheapest_sizes(t, hi, into_hi) else { continue };

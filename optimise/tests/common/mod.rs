@@ -47,4 +47,3 @@ pub fn checked_objective(p: &Problem, s: &Solution) -> f64 {
     }
     cost
 }
-

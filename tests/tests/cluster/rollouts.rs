@@ -2,7 +2,8 @@
 //! plan's VMs still waiting; a canary made worse (its CPU below what it uses) is rolled back by
 //! itself, a harmless plan goes on to every VM, and a coordinator restarted mid-watch finishes
 //! what the journal says; the optimiser's plan for the live cluster goes out the same way, its
-//! moves through the migration executor. The configuration versions show every step.
+//! moves through the migration executor, asked for by an operator or by the coordinator's own
+//! background pass. The configuration versions show every step.
 
 use std::time::Duration;
 
@@ -49,7 +50,15 @@ fn plan(vcpus: f64, share: f64) -> StartRolloutRequest {
 }
 
 async fn rollout(op: &Operator, id: u64) -> RolloutView {
-    op.clone().list_rollouts(ListRolloutsRequest { limit: 50 }).await.unwrap().into_inner().rollouts.into_iter().find(|r| r.id == id).unwrap()
+    op.clone()
+        .list_rollouts(ListRolloutsRequest { limit: 50 })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollouts
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap()
 }
 
 async fn finished(op: &Operator, id: u64) -> RolloutView {
@@ -169,7 +178,10 @@ async fn the_optimiser_plans_over_the_live_cluster_and_its_resizes_and_moves_go_
     // Some recent use to size from.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    let ask = |apply: bool| OptimiseClusterRequest { time_limit_s: 2, seed: 1, apply, canary_fraction: 0.2, watch_s: 3 };
+    let ask = |apply: bool| OptimiseClusterRequest { time_limit_s: 2, seed: 1, apply, canary_fraction: 0.2, watch_s: 3, last_pass: false };
+    // No background pass is configured: there is no last one to show.
+    let last = op.clone().optimise_cluster(OptimiseClusterRequest { last_pass: true, ..ask(false) }).await.unwrap_err();
+    assert_eq!(last.code(), tonic::Code::NotFound, "{last:?}");
     let dry = op.clone().optimise_cluster(ask(false)).await.unwrap().into_inner();
     assert!(dry.rollout.is_none());
     assert!(!dry.resizes.is_empty(), "{dry:?}");
@@ -243,6 +255,67 @@ async fn the_optimiser_plans_over_the_live_cluster_and_its_resizes_and_moves_go_
         let h = history(&op, vm).await;
         assert_eq!(h[0].config.unwrap().cpu_cores, before[vm], "{vm} back at its size: {h:?}");
     }
+    a.stop().await;
+    b.stop().await;
+    coord.stop().await;
+}
+
+/// Two hosts, each half full of VMs that use a fifth of their vCPUs; the background pass
+/// (`[optimiser] mode = "automatic"`) may start rollouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_pass_rolls_its_plan_out_once_and_then_leaves_the_cluster_alone() {
+    use presage_coordinator::config::{OptimiserConfig, OptimiserMode};
+    use presage_protocol::pb::OptimiseClusterRequest;
+    let names: Vec<String> = (0..VMS).map(|i| format!("vm{i}")).collect();
+    let light = [20u32; 80];
+    let all: Vec<(&str, &[u32])> = names.iter().map(|n| (n.as_str(), &light[..])).collect();
+    let trace = synthetic_trace(&all);
+    let pki = Pki::new();
+    let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), Default::default());
+    let interval = Duration::from_secs(3);
+    cfg.optimiser = OptimiserConfig {
+        mode: OptimiserMode::Automatic,
+        interval,
+        time_limit: Duration::from_secs(1),
+        threads: 1,
+        min_gain: 0.05,
+        canary: 0.2,
+        watch: Duration::from_secs(3),
+    };
+    let coord = RunningCoordinator::start_config(cfg).await;
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let roomy = |mut cfg: presage_agent::config::AgentConfig| {
+        if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+            s.memory_mb = Some(64 * 1024);
+        }
+        cfg
+    };
+    let a = RunningAgent::start(roomy(simulated_agent(&pki, "hv-a", &coord.url, data_a.path(), trace.path(), (0, 2), 0)));
+    let b = RunningAgent::start(roomy(simulated_agent(&pki, "hv-b", &coord.url, data_b.path(), trace.path(), (1, 2), 0)));
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let last = || async {
+        op.clone().optimise_cluster(OptimiseClusterRequest { last_pass: true, ..Default::default() }).await.ok().map(|r| r.into_inner())
+    };
+    let background = || async {
+        let all = op.clone().list_rollouts(ListRolloutsRequest { limit: 50 }).await.unwrap().into_inner().rollouts;
+        all.into_iter().filter(|r| r.proposed_by == "optimiser (background pass)").collect::<Vec<_>>()
+    };
+
+    // The pass plans on its own: one host for every VM, and starts a rollout of it.
+    let first = eventually("a rollout started by the background pass", WAIT, || async { background().await.into_iter().next() }).await;
+    assert!(first.changes.iter().any(|c| !c.to_host.is_empty()), "the consolidation's moves are in it: {first:?}");
+    let done = finished(&op, first.id).await;
+    assert_eq!(done.phase, "done", "{done:?}");
+    let ended = presage_coordinator::applier::unix_ms();
+    // Passes while the rollout was open waited for it; the first pass after it sees a cluster
+    // with nothing worth changing, and keeps its plan (if any) rather than start another.
+    let after =
+        eventually("a background pass after the rollout ended", WAIT, || async { last().await.filter(|p| p.ran_at_unix_ms > ended) }).await;
+    assert!(after.rollout.is_none() && !after.note.starts_with("applied"), "{after:?}");
+    assert!(after.note.starts_with("nothing to change") || after.note.starts_with("kept, not applied"), "{after:?}");
+    assert_eq!(after.active_hosts_before, 1, "{after:?}");
+    tokio::time::sleep(interval * 2).await;
+    assert_eq!(background().await.len(), 1, "no second rollout for a cluster already optimised");
     a.stop().await;
     b.stop().await;
     coord.stop().await;

@@ -68,6 +68,10 @@ pub struct OptimiserConfig {
     pub canary: f64,
     #[serde(with = "humantime_serde")]
     pub watch: Duration,
+    /// The balance goal's weight, in hosts: 0 packs VMs on as few hosts as their forecast risk
+    /// allows; 1 counts evenly loaded hosts against some full beside some idle about as much
+    /// as one host's energy. Applies to `presagectl optimise --cluster` too.
+    pub balance_weight: f64,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -89,11 +93,17 @@ impl Default for OptimiserConfig {
             min_gain: 0.05,
             canary: 0.1,
             watch: Duration::from_secs(600),
+            balance_weight: 0.0,
         }
     }
 }
 
 impl OptimiserConfig {
+    /// The goals the cluster optimiser plans for.
+    pub fn goals(&self) -> presage_decide::optimise::cluster::SizingGoals {
+        presage_decide::optimise::cluster::SizingGoals { balance_weight: self.balance_weight, ..Default::default() }
+    }
+
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.interval < Duration::from_secs(1) {
             return Err(("optimiser.interval", "must be at least 1s".into()));
@@ -115,6 +125,9 @@ impl OptimiserConfig {
         }
         if self.watch < Duration::from_secs(1) {
             return Err(("optimiser.watch", "must be at least 1s".into()));
+        }
+        if !(self.balance_weight.is_finite() && self.balance_weight >= 0.0) {
+            return Err(("optimiser.balance_weight", format!("{} is not a finite value >= 0", self.balance_weight)));
         }
         Ok(())
     }
@@ -409,6 +422,7 @@ mod tests {
             ("min_gain = 1.5", "optimiser.min_gain"),
             ("canary = 0.0", "optimiser.canary"),
             ("watch = \"0s\"", "optimiser.watch"),
+            ("balance_weight = -1.0", "optimiser.balance_weight"),
             ("mode = \"sometimes\"", "sometimes"),
         ] {
             let e = CoordinatorConfig::parse(&format!("{GOOD}[optimiser]\n{bad}\n"), Path::new("c.toml")).unwrap_err().to_string();

@@ -6,7 +6,7 @@
 //! where the agents report the VMs, never from memory, so arrivals, departures and moves show at
 //! the next report.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use presage_decide::ecosystem::feedback::{FeedbackLoop, Learned, LearningConfig, Observation};
@@ -240,6 +240,22 @@ impl EcosystemRegistry {
 }
 
 impl EcosystemRegistry {
+    /// The VMs the cluster optimiser leaves on their hosts: both ends of every edge that can
+    /// serve a required dependency with a latency requirement (moving either could break it;
+    /// the policy's repair, which scores dependencies, is what moves them).
+    pub fn held_in_place(&self) -> HashSet<String> {
+        let g = self.graph();
+        let mut held = HashSet::new();
+        for e in g.edges() {
+            let d = &g.dependencies(e.from)[e.dependency];
+            if d.strength == presage_decide::ecosystem::Strength::Required && d.latency.is_some() {
+                held.insert(g.vm(e.from).name.clone());
+                held.insert(g.vm(e.to).name.clone());
+            }
+        }
+        held
+    }
+
     /// The required dependencies (as "VM requires TYPE") that moving `vm` to `to_host` would
     /// break where the VMs are now.
     pub fn move_breaks(&self, state: &ClusterState, vm: &str, to_host: &str) -> Vec<String> {

@@ -41,10 +41,22 @@ pub struct ClusterModel {
     pub options: Vec<VmOptions>,
     pub hosts: Vec<String>,
     pub vms: Vec<String>,
+    /// VMs a required dependency holds in place (never in a plan's moves).
+    pub held: std::collections::HashSet<String>,
 }
 
-/// Builds the model from every reachable host's last report (running VMs only).
-pub fn model(state: &ClusterState, goals: &SizingGoals) -> Result<ClusterModel, cluster::ClusterError> {
+/// What moving a VM that a required dependency holds in place costs the optimiser: more than
+/// any cluster's hosts, so it moves one only when nothing else fits (and the plan is then
+/// refused, see [`plan`]).
+const HELD_MOVE_COST: f64 = 1e9;
+
+/// Builds the model from every reachable host's last report (running VMs only); the VMs in
+/// `held` stay on their hosts (they may be resized).
+pub fn model(
+    state: &ClusterState,
+    goals: &SizingGoals,
+    held: &std::collections::HashSet<String>,
+) -> Result<ClusterModel, cluster::ClusterError> {
     let mut hosts = Vec::new();
     let mut host_names = Vec::new();
     let mut vms = Vec::new();
@@ -76,14 +88,14 @@ pub fn model(state: &ClusterState, goals: &SizingGoals) -> Result<ClusterModel, 
                 grain: vec![0.1, 64.0],
                 host: Some(index),
                 // Twenty moves cost as much as a host; a GiB more of memory to copy, a little more.
-                move_cost: 0.05 + 0.005 * mib / 1024.0,
+                move_cost: if held.contains(&v.vm_id) { HELD_MOVE_COST } else { 0.05 + 0.005 * mib / 1024.0 },
                 weight: 1.0,
             });
             vm_names.push(v.vm_id.clone());
         }
     }
     let (problem, options) = cluster::problem(&hosts, &vms, goals)?;
-    Ok(ClusterModel { problem, options, hosts: host_names, vms: vm_names })
+    Ok(ClusterModel { problem, options, hosts: host_names, vms: vm_names, held: held.clone() })
 }
 
 /// The totals a plan is judged by.
@@ -159,7 +171,8 @@ pub enum PassError {
 
 /// Models the cluster as it is now and runs the optimiser over it on a blocking thread.
 pub async fn plan_now(shared: &Shared, limit: Duration, threads: usize, seed: u64) -> Result<ClusterPlan, PassError> {
-    let model = model(&shared.state(), &SizingGoals::default())?;
+    let held = shared.ecosystem.held_in_place();
+    let model = model(&shared.state(), &shared.optimiser_goals, &held)?;
     if model.vms.is_empty() {
         return Err(PassError::NothingToPlan);
     }
@@ -318,6 +331,9 @@ pub fn plan(m: &ClusterModel, limit: Duration, threads: usize, seed: u64) -> any
             });
         }
         let was = current.host_of[i];
+        if h != was && m.held.contains(vm) {
+            anyhow::bail!("the plan would move {vm}, which a required dependency holds in place: the cluster has no room without it");
+        }
         if h != was {
             moves.push(pb::ClusterMove {
                 vm_id: vm.clone(),
@@ -365,4 +381,50 @@ pub fn rollout_changes(plan: &ClusterPlan) -> Vec<crate::rollouts::Change> {
         });
     }
     changes
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::state::test_messages::{reg, report};
+
+    /// Two 4-core hosts, each running one 2-vCPU VM of 1 GiB that uses a tenth of its vCPUs:
+    /// one host could take both.
+    fn two_light_hosts() -> ClusterState {
+        let t0 = Instant::now();
+        let mut s = ClusterState::new(Duration::from_secs(60));
+        for (session, host, vm) in [(1, "a", "vm-a"), (2, "b", "vm-b")] {
+            s.register(&reg(host, "1"), session, t0);
+            for seq in 1..=24 {
+                let mut r = report(seq, &[(vm, 0.1)]);
+                r.sampled_at_ms = seq * 1000;
+                r.vms[0].memory_bytes = 1 << 30;
+                s.ingest(host, session, r, t0).unwrap();
+            }
+        }
+        s
+    }
+
+    fn planned(held: &[&str]) -> ClusterPlan {
+        let held: HashSet<String> = held.iter().map(|v| v.to_string()).collect();
+        let m = model(&two_light_hosts(), &SizingGoals::default(), &held).unwrap();
+        plan(&m, Duration::from_millis(300), 1, 7).unwrap()
+    }
+
+    #[test]
+    fn vms_a_required_dependency_holds_stay_where_they_are() {
+        let free = planned(&[]);
+        assert_eq!((free.before.active_hosts, free.after.active_hosts, free.moves.len()), (2, 1, 1), "consolidated");
+        // One held: the other comes to it.
+        let one = planned(&["vm-b"]);
+        assert_eq!(one.moves.len(), 1);
+        assert_eq!((one.moves[0].vm_id.as_str(), one.moves[0].to_host.as_str()), ("vm-a", "b"));
+        // Both held: resized perhaps, never moved.
+        let both = planned(&["vm-a", "vm-b"]);
+        assert!(both.moves.is_empty(), "{:?}", both.moves);
+        assert_eq!(both.after.active_hosts, 2);
+    }
 }

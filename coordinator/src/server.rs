@@ -60,7 +60,18 @@ impl Coordinator {
             rollouts: Arc::new(crate::rollouts::RolloutJournal::open(store.clone()).context("opening the rollouts")?),
             journal: Arc::new(crate::plan_journal::PlanJournal::open(store).context("opening the plan journal")?),
         };
-        let shared = Shared::new(cfg.host_timeout, spec.to_string(), mode, durable, cfg.executor, cancel, ecosystem);
+        let shared = Shared::new(
+            crate::shared::Settings {
+                host_timeout: cfg.host_timeout,
+                policy_name: spec.to_string(),
+                policy_mode: mode,
+                limits: cfg.executor,
+                optimiser_goals: cfg.optimiser.goals(),
+            },
+            durable,
+            cancel,
+            ecosystem,
+        );
         Ok(Coordinator { listener, tls, cfg, policy: spec, shared })
     }
 

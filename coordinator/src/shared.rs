@@ -54,6 +54,8 @@ pub struct Shared {
     pub rollouts: Arc<crate::rollouts::RolloutJournal>,
     /// The background optimiser pass's last answer (`[optimiser]`).
     pub optimiser_pass: Mutex<Option<pb::OptimiseClusterResponse>>,
+    /// The goals the cluster optimiser plans for (`[optimiser]`), on request or in the background.
+    pub optimiser_goals: presage_decide::optimise::cluster::SizingGoals,
 }
 
 /// What the coordinator keeps in its store.
@@ -64,16 +66,23 @@ pub struct Durable {
     pub rollouts: Arc<crate::rollouts::RolloutJournal>,
 }
 
+/// What the configuration sets for the coordinator's shared state.
+pub struct Settings {
+    pub host_timeout: Duration,
+    pub policy_name: String,
+    pub policy_mode: &'static str,
+    pub limits: presage_decide::migration_queue::MigrationLimits,
+    pub optimiser_goals: presage_decide::optimise::cluster::SizingGoals,
+}
+
 impl Shared {
     pub fn new(
-        host_timeout: Duration,
-        policy_name: String,
-        policy_mode: &'static str,
+        settings: Settings,
         durable: Durable,
-        limits: presage_decide::migration_queue::MigrationLimits,
         cancel: CancellationToken,
         ecosystem: Arc<crate::ecosystem::EcosystemRegistry>,
     ) -> Arc<Shared> {
+        let Settings { host_timeout, policy_name, policy_mode, limits, optimiser_goals } = settings;
         let Durable { journal, versions, rollouts } = durable;
         let drained = journal.drained().unwrap_or_else(|e| {
             warn!(error = %e, "reading the drain marks failed; no host is drained");
@@ -86,6 +95,7 @@ impl Shared {
             plan: Mutex::new(None),
             sizing_pass: Mutex::new(None),
             optimiser_pass: Mutex::new(None),
+            optimiser_goals,
             draining: Mutex::new(drained),
             journal,
             executing: Mutex::default(),

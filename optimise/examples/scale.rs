@@ -68,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             .collect(),
         anti_affinity: vec![],
         packing_weight: 0.0,
+        balance_weight: 0.0,
         lower_bound: None,
     };
     let ft = Tables::new(&fixed);

@@ -42,6 +42,7 @@ fn the_exact_model_finds_the_optimum_worked_out_by_hand() {
         items: vec![vm(), vm(), vm()],
         anti_affinity: vec![],
         packing_weight: 0.0,
+        balance_weight: 0.0,
         lower_bound: None,
     };
     let best = exact::solve(&problem, Duration::from_secs(30)).unwrap();

@@ -27,6 +27,7 @@ impl BinPacking {
                 .collect(),
             anti_affinity: Vec::new(),
             packing_weight: 0.5,
+            balance_weight: 0.0,
             // The packing term is at most the weight below the count: a solution with the
             // bound's bins costs less than bound - 0.5 + 0.5.
             lower_bound: Some(self.l2_bound() as f64),

@@ -34,11 +34,21 @@ pub struct SizingGoals {
     /// How many days the plan is to hold: a rising trend is carried that far, and an option's
     /// risk counts for each day.
     pub horizon_days: f64,
+    /// The balance goal's weight ([`Problem::balance_weight`], in the hosts' cost units): 0
+    /// packs the VMs on as few hosts as their risk allows; more spreads them evenly.
+    pub balance_weight: f64,
 }
 
 impl Default for SizingGoals {
     fn default() -> Self {
-        SizingGoals { headroom_sigmas: vec![3.0, 2.0, 1.0], sla_cost: 1.0, min_sigma: 0.1, keep_current_size: true, horizon_days: 1.0 }
+        SizingGoals {
+            headroom_sigmas: vec![3.0, 2.0, 1.0],
+            sla_cost: 1.0,
+            min_sigma: 0.1,
+            keep_current_size: true,
+            horizon_days: 1.0,
+            balance_weight: 0.0,
+        }
     }
 }
 
@@ -209,7 +219,8 @@ pub fn problem(hosts: &[Host], vms: &[ClusterVm], goals: &SizingGoals) -> Result
         hosts: hosts.to_vec(),
         items,
         anti_affinity: Vec::new(),
-        packing_weight: if min_host.is_finite() { 0.01 * min_host } else { 0.0 },
+        packing_weight: if min_host.is_finite() && goals.balance_weight == 0.0 { 0.01 * min_host } else { 0.0 },
+        balance_weight: goals.balance_weight,
         lower_bound: None,
     };
     p.check()?;
@@ -252,6 +263,34 @@ mod tests {
         let o = vm_options(&vm(&[9.0, 10.0, 11.0, 9.5, 10.5]), &SizingGoals::default());
         assert!(o.risks[0] > 0.9, "8 cores against peaks of 9 to 11: risk {}", o.risks[0]);
         assert!(o.sizes[1..].iter().all(|s| s[0] >= 11.0));
+    }
+
+    #[test]
+    fn the_balance_goal_spreads_what_packing_would_put_on_one_host() {
+        use crate::optimise::genetic::{Generations, GeneticConfig, Sequential, optimise};
+        use crate::optimise::{Solution, Tables};
+        // Two VMs of 6 cores (steady peaks) on two 16-core hosts, one of them now on each.
+        let hosts = [Host { capacity: vec![16.0], active_cost: 1.0 }, Host { capacity: vec![16.0], active_cost: 1.0 }];
+        let mut vms = vec![vm(&[6.0; 7]), vm(&[6.0; 7])];
+        vms[0].size = vec![6.0];
+        vms[1].size = vec![6.0];
+        vms[0].host = Some(0);
+        vms[1].host = Some(1);
+        let hosts_used = |goals: &SizingGoals| {
+            let (p, _) = problem(&hosts, &vms, goals).unwrap();
+            let t = Tables::new(&p);
+            let cfg = GeneticConfig { population: 8, generations: 20, seed: 3, ..GeneticConfig::default() };
+            let out = optimise(&p, vec![Solution::current(&Tables::new(&p))], &cfg, &Sequential, &mut Generations);
+            let mut check = out.best.clone();
+            assert!((check.recount(&t) - out.best.cost()).abs() < 1e-9, "the kept cost is the counted one");
+            out.best.active_hosts()
+        };
+        assert_eq!(hosts_used(&SizingGoals::default()), 1, "packed: one host is cheaper");
+        // Balance worth more than a host: one host at 12/16 costs 10 x 0.5625 / 2 = 2.8 more,
+        // two at 6/16 cost 10 x 0.28 / 2 = 1.4 more and one host.
+        assert_eq!(hosts_used(&SizingGoals { balance_weight: 10.0, ..SizingGoals::default() }), 2, "spread for balance");
+        let bad = problem(&hosts, &vms, &SizingGoals { balance_weight: f64::NAN, ..SizingGoals::default() }).unwrap_err();
+        assert!(bad.to_string().contains("balance weight"), "{bad}");
     }
 
     #[test]

@@ -142,6 +142,7 @@ fn solve_partition(
             .filter(|g| g.len() > 1)
             .collect(),
         packing_weight: problem.packing_weight,
+        balance_weight: problem.balance_weight,
         lower_bound: None,
     };
     let st = Tables::new(&sub);

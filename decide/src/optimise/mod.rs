@@ -74,6 +74,12 @@ pub struct Problem {
     /// hosts beside emptier ones (Falkenauer's fitness): it makes the last host easier to
     /// empty.
     pub packing_weight: f64,
+    /// Weight of balance, a goal: the mean over hosts of their fill squared (a host's fill: the
+    /// mean over dimensions of load / capacity) costs this much, so that evenly loaded hosts
+    /// cost less than some full beside some idle (headroom for bursts everywhere). 0: no
+    /// preference. Weighed against a host's active cost, it sets how much energy balance is
+    /// worth.
+    pub balance_weight: f64,
     /// A proven lower bound on the cost, where one is known: a run stops when it reaches it.
     pub lower_bound: Option<f64>,
 }
@@ -88,12 +94,17 @@ pub enum ProblemError {
     Item { item: usize, why: String },
     #[error("anti-affinity group {group}: {why}")]
     Group { group: usize, why: String },
+    #[error("goals: {0}")]
+    Goal(String),
 }
 
 impl Problem {
     /// Every vector has `dims` finite, non-negative entries; every item has 1..=MAX_OPTIONS
     /// options; current placements and groups name hosts, options and items that exist.
     pub fn check(&self) -> Result<(), ProblemError> {
+        if !(self.balance_weight.is_finite() && self.balance_weight >= 0.0) {
+            return Err(ProblemError::Goal(format!("balance weight {} is not a finite value >= 0", self.balance_weight)));
+        }
         if self.dims == 0 {
             return Err(ProblemError::NoDimensions);
         }
@@ -268,7 +279,7 @@ impl Solution {
     /// The cost without the packing tie-breaker: what the problem's goals add up to (the
     /// figure to compare with an exact solver's optimum).
     pub fn objective(&self, t: &Tables<'_>) -> f64 {
-        self.cost() - self.packing_term(t)
+        self.cost() + t.problem.packing_weight * self.fill_sq / t.problem.hosts.len().max(1) as f64
     }
 
     /// Hosts with at least one item.
@@ -305,14 +316,15 @@ impl Solution {
         for i in 0..p.items.len() {
             cost += self.item_cost(t, i as u32, self.host_of[i], self.option_of[i]);
         }
-        cost += self.packing_term(t);
+        cost += self.fill_term(t);
         self.unplaced = self.host_of.iter().filter(|h| **h == NOWHERE).count();
         self.cost = cost;
         self.cost()
     }
 
-    fn packing_term(&self, t: &Tables<'_>) -> f64 {
-        -t.problem.packing_weight * self.fill_sq / t.problem.hosts.len().max(1) as f64
+    /// The cost of the hosts' fills: the packing tie-breaker (a reward) and the balance goal.
+    fn fill_term(&self, t: &Tables<'_>) -> f64 {
+        (t.problem.balance_weight - t.problem.packing_weight) * self.fill_sq / t.problem.hosts.len().max(1) as f64
     }
 
     /// What a placed item costs where it is: its option's cost and a move away from its
@@ -432,9 +444,9 @@ impl Solution {
             _ => {}
         }
         let now_sq = self.fill(t, h).powi(2);
-        let before = self.packing_term(t);
+        let before = self.fill_term(t);
         self.fill_sq += now_sq - was_sq;
-        self.cost += self.packing_term(t) - before;
+        self.cost += self.fill_term(t) - before;
     }
 }
 

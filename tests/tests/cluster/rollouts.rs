@@ -281,6 +281,7 @@ async fn the_background_pass_rolls_its_plan_out_once_and_then_leaves_the_cluster
         min_gain: 0.05,
         canary: 0.2,
         watch: Duration::from_secs(3),
+        balance_weight: 0.0,
     };
     let coord = RunningCoordinator::start_config(cfg).await;
     let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -316,6 +317,54 @@ async fn the_background_pass_rolls_its_plan_out_once_and_then_leaves_the_cluster
     assert_eq!(after.active_hosts_before, 1, "{after:?}");
     tokio::time::sleep(interval * 2).await;
     assert_eq!(background().await.len(), 1, "no second rollout for a cluster already optimised");
+    a.stop().await;
+    b.stop().await;
+    coord.stop().await;
+}
+
+/// A web VM on one host requires a database VM on the other within 1 ms: the optimiser may
+/// consolidate the other VMs but moves neither of these two (the dependency repair does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_optimiser_leaves_vms_a_required_dependency_holds_where_they_are() {
+    use presage_protocol::pb::{OptimiseClusterRequest, SetDependenciesRequest};
+    let names: Vec<String> = (0..VMS).map(|i| format!("vm{i}")).collect();
+    let light = [20u32; 80];
+    let all: Vec<(&str, &[u32])> = names.iter().map(|n| (n.as_str(), &light[..])).collect();
+    let trace = synthetic_trace(&all);
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let roomy = |mut cfg: presage_agent::config::AgentConfig| {
+        if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+            s.memory_mb = Some(64 * 1024);
+        }
+        cfg
+    };
+    let a = RunningAgent::start(roomy(simulated_agent(&pki, "hv-a", &coord.url, data_a.path(), trace.path(), (0, 2), 0)));
+    let b = RunningAgent::start(roomy(simulated_agent(&pki, "hv-b", &coord.url, data_b.path(), trace.path(), (1, 2), 0)));
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    eventually("every VM is reported", WAIT, || reported_vcpus(&op)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap().into_inner().vms;
+    let on = |host: &str| vms.iter().find(|v| v.host_id == host).and_then(|v| v.sample.as_ref()).map(|s| s.vm_id.clone()).unwrap();
+    let (web, db) = (on("hv-a"), on("hv-b"));
+    let declarations = serde_json::json!([
+        {"vm_name": web, "profile": {"type": "web"},
+         "dependencies": {"required": [{"type": "database", "network_latency_requirement": "< 1ms"}]}},
+        {"vm_name": db, "profile": {"type": "database"}}
+    ]);
+    let ask = OptimiseClusterRequest { time_limit_s: 2, seed: 1, ..Default::default() };
+    // Before: one host takes every VM, so one of the two moves.
+    let free = op.clone().optimise_cluster(ask).await.unwrap().into_inner();
+    assert_eq!(free.active_hosts_after, 1, "{free:?}");
+    assert!(free.moves.iter().any(|m| m.vm_id == web || m.vm_id == db), "{:?}", free.moves);
+
+    let mut admin = client(&coord.url, &pki.issue(Role::Admin, "ada")).await.unwrap();
+    admin.set_dependencies(SetDependenciesRequest { declarations_json: declarations.to_string() }).await.unwrap();
+    let held = op.clone().optimise_cluster(ask).await.unwrap().into_inner();
+    assert!(held.moves.iter().all(|m| m.vm_id != web && m.vm_id != db), "{:?}", held.moves);
+    // Each of them keeps its host busy: nothing to gain from moving the rest.
+    assert_eq!(held.active_hosts_after, 2, "{held:?}");
     a.stop().await;
     b.stop().await;
     coord.stop().await;

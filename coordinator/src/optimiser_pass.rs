@@ -45,6 +45,20 @@ pub struct ClusterModel {
     pub held: std::collections::HashSet<String>,
 }
 
+/// The most a guest's latency figures can raise a VM's weight (they are the guest's word).
+const MAX_APP_WEIGHT: f64 = 4.0;
+
+/// How much a VM's SLA risk counts: 1, plus the mean of its applications' worst p99 over
+/// their SLO where its guest reports one (an application near or over its SLO makes an
+/// undersized VM costlier), at most [`MAX_APP_WEIGHT`].
+fn app_weight(points: &[&pb::UsagePoint]) -> f64 {
+    let latency: Vec<f64> = points.iter().map(|p| p.app_latency_over_slo as f64).filter(|x| *x > 0.0 && x.is_finite()).collect();
+    if latency.is_empty() {
+        return 1.0;
+    }
+    (1.0 + latency.iter().sum::<f64>() / latency.len() as f64).min(MAX_APP_WEIGHT)
+}
+
 /// What moving a VM that a required dependency holds in place costs the optimiser: more than
 /// any cluster's hosts, so it moves one only when nothing else fits (and the plan is then
 /// refused, see [`plan`]).
@@ -89,7 +103,7 @@ pub fn model(
                 host: Some(index),
                 // Twenty moves cost as much as a host; a GiB more of memory to copy, a little more.
                 move_cost: if held.contains(&v.vm_id) { HELD_MOVE_COST } else { 0.05 + 0.005 * mib / 1024.0 },
-                weight: 1.0,
+                weight: app_weight(&points),
             });
             vm_names.push(v.vm_id.clone());
         }
@@ -394,6 +408,13 @@ mod tests {
     /// Two 4-core hosts, each running one 2-vCPU VM of 1 GiB that uses a tenth of its vCPUs:
     /// one host could take both.
     fn two_light_hosts() -> ClusterState {
+        with_latency(0.0)
+    }
+
+    /// The same, vm-b's guest reporting its applications' worst p99 at `latency` of the SLO.
+    fn with_latency(latency: f64) -> ClusterState {
+        use presage_protocol::guest_pb::AppFigures;
+        use presage_protocol::pb::GuestApps;
         let t0 = Instant::now();
         let mut s = ClusterState::new(Duration::from_secs(60));
         for (session, host, vm) in [(1, "a", "vm-a"), (2, "b", "vm-b")] {
@@ -402,6 +423,17 @@ mod tests {
                 let mut r = report(seq, &[(vm, 0.1)]);
                 r.sampled_at_ms = seq * 1000;
                 r.vms[0].memory_bytes = 1 << 30;
+                if vm == "vm-b" && latency > 0.0 {
+                    let app = AppFigures {
+                        name: "api".into(),
+                        latency_p99_ms: latency * 100.0,
+                        latency_slo_p99_ms: 100.0,
+                        requests: 50,
+                        ..Default::default()
+                    };
+                    r.vms[0].guest =
+                        Some(GuestApps { received_ms: r.sampled_at_ms, interval_s: 5.0, apps: vec![app], ..Default::default() });
+                }
                 s.ingest(host, session, r, t0).unwrap();
             }
         }
@@ -412,6 +444,25 @@ mod tests {
         let held: HashSet<String> = held.iter().map(|v| v.to_string()).collect();
         let m = model(&two_light_hosts(), &SizingGoals::default(), &held).unwrap();
         plan(&m, Duration::from_millis(300), 1, 7).unwrap()
+    }
+
+    #[test]
+    fn an_application_near_its_slo_makes_undersizing_its_vm_costlier() {
+        let none = HashSet::new();
+        let plain = model(&with_latency(0.0), &SizingGoals::default(), &none).unwrap();
+        let slow = model(&with_latency(1.5), &SizingGoals::default(), &none).unwrap();
+        let b = slow.vms.iter().position(|v| v == "vm-b").unwrap();
+        let risky: Vec<usize> =
+            (0..plain.problem.items[b].options.len()).filter(|o| plain.problem.items[b].options[*o].cost > 0.0).collect();
+        assert!(!risky.is_empty(), "some size of vm-b carries a risk");
+        for o in risky {
+            let (p, q) = (plain.problem.items[b].options[o].cost, slow.problem.items[b].options[o].cost);
+            assert!((q / p - 2.5).abs() < 1e-6, "option {o}: {q} against {p}: weighed 1 + 1.5");
+        }
+        // A guest claiming a thousand times its SLO raises the weight to the bound, no further.
+        let wild = model(&with_latency(1000.0), &SizingGoals::default(), &none).unwrap();
+        let o = (0..plain.problem.items[b].options.len()).find(|o| plain.problem.items[b].options[*o].cost > 0.0).unwrap();
+        assert!((wild.problem.items[b].options[o].cost / plain.problem.items[b].options[o].cost - MAX_APP_WEIGHT).abs() < 1e-6);
     }
 
     #[test]

@@ -150,29 +150,47 @@ async fn a_worse_canary_is_rolled_back_a_harmless_plan_goes_everywhere_and_a_res
     coord.stop().await;
 }
 
+/// Two hosts, each replaying half of one trace folder of VMs that use a fifth of their vCPUs
+/// (so a VM moved to the other host finds its trace there). Each host's cores are its VMs'
+/// vCPUs (the simulator's default); memory for all ten, so that one host could take every VM
+/// once they are sized to what they use.
+struct LightCluster {
+    a: RunningAgent,
+    b: RunningAgent,
+    _dirs: [tempfile::TempDir; 3],
+}
+
+impl LightCluster {
+    fn start(pki: &Pki, url: &str) -> LightCluster {
+        let names: Vec<String> = (0..VMS).map(|i| format!("vm{i}")).collect();
+        let light = [20u32; 80];
+        let all: Vec<(&str, &[u32])> = names.iter().map(|n| (n.as_str(), &light[..])).collect();
+        let trace = synthetic_trace(&all);
+        let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let roomy = |mut cfg: presage_agent::config::AgentConfig| {
+            if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+                s.memory_mb = Some(64 * 1024);
+            }
+            cfg
+        };
+        let a = RunningAgent::start(roomy(simulated_agent(pki, "hv-a", url, data_a.path(), trace.path(), (0, 2), 0)));
+        let b = RunningAgent::start(roomy(simulated_agent(pki, "hv-b", url, data_b.path(), trace.path(), (1, 2), 0)));
+        LightCluster { a, b, _dirs: [trace, data_a, data_b] }
+    }
+
+    async fn stop(self) {
+        self.a.stop().await;
+        self.b.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_optimiser_plans_over_the_live_cluster_and_its_resizes_and_moves_go_out_through_a_canary_and_come_back() {
     use presage_protocol::pb::OptimiseClusterRequest;
-    // VMs that use a fifth of their vCPUs, on two hosts (each replays half of one trace folder,
-    // so a VM moved to the other host finds its trace there).
-    let names: Vec<String> = (0..VMS).map(|i| format!("vm{i}")).collect();
-    let light = [20u32; 80];
     let half = VMS / 2;
-    let all: Vec<(&str, &[u32])> = names.iter().map(|n| (n.as_str(), &light[..])).collect();
-    let trace = synthetic_trace(&all);
     let pki = Pki::new();
     let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // Each host's cores are its VMs' vCPUs (the simulator's default); memory for all ten, so
-    // that one host could take every VM once they are sized to what they use.
-    let roomy = |mut cfg: presage_agent::config::AgentConfig| {
-        if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
-            s.memory_mb = Some(64 * 1024);
-        }
-        cfg
-    };
-    let a = RunningAgent::start(roomy(simulated_agent(&pki, "hv-a", &coord.url, data_a.path(), trace.path(), (0, 2), 0)));
-    let b = RunningAgent::start(roomy(simulated_agent(&pki, "hv-b", &coord.url, data_b.path(), trace.path(), (1, 2), 0)));
+    let cluster = LightCluster::start(&pki, &coord.url);
     let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
     let vcpus = eventually("every VM is reported", WAIT, || reported_vcpus(&op)).await;
     // Some recent use to size from.
@@ -255,8 +273,7 @@ async fn the_optimiser_plans_over_the_live_cluster_and_its_resizes_and_moves_go_
         let h = history(&op, vm).await;
         assert_eq!(h[0].config.unwrap().cpu_cores, before[vm], "{vm} back at its size: {h:?}");
     }
-    a.stop().await;
-    b.stop().await;
+    cluster.stop().await;
     coord.stop().await;
 }
 
@@ -266,10 +283,6 @@ async fn the_optimiser_plans_over_the_live_cluster_and_its_resizes_and_moves_go_
 async fn the_background_pass_rolls_its_plan_out_once_and_then_leaves_the_cluster_alone() {
     use presage_coordinator::config::{OptimiserConfig, OptimiserMode};
     use presage_protocol::pb::OptimiseClusterRequest;
-    let names: Vec<String> = (0..VMS).map(|i| format!("vm{i}")).collect();
-    let light = [20u32; 80];
-    let all: Vec<(&str, &[u32])> = names.iter().map(|n| (n.as_str(), &light[..])).collect();
-    let trace = synthetic_trace(&all);
     let pki = Pki::new();
     let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), Default::default());
     let interval = Duration::from_secs(3);
@@ -284,15 +297,7 @@ async fn the_background_pass_rolls_its_plan_out_once_and_then_leaves_the_cluster
         balance_weight: 0.0,
     };
     let coord = RunningCoordinator::start_config(cfg).await;
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let roomy = |mut cfg: presage_agent::config::AgentConfig| {
-        if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
-            s.memory_mb = Some(64 * 1024);
-        }
-        cfg
-    };
-    let a = RunningAgent::start(roomy(simulated_agent(&pki, "hv-a", &coord.url, data_a.path(), trace.path(), (0, 2), 0)));
-    let b = RunningAgent::start(roomy(simulated_agent(&pki, "hv-b", &coord.url, data_b.path(), trace.path(), (1, 2), 0)));
+    let cluster = LightCluster::start(&pki, &coord.url);
     let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
     let last = || async {
         op.clone().optimise_cluster(OptimiseClusterRequest { last_pass: true, ..Default::default() }).await.ok().map(|r| r.into_inner())
@@ -317,8 +322,7 @@ async fn the_background_pass_rolls_its_plan_out_once_and_then_leaves_the_cluster
     assert_eq!(after.active_hosts_before, 1, "{after:?}");
     tokio::time::sleep(interval * 2).await;
     assert_eq!(background().await.len(), 1, "no second rollout for a cluster already optimised");
-    a.stop().await;
-    b.stop().await;
+    cluster.stop().await;
     coord.stop().await;
 }
 
@@ -327,21 +331,9 @@ async fn the_background_pass_rolls_its_plan_out_once_and_then_leaves_the_cluster
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_optimiser_leaves_vms_a_required_dependency_holds_where_they_are() {
     use presage_protocol::pb::{OptimiseClusterRequest, SetDependenciesRequest};
-    let names: Vec<String> = (0..VMS).map(|i| format!("vm{i}")).collect();
-    let light = [20u32; 80];
-    let all: Vec<(&str, &[u32])> = names.iter().map(|n| (n.as_str(), &light[..])).collect();
-    let trace = synthetic_trace(&all);
     let pki = Pki::new();
     let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let roomy = |mut cfg: presage_agent::config::AgentConfig| {
-        if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
-            s.memory_mb = Some(64 * 1024);
-        }
-        cfg
-    };
-    let a = RunningAgent::start(roomy(simulated_agent(&pki, "hv-a", &coord.url, data_a.path(), trace.path(), (0, 2), 0)));
-    let b = RunningAgent::start(roomy(simulated_agent(&pki, "hv-b", &coord.url, data_b.path(), trace.path(), (1, 2), 0)));
+    let cluster = LightCluster::start(&pki, &coord.url);
     let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
     eventually("every VM is reported", WAIT, || reported_vcpus(&op)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -365,7 +357,6 @@ async fn the_optimiser_leaves_vms_a_required_dependency_holds_where_they_are() {
     assert!(held.moves.iter().all(|m| m.vm_id != web && m.vm_id != db), "{:?}", held.moves);
     // Each of them keeps its host busy: nothing to gain from moving the rest.
     assert_eq!(held.active_hosts_after, 2, "{held:?}");
-    a.stop().await;
-    b.stop().await;
+    cluster.stop().await;
     coord.stop().await;
 }

@@ -10,8 +10,9 @@ PACKAGES=(pkg-config libvirt-dev libvirt0 gcc)
 # The tests also start two real libvirt daemons and move a KVM guest between them, and boot a
 # real Linux guest (Debian's cloud kernel and busybox-static, downloaded with apt-get and packed
 # into an initramfs with cpio). The optimiser's tests measure its gap to an exact MILP optimum
-# with COIN-OR CBC (linked by the `exact` feature, never by the daemons).
-TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev)
+# with COIN-OR CBC (linked by the `exact` feature, never by the daemons). The metrics test
+# parses both daemons' expositions with the official Prometheus client's OpenMetrics parser.
+TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev python3-prometheus-client)
 
 install_deps() {
   local wanted=("${PACKAGES[@]}" "$@")

@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub migration: MigrationConfig,
     #[serde(default)]
     pub topology: TopologyConfig,
+    /// `[metrics]`: `/metrics` on a plain port (`listen = "127.0.0.1:9465"`); off by default.
+    #[serde(default)]
+    pub metrics: presage_protocol::metrics_endpoint::MetricsConfig,
 }
 
 /// Where this host sits: its zone and rack (free-form names; empty: unknown). The coordinator

@@ -13,6 +13,7 @@ pub mod guest_channels;
 pub mod host_sampler;
 pub mod hypervisor;
 pub mod link;
+pub mod metrics;
 pub mod reservations;
 pub mod sizing;
 pub mod store;
@@ -206,6 +207,17 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             info!(leases = desk.leases().len(), resizes = desk.resizes().count(), "leases and resizes loaded");
             Arc::new(std::sync::Mutex::new(desk))
         };
+        let metrics = metrics::AgentMetrics::default();
+        let metrics_task = match cfg.metrics.listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding [metrics] listen {addr}"))?;
+                info!(addr = %listener.local_addr()?, "serving /metrics on a plain port");
+                let (m, held) = (metrics.clone(), metrics::Held { reservations: reservations.clone(), sizing: sizing_desk.clone() });
+                let render: presage_protocol::metrics_endpoint::Render = Arc::new(move || metrics::render(&m, &held));
+                Some(tokio::spawn(presage_protocol::metrics_endpoint::serve(listener, render, cancel.clone())))
+            }
+            None => None,
+        };
         let (report_tx, report_rx) = watch::channel(None);
         let link = link::CoordinatorLink {
             url: cfg.coordinator.clone(),
@@ -242,12 +254,14 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
                 _ = ticker.tick() => {}
             }
             let mut c = cycle.take().expect("cycle is returned after every run");
+            let began = Instant::now();
             let (c, result) = tokio::task::spawn_blocking(move || {
                 let r = c.run_once();
                 (c, r)
             })
             .instrument(info_span!("sample"))
             .await?;
+            metrics.sampling.observe(began.elapsed().as_secs_f64());
             cycle = Some(c);
             match result {
                 Ok(mut report) => {
@@ -265,16 +279,25 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
                     guest_channels.attach(&mut report.vms);
                     let c = cycle.as_mut().expect("cycle is back");
                     c.score_anomalies(&mut report);
+                    metrics.count_anomalies(&report);
+                    metrics.reports.inc();
+                    metrics.vms.set(report.vms.len() as i64);
                     debug!(seq = report.seq, vms = report.vms.len(), "sampled");
                     report_tx.send_replace(Some(report));
                 }
-                Err(e) => warn!(error = format!("{e:#}"), "sampling failed; will retry next interval"),
+                Err(e) => {
+                    metrics.sampling_failures.inc();
+                    warn!(error = format!("{e:#}"), "sampling failed; will retry next interval");
+                }
             }
         }
         info!("shutting down: closing the coordinator stream, flushing the store");
         // Migrations in progress give up; a libvirt abort may take a few seconds to be accepted.
         let _ = tokio::task::spawn_blocking(move || shutdown_hypervisor.shutdown()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), link_task).await;
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
         if let Some(mut c) = cycle.take()
             && let Err(e) = c.save_calibration()
         {

@@ -464,7 +464,15 @@ async fn execute_moves(shared: &Arc<Shared>, plan: PlanRecord, limits: Migration
                 let (shared, running) = (shared.clone(), running.clone());
                 let m = running.snapshot().moves[q.id as usize].clone();
                 let span = info_span!("move", vm = %m.vm_id, from = %m.from_host, to = %m.to_host, reason = %m.reason);
-                tasks.spawn(async move { (q.id, run_judged_move(&shared, &running, q.id as usize).await) }.instrument(span));
+                tasks.spawn(
+                    async move {
+                        let began = std::time::Instant::now();
+                        let step = run_judged_move(&shared, &running, q.id as usize).await;
+                        shared.metrics.migration_duration.observe(began.elapsed().as_secs_f64());
+                        (q.id, step)
+                    }
+                    .instrument(span),
+                );
             }
         }
         match tasks.join_next().await {
@@ -472,6 +480,7 @@ async fn execute_moves(shared: &Arc<Shared>, plan: PlanRecord, limits: Migration
                 queue.finish(id);
                 let m = running.snapshot().moves[id as usize].clone();
                 info!(vm = %m.vm_id, from = %m.from_host, to = %m.to_host, outcome = step.name(), detail = %m.detail, "move ended");
+                shared.metrics.migrations.get_or_create(&[("outcome", step.name())]).inc();
                 if step.is_failure() && limits.on_failure == OnFailure::Rollback {
                     stopping = true;
                 }
@@ -759,7 +768,16 @@ pub fn record_plan(
     let mut executing = shared.executing.lock().unwrap_or_else(|p| p.into_inner());
     let plan = shared.journal.create(origin, moves, unix_ms(), rollback_of)?;
     executing.insert(plan.id);
+    shared.metrics.plans.get_or_create(&[("origin", plan_origin_label(origin))]).inc();
     Ok(plan)
+}
+
+/// A plan's origin as a label value of a few kinds ("operator ..." and the like are folded).
+fn plan_origin_label(origin: &str) -> &'static str {
+    ["policy", "drain", "rollback", "rollout", "operator", "repair", "evacuate"]
+        .into_iter()
+        .find(|k| origin.starts_with(k))
+        .unwrap_or("other")
 }
 
 pub fn unix_ms() -> u64 {

@@ -44,6 +44,9 @@ pub struct CoordinatorConfig {
     /// `[optimiser]`: the periodic background pass of the genetic optimiser over the cluster.
     #[serde(default)]
     pub optimiser: OptimiserConfig,
+    /// `[metrics]`: `/metrics` on a plain port too (it is always on the mutual-TLS listener).
+    #[serde(default)]
+    pub metrics: presage_protocol::metrics_endpoint::MetricsConfig,
 }
 
 /// `[optimiser]`: how often the genetic optimiser plans over the whole cluster (placement and

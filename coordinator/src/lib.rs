@@ -17,6 +17,7 @@ pub mod config_versions;
 pub mod ecosystem;
 pub mod journal_keys;
 pub mod manual_move;
+pub mod metrics;
 pub mod optimiser_pass;
 pub mod plan_journal;
 pub mod rest;

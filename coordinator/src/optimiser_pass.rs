@@ -238,10 +238,12 @@ pub async fn background(shared: Arc<Shared>, cfg: OptimiserConfig, stop: Cancell
         }
         pass += 1;
         let span = info_span!("optimiser.background_pass", pass, mode = ?cfg.mode);
+        let began = Instant::now();
         let answer = tokio::select! {
             _ = stop.cancelled() => return,
             a = background_pass(&shared, &cfg, pass).instrument(span) => a,
         };
+        shared.metrics.optimiser_pass.observe(began.elapsed().as_secs_f64());
         *shared.optimiser_pass.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
     }
 }

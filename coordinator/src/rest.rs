@@ -23,6 +23,7 @@ use crate::transport::PeerInfo;
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/dependencies", post(set_dependencies))
         .route("/ecosystem", get(ecosystem))
         .route("/ecosystem/learned", get(learned))
@@ -86,10 +87,18 @@ fn caller(peer: Option<Extension<PeerInfo>>, access: Access, what: &str) -> Resu
 
 fn access_name(access: Access) -> &'static str {
     match access {
+        Access::Scrape => "a metrics, viewer, operator or admin certificate",
         Access::Read => "a viewer, operator or admin certificate",
         Access::Act => "an operator or admin certificate",
         Access::Manage => "an admin certificate",
     }
+}
+
+/// `GET /metrics`: the coordinator's Prometheus metrics (OpenMetrics text).
+async fn metrics(State(shared): State<Arc<Shared>>, peer: Option<Extension<PeerInfo>>) -> Result<Response, ApiError> {
+    caller(peer, Access::Scrape, "scrape metrics")?;
+    let text = crate::metrics::render(&shared);
+    Ok(([(axum::http::header::CONTENT_TYPE, presage_protocol::metrics_endpoint::CONTENT_TYPE)], text).into_response())
 }
 
 /// A JSON body, or a 400 that names what is wrong with it.

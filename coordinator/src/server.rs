@@ -22,6 +22,8 @@ use crate::transport;
 /// A coordinator bound to its port, not yet serving.
 pub struct Coordinator {
     listener: TcpListener,
+    /// `[metrics] listen`, bound.
+    metrics_listener: Option<TcpListener>,
     tls: Arc<rustls::ServerConfig>,
     cfg: CoordinatorConfig,
     policy: presage_decide::policy::PolicySpec,
@@ -34,6 +36,10 @@ impl Coordinator {
         let material = cfg.tls.load().context("loading the coordinator's TLS files")?;
         let tls = material.server_config().context("building the TLS server configuration")?;
         let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+        let metrics_listener = match cfg.metrics.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding [metrics] listen {addr}"))?),
+            None => None,
+        };
         let spec = cfg.policy.spec().context("the [policy] section")?;
         let mode = match cfg.policy.mode {
             crate::config::PolicyMode::Advisory => "advisory",
@@ -72,16 +78,21 @@ impl Coordinator {
             cancel,
             ecosystem,
         );
-        Ok(Coordinator { listener, tls, cfg, policy: spec, shared })
+        Ok(Coordinator { listener, metrics_listener, tls, cfg, policy: spec, shared })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
+    /// Where the plain `/metrics` port listens, when `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until the shared cancellation token fires.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let Coordinator { listener, tls, cfg, policy, shared } = self;
+        let Coordinator { listener, metrics_listener, tls, cfg, policy, shared } = self;
         let cancel = shared.cancel.clone();
         let addr = listener.local_addr()?;
         let background = CancellationToken::new();
@@ -99,6 +110,15 @@ impl Coordinator {
         let rollouts = tokio::spawn(crate::rollouts::runner(shared.clone(), std::time::Duration::from_secs(1), background.clone()));
         let sizing = (cfg.sizing.mode != crate::config::SizingMode::Off)
             .then(|| tokio::spawn(sizing_loop(shared.clone(), cfg.sizing.clone(), background.clone())));
+        let metrics = match metrics_listener {
+            Some(listener) => {
+                info!(addr = %listener.local_addr()?, "serving /metrics on a plain port");
+                let shared = shared.clone();
+                let render: presage_protocol::metrics_endpoint::Render = Arc::new(move || crate::metrics::render(&shared));
+                Some(tokio::spawn(presage_protocol::metrics_endpoint::serve(listener, render, background.clone())))
+            }
+            None => None,
+        };
         let optimiser = (cfg.optimiser.mode != crate::config::OptimiserMode::Off)
             .then(|| tokio::spawn(crate::optimiser_pass::background(shared.clone(), cfg.optimiser.clone(), background.clone())));
 
@@ -132,7 +152,7 @@ impl Coordinator {
         let _ = advisory.await;
         let _ = plans.await;
         let _ = rollouts.await;
-        for task in [sizing, optimiser].into_iter().flatten() {
+        for task in [sizing, optimiser, metrics].into_iter().flatten() {
             let _ = task.await;
         }
         info!("coordinator stopped");
@@ -221,11 +241,13 @@ async fn advisory_pass(
             _ = tick.tick() => {}
             _ = shared.wake_policy.notified() => {}
         }
+        let began = Instant::now();
         let plan = {
             let draining = shared.draining.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let state = shared.state();
             advisor.advise_draining(&state, started.elapsed().as_secs_f64(), &draining)
         };
+        shared.metrics.policy_pass.observe(began.elapsed().as_secs_f64());
         let proposal = &plan.proposal;
         info!(policy = %proposal.policy, hosts = proposal.hosts_considered, vms = proposal.vms_considered, moves = proposal.moves.len(), "advisory consolidation pass");
         for m in &proposal.moves {

@@ -145,7 +145,9 @@ impl AgentLink for AgentLinkService {
                     match msg {
                         Ok(Some(AgentMessage { body: Some(agent_message::Body::Report(report)) })) => {
                             let seq = report.seq;
-                            let result = shared.state().ingest(&host_id, session, report, Instant::now());
+                            let began = Instant::now();
+                            let result = shared.state().ingest(&host_id, session, report, began);
+                            shared.metrics.report_ingest.observe(began.elapsed().as_secs_f64());
                             match result {
                                 Ok(change) => {
                                     if let Some(c) = change {

@@ -56,6 +56,8 @@ pub struct Shared {
     pub optimiser_pass: Mutex<Option<pb::OptimiseClusterResponse>>,
     /// The goals the cluster optimiser plans for (`[optimiser]`), on request or in the background.
     pub optimiser_goals: presage_decide::optimise::cluster::SizingGoals,
+    /// Events counted for `/metrics`.
+    pub metrics: crate::metrics::CoordinatorMetrics,
 }
 
 /// What the coordinator keeps in its store.
@@ -84,6 +86,7 @@ impl Shared {
     ) -> Arc<Shared> {
         let Settings { host_timeout, policy_name, policy_mode, limits, optimiser_goals } = settings;
         let Durable { journal, versions, rollouts } = durable;
+        let metrics = crate::metrics::CoordinatorMetrics::default();
         let drained = journal.drained().unwrap_or_else(|e| {
             warn!(error = %e, "reading the drain marks failed; no host is drained");
             Default::default()
@@ -109,7 +112,8 @@ impl Shared {
             policy_mode,
             state: Mutex::new(ClusterState::new(host_timeout)),
             sessions: Sessions::default(),
-            refusals: Arc::new(RefusalLog::default()),
+            refusals: Arc::new(RefusalLog::counting(metrics.refusals.clone())),
+            metrics,
             started: Instant::now(),
             cancel,
             ecosystem,

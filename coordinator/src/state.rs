@@ -86,6 +86,8 @@ pub struct ClusterState {
     hosts: BTreeMap<String, HostRecord>,
     pub reports_ingested: u64,
     pub reports_rejected: u64,
+    /// Anomaly events the agents have reported.
+    pub anomalies_received: u64,
     /// The latest anomalies the agents reported, oldest first (at most [`MAX_ANOMALIES`]).
     anomalies: std::collections::VecDeque<presage_protocol::pb::AnomalyEvent>,
 }
@@ -135,7 +137,14 @@ pub struct Summary {
 
 impl ClusterState {
     pub fn new(host_timeout: Duration) -> ClusterState {
-        ClusterState { host_timeout, hosts: BTreeMap::new(), reports_ingested: 0, reports_rejected: 0, anomalies: Default::default() }
+        ClusterState {
+            host_timeout,
+            hosts: BTreeMap::new(),
+            reports_ingested: 0,
+            reports_rejected: 0,
+            anomalies_received: 0,
+            anomalies: Default::default(),
+        }
     }
 
     pub fn host_timeout(&self) -> Duration {
@@ -240,6 +249,7 @@ impl ClusterState {
                 h.pop_front();
             }
         }
+        self.anomalies_received += report.anomalies.len() as u64;
         for mut a in report.anomalies {
             a.host_id = host_id.to_string();
             self.anomalies.push_back(a);

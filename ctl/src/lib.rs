@@ -377,9 +377,9 @@ pub enum CertsCommand {
         agent: Option<String>,
         #[arg(long, conflicts_with = "coordinator_cert")]
         operator: Option<String>,
-        /// The person's role for --operator: viewer (reads), operator (acts), admin (manages
-        /// dependency declarations too).
-        #[arg(long, default_value = "operator", requires = "operator", value_parser = ["viewer", "operator", "admin"])]
+        /// The role for --operator: viewer (reads), operator (acts), admin (manages dependency
+        /// declarations too), or metrics (a Prometheus scraper: `/metrics` only).
+        #[arg(long, default_value = "operator", requires = "operator", value_parser = ["viewer", "operator", "admin", "metrics"])]
         role: String,
         /// Issue a new coordinator certificate (named so as not to clash with --coordinator URL).
         #[arg(long)]
@@ -874,7 +874,7 @@ fn certs(cmd: CertsCommand) -> anyhow::Result<()> {
             println!("keep ca.key offline; copy ca.pem plus each host's agent-<host>.pem/.key to that host.");
         }
         CertsCommand::Issue { dir, agent, operator, role, coordinator_cert, coordinator_names } => {
-            let person = Role::person(&role).with_context(|| format!("--role {role}: not viewer, operator or admin"))?;
+            let person = Role::person(&role).with_context(|| format!("--role {role}: not viewer, operator, admin or metrics"))?;
             let ca = ClusterCa::load(&dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
             let files = match (agent, operator, coordinator_cert) {
                 (Some(a), None, false) => ca.issue_to(&dir, &format!("agent-{a}"), Role::Agent, &a, &[])?,

@@ -21,6 +21,8 @@ pub mod guest;
 #[cfg(feature = "cluster")]
 pub mod lifecycle;
 #[cfg(feature = "cluster")]
+pub mod metrics_endpoint;
+#[cfg(feature = "cluster")]
 pub mod pki;
 #[cfg(feature = "cluster")]
 pub mod rest_client;

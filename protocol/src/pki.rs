@@ -132,7 +132,7 @@ impl ClusterCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = match role {
             Role::Coordinator => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
-            Role::Agent | Role::Operator | Role::Viewer | Role::Admin => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Role::Agent | Role::Operator | Role::Viewer | Role::Admin | Role::Metrics => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, LEAF_VALIDITY_DAYS);

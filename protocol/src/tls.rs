@@ -42,11 +42,15 @@ pub enum Role {
     Viewer,
     /// Everything an operator may, and manages the cluster's rules (dependency declarations).
     Admin,
+    /// A metrics scraper (Prometheus): reads `/metrics`, nothing else.
+    Metrics,
 }
 
 /// What an operator-API call does, for the roles that may make it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Access {
+    /// Scrapes `/metrics`: metrics scrapers, viewers, operators and admins.
+    Scrape,
     /// Reads state: viewers, operators and admins.
     Read,
     /// Changes what runs where (moves, drains, reservations): operators and admins.
@@ -64,6 +68,7 @@ impl Role {
             Role::Coordinator => "presage-coordinator",
             Role::Viewer => "presage-viewer",
             Role::Admin => "presage-admin",
+            Role::Metrics => "presage-metrics",
         }
     }
 
@@ -71,21 +76,23 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.ou() == ou)
     }
 
-    pub const ALL: [Role; 5] = [Role::Agent, Role::Operator, Role::Coordinator, Role::Viewer, Role::Admin];
+    pub const ALL: [Role; 6] = [Role::Agent, Role::Operator, Role::Coordinator, Role::Viewer, Role::Admin, Role::Metrics];
 
     /// Whether this role may make operator-API calls of `access`.
     pub fn may(self, access: Access) -> bool {
         match self {
             Role::Admin => true,
             Role::Operator => access <= Access::Act,
-            Role::Viewer => access == Access::Read,
+            Role::Viewer => access <= Access::Read,
+            Role::Metrics => access == Access::Scrape,
             Role::Agent | Role::Coordinator => false,
         }
     }
 
-    /// Parses `viewer`, `operator` or `admin` (the people roles).
+    /// Parses `viewer`, `operator`, `admin` (the people roles) or `metrics` (a scraper).
     pub fn person(name: &str) -> Option<Role> {
         match name {
+            "metrics" => Some(Role::Metrics),
             "viewer" => Some(Role::Viewer),
             "operator" => Some(Role::Operator),
             "admin" => Some(Role::Admin),
@@ -102,6 +109,7 @@ impl fmt::Display for Role {
             Role::Coordinator => "coordinator",
             Role::Viewer => "viewer",
             Role::Admin => "admin",
+            Role::Metrics => "metrics",
         })
     }
 }

@@ -116,6 +116,8 @@ pub struct RunningCoordinator {
     pub shared: Arc<Shared>,
     pub cancel: CancellationToken,
     pub handle: JoinHandle<anyhow::Result<()>>,
+    /// The plain `/metrics` port, when the configuration sets one.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunningCoordinator {
@@ -148,6 +150,7 @@ impl RunningCoordinator {
             ecosystem: Default::default(),
             sizing: Default::default(),
             optimiser: Default::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -155,9 +158,10 @@ impl RunningCoordinator {
         let cancel = CancellationToken::new();
         let c = Coordinator::bind(cfg, cancel.clone()).await.expect("coordinator binds");
         let port = c.local_addr().port();
+        let metrics_addr = c.metrics_addr();
         let shared = c.shared.clone();
         let handle = tokio::spawn(c.serve());
-        RunningCoordinator { url: format!("https://127.0.0.1:{port}"), port, shared, cancel, handle }
+        RunningCoordinator { url: format!("https://127.0.0.1:{port}"), port, shared, cancel, handle, metrics_addr }
     }
 
     /// Fires shutdown and waits for the server to stop.
@@ -227,6 +231,7 @@ pub fn simulated_agent(
         reservations: Default::default(),
         migration: Default::default(),
         topology: Default::default(),
+        metrics: Default::default(),
     }
 }
 

@@ -1164,3 +1164,7 @@ async fn an_anomalous_vm_is_reported_by_its_agent_and_shown_by_the_coordinator()
     agent.stop().await;
     coord.stop().await;
 }
+
+/// Both daemons' Prometheus metrics, scraped and parsed by the official client's parser.
+#[path = "cluster/metrics.rs"]
+mod metrics;

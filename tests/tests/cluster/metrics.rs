@@ -1,0 +1,155 @@
+//! Both daemons' `/metrics`, scraped over loopback as Prometheus would (the coordinator on its
+//! mutual-TLS listener and on its plain port, the agent on its plain port) and parsed by the
+//! official Prometheus client's OpenMetrics parser (Debian's python3-prometheus-client, which
+//! `./presage.sh deps` installs): the exposition is valid, the counters move between scrapes,
+//! roles are enforced, and no label carries a VM id.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use presage_protocol::metrics_endpoint::MetricsConfig;
+use presage_protocol::pb::ListVmsRequest;
+use presage_protocol::rest_client::RestClient;
+use presage_protocol::tls::Role;
+use presage_tests::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Each sample of a parsed exposition: name -> [(labels, value)].
+type Samples = BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>;
+
+const PARSER: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.setdefault(s.name, []).append([s.labels, s.value])
+print(json.dumps(out))
+"#;
+
+/// The exposition parsed by the OpenMetrics parser (which refuses anything invalid).
+fn parse(text: &str) -> Samples {
+    let python = "/usr/bin/python3";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", PARSER])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {python}: {e} (./presage.sh deps installs python3 and python3-prometheus-client)"));
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the exposition (or is missing: ./presage.sh deps installs python3-prometheus-client): {stderr}\n{text}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `GET /metrics` over plain HTTP/1.1.
+fn scrape_plain(addr: std::net::SocketAddr) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    body.to_string()
+}
+
+fn value(s: &Samples, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let found = s.get(name).and_then(|v| v.iter().find(|(l, _)| label.is_none_or(|(k, val)| l.get(k).map(String::as_str) == Some(val))));
+    found.unwrap_or_else(|| panic!("no {name} {label:?} in {:?}", s.keys().collect::<Vec<_>>())).1
+}
+
+fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_daemons_expose_metrics_a_stock_prometheus_parses_and_the_counters_move() {
+    let pki = Pki::new();
+    let policy = presage_coordinator::config::PolicyConfig { interval: Duration::from_secs(1), ..Default::default() };
+    let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), policy);
+    cfg.metrics = MetricsConfig { listen: Some("127.0.0.1:0".parse().unwrap()) };
+    let coord = RunningCoordinator::start_config(cfg).await;
+    let coord_metrics = coord.metrics_addr.expect("the plain metrics port is bound");
+    let trace = synthetic_trace(&[("vm-metrics-a", &[30u32; 40][..]), ("vm-metrics-b", &[50u32; 40][..])]);
+    let data = tempfile::tempdir().unwrap();
+    let mut agent_cfg = simulated_agent(&pki, "hv-m", &coord.url, data.path(), trace.path(), (0, 1), 0);
+    let agent_metrics = free_port();
+    agent_cfg.metrics = MetricsConfig { listen: Some(agent_metrics) };
+    let agent = RunningAgent::start(agent_cfg);
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    eventually("both VMs reported", WAIT, || async {
+        let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+        (vms.len() == 2).then_some(())
+    })
+    .await;
+
+    let first = parse(&tokio::task::spawn_blocking(move || scrape_plain(coord_metrics)).await.unwrap());
+    assert_eq!(value(&first, "presage_build_info", Some(("component", "coordinator"))), 1.0);
+    assert_eq!(value(&first, "presage_hosts", Some(("state", "reachable"))), 1.0);
+    assert_eq!(value(&first, "presage_vms", None), 2.0);
+    let ingested = value(&first, "presage_reports_received_total", Some(("outcome", "ingested")));
+    assert!(ingested >= 1.0);
+    assert!(value(&first, "presage_report_ingest_seconds_count", None) >= ingested);
+
+    let agent_first = parse(&tokio::task::spawn_blocking(move || scrape_plain(agent_metrics)).await.unwrap());
+    assert_eq!(value(&agent_first, "presage_agent_build_info", Some(("component", "agent"))), 1.0);
+    assert_eq!(value(&agent_first, "presage_agent_vms", None), 2.0);
+    assert!(value(&agent_first, "presage_agent_resident_memory_bytes", None) > 1e6);
+    let samples = value(&agent_first, "presage_agent_sampling_seconds_count", None);
+    assert!(samples >= 1.0 && value(&agent_first, "presage_agent_reports_total", None) >= 1.0);
+
+    // Counters move: more reports ingested, policy passes (one a second here), more cycles sampled.
+    let later = eventually("more reports ingested and a policy pass", WAIT, || async move {
+        let s = parse(&tokio::task::spawn_blocking(move || scrape_plain(coord_metrics)).await.unwrap());
+        let moved = value(&s, "presage_reports_received_total", Some(("outcome", "ingested"))) > ingested
+            && value(&s, "presage_policy_pass_seconds_count", None) >= 1.0;
+        moved.then_some(s)
+    })
+    .await;
+    assert!(value(&later, "presage_report_ingest_seconds_sum", None) >= value(&first, "presage_report_ingest_seconds_sum", None));
+    eventually("more sampling cycles", WAIT, || async move {
+        let s = parse(&tokio::task::spawn_blocking(move || scrape_plain(agent_metrics)).await.unwrap());
+        (value(&s, "presage_agent_sampling_seconds_count", None) > samples).then_some(())
+    })
+    .await;
+
+    // No label value is a VM id (nor a host id): series stay bounded whatever the cluster size.
+    for (name, series) in later.iter().chain(agent_first.iter()) {
+        for (labels, _) in series {
+            for v in labels.values() {
+                assert!(!v.contains("vm-metrics") && v != "hv-m", "{name} carries {v}");
+            }
+        }
+    }
+
+    // The same over mutual TLS: the metrics role and the people roles may scrape; an agent may not.
+    let get = |role: Role, name: &str| {
+        let files = pki.issue(role, name);
+        let client = RestClient::new(&coord.url, &files.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap();
+        async move { client.get_raw("/metrics").await.unwrap() }
+    };
+    let (status, body) = get(Role::Metrics, "prometheus").await;
+    assert_eq!(status, 200);
+    let over_tls = parse(std::str::from_utf8(&body).unwrap());
+    assert!(value(&over_tls, "presage_reports_received_total", Some(("outcome", "ingested"))) >= ingested);
+    assert_eq!(get(Role::Viewer, "vera").await.0, 200);
+    assert_eq!(get(Role::Agent, "hv-x").await.0, 403);
+    // A metrics certificate reads nothing else.
+    let files = pki.issue(Role::Metrics, "prometheus");
+    let scraper = client(&coord.url, &files).await.unwrap();
+    let denied = scraper.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+
+    agent.stop().await;
+    coord.stop().await;
+}

@@ -332,6 +332,12 @@ impl DemandForecaster {
         self.memory.fleet.status()
     }
 
+    /// Per resource (`cpu`, `memory`): the model forecasting now and how it is doing on its
+    /// raw one-step-ahead forecasts against the baseline.
+    pub fn health(&self) -> [(&'static str, String, presage_forecast::fleet::ModelHealth); 2] {
+        [("cpu", self.cpu.fleet.name(), self.cpu.fleet.health()), ("memory", self.memory.fleet.name(), self.memory.fleet.health())]
+    }
+
     /// Feeds this cycle's samples, taken during 5-minute step `step`, and attaches a forecast to
     /// every VM with enough history.
     pub fn update(&mut self, step: u64, vms: &mut [VmSample]) {

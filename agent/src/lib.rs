@@ -70,6 +70,11 @@ impl SamplingCycle {
         SamplingCycle { hypervisor, history, host_sampler: HostSampler::new(), forecaster, anomalies, seq: 0 }
     }
 
+    /// How the forecast models are doing (see [`forecaster::DemandForecaster::health`]).
+    pub fn forecast_health(&self) -> [(&'static str, String, presage_forecast::fleet::ModelHealth); 2] {
+        self.forecaster.health()
+    }
+
     /// Saves the forecaster's calibration (at shutdown).
     pub fn save_calibration(&mut self) -> Result<(), store::StoreError> {
         self.forecaster.save()
@@ -280,6 +285,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
                     let c = cycle.as_mut().expect("cycle is back");
                     c.score_anomalies(&mut report);
                     metrics.count_anomalies(&report);
+                    metrics.forecast_health(&c.forecast_health());
                     metrics.reports.inc();
                     metrics.vms.set(report.vms.len() as i64);
                     debug!(seq = report.seq, vms = report.vms.len(), "sampled");

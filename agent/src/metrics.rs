@@ -6,6 +6,7 @@
 //! leases, resizes, its own resident memory and CPU time) is read at each scrape ([`render`]).
 //! No label takes a VM id.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
@@ -28,7 +29,17 @@ pub struct AgentMetrics {
     pub anomalies: Family<[(&'static str, &'static str); 1], Counter>,
     /// VMs in the last report.
     pub vms: Gauge,
+    /// Per resource and model: p10–p90 coverage of the raw forecasts, their mean pinball loss
+    /// and the baseline's (exponentially weighted over about the last 2,000 outcomes), and the
+    /// outcomes judged.
+    pub forecast_coverage: Family<ForecastLabels, Gauge<f64, AtomicU64>>,
+    pub forecast_pinball: Family<ForecastLabels, Gauge<f64, AtomicU64>>,
+    pub forecast_outcomes: Family<ForecastLabels, Gauge>,
 }
+
+/// `resource` (`cpu`, `memory`), `model` (its name: a handful per release), and for the loss
+/// `forecaster` (`model`, `baseline`).
+pub type ForecastLabels = Vec<(&'static str, String)>;
 
 impl Default for AgentMetrics {
     fn default() -> Self {
@@ -39,11 +50,31 @@ impl Default for AgentMetrics {
             reports: Counter::default(),
             anomalies: Family::default(),
             vms: Gauge::default(),
+            forecast_coverage: Family::default(),
+            forecast_pinball: Family::default(),
+            forecast_outcomes: Family::default(),
         }
     }
 }
 
 impl AgentMetrics {
+    /// Takes the forecast models' health as the cycle left it.
+    pub fn forecast_health(&self, health: &[(&'static str, String, presage_forecast::fleet::ModelHealth)]) {
+        for (resource, model, h) in health {
+            let labels = vec![("resource", resource.to_string()), ("model", model.clone())];
+            self.forecast_outcomes.get_or_create(&labels).set(h.outcomes as i64);
+            if h.outcomes == 0 {
+                continue;
+            }
+            self.forecast_coverage.get_or_create(&labels).set(h.coverage);
+            for (who, loss) in [("model", h.model_loss), ("baseline", h.baseline_loss)] {
+                let mut l = labels.clone();
+                l.push(("forecaster", who.to_string()));
+                self.forecast_pinball.get_or_create(&l).set(loss);
+            }
+        }
+    }
+
     /// Counts a report's anomalies by the kind of their series.
     pub fn count_anomalies(&self, report: &presage_protocol::pb::Report) {
         for a in &report.anomalies {
@@ -82,6 +113,13 @@ pub fn render(m: &AgentMetrics, held: &Held) -> String {
     r.register("reports", "Reports produced for the coordinator", m.reports.clone());
     r.register("anomalies", "Anomalies flagged, by series kind", m.anomalies.clone());
     r.register("vms", "VMs in the last report", m.vms.clone());
+    r.register("forecast_coverage", "Share of outcomes within the model's raw p10-p90, by resource and model", m.forecast_coverage.clone());
+    r.register(
+        "forecast_pinball",
+        "Mean pinball loss of the raw forecasts and of the baseline's, by resource and model",
+        m.forecast_pinball.clone(),
+    );
+    r.register("forecast_outcomes", "Outcomes the forecast health is judged on, by resource and model", m.forecast_outcomes.clone());
     let reservations = Gauge::<i64>::default();
     reservations.set(held.reservations.lock().unwrap_or_else(|p| p.into_inner()).book().entries().len() as i64);
     r.register("reservations", "Reservations held for incoming VMs", reservations);

@@ -59,6 +59,24 @@ impl Default for CoordinatorMetrics {
     }
 }
 
+/// Round trips of commands to agents, by kind and outcome (`answered`, `timeout`,
+/// `session_closed`).
+#[derive(Clone, Debug)]
+pub struct CommandLatency(Family<[(&'static str, &'static str); 2], Histogram, fn() -> Histogram>);
+
+impl Default for CommandLatency {
+    fn default() -> Self {
+        // 1 ms to about 65 s.
+        CommandLatency(Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 17))))
+    }
+}
+
+impl CommandLatency {
+    pub fn observe(&self, kind: &'static str, outcome: &'static str, took: std::time::Duration) {
+        self.0.get_or_create(&[("kind", kind), ("outcome", outcome)]).observe(took.as_secs_f64());
+    }
+}
+
 /// A refusal's reason as a label value of a few kinds (the reason itself goes to the log).
 pub fn refusal_kind(reason: &str) -> &'static str {
     if reason.contains("timed out") {
@@ -84,6 +102,12 @@ pub fn render(shared: &Shared) -> String {
     r.register("migrations", "Migrations ended, by outcome", m.migrations.clone());
     r.register_with_unit("migration_duration", "Duration of ended migrations", Unit::Seconds, m.migration_duration.clone());
     r.register("connection_refusals", "Connections refused on the listener, by kind", m.refusals.clone());
+    r.register_with_unit(
+        "agent_command",
+        "Round trips of commands to agents, by kind and outcome",
+        Unit::Seconds,
+        shared.sessions.command_seconds.0.clone(),
+    );
 
     // What the state holds, read now.
     let hosts: Family<Label, Gauge> = Family::default();

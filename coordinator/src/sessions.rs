@@ -34,6 +34,25 @@ pub struct Sessions {
     open: Mutex<HashMap<String, (u64, Outbound)>>,
     /// Commands waiting for their result, by command id.
     pending: Mutex<HashMap<u64, Waiter>>,
+    /// Each command's round trip, by kind and outcome (for `/metrics`).
+    pub command_seconds: crate::metrics::CommandLatency,
+}
+
+/// A command's kind, as a metric label.
+fn kind(body: &command::Body) -> &'static str {
+    match body {
+        command::Body::Ping(_) => "ping",
+        command::Body::Reserve(_) => "reserve",
+        command::Body::Release(_) => "release",
+        command::Body::MigrateOut(_) => "migrate_out",
+        command::Body::Adopt(_) => "adopt",
+        command::Body::CompleteMigration(_) => "complete_migration",
+        command::Body::AbortMigration(_) => "abort_migration",
+        command::Body::Inspect(_) => "inspect",
+        command::Body::Resize(_) => "resize",
+        command::Body::GrantLease(_) => "grant_lease",
+        command::Body::RevokeLease(_) => "revoke_lease",
+    }
 }
 
 impl Sessions {
@@ -70,6 +89,7 @@ impl Sessions {
             .map(|(session, o)| (*session, o.clone()))
             .ok_or_else(|| CommandError::NotConnected(host.into()))?;
         let (session, out) = out;
+        let (began, kind) = (std::time::Instant::now(), kind(&body));
         let id = self.next_command.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, ((host.to_string(), session), tx));
@@ -84,6 +104,12 @@ impl Sessions {
         }
         .await;
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let outcome = match &result {
+            Ok(_) => "answered",
+            Err(CommandError::Timeout { .. }) => "timeout",
+            Err(_) => "session_closed",
+        };
+        self.command_seconds.observe(kind, outcome, began.elapsed());
         result
     }
 

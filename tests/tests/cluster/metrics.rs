@@ -108,6 +108,8 @@ async fn both_daemons_expose_metrics_a_stock_prometheus_parses_and_the_counters_
     let samples = value(&agent_first, "presage_agent_sampling_seconds_count", None);
     assert!(samples >= 1.0 && value(&agent_first, "presage_agent_reports_total", None) >= 1.0);
 
+    // A command's round trip is timed by kind and outcome.
+    op.clone().ping_host(presage_protocol::pb::PingHostRequest { host_id: "hv-m".into(), timeout_ms: 10_000 }).await.unwrap();
     // Counters move: more reports ingested, policy passes (one a second here), more cycles sampled.
     let later = eventually("more reports ingested and a policy pass", WAIT, || async move {
         let s = parse(&tokio::task::spawn_blocking(move || scrape_plain(coord_metrics)).await.unwrap());
@@ -117,11 +119,23 @@ async fn both_daemons_expose_metrics_a_stock_prometheus_parses_and_the_counters_
     })
     .await;
     assert!(value(&later, "presage_report_ingest_seconds_sum", None) >= value(&first, "presage_report_ingest_seconds_sum", None));
-    eventually("more sampling cycles", WAIT, || async move {
+    let pings = later["presage_agent_command_seconds_count"].iter().find(|(l, _)| l["kind"] == "ping" && l["outcome"] == "answered");
+    assert_eq!(pings.map(|p| p.1), Some(1.0), "{:?}", later.get("presage_agent_command_seconds_count"));
+    // More cycles; and once forecasts meet their outcomes, the models' health per resource.
+    let agent_later = eventually("more sampling cycles and judged forecasts", WAIT, || async move {
         let s = parse(&tokio::task::spawn_blocking(move || scrape_plain(agent_metrics)).await.unwrap());
-        (value(&s, "presage_agent_sampling_seconds_count", None) > samples).then_some(())
+        let judged = s.get("presage_agent_forecast_outcomes").is_some_and(|v| v.iter().any(|(l, x)| l["resource"] == "cpu" && *x > 0.0));
+        (value(&s, "presage_agent_sampling_seconds_count", None) > samples && judged).then_some(s)
     })
     .await;
+    let coverage = value(&agent_later, "presage_agent_forecast_coverage", Some(("resource", "cpu")));
+    assert!((0.0..=1.0).contains(&coverage), "{coverage}");
+    let losses = &agent_later["presage_agent_forecast_pinball"];
+    assert!(
+        losses.iter().any(|(l, _)| l["forecaster"] == "model") && losses.iter().any(|(l, _)| l["forecaster"] == "baseline"),
+        "{losses:?}"
+    );
+    assert!(losses.iter().all(|(_, x)| x.is_finite() && *x >= 0.0), "{losses:?}");
 
     // No label value is a VM id (nor a host id): series stay bounded whatever the cluster size.
     for (name, series) in later.iter().chain(agent_first.iter()) {

@@ -62,7 +62,10 @@ impl Default for CoordinatorMetrics {
 /// Round trips of commands to agents, by kind and outcome (`answered`, `timeout`,
 /// `session_closed`).
 #[derive(Clone, Debug)]
-pub struct CommandLatency(Family<[(&'static str, &'static str); 2], Histogram, fn() -> Histogram>);
+pub struct CommandLatency(Family<KindOutcome, Histogram, fn() -> Histogram>);
+
+/// `kind` and `outcome` labels.
+pub type KindOutcome = [(&'static str, &'static str); 2];
 
 impl Default for CommandLatency {
     fn default() -> Self {

@@ -132,6 +132,14 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         timings_per_s: u64,
     },
+    /// The coordinator's `/metrics` rendering with `hosts` hosts of `vms` VMs each in its state
+    /// (in process: the cost of a scrape itself, apart from the connection).
+    Metrics {
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 100)]
+        vms: usize,
+    },
     Ingest {
         #[arg(long, default_value_t = 1000)]
         agents: usize,
@@ -279,12 +287,66 @@ async fn coordinator_process(pki: &Pki) -> anyhow::Result<(tokio::process::Child
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nhost_timeout = \"60s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
-            files.ca, files.cert, files.key
+            "listen = \"127.0.0.1:{port}\"\nhost_timeout = \"60s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
+            files.ca,
+            files.cert,
+            files.key,
+            port + 1
         ),
     )?;
     let coord = tokio::process::Command::new(&coord_bin).arg("--config").arg(&cfg).env("RUST_LOG", "warn").kill_on_drop(true).spawn()?;
     Ok((coord, format!("https://127.0.0.1:{port}"), dir))
+}
+
+async fn bench_metrics(hosts: usize, vms: usize) -> anyhow::Result<()> {
+    use presage_protocol::pb::{HostCapacity, Register, Report, VmSample, VmState};
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(3600)).await;
+    let now = Instant::now();
+    for h in 0..hosts {
+        let host = format!("hv-{h:05}");
+        let reg = Register {
+            protocol_version: presage_protocol::PROTOCOL_VERSION,
+            host_id: host.clone(),
+            capacity: Some(HostCapacity { cpu_cores: 64, cpu_mhz_per_core: 2500.0, memory_bytes: 512 << 30, ..Default::default() }),
+            hypervisor_kind: "simulated".into(),
+            boot_id: "b".into(),
+            ..Default::default()
+        };
+        let report = Report {
+            seq: 1,
+            sampled_at_ms: 1,
+            host: Some(Default::default()),
+            vms: (0..vms)
+                .map(|v| VmSample {
+                    vm_id: format!("{host}-vm{v:03}"),
+                    state: VmState::Running as i32,
+                    vcpus: 2,
+                    cpu_utilisation: 0.3,
+                    memory_bytes: 4 << 30,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut state = coord.shared.state();
+        state.register(&reg, h as u64 + 1, now);
+        state.ingest(&host, h as u64 + 1, report, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        size = presage_coordinator::metrics::render(&coord.shared).len();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let text = presage_coordinator::metrics::render(&coord.shared);
+    anyhow::ensure!(text.contains(&format!("presage_vms {}\n", hosts * vms)), "the state does not hold what was ingested:\n{text}");
+    println!("coordinator /metrics rendering: {hosts} hosts x {vms} VMs in its state, release build");
+    println!("  render                      median {:.2} ms, worst {:.2} ms of 20; {size} bytes", times[10] * 1e3, times[19] * 1e3);
+    coord.stop().await;
+    Ok(())
 }
 
 async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::Result<()> {
@@ -321,6 +383,39 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
     let s1 = op.status(StatusRequest {}).await?.into_inner();
     let (cc1, rss, _) = proc_cost(cpid)?;
     let (bc1, el) = (self_cpu(), t0.elapsed().as_secs_f64());
+    // /metrics as Prometheus scrapes it (mutual TLS, a metrics certificate), under the load.
+    let scraper = {
+        let files = pki.issue(Role::Metrics, "prometheus").load()?;
+        presage_protocol::rest_client::RestClient::new(&url, &files, presage_protocol::COORDINATOR_TLS_NAME)?
+    };
+    let mut scrapes = Vec::new();
+    let mut size = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (status, body) = scraper.get_raw("/metrics").await?;
+        scrapes.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(status == 200, "/metrics answered {status}");
+        size = body.len();
+    }
+    scrapes.sort_by(f64::total_cmp);
+    // The same on the plain port (no TLS handshake): what rendering costs.
+    let plain_addr: std::net::SocketAddr = format!("127.0.0.1:{}", url.rsplit(':').next().unwrap_or("0").parse::<u16>()? + 1).parse()?;
+    let mut plain = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let body = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(plain_addr)?;
+            write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw)?;
+            Ok(raw.len())
+        })
+        .await??;
+        anyhow::ensure!(body > 0, "the plain /metrics port answered nothing");
+        plain.push(t.elapsed().as_secs_f64());
+    }
+    plain.sort_by(f64::total_cmp);
     stop.cancel();
     terminate(cpid);
     let _ = coord.wait().await;
@@ -332,6 +427,13 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
     println!("  all agents registered in    {:.1} s", setup.as_secs_f64());
     println!("  reports ingested            {n:.0} in {el:.1} s = {:.0} reports/s ({:.0} VM samples/s)", n / el, n * vms as f64 / el);
     println!("  rejected                    {}", s1.reports_rejected);
+    println!(
+        "  /metrics scrape             median {:.1} ms, worst {:.1} ms of 5 over mutual TLS (a new connection each), {:.1} / {:.1} ms on the plain port; {size} bytes",
+        scrapes[2] * 1e3,
+        scrapes[4] * 1e3,
+        plain[2] * 1e3,
+        plain[4] * 1e3
+    );
     println!("  coordinator CPU             {:.2} cores busy, RSS {:.1} MiB", (cc1 - cc0) / el, rss as f64 / 1048576.0);
     println!(
         "  load generator CPU          {:.2} cores busy (same machine, {} cores)",
@@ -988,6 +1090,7 @@ fn main() -> anyhow::Result<()> {
         match args.cmd {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
             Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
+            Cmd::Metrics { hosts, vms } => bench_metrics(hosts, vms).await,
             Cmd::Drain { vms, destinations, mb_per_s } => bench_drain(vms, destinations, mb_per_s).await,
             Cmd::Ecosystem { vms, repair_vms } => bench_ecosystem(vms, repair_vms).await,
             Cmd::Simulate { .. }

@@ -688,16 +688,16 @@ fn climb(model: &Roadef, initial: &[u32], mut c: Climber, moves: usize, rng: &mu
                 undo.push((q, to));
                 st.shift(q, from);
             }
-            // Ejection: p to another machine, and a process there goes home if it is away
-            // (which gives back what it holds there, transient resources included), or
-            // elsewhere. Machines whose room is taken by earlier arrivals need this: it trades
-            // one arrival for a better one.
+            // Ejection: p to another machine, and processes drawn there (p among them) go home
+            // when they are away (which gives back what they hold there, transient resources
+            // included). Machines whose room is taken by earlier arrivals need this: it trades
+            // arrivals for a better one.
             _ => {
                 let to = other_machine(from, nm, rng);
                 undo.push((p, from));
                 st.shift(p, to);
-                // Up to three processes away from home on `to` go home while the move breaks
-                // a constraint.
+                // Three draws at most, while the move breaks a constraint; a draw of a process
+                // at home there sends nothing.
                 for _ in 0..EJECT_TRIES {
                     if st.feasible() {
                         break;

@@ -3,6 +3,7 @@
 //! local demo cluster.
 
 pub mod anomaly_eval;
+pub mod cli_docs;
 pub mod client;
 pub mod config_view;
 pub mod demo;
@@ -258,6 +259,17 @@ pub enum Command {
     /// Run the agents' anomaly detector over a corpus in the Numenta Anomaly Benchmark's layout
     /// (or score another detector's results) and print the NAB scores.
     AnomalyEval(anomaly_eval::AnomalyEvalArgs),
+    /// A shell completion script on stdout (e.g. `presagectl completions bash >
+    /// /etc/bash_completion.d/presagectl`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Man pages, generated from this CLI: presagectl.1 and one per subcommand, into a folder.
+    Man {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -833,6 +845,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Optimise(args) => {
             let output = cli.output;
             tokio::task::spawn_blocking(move || optimise::run(args, output)).await??
+        }
+        Command::Completions { shell } => {
+            // Made in memory first: the generator panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            cli_docs::completions(shell, &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                r => r.context("writing the completion script")?,
+            }
+        }
+        Command::Man { dir } => {
+            for page in cli_docs::man_pages(&dir)? {
+                println!("{}", page.display());
+            }
         }
     }
     Ok(())

@@ -51,7 +51,16 @@ pub async fn serve(listener: tokio::net::TcpListener, render: Render, stop: Canc
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let render = render.clone();
-                async move { Ok::<_, Infallible>(respond(&req, render.as_ref())) }
+                async move {
+                    // Rendering may wait on a daemon's locks (some are held across hypervisor
+                    // calls): off the runtime's threads.
+                    let text = if req.method() == Method::GET && req.uri().path() == "/metrics" {
+                        tokio::task::spawn_blocking(move || render()).await.unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
+                    Ok::<_, Infallible>(respond(&req, &move || text.clone()))
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

@@ -774,10 +774,7 @@ pub fn record_plan(
 
 /// A plan's origin as a label value of a few kinds ("operator ..." and the like are folded).
 fn plan_origin_label(origin: &str) -> &'static str {
-    ["policy", "drain", "rollback", "rollout", "operator", "repair", "evacuate"]
-        .into_iter()
-        .find(|k| origin.starts_with(k))
-        .unwrap_or("other")
+    ["policy", "drain", "rollback", "rollout", "operator"].into_iter().find(|k| origin.starts_with(k)).unwrap_or("other")
 }
 
 pub fn unix_ms() -> u64 {

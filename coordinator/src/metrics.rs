@@ -3,8 +3,8 @@
 //! `[metrics] listen` is set, on a plain port of its own for a scraper on the same machine.
 //!
 //! Events are counted where they happen ([`CoordinatorMetrics`]: report ingestion time, policy
-//! and optimiser pass durations, plans by origin, migrations by outcome and their durations,
-//! connection refusals by kind); what the state already counts (hosts, VMs, reports, anomalies,
+//! and optimiser pass durations, plans by origin, migrations by outcome and their durations;
+//! connection refusals by kind in [`crate::transport::RefusalLog`]); what the state already counts (hosts, VMs, reports, anomalies,
 //! open rollouts) is read at each scrape ([`render`]). No label takes a VM or host id: every
 //! label has a handful of values, so a cluster's size never multiplies the series.
 
@@ -37,9 +37,6 @@ pub struct CoordinatorMetrics {
     pub migrations: Family<Label, Counter>,
     /// How long an ended migration took, from the command to the destination's confirmation.
     pub migration_duration: Histogram,
-    /// Connections refused on the listener, by kind (`handshake_timeout`, `handshake`,
-    /// `no_client_certificate`, `certificate`).
-    pub refusals: Family<Label, Counter>,
 }
 
 impl Default for CoordinatorMetrics {
@@ -54,7 +51,6 @@ impl Default for CoordinatorMetrics {
             migrations: Family::default(),
             // 0.1 s to about 55 min.
             migration_duration: Histogram::new(exponential_buckets(0.1, 2.0, 16)),
-            refusals: Family::default(),
         }
     }
 }
@@ -104,7 +100,7 @@ pub fn render(shared: &Shared) -> String {
     r.register("plans", "Plans journaled, by origin", m.plans.clone());
     r.register("migrations", "Migrations ended, by outcome", m.migrations.clone());
     r.register_with_unit("migration_duration", "Duration of ended migrations", Unit::Seconds, m.migration_duration.clone());
-    r.register("connection_refusals", "Connections refused on the listener, by kind", m.refusals.clone());
+    r.register("connection_refusals", "Connections refused on the listener, by kind", shared.refusals.by_kind.clone());
     r.register_with_unit(
         "agent_command",
         "Round trips of commands to agents, by kind and outcome",
@@ -139,7 +135,7 @@ pub fn render(shared: &Shared) -> String {
     r.register("vms", "VMs on reachable hosts", vms);
     r.register("reports_received", "Agent reports received, by outcome", reports);
     r.register("anomalies_received", "Anomaly events the agents reported", anomalies);
-    let open = shared.rollouts.open_ones().map(|o| o.len() as i64).unwrap_or(-1);
+    let open = shared.rollouts.open_count().map(|n| n as i64).unwrap_or(-1);
     let rollouts = Gauge::<i64>::default();
     rollouts.set(open);
     r.register("rollouts_open", "Staged rollouts not finished (-1: the store could not be read)", rollouts);

@@ -52,11 +52,7 @@ const MAX_APP_WEIGHT: f64 = 4.0;
 /// their SLO where its guest reports one (an application near or over its SLO makes an
 /// undersized VM costlier), at most [`MAX_APP_WEIGHT`].
 fn app_weight(points: &[&pb::UsagePoint]) -> f64 {
-    let latency: Vec<f64> = points.iter().map(|p| p.app_latency_over_slo as f64).filter(|x| *x > 0.0 && x.is_finite()).collect();
-    if latency.is_empty() {
-        return 1.0;
-    }
-    (1.0 + latency.iter().sum::<f64>() / latency.len() as f64).min(MAX_APP_WEIGHT)
+    crate::state::mean_reported(points, |p| p.app_latency_over_slo).map_or(1.0, |latency| (1.0 + latency).min(MAX_APP_WEIGHT))
 }
 
 /// What moving a VM that a required dependency holds in place costs the optimiser: more than

@@ -180,6 +180,11 @@ impl RolloutJournal {
         Ok(out)
     }
 
+    /// How many rollouts are open (their index only; nothing decoded).
+    pub fn open_count(&self) -> Result<usize, RolloutError> {
+        Ok(self.tree.scan_prefix(OPEN_PREFIX, Order::Ascending, usize::MAX)?.len())
+    }
+
     /// Rollouts not finished: what the runner (and a restarted coordinator) goes on with.
     pub fn open_ones(&self) -> Result<Vec<RolloutRecord>, RolloutError> {
         let mut out = Vec::new();
@@ -239,14 +244,11 @@ pub fn window_figures(points: &[&presage_protocol::pb::UsagePoint], vcpus: f64, 
     let saturated = points.iter().filter(|p| p.cpu_utilisation as f64 * vcpus >= SATURATED * cores_given.min(vcpus)).count() as f64;
     let pressed = points.iter().filter(|p| p.memory_utilisation as f64 >= SATURATED).count() as f64;
     let mut out = BTreeMap::from([(FIGURES[0].to_string(), saturated / n), (FIGURES[1].to_string(), pressed / n)]);
-    let mean = |f: &dyn Fn(&presage_protocol::pb::UsagePoint) -> f32| {
-        let v: Vec<f64> = points.iter().map(|p| f(p) as f64).filter(|x| *x > 0.0 && x.is_finite()).collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    if let Some(latency) = mean(&|p| p.app_latency_over_slo) {
+    use crate::state::mean_reported;
+    if let Some(latency) = mean_reported(points, |p| p.app_latency_over_slo) {
         out.insert(FIGURES[2].to_string(), latency);
     }
-    if let Some(throughput) = mean(&|p| p.app_throughput_per_s) {
+    if let Some(throughput) = mean_reported(points, |p| p.app_throughput_per_s) {
         // Its negative logarithm: the change from before is the relative drop, ln(before / during).
         out.insert(FIGURES[3].to_string(), -throughput.ln());
     }

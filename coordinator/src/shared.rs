@@ -112,7 +112,7 @@ impl Shared {
             policy_mode,
             state: Mutex::new(ClusterState::new(host_timeout)),
             sessions: Sessions::default(),
-            refusals: Arc::new(RefusalLog::counting(metrics.refusals.clone())),
+            refusals: Arc::new(RefusalLog::default()),
             metrics,
             started: Instant::now(),
             cancel,

@@ -101,6 +101,13 @@ pub const MAX_ANOMALIES: usize = 10_000;
 const GUEST_FRESH_INTERVALS: f64 = 3.0;
 const GUEST_FRESH_MIN_MS: u64 = 30_000;
 
+/// The mean of an application figure (`app_latency_over_slo`, `app_throughput_per_s`) over the
+/// samples a recent guest report covers (0 or nonsense is "not reported"); none if none does.
+pub fn mean_reported(points: &[&UsagePoint], figure: fn(&UsagePoint) -> f32) -> Option<f64> {
+    let v: Vec<f64> = points.iter().map(|p| figure(p) as f64).filter(|x| *x > 0.0 && x.is_finite()).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
 /// A VM's application figures at a sample taken at `sampled_at_ms` (the host's clock, as the
 /// guest report's receipt): the worst p99 over the declared SLO among applications that served
 /// requests (0: none declares one), and the requests completed per second, summed; both 0 when

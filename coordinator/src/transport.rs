@@ -40,13 +40,6 @@ pub struct RefusalLog {
 }
 
 impl RefusalLog {
-    /// A log that also counts refusals by kind in `by_kind` (shared with `/metrics`).
-    pub fn counting(
-        by_kind: prometheus_client::metrics::family::Family<crate::metrics::Label, prometheus_client::metrics::counter::Counter>,
-    ) -> RefusalLog {
-        RefusalLog { inner: Mutex::default(), by_kind }
-    }
-
     fn record(&self, remote: SocketAddr, reason: &str) {
         warn!(peer = %remote, %reason, "refused TLS connection");
         self.by_kind.get_or_create(&[("kind", crate::metrics::refusal_kind(reason))]).inc();

@@ -11,8 +11,24 @@ PACKAGES=(pkg-config libvirt-dev libvirt0 gcc)
 # real Linux guest (Debian's cloud kernel and busybox-static, downloaded with apt-get and packed
 # into an initramfs with cpio). The optimiser's tests measure its gap to an exact MILP optimum
 # with COIN-OR CBC (linked by the `exact` feature, never by the daemons). The metrics test
-# parses both daemons' expositions with the official Prometheus client's OpenMetrics parser.
-TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev python3-prometheus-client)
+# parses both daemons' expositions with the official Prometheus client's OpenMetrics parser. The
+# REST contract test runs schemathesis (from PyPI, in a virtual environment of its own) against
+# a running coordinator.
+TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev python3-prometheus-client python3-venv)
+SCHEMATHESIS_VERSION=4.32.5
+TOOLS="${PRESAGE_TOOLS:-$HOME/.cache/presage}"
+
+# schemathesis in $TOOLS/schemathesis-VERSION; exports PRESAGE_SCHEMATHESIS.
+install_schemathesis() {
+  local venv="$TOOLS/schemathesis-$SCHEMATHESIS_VERSION"
+  if [ ! -x "$venv/bin/schemathesis" ]; then
+    echo "presage: installing schemathesis $SCHEMATHESIS_VERSION in $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+  export PRESAGE_SCHEMATHESIS="$venv/bin/schemathesis"
+}
 
 install_deps() {
   local wanted=("${PACKAGES[@]}" "$@")
@@ -56,10 +72,12 @@ case "$cmd" in
     ;;
   test)
     install_deps "${TEST_PACKAGES[@]}"
+    install_schemathesis
     exec cargo test --workspace --locked "$@"
     ;;
   deps)
     install_deps "${TEST_PACKAGES[@]}"
+    install_schemathesis
     ;;
   *)
     sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'

@@ -75,6 +75,10 @@ pub struct OptimiserConfig {
     /// allows; 1 counts evenly loaded hosts against some full beside some idle about as much
     /// as one host's energy. Applies to `presagectl optimise --cluster` too.
     pub balance_weight: f64,
+    /// The longest one-off run an operator's `optimise --cluster` (or `POST /v1/optimise`) may
+    /// search; longer asks are cut to it (the coordinator's CPU is shared with everything else).
+    #[serde(with = "humantime_serde")]
+    pub max_request_time: Duration,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -97,6 +101,7 @@ impl Default for OptimiserConfig {
             canary: 0.1,
             watch: Duration::from_secs(600),
             balance_weight: 0.0,
+            max_request_time: Duration::from_secs(600),
         }
     }
 }
@@ -113,6 +118,9 @@ impl OptimiserConfig {
         }
         if self.time_limit < Duration::from_millis(100) || self.time_limit > Duration::from_secs(600) {
             return Err(("optimiser.time_limit", "must be between 100ms and 600s".into()));
+        }
+        if self.max_request_time < Duration::from_millis(100) || self.max_request_time > Duration::from_secs(600) {
+            return Err(("optimiser.max_request_time", "must be between 100ms and 600s".into()));
         }
         if self.time_limit >= self.interval {
             return Err(("optimiser.time_limit", format!("must be shorter than the interval ({:?})", self.interval)));

@@ -11,6 +11,7 @@
 //! decisions themselves come from `presage-decide`.
 
 pub mod advisor;
+pub mod api_error;
 pub mod applier;
 pub mod config;
 pub mod config_versions;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod optimiser_pass;
 pub mod plan_journal;
 pub mod rest;
+pub mod rest_gateway;
 pub mod rollouts;
 pub mod server;
 pub mod service;

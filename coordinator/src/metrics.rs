@@ -37,6 +37,8 @@ pub struct CoordinatorMetrics {
     pub migrations: Family<Label, Counter>,
     /// How long an ended migration took, from the command to the destination's confirmation.
     pub migration_duration: Histogram,
+    /// REST calls of the operator API, by call (`rest.Status`, ...) and outcome (`ok`, `error`).
+    pub api_request: CommandLatency,
 }
 
 impl Default for CoordinatorMetrics {
@@ -51,6 +53,7 @@ impl Default for CoordinatorMetrics {
             migrations: Family::default(),
             // 0.1 s to about 55 min.
             migration_duration: Histogram::new(exponential_buckets(0.1, 2.0, 16)),
+            api_request: CommandLatency::default(),
         }
     }
 }
@@ -100,6 +103,7 @@ pub fn render(shared: &Shared) -> String {
     r.register("plans", "Plans journaled, by origin", m.plans.clone());
     r.register("migrations", "Migrations ended, by outcome", m.migrations.clone());
     r.register_with_unit("migration_duration", "Duration of ended migrations", Unit::Seconds, m.migration_duration.clone());
+    r.register_with_unit("api_request", "REST calls of the operator API, by call and outcome", Unit::Seconds, m.api_request.0.clone());
     r.register("connection_refusals", "Connections refused on the listener, by kind", shared.refusals.by_kind.clone());
     r.register_with_unit(
         "agent_command",

@@ -11,63 +11,40 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use presage_protocol::tls::Access;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::api_error::{ApiError, answers};
 use crate::ecosystem::{RegisterError, ViewFilter};
 use crate::manual_move::MoveRefusal;
 use crate::shared::Shared;
 use crate::transport::PeerInfo;
 
-/// The API's routes over `shared`.
+/// The API's routes over `shared`: the calls written here, the REST twins of the operator RPCs
+/// ([`crate::rest_gateway`]), and `/metrics` (Prometheus' customary path, unversioned).
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
-        .route("/dependencies", post(set_dependencies))
-        .route("/ecosystem", get(ecosystem))
-        .route("/ecosystem/learned", get(learned))
-        .route("/vms/{id}/dependencies", get(vm_dependencies))
-        .route("/migrate", post(migrate))
-        .route("/leases", get(leases).post(grant_lease))
-        .route("/leases/{id}", axum::routing::delete(revoke_lease))
-        .route("/vms/{id}/resize", post(resize_vm))
-        .route("/vms/{id}/config", get(config_history))
-        .route("/vms/{id}/config/rollback", post(config_rollback))
-        .route("/sizing/pass", get(sizing_pass))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/dependencies", post(set_dependencies))
+        .route("/v1/ecosystem", get(ecosystem))
+        .route("/v1/ecosystem/learned", get(learned))
+        .route("/v1/vms/{vm_id}/dependencies", get(vm_dependencies))
+        .route("/v1/migrate", post(migrate))
+        .route("/v1/leases", get(leases).post(grant_lease))
+        .route("/v1/leases/{id}", axum::routing::delete(revoke_lease))
+        .route("/v1/vms/{vm_id}/resize", post(resize_vm))
+        .route("/v1/vms/{vm_id}/config", get(config_history))
+        .route("/v1/vms/{vm_id}/config/rollback", post(config_rollback))
+        .route("/v1/sizing/pass", get(sizing_pass))
+        .with_state(shared.clone())
+        .merge(crate::rest_gateway::router(shared))
         // Declarations for a whole fleet come in one body.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(shared)
 }
 
 /// The largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
-
-/// An error as the API answers it.
-#[derive(Debug, Serialize)]
-pub struct ApiError {
-    #[serde(skip)]
-    status: StatusCode,
-    pub code: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    pub reason: String,
-    /// Per-VM problems (refused declarations).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<serde_json::Value>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> ApiError {
-        ApiError { status, code, field: None, reason: reason.into(), problems: Vec::new() }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(&self)).into_response()
-    }
-}
 
 /// The caller, if its certificate's role may make a call of `access`.
 fn caller(peer: Option<Extension<PeerInfo>>, access: Access, what: &str) -> Result<PeerInfo, ApiError> {
@@ -103,9 +80,15 @@ async fn metrics(State(shared): State<Arc<Shared>>, peer: Option<Extension<PeerI
 
 /// A JSON body, or a 400 that names what is wrong with it.
 fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "bad_json", format!("the body is not what this call takes: {e}"));
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "bad_json", format!("the body is not JSON: {e}"));
         err.field = Some(format!("line {} column {}", e.line(), e.column()));
+        err
+    })?;
+    crate::rest_gateway::integral_numbers(&mut value);
+    serde_json::from_value(value).map_err(|e| {
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "bad_json", format!("the body is not what this call takes: {e}"));
+        err.field = Some(crate::rest_gateway::field_in_message(&e.to_string()).unwrap_or_else(|| "body".into()));
         err
     })
 }
@@ -140,7 +123,11 @@ async fn set_dependencies(
         Err(RegisterError::Refused(problems)) => {
             warn!(problems = problems.len(), "dependencies refused");
             let first = problems.first();
-            let mut err = ApiError::new(StatusCode::BAD_REQUEST, "refused", first.map_or_else(|| "refused".to_string(), |p| p.to_string()));
+            // Declarations of VMs that do not exist name nothing to register: 404. Any other
+            // problem (a cycle, a requirement no host can meet) is the declarations' own: 400.
+            let unknown_only = problems.iter().all(|p| p.field.as_deref() == Some("vm_name") && p.reason.starts_with("no VM of this name"));
+            let status = if unknown_only { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST };
+            let mut err = ApiError::new(status, "refused", first.map_or_else(|| "refused".to_string(), |p| p.to_string()));
             err.field = first.and_then(|p| p.field.clone());
             err.problems = problems.iter().map(|p| serde_json::to_value(p).expect("serialisable")).collect();
             Err(err)
@@ -275,6 +262,7 @@ fn sizing_error(e: crate::sizing_ops::SizingOpError) -> ApiError {
         E::UnknownVm(_) => (StatusCode::NOT_FOUND, "not_found", Some("vm".into())),
         E::UnknownHost(_) => (StatusCode::NOT_FOUND, "not_found", Some("host".into())),
         E::UnknownLease(_) => (StatusCode::NOT_FOUND, "not_found", Some("id".into())),
+        E::UnknownVersion(_) => (StatusCode::NOT_FOUND, "not_found", Some("version".into())),
         E::Agent { .. } => (StatusCode::SERVICE_UNAVAILABLE, "agent_unavailable", None),
         E::Versions(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store", None),
     };
@@ -443,96 +431,127 @@ async fn openapi(peer: Option<Extension<PeerInfo>>) -> Result<Json<serde_json::V
     Ok(Json(openapi_document()))
 }
 
+/// The declaration format's JSON Schema as OpenAPI components: `Declaration`, and each of its
+/// `$defs` as `Declaration.NAME` (references rewritten to match).
+fn declaration_schemas() -> serde_json::Map<String, serde_json::Value> {
+    let text = presage_decide::ecosystem::declaration::DECLARATION_SCHEMA.replace("\"#/$defs/", "\"#/components/schemas/Declaration.");
+    let mut schema: serde_json::Value = serde_json::from_str(&text).expect("the declaration schema is JSON");
+    let mut out = serde_json::Map::new();
+    if let Some(serde_json::Value::Object(defs)) = schema.as_object_mut().and_then(|o| o.remove("$defs")) {
+        for (name, def) in defs {
+            out.insert(format!("Declaration.{name}"), def);
+        }
+    }
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("$schema");
+        o.remove("$id");
+    }
+    out.insert("Declaration".into(), schema);
+    out
+}
+
 /// The OpenAPI document of [`router`]'s routes.
 pub fn openapi_document() -> serde_json::Value {
-    let error = serde_json::json!({"$ref": "#/components/schemas/Error"});
     let answers = |ok: &str, codes: &[(&str, &str)]| {
-        let mut m = serde_json::Map::new();
-        m.insert("200".into(), serde_json::json!({"description": ok, "content": {"application/json": {}}}));
-        for (code, what) in codes {
-            m.insert((*code).into(), serde_json::json!({"description": what, "content": {"application/json": {"schema": error}}}));
-        }
-        serde_json::Value::Object(m)
+        let codes: Vec<(u16, &str)> = codes.iter().filter_map(|(c, w)| Some((c.parse().ok()?, *w))).collect();
+        let mut a = answers("", &codes);
+        a["200"] = serde_json::json!({"description": ok, "content": {"application/json": {"schema": {}}}});
+        a
     };
     let denied = [("401", "no client certificate"), ("403", "the certificate's role may not")];
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "openapi": "3.1.0",
         "info": {"title": "presage coordinator", "version": presage_protocol::PRESAGE_VERSION,
                  "description": "Mutual TLS: the client certificate's role (viewer, operator, admin) decides what a caller may do."},
         "paths": {
-            "/dependencies": {"post": {
+            "/v1/dependencies": {"post": {
                 "summary": "Register or replace dependency declarations (admin)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [
                     {"$ref": "#/components/schemas/Declaration"},
                     {"type": "array", "items": {"$ref": "#/components/schemas/Declaration"}}]}}}},
-                "responses": answers("registered", &[("400", "bad JSON or refused declarations, with the field and VMs at fault"), denied[0], denied[1]])}},
-            "/ecosystem": {"get": {
+                "responses": answers("registered", &[("400", "bad JSON or refused declarations, with the field and VMs at fault"),
+                    ("404", "every refused declaration names a VM that does not run in the cluster"), denied[0], denied[1]])}},
+            "/v1/ecosystem": {"get": {
                 "summary": "The dependency graph: nodes with score and status, edges with weight and satisfaction (viewer)",
                 "parameters": [
                     {"name": "vm", "in": "query", "required": false, "schema": {"type": "string"}},
                     {"name": "app", "in": "query", "required": false, "schema": {"type": "string"}}],
                 "responses": answers("the ecosystem", &[("400", "unknown query parameter"), denied[0], denied[1]])}},
-            "/ecosystem/learned": {"get": {
+            "/v1/ecosystem/learned": {"get": {
                 "summary": "What the feedback loop learned from repair moves: each dependency type's weight and evidence, the latest observations (viewer)",
                 "responses": answers("what is learned", &[denied[0], denied[1]])}},
-            "/vms/{id}/dependencies": {"get": {
+            "/v1/vms/{vm_id}/dependencies": {"get": {
                 "summary": "One VM's declaration, standing and edges (viewer)",
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "parameters": [{"name": "vm_id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": answers("the VM's dependencies", &[("404", "no declaration names the VM"), denied[0], denied[1]])}},
-            "/migrate": {"post": {
+            "/v1/migrate": {"post": {
                 "summary": "Ask for a move; it goes through the executor's pre-checks and answers with the plan (operator)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["vm", "to"], "additionalProperties": false,
-                    "properties": {"vm": {"type": "string"}, "to": {"type": "string"}, "force": {"type": "boolean"}}}}}},
+                    "properties": {"vm": {"type": "string", "minLength": 1}, "to": {"type": "string", "minLength": 1}, "force": {"type": "boolean"}}}}}},
                 "responses": answers("the plan", &[("400", "bad JSON"), ("404", "unknown VM or host"),
                     ("409", "already there, in a move, or it would break required dependencies"), denied[0], denied[1]])}},
-            "/vms/{id}/resize": {"post": {
+            "/v1/vms/{vm_id}/resize": {"post": {
                 "summary": "Resize a VM (CPU quota in cores, memory balloon); the host's agent admits, defers or refuses (operator)",
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "parameters": [{"name": "vm_id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["cpu_cores", "memory_mib"], "additionalProperties": false,
-                    "properties": {"cpu_cores": {"type": "number"}, "memory_mib": {"type": "number"}, "dry_run": {"type": "boolean"}}}}}},
+                    "properties": {"cpu_cores": {"type": "number", "minimum": 0.01}, "memory_mib": {"type": "number", "minimum": 64}, "dry_run": {"type": "boolean"}}}}}},
                 "responses": answers("the host's leases and resizes", &[("400", "bad JSON or value, with the field"), ("404", "unknown VM"),
                     ("409", "the agent refused, with why"), ("503", "the VM's agent is not connected"), denied[0], denied[1]])}},
-            "/vms/{id}/config": {"get": {
+            "/v1/vms/{vm_id}/config": {"get": {
                 "summary": "The VM's configuration versions, newest first: what each set and replaced, who proposed it, why, the predicted gain, the outcome (viewer)",
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
-                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                "parameters": [{"name": "vm_id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "description": "at most 1000 are answered; default 100"}}],
                 "responses": answers("versions, newest first", &[("400", "unknown query parameter"), denied[0], denied[1]])}},
-            "/vms/{id}/config/rollback": {"post": {
+            "/v1/vms/{vm_id}/config/rollback": {"post": {
                 "summary": "Ask again for an old version's configuration, recorded as a new version (operator)",
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "parameters": [{"name": "vm_id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["version"], "additionalProperties": false,
-                    "properties": {"version": {"type": "integer", "minimum": 1}, "dry_run": {"type": "boolean"}}}}}},
-                "responses": answers("the host's leases and resizes", &[("400", "bad JSON, or no such version"), ("404", "unknown VM"),
+                    "properties": {"version": {"type": "integer", "minimum": 1, "maximum": u64::MAX}, "dry_run": {"type": "boolean"}}}}}},
+                "responses": answers("the host's leases and resizes", &[("400", "bad JSON"), ("404", "unknown VM, or no such version"),
                     ("409", "the agent refused, with why"), ("503", "the VM's agent is not connected"), denied[0], denied[1]])}},
-            "/leases": {
+            "/v1/leases": {
                 "get": {"summary": "Every host's (or one's) leases and resizes (viewer)",
                     "parameters": [{"name": "host", "in": "query", "required": false, "schema": {"type": "string"}}],
                     "responses": answers("leases and resizes per host", &[("400", "unknown query parameter"), ("404", "unknown host"), denied[0], denied[1]])},
                 "post": {"summary": "Grant a lease between two VMs of one host, or from the host's free CPU (operator)",
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {
                         "type": "object", "required": ["borrower", "resource", "amount", "duration_s"], "additionalProperties": false,
-                        "properties": {"borrower": {"type": "string"}, "lender": {"type": "string"}, "resource": {"enum": ["cpu", "memory"]},
-                            "amount": {"type": "number"}, "duration_s": {"type": "integer"}, "reason": {"type": "string"}}}}}},
+                        "properties": {"borrower": {"type": "string", "minLength": 1}, "lender": {"type": "string"}, "resource": {"enum": ["cpu", "memory"]},
+                            "amount": {"type": "number", "exclusiveMinimum": 0}, "duration_s": {"type": "integer", "minimum": 1, "maximum": crate::sizing_ops::MAX_LEASE_S},
+                            "reason": {"type": "string"}}}}}},
                     "responses": answers("the host's leases and resizes", &[("400", "bad JSON or value, or VMs of two hosts"), ("404", "unknown VM"),
                         ("409", "the agent refused, with why"), ("503", "the agent is not connected"), denied[0], denied[1]])}},
-            "/leases/{id}": {"delete": {
+            "/v1/leases/{id}": {"delete": {
                 "summary": "End a lease now (operator)",
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": answers("the host's leases and resizes", &[("404", "no host reports the lease"), ("503", "the agent is not connected"), denied[0], denied[1]])}},
-            "/sizing/pass": {"get": {
+            "/v1/sizing/pass": {"get": {
                 "summary": "The automatic sizing pass's last proposals (resizes ahead of forecasts, CPU leases), each with its reason and outcome (viewer)",
                 "responses": answers("the last pass", &[("404", "no pass has run yet, or [sizing] mode is off"), denied[0], denied[1]])}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": answers("OpenAPI 3.1", &[denied[0], denied[1]])}}
+            "/v1/openapi.json": {"get": {"summary": "This document", "responses": answers("OpenAPI 3.1", &[denied[0], denied[1]])}},
+            "/metrics": {"get": {"summary": "The coordinator's Prometheus metrics (metrics, viewer, operator or admin)",
+                "responses": {"200": {"description": "OpenMetrics text", "content": {presage_protocol::metrics_endpoint::CONTENT_TYPE: {"schema": {"type": "string"}}}},
+                    "401": {"description": "no client certificate", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                    "403": {"description": "the certificate's role may not", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}}
         },
         "components": {"schemas": {
-            "Declaration": serde_json::from_str::<serde_json::Value>(presage_decide::ecosystem::declaration::DECLARATION_SCHEMA)
-                .expect("the declaration schema is JSON"),
             "Error": {"type": "object", "required": ["code", "reason"], "properties": {
                 "code": {"type": "string"}, "field": {"type": "string"}, "reason": {"type": "string"},
                 "problems": {"type": "array", "items": {"type": "object"}}}}
         }}
-    })
+    });
+    let (paths, components) = crate::rest_gateway::openapi_paths();
+    doc["components"]["schemas"].as_object_mut().expect("schemas is an object").extend(declaration_schemas());
+    for (path, operations) in paths {
+        let entry = doc["paths"].as_object_mut().expect("paths is an object").entry(path).or_insert_with(|| serde_json::json!({}));
+        for (method, operation) in operations.as_object().expect("operations by method").clone() {
+            entry[method] = operation;
+        }
+    }
+    let schemas = doc["components"]["schemas"].as_object_mut().expect("schemas is an object");
+    schemas.extend(components);
+    doc
 }

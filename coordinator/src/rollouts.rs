@@ -54,6 +54,10 @@ pub enum RolloutError {
     Invalid { field: &'static str, problem: String },
     #[error("no rollout {0}")]
     Unknown(u64),
+    #[error("changes: no host reports a VM {0:?}")]
+    UnknownVm(String),
+    #[error("changes: VM {vm}: no host {host:?} has registered")]
+    UnknownHost { vm: String, host: String },
 }
 
 /// One VM's change in a plan.
@@ -285,13 +289,12 @@ pub fn create_at(
                 problem: format!("VM {vm}: {to:?} is not a size (>= 0.01 cores, >= 64 MiB)"),
             });
         }
-        let from = crate::sizing_ops::current_config(shared, &vm)
-            .ok_or_else(|| RolloutError::Invalid { field: "changes", problem: format!("no host reports a VM {vm:?}") })?;
+        let from = crate::sizing_ops::current_config(shared, &vm).ok_or_else(|| RolloutError::UnknownVm(vm.clone()))?;
         let from_host = host_of(shared, &vm).unwrap_or_default();
         if let Some(h) = &to_host
             && shared.state().host(h).is_none()
         {
-            return Err(RolloutError::Invalid { field: "changes", problem: format!("VM {vm}: no host {h:?} has registered") });
+            return Err(RolloutError::UnknownHost { vm, host: h.clone() });
         }
         let to_host = to_host.filter(|h| *h != from_host);
         planned.push(PlannedChange { vm, to, from, reason, predicted_gain, from_host, to_host });

@@ -73,6 +73,7 @@ impl Coordinator {
                 policy_mode: mode,
                 limits: cfg.executor,
                 optimiser_goals: cfg.optimiser.goals(),
+                optimiser_request_limit: cfg.optimiser.max_request_time,
             },
             durable,
             cancel,

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::advisor::{PlaceError, PlanSnapshot, ProposedMove, ScoreView};
+use crate::rest_gateway::{invalid_field, not_found_field};
 use crate::sessions::CommandError;
 use crate::shared::{Shared, log_liveness};
 use crate::sizing_ops::SizingOpError;
@@ -26,8 +27,12 @@ use crate::validate;
 
 fn sizing_status(e: SizingOpError) -> Status {
     match e {
-        SizingOpError::Invalid { .. } | SizingOpError::NotColocated { .. } => Status::invalid_argument(e.to_string()),
-        SizingOpError::UnknownVm(_) | SizingOpError::UnknownHost(_) | SizingOpError::UnknownLease(_) => Status::not_found(e.to_string()),
+        SizingOpError::Invalid { field, .. } => invalid_field(field, e.to_string()),
+        SizingOpError::NotColocated { .. } => invalid_field("lender", e.to_string()),
+        SizingOpError::UnknownVm(_) => not_found_field("vm_id", e.to_string()),
+        SizingOpError::UnknownHost(_) => not_found_field("host_id", e.to_string()),
+        SizingOpError::UnknownLease(_) => not_found_field("id", e.to_string()),
+        SizingOpError::UnknownVersion(_) => not_found_field("version", e.to_string()),
         SizingOpError::Agent { .. } => Status::unavailable(e.to_string()),
         SizingOpError::Versions(_) => Status::internal(e.to_string()),
     }
@@ -37,8 +42,9 @@ use presage_decide::policy::presage::Rejection;
 fn rollout_status(e: crate::rollouts::RolloutError) -> Status {
     use crate::rollouts::RolloutError as E;
     match e {
-        E::Invalid { .. } => Status::invalid_argument(e.to_string()),
-        E::Unknown(_) => Status::not_found(e.to_string()),
+        E::Invalid { field, .. } => invalid_field(field, e.to_string()),
+        E::Unknown(_) => not_found_field("id", e.to_string()),
+        E::UnknownVm(_) | E::UnknownHost { .. } => not_found_field("changes", e.to_string()),
         E::Store(_) | E::Damaged { .. } => Status::internal(e.to_string()),
     }
 }
@@ -46,6 +52,8 @@ fn rollout_status(e: crate::rollouts::RolloutError) -> Status {
 /// How long an agent has to send `Register` after opening the stream.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest an operator may ask a ping to wait.
+const MAX_PING_TIMEOUT_MS: u64 = 60_000;
 /// Most migrations whose latest progress is kept.
 const MAX_PROGRESS_ENTRIES: usize = 4096;
 
@@ -267,17 +275,19 @@ impl Operator for OperatorService {
 
     async fn list_vms(&self, req: Request<ListVmsRequest>) -> Result<Response<ListVmsResponse>, Status> {
         let p = person(&req, Access::Read)?;
-        let filter = req.into_inner().host_id;
-        let _span = info_span!("operator.list_vms", operator = %p.identity.name, host = %filter).entered();
+        let r = req.into_inner();
+        let (filter, vm) = (r.host_id, r.vm_id);
+        let _span = info_span!("operator.list_vms", operator = %p.identity.name, host = %filter, vm = %vm).entered();
         let state = self.shared.state();
         if !filter.is_empty() && state.host(&filter).is_none() {
-            return Err(Status::not_found(format!("no host {filter:?} has registered")));
+            return Err(crate::rest_gateway::not_found_field("host_id", format!("no host {filter:?} has registered")));
         }
-        let vms = state
+        let vms: Vec<VmInfo> = state
             .hosts()
             .filter(|h| filter.is_empty() || h.host_id == filter)
             .flat_map(|h| {
-                h.vms.values().map(move |v| VmInfo {
+                let vm = vm.as_str();
+                h.vms.values().filter(move |v| vm.is_empty() || v.vm_id == vm || v.name == vm).map(move |v| VmInfo {
                     host_id: h.host_id.clone(),
                     sample: Some(v.clone()),
                     sampled_at_ms: h.sampled_at_ms,
@@ -287,6 +297,9 @@ impl Operator for OperatorService {
                 })
             })
             .collect();
+        if !vm.is_empty() && vms.is_empty() {
+            return Err(crate::rest_gateway::not_found_field("vm_id", format!("no VM has the id or name {vm:?}")));
+        }
         Ok(Response::new(ListVmsResponse { vms }))
     }
 
@@ -295,6 +308,13 @@ impl Operator for OperatorService {
         let r = req.into_inner();
         let span = info_span!("operator.ping_host", operator = %p.identity.name, host = %r.host_id);
         async move {
+            self.known_host(&r.host_id)?;
+            if r.timeout_ms > MAX_PING_TIMEOUT_MS || (1..100).contains(&r.timeout_ms) {
+                return Err(invalid_field(
+                    "timeout_ms",
+                    format!("timeout_ms: {} is not 0 (the default, 10 s) or within 100..={MAX_PING_TIMEOUT_MS}", r.timeout_ms),
+                ));
+            }
             let timeout = if r.timeout_ms == 0 { DEFAULT_PING_TIMEOUT } else { Duration::from_millis(r.timeout_ms) };
             let nonce = format!("{:016x}", fastrand::u64(..));
             let sent = Instant::now();
@@ -393,12 +413,13 @@ impl Operator for OperatorService {
                 });
             }
             if r.time_limit_s > 600 {
-                return Err(Status::invalid_argument(format!("time_limit_s: {} is above 600", r.time_limit_s)));
+                return Err(invalid_field("time_limit_s", format!("time_limit_s: {} is above 600", r.time_limit_s)));
             }
-            if r.apply && !(r.canary_fraction >= 0.0 && r.canary_fraction <= 1.0) {
-                return Err(Status::invalid_argument(format!("canary_fraction: {} is not a share in [0, 1]", r.canary_fraction)));
+            if !(r.canary_fraction >= 0.0 && r.canary_fraction <= 1.0) {
+                return Err(invalid_field("canary_fraction", format!("canary_fraction: {} is not a share in [0, 1]", r.canary_fraction)));
             }
-            let limit = Duration::from_secs(if r.time_limit_s == 0 { 10 } else { r.time_limit_s as u64 });
+            let asked = Duration::from_secs(if r.time_limit_s == 0 { 10 } else { r.time_limit_s as u64 });
+            let limit = asked.min(self.shared.optimiser_request_limit);
             let plan = crate::optimiser_pass::plan_now(&self.shared, limit, 0, r.seed).await.map_err(|e| match e {
                 crate::optimiser_pass::PassError::NothingToPlan => Status::failed_precondition(e.to_string()),
                 e => Status::internal(e.to_string()),
@@ -456,8 +477,9 @@ impl Operator for OperatorService {
         let span = info_span!("operator.inspect_vm", operator = %p.identity.name, host = %r.host_id, vm = %r.vm_id);
         async move {
             if r.vm_id.is_empty() {
-                return Err(Status::invalid_argument("vm_id is empty"));
+                return Err(invalid_field("vm_id", "vm_id is empty"));
             }
+            self.known_host(&r.host_id)?;
             let inspect = command::Body::Inspect(pb::Inspect { vm_id: r.vm_id.clone() });
             let result = self.shared.sessions.send(&r.host_id, inspect, DEFAULT_PING_TIMEOUT).await.map_err(command_status)?;
             if result.status != CommandStatus::Ok as i32 {
@@ -546,7 +568,7 @@ impl Operator for OperatorService {
         };
         let mhz = (r.cpu_mhz_per_vcpu != 0.0).then_some(r.cpu_mhz_per_vcpu);
         let o = plan.place(r.vcpus, mhz, r.memory_mib, top(r.top)).map_err(|e| match e {
-            PlaceError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            PlaceError::Invalid { field, .. } => invalid_field(field, e.to_string()),
             PlaceError::NoHosts => Status::failed_precondition(e.to_string()),
         })?;
         Ok(Response::new(pb::PlaceResponse {
@@ -561,13 +583,14 @@ impl Operator for OperatorService {
         let r = req.into_inner();
         let span = info_span!("operator.reserve", operator = %p.identity.name, host = %r.host_id);
         async move {
+            self.known_host(&r.host_id)?;
             let body = match (r.reserve, r.release) {
                 (Some(res), None) => {
-                    validate::reservation(&res).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    validate::reservation(&res).map_err(|e| invalid_field(&e.field.clone(), e.to_string()))?;
                     command::Body::Reserve(res)
                 }
                 (None, Some(rel)) if !rel.id.is_empty() => command::Body::Release(rel),
-                (None, Some(_)) => return Err(Status::invalid_argument("release.id: must not be empty")),
+                (None, Some(_)) => return Err(invalid_field("release.id", "release.id: must not be empty")),
                 _ => return Err(Status::invalid_argument("exactly one of reserve and release")),
             };
             let result = self.shared.sessions.send(&r.host_id, body, DEFAULT_PING_TIMEOUT).await.map_err(command_status)?;
@@ -830,6 +853,15 @@ fn command_status(e: CommandError) -> Status {
 }
 
 impl OperatorService {
+    /// NOT_FOUND (naming `host_id`) unless the host has registered: a host the coordinator has
+    /// never heard of is not a host whose agent is away.
+    fn known_host(&self, host: &str) -> Result<(), Status> {
+        match self.shared.state().host(host) {
+            Some(_) => Ok(()),
+            None => Err(not_found_field("host_id", format!("no host {host:?} has registered"))),
+        }
+    }
+
     fn plan(&self) -> Option<(u64, Arc<PlanSnapshot>)> {
         self.shared.plan.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(at, p)| (at.elapsed().as_millis() as u64, p.clone()))
     }

@@ -56,6 +56,8 @@ pub struct Shared {
     pub optimiser_pass: Mutex<Option<pb::OptimiseClusterResponse>>,
     /// The goals the cluster optimiser plans for (`[optimiser]`), on request or in the background.
     pub optimiser_goals: presage_decide::optimise::cluster::SizingGoals,
+    /// `[optimiser] max_request_time`: the longest one-off optimiser run an operator may ask.
+    pub optimiser_request_limit: Duration,
     /// Events counted for `/metrics`.
     pub metrics: crate::metrics::CoordinatorMetrics,
 }
@@ -75,6 +77,8 @@ pub struct Settings {
     pub policy_mode: &'static str,
     pub limits: presage_decide::migration_queue::MigrationLimits,
     pub optimiser_goals: presage_decide::optimise::cluster::SizingGoals,
+    /// `[optimiser] max_request_time`.
+    pub optimiser_request_limit: Duration,
 }
 
 impl Shared {
@@ -84,7 +88,7 @@ impl Shared {
         cancel: CancellationToken,
         ecosystem: Arc<crate::ecosystem::EcosystemRegistry>,
     ) -> Arc<Shared> {
-        let Settings { host_timeout, policy_name, policy_mode, limits, optimiser_goals } = settings;
+        let Settings { host_timeout, policy_name, policy_mode, limits, optimiser_goals, optimiser_request_limit } = settings;
         let Durable { journal, versions, rollouts } = durable;
         let metrics = crate::metrics::CoordinatorMetrics::default();
         let drained = journal.drained().unwrap_or_else(|e| {
@@ -99,6 +103,7 @@ impl Shared {
             sizing_pass: Mutex::new(None),
             optimiser_pass: Mutex::new(None),
             optimiser_goals,
+            optimiser_request_limit,
             draining: Mutex::new(drained),
             journal,
             executing: Mutex::default(),

@@ -31,6 +31,9 @@ pub enum SizingOpError {
     UnknownHost(String),
     #[error("no host reports a lease {0:?}")]
     UnknownLease(String),
+    /// The VM has no configuration version of that number.
+    #[error("{0}")]
+    UnknownVersion(String),
     #[error("{lender} runs on {lender_host} and {borrower} on {borrower_host}: a lease is between VMs of one host")]
     NotColocated { lender: String, lender_host: String, borrower: String, borrower_host: String },
     #[error("{host}: {detail}")]
@@ -172,7 +175,7 @@ pub async fn rollback_config(
     operator: &str,
 ) -> Result<(pb::SizingResponse, Option<ConfigVersion>), SizingOpError> {
     let old = shared.versions.get(vm, version).map_err(|e| match e {
-        crate::config_versions::VersionError::NoSuchVersion { .. } => invalid("version", e.to_string()),
+        crate::config_versions::VersionError::NoSuchVersion { .. } => SizingOpError::UnknownVersion(e.to_string()),
         other => SizingOpError::Versions(other.to_string()),
     })?;
     let r = pb::ResizeVmRequest { vm_id: vm.into(), cpu_cores: old.config.cpu_cores, memory_mib: old.config.memory_mib, dry_run };

@@ -480,7 +480,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Vms { host } => {
             let mut c = cli.conn.target().connect().await?;
-            let req = ListVmsRequest { host_id: host.unwrap_or_default() };
+            let req = ListVmsRequest { host_id: host.unwrap_or_default(), ..Default::default() };
             let vms: Vec<VmView> =
                 c.list_vms(req).await.map_err(|s| rpc_error("list VMs", s))?.into_inner().vms.into_iter().map(Into::into).collect();
             match cli.output {
@@ -491,7 +491,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Forecast { vm, host, resource } => {
             let mut c = cli.conn.target().connect().await?;
-            let req = ListVmsRequest { host_id: host.clone().unwrap_or_default() };
+            let req = ListVmsRequest { host_id: host.clone().unwrap_or_default(), ..Default::default() };
             let vms = c.list_vms(req).await.map_err(|s| rpc_error("list VMs", s))?.into_inner().vms;
             let total = vms.len();
             let mut matching: Vec<_> =

@@ -19,6 +19,8 @@ pub mod config_file;
 pub mod frames;
 pub mod guest;
 #[cfg(feature = "cluster")]
+pub mod json_schema;
+#[cfg(feature = "cluster")]
 pub mod lifecycle;
 #[cfg(feature = "cluster")]
 pub mod metrics_endpoint;
@@ -36,12 +38,20 @@ pub mod tls;
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
     tonic::include_proto!("presage.v1");
+    include!(concat!(env!("OUT_DIR"), "/presage.v1.serde.rs"));
 }
+
+/// The protobuf descriptors of `presage.v1` and `presage.guest.v1` (a `FileDescriptorSet`):
+/// the REST API's OpenAPI schemas are generated from them.
+#[cfg(feature = "cluster")]
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/presage_descriptors.bin"));
 
 /// The guest wire's messages (`proto/presage/v1/guest.proto`).
 #[allow(clippy::all, missing_docs)]
 pub mod guest_pb {
     include!(concat!(env!("OUT_DIR"), "/presage.guest.v1.rs"));
+    #[cfg(feature = "cluster")]
+    include!(concat!(env!("OUT_DIR"), "/presage.guest.v1.serde.rs"));
 }
 
 #[cfg(feature = "cluster")]

@@ -249,7 +249,8 @@ pub async fn client(url: &str, files: &TlsFiles) -> Result<OperatorClient<Channe
 /// Where every VM runs, as the coordinator sees it: (vm id, host id), sorted; `None` when the
 /// call fails.
 pub async fn placement(mut op: OperatorClient<Channel>) -> Option<Vec<(String, String)>> {
-    let vms = op.list_vms(presage_protocol::pb::ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+    let vms =
+        op.list_vms(presage_protocol::pb::ListVmsRequest { host_id: String::new(), ..Default::default() }).await.ok()?.into_inner().vms;
     let mut p: Vec<(String, String)> = vms.into_iter().filter_map(|v| Some((v.sample?.vm_id, v.host_id))).collect();
     p.sort();
     Some(p)

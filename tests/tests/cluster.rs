@@ -89,7 +89,7 @@ async fn two_agents_report_the_trace_lines_they_replay() {
 
     let block = files.len().div_ceil(4);
     for (shard, host) in ["hv-a", "hv-b"].iter().enumerate() {
-        let vms = op.list_vms(ListVmsRequest { host_id: host.to_string() }).await.unwrap().into_inner().vms;
+        let vms = op.list_vms(ListVmsRequest { host_id: host.to_string(), ..Default::default() }).await.unwrap().into_inner().vms;
         // The shard: every second file in name order, starting at the shard index, first six.
         let expected: Vec<&String> = files.iter().enumerate().filter(|(i, _)| i % 2 == shard).map(|(_, f)| f).take(6).collect();
         let mut got: Vec<&str> = vms.iter().map(|v| v.sample.as_ref().unwrap().vm_id.as_str()).collect();
@@ -326,7 +326,7 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
     let vms = eventually("every VM carries a forecast", WAIT, || {
         let mut op = op.clone();
         async move {
-            let vms = op.list_vms(ListVmsRequest { host_id: "hv-f".into() }).await.ok()?.into_inner().vms;
+            let vms = op.list_vms(ListVmsRequest { host_id: "hv-f".into(), ..Default::default() }).await.ok()?.into_inner().vms;
             (vms.len() == 4 && vms.iter().all(|v| v.sample.as_ref().is_some_and(|s| s.forecast.is_some()))).then_some(vms)
         }
     })
@@ -420,7 +420,11 @@ async fn the_coordinator_plans_with_presage_and_explains_its_rankings() {
     assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("memory_mib"), "{e:?}");
 
     // Explain: the VM's own host is in its ranking, the others with a migration cost.
-    let vm = op.list_vms(ListVmsRequest { host_id: "hv-a".into() }).await.unwrap().into_inner().vms[0].sample.clone().unwrap().vm_id;
+    let vm = op.list_vms(ListVmsRequest { host_id: "hv-a".into(), ..Default::default() }).await.unwrap().into_inner().vms[0]
+        .sample
+        .clone()
+        .unwrap()
+        .vm_id;
     let e = op.explain(presage_protocol::pb::ExplainRequest { vm_id: vm.clone(), top: 10 }).await.unwrap().into_inner();
     assert_eq!((e.vm_id.as_str(), e.host_id.as_str()), (vm.as_str(), "hv-a"));
     assert_eq!(e.demand_mean_mhz.len(), 6);
@@ -529,7 +533,7 @@ async fn in_automatic_mode_an_overloaded_simulated_host_is_relieved_and_every_vm
             if done.is_empty() {
                 return None;
             }
-            let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+            let vms = op.list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.ok()?.into_inner().vms;
             let mut seen: Vec<(String, String)> =
                 vms.iter().map(|v| (v.sample.as_ref().unwrap().vm_id.clone(), v.host_id.clone())).collect();
             seen.sort();
@@ -580,7 +584,7 @@ async fn a_drained_host_is_emptied_and_takes_vms_again_once_undrained() {
     let hosts_of = |op: &presage_protocol::pb::operator_client::OperatorClient<_>| {
         let mut op = op.clone();
         async move {
-            let vms = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+            let vms = op.list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.ok()?.into_inner().vms;
             let mut v: Vec<(String, String)> = vms.into_iter().map(|v| (v.sample.unwrap().vm_id, v.host_id)).collect();
             v.sort();
             Some(v)
@@ -1168,3 +1172,7 @@ async fn an_anomalous_vm_is_reported_by_its_agent_and_shown_by_the_coordinator()
 /// Both daemons' Prometheus metrics, scraped and parsed by the official client's parser.
 #[path = "cluster/metrics.rs"]
 mod metrics;
+
+/// The REST twins of the operator RPCs, and the API against its OpenAPI document (schemathesis).
+#[path = "cluster/rest_contract.rs"]
+mod rest_contract;

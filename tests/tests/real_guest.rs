@@ -136,7 +136,7 @@ impl Drop for Hogs {
 
 /// The application guest's latest sample at the coordinator.
 async fn app_sample(op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>) -> Option<VmSample> {
-    let vms = op.clone().list_vms(ListVmsRequest { host_id: "real-a".into() }).await.ok()?.into_inner().vms;
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: "real-a".into(), ..Default::default() }).await.ok()?.into_inner().vms;
     vms.into_iter().find_map(|v| v.sample.filter(|s| s.name == "app-guest"))
 }
 
@@ -303,7 +303,7 @@ async fn a_real_guests_pain_confirmed_by_its_host_moves_it_first() {
     .await;
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     eprintln!("guest report taken by the host {} ms before the coordinator showed it", now_ms.saturating_sub(first.received_ms));
-    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap().into_inner().vms;
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.unwrap().into_inner().vms;
     let views: Vec<presagectl::view::VmView> = vms.into_iter().map(Into::into).collect();
     let table = presagectl::view::vms_table(&views);
     assert!(table.lines().any(|l| l.contains("app-guest") && l.contains("web ")), "{table}");
@@ -409,7 +409,7 @@ async fn a_real_guests_pain_confirmed_by_its_host_moves_it_first() {
     eprintln!("moved in pass {passes} after the report: {m:?}");
     // The pass under way when the report arrived counts as the first only if it started after it.
     assert!(passes <= 3, "moved only after {passes} plan refreshes");
-    let vms = op.clone().list_vms(ListVmsRequest { host_id: "real-a".into() }).await.unwrap().into_inner().vms;
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: "real-a".into(), ..Default::default() }).await.unwrap().into_inner().vms;
     let id_of = |name: &str| vms.iter().find_map(|v| v.sample.as_ref().filter(|s| s.name == name).map(|s| s.vm_id.clone())).unwrap();
     assert_eq!(m.vm_id, id_of("app-guest"), "the first move is not the suffering guest: {m:?}");
     assert_eq!((m.reason.as_str(), m.to_host.as_str()), ("overload", "sim-b"));
@@ -482,7 +482,7 @@ async fn a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordi
     let by_name_at = |op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>, name: &'static str| {
         let mut op = op.clone();
         async move {
-            let v = op.list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+            let v = op.list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.ok()?.into_inner().vms;
             v.into_iter().find_map(|v| {
                 let at = v.sampled_at_ms;
                 v.sample.filter(|s| s.name == name).map(|s| (s, at))

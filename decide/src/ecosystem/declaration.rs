@@ -128,8 +128,8 @@ pub struct FieldError {
 fn check_text(errors: &mut Vec<FieldError>, vm: &str, field: String, value: &str, required: bool) {
     let reason = if value.trim().is_empty() {
         required.then_some("must not be empty".to_string())
-    } else if value.len() > 256 {
-        Some(format!("is {} bytes long; at most 256", value.len()))
+    } else if value.chars().count() > 256 {
+        Some(format!("is {} characters long; at most 256", value.chars().count()))
     } else if value.chars().any(char::is_control) {
         Some("contains a control character".to_string())
     } else {

@@ -641,7 +641,7 @@ async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> 
         (0..hosts * per_host).map(|g| bench_declaration(&name(g / per_host, g % per_host), g, n_vms / 10)).collect();
     let body = serde_json::to_vec(&body)?;
     let t = Instant::now();
-    let r = rest.post("/dependencies", &body).await?;
+    let r = rest.post("/v1/dependencies", &body).await?;
     let register = t.elapsed();
     if r.status != 200 {
         bail!("registration refused: {}", r.body);
@@ -651,7 +651,7 @@ async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> 
     let mut nodes = 0;
     for _ in 0..20 {
         let t = Instant::now();
-        let (status, bytes) = rest.get_raw("/ecosystem").await?;
+        let (status, bytes) = rest.get_raw("/v1/ecosystem").await?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         if status != 200 {
             bail!("GET /ecosystem answered {status}");
@@ -663,7 +663,7 @@ async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> 
     let mut one = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let (status, _) = rest.get_raw(&format!("/ecosystem?vm={}", name(0, 0))).await?;
+        let (status, _) = rest.get_raw(&format!("/v1/ecosystem?vm={}", name(0, 0))).await?;
         one.push(t.elapsed().as_secs_f64() * 1e3);
         if status != 200 {
             bail!("GET /ecosystem?vm= answered {status}");
@@ -975,7 +975,7 @@ async fn bench_drain(vms: usize, destinations: usize, mb_per_s: f64) -> anyhow::
     let mut op = client(&coord.url, &pki.issue(Role::Operator, "bench")).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let memory: std::collections::HashMap<String, u64> = loop {
-        let all = op.list_vms(ListVmsRequest { host_id: String::new() }).await?.into_inner().vms;
+        let all = op.list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await?.into_inner().vms;
         if all.len() == total {
             break all.into_iter().filter_map(|v| v.sample.map(|s| (s.vm_id, s.memory_bytes))).collect();
         }
@@ -1014,7 +1014,7 @@ async fn bench_drain(vms: usize, destinations: usize, mb_per_s: f64) -> anyhow::
     // The source's next report shows it empty.
     let mut left = usize::MAX;
     for _ in 0..100 {
-        left = op.list_vms(ListVmsRequest { host_id: "source".into() }).await?.into_inner().vms.len();
+        left = op.list_vms(ListVmsRequest { host_id: "source".into(), ..Default::default() }).await?.into_inner().vms.len();
         if left == 0 {
             break;
         }

@@ -67,7 +67,7 @@ fn relay(port: UnixListener, guest: UnixListener) -> Relay {
 }
 
 async fn guest_apps(op: &presage_protocol::pb::operator_client::OperatorClient<tonic::transport::Channel>) -> Option<GuestApps> {
-    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.ok()?.into_inner().vms;
     vms.into_iter().find_map(|v| v.sample.filter(|s| s.name == "guest-1")?.guest)
 }
 
@@ -127,7 +127,7 @@ async fn guest_figures_reach_the_coordinator_and_a_hostile_guest_is_counted_not_
     assert!(web.throughput_per_s > 0.0 && web.error_rate == 0.0, "{seen:?}");
     let before = seen.frames.unwrap();
     // presagectl vms shows them.
-    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap().into_inner().vms;
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.unwrap().into_inner().vms;
     let views: Vec<presagectl::view::VmView> = vms.into_iter().map(Into::into).collect();
     let table = presagectl::view::vms_table(&views);
     assert!(table.contains("web 99.0"), "{table}");

@@ -130,14 +130,14 @@ async fn a_running_kvm_guest_moves_between_two_libvirt_hosts_and_back() {
         let mut op = op.clone();
         let uuid = uuid.clone();
         async move {
-            let vms = op.list_vms(ListVmsRequest { host_id: "kvm-a".into() }).await.ok()?.into_inner().vms;
+            let vms = op.list_vms(ListVmsRequest { host_id: "kvm-a".into(), ..Default::default() }).await.ok()?.into_inner().vms;
             vms.iter().any(|v| v.sample.as_ref().is_some_and(|s| s.vm_id == uuid)).then_some(())
         }
     })
     .await;
     eventually("kvm-b to register", WAIT, || {
         let mut op = op.clone();
-        async move { op.list_vms(ListVmsRequest { host_id: "kvm-b".into() }).await.ok().map(|_| ()) }
+        async move { op.list_vms(ListVmsRequest { host_id: "kvm-b".into(), ..Default::default() }).await.ok().map(|_| ()) }
     })
     .await;
 

@@ -88,7 +88,7 @@ async fn both_daemons_expose_metrics_a_stock_prometheus_parses_and_the_counters_
     let agent = RunningAgent::start(agent_cfg);
     let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
     eventually("both VMs reported", WAIT, || async {
-        let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+        let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.ok()?.into_inner().vms;
         (vms.len() == 2).then_some(())
     })
     .await;
@@ -161,7 +161,7 @@ async fn both_daemons_expose_metrics_a_stock_prometheus_parses_and_the_counters_
     // A metrics certificate reads nothing else.
     let files = pki.issue(Role::Metrics, "prometheus");
     let scraper = client(&coord.url, &files).await.unwrap();
-    let denied = scraper.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap_err();
+    let denied = scraper.clone().list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
 
     agent.stop().await;

@@ -72,32 +72,33 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
 
     // Only admins register declarations.
     for (who, c) in [("viewer", &viewer), ("operator", &operator)] {
-        let r = c.post("/dependencies", &body).await.unwrap();
+        let r = c.post("/v1/dependencies", &body).await.unwrap();
         assert_eq!((r.status, code(&r)), (403, "forbidden"), "{who}: {r:?}");
     }
     // Bad JSON, an unknown VM and a bad field are refused with what is wrong.
-    let r = admin.post("/dependencies", b"{\"vm_name\": ").await.unwrap();
+    let r = admin.post("/v1/dependencies", b"{\"vm_name\": ").await.unwrap();
     assert_eq!((r.status, code(&r)), (400, "bad_json"), "{r:?}");
-    let r = admin.post("/dependencies", br#"{"vm_name": "no-such-vm", "profile": {"type": "web"}}"#).await.unwrap();
-    assert_eq!((r.status, code(&r)), (400, "refused"), "{r:?}");
+    // A declaration of a VM that does not run names nothing: 404.
+    let r = admin.post("/v1/dependencies", br#"{"vm_name": "no-such-vm", "profile": {"type": "web"}}"#).await.unwrap();
+    assert_eq!((r.status, code(&r)), (404, "refused"), "{r:?}");
     assert_eq!(r.body["problems"][0]["vm"], "no-such-vm", "{r:?}");
     let bad_latency = json!({"vm_name": web, "dependencies": {"required": [{"type": "database", "network_latency_requirement": "fast"}]}});
-    let r = admin.post("/dependencies", &serde_json::to_vec(&bad_latency).unwrap()).await.unwrap();
+    let r = admin.post("/v1/dependencies", &serde_json::to_vec(&bad_latency).unwrap()).await.unwrap();
     assert_eq!((r.status, code(&r)), (400, "refused"), "{r:?}");
     assert!(r.body["field"].as_str().unwrap().contains("network_latency_requirement"), "{r:?}");
-    let r = admin.post("/dependencies", br#"{"vm_name": "x", "colour": "blue"}"#).await.unwrap();
+    let r = admin.post("/v1/dependencies", br#"{"vm_name": "x", "colour": "blue"}"#).await.unwrap();
     assert_eq!((r.status, code(&r)), (400, "bad_declaration"), "{r:?}");
     // Nothing refused was kept.
-    let r = viewer.get(&format!("/vms/{web}/dependencies")).await.unwrap();
+    let r = viewer.get(&format!("/v1/vms/{web}/dependencies")).await.unwrap();
     assert_eq!(r.status, 404, "{r:?}");
 
-    let r = admin.post("/dependencies", &body).await.unwrap();
+    let r = admin.post("/v1/dependencies", &body).await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body["total"], 2);
 
     // The web VM's database is a zone away (1.5 ms > 1 ms): not compliant, blocked by the
     // database; the edge counts 0.9 x 1 / 1.5 = 0.6. The database needs nothing.
-    let r = viewer.get("/ecosystem").await.unwrap();
+    let r = viewer.get("/v1/ecosystem").await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     let node = |r: &Answer, vm: &str| r.body["nodes"].as_array().unwrap().iter().find(|n| n["vm"] == vm).cloned().unwrap();
     let w = node(&r, &web);
@@ -113,13 +114,13 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
     assert!((edges[0]["satisfaction"].as_f64().unwrap() - 0.6).abs() < 1e-9, "{edges:?}");
     assert_eq!(edges[0]["strength"], "required");
     // Filters.
-    let r = viewer.get("/ecosystem?app=other").await.unwrap();
+    let r = viewer.get("/v1/ecosystem?app=other").await.unwrap();
     assert!(r.body["nodes"].as_array().unwrap().is_empty(), "{r:?}");
-    let r = viewer.get(&format!("/ecosystem?vm={db}")).await.unwrap();
+    let r = viewer.get(&format!("/v1/ecosystem?vm={db}")).await.unwrap();
     assert_eq!(r.body["nodes"].as_array().unwrap().len(), 1, "{r:?}");
-    let r = viewer.get("/ecosystem?colour=blue").await.unwrap();
+    let r = viewer.get("/v1/ecosystem?colour=blue").await.unwrap();
     assert_eq!((r.status, code(&r)), (400, "bad_query"), "{r:?}");
-    let r = viewer.get(&format!("/vms/{web}/dependencies")).await.unwrap();
+    let r = viewer.get(&format!("/v1/vms/{web}/dependencies")).await.unwrap();
     assert_eq!(r.body["declaration"]["dependencies"]["required"][0]["type"], "database", "{r:?}");
 
     // The same over gRPC, as presagectl calls it: only admins register; everyone reads.
@@ -150,14 +151,14 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
 
     // A viewer may not move anything (REST and gRPC); an operator may.
     let to_a = serde_json::to_vec(&json!({"vm": db, "to": "hv-a"})).unwrap();
-    let r = viewer.post("/migrate", &to_a).await.unwrap();
+    let r = viewer.post("/v1/migrate", &to_a).await.unwrap();
     assert_eq!((r.status, code(&r)), (403, "forbidden"), "{r:?}");
     let mut grpc_viewer = client(&coord.url, &pki.issue(Role::Viewer, "vera")).await.unwrap();
     let err = grpc_viewer.move_vm(presage_protocol::pb::MoveVmRequest { vm_id: db.clone(), to_host: "hv-a".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
-    let r = operator.post("/migrate", br#"{"vm": 1}"#).await.unwrap();
+    let r = operator.post("/v1/migrate", br#"{"vm": 1}"#).await.unwrap();
     assert_eq!((r.status, code(&r)), (400, "bad_json"), "{r:?}");
-    let r = operator.post("/migrate", &to_a).await.unwrap();
+    let r = operator.post("/v1/migrate", &to_a).await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body["moves"][0]["vm_id"], db.as_str(), "{r:?}");
     assert_eq!(r.body["moves"][0]["to_host"], "hv-a", "{r:?}");
@@ -166,7 +167,7 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
         let viewer = viewer.clone();
         let web = web.clone();
         async move {
-            let r = viewer.get(&format!("/ecosystem?vm={web}")).await.ok()?;
+            let r = viewer.get(&format!("/v1/ecosystem?vm={web}")).await.ok()?;
             (r.body["nodes"][0]["status"] == "Compliant").then_some(())
         }
     })
@@ -176,7 +177,7 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
         let operator = operator.clone();
         let back = serde_json::to_vec(&json!({"vm": db, "to": "hv-b"})).unwrap();
         async move {
-            let r = operator.post("/migrate", &back).await.ok()?;
+            let r = operator.post("/v1/migrate", &back).await.ok()?;
             (code(&r) != "in_flight").then_some(r)
         }
     })
@@ -184,9 +185,11 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
     assert_eq!((r.status, code(&r)), (409, "breaks_required"), "{r:?}");
     assert!(r.body["reason"].as_str().unwrap().contains(&web), "{r:?}");
 
-    let r = viewer.get("/openapi.json").await.unwrap();
+    let r = viewer.get("/v1/openapi.json").await.unwrap();
     assert_eq!(r.body["openapi"], "3.1.0");
-    for path in ["/dependencies", "/ecosystem", "/vms/{id}/dependencies", "/migrate"] {
+    for path in
+        ["/v1/dependencies", "/v1/ecosystem", "/v1/vms/{vm_id}/dependencies", "/v1/migrate", "/v1/status", "/v1/hosts/{host_id}/drain"]
+    {
         assert!(r.body["paths"][path].is_object(), "{path} is not described");
     }
 
@@ -195,10 +198,10 @@ async fn rest_api_registers_dependencies_scores_them_and_moves_by_role_over_mutu
     b.stop().await;
     let coord = restart(coord, &cfg).await;
     let viewer = rest(&pki, &coord.url, Role::Viewer, "vera2");
-    let r = viewer.get(&format!("/vms/{web}/dependencies")).await.unwrap();
+    let r = viewer.get(&format!("/v1/vms/{web}/dependencies")).await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body["declaration"]["vm_name"], web.as_str());
-    let r = viewer.get("/ecosystem").await.unwrap();
+    let r = viewer.get("/v1/ecosystem").await.unwrap();
     assert_eq!(r.body["edges"].as_array().unwrap().len(), 1, "the graph is rebuilt from the store: {r:?}");
     coord.stop().await;
 }
@@ -236,7 +239,7 @@ async fn a_repair_move_is_judged_before_and_after_and_what_is_learned_survives_a
     vms_on(&coord.url, &pki, "hv-b").await;
     let viewer = rest(&pki, &coord.url, Role::Viewer, "vera");
     let admin = rest(&pki, &coord.url, Role::Admin, "ada");
-    let r = viewer.get("/ecosystem/learned").await.unwrap();
+    let r = viewer.get("/v1/ecosystem/learned").await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.body["types"].as_object().unwrap().is_empty(), "nothing is learned before any repair: {r:?}");
 
@@ -245,13 +248,13 @@ async fn a_repair_move_is_judged_before_and_after_and_what_is_learned_survives_a
          "dependencies": {"required": [{"type": "database", "network_latency_requirement": "< 1ms"}]}},
         {"vm_name": "vm-2", "application": "shop", "profile": {"type": "database"}}
     ]);
-    let r = admin.post("/dependencies", &serde_json::to_vec(&declarations).unwrap()).await.unwrap();
+    let r = admin.post("/v1/dependencies", &serde_json::to_vec(&declarations).unwrap()).await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
 
     let learned = eventually("a repair move judged", Duration::from_secs(60), || {
         let viewer = viewer.clone();
         async move {
-            let r = viewer.get("/ecosystem/learned").await.ok()?;
+            let r = viewer.get("/v1/ecosystem/learned").await.ok()?;
             (r.body["recent"].as_array()?.len() == 1).then_some(r.body)
         }
     })
@@ -271,7 +274,7 @@ async fn a_repair_move_is_judged_before_and_after_and_what_is_learned_survives_a
     let r = eventually("the repaired VM is compliant", WAIT, || {
         let viewer = viewer.clone();
         async move {
-            let r = viewer.get("/ecosystem?vm=vm-1").await.ok()?;
+            let r = viewer.get("/v1/ecosystem?vm=vm-1").await.ok()?;
             (r.body["nodes"][0]["status"] == "Compliant").then_some(r)
         }
     })
@@ -289,7 +292,7 @@ async fn a_repair_move_is_judged_before_and_after_and_what_is_learned_survives_a
     b.stop().await;
     let coord = restart(coord, &cfg).await;
     let viewer = rest(&pki, &coord.url, Role::Viewer, "vera2");
-    let r = viewer.get("/ecosystem/learned").await.unwrap();
+    let r = viewer.get("/v1/ecosystem/learned").await.unwrap();
     assert_eq!(r.body["types"]["database"], learned["types"]["database"], "what is learned is kept in the store: {r:?}");
     coord.stop().await;
 }

@@ -26,7 +26,7 @@ fn trace() -> tempfile::TempDir {
 }
 
 async fn reported_vcpus(op: &Operator) -> Option<f64> {
-    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.ok()?.into_inner().vms;
     let samples: Vec<_> = vms.into_iter().filter_map(|v| v.sample).collect();
     (samples.len() == VMS).then(|| samples[0].vcpus as f64)
 }
@@ -232,7 +232,7 @@ async fn the_optimiser_plans_over_the_live_cluster_and_its_resizes_and_moves_go_
     }
     // Moved by the migration executor: every VM on one host now, as the agents report.
     let hosts = eventually("every VM reported on one host", WAIT, || async {
-        let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+        let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.ok()?.into_inner().vms;
         let mut hosts: Vec<String> = vms.iter().map(|v| v.host_id.clone()).collect();
         hosts.sort();
         hosts.dedup();
@@ -265,7 +265,7 @@ async fn the_optimiser_plans_over_the_live_cluster_and_its_resizes_and_moves_go_
     let canary: Vec<String> = done.stages[0].split(',').map(String::from).collect();
     // Moved back, as the agents report it (their reports may trail the executor's end).
     eventually("the canary reported back on its host", WAIT, || async {
-        let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.ok()?.into_inner().vms;
+        let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.ok()?.into_inner().vms;
         canary.iter().all(|vm| vms.iter().any(|v| v.sample.as_ref().is_some_and(|s| &s.vm_id == vm) && v.host_id == full)).then_some(())
     })
     .await;
@@ -295,6 +295,7 @@ async fn the_background_pass_rolls_its_plan_out_once_and_then_leaves_the_cluster
         canary: 0.2,
         watch: Duration::from_secs(3),
         balance_weight: 0.0,
+        ..Default::default()
     };
     let coord = RunningCoordinator::start_config(cfg).await;
     let cluster = LightCluster::start(&pki, &coord.url);
@@ -337,7 +338,7 @@ async fn the_optimiser_leaves_vms_a_required_dependency_holds_where_they_are() {
     let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
     eventually("every VM is reported", WAIT, || reported_vcpus(&op)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new() }).await.unwrap().into_inner().vms;
+    let vms = op.clone().list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() }).await.unwrap().into_inner().vms;
     let on = |host: &str| vms.iter().find(|v| v.host_id == host).and_then(|v| v.sample.as_ref()).map(|s| s.vm_id.clone()).unwrap();
     let (web, db) = (on("hv-a"), on("hv-b"));
     let declarations = serde_json::json!([

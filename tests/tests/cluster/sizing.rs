@@ -16,7 +16,7 @@ async fn sample_of(
     id: &str,
 ) -> Option<presage_protocol::pb::VmSample> {
     let mut op = op.clone();
-    op.list_vms(ListVmsRequest { host_id: String::new() })
+    op.list_vms(ListVmsRequest { host_id: String::new(), ..Default::default() })
         .await
         .ok()?
         .into_inner()
@@ -102,34 +102,34 @@ async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_c
         presage_protocol::rest_client::RestClient::new(&coord.url, &files.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap()
     };
     let (viewer, operator) = (rest(Role::Viewer, "eyes"), rest(Role::Operator, "hands"));
-    let all = viewer.get("/leases").await.unwrap();
+    let all = viewer.get("/v1/leases").await.unwrap();
     assert!(all.status == 200 && all.body.as_array().unwrap().iter().any(|h| h["host"] == "hv-s"), "{all:?}");
     let body = |v: serde_json::Value| v.to_string().into_bytes();
-    let denied = viewer.post("/vms/busy/resize", &body(serde_json::json!({"cpu_cores": 0.5, "memory_mib": memory_mib}))).await.unwrap();
+    let denied = viewer.post("/v1/vms/busy/resize", &body(serde_json::json!({"cpu_cores": 0.5, "memory_mib": memory_mib}))).await.unwrap();
     assert_eq!(denied.status, 403, "{denied:?}");
-    let bad = operator.post("/vms/busy/resize", &body(serde_json::json!({"cpu_cores": -1.0, "memory_mib": memory_mib}))).await.unwrap();
+    let bad = operator.post("/v1/vms/busy/resize", &body(serde_json::json!({"cpu_cores": -1.0, "memory_mib": memory_mib}))).await.unwrap();
     assert!(bad.status == 400 && bad.body["field"] == "cpu_cores", "{bad:?}");
-    let typo = operator.post("/vms/busy/resize", &body(serde_json::json!({"cpus": 1.0, "memory_mib": memory_mib}))).await.unwrap();
+    let typo = operator.post("/v1/vms/busy/resize", &body(serde_json::json!({"cpus": 1.0, "memory_mib": memory_mib}))).await.unwrap();
     assert!(typo.status == 400 && typo.body["reason"].as_str().unwrap().contains("cpus"), "{typo:?}");
     let refused = operator
-        .post("/vms/busy/resize", &body(serde_json::json!({"cpu_cores": vcpus * 4.0, "memory_mib": memory_mib, "dry_run": true})))
+        .post("/v1/vms/busy/resize", &body(serde_json::json!({"cpu_cores": vcpus * 4.0, "memory_mib": memory_mib, "dry_run": true})))
         .await
         .unwrap();
     assert!(refused.status == 409 && refused.body["reason"].as_str().unwrap().contains("domain's maximum"), "{refused:?}");
     let granted = operator
-        .post("/leases", &body(serde_json::json!({"borrower": "busy", "resource": "cpu", "amount": quarter, "duration_s": 600})))
+        .post("/v1/leases", &body(serde_json::json!({"borrower": "busy", "resource": "cpu", "amount": quarter, "duration_s": 600})))
         .await
         .unwrap();
     assert_eq!(granted.status, 200, "{granted:?}");
     let rest_id = granted.body["leases"][0]["id"].as_str().unwrap().to_string();
     // Revocation finds the lease where its agent reports it: after the next report.
     eventually("the REST lease is reported", WAIT, || async {
-        let all = viewer.get("/leases?host=hv-s").await.ok()?;
+        let all = viewer.get("/v1/leases?host=hv-s").await.ok()?;
         all.body[0]["leases"].as_array()?.iter().any(|l| l["id"] == rest_id.as_str()).then_some(())
     })
     .await;
-    assert_eq!(operator.delete(&format!("/leases/{rest_id}")).await.unwrap().status, 200);
-    assert_eq!(operator.delete("/leases/no-such").await.unwrap().status, 404);
+    assert_eq!(operator.delete(&format!("/v1/leases/{rest_id}")).await.unwrap().status, 200);
+    assert_eq!(operator.delete("/v1/leases/no-such").await.unwrap().status, 404);
 
     // A short lease, then the coordinator goes away: the agent ends it at its deadline alone.
     let r = op.grant_lease(grant(3, "")).await.unwrap().into_inner();
@@ -226,7 +226,7 @@ async fn the_automatic_pass_shrinks_idle_vms_and_gives_cpu_back_when_demand_retu
     let files = pki.issue(Role::Viewer, "eyes");
     let rest =
         presage_protocol::rest_client::RestClient::new(&coord.url, &files.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap();
-    let p = rest.get("/sizing/pass").await.unwrap();
+    let p = rest.get("/v1/sizing/pass").await.unwrap();
     assert!(p.status == 200 && p.body["mode"] == "automatic" && p.body["vms"].as_u64() == Some(2), "{p:?}");
     for x in p.body["proposals"].as_array().unwrap() {
         assert!(!x["reason"].as_str().unwrap().is_empty() && !x["outcome"].as_str().unwrap().is_empty(), "{x}");
@@ -284,7 +284,7 @@ async fn every_resize_is_a_version_kept_across_a_restart_and_a_rollback_asks_for
     let entry = r.sizing.unwrap().state.unwrap().resizes.into_iter().find(|e| e.vm_id == "busy").unwrap();
     assert_eq!(entry.allocated_cpu_cores, vcpus / 2.0);
     let e = op.config_rollback(ConfigRollbackRequest { vm_id: "busy".into(), version: 99, dry_run: false }).await.unwrap_err();
-    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("version 99"), "{e:?}");
+    assert!(e.code() == tonic::Code::NotFound && e.message().contains("version 99"), "{e:?}");
 
     // REST: viewers read the versions, only operators roll back.
     let rest = |role: Role, name: &str| {
@@ -292,15 +292,15 @@ async fn every_resize_is_a_version_kept_across_a_restart_and_a_rollback_asks_for
         presage_protocol::rest_client::RestClient::new(&coord.url, &files.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap()
     };
     let viewer = rest(Role::Viewer, "eyes");
-    let listed = viewer.get("/vms/busy/config?limit=2").await.unwrap();
+    let listed = viewer.get("/v1/vms/busy/config?limit=2").await.unwrap();
     assert_eq!(listed.status, 200, "{listed:?}");
     assert_eq!(listed.body.as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect::<Vec<_>>(), [4, 3]);
-    let denied = viewer.post("/vms/busy/config/rollback", br#"{"version": 2}"#).await.unwrap();
+    let denied = viewer.post("/v1/vms/busy/config/rollback", br#"{"version": 2}"#).await.unwrap();
     assert_eq!(denied.status, 403, "{denied:?}");
     let operator = rest(Role::Operator, "hands");
-    let bad = operator.post("/vms/busy/config/rollback", br#"{"version": "two"}"#).await.unwrap();
+    let bad = operator.post("/v1/vms/busy/config/rollback", br#"{"version": "two"}"#).await.unwrap();
     assert_eq!(bad.status, 400, "{bad:?}");
-    let back = operator.post("/vms/busy/config/rollback", br#"{"version": 2}"#).await.unwrap();
+    let back = operator.post("/v1/vms/busy/config/rollback", br#"{"version": 2}"#).await.unwrap();
     assert_eq!(back.status, 200, "{back:?}");
     assert_eq!(history(&mut op).await[0].proposed_by, "operator hands");
     agent.stop().await;

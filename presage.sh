@@ -13,9 +13,12 @@ PACKAGES=(pkg-config libvirt-dev libvirt0 gcc)
 # with COIN-OR CBC (linked by the `exact` feature, never by the daemons). The metrics test
 # parses both daemons' expositions with the official Prometheus client's OpenMetrics parser. The
 # REST contract test runs schemathesis (from PyPI, in a virtual environment of its own) against
-# a running coordinator.
-TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev python3-prometheus-client python3-venv)
+# a running coordinator. The web view's test drives Debian's Chromium with Playwright
+# (playwright-core from npm, run by Node.js; no browser is downloaded).
+TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev python3-prometheus-client python3-venv chromium)
 SCHEMATHESIS_VERSION=4.32.5
+# The newest playwright-core that still runs on Debian 12's Node.js 18.
+PLAYWRIGHT_VERSION=1.56.1
 TOOLS="${PRESAGE_TOOLS:-$HOME/.cache/presage}"
 
 # schemathesis in $TOOLS/schemathesis-VERSION; exports PRESAGE_SCHEMATHESIS.
@@ -28,6 +31,21 @@ install_schemathesis() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
   fi
   export PRESAGE_SCHEMATHESIS="$venv/bin/schemathesis"
+}
+
+# playwright-core in $TOOLS/playwright-VERSION (Node.js and npm from Debian where missing);
+# exports PRESAGE_PLAYWRIGHT.
+install_playwright() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    install_deps nodejs npm
+  fi
+  local dir="$TOOLS/playwright-$PLAYWRIGHT_VERSION"
+  if [ ! -f "$dir/node_modules/playwright-core/package.json" ]; then
+    echo "presage: installing playwright-core $PLAYWRIGHT_VERSION in $dir"
+    mkdir -p "$dir"
+    (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund "playwright-core@$PLAYWRIGHT_VERSION")
+  fi
+  export PRESAGE_PLAYWRIGHT="$dir/node_modules/playwright-core"
 }
 
 install_deps() {
@@ -73,11 +91,13 @@ case "$cmd" in
   test)
     install_deps "${TEST_PACKAGES[@]}"
     install_schemathesis
+    install_playwright
     exec cargo test --workspace --locked "$@"
     ;;
   deps)
     install_deps "${TEST_PACKAGES[@]}"
     install_schemathesis
+    install_playwright
     ;;
   *)
     sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'

@@ -2,9 +2,14 @@
 //! the reason, and per-item problems; and the OpenAPI `responses` every operation shares.
 
 use axum::Json;
+use axum::extract::Extension;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use presage_protocol::tls::Access;
 use serde::Serialize;
+use tracing::warn;
+
+use crate::transport::PeerInfo;
 
 /// An error as the API answers it.
 #[derive(Debug, Serialize)]
@@ -66,4 +71,29 @@ pub fn answers(ok_schema: &str, errors: &[(u16, &str)]) -> serde_json::Value {
         m.insert(key, e);
     }
     serde_json::Value::Object(m)
+}
+
+/// The caller, if its certificate's role may make a call of `access`.
+pub fn caller(peer: Option<Extension<PeerInfo>>, access: Access, what: &str) -> Result<PeerInfo, ApiError> {
+    let Some(Extension(peer)) = peer else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "no authenticated peer on this connection"));
+    };
+    if !peer.identity.role.may(access) {
+        warn!(peer = %peer.remote, identity = %peer.identity, call = what, "refused REST call: role may not");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{} may not {what} (needs {})", peer.identity, access_name(access)),
+        ));
+    }
+    Ok(peer)
+}
+
+fn access_name(access: Access) -> &'static str {
+    match access {
+        Access::Scrape => "a metrics, viewer, operator or admin certificate",
+        Access::Read => "a viewer, operator or admin certificate",
+        Access::Act => "an operator or admin certificate",
+        Access::Manage => "an admin certificate",
+    }
 }

@@ -33,3 +33,4 @@ pub mod sizing_pass;
 pub mod state;
 pub mod transport;
 pub mod validate;
+pub mod web;

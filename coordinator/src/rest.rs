@@ -14,7 +14,7 @@ use presage_protocol::tls::Access;
 use serde::Deserialize;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::api_error::{ApiError, answers};
+use crate::api_error::{ApiError, answers, caller};
 use crate::ecosystem::{RegisterError, ViewFilter};
 use crate::manual_move::MoveRefusal;
 use crate::shared::Shared;
@@ -38,38 +38,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/vms/{vm_id}/config/rollback", post(config_rollback))
         .route("/v1/sizing/pass", get(sizing_pass))
         .with_state(shared.clone())
-        .merge(crate::rest_gateway::router(shared))
+        .merge(crate::rest_gateway::router(shared.clone()))
+        .merge(crate::web::router(shared))
         // Declarations for a whole fleet come in one body.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 /// The largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
-
-/// The caller, if its certificate's role may make a call of `access`.
-fn caller(peer: Option<Extension<PeerInfo>>, access: Access, what: &str) -> Result<PeerInfo, ApiError> {
-    let Some(Extension(peer)) = peer else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "no authenticated peer on this connection"));
-    };
-    if !peer.identity.role.may(access) {
-        warn!(peer = %peer.remote, identity = %peer.identity, call = what, "refused REST call: role may not");
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{} may not {what} (needs {})", peer.identity, access_name(access)),
-        ));
-    }
-    Ok(peer)
-}
-
-fn access_name(access: Access) -> &'static str {
-    match access {
-        Access::Scrape => "a metrics, viewer, operator or admin certificate",
-        Access::Read => "a viewer, operator or admin certificate",
-        Access::Act => "an operator or admin certificate",
-        Access::Manage => "an admin certificate",
-    }
-}
 
 /// `GET /metrics`: the coordinator's Prometheus metrics (OpenMetrics text).
 async fn metrics(State(shared): State<Arc<Shared>>, peer: Option<Extension<PeerInfo>>) -> Result<Response, ApiError> {
@@ -551,7 +527,15 @@ pub fn openapi_document() -> serde_json::Value {
             entry[method] = operation;
         }
     }
+    let mut web = crate::web::openapi_paths();
+    let web_components = web.as_object_mut().and_then(|o| o.remove("components")).unwrap_or_default();
+    for (path, operations) in web.as_object().expect("paths by name") {
+        doc["paths"][path] = operations.clone();
+    }
     let schemas = doc["components"]["schemas"].as_object_mut().expect("schemas is an object");
     schemas.extend(components);
+    if let serde_json::Value::Object(w) = web_components {
+        schemas.extend(w);
+    }
     doc
 }

@@ -1176,3 +1176,7 @@ mod metrics;
 /// The REST twins of the operator RPCs, and the API against its OpenAPI document (schemathesis).
 #[path = "cluster/rest_contract.rs"]
 mod rest_contract;
+
+/// The web view in headless Chromium, driven by Playwright.
+#[path = "cluster/web_view.rs"]
+mod web_view;

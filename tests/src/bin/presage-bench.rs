@@ -21,7 +21,7 @@
 //! Build with `cargo build --release --bins`; `agent` and `ingest` start the release daemons
 //! next to this binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,6 +139,18 @@ enum Cmd {
         hosts: usize,
         #[arg(long, default_value_t = 100)]
         vms: usize,
+    },
+    /// The web view's overview with `hosts` hosts of `vms` VMs each in the coordinator's state
+    /// (24 samples of history, 12-step forecasts): `/v1/overview`'s build time and size, and the
+    /// page's load time to its first full render in Chromium (Playwright: PRESAGE_PLAYWRIGHT,
+    /// as `./presage.sh deps` installs it).
+    Web {
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 10)]
+        vms: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
     Ingest {
         #[arg(long, default_value_t = 1000)]
@@ -345,6 +357,98 @@ async fn bench_metrics(hosts: usize, vms: usize) -> anyhow::Result<()> {
     anyhow::ensure!(text.contains(&format!("presage_vms {}\n", hosts * vms)), "the state does not hold what was ingested:\n{text}");
     println!("coordinator /metrics rendering: {hosts} hosts x {vms} VMs in its state, release build");
     println!("  render                      median {:.2} ms, worst {:.2} ms of 20; {size} bytes", times[10] * 1e3, times[19] * 1e3);
+    coord.stop().await;
+    Ok(())
+}
+
+async fn bench_web(hosts: usize, vms: usize, runs: usize) -> anyhow::Result<()> {
+    use presage_protocol::pb::{HostCapacity, HostUsage, Register, Report, VmForecast, VmSample, VmState};
+    let playwright = std::env::var("PRESAGE_PLAYWRIGHT").context("PRESAGE_PLAYWRIGHT: the playwright-core package folder (./presage.sh deps)")?;
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(3600)).await;
+    let now = Instant::now();
+    let t_fill = Instant::now();
+    for h in 0..hosts {
+        let host = format!("hv-{h:05}");
+        let reg = Register {
+            protocol_version: presage_protocol::PROTOCOL_VERSION,
+            host_id: host.clone(),
+            capacity: Some(HostCapacity { cpu_cores: 64, cpu_mhz_per_core: 2500.0, memory_bytes: 512 << 30, ..Default::default() }),
+            hypervisor_kind: "simulated".into(),
+            boot_id: "b".into(),
+            ..Default::default()
+        };
+        coord.shared.state().register(&reg, h as u64 + 1, now);
+        // 24 cycles: each VM's history fills; the last carries 12-step forecasts.
+        for cycle in 0..24u64 {
+            let load = |v: usize| (0.2 + 0.5 * (((h * 7 + v * 13) as f64 + cycle as f64 / 3.0).sin() + 1.0) / 2.0) as f32;
+            let report = Report {
+                seq: cycle + 1,
+                sampled_at_ms: 1_700_000_000_000 + cycle * 300_000,
+                host: Some(HostUsage { memory_used_bytes: 200 << 30, ..Default::default() }),
+                vms: (0..vms)
+                    .map(|v| VmSample {
+                        vm_id: format!("{host}-vm{v:03}"),
+                        name: format!("{host}-vm{v:03}"),
+                        state: VmState::Running as i32,
+                        vcpus: 4,
+                        cpu_utilisation: load(v) as f64,
+                        memory_bytes: 16 << 30,
+                        forecast: (cycle == 23).then(|| VmForecast {
+                            forecaster: "cpu-quantiles-v2".into(),
+                            step_seconds: 300,
+                            first_step: 1_700_000_000 / 300 + 24,
+                            cpu_p10: (0..12).map(|i| load(v) * 0.8 + i as f32 * 0.001).collect(),
+                            cpu_p50: (0..12).map(|_| load(v)).collect(),
+                            cpu_p90: (0..12).map(|i| (load(v) * 1.2 + i as f32 * 0.002).min(1.0)).collect(),
+                            memory: None,
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            coord.shared.state().ingest(&host, h as u64 + 1, report, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    let fill = t_fill.elapsed();
+    let mut builds = Vec::new();
+    let mut size = 0;
+    for _ in 0..10 {
+        let t = Instant::now();
+        size = serde_json::to_vec(&presage_coordinator::web::overview_of(&coord.shared))?.len();
+        builds.push(t.elapsed().as_secs_f64());
+    }
+    builds.sort_by(f64::total_cmp);
+    let files = pki.issue(Role::Operator, "browser");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/load-time.mjs");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artefacts/web");
+    std::fs::create_dir_all(&shots)?;
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("PRESAGE_PLAYWRIGHT", &playwright)
+        .env("PRESAGE_URL", &coord.url)
+        .env("PRESAGE_CERT", &files.cert)
+        .env("PRESAGE_KEY", &files.key)
+        .env("PRESAGE_RUNS", runs.to_string())
+        .env("PRESAGE_SHOTS", &shots)
+        .output()
+        .await
+        .context("running node")?;
+    anyhow::ensure!(out.status.success(), "the browser run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut loads: Vec<f64> = seen["runs_ms"].as_array().context("runs_ms")?.iter().filter_map(|v| v.as_f64()).collect();
+    loads.sort_by(f64::total_cmp);
+    anyhow::ensure!(seen["rows"].as_u64() == Some(hosts as u64), "the page drew {} host rows, not {hosts}", seen["rows"]);
+    println!("web overview: {hosts} hosts x {vms} VMs in the coordinator's state (filled in {:.1} s), release build", fill.as_secs_f64());
+    println!("  /v1/overview build+JSON     median {:.1} ms, worst {:.1} ms of 10; {size} bytes", builds[5] * 1e3, builds[9] * 1e3);
+    println!(
+        "  Chromium, /ui/ to the full overview drawn (mutual TLS on loopback): median {:.0} ms, worst {:.0} ms of {} ({:?} first contentful paint)",
+        loads[loads.len() / 2],
+        loads[loads.len() - 1],
+        loads.len(),
+        seen["first_paint_ms"]
+    );
     coord.stop().await;
     Ok(())
 }
@@ -1091,6 +1195,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
             Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
             Cmd::Metrics { hosts, vms } => bench_metrics(hosts, vms).await,
+            Cmd::Web { hosts, vms, runs } => bench_web(hosts, vms, runs).await,
             Cmd::Drain { vms, destinations, mb_per_s } => bench_drain(vms, destinations, mb_per_s).await,
             Cmd::Ecosystem { vms, repair_vms } => bench_ecosystem(vms, repair_vms).await,
             Cmd::Simulate { .. }

@@ -399,6 +399,11 @@ pub enum CertsCommand {
         /// Extra DNS names or IP addresses (coordinator certificates).
         #[arg(long = "coordinator-name")]
         coordinator_names: Vec<String>,
+        /// Also write the operator's certificate, key and the CA as ROLE-NAME.p12 (PKCS#12), to
+        /// import into a browser for the web view (https://COORDINATOR/ui/). Its password is
+        /// $PRESAGE_P12_PASSWORD, or one generated and printed once.
+        #[arg(long)]
+        p12: bool,
     },
 }
 
@@ -899,8 +904,11 @@ fn certs(cmd: CertsCommand) -> anyhow::Result<()> {
             }
             println!("keep ca.key offline; copy ca.pem plus each host's agent-<host>.pem/.key to that host.");
         }
-        CertsCommand::Issue { dir, agent, operator, role, coordinator_cert, coordinator_names } => {
+        CertsCommand::Issue { dir, agent, operator, role, coordinator_cert, coordinator_names, p12 } => {
             let person = Role::person(&role).with_context(|| format!("--role {role}: not viewer, operator, admin or metrics"))?;
+            if p12 && operator.is_none() {
+                bail!("--p12 is for a person's certificate (--operator NAME): agents and the coordinator use the PEM files");
+            }
             let ca = ClusterCa::load(&dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
             let files = match (agent, operator, coordinator_cert) {
                 (Some(a), None, false) => ca.issue_to(&dir, &format!("agent-{a}"), Role::Agent, &a, &[])?,
@@ -909,6 +917,18 @@ fn certs(cmd: CertsCommand) -> anyhow::Result<()> {
                 _ => bail!("say what to issue: exactly one of --agent HOST, --operator NAME or --coordinator-cert"),
             };
             println!("issued {} and {}", files.cert.display(), files.key.display());
+            if p12 {
+                let out = files.cert.with_extension("p12");
+                let (password, generated) = match std::env::var("PRESAGE_P12_PASSWORD") {
+                    Ok(p) if !p.is_empty() => (p, false),
+                    _ => ((0..20).map(|_| fastrand::alphanumeric()).collect::<String>(), true),
+                };
+                presage_protocol::pki::write_pkcs12(&files, &out, &password)?;
+                println!("wrote {} (import it into the browser for https://COORDINATOR/ui/)", out.display());
+                if generated {
+                    println!("its password (shown once): {password}");
+                }
+            }
         }
     }
     Ok(())

@@ -28,6 +28,37 @@ pub enum PkiError {
     Exists { path: PathBuf },
     #[error("invalid name {name:?} for a {role} certificate: {why}")]
     BadName { name: String, role: Role, why: &'static str },
+    #[error("{path}: {what}")]
+    Pkcs12 { path: PathBuf, what: String },
+}
+
+/// Writes `files`' certificate, its key and the cluster CA as a PKCS#12 bundle at `out`
+/// (PBES2/PBKDF2-HMAC-SHA256/AES-256-CBC, HMAC-SHA256 MAC, as current browsers and OpenSSL 3
+/// read), owner-readable only: what an operator imports into a browser for the web view.
+pub fn write_pkcs12(files: &crate::tls::TlsFiles, out: &Path, password: &str) -> Result<(), PkiError> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+    let bad = |path: &Path, what: String| PkiError::Pkcs12 { path: path.to_owned(), what };
+    let der_certs = |path: &Path| -> Result<Vec<Certificate>, PkiError> {
+        let pem = std::fs::read(path).map_err(io_err(path))?;
+        CertificateDer::pem_slice_iter(&pem)
+            .map(|c| {
+                c.map_err(|e| bad(path, format!("not a PEM certificate: {e}")))
+                    .and_then(|c| Certificate::from_der(&c).map_err(|e| bad(path, e.to_string())))
+            })
+            .collect()
+    };
+    let mut chain = der_certs(&files.cert)?;
+    chain.extend(der_certs(&files.ca)?);
+    let key_pem = std::fs::read(&files.key).map_err(io_err(&files.key))?;
+    let key = PrivatePkcs8KeyDer::from_pem_slice(&key_pem).map_err(|e| bad(&files.key, format!("not a PKCS#8 PEM key: {e}")))?;
+    let key = PrivateKey::from_der(key.secret_pkcs8_der()).map_err(|e| bad(&files.key, e.to_string()))?;
+    let alias = files.cert.file_stem().and_then(|s| s.to_str()).unwrap_or("presage").to_string();
+    let mut store = KeyStore::new();
+    store.add_entry(&alias, KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(alias.as_bytes(), key, chain)));
+    let bytes = store.writer(password).write().map_err(|e| bad(out, e.to_string()))?;
+    write_bytes(out, &bytes, true)
 }
 
 /// A certificate and its key, both PEM.
@@ -157,6 +188,10 @@ impl ClusterCa {
 }
 
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
+    write_bytes(path, contents.as_bytes(), private)
+}
+
+fn write_bytes(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -166,7 +201,7 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), PkiError
         opts.mode(0o600);
     }
     let mut f = opts.open(path).map_err(io_err(path))?;
-    f.write_all(contents.as_bytes()).map_err(io_err(path))
+    f.write_all(contents).map_err(io_err(path))
 }
 
 #[cfg(test)]
@@ -174,6 +209,35 @@ mod tests {
     use super::*;
     use crate::tls::peer_identity;
     use rustls_pki_types::pem::PemObject;
+
+    #[test]
+    fn a_pkcs12_bundle_holds_the_key_the_certificate_and_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::generate("t").unwrap();
+        ca.write(dir.path()).unwrap();
+        let files = ca.issue_to(dir.path(), "operator-vera", Role::Operator, "vera", &[]).unwrap();
+        let out = dir.path().join("operator-vera.p12");
+        write_pkcs12(&files, &out, "s3cret").unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        let store = p12_keystore::KeyStore::from_pkcs12(&bytes, "s3cret", p12_keystore::Pkcs12ImportPolicy::Strict).unwrap();
+        let (_, chain) = store.private_key_chain().expect("a key with its chain");
+        let cert = rustls_pki_types::CertificateDer::from_pem_file(&files.cert).unwrap();
+        let ca_cert = rustls_pki_types::CertificateDer::from_pem_file(&files.ca).unwrap();
+        assert_eq!(chain.certs()[0].as_der(), cert.as_ref());
+        assert_eq!(chain.certs()[1].as_der(), ca_cert.as_ref());
+        let key = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(&files.key).unwrap();
+        assert_eq!(chain.key().as_der(), key.secret_pkcs8_der());
+        assert!(p12_keystore::KeyStore::from_pkcs12(&bytes, "wrong", p12_keystore::Pkcs12ImportPolicy::Strict).is_err());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o077, 0, "only its owner reads it");
+        }
+        // A key that is not PEM is named.
+        std::fs::write(&files.key, "nonsense").unwrap();
+        let e = write_pkcs12(&files, &out, "x").unwrap_err().to_string();
+        assert!(e.contains("operator-vera.key"), "{e}");
+    }
 
     #[test]
     fn issued_certificates_carry_role_and_name() {

@@ -363,7 +363,8 @@ async fn bench_metrics(hosts: usize, vms: usize) -> anyhow::Result<()> {
 
 async fn bench_web(hosts: usize, vms: usize, runs: usize) -> anyhow::Result<()> {
     use presage_protocol::pb::{HostCapacity, HostUsage, Register, Report, VmForecast, VmSample, VmState};
-    let playwright = std::env::var("PRESAGE_PLAYWRIGHT").context("PRESAGE_PLAYWRIGHT: the playwright-core package folder (./presage.sh deps)")?;
+    let playwright =
+        std::env::var("PRESAGE_PLAYWRIGHT").context("PRESAGE_PLAYWRIGHT: the playwright-core package folder (./presage.sh deps)")?;
     let pki = Pki::new();
     let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(3600)).await;
     let now = Instant::now();

@@ -3,6 +3,7 @@
 #   ./presage.sh demo [--release] [demo options]   local cluster: coordinator + agents on loopback
 #   ./presage.sh test                              the whole test suite (cargo test --workspace)
 #   ./presage.sh deps                              only install the system packages
+#   ./presage.sh debs                              Debian packages in target/debian/
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,7 +16,10 @@ PACKAGES=(pkg-config libvirt-dev libvirt0 gcc)
 # REST contract test runs schemathesis (from PyPI, in a virtual environment of its own) against
 # a running coordinator. The web view's test drives Debian's Chromium with Playwright
 # (playwright-core from npm, run by Node.js; no browser is downloaded).
-TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev python3-prometheus-client python3-venv chromium)
+# The Debian packages are built with cargo-deb, checked with lintian and installed into a clean
+# root made by debootstrap.
+TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev python3-prometheus-client python3-venv chromium lintian debootstrap dpkg-dev)
+CARGO_DEB_VERSION=3.8.0
 SCHEMATHESIS_VERSION=4.32.5
 # The newest playwright-core that still runs on Debian 12's Node.js 18.
 PLAYWRIGHT_VERSION=1.56.1
@@ -31,6 +35,16 @@ install_schemathesis() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
   fi
   export PRESAGE_SCHEMATHESIS="$venv/bin/schemathesis"
+}
+
+# cargo-deb in $TOOLS/cargo-deb-VERSION, put on the PATH.
+install_cargo_deb() {
+  local root="$TOOLS/cargo-deb-$CARGO_DEB_VERSION"
+  if [ ! -x "$root/bin/cargo-deb" ]; then
+    echo "presage: installing cargo-deb $CARGO_DEB_VERSION in $root"
+    cargo install --quiet --locked --root "$root" cargo-deb --version "$CARGO_DEB_VERSION"
+  fi
+  export PATH="$root/bin:$PATH"
 }
 
 # playwright-core in $TOOLS/playwright-VERSION (Node.js and npm from Debian where missing);
@@ -92,12 +106,20 @@ case "$cmd" in
     install_deps "${TEST_PACKAGES[@]}"
     install_schemathesis
     install_playwright
+    install_cargo_deb
+    export PRESAGE_TOOLS="$TOOLS"
     exec cargo test --workspace --locked "$@"
     ;;
   deps)
     install_deps "${TEST_PACKAGES[@]}"
     install_schemathesis
     install_playwright
+    install_cargo_deb
+    ;;
+  debs)
+    install_deps dpkg-dev
+    install_cargo_deb
+    exec packaging/build-debs.sh "$@"
     ;;
   *)
     sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'

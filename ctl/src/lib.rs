@@ -121,8 +121,6 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Why a VM is where it is, or why the plan moves it: its predicted demand and every host
-    /// ranked for it now, with each scorer's part.
     /// The anomalies the agents' detectors reported (every VM's and host's series), newest
     /// first.
     Anomalies {
@@ -132,6 +130,8 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Why a VM is where it is, or why the plan moves it: its predicted demand and every host
+    /// ranked for it now, with each scorer's part.
     Explain {
         /// VM id.
         vm: String,
@@ -357,7 +357,9 @@ pub enum LeaseCommand {
 
 #[derive(Subcommand)]
 pub enum HostCommand {
+    /// Mark the host as taking no VMs; the plan moves every VM off it (automatic mode applies it).
     Drain { host: String },
+    /// Clear the host's drain mark.
     Undrain { host: String },
 }
 

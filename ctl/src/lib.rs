@@ -15,6 +15,7 @@ pub mod rollout_view;
 pub mod simulate;
 pub mod simulate_sizing;
 pub mod sizing_view;
+pub mod terminal;
 pub mod view;
 
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ pub struct Cli {
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value = "table")]
     pub output: OutputFormat,
+    /// Colour in tables: auto (on a terminal, unless NO_COLOR is set), always or never.
+    #[arg(long = "color", global = true, value_enum, default_value = "auto")]
+    pub colour: terminal::ColourChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,7 +73,11 @@ impl ConnArgs {
 #[derive(Subcommand)]
 pub enum Command {
     /// Cluster summary.
-    Status,
+    Status {
+        /// Redraw it every INTERVAL (default 2s) until Ctrl-C.
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", value_parser = humantime::parse_duration)]
+        watch: Option<std::time::Duration>,
+    },
     /// Hosts with capacity, usage and liveness.
     Hosts,
     /// VMs with their latest samples.
@@ -101,6 +109,10 @@ pub enum Command {
         /// How many recent plans.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Redraw them every INTERVAL (default 2s) until Ctrl-C: moves' steps and migration
+        /// progress as they go.
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", value_parser = humantime::parse_duration)]
+        watch: Option<std::time::Duration>,
     },
     /// Reverses a finished plan's done moves, last first, one at a time, as a new plan.
     Rollback {
@@ -409,6 +421,31 @@ pub enum CertsCommand {
     },
 }
 
+/// A view once, or redrawn every `watch` until Ctrl-C.
+async fn show_or_watch<F, Fut>(watch: Option<std::time::Duration>, mut view: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    match watch {
+        Some(every) if every.is_zero() => bail!("--watch: the interval must be longer than 0"),
+        Some(every) => terminal::watch(every, view).await,
+        None => {
+            print!("{}", view().await?);
+            Ok(())
+        }
+    }
+}
+
+/// Plans as the output format shows them.
+fn plans_text(output: &OutputFormat, plans: &[presage_protocol::pb::PlanInfo]) -> anyhow::Result<String> {
+    match output {
+        OutputFormat::Json => Ok(serde_json::to_string_pretty(&plans.iter().map(plan::plan_info_json).collect::<Vec<_>>())? + "\n"),
+        OutputFormat::Table => Ok(plan::render_plans(plans)),
+        OutputFormat::Csv | OutputFormat::Dot => bail!("--output csv is only available for simulate, dot for ecosystem"),
+    }
+}
+
 fn show_plans(output: &OutputFormat, plans: &[presage_protocol::pb::PlanInfo]) -> anyhow::Result<()> {
     match output {
         OutputFormat::Json => print_json(&plans.iter().map(plan::plan_info_json).collect::<Vec<_>>()),
@@ -457,16 +494,27 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    terminal::set_colour(cli.colour);
     match cli.command {
-        Command::Status => {
-            let mut c = cli.conn.target().connect().await?;
-            let s = c.status(StatusRequest {}).await.map_err(|s| rpc_error("status", s))?.into_inner();
-            let v = StatusView::from(s);
-            match cli.output {
-                OutputFormat::Json => print_json(&v)?,
-                OutputFormat::Table => print!("{}", v.render()),
-                OutputFormat::Csv | OutputFormat::Dot => bail!("--output csv is only available for simulate, dot for ecosystem"),
+        Command::Status { watch } => {
+            if matches!(cli.output, OutputFormat::Csv | OutputFormat::Dot) {
+                bail!("--output csv is only available for simulate, dot for ecosystem");
             }
+            let c = cli.conn.target().connect().await?;
+            let output = cli.output.clone();
+            let view = move || {
+                let mut c = c.clone();
+                let output = output.clone();
+                async move {
+                    let s = c.status(StatusRequest {}).await.map_err(|s| rpc_error("status", s))?.into_inner();
+                    let v = StatusView::from(s);
+                    Ok(match output {
+                        OutputFormat::Json => serde_json::to_string(&v)? + "\n",
+                        _ => v.render(),
+                    })
+                }
+            };
+            show_or_watch(watch, view).await?;
         }
         Command::Hosts => {
             let mut c = cli.conn.target().connect().await?;
@@ -567,14 +615,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 OutputFormat::Csv | OutputFormat::Dot => bail!("--output csv is only available for simulate, dot for ecosystem"),
             }
         }
-        Command::Plans { id, limit } => {
-            let mut c = cli.conn.target().connect().await?;
-            let r = c
-                .list_plans(presage_protocol::pb::ListPlansRequest { plan_id: id.unwrap_or(0), limit })
-                .await
-                .map_err(|s| rpc_error("plans", s))?
-                .into_inner();
-            show_plans(&cli.output, &r.plans)?;
+        Command::Plans { id, limit, watch } => {
+            let c = cli.conn.target().connect().await?;
+            let output = cli.output.clone();
+            let view = move || {
+                let mut c = c.clone();
+                let output = output.clone();
+                async move {
+                    let r = c
+                        .list_plans(presage_protocol::pb::ListPlansRequest { plan_id: id.unwrap_or(0), limit })
+                        .await
+                        .map_err(|s| rpc_error("plans", s))?
+                        .into_inner();
+                    plans_text(&output, &r.plans)
+                }
+            };
+            show_or_watch(watch, view).await?;
         }
         Command::Rollback { plan, wait } => {
             let mut c = cli.conn.target().connect().await?;

@@ -314,13 +314,14 @@ pub fn place_json(p: &PlaceResponse) -> serde_json::Value {
 
 /// The executor's plans as a table: one block per plan, one line per move.
 pub fn render_plans(plans: &[presage_protocol::pb::PlanInfo]) -> String {
+    use crate::terminal::{paint, tone_of};
     use std::fmt::Write;
     let mut out = String::new();
     if plans.is_empty() {
         out.push_str("no plans in the journal yet\n");
     }
     for p in plans {
-        let mut head = format!("plan {} ({}): {}", p.id, p.origin, p.status);
+        let mut head = format!("plan {} ({}): {}", p.id, p.origin, paint(&p.status, tone_of(&p.status)));
         if p.rollback_of > 0 {
             let _ = write!(head, ", reverses plan {}", p.rollback_of);
         }
@@ -329,7 +330,7 @@ pub fn render_plans(plans: &[presage_protocol::pb::PlanInfo]) -> String {
         }
         let _ = writeln!(out, "{head}");
         for m in &p.moves {
-            let mut line = format!("  {} {} -> {} [{}] {}", m.vm_id, m.from_host, m.to_host, m.reason, m.step);
+            let mut line = format!("  {} {} -> {} [{}] {}", m.vm_id, m.from_host, m.to_host, m.reason, paint(&m.step, tone_of(&m.step)));
             if m.duration_ms > 0 {
                 let _ = write!(line, " in {:.1} s", m.duration_ms as f64 / 1000.0);
             }

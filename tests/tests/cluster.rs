@@ -1180,3 +1180,7 @@ mod rest_contract;
 /// The web view in headless Chromium, driven by Playwright.
 #[path = "cluster/web_view.rs"]
 mod web_view;
+
+/// presagectl's --watch and colour.
+#[path = "cluster/cli_terminal.rs"]
+mod cli_terminal;

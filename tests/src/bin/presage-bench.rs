@@ -159,6 +159,10 @@ enum Cmd {
         vms: usize,
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Each agent reports this often (as real agents do: `sample_interval`); without it,
+        /// as fast as the coordinator takes reports (a flood: the ingest ceiling).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        every: Option<Duration>,
     },
 }
 
@@ -454,7 +458,7 @@ async fn bench_web(hosts: usize, vms: usize, runs: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::Result<()> {
+async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Option<Duration>) -> anyhow::Result<()> {
     let pki = Pki::new();
     let (mut coord, url, _dir) = coordinator_process(&pki).await?;
     let cpid = coord.id().context("pid")? as i32;
@@ -467,7 +471,7 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
     };
     let t_setup = Instant::now();
     let stop = tokio_util::sync::CancellationToken::new();
-    let tasks = fake_agents(&pki, &url, agents, vms, None, &stop)?;
+    let tasks = fake_agents(&pki, &url, agents, vms, every, &stop)?;
     // Wait until every simulated agent is registered.
     loop {
         let s = op.status(StatusRequest {}).await?.into_inner();
@@ -528,7 +532,8 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration) -> anyhow::
         t.abort();
     }
     let n = (s1.reports_ingested - s0.reports_ingested) as f64;
-    println!("coordinator ingest benchmark: {agents} agents (one mTLS connection each), {vms} VMs per report, release build");
+    let rate = every.map_or("as fast as taken".to_string(), |e| format!("every {}", humantime::format_duration(e)));
+    println!("coordinator ingest benchmark: {agents} agents (one mTLS connection each), {vms} VMs per report, reports {rate}, release build");
     println!("  all agents registered in    {:.1} s", setup.as_secs_f64());
     println!("  reports ingested            {n:.0} in {el:.1} s = {:.0} reports/s ({:.0} VM samples/s)", n / el, n * vms as f64 / el);
     println!("  rejected                    {}", s1.reports_rejected);
@@ -1194,7 +1199,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match args.cmd {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
-            Cmd::Ingest { agents, vms, duration } => bench_ingest(agents, vms, duration).await,
+            Cmd::Ingest { agents, vms, duration, every } => bench_ingest(agents, vms, duration, every).await,
             Cmd::Metrics { hosts, vms } => bench_metrics(hosts, vms).await,
             Cmd::Web { hosts, vms, runs } => bench_web(hosts, vms, runs).await,
             Cmd::Drain { vms, destinations, mb_per_s } => bench_drain(vms, destinations, mb_per_s).await,

@@ -39,8 +39,8 @@ pub struct Twin {
     /// The RPC, as the proto names it.
     pub rpc: &'static str,
     /// Fully qualified protobuf names.
-    pub request: &'static str,
-    pub response: &'static str,
+    pub request: String,
+    pub response: String,
     /// Fields the route itself sets (`drain`: true on `/drain`).
     pub fixed: &'static [(&'static str, FixedValue)],
     /// Path parameters that fill a field of another name (`reservation_id` → `release.id`).
@@ -89,338 +89,116 @@ macro_rules! rpc {
 const NOT_CONNECTED: (u16, &str) = (503, "the host's agent is not connected or did not answer in time");
 const NO_PASS_YET: (u16, &str) = (503, "no policy pass has run yet (the first runs one [policy] interval after start)");
 
+impl Twin {
+    /// A twin of `rpc` (request `presage.v1.{rpc}Request`, answer `presage.v1.{rpc}Response`,
+    /// unless [`Twin::answer`] says otherwise) at `method path`.
+    fn new(method: Method, path: &'static str, rpc: &'static str, access: Access, call: Call, summary: &'static str) -> Twin {
+        Twin {
+            method,
+            path,
+            rpc,
+            request: format!("presage.v1.{rpc}Request"),
+            response: format!("presage.v1.{rpc}Response"),
+            fixed: &[],
+            path_fields: &[],
+            body_field: None,
+            access,
+            summary,
+            errors: &[],
+            call,
+        }
+    }
+
+    fn errors(self, errors: &'static [(u16, &'static str)]) -> Twin {
+        Twin { errors, ..self }
+    }
+
+    fn answer(self, message: &str) -> Twin {
+        Twin { response: format!("presage.v1.{message}"), ..self }
+    }
+
+    fn fixed(self, fixed: &'static [(&'static str, FixedValue)]) -> Twin {
+        Twin { fixed, ..self }
+    }
+
+    fn path_fields(self, path_fields: &'static [(&'static str, &'static str)]) -> Twin {
+        Twin { path_fields, ..self }
+    }
+
+    fn body_field(self, field: &'static str) -> Twin {
+        Twin { body_field: Some(field), ..self }
+    }
+}
+
 /// Every twin.
 pub fn twins() -> &'static [Twin] {
+    use Access::{Act, Read};
+    use Method as M;
     static TWINS: LazyLock<Vec<Twin>> = LazyLock::new(|| {
-        let get = Method::GET;
-        let post = Method::POST;
         vec![
-            Twin {
-                method: get.clone(),
-                path: "/v1/status",
-                rpc: "Status",
-                request: "presage.v1.StatusRequest",
-                response: "presage.v1.StatusResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "Cluster summary: hosts, VMs, capacity and use, the policy and its last proposal",
-                errors: &[],
-                call: rpc!(status),
-            },
-            Twin {
-                method: get.clone(),
-                path: "/v1/hosts",
-                rpc: "ListHosts",
-                request: "presage.v1.ListHostsRequest",
-                response: "presage.v1.ListHostsResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "Hosts with capacity, usage, liveness and their agents' figures",
-                errors: &[],
-                call: rpc!(list_hosts),
-            },
-            Twin {
-                method: get.clone(),
-                path: "/v1/vms",
-                rpc: "ListVms",
-                request: "presage.v1.ListVmsRequest",
-                response: "presage.v1.ListVmsResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "VMs with their latest samples, recent usage and forecast (p10/p50/p90); `host_id` keeps one host's, `vm_id` one VM (id or name)",
-                errors: &[(404, "no such host, or no VM of that id or name")],
-                call: rpc!(list_vms),
-            },
-            Twin {
-                method: get.clone(),
-                path: "/v1/vms/{vm_id}",
-                rpc: "ListVms",
-                request: "presage.v1.ListVmsRequest",
-                response: "presage.v1.ListVmsResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "One VM (id or name; several when a name is on several hosts): samples, usage history, forecast",
-                errors: &[(404, "no VM of that id or name")],
-                call: rpc!(list_vms),
-            },
-            Twin {
-                method: get.clone(),
-                path: "/v1/vms/{vm_id}/explain",
-                rpc: "Explain",
-                request: "presage.v1.ExplainRequest",
-                response: "presage.v1.ExplainResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "Why the VM is where it is, or why the plan moves it: its predicted demand and every host ranked for it, each scorer's part",
-                errors: &[(404, "no such VM"), NO_PASS_YET],
-                call: rpc!(explain),
-            },
-            Twin {
-                method: get.clone(),
-                path: "/v1/plan",
-                rpc: "GetPlan",
-                request: "presage.v1.GetPlanRequest",
-                response: "presage.v1.GetPlanResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "The last policy pass's plan: ordered moves with reason, benefit, cost and the scores of the chosen host and the runner-up",
-                errors: &[],
-                call: rpc!(get_plan),
-            },
-            Twin {
-                method: post.clone(),
-                path: "/v1/place",
-                rpc: "Place",
-                request: "presage.v1.PlaceRequest",
-                response: "presage.v1.PlaceResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "Dry run: every host ranked for a new VM of this shape, with explanations; nothing is reserved",
-                errors: &[NO_PASS_YET, (409, "no host is known yet")],
-                call: rpc!(place),
-            },
-            Twin {
-                method: post.clone(),
-                path: "/v1/hosts/{host_id}/reservations",
-                rpc: "ReserveOnHost",
-                request: "presage.v1.ReserveOnHostRequest",
-                response: "presage.v1.ReserveOnHostResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: Some("reserve"),
-                access: Access::Act,
-                summary: "Ask the host's agent to hold a reservation; it admits or refuses it by its own rule and answers with what it holds",
-                errors: &[(404, "no such host"), NOT_CONNECTED],
-                call: rpc!(reserve_on_host),
-            },
-            Twin {
-                method: Method::DELETE,
-                path: "/v1/hosts/{host_id}/reservations/{reservation_id}",
-                rpc: "ReserveOnHost",
-                request: "presage.v1.ReserveOnHostRequest",
-                response: "presage.v1.ReserveOnHostResponse",
-                fixed: &[],
-                path_fields: &[("reservation_id", "release.id")],
-                body_field: None,
-                access: Access::Act,
-                summary: "Give a reservation up",
-                errors: &[(404, "no such host"), NOT_CONNECTED],
-                call: rpc!(reserve_on_host),
-            },
-            Twin {
-                method: post.clone(),
-                path: "/v1/hosts/{host_id}/drain",
-                rpc: "SetDrain",
-                request: "presage.v1.SetDrainRequest",
-                response: "presage.v1.SetDrainResponse",
-                fixed: &[("drain", FixedValue::Bool(true))],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Act,
-                summary: "Mark the host as taking no VMs; the plan moves every VM off it (automatic mode applies it)",
-                errors: &[(404, "no such host")],
-                call: rpc!(set_drain),
-            },
-            Twin {
-                method: post.clone(),
-                path: "/v1/hosts/{host_id}/undrain",
-                rpc: "SetDrain",
-                request: "presage.v1.SetDrainRequest",
-                response: "presage.v1.SetDrainResponse",
-                fixed: &[("drain", FixedValue::Bool(false))],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Act,
-                summary: "Clear the host's drain mark",
-                errors: &[(404, "no such host")],
-                call: rpc!(set_drain),
-            },
-            Twin {
-                method: post.clone(),
-                path: "/v1/hosts/{host_id}/ping",
-                rpc: "PingHost",
-                request: "presage.v1.PingHostRequest",
-                response: "presage.v1.PingHostResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "Send a ping through the host's agent stream and wait for its answer (`timeout_ms`: 0 for 10 s, or 100 to 60000)",
-                errors: &[(404, "no such host"), NOT_CONNECTED, (504, "the agent did not answer within the timeout")],
-                call: rpc!(ping_host),
-            },
-            Twin {
-                method: get.clone(),
-                path: "/v1/hosts/{host_id}/vms/{vm_id}",
-                rpc: "InspectVm",
-                request: "presage.v1.InspectVmRequest",
-                response: "presage.v1.InspectVmResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "Ask the host's hypervisor, through its agent, where the VM is now: present, running, migrating away, or an incoming migration's instance",
-                errors: &[(404, "no such host"), NOT_CONNECTED],
-                call: rpc!(inspect_vm),
-            },
-            Twin {
-                method: get.clone(),
-                path: "/v1/plans",
-                rpc: "ListPlans",
-                request: "presage.v1.ListPlansRequest",
-                response: "presage.v1.ListPlansResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "The executor's journal: recent plans (or the one `plan_id` names), each move's step, outcome, duration and live progress",
-                errors: &[(404, "no such plan")],
-                call: rpc!(list_plans),
-            },
-            Twin {
-                method: get.clone(),
-                path: "/v1/plans/{plan_id}",
-                rpc: "ListPlans",
-                request: "presage.v1.ListPlansRequest",
-                response: "presage.v1.ListPlansResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "One plan of the journal",
-                errors: &[(404, "no such plan")],
-                call: rpc!(list_plans),
-            },
-            Twin {
-                method: post.clone(),
-                path: "/v1/plans/{plan_id}/rollback",
-                rpc: "RollbackPlan",
-                request: "presage.v1.RollbackPlanRequest",
-                response: "presage.v1.RollbackPlanResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Act,
-                summary: "Reverse a finished plan's done moves, last first, as a new plan",
-                errors: &[(404, "no such plan"), (409, "the plan is still running or has nothing to reverse")],
-                call: rpc!(rollback_plan),
-            },
-            Twin {
-                method: post.clone(),
-                path: "/v1/vms/{vm_id}/move",
-                rpc: "MoveVm",
-                request: "presage.v1.MoveVmRequest",
-                response: "presage.v1.MoveVmResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Act,
-                summary: "Move the VM to `to_host` now, as a one-move plan through the executor (pre-checks, reservation, live migration, post-checks)",
-                errors: &[(404, "no such VM or host"), (409, "already there, already moving, or it would break a required dependency")],
-                call: rpc!(move_vm),
-            },
-            Twin {
-                method: get.clone(),
-                path: "/v1/anomalies",
-                rpc: "ListAnomalies",
-                request: "presage.v1.ListAnomaliesRequest",
-                response: "presage.v1.ListAnomaliesResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "The anomalies the agents' detectors reported, newest first (`vm_id` keeps one VM's)",
-                errors: &[],
-                call: rpc!(list_anomalies),
-            },
-            Twin {
-                method: get.clone(),
-                path: "/v1/vms/{vm_id}/anomalies",
-                rpc: "ListAnomalies",
-                request: "presage.v1.ListAnomaliesRequest",
-                response: "presage.v1.ListAnomaliesResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "One VM's anomalies, newest first",
-                errors: &[],
-                call: rpc!(list_anomalies),
-            },
-            Twin {
-                method: get.clone(),
-                path: "/v1/rollouts",
-                rpc: "ListRollouts",
-                request: "presage.v1.ListRolloutsRequest",
-                response: "presage.v1.ListRolloutsResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "The newest staged rollouts, where each stands, every step",
-                errors: &[],
-                call: rpc!(list_rollouts),
-            },
-            Twin {
-                method: post.clone(),
-                path: "/v1/rollouts",
-                rpc: "StartRollout",
-                request: "presage.v1.StartRolloutRequest",
-                response: "presage.v1.RolloutView",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Act,
-                summary: "Roll a plan of resizes (and moves) out in stages: a canary, watched against the VMs still waiting, then the rest, or everything put back",
-                errors: &[
-                    (400, "an empty or bad plan"),
-                    (404, "an unknown VM or host"),
-                    (409, "a VM of the plan is in another open rollout"),
-                ],
-                call: rpc!(start_rollout),
-            },
-            Twin {
-                method: post.clone(),
-                path: "/v1/rollouts/{id}/abort",
-                rpc: "AbortRollout",
-                request: "presage.v1.AbortRolloutRequest",
-                response: "presage.v1.RolloutView",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Act,
-                summary: "Put every applied change of a rollout back",
-                errors: &[(404, "no such rollout"), (409, "the rollout has finished")],
-                call: rpc!(abort_rollout),
-            },
-            Twin {
-                method: post.clone(),
-                path: "/v1/optimise",
-                rpc: "OptimiseCluster",
-                request: "presage.v1.OptimiseClusterRequest",
-                response: "presage.v1.OptimiseClusterResponse",
-                fixed: &[],
-                path_fields: &[],
-                body_field: None,
-                access: Access::Read,
-                summary: "Run the genetic optimiser over the cluster: a plan of resizes and moves with reasons and the gain per goal (a dry run; `apply` starts a rollout and needs an operator). `time_limit_s` (0: 10 s) is cut to the coordinator's [optimiser] max_request_time",
-                errors: &[(400, "a bad time limit or canary"), (404, "`last_pass`: no background pass has run")],
-                call: rpc!(optimise_cluster),
-            },
+            Twin::new(M::GET, "/v1/status", "Status", Read, rpc!(status),
+                "Cluster summary: hosts, VMs, capacity and use, the policy and its last proposal"),
+            Twin::new(M::GET, "/v1/hosts", "ListHosts", Read, rpc!(list_hosts), "Hosts with capacity, usage, liveness and their agents' figures"),
+            Twin::new(M::GET, "/v1/vms", "ListVms", Read, rpc!(list_vms),
+                "VMs with their latest samples, recent usage and forecast (p10/p50/p90); `host_id` keeps one host's, `vm_id` one VM (id or name)")
+                .errors(&[(404, "no such host, or no VM of that id or name")]),
+            Twin::new(M::GET, "/v1/vms/{vm_id}", "ListVms", Read, rpc!(list_vms),
+                "One VM (id or name; several when a name is on several hosts): samples, usage history, forecast")
+                .errors(&[(404, "no VM of that id or name")]),
+            Twin::new(M::GET, "/v1/vms/{vm_id}/explain", "Explain", Read, rpc!(explain),
+                "Why the VM is where it is, or why the plan moves it: its predicted demand and every host ranked for it, each scorer's part")
+                .errors(&[(404, "no such VM"), NO_PASS_YET]),
+            Twin::new(M::GET, "/v1/plan", "GetPlan", Read, rpc!(get_plan),
+                "The last policy pass's plan: ordered moves with reason, benefit, cost and the scores of the chosen host and the runner-up"),
+            Twin::new(M::POST, "/v1/place", "Place", Read, rpc!(place),
+                "Dry run: every host ranked for a new VM of this shape, with explanations; nothing is reserved")
+                .errors(&[NO_PASS_YET, (409, "no host is known yet")]),
+            Twin::new(M::POST, "/v1/hosts/{host_id}/reservations", "ReserveOnHost", Act, rpc!(reserve_on_host),
+                "Ask the host's agent to hold a reservation; it admits or refuses it by its own rule and answers with what it holds")
+                .body_field("reserve")
+                .errors(&[(404, "no such host"), NOT_CONNECTED]),
+            Twin::new(M::DELETE, "/v1/hosts/{host_id}/reservations/{reservation_id}", "ReserveOnHost", Act, rpc!(reserve_on_host),
+                "Give a reservation up")
+                .path_fields(&[("reservation_id", "release.id")])
+                .errors(&[(404, "no such host"), NOT_CONNECTED]),
+            Twin::new(M::POST, "/v1/hosts/{host_id}/drain", "SetDrain", Act, rpc!(set_drain),
+                "Mark the host as taking no VMs; the plan moves every VM off it (automatic mode applies it)")
+                .fixed(&[("drain", FixedValue::Bool(true))])
+                .errors(&[(404, "no such host")]),
+            Twin::new(M::POST, "/v1/hosts/{host_id}/undrain", "SetDrain", Act, rpc!(set_drain), "Clear the host's drain mark")
+                .fixed(&[("drain", FixedValue::Bool(false))])
+                .errors(&[(404, "no such host")]),
+            Twin::new(M::POST, "/v1/hosts/{host_id}/ping", "PingHost", Read, rpc!(ping_host),
+                "Send a ping through the host's agent stream and wait for its answer (`timeout_ms`: 0 for 10 s, or 100 to 60000)")
+                .errors(&[(404, "no such host"), NOT_CONNECTED, (504, "the agent did not answer within the timeout")]),
+            Twin::new(M::GET, "/v1/hosts/{host_id}/vms/{vm_id}", "InspectVm", Read, rpc!(inspect_vm),
+                "Ask the host's hypervisor, through its agent, where the VM is now: present, running, migrating away, or an incoming migration's instance")
+                .errors(&[(404, "no such host"), NOT_CONNECTED]),
+            Twin::new(M::GET, "/v1/plans", "ListPlans", Read, rpc!(list_plans),
+                "The executor's journal: recent plans (or the one `plan_id` names), each move's step, outcome, duration and live progress")
+                .errors(&[(404, "no such plan")]),
+            Twin::new(M::GET, "/v1/plans/{plan_id}", "ListPlans", Read, rpc!(list_plans), "One plan of the journal")
+                .errors(&[(404, "no such plan")]),
+            Twin::new(M::POST, "/v1/plans/{plan_id}/rollback", "RollbackPlan", Act, rpc!(rollback_plan),
+                "Reverse a finished plan's done moves, last first, as a new plan")
+                .errors(&[(404, "no such plan"), (409, "the plan is still running or has nothing to reverse")]),
+            Twin::new(M::POST, "/v1/vms/{vm_id}/move", "MoveVm", Act, rpc!(move_vm),
+                "Move the VM to `to_host` now, as a one-move plan through the executor (pre-checks, reservation, live migration, post-checks)")
+                .errors(&[(404, "no such VM or host"), (409, "already there, already moving, or it would break a required dependency")]),
+            Twin::new(M::GET, "/v1/anomalies", "ListAnomalies", Read, rpc!(list_anomalies),
+                "The anomalies the agents' detectors reported, newest first (`vm_id` keeps one VM's)"),
+            Twin::new(M::GET, "/v1/vms/{vm_id}/anomalies", "ListAnomalies", Read, rpc!(list_anomalies), "One VM's anomalies, newest first"),
+            Twin::new(M::GET, "/v1/rollouts", "ListRollouts", Read, rpc!(list_rollouts), "The newest staged rollouts, where each stands, every step"),
+            Twin::new(M::POST, "/v1/rollouts", "StartRollout", Act, rpc!(start_rollout),
+                "Roll a plan of resizes (and moves) out in stages: a canary, watched against the VMs still waiting, then the rest, or everything put back")
+                .answer("RolloutView")
+                .errors(&[(400, "an empty or bad plan"), (404, "an unknown VM or host"), (409, "a VM of the plan is in another open rollout")]),
+            Twin::new(M::POST, "/v1/rollouts/{id}/abort", "AbortRollout", Act, rpc!(abort_rollout), "Put every applied change of a rollout back")
+                .answer("RolloutView")
+                .errors(&[(404, "no such rollout"), (409, "the rollout has finished")]),
+            Twin::new(M::POST, "/v1/optimise", "OptimiseCluster", Read, rpc!(optimise_cluster),
+                "Run the genetic optimiser over the cluster: a plan of resizes and moves with reasons and the gain per goal (a dry run; `apply` starts a rollout and needs an operator). `time_limit_s` (0: 10 s) is cut to the coordinator's [optimiser] max_request_time")
+                .errors(&[(400, "a bad time limit or canary"), (404, "`last_pass`: no background pass has run")]),
         ]
     });
     &TWINS
@@ -518,10 +296,10 @@ fn request_json(twin: &Twin, path: &BTreeMap<String, String>, query: Option<&str
     if let Some(query) = query.filter(|q| !q.is_empty()) {
         for (key, raw) in form_pairs(query) {
             let known_elsewhere = path.contains_key(&key) || twin.fixed.iter().any(|(f, _)| *f == key);
-            let value = match SCHEMAS.typed_value(twin.request, &key, &raw) {
+            let value = match SCHEMAS.typed_value(&twin.request, &key, &raw) {
                 Some(v) if !known_elsewhere => v,
                 _ => {
-                    let known = SCHEMAS.field_names(twin.request).into_iter().filter(|f| !path.contains_key(f)).collect::<Vec<_>>();
+                    let known = SCHEMAS.field_names(&twin.request).into_iter().filter(|f| !path.contains_key(f)).collect::<Vec<_>>();
                     return Err(ApiError::field(
                         StatusCode::BAD_REQUEST,
                         "bad_query",
@@ -539,7 +317,7 @@ fn request_json(twin: &Twin, path: &BTreeMap<String, String>, query: Option<&str
     for (param, raw) in path {
         let field = twin.path_fields.iter().find(|(p, _)| p == param).map_or(param.as_str(), |(_, f)| f);
         let (message, leaf) = match field.split_once('.') {
-            Some((_, leaf)) => (nested_message(twin.request, field), leaf),
+            Some((_, leaf)) => (nested_message(&twin.request, field), leaf),
             None => (twin.request.to_string(), field),
         };
         let value = SCHEMAS.typed_value(&message, leaf, raw).unwrap_or_else(|| Value::String(raw.clone()));
@@ -736,9 +514,9 @@ pub fn openapi_paths() -> (Map<String, Value>, BTreeMap<String, Value>) {
     let mut components = BTreeMap::new();
     for twin in twins() {
         let params: Vec<&str> = twin.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect();
-        let input = bounded(SCHEMAS.components(&[twin.request], true).expect("twins name messages that exist"));
-        let output = SCHEMAS.components(&[twin.response], false).expect("twins name messages that exist");
-        let request = &input[&Schemas::reference(twin.request, true)];
+        let input = bounded(SCHEMAS.components(&[twin.request.as_str()], true).expect("twins name messages that exist"));
+        let output = SCHEMAS.components(&[twin.response.as_str()], false).expect("twins name messages that exist");
+        let request = &input[&Schemas::reference(&twin.request, true)];
         let mut parameters: Vec<Value> = params
             .iter()
             .map(|p| {
@@ -752,7 +530,7 @@ pub fn openapi_paths() -> (Map<String, Value>, BTreeMap<String, Value>) {
             "description": format!("The REST twin of the gRPC call presage.v1.Operator/{}.", twin.rpc),
             "tags": [tag(twin.path)],
             "responses": crate::api_error::answers(
-                &format!("#/components/schemas/{}", Schemas::component_name(twin.response)),
+                &format!("#/components/schemas/{}", Schemas::component_name(&twin.response)),
                 twin.errors,
             ),
         });
@@ -855,12 +633,12 @@ mod tests {
     #[test]
     fn every_twin_names_messages_and_path_fields_that_exist() {
         for t in twins() {
-            assert!(SCHEMAS.has_message(t.request), "{}", t.request);
-            assert!(SCHEMAS.has_message(t.response), "{}", t.response);
+            assert!(SCHEMAS.has_message(&t.request), "{}", t.request);
+            assert!(SCHEMAS.has_message(&t.response), "{}", t.response);
             for p in t.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))) {
                 let field = t.path_fields.iter().find(|(q, _)| *q == p).map_or(p, |(_, f)| f);
                 let head = field.split('.').next().unwrap();
-                assert!(SCHEMAS.field_names(t.request).contains(&head.to_string()), "{} has no field {head}", t.request);
+                assert!(SCHEMAS.field_names(&t.request).contains(&head.to_string()), "{} has no field {head}", t.request);
             }
         }
     }

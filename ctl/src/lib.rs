@@ -501,10 +501,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("--output csv is only available for simulate, dot for ecosystem");
             }
             let c = cli.conn.target().connect().await?;
-            let output = cli.output.clone();
+            let output = cli.output;
             let view = move || {
                 let mut c = c.clone();
-                let output = output.clone();
                 async move {
                     let s = c.status(StatusRequest {}).await.map_err(|s| rpc_error("status", s))?.into_inner();
                     let v = StatusView::from(s);
@@ -617,10 +616,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Plans { id, limit, watch } => {
             let c = cli.conn.target().connect().await?;
-            let output = cli.output.clone();
+            let output = cli.output;
             let view = move || {
                 let mut c = c.clone();
-                let output = output.clone();
                 async move {
                     let r = c
                         .list_plans(presage_protocol::pb::ListPlansRequest { plan_id: id.unwrap_or(0), limit })

@@ -314,21 +314,30 @@ async fn coordinator_process(pki: &Pki) -> anyhow::Result<(tokio::process::Child
     Ok((coord, format!("https://127.0.0.1:{port}"), dir))
 }
 
+/// Registers host `h` (`hv-NNNNN`: 64 cores at 2.5 GHz, 512 GiB) straight into the coordinator's
+/// state, as its session would; its name.
+fn register_big_host(coord: &RunningCoordinator, h: usize, now: Instant) -> String {
+    use presage_protocol::pb::{HostCapacity, Register};
+    let host = format!("hv-{h:05}");
+    let reg = Register {
+        protocol_version: presage_protocol::PROTOCOL_VERSION,
+        host_id: host.clone(),
+        capacity: Some(HostCapacity { cpu_cores: 64, cpu_mhz_per_core: 2500.0, memory_bytes: 512 << 30, ..Default::default() }),
+        hypervisor_kind: "simulated".into(),
+        boot_id: "b".into(),
+        ..Default::default()
+    };
+    coord.shared.state().register(&reg, h as u64 + 1, now);
+    host
+}
+
 async fn bench_metrics(hosts: usize, vms: usize) -> anyhow::Result<()> {
-    use presage_protocol::pb::{HostCapacity, Register, Report, VmSample, VmState};
+    use presage_protocol::pb::{Report, VmSample, VmState};
     let pki = Pki::new();
     let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(3600)).await;
     let now = Instant::now();
     for h in 0..hosts {
-        let host = format!("hv-{h:05}");
-        let reg = Register {
-            protocol_version: presage_protocol::PROTOCOL_VERSION,
-            host_id: host.clone(),
-            capacity: Some(HostCapacity { cpu_cores: 64, cpu_mhz_per_core: 2500.0, memory_bytes: 512 << 30, ..Default::default() }),
-            hypervisor_kind: "simulated".into(),
-            boot_id: "b".into(),
-            ..Default::default()
-        };
+        let host = register_big_host(&coord, h, now);
         let report = Report {
             seq: 1,
             sampled_at_ms: 1,
@@ -346,7 +355,6 @@ async fn bench_metrics(hosts: usize, vms: usize) -> anyhow::Result<()> {
             ..Default::default()
         };
         let mut state = coord.shared.state();
-        state.register(&reg, h as u64 + 1, now);
         state.ingest(&host, h as u64 + 1, report, now).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let mut times = Vec::new();
@@ -366,7 +374,7 @@ async fn bench_metrics(hosts: usize, vms: usize) -> anyhow::Result<()> {
 }
 
 async fn bench_web(hosts: usize, vms: usize, runs: usize) -> anyhow::Result<()> {
-    use presage_protocol::pb::{HostCapacity, HostUsage, Register, Report, VmForecast, VmSample, VmState};
+    use presage_protocol::pb::{HostUsage, Report, VmForecast, VmSample, VmState};
     let playwright =
         std::env::var("PRESAGE_PLAYWRIGHT").context("PRESAGE_PLAYWRIGHT: the playwright-core package folder (./presage.sh deps)")?;
     let pki = Pki::new();
@@ -374,16 +382,7 @@ async fn bench_web(hosts: usize, vms: usize, runs: usize) -> anyhow::Result<()> 
     let now = Instant::now();
     let t_fill = Instant::now();
     for h in 0..hosts {
-        let host = format!("hv-{h:05}");
-        let reg = Register {
-            protocol_version: presage_protocol::PROTOCOL_VERSION,
-            host_id: host.clone(),
-            capacity: Some(HostCapacity { cpu_cores: 64, cpu_mhz_per_core: 2500.0, memory_bytes: 512 << 30, ..Default::default() }),
-            hypervisor_kind: "simulated".into(),
-            boot_id: "b".into(),
-            ..Default::default()
-        };
-        coord.shared.state().register(&reg, h as u64 + 1, now);
+        let host = register_big_host(&coord, h, now);
         // 24 cycles: each VM's history fills; the last carries 12-step forecasts.
         for cycle in 0..24u64 {
             let load = |v: usize| (0.2 + 0.5 * (((h * 7 + v * 13) as f64 + cycle as f64 / 3.0).sin() + 1.0) / 2.0) as f32;
@@ -533,7 +532,9 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Opti
     }
     let n = (s1.reports_ingested - s0.reports_ingested) as f64;
     let rate = every.map_or("as fast as taken".to_string(), |e| format!("every {}", humantime::format_duration(e)));
-    println!("coordinator ingest benchmark: {agents} agents (one mTLS connection each), {vms} VMs per report, reports {rate}, release build");
+    println!(
+        "coordinator ingest benchmark: {agents} agents (one mTLS connection each), {vms} VMs per report, reports {rate}, release build"
+    );
     println!("  all agents registered in    {:.1} s", setup.as_secs_f64());
     println!("  reports ingested            {n:.0} in {el:.1} s = {:.0} reports/s ({:.0} VM samples/s)", n / el, n * vms as f64 / el);
     println!("  rejected                    {}", s1.reports_rejected);

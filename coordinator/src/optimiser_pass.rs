@@ -179,10 +179,67 @@ pub enum PassError {
     Search(anyhow::Error),
 }
 
+/// What the rest of the coordinator suggests to the optimiser's guided mutation: the moves of
+/// the placement policy's last plan (hosts chosen by the ensemble of scorers on forecasts) and
+/// the resizes of the sizing pass's last proposals (sizes ahead of forecasts).
+#[derive(Clone, Debug, Default)]
+pub struct Guidance {
+    /// (VM, host) moves.
+    pub moves: Vec<(String, String)>,
+    /// (VM, cores, MiB) sizes.
+    pub sizes: Vec<(String, f64, f64)>,
+}
+
+impl Guidance {
+    /// The coordinator's suggestions now.
+    pub fn of(shared: &Shared) -> Guidance {
+        let moves = shared
+            .plan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, p)| p.proposal.moves.iter().map(|m| (m.vm_id.clone(), m.to_host.clone())).collect())
+            .unwrap_or_default();
+        let sizes = shared
+            .sizing_pass
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|p| {
+                p.proposals.iter().filter(|x| x.kind == "resize").map(|x| (x.vm_id.clone(), x.to_cpu_cores, x.to_memory_mib)).collect()
+            })
+            .unwrap_or_default();
+        Guidance { moves, sizes }
+    }
+
+    /// As the problem's hints: each suggested move to its host (the VM's size kept), each
+    /// suggested size as the option nearest to it (relative distance over cores and memory).
+    pub fn hints(&self, m: &ClusterModel) -> Vec<presage_decide::optimise::Hint> {
+        use presage_decide::optimise::Hint;
+        let vm_index = |vm: &str| m.vms.iter().position(|v| v == vm).map(|i| i as u32);
+        let mut hints = Vec::new();
+        for (vm, host) in &self.moves {
+            if let (Some(item), Some(h)) = (vm_index(vm), m.hosts.iter().position(|x| x == host)) {
+                hints.push(Hint { item, host: Some(h as u32), option: None });
+            }
+        }
+        for (vm, cores, mib) in &self.sizes {
+            let Some(item) = vm_index(vm) else { continue };
+            let distance = |s: &[f64]| ((s[0] - cores) / cores.max(0.01)).abs() + ((s[1] - mib) / mib.max(1.0)).abs();
+            let nearest = m.options[item as usize].sizes.iter().enumerate().min_by(|a, b| distance(a.1).total_cmp(&distance(b.1)));
+            if let Some((o, _)) = nearest {
+                hints.push(Hint { item, host: None, option: Some(o as u16) });
+            }
+        }
+        hints
+    }
+}
+
 /// Models the cluster as it is now and runs the optimiser over it on a blocking thread.
 pub async fn plan_now(shared: &Shared, limit: Duration, threads: usize, seed: u64) -> Result<ClusterPlan, PassError> {
     let held = shared.ecosystem.held_in_place();
-    let model = model(&shared.state(), &shared.optimiser_goals, &held)?;
+    let mut model = model(&shared.state(), &shared.optimiser_goals, &held)?;
+    model.problem.hints = Guidance::of(shared).hints(&model);
     if model.vms.is_empty() {
         return Err(PassError::NothingToPlan);
     }
@@ -442,6 +499,30 @@ mod tests {
         let held: HashSet<String> = held.iter().map(|v| v.to_string()).collect();
         let m = model(&two_light_hosts(), &SizingGoals::default(), &held).unwrap();
         plan(&m, Duration::from_millis(300), 1, 7).unwrap()
+    }
+
+    #[test]
+    fn the_policy_plan_and_the_sizing_pass_become_hints_on_the_right_items_hosts_and_sizes() {
+        let m = model(&two_light_hosts(), &SizingGoals::default(), &HashSet::new()).unwrap();
+        let vm_b = m.vms.iter().position(|v| v == "vm-b").unwrap() as u32;
+        let host_a = m.hosts.iter().position(|h| h == "a").unwrap() as u32;
+        // The size nearest to what the sizing pass proposed for vm-b.
+        let sizes = &m.options[vm_b as usize].sizes;
+        let (want, target) = sizes.iter().enumerate().max_by(|a, b| a.1[0].total_cmp(&b.1[0])).map(|(o, s)| (o as u16, s.clone())).unwrap();
+        let g = Guidance {
+            moves: vec![("vm-b".into(), "a".into()), ("vm-gone".into(), "a".into()), ("vm-a".into(), "no-such-host".into())],
+            sizes: vec![("vm-b".into(), target[0] * 1.01, target[1])],
+        };
+        let hints = g.hints(&m);
+        use presage_decide::optimise::Hint;
+        assert_eq!(
+            hints,
+            vec![Hint { item: vm_b, host: Some(host_a), option: None }, Hint { item: vm_b, host: None, option: Some(want) }],
+            "moves and sizes that name no VM or host of the model are dropped"
+        );
+        let mut p = m.problem.clone();
+        p.hints = hints;
+        assert!(p.check().is_ok());
     }
 
     #[test]

@@ -70,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         packing_weight: 0.0,
         balance_weight: 0.0,
         lower_bound: None,
+        hints: Vec::new(),
     };
     let ft = Tables::new(&fixed);
     let mut now = Solution::empty(&ft);

@@ -62,8 +62,16 @@ impl JointSpec {
         let mut order: Vec<u32> = (0..self.vms as u32).collect();
         rng.shuffle(&mut order);
         let anti_affinity: Vec<Vec<u32>> = order.chunks(2).take(pairs).map(|c| c.to_vec()).collect();
-        let mut problem =
-            Problem { dims: 2, hosts, items: items.clone(), anti_affinity, packing_weight: 1.0, balance_weight: 0.0, lower_bound: None };
+        let mut problem = Problem {
+            dims: 2,
+            hosts,
+            items: items.clone(),
+            anti_affinity,
+            packing_weight: 1.0,
+            balance_weight: 0.0,
+            lower_bound: None,
+            hints: Vec::new(),
+        };
         if self.seed % 2 == 1 {
             // Placed already: largest sizes, first fit in a random order (on hosts in a random order).
             let t = Tables::new(&problem);

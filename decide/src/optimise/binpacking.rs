@@ -31,6 +31,7 @@ impl BinPacking {
             // The packing term is at most the weight below the count: a solution with the
             // bound's bins costs less than bound - 0.5 + 0.5.
             lower_bound: Some(self.l2_bound() as f64),
+            hints: Vec::new(),
         }
     }
 

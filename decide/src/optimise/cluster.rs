@@ -222,6 +222,7 @@ pub fn problem(hosts: &[Host], vms: &[ClusterVm], goals: &SizingGoals) -> Result
         packing_weight: if min_host.is_finite() && goals.balance_weight == 0.0 { 0.01 * min_host } else { 0.0 },
         balance_weight: goals.balance_weight,
         lower_bound: None,
+        hints: Vec::new(),
     };
     p.check()?;
     Ok((p, options))
@@ -291,6 +292,57 @@ mod tests {
         assert_eq!(hosts_used(&SizingGoals { balance_weight: 10.0, ..SizingGoals::default() }), 2, "spread for balance");
         let bad = problem(&hosts, &vms, &SizingGoals { balance_weight: f64::NAN, ..SizingGoals::default() }).unwrap_err();
         assert!(bad.to_string().contains("balance weight"), "{bad}");
+    }
+
+    #[test]
+    fn hints_are_checked_followed_where_they_fit_and_never_break_a_constraint() {
+        use crate::optimise::genetic::{Generations, GeneticConfig, Sequential, optimise};
+        use crate::optimise::{Hint, Solution, Tables};
+        // Six 4-core VMs (steady peaks) one per host on six 16-core hosts, and a 2-core host:
+        // four fit on one host.
+        let mut hosts = vec![Host { capacity: vec![16.0], active_cost: 1.0 }; 6];
+        hosts.push(Host { capacity: vec![2.0], active_cost: 1.0 });
+        let vms: Vec<ClusterVm> = (0..6)
+            .map(|h| {
+                let mut v = vm(&[4.0; 7]);
+                v.size = vec![4.0];
+                v.host = Some(h);
+                v
+            })
+            .collect();
+        let (mut p, _) = problem(&hosts, &vms, &SizingGoals::default()).unwrap();
+        // Hints that name nothing are refused.
+        p.hints = vec![Hint { item: 9, host: None, option: None }];
+        assert!(matches!(p.check(), Err(ProblemError::Hint { hint: 0, .. })), "{:?}", p.check());
+        p.hints = vec![Hint { item: 0, host: Some(7), option: None }];
+        assert!(p.check().is_err());
+        let run = |p: &Problem, generations: usize| {
+            let cfg = GeneticConfig { population: 4, generations, guided: 1.0, intensify: 0, seed: 5, ..GeneticConfig::default() };
+            let out = optimise(p, vec![Solution::current(&Tables::new(p))], &cfg, &Sequential, &mut Generations);
+            let t = Tables::new(p);
+            let mut check = out.best.clone();
+            assert!((check.recount(&t) - out.best.cost()).abs() < 1e-9, "the kept cost is the counted one");
+            // Every host within its capacity, counted here from the assignment.
+            for h in 0..p.hosts.len() as u32 {
+                let load: f64 = out.best.members(h).iter().map(|i| t.demand(*i, out.best.option_of[*i as usize])[0]).sum();
+                assert!(load <= p.hosts[h as usize].capacity[0] + 1e-9, "host {h} holds {load}");
+            }
+            out.best
+        };
+        // Hints that mislead (a host too small for any of them, the same host again) change
+        // nothing that matters: the constraints hold and the result is the same as without.
+        p.hints = vec![Hint { item: 0, host: Some(6), option: None }, Hint { item: 1, host: Some(1), option: None }];
+        let misled = run(&p, 30);
+        p.hints.clear();
+        let blind = run(&p, 30);
+        assert_eq!(misled.active_hosts(), blind.active_hosts());
+        // Consolidation suggested (VMs 1..3 to VM 0's host): taken at the first generation.
+        p.hints = (1..4).map(|i| Hint { item: i, host: Some(0), option: None }).collect();
+        let guided = run(&p, 1);
+        assert!(guided.active_hosts() <= 3, "three of the four hinted moves fit at once: {} hosts", guided.active_hosts());
+        // Same seed, same hints: the same result.
+        p.hints = (1..4).map(|i| Hint { item: i, host: Some(0), option: None }).collect();
+        assert_eq!(run(&p, 5).host_of, run(&p, 5).host_of);
     }
 
     #[test]

@@ -144,6 +144,19 @@ fn solve_partition(
         packing_weight: problem.packing_weight,
         balance_weight: problem.balance_weight,
         lower_bound: None,
+        // The part's share of the hints: those about its items, to its hosts or none.
+        hints: problem
+            .hints
+            .iter()
+            .filter_map(|h| {
+                let item = local_item(h.item)?;
+                let host = match h.host {
+                    Some(g) => Some(local_host(g)?),
+                    None => None,
+                };
+                Some(super::Hint { item, host, option: h.option })
+            })
+            .collect(),
     };
     let st = Tables::new(&sub);
     // The partition as it is now is the first seed: the result is never worse.

@@ -43,6 +43,10 @@ pub struct GeneticConfig {
     /// Generations without a better best after which all but the elite are replaced by fresh
     /// random solutions (a population that has converged searches no more).
     pub restart_after: usize,
+    /// The share of children given a guided mutation where the problem has hints: one to
+    /// three of them applied (the item moved to the suggested host and size where it fits
+    /// there, else set free to be placed anew), the local search then settling the rest.
+    pub guided: f64,
     pub seed: u64,
 }
 
@@ -57,6 +61,7 @@ impl Default for GeneticConfig {
             mutate_hosts: 3,
             intensify: 2,
             restart_after: 300,
+            guided: 0.25,
             seed: 1,
         }
     }
@@ -233,6 +238,25 @@ fn child(t: &Tables<'_>, a: &Solution, b: &Solution, cfg: &GeneticConfig, rng: &
             if s.host_of[i as usize] == super::NOWHERE && s.fits(t, i, b.option_of[i as usize], h) {
                 s.set_option(i, b.option_of[i as usize]);
                 s.place(t, i, h);
+            }
+        }
+    }
+    // Guided mutation: suggested moves and resizes (no random draw without hints: runs
+    // without them are as they were).
+    let hints = &t.problem.hints;
+    if !hints.is_empty() && rng.unit() < cfg.guided {
+        for _ in 0..1 + rng.below(3) {
+            let hint = &hints[rng.below(hints.len())];
+            let i = hint.item;
+            if s.host_of[i as usize] != super::NOWHERE {
+                s.unplace(t, i);
+            }
+            if let Some(o) = hint.option {
+                s.set_option(i, o);
+            }
+            match hint.host {
+                Some(h) if s.fits(t, i, s.option_of[i as usize], h) => s.place(t, i, h),
+                _ => free.push(i),
             }
         }
     }

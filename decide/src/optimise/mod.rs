@@ -82,6 +82,18 @@ pub struct Problem {
     pub balance_weight: f64,
     /// A proven lower bound on the cost, where one is known: a run stops when it reaches it.
     pub lower_bound: Option<f64>,
+    /// Moves and resizes suggested from outside the search (the placement policy's ensemble,
+    /// the forecasts' sizing): the genetic algorithm's guided mutation tries them
+    /// ([`genetic::GeneticConfig::guided`]). Suggestions, never constraints.
+    pub hints: Vec<Hint>,
+}
+
+/// A suggested change of one item: to a host, to a size option, or both.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hint {
+    pub item: u32,
+    pub host: Option<u32>,
+    pub option: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -96,6 +108,8 @@ pub enum ProblemError {
     Group { group: usize, why: String },
     #[error("goals: {0}")]
     Goal(String),
+    #[error("hint {hint}: {why}")]
+    Hint { hint: usize, why: String },
 }
 
 impl Problem {
@@ -144,6 +158,17 @@ impl Problem {
         for (g, group) in self.anti_affinity.iter().enumerate() {
             if let Some(i) = group.iter().find(|i| **i as usize >= self.items.len()) {
                 return Err(ProblemError::Group { group: g, why: format!("item {i} does not exist") });
+            }
+        }
+        for (n, hint) in self.hints.iter().enumerate() {
+            let Some(item) = self.items.get(hint.item as usize) else {
+                return Err(ProblemError::Hint { hint: n, why: format!("item {} does not exist", hint.item) });
+            };
+            if hint.host.is_some_and(|h| h as usize >= self.hosts.len()) || hint.option.is_some_and(|o| o as usize >= item.options.len()) {
+                return Err(ProblemError::Hint {
+                    hint: n,
+                    why: format!("host {:?} or option {:?} does not exist", hint.host, hint.option),
+                });
             }
         }
         Ok(())

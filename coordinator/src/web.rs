@@ -75,7 +75,7 @@ pub struct HostOverview {
     pub cpu_used_mhz: f64,
     pub memory_capacity_bytes: u64,
     pub memory_used_bytes: u64,
-    /// The host's VMs: id, name, CPU demand now (MHz).
+    /// The host's VMs: id, name (empty where it is the id), CPU demand now (MHz).
     pub vms: Vec<(String, String, f64)>,
     /// The VMs' summed CPU demand at the host's last samples, oldest first, and when each was
     /// taken (seconds on the forecasts' clock: the trace's on simulated hosts, Unix time on
@@ -137,7 +137,9 @@ fn host_overview(h: &crate::state::HostRecord, drained: bool) -> HostOverview {
     for v in h.vms.values() {
         let per_vcpu = if v.vcpu_mhz > 0.0 { v.vcpu_mhz } else { cap.cpu_mhz_per_core };
         let scale = v.vcpus as f64 * per_vcpu;
-        vms.push((v.vm_id.clone(), v.name.clone(), h.vm_cpu_demand(v)));
+        // A name that is the id again is left empty: a large cluster's overview is megabytes.
+        let name = if v.name == v.vm_id { String::new() } else { v.name.clone() };
+        vms.push((v.vm_id.clone(), name, h.vm_cpu_demand(v)));
         // VMs on one host are sampled in the same cycle: their histories align from the end.
         if let Some(points) = h.usage_history.get(&v.vm_id) {
             let n = points.len().min(OVERVIEW_HISTORY);
@@ -177,6 +179,11 @@ fn host_overview(h: &crate::state::HostRecord, drained: bool) -> HostOverview {
                 .collect()
         })
         .unwrap_or_default();
+    // To 0.1 MHz: a page needs no more, and full-precision floats were most of the bytes.
+    let tenth = |v: Vec<f64>| v.into_iter().map(|x| (x * 10.0).round() / 10.0).collect::<Vec<f64>>();
+    for vm in &mut vms {
+        vm.2 = (vm.2 * 10.0).round() / 10.0;
+    }
     HostOverview {
         host_id: h.host_id.clone(),
         reachable: h.reachable,
@@ -186,12 +193,12 @@ fn host_overview(h: &crate::state::HostRecord, drained: bool) -> HostOverview {
         memory_capacity_bytes: cap.memory_bytes,
         memory_used_bytes: usage.memory_used_bytes,
         vms,
-        history_mhz: history.split_off(OVERVIEW_HISTORY - filled),
+        history_mhz: tenth(history.split_off(OVERVIEW_HISTORY - filled)),
         history_at_s,
         forecast_first_s: first_step as f64 * step,
-        forecast_p10_mhz: p10,
-        forecast_p50_mhz: p50,
-        forecast_p90_mhz: p90,
+        forecast_p10_mhz: tenth(p10),
+        forecast_p50_mhz: tenth(p50),
+        forecast_p90_mhz: tenth(p90),
         step_seconds,
     }
 }
@@ -229,7 +236,7 @@ pub fn openapi_paths() -> serde_json::Value {
                 "cpu_capacity_mhz": {"type": "number"}, "cpu_used_mhz": {"type": "number"},
                 "memory_capacity_bytes": {"type": "integer"}, "memory_used_bytes": {"type": "integer"},
                 "vms": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "string"}, {"type": "number"}],
-                    "minItems": 3, "maxItems": 3, "description": "id, name, CPU demand now (MHz)"}},
+                    "minItems": 3, "maxItems": 3, "description": "id, name (empty where it is the id), CPU demand now (MHz)"}},
                 "history_mhz": mhz, "history_at_s": mhz, "forecast_first_s": {"type": "number"}, "forecast_p10_mhz": mhz, "forecast_p50_mhz": mhz, "forecast_p90_mhz": mhz,
                 "step_seconds": {"type": "integer", "minimum": 0}}}
         }

@@ -228,8 +228,9 @@ async fn the_command_stream_carries_a_ping_and_its_answer() {
     assert_eq!(first.host_id, "hv-p");
     assert!(second.command_id > first.command_id, "each command gets its own id");
     assert!(second.agent_uptime_ms >= first.agent_uptime_ms, "the answer comes from the running agent");
+    // A host that never registered is not found; one whose agent is away (below) is unavailable.
     let err = op.ping_host(PingHostRequest { host_id: "nobody".into(), timeout_ms: 500 }).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
     agent.stop().await;
     // A ping racing the closing session is ABORTED ("closed before it answered"); once closed,
     // pings are UNAVAILABLE. Nothing else may come back.

@@ -102,7 +102,7 @@ async fn a_worse_canary_is_rolled_back_a_harmless_plan_goes_everywhere_and_a_res
     let mut unknown = plan(vcpus, 0.5);
     unknown.changes[0].vm_id = "nope".into();
     let e = op.clone().start_rollout(unknown).await.unwrap_err();
-    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("nope"), "{e:?}");
+    assert!(e.code() == tonic::Code::NotFound && e.message().contains("nope"), "{e:?}");
 
     // A quarter of their vCPUs, where they use 60 %: the canary is held at its quota (saturated)
     // while the control group is not, and the rollout puts it back by itself.

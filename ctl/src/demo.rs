@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use presage_protocol::pb::{GetPlanRequest, ListHostsRequest, ListVmsRequest, PingHostRequest, StatusRequest};
 use presage_protocol::pki::ClusterCa;
+
+/// The password of the demo operator's browser certificate (a throwaway cluster on loopback).
+pub const DEMO_P12_PASSWORD: &str = "presage-demo";
 use presage_protocol::tls::Role;
 use tokio::process::{Child, Command};
 
@@ -303,6 +306,13 @@ async fn run_cluster(
     )?;
     println!("presage demo: 1 coordinator + {} agents on {url}, replaying {} ({format})", args.agents, trace.display());
     println!("work folder (certificates, configs, stores, logs): {}", work.display());
+    // The web view, for a browser: the demo operator's certificate as PKCS#12.
+    let p12 = tls.join("operator.p12");
+    presage_protocol::pki::write_pkcs12(&operator, &p12, DEMO_P12_PASSWORD)?;
+    println!(
+        "web view: {url}/ui/ (import {} into the browser, password {DEMO_P12_PASSWORD:?}; its certificate is from the demo's own CA)",
+        p12.display()
+    );
     if cfg!(debug_assertions) {
         println!(
             "unoptimised build (quick to compile; the agents' RSS is about twice a release build's): `./presage.sh demo --release` runs release binaries"

@@ -216,11 +216,14 @@ impl Guidance {
     /// suggested size as the option nearest to it (relative distance over cores and memory).
     pub fn hints(&self, m: &ClusterModel) -> Vec<presage_decide::optimise::Hint> {
         use presage_decide::optimise::Hint;
-        let vm_index = |vm: &str| m.vms.iter().position(|v| v == vm).map(|i| i as u32);
+        // Indexed once: a large cluster has many VMs and the plan many moves.
+        let items: std::collections::HashMap<&str, u32> = m.vms.iter().enumerate().map(|(i, v)| (v.as_str(), i as u32)).collect();
+        let hosts: std::collections::HashMap<&str, u32> = m.hosts.iter().enumerate().map(|(i, h)| (h.as_str(), i as u32)).collect();
+        let vm_index = |vm: &str| items.get(vm).copied();
         let mut hints = Vec::new();
         for (vm, host) in &self.moves {
-            if let (Some(item), Some(h)) = (vm_index(vm), m.hosts.iter().position(|x| x == host)) {
-                hints.push(Hint { item, host: Some(h as u32), option: None });
+            if let (Some(item), Some(&h)) = (vm_index(vm), hosts.get(host.as_str())) {
+                hints.push(Hint { item, host: Some(h), option: None });
             }
         }
         for (vm, cores, mib) in &self.sizes {

@@ -181,6 +181,8 @@ fn host_overview(h: &crate::state::HostRecord, drained: bool) -> HostOverview {
         .unwrap_or_default();
     // To 0.1 MHz: a page needs no more, and full-precision floats were most of the bytes.
     let tenth = |v: Vec<f64>| v.into_iter().map(|x| (x * 10.0).round() / 10.0).collect::<Vec<f64>>();
+    // The host's demand from its VMs' (already computed above), before they are rounded.
+    let cpu_used_mhz = vms.iter().map(|v| v.2).sum();
     for vm in &mut vms {
         vm.2 = (vm.2 * 10.0).round() / 10.0;
     }
@@ -189,7 +191,7 @@ fn host_overview(h: &crate::state::HostRecord, drained: bool) -> HostOverview {
         reachable: h.reachable,
         drained,
         cpu_capacity_mhz: cap.cpu_cores as f64 * cap.cpu_mhz_per_core,
-        cpu_used_mhz: h.vms.values().map(|v| h.vm_cpu_demand(v)).sum(),
+        cpu_used_mhz,
         memory_capacity_bytes: cap.memory_bytes,
         memory_used_bytes: usage.memory_used_bytes,
         vms,

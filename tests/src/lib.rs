@@ -198,6 +198,14 @@ impl RunningAgent {
     }
 }
 
+/// Two agents, hosts `hv-a` and `hv-b`, each replaying half of `trace_dir`'s VMs (the trace
+/// shared, so VMs can move between them), their stores under `data`.
+pub fn two_simulated_agents(pki: &Pki, coordinator: &str, data: &Path, trace_dir: &Path) -> (RunningAgent, RunningAgent) {
+    let a = RunningAgent::start(simulated_agent(pki, "hv-a", coordinator, &data.join("a"), trace_dir, (0, 2), 0));
+    let b = RunningAgent::start(simulated_agent(pki, "hv-b", coordinator, &data.join("b"), trace_dir, (1, 2), 0));
+    (a, b)
+}
+
 /// An agent configuration with a simulated hypervisor replaying `trace_dir`.
 pub fn simulated_agent(
     pki: &Pki,

@@ -41,8 +41,7 @@ async fn watch_redraws_status_and_plans_until_interrupted_and_colour_is_only_for
     let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
     let trace = synthetic_trace(&[("vm-t-1", &[30u32; 60][..]), ("vm-t-2", &[40u32; 60][..])]);
     let data = tempfile::tempdir().unwrap();
-    let a = RunningAgent::start(simulated_agent(&pki, "hv-a", &coord.url, &data.path().join("a"), trace.path(), (0, 2), 0));
-    let b = RunningAgent::start(simulated_agent(&pki, "hv-b", &coord.url, &data.path().join("b"), trace.path(), (1, 2), 0));
+    let (a, b) = two_simulated_agents(&pki, &coord.url, data.path(), trace.path());
     let op = client(&coord.url, &pki.issue(Role::Viewer, "lister")).await.unwrap();
     let vms = eventually("both VMs reported", WAIT, || {
         let op = op.clone();

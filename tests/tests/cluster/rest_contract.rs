@@ -32,8 +32,7 @@ async fn cluster(pki: &Pki, data: &std::path::Path, trace: &std::path::Path) -> 
     let mut cfg = RunningCoordinator::config(pki, 0, Duration::from_secs(30), policy);
     cfg.optimiser.max_request_time = Duration::from_secs(1);
     let coord = RunningCoordinator::start_config(cfg).await;
-    let a = RunningAgent::start(simulated_agent(pki, "hv-a", &coord.url, &data.join("a"), trace, (0, 2), 0));
-    let b = RunningAgent::start(simulated_agent(pki, "hv-b", &coord.url, &data.join("b"), trace, (1, 2), 0));
+    let (a, b) = two_simulated_agents(pki, &coord.url, data, trace);
     let op = client(&coord.url, &pki.issue(Role::Viewer, "waiter")).await.unwrap();
     eventually("both hosts report their VMs", WAIT, || {
         let op = op.clone();

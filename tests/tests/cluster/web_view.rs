@@ -60,8 +60,7 @@ async fn the_web_view_shows_the_cluster_a_vm_with_its_forecast_band_the_graph_an
         ("vm-w-batch", &[60u32; 200][..]),
     ]);
     let data = tempfile::tempdir().unwrap();
-    let a = RunningAgent::start(simulated_agent(&pki, "hv-a", &coord.url, &data.path().join("a"), trace.path(), (0, 2), 0));
-    let b = RunningAgent::start(simulated_agent(&pki, "hv-b", &coord.url, &data.path().join("b"), trace.path(), (1, 2), 0));
+    let (a, b) = two_simulated_agents(&pki, &coord.url, data.path(), trace.path());
     let op = client(&coord.url, &pki.issue(Role::Viewer, "lister")).await.unwrap();
     // Every VM reported with a forecast, and a policy pass run.
     let vms = eventually("four VMs with forecasts and a plan", WAIT, || {

@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub migration: MigrationConfig,
     #[serde(default)]
     pub topology: TopologyConfig,
+    #[serde(default)]
+    pub capacity: CapacityConfig,
     /// `[metrics]`: `/metrics` on a plain port (`listen = "127.0.0.1:9465"`); off by default.
     #[serde(default)]
     pub metrics: presage_protocol::metrics_endpoint::MetricsConfig,
@@ -58,6 +60,17 @@ pub struct TopologyConfig {
     pub zone: String,
     #[serde(default)]
     pub rack: String,
+}
+
+/// `[capacity]`: what this host has that the hypervisor cannot tell.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// The disk bandwidth its VMs share, MB/s, reads and writes together (what its storage
+    /// sustains; e.g. 2000 for a local NVMe RAID). Unset: unknown on a libvirt host (the
+    /// optimiser then leaves disk limits out), the trace's peaks on a simulated one.
+    #[serde(default)]
+    pub disk_mb_per_s: Option<f64>,
 }
 
 /// `[migration]`: how this host takes part in live migrations (libvirt hosts).
@@ -215,6 +228,7 @@ struct HypervisorSection {
     cpu_mhz_per_core: Option<f64>,
     memory_mb: Option<u64>,
     migration_mb_per_s: Option<f64>,
+    nic_mbit_s: Option<u64>,
     fault_fail_migration_at: Option<f64>,
     fault_hang_migrations: Option<bool>,
     fault_refuse_adopt: Option<bool>,
@@ -248,6 +262,7 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                 ("cpu_mhz_per_core", s.cpu_mhz_per_core.is_some()),
                 ("memory_mb", s.memory_mb.is_some()),
                 ("migration_mb_per_s", s.migration_mb_per_s.is_some()),
+                ("nic_mbit_s", s.nic_mbit_s.is_some()),
                 ("fault_fail_migration_at", s.fault_fail_migration_at.is_some()),
                 ("fault_hang_migrations", s.fault_hang_migrations.is_some()),
                 ("fault_refuse_adopt", s.fault_refuse_adopt.is_some()),
@@ -275,6 +290,7 @@ fn hypervisor_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hypervis
                 cpu_fraction: s.cpu_fraction,
                 cpu_mhz_per_core: s.cpu_mhz_per_core,
                 memory_mb: s.memory_mb,
+                nic_mbit_s: s.nic_mbit_s,
                 migration_mb_per_s: s.migration_mb_per_s,
                 faults: SimulatedFaults {
                     fail_migration_at: s.fault_fail_migration_at,
@@ -312,6 +328,10 @@ pub struct SimulatedConfig {
     pub cpu_fraction: Option<f64>,
     pub cpu_mhz_per_core: Option<f64>,
     pub memory_mb: Option<u64>,
+    /// The simulated NIC's speed, Mbit/s. Default: what every VM of the shard sends or
+    /// receives at its own peak at once, at least 1 Gbit/s. (Its disk bandwidth: the trace's
+    /// peaks likewise, or `[capacity] disk_mb_per_s`.)
+    pub nic_mbit_s: Option<u64>,
     /// How fast a VM's memory is copied when it migrates away (trace time; default 125 MB/s,
     /// a 1 Gbit/s link): a migration takes memory / this / time_compression seconds of real time.
     pub migration_mb_per_s: Option<f64>,
@@ -335,6 +355,7 @@ impl SimulatedConfig {
             cpu_fraction: None,
             cpu_mhz_per_core: None,
             memory_mb: None,
+            nic_mbit_s: None,
             migration_mb_per_s: None,
             faults: SimulatedFaults::default(),
         }
@@ -499,6 +520,12 @@ impl AgentConfig {
             if s.memory_mb == Some(0) {
                 return invalid("hypervisor.memory_mb", "must be at least 1");
             }
+            if s.nic_mbit_s == Some(0) {
+                return invalid("hypervisor.nic_mbit_s", "must be at least 1");
+            }
+        }
+        if self.capacity.disk_mb_per_s.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
+            return invalid("capacity.disk_mb_per_s", "must be a positive number of MB/s");
         }
         Ok(())
     }

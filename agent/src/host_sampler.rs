@@ -58,6 +58,7 @@ impl HostSampler {
             memory_bytes: mem.mem_total,
             nics: physical_nics(),
             cpu_model: model,
+            disk_bytes_per_s: 0.0,
         })
     }
 

@@ -172,6 +172,9 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         if capacity.nics.is_empty() {
             capacity.nics = HostSampler::capacity().map(|c| c.nics).unwrap_or_default();
         }
+        if let Some(mb) = cfg.capacity.disk_mb_per_s {
+            capacity.disk_bytes_per_s = mb * 1e6;
+        }
         info!(
             hypervisor = hypervisor.kind(),
             cores = capacity.cpu_cores,

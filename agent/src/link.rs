@@ -355,6 +355,7 @@ impl CommandHandler {
                 let ask = ResizeAsk {
                     vm: r.vm_id.clone(),
                     desired: presage_decide::sizing::Allocation::new(r.cpu_cores, r.memory_mib),
+                    io: presage_decide::sizing::IoLimits { disk_bytes_per_s: r.disk_bytes_per_s, net_bytes_per_s: r.net_bytes_per_s },
                     reason: r.reason.clone(),
                     dry_run: r.dry_run,
                 };

@@ -20,9 +20,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use presage_decide::sizing::Allocation;
 use presage_decide::sizing::lease::{Lease, LeaseBook, LeaseEnd, LeaseHost, LeaseParty, LeaseRefusal, LeaseResource};
 use presage_decide::sizing::progress::{Admission, ResizeRecord, ResizeStatus, admit_resize};
+use presage_decide::sizing::{Allocation, IoLimits};
 use presage_protocol::pb::{self, Report, VmSample, VmSize};
 use tracing::{info, info_span, warn};
 
@@ -68,6 +68,9 @@ pub struct VmView {
     /// What it needs over a lease's horizon (p90 x margin, its recent use), cores; `None`
     /// without a forecast (then it keeps everything it has and lends nothing).
     pub cpu_need: Option<f64>,
+    /// Its disk and interface targets: what its I/O and network limits are spread over.
+    pub disks: Vec<String>,
+    pub interfaces: Vec<String>,
 }
 
 impl VmView {
@@ -83,7 +86,14 @@ impl VmView {
             .filter(|f| !f.cpu_p90.is_empty())
             .map(|f| f.cpu_p90.iter().take(horizon.max(1)).fold(0.0f64, |m, v| m.max(*v as f64)) * cores * margin)
             .map(|n| n.max(used * margin));
-        VmView { vm_id: s.vm_id.clone(), allocated: Allocation::new(cores, mem), limits: Allocation::new(cores, mem), cpu_need: need }
+        VmView {
+            vm_id: s.vm_id.clone(),
+            allocated: Allocation::new(cores, mem),
+            limits: Allocation::new(cores, mem),
+            cpu_need: need,
+            disks: s.disk_devices.clone(),
+            interfaces: s.interface_devices.clone(),
+        }
     }
 }
 
@@ -106,14 +116,32 @@ pub fn views(report: &Report) -> Vec<VmView> {
 pub struct ResizeAsk {
     pub vm: String,
     pub desired: Allocation,
+    /// I/O and network limits with it (unset: left as they are).
+    pub io: IoLimits,
     pub reason: String,
     pub dry_run: bool,
 }
 
 impl ResizeAsk {
     pub fn new(vm: &str, desired: Allocation, reason: &str) -> ResizeAsk {
-        ResizeAsk { vm: vm.into(), desired, reason: reason.into(), dry_run: false }
+        ResizeAsk { vm: vm.into(), desired, io: IoLimits::default(), reason: reason.into(), dry_run: false }
     }
+}
+
+/// A VM-wide I/O or network limit spread evenly over its devices (a limit of 0, none, stays
+/// 0 on each; a positive one is at least 1 unit on each, as 0 would remove it). Even, as the
+/// hypervisor's throttles are per device and a VM's traffic per device is not measured
+/// apart; most VMs have one of each.
+pub fn spread_io(io: IoLimits, disks: &[String], interfaces: &[String]) -> (Vec<pb::DiskLimit>, Vec<pb::InterfaceLimit>) {
+    let share = |total: f64, unit: f64, n: usize| if total > 0.0 { ((total / unit / n as f64).ceil() as u64).max(1) } else { 0 };
+    let disk = io.disk_bytes_per_s.filter(|_| !disks.is_empty()).map(|t| share(t, 1.0, disks.len()));
+    let net = io.net_bytes_per_s.filter(|_| !interfaces.is_empty()).map(|t| share(t, 1024.0, interfaces.len()));
+    (
+        disk.map(|b| disks.iter().map(|d| pb::DiskLimit { device: d.clone(), total_iops_sec: 0, total_bytes_sec: b }).collect())
+            .unwrap_or_default(),
+        net.map(|k| interfaces.iter().map(|i| pb::InterfaceLimit { device: i.clone(), inbound_kib_s: k, outbound_kib_s: k }).collect())
+            .unwrap_or_default(),
+    )
 }
 
 /// The host's leases and resizes, durable.
@@ -126,8 +154,10 @@ pub struct SizingDesk {
     /// What VMs may be given in all, and the memory kept back for memory leases.
     capacity: Allocation,
     memory_reserve_mib: f64,
-    /// What was last applied per VM (quota, balloon), so unchanged VMs are not touched.
+    /// What was last applied per VM (quota, balloon; I/O and network limits), so unchanged
+    /// VMs are not touched.
     applied: BTreeMap<String, Allocation>,
+    applied_io: BTreeMap<String, IoLimits>,
 }
 
 fn load<T: serde::de::DeserializeOwned>(tree: &Arc<dyn KvTree>, name: &'static str) -> Result<Vec<T>, SizingError> {
@@ -150,7 +180,17 @@ impl SizingDesk {
         let resizes_tree = store.tree(RESIZES_TREE)?;
         let book = LeaseBook::from_entries(load(&leases_tree, LEASES_TREE)?);
         let resizes = load::<ResizeRecord>(&resizes_tree, RESIZES_TREE)?.into_iter().map(|r| (r.vm_id.clone(), r)).collect();
-        Ok(SizingDesk { store, leases_tree, resizes_tree, book, resizes, capacity, memory_reserve_mib, applied: BTreeMap::new() })
+        Ok(SizingDesk {
+            store,
+            leases_tree,
+            resizes_tree,
+            book,
+            resizes,
+            capacity,
+            memory_reserve_mib,
+            applied: BTreeMap::new(),
+            applied_io: BTreeMap::new(),
+        })
     }
 
     pub fn leases(&self) -> &LeaseBook {
@@ -268,12 +308,14 @@ impl SizingDesk {
     /// Records a new desired allocation for `vm` (checkpointed before anything is applied) and
     /// tries it at once. A dry run checks admission only and records nothing.
     pub fn resize(&mut self, ask: &ResizeAsk, vms: &[VmView], now_ms: u64, hv: &dyn Hypervisor) -> Result<ResizeRecord, SizingError> {
-        let ResizeAsk { vm, desired, reason, dry_run } = ask;
+        let ResizeAsk { vm, desired, io, reason, dry_run } = ask;
         let (vm, desired, dry_run) = (vm.as_str(), *desired, *dry_run);
-        let _span = info_span!("resize", vm, cpu_cores = desired.cpu_cores, memory_mib = desired.memory_mib, dry_run).entered();
+        let _span = info_span!("resize", vm, cpu_cores = desired.cpu_cores, memory_mib = desired.memory_mib, ?io, dry_run).entered();
+        io.check().map_err(|why| SizingError::Infeasible { vm: vm.into(), why })?;
         let vms = self.with_records(vms);
         let view = vms.iter().find(|v| v.vm_id == vm).ok_or_else(|| SizingError::NoVm(vm.into()))?;
         let mut record = ResizeRecord::ask(vm, self.resizes.get(vm), view.allocated, desired, reason, now_ms);
+        record.io = record.io.updated(*io);
         self.admit(&mut record, &vms, now_ms);
         let infeasible =
             (record.status == ResizeStatus::Infeasible).then(|| SizingError::Infeasible { vm: vm.into(), why: record.message.clone() });
@@ -352,6 +394,7 @@ impl SizingDesk {
     /// decreases first; records each resize's outcome.
     fn apply(&mut self, vms: &[VmView], now_ms: u64, hv: &dyn Hypervisor) {
         let mut changes: Vec<(String, Allocation, Allocation)> = Vec::new();
+        let mut devices: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
         for v in vms {
             let managed = self.resizes.get(&v.vm_id).is_some_and(|r| r.status.retried() || r.status == ResizeStatus::Done)
                 || self.book.entries().iter().any(|l| l.borrower == v.vm_id || l.lender.as_deref() == Some(v.vm_id.as_str()))
@@ -362,7 +405,10 @@ impl SizingDesk {
             let want = self.effective(v, now_ms);
             let before = self.applied.get(&v.vm_id).copied().unwrap_or(v.allocated);
             let retry = self.resizes.get(&v.vm_id).is_some_and(|r| matches!(r.status, ResizeStatus::InProgress | ResizeStatus::Error));
+            let io = self.resizes.get(&v.vm_id).map(|r| r.io).unwrap_or_default();
+            devices.insert(v.vm_id.clone(), (v.disks.clone(), v.interfaces.clone()));
             if retry
+                || io != self.applied_io.get(&v.vm_id).copied().unwrap_or_default()
                 || (want.cpu_cores - before.cpu_cores).abs() > 1e-6
                 || (want.memory_mib - before.memory_mib).abs() > 0.5
                 || !self.applied.contains_key(&v.vm_id)
@@ -372,8 +418,15 @@ impl SizingDesk {
         }
         changes.sort_by_key(|(_, before, want)| !(want.cpu_cores < before.cpu_cores || want.memory_mib < before.memory_mib));
         for (vm, _, want) in changes {
-            let size =
-                VmSize { cpu_quota_cores: Some(want.cpu_cores), memory_mib: Some(want.memory_mib.round() as u64), ..VmSize::default() };
+            let io = self.resizes.get(&vm).map(|r| r.io).unwrap_or_default();
+            let (disks, interfaces) = devices.get(&vm).map(|(d, i)| spread_io(io, d, i)).unwrap_or_default();
+            let size = VmSize {
+                cpu_quota_cores: Some(want.cpu_cores),
+                memory_mib: Some(want.memory_mib.round() as u64),
+                disks,
+                interfaces,
+                ..VmSize::default()
+            };
             let outcome = hv.resize(&vm, &size);
             if let Some(r) = self.resizes.get(&vm).cloned() {
                 let mut r = r;
@@ -423,6 +476,7 @@ impl SizingDesk {
             }
             match outcome {
                 Ok(_) => {
+                    self.applied_io.insert(vm.clone(), io);
                     self.applied.insert(vm, want);
                 }
                 Err(e) => warn!(vm, error = %e, "applying a size failed; retried next cycle"),
@@ -460,6 +514,8 @@ mod tests {
                 allocated: Allocation::new(1.0, 1024.0),
                 limits: Allocation::new(1.0, 1740.0),
                 cpu_need: need,
+                disks: vec!["vda".into(), "vdb".into()],
+                interfaces: vec!["vnet0".into()],
             })
             .collect()
     }
@@ -629,6 +685,50 @@ mod tests {
         let mut desk = SizingDesk::open(store, Allocation::new(1.5, 8192.0), 0.0).unwrap();
         assert_eq!(desk.resizes().count(), 2);
         assert!(desk.resize(&ResizeAsk { dry_run: true, ..ResizeAsk::new("nope", Allocation::new(1.0, 1.0), "x") }, &vms, 0, &h).is_err());
+    }
+
+    #[test]
+    fn io_limits_are_spread_over_the_devices_kept_across_resizes_and_removed_by_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, store) = fixture(dir.path());
+        let mut desk = SizingDesk::open(store.clone(), Allocation::new(4.0, 8192.0), 0.0).unwrap();
+        let vms = views(None);
+        let mib = 1_048_576.0;
+        let ask = ResizeAsk {
+            io: IoLimits { disk_bytes_per_s: Some(100.0 * mib), net_bytes_per_s: Some(8.0 * mib) },
+            ..ResizeAsk::new("lender", Allocation::new(1.0, 1024.0), "operator")
+        };
+        let r = desk.resize(&ask, &vms, 0, &h).unwrap();
+        assert_eq!(r.status, ResizeStatus::Done, "{r:?}");
+        let size = h.read_size("lender").unwrap().size.unwrap();
+        // Two disks share the VM's 100 MiB/s; its one interface has 8 MiB/s each way.
+        let disks: Vec<(String, u64)> = size.disks.iter().map(|d| (d.device.clone(), d.total_bytes_sec)).collect();
+        assert_eq!(disks, vec![("vda".to_string(), 50 * 1_048_576), ("vdb".to_string(), 50 * 1_048_576)]);
+        assert_eq!(size.interfaces.len(), 1);
+        assert_eq!((size.interfaces[0].inbound_kib_s, size.interfaces[0].outbound_kib_s), (8192, 8192));
+        assert_eq!(pb::ResizeEntry::from(&r).disk_bytes_per_s, Some(100.0 * mib), "the record reports the limit");
+        // A later resize that says nothing of the limits keeps them, across a restart.
+        drop(desk);
+        let mut desk = SizingDesk::open(store, Allocation::new(4.0, 8192.0), 0.0).unwrap();
+        let r = desk.resize(&ResizeAsk::new("lender", Allocation::new(0.5, 1024.0), "operator"), &vms, 0, &h).unwrap();
+        assert_eq!(r.io.disk_bytes_per_s, Some(100.0 * mib), "{r:?}");
+        // 0 removes one; the other stays.
+        let ask = ResizeAsk {
+            io: IoLimits { disk_bytes_per_s: Some(0.0), net_bytes_per_s: None },
+            ..ResizeAsk::new("lender", Allocation::new(0.5, 1024.0), "operator")
+        };
+        desk.resize(&ask, &vms, 0, &h).unwrap();
+        let size = h.read_size("lender").unwrap().size.unwrap();
+        assert!(size.disks.iter().all(|d| d.total_bytes_sec == 0), "{:?}", size.disks);
+        assert_eq!(size.interfaces[0].inbound_kib_s, 8192);
+        // Not a rate: refused, naming it; nothing recorded.
+        let bad = ResizeAsk {
+            io: IoLimits { disk_bytes_per_s: Some(f64::NAN), net_bytes_per_s: None },
+            ..ResizeAsk::new("lender", Allocation::new(0.5, 1024.0), "operator")
+        };
+        let e = desk.resize(&bad, &vms, 0, &h).unwrap_err().to_string();
+        assert!(e.contains("disk_bytes_per_s"), "{e}");
+        assert_eq!(desk.resizes().find(|r| r.vm_id == "lender").unwrap().io.disk_bytes_per_s, Some(0.0));
     }
 
     #[test]

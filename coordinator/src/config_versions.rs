@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use presage_decide::sizing::IoLimits;
 use presage_store::{KvStore, KvTree, Order, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,48 @@ pub enum VersionError {
 pub struct VmConfig {
     pub cpu_cores: f64,
     pub memory_mib: f64,
+    /// I/O and network limits (unset: not set by this version, or not known).
+    #[serde(default)]
+    pub io: IoLimits,
+}
+
+impl VmConfig {
+    /// CPU and memory, I/O and network limits left as they are.
+    pub fn sized(cpu_cores: f64, memory_mib: f64) -> VmConfig {
+        VmConfig { cpu_cores, memory_mib, io: IoLimits::default() }
+    }
+
+    pub fn to_wire(&self) -> presage_protocol::pb::VmConfigValues {
+        presage_protocol::pb::VmConfigValues {
+            cpu_cores: self.cpu_cores,
+            memory_mib: self.memory_mib,
+            disk_bytes_per_s: self.io.disk_bytes_per_s,
+            net_bytes_per_s: self.io.net_bytes_per_s,
+        }
+    }
+
+    /// "2.00 cores, 1024 MiB, disk 50 MiB/s, network unlimited" (limits it leaves unset, not
+    /// named).
+    pub fn describe(&self) -> String {
+        let mut out = format!("{:.2} cores, {:.0} MiB", self.cpu_cores, self.memory_mib);
+        for (name, limit) in [("disk", self.io.disk_bytes_per_s), ("network", self.io.net_bytes_per_s)] {
+            match limit {
+                Some(b) if b > 0.0 => out += &format!(", {name} {:.0} MiB/s", b / 1_048_576.0),
+                Some(_) => out += &format!(", {name} unlimited"),
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// Whether a VM that has `now` has what this sets (limits it leaves unset match any).
+    pub fn met_by(&self, now: &VmConfig) -> bool {
+        let limit = |want: Option<f64>, have: Option<f64>| want.is_none_or(|w| have.is_some_and(|h| (w - h).abs() < 0.5));
+        (now.cpu_cores - self.cpu_cores).abs() < 1e-9
+            && (now.memory_mib - self.memory_mib).abs() < 0.5
+            && limit(self.io.disk_bytes_per_s, now.io.disk_bytes_per_s)
+            && limit(self.io.net_bytes_per_s, now.io.net_bytes_per_s)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -132,13 +175,12 @@ impl ConfigVersions {
 
 impl ConfigVersion {
     pub fn to_wire(&self) -> presage_protocol::pb::ConfigVersion {
-        let values = |c: &VmConfig| presage_protocol::pb::VmConfigValues { cpu_cores: c.cpu_cores, memory_mib: c.memory_mib };
         presage_protocol::pb::ConfigVersion {
             vm_id: self.vm.clone(),
             version: self.version,
             at_ms: self.at_ms,
-            config: Some(values(&self.config)),
-            previous: self.previous.as_ref().map(values),
+            config: Some(self.config.to_wire()),
+            previous: self.previous.as_ref().map(VmConfig::to_wire),
             proposed_by: self.proposed_by.clone(),
             reason: self.reason.clone(),
             predicted_gain: self.predicted_gain.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -157,8 +199,8 @@ mod tests {
             vm: vm.into(),
             version: 0,
             at_ms: 1,
-            config: VmConfig { cpu_cores: cores, memory_mib: 1024.0 },
-            previous: Some(VmConfig { cpu_cores: 1.0, memory_mib: 1024.0 }),
+            config: VmConfig::sized(cores, 1024.0),
+            previous: Some(VmConfig::sized(1.0, 1024.0)),
             proposed_by: "operator test".into(),
             reason: "test".into(),
             predicted_gain: BTreeMap::new(),

@@ -35,9 +35,47 @@ const SAMPLES_PER_PEAK: usize = 6;
 /// Clusters of more hosts than this are optimised by decomposition.
 const DECOMPOSE_ABOVE_HOSTS: usize = 64;
 
+/// MiB: the model's unit of memory, and (per second) of disk and network rates.
+const MIB: f64 = 1_048_576.0;
+
+/// The dimensions the model sizes beyond cores and memory: disk bandwidth (reads and writes
+/// together) and network bandwidth (the busier direction), MiB/s, each only where every
+/// reachable host says what it has (else a limit could not be weighed against anything).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoDims {
+    pub disk: Option<usize>,
+    pub net: Option<usize>,
+}
+
+impl IoDims {
+    fn of(hosts: &[&crate::state::HostRecord]) -> IoDims {
+        let disk = !hosts.is_empty() && hosts.iter().all(|h| host_disk_mib_s(h) > 0.0);
+        let net = !hosts.is_empty() && hosts.iter().all(|h| host_net_mib_s(h) > 0.0);
+        IoDims { disk: disk.then_some(2), net: net.then_some(if disk { 3 } else { 2 }) }
+    }
+}
+
+fn host_disk_mib_s(h: &crate::state::HostRecord) -> f64 {
+    h.registration.capacity.disk_bytes_per_s / MIB
+}
+
+/// Its NICs' speeds together, each direction.
+fn host_net_mib_s(h: &crate::state::HostRecord) -> f64 {
+    h.registration.capacity.nics.iter().map(|n| n.speed_mbps as f64 * 1e6 / 8.0).sum::<f64>() / MIB
+}
+
+/// A point's disk and network rates, MiB/s.
+fn io_of(p: &pb::UsagePoint) -> (f64, f64) {
+    (p.disk_bytes_per_s as f64 / MIB, p.net_bytes_per_s as f64 / MIB)
+}
+
 /// The cluster as the optimiser sees it, with what maps its indices back to names.
 pub struct ClusterModel {
     pub problem: Problem,
+    /// Where disk and network sit among the dimensions (after cores and MiB), if modelled.
+    pub io: IoDims,
+    /// Each VM's I/O and network limits now (0: none).
+    pub io_now: Vec<presage_decide::sizing::IoLimits>,
     pub options: Vec<VmOptions>,
     pub hosts: Vec<String>,
     pub vms: Vec<String>,
@@ -71,31 +109,65 @@ pub fn model(
     let mut host_names = Vec::new();
     let mut vms = Vec::new();
     let mut vm_names = Vec::new();
-    for h in state.hosts().filter(|h| h.reachable) {
+    let mut io_now = Vec::new();
+    let reachable: Vec<&crate::state::HostRecord> = state.hosts().filter(|h| h.reachable).collect();
+    let io = IoDims::of(&reachable);
+    let most_disk = reachable.iter().map(|h| host_disk_mib_s(h)).fold(0.0, f64::max);
+    let most_net = reachable.iter().map(|h| host_net_mib_s(h)).fold(0.0, f64::max);
+    let least_io = crate::sizing_ops::MIN_IO_LIMIT / MIB;
+    for h in reachable {
         let index = hosts.len() as u32;
         let cap = &h.registration.capacity;
-        hosts.push(Host { capacity: vec![cap.cpu_cores as f64, (cap.memory_bytes >> 20) as f64], active_cost: 1.0 });
+        let mut capacity = vec![cap.cpu_cores as f64, (cap.memory_bytes >> 20) as f64];
+        capacity.extend(io.disk.map(|_| host_disk_mib_s(h)));
+        capacity.extend(io.net.map(|_| host_net_mib_s(h)));
+        hosts.push(Host { capacity, active_cost: 1.0 });
         host_names.push(h.host_id.clone());
         for v in h.vms.values().filter(|v| v.state == pb::VmState::Running as i32) {
             let (vcpus, mib) = (v.vcpus.max(1) as f64, (v.memory_bytes >> 20) as f64);
             let (cores_given, mib_given) = h.vm_allocation(v);
-            let size = vec![cores_given, mib_given];
             let points: Vec<&pb::UsagePoint> = h.usage_history.get(&v.vm_id).map(|q| q.iter().collect()).unwrap_or_default();
             let daily_peaks: Vec<Vec<f64>> = points
                 .chunks(SAMPLES_PER_PEAK)
                 .map(|w| {
                     let cpu = w.iter().map(|p| p.cpu_utilisation as f64 * vcpus).fold(0.0, f64::max);
                     let mem = w.iter().map(|p| p.memory_utilisation as f64 * mib).fold(0.0, f64::max);
-                    vec![cpu, mem]
+                    let mut peak = vec![cpu, mem];
+                    peak.extend(io.disk.map(|_| w.iter().map(|p| io_of(p).0).fold(0.0, f64::max)));
+                    peak.extend(io.net.map(|_| w.iter().map(|p| io_of(p).1).fold(0.0, f64::max)));
+                    peak
                 })
                 .collect();
             let resident = (v.memory_used_bytes >> 20) as f64;
+            let mut size = vec![cores_given, mib_given];
+            let mut floor = vec![0.1, resident.min(mib)];
+            let mut ceiling = vec![vcpus, mib];
+            let mut grain = vec![0.1, 64.0];
+            // A limit it has is its size; without one, the most it was seen to use (what it
+            // takes of the host now), which leaves it without a limit if chosen.
+            let limits = h.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == v.vm_id);
+            let limit_of = |l: Option<f64>| l.filter(|b| *b > 0.0).map(|b| b / MIB);
+            let (disk_limit, net_limit) =
+                (limit_of(limits.and_then(|r| r.disk_bytes_per_s)), limit_of(limits.and_then(|r| r.net_bytes_per_s)));
+            let seen = |k: usize| daily_peaks.iter().map(|d| d[k]).fold(0.0, f64::max);
+            for (dim, limit, most) in [(io.disk, disk_limit, most_disk), (io.net, net_limit, most_net)] {
+                if let Some(k) = dim {
+                    size.push(limit.unwrap_or_else(|| seen(k)).min(most));
+                    floor.push(least_io.min(most));
+                    ceiling.push(most);
+                    grain.push(1.0);
+                }
+            }
+            io_now.push(presage_decide::sizing::IoLimits {
+                disk_bytes_per_s: Some(disk_limit.map_or(0.0, |l| l * MIB)),
+                net_bytes_per_s: Some(net_limit.map_or(0.0, |l| l * MIB)),
+            });
             vms.push(ClusterVm {
                 size,
                 daily_peaks,
-                floor: vec![0.1, resident.min(mib)],
-                ceiling: vec![vcpus, mib],
-                grain: vec![0.1, 64.0],
+                floor,
+                ceiling,
+                grain,
                 host: Some(index),
                 // Twenty moves cost as much as a host; a GiB more of memory to copy, a little more.
                 move_cost: if held.contains(&v.vm_id) { HELD_MOVE_COST } else { 0.05 + 0.005 * mib / 1024.0 },
@@ -105,7 +177,7 @@ pub fn model(
         }
     }
     let (problem, options) = cluster::problem(&hosts, &vms, goals)?;
-    Ok(ClusterModel { problem, options, hosts: host_names, vms: vm_names, held: held.clone() })
+    Ok(ClusterModel { problem, io, io_now, options, hosts: host_names, vms: vm_names, held: held.clone() })
 }
 
 /// The totals a plan is judged by.
@@ -384,21 +456,34 @@ pub fn plan(m: &ClusterModel, limit: Duration, threads: usize, seed: u64) -> any
     let mut moves = Vec::new();
     let mut sizes_now = BTreeMap::new();
     for (i, vm) in m.vms.iter().enumerate() {
-        sizes_now.insert(vm.clone(), VmConfig { cpu_cores: m.options[i].sizes[0][0], memory_mib: m.options[i].sizes[0][1] });
+        sizes_now.insert(vm.clone(), VmConfig::sized(m.options[i].sizes[0][0], m.options[i].sizes[0][1]));
         let (o, h) = (best.option_of[i] as usize, best.host_of[i]);
         let (from, to) = (&m.options[i].sizes[0], &m.options[i].sizes[o]);
         if o != 0 && from != to {
             let risk = m.options[i].risks[o];
+            let now = VmConfig { cpu_cores: from[0], memory_mib: from[1], io: m.io_now[i] };
+            // A limit changes only where the chosen level differs from the size now.
+            let changed = |k: Option<usize>| k.filter(|k| from[*k] != to[*k]).map(|k| to[k] * MIB);
+            let (disk, net) = (changed(m.io.disk), changed(m.io.net));
+            let to_config = VmConfig {
+                cpu_cores: to[0],
+                memory_mib: to[1],
+                io: presage_decide::sizing::IoLimits { disk_bytes_per_s: disk, net_bytes_per_s: net },
+            };
             resizes.push(pb::PlannedResize {
                 vm_id: vm.clone(),
                 cpu_cores: to[0],
                 memory_mib: to[1],
+                disk_bytes_per_s: disk,
+                net_bytes_per_s: net,
                 reason: format!(
-                    "from {:.2} cores, {:.0} MiB: peaks of its recent use exceed the new size with probability {:.3}",
-                    from[0], from[1], risk
+                    "from {} to {}: peaks of its recent use exceed the new size with probability {:.3}",
+                    now.describe(),
+                    to_config.describe(),
+                    risk
                 ),
                 predicted_gain: [("sla_risk".to_string(), m.options[i].risks[0] - risk)].into_iter().collect(),
-                from: Some(pb::VmConfigValues { cpu_cores: from[0], memory_mib: from[1] }),
+                from: Some(now.to_wire()),
                 ..Default::default()
             });
         }
@@ -433,7 +518,11 @@ pub fn rollout_changes(plan: &ClusterPlan) -> Vec<crate::rollouts::Change> {
         .iter()
         .map(|r| crate::rollouts::Change {
             vm: r.vm_id.clone(),
-            to: VmConfig { cpu_cores: r.cpu_cores, memory_mib: r.memory_mib },
+            to: VmConfig {
+                cpu_cores: r.cpu_cores,
+                memory_mib: r.memory_mib,
+                io: presage_decide::sizing::IoLimits { disk_bytes_per_s: r.disk_bytes_per_s, net_bytes_per_s: r.net_bytes_per_s },
+            },
             to_host: plan.moves.iter().find(|m| m.vm_id == r.vm_id).map(|m| m.to_host.clone()),
             reason: r.reason.clone(),
             predicted_gain: r.predicted_gain.clone().into_iter().collect(),
@@ -496,6 +585,66 @@ mod tests {
             }
         }
         s
+    }
+
+    /// Two hosts of `disk_mb_per_s` disk bandwidth (0: not said) and one 1 Gbit/s NIC, each
+    /// running one light VM of 1 GiB that reads 50 to 70 MB/s and sends 8 to 12 MB/s.
+    fn io_heavy_hosts(disk_mb_per_s: f64) -> ClusterState {
+        let t0 = Instant::now();
+        let mut s = ClusterState::new(Duration::from_secs(60));
+        for (session, host, vm) in [(1, "a", "vm-a"), (2, "b", "vm-b")] {
+            let mut r = reg(host, "1");
+            let cap = r.capacity.as_mut().unwrap();
+            cap.disk_bytes_per_s = disk_mb_per_s * 1e6;
+            cap.nics = vec![pb::Nic { name: "eth0".into(), speed_mbps: 1000 }];
+            s.register(&r, session, t0);
+            for seq in 1..=36u64 {
+                let mut r = report(seq, &[(vm, 0.1)]);
+                r.sampled_at_ms = seq * 1000;
+                r.vms[0].memory_bytes = 1 << 30;
+                let wave = (seq % 5) as f64 / 4.0;
+                r.vms[0].disk_read_bytes_per_s = (50.0 + 20.0 * wave) * 1e6;
+                r.vms[0].net_tx_bytes_per_s = (8.0 + 4.0 * wave) * 1e6;
+                r.vms[0].net_rx_bytes_per_s = 1e6;
+                s.ingest(host, session, r, t0).unwrap();
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn disk_and_network_are_sized_and_packed_where_hosts_say_what_they_have() {
+        let none = HashSet::new();
+        let plan_for = |disk_mb_per_s: f64| {
+            let m = model(&io_heavy_hosts(disk_mb_per_s), &SizingGoals::default(), &none).unwrap();
+            let p = plan(&m, Duration::from_millis(300), 1, 7).unwrap();
+            (m.io, p)
+        };
+        // Both VMs' reads (up to 70 MB/s each) do not fit one host's 100 MB/s: two hosts stay,
+        // though their CPU and memory would share one.
+        let (io, tight) = plan_for(100.0);
+        assert_eq!(io, IoDims { disk: Some(2), net: Some(3) });
+        assert_eq!(tight.after.active_hosts, 2, "{:?}", tight.moves);
+        // With 1 GB/s each, one host takes both.
+        let (_, roomy) = plan_for(1000.0);
+        assert_eq!(roomy.after.active_hosts, 1, "{:?}", roomy.moves);
+        // The limits it sets never throttle what the VM was seen to do, nor exceed a host.
+        let disk_limited: Vec<&pb::PlannedResize> = roomy.resizes.iter().filter(|r| r.disk_bytes_per_s.is_some()).collect();
+        assert!(!disk_limited.is_empty(), "{:?}", roomy.resizes);
+        for r in &roomy.resizes {
+            if let Some(d) = r.disk_bytes_per_s {
+                assert!((70e6..=1000e6).contains(&d), "{r:?}");
+                assert!(r.reason.contains("disk") && r.reason.contains("MiB/s"), "{}", r.reason);
+            }
+            if let Some(n) = r.net_bytes_per_s {
+                assert!((12e6..=125e6).contains(&n), "{r:?}");
+            }
+            assert_eq!(r.from.unwrap().disk_bytes_per_s, Some(0.0), "unlimited before");
+        }
+        // Hosts that do not say their disk bandwidth: disk is left out, network is still sized.
+        let (io, unknown) = plan_for(0.0);
+        assert_eq!(io, IoDims { disk: None, net: Some(2) });
+        assert!(unknown.resizes.iter().all(|r| r.disk_bytes_per_s.is_none()), "{:?}", unknown.resizes);
     }
 
     fn planned(held: &[&str]) -> ClusterPlan {

@@ -267,9 +267,14 @@ struct ResizeBody {
     memory_mib: f64,
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    disk_bytes_per_s: Option<f64>,
+    #[serde(default)]
+    net_bytes_per_s: Option<f64>,
 }
 
-/// `POST /vms/{id}/resize {"cpu_cores", "memory_mib", "dry_run"?}` (operator).
+/// `POST /vms/{id}/resize {"cpu_cores", "memory_mib", "dry_run"?, "disk_bytes_per_s"?,
+/// "net_bytes_per_s"?}` (operator).
 async fn resize_vm(
     State(shared): State<Arc<Shared>>,
     peer: Option<Extension<PeerInfo>>,
@@ -278,7 +283,14 @@ async fn resize_vm(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let who = caller(peer, Access::Act, "resize VMs")?;
     let b: ResizeBody = body(&bytes)?;
-    let req = presage_protocol::pb::ResizeVmRequest { vm_id: id, cpu_cores: b.cpu_cores, memory_mib: b.memory_mib, dry_run: b.dry_run };
+    let req = presage_protocol::pb::ResizeVmRequest {
+        vm_id: id,
+        cpu_cores: b.cpu_cores,
+        memory_mib: b.memory_mib,
+        dry_run: b.dry_run,
+        disk_bytes_per_s: b.disk_bytes_per_s,
+        net_bytes_per_s: b.net_bytes_per_s,
+    };
     sizing_answer(crate::sizing_ops::resize(&shared, req, &who.identity.name).await.map_err(sizing_error)?)
 }
 
@@ -435,6 +447,10 @@ pub fn openapi_document() -> serde_json::Value {
         a
     };
     let denied = [("401", "no client certificate"), ("403", "the certificate's role may not")];
+    let io_limit = |over: &str| {
+        serde_json::json!({"description": format!("A limit in bytes per second {over}; 0 removes it; absent, left as it is"),
+            "anyOf": [{"const": 0}, {"type": "number", "minimum": crate::sizing_ops::MIN_IO_LIMIT}]})
+    };
     let mut doc = serde_json::json!({
         "openapi": "3.1.0",
         "info": {"title": "presage coordinator", "version": presage_protocol::PRESAGE_VERSION,
@@ -468,11 +484,13 @@ pub fn openapi_document() -> serde_json::Value {
                 "responses": answers("the plan", &[("400", "bad JSON"), ("404", "unknown VM or host"),
                     ("409", "already there, in a move, or it would break required dependencies"), denied[0], denied[1]])}},
             "/v1/vms/{vm_id}/resize": {"post": {
-                "summary": "Resize a VM (CPU quota in cores, memory balloon); the host's agent admits, defers or refuses (operator)",
+                "summary": "Resize a VM (CPU quota in cores, memory balloon, I/O and network limits); the host's agent admits, defers or refuses (operator)",
                 "parameters": [{"name": "vm_id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["cpu_cores", "memory_mib"], "additionalProperties": false,
-                    "properties": {"cpu_cores": {"type": "number", "minimum": 0.01}, "memory_mib": {"type": "number", "minimum": 64}, "dry_run": {"type": "boolean"}}}}}},
+                    "properties": {"cpu_cores": {"type": "number", "minimum": 0.01}, "memory_mib": {"type": "number", "minimum": 64}, "dry_run": {"type": "boolean"},
+                        "disk_bytes_per_s": io_limit("over all of its disks, reads and writes together"),
+                        "net_bytes_per_s": io_limit("over all of its interfaces, each direction")}}}}},
                 "responses": answers("the host's leases and resizes", &[("400", "bad JSON or value, with the field"), ("404", "unknown VM"),
                     ("409", "the agent refused, with why"), ("503", "the VM's agent is not connected"), denied[0], denied[1]])}},
             "/v1/vms/{vm_id}/config": {"get": {

@@ -484,6 +484,8 @@ const INPUT_BOUNDS: &[(&str, &str, &str)] = &[
     ("presage.v1.PlannedResize", "vm_id", r#"{"minLength": 1, "required": true}"#),
     ("presage.v1.PlannedResize", "cpu_cores", r#"{"minimum": 0.01, "required": true}"#),
     ("presage.v1.PlannedResize", "memory_mib", r#"{"minimum": 64, "required": true}"#),
+    ("presage.v1.PlannedResize", "disk_bytes_per_s", r#"{"type": "number", "anyOf": [{"const": 0}, {"minimum": 1048576}]}"#),
+    ("presage.v1.PlannedResize", "net_bytes_per_s", r#"{"type": "number", "anyOf": [{"const": 0}, {"minimum": 1048576}]}"#),
     ("presage.v1.OptimiseClusterRequest", "time_limit_s", r#"{"maximum": 600}"#),
     ("presage.v1.OptimiseClusterRequest", "canary_fraction", r#"{"minimum": 0, "maximum": 1}"#),
 ];

@@ -289,6 +289,9 @@ pub fn create_at(
                 problem: format!("VM {vm}: {to:?} is not a size (>= 0.01 cores, >= 64 MiB)"),
             });
         }
+        if let Err(problem) = crate::sizing_ops::check_io(&to.io) {
+            return Err(RolloutError::Invalid { field: "changes", problem: format!("VM {vm}: {}: {}", problem.0, problem.1) });
+        }
         let from = crate::sizing_ops::current_config(shared, &vm).ok_or_else(|| RolloutError::UnknownVm(vm.clone()))?;
         let from_host = host_of(shared, &vm).unwrap_or_default();
         if let Some(h) = &to_host
@@ -327,7 +330,6 @@ pub fn create_at(
 impl RolloutRecord {
     pub fn to_wire(&self) -> presage_protocol::pb::RolloutView {
         use presage_decide::rollout::Phase;
-        let values = |c: &VmConfig| presage_protocol::pb::VmConfigValues { cpu_cores: c.cpu_cores, memory_mib: c.memory_mib };
         presage_protocol::pb::RolloutView {
             id: self.id,
             proposed_by: self.proposed_by.clone(),
@@ -350,9 +352,11 @@ impl RolloutRecord {
                     memory_mib: c.to.memory_mib,
                     reason: c.reason.clone(),
                     predicted_gain: c.predicted_gain.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                    from: Some(values(&c.from)),
+                    from: Some(c.from.to_wire()),
                     to_host: c.to_host.clone().unwrap_or_default(),
                     from_host: c.from_host.clone(),
+                    disk_bytes_per_s: c.to.io.disk_bytes_per_s,
+                    net_bytes_per_s: c.to.io.net_bytes_per_s,
                 })
                 .collect(),
             log: self.log.iter().map(|l| presage_protocol::pb::RolloutLogLine { at_ms: l.at_ms, what: l.what.clone() }).collect(),
@@ -378,6 +382,8 @@ async fn resize_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], bac
             cpu_cores: config.cpu_cores,
             memory_mib: config.memory_mib,
             dry_run: false,
+            disk_bytes_per_s: config.io.disk_bytes_per_s,
+            net_bytes_per_s: config.io.net_bytes_per_s,
         };
         let proposal = Proposal {
             proposed_by: format!("rollout {}", r.id),
@@ -398,8 +404,7 @@ async fn resize_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], bac
 
 /// Whether the VM has `config` now (nothing to ask: re-applying a stage after a restart).
 fn current_is(shared: &Shared, vm: &str, config: &VmConfig) -> bool {
-    crate::sizing_ops::current_config(shared, vm)
-        .is_some_and(|c| (c.cpu_cores - config.cpu_cores).abs() < 1e-9 && (c.memory_mib - config.memory_mib).abs() < 0.5)
+    crate::sizing_ops::current_config(shared, vm).is_some_and(|c| config.met_by(&c))
 }
 
 /// Moves those of `vms` that the rollout moves to their destination (or, `back`, to where they
@@ -571,7 +576,11 @@ pub fn start(shared: &Shared, r: presage_protocol::pb::StartRolloutRequest, who:
         .into_iter()
         .map(|c| Change {
             vm: c.vm_id,
-            to: VmConfig { cpu_cores: c.cpu_cores, memory_mib: c.memory_mib },
+            to: VmConfig {
+                cpu_cores: c.cpu_cores,
+                memory_mib: c.memory_mib,
+                io: presage_decide::sizing::IoLimits { disk_bytes_per_s: c.disk_bytes_per_s, net_bytes_per_s: c.net_bytes_per_s },
+            },
             to_host: (!c.to_host.is_empty()).then_some(c.to_host),
             reason: c.reason,
             predicted_gain: c.predicted_gain.into_iter().collect(),

@@ -12,6 +12,11 @@ use presage_protocol::pb::{self, CommandStatus, command, command_result};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config_versions::{ConfigVersion, VmConfig};
+use presage_decide::sizing::IoLimits;
+
+/// The least I/O or network limit a resize may set, bytes per second (1 MiB/s): below it a VM
+/// can hardly boot; 0 removes a limit instead.
+pub const MIN_IO_LIMIT: f64 = 1_048_576.0;
 
 use crate::sessions::CommandError;
 use crate::shared::Shared;
@@ -77,6 +82,19 @@ pub async fn resize(shared: &Arc<Shared>, r: pb::ResizeVmRequest, operator: &str
     resize_versioned(shared, r, proposal, now_ms()).await.map(|(out, _)| out)
 }
 
+/// Why `io` cannot be asked for: each limit is 0 (none) or at least [`MIN_IO_LIMIT`]; the
+/// field at fault and what is wrong.
+pub fn check_io(io: &IoLimits) -> Result<(), (&'static str, String)> {
+    for (field, v) in [("disk_bytes_per_s", io.disk_bytes_per_s), ("net_bytes_per_s", io.net_bytes_per_s)] {
+        if let Some(v) = v
+            && !(v.is_finite() && (v == 0.0 || v >= MIN_IO_LIMIT))
+        {
+            return Err((field, format!("{v} is neither 0 (no limit) nor a rate >= {MIN_IO_LIMIT} bytes per second")));
+        }
+    }
+    Ok(())
+}
+
 /// Who or what asks for a configuration, and what it expects of it.
 #[derive(Clone, Debug, Default)]
 pub struct Proposal {
@@ -97,7 +115,13 @@ pub(crate) fn current_config(shared: &Shared, vm: &str) -> Option<VmConfig> {
     let state = shared.state();
     let h = state.host_of_vm(vm)?;
     let (cpu_cores, memory_mib) = h.vm_allocation(h.vms.get(vm)?);
-    Some(VmConfig { cpu_cores, memory_mib })
+    // Limits no resize record sets are none (as far as presage knows).
+    let entry = h.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == vm);
+    let io = IoLimits {
+        disk_bytes_per_s: Some(entry.and_then(|e| e.disk_bytes_per_s).unwrap_or(0.0)),
+        net_bytes_per_s: Some(entry.and_then(|e| e.net_bytes_per_s).unwrap_or(0.0)),
+    };
+    Some(VmConfig { cpu_cores, memory_mib, io })
 }
 
 /// A resize as a configuration version: checked, written as a version ("asked") before the
@@ -119,6 +143,8 @@ pub async fn resize_versioned(
         if !(r.memory_mib.is_finite() && r.memory_mib >= 64.0) {
             return Err(invalid("memory_mib", format!("{} is not a memory size >= 64 MiB", r.memory_mib)));
         }
+        let io = IoLimits { disk_bytes_per_s: r.disk_bytes_per_s, net_bytes_per_s: r.net_bytes_per_s };
+        check_io(&io).map_err(|(field, why)| invalid(field, why))?;
         let host = match &proposal.host {
             Some(h) => h.clone(),
             None => host_of(shared, &r.vm_id)?,
@@ -130,7 +156,7 @@ pub async fn resize_versioned(
                 vm: r.vm_id.clone(),
                 version: 0,
                 at_ms: now_ms,
-                config: VmConfig { cpu_cores: r.cpu_cores, memory_mib: r.memory_mib },
+                config: VmConfig { cpu_cores: r.cpu_cores, memory_mib: r.memory_mib, io },
                 previous: current_config(shared, &r.vm_id),
                 proposed_by: proposal.proposed_by.clone(),
                 reason: proposal.reason.clone(),
@@ -146,6 +172,8 @@ pub async fn resize_versioned(
             memory_mib: r.memory_mib,
             reason: proposal.reason.clone(),
             dry_run: r.dry_run,
+            disk_bytes_per_s: io.disk_bytes_per_s,
+            net_bytes_per_s: io.net_bytes_per_s,
         });
         let out = ask(shared, &host, body).await;
         if let Some(v) = version.as_mut() {
@@ -178,7 +206,14 @@ pub async fn rollback_config(
         crate::config_versions::VersionError::NoSuchVersion { .. } => SizingOpError::UnknownVersion(e.to_string()),
         other => SizingOpError::Versions(other.to_string()),
     })?;
-    let r = pb::ResizeVmRequest { vm_id: vm.into(), cpu_cores: old.config.cpu_cores, memory_mib: old.config.memory_mib, dry_run };
+    let r = pb::ResizeVmRequest {
+        vm_id: vm.into(),
+        cpu_cores: old.config.cpu_cores,
+        memory_mib: old.config.memory_mib,
+        dry_run,
+        disk_bytes_per_s: old.config.io.disk_bytes_per_s,
+        net_bytes_per_s: old.config.io.net_bytes_per_s,
+    };
     let proposal = Proposal {
         proposed_by: format!("operator {operator}"),
         reason: format!("rollback to version {version} by operator {operator}"),

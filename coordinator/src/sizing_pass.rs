@@ -236,6 +236,7 @@ async fn apply_host(shared: &Arc<Shared>, policies: &SizingPolicies, p: HostProp
             memory_mib: d.to.memory_mib,
             reason: format!("automatic: {}", d.reason),
             dry_run: false,
+            ..Default::default()
         });
         let o = outcome(crate::sizing_ops::ask(shared, host, body).await);
         info!(host, vm = %d.vm_id, from = ?d.from, to = ?d.to, reason = %d.reason, outcome = %o, "automatic resize");

@@ -245,6 +245,8 @@ impl ClusterState {
                 memory_utilisation: v.memory_fraction().unwrap_or(0.0) as f32,
                 app_latency_over_slo,
                 app_throughput_per_s,
+                disk_bytes_per_s: (v.disk_read_bytes_per_s + v.disk_write_bytes_per_s) as f32,
+                net_bytes_per_s: v.net_rx_bytes_per_s.max(v.net_tx_bytes_per_s) as f32,
             };
             // A replayed trace sampled twice within one of its steps (an agent running late
             // catches up with ticks close together) keeps one point per step: the newest.
@@ -360,6 +362,7 @@ pub(crate) mod test_messages {
                 memory_bytes: 8 << 30,
                 nics: vec![],
                 cpu_model: String::new(),
+                disk_bytes_per_s: 0.0,
             }),
             migration_uri: String::new(),
             migration_data_uri: String::new(),

@@ -193,7 +193,7 @@ pub enum Command {
     /// Give a reservation up.
     Release { host: String, id: String },
     /// Resize a VM on its host: its CPU quota (cores) and memory (balloon), admitted by the
-    /// host's agent; `--dry-run` checks only.
+    /// host's agent, and its disk and network limits; `--dry-run` checks only.
     Resize {
         /// VM id.
         vm: String,
@@ -203,6 +203,14 @@ pub enum Command {
         /// Memory: MiB, or with a unit (4GiB).
         #[arg(long, value_parser = plan::parse_memory_mib)]
         mem: f64,
+        /// Disk limit over all of its disks, reads and writes together (100MiB/s, 200MB/s;
+        /// `unlimited` removes it). Absent: left as it is.
+        #[arg(long, value_name = "RATE", value_parser = plan::parse_rate_bytes_per_s)]
+        disk: Option<f64>,
+        /// Network limit over all of its interfaces, each direction (1Gbit/s, 50MiB/s;
+        /// `unlimited` removes it). Absent: left as it is.
+        #[arg(long, value_name = "RATE", value_parser = plan::parse_rate_bytes_per_s)]
+        net: Option<f64>,
         #[arg(long)]
         dry_run: bool,
     },
@@ -698,9 +706,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let req = ReserveOnHostRequest { host_id: host.clone(), reserve: Some(reserve), release: None };
             reservation_call(&cli.conn, cli.output, &host, req).await?;
         }
-        Command::Resize { vm, cpus, mem, dry_run } => {
+        Command::Resize { vm, cpus, mem, disk, net, dry_run } => {
             let mut c = cli.conn.target().connect().await?;
-            let req = pb::ResizeVmRequest { vm_id: vm.clone(), cpu_cores: cpus, memory_mib: mem, dry_run };
+            let req = pb::ResizeVmRequest {
+                vm_id: vm.clone(),
+                cpu_cores: cpus,
+                memory_mib: mem,
+                dry_run,
+                disk_bytes_per_s: disk,
+                net_bytes_per_s: net,
+            };
             let r = c.resize_vm(req).await.map_err(|s| rpc_error(&format!("resize {vm}"), s))?.into_inner();
             sizing_view::show_answer(&r, Some(&vm), cli.output)?;
         }

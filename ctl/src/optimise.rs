@@ -95,10 +95,7 @@ pub fn show_cluster(r: &presage_protocol::pb::OptimiseClusterResponse, apply: bo
             let v = serde_json::json!({
                 "active_hosts": {"before": r.active_hosts_before, "after": r.active_hosts_after},
                 "predicted_gain": r.predicted_gain,
-                "resizes": r.resizes.iter().map(|x| serde_json::json!({
-                    "vm": x.vm_id, "cpu_cores": x.cpu_cores, "memory_mib": x.memory_mib, "reason": x.reason,
-                    "from": x.from.map(|f| serde_json::json!({"cpu_cores": f.cpu_cores, "memory_mib": f.memory_mib})),
-                })).collect::<Vec<_>>(),
+                "resizes": r.resizes.iter().map(crate::config_view::planned_json).collect::<Vec<_>>(),
                 "moves": r.moves.iter().map(|m| serde_json::json!({"vm": m.vm_id, "from": m.from_host, "to": m.to_host})).collect::<Vec<_>>(),
                 "generations": r.generations, "seconds": r.seconds,
                 "rollout": r.rollout.as_ref().map(|x| x.id),
@@ -125,7 +122,7 @@ pub fn show_cluster(r: &presage_protocol::pb::OptimiseClusterResponse, apply: bo
                 r.seconds
             );
             for x in &r.resizes {
-                println!("resize {}: {:.2} cores, {:.0} MiB ({})", x.vm_id, x.cpu_cores, x.memory_mib, x.reason);
+                println!("resize {}: {} ({})", x.vm_id, crate::config_view::planned_size(x), x.reason);
             }
             for m in &r.moves {
                 println!("move {}: {} -> {}", m.vm_id, m.from_host, m.to_host);

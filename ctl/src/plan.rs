@@ -29,6 +29,36 @@ pub fn parse_memory_mib(s: &str) -> Result<f64, String> {
     Ok(n * scale)
 }
 
+/// A rate limit in bytes per second from `100` (MiB/s), `100MiB/s`, `200MB/s`, `1Gbit/s`,
+/// `800Mbit/s`, `512KiB/s`, or `0` / `unlimited` (no limit).
+pub fn parse_rate_bytes_per_s(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("unlimited") {
+        return Ok(0.0);
+    }
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?}: expected a rate such as 100MiB/s, 1Gbit/s or unlimited"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.strip_suffix("/s").or_else(|| unit.strip_suffix("ps")).unwrap_or(&unit);
+    let scale = match unit {
+        "" | "mib" | "m" => 1_048_576.0,
+        "kib" | "k" => 1024.0,
+        "gib" | "g" => 1_073_741_824.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kbit" => 1e3 / 8.0,
+        "mbit" => 1e6 / 8.0,
+        "gbit" => 1e9 / 8.0,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (KiB/s, MiB/s, GiB/s, MB/s, GB/s, Mbit/s, Gbit/s)")),
+    };
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("{s:?}: must be a rate >= 0"));
+    }
+    Ok(n * scale)
+}
+
 fn terms(s: &HostScore) -> String {
     s.terms.iter().map(|t| format!("{} {:.3}x{:.2}={:+.3}", t.scorer, t.value, t.weight, t.contribution)).collect::<Vec<_>>().join("  ")
 }

@@ -24,6 +24,11 @@ struct PlanEntry {
     /// Where it moves (absent: it stays).
     #[serde(default)]
     to_host: Option<String>,
+    /// I/O and network limits, bytes per second (absent: left as they are; 0: removed).
+    #[serde(default)]
+    disk_bytes_per_s: Option<f64>,
+    #[serde(default)]
+    net_bytes_per_s: Option<f64>,
 }
 
 /// Reads a plan file into a request (the fraction and watch from the command line).
@@ -41,6 +46,8 @@ pub fn read_plan(path: &Path, canary_fraction: f64, watch_s: u64, seed: u64) -> 
                 reason: e.reason,
                 predicted_gain: e.predicted_gain.into_iter().collect(),
                 to_host: e.to_host.unwrap_or_default(),
+                disk_bytes_per_s: e.disk_bytes_per_s,
+                net_bytes_per_s: e.net_bytes_per_s,
                 ..Default::default()
             })
             .collect(),
@@ -65,12 +72,13 @@ fn json(r: &RolloutView) -> serde_json::Value {
         "id": r.id, "proposed_by": r.proposed_by, "created_ms": r.created_ms, "phase": r.phase,
         "stages": r.stages.iter().map(|s| s.split(',').collect::<Vec<_>>()).collect::<Vec<_>>(),
         "applied": r.applied,
-        "changes": r.changes.iter().map(|c| serde_json::json!({
-            "vm": c.vm_id, "cpu_cores": c.cpu_cores, "memory_mib": c.memory_mib, "reason": c.reason,
-            "from_host": c.from_host, "to_host": (!c.to_host.is_empty()).then_some(&c.to_host),
-            "predicted_gain": c.predicted_gain,
-            "from": c.from.map(|f| serde_json::json!({"cpu_cores": f.cpu_cores, "memory_mib": f.memory_mib})),
-        })).collect::<Vec<_>>(),
+        "changes": r.changes.iter().map(|c| {
+            let mut j = crate::config_view::planned_json(c);
+            j["from_host"] = c.from_host.clone().into();
+            j["to_host"] = (!c.to_host.is_empty()).then(|| c.to_host.clone()).into();
+            j["predicted_gain"] = serde_json::json!(c.predicted_gain);
+            j
+        }).collect::<Vec<_>>(),
         "log": r.log.iter().map(|l| serde_json::json!({"at_ms": l.at_ms, "what": l.what})).collect::<Vec<_>>(),
     })
 }

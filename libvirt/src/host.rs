@@ -264,14 +264,16 @@ impl LibvirtHost {
         let xml = dom.xml_desc(0).map_err(|e| self.err(&format!("XML of {name}"), e))?;
         sample.guest_channel = guest_channel_path(&xml).unwrap_or_default();
         let (mut rd, mut wr, mut rx, mut tx) = (0u64, 0u64, 0u64, 0u64);
-        for disk in device_targets(&xml, "disk") {
-            if let Ok(s) = dom.block_stats(&disk) {
+        sample.disk_devices = device_targets(&xml, "disk");
+        sample.interface_devices = device_targets(&xml, "interface");
+        for disk in &sample.disk_devices {
+            if let Ok(s) = dom.block_stats(disk) {
                 rd += s.rd_bytes.max(0) as u64;
                 wr += s.wr_bytes.max(0) as u64;
             }
         }
-        for nic in device_targets(&xml, "interface") {
-            if let Ok(s) = dom.interface_stats(&nic) {
+        for nic in &sample.interface_devices {
+            if let Ok(s) = dom.interface_stats(nic) {
                 rx += s.rx_bytes.max(0) as u64;
                 tx += s.tx_bytes.max(0) as u64;
             }
@@ -455,6 +457,14 @@ pub(crate) fn device_targets(xml: &str, element: &str) -> Vec<String> {
         let body = &rest[start..];
         let end = body.find(&close).map(|e| e + close.len()).unwrap_or(body.len());
         let block = &body[..end];
+        let opening = &block[..block.find('>').unwrap_or(block.len())];
+        // A CD-ROM or floppy carries no I/O worth a limit (and an empty one takes none).
+        let removable =
+            ["cdrom", "floppy"].iter().any(|d| opening.contains(&format!("device='{d}'")) || opening.contains(&format!("device=\"{d}\"")));
+        if removable {
+            rest = &body[end..];
+            continue;
+        }
         if let Some(t) = block.find("<target ") {
             let tag = &block[t..];
             let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
@@ -484,6 +494,7 @@ impl LibvirtHost {
             memory_bytes: n.memory * 1024,
             nics: Vec::new(),
             cpu_model: n.model,
+            disk_bytes_per_s: 0.0,
         })
     }
 
@@ -870,10 +881,12 @@ mod tests {
         let xml = r#"<domain><devices>
             <disk type='file' device='disk'><source file='/x.img'/><target dev='vda' bus='virtio'/></disk>
             <disk type="file" device="cdrom"><target dev="sdb" bus="sata"/></disk>
+            <disk type='block' device='disk'><source dev='/dev/sdz'/><target dev='vdb' bus='virtio'/></disk>
             <interface type='network'><mac address='aa'/><target dev='vnet3'/></interface>
             <interface type='user'></interface>
         </devices></domain>"#;
-        assert_eq!(device_targets(xml, "disk"), vec!["vda", "sdb"]);
+        // The CD-ROM is left out: it takes no I/O limit.
+        assert_eq!(device_targets(xml, "disk"), vec!["vda", "vdb"]);
         assert_eq!(device_targets(xml, "interface"), vec!["vnet3"]);
     }
 }

@@ -76,6 +76,8 @@ impl From<&ResizeRecord> for pb::ResizeEntry {
             message: r.message.clone(),
             attempts: r.attempts,
             updated_ms: r.updated_ms,
+            disk_bytes_per_s: r.io.disk_bytes_per_s,
+            net_bytes_per_s: r.io.net_bytes_per_s,
         }
     }
 }
@@ -96,6 +98,7 @@ fn resize_json(r: &pb::ResizeEntry) -> serde_json::Value {
         "acknowledged": {"cpu_cores": r.acknowledged_cpu_cores, "memory_mib": r.acknowledged_memory_mib},
         "actual": {"cpu_cores": r.actual_cpu_cores, "memory_mib": r.actual_memory_mib},
         "attempts": r.attempts, "updated_ms": r.updated_ms,
+        "disk_bytes_per_s": r.disk_bytes_per_s, "net_bytes_per_s": r.net_bytes_per_s,
     })
 }
 

@@ -239,6 +239,7 @@ pub fn simulated_agent(
         reservations: Default::default(),
         migration: Default::default(),
         topology: Default::default(),
+        capacity: Default::default(),
         metrics: Default::default(),
     }
 }

@@ -501,7 +501,7 @@ async fn a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordi
     // Half a core each.
     for s in [&lender, &borrower] {
         let r = op
-            .resize_vm(ResizeVmRequest { vm_id: s.vm_id.clone(), cpu_cores: 0.5, memory_mib, dry_run: false })
+            .resize_vm(ResizeVmRequest { vm_id: s.vm_id.clone(), cpu_cores: 0.5, memory_mib, dry_run: false, ..Default::default() })
             .await
             .unwrap()
             .into_inner();
@@ -533,7 +533,7 @@ async fn a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordi
     // a host whose vCPUs are overcommitted), which leaves the host CPU to lend.
     let stubborn = eventually("the stubborn guest is reported", WAIT, || by_name(&op, "stubborn")).await;
     let r = op
-        .resize_vm(ResizeVmRequest { vm_id: stubborn.vm_id.clone(), cpu_cores: 0.25, memory_mib, dry_run: false })
+        .resize_vm(ResizeVmRequest { vm_id: stubborn.vm_id.clone(), cpu_cores: 0.25, memory_mib, dry_run: false, ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -541,7 +541,7 @@ async fn a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordi
     // The lender down to a quarter core: its burner slows; the core they share now has room
     // for the borrower to take three quarters.
     let r = op
-        .resize_vm(ResizeVmRequest { vm_id: lender.vm_id.clone(), cpu_cores: 0.25, memory_mib, dry_run: false })
+        .resize_vm(ResizeVmRequest { vm_id: lender.vm_id.clone(), cpu_cores: 0.25, memory_mib, dry_run: false, ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -585,7 +585,13 @@ async fn a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordi
 
     // A balloon target the guest without a driver does not meet: reported, not assumed.
     let r = op
-        .resize_vm(ResizeVmRequest { vm_id: stubborn.vm_id.clone(), cpu_cores: 0.25, memory_mib: memory_mib / 2.0, dry_run: false })
+        .resize_vm(ResizeVmRequest {
+            vm_id: stubborn.vm_id.clone(),
+            cpu_cores: 0.25,
+            memory_mib: memory_mib / 2.0,
+            dry_run: false,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -607,7 +613,13 @@ async fn a_lease_between_real_guests_moves_cpu_and_ends_on_time_without_a_coordi
     // A guest with the driver follows its balloon: done once it holds the target.
     let target = memory_mib - 64.0;
     let r = op
-        .resize_vm(ResizeVmRequest { vm_id: lender.vm_id.clone(), cpu_cores: 0.25, memory_mib: target, dry_run: false })
+        .resize_vm(ResizeVmRequest {
+            vm_id: lender.vm_id.clone(),
+            cpu_cores: 0.25,
+            memory_mib: target,
+            dry_run: false,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -137,6 +137,21 @@ impl VmTrace {
     pub fn memory_kb_series(&self) -> &[f32] {
         &self.memory_kb
     }
+
+    /// The most it reads and writes together in any step, bytes per second (0 when the trace
+    /// has no disk columns).
+    pub fn peak_disk_bytes_per_s(&self) -> f64 {
+        let rd = self.disk_read_kbps.iter().map(|x| *x as f64);
+        let both = rd.zip(self.disk_write_kbps.iter().map(|x| *x as f64)).map(|(r, w)| r + w);
+        both.fold(0.0, f64::max) * 1024.0
+    }
+
+    /// The most traffic in its busier direction in any step, bytes per second (0 when the
+    /// trace has no network columns).
+    pub fn peak_net_bytes_per_s(&self) -> f64 {
+        let busier = self.net_rx_kbps.iter().zip(&self.net_tx_kbps).map(|(r, t)| r.max(*t) as f64);
+        busier.fold(0.0, f64::max) * 1024.0
+    }
 }
 
 /// Which of a folder's VMs to load: the files are sorted by name, then every `count`-th file

@@ -91,11 +91,16 @@ impl SimulatedHypervisor {
             let sum: u64 = traces.vms.iter().map(|v| v.spec.memory_bytes).sum();
             (sum + sum / 4).div_ceil(1 << 30).max(4) << 30
         });
+        let nic_mbit_s = cfg.nic_mbit_s.unwrap_or_else(|| {
+            let peaks: f64 = traces.vms.iter().map(|v| v.peak_net_bytes_per_s()).sum();
+            ((peaks * 8.0 / 1e6).ceil() as u64).max(1000)
+        });
         let capacity = HostCapacity {
             cpu_cores: cores,
             cpu_mhz_per_core: per_core,
             memory_bytes: memory,
-            nics: vec![presage_protocol::pb::Nic { name: "sim0".into(), speed_mbps: 1000 }],
+            nics: vec![presage_protocol::pb::Nic { name: "sim0".into(), speed_mbps: nic_mbit_s }],
+            disk_bytes_per_s: traces.vms.iter().map(|v| v.peak_disk_bytes_per_s()).sum(),
             cpu_model: format!("simulated ({} trace {})", traces.format.name(), traces.name),
         };
         SimulatedHypervisor {
@@ -202,9 +207,13 @@ impl SimulatedHypervisor {
             .map(|vm| {
                 let mut u = vm.usage(step);
                 let size = sizes.get(&vm.name);
-                // A quota caps the CPU time it gets; a balloon caps the memory it holds.
+                // A quota caps the CPU time it gets; a balloon caps the memory it holds; disk
+                // and interface limits cap its I/O and traffic.
                 if let Some(q) = size.and_then(|s| s.cpu_quota_cores) {
                     u.cpu_utilisation = u.cpu_utilisation.min(q / vm.spec.vcpus.max(1) as f64);
+                }
+                if let Some(s) = size {
+                    cap_io(&mut u, s);
                 }
                 let memory_bytes = size.and_then(|s| s.memory_mib).map_or(vm.spec.memory_bytes, |m| m << 20);
                 let memory_used = u.memory_used_bytes.unwrap_or(vm.spec.memory_bytes).min(memory_bytes);
@@ -226,6 +235,8 @@ impl SimulatedHypervisor {
                     net_rx_bytes_per_s: u.net_rx_bytes_per_s,
                     net_tx_bytes_per_s: u.net_tx_bytes_per_s,
                     vcpu_mhz: vm.spec.cpu_mhz_per_core,
+                    disk_devices: vec![SIMULATED_DISK.into()],
+                    interface_devices: vec![SIMULATED_INTERFACE.into()],
                     forecast: None,
                     ..VmSample::default()
                 }
@@ -239,6 +250,29 @@ impl SimulatedHypervisor {
             trace: Some(TracePosition { trace_set: traces.name.clone(), step, step_seconds: traces.step_seconds() }),
         }
     }
+}
+
+/// Every simulated VM's one disk and one interface.
+pub const SIMULATED_DISK: &str = "vda";
+pub const SIMULATED_INTERFACE: &str = "vnet0";
+
+/// Caps a step's disk and network rates at the limits `size` sets (0: none): reads and writes
+/// scaled down together to the disk's total, each direction to its interface's.
+fn cap_io(u: &mut presage_traces::Usage, size: &VmSize) {
+    let disk: u64 = size.disks.iter().map(|d| d.total_bytes_sec).sum();
+    let both = u.disk_read_bytes_per_s + u.disk_write_bytes_per_s;
+    if disk > 0 && both > disk as f64 {
+        let f = disk as f64 / both;
+        u.disk_read_bytes_per_s *= f;
+        u.disk_write_bytes_per_s *= f;
+    }
+    let cap = |kib: u64, rate: &mut f64| {
+        if kib > 0 {
+            *rate = rate.min(kib as f64 * 1024.0);
+        }
+    };
+    cap(size.interfaces.iter().map(|i| i.inbound_kib_s).sum(), &mut u.net_rx_bytes_per_s);
+    cap(size.interfaces.iter().map(|i| i.outbound_kib_s).sum(), &mut u.net_tx_bytes_per_s);
 }
 
 /// The longest a simulated copy takes in real time, well inside the coordinator's wait for a

@@ -151,8 +151,17 @@ pub fn vm_options(vm: &ClusterVm, goals: &SizingGoals) -> VmOptions {
             l
         })
         .collect();
+    // Past MAX_COMBINATIONS, the later dimensions (the caller lists them by importance: cores
+    // and memory before I/O and network) are sized more coarsely: their first level (the size
+    // now) and the middle of the rest.
+    let mut levels = levels;
+    while levels.iter().map(|l| l.len()).product::<usize>() > MAX_COMBINATIONS {
+        let Some(k) = levels.iter().rposition(|l| l.len() > 2) else { break };
+        let rest = &levels[k][1..];
+        levels[k] = vec![levels[k][0], rest[(rest.len() - 1) / 2]];
+    }
     // Every combination of levels (a dimension that binds nowhere keeps its safest size while
-    // another shrinks), the size now first; past MAX_COMBINATIONS, the levels side by side.
+    // another shrinks), the size now first; past MAX_COMBINATIONS still, the levels side by side.
     let combinations: usize = levels.iter().map(|l| l.len()).product();
     let mut sizes: Vec<Vec<f64>> = Vec::new();
     if combinations <= MAX_COMBINATIONS {
@@ -257,6 +266,41 @@ mod tests {
         by_size.sort_by(|a, b| a.0.total_cmp(&b.0));
         assert!(by_size.windows(2).all(|w| w[1].1 <= w[0].1 + 1e-12), "{by_size:?}");
         assert!(o.risks[0] < 1e-6, "8 cores against peaks near 2: {}", o.risks[0]);
+    }
+
+    #[test]
+    fn four_dimensions_keep_every_cpu_and_memory_combination_and_size_io_coarser() {
+        // Cores, MiB, disk MiB/s, network MiB/s: four levels each would be 256 options.
+        let days = [[1.6, 900.0, 40.0, 10.0], [2.0, 1000.0, 55.0, 14.0], [2.4, 1100.0, 35.0, 12.0], [1.8, 950.0, 60.0, 9.0]];
+        let v = ClusterVm {
+            size: vec![8.0, 4096.0, 200.0, 100.0],
+            daily_peaks: days.iter().map(|d| d.to_vec()).collect(),
+            floor: vec![0.1, 512.0, 1.0, 1.0],
+            ceiling: vec![8.0, 4096.0, 1000.0, 1000.0],
+            grain: vec![0.1, 64.0, 1.0, 1.0],
+            host: None,
+            move_cost: 0.0,
+            weight: 1.0,
+        };
+        let o = vm_options(&v, &SizingGoals::default());
+        assert!(o.sizes.len() <= MAX_COMBINATIONS, "{} options", o.sizes.len());
+        assert_eq!(o.sizes[0], v.size, "the size it has now comes first");
+        let levels = |k: usize| {
+            let mut l: Vec<f64> = o.sizes.iter().map(|s| s[k]).collect();
+            l.sort_by(f64::total_cmp);
+            l.dedup();
+            l
+        };
+        let (cpu, mem, disk, net) = (levels(0), levels(1), levels(2), levels(3));
+        assert_eq!((cpu.len(), mem.len()), (4, 4), "cores {cpu:?}, memory {mem:?}: the size now and three headrooms each");
+        assert_eq!((disk.len(), net.len()), (2, 2), "disk {disk:?}, network {net:?}: the size now and one headroom");
+        for c in &cpu {
+            for m in &mem {
+                assert!(o.sizes.iter().any(|s| s[0] == *c && s[1] == *m), "{c} cores with {m} MiB is missing");
+            }
+        }
+        // The I/O levels offered cover every peak seen.
+        assert!(disk.iter().all(|d| *d >= 60.0) && net.iter().all(|n| *n >= 14.0), "{disk:?} {net:?}");
     }
 
     #[test]

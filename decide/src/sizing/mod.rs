@@ -33,6 +33,43 @@ pub struct Allocation {
     pub memory_mib: f64,
 }
 
+/// A VM's I/O and network limits as presage sets them, bytes per second: over all of its
+/// disks (reads and writes together) and over all of its interfaces (each direction). `None`:
+/// left as it is; `Some(0.0)`: no limit. Unlike an [`Allocation`] these are caps, not shares
+/// of the host handed out: the host's agent admits them as they come (the optimiser is what
+/// keeps a host's VMs within its disk and network bandwidth).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IoLimits {
+    pub disk_bytes_per_s: Option<f64>,
+    pub net_bytes_per_s: Option<f64>,
+}
+
+impl IoLimits {
+    pub fn is_empty(&self) -> bool {
+        self.disk_bytes_per_s.is_none() && self.net_bytes_per_s.is_none()
+    }
+
+    /// `self` with what `newer` sets laid over it.
+    pub fn updated(self, newer: IoLimits) -> IoLimits {
+        IoLimits {
+            disk_bytes_per_s: newer.disk_bytes_per_s.or(self.disk_bytes_per_s),
+            net_bytes_per_s: newer.net_bytes_per_s.or(self.net_bytes_per_s),
+        }
+    }
+
+    /// Why a limit is not a rate (each must be finite and >= 0), naming it.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [("disk_bytes_per_s", self.disk_bytes_per_s), ("net_bytes_per_s", self.net_bytes_per_s)] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(format!("{name}: {v} is not a rate in bytes per second >= 0 (0 removes the limit)"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Allocation {
     pub fn new(cpu_cores: f64, memory_mib: f64) -> Allocation {
         Allocation { cpu_cores, memory_mib }

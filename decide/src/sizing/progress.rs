@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Allocation;
+use super::{Allocation, IoLimits};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +56,10 @@ pub struct ResizeRecord {
     pub message: String,
     pub attempts: u32,
     pub updated_ms: u64,
+    /// The I/O and network limits asked for with it (laid over the VM's earlier record's:
+    /// what a record leaves unset, the earlier one's limit stands).
+    #[serde(default)]
+    pub io: IoLimits,
 }
 
 impl ResizeRecord {
@@ -80,6 +84,7 @@ impl ResizeRecord {
             message: String::new(),
             attempts: 0,
             updated_ms: now_ms,
+            io: previous.map(|p| p.io).unwrap_or_default(),
         }
     }
 }

@@ -1330,6 +1330,8 @@ fn bench_sizing(n_hosts: usize, n_vms: usize, n_leases: usize) -> anyhow::Result
             allocated: Allocation::new(if i % 2 == 0 { 1.0 } else { 0.5 }, 1024.0),
             limits: Allocation::new(1.0, 1740.0),
             cpu_need: Some(0.3),
+            disks: Vec::new(),
+            interfaces: Vec::new(),
         })
         .collect();
     for k in 0..n_leases {

@@ -49,6 +49,7 @@ fn libvirt_agent(pki: &Pki, host: &str, url: &str, data_dir: &Path, uri: &str, d
             ..Default::default()
         },
         topology: Default::default(),
+        capacity: Default::default(),
         metrics: Default::default(),
     }
 }

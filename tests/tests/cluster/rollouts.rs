@@ -361,3 +361,98 @@ async fn the_optimiser_leaves_vms_a_required_dependency_holds_where_they_are() {
     cluster.stop().await;
     coord.stop().await;
 }
+
+/// Four 2-core VMs in the Bitbrains format that read 20 to 40 MB/s and send 5 to 8 MB/s, on
+/// two hosts with room in every dimension.
+fn io_cluster(pki: &Pki, url: &str) -> (RunningAgent, RunningAgent, [tempfile::TempDir; 3]) {
+    let trace = tempfile::tempdir().unwrap();
+    for vm in 0..4 {
+        let rows: String = (0..80u64)
+            .map(|i| {
+                let wave = (i % 6) as f64 / 5.0;
+                let (read_kb, sent_kb) = (20_000.0 + 20_000.0 * wave, 5_000.0 + 3_000.0 * wave);
+                format!(
+                    "{};\t2;\t5000.0;\t1000.0;\t20.0;\t4194304.0;\t1048576.0;\t{read_kb};\t0.0;\t100.0;\t{sent_kb}\n",
+                    1_372_629_804 + 300 * i
+                )
+            })
+            .collect();
+        std::fs::write(trace.path().join(format!("{vm}.csv")), format!("Timestamp [ms];\tCPU cores\n{rows}")).unwrap();
+    }
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let roomy = |mut cfg: presage_agent::config::AgentConfig| {
+        if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+            s.memory_mb = Some(64 * 1024);
+            s.nic_mbit_s = Some(10_000);
+        }
+        cfg.capacity.disk_mb_per_s = Some(2_000.0);
+        cfg
+    };
+    let a = RunningAgent::start(roomy(simulated_agent(pki, "hv-a", url, data_a.path(), trace.path(), (0, 2), 0)));
+    let b = RunningAgent::start(roomy(simulated_agent(pki, "hv-b", url, data_b.path(), trace.path(), (1, 2), 0)));
+    (a, b, [trace, data_a, data_b])
+}
+
+/// The VM's reported disk rate (reads and writes), bytes per second.
+async fn disk_rate(op: &Operator, vm: &str) -> Option<f64> {
+    let vms = op.clone().list_vms(ListVmsRequest { vm_id: vm.into(), ..Default::default() }).await.ok()?.into_inner().vms;
+    vms.into_iter().find_map(|v| v.sample).map(|s| s.disk_read_bytes_per_s + s.disk_write_bytes_per_s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_and_network_limits_go_from_the_optimisers_plan_to_the_agents_and_cap_what_the_vms_do() {
+    use presage_protocol::pb::{ListLeasesRequest, OptimiseClusterRequest, ResizeVmRequest};
+    let pki = Pki::new();
+    let coord = RunningCoordinator::start(&pki, 0, Duration::from_secs(30)).await;
+    let (a, b, _dirs) = io_cluster(&pki, &coord.url);
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    eventually("every VM is reported with its disk traffic", WAIT, || async {
+        let vms = op.clone().list_vms(ListVmsRequest::default()).await.ok()?.into_inner().vms;
+        (vms.len() == 4 && vms.iter().all(|v| v.sample.as_ref().is_some_and(|s| s.disk_read_bytes_per_s > 0.0))).then_some(())
+    })
+    .await;
+    // Some recent use to size from.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let ask = OptimiseClusterRequest { time_limit_s: 2, seed: 1, apply: true, canary_fraction: 0.5, watch_s: 2, last_pass: false };
+    let applied = op.clone().optimise_cluster(ask).await.unwrap().into_inner();
+    let limited: Vec<&PlannedResize> = applied.resizes.iter().filter(|r| r.disk_bytes_per_s.is_some_and(|d| d > 0.0)).collect();
+    assert!(!limited.is_empty(), "hosts that say their disk bandwidth get disk limits planned: {:?}", applied.resizes);
+    for r in &limited {
+        // Never below what it was seen to read (40 MB/s at the top of its wave).
+        assert!(r.disk_bytes_per_s.unwrap() >= 40e6 * 0.999, "{r:?}");
+    }
+    let done = finished(&op, applied.rollout.expect("a rollout").id).await;
+    assert_eq!(done.phase, "done", "{done:?}");
+    // Each host's agent holds the limits in its resize records, and the versions say so.
+    let leases = op.clone().list_leases(ListLeasesRequest::default()).await.unwrap().into_inner();
+    for r in &limited {
+        let entry = leases.hosts.iter().filter_map(|h| h.state.as_ref()).flat_map(|s| &s.resizes).find(|e| e.vm_id == r.vm_id);
+        assert_eq!(entry.and_then(|e| e.disk_bytes_per_s), r.disk_bytes_per_s, "{:?}", entry);
+        assert_eq!(entry.and_then(|e| e.net_bytes_per_s), r.net_bytes_per_s, "{:?}", entry);
+        let h = history(&op, &r.vm_id).await;
+        assert_eq!(h[0].config.unwrap().disk_bytes_per_s, r.disk_bytes_per_s, "{h:?}");
+        assert_eq!(h[0].outcome, "applied");
+    }
+
+    // An operator's limit far below what the VM reads caps it; 0 lifts the cap.
+    let vm = limited[0].vm_id.clone();
+    let mib = 1_048_576.0;
+    let resize = |disk: f64| ResizeVmRequest {
+        vm_id: vm.clone(),
+        cpu_cores: limited[0].cpu_cores,
+        memory_mib: limited[0].memory_mib,
+        disk_bytes_per_s: Some(disk),
+        ..Default::default()
+    };
+    let e = op.clone().resize_vm(resize(1000.0)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("disk_bytes_per_s"), "{e:?}");
+    assert!(op.clone().resize_vm(resize(2.0 * mib)).await.unwrap().into_inner().accepted);
+    eventually("its reads held to 2 MiB/s", WAIT, || async { disk_rate(&op, &vm).await.filter(|r| *r <= 2.0 * mib + 1.0) }).await;
+    assert!(op.clone().resize_vm(resize(0.0)).await.unwrap().into_inner().accepted);
+    eventually("its reads back above 20 MB/s", WAIT, || async { disk_rate(&op, &vm).await.filter(|r| *r >= 20e6 * 0.999) }).await;
+    a.stop().await;
+    b.stop().await;
+    coord.stop().await;
+}

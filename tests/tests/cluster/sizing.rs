@@ -46,7 +46,11 @@ async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_c
 
     // A resize to half its vCPUs' time: admitted, applied, and the VM gets no more.
     let half = vcpus / 2.0;
-    let r = op.resize_vm(ResizeVmRequest { vm_id: "busy".into(), cpu_cores: half, memory_mib, dry_run: false }).await.unwrap().into_inner();
+    let r = op
+        .resize_vm(ResizeVmRequest { vm_id: "busy".into(), cpu_cores: half, memory_mib, dry_run: false, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(r.accepted && r.host_id == "hv-s", "{r:?}");
     let entry = r.state.as_ref().unwrap().resizes.iter().find(|e| e.vm_id == "busy").unwrap().clone();
     assert_eq!((entry.status.as_str(), entry.allocated_cpu_cores), ("done", half), "{entry:?}");
@@ -57,15 +61,21 @@ async fn operators_resize_and_lend_and_the_agent_ends_leases_on_time_without_a_c
     .await;
     // Beyond the domain: refused with the reason, nothing applied.
     let r = op
-        .resize_vm(ResizeVmRequest { vm_id: "busy".into(), cpu_cores: vcpus * 4.0, memory_mib, dry_run: true })
+        .resize_vm(ResizeVmRequest { vm_id: "busy".into(), cpu_cores: vcpus * 4.0, memory_mib, dry_run: true, ..Default::default() })
         .await
         .unwrap()
         .into_inner();
     assert!(!r.accepted && r.refusal.contains("domain's maximum"), "{r:?}");
     // Bad values and unknown VMs never reach an agent.
-    let e = op.resize_vm(ResizeVmRequest { vm_id: "busy".into(), cpu_cores: f64::NAN, memory_mib, dry_run: false }).await.unwrap_err();
+    let e = op
+        .resize_vm(ResizeVmRequest { vm_id: "busy".into(), cpu_cores: f64::NAN, memory_mib, dry_run: false, ..Default::default() })
+        .await
+        .unwrap_err();
     assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("cpu_cores"), "{e:?}");
-    let e = op.resize_vm(ResizeVmRequest { vm_id: "nope".into(), cpu_cores: 1.0, memory_mib, dry_run: false }).await.unwrap_err();
+    let e = op
+        .resize_vm(ResizeVmRequest { vm_id: "nope".into(), cpu_cores: 1.0, memory_mib, dry_run: false, ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 
     // A lease from the host's free CPU lifts busy above its allocation until the deadline.
@@ -249,7 +259,8 @@ async fn every_resize_is_a_version_kept_across_a_restart_and_a_rollback_asks_for
     let mut op = client(&coord.url, &ops).await.unwrap();
     let sample = eventually("busy is reported", WAIT, || sample_of(&op, "busy")).await;
     let (vcpus, memory_mib) = (sample.vcpus as f64, (sample.memory_bytes >> 20) as f64);
-    let resize = |cores: f64, dry_run: bool| ResizeVmRequest { vm_id: "busy".into(), cpu_cores: cores, memory_mib, dry_run };
+    let resize =
+        |cores: f64, dry_run: bool| ResizeVmRequest { vm_id: "busy".into(), cpu_cores: cores, memory_mib, dry_run, ..Default::default() };
     assert!(op.resize_vm(resize(vcpus / 2.0, false)).await.unwrap().into_inner().accepted);
     assert!(op.resize_vm(resize(vcpus / 4.0, false)).await.unwrap().into_inner().accepted);
     // A dry run is not a version; a refusal is, with the reason.

@@ -420,6 +420,14 @@ impl SizingDesk {
         for (vm, _, want) in changes {
             let io = self.resizes.get(&vm).map(|r| r.io).unwrap_or_default();
             let (disks, interfaces) = devices.get(&vm).map(|(d, i)| spread_io(io, d, i)).unwrap_or_default();
+            // A limit asked of a VM without such a device cannot be applied: said, not assumed.
+            let unplaced: Vec<&str> = [
+                (io.disk_bytes_per_s.is_some_and(|b| b > 0.0) && disks.is_empty(), "disk"),
+                (io.net_bytes_per_s.is_some_and(|b| b > 0.0) && interfaces.is_empty(), "interface with a target"),
+            ]
+            .into_iter()
+            .filter_map(|(missing, what)| missing.then_some(what))
+            .collect();
             let size = VmSize {
                 cpu_quota_cores: Some(want.cpu_cores),
                 memory_mib: Some(want.memory_mib.round() as u64),
@@ -446,6 +454,9 @@ impl SizingDesk {
                             );
                         } else if matches!(r.status, ResizeStatus::InProgress | ResizeStatus::Error) {
                             r.message.clear();
+                        }
+                        if !unplaced.is_empty() {
+                            r.message = format!("its limits were not applied where it has no {}", unplaced.join(" and no "));
                         }
                         // A deferred or infeasible record keeps its outcome: what was applied
                         // is the VM's earlier size (or a lease's change), not what it asks for.
@@ -729,6 +740,17 @@ mod tests {
         let e = desk.resize(&bad, &vms, 0, &h).unwrap_err().to_string();
         assert!(e.contains("disk_bytes_per_s"), "{e}");
         assert_eq!(desk.resizes().find(|r| r.vm_id == "lender").unwrap().io.disk_bytes_per_s, Some(0.0));
+        // A VM whose interface has no target (user-mode networking) cannot take a network
+        // limit: the record says so.
+        let mut bare = views(None);
+        bare[1].interfaces.clear();
+        let ask = ResizeAsk {
+            io: IoLimits { disk_bytes_per_s: None, net_bytes_per_s: Some(8.0 * mib) },
+            ..ResizeAsk::new("borrower", Allocation::new(1.0, 800.0), "operator")
+        };
+        let r = desk.resize(&ask, &bare, 0, &h).unwrap();
+        assert!(r.message.contains("no interface"), "{r:?}");
+        assert!(h.read_size("borrower").unwrap().size.unwrap().interfaces.is_empty());
     }
 
     #[test]

@@ -75,6 +75,11 @@ pub struct OptimiserConfig {
     /// allows; 1 counts evenly loaded hosts against some full beside some idle about as much
     /// as one host's energy. Applies to `presagectl optimise --cluster` too.
     pub balance_weight: f64,
+    /// What a preferred dependency with a latency requirement costs the optimiser when its two
+    /// VMs are too far apart to meet it (graded: nearer counts for more), in hosts, times the
+    /// dependency's importance. 0: the optimiser ignores preferred dependencies (required ones
+    /// with a latency requirement always hold their VMs in place).
+    pub dependency_weight: f64,
     /// The longest one-off run an operator's `optimise --cluster` (or `POST /v1/optimise`) may
     /// search; longer asks are cut to it (the coordinator's CPU is shared with everything else).
     #[serde(with = "humantime_serde")]
@@ -101,6 +106,7 @@ impl Default for OptimiserConfig {
             canary: 0.1,
             watch: Duration::from_secs(600),
             balance_weight: 0.0,
+            dependency_weight: 0.2,
             max_request_time: Duration::from_secs(600),
         }
     }
@@ -109,7 +115,11 @@ impl Default for OptimiserConfig {
 impl OptimiserConfig {
     /// The goals the cluster optimiser plans for.
     pub fn goals(&self) -> presage_decide::optimise::cluster::SizingGoals {
-        presage_decide::optimise::cluster::SizingGoals { balance_weight: self.balance_weight, ..Default::default() }
+        presage_decide::optimise::cluster::SizingGoals {
+            balance_weight: self.balance_weight,
+            dependency_weight: self.dependency_weight,
+            ..Default::default()
+        }
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
@@ -139,6 +149,9 @@ impl OptimiserConfig {
         }
         if !(self.balance_weight.is_finite() && self.balance_weight >= 0.0) {
             return Err(("optimiser.balance_weight", format!("{} is not a finite value >= 0", self.balance_weight)));
+        }
+        if !(self.dependency_weight.is_finite() && self.dependency_weight >= 0.0) {
+            return Err(("optimiser.dependency_weight", format!("{} is not a finite value >= 0", self.dependency_weight)));
         }
         Ok(())
     }
@@ -434,6 +447,7 @@ mod tests {
             ("canary = 0.0", "optimiser.canary"),
             ("watch = \"0s\"", "optimiser.watch"),
             ("balance_weight = -1.0", "optimiser.balance_weight"),
+            ("dependency_weight = nan", "optimiser.dependency_weight"),
             ("mode = \"sometimes\"", "sometimes"),
         ] {
             let e = CoordinatorConfig::parse(&format!("{GOOD}[optimiser]\n{bad}\n"), Path::new("c.toml")).unwrap_err().to_string();

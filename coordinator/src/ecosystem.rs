@@ -256,6 +256,32 @@ impl EcosystemRegistry {
         held
     }
 
+    /// The preferred dependencies with a latency requirement as the optimiser's pair goals:
+    /// per edge (a VM, one that can serve it), what each distance (host, rack, zone, region)
+    /// costs: `weight x importance x quality x (1 - closeness there)` (0 where the distance
+    /// meets the requirement), shared evenly over the dependency's serving edges (a pair goal
+    /// sees two VMs, not the best of several).
+    pub fn pair_goals(&self, weight: f64) -> Vec<(String, String, [f64; presage_decide::optimise::DISTANCES])> {
+        use presage_decide::ecosystem::Strength;
+        use presage_decide::ecosystem::topology::Level;
+        if weight <= 0.0 {
+            return Vec::new();
+        }
+        let g = self.graph();
+        let mut out = Vec::new();
+        for e in g.edges() {
+            let d = &g.dependencies(e.from)[e.dependency];
+            if d.strength != Strength::Preferred || d.latency.is_none() {
+                continue;
+            }
+            let serving = g.serving(e.from, e.dependency).count().max(1) as f64;
+            let scale = weight * d.importance() * e.quality / serving;
+            let cost = Level::ALL.map(|level| scale * (1.0 - presage_decide::ecosystem::score::closeness(d, self.latency.at(level))));
+            out.push((g.vm(e.from).name.clone(), g.vm(e.to).name.clone(), cost));
+        }
+        out
+    }
+
     /// The required dependencies (as "VM requires TYPE") that moving `vm` to `to_host` would
     /// break where the VMs are now.
     pub fn move_breaks(&self, state: &ClusterState, vm: &str, to_host: &str) -> Vec<String> {

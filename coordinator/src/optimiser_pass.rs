@@ -111,6 +111,16 @@ pub fn model(
     let mut vm_names = Vec::new();
     let mut io_now = Vec::new();
     let reachable: Vec<&crate::state::HostRecord> = state.hosts().filter(|h| h.reachable).collect();
+    // Where each host is, numbered as the ecosystem numbers them (an empty zone or rack: one
+    // of its own), for pair goals' distances.
+    let mut topology = crate::ecosystem::Topology::default();
+    let sites: Vec<presage_decide::optimise::Site> = reachable
+        .iter()
+        .map(|h| {
+            let l = topology.place(&h.host_id, &h.registration.zone, &h.registration.rack);
+            presage_decide::optimise::Site { zone: l.zone, rack: l.rack }
+        })
+        .collect();
     let io = IoDims::of(&reachable);
     let most_disk = reachable.iter().map(|h| host_disk_mib_s(h)).fold(0.0, f64::max);
     let most_net = reachable.iter().map(|h| host_net_mib_s(h)).fold(0.0, f64::max);
@@ -176,8 +186,24 @@ pub fn model(
             vm_names.push(v.vm_id.clone());
         }
     }
-    let (problem, options) = cluster::problem(&hosts, &vms, goals)?;
+    let (mut problem, options) = cluster::problem(&hosts, &vms, goals)?;
+    problem.sites = sites;
     Ok(ClusterModel { problem, io, io_now, options, hosts: host_names, vms: vm_names, held: held.clone() })
+}
+
+impl ClusterModel {
+    /// Pair goals by VM name (e.g. [`crate::ecosystem::EcosystemRegistry::pair_goals`]) as the
+    /// problem's pair terms; those naming a VM the model does not hold are left out.
+    pub fn set_pair_goals(&mut self, goals: &[(String, String, [f64; presage_decide::optimise::DISTANCES])]) {
+        let index: std::collections::HashMap<&str, u32> = self.vms.iter().enumerate().map(|(i, v)| (v.as_str(), i as u32)).collect();
+        self.problem.pairs = goals
+            .iter()
+            .filter_map(|(a, b, cost)| {
+                let (a, b) = (*index.get(a.as_str())?, *index.get(b.as_str())?);
+                (a != b).then_some(presage_decide::optimise::PairTerm { a, b, cost: *cost })
+            })
+            .collect();
+    }
 }
 
 /// The totals a plan is judged by.
@@ -185,12 +211,14 @@ pub fn model(
 pub struct Totals {
     pub active_hosts: usize,
     pub sla_risk: f64,
+    /// What the preferred dependencies too far apart cost (the pair goals).
+    pub dependencies: f64,
     pub objective: f64,
 }
 
 fn totals(t: &Tables<'_>, s: &Solution) -> Totals {
     let risk = (0..t.problem.items.len()).map(|i| t.option_cost(i as u32, s.option_of[i])).sum();
-    Totals { active_hosts: s.active_hosts(), sla_risk: risk, objective: s.objective(t) }
+    Totals { active_hosts: s.active_hosts(), sla_risk: risk, dependencies: s.pairs_cost(t), objective: s.objective(t) }
 }
 
 pub struct ClusterPlan {
@@ -209,6 +237,7 @@ impl ClusterPlan {
         BTreeMap::from([
             ("active_hosts".to_string(), self.before.active_hosts as f64 - self.after.active_hosts as f64),
             ("sla_risk".to_string(), self.before.sla_risk - self.after.sla_risk),
+            ("dependencies".to_string(), self.before.dependencies - self.after.dependencies),
             ("objective".to_string(), self.before.objective - self.after.objective),
             ("moves".to_string(), -(self.moves.len() as f64)),
         ])
@@ -315,6 +344,7 @@ pub async fn plan_now(shared: &Shared, limit: Duration, threads: usize, seed: u6
     let held = shared.ecosystem.held_in_place();
     let mut model = model(&shared.state(), &shared.optimiser_goals, &held)?;
     model.problem.hints = Guidance::of(shared).hints(&model);
+    model.set_pair_goals(&shared.ecosystem.pair_goals(shared.optimiser_goals.dependency_weight));
     if model.vms.is_empty() {
         return Err(PassError::NothingToPlan);
     }
@@ -645,6 +675,74 @@ mod tests {
         let (io, unknown) = plan_for(0.0);
         assert_eq!(io, IoDims { disk: None, net: Some(2) });
         assert!(unknown.resizes.iter().all(|r| r.disk_bytes_per_s.is_none()), "{:?}", unknown.resizes);
+    }
+
+    /// Two hosts of 4 cores and 8 GiB, each running two busy 2-vCPU VMs of 3 GiB they hold
+    /// whole: no host can take a third. `a` holds vm-web and vm-x, `b` vm-db and vm-y.
+    fn two_full_hosts() -> ClusterState {
+        let t0 = Instant::now();
+        let mut s = ClusterState::new(Duration::from_secs(60));
+        for (session, host, vms) in [(1, "a", ["vm-web", "vm-x"]), (2, "b", ["vm-db", "vm-y"])] {
+            s.register(&reg(host, "1"), session, t0);
+            for seq in 1..=24u64 {
+                let mut r = report(seq, &[(vms[0], 0.8), (vms[1], 0.8)]);
+                r.sampled_at_ms = seq * 1000;
+                for v in &mut r.vms {
+                    v.memory_bytes = 3 << 30;
+                    v.memory_used_bytes = 3 << 30;
+                }
+                s.ingest(host, session, r, t0).unwrap();
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn a_preferred_dependency_too_far_apart_brings_its_vms_together_graded_by_its_weight() {
+        use presage_decide::ecosystem::{Declaration, LatencyTable};
+        let state = two_full_hosts();
+        let store = presage_store::MemoryStore::new();
+        let eco =
+            crate::ecosystem::EcosystemRegistry::open(&store, LatencyTable::default(), Default::default(), Default::default()).unwrap();
+        let declarations: Vec<Declaration> = serde_json::from_value(serde_json::json!([
+            {"vm_name": "vm-web", "profile": {"type": "web"},
+             "dependencies": {"preferred": [{"type": "database", "network_latency_requirement": "< 1ms"}]}},
+            {"vm_name": "vm-db", "profile": {"type": "database"}}
+        ]))
+        .unwrap();
+        eco.register(declarations, &state).unwrap();
+        let goals = eco.pair_goals(0.5);
+        assert_eq!(goals.len(), 1, "{goals:?}");
+        let (from, to, cost) = &goals[0];
+        assert_eq!((from.as_str(), to.as_str()), ("vm-web", "vm-db"));
+        // Met on one host (0.05 ms), a rack (0.25 ms) and a zone (1.5 ms... not below 1 ms):
+        // graded, nearer cheaper, never above the weight.
+        assert_eq!((cost[0], cost[1]), (0.0, 0.0), "{cost:?}");
+        assert!(cost[2] > 0.0 && cost[2] < cost[3] && cost[3] <= 0.5, "{cost:?}");
+        assert_eq!(eco.pair_goals(0.0), vec![], "weight 0: no goals");
+
+        let none = HashSet::new();
+        let plan_with = |weight: f64| {
+            let mut m = model(&state, &SizingGoals::default(), &none).unwrap();
+            m.set_pair_goals(&eco.pair_goals(weight));
+            let p = plan(&m, Duration::from_millis(300), 1, 7).unwrap();
+            let host_after = |vm: &str| {
+                p.moves
+                    .iter()
+                    .find(|x| x.vm_id == vm)
+                    .map(|x| x.to_host.clone())
+                    .unwrap_or_else(|| if vm == "vm-web" { "a".into() } else { "b".into() })
+            };
+            (host_after("vm-web") == host_after("vm-db"), p)
+        };
+        // Hosts without a zone are a zone each: the two are a region apart, costing the
+        // weight; a swap (two moves, 0.05 and a little each) brings them together.
+        let (together, p) = plan_with(0.5);
+        assert!(together, "{:?}", p.moves);
+        assert!(p.predicted_gain()["dependencies"] > 0.4, "{:?}", p.predicted_gain());
+        // Worth less than the moves: left as they are.
+        let (together, p) = plan_with(0.05);
+        assert!(!together && p.moves.is_empty(), "{:?}", p.moves);
     }
 
     fn planned(held: &[&str]) -> ClusterPlan {

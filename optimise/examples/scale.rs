@@ -71,6 +71,8 @@ fn main() -> anyhow::Result<()> {
         balance_weight: 0.0,
         lower_bound: None,
         hints: Vec::new(),
+        pairs: Vec::new(),
+        sites: Vec::new(),
     };
     let ft = Tables::new(&fixed);
     let mut now = Solution::empty(&ft);

@@ -23,6 +23,8 @@ pub enum ExactError {
     Infeasible(String),
     #[error("the solver did not prove its solution optimal within {0:?}")]
     NotProven(Duration),
+    #[error("the exact model leaves out {0}; it would not be this problem's optimum")]
+    Unmodelled(&'static str),
 }
 
 #[derive(Clone, Debug)]
@@ -36,6 +38,12 @@ pub struct ExactSolution {
 /// proved its solution optimal).
 pub fn solve(problem: &Problem, limit: Duration) -> Result<ExactSolution, ExactError> {
     problem.check()?;
+    if !problem.pairs.is_empty() {
+        return Err(ExactError::Unmodelled("pair terms"));
+    }
+    if problem.balance_weight > 0.0 {
+        return Err(ExactError::Unmodelled("the balance goal"));
+    }
     let mut vars = ProblemVariables::new();
     let y: Vec<Variable> = problem.hosts.iter().map(|_| vars.add(variable().binary())).collect();
     let mut x: Vec<Vec<(u32, u16, Variable)>> = Vec::with_capacity(problem.items.len());

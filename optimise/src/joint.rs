@@ -71,6 +71,8 @@ impl JointSpec {
             balance_weight: 0.0,
             lower_bound: None,
             hints: Vec::new(),
+            pairs: Vec::new(),
+            sites: Vec::new(),
         };
         if self.seed % 2 == 1 {
             // Placed already: largest sizes, first fit in a random order (on hosts in a random order).

@@ -79,6 +79,8 @@ fn sized_from_two_weeks_the_trace_needs_fewer_hosts_and_is_no_more_under_provisi
         balance_weight: 0.0,
         lower_bound: None,
         hints: Vec::new(),
+        pairs: Vec::new(),
+        sites: Vec::new(),
     };
     let ffd = first_fit_decreasing(&Tables::new(&baseline));
     assert_eq!(ffd.unplaced().count(), 0);

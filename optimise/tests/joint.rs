@@ -45,6 +45,8 @@ fn the_exact_model_finds_the_optimum_worked_out_by_hand() {
         balance_weight: 0.0,
         lower_bound: None,
         hints: Vec::new(),
+        pairs: Vec::new(),
+        sites: Vec::new(),
     };
     let best = exact::solve(&problem, Duration::from_secs(30)).unwrap();
     assert!((best.objective - 110.0).abs() < 1e-6, "{}", best.objective);

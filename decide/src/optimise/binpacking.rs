@@ -32,6 +32,8 @@ impl BinPacking {
             // bound's bins costs less than bound - 0.5 + 0.5.
             lower_bound: Some(self.l2_bound() as f64),
             hints: Vec::new(),
+            pairs: Vec::new(),
+            sites: Vec::new(),
         }
     }
 

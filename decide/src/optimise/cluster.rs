@@ -37,6 +37,10 @@ pub struct SizingGoals {
     /// The balance goal's weight ([`Problem::balance_weight`], in the hosts' cost units): 0
     /// packs the VMs on as few hosts as their risk allows; more spreads them evenly.
     pub balance_weight: f64,
+    /// What a preferred dependency whose VMs are too far apart for its latency requirement
+    /// costs, in the hosts' cost units, times its importance (the caller turns its dependency
+    /// graph into the problem's [`Problem::pairs`] with it).
+    pub dependency_weight: f64,
 }
 
 impl Default for SizingGoals {
@@ -48,6 +52,7 @@ impl Default for SizingGoals {
             keep_current_size: true,
             horizon_days: 1.0,
             balance_weight: 0.0,
+            dependency_weight: 0.2,
         }
     }
 }
@@ -232,6 +237,8 @@ pub fn problem(hosts: &[Host], vms: &[ClusterVm], goals: &SizingGoals) -> Result
         balance_weight: goals.balance_weight,
         lower_bound: None,
         hints: Vec::new(),
+        pairs: Vec::new(),
+        sites: Vec::new(),
     };
     p.check()?;
     Ok((p, options))

@@ -8,7 +8,9 @@
 //!
 //! A partition's problem keeps each item's move cost where its current host is in the
 //! partition (elsewhere it has moved already, whatever this round does); anti-affinity groups
-//! stay within a partition, as a partition's hosts hold none of another's items.
+//! stay within a partition, as a partition's hosts hold none of another's items. Pair terms
+//! between items of two partitions are left out of both (a round's result is kept only if the
+//! whole, with them, costs no more).
 
 use std::collections::HashMap;
 
@@ -157,6 +159,14 @@ fn solve_partition(
                 Some(super::Hint { item, host, option: h.option })
             })
             .collect(),
+        // Pairs within the partition (one whose other item is elsewhere is left out: the
+        // whole solution is judged with it after the round).
+        pairs: problem
+            .pairs
+            .iter()
+            .filter_map(|p| Some(super::PairTerm { a: local_item(p.a)?, b: local_item(p.b)?, cost: p.cost }))
+            .collect(),
+        sites: if problem.sites.is_empty() { Vec::new() } else { hosts.iter().map(|h| problem.sites[*h as usize]).collect() },
     };
     let st = Tables::new(&sub);
     // The partition as it is now is the first seed: the result is never worse.

@@ -86,6 +86,32 @@ pub struct Problem {
     /// the forecasts' sizing): the genetic algorithm's guided mutation tries them
     /// ([`genetic::GeneticConfig::guided`]). Suggestions, never constraints.
     pub hints: Vec<Hint>,
+    /// Goals on pairs of items: what they cost by how far apart their hosts are (e.g. a
+    /// dependency with a latency requirement, graded by how well each distance meets it).
+    pub pairs: Vec<PairTerm>,
+    /// Where each host is, for the pairs' distances; empty: every host at one site (two hosts
+    /// are then a rack apart).
+    pub sites: Vec<Site>,
+}
+
+/// A host's place in the topology: opaque zone and rack numbers (racks of different zones
+/// are different racks, whatever their numbers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Site {
+    pub zone: u32,
+    pub rack: u32,
+}
+
+/// How far apart two placed items are: [`DISTANCES`] levels, nearest first.
+pub const DISTANCES: usize = 4;
+
+/// A goal on two items: what their being `d` apart costs, `d` one of: on one host, on two
+/// hosts of one rack, in two racks of one zone, in two zones.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PairTerm {
+    pub a: u32,
+    pub b: u32,
+    pub cost: [f64; DISTANCES],
 }
 
 /// A suggested change of one item: to a host, to a size option, or both.
@@ -110,6 +136,8 @@ pub enum ProblemError {
     Goal(String),
     #[error("hint {hint}: {why}")]
     Hint { hint: usize, why: String },
+    #[error("pair {pair}: {why}")]
+    Pair { pair: usize, why: String },
 }
 
 impl Problem {
@@ -159,6 +187,18 @@ impl Problem {
             if let Some(i) = group.iter().find(|i| **i as usize >= self.items.len()) {
                 return Err(ProblemError::Group { group: g, why: format!("item {i} does not exist") });
             }
+        }
+        for (n, pair) in self.pairs.iter().enumerate() {
+            let bad = |why: String| Err(ProblemError::Pair { pair: n, why });
+            if pair.a as usize >= self.items.len() || pair.b as usize >= self.items.len() || pair.a == pair.b {
+                return bad(format!("items {} and {} are not two items of the problem", pair.a, pair.b));
+            }
+            if !pair.cost.iter().all(|c| c.is_finite() && *c >= 0.0) {
+                return bad(format!("costs {:?} are not finite values >= 0", pair.cost));
+            }
+        }
+        if !self.sites.is_empty() && self.sites.len() != self.hosts.len() {
+            return Err(ProblemError::Goal(format!("{} sites for {} hosts (one per host, or none)", self.sites.len(), self.hosts.len())));
         }
         for (n, hint) in self.hints.iter().enumerate() {
             let Some(item) = self.items.get(hint.item as usize) else {
@@ -212,6 +252,8 @@ pub struct Tables<'a> {
     options_by_cost: Vec<Vec<u16>>,
     /// Whether any item has more than one option (sizing is part of the search).
     pub sized: bool,
+    /// The pair terms each item is in (indices into the problem's pairs).
+    pairs_of: Vec<Vec<u32>>,
 }
 
 impl<'a> Tables<'a> {
@@ -241,7 +283,66 @@ impl<'a> Tables<'a> {
             })
             .collect();
         let sized = problem.items.iter().any(|i| i.options.len() > 1);
-        Tables { problem, scale, groups_of, open_order, options_by_cost, sized }
+        let mut pairs_of = vec![Vec::new(); problem.items.len()];
+        for (n, pair) in problem.pairs.iter().enumerate() {
+            pairs_of[pair.a as usize].push(n as u32);
+            pairs_of[pair.b as usize].push(n as u32);
+        }
+        Tables { problem, scale, groups_of, open_order, options_by_cost, sized, pairs_of }
+    }
+
+    /// How far apart two hosts are: 0 the same host, 1 one rack, 2 one zone, 3 two zones.
+    pub fn distance(&self, a: u32, b: u32) -> usize {
+        if a == b {
+            return 0;
+        }
+        let sites = &self.problem.sites;
+        if sites.is_empty() {
+            return 1;
+        }
+        let (x, y) = (sites[a as usize], sites[b as usize]);
+        match (x.zone == y.zone, x.rack == y.rack) {
+            (true, true) => 1,
+            (true, false) => 2,
+            (false, _) => 3,
+        }
+    }
+
+    /// What item `i`'s pair terms cost with `i` on `host` and the others where `s` has them
+    /// (terms whose other item is not placed count nothing).
+    pub fn pairs_cost(&self, s: &Solution, i: u32, host: u32) -> f64 {
+        self.pairs_cost_besides(s, i, host, NOWHERE)
+    }
+
+    /// [`pairs_cost`](Self::pairs_cost) without the terms between `i` and item `besides`.
+    pub fn pairs_cost_besides(&self, s: &Solution, i: u32, host: u32, besides: u32) -> f64 {
+        if host == NOWHERE {
+            return 0.0;
+        }
+        self.pairs_of[i as usize]
+            .iter()
+            .map(|n| {
+                let pair = &self.problem.pairs[*n as usize];
+                let other = if pair.a == i { pair.b } else { pair.a };
+                let h = s.host_of[other as usize];
+                if h == NOWHERE || other == besides { 0.0 } else { pair.cost[self.distance(host, h)] }
+            })
+            .sum()
+    }
+
+    /// What the pair terms between items `a` and `b` cost at distance `d`.
+    pub fn shared_pairs_cost(&self, a: u32, b: u32, d: usize) -> f64 {
+        self.pairs_of[a as usize]
+            .iter()
+            .map(|n| &self.problem.pairs[*n as usize])
+            .filter(|p| (p.a == a && p.b == b) || (p.a == b && p.b == a))
+            .map(|p| p.cost[d])
+            .sum()
+    }
+
+    /// Whether item `i` is in any pair term.
+    pub fn in_pairs(&self, i: u32) -> bool {
+        !self.pairs_of[i as usize].is_empty()
     }
 
     pub fn options_by_cost(&self, item: u32) -> &[u16] {
@@ -307,6 +408,16 @@ impl Solution {
         self.cost() + t.problem.packing_weight * self.fill_sq / t.problem.hosts.len().max(1) as f64
     }
 
+    /// What the pair terms cost where the items are (terms with an unplaced item: nothing).
+    pub fn pairs_cost(&self, t: &Tables<'_>) -> f64 {
+        t.problem
+            .pairs
+            .iter()
+            .filter(|p| self.host_of[p.a as usize] != NOWHERE && self.host_of[p.b as usize] != NOWHERE)
+            .map(|p| p.cost[t.distance(self.host_of[p.a as usize], self.host_of[p.b as usize])])
+            .sum()
+    }
+
     /// Hosts with at least one item.
     pub fn active_hosts(&self) -> usize {
         self.active
@@ -341,6 +452,7 @@ impl Solution {
         for i in 0..p.items.len() {
             cost += self.item_cost(t, i as u32, self.host_of[i], self.option_of[i]);
         }
+        cost += self.pairs_cost(t);
         cost += self.fill_term(t);
         self.unplaced = self.host_of.iter().filter(|h| **h == NOWHERE).count();
         self.cost = cost;
@@ -403,7 +515,7 @@ impl Solution {
         }
         let before = self.host_terms(t, h);
         let o = self.option_of[i as usize];
-        self.cost -= self.item_cost(t, i, h, o);
+        self.cost -= self.item_cost(t, i, h, o) + t.pairs_cost(self, i, h);
         let d = t.problem.dims;
         for (k, x) in t.demand(i, o).iter().enumerate() {
             self.load[h as usize * d + k] -= x;
@@ -433,7 +545,7 @@ impl Solution {
         self.members[host as usize].push(i);
         self.host_of[i as usize] = host;
         self.unplaced -= 1;
-        self.cost += self.item_cost(t, i, host, o);
+        self.cost += self.item_cost(t, i, host, o) + t.pairs_cost(self, i, host);
         self.apply_host_terms(t, host, before);
     }
 
@@ -523,5 +635,93 @@ impl Rng {
         for i in (1..v.len()).rev() {
             v.swap(i, self.below(i + 1));
         }
+    }
+}
+
+#[cfg(test)]
+mod pair_tests {
+    use super::genetic::{Generations, GeneticConfig, Sequential, optimise};
+    use super::*;
+
+    /// `n` items of one core with two sizes (one core free; half a core at a risk costing
+    /// 0.6), on hosts of `per_host` cores, each at its current host.
+    fn problem(n: usize, hosts: usize, per_host: f64, current: &[u32], pairs: Vec<PairTerm>, sites: Vec<Site>) -> Problem {
+        let item = |h: u32| Item {
+            options: vec![SizeOption { demand: vec![1.0], cost: 0.0 }, SizeOption { demand: vec![0.5], cost: 0.6 }],
+            current: Some((h, 0)),
+            move_cost: 0.1,
+        };
+        Problem {
+            dims: 1,
+            hosts: vec![Host { capacity: vec![per_host], active_cost: 1.0 }; hosts],
+            items: (0..n).map(|i| item(current[i])).collect(),
+            pairs,
+            sites,
+            ..Problem::default()
+        }
+    }
+
+    #[test]
+    fn pair_terms_grade_distance_by_topology_and_are_kept_incrementally() {
+        // Hosts 0 and 1 share a rack, 2 is another rack of that zone, 3 another zone.
+        let sites = vec![Site { zone: 0, rack: 0 }, Site { zone: 0, rack: 0 }, Site { zone: 0, rack: 1 }, Site { zone: 1, rack: 0 }];
+        let pairs = vec![
+            PairTerm { a: 0, b: 1, cost: [0.0, 0.2, 0.5, 1.0] },
+            PairTerm { a: 1, b: 2, cost: [0.0, 0.1, 0.1, 0.3] },
+            PairTerm { a: 0, b: 5, cost: [0.0, 0.4, 0.8, 2.0] },
+        ];
+        let p = problem(6, 4, 3.0, &[0, 3, 2, 1, 0, 2], pairs, sites);
+        p.check().unwrap();
+        let t = Tables::new(&p);
+        assert_eq!((t.distance(0, 0), t.distance(0, 1), t.distance(1, 2), t.distance(2, 3)), (0, 1, 2, 3));
+        let mut s = Solution::current(&t);
+        // 4 hosts active; items 0 and 1 two zones apart (1.0), 1 and 2 too (0.3), 0 and 5 a
+        // rack apart in one zone (0.8).
+        assert!((s.cost() - (4.0 + 1.0 + 0.3 + 0.8)).abs() < 1e-9, "{}", s.cost());
+        let mut rng = Rng::new(11);
+        for _ in 0..3000 {
+            let i = rng.below(p.items.len()) as u32;
+            match rng.below(3) {
+                0 => s.unplace(&t, i),
+                1 if s.host_of[i as usize] == NOWHERE => {
+                    s.set_option(i, rng.below(2) as u16);
+                }
+                _ => {
+                    let h = rng.below(p.hosts.len()) as u32;
+                    let o = s.option_of[i as usize];
+                    if s.host_of[i as usize] != h && s.fits(&t, i, o, h) {
+                        if s.host_of[i as usize] == NOWHERE {
+                            s.place(&t, i, h);
+                        } else {
+                            s.move_item(&t, i, h);
+                        }
+                    }
+                }
+            }
+            let kept = s.cost();
+            assert!((kept - s.clone().recount(&t)).abs() < 1e-6, "kept {kept} drifted from the count");
+        }
+    }
+
+    #[test]
+    fn the_optimiser_brings_a_costly_pair_together_when_a_move_is_worth_it() {
+        // Hosts of two cores; items 0 and 2 on host 0, item 1 on host 1: a pair (0, 1) apart
+        // costs 1, a move 0.1. Moving 0 next to 1 pays; shrinking two items to share one host
+        // does not (1.2 of risk for a host of 1).
+        let run = |cost_apart: f64| {
+            let p = problem(3, 2, 2.0, &[0, 1, 0], vec![PairTerm { a: 0, b: 1, cost: [0.0, cost_apart, cost_apart, cost_apart] }], vec![]);
+            let t = Tables::new(&p);
+            let cfg = GeneticConfig { population: 8, generations: 30, seed: 5, ..GeneticConfig::default() };
+            let out = optimise(&p, vec![Solution::current(&t)], &cfg, &Sequential, &mut Generations);
+            let mut check = out.best.clone();
+            assert!((check.recount(&t) - out.best.cost()).abs() < 1e-9);
+            out.best
+        };
+        let together = run(1.0);
+        assert_eq!(together.host_of[0], together.host_of[1], "{:?}", together.host_of);
+        assert!(together.cost() < 2.0 + 1.0, "cheaper than leaving them apart: {}", together.cost());
+        // A pair that costs less apart than a move stays as it is.
+        let apart = run(0.05);
+        assert_eq!(apart.host_of, vec![0, 1, 0]);
     }
 }

@@ -221,7 +221,7 @@ fn best_fit_sized(t: &Tables<'_>, s: &mut Solution, i: u32) {
         }
         let before: f64 = s.members(h).iter().map(|m| t.option_cost(*m, s.option_of[*m as usize])).sum();
         if let Some((after, sizes)) = sizes_to_fit(t, s, h, i) {
-            let added = after - before + move_cost(h);
+            let added = after - before + move_cost(h) + t.pairs_cost(s, i, h);
             if best.as_ref().is_none_or(|b| added < b.0) {
                 best = Some((added, h, sizes));
             }
@@ -240,7 +240,7 @@ fn best_fit_sized(t: &Tables<'_>, s: &mut Solution, i: u32) {
         // already placed rather than open one.
         let host = &t.problem.hosts[h as usize];
         let share = t.demand(i, o).iter().zip(&host.capacity).map(|(d, c)| d / c.max(1e-12)).fold(0.0, f64::max).min(1.0);
-        let added = host.active_cost * share + t.option_cost(i, o) + move_cost(h);
+        let added = host.active_cost * share + t.option_cost(i, o) + move_cost(h) + t.pairs_cost(s, i, h);
         if best.as_ref().is_none_or(|b| added < b.0) {
             best = Some((added, h, vec![(i, o)]));
         }
@@ -420,14 +420,14 @@ fn best_move(t: &Tables<'_>, s: &Solution, i: u32) -> Option<(f64, u32, Sizes, S
     } else {
         cheapest_sizes(t, from, s.members(from).iter().copied().filter(|m| *m != i))?
     };
-    let leave = left_cost - sizes_cost(t, s, from) - stay(from);
+    let leave = left_cost - sizes_cost(t, s, from) - stay(from) - t.pairs_cost(s, i, from);
     let mut best: Option<(f64, u32, Sizes, Sizes)> = None;
     for h in 0..t.problem.hosts.len() as u32 {
         if h == from || s.members(h).is_empty() {
             continue;
         }
         if let Some((after, sizes)) = sizes_to_fit(t, s, h, i) {
-            let delta = leave + after - sizes_cost(t, s, h) + stay(h);
+            let delta = leave + after - sizes_cost(t, s, h) + stay(h) + t.pairs_cost(s, i, h);
             if best.as_ref().is_none_or(|b| delta < b.0) {
                 best = Some((delta, h, left.clone(), sizes));
             }
@@ -475,6 +475,18 @@ fn move_where_cheaper_forced(t: &Tables<'_>, s: &mut Solution, i: u32) -> bool {
     }
 }
 
+/// What the pair terms of placed items `i` and `j` cost where they are, or (`swapped`) with
+/// their hosts exchanged (a term between the two counted once: the swap leaves their
+/// distance as it is).
+fn swap_pairs(t: &Tables<'_>, s: &Solution, i: u32, j: u32, swapped: bool) -> f64 {
+    if !t.in_pairs(i) && !t.in_pairs(j) {
+        return 0.0;
+    }
+    let (hi, hj) = (s.host_of[i as usize], s.host_of[j as usize]);
+    let (at_i, at_j) = if swapped { (hj, hi) } else { (hi, hj) };
+    t.pairs_cost_besides(s, i, at_i, j) + t.pairs_cost_besides(s, j, at_j, i) + t.shared_pairs_cost(i, j, t.distance(at_i, at_j))
+}
+
 /// Swaps two items of different hosts where that lowers the cost (both hosts sized anew);
 /// whether any swap was made.
 fn swap_where_cheaper(t: &Tables<'_>, s: &mut Solution, order: &[u32]) -> bool {
@@ -489,7 +501,7 @@ fn swap_where_cheaper(t: &Tables<'_>, s: &mut Solution, order: &[u32]) -> bool {
                 let item = &t.problem.items[m as usize];
                 if item.current.is_some_and(|(c, _)| c != h) { item.move_cost } else { 0.0 }
             };
-            let before = sizes_cost(t, s, hi) + sizes_cost(t, s, hj) + moved(i, hi) + moved(j, hj);
+            let before = sizes_cost(t, s, hi) + sizes_cost(t, s, hj) + moved(i, hi) + moved(j, hj) + swap_pairs(t, s, i, j, false);
             let into_hi = s.members(hi).iter().copied().filter(|m| *m != i).chain(std::iter::once(j));
             let into_hj = s.members(hj).iter().copied().filter(|m| *m != j).chain(std::iter::once(i));
             if s.members(hi).iter().any(|m| *m != i && t.share_group(*m, j))
@@ -499,7 +511,7 @@ fn swap_where_cheaper(t: &Tables<'_>, s: &mut Solution, order: &[u32]) -> bool {
             }
             let Some((cost_i, sizes_i)) = cheapest_sizes(t, hi, into_hi) else { continue };
             let Some((cost_j, sizes_j)) = cheapest_sizes(t, hj, into_hj) else { continue };
-            if cost_i + cost_j + moved(j, hi) + moved(i, hj) < before - 1e-9 {
+            if cost_i + cost_j + moved(j, hi) + moved(i, hj) + swap_pairs(t, s, i, j, true) < before - 1e-9 {
                 s.unplace(t, i);
                 s.unplace(t, j);
                 for &(m, o) in sizes_i.iter().chain(&sizes_j) {

@@ -9,9 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use presage_decide::optimise::cluster::{self, ClusterVm, SizingGoals};
+use presage_decide::optimise::cluster::{self, SizingGoals};
 use presage_decide::optimise::decompose::{DecomposeConfig, optimise_decomposed};
-use presage_decide::optimise::{Host, Item, Problem, Rng, SizeOption, Solution, Tables, search};
+use presage_decide::optimise::{Solution, Tables, search};
 use presage_optimise::{Deadline, RayonChildren, pool};
 
 fn main() -> anyhow::Result<()> {
@@ -23,73 +23,9 @@ fn main() -> anyhow::Result<()> {
     let threads: usize = arg(3, "2").parse()?;
     let seed: u64 = arg(4, "1").parse()?;
     let started = Instant::now();
-    let mut rng = Rng::new(seed);
-    let kinds = [(32.0, 256.0 * 1024.0), (48.0, 384.0 * 1024.0), (64.0, 512.0 * 1024.0)];
-    let hosts: Vec<Host> = (0..n_hosts)
-        .map(|_| {
-            let (cores, mib) = kinds[rng.below(kinds.len())];
-            Host { capacity: vec![cores, mib], active_cost: 100.0 + 3.0 * cores }
-        })
-        .collect();
-    // Requested sizes: 1 to 8 cores, 2 to 8 GiB a core (about 65 % of the cores taken); use
-    // well under the size for most.
-    let mut vms: Vec<ClusterVm> = (0..n_vms)
-        .map(|_| {
-            let cores = [1.0, 1.0, 2.0, 2.0, 4.0, 4.0, 8.0][rng.below(7)];
-            let mib = cores * 1024.0 * [2.0, 4.0, 8.0][rng.below(3)];
-            let busy = 0.1 + 0.7 * rng.unit();
-            let growth = if rng.below(3) == 0 { 0.02 * rng.unit() } else { 0.0 };
-            let daily_peaks = (0..14)
-                .map(|d| {
-                    let noise = |r: &mut Rng| (0.15 * (r.unit() + r.unit() + r.unit() - 1.5)).exp();
-                    let g = (growth * d as f64).exp();
-                    vec![(cores * busy * noise(&mut rng) * g).min(cores), (mib * (0.3 + 0.5 * busy) * noise(&mut rng) * g).min(mib)]
-                })
-                .collect();
-            ClusterVm {
-                size: vec![cores, mib],
-                daily_peaks,
-                floor: vec![0.0, 0.0],
-                ceiling: vec![cores, mib],
-                grain: vec![1.0, 256.0],
-                host: None,
-                move_cost: 2.0 + cores,
-                weight: 0.5 + rng.unit(),
-            }
-        })
-        .collect();
-    // The current placement: first fit at the requested sizes over the hosts in a random order.
-    let fixed = Problem {
-        dims: 2,
-        hosts: hosts.clone(),
-        items: vms
-            .iter()
-            .map(|v| Item { options: vec![SizeOption { demand: v.size.clone(), cost: 0.0 }], current: None, move_cost: 0.0 })
-            .collect(),
-        anti_affinity: vec![],
-        packing_weight: 0.0,
-        balance_weight: 0.0,
-        lower_bound: None,
-        hints: Vec::new(),
-        pairs: Vec::new(),
-        sites: Vec::new(),
-    };
+    let (hosts, vms) = presage_optimise::generated::cluster(n_hosts, n_vms, seed)?;
+    let fixed = presage_optimise::generated::requested_sizes(&hosts, &vms);
     let ft = Tables::new(&fixed);
-    let mut now = Solution::empty(&ft);
-    let mut order: Vec<u32> = (0..n_hosts as u32).collect();
-    rng.shuffle(&mut order);
-    // Spread: each search starts where the last placed, moving on one host every third VM (a
-    // scheduler that fills hosts in turn).
-    let mut cursor = 0;
-    for i in 0..n_vms as u32 {
-        let found = (0..n_hosts).map(|k| (cursor + k) % n_hosts).find(|x| now.fits(&ft, i, 0, order[*x]));
-        let Some(x) = found else { anyhow::bail!("the generated cluster does not fit its hosts at the requested sizes") };
-        now.place(&ft, i, order[x]);
-        cursor = (x + usize::from((i as usize).is_multiple_of(3))) % n_hosts;
-    }
-    for (i, vm) in vms.iter_mut().enumerate() {
-        vm.host = Some(now.host_of[i]);
-    }
     let generated = started.elapsed();
     let mut all: Vec<u32> = (0..n_vms as u32).collect();
     let t0 = Instant::now();

@@ -1,11 +1,12 @@
 //! Runs the decision core's genetic optimiser ([`presage_decide::optimise`]) with what the core
 //! leaves to its caller: threads ([`RayonChildren`]: each generation's children on rayon's
 //! pool) and the wall clock ([`Deadline`]); and reads the benchmark instances it is judged on
-//! ([`bpplib`]).
+//! ([`bpplib`]); generates the clusters its benchmarks run on ([`generated`]).
 
 pub mod bpplib;
 #[cfg(feature = "exact")]
 pub mod exact;
+pub mod generated;
 pub mod joint;
 
 use std::time::{Duration, Instant};

@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(pkg-config libvirt-dev libvirt0 gcc)
+# protoc builds etcd-client's protobufs (presage's own come with a vendored protoc).
+PACKAGES=(pkg-config libvirt-dev libvirt0 gcc protobuf-compiler)
 # The tests also start two real libvirt daemons and move a KVM guest between them, and boot a
 # real Linux guest (Debian's cloud kernel and busybox-static, downloaded with apt-get and packed
 # into an initramfs with cpio). The optimiser's tests measure its gap to an exact MILP optimum
@@ -17,8 +18,8 @@ PACKAGES=(pkg-config libvirt-dev libvirt0 gcc)
 # a running coordinator. The web view's test drives Debian's Chromium with Playwright
 # (playwright-core from npm, run by Node.js; no browser is downloaded).
 # The Debian packages are built with cargo-deb, checked with lintian and installed into a clean
-# root made by debootstrap.
-TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev python3-prometheus-client python3-venv chromium lintian debootstrap dpkg-dev)
+# root made by debootstrap. The etcd store's tests start real etcd members (Debian's etcd-server).
+TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev python3-prometheus-client python3-venv chromium lintian debootstrap dpkg-dev etcd-server)
 CARGO_DEB_VERSION=3.8.0
 SCHEMATHESIS_VERSION=4.32.5
 # The newest playwright-core that still runs on Debian 12's Node.js 18.

@@ -5,12 +5,15 @@
 //! Everything either daemon persists is written through [`KvStore`] / [`KvTree`], never through
 //! sled directly, so the engine can be swapped
 //! (sled's last stable release is from 2021; redb or fjall are the likely successors) by writing
-//! one backend and passing [`conformance`]'s suite. Two backends exist: [`SledStore`] (the one that
-//! ships) and [`MemoryStore`] (tests and simulations that need no durability).
+//! one backend and passing [`conformance`]'s suite. Three backends exist: [`SledStore`] (the
+//! embedded default), [`EtcdStore`] (a coordinator's state shared with its standbys, on an etcd
+//! cluster) and [`MemoryStore`] (tests and simulations that need no durability).
 
+mod etcd_backend;
 mod memory;
 mod sled_backend;
 
+pub use etcd_backend::{EtcdConfig, EtcdStore, EtcdTls, Fence, MAX_TXN_OPS};
 pub use memory::MemoryStore;
 pub use sled_backend::SledStore;
 
@@ -24,6 +27,9 @@ pub enum StoreError {
     Io(String),
     #[error("store at {path} has schema version {found}, this build understands up to {supported}; refusing to touch it")]
     Schema { path: std::path::PathBuf, found: u32, supported: u32 },
+    /// A fenced write refused: this writer no longer holds what it was fenced on.
+    #[error("write refused by its fence: {0}")]
+    Fenced(String),
 }
 
 /// One change in an atomic batch.

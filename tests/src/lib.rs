@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod etcd;
 pub mod guest_image;
 pub mod knob_timing;
 

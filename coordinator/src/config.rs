@@ -47,6 +47,112 @@ pub struct CoordinatorConfig {
     /// `[metrics]`: `/metrics` on a plain port too (it is always on the mutual-TLS listener).
     #[serde(default)]
     pub metrics: presage_protocol::metrics_endpoint::MetricsConfig,
+    /// `[cluster]`: where the durable state lives (sled in `data_dir`, or etcd shared with
+    /// standbys).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: `store = "sled"` (the default: the plan journal, drain marks, dependency
+/// declarations, configuration versions and rollouts in `data_dir`) or `store = "etcd"` (all of
+/// it in an etcd cluster, `[cluster.etcd]`, which several coordinators share).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    #[serde(default)]
+    pub store: StoreKind,
+    #[serde(default)]
+    pub etcd: EtcdSection,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Sled,
+    Etcd,
+}
+
+/// `[cluster.etcd]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdSection {
+    /// The members' client URLs: `https://` with `tls`, or `http://` on loopback only.
+    pub endpoints: Vec<String>,
+    /// Every key presage writes starts with it.
+    pub prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The CA of etcd's members and this coordinator's client certificate and key.
+    pub tls: Option<TlsFiles>,
+    /// The name on the members' certificates (default: each endpoint's host).
+    pub server_name: Option<String>,
+}
+
+impl Default for EtcdSection {
+    fn default() -> Self {
+        EtcdSection {
+            endpoints: Vec::new(),
+            prefix: "presage/".into(),
+            request_timeout: Duration::from_secs(5),
+            tls: None,
+            server_name: None,
+        }
+    }
+}
+
+impl EtcdSection {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.endpoints.is_empty() {
+            return Err(("cluster.etcd.endpoints", "store = \"etcd\" needs at least one endpoint".into()));
+        }
+        for e in &self.endpoints {
+            let loopback = ["http://127.", "http://localhost:", "http://[::1]:"].iter().any(|p| e.starts_with(p));
+            match (e.starts_with("https://"), self.tls.is_some()) {
+                (true, true) => {}
+                (true, false) => return Err(("cluster.etcd.tls", format!("{e} is https: give the CA, cert and key"))),
+                (false, _) if !e.starts_with("http://") => {
+                    return Err(("cluster.etcd.endpoints", format!("{e} is not an http:// or https:// URL")));
+                }
+                (false, _) if !loopback => {
+                    return Err((
+                        "cluster.etcd.endpoints",
+                        format!("{e}: plain http to etcd only on loopback; use https with [cluster.etcd.tls]"),
+                    ));
+                }
+                (false, _) => {}
+            }
+        }
+        if self.prefix.is_empty() {
+            return Err(("cluster.etcd.prefix", "must not be empty".into()));
+        }
+        if self.request_timeout < Duration::from_millis(100) || self.request_timeout > Duration::from_secs(60) {
+            return Err(("cluster.etcd.request_timeout", "must be between 100ms and 60s".into()));
+        }
+        Ok(())
+    }
+
+    /// The store's configuration, its TLS files read.
+    pub fn store_config(&self) -> Result<presage_store::EtcdConfig, String> {
+        let tls = match &self.tls {
+            Some(files) => {
+                let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+                Some(presage_store::EtcdTls {
+                    ca_pem: read(&files.ca)?,
+                    cert_pem: read(&files.cert)?,
+                    key_pem: read(&files.key)?,
+                    server_name: self.server_name.clone(),
+                })
+            }
+            None => None,
+        };
+        Ok(presage_store::EtcdConfig {
+            endpoints: self.endpoints.clone(),
+            prefix: self.prefix.clone(),
+            tls,
+            request_timeout: self.request_timeout,
+        })
+    }
 }
 
 /// `[optimiser]`: how often the genetic optimiser plans over the whole cluster (placement and
@@ -353,6 +459,11 @@ impl CoordinatorConfig {
         for p in [&mut cfg.tls.ca, &mut cfg.tls.cert, &mut cfg.tls.key] {
             config_file::resolve(path, p);
         }
+        if let Some(t) = &mut cfg.cluster.etcd.tls {
+            for p in [&mut t.ca, &mut t.cert, &mut t.key] {
+                config_file::resolve(path, p);
+            }
+        }
         Ok(cfg)
     }
 
@@ -387,6 +498,11 @@ impl CoordinatorConfig {
             return invalid("sizing", &format!("{}: {}", e.field, e.problem));
         }
         if let Err((key, e)) = cfg.optimiser.validate() {
+            return invalid(key, &e);
+        }
+        if cfg.cluster.store == StoreKind::Etcd
+            && let Err((key, e)) = cfg.cluster.etcd.validate()
+        {
             return invalid(key, &e);
         }
         Ok(cfg)
@@ -451,6 +567,25 @@ mod tests {
             ("mode = \"sometimes\"", "sometimes"),
         ] {
             let e = CoordinatorConfig::parse(&format!("{GOOD}[optimiser]\n{bad}\n"), Path::new("c.toml")).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_etcd_store_needs_endpoints_and_tls_beyond_loopback() {
+        let parse = |cluster: &str| CoordinatorConfig::parse(&format!("{GOOD}{cluster}"), Path::new("c.toml"));
+        let ok = parse("[cluster]\nstore = \"etcd\"\n[cluster.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n").unwrap();
+        assert_eq!(ok.cluster.store, StoreKind::Etcd);
+        assert_eq!(ok.cluster.etcd.prefix, "presage/");
+        assert_eq!(parse("").unwrap().cluster.store, StoreKind::Sled, "sled unless asked");
+        for (bad, key) in [
+            ("[cluster]\nstore = \"etcd\"\n", "cluster.etcd.endpoints"),
+            ("[cluster]\nstore = \"etcd\"\n[cluster.etcd]\nendpoints = [\"http://10.0.0.5:2379\"]\n", "only on loopback"),
+            ("[cluster]\nstore = \"etcd\"\n[cluster.etcd]\nendpoints = [\"https://10.0.0.5:2379\"]\n", "cluster.etcd.tls"),
+            ("[cluster]\nstore = \"etcd\"\n[cluster.etcd]\nendpoints = [\"10.0.0.5:2379\"]\n", "not an http"),
+            ("[cluster]\nstore = \"zookeeper\"\n", "zookeeper"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains(key), "{bad}: {e}");
         }
     }

@@ -175,14 +175,19 @@ impl EcosystemRegistry {
         let size_of = |name: &str| facts.sizes.get(name).copied();
         let cluster = Cluster { knows: &knows, size_of: &size_of, room: facts.room, latency: &self.latency };
         let graph = admit(&all, self.options, &cluster).map_err(RegisterError::Refused)?;
-        let ops = new
+        let ops: Vec<BatchOp> = new
             .iter()
             .map(|d| {
                 let value = serde_json::to_vec(d).expect("a declaration serialises");
                 BatchOp::Insert(d.vm_name.as_bytes().to_vec(), value)
             })
             .collect();
-        self.tree.apply(ops).map_err(EcosystemStoreError::from)?;
+        // In batches a distributed store takes in one transaction. Each declaration stands
+        // alone: one that failed to be written is registered again by asking again, and none
+        // is in the graph until all are written.
+        for batch in ops.chunks(presage_store::MAX_TXN_OPS) {
+            self.tree.apply(batch.to_vec()).map_err(EcosystemStoreError::from)?;
+        }
         let mut graph = graph;
         let learned = self.feedback.lock().expect("feedback lock").learned().clone();
         graph.set_type_weights(&|kind| learned.weight(kind));

@@ -45,13 +45,19 @@ impl Coordinator {
             crate::config::PolicyMode::Advisory => "advisory",
             crate::config::PolicyMode::Automatic => "automatic",
         };
-        let store: Arc<dyn presage_store::KvStore> = match &cfg.data_dir {
-            Some(dir) => {
+        let store: Arc<dyn presage_store::KvStore> = match (&cfg.cluster.store, &cfg.data_dir) {
+            (crate::config::StoreKind::Etcd, _) => {
+                let etcd = cfg.cluster.etcd.store_config().map_err(anyhow::Error::msg).context("[cluster.etcd]")?;
+                let endpoints = etcd.endpoints.join(",");
+                info!(endpoints, prefix = %etcd.prefix, "durable state in etcd");
+                Arc::new(presage_store::EtcdStore::connect(&etcd).with_context(|| format!("opening the etcd store at {endpoints}"))?)
+            }
+            (crate::config::StoreKind::Sled, Some(dir)) => {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
                 let path = dir.join("journal");
                 Arc::new(presage_store::SledStore::open(&path).with_context(|| format!("opening the plan journal in {}", path.display()))?)
             }
-            None => {
+            (crate::config::StoreKind::Sled, None) => {
                 warn!("no data_dir configured: the plan journal and drain marks are kept in memory and lost on restart");
                 Arc::new(presage_store::MemoryStore::new())
             }

@@ -152,6 +152,7 @@ impl RunningCoordinator {
             sizing: Default::default(),
             optimiser: Default::default(),
             metrics: Default::default(),
+            cluster: Default::default(),
         }
     }
 

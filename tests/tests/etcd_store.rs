@@ -81,3 +81,62 @@ fn the_etcd_store_passes_the_conformance_suite_fences_writes_and_outlives_a_memb
         EtcdStore::connect(&EtcdConfig { request_timeout: Duration::from_secs(1), ..nowhere }).err().expect("nothing listens").to_string();
     assert!(e.contains("127.0.0.1:9"), "{e}");
 }
+
+/// A coordinator with `[cluster] store = "etcd"` keeps its durable state there: a second
+/// coordinator (no data_dir of its own) started on the same etcd after the first stopped finds
+/// the configuration versions and dependency declarations the first recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_on_etcd_leaves_its_state_for_the_next_one() {
+    use presage_coordinator::config::{ClusterConfig, EtcdSection, StoreKind};
+    use presage_protocol::pb::{ConfigHistoryRequest, GetEcosystemRequest, ListVmsRequest, ResizeVmRequest, SetDependenciesRequest};
+    use presage_protocol::tls::Role;
+    use presage_tests::*;
+
+    let wait = Duration::from_secs(60);
+    let cluster = EtcdCluster::start(1);
+    let pki = Pki::new();
+    let on_etcd = |pki: &Pki| {
+        let mut cfg = RunningCoordinator::config(pki, 0, Duration::from_secs(30), Default::default());
+        cfg.cluster = ClusterConfig {
+            store: StoreKind::Etcd,
+            etcd: EtcdSection { endpoints: cluster.endpoints(), prefix: "presage-test/".into(), ..Default::default() },
+        };
+        cfg
+    };
+    let trace = synthetic_trace(&[("web", &[30; 40]), ("db", &[30; 40])]);
+    let data = tempfile::tempdir().unwrap();
+
+    let first = RunningCoordinator::start_config(on_etcd(&pki)).await;
+    let agent = RunningAgent::start(simulated_agent(&pki, "hv-a", &first.url, data.path(), trace.path(), (0, 1), 0));
+    let mut op = client(&first.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let sample = eventually("web is reported", wait, || {
+        let mut op = op.clone();
+        async move {
+            let vms = op.list_vms(ListVmsRequest { vm_id: "web".into(), ..Default::default() }).await.ok()?.into_inner().vms;
+            vms.into_iter().find_map(|v| v.sample)
+        }
+    })
+    .await;
+    let memory_mib = (sample.memory_bytes >> 20) as f64;
+    let r =
+        op.resize_vm(ResizeVmRequest { vm_id: "web".into(), cpu_cores: 0.5, memory_mib, ..Default::default() }).await.unwrap().into_inner();
+    assert!(r.accepted, "{r:?}");
+    let mut admin = client(&first.url, &pki.issue(Role::Admin, "ada")).await.unwrap();
+    let declarations = serde_json::json!([
+        {"vm_name": "web", "profile": {"type": "web"}, "dependencies": {"preferred": [{"type": "database"}]}},
+        {"vm_name": "db", "profile": {"type": "database"}}
+    ]);
+    admin.set_dependencies(SetDependenciesRequest { declarations_json: declarations.to_string() }).await.unwrap();
+    agent.stop().await;
+    first.stop().await;
+
+    let second = RunningCoordinator::start_config(on_etcd(&pki)).await;
+    let mut op = client(&second.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let versions = op.config_history(ConfigHistoryRequest { vm_id: "web".into(), limit: 0 }).await.unwrap().into_inner().versions;
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!((versions[0].config.unwrap().cpu_cores, versions[0].outcome.as_str()), (0.5, "applied"));
+    let eco = op.get_ecosystem(GetEcosystemRequest::default()).await.unwrap().into_inner();
+    let text = format!("{eco:?}");
+    assert!(text.contains("web") && text.contains("database"), "{text}");
+    second.stop().await;
+}

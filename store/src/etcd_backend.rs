@@ -80,7 +80,15 @@ pub struct Fence {
     pub create_revision: i64,
 }
 
-type Job = Box<dyn FnOnce(Client) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+/// The owner thread's clients: one whose every request is bounded by the request timeout,
+/// and one without a bound for what waits by design (a campaign, a lease kept alive).
+#[derive(Clone)]
+pub(crate) struct Clients {
+    pub(crate) short: Client,
+    pub(crate) waiting: Client,
+}
+
+pub(crate) type Job = Box<dyn FnOnce(Clients) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 struct Shared {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
@@ -108,7 +116,6 @@ impl EtcdStore {
             return Err(open("the key prefix is empty (presage's keys would mix with everything else in etcd)".into()));
         }
         let mut options = ConnectOptions::new()
-            .with_timeout(attempt_timeout(cfg.request_timeout))
             .with_connect_timeout(cfg.request_timeout)
             .with_keep_alive(Duration::from_secs(2), cfg.request_timeout)
             .with_require_leader(true);
@@ -121,6 +128,8 @@ impl EtcdStore {
             }
             options = options.with_tls(tls);
         }
+        let waiting_options = options.clone();
+        let options = options.with_timeout(attempt_timeout(cfg.request_timeout));
         // Connected on the owner thread (its own runtime: the caller may be on a runtime of
         // its own, where another cannot be entered); the caller waits for the outcome.
         let urls = cfg.endpoints.clone();
@@ -134,19 +143,20 @@ impl EtcdStore {
                     Err(e) => return drop(ready.send(Err(e.to_string()))),
                 };
                 runtime.block_on(async move {
-                    let client = async {
-                        let mut c = Client::connect(urls, Some(options)).await?;
+                    let clients = async {
+                        let mut short = Client::connect(urls.clone(), Some(options)).await?;
                         // A member that answers: connecting alone proves nothing.
-                        c.status().await?;
-                        Ok::<Client, etcd_client::Error>(c)
+                        short.status().await?;
+                        let waiting = Client::connect(urls, Some(waiting_options)).await?;
+                        Ok::<Clients, etcd_client::Error>(Clients { short, waiting })
                     };
-                    let client = match client.await {
+                    let clients = match clients.await {
                         Ok(c) => c,
                         Err(e) => return drop(ready.send(Err(e.to_string()))),
                     };
                     let _ = ready.send(Ok(()));
                     while let Some(job) = rx.recv().await {
-                        tokio::spawn(job(client.clone()));
+                        tokio::spawn(job(clients.clone()));
                     }
                 })
             })
@@ -160,6 +170,20 @@ impl EtcdStore {
             shared: Arc::new(Shared { jobs, prefix: cfg.prefix.clone().into_bytes(), endpoints, timeout: cfg.request_timeout }),
             fence: None,
         })
+    }
+
+    /// Sends `job` to the owner thread.
+    pub(crate) fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.shared.jobs.send(job).map_err(|_| StoreError::Io(format!("etcd {}: the store's thread has stopped", self.shared.endpoints)))
+    }
+
+    /// The key prefix (every key this store writes starts with it).
+    pub(crate) fn prefix(&self) -> &[u8] {
+        &self.shared.prefix
+    }
+
+    pub(crate) fn endpoints(&self) -> &str {
+        &self.shared.endpoints
     }
 
     /// The same store with every write conditioned on `fence`.
@@ -192,10 +216,10 @@ impl EtcdStore {
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let deadline = tokio::time::Instant::now() + self.shared.timeout;
-        let job: Job = Box::new(move |client| {
+        let job: Job = Box::new(move |clients| {
             Box::pin(async move {
                 let answer = loop {
-                    match f(client.clone()).await {
+                    match f(clients.short.clone()).await {
                         Err(e) if transient(&e) && tokio::time::Instant::now() + RETRY_PAUSE < deadline => {
                             tokio::time::sleep(RETRY_PAUSE).await
                         }

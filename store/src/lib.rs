@@ -10,10 +10,12 @@
 //! cluster) and [`MemoryStore`] (tests and simulations that need no durability).
 
 mod etcd_backend;
+mod etcd_election;
 mod memory;
 mod sled_backend;
 
 pub use etcd_backend::{EtcdConfig, EtcdStore, EtcdTls, Fence, MAX_TXN_OPS};
+pub use etcd_election::{LeaderInfo, Leadership, LeaseTiming};
 pub use memory::MemoryStore;
 pub use sled_backend::SledStore;
 

@@ -140,3 +140,58 @@ async fn a_coordinator_on_etcd_leaves_its_state_for_the_next_one() {
     assert!(text.contains("web") && text.contains("database"), "{text}");
     second.stop().await;
 }
+
+/// Leader election on etcd: one candidate leads, a standby leads once it resigns (with a higher
+/// epoch, and the old leader's fenced writes refused), and a leader that cannot renew its lease
+/// (etcd's quorum lost) says so within the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_candidate_leads_a_standby_takes_over_and_the_deposed_leaders_writes_are_refused() {
+    use presage_store::LeaseTiming;
+    let mut cluster = EtcdCluster::start(3);
+    let timing = LeaseTiming { ttl: Duration::from_secs(2), renew_every: Duration::from_millis(500) };
+    let a = EtcdStore::connect(&config(&cluster, "presage/")).unwrap();
+    let b = EtcdStore::connect(&config(&cluster, "presage/")).unwrap();
+    assert_eq!(a.leader("coordinator").await.unwrap(), None, "nobody leads yet");
+    let lead_a = a.campaign("coordinator", "https://coord-a:7400", timing).await.unwrap();
+    let leader = a.leader("coordinator").await.unwrap().unwrap();
+    assert_eq!((leader.value.as_str(), leader.epoch), ("https://coord-a:7400", lead_a.epoch));
+
+    // b waits as a standby while a leads and renews (several leases long).
+    let standby = {
+        let b = b.clone();
+        tokio::spawn(async move { b.campaign("coordinator", "https://coord-b:7400", timing).await })
+    };
+    tokio::time::sleep(timing.ttl * 3).await;
+    assert!(!standby.is_finished() && !lead_a.is_lost(), "a keeps leading while it renews");
+    let fenced_a = a.fenced(lead_a.fence.clone()).tree("journal").unwrap();
+    fenced_a.insert(b"plan-1", b"a").unwrap();
+
+    // a resigns: b leads at once, with a higher epoch; a's fenced writes change nothing.
+    let resigned = std::time::Instant::now();
+    lead_a.resign().await;
+    let mut lead_b = tokio::time::timeout(Duration::from_secs(5), standby).await.expect("b leads").unwrap().unwrap();
+    let takeover = resigned.elapsed();
+    assert!(lead_b.epoch > leader.epoch, "epochs grow: {} then {}", leader.epoch, lead_b.epoch);
+    let e = fenced_a.insert(b"plan-1", b"a again").unwrap_err();
+    assert!(matches!(e, StoreError::Fenced(_)), "{e}");
+    let fenced_b = b.fenced(lead_b.fence.clone()).tree("journal").unwrap();
+    fenced_b.insert(b"plan-2", b"b").unwrap();
+    assert_eq!(fenced_b.get(b"plan-1").unwrap(), Some(b"a".to_vec()));
+    eprintln!("takeover after a resignation: {takeover:?}");
+
+    // etcd loses its quorum: b cannot renew and says so before its lease could have run out.
+    cluster.kill(1);
+    cluster.kill(2);
+    let cut = std::time::Instant::now();
+    tokio::time::timeout(timing.ttl + Duration::from_secs(1), lead_b.lost()).await.expect("b learns it is no longer sure to lead");
+    assert!(cut.elapsed() <= timing.ttl, "stepped down within the lease: {:?}", cut.elapsed());
+    eprintln!("stepped down {:?} after etcd lost its quorum", cut.elapsed());
+
+    // Bad timing is refused, naming why.
+    let e = a
+        .campaign("coordinator", "x", LeaseTiming { ttl: Duration::from_millis(1500), renew_every: Duration::from_millis(500) })
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("whole seconds"), "{e}");
+}

@@ -18,8 +18,10 @@ pub struct AgentConfig {
     /// Defaults to the machine's host name.
     #[serde(default)]
     pub host_id: Option<String>,
-    /// Coordinator address, e.g. `https://coordinator.example:7400`.
-    pub coordinator: String,
+    /// Coordinator address, e.g. `https://coordinator.example:7400`, or the addresses of
+    /// several (a leader and its standbys: the agent tries them in turn until one takes its
+    /// session).
+    pub coordinator: CoordinatorUrls,
     /// Name the coordinator's certificate must carry (default `presage-coordinator`).
     #[serde(default = "default_server_name")]
     pub coordinator_name: String,
@@ -49,6 +51,39 @@ pub struct AgentConfig {
     /// `[metrics]`: `/metrics` on a plain port (`listen = "127.0.0.1:9465"`); off by default.
     #[serde(default)]
     pub metrics: presage_protocol::metrics_endpoint::MetricsConfig,
+}
+
+/// One coordinator URL or several, in the order they are tried.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "OneOrMany")]
+pub struct CoordinatorUrls(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for CoordinatorUrls {
+    fn from(v: OneOrMany) -> Self {
+        match v {
+            OneOrMany::One(u) => CoordinatorUrls(vec![u]),
+            OneOrMany::Many(us) => CoordinatorUrls(us),
+        }
+    }
+}
+
+impl From<&str> for CoordinatorUrls {
+    fn from(u: &str) -> Self {
+        CoordinatorUrls(vec![u.to_string()])
+    }
+}
+
+impl From<String> for CoordinatorUrls {
+    fn from(u: String) -> Self {
+        CoordinatorUrls(vec![u])
+    }
 }
 
 /// Where this host sits: its zone and rack (free-form names; empty: unknown). The coordinator
@@ -454,8 +489,11 @@ impl AgentConfig {
         {
             return invalid("host_id", &e.to_string());
         }
-        if !self.coordinator.starts_with("https://") {
-            return invalid("coordinator", "must be an https:// URL (presage only speaks mutual TLS)");
+        if self.coordinator.0.is_empty() {
+            return invalid("coordinator", "give at least one coordinator URL");
+        }
+        if let Some(u) = self.coordinator.0.iter().find(|u| !u.starts_with("https://")) {
+            return invalid("coordinator", &format!("{u} must be an https:// URL (presage only speaks mutual TLS)"));
         }
         if self.sample_interval < Duration::from_millis(100) {
             return invalid("sample_interval", "must be at least 100ms");
@@ -534,6 +572,17 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_coordinator_is_one_url_or_several_all_https() {
+        let with = |c: &str| AgentConfig::parse(&GOOD.replace("coordinator = \"https://127.0.0.1:7400\"", c), Path::new("a.toml"));
+        let many = with("coordinator = [\"https://c1:7400\", \"https://c2:7400\"]").unwrap();
+        assert_eq!(many.coordinator.0, vec!["https://c1:7400".to_string(), "https://c2:7400".to_string()]);
+        assert_eq!(with("coordinator = \"https://c1:7400\"").unwrap().coordinator.0.len(), 1);
+        let e = with("coordinator = [\"https://c1:7400\", \"http://c2:7400\"]").unwrap_err().to_string();
+        assert!(e.contains("http://c2:7400"), "{e}");
+        assert!(with("coordinator = []").unwrap_err().to_string().contains("at least one"));
+    }
 
     const GOOD: &str = r#"
 coordinator = "https://127.0.0.1:7400"

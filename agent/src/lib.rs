@@ -228,7 +228,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         };
         let (report_tx, report_rx) = watch::channel(None);
         let link = link::CoordinatorLink {
-            url: cfg.coordinator.clone(),
+            urls: cfg.coordinator.0.clone(),
             tls: tls.client_config(&cfg.coordinator_name),
             register,
             reconnect: cfg.reconnect.clone(),

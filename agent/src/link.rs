@@ -51,7 +51,8 @@ enum SessionEnd {
 }
 
 pub struct CoordinatorLink {
-    pub url: String,
+    /// The coordinators to try, in turn (a leader and its standbys).
+    pub urls: Vec<String>,
     pub tls: ClientTlsConfig,
     pub register: Register,
     pub reconnect: ReconnectConfig,
@@ -143,15 +144,23 @@ impl CoordinatorLink {
     pub async fn run(self, mut reports: watch::Receiver<Option<Report>>, cancel: CancellationToken) {
         let mut backoff = self.reconnect.initial_backoff;
         let mut attempt: u64 = 0;
+        let mut which = 0usize;
         loop {
             attempt += 1;
-            let span = info_span!("coordinator_session", coordinator = %self.url, attempt);
+            let url = self.urls[which % self.urls.len().max(1)].clone();
+            let span = info_span!("coordinator_session", coordinator = %url, attempt);
             let began = Instant::now();
-            let result = self.session(&mut reports, &cancel).instrument(span).await;
+            let result = self.session(&url, &mut reports, &cancel).instrument(span).await;
             match result {
                 Ok(SessionEnd::Cancelled) => return,
-                Ok(SessionEnd::ClosedByCoordinator) => warn!(coordinator = %self.url, "coordinator closed the session"),
-                Err(e) => warn!(coordinator = %self.url, error = %e, retry_in = ?backoff, "coordinator session failed; still sampling"),
+                Ok(SessionEnd::ClosedByCoordinator) => warn!(coordinator = %url, "coordinator closed the session"),
+                Err(e) => warn!(coordinator = %url, error = %e, retry_in = ?backoff, "coordinator session failed; still sampling"),
+            }
+            // The next address: a standby that has become the leader, or the leader again.
+            which += 1;
+            if !which.is_multiple_of(self.urls.len().max(1)) && began.elapsed() < self.reconnect.max_backoff {
+                // Through the list without waiting: only a full round backs off.
+                continue;
             }
             if began.elapsed() > self.reconnect.max_backoff {
                 // The session was healthy for a while: start over from the short backoff.
@@ -166,9 +175,14 @@ impl CoordinatorLink {
         }
     }
 
-    async fn session(&self, reports: &mut watch::Receiver<Option<Report>>, cancel: &CancellationToken) -> Result<SessionEnd, LinkError> {
-        let connect_err = |e: &(dyn std::error::Error + 'static)| LinkError::Connect { url: self.url.clone(), detail: error_chain(e) };
-        let endpoint = Endpoint::from_shared(self.url.clone())
+    async fn session(
+        &self,
+        url: &str,
+        reports: &mut watch::Receiver<Option<Report>>,
+        cancel: &CancellationToken,
+    ) -> Result<SessionEnd, LinkError> {
+        let connect_err = |e: &(dyn std::error::Error + 'static)| LinkError::Connect { url: url.to_string(), detail: error_chain(e) };
+        let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| connect_err(&e))?
             .tls_config(self.tls.clone())
             .map_err(|e| connect_err(&e))?

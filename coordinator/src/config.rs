@@ -56,13 +56,54 @@ pub struct CoordinatorConfig {
 /// `[cluster]`: `store = "sled"` (the default: the plan journal, drain marks, dependency
 /// declarations, configuration versions and rollouts in `data_dir`) or `store = "etcd"` (all of
 /// it in an etcd cluster, `[cluster.etcd]`, which several coordinators share).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     #[serde(default)]
     pub store: StoreKind,
     #[serde(default)]
     pub etcd: EtcdSection,
+    /// Campaign for leadership with the other coordinators on the same etcd (`store =
+    /// "etcd"` only): one leads and serves; the others wait, and one of them leads when it goes.
+    #[serde(default)]
+    pub election: bool,
+    /// The URL agents and operators reach this coordinator at (what `presagectl cluster
+    /// status` shows as the leader); default `https://LISTEN`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// The leader's lease in etcd (whole seconds, at least 2) and how often it is renewed (at
+    /// most half of it): a leader that has not renewed for `lease_ttl - renew_every` steps down.
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    #[serde(default = "default_renew_every", with = "humantime_serde")]
+    pub renew_every: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            store: StoreKind::default(),
+            etcd: EtcdSection::default(),
+            election: false,
+            advertise: None,
+            lease_ttl: default_lease_ttl(),
+            renew_every: default_renew_every(),
+        }
+    }
+}
+
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_renew_every() -> Duration {
+    Duration::from_millis(1500)
+}
+
+impl ClusterConfig {
+    pub fn lease_timing(&self) -> presage_store::LeaseTiming {
+        presage_store::LeaseTiming { ttl: self.lease_ttl, renew_every: self.renew_every }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -504,6 +545,12 @@ impl CoordinatorConfig {
             && let Err((key, e)) = cfg.cluster.etcd.validate()
         {
             return invalid(key, &e);
+        }
+        if cfg.cluster.election && cfg.cluster.store != StoreKind::Etcd {
+            return invalid("cluster.election", "needs store = \"etcd\" (the coordinators elect a leader there)");
+        }
+        if let Err(e) = cfg.cluster.lease_timing().check() {
+            return invalid("cluster.lease_ttl", &e);
         }
         Ok(cfg)
     }

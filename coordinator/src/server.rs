@@ -31,8 +31,18 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Loads the TLS material and binds `cfg.listen`.
+    /// Loads the TLS material, opens the store `cfg` names and binds `cfg.listen`.
     pub async fn bind(cfg: CoordinatorConfig, cancel: CancellationToken) -> anyhow::Result<Coordinator> {
+        let store = open_store(&cfg).await?;
+        Coordinator::bind_with_store(cfg, cancel, store).await
+    }
+
+    /// [`bind`](Self::bind) on a store opened by the caller (an elected leader's, fenced).
+    pub async fn bind_with_store(
+        cfg: CoordinatorConfig,
+        cancel: CancellationToken,
+        store: Arc<dyn presage_store::KvStore>,
+    ) -> anyhow::Result<Coordinator> {
         let material = cfg.tls.load().context("loading the coordinator's TLS files")?;
         let tls = material.server_config().context("building the TLS server configuration")?;
         let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
@@ -44,23 +54,6 @@ impl Coordinator {
         let mode = match cfg.policy.mode {
             crate::config::PolicyMode::Advisory => "advisory",
             crate::config::PolicyMode::Automatic => "automatic",
-        };
-        let store: Arc<dyn presage_store::KvStore> = match (&cfg.cluster.store, &cfg.data_dir) {
-            (crate::config::StoreKind::Etcd, _) => {
-                let etcd = cfg.cluster.etcd.store_config().map_err(anyhow::Error::msg).context("[cluster.etcd]")?;
-                let endpoints = etcd.endpoints.join(",");
-                info!(endpoints, prefix = %etcd.prefix, "durable state in etcd");
-                Arc::new(presage_store::EtcdStore::connect(&etcd).with_context(|| format!("opening the etcd store at {endpoints}"))?)
-            }
-            (crate::config::StoreKind::Sled, Some(dir)) => {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
-                let path = dir.join("journal");
-                Arc::new(presage_store::SledStore::open(&path).with_context(|| format!("opening the plan journal in {}", path.display()))?)
-            }
-            (crate::config::StoreKind::Sled, None) => {
-                warn!("no data_dir configured: the plan journal and drain marks are kept in memory and lost on restart");
-                Arc::new(presage_store::MemoryStore::new())
-            }
         };
         let options = presage_decide::ecosystem::MatchOptions { fuzzy_threshold: cfg.ecosystem.fuzzy_threshold };
         let ecosystem = Arc::new(
@@ -329,5 +322,97 @@ fn start_drain_plans(shared: &Arc<Shared>, plan: &crate::advisor::PlanSnapshot, 
 
 /// Binds and serves until `cancel` fires.
 pub async fn run(cfg: CoordinatorConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    if cfg.cluster.election {
+        return run_elected(cfg, cancel).await;
+    }
     Coordinator::bind(cfg, cancel).await?.serve().await
+}
+
+/// The election among coordinators sharing one etcd.
+pub const ELECTION: &str = "coordinator";
+
+/// Opens the durable store `cfg` names: etcd, sled in `data_dir`, or memory.
+async fn open_store(cfg: &CoordinatorConfig) -> anyhow::Result<Arc<dyn presage_store::KvStore>> {
+    let store: Arc<dyn presage_store::KvStore> = match (&cfg.cluster.store, &cfg.data_dir) {
+        (crate::config::StoreKind::Etcd, _) => {
+            let store = connect_etcd(cfg).await?;
+            info!(endpoints = %cfg.cluster.etcd.endpoints.join(","), prefix = %cfg.cluster.etcd.prefix, "durable state in etcd");
+            Arc::new(store)
+        }
+        (crate::config::StoreKind::Sled, Some(dir)) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
+            let path = dir.join("journal");
+            Arc::new(presage_store::SledStore::open(&path).with_context(|| format!("opening the plan journal in {}", path.display()))?)
+        }
+        (crate::config::StoreKind::Sled, None) => {
+            warn!("no data_dir configured: the plan journal and drain marks are kept in memory and lost on restart");
+            Arc::new(presage_store::MemoryStore::new())
+        }
+    };
+    Ok(store)
+}
+
+/// Connects to etcd (the call blocks: off the runtime's threads).
+async fn connect_etcd(cfg: &CoordinatorConfig) -> anyhow::Result<presage_store::EtcdStore> {
+    let etcd = cfg.cluster.etcd.store_config().map_err(anyhow::Error::msg).context("[cluster.etcd]")?;
+    let endpoints = etcd.endpoints.join(",");
+    tokio::task::spawn_blocking(move || presage_store::EtcdStore::connect(&etcd))
+        .await?
+        .with_context(|| format!("opening the etcd store at {endpoints}"))
+}
+
+/// A coordinator among several on one etcd: waits as a standby until it leads, then serves
+/// with every durable write fenced on its leadership (a deposed leader's writes fail), the
+/// journal's moves in flight settled as after a restart. It steps down — stops serving and
+/// returns an error, for its supervisor to start it again as a standby — when it can no
+/// longer be sure it leads; `cancel` (SIGTERM) resigns at once.
+pub async fn run_elected(cfg: CoordinatorConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    let store = connect_etcd(&cfg).await?;
+    let advertise = cfg.cluster.advertise.clone().unwrap_or_else(|| format!("https://{}", cfg.listen));
+    let timing = cfg.cluster.lease_timing();
+    let campaign = store.campaign(ELECTION, &advertise, timing);
+    tokio::pin!(campaign);
+    let mut told = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut leadership = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            won = &mut campaign => break won.context("campaigning for leadership")?,
+            _ = told.tick() => match store.leader(ELECTION).await {
+                Ok(Some(l)) => info!(leader = %l.value, epoch = l.epoch, "standby: another coordinator leads"),
+                Ok(None) => info!("standby: nobody leads yet"),
+                Err(e) => warn!(error = %e, "standby: cannot read who leads"),
+            },
+        }
+    };
+    let epoch = leadership.epoch;
+    info!(epoch, advertise, "leading: serving with writes fenced on this leadership");
+    let serving_cancel = cancel.child_token();
+    let fenced: Arc<dyn presage_store::KvStore> = Arc::new(store.fenced(leadership.fence.clone()));
+    let coordinator = match Coordinator::bind_with_store(cfg, serving_cancel.clone(), fenced).await {
+        Ok(c) => c,
+        Err(e) => {
+            leadership.resign().await;
+            return Err(e);
+        }
+    };
+    let mut serving = tokio::spawn(coordinator.serve());
+    tokio::select! {
+        _ = leadership.lost() => {
+            tracing::error!(epoch, "leadership lost (its lease could not be renewed): stepping down");
+            serving_cancel.cancel();
+            let _ = serving.await;
+            anyhow::bail!("leadership of epoch {epoch} lost: stepped down; start again to stand by")
+        }
+        _ = cancel.cancelled() => {
+            serving_cancel.cancel();
+            let served = serving.await;
+            leadership.resign().await;
+            info!(epoch, "resigned");
+            served?
+        }
+        served = &mut serving => {
+            leadership.resign().await;
+            served?
+        }
+    }
 }

@@ -100,6 +100,7 @@ async fn a_coordinator_on_etcd_leaves_its_state_for_the_next_one() {
         cfg.cluster = ClusterConfig {
             store: StoreKind::Etcd,
             etcd: EtcdSection { endpoints: cluster.endpoints(), prefix: "presage-test/".into(), ..Default::default() },
+            ..Default::default()
         };
         cfg
     };
@@ -194,4 +195,85 @@ async fn one_candidate_leads_a_standby_takes_over_and_the_deposed_leaders_writes
         .err()
         .unwrap();
     assert!(e.to_string().contains("whole seconds"), "{e}");
+}
+
+/// Two coordinators elect a leader on etcd; the agent, given both addresses, reports to the
+/// leader. The leader goes (SIGTERM: it resigns): the standby leads, with a higher epoch, the
+/// agent's session moves to it, and it serves what the first one recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_leads_when_the_leader_resigns_and_the_agent_follows() {
+    use presage_coordinator::config::{ClusterConfig, EtcdSection, StoreKind};
+    use presage_protocol::pb::{ConfigHistoryRequest, ListVmsRequest, ResizeVmRequest};
+    use presage_protocol::tls::Role;
+    use presage_tests::etcd::free_port;
+    use presage_tests::*;
+    use tokio_util::sync::CancellationToken;
+
+    let wait = Duration::from_secs(60);
+    let cluster = EtcdCluster::start(1);
+    let pki = Pki::new();
+    let (port_a, port_b) = (free_port(), free_port());
+    let elected = |port: u16| {
+        let mut cfg = RunningCoordinator::config(&pki, port, Duration::from_secs(30), Default::default());
+        cfg.cluster = ClusterConfig {
+            store: StoreKind::Etcd,
+            etcd: EtcdSection { endpoints: cluster.endpoints(), prefix: "presage-ha/".into(), ..Default::default() },
+            election: true,
+            lease_ttl: Duration::from_secs(2),
+            renew_every: Duration::from_millis(500),
+            ..Default::default()
+        };
+        cfg
+    };
+    let watcher = EtcdStore::connect(&config(&cluster, "presage-ha/")).unwrap();
+    let (cancel_a, cancel_b) = (CancellationToken::new(), CancellationToken::new());
+    let a = tokio::spawn(presage_coordinator::server::run(elected(port_a), cancel_a.clone()));
+    let first = eventually("a coordinator leads", wait, || async { watcher.leader("coordinator").await.ok().flatten() }).await;
+    assert_eq!(first.value, format!("https://127.0.0.1:{port_a}"));
+    let b = tokio::spawn(presage_coordinator::server::run(elected(port_b), cancel_b.clone()));
+
+    let trace = synthetic_trace(&[("web", &[30; 40])]);
+    let data = tempfile::tempdir().unwrap();
+    let (url_a, url_b) = (format!("https://127.0.0.1:{port_a}"), format!("https://127.0.0.1:{port_b}"));
+    let mut agent_cfg = simulated_agent(&pki, "hv-a", &url_a, data.path(), trace.path(), (0, 1), 0);
+    agent_cfg.coordinator = presage_agent::config::CoordinatorUrls(vec![url_b.clone(), url_a.clone()]);
+    let agent = RunningAgent::start(agent_cfg);
+    let ops = pki.issue(Role::Operator, "ops");
+    let reported = |url: String| {
+        let ops = ops.clone();
+        async move {
+            let mut op = client(&url, &ops).await.ok()?;
+            let vms = op.list_vms(ListVmsRequest { vm_id: "web".into(), ..Default::default() }).await.ok()?.into_inner().vms;
+            vms.into_iter().find_map(|v| v.sample)
+        }
+    };
+    let sample = eventually("the leader has the agent's report", wait, || reported(url_a.clone())).await;
+    let mut op = client(&url_a, &ops).await.unwrap();
+    let memory_mib = (sample.memory_bytes >> 20) as f64;
+    op.resize_vm(ResizeVmRequest { vm_id: "web".into(), cpu_cores: 0.5, memory_mib, ..Default::default() }).await.unwrap();
+
+    // The leader stops (SIGTERM): it resigns; the standby leads and the agent follows.
+    let stopped = std::time::Instant::now();
+    cancel_a.cancel();
+    a.await.unwrap().unwrap();
+    let second = eventually("the standby leads", wait, || async {
+        watcher.leader("coordinator").await.ok().flatten().filter(|l| l.epoch != first.epoch)
+    })
+    .await;
+    let led = stopped.elapsed();
+    assert_eq!(second.value, url_b);
+    assert!(second.epoch > first.epoch, "{} then {}", first.epoch, second.epoch);
+    eventually("the new leader has the agent's report", wait, || reported(url_b.clone())).await;
+    let followed = stopped.elapsed();
+    eprintln!("after the leader resigned: a new leader in {led:?}, the agent reporting to it in {followed:?}");
+    let mut op = client(&url_b, &ops).await.unwrap();
+    let versions = op.config_history(ConfigHistoryRequest { vm_id: "web".into(), limit: 0 }).await.unwrap().into_inner().versions;
+    assert_eq!(versions.len(), 1, "what the first leader recorded: {versions:?}");
+    op.resize_vm(ResizeVmRequest { vm_id: "web".into(), cpu_cores: 0.75, memory_mib, ..Default::default() }).await.unwrap();
+    let versions = op.config_history(ConfigHistoryRequest { vm_id: "web".into(), limit: 0 }).await.unwrap().into_inner().versions;
+    assert_eq!(versions.len(), 2, "{versions:?}");
+
+    agent.stop().await;
+    cancel_b.cancel();
+    b.await.unwrap().unwrap();
 }

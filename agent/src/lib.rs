@@ -8,6 +8,7 @@
 
 pub mod anomalies;
 pub mod config;
+pub mod coordinator_epoch;
 pub mod forecaster;
 pub mod guest_channels;
 pub mod host_sampler;
@@ -229,6 +230,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         let (report_tx, report_rx) = watch::channel(None);
         let link = link::CoordinatorLink {
             urls: cfg.coordinator.0.clone(),
+            epochs: Arc::new(coordinator_epoch::EpochGuard::open(store.clone()).context("reading the newest coordinator epoch")?),
             tls: tls.client_config(&cfg.coordinator_name),
             register,
             reconnect: cfg.reconnect.clone(),

@@ -53,6 +53,8 @@ enum SessionEnd {
 pub struct CoordinatorLink {
     /// The coordinators to try, in turn (a leader and its standbys).
     pub urls: Vec<String>,
+    /// The newest leader seen: an older one is refused.
+    pub epochs: Arc<crate::coordinator_epoch::EpochGuard>,
     pub tls: ClientTlsConfig,
     pub register: Register,
     pub reconnect: ReconnectConfig,
@@ -210,13 +212,18 @@ impl CoordinatorLink {
             .map_err(|_| LinkError::NoWelcome(WELCOME_TIMEOUT))?
             .map_err(|s| LinkError::Refused(format!("{}: {}", s.code(), s.message())))?;
         match welcome.and_then(|m| m.body) {
-            Some(coordinator_message::Body::Welcome(w)) => info!(
-                host_id = %self.register.host_id,
-                coordinator_version = %w.coordinator_version,
-                protocol_version = w.protocol_version,
-                host_timeout_ms = w.host_timeout_ms,
-                "registered with the coordinator"
-            ),
+            Some(coordinator_message::Body::Welcome(w)) => {
+                // A deposed leader (cut off, frozen, resumed) is not taken: its epoch is older.
+                self.epochs.admit(w.epoch).map_err(|e| LinkError::Refused(e.to_string()))?;
+                info!(
+                    host_id = %self.register.host_id,
+                    coordinator_version = %w.coordinator_version,
+                    protocol_version = w.protocol_version,
+                    host_timeout_ms = w.host_timeout_ms,
+                    epoch = w.epoch,
+                    "registered with the coordinator"
+                )
+            }
             other => return Err(LinkError::Refused(format!("expected Welcome, got {other:?}"))),
         }
         // Send the newest report at once, even if it was produced while disconnected.
@@ -238,6 +245,13 @@ impl CoordinatorLink {
                         debug!(seq = ack.seq, "report acknowledged");
                     }
                     Ok(Some(CoordinatorMessage { body: Some(coordinator_message::Body::Command(cmd)) })) => {
+                        if let Err(e) = self.epochs.allows(cmd.epoch) {
+                            // A newer leader has taken this agent since: nothing of the old one runs.
+                            warn!(id = cmd.id, epoch = cmd.epoch, error = %e, "command refused");
+                            let refused = CommandResult { id: cmd.id, status: CommandStatus::Failed as i32, message: e.to_string(), detail: None };
+                            tx.send(msg(agent_message::Body::CommandResult(refused))).await.map_err(|_| LinkError::Stream("outbound closed".into()))?;
+                            return Err(LinkError::Refused(e.to_string()));
+                        }
                         let latest = reports.borrow().clone();
                         let (handler, tx) = (self.commands.clone(), tx.clone());
                         // Taken here, in the order the coordinator sent the commands.
@@ -567,7 +581,7 @@ mod tests {
     }
 
     fn command(id: u64, body: command::Body) -> pb::Command {
-        pb::Command { id, body: Some(body) }
+        pb::Command { id, body: Some(body), epoch: 0 }
     }
 
     /// The coordinator sends MigrateOut, then AbortMigration; the abort's task runs first. The

@@ -389,7 +389,11 @@ pub async fn run_elected(cfg: CoordinatorConfig, cancel: CancellationToken) -> a
     let serving_cancel = cancel.child_token();
     let fenced: Arc<dyn presage_store::KvStore> = Arc::new(store.fenced(leadership.fence.clone()));
     let coordinator = match Coordinator::bind_with_store(cfg, serving_cancel.clone(), fenced).await {
-        Ok(c) => c,
+        Ok(c) => {
+            // Agents refuse the commands of any older leader from the first welcome on.
+            c.shared.sessions.set_epoch(epoch.max(1) as u64);
+            c
+        }
         Err(e) => {
             leadership.resign().await;
             return Err(e);

@@ -136,6 +136,7 @@ impl AgentLink for AgentLinkService {
             protocol_version: presage_protocol::PROTOCOL_VERSION,
             coordinator_version: presage_protocol::PRESAGE_VERSION.into(),
             host_timeout_ms: timeout.as_millis() as u64,
+            epoch: shared.sessions.epoch(),
         };
         // The channel is new and empty, so this cannot fail for lack of room.
         tx.try_send(Ok(CoordinatorMessage { body: Some(coordinator_message::Body::Welcome(welcome)) }))

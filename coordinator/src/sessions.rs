@@ -36,6 +36,8 @@ pub struct Sessions {
     pending: Mutex<HashMap<u64, Waiter>>,
     /// Each command's round trip, by kind and outcome (for `/metrics`).
     pub command_seconds: crate::metrics::CommandLatency,
+    /// This coordinator's leadership epoch (0: not elected), on every welcome and command.
+    epoch: AtomicU64,
 }
 
 /// A command's kind, as a metric label.
@@ -79,6 +81,15 @@ impl Sessions {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
+    /// The epoch every command and welcome carries (0: not elected).
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
     /// Sends a command to `host` and waits for its result.
     pub async fn send(&self, host: &str, body: command::Body, timeout: Duration) -> Result<CommandResult, CommandError> {
         let out = self
@@ -93,7 +104,8 @@ impl Sessions {
         let id = self.next_command.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, ((host.to_string(), session), tx));
-        let msg = CoordinatorMessage { body: Some(coordinator_message::Body::Command(Command { id, body: Some(body) })) };
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let msg = CoordinatorMessage { body: Some(coordinator_message::Body::Command(Command { id, body: Some(body), epoch })) };
         let result = async {
             out.send(Ok(msg)).await.map_err(|_| CommandError::SessionClosed(host.into()))?;
             match tokio::time::timeout(timeout, rx).await {

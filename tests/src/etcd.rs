@@ -28,6 +28,8 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` (etcd's `--listen-metrics-urls`), whatever the client port speaks.
+    health_port: u16,
     child: Option<Child>,
 }
 
@@ -35,16 +37,32 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     initial: String,
+    /// The members' certificate, and the CA whose clients they accept (mutual TLS on the
+    /// client port); `None`: plain HTTP.
+    tls: Option<presage_protocol::tls::TlsFiles>,
 }
 
 impl EtcdCluster {
     /// Starts `n` members and waits until each says it is healthy (a leader is elected).
     pub fn start(n: usize) -> EtcdCluster {
+        EtcdCluster::start_with(n, None)
+    }
+
+    /// [`start`](Self::start) with mutual TLS on the client port: `server` is the members'
+    /// certificate and key, its CA the one clients' certificates must come from.
+    pub fn start_with(n: usize, server: Option<presage_protocol::tls::TlsFiles>) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("a folder for etcd");
-        let members: Vec<Member> =
-            (0..n).map(|i| Member { name: format!("m{i}"), client_port: free_port(), peer_port: free_port(), child: None }).collect();
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                health_port: free_port(),
+                child: None,
+            })
+            .collect();
         let initial = members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port)).collect::<Vec<_>>().join(",");
-        let mut c = EtcdCluster { dir, members, initial };
+        let mut c = EtcdCluster { dir, members, initial, tls: server };
         for i in 0..n {
             c.spawn(i, "new");
         }
@@ -58,11 +76,23 @@ impl EtcdCluster {
         let m = &self.members[i];
         let data = self.dir.path().join(&m.name);
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name))).expect("etcd log file");
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(etcd_binary())
+        let mut etcd = Command::new(etcd_binary());
+        if let Some(t) = &self.tls {
+            etcd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = etcd
             .args(["--name", &m.name, "--data-dir"])
             .arg(&data)
+            .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{}", m.health_port)])
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &self.initial, "--initial-cluster-state", state, "--initial-cluster-token", "presage-test"])
@@ -77,7 +107,7 @@ impl EtcdCluster {
 
     /// Waits until member `i` answers `/health` with `"health":"true"`.
     pub fn wait_healthy(&self, i: usize, limit: Duration) {
-        let port = self.members[i].client_port;
+        let port = self.members[i].health_port;
         let until = Instant::now() + limit;
         loop {
             if health(port).is_some_and(|b| b.contains("\"health\":\"true\"")) {
@@ -94,7 +124,8 @@ impl EtcdCluster {
 
     /// Every member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client_port)).collect()
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        self.members.iter().map(|m| format!("{scheme}://127.0.0.1:{}", m.client_port)).collect()
     }
 
     /// Kills member `i` with SIGKILL.

@@ -277,3 +277,40 @@ async fn the_standby_leads_when_the_leader_resigns_and_the_agent_follows() {
     cancel_b.cancel();
     b.await.unwrap().unwrap();
 }
+
+/// Mutual TLS to etcd: members that take only clients with a certificate from the cluster's
+/// CA; the store connects with the coordinator's certificate; without a certificate, or with
+/// one from another CA, it is refused.
+#[test]
+fn the_store_speaks_mutual_tls_to_etcd_and_is_refused_without_a_certificate_of_the_ca() {
+    use presage_protocol::tls::Role;
+    use presage_store::EtcdTls;
+    use presage_tests::Pki;
+    let pki = Pki::new();
+    let member = pki.issue(Role::Coordinator, "coordinator");
+    let cluster = EtcdCluster::start_with(1, Some(member.clone()));
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let with = |client: Option<&presage_protocol::tls::TlsFiles>, ca: &std::path::Path| EtcdConfig {
+        tls: Some(EtcdTls {
+            ca_pem: read(ca),
+            cert_pem: client.map(|c| read(&c.cert)).unwrap_or_default(),
+            key_pem: client.map(|c| read(&c.key)).unwrap_or_default(),
+            server_name: None,
+        }),
+        request_timeout: Duration::from_secs(2),
+        ..config(&cluster, "presage/")
+    };
+    let coordinator = pki.issue(Role::Coordinator, "coordinator");
+    let store = EtcdStore::connect(&with(Some(&coordinator), &member.ca)).unwrap();
+    let t = store.tree("journal").unwrap();
+    t.insert(b"k", b"v").unwrap();
+    assert_eq!(t.get(b"k").unwrap(), Some(b"v".to_vec()));
+    // Another cluster's CA and certificate: refused.
+    let other = Pki::new();
+    let stranger = other.issue(Role::Coordinator, "coordinator");
+    assert!(EtcdStore::connect(&with(Some(&stranger), &member.ca)).is_err(), "a certificate of another CA is refused");
+    // Plain http to a member that speaks TLS: refused too.
+    let plain = EtcdConfig { tls: None, request_timeout: Duration::from_secs(2), ..config(&cluster, "presage/") };
+    let plain = EtcdConfig { endpoints: plain.endpoints.iter().map(|e| e.replace("https://", "http://")).collect(), ..plain };
+    assert!(EtcdStore::connect(&plain).is_err(), "plain http is refused");
+}

@@ -155,7 +155,7 @@ pub fn model(
             let mut grain = vec![0.1, 64.0];
             // A limit it has is its size; without one, the most it was seen to use (what it
             // takes of the host now), which leaves it without a limit if chosen.
-            let limits = h.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == v.vm_id);
+            let limits = h.resize_entry(&v.vm_id);
             let limit_of = |l: Option<f64>| l.filter(|b| *b > 0.0).map(|b| b / MIB);
             let (disk_limit, net_limit) =
                 (limit_of(limits.and_then(|r| r.disk_bytes_per_s)), limit_of(limits.and_then(|r| r.net_bytes_per_s)));

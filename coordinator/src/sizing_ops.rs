@@ -116,7 +116,7 @@ pub(crate) fn current_config(shared: &Shared, vm: &str) -> Option<VmConfig> {
     let h = state.host_of_vm(vm)?;
     let (cpu_cores, memory_mib) = h.vm_allocation(h.vms.get(vm)?);
     // Limits no resize record sets are none (as far as presage knows).
-    let entry = h.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == vm);
+    let entry = h.resize_entry(vm);
     let io = IoLimits {
         disk_bytes_per_s: Some(entry.and_then(|e| e.disk_bytes_per_s).unwrap_or(0.0)),
         net_bytes_per_s: Some(entry.and_then(|e| e.net_bytes_per_s).unwrap_or(0.0)),

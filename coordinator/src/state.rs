@@ -61,8 +61,13 @@ impl HostRecord {
 
     /// What `vm` is given as its agent last reported it (cores, MiB): its resize record's
     /// allocation, else its domain's vCPUs and memory.
+    /// The VM's resize record as its agent last reported it.
+    pub fn resize_entry(&self, vm_id: &str) -> Option<&presage_protocol::pb::ResizeEntry> {
+        self.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == vm_id)
+    }
+
     pub fn vm_allocation(&self, vm: &VmSample) -> (f64, f64) {
-        match self.sizing.iter().flat_map(|s| &s.resizes).find(|r| r.vm_id == vm.vm_id) {
+        match self.resize_entry(&vm.vm_id) {
             Some(r) => (r.allocated_cpu_cores, r.allocated_memory_mib),
             None => (vm.vcpus.max(1) as f64, (vm.memory_bytes >> 20) as f64),
         }

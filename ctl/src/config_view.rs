@@ -7,14 +7,13 @@ use crate::view::OutputFormat;
 
 fn values(v: Option<&VmConfigValues>) -> String {
     v.map_or("?".into(), |c| {
-        let mut out = format!("{} cores, {} MiB", trim(c.cpu_cores), trim(c.memory_mib));
-        for (name, limit) in [("disk", c.disk_bytes_per_s), ("net", c.net_bytes_per_s)] {
-            if let Some(l) = limit {
-                out += &format!(", {name} {}", rate(l));
-            }
-        }
-        out
+        format!("{} cores, {} MiB{}", trim(c.cpu_cores), trim(c.memory_mib), limits_text(c.disk_bytes_per_s, c.net_bytes_per_s))
     })
+}
+
+/// ", disk 50 MiB/s, net unlimited" for the limits that are set.
+fn limits_text(disk: Option<f64>, net: Option<f64>) -> String {
+    [("disk", disk), ("net", net)].iter().filter_map(|(name, l)| l.map(|l| format!(", {name} {}", rate(l)))).collect()
 }
 
 /// A limit in bytes per second as MiB/s; 0 is none.
@@ -44,13 +43,7 @@ pub fn planned_json(x: &presage_protocol::pb::PlannedResize) -> serde_json::Valu
 
 /// A planned change's new size for a table: "2.00 cores, 1024 MiB[, disk 50 MiB/s]".
 pub fn planned_size(x: &presage_protocol::pb::PlannedResize) -> String {
-    let mut out = format!("{:.2} cores, {:.0} MiB", x.cpu_cores, x.memory_mib);
-    for (name, limit) in [("disk", x.disk_bytes_per_s), ("net", x.net_bytes_per_s)] {
-        if let Some(l) = limit {
-            out += &format!(", {name} {}", rate(l));
-        }
-    }
-    out
+    format!("{:.2} cores, {:.0} MiB{}", x.cpu_cores, x.memory_mib, limits_text(x.disk_bytes_per_s, x.net_bytes_per_s))
 }
 
 fn json(v: &ConfigVersion) -> serde_json::Value {

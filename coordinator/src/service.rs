@@ -49,6 +49,12 @@ fn rollout_status(e: crate::rollouts::RolloutError) -> Status {
     }
 }
 
+/// Reports one session ingests before it lets other tasks run: under a flood of reports this
+/// bounds how long a new handshake, a registration or a keep-alive answer waits (measured with
+/// 1,000 flooding agents on 2 cores: 1 gives 17,000 reports/s and /metrics in 0.2-0.5 s, 128
+/// (tokio's budget) 60,000 reports/s and /metrics in 10 s).
+const REPORTS_PER_TURN: u32 = 8;
+
 /// How long an agent has to send `Register` after opening the stream.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,6 +152,7 @@ impl AgentLink for AgentLinkService {
         tokio::spawn(
             async move {
                 let cancel = shared.cancel.clone();
+                let mut ingested_in_a_row = 0u32;
                 let reason = loop {
                     let msg = tokio::select! {
                         _ = cancel.cancelled() => break "coordinator shutting down".to_string(),
@@ -168,6 +175,13 @@ impl AgentLink for AgentLinkService {
                                     let _ = tx.try_send(Ok(ack));
                                 }
                                 Err(e) => warn!(seq, error = %e, "rejected report"),
+                            }
+                            // A session with reports queued would otherwise drain them all in one poll
+                            // (h2's buffers do not count against tokio's budget) and hold back every
+                            // other task: new handshakes, registrations, keep-alive answers.
+                            ingested_in_a_row += 1;
+                            if ingested_in_a_row.is_multiple_of(REPORTS_PER_TURN) {
+                                tokio::task::yield_now().await;
                             }
                         }
                         Ok(Some(AgentMessage { body: Some(agent_message::Body::CommandResult(r)) })) => {

@@ -17,9 +17,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod coordinator_process;
 pub mod etcd;
 pub mod guest_image;
 pub mod knob_timing;
+pub mod load_agents;
+pub mod reconnect_storm;
 
 /// The shared trace data: `$PRESAGE_SHARED_DATA`, else `../shared/data` from the repository root.
 /// Panics with the places it looked when absent, as the tests cannot run without it.

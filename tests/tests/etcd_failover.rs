@@ -6,13 +6,12 @@
 //! accepted write after each kill (median and worst). `PRESAGE_FAILOVER_TRIALS` trials (default
 //! 5; the figure is 20), `PRESAGE_FAILOVER_LEASE_S` the lease (default 2 s; shipped: 5 s).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use presage_protocol::pb::{ConfigHistoryRequest, ResizeVmRequest};
 use presage_protocol::tls::{Role, TlsFiles};
 use presage_store::{EtcdConfig, EtcdStore};
+use presage_tests::coordinator_process::CoordinatorProcess;
 use presage_tests::etcd::{EtcdCluster, free_port};
 use presage_tests::*;
 
@@ -20,46 +19,6 @@ use presage_tests::*;
 /// default is 5), renewed every 0.3 of it.
 fn lease_s() -> u64 {
     std::env::var("PRESAGE_FAILOVER_LEASE_S").ok().and_then(|t| t.parse().ok()).filter(|s| *s >= 2).unwrap_or(2)
-}
-
-struct CoordinatorProcess {
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl CoordinatorProcess {
-    fn start(bin: &Path, config: PathBuf, log: PathBuf) -> CoordinatorProcess {
-        let mut p = CoordinatorProcess { config, log, child: None };
-        p.spawn(bin);
-        p
-    }
-
-    fn spawn(&mut self, bin: &Path) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("coordinator log");
-        let child = Command::new(bin.join("presage-coordinator"))
-            .arg("--config")
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting presage-coordinator");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no resignation, no cleanup.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for CoordinatorProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn config_text(port: u16, tls: &TlsFiles, endpoints: &[String]) -> String {
@@ -107,9 +66,7 @@ async fn a_leader_killed_at_random_moments_is_replaced_and_no_acknowledged_write
         request_timeout: Duration::from_secs(5),
     })
     .unwrap();
-    let logs = |c: &[CoordinatorProcess]| {
-        c.iter().map(|p| std::fs::read_to_string(&p.log).unwrap_or_default()).collect::<Vec<_>>().join("\n---\n")
-    };
+    let logs = |c: &[CoordinatorProcess]| c.iter().map(|p| p.log_text()).collect::<Vec<_>>().join("\n---\n");
     let leader = |watcher: &EtcdStore| {
         let watcher = watcher.clone();
         async move { watcher.leader("coordinator").await.ok().flatten() }

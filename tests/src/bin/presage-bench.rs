@@ -6,6 +6,10 @@
 //! `presage-bench ingest` — reports per second the real `presage-coordinator` ingests from N
 //!                          simulated agents, each on its own mutual-TLS connection.
 //!
+//! `presage-bench storm`  — the reconnect storm: N simulated agents in session with the real
+//!                          coordinator, which is killed and started again; time until every
+//!                          agent is back, failed attempts and their reasons.
+//!
 //! `presage-bench forecast` — forecast inference per agent cycle (features, tract, quantiles)
 //!                          for N VMs, against the strongest baseline.
 //! `presage-bench simulate` — wall time of the trace-replay simulator: each classic policy on
@@ -31,14 +35,10 @@ use presage_agent::SamplingCycle;
 use presage_agent::config::SimulatedConfig;
 use presage_agent::hypervisor::simulated::SimulatedHypervisor;
 use presage_agent::store::{SampleHistory, SledStore};
-use presage_protocol::pb::{
-    AgentMessage, HostCapacity, HostUsage, ListHostsRequest, Register, Report, StatusRequest, VmSample, agent_link_client::AgentLinkClient,
-    agent_message,
-};
+use presage_protocol::pb::{HostUsage, ListHostsRequest, Report, StatusRequest, VmSample};
 use presage_protocol::tls::Role;
+use presage_tests::load_agents::{LoadAgents, LoadSpec};
 use presage_tests::{Pki, RunningCoordinator, client, shared_data};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Parser)]
 struct Args {
@@ -151,6 +151,17 @@ enum Cmd {
         vms: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+    },
+    /// The reconnect storm: the coordinator killed and started again under N agents.
+    Storm {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, default_value_t = 10)]
+        vms: usize,
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        every: Duration,
+        #[arg(long, default_value_t = 3)]
+        restarts: usize,
     },
     Ingest {
         #[arg(long, default_value_t = 1000)]
@@ -469,17 +480,15 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Opti
         }
     };
     let t_setup = Instant::now();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let tasks = fake_agents(&pki, &url, agents, vms, every, &stop)?;
-    // Wait until every simulated agent is registered.
+    let load = LoadAgents::start(&pki, &LoadSpec::new(agents, vms, every, vec![url.clone()]))?;
+    // Every simulated agent in session (they retry as real agents do; the counts say how often).
+    load.wait_in_session(agents, Duration::from_secs(300)).await?;
     loop {
         let s = op.status(StatusRequest {}).await?.into_inner();
         if s.hosts_connected as usize == agents {
             break;
         }
-        if t_setup.elapsed() > Duration::from_secs(120) {
-            bail!("only {} of {agents} agents connected", s.hosts_connected);
-        }
+        anyhow::ensure!(t_setup.elapsed() < Duration::from_secs(300), "the coordinator counts {} of {agents} agents", s.hosts_connected);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let setup = t_setup.elapsed();
@@ -524,12 +533,12 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Opti
         plain.push(t.elapsed().as_secs_f64());
     }
     plain.sort_by(f64::total_cmp);
-    stop.cancel();
+    let failures = load.stats.failures.load(std::sync::atomic::Ordering::Relaxed);
+    let lost = load.stats.sessions_lost.load(std::sync::atomic::Ordering::Relaxed);
+    let reasons = load.stats.reasons();
+    drop(load);
     terminate(cpid);
     let _ = coord.wait().await;
-    for t in tasks {
-        t.abort();
-    }
     let n = (s1.reports_ingested - s0.reports_ingested) as f64;
     let rate = every.map_or("as fast as taken".to_string(), |e| format!("every {}", humantime::format_duration(e)));
     println!(
@@ -538,6 +547,10 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Opti
     println!("  all agents registered in    {:.1} s", setup.as_secs_f64());
     println!("  reports ingested            {n:.0} in {el:.1} s = {:.0} reports/s ({:.0} VM samples/s)", n / el, n * vms as f64 / el);
     println!("  rejected                    {}", s1.reports_rejected);
+    println!("  failed attempts to get in   {failures} (each retried with the agent's backoff); {lost} sessions lost");
+    for (reason, n) in reasons {
+        println!("      {n:>6}  {reason}");
+    }
     println!(
         "  /metrics scrape             median {:.1} ms, worst {:.1} ms of 5 over mutual TLS (a new connection each), {:.1} / {:.1} ms on the plain port; {size} bytes",
         scrapes[2] * 1e3,
@@ -552,82 +565,6 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Opti
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     Ok(())
-}
-
-/// `agents` fake agents (host `load-NNNN`, one mutual-TLS stream each) that register and then
-/// report `vms` VMs (`load-NNNN-vmV`, 2 vCPUs, 4 GiB, 30 % busy) every `every`, or as fast as
-/// the coordinator takes them (`None`), until `stop`.
-fn fake_agents(
-    pki: &Pki,
-    url: &str,
-    agents: usize,
-    vms: usize,
-    every: Option<Duration>,
-    stop: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
-    let mut tasks = Vec::new();
-    for i in 0..agents {
-        let host = format!("load-{i:04}");
-        let tls = pki.issue(Role::Agent, &host).load()?.client_config(presage_protocol::COORDINATOR_TLS_NAME);
-        let url = url.to_string();
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let ch = tonic::transport::Endpoint::from_shared(url)?.tls_config(tls)?.connect().await?;
-            let (tx, rx) = mpsc::channel(32);
-            tx.send(AgentMessage {
-                body: Some(agent_message::Body::Register(Register {
-                    protocol_version: presage_protocol::PROTOCOL_VERSION,
-                    host_id: host.clone(),
-                    agent_version: "bench".into(),
-                    capacity: Some(HostCapacity { cpu_cores: 32, cpu_mhz_per_core: 2600.0, memory_bytes: 256 << 30, ..Default::default() }),
-                    hypervisor_kind: "simulated".into(),
-                    boot_id: "b".into(),
-                    // 20 hosts per rack, 5 racks per zone.
-                    zone: format!("z{}", i / 100),
-                    rack: format!("r{}", i / 20),
-                    ..Default::default()
-                })),
-            })
-            .await?;
-            let mut inbound = AgentLinkClient::new(ch).session(ReceiverStream::new(rx)).await?.into_inner();
-            tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
-            let vms: Vec<VmSample> = (0..vms)
-                .map(|v| VmSample {
-                    vm_id: format!("{host}-vm{v}"),
-                    vcpus: 2,
-                    memory_bytes: 4 << 30,
-                    cpu_utilisation: 0.3,
-                    state: 1,
-                    ..Default::default()
-                })
-                .collect();
-            let mut seq = 0;
-            while !stop.is_cancelled() {
-                seq += 1;
-                let r = Report {
-                    seq,
-                    sampled_at_ms: seq,
-                    host: Some(HostUsage { cpu_utilisation: 0.2, ..Default::default() }),
-                    vms: vms.clone(),
-                    trace: None,
-                    agent: None,
-                    anomalies: Vec::new(),
-                    sizing: None,
-                };
-                if tx.send(AgentMessage { body: Some(agent_message::Body::Report(r)) }).await.is_err() {
-                    break;
-                }
-                if let Some(every) = every {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(every) => {}
-                    }
-                }
-            }
-            anyhow::Ok(())
-        }));
-    }
-    Ok(tasks)
 }
 
 /// VM `g` of a fleet of `apps` applications of 10 VMs whose members are scattered over the
@@ -734,8 +671,7 @@ async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> 
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let tasks = fake_agents(&pki, &url, hosts, per_host, Some(Duration::from_secs(1)), &stop)?;
+    let load = LoadAgents::start(&pki, &LoadSpec::new(hosts, per_host, Some(Duration::from_secs(1)), vec![url.clone()]))?;
     let t0 = Instant::now();
     loop {
         let s = op.status(StatusRequest {}).await?.into_inner();
@@ -781,12 +717,9 @@ async fn bench_ecosystem(n_vms: usize, repair_vms: usize) -> anyhow::Result<()> 
         }
     }
     let (cc, rss, _) = proc_cost(cpid)?;
-    stop.cancel();
+    drop(load);
     terminate(cpid);
     let _ = coord.wait().await;
-    for t in tasks {
-        t.abort();
-    }
     let (mean, p99) = mean_and_p99(times);
     println!(
         "  POST /dependencies with {} declarations ({:.1} MB): {:.0} ms",
@@ -1201,6 +1134,14 @@ fn main() -> anyhow::Result<()> {
         match args.cmd {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
             Cmd::Ingest { agents, vms, duration, every } => bench_ingest(agents, vms, duration, every).await,
+            Cmd::Storm { agents, vms, every, restarts } => {
+                let bin = sibling("presage-coordinator")?;
+                let dir = bin.parent().context("the binaries' folder")?;
+                let report =
+                    presage_tests::reconnect_storm::reconnect_storm(dir, agents, vms, every, restarts, Duration::from_secs(300)).await?;
+                print!("{report}");
+                Ok(())
+            }
             Cmd::Metrics { hosts, vms } => bench_metrics(hosts, vms).await,
             Cmd::Web { hosts, vms, runs } => bench_web(hosts, vms, runs).await,
             Cmd::Drain { vms, destinations, mb_per_s } => bench_drain(vms, destinations, mb_per_s).await,

@@ -111,7 +111,9 @@ enum StepError {
 async fn send_within(shared: &Shared, host: &str, body: command::Body, timeout: Duration) -> Result<pb::CommandResult, StepError> {
     let r = shared.sessions.send(host, body, timeout).await.map_err(|e| match e {
         crate::sessions::CommandError::Timeout { .. } => StepError::TimedOut(e.to_string()),
-        crate::sessions::CommandError::NotConnected(_) => StepError::NotDelivered(e.to_string()),
+        crate::sessions::CommandError::NotConnected(_) | crate::sessions::CommandError::NoMandate(_) => {
+            StepError::NotDelivered(e.to_string())
+        }
         _ => StepError::Failed(e.to_string()),
     })?;
     match CommandStatus::try_from(r.status) {

@@ -391,7 +391,7 @@ pub async fn run_elected(cfg: CoordinatorConfig, cancel: CancellationToken) -> a
     let coordinator = match Coordinator::bind_with_store(cfg, serving_cancel.clone(), fenced).await {
         Ok(c) => {
             // Agents refuse the commands of any older leader from the first welcome on.
-            c.shared.sessions.set_epoch(epoch.max(1) as u64);
+            c.shared.sessions.set_leadership(epoch.max(1) as u64, leadership.mandate.clone());
             c
         }
         Err(e) => {

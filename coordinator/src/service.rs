@@ -126,6 +126,10 @@ impl AgentLink for AgentLinkService {
             Status::invalid_argument(e.to_string())
         })?;
 
+        if !self.shared.sessions.entitled() {
+            warn!("refused agent: this coordinator can no longer be sure it leads");
+            return Err(Status::unavailable("this coordinator no longer leads: try the others"));
+        }
         let (tx, rx) = mpsc::channel(64);
         let shared = self.shared.clone();
         let host_id = register.host_id.clone();
@@ -861,7 +865,7 @@ fn plan_info(p: &crate::plan_journal::PlanRecord, progress: &std::collections::H
 /// The operator-facing status for a command that could not be delivered or answered.
 fn command_status(e: CommandError) -> Status {
     match e {
-        CommandError::NotConnected(_) => Status::unavailable(e.to_string()),
+        CommandError::NotConnected(_) | CommandError::NoMandate(_) => Status::unavailable(e.to_string()),
         CommandError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
         CommandError::SessionClosed(_) => Status::aborted(e.to_string()),
     }

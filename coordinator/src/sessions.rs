@@ -22,6 +22,8 @@ pub enum CommandError {
     Timeout { host: String, id: u64, timeout: Duration },
     #[error("the session of host {0:?} closed before it answered")]
     SessionClosed(String),
+    #[error("not sent to host {0:?}: this coordinator can no longer be sure it leads (its lease was not renewed in time)")]
+    NoMandate(String),
 }
 
 /// A command waiting for its result: the (host, session) it went over, and where the result goes.
@@ -38,6 +40,9 @@ pub struct Sessions {
     pub command_seconds: crate::metrics::CommandLatency,
     /// This coordinator's leadership epoch (0: not elected), on every welcome and command.
     epoch: AtomicU64,
+    /// An elected coordinator's mandate, checked before every command and welcome (none: a
+    /// single coordinator, always entitled).
+    mandate: Mutex<Option<presage_store::Mandate>>,
 }
 
 /// A command's kind, as a metric label.
@@ -81,9 +86,17 @@ impl Sessions {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// The epoch every command and welcome carries (0: not elected).
-    pub fn set_epoch(&self, epoch: u64) {
+    /// The epoch every command and welcome carries, and the mandate that must still hold for
+    /// either to be sent.
+    pub fn set_leadership(&self, epoch: u64, mandate: presage_store::Mandate) {
         self.epoch.store(epoch, Ordering::Relaxed);
+        *self.mandate.lock().unwrap_or_else(|p| p.into_inner()) = Some(mandate);
+    }
+
+    /// Whether this coordinator may still command agents (always, unless elected and its
+    /// mandate has run out).
+    pub fn entitled(&self) -> bool {
+        self.mandate.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|m| m.holds())
     }
 
     pub fn epoch(&self) -> u64 {
@@ -92,6 +105,10 @@ impl Sessions {
 
     /// Sends a command to `host` and waits for its result.
     pub async fn send(&self, host: &str, body: command::Body, timeout: Duration) -> Result<CommandResult, CommandError> {
+        if !self.entitled() {
+            self.command_seconds.observe(kind(&body), "no_mandate", Duration::ZERO);
+            return Err(CommandError::NoMandate(host.into()));
+        }
         let out = self
             .open
             .lock()
@@ -132,5 +149,39 @@ impl Sessions {
             Some((_, tx)) => tx.send(result).is_ok(),
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presage_protocol::pb::Ping;
+
+    #[tokio::test]
+    async fn nothing_is_sent_once_the_leaders_mandate_has_run_out() {
+        let sessions = Sessions::default();
+        let (tx, mut rx) = mpsc::channel(4);
+        sessions.open("hv-a", tx);
+        sessions.set_leadership(7, presage_store::Mandate::lasting(Duration::from_millis(50)));
+        // While it holds, the command goes out with the leader's epoch (nobody answers it here).
+        let asked = sessions.send("hv-a", command::Body::Ping(Ping::default()), Duration::from_millis(10)).await;
+        assert!(matches!(asked, Err(CommandError::Timeout { .. })), "{asked:?}");
+        let out = rx.try_recv().expect("a command went out while the mandate held");
+        match out.unwrap().body {
+            Some(coordinator_message::Body::Command(c)) => assert_eq!(c.epoch, 7),
+            other => panic!("expected a command, got {other:?}"),
+        }
+        assert!(sessions.entitled());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!sessions.entitled());
+        let refused = sessions.send("hv-a", command::Body::Ping(Ping::default()), Duration::from_secs(1)).await;
+        assert!(matches!(refused, Err(CommandError::NoMandate(ref h)) if h == "hv-a"), "{refused:?}");
+        assert!(rx.try_recv().is_err(), "nothing went out after the mandate ran out");
+    }
+
+    #[tokio::test]
+    async fn a_single_coordinator_needs_no_mandate() {
+        let sessions = Sessions::default();
+        assert!(sessions.entitled());
     }
 }

@@ -184,6 +184,10 @@ pub async fn resize_versioned(
             };
             if let Err(e) = shared.versions.save(v) {
                 warn!(error = %e, vm = %v.vm, version = v.version, "recording a configuration version's outcome failed");
+                // Not acknowledged: what was done is not on record (a deposed leader's write, a
+                // store gone). Asking again, of whoever leads, is safe: a resize is idempotent.
+                out?;
+                return Err(SizingOpError::Versions(format!("the resize was asked of {host} but its outcome could not be recorded: {e}")));
             }
         }
         let out = out?;

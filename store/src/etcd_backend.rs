@@ -74,10 +74,12 @@ pub struct EtcdTls {
 }
 
 /// The key and create revision every write is conditioned on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Fence {
     pub key: Vec<u8>,
     pub create_revision: i64,
+    /// When set, nothing is sent once it no longer holds (a leader frozen past its lease).
+    pub mandate: Option<crate::etcd_election::Mandate>,
 }
 
 /// The owner thread's clients: one whose every request is bounded by the request timeout,
@@ -240,6 +242,13 @@ impl EtcdStore {
     /// A transaction of `ops`, under the fence if there is one; whether it was applied.
     fn write(&self, what: &str, ops: Vec<TxnOp>) -> Result<(), StoreError> {
         let fence = self.fence.clone();
+        if let Some(f) = &fence
+            && f.mandate.as_ref().is_some_and(|m| !m.holds())
+        {
+            return Err(StoreError::Fenced(format!(
+                "{what}: this coordinator can no longer be sure it leads (its lease was not renewed in time); nothing was written"
+            )));
+        }
         let mut txn = Txn::new();
         if let Some(f) = &fence {
             txn = txn.when([Compare::create_revision(f.key.clone(), CompareOp::Equal, f.create_revision)]);

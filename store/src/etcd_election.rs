@@ -11,6 +11,8 @@
 //! - [`Leadership::resign`] (or dropping it) gives leadership up at once: the key deleted and
 //!   the lease revoked, so a standby need not wait for the lease to run out.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, LeaderKey, ResignOptions};
@@ -49,10 +51,55 @@ pub struct LeaderInfo {
     pub epoch: i64,
 }
 
+/// How long a leadership is sure to last by this process's own monotonic clock: until the last
+/// renewal etcd confirmed, plus `ttl - renew_every`. Checked before acting rather than waited
+/// on: a process frozen (SIGSTOP, a stalled VM) past it and resumed finds it run out at the
+/// first check, before any background task of its own has noticed.
+#[derive(Clone, Debug)]
+pub struct Mandate {
+    base: std::time::Instant,
+    /// Nanoseconds after `base`; 0 once given up.
+    until: Arc<AtomicU64>,
+}
+
+impl Mandate {
+    /// A mandate that holds for `d` from now, until extended or ended (the election's renewals
+    /// extend theirs; this is for code that checks one, in tests).
+    pub fn lasting(d: Duration) -> Mandate {
+        Mandate::new(Instant::now() + d)
+    }
+
+    fn new(until: Instant) -> Mandate {
+        let base = std::time::Instant::now();
+        let m = Mandate { base, until: Arc::new(AtomicU64::new(0)) };
+        m.extend(until);
+        m
+    }
+
+    fn extend(&self, until: Instant) {
+        let nanos = until.into_std().saturating_duration_since(self.base).as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.until.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    fn end(&self) {
+        self.until.store(0, Ordering::Release);
+    }
+
+    /// Whether this process can still be sure it leads.
+    pub fn holds(&self) -> bool {
+        let until = self.until.load(Ordering::Acquire);
+        until > 0 && self.base.elapsed() < Duration::from_nanos(until)
+    }
+}
+
 /// This candidate's leadership: held until lost, resigned or dropped.
 pub struct Leadership {
     pub epoch: i64,
+    /// The fence every write of the leader's store is conditioned on (with the mandate: a
+    /// leader whose mandate has run out writes nothing, even before etcd would refuse it).
     pub fence: Fence,
+    /// Checked before every command to an agent.
+    pub mandate: Mandate,
     lost: watch::Receiver<bool>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<oneshot::Receiver<()>>,
@@ -121,6 +168,8 @@ impl EtcdStore {
         let endpoints = self.endpoints().to_string();
         let (lost_tx, lost_rx) = watch::channel(false);
         let lost_rx_job = lost_rx.clone();
+        let mandate = Mandate::new(Instant::now() + timing.ttl - timing.renew_every);
+        let mandate_job = mandate.clone();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let (won_tx, won_rx) = oneshot::channel::<Result<LeaderKey, String>>();
@@ -133,7 +182,7 @@ impl EtcdStore {
                 };
                 // The lease is kept alive from now: a candidate waits with it as long as it takes.
                 let (keeper_stop, keeper_stopped) = oneshot::channel::<()>();
-                let keeper = tokio::spawn(keep(c.clone(), lease, timing, lost_tx, keeper_stopped));
+                let keeper = tokio::spawn(keep(c.clone(), lease, timing, lost_tx, mandate_job.clone(), keeper_stopped));
                 let mut lost = lost_rx_job;
                 let won = tokio::select! {
                     r = c.campaign(name.clone(), value.clone(), lease) => {
@@ -157,6 +206,7 @@ impl EtcdStore {
                         _ = lost.wait_for(|l| *l) => {}
                     }
                 }
+                mandate_job.end();
                 let _ = keeper_stop.send(());
                 let _ = keeper.await;
                 give_up(&mut c, key).await;
@@ -170,7 +220,8 @@ impl EtcdStore {
             .map_err(|e| StoreError::Io(format!("etcd {endpoints}: campaigning: {e}")))?;
         Ok(Leadership {
             epoch: key.rev(),
-            fence: Fence { key: key.key().to_vec(), create_revision: key.rev() },
+            fence: Fence { key: key.key().to_vec(), create_revision: key.rev(), mandate: Some(mandate.clone()) },
+            mandate,
             lost: lost_rx,
             stop: Some(stop_tx),
             done: Some(done_rx),
@@ -201,7 +252,14 @@ impl EtcdStore {
 
 /// Renews `lease` until told to stop, or until renewals have failed for too long (then says
 /// the lease, and any leadership on it, is lost).
-async fn keep(mut c: Client, lease: i64, timing: LeaseTiming, lost: watch::Sender<bool>, mut stop: oneshot::Receiver<()>) {
+async fn keep(
+    mut c: Client,
+    lease: i64,
+    timing: LeaseTiming,
+    lost: watch::Sender<bool>,
+    mandate: Mandate,
+    mut stop: oneshot::Receiver<()>,
+) {
     let give_up_after = timing.ttl - timing.renew_every;
     let mut confirmed = Instant::now();
     let mut next = confirmed + timing.renew_every;
@@ -214,6 +272,7 @@ async fn keep(mut c: Client, lease: i64, timing: LeaseTiming, lost: watch::Sende
             _ = tokio::time::sleep_until(next.min(deadline)) => {}
         }
         if Instant::now() >= deadline {
+            mandate.end();
             let _ = lost.send(true);
             return;
         }
@@ -228,9 +287,13 @@ async fn keep(mut c: Client, lease: i64, timing: LeaseTiming, lost: watch::Sende
             answers.message().await
         };
         match tokio::time::timeout_at(next.min(deadline), attempt).await {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => confirmed = sent,
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                confirmed = sent;
+                mandate.extend(sent + give_up_after);
+            }
             // The lease is gone on etcd's side: leadership with it.
             Ok(Ok(Some(_))) => {
+                mandate.end();
                 let _ = lost.send(true);
                 return;
             }

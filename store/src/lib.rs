@@ -15,7 +15,7 @@ mod memory;
 mod sled_backend;
 
 pub use etcd_backend::{EtcdConfig, EtcdStore, EtcdTls, Fence, MAX_TXN_OPS};
-pub use etcd_election::{LeaderInfo, Leadership, LeaseTiming};
+pub use etcd_election::{LeaderInfo, Leadership, LeaseTiming, Mandate};
 pub use memory::MemoryStore;
 pub use sled_backend::SledStore;
 

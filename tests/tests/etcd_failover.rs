@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use presage_protocol::pb::{ConfigHistoryRequest, ResizeVmRequest};
+use presage_protocol::pb::{ConfigHistoryRequest, PingHostRequest, ResizeVmRequest};
 use presage_protocol::tls::{Role, TlsFiles};
 use presage_store::{EtcdConfig, EtcdStore};
 use presage_tests::coordinator_process::CoordinatorProcess;
@@ -34,6 +34,47 @@ fn config_text(port: u16, tls: &TlsFiles, endpoints: &[String]) -> String {
     )
 }
 
+/// Two coordinator processes on a 3-member etcd, electing a leader.
+struct Pair {
+    bin: std::path::PathBuf,
+    etcd: EtcdCluster,
+    pki: Pki,
+    dir: tempfile::TempDir,
+    urls: Vec<String>,
+    coordinators: Vec<CoordinatorProcess>,
+    /// A plain store on the same etcd, to read who leads.
+    watcher: EtcdStore,
+}
+
+impl Pair {
+    fn start() -> Pair {
+        let bin = built_binaries(&["presage-coordinator"]);
+        let etcd = EtcdCluster::start(3);
+        let pki = Pki::new();
+        let dir = tempfile::tempdir().unwrap();
+        let ports = [free_port(), free_port()];
+        let urls: Vec<String> = ports.iter().map(|p| format!("https://127.0.0.1:{p}")).collect();
+        let tls = pki.issue(Role::Coordinator, "coordinator");
+        let coordinators = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let config = dir.path().join(format!("c{i}.toml"));
+                std::fs::write(&config, config_text(*port, &tls, &etcd.endpoints())).unwrap();
+                CoordinatorProcess::start(&bin, config, dir.path().join(format!("c{i}.log")))
+            })
+            .collect();
+        let watcher = EtcdStore::connect(&EtcdConfig {
+            endpoints: etcd.endpoints(),
+            prefix: "presage-failover/".into(),
+            tls: None,
+            request_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        Pair { bin, etcd, pki, dir, urls, coordinators, watcher }
+    }
+}
+
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -43,29 +84,7 @@ fn median(v: &mut [Duration]) -> Duration {
 async fn a_leader_killed_at_random_moments_is_replaced_and_no_acknowledged_write_is_lost() {
     let trials: usize = std::env::var("PRESAGE_FAILOVER_TRIALS").ok().and_then(|t| t.parse().ok()).unwrap_or(5);
     let wait = Duration::from_secs(60);
-    let bin = built_binaries(&["presage-coordinator"]);
-    let etcd = EtcdCluster::start(3);
-    let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port()];
-    let urls: Vec<String> = ports.iter().map(|p| format!("https://127.0.0.1:{p}")).collect();
-    let tls = pki.issue(Role::Coordinator, "coordinator");
-    let mut coordinators: Vec<CoordinatorProcess> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            let config = dir.path().join(format!("c{i}.toml"));
-            std::fs::write(&config, config_text(*port, &tls, &etcd.endpoints())).unwrap();
-            CoordinatorProcess::start(&bin, config, dir.path().join(format!("c{i}.log")))
-        })
-        .collect();
-    let watcher = EtcdStore::connect(&EtcdConfig {
-        endpoints: etcd.endpoints(),
-        prefix: "presage-failover/".into(),
-        tls: None,
-        request_timeout: Duration::from_secs(5),
-    })
-    .unwrap();
+    let Pair { bin, etcd: _etcd, pki, dir: _dir, urls, mut coordinators, watcher } = Pair::start();
     let logs = |c: &[CoordinatorProcess]| c.iter().map(|p| p.log_text()).collect::<Vec<_>>().join("\n---\n");
     let leader = |watcher: &EtcdStore| {
         let watcher = watcher.clone();
@@ -151,6 +170,107 @@ async fn a_leader_killed_at_random_moments_is_replaced_and_no_acknowledged_write
         lease_s(),
         lease_s() * 300,
         acknowledged.len()
+    );
+    agent.stop().await;
+}
+
+/// The leader frozen (SIGSTOP) for three leases while operators keep asking it for resizes and
+/// pings, then resumed: a standby leads meanwhile; when the frozen one runs again, every write
+/// and every command it was asked for is refused (its mandate ran out while it was stopped:
+/// its store writes nothing, its sessions send nothing), none of those resizes is in the new
+/// leader's history, and it steps down by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_frozen_past_its_lease_and_resumed_has_every_write_and_command_refused() {
+    let wait = Duration::from_secs(60);
+    let Pair { bin: _bin, etcd: _etcd, pki, dir: _dir, urls, mut coordinators, watcher } = Pair::start();
+    let leader = || {
+        let watcher = watcher.clone();
+        async move { watcher.leader("coordinator").await.ok().flatten() }
+    };
+    let first = eventually("a coordinator leads", wait, leader).await;
+    let frozen = urls.iter().position(|u| *u == first.value).expect("the leader is one of ours");
+    let trace = synthetic_trace(&[("web", &[30; 40])]);
+    let data = tempfile::tempdir().unwrap();
+    let mut agent_cfg = simulated_agent(&pki, "hv-a", &urls[frozen], data.path(), trace.path(), (0, 1), 0);
+    agent_cfg.coordinator = presage_agent::config::CoordinatorUrls(urls.clone());
+    let agent = RunningAgent::start(agent_cfg);
+    let ops = pki.issue(Role::Operator, "ops");
+    let resize = |cores: f64| ResizeVmRequest { vm_id: "web".into(), cpu_cores: cores, memory_mib: 256.0, ..Default::default() };
+    // The agent is in session with the leader, which can command it.
+    let mut op = eventually("the leader resizes the agent's VM", wait, || async {
+        let mut op = client(&first.value, &ops).await.ok()?;
+        op.resize_vm(resize(0.5)).await.ok()?.into_inner().accepted.then_some(op)
+    })
+    .await;
+    op.ping_host(PingHostRequest { host_id: "hv-a".into(), timeout_ms: 5000 }).await.expect("the leader pings its agent");
+
+    // Frozen; the operators' connections are open already, their requests wait in its sockets.
+    coordinators[frozen].signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    let asked: Vec<f64> = (0..20).map(|i| 0.2 + f64::from(i) * 0.01).collect();
+    // Each request on its own task, all waiting in the frozen leader's sockets together.
+    let mut resizes = Vec::new();
+    let mut pings = Vec::new();
+    for cores in &asked {
+        let (mut to_resize, cores) = (op.clone(), *cores);
+        resizes.push(tokio::spawn(async move {
+            to_resize.resize_vm(resize(cores)).await.map(|r| r.into_inner()).map_err(|s| s.message().to_string())
+        }));
+        let mut op = op.clone();
+        pings.push(tokio::spawn(async move {
+            op.ping_host(PingHostRequest { host_id: "hv-a".into(), timeout_ms: 5000 }).await.map_err(|s| s.message().to_string())
+        }));
+    }
+    let next = eventually("a standby leads", wait, || async { leader().await.filter(|l| l.epoch != first.epoch) }).await;
+    assert_ne!(next.value, first.value);
+    let led_after = stopped.elapsed();
+    let frozen_for = Duration::from_secs(3 * lease_s());
+    tokio::time::sleep(frozen_for.saturating_sub(stopped.elapsed())).await;
+    coordinators[frozen].signal(libc::SIGCONT);
+
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    let (writes, commands) = (resizes.len(), pings.len());
+    for r in resizes {
+        let answer = tokio::time::timeout(wait, r).await.expect("the resumed coordinator answers or drops").unwrap();
+        assert!(
+            !matches!(&answer, Ok(a) if a.accepted),
+            "a resize asked of the frozen leader was acknowledged after it resumed: {answer:?}"
+        );
+        *reasons.entry(format!("resize: {}", answer.err().unwrap_or_else(|| "not accepted".into()))).or_default() += 1;
+    }
+    for p in pings {
+        let answer = tokio::time::timeout(wait, p).await.expect("the resumed coordinator answers or drops").unwrap();
+        assert!(answer.is_err(), "a ping asked of the frozen leader reached its agent after it resumed: {answer:?}");
+        *reasons.entry(format!("ping: {}", answer.unwrap_err())).or_default() += 1;
+    }
+    // It steps down by itself (an error exit, for its supervisor to start it again as a standby).
+    let status = tokio::task::spawn_blocking(move || {
+        let s = coordinators[frozen].wait();
+        (s, coordinators)
+    });
+    let (status, coordinators) = tokio::time::timeout(wait, status).await.expect("the resumed leader exits").unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "the deposed leader exits with an error: {status:?}");
+    let log = coordinators[frozen].log_text();
+    assert!(log.contains("stepping down"), "the deposed leader says it steps down:\n{log}");
+
+    // The new leader commands the agent and has none of the refused resizes on record.
+    let applied = eventually("the new leader resizes the agent's VM", wait, || async {
+        let mut op = client(&next.value, &ops).await.ok()?;
+        op.resize_vm(resize(0.75)).await.ok()?.into_inner().accepted.then_some(op)
+    })
+    .await;
+    let history =
+        applied.clone().config_history(ConfigHistoryRequest { vm_id: "web".into(), limit: 1000 }).await.unwrap().into_inner().versions;
+    let recorded: Vec<f64> = history.iter().filter_map(|v| v.config.map(|c| c.cpu_cores)).collect();
+    assert!(recorded.iter().any(|c| (*c - 0.75).abs() < 1e-9), "the new leader's resize is on record: {recorded:?}");
+    for a in &asked {
+        assert!(!recorded.iter().any(|c| (*c - a).abs() < 1e-9), "a resize asked of the frozen leader is on record: {a} in {recorded:?}");
+    }
+    eprintln!(
+        "leader frozen {:.1} s (lease {} s); a standby led {:.1} s after the freeze; after it resumed: {writes} of {writes} writes and {commands} of {commands} commands refused ({reasons:?}), and it stepped down",
+        frozen_for.as_secs_f64(),
+        lease_s(),
+        led_after.as_secs_f64(),
     );
     agent.stop().await;
 }

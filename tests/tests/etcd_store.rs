@@ -40,7 +40,7 @@ fn the_etcd_store_passes_the_conformance_suite_fences_writes_and_outlives_a_memb
     let leader = store.tree("leader").unwrap();
     leader.insert(b"key", b"coordinator-1").unwrap();
     let revision = store.create_revision(b"presage/leader/key").unwrap().expect("the leader key exists");
-    let fenced = store.fenced(Fence { key: b"presage/leader/key".to_vec(), create_revision: revision });
+    let fenced = store.fenced(Fence { key: b"presage/leader/key".to_vec(), create_revision: revision, mandate: None });
     let ft = fenced.tree("journal").unwrap();
     ft.insert(b"step-1", b"asked").unwrap();
     assert_eq!(t.get(b"step-1").unwrap(), Some(b"asked".to_vec()));

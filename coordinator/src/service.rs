@@ -440,7 +440,10 @@ impl Operator for OperatorService {
             let asked = Duration::from_secs(if r.time_limit_s == 0 { 10 } else { r.time_limit_s as u64 });
             let limit = asked.min(self.shared.optimiser_request_limit);
             let plan = crate::optimiser_pass::plan_now(&self.shared, limit, 0, r.seed).await.map_err(|e| match e {
-                crate::optimiser_pass::PassError::NothingToPlan => Status::failed_precondition(e.to_string()),
+                // What the cluster is now, not a fault of the coordinator's.
+                crate::optimiser_pass::PassError::NothingToPlan | crate::optimiser_pass::PassError::Model(_) => {
+                    Status::failed_precondition(e.to_string())
+                }
                 e => Status::internal(e.to_string()),
             })?;
             info!(

@@ -99,17 +99,13 @@ fn protobuf_messages_from_agents_are_refused_or_taken_never_a_panic() {
                 let Ok(msg) = AgentMessage::decode(bytes.as_slice()) else { return Ok(()) };
                 decoded.set(decoded.get() + 1);
                 match msg.body {
-                    Some(agent_message::Body::Register(r)) => {
-                        if validate::register(&r).is_ok() {
-                            taken.set(taken.get() + 1);
-                            state.borrow_mut().register(&r, 2, Instant::now());
-                        }
+                    Some(agent_message::Body::Register(r)) if validate::register(&r).is_ok() => {
+                        taken.set(taken.get() + 1);
+                        state.borrow_mut().register(&r, 2, Instant::now());
                     }
-                    Some(agent_message::Body::Report(r)) => {
-                        // ingest validates itself; an invalid report is an error, not a panic.
-                        if state.borrow_mut().ingest("hv-1", 1, r, Instant::now()).is_ok() {
-                            taken.set(taken.get() + 1);
-                        }
+                    // ingest validates itself; an invalid report is an error, not a panic.
+                    Some(agent_message::Body::Report(r)) if state.borrow_mut().ingest("hv-1", 1, r.clone(), Instant::now()).is_ok() => {
+                        taken.set(taken.get() + 1);
                     }
                     Some(agent_message::Body::MigrationProgress(p)) => drop(validate::migration_progress(&p)),
                     _ => {}
@@ -261,7 +257,7 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::from(n)),
+        any::<i64>().prop_map(Value::from),
         any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         "[a-z_]{0,12}".prop_map(Value::String),
         ".{0,40}".prop_map(Value::String),

@@ -138,6 +138,8 @@ pub fn twins() -> &'static [Twin] {
         vec![
             Twin::new(M::GET, "/v1/status", "Status", Read, rpc!(status),
                 "Cluster summary: hosts, VMs, capacity and use, the policy and its last proposal"),
+            Twin::new(M::GET, "/v1/cluster", "ClusterStatus", Read, rpc!(cluster_status),
+                "The coordinators and the store: who leads at which epoch, who stands by, each etcd member's health"),
             Twin::new(M::GET, "/v1/hosts", "ListHosts", Read, rpc!(list_hosts), "Hosts with capacity, usage, liveness and their agents' figures"),
             Twin::new(M::GET, "/v1/vms", "ListVms", Read, rpc!(list_vms),
                 "VMs with their latest samples, recent usage and forecast (p10/p50/p90); `host_id` keeps one host's, `vm_id` one VM (id or name)")

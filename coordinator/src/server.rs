@@ -33,8 +33,10 @@ pub struct Coordinator {
 impl Coordinator {
     /// Loads the TLS material, opens the store `cfg` names and binds `cfg.listen`.
     pub async fn bind(cfg: CoordinatorConfig, cancel: CancellationToken) -> anyhow::Result<Coordinator> {
-        let store = open_store(&cfg).await?;
-        Coordinator::bind_with_store(cfg, cancel, store).await
+        let (store, view) = open_store(&cfg).await?;
+        let c = Coordinator::bind_with_store(cfg, cancel, store).await?;
+        let _ = c.shared.store.set(view);
+        Ok(c)
     }
 
     /// [`bind`](Self::bind) on a store opened by the caller (an elected leader's, fenced).
@@ -332,24 +334,25 @@ pub async fn run(cfg: CoordinatorConfig, cancel: CancellationToken) -> anyhow::R
 pub const ELECTION: &str = "coordinator";
 
 /// Opens the durable store `cfg` names: etcd, sled in `data_dir`, or memory.
-async fn open_store(cfg: &CoordinatorConfig) -> anyhow::Result<Arc<dyn presage_store::KvStore>> {
-    let store: Arc<dyn presage_store::KvStore> = match (&cfg.cluster.store, &cfg.data_dir) {
+async fn open_store(cfg: &CoordinatorConfig) -> anyhow::Result<(Arc<dyn presage_store::KvStore>, crate::shared::StoreView)> {
+    use crate::shared::StoreView;
+    Ok(match (&cfg.cluster.store, &cfg.data_dir) {
         (crate::config::StoreKind::Etcd, _) => {
             let store = connect_etcd(cfg).await?;
             info!(endpoints = %cfg.cluster.etcd.endpoints.join(","), prefix = %cfg.cluster.etcd.prefix, "durable state in etcd");
-            Arc::new(store)
+            (Arc::new(store.clone()), StoreView { kind: "etcd", etcd: Some(store), advertise: None })
         }
         (crate::config::StoreKind::Sled, Some(dir)) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
             let path = dir.join("journal");
-            Arc::new(presage_store::SledStore::open(&path).with_context(|| format!("opening the plan journal in {}", path.display()))?)
+            let store = presage_store::SledStore::open(&path).with_context(|| format!("opening the plan journal in {}", path.display()))?;
+            (Arc::new(store), StoreView { kind: "sled", etcd: None, advertise: None })
         }
         (crate::config::StoreKind::Sled, None) => {
             warn!("no data_dir configured: the plan journal and drain marks are kept in memory and lost on restart");
-            Arc::new(presage_store::MemoryStore::new())
+            (Arc::new(presage_store::MemoryStore::new()), StoreView { kind: "memory", etcd: None, advertise: None })
         }
-    };
-    Ok(store)
+    })
 }
 
 /// Connects to etcd (the call blocks: off the runtime's threads).
@@ -392,6 +395,8 @@ pub async fn run_elected(cfg: CoordinatorConfig, cancel: CancellationToken) -> a
         Ok(c) => {
             // Agents refuse the commands of any older leader from the first welcome on.
             c.shared.sessions.set_leadership(epoch.max(1) as u64, leadership.mandate.clone());
+            let view = crate::shared::StoreView { kind: "etcd", etcd: Some(store.clone()), advertise: Some(advertise.clone()) };
+            let _ = c.shared.store.set(view);
             c
         }
         Err(e) => {

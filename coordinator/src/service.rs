@@ -251,6 +251,69 @@ fn host_info(h: &crate::state::HostRecord, now: Instant) -> HostInfo {
 
 #[tonic::async_trait]
 impl Operator for OperatorService {
+    async fn cluster_status(&self, req: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let p = person(&req, Access::Read)?;
+        let span = info_span!("operator.cluster_status", operator = %p.identity.name);
+        async move {
+            let Some(view) = self.shared.store.get() else {
+                return Ok(Response::new(pb::ClusterStatusResponse { store: "memory".into(), ..Default::default() }));
+            };
+            let mut out = pb::ClusterStatusResponse {
+                store: view.kind.into(),
+                elected: view.advertise.is_some(),
+                this_coordinator: view.advertise.clone().unwrap_or_default(),
+                epoch: self.shared.sessions.epoch(),
+                ..Default::default()
+            };
+            let Some(etcd) = &view.etcd else { return Ok(Response::new(out)) };
+            if view.advertise.is_some() {
+                let store = etcd.clone();
+                let candidates = tokio::task::spawn_blocking(move || store.candidates(crate::server::ELECTION))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                out.members = candidates
+                    .iter()
+                    .map(|c| pb::ClusterMember {
+                        address: c.value.clone(),
+                        role: if c.leads { "leader" } else { "standby" }.into(),
+                        candidate_revision: c.revision,
+                    })
+                    .collect();
+                if let Some(l) = candidates.first() {
+                    out.leader = l.value.clone();
+                    out.epoch = l.revision.max(0) as u64;
+                }
+            }
+            out.etcd = etcd
+                .health()
+                .await
+                .into_iter()
+                .map(|h| {
+                    let answered_ms = h.took.as_secs_f64() * 1e3;
+                    match h.answer {
+                        Ok(s) => pb::EtcdEndpoint {
+                            endpoint: h.endpoint,
+                            healthy: true,
+                            member_id: s.member_id,
+                            is_raft_leader: s.is_leader,
+                            raft_term: s.raft_term,
+                            raft_index: s.raft_index,
+                            db_size_bytes: s.db_size_bytes,
+                            version: s.version,
+                            answered_ms,
+                            ..Default::default()
+                        },
+                        Err(e) => pb::EtcdEndpoint { endpoint: h.endpoint, healthy: false, error: e, answered_ms, ..Default::default() },
+                    }
+                })
+                .collect();
+            Ok(Response::new(out))
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let p = person(&req, Access::Read)?;
         let _span = info_span!("operator.status", operator = %p.identity.name).entered();

@@ -14,7 +14,19 @@ use crate::state::{ClusterState, Liveness};
 use crate::transport::RefusalLog;
 
 /// State shared by the services and the background tasks.
+/// Where the durable state lives and, on etcd, how to ask about the cluster (for
+/// `ClusterStatus`); set once when the coordinator binds.
+pub struct StoreView {
+    /// "etcd", "sled" or "memory".
+    pub kind: &'static str,
+    /// The unfenced store, for reads about the cluster.
+    pub etcd: Option<presage_store::EtcdStore>,
+    /// This coordinator's address in the election, when elected.
+    pub advertise: Option<String>,
+}
+
 pub struct Shared {
+    pub store: std::sync::OnceLock<StoreView>,
     pub state: Mutex<ClusterState>,
     pub sessions: Sessions,
     pub refusals: Arc<RefusalLog>,
@@ -99,6 +111,7 @@ impl Shared {
         // a drained host.
         let drain_requests = drained.clone();
         Arc::new(Shared {
+            store: std::sync::OnceLock::new(),
             plan: Mutex::new(None),
             sizing_pass: Mutex::new(None),
             optimiser_pass: Mutex::new(None),

@@ -22,22 +22,28 @@ impl Target {
         TlsFiles::in_dir(dir, "operator")
     }
 
+    /// Connects to the coordinator at `url`, or to the first of several (comma-separated)
+    /// that answers: the leader, when coordinators elect one (standbys do not listen).
     pub async fn connect(&self) -> anyhow::Result<OperatorClient<Channel>> {
         let material = self.tls.load().context("loading the operator's TLS files (see --tls-dir)")?;
-        let endpoint = Endpoint::from_shared(self.url.clone())
-            .with_context(|| format!("invalid coordinator URL {:?}", self.url))?
-            .tls_config(material.client_config(&self.server_name))
-            .context("TLS configuration")?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30));
-        let channel = endpoint.connect().await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot connect to the coordinator at {}: {} (is it running, and is your certificate issued by this cluster's CA?)",
-                self.url,
-                presage_protocol::error_chain(&e)
-            )
-        })?;
-        Ok(OperatorClient::new(channel))
+        let tls = material.client_config(&self.server_name);
+        let mut failures = Vec::new();
+        for url in self.url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let endpoint = Endpoint::from_shared(url.to_string())
+                .with_context(|| format!("invalid coordinator URL {url:?}"))?
+                .tls_config(tls.clone())
+                .context("TLS configuration")?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30));
+            match endpoint.connect().await {
+                Ok(channel) => return Ok(OperatorClient::new(channel)),
+                Err(e) => failures.push(format!("{url}: {}", presage_protocol::error_chain(&e))),
+            }
+        }
+        anyhow::bail!(
+            "cannot connect to the coordinator ({}) (is it running, and is your certificate issued by this cluster's CA?)",
+            if failures.is_empty() { format!("no URL in {:?}", self.url) } else { failures.join("; ") }
+        )
     }
 }
 

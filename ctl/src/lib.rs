@@ -5,6 +5,7 @@
 pub mod anomaly_eval;
 pub mod cli_docs;
 pub mod client;
+pub mod cluster_view;
 pub mod config_view;
 pub mod demo;
 pub mod dependencies;
@@ -52,7 +53,8 @@ pub struct Cli {
 
 #[derive(Args, Clone)]
 pub struct ConnArgs {
-    /// Coordinator URL.
+    /// Coordinator URL; several separated by commas (the leader among them answers: standbys
+    /// do not listen).
     #[arg(long, global = true, env = "PRESAGE_COORDINATOR", default_value = "https://127.0.0.1:7400")]
     pub coordinator: String,
     /// Directory holding ca.pem, operator.pem and operator.key (default ~/.config/presage/tls).
@@ -230,6 +232,10 @@ pub enum Command {
     /// Grant or revoke a borrowing lease.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// The coordinators and the store: `cluster status` (who leads at which epoch, who stands
+    /// by, each etcd member's health).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Maintenance: `host drain H` marks H as taking no VMs and makes the plan move every VM off
     /// it (automatic mode applies it); `host undrain H` clears the mark.
     #[command(subcommand)]
@@ -373,6 +379,12 @@ pub enum LeaseCommand {
     },
     /// End a lease now.
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Who leads (address, epoch), who stands by, and each etcd endpoint's health.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -873,6 +885,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|s| rpc_error("ecosystem", s))?
                 .into_inner();
             print!("{}", dependencies::render_ecosystem(&r, &cli.output)?);
+        }
+        Command::Cluster(ClusterCommand::Status) => {
+            let mut c = cli.conn.target().connect().await?;
+            let s = c.cluster_status(pb::ClusterStatusRequest {}).await.map_err(|s| rpc_error("cluster status", s))?.into_inner();
+            match cli.output {
+                OutputFormat::Json => print_json(&cluster_view::cluster_json(&s))?,
+                OutputFormat::Table => print!("{}", cluster_view::cluster_text(&s)),
+                OutputFormat::Csv | OutputFormat::Dot => bail!("--output csv is only available for simulate, dot for ecosystem"),
+            }
         }
         Command::Host(h) => {
             let (host, drain) = match h {

@@ -96,6 +96,9 @@ struct Shared {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     prefix: Vec<u8>,
     endpoints: String,
+    /// Each endpoint and how to reach it alone (for health: one member at a time).
+    members: Vec<String>,
+    member_options: ConnectOptions,
     timeout: Duration,
 }
 
@@ -131,6 +134,7 @@ impl EtcdStore {
             options = options.with_tls(tls);
         }
         let waiting_options = options.clone();
+        let member_options = options.clone().with_require_leader(false).with_timeout(attempt_timeout(cfg.request_timeout));
         let options = options.with_timeout(attempt_timeout(cfg.request_timeout));
         // Connected on the owner thread (its own runtime: the caller may be on a runtime of
         // its own, where another cannot be entered); the caller waits for the outcome.
@@ -169,7 +173,14 @@ impl EtcdStore {
             Err(_) => return Err(open(format!("no member answered within {:?}", cfg.request_timeout * 2))),
         }
         Ok(EtcdStore {
-            shared: Arc::new(Shared { jobs, prefix: cfg.prefix.clone().into_bytes(), endpoints, timeout: cfg.request_timeout }),
+            shared: Arc::new(Shared {
+                jobs,
+                prefix: cfg.prefix.clone().into_bytes(),
+                endpoints,
+                members: cfg.endpoints.clone(),
+                member_options,
+                timeout: cfg.request_timeout,
+            }),
             fence: None,
         })
     }
@@ -186,6 +197,10 @@ impl EtcdStore {
 
     pub(crate) fn endpoints(&self) -> &str {
         &self.shared.endpoints
+    }
+
+    pub(crate) fn members(&self) -> (&[String], &ConnectOptions, Duration) {
+        (&self.shared.members, &self.shared.member_options, self.shared.timeout)
     }
 
     /// The same store with every write conditioned on `fence`.
@@ -210,7 +225,7 @@ impl EtcdStore {
     /// without a leader (a member lost, an election under way) or without an answer is tried
     /// again until the request timeout: every request this store makes may be repeated (puts
     /// and deletes of given keys, and a fenced transaction compares again).
-    fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, StoreError>
+    pub(crate) fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Fn(Client) -> Fut + Send + 'static,

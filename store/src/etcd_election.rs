@@ -135,7 +135,7 @@ impl Drop for Leadership {
 }
 
 impl EtcdStore {
-    fn election_name(&self, election: &str) -> Vec<u8> {
+    pub(crate) fn election_name(&self, election: &str) -> Vec<u8> {
         let mut name = self.prefix().to_vec();
         name.extend_from_slice(b"election/");
         name.extend_from_slice(election.as_bytes());
@@ -143,7 +143,7 @@ impl EtcdStore {
     }
 
     /// Runs `f` on the owner thread; its answer awaited (no timeout: `f` bounds itself).
-    async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(Clients) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
     ) -> Result<T, StoreError> {

@@ -11,11 +11,13 @@
 
 mod etcd_backend;
 mod etcd_election;
+mod etcd_health;
 mod memory;
 mod sled_backend;
 
 pub use etcd_backend::{EtcdConfig, EtcdStore, EtcdTls, Fence, MAX_TXN_OPS};
 pub use etcd_election::{LeaderInfo, Leadership, LeaseTiming, Mandate};
+pub use etcd_health::{Candidate, EndpointHealth, EndpointStatus};
 pub use memory::MemoryStore;
 pub use sled_backend::SledStore;
 

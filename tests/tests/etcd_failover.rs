@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use presage_protocol::pb::{ConfigHistoryRequest, PingHostRequest, ResizeVmRequest};
+use presage_protocol::pb::{ClusterStatusRequest, ConfigHistoryRequest, PingHostRequest, ResizeVmRequest};
 use presage_protocol::tls::{Role, TlsFiles};
 use presage_store::{EtcdConfig, EtcdStore};
 use presage_tests::coordinator_process::CoordinatorProcess;
@@ -182,7 +182,7 @@ async fn a_leader_killed_at_random_moments_is_replaced_and_no_acknowledged_write
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_frozen_past_its_lease_and_resumed_has_every_write_and_command_refused() {
     let wait = Duration::from_secs(60);
-    let Pair { bin: _bin, etcd: _etcd, pki, dir: _dir, urls, mut coordinators, watcher } = Pair::start();
+    let Pair { bin: _bin, mut etcd, pki, dir: _dir, urls, mut coordinators, watcher } = Pair::start();
     let leader = || {
         let watcher = watcher.clone();
         async move { watcher.leader("coordinator").await.ok().flatten() }
@@ -203,6 +203,22 @@ async fn a_leader_frozen_past_its_lease_and_resumed_has_every_write_and_command_
     })
     .await;
     op.ping_host(PingHostRequest { host_id: "hv-a".into(), timeout_ms: 5000 }).await.expect("the leader pings its agent");
+    // presagectl cluster status: the leader first, the other standing by, etcd's members healthy.
+    let standby = &urls[1 - frozen];
+    let status = eventually("both coordinators stand in the election", wait, || async {
+        let mut op = client(&first.value, &ops).await.ok()?;
+        let s = op.cluster_status(ClusterStatusRequest {}).await.ok()?.into_inner();
+        (s.members.len() == 2).then_some(s)
+    })
+    .await;
+    assert_eq!((status.store.as_str(), status.elected), ("etcd", true));
+    assert_eq!((status.leader.as_str(), status.epoch), (first.value.as_str(), first.epoch as u64));
+    assert_eq!(status.this_coordinator, first.value);
+    let roles: Vec<(&str, &str)> = status.members.iter().map(|m| (m.address.as_str(), m.role.as_str())).collect();
+    assert_eq!(roles, [(first.value.as_str(), "leader"), (standby.as_str(), "standby")]);
+    assert_eq!(status.etcd.len(), 3);
+    assert!(status.etcd.iter().all(|e| e.healthy && e.member_id != 0), "{:?}", status.etcd);
+    assert_eq!(status.etcd.iter().filter(|e| e.is_raft_leader).count(), 1, "one raft leader: {:?}", status.etcd);
 
     // Frozen; the operators' connections are open already, their requests wait in its sockets.
     coordinators[frozen].signal(libc::SIGSTOP);
@@ -266,6 +282,19 @@ async fn a_leader_frozen_past_its_lease_and_resumed_has_every_write_and_command_
     for a in &asked {
         assert!(!recorded.iter().any(|c| (*c - a).abs() < 1e-9), "a resize asked of the frozen leader is on record: {a} in {recorded:?}");
     }
+    // The status from the new leader (REST twin): the deposed one is gone from the election;
+    // an etcd member killed shows as down, the other two as a quorum.
+    etcd.kill(0);
+    let rest =
+        presage_protocol::rest_client::RestClient::new(&next.value, &ops.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap();
+    let cluster = rest.get("/v1/cluster").await.unwrap();
+    assert_eq!(cluster.status, 200, "{cluster:?}");
+    let v = &cluster.body;
+    assert_eq!((v["leader"].as_str(), v["epoch"].as_str()), (Some(next.value.as_str()), Some(next.epoch.to_string().as_str())), "{v}");
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(1), "{v}");
+    let health: Vec<bool> = v["etcd"].as_array().unwrap().iter().map(|e| e["healthy"].as_bool().unwrap_or(false)).collect();
+    assert_eq!(health, [false, true, true], "{v}");
+    assert!(v["etcd"][0]["error"].as_str().is_some_and(|e| !e.is_empty()), "a down member says why: {v}");
     eprintln!(
         "leader frozen {:.1} s (lease {} s); a standby led {:.1} s after the freeze; after it resumed: {writes} of {writes} writes and {commands} of {commands} commands refused ({reasons:?}), and it stepped down",
         frozen_for.as_secs_f64(),

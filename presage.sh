@@ -19,7 +19,7 @@ PACKAGES=(pkg-config libvirt-dev libvirt0 gcc protobuf-compiler)
 # (playwright-core from npm, run by Node.js; no browser is downloaded).
 # The Debian packages are built with cargo-deb, checked with lintian and installed into a clean
 # root made by debootstrap. The etcd store's tests start real etcd members (Debian's etcd-server).
-TEST_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev python3-prometheus-client python3-venv chromium lintian debootstrap dpkg-dev etcd-server)
+TEST_PACKAGES=(iproute2 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 cpio coinor-libcbc-dev python3-prometheus-client python3-venv chromium lintian debootstrap dpkg-dev etcd-server)
 CARGO_DEB_VERSION=3.8.0
 SCHEMATHESIS_VERSION=4.32.5
 # The newest playwright-core that still runs on Debian 12's Node.js 18.

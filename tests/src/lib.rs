@@ -162,11 +162,14 @@ impl RunningCoordinator {
     pub async fn start_config(cfg: CoordinatorConfig) -> RunningCoordinator {
         let cancel = CancellationToken::new();
         let c = Coordinator::bind(cfg, cancel.clone()).await.expect("coordinator binds");
-        let port = c.local_addr().port();
+        let addr = c.local_addr();
+        let port = addr.port();
+        // Loopback unless it listens on an address of its own.
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
         let metrics_addr = c.metrics_addr();
         let shared = c.shared.clone();
         let handle = tokio::spawn(c.serve());
-        RunningCoordinator { url: format!("https://127.0.0.1:{port}"), port, shared, cancel, handle, metrics_addr }
+        RunningCoordinator { url: format!("https://{host}:{port}"), port, shared, cancel, handle, metrics_addr }
     }
 
     /// Fires shutdown and waits for the server to stop.

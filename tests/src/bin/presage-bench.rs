@@ -152,6 +152,15 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// The durable store, sled against a 3-member etcd on loopback: single writes, and the plan
+    /// journal as the executor writes it (a plan of N moves, every move through its steps).
+    Store {
+        #[arg(long, default_value_t = 1000)]
+        writes: usize,
+        /// Plan sizes (moves), comma-separated.
+        #[arg(long, default_value = "10,100,1000", value_delimiter = ',')]
+        moves: Vec<usize>,
+    },
     /// The reconnect storm: the coordinator killed and started again under N agents.
     Storm {
         #[arg(long, default_value_t = 1000)]
@@ -174,6 +183,9 @@ enum Cmd {
         /// as fast as the coordinator takes reports (a flood: the ingest ceiling).
         #[arg(long, value_parser = humantime::parse_duration)]
         every: Option<Duration>,
+        /// The coordinator's durable state on a 3-member etcd (started here) instead of sled.
+        #[arg(long)]
+        etcd: bool,
     },
 }
 
@@ -297,6 +309,103 @@ async fn bench_agent(vms: usize, interval: Duration, duration: Duration, cycles:
     Ok(())
 }
 
+/// sled and etcd side by side: write latency and rate, and the plan journal's saves.
+async fn bench_store(writes: usize, moves: &[usize]) -> anyhow::Result<()> {
+    use presage_coordinator::plan_journal::{MoveRecord, PlanJournal, Step};
+    use presage_store::{EtcdConfig, EtcdStore, KvStore, SledStore};
+    let etcd = tokio::task::spawn_blocking(|| presage_tests::etcd::EtcdCluster::start(3)).await?;
+    let dir = tempfile::tempdir()?;
+    let endpoints = etcd.endpoints();
+    let etcd_store = tokio::task::spawn_blocking(move || {
+        EtcdStore::connect(&EtcdConfig { endpoints, prefix: "bench/".into(), tls: None, request_timeout: Duration::from_secs(5) })
+    })
+    .await??;
+    let backends: Vec<(&str, Arc<dyn KvStore>)> =
+        vec![("sled", Arc::new(SledStore::open(&dir.path().join("sled"))?)), ("etcd (3 members)", Arc::new(etcd_store))];
+    println!("durable store benchmark: sled in a temporary folder against a 3-member etcd 3.4 on loopback (same machine)");
+    for (name, store) in backends {
+        let (writes_line, journal_lines) = tokio::task::spawn_blocking({
+            let moves = moves.to_vec();
+            move || -> anyhow::Result<(String, Vec<String>)> {
+                // Single writes, each durable before the next (as the journal and drain marks write).
+                let tree = store.tree("bench")?;
+                let value = vec![7u8; 512];
+                let mut times = Vec::with_capacity(writes);
+                let t0 = Instant::now();
+                for i in 0..writes {
+                    let t = Instant::now();
+                    tree.insert(format!("k{i:08}").as_bytes(), &value)?;
+                    store.flush()?;
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                let rate = writes as f64 / t0.elapsed().as_secs_f64();
+                times.sort_by(f64::total_cmp);
+                let writes_line = format!(
+                    "  {name:<17} {writes} writes of 512 B: {rate:.0} writes/s, median {:.2} ms, p99 {:.2} ms",
+                    times[times.len() / 2],
+                    times[times.len() * 99 / 100]
+                );
+                // The journal: a plan created, then each move through reserving, migrating,
+                // completing and done, the whole record saved at each step (as the executor does).
+                let journal = PlanJournal::open(store.clone())?;
+                let mut lines = Vec::new();
+                for &n in &moves {
+                    let records: Vec<MoveRecord> =
+                        (0..n).map(|i| MoveRecord::new(&format!("vm-{i:05}"), "hv-a", "hv-b", "overload", 2000.0, 4096.0)).collect();
+                    let t = Instant::now();
+                    let mut plan = match journal.create("bench", records, 0, None) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            lines.push(format!("    plan of {n} moves: refused: {e}"));
+                            continue;
+                        }
+                    };
+                    let created = t.elapsed();
+                    let bytes = serde_json::to_vec(&plan)?.len();
+                    let steps = [Step::Reserving, Step::Migrating, Step::Completing, Step::Done];
+                    let saves = (n * steps.len()).min(400);
+                    let t = Instant::now();
+                    let mut done = 0;
+                    'moves: for m in 0..n {
+                        for step in steps {
+                            if done == saves {
+                                break 'moves;
+                            }
+                            plan.moves[m].step = step;
+                            journal.save(&plan)?;
+                            done += 1;
+                        }
+                    }
+                    let per_save = t.elapsed().as_secs_f64() / done as f64;
+                    lines.push(format!(
+                        "    plan of {n:>5} moves ({:.1} KiB): created in {:.1} ms; {done} step saves at {:.0} saves/s ({:.2} ms each)",
+                        bytes as f64 / 1024.0,
+                        created.as_secs_f64() * 1e3,
+                        1.0 / per_save,
+                        per_save * 1e3
+                    ));
+                }
+                Ok((writes_line, lines))
+            }
+        })
+        .await??;
+        println!("{writes_line}");
+        for l in journal_lines {
+            println!("{l}");
+        }
+    }
+    let limits = presage_decide::migration_queue::MigrationLimits::default();
+    println!(
+        "  the executor at its limits ({} moves at once in the cluster, 4 saves a move, a move >= {} s for 4 GiB at {} MB/s): at most {:.1} saves/s",
+        limits.cluster,
+        4096 / limits.assumed_mb_per_s,
+        limits.assumed_mb_per_s,
+        limits.cluster as f64 * 4.0 / (4096.0 / limits.assumed_mb_per_s as f64)
+    );
+    drop(etcd);
+    Ok(())
+}
+
 /// Sends SIGTERM to a child this benchmark started.
 fn terminate(pid: i32) {
     // SAFETY: kill(2) on a pid we own; no memory is shared.
@@ -306,6 +415,11 @@ fn terminate(pid: i32) {
 /// The release coordinator binary serving on a free loopback port (its config in the returned
 /// folder, which must outlive it).
 async fn coordinator_process(pki: &Pki) -> anyhow::Result<(tokio::process::Child, String, tempfile::TempDir)> {
+    coordinator_process_with(pki, "").await
+}
+
+/// [`coordinator_process`] with `extra` appended to its configuration file.
+async fn coordinator_process_with(pki: &Pki, extra: &str) -> anyhow::Result<(tokio::process::Child, String, tempfile::TempDir)> {
     let coord_bin = sibling("presage-coordinator")?;
     let dir = tempfile::tempdir()?;
     let files = pki.issue(Role::Coordinator, "coordinator");
@@ -314,7 +428,8 @@ async fn coordinator_process(pki: &Pki) -> anyhow::Result<(tokio::process::Child
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nhost_timeout = \"60s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nhost_timeout = \"60s\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[metrics]\nlisten = \"127.0.0.1:{}\"\n{extra}",
+            dir.path().join("state"),
             files.ca,
             files.cert,
             files.key,
@@ -468,9 +583,17 @@ async fn bench_web(hosts: usize, vms: usize, runs: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Option<Duration>) -> anyhow::Result<()> {
+async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Option<Duration>, etcd: bool) -> anyhow::Result<()> {
     let pki = Pki::new();
-    let (mut coord, url, _dir) = coordinator_process(&pki).await?;
+    let cluster = if etcd { Some(tokio::task::spawn_blocking(|| presage_tests::etcd::EtcdCluster::start(3)).await?) } else { None };
+    let extra = match &cluster {
+        Some(c) => format!(
+            "[cluster]\nstore = \"etcd\"\n[cluster.etcd]\nendpoints = [{}]\nprefix = \"bench/\"\n",
+            c.endpoints().iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ")
+        ),
+        None => String::new(),
+    };
+    let (mut coord, url, _dir) = coordinator_process_with(&pki, &extra).await?;
     let cpid = coord.id().context("pid")? as i32;
     let op_files = pki.issue(Role::Operator, "bench");
     let mut op = loop {
@@ -542,7 +665,8 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Opti
     let n = (s1.reports_ingested - s0.reports_ingested) as f64;
     let rate = every.map_or("as fast as taken".to_string(), |e| format!("every {}", humantime::format_duration(e)));
     println!(
-        "coordinator ingest benchmark: {agents} agents (one mTLS connection each), {vms} VMs per report, reports {rate}, release build"
+        "coordinator ingest benchmark: {agents} agents (one mTLS connection each), {vms} VMs per report, reports {rate}, state in {}, release build",
+        if etcd { "a 3-member etcd" } else { "sled" }
     );
     println!("  all agents registered in    {:.1} s", setup.as_secs_f64());
     println!("  reports ingested            {n:.0} in {el:.1} s = {:.0} reports/s ({:.0} VM samples/s)", n / el, n * vms as f64 / el);
@@ -1133,7 +1257,8 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match args.cmd {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
-            Cmd::Ingest { agents, vms, duration, every } => bench_ingest(agents, vms, duration, every).await,
+            Cmd::Ingest { agents, vms, duration, every, etcd } => bench_ingest(agents, vms, duration, every, etcd).await,
+            Cmd::Store { writes, moves } => bench_store(writes, &moves).await,
             Cmd::Storm { agents, vms, every, restarts } => {
                 let bin = sibling("presage-coordinator")?;
                 let dir = bin.parent().context("the binaries' folder")?;

@@ -17,6 +17,7 @@ pub mod link;
 pub mod metrics;
 pub mod reservations;
 pub mod sizing;
+pub mod step_ledger;
 pub mod store;
 
 use std::sync::Arc;
@@ -240,6 +241,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
                 sizing: sizing_desk.clone(),
                 hypervisor: hypervisor.clone(),
                 migrations: Default::default(),
+                steps: Arc::new(step_ledger::StepLedger::open(store.clone(), step_ledger::unix_ms()).context("opening the step ledger")?),
             },
         };
         let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());

@@ -139,6 +139,8 @@ pub struct CommandHandler {
     pub hypervisor: Arc<dyn Hypervisor>,
     /// Holds aborts until the migration they follow has started.
     pub migrations: Arc<MigrationStarts>,
+    /// The steps run for the coordinator, so that none runs twice.
+    pub steps: Arc<crate::step_ledger::StepLedger>,
 }
 
 impl CoordinatorLink {
@@ -257,7 +259,7 @@ impl CoordinatorLink {
                         // Taken here, in the order the coordinator sent the commands.
                         let order = handler.migrations.order(&cmd);
                         tokio::spawn(async move {
-                            let result = handler.execute(cmd, order, latest.as_ref(), &tx).await;
+                            let result = handler.execute_once(cmd, order, latest.as_ref(), &tx).await;
                             // A closed stream drops the result; the coordinator times the command out.
                             let _ = tx.send(msg(agent_message::Body::CommandResult(result))).await;
                         }.in_current_span());
@@ -272,6 +274,51 @@ impl CoordinatorLink {
 }
 
 impl CommandHandler {
+    /// [`execute`](Self::execute), at most once per step id (commands without one run each time).
+    async fn execute_once(
+        &self,
+        cmd: pb::Command,
+        order: CommandOrder,
+        latest: Option<&Report>,
+        out: &mpsc::Sender<AgentMessage>,
+    ) -> CommandResult {
+        use crate::step_ledger::{Admission, unix_ms};
+        if cmd.step_id.is_empty() {
+            return self.execute(cmd, order, latest, out).await;
+        }
+        let (id, step) = (cmd.id, cmd.step_id.clone());
+        let failed = |message: String| CommandResult { id, status: CommandStatus::Failed as i32, message, detail: None };
+        let ledger = self.steps.clone();
+        let asked = step.clone();
+        let admission = tokio::task::spawn_blocking(move || ledger.begin(&asked, unix_ms())).await;
+        match admission {
+            Ok(Ok(Admission::Run)) => {
+                let result = self.execute(cmd, order, latest, out).await;
+                let (ledger, kept) = (self.steps.clone(), result.clone());
+                let finish = step.clone();
+                match tokio::task::spawn_blocking(move || ledger.finish(&finish, &kept, unix_ms())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(step, error = %e, "recording the step as done failed; asked again, it is refused as unfinished"),
+                    Err(e) => warn!(step, error = %e, "recording the step as done failed"),
+                }
+                result
+            }
+            Ok(Ok(Admission::Done(mut kept))) => {
+                info!(step, "this step was done before: its result sent again, not run again");
+                kept.id = id;
+                kept
+            }
+            Ok(Ok(Admission::StartedBefore { at_ms })) => {
+                warn!(step, at_ms, "this step was started before and never finished here: not run again");
+                failed(format!(
+                    "step {step} was started at {at_ms} (Unix ms) and not finished here (the agent stopped in it): not run again; find the VM where it runs"
+                ))
+            }
+            Ok(Err(e)) => failed(e.to_string()),
+            Err(e) => failed(format!("step {step}: {e}")),
+        }
+    }
+
     /// Carries out one command from the coordinator; `latest` is the newest report (what the
     /// host's VMs use now, for reservation admission).
     #[tracing::instrument(name = "command", skip_all, fields(id = cmd.id))]
@@ -581,7 +628,7 @@ mod tests {
     }
 
     fn command(id: u64, body: command::Body) -> pb::Command {
-        pb::Command { id, body: Some(body), epoch: 0 }
+        pb::Command { id, body: Some(body), epoch: 0, step_id: String::new() }
     }
 
     /// The coordinator sends MigrateOut, then AbortMigration; the abort's task runs first. The
@@ -602,6 +649,7 @@ mod tests {
             )),
             hypervisor: Arc::new(hv),
             migrations: Default::default(),
+            steps: Arc::new(crate::step_ledger::StepLedger::open(Arc::new(MemoryStore::default()), 0).unwrap()),
         };
         let migrate = command(
             1,
@@ -621,5 +669,49 @@ mod tests {
         let here = handler.hypervisor.inspect("vm-a").unwrap();
         assert!(here.running && !here.migrating, "{here:?}");
         assert!(handler.migrations.pending.lock().unwrap().is_empty(), "nothing is left waiting");
+    }
+
+    #[tokio::test]
+    async fn a_step_asked_twice_runs_once_and_its_result_is_sent_again() {
+        let traces = tempfile::tempdir().unwrap();
+        std::fs::write(traces.path().join("vm-a"), "10\n20\n30\n40\n").unwrap();
+        let hv = SimulatedHypervisor::load(&SimulatedConfig::replaying(traces.path())).unwrap();
+        let desk = ReservationDesk::open(Arc::new(MemoryStore::default()), Resources { cpu_mhz: 1e4, memory_mib: 1e4 }, 1.0).unwrap();
+        let handler = CommandHandler {
+            started: Instant::now(),
+            reservations: Arc::new(Mutex::new(desk)),
+            sizing: Arc::new(Mutex::new(
+                SizingDesk::open(Arc::new(MemoryStore::default()), presage_decide::sizing::Allocation::new(4.0, 1e4), 0.0).unwrap(),
+            )),
+            hypervisor: Arc::new(hv),
+            migrations: Default::default(),
+            steps: Arc::new(crate::step_ledger::StepLedger::open(Arc::new(MemoryStore::default()), 0).unwrap()),
+        };
+        let migrate = |id: u64, step: &str| pb::Command {
+            step_id: step.into(),
+            ..command(
+                id,
+                command::Body::MigrateOut(pb::MigrateOut { vm_id: "vm-a".into(), destination_host: "dst".into(), ..Default::default() }),
+            )
+        };
+        let (tx, _rx) = mpsc::channel(64);
+        let run = |cmd: pb::Command| {
+            let (h, tx) = (handler.clone(), tx.clone());
+            async move {
+                let order = h.migrations.order(&cmd);
+                h.execute_once(cmd, order, None, &tx).await
+            }
+        };
+        let first = run(migrate(1, "plan-1/move-0/migrate_out")).await;
+        assert_eq!(first.status, CommandStatus::Ok as i32, "{first:?}");
+        assert!(matches!(first.detail, Some(command_result::Detail::Handoff(_))), "{first:?}");
+        // Asked again (a new leader settling the move): the kept result, under the new id; the
+        // VM is not migrated a second time (it has left: running it again would fail).
+        let again = run(migrate(2, "plan-1/move-0/migrate_out")).await;
+        assert_eq!((again.id, again.status, &again.detail), (2, first.status, &first.detail), "{again:?}");
+        let without_step = run(migrate(3, "")).await;
+        // Without a step id it is run again, and the hypervisor refuses it (the copy is under way).
+        assert_ne!(without_step.status, CommandStatus::Ok as i32, "{without_step:?}");
+        assert!(without_step.message.contains("already in progress"), "{without_step:?}");
     }
 }

@@ -109,7 +109,22 @@ enum StepError {
 }
 
 async fn send_within(shared: &Shared, host: &str, body: command::Body, timeout: Duration) -> Result<pb::CommandResult, StepError> {
-    let r = shared.sessions.send(host, body, timeout).await.map_err(|e| match e {
+    send_step(shared, host, body, timeout, "").await
+}
+
+/// The id of a move's step that must not run twice (the agent keeps what it ran by this id).
+fn step_id(plan_id: u64, idx: usize, step: &str) -> String {
+    format!("plan-{plan_id}/move-{idx}/{step}")
+}
+
+async fn send_step(
+    shared: &Shared,
+    host: &str,
+    body: command::Body,
+    timeout: Duration,
+    step: &str,
+) -> Result<pb::CommandResult, StepError> {
+    let r = shared.sessions.send_step(host, body, timeout, step).await.map_err(|e| match e {
         crate::sessions::CommandError::Timeout { .. } => StepError::TimedOut(e.to_string()),
         crate::sessions::CommandError::NotConnected(_) | crate::sessions::CommandError::NoMandate(_) => {
             StepError::NotDelivered(e.to_string())
@@ -595,7 +610,7 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
         destination_uri: dest_uri,
         destination_data_uri: dest_data_uri,
     });
-    let migrated = send_within(shared, &m.from_host, move_out, budget).await;
+    let migrated = send_step(shared, &m.from_host, move_out, budget, &step_id(plan_id, idx, "migrate_out")).await;
     shared.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.vm_id);
     // Settles the move from where its VM is found, or leaves it open with `why` journaled.
     let settled = async |reached: Step, why: &str, stayed: Step| match settle(shared, plan_id, &m, reached, why, stayed, SETTLE_WAIT).await
@@ -637,7 +652,8 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
             let why = format!("journal: {e}");
             return settled(Step::Migrating, &why, Step::Failed).await;
         }
-        if let Err(e) = send_within(shared, &m.to_host, command::Body::Adopt(pb::Adopt { vm: Some(vm) }), STEP_TIMEOUT).await {
+        let adopt = command::Body::Adopt(pb::Adopt { vm: Some(vm) });
+        if let Err(e) = send_step(shared, &m.to_host, adopt, STEP_TIMEOUT, &step_id(plan_id, idx, "adopt")).await {
             // The destination did not take it: abandon the copy; the VM resumes on its source.
             // An Adopt that never reached the destination (it is gone) cannot have been carried out.
             let reached = if matches!(e, StepError::NotDelivered(_)) { Step::Migrating } else { Step::HandingOver };
@@ -648,7 +664,8 @@ async fn run_move(shared: &Shared, running: &Running, idx: usize) -> Step {
             warn!(error = %e, "journaling the hand-over failed; completing anyway");
         }
         let complete = command::Body::CompleteMigration(pb::CompleteMigration { vm_id: m.vm_id.clone() });
-        if let Err(e) = send(shared, &m.from_host, complete).await {
+        let completed = send_step(shared, &m.from_host, complete, STEP_TIMEOUT, &step_id(plan_id, idx, "complete")).await;
+        if let Err(e) = completed.map_err(|e| e.to_string()) {
             let why = format!("the source did not confirm letting go: {e}");
             return settled(Step::Completing, &why, Step::Failed).await;
         }

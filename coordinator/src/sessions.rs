@@ -105,6 +105,18 @@ impl Sessions {
 
     /// Sends a command to `host` and waits for its result.
     pub async fn send(&self, host: &str, body: command::Body, timeout: Duration) -> Result<CommandResult, CommandError> {
+        self.send_step(host, body, timeout, "").await
+    }
+
+    /// [`send`](Self::send) naming the step: the agent runs it at most once (asked again, it
+    /// answers with the result it kept).
+    pub async fn send_step(
+        &self,
+        host: &str,
+        body: command::Body,
+        timeout: Duration,
+        step_id: &str,
+    ) -> Result<CommandResult, CommandError> {
         if !self.entitled() {
             self.command_seconds.observe(kind(&body), "no_mandate", Duration::ZERO);
             return Err(CommandError::NoMandate(host.into()));
@@ -122,7 +134,8 @@ impl Sessions {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, ((host.to_string(), session), tx));
         let epoch = self.epoch.load(Ordering::Relaxed);
-        let msg = CoordinatorMessage { body: Some(coordinator_message::Body::Command(Command { id, body: Some(body), epoch })) };
+        let command = Command { id, body: Some(body), epoch, step_id: step_id.to_string() };
+        let msg = CoordinatorMessage { body: Some(coordinator_message::Body::Command(command)) };
         let result = async {
             out.send(Ok(msg)).await.map_err(|_| CommandError::SessionClosed(host.into()))?;
             match tokio::time::timeout(timeout, rx).await {

@@ -633,15 +633,10 @@ mod tests {
 
     /// The coordinator sends MigrateOut, then AbortMigration; the abort's task runs first. The
     /// migration must still be stopped, and the VM keep running here.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_abort_that_overtakes_its_migration_still_stops_it() {
-        let traces = tempfile::tempdir().unwrap();
-        std::fs::write(traces.path().join("vm-a"), "10\n20\n30\n40\n").unwrap();
-        // A copy of several seconds, so only an abort can end it early.
-        let simulated = SimulatedConfig { migration_mb_per_s: Some(0.5), ..SimulatedConfig::replaying(traces.path()) };
-        let hv = SlowToStart { inner: SimulatedHypervisor::load(&simulated).unwrap(), delay: Duration::from_millis(300) };
+    /// A command handler on `hv` with empty desks and step ledger in memory.
+    fn handler_on(hv: impl Hypervisor + 'static) -> CommandHandler {
         let desk = ReservationDesk::open(Arc::new(MemoryStore::default()), Resources { cpu_mhz: 1e4, memory_mib: 1e4 }, 1.0).unwrap();
-        let handler = CommandHandler {
+        CommandHandler {
             started: Instant::now(),
             reservations: Arc::new(Mutex::new(desk)),
             sizing: Arc::new(Mutex::new(
@@ -650,7 +645,17 @@ mod tests {
             hypervisor: Arc::new(hv),
             migrations: Default::default(),
             steps: Arc::new(crate::step_ledger::StepLedger::open(Arc::new(MemoryStore::default()), 0).unwrap()),
-        };
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abort_that_overtakes_its_migration_still_stops_it() {
+        let traces = tempfile::tempdir().unwrap();
+        std::fs::write(traces.path().join("vm-a"), "10\n20\n30\n40\n").unwrap();
+        // A copy of several seconds, so only an abort can end it early.
+        let simulated = SimulatedConfig { migration_mb_per_s: Some(0.5), ..SimulatedConfig::replaying(traces.path()) };
+        let hv = SlowToStart { inner: SimulatedHypervisor::load(&simulated).unwrap(), delay: Duration::from_millis(300) };
+        let handler = handler_on(hv);
         let migrate = command(
             1,
             command::Body::MigrateOut(pb::MigrateOut { vm_id: "vm-a".into(), destination_host: "dst".into(), ..Default::default() }),
@@ -676,17 +681,7 @@ mod tests {
         let traces = tempfile::tempdir().unwrap();
         std::fs::write(traces.path().join("vm-a"), "10\n20\n30\n40\n").unwrap();
         let hv = SimulatedHypervisor::load(&SimulatedConfig::replaying(traces.path())).unwrap();
-        let desk = ReservationDesk::open(Arc::new(MemoryStore::default()), Resources { cpu_mhz: 1e4, memory_mib: 1e4 }, 1.0).unwrap();
-        let handler = CommandHandler {
-            started: Instant::now(),
-            reservations: Arc::new(Mutex::new(desk)),
-            sizing: Arc::new(Mutex::new(
-                SizingDesk::open(Arc::new(MemoryStore::default()), presage_decide::sizing::Allocation::new(4.0, 1e4), 0.0).unwrap(),
-            )),
-            hypervisor: Arc::new(hv),
-            migrations: Default::default(),
-            steps: Arc::new(crate::step_ledger::StepLedger::open(Arc::new(MemoryStore::default()), 0).unwrap()),
-        };
+        let handler = handler_on(hv);
         let migrate = |id: u64, step: &str| pb::Command {
             step_id: step.into(),
             ..command(

@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use presage_protocol::pb::{ClusterStatusRequest, ConfigHistoryRequest, PingHostRequest, ResizeVmRequest};
+use presage_protocol::pb::{
+    ClusterStatusRequest, ConfigHistoryRequest, InspectVmRequest, ListPlansRequest, MoveVmRequest, PingHostRequest, ResizeVmRequest,
+};
 use presage_protocol::tls::{Role, TlsFiles};
 use presage_store::{EtcdConfig, EtcdStore};
 use presage_tests::coordinator_process::CoordinatorProcess;
@@ -283,18 +285,25 @@ async fn a_leader_frozen_past_its_lease_and_resumed_has_every_write_and_command_
         assert!(!recorded.iter().any(|c| (*c - a).abs() < 1e-9), "a resize asked of the frozen leader is on record: {a} in {recorded:?}");
     }
     // The status from the new leader (REST twin): the deposed one is gone from the election;
-    // an etcd member killed shows as down, the other two as a quorum.
-    etcd.kill(0);
+    // an etcd member killed shows as down, the other two as a quorum. (A follower: killing
+    // etcd's own leader starts an election there that can outlast this test's 2 s lease.)
     let rest =
         presage_protocol::rest_client::RestClient::new(&next.value, &ops.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap();
+    let before = rest.get("/v1/cluster").await.unwrap();
+    let follower = before.body["etcd"]
+        .as_array()
+        .and_then(|e| e.iter().position(|m| m["healthy"] == true && m["is_raft_leader"] == false))
+        .unwrap_or_else(|| panic!("an etcd follower: {before:?}"));
+    etcd.kill(follower);
     let cluster = rest.get("/v1/cluster").await.unwrap();
     assert_eq!(cluster.status, 200, "{cluster:?}");
     let v = &cluster.body;
     assert_eq!((v["leader"].as_str(), v["epoch"].as_str()), (Some(next.value.as_str()), Some(next.epoch.to_string().as_str())), "{v}");
     assert_eq!(v["members"].as_array().map(Vec::len), Some(1), "{v}");
     let health: Vec<bool> = v["etcd"].as_array().unwrap().iter().map(|e| e["healthy"].as_bool().unwrap_or(false)).collect();
-    assert_eq!(health, [false, true, true], "{v}");
-    assert!(v["etcd"][0]["error"].as_str().is_some_and(|e| !e.is_empty()), "a down member says why: {v}");
+    let expected: Vec<bool> = (0..3).map(|i| i != follower).collect();
+    assert_eq!(health, expected, "{v}");
+    assert!(v["etcd"][follower]["error"].as_str().is_some_and(|e| !e.is_empty()), "a down member says why: {v}");
     eprintln!(
         "leader frozen {:.1} s (lease {} s); a standby led {:.1} s after the freeze; after it resumed: {writes} of {writes} writes and {commands} of {commands} commands refused ({reasons:?}), and it stepped down",
         frozen_for.as_secs_f64(),
@@ -302,4 +311,100 @@ async fn a_leader_frozen_past_its_lease_and_resumed_has_every_write_and_command_
         led_after.as_secs_f64(),
     );
     agent.stop().await;
+}
+
+/// Where `vm` runs, by asking both hosts' agents (through whoever leads); `None` while a host
+/// cannot be asked.
+async fn hosts_running(url: &str, ops: &TlsFiles, vm: &str) -> Option<Vec<String>> {
+    let mut op = client(url, ops).await.ok()?;
+    let mut on = Vec::new();
+    for host in ["hv-a", "hv-b"] {
+        let p = op.inspect_vm(InspectVmRequest { host_id: host.into(), vm_id: vm.into() }).await.ok()?.into_inner().presence?;
+        if p.running {
+            on.push(host.to_string());
+        }
+    }
+    Some(on)
+}
+
+/// The leader killed with SIGKILL while a VM it was asked to move is being copied
+/// (`PRESAGE_MIDMIGRATION_TRIALS`, default 3): the next leader finds the plan in the journal and
+/// settles the move by asking both hosts; afterwards the VM runs on exactly one host (the
+/// agents' own answer), the plan is there and finished (none lost), and every step of it the
+/// agents ran is in their step ledgers once, none left half-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_mid_migration_is_settled_by_the_next_and_every_vm_is_on_one_host() {
+    let trials: usize = std::env::var("PRESAGE_MIDMIGRATION_TRIALS").ok().and_then(|t| t.parse().ok()).unwrap_or(3);
+    let wait = Duration::from_secs(90);
+    let Pair { bin, etcd: _etcd, pki, dir: _dir, urls, mut coordinators, watcher } = Pair::start();
+    let leader = |previous: i64| {
+        let watcher = watcher.clone();
+        async move { watcher.leader("coordinator").await.ok().flatten().filter(|l| l.epoch != previous) }
+    };
+    let mut current = eventually("a coordinator leads", wait, || leader(-1)).await;
+    // Two hosts sharing a trace (so VMs can move), copies of 2-6 s.
+    let trace = synthetic_trace(&[("vm-0", &[20; 60]), ("vm-1", &[20; 60]), ("vm-2", &[20; 60]), ("vm-3", &[20; 60])]);
+    let data = tempfile::tempdir().unwrap();
+    let agent = |host: &str, shard: usize| {
+        let mut cfg = simulated_agent(&pki, host, &urls[0], &data.path().join(host), trace.path(), (shard, 2), 0);
+        cfg.coordinator = presage_agent::config::CoordinatorUrls(urls.clone());
+        if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
+            s.migration_mb_per_s = Some(0.5);
+        }
+        RunningAgent::start(cfg)
+    };
+    let (a, b) = (agent("hv-a", 0), agent("hv-b", 1));
+    let ops = pki.issue(Role::Operator, "ops");
+    let mut plans = Vec::new();
+    for trial in 0..trials {
+        // A VM and where it is now, by its agents.
+        let vm = format!("vm-{}", trial % 4);
+        let from = eventually("the VM is found on one host", wait, || async {
+            let on = hosts_running(&current.value, &ops, &vm).await?;
+            (on.len() == 1).then(|| on[0].clone())
+        })
+        .await;
+        let to = if from == "hv-a" { "hv-b" } else { "hv-a" };
+        let plan = eventually("the leader takes the move", wait, || async {
+            let mut op = client(&current.value, &ops).await.ok()?;
+            op.move_vm(MoveVmRequest { vm_id: vm.clone(), to_host: to.into() }).await.ok()?.into_inner().plan
+        })
+        .await;
+        plans.push(plan.id);
+        // Killed while the copy runs.
+        tokio::time::sleep(Duration::from_millis(300 + fastrand::u64(0..1500))).await;
+        let victim = urls.iter().position(|u| *u == current.value).expect("the leader is one of ours");
+        coordinators[victim].kill();
+        let previous = current.epoch;
+        current = eventually("a standby leads", wait, || leader(previous)).await;
+        // The new leader has the plan and settles it.
+        let settled = eventually("the new leader settles the plan", wait, || async {
+            let mut op = client(&current.value, &ops).await.ok()?;
+            let p = op.list_plans(ListPlansRequest { plan_id: plan.id, limit: 1 }).await.ok()?.into_inner().plans.pop()?;
+            (p.status != "running").then_some(p)
+        })
+        .await;
+        let on = eventually("both hosts answer", wait, || hosts_running(&current.value, &ops, &vm)).await;
+        assert_eq!(on.len(), 1, "trial {trial}: {vm} runs on {on:?} after the move was settled as {}", settled.status);
+        let expected = if settled.status == "done" { to } else { from.as_str() };
+        assert_eq!(on[0], expected, "trial {trial}: plan {} ended {} ({:?})", settled.id, settled.status, settled.moves);
+        eprintln!("trial {trial}: {vm} {from} -> {to}, leader killed mid-copy; the next settled it as {}, on {}", settled.status, on[0]);
+        coordinators[victim].spawn(&bin);
+    }
+    // Every VM on exactly one host.
+    for i in 0..4 {
+        let vm = format!("vm-{i}");
+        let on = eventually("both hosts answer", wait, || hosts_running(&current.value, &ops, &vm)).await;
+        assert_eq!(on.len(), 1, "{vm} runs on {on:?}");
+    }
+    a.stop().await;
+    b.stop().await;
+    // The agents' step ledgers: each step once, none started and left unfinished.
+    for host in ["hv-a", "hv-b"] {
+        let store = presage_store::SledStore::open(&data.path().join(host).join("store")).unwrap_or_else(|e| panic!("{host}'s store: {e}"));
+        let steps = presage_store::KvStore::tree(&store, presage_agent::step_ledger::TREE).unwrap();
+        for (k, v) in steps.scan_prefix(b"", presage_store::Order::Ascending, usize::MAX).unwrap() {
+            assert_eq!(v.first(), Some(&b'D'), "{host}: step {} was started and never finished", String::from_utf8_lossy(&k));
+        }
+    }
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use presage_protocol::guest::{GuestCounters, HostSession, MAX_FRAME_BYTES, new_key};
 use presage_protocol::guest_pb::GuestReport;
@@ -162,7 +162,7 @@ impl GuestChannels {
             if n == 0 {
                 return Ok(());
             }
-            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+            let now_ms = crate::unix_ms();
             let reports = session.receive(&buf[..n], now_ms);
             let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
             let Some(ch) = channels.get_mut(vm).filter(|c| c.path == path) else { return Ok(()) };

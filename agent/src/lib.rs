@@ -18,6 +18,11 @@ pub mod metrics;
 pub mod reservations;
 pub mod sizing;
 pub mod step_ledger;
+
+/// Now, Unix milliseconds: the agent's wall clock for samples, reservations, leases and steps.
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
 pub mod store;
 
 use std::sync::Arc;
@@ -103,7 +108,7 @@ impl SamplingCycle {
     /// Observes the VMs and the host, records the VM samples in the history and builds the report
     /// (blocking).
     pub fn run_once(&mut self) -> anyhow::Result<Report> {
-        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let at_ms = unix_ms();
         let mut obs = self.hypervisor.observe()?;
         let host = match obs.host_usage {
             Some(h) => h,
@@ -241,7 +246,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
                 sizing: sizing_desk.clone(),
                 hypervisor: hypervisor.clone(),
                 migrations: Default::default(),
-                steps: Arc::new(step_ledger::StepLedger::open(store.clone(), step_ledger::unix_ms()).context("opening the step ledger")?),
+                steps: Arc::new(step_ledger::StepLedger::open(store.clone(), unix_ms()).context("opening the step ledger")?),
             },
         };
         let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());

@@ -282,7 +282,8 @@ impl CommandHandler {
         latest: Option<&Report>,
         out: &mpsc::Sender<AgentMessage>,
     ) -> CommandResult {
-        use crate::step_ledger::{Admission, unix_ms};
+        use crate::step_ledger::Admission;
+        use crate::unix_ms;
         if cmd.step_id.is_empty() {
             return self.execute(cmd, order, latest, out).await;
         }
@@ -502,7 +503,7 @@ impl CommandHandler {
         let views = latest.map(crate::sizing::views).unwrap_or_default();
         let (desk, hv) = (self.sizing.clone(), self.hypervisor.clone());
         let run = move || {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let now = crate::unix_ms();
             let mut desk = desk.lock().unwrap_or_else(|p| p.into_inner());
             let outcome = op(&mut desk, &views, now, &*hv);
             (outcome, desk.state())
@@ -526,7 +527,7 @@ impl CommandHandler {
         latest: Option<&Report>,
         op: impl FnOnce(&mut ReservationDesk, u64, Resources) -> Result<(), ReservationError>,
     ) -> CommandResult {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now = crate::unix_ms();
         let committed = committed_use(latest);
         let mut desk = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = desk.purge_expired(now).and_then(|_| op(&mut desk, now, committed));

@@ -85,11 +85,6 @@ impl StepLedger {
     }
 }
 
-/// Now, Unix milliseconds (the ledger's clock).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 fn encode(state: u8, at_ms: u64, body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(9 + body.len());
     v.push(state);

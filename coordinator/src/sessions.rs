@@ -42,7 +42,7 @@ pub struct Sessions {
     epoch: AtomicU64,
     /// An elected coordinator's mandate, checked before every command and welcome (none: a
     /// single coordinator, always entitled).
-    mandate: Mutex<Option<presage_store::Mandate>>,
+    mandate: std::sync::OnceLock<presage_store::Mandate>,
 }
 
 /// A command's kind, as a metric label.
@@ -90,13 +90,14 @@ impl Sessions {
     /// either to be sent.
     pub fn set_leadership(&self, epoch: u64, mandate: presage_store::Mandate) {
         self.epoch.store(epoch, Ordering::Relaxed);
-        *self.mandate.lock().unwrap_or_else(|p| p.into_inner()) = Some(mandate);
+        // Set once, when this coordinator starts serving as the elected leader.
+        let _ = self.mandate.set(mandate);
     }
 
     /// Whether this coordinator may still command agents (always, unless elected and its
     /// mandate has run out).
     pub fn entitled(&self) -> bool {
-        self.mandate.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|m| m.holds())
+        self.mandate.get().is_none_or(|m| m.holds())
     }
 
     pub fn epoch(&self) -> u64 {

@@ -222,12 +222,13 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             info!(leases = desk.leases().len(), resizes = desk.resizes().count(), "leases and resizes loaded");
             Arc::new(std::sync::Mutex::new(desk))
         };
+        let steps = Arc::new(step_ledger::StepLedger::open(store.clone(), unix_ms()).context("opening the step ledger")?);
         let metrics = metrics::AgentMetrics::default();
         let metrics_task = match cfg.metrics.listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding [metrics] listen {addr}"))?;
                 info!(addr = %listener.local_addr()?, "serving /metrics on a plain port");
-                let (m, held) = (metrics.clone(), metrics::Held { reservations: reservations.clone(), sizing: sizing_desk.clone() });
+                let (m, held) = (metrics.clone(), metrics::Held { reservations: reservations.clone(), sizing: sizing_desk.clone(), steps: steps.clone() });
                 let render: presage_protocol::metrics_endpoint::Render = Arc::new(move || metrics::render(&m, &held));
                 Some(tokio::spawn(presage_protocol::metrics_endpoint::serve(listener, render, cancel.clone())))
             }
@@ -246,7 +247,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
                 sizing: sizing_desk.clone(),
                 hypervisor: hypervisor.clone(),
                 migrations: Default::default(),
-                steps: Arc::new(step_ledger::StepLedger::open(store.clone(), unix_ms()).context("opening the step ledger")?),
+                steps,
             },
         };
         let link_task = tokio::spawn(link.run(report_rx, cancel.clone()).in_current_span());

@@ -94,6 +94,7 @@ impl AgentMetrics {
 pub struct Held {
     pub reservations: Arc<Mutex<crate::reservations::ReservationDesk>>,
     pub sizing: Arc<Mutex<crate::sizing::SizingDesk>>,
+    pub steps: Arc<crate::step_ledger::StepLedger>,
 }
 
 /// This process's resident memory (bytes) and CPU time (seconds), from `/proc/self`.
@@ -131,6 +132,15 @@ pub fn render(m: &AgentMetrics, held: &Held) -> String {
     }
     r.register("leases", "Borrowing leases in force", leases);
     r.register("resizes", "Resizes the agent keeps a record of", resizes);
+    let steps = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (admission, n) in held.steps.counts().snapshot() {
+        steps.get_or_create(&[("admission", admission)]).inc_by(n);
+    }
+    r.register(
+        "steps",
+        "Coordinator steps (a migration's copy, hand-over, completion) by admission: run, answered again from the ledger, refused as unfinished",
+        steps,
+    );
     if let Some((rss, cpu)) = own_usage() {
         let resident = Gauge::<i64>::default();
         resident.set(rss as i64);

@@ -6,6 +6,7 @@
 //! finished (the agent died in it) is not run again — its outcome is for the coordinator to find
 //! out by asking where the VM is. Entries older than a week go when the agent starts.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use presage_protocol::pb::CommandResult;
@@ -41,6 +42,29 @@ pub struct StepLedger {
     tree: Arc<dyn KvTree>,
     /// Serialises check-and-record.
     writing: Mutex<()>,
+    counts: StepCounts,
+}
+
+/// How the steps asked of this process were admitted (since it started).
+#[derive(Debug, Default)]
+pub struct StepCounts {
+    /// Run (first asked).
+    pub run: AtomicU64,
+    /// Asked again once done: answered from the ledger, not run.
+    pub answered_again: AtomicU64,
+    /// Asked again while started and unfinished (the agent stopped in it): refused, not run.
+    pub refused_unfinished: AtomicU64,
+}
+
+impl StepCounts {
+    /// `(admission, count)` for each kind, in a fixed order.
+    pub fn snapshot(&self) -> [(&'static str, u64); 3] {
+        [
+            ("run", self.run.load(Ordering::Relaxed)),
+            ("answered_again", self.answered_again.load(Ordering::Relaxed)),
+            ("refused_unfinished", self.refused_unfinished.load(Ordering::Relaxed)),
+        ]
+    }
 }
 
 impl StepLedger {
@@ -57,7 +81,12 @@ impl StepLedger {
             tree.apply(old.into_iter().map(crate::store::BatchOp::Remove).collect())?;
             store.flush()?;
         }
-        Ok(StepLedger { store, tree, writing: Mutex::new(()) })
+        Ok(StepLedger { store, tree, writing: Mutex::new(()), counts: StepCounts::default() })
+    }
+
+    /// How steps were admitted since this ledger was opened.
+    pub fn counts(&self) -> &StepCounts {
+        &self.counts
     }
 
     /// Admits step `id` at `now_ms`: recorded as started (flushed) when it may run.
@@ -66,14 +95,18 @@ impl StepLedger {
         if let Some(v) = self.tree.get(id.as_bytes())? {
             let corrupt = |detail: &str| LedgerError::Corrupt { id: id.into(), detail: detail.into() };
             let at_ms = decode_at(&v).ok_or_else(|| corrupt("shorter than its header"))?;
-            return match v[0] {
-                b'S' => Ok(Admission::StartedBefore { at_ms }),
-                b'D' => CommandResult::decode(&v[9..]).map(Admission::Done).map_err(|e| corrupt(&e.to_string())),
-                other => Err(corrupt(&format!("unknown state byte {other}"))),
+            let admission = match v[0] {
+                b'S' => Admission::StartedBefore { at_ms },
+                b'D' => CommandResult::decode(&v[9..]).map(Admission::Done).map_err(|e| corrupt(&e.to_string()))?,
+                other => return Err(corrupt(&format!("unknown state byte {other}"))),
             };
+            let counter = if v[0] == b'S' { &self.counts.refused_unfinished } else { &self.counts.answered_again };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return Ok(admission);
         }
         self.tree.insert(id.as_bytes(), &encode(b'S', now_ms, &[]))?;
         self.store.flush()?;
+        self.counts.run.fetch_add(1, Ordering::Relaxed);
         Ok(Admission::Run)
     }
 
@@ -117,8 +150,11 @@ mod tests {
             assert_eq!(ledger.begin("plan-1/move-1/migrate_out", 4_000).unwrap(), Admission::Run);
         }
         let ledger = open();
-        assert_eq!(ledger.begin("plan-1/move-0/migrate_out", 5_000).unwrap(), Admission::Done(result));
+        assert_eq!(ledger.begin("plan-1/move-0/migrate_out", 5_000).unwrap(), Admission::Done(result.clone()));
         assert_eq!(ledger.begin("plan-1/move-1/migrate_out", 5_000).unwrap(), Admission::StartedBefore { at_ms: 4_000 });
+        assert_eq!(ledger.begin("plan-1/move-0/migrate_out", 6_000).unwrap(), Admission::Done(result.clone()));
+        // Counted since this opening: nothing run, asked twice when done, once when unfinished.
+        assert_eq!(ledger.counts().snapshot(), [("run", 0), ("answered_again", 2), ("refused_unfinished", 1)]);
         drop(ledger);
         // A week later they are forgotten.
         let later = StepLedger::open(Arc::new(SledStore::open(&dir.path().join("s")).unwrap()), 5_000 + RETAIN_MS).unwrap();

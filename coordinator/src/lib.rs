@@ -30,6 +30,7 @@ pub mod sessions;
 pub mod shared;
 pub mod sizing_ops;
 pub mod sizing_pass;
+pub mod standby;
 pub mod state;
 pub mod transport;
 pub mod validate;

@@ -98,38 +98,41 @@ impl Coordinator {
         let cancel = shared.cancel.clone();
         let addr = listener.local_addr()?;
         let background = CancellationToken::new();
-        let liveness = tokio::spawn(liveness_reconciler(shared.clone(), background.clone()));
-        let plans = tokio::spawn(plan_reconciler(shared.clone(), background.clone()));
-        let advisory = tokio::spawn(advisory_pass(
-            shared.clone(),
-            Advisor::with_ecosystem(policy, &cfg.policy.presage, shared.ecosystem.clone()),
-            cfg.policy.clone(),
-            cfg.executor,
-            background.clone(),
-        ));
-
-        // Staged rollouts go on from their journal (a restart resumes them).
-        let rollouts = tokio::spawn(crate::rollouts::runner(shared.clone(), std::time::Duration::from_secs(1), background.clone()));
-        let sizing = (cfg.sizing.mode != crate::config::SizingMode::Off)
-            .then(|| tokio::spawn(sizing_loop(shared.clone(), cfg.sizing.clone(), background.clone())));
-        let metrics = match metrics_listener {
-            Some(listener) => {
-                info!(addr = %listener.local_addr()?, "serving /metrics on a plain port");
-                let shared = shared.clone();
-                let render: presage_protocol::metrics_endpoint::Render = Arc::new(move || crate::metrics::render(&shared));
-                Some(tokio::spawn(presage_protocol::metrics_endpoint::serve(listener, render, background.clone())))
+        // A standby decides nothing: it runs none of the passes, reconcilers or executors.
+        let mut tasks = Vec::new();
+        if shared.standby().is_none() {
+            tasks.push(tokio::spawn(liveness_reconciler(shared.clone(), background.clone())));
+            tasks.push(tokio::spawn(plan_reconciler(shared.clone(), background.clone())));
+            tasks.push(tokio::spawn(advisory_pass(
+                shared.clone(),
+                Advisor::with_ecosystem(policy, &cfg.policy.presage, shared.ecosystem.clone()),
+                cfg.policy.clone(),
+                cfg.executor,
+                background.clone(),
+            )));
+            // Staged rollouts go on from their journal (a restart resumes them).
+            tasks.push(tokio::spawn(crate::rollouts::runner(shared.clone(), std::time::Duration::from_secs(1), background.clone())));
+            if cfg.sizing.mode != crate::config::SizingMode::Off {
+                tasks.push(tokio::spawn(sizing_loop(shared.clone(), cfg.sizing.clone(), background.clone())));
             }
-            None => None,
-        };
-        let optimiser = (cfg.optimiser.mode != crate::config::OptimiserMode::Off)
-            .then(|| tokio::spawn(crate::optimiser_pass::background(shared.clone(), cfg.optimiser.clone(), background.clone())));
+            if cfg.optimiser.mode != crate::config::OptimiserMode::Off {
+                tasks.push(tokio::spawn(crate::optimiser_pass::background(shared.clone(), cfg.optimiser.clone(), background.clone())));
+            }
+        }
+        if let Some(listener) = metrics_listener {
+            info!(addr = %listener.local_addr()?, "serving /metrics on a plain port");
+            let shared = shared.clone();
+            let render: presage_protocol::metrics_endpoint::Render = Arc::new(move || crate::metrics::render(&shared));
+            tasks.push(tokio::spawn(presage_protocol::metrics_endpoint::serve(listener, render, background.clone())));
+        }
 
         let incoming = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
         // gRPC and the REST API on one port: HTTP/2 for gRPC, HTTP/1.1 or HTTP/2 for REST.
         let routes = tonic::service::Routes::new(AgentLinkServer::new(AgentLinkService { shared: shared.clone() }))
             .add_service(OperatorServer::new(OperatorService { shared: shared.clone() }))
             .into_axum_router()
-            .merge(crate::rest::router(shared.clone()));
+            .merge(crate::rest::router(shared.clone()))
+            .layer(axum::middleware::from_fn_with_state(shared.clone(), crate::standby::guard));
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
@@ -150,11 +153,7 @@ impl Coordinator {
         }
         info!("gRPC server stopped; stopping background tasks");
         background.cancel();
-        let _ = liveness.await;
-        let _ = advisory.await;
-        let _ = plans.await;
-        let _ = rollouts.await;
-        for task in [sizing, optimiser, metrics].into_iter().flatten() {
+        for task in tasks {
             let _ = task.await;
         }
         info!("coordinator stopped");
@@ -340,17 +339,17 @@ async fn open_store(cfg: &CoordinatorConfig) -> anyhow::Result<(Arc<dyn presage_
         (crate::config::StoreKind::Etcd, _) => {
             let store = connect_etcd(cfg).await?;
             info!(endpoints = %cfg.cluster.etcd.endpoints.join(","), prefix = %cfg.cluster.etcd.prefix, "durable state in etcd");
-            (Arc::new(store.clone()), StoreView { kind: "etcd", etcd: Some(store), advertise: None })
+            (Arc::new(store.clone()), StoreView::single("etcd", Some(store)))
         }
         (crate::config::StoreKind::Sled, Some(dir)) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
             let path = dir.join("journal");
             let store = presage_store::SledStore::open(&path).with_context(|| format!("opening the plan journal in {}", path.display()))?;
-            (Arc::new(store), StoreView { kind: "sled", etcd: None, advertise: None })
+            (Arc::new(store), StoreView::single("sled", None))
         }
         (crate::config::StoreKind::Sled, None) => {
             warn!("no data_dir configured: the plan journal and drain marks are kept in memory and lost on restart");
-            (Arc::new(presage_store::MemoryStore::new()), StoreView { kind: "memory", etcd: None, advertise: None })
+            (Arc::new(presage_store::MemoryStore::new()), StoreView::single("memory", None))
         }
     })
 }
@@ -373,20 +372,40 @@ pub async fn run_elected(cfg: CoordinatorConfig, cancel: CancellationToken) -> a
     let store = connect_etcd(&cfg).await?;
     let advertise = cfg.cluster.advertise.clone().unwrap_or_else(|| format!("https://{}", cfg.listen));
     let timing = cfg.cluster.lease_timing();
+    // Standing by: a warm copy of the store, reads served from it, its progress reported.
+    let standing = stand_by(&cfg, &store, &advertise, &cancel).await;
     let campaign = store.campaign(ELECTION, &advertise, timing);
     tokio::pin!(campaign);
-    let mut told = tokio::time::interval(std::time::Duration::from_secs(10));
-    let mut leadership = loop {
+    let mut look = tokio::time::interval(std::time::Duration::from_secs(2));
+    let mut told: Option<(Option<presage_store::LeaderInfo>, Instant)> = None;
+    let won = loop {
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            won = &mut campaign => break won.context("campaigning for leadership")?,
-            _ = told.tick() => match store.leader(ELECTION).await {
-                Ok(Some(l)) => info!(leader = %l.value, epoch = l.epoch, "standby: another coordinator leads"),
-                Ok(None) => info!("standby: nobody leads yet"),
+            _ = cancel.cancelled() => break None,
+            won = &mut campaign => break Some(won),
+            _ = look.tick() => match store.leader(ELECTION).await {
+                Ok(l) => {
+                    if let Some(s) = standing.as_ref().and_then(|s| s.shared.standby()) {
+                        s.set_leader(l.clone());
+                    }
+                    // Said when it changes, and every minute.
+                    if told.as_ref().is_none_or(|(t, at)| *t != l || at.elapsed().as_secs() >= 60) {
+                        match &l {
+                            Some(l) => info!(leader = %l.value, epoch = l.epoch, "standby: another coordinator leads"),
+                            None => info!("standby: nobody leads yet"),
+                        }
+                        told = Some((l, Instant::now()));
+                    }
+                }
                 Err(e) => warn!(error = %e, "standby: cannot read who leads"),
             },
         }
     };
+    // The port the standby served reads on is the leader's now.
+    if let Some(s) = standing {
+        s.stop().await;
+    }
+    let Some(won) = won else { return Ok(()) };
+    let mut leadership = won.context("campaigning for leadership")?;
     let epoch = leadership.epoch;
     info!(epoch, advertise, "leading: serving with writes fenced on this leadership");
     let serving_cancel = cancel.child_token();
@@ -395,7 +414,7 @@ pub async fn run_elected(cfg: CoordinatorConfig, cancel: CancellationToken) -> a
         Ok(c) => {
             // Agents refuse the commands of any older leader from the first welcome on.
             c.shared.sessions.set_leadership(epoch.max(1) as u64, leadership.mandate.clone());
-            let view = crate::shared::StoreView { kind: "etcd", etcd: Some(store.clone()), advertise: Some(advertise.clone()) };
+            let view = crate::shared::StoreView { kind: "etcd", etcd: Some(store.clone()), advertise: Some(advertise.clone()), standby: None };
             let _ = c.shared.store.set(view);
             c
         }
@@ -424,4 +443,59 @@ pub async fn run_elected(cfg: CoordinatorConfig, cancel: CancellationToken) -> a
             served?
         }
     }
+}
+
+/// A standby serving reads from its warm copy, and reporting the copy's progress.
+struct StandingBy {
+    cancel: CancellationToken,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+    reporting: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+impl StandingBy {
+    /// Stops serving (the port is free when it returns) and withdraws the copy's report.
+    async fn stop(self) {
+        self.cancel.cancel();
+        match self.serving.await {
+            Ok(Err(e)) => warn!(error = %e, "standby: serving reads ended with an error"),
+            Err(e) => warn!(error = %e, "standby: serving reads failed"),
+            Ok(Ok(())) => {}
+        }
+        let _ = self.reporting.await;
+    }
+}
+
+/// Loads the warm copy and serves reads from it on `cfg.listen`; `None` (said in the log) when
+/// either cannot be done: the coordinator then stands by without serving until it leads.
+async fn stand_by(cfg: &CoordinatorConfig, store: &presage_store::EtcdStore, advertise: &str, cancel: &CancellationToken) -> Option<StandingBy> {
+    let began = Instant::now();
+    let copy = match store.warm_copy().await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "standby: no warm copy of the store; standing by without serving reads");
+            return None;
+        }
+    };
+    let standby_cancel = cancel.child_token();
+    let c = match Coordinator::bind_with_store(cfg.clone(), standby_cancel.clone(), Arc::new(copy.clone())).await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = format!("{e:#}"), "standby: cannot serve reads from the warm copy; standing by without serving");
+            return None;
+        }
+    };
+    let view = crate::shared::StoreView {
+        kind: "etcd",
+        etcd: Some(store.clone()),
+        advertise: Some(advertise.to_string()),
+        standby: Some(crate::standby::Standby::new(copy.clone())),
+    };
+    let _ = c.shared.store.set(view);
+    let progress = copy.progress();
+    info!(addr = %c.local_addr(), keys = progress.keys, revision = progress.revision, loaded_in = ?began.elapsed(), "standby: serving reads from a warm copy of the store");
+    let shared = c.shared.clone();
+    let serving = tokio::spawn(c.serve().in_current_span());
+    let reporting = tokio::spawn(crate::standby::report_progress(store.clone(), advertise.to_string(), copy, standby_cancel.clone()));
+    Some(StandingBy { cancel: standby_cancel, serving, reporting, shared })
 }

@@ -266,18 +266,39 @@ impl Operator for OperatorService {
                 ..Default::default()
             };
             let Some(etcd) = &view.etcd else { return Ok(Response::new(out)) };
-            if view.advertise.is_some() {
+            if let Some(me) = &view.advertise {
                 let store = etcd.clone();
-                let candidates = tokio::task::spawn_blocking(move || store.candidates(crate::server::ELECTION))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                let (candidates, revision, reports) = tokio::task::spawn_blocking(move || {
+                    let (candidates, revision) = store.candidates(crate::server::ELECTION)?;
+                    // Without the standbys' reports the rest still answers.
+                    let reports = crate::standby::reports(&store).unwrap_or_default();
+                    Ok::<_, presage_store::StoreError>((candidates, revision, reports))
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+                out.store_revision = revision;
+                out.role = if view.standby.is_some() { "standby" } else { "leader" }.into();
+                let now = crate::standby::unix_ms();
                 out.members = candidates
                     .iter()
-                    .map(|c| pb::ClusterMember {
-                        address: c.value.clone(),
-                        role: if c.leads { "leader" } else { "standby" }.into(),
-                        candidate_revision: c.revision,
+                    .map(|c| {
+                        let mut m = pb::ClusterMember {
+                            address: c.value.clone(),
+                            role: if c.leads { "leader" } else { "standby" }.into(),
+                            candidate_revision: c.revision,
+                            ..Default::default()
+                        };
+                        // A standby's copy: this one's own, fresh; the others' as they reported it.
+                        let own = view.standby.as_ref().filter(|_| c.value == *me).map(|s| crate::standby::CopyReport::of(&s.copy));
+                        if let Some(r) = own.or_else(|| reports.get(&c.value).cloned()).filter(|_| !c.leads) {
+                            m.copy_reported = true;
+                            m.copy_revision = r.revision;
+                            m.copy_keys = r.keys as u64;
+                            m.copy_lag_ms = r.lag_ms(now);
+                            m.copy_broken = r.broken.unwrap_or_default();
+                        }
+                        m
                     })
                     .collect();
                 if let Some(l) = candidates.first() {

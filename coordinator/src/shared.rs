@@ -13,7 +13,6 @@ use crate::sessions::Sessions;
 use crate::state::{ClusterState, Liveness};
 use crate::transport::RefusalLog;
 
-/// State shared by the services and the background tasks.
 /// Where the durable state lives and, on etcd, how to ask about the cluster (for
 /// `ClusterStatus`); set once when the coordinator binds.
 pub struct StoreView {
@@ -23,8 +22,18 @@ pub struct StoreView {
     pub etcd: Option<presage_store::EtcdStore>,
     /// This coordinator's address in the election, when elected.
     pub advertise: Option<String>,
+    /// While this coordinator stands by: its warm copy (what it serves reads from).
+    pub standby: Option<crate::standby::Standby>,
 }
 
+impl StoreView {
+    /// A store with no election.
+    pub fn single(kind: &'static str, etcd: Option<presage_store::EtcdStore>) -> StoreView {
+        StoreView { kind, etcd, advertise: None, standby: None }
+    }
+}
+
+/// State shared by the services and the background tasks.
 pub struct Shared {
     pub store: std::sync::OnceLock<StoreView>,
     pub state: Mutex<ClusterState>,
@@ -142,6 +151,11 @@ impl Shared {
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, ClusterState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What this coordinator holds while it stands by (none when it leads or is alone).
+    pub fn standby(&self) -> Option<&crate::standby::Standby> {
+        self.store.get().and_then(|v| v.standby.as_ref())
     }
 }
 

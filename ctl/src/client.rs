@@ -22,13 +22,17 @@ impl Target {
         TlsFiles::in_dir(dir, "operator")
     }
 
-    /// Connects to the coordinator at `url`, or to the first of several (comma-separated)
-    /// that answers: the leader, when coordinators elect one (standbys do not listen).
+    /// Connects to the coordinator at `url`, or of several (comma-separated) to the first that
+    /// answers and is not a standby (a standby when only standbys answer).
     pub async fn connect(&self) -> anyhow::Result<OperatorClient<Channel>> {
         let material = self.tls.load().context("loading the operator's TLS files (see --tls-dir)")?;
         let tls = material.client_config(&self.server_name);
         let mut failures = Vec::new();
-        for url in self.url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let urls: Vec<&str> = self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+        // A standby answers reads from its copy and refuses the rest naming the leader: with
+        // several addresses, the leader is preferred; a standby serves only when none leads.
+        let mut standby = None;
+        for url in &urls {
             let endpoint = Endpoint::from_shared(url.to_string())
                 .with_context(|| format!("invalid coordinator URL {url:?}"))?
                 .tls_config(tls.clone())
@@ -36,9 +40,24 @@ impl Target {
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(30));
             match endpoint.connect().await {
-                Ok(channel) => return Ok(OperatorClient::new(channel)),
+                Ok(channel) => {
+                    let mut client = OperatorClient::new(channel);
+                    if urls.len() == 1 {
+                        return Ok(client);
+                    }
+                    match client.cluster_status(presage_protocol::pb::ClusterStatusRequest {}).await {
+                        Ok(s) if s.get_ref().role == "standby" => {
+                            failures.push(format!("{url}: a standby (the leader is {})", s.get_ref().leader));
+                            standby.get_or_insert(client);
+                        }
+                        _ => return Ok(client),
+                    }
+                }
                 Err(e) => failures.push(format!("{url}: {}", presage_protocol::error_chain(&e))),
             }
+        }
+        if let Some(client) = standby {
+            return Ok(client);
         }
         anyhow::bail!(
             "cannot connect to the coordinator ({}) (is it running, and is your certificate issued by this cluster's CA?)",

@@ -88,9 +88,10 @@ impl EtcdStore {
         answer.unwrap_or_default()
     }
 
-    /// The candidates of `election`, oldest first (the first leads). Blocks (retried within
-    /// the request timeout while etcd elects a leader of its own): call off the runtime.
-    pub fn candidates(&self, election: &str) -> Result<Vec<Candidate>, StoreError> {
+    /// The candidates of `election`, oldest first (the first leads), and the store's revision
+    /// as they were read. Blocks (retried within the request timeout while etcd elects a
+    /// leader of its own): call off the runtime.
+    pub fn candidates(&self, election: &str) -> Result<(Vec<Candidate>, i64), StoreError> {
         let mut name = self.election_name(election);
         name.push(b'/');
         let kvs = self.call("reading the candidates", move |mut c| {
@@ -98,9 +99,11 @@ impl EtcdStore {
             async move {
                 let options = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend);
                 let r = c.get(name, Some(options)).await?;
-                Ok(r.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.create_revision())).collect::<Vec<_>>())
+                let revision = r.header().map(|h| h.revision()).unwrap_or(0);
+                Ok((r.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.create_revision())).collect::<Vec<_>>(), revision))
             }
         })?;
-        Ok(kvs.into_iter().enumerate().map(|(i, (value, revision))| Candidate { value, revision, leads: i == 0 }).collect())
+        let (kvs, revision) = kvs;
+        Ok((kvs.into_iter().enumerate().map(|(i, (value, revision))| Candidate { value, revision, leads: i == 0 }).collect(), revision))
     }
 }

@@ -12,12 +12,14 @@
 mod etcd_backend;
 mod etcd_election;
 mod etcd_health;
+mod etcd_warm_copy;
 mod memory;
 mod sled_backend;
 
 pub use etcd_backend::{EtcdConfig, EtcdStore, EtcdTls, Fence, MAX_TXN_OPS};
 pub use etcd_election::{LeaderInfo, Leadership, LeaseTiming, Mandate};
 pub use etcd_health::{Candidate, EndpointHealth, EndpointStatus};
+pub use etcd_warm_copy::{CopyProgress, PROGRESS_EVERY, STANDBYS_TREE, WarmCopy};
 pub use memory::MemoryStore;
 pub use sled_backend::SledStore;
 
@@ -34,6 +36,9 @@ pub enum StoreError {
     /// A fenced write refused: this writer no longer holds what it was fenced on.
     #[error("write refused by its fence: {0}")]
     Fenced(String),
+    /// A write to a read-only view (a standby's warm copy).
+    #[error("read-only: {0}")]
+    ReadOnly(String),
 }
 
 /// One change in an atomic batch.

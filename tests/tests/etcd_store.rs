@@ -1,9 +1,10 @@
 //! The etcd store against real etcd members (Debian's etcd-server, started by the test): the
 //! same conformance suite as sled and memory; fenced writes refused once the fence key is gone
 //! or re-created, changing nothing; a batch over etcd's transaction limit refused whole; writes
-//! going on with one member of three killed; an unreachable cluster a clear error.
+//! going on with one member of three killed; an unreachable cluster a clear error; a
+//! standby's warm copy following the store through writes and a member's death.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use presage_store::{BatchOp, EtcdConfig, EtcdStore, Fence, KvStore, MAX_TXN_OPS, StoreError, conformance};
 use presage_tests::etcd::EtcdCluster;
@@ -313,4 +314,104 @@ fn the_store_speaks_mutual_tls_to_etcd_and_is_refused_without_a_certificate_of_t
     let plain = EtcdConfig { tls: None, request_timeout: Duration::from_secs(2), ..config(&cluster, "presage/") };
     let plain = EtcdConfig { endpoints: plain.endpoints.iter().map(|e| e.replace("https://", "http://")).collect(), ..plain };
     assert!(EtcdStore::connect(&plain).is_err(), "plain http is refused");
+}
+
+/// Everything under each of `trees`, by the store and by the copy.
+fn both(store: &EtcdStore, copy: &presage_store::WarmCopy, trees: &[&str]) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Vec<Vec<(Vec<u8>, Vec<u8>)>>) {
+    let scan = |s: &dyn KvStore, t: &str| s.tree(t).unwrap().scan_prefix(b"", presage_store::Order::Ascending, usize::MAX).unwrap();
+    (trees.iter().map(|t| scan(store, t)).collect(), trees.iter().map(|t| scan(copy, t)).collect())
+}
+
+/// Waits until the copy is confirmed current as of a moment after `acked` (30 s at most).
+fn confirmed_after(copy: &presage_store::WarmCopy, acked: Instant) {
+    let limit = Instant::now() + Duration::from_secs(30);
+    while copy.progress().confirmed.is_none_or(|c| c <= acked) {
+        assert!(Instant::now() < limit, "the copy was not confirmed current within 30 s: {:?}", copy.progress());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A standby's warm copy: loaded at one revision (more keys than one page of the load), then
+/// kept current by a watch. Once confirmed current after a write was acknowledged it holds
+/// exactly what etcd holds — puts, overwrites, deletes, batches — and keeps doing so after the
+/// etcd member it may have been watching through is killed. It refuses writes, and leaves the
+/// election's keys and the standbys' reports out. Prints how long a write takes to reach it.
+#[test]
+fn a_warm_copy_follows_the_store_and_knows_how_current_it_is() {
+    let mut cluster = EtcdCluster::start(3);
+    let store = EtcdStore::connect(&config(&cluster, "copy/")).unwrap();
+    let plans = store.tree("plans").unwrap();
+    for chunk in (0..1500).collect::<Vec<u32>>().chunks(MAX_TXN_OPS) {
+        plans.apply(chunk.iter().map(|i| BatchOp::Insert(format!("plan-{i:05}").into_bytes(), format!("v{i}").into_bytes())).collect()).unwrap();
+    }
+    store.tree("election").unwrap().insert(b"coordinator/7", b"https://a:7400").unwrap();
+    store.tree(presage_store::STANDBYS_TREE).unwrap().insert(b"https://b:7400", b"{}").unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let began = Instant::now();
+    let copy = rt.block_on(store.warm_copy()).unwrap();
+    let loaded_in = began.elapsed();
+    let trees = ["plans", "versions", "election", presage_store::STANDBYS_TREE];
+    let (of_store, of_copy) = both(&store, &copy, &trees[..2]);
+    assert_eq!(of_copy, of_store);
+    assert_eq!(of_copy[0].len(), 1500);
+    for left_out in &trees[2..] {
+        assert_eq!(copy.tree(left_out).unwrap().count_prefix(b"").unwrap(), 0, "{left_out} is left out of the copy");
+    }
+
+    // Overwrites, deletes and a batch in another tree; then the copy confirmed current.
+    let versions = store.tree("versions").unwrap();
+    for i in (0..1500).step_by(7) {
+        plans.insert(format!("plan-{i:05}").as_bytes(), b"changed").unwrap();
+    }
+    for i in (3..1500).step_by(11) {
+        plans.remove(format!("plan-{i:05}").as_bytes()).unwrap();
+    }
+    versions.apply((0..100).map(|i| BatchOp::Insert(format!("web/{i:03}").into_bytes(), vec![i as u8; 64])).collect()).unwrap();
+    confirmed_after(&copy, Instant::now());
+    let (of_store, of_copy) = both(&store, &copy, &trees[..2]);
+    assert_eq!(of_copy, of_store);
+
+    // Read-only.
+    let e = copy.tree("plans").unwrap().insert(b"plan-99999", b"x").unwrap_err();
+    assert!(matches!(e, StoreError::ReadOnly(_)) && e.to_string().contains("standby"), "{e}");
+    assert_eq!(store.tree("plans").unwrap().get(b"plan-99999").unwrap(), None);
+
+    // How long a write takes to be in the copy.
+    let mut delays = Vec::new();
+    for i in 0..50 {
+        let key = format!("web/{:03}", 200 + i);
+        versions.insert(key.as_bytes(), b"new").unwrap();
+        let acked = Instant::now();
+        while copy.tree("versions").unwrap().get(key.as_bytes()).unwrap().is_none() {
+            assert!(acked.elapsed() < Duration::from_secs(30), "{key} never reached the copy");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        delays.push(acked.elapsed());
+    }
+    delays.sort();
+
+    // Each member killed in turn (one down at a time): writes made meanwhile reach the copy.
+    for member in 0..3 {
+        cluster.kill(member);
+        let endpoints = cluster.endpoints().into_iter().enumerate().filter(|(j, _)| *j != member).map(|(_, e)| e).collect();
+        let survivors = EtcdConfig { endpoints, ..config(&cluster, "copy/") };
+        EtcdStore::connect(&survivors).unwrap().tree("plans").unwrap().insert(format!("after-{member}").as_bytes(), b"x").unwrap();
+        confirmed_after(&copy, Instant::now());
+        let (of_store, of_copy) = both(&store, &copy, &trees[..2]);
+        assert_eq!(of_copy, of_store, "with member {member} down");
+        cluster.restart(member);
+        cluster.wait_healthy(member, Duration::from_secs(30));
+    }
+    let p = copy.progress();
+    eprintln!(
+        "warm copy: 1,500 keys loaded in {loaded_in:?}; a write in the copy {:?} median, {:?} worst after etcd acknowledged it (50 writes); \
+         followed through each member killed in turn ({} loads in all, {} changes applied, revision {}, lag now {:?})",
+        delays[25],
+        delays[49],
+        p.loads,
+        p.changes,
+        p.revision,
+        p.lag()
+    );
 }

@@ -5,7 +5,7 @@
 //! roles are enforced, and no label carries a VM id.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use presage_protocol::metrics_endpoint::MetricsConfig;
@@ -49,19 +49,6 @@ fn parse(text: &str) -> Samples {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// `GET /metrics` over plain HTTP/1.1.
-fn scrape_plain(addr: std::net::SocketAddr) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
-    body.to_string()
-}
-
 fn value(s: &Samples, name: &str, label: Option<(&str, &str)>) -> f64 {
     let found = s.get(name).and_then(|v| v.iter().find(|(l, _)| label.is_none_or(|(k, val)| l.get(k).map(String::as_str) == Some(val))));
     found.unwrap_or_else(|| panic!("no {name} {label:?} in {:?}", s.keys().collect::<Vec<_>>())).1
@@ -93,7 +80,7 @@ async fn both_daemons_expose_metrics_a_stock_prometheus_parses_and_the_counters_
     })
     .await;
 
-    let first = parse(&tokio::task::spawn_blocking(move || scrape_plain(coord_metrics)).await.unwrap());
+    let first = parse(&tokio::task::spawn_blocking(move || scrape_metrics(coord_metrics)).await.unwrap());
     assert_eq!(value(&first, "presage_build_info", Some(("component", "coordinator"))), 1.0);
     assert_eq!(value(&first, "presage_hosts", Some(("state", "reachable"))), 1.0);
     assert_eq!(value(&first, "presage_vms", None), 2.0);
@@ -101,7 +88,7 @@ async fn both_daemons_expose_metrics_a_stock_prometheus_parses_and_the_counters_
     assert!(ingested >= 1.0);
     assert!(value(&first, "presage_report_ingest_seconds_count", None) >= ingested);
 
-    let agent_first = parse(&tokio::task::spawn_blocking(move || scrape_plain(agent_metrics)).await.unwrap());
+    let agent_first = parse(&tokio::task::spawn_blocking(move || scrape_metrics(agent_metrics)).await.unwrap());
     assert_eq!(value(&agent_first, "presage_agent_build_info", Some(("component", "agent"))), 1.0);
     assert_eq!(value(&agent_first, "presage_agent_vms", None), 2.0);
     assert!(value(&agent_first, "presage_agent_resident_memory_bytes", None) > 1e6);
@@ -112,7 +99,7 @@ async fn both_daemons_expose_metrics_a_stock_prometheus_parses_and_the_counters_
     op.clone().ping_host(presage_protocol::pb::PingHostRequest { host_id: "hv-m".into(), timeout_ms: 10_000 }).await.unwrap();
     // Counters move: more reports ingested, policy passes (one a second here), more cycles sampled.
     let later = eventually("more reports ingested and a policy pass", WAIT, || async move {
-        let s = parse(&tokio::task::spawn_blocking(move || scrape_plain(coord_metrics)).await.unwrap());
+        let s = parse(&tokio::task::spawn_blocking(move || scrape_metrics(coord_metrics)).await.unwrap());
         let moved = value(&s, "presage_reports_received_total", Some(("outcome", "ingested"))) > ingested
             && value(&s, "presage_policy_pass_seconds_count", None) >= 1.0;
         moved.then_some(s)
@@ -123,7 +110,7 @@ async fn both_daemons_expose_metrics_a_stock_prometheus_parses_and_the_counters_
     assert_eq!(pings.map(|p| p.1), Some(1.0), "{:?}", later.get("presage_agent_command_seconds_count"));
     // More cycles; and once forecasts meet their outcomes, the models' health per resource.
     let agent_later = eventually("more sampling cycles and judged forecasts", WAIT, || async move {
-        let s = parse(&tokio::task::spawn_blocking(move || scrape_plain(agent_metrics)).await.unwrap());
+        let s = parse(&tokio::task::spawn_blocking(move || scrape_metrics(agent_metrics)).await.unwrap());
         let judged = s.get("presage_agent_forecast_outcomes").is_some_and(|v| v.iter().any(|(l, x)| l["resource"] == "cpu" && *x > 0.0));
         (value(&s, "presage_agent_sampling_seconds_count", None) > samples && judged).then_some(s)
     })

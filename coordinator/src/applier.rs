@@ -541,7 +541,7 @@ async fn run_judged_move(shared: &Shared, running: &Running, idx: usize) -> Step
         shared.ecosystem.repair_abandoned(&key);
         return step;
     }
-    let at_s = unix_ms() as f64 / 1000.0;
+    let at_s = crate::shared::unix_ms() as f64 / 1000.0;
     match shared.ecosystem.repair_finished(&shared.state(), &key, &m.vm_id, &m.to_host, at_s) {
         Ok(Some(o)) => info!(
             vm = %m.vm_id,
@@ -785,7 +785,7 @@ pub fn record_plan(
     rollback_of: Option<u64>,
 ) -> Result<PlanRecord, crate::plan_journal::JournalError> {
     let mut executing = shared.executing.lock().unwrap_or_else(|p| p.into_inner());
-    let plan = shared.journal.create(origin, moves, unix_ms(), rollback_of)?;
+    let plan = shared.journal.create(origin, moves, crate::shared::unix_ms(), rollback_of)?;
     executing.insert(plan.id);
     shared.metrics.plans.get_or_create(&[("origin", plan_origin_label(origin))]).inc();
     Ok(plan)
@@ -794,8 +794,4 @@ pub fn record_plan(
 /// A plan's origin as a label value of a few kinds ("operator ..." and the like are folded).
 fn plan_origin_label(origin: &str) -> &'static str {
     ["policy", "drain", "rollback", "rollout", "operator"].into_iter().find(|k| origin.starts_with(k)).unwrap_or("other")
-}
-
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

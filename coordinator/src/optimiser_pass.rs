@@ -366,7 +366,7 @@ pub fn roll_out(
     if plan.is_empty() {
         return Ok(None);
     }
-    let now = crate::applier::unix_ms();
+    let now = crate::shared::unix_ms();
     crate::rollouts::create_at(
         shared,
         proposer,
@@ -407,7 +407,7 @@ pub async fn background(shared: Arc<Shared>, cfg: OptimiserConfig, stop: Cancell
 }
 
 async fn background_pass(shared: &Arc<Shared>, cfg: &OptimiserConfig, pass: u64) -> pb::OptimiseClusterResponse {
-    let ran_at = crate::applier::unix_ms();
+    let ran_at = crate::shared::unix_ms();
     let noted = |note: String| pb::OptimiseClusterResponse { ran_at_unix_ms: ran_at, note, ..Default::default() };
     let open = match shared.rollouts.open_ones() {
         Ok(open) => open,

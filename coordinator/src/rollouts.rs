@@ -364,7 +364,7 @@ impl RolloutRecord {
     }
 }
 
-use crate::applier::unix_ms as now_ms;
+use crate::shared::unix_ms as now_ms;
 
 /// Resizes `vms` of the rollout to `to` (or back to `from`); returns those the agents applied.
 async fn resize_all(shared: &Arc<Shared>, r: &RolloutRecord, vms: &[String], back: bool) -> Vec<String> {

@@ -19,6 +19,9 @@ use crate::service::{AgentLinkService, OperatorService};
 use crate::shared::{Shared, log_liveness};
 use crate::transport;
 
+/// How long a standby's reads in flight may take once it stops serving to lead.
+const STANDBY_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A coordinator bound to its port, not yet serving.
 pub struct Coordinator {
     listener: TcpListener,
@@ -145,7 +148,10 @@ impl Coordinator {
             r = &mut server => r.context("gRPC server failed")?,
             _ = cancel.cancelled() => {
                 shared.sessions.close_all();
-                match tokio::time::timeout(cfg.shutdown_timeout, &mut server).await {
+                // A standby stopping to lead holds only reads: they get a moment, not the
+                // whole drain, so that taking over is not held up by an idle connection.
+                let drain = if shared.standby().is_some() { STANDBY_DRAIN.min(cfg.shutdown_timeout) } else { cfg.shutdown_timeout };
+                match tokio::time::timeout(drain, &mut server).await {
                     Ok(r) => r.context("gRPC server failed during shutdown")?,
                     Err(_) => warn!(timeout = ?cfg.shutdown_timeout, "gRPC server did not drain in time; closing connections"),
                 }
@@ -376,7 +382,7 @@ pub async fn run_elected(cfg: CoordinatorConfig, cancel: CancellationToken) -> a
     let standing = stand_by(&cfg, &store, &advertise, &cancel).await;
     let campaign = store.campaign(ELECTION, &advertise, timing);
     tokio::pin!(campaign);
-    let mut look = tokio::time::interval(std::time::Duration::from_secs(2));
+    let mut look = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut told: Option<(Option<presage_store::LeaderInfo>, Instant)> = None;
     let won = loop {
         tokio::select! {

@@ -271,7 +271,10 @@ impl Operator for OperatorService {
                 let (candidates, revision, reports) = tokio::task::spawn_blocking(move || {
                     let (candidates, revision) = store.candidates(crate::server::ELECTION)?;
                     // Without the standbys' reports the rest still answers.
-                    let reports = crate::standby::reports(&store).unwrap_or_default();
+                    let reports = crate::standby::reports(&store).unwrap_or_else(|e| {
+                        warn!(error = %e, "cannot read the standbys' copy reports");
+                        Default::default()
+                    });
                     Ok::<_, presage_store::StoreError>((candidates, revision, reports))
                 })
                 .await
@@ -279,7 +282,7 @@ impl Operator for OperatorService {
                 .map_err(|e| Status::unavailable(e.to_string()))?;
                 out.store_revision = revision;
                 out.role = if view.standby.is_some() { "standby" } else { "leader" }.into();
-                let now = crate::standby::unix_ms();
+                let now = crate::shared::unix_ms();
                 out.members = candidates
                     .iter()
                     .map(|c| {
@@ -295,7 +298,8 @@ impl Operator for OperatorService {
                             m.copy_reported = true;
                             m.copy_revision = r.revision;
                             m.copy_keys = r.keys as u64;
-                            m.copy_lag_ms = r.lag_ms(now);
+                            m.copy_lag_ms = r.lag_ms();
+                            m.copy_report_age_ms = r.age_ms(now);
                             m.copy_broken = r.broken.unwrap_or_default();
                         }
                         m
@@ -897,7 +901,7 @@ const APPLIED_SHOWN: usize = 200;
 
 /// The outcomes of the last `limit` moves of finished plans, oldest first, from the journal.
 fn recent_outcomes(journal: &crate::plan_journal::PlanJournal, limit: usize) -> Vec<pb::AppliedMove> {
-    let now_ms = crate::applier::unix_ms();
+    let now_ms = crate::shared::unix_ms();
     let plans = journal.recent(limit).unwrap_or_else(|e| {
         warn!(error = %e, "reading the plan journal failed");
         Vec::new()

@@ -159,6 +159,11 @@ impl Shared {
     }
 }
 
+/// Now, Unix milliseconds: the coordinator's wall clock for journal records, reports and passes.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 pub fn log_liveness(change: &Liveness) {
     match change {
         Liveness::Unreachable { host_id, silent_for } => warn!(%host_id, silent_for = ?silent_for, "host unreachable"),

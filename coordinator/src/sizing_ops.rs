@@ -107,7 +107,7 @@ pub struct Proposal {
     pub host: Option<String>,
 }
 
-use crate::applier::unix_ms as now_ms;
+use crate::shared::unix_ms as now_ms;
 
 /// What the VM has now, as its agent last reported (the resize record's allocation, else its
 /// domain's vCPUs and memory).

@@ -264,7 +264,7 @@ fn deferred(p: &HostProposal) -> impl Iterator<Item = pb::SizingProposal> + '_ {
 
 /// One pass: plans every host, then (automatic) sends the proposals, hosts concurrently.
 pub async fn run_pass(shared: &Arc<Shared>, engine: &mut SizingEngine, mode: SizingMode) -> pb::SizingPass {
-    let now_ms = crate::applier::unix_ms();
+    let now_ms = crate::shared::unix_ms();
     let (proposals, hosts, vms) = {
         let state = shared.state();
         let hosts = state.hosts().filter(|h| h.reachable).count() as u32;

@@ -75,7 +75,18 @@ pub async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Ne
     if serves(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
-    let leader = standby.leader().map(|l| l.value);
+    // The hint the standby keeps (renewed every second); asked of etcd when it has none.
+    let leader = match standby.leader() {
+        Some(l) => Some(l.value),
+        None => match shared.store.get().and_then(|v| v.etcd.as_ref()) {
+            Some(etcd) => {
+                let found = etcd.leader(crate::server::ELECTION).await.ok().flatten();
+                standby.set_leader(found.clone());
+                found.map(|l| l.value)
+            }
+            None => None,
+        },
+    };
     let reason = format!(
         "this coordinator is a standby: it serves plans, configuration histories, rollouts and the cluster's status from its copy of the store; {}",
         match &leader {
@@ -114,20 +125,20 @@ pub struct CopyReport {
     pub broken: Option<String>,
 }
 
-/// Now, Unix milliseconds.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl CopyReport {
     pub fn of(copy: &WarmCopy) -> CopyReport {
         let p = copy.progress();
-        CopyReport { revision: p.revision, keys: p.keys, confirmed_unix_ms: p.confirmed_unix_ms, written_unix_ms: unix_ms(), broken: p.broken }
+        CopyReport { revision: p.revision, keys: p.keys, confirmed_unix_ms: p.confirmed_unix_ms, written_unix_ms: crate::shared::unix_ms(), broken: p.broken }
     }
 
-    /// How stale the copy may be as of `now_unix_ms`.
-    pub fn lag_ms(&self, now_unix_ms: u64) -> u64 {
-        now_unix_ms.saturating_sub(self.confirmed_unix_ms)
+    /// How stale a read from the copy could be when the report was made.
+    pub fn lag_ms(&self) -> u64 {
+        self.written_unix_ms.saturating_sub(self.confirmed_unix_ms)
+    }
+
+    /// How old the report is at `now_unix_ms`.
+    pub fn age_ms(&self, now_unix_ms: u64) -> u64 {
+        now_unix_ms.saturating_sub(self.written_unix_ms)
     }
 }
 
@@ -211,11 +222,11 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_report_reads_back_and_its_lag_counts_from_the_last_confirmation() {
+    fn a_copy_report_reads_back_and_tells_its_lag_from_its_age() {
         let r = CopyReport { revision: 42, keys: 7, confirmed_unix_ms: 1_000, written_unix_ms: 1_200, broken: None };
         let back: CopyReport = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
         assert_eq!(back, r);
-        assert_eq!(r.lag_ms(1_750), 750);
-        assert_eq!(r.lag_ms(900), 0);
+        assert_eq!((r.lag_ms(), r.age_ms(1_750)), (200, 550));
+        assert_eq!(r.age_ms(900), 0, "a clock behind the standby's reads as no age, not a wrap-around");
     }
 }

@@ -17,7 +17,10 @@ pub fn cluster_json(s: &ClusterStatusResponse) -> Value {
         "members": s.members.iter().map(|m| {
             let mut v = json!({"address": m.address, "role": m.role, "candidate_revision": m.candidate_revision});
             if m.copy_reported {
-                v["copy"] = json!({"revision": m.copy_revision, "keys": m.copy_keys, "lag_ms": m.copy_lag_ms, "broken": m.copy_broken});
+                v["copy"] = json!({
+                    "revision": m.copy_revision, "keys": m.copy_keys, "lag_ms": m.copy_lag_ms,
+                    "report_age_ms": m.copy_report_age_ms, "broken": m.copy_broken,
+                });
             }
             v
         }).collect::<Vec<_>>(),
@@ -42,7 +45,13 @@ pub fn cluster_text(s: &ClusterStatusResponse) -> String {
                     ("leader", _) => "- (reads etcd)".to_string(),
                     (_, false) => "not reported".to_string(),
                     (_, true) if !m.copy_broken.is_empty() => format!("BROKEN: {} (last at revision {})", m.copy_broken, m.copy_revision),
-                    (_, true) => format!("lag {:.1} s, revision {}, {} keys", m.copy_lag_ms as f64 / 1e3, m.copy_revision, m.copy_keys),
+                    (_, true) => format!(
+                        "lag {:.1} s, revision {}, {} keys (reported {:.1} s ago)",
+                        m.copy_lag_ms as f64 / 1e3,
+                        m.copy_revision,
+                        m.copy_keys,
+                        m.copy_report_age_ms as f64 / 1e3
+                    ),
                 };
                 out.push_str(&format!("{:<40} {:<8} {:>12}  {copy}\n", m.address, m.role, m.candidate_revision));
             }

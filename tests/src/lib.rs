@@ -105,6 +105,17 @@ impl Pki {
         let stem = format!("{role}-{name}");
         self.ca.issue_to(self.dir.path(), &stem, role, name, &[]).expect("issue")
     }
+
+    /// A `presagectl --tls-dir` folder for an operator called `name`: ca.pem, operator.pem,
+    /// operator.key.
+    pub fn operator_dir(&self, name: &str) -> tempfile::TempDir {
+        let files = self.issue(Role::Operator, name);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(&files.ca, dir.path().join("ca.pem")).expect("ca.pem");
+        std::fs::copy(&files.cert, dir.path().join("operator.pem")).expect("operator.pem");
+        std::fs::copy(&files.key, dir.path().join("operator.key")).expect("operator.key");
+        dir
+    }
 }
 
 impl Default for Pki {

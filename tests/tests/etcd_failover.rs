@@ -312,8 +312,9 @@ async fn a_leader_killed_20_times_some_mid_migration_loses_no_plan_or_write_and_
         } else {
             None
         };
-        // Writes go on for a random while (shorter while a copy of 2-6 s runs), then the leader is killed.
-        let span = if mid_migration { 300 + fastrand::u64(0..1_500) } else { 300 + fastrand::u64(0..2_500) };
+        // Writes go on for a random while (for a move: during its copy of 2-6 s, or around its
+        // end), then the leader is killed.
+        let span = if mid_migration { 300 + fastrand::u64(0..5_000) } else { 300 + fastrand::u64(0..2_500) };
         let until = Instant::now() + Duration::from_millis(span);
         while Instant::now() < until {
             let cores = next_cores();
@@ -415,4 +416,120 @@ async fn a_leader_killed_20_times_some_mid_migration_loses_no_plan_or_write_and_
         acknowledged.len(),
         plans.len(),
     );
+}
+
+/// A standby keeps a warm copy of the store and serves the store's reads from it: the
+/// configuration history and plans the leader wrote, the same as the leader's; everything else
+/// (a resize, a read of the agents' reports, an agent's session) is refused with `unavailable`
+/// naming the leader, so an agent given the standby's address first registers with the leader
+/// and `presagectl` given both goes to the leader. The leader's cluster status shows the
+/// standby's copy (revision, keys, lag); the standby's own says it is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_serves_reads_from_its_warm_copy_and_sends_everything_else_to_the_leader() {
+    let wait = Duration::from_secs(60);
+    let Pair { bin: _bin, etcd: _etcd, pki, dir: _dir, urls, coordinators, watcher } = Pair::start();
+    let leader = eventually("a coordinator leads", wait, || async { watcher.leader("coordinator").await.ok().flatten() }).await;
+    let standby = urls.iter().find(|u| **u != leader.value).unwrap().clone();
+    let trace = synthetic_trace(&[("web", &[30; 40])]);
+    let data = tempfile::tempdir().unwrap();
+    let mut agent_cfg = simulated_agent(&pki, "hv-a", &standby, data.path(), trace.path(), (0, 1), 0);
+    agent_cfg.coordinator = presage_agent::config::CoordinatorUrls(vec![standby.clone(), leader.value.clone()]);
+    let agent = RunningAgent::start(agent_cfg);
+    let ops = pki.issue(Role::Operator, "ops");
+
+    for i in 0..10 {
+        eventually("the leader accepts a resize", wait, || async {
+            let mut op = client(&leader.value, &ops).await.ok()?;
+            let r = op.resize_vm(ResizeVmRequest { vm_id: "web".into(), cpu_cores: 0.3 + f64::from(i) * 0.05, memory_mib: 256.0, ..Default::default() });
+            r.await.ok()?.into_inner().accepted.then_some(())
+        })
+        .await;
+    }
+    let history = |url: String| {
+        let ops = ops.clone();
+        async move {
+            let mut op = client(&url, &ops).await.ok()?;
+            let h = op.config_history(ConfigHistoryRequest { vm_id: "web".into(), limit: 100 }).await.ok()?.into_inner().versions;
+            Some(h.iter().map(|v| (v.version, v.outcome.clone(), v.config.map(|c| c.cpu_cores))).collect::<Vec<_>>())
+        }
+    };
+    let plans = |url: String| {
+        let ops = ops.clone();
+        async move {
+            let mut op = client(&url, &ops).await.ok()?;
+            let p = op.list_plans(ListPlansRequest { plan_id: 0, limit: 100 }).await.ok()?.into_inner().plans;
+            Some(p.iter().map(|p| (p.id, p.status.clone(), p.moves.len())).collect::<Vec<_>>())
+        }
+    };
+    let on_leader = history(leader.value.clone()).await.unwrap();
+    assert!(on_leader.iter().filter(|v| v.1 == "applied").count() >= 10, "{on_leader:?}");
+    let copied = Instant::now();
+    eventually("the standby's copy has the leader's history", wait, || async {
+        let on_standby = history(standby.clone()).await?;
+        (on_standby == on_leader).then_some(())
+    })
+    .await;
+    let in_copy_after = copied.elapsed();
+    assert_eq!(plans(standby.clone()).await, plans(leader.value.clone()).await);
+
+    // Everything else is for the leader, which the refusal names.
+    let mut op = client(&standby, &ops).await.unwrap();
+    let e = op.resize_vm(ResizeVmRequest { vm_id: "web".into(), cpu_cores: 2.0, memory_mib: 256.0, ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("standby"), "{e:?}");
+    assert_eq!(e.metadata().get("presage-leader").and_then(|v| v.to_str().ok()), Some(leader.value.as_str()), "{e:?}");
+    let e = op.ping_host(PingHostRequest { host_id: "hv-a".into(), timeout_ms: 0 }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    let rest = presage_protocol::rest_client::RestClient::new(&standby, &ops.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap();
+    let refused = rest.get("/v1/status").await.unwrap();
+    assert_eq!((refused.status, refused.body["code"].as_str()), (503, Some("standby")), "{refused:?}");
+    assert!(refused.body["reason"].as_str().is_some_and(|r| r.contains(&leader.value)), "{refused:?}");
+    let served = rest.get("/v1/vms/web/config").await.unwrap();
+    assert_eq!(served.status, 200, "{served:?}");
+    // The agent, given the standby first, is with the leader.
+    eventually("the agent registers with the leader", wait, || async {
+        let mut op = client(&leader.value, &ops).await.ok()?;
+        let r = op.ping_host(PingHostRequest { host_id: "hv-a".into(), timeout_ms: 0 }).await.ok()?;
+        Some(r.into_inner())
+    })
+    .await;
+
+    // The standby's copy in the leader's cluster status (once it reports one made after the
+    // writes: a version record a write), and in its own.
+    let status = eventually("the leader shows the standby's copy", wait, || async {
+        let mut op = client(&leader.value, &ops).await.ok()?;
+        let s = op.cluster_status(ClusterStatusRequest {}).await.ok()?.into_inner();
+        s.members.iter().any(|m| m.address == standby && m.copy_reported && m.copy_keys >= 10).then_some(s)
+    })
+    .await;
+    assert_eq!(status.role, "leader");
+    let row = status.members.iter().find(|m| m.address == standby).unwrap();
+    assert_eq!(row.role, "standby");
+    assert!(row.copy_broken.is_empty(), "{row:?}");
+    assert!(row.copy_revision <= status.store_revision, "{status:?}");
+    let mine = status.members.iter().find(|m| m.address == leader.value).unwrap();
+    assert!(!mine.copy_reported, "the leader reads etcd itself: {mine:?}");
+    let own = op.cluster_status(ClusterStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((own.role.as_str(), own.leader.as_str(), own.this_coordinator.as_str()), ("standby", leader.value.as_str(), standby.as_str()));
+
+    // presagectl given the standby first talks to the leader.
+    let tls = pki.operator_dir("ctl");
+    let out = std::process::Command::new(built_binaries(&["presagectl"]).join("presagectl"))
+        .args(["--coordinator", &format!("{standby},{}", leader.value), "--tls-dir"])
+        .arg(tls.path())
+        .args(["cluster", "status", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["role"].as_str(), v["this_coordinator"].as_str()), (Some("leader"), Some(leader.value.as_str())), "{v}");
+    let lags: Vec<u64> = v["members"].as_array().unwrap().iter().filter_map(|m| m["copy"]["lag_ms"].as_u64()).collect();
+    assert_eq!(lags.len(), 1, "the standby's copy, and only its: {v}");
+    eprintln!(
+        "standby: 10 resizes on the leader were in the standby's copy within {in_copy_after:?} of the last; its copy in cluster status: \
+         revision {} of {}, {} keys, lag {} ms, reported {} ms before (presagectl: lag {lags:?} ms)",
+        row.copy_revision, status.store_revision, row.copy_keys, row.copy_lag_ms, row.copy_report_age_ms
+    );
+    drop(coordinators);
+    agent.stop().await;
 }

@@ -48,12 +48,7 @@ async fn watch_redraws_status_and_plans_until_interrupted_and_colour_is_only_for
         async move { op.clone().list_vms(ListVmsRequest::default()).await.ok().map(|r| r.into_inner().vms).filter(|v| v.len() == 2) }
     })
     .await;
-    // presagectl's TLS folder: ca.pem, operator.pem, operator.key.
-    let files = pki.issue(Role::Operator, "terminal");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(&files.ca, dir.path().join("ca.pem")).unwrap();
-    std::fs::copy(&files.cert, dir.path().join("operator.pem")).unwrap();
-    std::fs::copy(&files.key, dir.path().join("operator.key")).unwrap();
+    let dir = pki.operator_dir("terminal");
 
     // --watch: drawn again and again until Ctrl-C; no escape codes into a pipe.
     let (out, ended) = presagectl_for(dir.path(), &coord.url, &["status", "--watch", "300ms"], Duration::from_secs(3)).await;

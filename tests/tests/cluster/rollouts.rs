@@ -313,7 +313,7 @@ async fn the_background_pass_rolls_its_plan_out_once_and_then_leaves_the_cluster
     assert!(first.changes.iter().any(|c| !c.to_host.is_empty()), "the consolidation's moves are in it: {first:?}");
     let done = finished(&op, first.id).await;
     assert_eq!(done.phase, "done", "{done:?}");
-    let ended = presage_coordinator::applier::unix_ms();
+    let ended = presage_coordinator::shared::unix_ms();
     // Passes while the rollout was open waited for it; the first pass after it sees a cluster
     // with nothing worth changing, and keeps its plan (if any) rather than start another.
     let after =

@@ -19,6 +19,9 @@ use crate::service::{AgentLinkService, OperatorService};
 use crate::shared::{Shared, log_liveness};
 use crate::transport;
 
+/// The pause before a failed campaign is started again.
+const CAMPAIGN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a standby's reads in flight may take once it stops serving to lead.
 const STANDBY_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -129,7 +132,7 @@ impl Coordinator {
             tasks.push(tokio::spawn(presage_protocol::metrics_endpoint::serve(listener, render, background.clone())));
         }
 
-        let incoming = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
+        let (incoming, accepting) = transport::accept(listener, tls, shared.refusals.clone(), cancel.clone());
         // gRPC and the REST API on one port: HTTP/2 for gRPC, HTTP/1.1 or HTTP/2 for REST.
         let routes = tonic::service::Routes::new(AgentLinkServer::new(AgentLinkService { shared: shared.clone() }))
             .add_service(OperatorServer::new(OperatorService { shared: shared.clone() }))
@@ -157,6 +160,8 @@ impl Coordinator {
                 }
             }
         }
+        // The port is free once this returns (a standby's is the leader's next).
+        let _ = accepting.await;
         info!("gRPC server stopped; stopping background tasks");
         background.cancel();
         for task in tasks {
@@ -380,38 +385,51 @@ pub async fn run_elected(cfg: CoordinatorConfig, cancel: CancellationToken) -> a
     let timing = cfg.cluster.lease_timing();
     // Standing by: a warm copy of the store, reads served from it, its progress reported.
     let standing = stand_by(&cfg, &store, &advertise, &cancel).await;
-    let campaign = store.campaign(ELECTION, &advertise, timing);
-    tokio::pin!(campaign);
     let mut look = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut told: Option<(Option<presage_store::LeaderInfo>, Instant)> = None;
-    let won = loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break None,
-            won = &mut campaign => break Some(won),
-            _ = look.tick() => match store.leader(ELECTION).await {
-                Ok(l) => {
-                    if let Some(s) = standing.as_ref().and_then(|s| s.shared.standby()) {
-                        s.set_leader(l.clone());
-                    }
-                    // Said when it changes, and every minute.
-                    if told.as_ref().is_none_or(|(t, at)| *t != l || at.elapsed().as_secs() >= 60) {
-                        match &l {
-                            Some(l) => info!(leader = %l.value, epoch = l.epoch, "standby: another coordinator leads"),
-                            None => info!("standby: nobody leads yet"),
+    // Campaigns until it leads; a campaign that fails (etcd unreachable, a connection broken)
+    // is withdrawn (its lease revoked) and started again, the standby serving meanwhile.
+    let won = 'standing: loop {
+        let campaign = store.campaign(ELECTION, &advertise, timing);
+        tokio::pin!(campaign);
+        let outcome = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break 'standing None,
+                won = &mut campaign => break won,
+                _ = look.tick() => match store.leader(ELECTION).await {
+                    Ok(l) => {
+                        if let Some(s) = standing.as_ref().and_then(|s| s.shared.standby()) {
+                            s.set_leader(l.clone());
                         }
-                        told = Some((l, Instant::now()));
+                        // Said when it changes, and every minute.
+                        if told.as_ref().is_none_or(|(t, at)| *t != l || at.elapsed().as_secs() >= 60) {
+                            match &l {
+                                Some(l) => info!(leader = %l.value, epoch = l.epoch, "standby: another coordinator leads"),
+                                None => info!("standby: nobody leads yet"),
+                            }
+                            told = Some((l, Instant::now()));
+                        }
                     }
+                    Err(e) => warn!(error = %e, "standby: cannot read who leads"),
+                },
+            }
+        };
+        match outcome {
+            Ok(leadership) => break Some(leadership),
+            Err(e) => {
+                warn!(error = %e, retry_in = ?CAMPAIGN_RETRY, "standby: the campaign failed; campaigning again");
+                tokio::select! {
+                    _ = cancel.cancelled() => break None,
+                    _ = tokio::time::sleep(CAMPAIGN_RETRY) => {}
                 }
-                Err(e) => warn!(error = %e, "standby: cannot read who leads"),
-            },
+            }
         }
     };
     // The port the standby served reads on is the leader's now.
     if let Some(s) = standing {
         s.stop().await;
     }
-    let Some(won) = won else { return Ok(()) };
-    let mut leadership = won.context("campaigning for leadership")?;
+    let Some(mut leadership) = won else { return Ok(()) };
     let epoch = leadership.epoch;
     info!(epoch, advertise, "leading: serving with writes fenced on this leadership");
     let serving_cancel = cancel.child_token();

@@ -92,16 +92,17 @@ impl AsyncWrite for TlsConn {
 }
 
 /// Accepts TCP connections on `listener`, completes mutual TLS with `config`, and yields the
-/// authenticated ones until `cancel` fires.
+/// authenticated ones until `cancel` fires; with the accepting task, which drops the listener
+/// (freeing the port) when it ends.
 pub fn accept(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     refusals: Arc<RefusalLog>,
     cancel: CancellationToken,
-) -> ReceiverStream<Result<TlsConn, io::Error>> {
+) -> (ReceiverStream<Result<TlsConn, io::Error>>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
-    tokio::spawn(async move {
+    let accepting = tokio::spawn(async move {
         loop {
             let (tcp, remote) = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -137,5 +138,5 @@ pub fn accept(
             });
         }
     });
-    ReceiverStream::new(rx)
+    (ReceiverStream::new(rx), accepting)
 }

@@ -586,13 +586,14 @@ async fn bench_web(hosts: usize, vms: usize, runs: usize) -> anyhow::Result<()> 
 async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Option<Duration>, etcd: bool) -> anyhow::Result<()> {
     let pki = Pki::new();
     let cluster = if etcd { Some(tokio::task::spawn_blocking(|| presage_tests::etcd::EtcdCluster::start(3)).await?) } else { None };
-    let extra = match &cluster {
-        Some(c) => format!(
+    // The policy pass every 2 s (advisory), to time it over the flooded state.
+    let mut extra = "[policy]\ninterval = \"2s\"\n".to_string();
+    if let Some(c) = &cluster {
+        extra.push_str(&format!(
             "[cluster]\nstore = \"etcd\"\n[cluster.etcd]\nendpoints = [{}]\nprefix = \"bench/\"\n",
             c.endpoints().iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ")
-        ),
-        None => String::new(),
-    };
+        ));
+    }
     let (mut coord, url, _dir) = coordinator_process_with(&pki, &extra).await?;
     let cpid = coord.id().context("pid")? as i32;
     let op_files = pki.issue(Role::Operator, "bench");
@@ -656,6 +657,10 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Opti
         plain.push(t.elapsed().as_secs_f64());
     }
     plain.sort_by(f64::total_cmp);
+    // The policy passes' durations, from the coordinator's own histogram.
+    let text = tokio::task::spawn_blocking(move || presage_tests::scrape_metrics(plain_addr)).await?;
+    let sample = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    let (passes, pass_seconds) = (sample("presage_policy_pass_seconds_count"), sample("presage_policy_pass_seconds_sum"));
     let failures = load.stats.failures.load(std::sync::atomic::Ordering::Relaxed);
     let lost = load.stats.sessions_lost.load(std::sync::atomic::Ordering::Relaxed);
     let reasons = load.stats.reasons();
@@ -683,6 +688,12 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Opti
         plain[4] * 1e3
     );
     println!("  coordinator CPU             {:.2} cores busy, RSS {:.1} MiB", (cc1 - cc0) / el, rss as f64 / 1048576.0);
+    println!(
+        "  policy pass (every 2 s)     {passes:.0} passes, mean {:.1} ms ({} hosts, {} VMs)",
+        if passes > 0.0 { pass_seconds / passes * 1e3 } else { f64::NAN },
+        agents,
+        agents * vms
+    );
     println!(
         "  load generator CPU          {:.2} cores busy (same machine, {} cores)",
         (bc1 - bc0) / el,

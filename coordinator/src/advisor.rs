@@ -74,6 +74,16 @@ pub struct Proposal {
     pub moves: Vec<ProposedMove>,
 }
 
+/// The fleet one pass decides over, as the state held it ([`Advisor::observe`]).
+pub struct ObservedFleet {
+    hosts: Vec<HostView>,
+    vms: Vec<VmView>,
+    host_ids: Vec<String>,
+    vm_ids: Vec<String>,
+    /// Each host's zone and rack, when the dependencies are scored.
+    locations: Option<Vec<presage_decide::ecosystem::topology::Location>>,
+}
+
 /// One pass's plan and the fleet as the policy saw it.
 pub struct PlanSnapshot {
     pub proposal: Proposal,
@@ -264,6 +274,14 @@ impl Advisor {
     /// [`advise`](Self::advise) with the hosts an operator is draining: they take no VMs, and
     /// the plan moves every VM off them.
     pub fn advise_draining(&mut self, state: &ClusterState, now_s: f64, draining: &std::collections::HashSet<String>) -> PlanSnapshot {
+        let fleet = self.observe(state, now_s, draining);
+        self.decide(fleet, now_s)
+    }
+
+    /// The fleet as the state holds it now (each VM's utilisation added to its history): all
+    /// a pass needs of the state, taken quickly so that the state's lock is not held while the
+    /// policy decides ([`decide`](Self::decide)).
+    pub fn observe(&mut self, state: &ClusterState, now_s: f64, draining: &std::collections::HashSet<String>) -> ObservedFleet {
         let mut hosts = Vec::new();
         let mut host_ids = Vec::new();
         let mut vms = Vec::new();
@@ -326,13 +344,21 @@ impl Advisor {
         // VMs gone from every report no longer need a history.
         let present: std::collections::HashSet<&String> = vm_ids.iter().collect();
         self.history.retain(|id, _| present.contains(id));
-        if let Some((registry, handle)) = &self.ecosystem {
+        let locations = self.ecosystem.as_ref().map(|_| {
             let mut topology = crate::ecosystem::Topology::default();
-            let locations = state
+            state
                 .hosts()
                 .filter(|h| host_ids.contains(&h.host_id))
                 .map(|h| topology.place(&h.host_id, &h.registration.zone, &h.registration.rack))
-                .collect();
+                .collect()
+        });
+        ObservedFleet { hosts, vms, host_ids, vm_ids, locations }
+    }
+
+    /// The policy's pass over `fleet`: its plan, with each decision's explanation.
+    pub fn decide(&mut self, fleet: ObservedFleet, now_s: f64) -> PlanSnapshot {
+        let ObservedFleet { hosts, vms, host_ids, vm_ids, locations } = fleet;
+        if let (Some((registry, handle)), Some(locations)) = (&self.ecosystem, locations) {
             let index: HashMap<&str, usize> = vm_ids.iter().enumerate().map(|(i, v)| (v.as_str(), i)).collect();
             let graph = (*registry.graph()).clone();
             handle.set(FleetEcosystem::new(graph, vms.len(), &|name| index.get(name).copied(), locations, registry.latency));

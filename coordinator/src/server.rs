@@ -254,10 +254,28 @@ async fn advisory_pass(
             _ = shared.wake_policy.notified() => {}
         }
         let began = Instant::now();
-        let plan = {
+        // The state's lock is held only while the fleet is read, not while the policy decides.
+        let now_s = started.elapsed().as_secs_f64();
+        let fleet = {
             let draining = shared.draining.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let state = shared.state();
-            advisor.advise_draining(&state, started.elapsed().as_secs_f64(), &draining)
+            advisor.observe(&state, now_s, &draining)
+        };
+        // The decision is CPU work (seconds for the largest fleets): off the runtime's threads,
+        // which serve the agents' sessions meanwhile.
+        let decided = tokio::task::spawn_blocking(move || {
+            let plan = advisor.decide(fleet, now_s);
+            (advisor, plan)
+        });
+        let plan = match decided.await {
+            Ok((back, plan)) => {
+                advisor = back;
+                plan
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the policy pass failed; no more passes until the coordinator restarts");
+                return;
+            }
         };
         shared.metrics.policy_pass.observe(began.elapsed().as_secs_f64());
         let proposal = &plan.proposal;

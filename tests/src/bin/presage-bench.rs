@@ -186,6 +186,9 @@ enum Cmd {
         /// The coordinator's durable state on a 3-member etcd (started here) instead of sled.
         #[arg(long)]
         etcd: bool,
+        /// How often the coordinator's policy pass runs (advisory), to time it under the load.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        policy_every: Duration,
     },
 }
 
@@ -583,11 +586,11 @@ async fn bench_web(hosts: usize, vms: usize, runs: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Option<Duration>, etcd: bool) -> anyhow::Result<()> {
+async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Option<Duration>, etcd: bool, policy_every: Duration) -> anyhow::Result<()> {
     let pki = Pki::new();
     let cluster = if etcd { Some(tokio::task::spawn_blocking(|| presage_tests::etcd::EtcdCluster::start(3)).await?) } else { None };
-    // The policy pass every 2 s (advisory), to time it over the flooded state.
-    let mut extra = "[policy]\ninterval = \"2s\"\n".to_string();
+    // The policy pass (advisory), timed over the state under load.
+    let mut extra = format!("[policy]\ninterval = \"{}\"\n", humantime::format_duration(policy_every));
     if let Some(c) = &cluster {
         extra.push_str(&format!(
             "[cluster]\nstore = \"etcd\"\n[cluster.etcd]\nendpoints = [{}]\nprefix = \"bench/\"\n",
@@ -689,7 +692,8 @@ async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Opti
     );
     println!("  coordinator CPU             {:.2} cores busy, RSS {:.1} MiB", (cc1 - cc0) / el, rss as f64 / 1048576.0);
     println!(
-        "  policy pass (every 2 s)     {passes:.0} passes, mean {:.1} ms ({} hosts, {} VMs)",
+        "  policy pass (every {})  {passes:.0} passes, mean {:.1} ms ({} hosts, {} VMs)",
+        humantime::format_duration(policy_every),
         if passes > 0.0 { pass_seconds / passes * 1e3 } else { f64::NAN },
         agents,
         agents * vms
@@ -1268,7 +1272,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match args.cmd {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
-            Cmd::Ingest { agents, vms, duration, every, etcd } => bench_ingest(agents, vms, duration, every, etcd).await,
+            Cmd::Ingest { agents, vms, duration, every, etcd, policy_every } => bench_ingest(agents, vms, duration, every, etcd, policy_every).await,
             Cmd::Store { writes, moves } => bench_store(writes, &moves).await,
             Cmd::Storm { agents, vms, every, restarts } => {
                 let bin = sibling("presage-coordinator")?;

@@ -10,6 +10,7 @@ pub mod config_view;
 pub mod demo;
 pub mod dependencies;
 pub mod forecast_eval;
+pub mod frontier;
 pub mod optimise;
 pub mod plan;
 pub mod rollout_view;

@@ -103,6 +103,14 @@ pub struct SimulateArgs {
     /// Replay at most this many VMs (the sizing replay; in file order).
     #[arg(long)]
     pub max_vms: Option<usize>,
+    /// presage's risk appetite at several settings (`risk=0.2,0.4,0.6,0.8`, each 0..=1): one
+    /// run of presage per setting and day (the others once a day), each report with its `risk`;
+    /// the table ends with the frontier (each policy and setting over the days).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Draw the frontier (energy against the oracle's, demand unserved) to this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 /// The default model paths, relative to where presagectl runs (the repository root).
@@ -152,8 +160,27 @@ impl SimulateArgs {
             sizing_policy: None,
             memory_model: None,
             max_vms: None,
+            sweep: None,
+            plot: None,
         }
     }
+}
+
+/// The risk settings of `--sweep risk=A,B,...`, in the order given.
+pub fn parse_sweep(text: &str) -> anyhow::Result<Vec<f64>> {
+    let Some(list) = text.trim().strip_prefix("risk=") else {
+        bail!("--sweep {text:?}: expected risk=A,B,... (the only setting swept is presage's risk appetite)");
+    };
+    let values = list
+        .split(',')
+        .map(|v| {
+            let r: f64 = v.trim().parse().with_context(|| format!("--sweep risk: {v:?} is not a number"))?;
+            anyhow::ensure!((0.0..=1.0).contains(&r), "--sweep risk: {r} is outside 0..=1");
+            Ok(r)
+        })
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    anyhow::ensure!(!values.is_empty(), "--sweep risk= names no setting");
+    Ok(values)
 }
 
 /// One line of JSON output: the run's figures, and CloudSim's when compared.
@@ -202,8 +229,6 @@ fn load(args: &SimulateArgs, dir: &Path) -> anyhow::Result<Scenario> {
 /// Runs every (folder, policy) pair; reports come back in folder-then-policy order.
 pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &ProgressBar) -> anyhow::Result<Vec<RunReport>> {
     let scenarios: Vec<Arc<Scenario>> = args.traces.par_iter().map(|d| load(args, d).map(Arc::new)).collect::<anyhow::Result<Vec<_>>>()?;
-    let total: u64 = scenarios.iter().map(|s| s.steps.saturating_sub(1) as u64).sum::<u64>() * policies.len() as u64;
-    progress.set_length(total);
     let model = args.forecast_model()?;
     let presage = args.presage_config()?;
     let ecosystem = args
@@ -211,44 +236,77 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
         .as_deref()
         .map(|p| EcosystemScenario::load(p).with_context(|| format!("--ecosystem {}", p.display())))
         .transpose()?;
-    let jobs: Vec<(Arc<Scenario>, PolicySpec)> = scenarios.iter().flat_map(|s| policies.iter().map(move |p| (s.clone(), *p))).collect();
+    // presage's family once per risk setting when sweeping; every other policy once.
+    let sweep = args.sweep.as_deref().map(parse_sweep).transpose()?;
+    let settings = |p: &PolicySpec| -> Vec<Option<f64>> {
+        match (&sweep, matches!(p, PolicySpec::Presage | PolicySpec::PresageNoDeps | PolicySpec::PresageNoApp)) {
+            (Some(risks), true) => risks.iter().map(|r| Some(*r)).collect(),
+            _ => vec![None],
+        }
+    };
+    let jobs: Vec<(Arc<Scenario>, PolicySpec, Option<f64>)> = scenarios
+        .iter()
+        .flat_map(|s| policies.iter().flat_map(move |p| settings(p).into_iter().map(move |r| (s.clone(), *p, r))))
+        .collect();
+    let runs_per_day = policies.iter().map(|p| settings(p).len()).sum::<usize>() as u64;
+    progress.set_length(scenarios.iter().map(|s| s.steps.saturating_sub(1) as u64).sum::<u64>() * runs_per_day);
     let reports = jobs
         .par_iter()
-        .map(|(s, p)| {
-            let _span = tracing::info_span!("simulate", day = %s.name, policy = %p).entered();
-            let Some(eco) = &ecosystem else {
-                let sim = Simulation::new(s, p.build_with(&presage), p.power_mode())
-                    .with_forecast_model(model.as_deref())
-                    .with_guest_reports(args.guest_reports);
-                return sim.run(|_, _| progress.inc(1));
+        .map(|(s, p, risk)| {
+            let _span = tracing::info_span!("simulate", day = %s.name, policy = %p, risk = ?risk).entered();
+            let presage = match risk {
+                Some(r) => presage.at_risk(*r),
+                None => presage.clone(),
             };
-            // Trace VM i is the ecosystem's declaration i.
-            let graph = eco.graph(MatchOptions::default());
-            let mut tracker = EcosystemTracker::new(eco.clone(), graph.clone(), s.hosts.len());
-            let policy: Box<dyn presage_decide::policy::ConsolidationPolicy> =
-                if matches!(p, PolicySpec::Presage | PolicySpec::PresageNoApp) {
-                    let fleet = FleetEcosystem::new(
-                        graph.clone(),
-                        s.vms.len(),
-                        &|name| graph.find(name),
-                        eco.locations(s.hosts.len()),
-                        eco.latency,
-                    );
-                    let handle = EcosystemHandle::new(fleet);
-                    tracker = tracker.learning_into(handle.clone());
-                    let policy = presage_with_ecosystem(p.presage_config(&presage), handle);
-                    Box::new(if *p == PolicySpec::PresageNoApp { policy.labelled("presage-noapp") } else { policy })
-                } else {
-                    p.build_with(&presage)
-                };
-            let sim = Simulation::new(s, policy, p.power_mode())
-                .with_forecast_model(model.as_deref())
-                .with_guest_reports(args.guest_reports)
-                .with_ecosystem(tracker);
-            sim.run(|_, _| progress.inc(1))
+            let mut report = run_one(args, s, *p, &presage, model.as_deref(), ecosystem.as_ref(), progress);
+            report.risk = *risk;
+            report
         })
         .collect();
     Ok(reports)
+}
+
+/// One run of `p` over `s`.
+fn run_one(
+    args: &SimulateArgs,
+    s: &Arc<Scenario>,
+    p: PolicySpec,
+    presage: &PresageConfig,
+    model: Option<&Path>,
+    ecosystem: Option<&EcosystemScenario>,
+    progress: &ProgressBar,
+) -> RunReport {
+    let p = &p;
+    let Some(eco) = ecosystem else {
+        let sim = Simulation::new(s, p.build_with(presage), p.power_mode())
+            .with_forecast_model(model)
+            .with_guest_reports(args.guest_reports);
+        return sim.run(|_, _| progress.inc(1));
+    };
+    // Trace VM i is the ecosystem's declaration i.
+    let graph = eco.graph(MatchOptions::default());
+    let mut tracker = EcosystemTracker::new(eco.clone(), graph.clone(), s.hosts.len());
+    let policy: Box<dyn presage_decide::policy::ConsolidationPolicy> =
+        if matches!(p, PolicySpec::Presage | PolicySpec::PresageNoApp) {
+            let fleet = FleetEcosystem::new(
+                graph.clone(),
+                s.vms.len(),
+                &|name| graph.find(name),
+                eco.locations(s.hosts.len()),
+                eco.latency,
+            );
+            let handle = EcosystemHandle::new(fleet);
+            tracker = tracker.learning_into(handle.clone());
+            let policy = presage_with_ecosystem(p.presage_config(presage), handle);
+            Box::new(if *p == PolicySpec::PresageNoApp { policy.labelled("presage-noapp") } else { policy })
+        } else {
+            p.build_with(presage)
+        };
+    let sim = Simulation::new(s, policy, p.power_mode())
+        .with_forecast_model(model)
+        .with_guest_reports(args.guest_reports)
+        .with_ecosystem(tracker);
+    sim.run(|_, _| progress.inc(1))
 }
 
 pub fn run(args: SimulateArgs, output: OutputFormat) -> anyhow::Result<()> {
@@ -280,6 +338,12 @@ pub fn run(args: SimulateArgs, output: OutputFormat) -> anyhow::Result<()> {
     if let Some(path) = &args.timeline {
         write_timeline(path, &reports).with_context(|| format!("writing the timeline to {}", path.display()))?;
     }
+    let points = crate::frontier::frontier(&reports.iter().map(crate::frontier::RunFigures::of).collect::<Vec<_>>());
+    if let Some(path) = &args.plot {
+        let days: std::collections::BTreeSet<&str> = reports.iter().map(|r| r.day.as_str()).collect();
+        let title = format!("energy against unserved demand, mean over {} day(s)", days.len());
+        std::fs::write(path, crate::frontier::frontier_svg(&points, &title)).with_context(|| format!("writing the plot to {}", path.display()))?;
+    }
     let find = |r: &RunReport| comparisons.iter().find(|c| c.policy == r.policy && c.day == r.day);
     let mut out = std::io::stdout().lock();
     match output {
@@ -291,6 +355,10 @@ pub fn run(args: SimulateArgs, output: OutputFormat) -> anyhow::Result<()> {
         OutputFormat::Dot => anyhow::bail!("--output dot is only available for ecosystem"),
         OutputFormat::Table => {
             write!(out, "{}", table(&reports))?;
+            if args.sweep.is_some() {
+                writeln!(out)?;
+                write!(out, "{}", crate::frontier::frontier_table(&points))?;
+            }
             if args.compare_reference.is_some() {
                 writeln!(out)?;
                 write!(out, "{}", comparison_table(&comparisons))?;
@@ -556,5 +624,14 @@ mod tests {
         assert!(matches!(cli.command, crate::Command::Simulate(_)));
         assert!(crate::Cli::try_parse_from(["presagectl", "simulate", "--policy", "all"]).is_err(), "--trace is required");
         assert!(parse_policy_list("thr-mmt-0.8,bogus").is_err());
+    }
+
+    #[test]
+    fn a_sweep_names_risk_settings_within_0_and_1_and_anything_else_is_refused_with_the_reason() {
+        assert_eq!(parse_sweep("risk=0.2, 0.4,1").unwrap(), [0.2, 0.4, 1.0]);
+        for (bad, says) in [("0.2,0.4", "expected risk="), ("risk=0.2,x", "\"x\" is not a number"), ("risk=1.5", "outside 0..=1"), ("horizon=3", "expected risk=")] {
+            let e = format!("{:#}", parse_sweep(bad).unwrap_err());
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

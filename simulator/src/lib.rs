@@ -172,6 +172,9 @@ pub struct MigrationRecord {
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
     pub policy: String,
+    /// presage's risk appetite in a sweep (`PresageConfig::at_risk`); none otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk: Option<f64>,
     /// The forecaster behind the policy's forecasts, for policies that read them.
     pub forecaster: Option<String>,
     /// Moves skipped because the destination refused the hard reservation.
@@ -960,6 +963,7 @@ impl<'s> Simulation<'s> {
         };
         RunReport {
             policy: self.policy.name(),
+            risk: None,
             forecaster: self.forecaster.as_ref().map(|f| f.status().to_string()),
             reservations_refused: self.refused,
             day: self.scenario.name.clone(),

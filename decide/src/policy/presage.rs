@@ -139,7 +139,16 @@ pub struct PresageConfig {
     /// under the lowest tolerance of the VMs it holds (`application` module).
     pub application_aware: bool,
     pub weights: ScorerWeights,
+    /// Risk appetite, 0..=1: one setting that moves presage along its energy-vs-unserved-demand
+    /// frontier. When set it sets `placement_risk`, `overload_enter_risk` and
+    /// `overload_exit_risk` along one curve ([`PresageConfig::at_risk`]): 0 keeps hosts cool
+    /// (more hosts on, less demand unserved), 1 runs them hot; the shipped thresholds are
+    /// about 0.6. Unset: the three thresholds as given.
+    pub risk: Option<f64>,
 }
+
+/// The risk appetite the shipped thresholds sit at.
+pub const SHIPPED_RISK: f64 = 0.6;
 
 impl Default for PresageConfig {
     fn default() -> Self {
@@ -166,6 +175,7 @@ impl Default for PresageConfig {
             repair_min_gain: 0.05,
             application_aware: true,
             weights: ScorerWeights::default(),
+            risk: None,
         }
     }
 }
@@ -179,8 +189,31 @@ pub struct ConfigError {
 }
 
 impl PresageConfig {
+    /// These settings at risk appetite `risk` (clamped to 0..=1): the highest risk a
+    /// destination may take on grows geometrically from 2 % at 0 to 50 % at 1 (13.8 % at the
+    /// shipped 0.6); a host counts as overloaded above 15/7 of it (the shipped 0.3 at 0.6; at
+    /// most 0.9) and as fine again below 2/3 of that (the shipped 0.2).
+    pub fn at_risk(&self, risk: f64) -> PresageConfig {
+        let r = if risk.is_finite() { risk.clamp(0.0, 1.0) } else { SHIPPED_RISK };
+        let placement = 0.02 * 25f64.powf(r);
+        let enter = (placement * 15.0 / 7.0).min(0.9);
+        let exit = enter * 2.0 / 3.0;
+        PresageConfig { placement_risk: placement, overload_enter_risk: enter, overload_exit_risk: exit, risk: Some(r), ..self.clone() }
+    }
+
+    /// The thresholds the policy runs with: [`at_risk`](Self::at_risk) when `risk` is set.
+    pub fn resolved(&self) -> PresageConfig {
+        match self.risk {
+            Some(r) => self.at_risk(r),
+            None => self.clone(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |field, problem: &str| Err(ConfigError { field, problem: problem.to_string() });
+        if self.risk.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            return err("risk", "must be within 0..=1");
+        }
         if !(1..=MAX_STEPS).contains(&self.horizon_steps) {
             return err("horizon_steps", "must be 1..=12");
         }
@@ -1081,6 +1114,7 @@ pub fn positions(fleet: &FleetView<'_>) -> Vec<Option<usize>> {
 
 impl PresagePolicy {
     pub fn new(cfg: PresageConfig) -> PresagePolicy {
+        let cfg = cfg.resolved();
         let ensemble = Ensemble::new(&cfg.weights);
         PresagePolicy {
             label: "presage".into(),
@@ -2207,12 +2241,42 @@ mod tests {
             PresageConfig { new_vm_prior: [0.5, 0.1, 0.9], ..Default::default() },
             PresageConfig { cpu_overcommit: 0.5, ..Default::default() },
             PresageConfig { weights: ScorerWeights { fit: -1.0, ..Default::default() }, ..Default::default() },
+            PresageConfig { risk: Some(1.5), ..Default::default() },
         ];
         let fields: Vec<&str> = bad.iter().map(|c| c.validate().unwrap_err().field).collect();
-        assert_eq!(fields, ["horizon_steps", "overload_exit_risk", "new_vm_prior", "cpu_overcommit", "weights.fit"]);
+        assert_eq!(fields, ["horizon_steps", "overload_exit_risk", "new_vm_prior", "cpu_overcommit", "weights.fit", "risk"]);
         assert!(PresageConfig::default().validate().is_ok());
         let e = toml::from_str::<PresageConfig>("horizon_step = 3").unwrap_err().to_string();
         assert!(e.contains("horizon_step"), "{e}");
+    }
+
+    #[test]
+    fn the_risk_knob_moves_every_threshold_one_way_and_sits_at_the_shipped_ones_near_0_6() {
+        let base = PresageConfig::default();
+        let mut last: Option<PresageConfig> = None;
+        for i in 0..=20 {
+            let c = base.at_risk(f64::from(i) / 20.0);
+            assert!(c.validate().is_ok(), "risk {}: {c:?}", f64::from(i) / 20.0);
+            assert!((c.overload_exit_risk / c.overload_enter_risk - 2.0 / 3.0).abs() < 1e-12, "hysteresis kept: {c:?}");
+            if let Some(l) = &last {
+                assert!(c.placement_risk > l.placement_risk && c.overload_enter_risk >= l.overload_enter_risk);
+                assert!(c.overload_exit_risk >= l.overload_exit_risk);
+            }
+            last = Some(c);
+        }
+        let shipped = base.at_risk(SHIPPED_RISK);
+        for (knob, given) in [
+            (shipped.placement_risk, base.placement_risk),
+            (shipped.overload_enter_risk, base.overload_enter_risk),
+            (shipped.overload_exit_risk, base.overload_exit_risk),
+        ] {
+            assert!((knob - given).abs() / given < 0.02, "{knob} against the shipped {given}");
+        }
+        // Set in the configuration, it is what the policy runs with; unset, the thresholds are.
+        let set: PresageConfig = toml::from_str("risk = 0.2\nplacement_risk = 0.3").unwrap();
+        assert_eq!(set.resolved().placement_risk, base.at_risk(0.2).placement_risk);
+        assert_eq!(PresageConfig { placement_risk: 0.3, ..base.clone() }.resolved().placement_risk, 0.3);
+        assert_eq!(base.at_risk(f64::NAN).placement_risk, shipped.placement_risk);
     }
 
     #[test]

@@ -92,3 +92,32 @@ fn application_awareness_cuts_slo_violations_without_more_migrations() {
         assert_eq!(p.ping_pongs, 0, "ping-pong: {msg}");
     }
 }
+
+/// The risk knob (issue 20): swept over one public day, presage uses less energy and leaves more
+/// demand unserved as its appetite grows, with no ping-pong at any setting; every report says
+/// its setting, and the other policies run once.
+#[test]
+fn the_risk_knob_trades_energy_for_unserved_demand_along_one_curve() {
+    let data = shared_data();
+    let reference_dir = shared_reference().join("cloudsim");
+    let mut args = SimulateArgs::new(vec![data.join("planetlab").join(DAYS[0])], Some(reference_dir.join("vm_order")));
+    args.forecast_model = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v2.onnx"));
+    args.sweep = Some("risk=0,0.5,1".into());
+    let runs = simulate(&args, &[PolicySpec::Presage, PolicySpec::Classic(presage_decide::policy::classic::Detector::Thr(0.8))], &indicatif::ProgressBar::hidden()).expect("simulation");
+    let curve: Vec<_> = runs.iter().filter(|r| r.policy == "presage").collect();
+    assert_eq!(curve.iter().map(|r| r.risk).collect::<Vec<_>>(), [Some(0.0), Some(0.5), Some(1.0)]);
+    assert_eq!(runs.iter().filter(|r| r.risk.is_none()).count(), 1, "THR runs once");
+    for pair in curve.windows(2) {
+        let (cool, hot) = (pair[0], pair[1]);
+        assert!(hot.energy_kwh < cool.energy_kwh, "risk {:?} -> {:?}: energy {} -> {}", cool.risk, hot.risk, cool.energy_kwh, hot.energy_kwh);
+        assert!(
+            hot.overall_sla_violation_pct > cool.overall_sla_violation_pct,
+            "risk {:?} -> {:?}: unserved {} -> {}",
+            cool.risk,
+            hot.risk,
+            cool.overall_sla_violation_pct,
+            hot.overall_sla_violation_pct
+        );
+    }
+    assert!(curve.iter().all(|r| r.ping_pongs == 0), "{curve:?}");
+}

@@ -156,7 +156,7 @@ impl Coordinator {
                 let drain = if shared.standby().is_some() { STANDBY_DRAIN.min(cfg.shutdown_timeout) } else { cfg.shutdown_timeout };
                 match tokio::time::timeout(drain, &mut server).await {
                     Ok(r) => r.context("gRPC server failed during shutdown")?,
-                    Err(_) => warn!(timeout = ?cfg.shutdown_timeout, "gRPC server did not drain in time; closing connections"),
+                    Err(_) => warn!(timeout = ?drain, "gRPC server did not drain in time; closing connections"),
                 }
             }
         }

@@ -310,17 +310,7 @@ impl KvTree for CopyTree {
         Err(self.refuse())
     }
     fn scan_prefix(&self, prefix: &[u8], order: Order, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        let start = self.key(prefix);
-        let data = self.copy.state.data();
-        let matching = data.range(start.clone()..).take_while(|(k, _)| k.starts_with(&start));
-        let strip = |(k, v): (&Vec<u8>, &Vec<u8>)| (k[self.prefix.len()..].to_vec(), v.clone());
-        Ok(match order {
-            Order::Ascending => matching.take(limit).map(strip).collect(),
-            Order::Descending => {
-                let all: Vec<_> = matching.collect();
-                all.into_iter().rev().take(limit).map(strip).collect()
-            }
-        })
+        Ok(super::memory::scan_map(&self.copy.state.data(), &self.key(prefix), order, limit, self.prefix.len()))
     }
     fn count_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError> {
         let start = self.key(prefix);

@@ -64,16 +64,7 @@ impl KvTree for MemoryTree {
         Ok(())
     }
     fn scan_prefix(&self, prefix: &[u8], order: Order, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let m = self.map();
-        let iter = m.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix));
-        let pick = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
-        Ok(match order {
-            Order::Ascending => iter.take(limit).map(pick).collect(),
-            Order::Descending => {
-                let all: Vec<_> = iter.collect();
-                all.into_iter().rev().take(limit).map(pick).collect()
-            }
-        })
+        Ok(scan_map(&self.map(), prefix, order, limit, 0))
     }
     fn count_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError> {
         Ok(self.map().range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).count())
@@ -85,5 +76,19 @@ mod tests {
     #[test]
     fn passes_the_store_conformance_suite() {
         crate::conformance::run_all(&|_| Box::new(super::MemoryStore::new()), false);
+    }
+}
+
+/// Up to `limit` entries of `map` whose key starts with `prefix`, in `order`, each key without
+/// its first `strip` bytes (a tree's own prefix in a map shared by trees).
+pub(crate) fn scan_map(map: &BTreeMap<Vec<u8>, Vec<u8>>, prefix: &[u8], order: Order, limit: usize, strip: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let matching = map.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix));
+    let pick = |(k, v): (&Vec<u8>, &Vec<u8>)| (k[strip..].to_vec(), v.clone());
+    match order {
+        Order::Ascending => matching.take(limit).map(pick).collect(),
+        Order::Descending => {
+            let all: Vec<_> = matching.collect();
+            all.into_iter().rev().take(limit).map(pick).collect()
+        }
     }
 }

@@ -49,6 +49,8 @@ pub struct MoveWhy {
     /// The moving VM's application figures the decision saw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub application: Option<AppHealthFigures>,
+    /// How sure the decision is.
+    pub confidence: presage_decide::policy::presage::Confidence,
 }
 
 /// One move the policy would make now.
@@ -399,6 +401,7 @@ impl Advisor {
                     chosen: score_view(&e.chosen),
                     runner_up: e.runner_up.as_ref().map(score_view),
                     application: e.application,
+                    confidence: e.confidence,
                 }),
             })
             .collect();

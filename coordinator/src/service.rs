@@ -1013,6 +1013,16 @@ fn planned_move(m: &ProposedMove) -> pb::PlannedMove {
         out.chosen = Some(host_score(&w.chosen));
         out.runner_up = w.runner_up.as_ref().map(host_score);
         out.application = w.application.map(app_health);
+        let c = &w.confidence;
+        out.confidence = Some(pb::Confidence {
+            value: c.value,
+            certainty: c.certainty,
+            has_forecast: c.forecast_spread.is_some(),
+            forecast_spread: c.forecast_spread.unwrap_or(0.0),
+            agreement: c.agreement,
+            has_runner_up: c.margin.is_some(),
+            margin: c.margin.unwrap_or(0.0),
+        });
     }
     out
 }

@@ -93,6 +93,9 @@ fn move_block(out: &mut String, i: usize, m: &PlannedMove) {
             m.source_risk_before * 100.0,
             m.source_risk_after * 100.0
         );
+        if let Some(c) = &m.confidence {
+            let _ = writeln!(out, "    {}", confidence_line(c));
+        }
         if let Some(c) = &m.chosen {
             score_lines(out, "chosen", c);
         }
@@ -292,6 +295,22 @@ fn score_json(s: &HostScore) -> serde_json::Value {
     })
 }
 
+/// `confidence 0.62: forecast p10-p90 35 % of p50 (certainty 0.74), 84 % of the scorers' weight
+/// for the chosen host (lead 0.21)`.
+fn confidence_line(c: &presage_protocol::pb::Confidence) -> String {
+    let forecast = if c.has_forecast {
+        format!("forecast p10-p90 {:.0} % of p50 (certainty {:.2})", c.forecast_spread * 100.0, c.certainty)
+    } else {
+        format!("no forecast (certainty {:.2})", c.certainty)
+    };
+    let ensemble = if c.has_runner_up {
+        format!("{:.0} % of the scorers' weight for the chosen host (lead {:.2})", c.agreement * 100.0, c.margin)
+    } else {
+        "no other host could take it".to_string()
+    };
+    format!("confidence {:.2}: {forecast}, {ensemble}", c.value)
+}
+
 fn move_json(m: &PlannedMove) -> serde_json::Value {
     let mut v = serde_json::json!({ "vm_id": m.vm_id, "from_host": m.from_host, "to_host": m.to_host, "reason": m.reason });
     if m.explained {
@@ -303,6 +322,13 @@ fn move_json(m: &PlannedMove) -> serde_json::Value {
         v["runner_up"] = m.runner_up.as_ref().map(score_json).unwrap_or_default();
         if let Some(a) = &m.application {
             v["application"] = app_json(a);
+        }
+        if let Some(c) = &m.confidence {
+            v["confidence"] = serde_json::json!({
+                "value": c.value, "certainty": c.certainty, "agreement": c.agreement,
+                "forecast_spread": c.has_forecast.then_some(c.forecast_spread),
+                "margin": c.has_runner_up.then_some(c.margin),
+            });
         }
     }
     v
@@ -449,6 +475,15 @@ mod tests {
                 cost_j: 5_000.0,
                 chosen: Some(score("b", 0.1)),
                 runner_up: Some(score("c", 0.2)),
+                confidence: Some(presage_protocol::pb::Confidence {
+                    value: 0.62,
+                    certainty: 0.74,
+                    has_forecast: true,
+                    forecast_spread: 0.35,
+                    agreement: 0.84,
+                    has_runner_up: true,
+                    margin: 0.1,
+                }),
                 ..Default::default()
             }],
             ..Default::default()
@@ -467,6 +502,12 @@ mod tests {
         assert!(t.contains("0 done, 1 not") && t.contains("vm-0 a -> c refused: c: memory would be overcommitted"), "{t}");
         assert!(t.contains("vm-1  a -> b  (overload)") && t.contains("benefit 90 kJ > cost 5 kJ"), "{t}");
         assert!(t.contains("chosen") && t.contains("runner-up") && t.contains("fit 0.050x2.00=+0.100"), "{t}");
+        assert!(
+            t.contains("confidence 0.62: forecast p10-p90 35 % of p50 (certainty 0.74), 84 % of the scorers' weight for the chosen host (lead 0.10)"),
+            "{t}"
+        );
+        let j = plan_json(&p);
+        assert_eq!((j["moves"][0]["confidence"]["value"].as_f64(), j["moves"][0]["confidence"]["margin"].as_f64()), (Some(0.62), Some(0.1)));
     }
 
     #[test]

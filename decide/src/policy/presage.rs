@@ -786,6 +786,55 @@ pub struct MoveExplanation {
     /// The moving VM's application figures the decision saw, when its guest reports them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub application: Option<AppHealthFigures>,
+    /// How sure the decision is, and why.
+    pub confidence: Confidence,
+}
+
+/// How sure a decision is (0..=1), from how certain the moving VM's forecast is and how far the
+/// ensemble agrees on its destination: `value` = `certainty` x `agreement`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Confidence {
+    pub value: f64,
+    /// 1 / (1 + spread), the spread being the forecast's p10-p90 width over its p50 at the
+    /// horizon the risk looks to (0.5 without a forecast: the prior's guess).
+    pub certainty: f64,
+    /// The forecast's p10-p90 width over its p50 (`None` without a forecast).
+    pub forecast_spread: Option<f64>,
+    /// The weighted share of the scorers that prefer the chosen host to the runner-up (each
+    /// scorer counted by how much its contribution differs; ties half each way); 1 when no
+    /// other host could take the VM.
+    pub agreement: f64,
+    /// The chosen host's lead over the runner-up (score difference; lower scores are better).
+    pub margin: Option<f64>,
+}
+
+impl Confidence {
+    /// The confidence of moving a VM with `forecast` (at `horizon` steps) to `chosen` rather
+    /// than `runner_up`.
+    pub fn of(forecast: Option<&crate::demand::Forecast>, horizon: usize, chosen: &HostScore, runner_up: Option<&HostScore>) -> Confidence {
+        let spread = forecast.map(|f| {
+            let [p10, p50, p90] = f.at(horizon.clamp(1, crate::demand::MAX_HORIZON));
+            f64::from(p90 - p10) / f64::from(p50).max(0.01)
+        });
+        let certainty = spread.map_or(0.5, |s| 1.0 / (1.0 + s.max(0.0)));
+        let (agreement, margin) = match runner_up {
+            None => (1.0, None),
+            Some(r) => {
+                let (mut for_chosen, mut total) = (0.0, 0.0);
+                for t in &chosen.terms {
+                    let other = r.terms.iter().find(|o| o.scorer == t.scorer).map_or(0.0, |o| o.contribution);
+                    let d = other - t.contribution;
+                    total += d.abs();
+                    if d > 0.0 {
+                        for_chosen += d;
+                    }
+                }
+                let agreement = if total > 1e-12 { for_chosen / total } else { 0.5 };
+                (agreement, Some(r.score - chosen.score))
+            }
+        };
+        Confidence { value: certainty * agreement, certainty, forecast_spread: spread, agreement, margin }
+    }
 }
 
 /// The fleet's predicted demand per host and what each host's agent would admit against, for
@@ -1522,6 +1571,7 @@ impl PresagePolicy {
                     chosen,
                     runner_up: ranking.ranked.get(1).cloned(),
                     application: None,
+                    confidence: Confidence::default(),
                 };
                 self.record(&unit, m, now, out);
             }
@@ -1738,6 +1788,7 @@ impl PresagePolicy {
             chosen,
             runner_up,
             application: None,
+            confidence: Confidence::default(),
         };
         self.record(unit, m, pass.fleet.now_s, out);
     }
@@ -1864,6 +1915,7 @@ impl PresagePolicy {
                         chosen,
                         runner_up: ranking.ranked.get(1).cloned(),
                         application: None,
+                        confidence: Confidence::default(),
                     },
                 ));
                 i += 1;
@@ -1998,6 +2050,10 @@ impl ConsolidationPolicy for PresagePolicy {
         self.drain(&mut pass, &mut out);
         self.consolidate(&mut pass, &mut out);
         let migrations = out.iter().map(|m| Migration { vm: m.vm, to: m.to, reason: m.reason }).collect();
+        for m in &mut out {
+            let forecast = fleet.vms.get(m.vm).and_then(|v| v.forecast.as_ref());
+            m.confidence = Confidence::of(forecast, self.cfg.horizon_steps, &m.chosen, m.runner_up.as_ref());
+        }
         self.last = out;
         migrations
     }
@@ -2143,6 +2199,12 @@ mod tests {
             assert_eq!(e.chosen.host, e.to);
         }
         assert!(p.explanations().iter().any(|e| e.runner_up.is_some()), "no decision had a runner-up");
+        for e in p.explanations() {
+            let c = &e.confidence;
+            assert!((0.0..=1.0).contains(&c.value) && (c.value - c.certainty * c.agreement).abs() < 1e-12, "{e:?}");
+            assert_eq!(c.forecast_spread.is_some(), vms[e.vm].forecast.is_some(), "{e:?}");
+            assert_eq!(c.margin.is_some(), e.runner_up.is_some(), "{e:?}");
+        }
         // The ranking a new VM would get lists the same kind of explanation.
         let mut vms2 = vms.clone();
         vms2.push(VmView::unplaced(1, 1000.0, 500.0));
@@ -2248,6 +2310,27 @@ mod tests {
         assert!(PresageConfig::default().validate().is_ok());
         let e = toml::from_str::<PresageConfig>("horizon_step = 3").unwrap_err().to_string();
         assert!(e.contains("horizon_step"), "{e}");
+    }
+
+    #[test]
+    fn confidence_falls_with_a_wider_forecast_and_with_scorers_that_disagree() {
+        let term = |scorer, contribution| ScoreTerm { scorer, value: contribution, weight: 1.0, contribution };
+        let score = |host, terms: Vec<ScoreTerm>| HostScore { host, score: terms.iter().map(|t| t.contribution).sum(), terms, risk_after: 0.0, utilisation_after: 0.5 };
+        let chosen = score(1, vec![term("fit", 0.1), term("energy", 0.3)]);
+        // The runner-up loses on fit by 0.3 and wins on energy by 0.1: 3/4 of the weight for the chosen.
+        let runner_up = score(2, vec![term("fit", 0.4), term("energy", 0.2)]);
+        let narrow = crate::demand::Forecast::flat([0.45, 0.5, 0.55]);
+        let wide = crate::demand::Forecast::flat([0.1, 0.5, 0.9]);
+        let sure = Confidence::of(Some(&narrow), 6, &chosen, Some(&runner_up));
+        assert!((sure.agreement - 0.75).abs() < 1e-12 && (sure.margin.unwrap() - 0.2).abs() < 1e-12, "{sure:?}");
+        assert!((sure.forecast_spread.unwrap() - 0.2).abs() < 1e-6, "{sure:?}");
+        let unsure = Confidence::of(Some(&wide), 6, &chosen, Some(&runner_up));
+        assert!(unsure.certainty < sure.certainty && unsure.value < sure.value, "{unsure:?} vs {sure:?}");
+        // Every scorer for the chosen host, or no other host at all: full agreement.
+        let beaten = score(3, vec![term("fit", 0.5), term("energy", 0.4)]);
+        assert_eq!(Confidence::of(Some(&narrow), 6, &chosen, Some(&beaten)).agreement, 1.0);
+        assert_eq!(Confidence::of(None, 6, &chosen, None).agreement, 1.0);
+        assert_eq!(Confidence::of(None, 6, &chosen, None).certainty, 0.5);
     }
 
     #[test]

@@ -140,8 +140,8 @@ pub struct PresageConfig {
     pub application_aware: bool,
     pub weights: ScorerWeights,
     /// Risk appetite, 0..=1: one setting that moves presage along its energy-vs-unserved-demand
-    /// frontier. When set it sets `placement_risk`, `overload_enter_risk` and
-    /// `overload_exit_risk` along one curve ([`PresageConfig::at_risk`]): 0 keeps hosts cool
+    /// frontier. When set it sets `placement_risk`, `overload_enter_risk`, `overload_exit_risk`
+    /// and `safe_utilisation` along one curve ([`PresageConfig::at_risk`]): 0 keeps hosts cool
     /// (more hosts on, less demand unserved), 1 runs them hot; the shipped thresholds are
     /// about 0.6. Unset: the three thresholds as given.
     pub risk: Option<f64>,
@@ -192,13 +192,23 @@ impl PresageConfig {
     /// These settings at risk appetite `risk` (clamped to 0..=1): the highest risk a
     /// destination may take on grows geometrically from 2 % at 0 to 50 % at 1 (13.8 % at the
     /// shipped 0.6); a host counts as overloaded above 15/7 of it (the shipped 0.3 at 0.6; at
-    /// most 0.9) and as fine again below 2/3 of that (the shipped 0.2).
+    /// most 0.9) and as fine again below 2/3 of that (the shipped 0.2); and below 0.6 the
+    /// utilisation counted as safe comes down from 100 % to 85 % at 0, so that the cautious end
+    /// keeps headroom for what the forecasts miss.
     pub fn at_risk(&self, risk: f64) -> PresageConfig {
         let r = if risk.is_finite() { risk.clamp(0.0, 1.0) } else { SHIPPED_RISK };
         let placement = 0.02 * 25f64.powf(r);
         let enter = (placement * 15.0 / 7.0).min(0.9);
         let exit = enter * 2.0 / 3.0;
-        PresageConfig { placement_risk: placement, overload_enter_risk: enter, overload_exit_risk: exit, risk: Some(r), ..self.clone() }
+        let safe = (0.85 + 0.25 * r).min(1.0);
+        PresageConfig {
+            placement_risk: placement,
+            overload_enter_risk: enter,
+            overload_exit_risk: exit,
+            safe_utilisation: safe,
+            risk: Some(r),
+            ..self.clone()
+        }
     }
 
     /// The thresholds the policy runs with: [`at_risk`](Self::at_risk) when `risk` is set.
@@ -2343,7 +2353,7 @@ mod tests {
             assert!((c.overload_exit_risk / c.overload_enter_risk - 2.0 / 3.0).abs() < 1e-12, "hysteresis kept: {c:?}");
             if let Some(l) = &last {
                 assert!(c.placement_risk > l.placement_risk && c.overload_enter_risk >= l.overload_enter_risk);
-                assert!(c.overload_exit_risk >= l.overload_exit_risk);
+                assert!(c.overload_exit_risk >= l.overload_exit_risk && c.safe_utilisation >= l.safe_utilisation);
             }
             last = Some(c);
         }
@@ -2352,6 +2362,7 @@ mod tests {
             (shipped.placement_risk, base.placement_risk),
             (shipped.overload_enter_risk, base.overload_enter_risk),
             (shipped.overload_exit_risk, base.overload_exit_risk),
+            (shipped.safe_utilisation, base.safe_utilisation),
         ] {
             assert!((knob - given).abs() / given < 0.02, "{knob} against the shipped {given}");
         }

@@ -198,6 +198,10 @@ async fn the_rest_api_answers_as_its_openapi_document_says() {
         .arg(&admin.key)
         .args(["--checks", "all", "--phases", "coverage,fuzzing", "--max-examples", "10", "--seed", "20261202"])
         .args(["--workers", "2", "--request-timeout", "30", "--max-response-time", "30", "--no-color"])
+        // A connection dropped under a loaded machine (CI once: "EOF occurred in violation of
+        // protocol" on a new TLS connection) says nothing of the contract: tried again; every
+        // answer the API gives is still checked.
+        .args(["--request-retries", "2"])
         .args(["--generation-database", "none", "--report", "junit", "--report-dir"])
         .arg(reports.path())
         .kill_on_drop(true)

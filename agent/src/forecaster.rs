@@ -360,6 +360,7 @@ impl DemandForecaster {
                 cpu_p10: f.q.iter().map(|q| q[0]).collect(),
                 cpu_p50: f.q.iter().map(|q| q[1]).collect(),
                 cpu_p90: f.q.iter().map(|q| q[2]).collect(),
+                cpu_peak: f.peak,
                 // Memory rides along when its series is at the same step as CPU's.
                 memory: m.filter(|(m_first, _)| *m_first == first).map(|(_, f)| QuantileForecast {
                     forecaster: memory_name.clone(),

@@ -194,7 +194,7 @@ impl PlanSnapshot {
     /// over the horizon (MHz) and its memory (MiB).
     pub fn reservation_for(&self, vm_id: &str) -> Option<(f64, f64)> {
         let vm = self.vm_ids.iter().position(|v| v == vm_id)?;
-        let d = VmDemand::of(&self.vms[vm], self.ranker.config().new_vm_prior);
+        let d = VmDemand::of(&self.vms[vm], self.ranker.config());
         Some((d.reservation(), self.vms[vm].memory_request_mb))
     }
 
@@ -204,7 +204,7 @@ impl PlanSnapshot {
         let mut growth = vec![0.0; self.hosts.len()];
         for v in self.vms.iter().filter(|v| v.alive) {
             let Some(h) = v.host else { continue };
-            let d = VmDemand::of(v, self.ranker.config().new_vm_prior);
+            let d = VmDemand::of(v, self.ranker.config());
             growth[h] += (d.reservation() - v.demand_mips).max(0.0);
         }
         self.host_ids.iter().cloned().zip(growth).filter(|(_, g)| *g > 0.0).collect()
@@ -215,7 +215,7 @@ impl PlanSnapshot {
         let vm = self.vm_ids.iter().position(|v| v == vm_id)?;
         let fleet = self.fleet();
         let r = self.ranker.rank_resident(&fleet, &self.standing, vm, top.max(1));
-        let d = VmDemand::of(&self.vms[vm], self.ranker.config().new_vm_prior);
+        let d = VmDemand::of(&self.vms[vm], self.ranker.config());
         let steps = self.ranker.config().horizon_steps;
         Some(ExplainOutcome {
             vm_id: vm_id.to_string(),
@@ -511,6 +511,7 @@ mod tests {
             cpu_p50: vec![mid; 12],
             cpu_p90: vec![p90; 12],
             memory: None,
+            cpu_peak: p90,
         };
         r.vms[0].forecast = Some(fc(0.6, 0.3));
         state.ingest("a", 0, r, now).unwrap();

@@ -107,6 +107,7 @@ fn forecast(at: &str, fc: &presage_protocol::pb::VmForecast) -> Result<(), Inval
         return Err(InvalidMessage::new(format!("{at}.step_seconds"), "must be positive"));
     }
     quantiles(at, "cpu_", [&fc.cpu_p10, &fc.cpu_p50, &fc.cpu_p90])?;
+    fraction(format!("{at}.cpu_peak"), fc.cpu_peak as f64)?;
     if let Some(m) = &fc.memory {
         let at = format!("{at}.memory");
         quantiles(&at, "", [&m.p10, &m.p50, &m.p90])?;
@@ -254,6 +255,7 @@ mod tests {
                 p50: vec![0.6; 2],
                 p90: vec![0.7; 2],
             }),
+            cpu_peak: 0.9,
         };
         let mut ok = ok.clone();
         ok.vms[0].forecast = Some(fc);
@@ -267,6 +269,9 @@ mod tests {
         let mut nan = ok.clone();
         nan.vms[0].forecast.as_mut().unwrap().cpu_p90[0] = f32::NAN;
         assert_eq!(report(&nan).unwrap_err().field, "vms[0].forecast.cpu_p90[0]");
+        let mut peak_over = ok.clone();
+        peak_over.vms[0].forecast.as_mut().unwrap().cpu_peak = 1.5;
+        assert_eq!(report(&peak_over).unwrap_err().field, "vms[0].forecast.cpu_peak");
         let mut memory_over = ok.clone();
         memory_over.vms[0].forecast.as_mut().unwrap().memory.as_mut().unwrap().p90[1] = 1.5;
         assert_eq!(report(&memory_over).unwrap_err().field, "vms[0].forecast.memory.p90[1]");

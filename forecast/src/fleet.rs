@@ -204,7 +204,7 @@ impl<K: Hash + Eq + Clone> FleetForecaster<K> {
                     self.pending.insert(r.key.clone(), (r.first_step, f.at(1), b.at(1)));
                 }
                 let learner = self.learners.entry(r.key.clone()).or_default();
-                Some(learner.publish(r.first_step, &f, baseline.as_ref()))
+                Some(learner.publish(r.first_step, &f, baseline.as_ref()).with_peak_of(r.ctx.history))
             })
             .collect()
     }
@@ -286,5 +286,26 @@ mod tests {
         assert!(after[0] > before[0] && after[1] < before[1], "{before:?} -> {after:?}");
         f.retain(|k| *k == 2);
         assert_eq!(width(&mut f, 142)[0], before[0]);
+    }
+
+    #[test]
+    fn a_published_forecast_carries_the_series_peak_of_the_last_day() {
+        let mut f: FleetForecaster<u32> = FleetForecaster::new(Box::new(Fixed { band: [0.1, 0.2, 0.3] }), "fixed".into());
+        // An on/off series: quiet for the last 20 hours after a burst to 95 %; an older burst
+        // to 100 % lies beyond the day.
+        let mut history = vec![0.15f32; 400];
+        history[50] = 1.0;
+        history[400 - 240] = 0.95;
+        let quiet = vec![0.15f32; 400];
+        let reqs = [
+            SeriesRequest { key: 1, ctx: SeriesContext { history: &history, next_time_s: 0 }, first_step: 400 },
+            SeriesRequest { key: 2, ctx: SeriesContext { history: &quiet, next_time_s: 0 }, first_step: 400 },
+        ];
+        let out = f.forecast(&reqs);
+        let (bursty, steady) = (out[0].unwrap(), out[1].unwrap());
+        assert_eq!(bursty.peak, 0.95);
+        assert_eq!(bursty.q, steady.q, "the same quantiles");
+        // A steady series' peak is its highest p90.
+        assert_eq!(steady.peak, steady.q.iter().map(|q| q[2]).fold(0.0, f32::max));
     }
 }

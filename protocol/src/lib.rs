@@ -121,7 +121,9 @@ impl pb::VmForecast {
     /// The CPU quantiles (fractions of the VM's vCPUs) as the decision core reads them, when the
     /// agent published every horizon.
     pub fn cpu_quantiles(&self) -> Option<presage_decide::demand::Forecast> {
-        quantiles(&self.cpu_p10, &self.cpu_p50, &self.cpu_p90)
+        let mut f = quantiles(&self.cpu_p10, &self.cpu_p50, &self.cpu_p90)?;
+        f.peak = self.cpu_peak;
+        Some(f.tidy())
     }
 
     /// The memory quantiles (fractions of the VM's memory), when published for every horizon.

@@ -139,9 +139,15 @@ pub struct PresageConfig {
     /// under the lowest tolerance of the VMs it holds (`application` module).
     pub application_aware: bool,
     pub weights: ScorerWeights,
+    /// How much of a VM's reach above its forecast p90, up to its peak of the last day, counts
+    /// as spread in a host's risk: the share of outcomes assumed in that tail, spread evenly up
+    /// to the peak (0.1: the tenth above a p90, as the forecast says; 1: the VM may burst to its
+    /// peak at any step). What lets one policy hold bursty VMs (Bitbrains' on/off batch jobs)
+    /// further apart than steady ones with the same forecast.
+    pub burst_share: f64,
     /// Risk appetite, 0..=1: one setting that moves presage along its energy-vs-unserved-demand
-    /// frontier. When set it sets `placement_risk`, `overload_enter_risk`, `overload_exit_risk`
-    /// and `safe_utilisation` along one curve ([`PresageConfig::at_risk`]): 0 keeps hosts cool
+    /// frontier. When set it sets `placement_risk`, `overload_enter_risk`, `overload_exit_risk`,
+    /// `safe_utilisation` and `burst_share` along one curve ([`PresageConfig::at_risk`]): 0 keeps hosts cool
     /// (more hosts on, less demand unserved), 1 runs them hot; the shipped thresholds are
     /// about 0.6. Unset: the three thresholds as given.
     pub risk: Option<f64>,
@@ -175,6 +181,7 @@ impl Default for PresageConfig {
             repair_min_gain: 0.05,
             application_aware: true,
             weights: ScorerWeights::default(),
+            burst_share: 0.1,
             risk: None,
         }
     }
@@ -194,18 +201,22 @@ impl PresageConfig {
     /// shipped 0.6); a host counts as overloaded above 15/7 of it (the shipped 0.3 at 0.6; at
     /// most 0.9) and as fine again below 2/3 of that (the shipped 0.2); and below 0.6 the
     /// utilisation counted as safe comes down from 100 % to 85 % at 0, so that the cautious end
-    /// keeps headroom for what the forecasts miss.
+    /// keeps headroom for what the forecasts miss; and the share of a VM's reach above its p90
+    /// (up to its peak) counted as spread grows sevenfold per 0.6 of caution, from 2.7 % at 1
+    /// through the shipped 10 % at 0.6 to 70 % at 0.
     pub fn at_risk(&self, risk: f64) -> PresageConfig {
         let r = if risk.is_finite() { risk.clamp(0.0, 1.0) } else { SHIPPED_RISK };
         let placement = 0.02 * 25f64.powf(r);
         let enter = (placement * 15.0 / 7.0).min(0.9);
         let exit = enter * 2.0 / 3.0;
         let safe = (0.85 + 0.25 * r).min(1.0);
+        let burst = 0.1 * 7f64.powf((SHIPPED_RISK - r) / SHIPPED_RISK);
         PresageConfig {
             placement_risk: placement,
             overload_enter_risk: enter,
             overload_exit_risk: exit,
             safe_utilisation: safe,
+            burst_share: burst,
             risk: Some(r),
             ..self.clone()
         }
@@ -235,6 +246,7 @@ impl PresageConfig {
             ("correlation", self.correlation),
             ("underload_utilisation", self.underload_utilisation),
             ("memory_fill", self.memory_fill),
+            ("burst_share", self.burst_share),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return err(field, "must be within 0..=1");
@@ -341,13 +353,20 @@ fn quantile_of_sorted(v: &[f64], p: f64) -> f64 {
 const SD_PER_P10_P90: f64 = 1.0 / 2.563_103;
 
 impl VmDemand {
-    fn from_quantiles(q: impl Fn(usize) -> [f64; 3], size: f64, memory_mb: f64, source: DemandSource) -> VmDemand {
+    /// From quantiles per horizon and the VM's recent `peak` (fractions of its size).
+    fn from_quantiles(q: impl Fn(usize) -> [f64; 3], peak: f64, burst_share: f64, size: f64, memory_mb: f64, source: DemandSource) -> VmDemand {
         let mut d = VmDemand { mean: [0.0; MAX_STEPS], sd: [0.0; MAX_STEPS], high: [0.0; MAX_STEPS], size, memory_mb, source };
         for h in 0..MAX_STEPS {
             let [p10, p50, p90] = q(h);
             // Pearson–Tukey: the mean of a skewed distribution from three quantiles.
             d.mean[h] = (0.3 * p10 + 0.4 * p50 + 0.3 * p90) * size;
-            d.sd[h] = ((p90 - p10) * SD_PER_P10_P90).max(0.005) * size;
+            let body = ((p90 - p10) * SD_PER_P10_P90).max(0.005);
+            // The tail above p90 reaches as far as the VM's recent peak: `burst_share` of the
+            // outcomes spread evenly up to it add burst_share × reach² / 3 of variance. A bursty
+            // VM (an on/off batch job idle now) thereby asks for headroom a steady one of the
+            // same forecast does not.
+            let reach = (peak - p90).max(0.0);
+            d.sd[h] = (body * body + burst_share * reach * reach / 3.0).sqrt() * size;
             d.high[h] = p90 * size;
         }
         d
@@ -355,11 +374,12 @@ impl VmDemand {
 
     /// The VM's demand as the policy sees it: its forecast; else its recent history (widened);
     /// else the configured prior for a new VM.
-    pub fn of(vm: &VmView, prior: [f64; 3]) -> VmDemand {
+    pub fn of(vm: &VmView, cfg: &PresageConfig) -> VmDemand {
+        let (prior, burst) = (cfg.new_vm_prior, cfg.burst_share);
         let size = vm.capacity_mips();
         let mem = vm.memory_request_mb;
         if let Some(f) = &vm.forecast {
-            return VmDemand::from_quantiles(|h| f.q[h].map(|v| v as f64), size, mem, DemandSource::Forecast);
+            return VmDemand::from_quantiles(|h| f.q[h].map(|v| v as f64), f.peak as f64, burst, size, mem, DemandSource::Forecast);
         }
         let hist = vm.history.as_slice();
         if hist.len() >= 3 {
@@ -370,13 +390,13 @@ impl VmDemand {
             // A short history says little about the tails: widen them towards the prior.
             let spread = (p90 - p10).max(YOUNG_SPREAD);
             let p90 = (p50 + spread).min(1.0).max(hist[0]);
-            return VmDemand::from_quantiles(|_| [p10.min(p50), p50, p90], size, mem, DemandSource::History);
+            return VmDemand::from_quantiles(|_| [p10.min(p50), p50, p90], v[v.len() - 1], burst, size, mem, DemandSource::History);
         }
         let mut q = prior;
         if let Some(&now) = hist.first() {
             q = [q[0].min(now), q[1].max(now), q[2].max(now)];
         }
-        VmDemand::from_quantiles(|_| q, size, mem, DemandSource::Prior)
+        VmDemand::from_quantiles(|_| q, q[2], burst, size, mem, DemandSource::Prior)
     }
 
     /// What the destination's hard reservation holds for this VM: its highest p90.
@@ -1110,9 +1130,9 @@ impl<'a> Pass<'a> {
     }
 
     /// The pass's working state; `tolerance` per fleet VM (`ceiling` where none is learned).
-    fn new(fleet: &'a FleetView<'a>, prior: [f64; 3], tolerance: Vec<f64>, ceiling: f64) -> Pass<'a> {
+    fn new(fleet: &'a FleetView<'a>, cfg: &PresageConfig, tolerance: Vec<f64>, ceiling: f64) -> Pass<'a> {
         let demand: Vec<Option<VmDemand>> =
-            fleet.vms.iter().map(|v| (v.alive && v.host.is_some()).then(|| VmDemand::of(v, prior))).collect();
+            fleet.vms.iter().map(|v| (v.alive && v.host.is_some()).then(|| VmDemand::of(v, cfg))).collect();
         let mut hosts = vec![HostDemand::default(); fleet.hosts.len()];
         let mut movable = vec![Vec::new(); fleet.hosts.len()];
         for (h, host) in fleet.hosts.iter().enumerate() {
@@ -1122,7 +1142,7 @@ impl<'a> Pass<'a> {
                 if leaving || !v.alive {
                     continue;
                 }
-                let d = demand[vm].unwrap_or_else(|| VmDemand::of(v, prior));
+                let d = demand[vm].unwrap_or_else(|| VmDemand::of(v, cfg));
                 hosts[h].add(&d);
                 if !v.in_migration && v.host == Some(h) {
                     movable[h].push(vm);
@@ -1242,7 +1262,7 @@ impl PresagePolicy {
 
     /// A pass's working state over `fleet`, with the learned tolerances when application-aware.
     fn pass<'f>(&self, fleet: &'f FleetView<'f>) -> Pass<'f> {
-        Pass::new(fleet, self.cfg.new_vm_prior, self.tolerances(fleet), self.cfg.safe_utilisation)
+        Pass::new(fleet, &self.cfg, self.tolerances(fleet), self.cfg.safe_utilisation)
     }
 
     /// Per fleet VM, its learned tolerance (none when not application-aware).
@@ -1410,7 +1430,7 @@ impl PresagePolicy {
     /// The ranking a new VM would get now (`presagectl place`): `vm` is a VM without a host in
     /// `fleet.vms`, `standing` from [`standing`](Self::standing) on the same fleet.
     pub fn rank_new_with(&self, fleet: &FleetView<'_>, standing: &Standing, vm: usize, top: usize) -> Ranking {
-        let d = VmDemand::of(&fleet.vms[vm], self.cfg.new_vm_prior);
+        let d = VmDemand::of(&fleet.vms[vm], &self.cfg);
         let unit = Unit::new(fleet, &[(vm, usize::MAX, d)], self.cfg.horizon_steps);
         let q = RankQuery {
             unit: &unit,
@@ -1434,7 +1454,7 @@ impl PresagePolicy {
     /// Why `vm` is where it is: every host ranked for it as if it were placed now, its own host
     /// included (without the cost of a move), the others with their move's cost.
     pub fn rank_resident(&self, fleet: &FleetView<'_>, standing: &Standing, vm: usize, top: usize) -> Ranking {
-        let d = VmDemand::of(&fleet.vms[vm], self.cfg.new_vm_prior);
+        let d = VmDemand::of(&fleet.vms[vm], &self.cfg);
         let from = fleet.vms[vm].host;
         let unit = Unit::new(fleet, &[(vm, from.unwrap_or(usize::MAX), d)], self.cfg.horizon_steps);
         let mut hosts = standing.hosts.clone();
@@ -2119,7 +2139,7 @@ mod tests {
         // What remains on host 0 is no longer at risk, and no destination is.
         let mut after = p.pass(&fleet).hosts;
         for m in &moves {
-            let d = VmDemand::of(&vms[m.vm], p.config().new_vm_prior);
+            let d = VmDemand::of(&vms[m.vm], p.config());
             after[0].remove(&d);
             after[m.to].add(&d);
         }
@@ -2354,6 +2374,7 @@ mod tests {
             if let Some(l) = &last {
                 assert!(c.placement_risk > l.placement_risk && c.overload_enter_risk >= l.overload_enter_risk);
                 assert!(c.overload_exit_risk >= l.overload_exit_risk && c.safe_utilisation >= l.safe_utilisation);
+                assert!(c.burst_share < l.burst_share, "more appetite, less of the burst counted");
             }
             last = Some(c);
         }
@@ -2363,6 +2384,7 @@ mod tests {
             (shipped.overload_enter_risk, base.overload_enter_risk),
             (shipped.overload_exit_risk, base.overload_exit_risk),
             (shipped.safe_utilisation, base.safe_utilisation),
+            (shipped.burst_share, base.burst_share),
         ] {
             assert!((knob - given).abs() / given < 0.02, "{knob} against the shipped {given}");
         }
@@ -2371,6 +2393,42 @@ mod tests {
         assert_eq!(set.resolved().placement_risk, base.at_risk(0.2).placement_risk);
         assert_eq!(PresageConfig { placement_risk: 0.3, ..base.clone() }.resolved().placement_risk, 0.3);
         assert_eq!(base.at_risk(f64::NAN).placement_risk, shipped.placement_risk);
+        assert!((base.at_risk(0.0).burst_share - 0.7).abs() < 1e-12, "the cautious end counts most outcomes up to the peak");
+    }
+
+    #[test]
+    fn a_host_whose_vms_burst_far_above_their_forecast_keeps_room_a_steady_host_does_not_need() {
+        let mut hs = hosts(2);
+        let mut vms = Vec::new();
+        // Two 2-core VMs on each host, forecast alike; host 0's reached their whole size within
+        // the day (an on/off batch job), host 1's never went above their p90.
+        for (h, peak) in [(0, 1.0f32), (1, 0.2)] {
+            for _ in 0..2 {
+                let mut v = VmView::unplaced(2, 1000.0, 500.0);
+                v.host = Some(h);
+                v.demand_mips = 300.0;
+                v.forecast = Some(Forecast { peak, ..Forecast::flat([0.1, 0.15, 0.2]) }.tidy());
+                hs[h].observed_mips += 300.0;
+                vms.push(v);
+            }
+        }
+        place_all(&mut hs, &vms);
+        let mut new = VmView::unplaced(2, 1000.0, 500.0);
+        new.forecast = Some(Forecast::flat([0.3, 0.4, 0.5]));
+        vms.push(new);
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+        let cautious = PresagePolicy::new(PresageConfig::default().at_risk(0.0));
+        let r = cautious.rank_new(&fleet, 4, 2);
+        assert_eq!(r.ranked.iter().map(|s| s.host).collect::<Vec<_>>(), vec![1], "{r:?}");
+        assert!(r.rejected.contains(&(Rejection::Risk, 1)), "{:?}", r.rejected);
+        let pass = cautious.pass(&fleet);
+        let risk = |h: usize| cautious.host_risk(&hs[h], &pass.hosts[h]);
+        assert!(risk(0) > risk(1), "{} against {}", risk(0), risk(1));
+        // Counting nothing above the p90, the two hosts look alike and both take the VM.
+        let blind = PresagePolicy::new(PresageConfig { burst_share: 0.0, risk: None, ..PresageConfig::default().at_risk(0.0) });
+        assert_eq!(blind.rank_new(&fleet, 4, 2).ranked.len(), 2);
+        let pass = blind.pass(&fleet);
+        assert_eq!(blind.host_risk(&hs[0], &pass.hosts[0]), blind.host_risk(&hs[1], &pass.hosts[1]));
     }
 
     #[test]

@@ -535,6 +535,7 @@ async fn bench_web(hosts: usize, vms: usize, runs: usize) -> anyhow::Result<()> 
                             cpu_p50: (0..12).map(|_| load(v)).collect(),
                             cpu_p90: (0..12).map(|i| (load(v) * 1.2 + i as f32 * 0.002).min(1.0)).collect(),
                             memory: None,
+                            cpu_peak: (load(v) * 1.5).min(1.0),
                         }),
                         ..Default::default()
                     })

@@ -285,6 +285,8 @@ pub struct ForecastView {
     pub cpu_p10: Vec<f32>,
     pub cpu_p50: Vec<f32>,
     pub cpu_p90: Vec<f32>,
+    /// The highest busy fraction of the last day: how far a burst may reach.
+    pub cpu_peak: f32,
     pub memory: Option<QuantilesView>,
 }
 
@@ -339,6 +341,7 @@ impl From<VmInfo> for VmView {
             cpu_p10: f.cpu_p10,
             cpu_p50: f.cpu_p50,
             cpu_p90: f.cpu_p90,
+            cpu_peak: f.cpu_peak,
             memory: f.memory.map(|m| QuantilesView { forecaster: m.forecaster, p10: m.p10, p50: m.p50, p90: m.p90 }),
         });
         VmView {
@@ -495,6 +498,7 @@ mod tests {
                 cpu_p10: vec![0.3; 12],
                 cpu_p50: vec![0.5; 12],
                 cpu_p90: vec![0.7; 12],
+                cpu_peak: 0.9,
                 memory: Some(QuantilesView { forecaster: "n".into(), p10: vec![0.8; 12], p50: vec![0.9; 12], p90: vec![0.9; 12] }),
             }),
         };

@@ -141,8 +141,8 @@ pub struct PresageConfig {
     pub weights: ScorerWeights,
     /// How much of a VM's reach above its forecast p90, up to its peak of the last day, counts
     /// as spread in a host's risk: the share of outcomes assumed in that tail, spread evenly up
-    /// to the peak (0.1: the tenth above a p90, as the forecast says; 1: the VM may burst to its
-    /// peak at any step). What lets one policy hold bursty VMs (Bitbrains' on/off batch jobs)
+    /// to the peak (0.1: all of the tenth above a p90 reaches that far; 1: the VM may burst to
+    /// its peak at any step). What lets one policy hold bursty VMs (Bitbrains' on/off batch jobs)
     /// further apart than steady ones with the same forecast.
     pub burst_share: f64,
     /// Risk appetite, 0..=1: one setting that moves presage along its energy-vs-unserved-demand
@@ -181,7 +181,7 @@ impl Default for PresageConfig {
             repair_min_gain: 0.05,
             application_aware: true,
             weights: ScorerWeights::default(),
-            burst_share: 0.1,
+            burst_share: 0.05,
             risk: None,
         }
     }
@@ -202,15 +202,15 @@ impl PresageConfig {
     /// most 0.9) and as fine again below 2/3 of that (the shipped 0.2); and below 0.6 the
     /// utilisation counted as safe comes down from 100 % to 85 % at 0, so that the cautious end
     /// keeps headroom for what the forecasts miss; and the share of a VM's reach above its p90
-    /// (up to its peak) counted as spread grows sevenfold per 0.6 of caution, from 2.7 % at 1
-    /// through the shipped 10 % at 0.6 to 70 % at 0.
+    /// (up to its peak) counted as spread grows fourteenfold per 0.6 of caution, from 0.9 % at 1
+    /// through the shipped 5 % at 0.6 to 70 % at 0.
     pub fn at_risk(&self, risk: f64) -> PresageConfig {
         let r = if risk.is_finite() { risk.clamp(0.0, 1.0) } else { SHIPPED_RISK };
         let placement = 0.02 * 25f64.powf(r);
         let enter = (placement * 15.0 / 7.0).min(0.9);
         let exit = enter * 2.0 / 3.0;
         let safe = (0.85 + 0.25 * r).min(1.0);
-        let burst = 0.1 * 7f64.powf((SHIPPED_RISK - r) / SHIPPED_RISK);
+        let burst = 0.05 * 14f64.powf((SHIPPED_RISK - r) / SHIPPED_RISK);
         PresageConfig {
             placement_risk: placement,
             overload_enter_risk: enter,

@@ -456,7 +456,8 @@ pub async fn run_elected(cfg: CoordinatorConfig, cancel: CancellationToken) -> a
         Ok(c) => {
             // Agents refuse the commands of any older leader from the first welcome on.
             c.shared.sessions.set_leadership(epoch.max(1) as u64, leadership.mandate.clone());
-            let view = crate::shared::StoreView { kind: "etcd", etcd: Some(store.clone()), advertise: Some(advertise.clone()), standby: None };
+            let view =
+                crate::shared::StoreView { kind: "etcd", etcd: Some(store.clone()), advertise: Some(advertise.clone()), standby: None };
             let _ = c.shared.store.set(view);
             c
         }
@@ -510,7 +511,12 @@ impl StandingBy {
 
 /// Loads the warm copy and serves reads from it on `cfg.listen`; `None` (said in the log) when
 /// either cannot be done: the coordinator then stands by without serving until it leads.
-async fn stand_by(cfg: &CoordinatorConfig, store: &presage_store::EtcdStore, advertise: &str, cancel: &CancellationToken) -> Option<StandingBy> {
+async fn stand_by(
+    cfg: &CoordinatorConfig,
+    store: &presage_store::EtcdStore,
+    advertise: &str,
+    cancel: &CancellationToken,
+) -> Option<StandingBy> {
     let began = Instant::now();
     let copy = match store.warm_copy().await {
         Ok(c) => c,

@@ -64,7 +64,12 @@ pub fn serves(method: &Method, path: &str) -> bool {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     matches!(
         parts.as_slice(),
-        ["", "v1", "cluster"] | ["", "v1", "plans"] | ["", "v1", "plans", _] | ["", "v1", "rollouts"] | ["", "v1", "vms", _, "config"] | ["", "v1", "openapi.json"]
+        ["", "v1", "cluster"]
+            | ["", "v1", "plans"]
+            | ["", "v1", "plans", _]
+            | ["", "v1", "rollouts"]
+            | ["", "v1", "vms", _, "config"]
+            | ["", "v1", "openapi.json"]
     )
 }
 
@@ -128,7 +133,13 @@ pub struct CopyReport {
 impl CopyReport {
     pub fn of(copy: &WarmCopy) -> CopyReport {
         let p = copy.progress();
-        CopyReport { revision: p.revision, keys: p.keys, confirmed_unix_ms: p.confirmed_unix_ms, written_unix_ms: crate::shared::unix_ms(), broken: p.broken }
+        CopyReport {
+            revision: p.revision,
+            keys: p.keys,
+            confirmed_unix_ms: p.confirmed_unix_ms,
+            written_unix_ms: crate::shared::unix_ms(),
+            broken: p.broken,
+        }
     }
 
     /// How stale a read from the copy could be when the report was made.

@@ -146,7 +146,10 @@ mod tests {
     fn the_table_names_the_leader_the_standbys_and_each_member_down_and_says_when_quorum_is_lost() {
         let one_down = cluster_text(&status(1));
         assert!(one_down.contains("leader https://a:7400 at epoch 41"), "{one_down}");
-        assert!(one_down.lines().any(|l| l.starts_with("https://b:7400") && l.contains("standby") && l.contains("lag 0.4 s, revision 880")), "{one_down}");
+        assert!(
+            one_down.lines().any(|l| l.starts_with("https://b:7400") && l.contains("standby") && l.contains("lag 0.4 s, revision 880")),
+            "{one_down}"
+        );
         assert!(one_down.lines().any(|l| l.starts_with("https://c:7400") && l.contains("not reported")), "{one_down}");
         assert!(one_down.lines().any(|l| l.starts_with("https://e0:2379") && l.contains("DOWN") && l.contains("no answer")), "{one_down}");
         assert!(one_down.contains("2 of 3 endpoints answer\n"), "{one_down}");

@@ -81,7 +81,11 @@ pub fn frontier(runs: &[RunFigures]) -> Vec<FrontierPoint> {
 /// The frontier as an aligned table.
 pub fn frontier_table(points: &[FrontierPoint]) -> String {
     let mut out = String::from("FRONTIER (means over the trace folders)\n");
-    let _ = writeln!(out, "{:<18} {:>5} {:>5} {:>10} {:>11} {:>10} {:>10}", "POLICY", "RISK", "RUNS", "x ORACLE", "UNSERVED %", "MIGR/RUN", "PING-PONG");
+    let _ = writeln!(
+        out,
+        "{:<18} {:>5} {:>5} {:>10} {:>11} {:>10} {:>10}",
+        "POLICY", "RISK", "RUNS", "x ORACLE", "UNSERVED %", "MIGR/RUN", "PING-PONG"
+    );
     for p in points {
         let risk = p.risk.map_or("-".to_string(), |r| format!("{r:.2}"));
         let _ = writeln!(
@@ -121,8 +125,7 @@ impl Axes {
     fn of(points: &[FrontierPoint]) -> Axes {
         let finite = |v: f64| v.is_finite();
         let least = points.iter().map(|p| p.energy_over_oracle).filter(|v| finite(*v)).fold(f64::INFINITY, f64::min);
-        let xs: Vec<f64> =
-            points.iter().map(|p| p.energy_over_oracle).filter(|v| finite(*v) && *v <= least * X_RANGE_FACTOR).collect();
+        let xs: Vec<f64> = points.iter().map(|p| p.energy_over_oracle).filter(|v| finite(*v) && *v <= least * X_RANGE_FACTOR).collect();
         let ys: Vec<f64> = points.iter().map(|p| p.unserved_pct.max(FLOOR_PCT).log10()).filter(|v| finite(*v)).collect();
         let span = |v: &[f64], pad: f64, fallback: (f64, f64)| {
             let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
@@ -155,10 +158,14 @@ pub fn frontier_svg(points: &[FrontierPoint], title: &str) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="28" font-size="15" text-anchor="middle">{}</text>"#, (WIDTH - RIGHT + LEFT) / 2.0, escape(title));
+    let _ =
+        writeln!(s, r#"<text x="{}" y="28" font-size="15" text-anchor="middle">{}</text>"#, (WIDTH - RIGHT + LEFT) / 2.0, escape(title));
     // Axes, ticks and grid.
     let (x0, x1, y0, y1) = (LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM);
-    let _ = writeln!(s, r#"<g id="axes" stroke="black"><line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}"/><line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}"/></g>"#);
+    let _ = writeln!(
+        s,
+        r#"<g id="axes" stroke="black"><line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}"/><line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}"/></g>"#
+    );
     let step = nice_step((axes.x.1 - axes.x.0) / 6.0);
     let mut t = (axes.x.0 / step).ceil() * step;
     while t <= axes.x.1 + 1e-9 {
@@ -203,7 +210,8 @@ pub fn frontier_svg(points: &[FrontierPoint], title: &str) -> String {
         let swept = mine.iter().any(|p| p.risk.is_some());
         let _ = writeln!(s, r#"<g class="policy" data-policy="{}">"#, escape(name));
         if swept {
-            let path: Vec<String> = mine.iter().map(|p| format!("{:.1},{:.1}", axes.px(p.energy_over_oracle).0, axes.py(p.unserved_pct))).collect();
+            let path: Vec<String> =
+                mine.iter().map(|p| format!("{:.1},{:.1}", axes.px(p.energy_over_oracle).0, axes.py(p.unserved_pct))).collect();
             let _ = writeln!(s, r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#, path.join(" "));
             for p in &mine {
                 let (x, y) = (axes.px(p.energy_over_oracle).0, axes.py(p.unserved_pct));
@@ -223,7 +231,13 @@ pub fn frontier_svg(points: &[FrontierPoint], title: &str) -> String {
                 // figure said (those labels stacked upwards).
                 if beyond {
                     let label = format!("{name} ({:.1}x) \u{2192}", p.energy_over_oracle);
-                    let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{}</text>"#, x - 7.0, y - 6.0 - 12.0 * beyond_labels as f64, escape(&label));
+                    let _ = write!(
+                        s,
+                        r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{}</text>"#,
+                        x - 7.0,
+                        y - 6.0 - 12.0 * beyond_labels as f64,
+                        escape(&label)
+                    );
                     beyond_labels += 1;
                 }
                 s.push('\n');

@@ -507,7 +507,10 @@ mod tests {
             "{t}"
         );
         let j = plan_json(&p);
-        assert_eq!((j["moves"][0]["confidence"]["value"].as_f64(), j["moves"][0]["confidence"]["margin"].as_f64()), (Some(0.62), Some(0.1)));
+        assert_eq!(
+            (j["moves"][0]["confidence"]["value"].as_f64(), j["moves"][0]["confidence"]["margin"].as_f64()),
+            (Some(0.62), Some(0.1))
+        );
     }
 
     #[test]

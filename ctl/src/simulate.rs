@@ -278,30 +278,22 @@ fn run_one(
 ) -> RunReport {
     let p = &p;
     let Some(eco) = ecosystem else {
-        let sim = Simulation::new(s, p.build_with(presage), p.power_mode())
-            .with_forecast_model(model)
-            .with_guest_reports(args.guest_reports);
+        let sim =
+            Simulation::new(s, p.build_with(presage), p.power_mode()).with_forecast_model(model).with_guest_reports(args.guest_reports);
         return sim.run(|_, _| progress.inc(1));
     };
     // Trace VM i is the ecosystem's declaration i.
     let graph = eco.graph(MatchOptions::default());
     let mut tracker = EcosystemTracker::new(eco.clone(), graph.clone(), s.hosts.len());
-    let policy: Box<dyn presage_decide::policy::ConsolidationPolicy> =
-        if matches!(p, PolicySpec::Presage | PolicySpec::PresageNoApp) {
-            let fleet = FleetEcosystem::new(
-                graph.clone(),
-                s.vms.len(),
-                &|name| graph.find(name),
-                eco.locations(s.hosts.len()),
-                eco.latency,
-            );
-            let handle = EcosystemHandle::new(fleet);
-            tracker = tracker.learning_into(handle.clone());
-            let policy = presage_with_ecosystem(p.presage_config(presage), handle);
-            Box::new(if *p == PolicySpec::PresageNoApp { policy.labelled("presage-noapp") } else { policy })
-        } else {
-            p.build_with(presage)
-        };
+    let policy: Box<dyn presage_decide::policy::ConsolidationPolicy> = if matches!(p, PolicySpec::Presage | PolicySpec::PresageNoApp) {
+        let fleet = FleetEcosystem::new(graph.clone(), s.vms.len(), &|name| graph.find(name), eco.locations(s.hosts.len()), eco.latency);
+        let handle = EcosystemHandle::new(fleet);
+        tracker = tracker.learning_into(handle.clone());
+        let policy = presage_with_ecosystem(p.presage_config(presage), handle);
+        Box::new(if *p == PolicySpec::PresageNoApp { policy.labelled("presage-noapp") } else { policy })
+    } else {
+        p.build_with(presage)
+    };
     let sim = Simulation::new(s, policy, p.power_mode())
         .with_forecast_model(model)
         .with_guest_reports(args.guest_reports)
@@ -342,7 +334,8 @@ pub fn run(args: SimulateArgs, output: OutputFormat) -> anyhow::Result<()> {
     if let Some(path) = &args.plot {
         let days: std::collections::BTreeSet<&str> = reports.iter().map(|r| r.day.as_str()).collect();
         let title = format!("energy against unserved demand, mean over {} day(s)", days.len());
-        std::fs::write(path, crate::frontier::frontier_svg(&points, &title)).with_context(|| format!("writing the plot to {}", path.display()))?;
+        std::fs::write(path, crate::frontier::frontier_svg(&points, &title))
+            .with_context(|| format!("writing the plot to {}", path.display()))?;
     }
     let find = |r: &RunReport| comparisons.iter().find(|c| c.policy == r.policy && c.day == r.day);
     let mut out = std::io::stdout().lock();
@@ -629,7 +622,12 @@ mod tests {
     #[test]
     fn a_sweep_names_risk_settings_within_0_and_1_and_anything_else_is_refused_with_the_reason() {
         assert_eq!(parse_sweep("risk=0.2, 0.4,1").unwrap(), [0.2, 0.4, 1.0]);
-        for (bad, says) in [("0.2,0.4", "expected risk="), ("risk=0.2,x", "\"x\" is not a number"), ("risk=1.5", "outside 0..=1"), ("horizon=3", "expected risk=")] {
+        for (bad, says) in [
+            ("0.2,0.4", "expected risk="),
+            ("risk=0.2,x", "\"x\" is not a number"),
+            ("risk=1.5", "outside 0..=1"),
+            ("horizon=3", "expected risk="),
+        ] {
             let e = format!("{:#}", parse_sweep(bad).unwrap_err());
             assert!(e.contains(says), "{bad}: {e}");
         }

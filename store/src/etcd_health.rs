@@ -100,7 +100,10 @@ impl EtcdStore {
                 let options = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend);
                 let r = c.get(name, Some(options)).await?;
                 let revision = r.header().map(|h| h.revision()).unwrap_or(0);
-                Ok((r.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.create_revision())).collect::<Vec<_>>(), revision))
+                Ok((
+                    r.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.create_revision())).collect::<Vec<_>>(),
+                    revision,
+                ))
             }
         })?;
         let (kvs, revision) = kvs;

@@ -81,7 +81,13 @@ mod tests {
 
 /// Up to `limit` entries of `map` whose key starts with `prefix`, in `order`, each key without
 /// its first `strip` bytes (a tree's own prefix in a map shared by trees).
-pub(crate) fn scan_map(map: &BTreeMap<Vec<u8>, Vec<u8>>, prefix: &[u8], order: Order, limit: usize, strip: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn scan_map(
+    map: &BTreeMap<Vec<u8>, Vec<u8>>,
+    prefix: &[u8],
+    order: Order,
+    limit: usize,
+    strip: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let matching = map.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix));
     let pick = |(k, v): (&Vec<u8>, &Vec<u8>)| (k[strip..].to_vec(), v.clone());
     match order {

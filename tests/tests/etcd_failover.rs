@@ -363,7 +363,10 @@ async fn a_leader_killed_20_times_some_mid_migration_loses_no_plan_or_write_and_
             let expected = if settled.status == "done" { to } else { from.as_str() };
             assert_eq!(on[0], expected, "trial {trial}: plan {} ended {} ({:?})", settled.id, settled.status, settled.moves);
             settled_as.push(settled.status.clone());
-            eprintln!("trial {trial}: {vm} {from} -> {to}, leader killed {span} ms into the move; the next settled it as {}, on {}", settled.status, on[0]);
+            eprintln!(
+                "trial {trial}: {vm} {from} -> {to}, leader killed {span} ms into the move; the next settled it as {}, on {}",
+                settled.status, on[0]
+            );
         }
         coordinators[victim].spawn(&bin);
     }
@@ -446,7 +449,12 @@ async fn a_standby_serves_reads_from_its_warm_copy_and_sends_everything_else_to_
     for i in 0..10 {
         eventually("the leader accepts a resize", wait, || async {
             let mut op = client(&leader.value, &ops).await.ok()?;
-            let r = op.resize_vm(ResizeVmRequest { vm_id: "web".into(), cpu_cores: 0.3 + f64::from(i) * 0.05, memory_mib: 256.0, ..Default::default() });
+            let r = op.resize_vm(ResizeVmRequest {
+                vm_id: "web".into(),
+                cpu_cores: 0.3 + f64::from(i) * 0.05,
+                memory_mib: 256.0,
+                ..Default::default()
+            });
             r.await.ok()?.into_inner().accepted.then_some(())
         })
         .await;
@@ -480,13 +488,15 @@ async fn a_standby_serves_reads_from_its_warm_copy_and_sends_everything_else_to_
 
     // Everything else is for the leader, which the refusal names.
     let mut op = client(&standby, &ops).await.unwrap();
-    let e = op.resize_vm(ResizeVmRequest { vm_id: "web".into(), cpu_cores: 2.0, memory_mib: 256.0, ..Default::default() }).await.unwrap_err();
+    let e =
+        op.resize_vm(ResizeVmRequest { vm_id: "web".into(), cpu_cores: 2.0, memory_mib: 256.0, ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
     assert!(e.message().contains("standby"), "{e:?}");
     assert_eq!(e.metadata().get("presage-leader").and_then(|v| v.to_str().ok()), Some(leader.value.as_str()), "{e:?}");
     let e = op.ping_host(PingHostRequest { host_id: "hv-a".into(), timeout_ms: 0 }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
-    let rest = presage_protocol::rest_client::RestClient::new(&standby, &ops.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap();
+    let rest =
+        presage_protocol::rest_client::RestClient::new(&standby, &ops.load().unwrap(), presage_protocol::COORDINATOR_TLS_NAME).unwrap();
     let refused = rest.get("/v1/status").await.unwrap();
     assert_eq!((refused.status, refused.body["code"].as_str()), (503, Some("standby")), "{refused:?}");
     assert!(refused.body["reason"].as_str().is_some_and(|r| r.contains(&leader.value)), "{refused:?}");
@@ -516,7 +526,10 @@ async fn a_standby_serves_reads_from_its_warm_copy_and_sends_everything_else_to_
     let mine = status.members.iter().find(|m| m.address == leader.value).unwrap();
     assert!(!mine.copy_reported, "the leader reads etcd itself: {mine:?}");
     let own = op.cluster_status(ClusterStatusRequest {}).await.unwrap().into_inner();
-    assert_eq!((own.role.as_str(), own.leader.as_str(), own.this_coordinator.as_str()), ("standby", leader.value.as_str(), standby.as_str()));
+    assert_eq!(
+        (own.role.as_str(), own.leader.as_str(), own.this_coordinator.as_str()),
+        ("standby", leader.value.as_str(), standby.as_str())
+    );
 
     // presagectl given the standby first talks to the leader.
     let tls = pki.operator_dir("ctl");

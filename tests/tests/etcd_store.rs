@@ -342,7 +342,9 @@ fn a_warm_copy_follows_the_store_and_knows_how_current_it_is() {
     let store = EtcdStore::connect(&config(&cluster, "copy/")).unwrap();
     let plans = store.tree("plans").unwrap();
     for chunk in (0..1500).collect::<Vec<u32>>().chunks(MAX_TXN_OPS) {
-        plans.apply(chunk.iter().map(|i| BatchOp::Insert(format!("plan-{i:05}").into_bytes(), format!("v{i}").into_bytes())).collect()).unwrap();
+        plans
+            .apply(chunk.iter().map(|i| BatchOp::Insert(format!("plan-{i:05}").into_bytes(), format!("v{i}").into_bytes())).collect())
+            .unwrap();
     }
     store.tree("election").unwrap().insert(b"coordinator/7", b"https://a:7400").unwrap();
     store.tree(presage_store::STANDBYS_TREE).unwrap().insert(b"https://b:7400", b"{}").unwrap();

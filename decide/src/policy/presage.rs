@@ -149,7 +149,7 @@ pub struct PresageConfig {
     /// frontier. When set it sets `placement_risk`, `overload_enter_risk`, `overload_exit_risk`,
     /// `safe_utilisation` and `burst_share` along one curve ([`PresageConfig::at_risk`]): 0 keeps hosts cool
     /// (more hosts on, less demand unserved), 1 runs them hot; the shipped thresholds are
-    /// about 0.6. Unset: the three thresholds as given.
+    /// about 0.6. Unset: those settings as given.
     pub risk: Option<f64>,
 }
 
@@ -354,7 +354,14 @@ const SD_PER_P10_P90: f64 = 1.0 / 2.563_103;
 
 impl VmDemand {
     /// From quantiles per horizon and the VM's recent `peak` (fractions of its size).
-    fn from_quantiles(q: impl Fn(usize) -> [f64; 3], peak: f64, burst_share: f64, size: f64, memory_mb: f64, source: DemandSource) -> VmDemand {
+    fn from_quantiles(
+        q: impl Fn(usize) -> [f64; 3],
+        peak: f64,
+        burst_share: f64,
+        size: f64,
+        memory_mb: f64,
+        source: DemandSource,
+    ) -> VmDemand {
         let mut d = VmDemand { mean: [0.0; MAX_STEPS], sd: [0.0; MAX_STEPS], high: [0.0; MAX_STEPS], size, memory_mb, source };
         for h in 0..MAX_STEPS {
             let [p10, p50, p90] = q(h);
@@ -1131,8 +1138,7 @@ impl<'a> Pass<'a> {
 
     /// The pass's working state; `tolerance` per fleet VM (`ceiling` where none is learned).
     fn new(fleet: &'a FleetView<'a>, cfg: &PresageConfig, tolerance: Vec<f64>, ceiling: f64) -> Pass<'a> {
-        let demand: Vec<Option<VmDemand>> =
-            fleet.vms.iter().map(|v| (v.alive && v.host.is_some()).then(|| VmDemand::of(v, cfg))).collect();
+        let demand: Vec<Option<VmDemand>> = fleet.vms.iter().map(|v| (v.alive && v.host.is_some()).then(|| VmDemand::of(v, cfg))).collect();
         let mut hosts = vec![HostDemand::default(); fleet.hosts.len()];
         let mut movable = vec![Vec::new(); fleet.hosts.len()];
         for (h, host) in fleet.hosts.iter().enumerate() {
@@ -2345,7 +2351,13 @@ mod tests {
     #[test]
     fn confidence_falls_with_a_wider_forecast_and_with_scorers_that_disagree() {
         let term = |scorer, contribution| ScoreTerm { scorer, value: contribution, weight: 1.0, contribution };
-        let score = |host, terms: Vec<ScoreTerm>| HostScore { host, score: terms.iter().map(|t| t.contribution).sum(), terms, risk_after: 0.0, utilisation_after: 0.5 };
+        let score = |host, terms: Vec<ScoreTerm>| HostScore {
+            host,
+            score: terms.iter().map(|t| t.contribution).sum(),
+            terms,
+            risk_after: 0.0,
+            utilisation_after: 0.5,
+        };
         let chosen = score(1, vec![term("fit", 0.1), term("energy", 0.3)]);
         // The runner-up loses on fit by 0.3 and wins on energy by 0.1: 3/4 of the weight for the chosen.
         let runner_up = score(2, vec![term("fit", 0.4), term("energy", 0.2)]);

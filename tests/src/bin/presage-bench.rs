@@ -587,7 +587,14 @@ async fn bench_web(hosts: usize, vms: usize, runs: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn bench_ingest(agents: usize, vms: usize, duration: Duration, every: Option<Duration>, etcd: bool, policy_every: Duration) -> anyhow::Result<()> {
+async fn bench_ingest(
+    agents: usize,
+    vms: usize,
+    duration: Duration,
+    every: Option<Duration>,
+    etcd: bool,
+    policy_every: Duration,
+) -> anyhow::Result<()> {
     let pki = Pki::new();
     let cluster = if etcd { Some(tokio::task::spawn_blocking(|| presage_tests::etcd::EtcdCluster::start(3)).await?) } else { None };
     // The policy pass (advisory), timed over the state under load.
@@ -1273,7 +1280,9 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match args.cmd {
             Cmd::Agent { vms, interval, duration, cycles } => bench_agent(vms, interval, duration, cycles).await,
-            Cmd::Ingest { agents, vms, duration, every, etcd, policy_every } => bench_ingest(agents, vms, duration, every, etcd, policy_every).await,
+            Cmd::Ingest { agents, vms, duration, every, etcd, policy_every } => {
+                bench_ingest(agents, vms, duration, every, etcd, policy_every).await
+            }
             Cmd::Store { writes, moves } => bench_store(writes, &moves).await,
             Cmd::Storm { agents, vms, every, restarts } => {
                 let bin = sibling("presage-coordinator")?;

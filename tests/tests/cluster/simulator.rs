@@ -103,13 +103,25 @@ fn the_risk_knob_trades_energy_for_unserved_demand_along_one_curve() {
     let mut args = SimulateArgs::new(vec![data.join("planetlab").join(DAYS[0])], Some(reference_dir.join("vm_order")));
     args.forecast_model = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v2.onnx"));
     args.sweep = Some("risk=0,0.5,1".into());
-    let runs = simulate(&args, &[PolicySpec::Presage, PolicySpec::Classic(presage_decide::policy::classic::Detector::Thr(0.8))], &indicatif::ProgressBar::hidden()).expect("simulation");
+    let runs = simulate(
+        &args,
+        &[PolicySpec::Presage, PolicySpec::Classic(presage_decide::policy::classic::Detector::Thr(0.8))],
+        &indicatif::ProgressBar::hidden(),
+    )
+    .expect("simulation");
     let curve: Vec<_> = runs.iter().filter(|r| r.policy == "presage").collect();
     assert_eq!(curve.iter().map(|r| r.risk).collect::<Vec<_>>(), [Some(0.0), Some(0.5), Some(1.0)]);
     assert_eq!(runs.iter().filter(|r| r.risk.is_none()).count(), 1, "THR runs once");
     for pair in curve.windows(2) {
         let (cool, hot) = (pair[0], pair[1]);
-        assert!(hot.energy_kwh < cool.energy_kwh, "risk {:?} -> {:?}: energy {} -> {}", cool.risk, hot.risk, cool.energy_kwh, hot.energy_kwh);
+        assert!(
+            hot.energy_kwh < cool.energy_kwh,
+            "risk {:?} -> {:?}: energy {} -> {}",
+            cool.risk,
+            hot.risk,
+            cool.energy_kwh,
+            hot.energy_kwh
+        );
         assert!(
             hot.overall_sla_violation_pct > cool.overall_sla_violation_pct,
             "risk {:?} -> {:?}: unserved {} -> {}",

@@ -119,6 +119,10 @@ pub struct ExplainOutcome {
     /// Its predicted demand at each step of the policy's horizon, capacity units: mean and p90.
     pub demand_mean: Vec<f64>,
     pub demand_p90: Vec<f64>,
+    /// The spread the risk counts per step (the forecast's, with the VM's reach to its peak).
+    pub demand_spread: Vec<f64>,
+    /// Its highest demand of the last day, capacity units.
+    pub demand_peak: f64,
     /// The move the last plan makes for it, if any.
     pub planned: Option<ProposedMove>,
     /// Every host ranked for it now, its own included (without the cost of a move).
@@ -223,6 +227,8 @@ impl PlanSnapshot {
             demand_source: d.source,
             demand_mean: d.mean[..steps].to_vec(),
             demand_p90: d.high[..steps].to_vec(),
+            demand_spread: d.sd[..steps].to_vec(),
+            demand_peak: d.peak,
             planned: self.proposal.moves.iter().find(|m| m.vm_id == vm_id).cloned(),
             ranking: self.views(&r),
             feasible_hosts: r.feasible,

@@ -649,6 +649,8 @@ impl Operator for OperatorService {
             demand_source: format!("{:?}", e.demand_source).to_lowercase(),
             demand_mean_mhz: e.demand_mean,
             demand_p90_mhz: e.demand_p90,
+            demand_spread_mhz: e.demand_spread,
+            demand_peak_mhz: e.demand_peak,
             planned: e.planned.is_some(),
             planned_move: e.planned.as_ref().map(planned_move),
             ranking: e.ranking.iter().map(host_score).collect(),

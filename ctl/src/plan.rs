@@ -168,6 +168,15 @@ pub fn render_explain(e: &ExplainResponse) -> String {
     let _ = writeln!(out, "{} runs on {} (plan {:.0} s old)", e.vm_id, e.host_id, e.plan_age_ms as f64 / 1000.0);
     let steps: Vec<String> = e.demand_mean_mhz.iter().zip(&e.demand_p90_mhz).map(|(m, p)| format!("{m:.0}/{p:.0}")).collect::<Vec<_>>();
     let _ = writeln!(out, "demand ({}), mean/p90 MHz per 5-minute step: {}", e.demand_source, steps.join(" "));
+    if !e.demand_spread_mhz.is_empty() {
+        let spread: Vec<String> = e.demand_spread_mhz.iter().map(|s| format!("{s:.0}")).collect();
+        let _ = writeln!(
+            out,
+            "spread counted in its host's risk, MHz: {} (peak of the last day {:.0} MHz)",
+            spread.join(" "),
+            e.demand_peak_mhz
+        );
+    }
     if let Some(a) = &e.application {
         let _ = writeln!(out, "{}", app_line(a));
     }
@@ -353,6 +362,7 @@ pub fn explain_json(e: &ExplainResponse) -> serde_json::Value {
     serde_json::json!({
         "vm_id": e.vm_id, "host_id": e.host_id, "demand_source": e.demand_source,
         "demand_mean_mhz": e.demand_mean_mhz, "demand_p90_mhz": e.demand_p90_mhz,
+        "demand_spread_mhz": e.demand_spread_mhz, "demand_peak_mhz": e.demand_peak_mhz,
         "planned_move": e.planned_move.as_ref().filter(|_| e.planned).map(move_json),
         "ranking": e.ranking.iter().map(score_json).collect::<Vec<_>>(),
         "feasible_hosts": e.feasible_hosts, "rejected": rejected_json(&e.rejected), "plan_age_ms": e.plan_age_ms,

@@ -429,6 +429,10 @@ async fn the_coordinator_plans_with_presage_and_explains_its_rankings() {
     let e = op.explain(presage_protocol::pb::ExplainRequest { vm_id: vm.clone(), top: 10 }).await.unwrap().into_inner();
     assert_eq!((e.vm_id.as_str(), e.host_id.as_str()), (vm.as_str(), "hv-a"));
     assert_eq!(e.demand_mean_mhz.len(), 6);
+    // The spread its host's risk counts, per step, and the day's peak it reaches to.
+    assert_eq!(e.demand_spread_mhz.len(), 6);
+    assert!(e.demand_spread_mhz.iter().all(|s| *s > 0.0), "{:?}", e.demand_spread_mhz);
+    assert!(e.demand_p90_mhz.iter().all(|p| e.demand_peak_mhz >= *p), "peak {} below a p90 {:?}", e.demand_peak_mhz, e.demand_p90_mhz);
     let here = e.ranking.iter().find(|s| s.host_id == "hv-a").expect("its own host is ranked");
     let migration = |s: &presage_protocol::pb::HostScore| s.terms.iter().find(|t| t.scorer == "migration").map_or(0.0, |t| t.value);
     assert_eq!(migration(here), 0.0);

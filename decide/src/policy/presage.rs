@@ -323,6 +323,8 @@ pub struct VmDemand {
     pub sd: [f64; MAX_STEPS],
     /// The p90 per horizon.
     pub high: [f64; MAX_STEPS],
+    /// The highest demand of the last day (at least the highest p90): how far a burst may reach.
+    pub peak: f64,
     pub size: f64,
     /// Memory the VM holds on a host, MB.
     pub memory_mb: f64,
@@ -362,7 +364,7 @@ impl VmDemand {
         memory_mb: f64,
         source: DemandSource,
     ) -> VmDemand {
-        let mut d = VmDemand { mean: [0.0; MAX_STEPS], sd: [0.0; MAX_STEPS], high: [0.0; MAX_STEPS], size, memory_mb, source };
+        let mut d = VmDemand { mean: [0.0; MAX_STEPS], sd: [0.0; MAX_STEPS], high: [0.0; MAX_STEPS], peak: 0.0, size, memory_mb, source };
         for h in 0..MAX_STEPS {
             let [p10, p50, p90] = q(h);
             // Pearson–Tukey: the mean of a skewed distribution from three quantiles.
@@ -375,6 +377,7 @@ impl VmDemand {
             let reach = (peak - p90).max(0.0);
             d.sd[h] = (body * body + burst_share * reach * reach / 3.0).sqrt() * size;
             d.high[h] = p90 * size;
+            d.peak = d.peak.max(peak.max(p90) * size);
         }
         d
     }

@@ -19,9 +19,24 @@ pub fn etcd_binary() -> PathBuf {
     path
 }
 
-/// A loopback port nothing listens on now.
+/// A loopback port nothing listens on now, below the kernel's ephemeral range (32768 and up on
+/// Linux): a port the kernel hands out (`bind(0)`) can be taken, before etcd binds it or while a
+/// killed member is down, by any process's outgoing connection, and etcd then fails with "address
+/// already in use". Ports are tried in a sequence that differs per process and never repeats within
+/// one, so concurrent tests do not pick the same port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 struct Member {

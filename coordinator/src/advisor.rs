@@ -18,11 +18,14 @@ use serde::Serialize;
 
 use crate::state::ClusterState;
 use presage_decide::policy::application::{AppHealthFigures, AppSignal};
+use presage_decide::policy::learned::GuardCounts;
 use presage_decide::policy::power::IBM_X3550_M3_X5675;
 use presage_decide::policy::presage::{
     DemandSource, HostScore, PresageConfig, PresagePolicy, Ranking, Rejection, ScoreTerm, Standing, VmDemand,
 };
-use presage_decide::policy::{ConsolidationPolicy, FleetView, HostView, MoveReason, PolicySpec, Renumbering, UtilisationHistory, VmView};
+use presage_decide::policy::{
+    ConsolidationPolicy, FleetView, HostView, MoveReason, PolicyExtras, PolicySpec, Renumbering, UtilisationHistory, VmView,
+};
 
 /// Migration bandwidth assumed for hosts whose NIC speed is unknown (half of 1 Gbit/s, MB/s).
 const DEFAULT_MIGRATION_MB_PER_S: f64 = 62.5;
@@ -249,24 +252,62 @@ pub struct Advisor {
     /// The last pass's VM and host ids in fleet order: what the policy's per-VM and per-host
     /// memory is indexed by until this pass renumbers it.
     numbering: Option<(Vec<String>, Vec<String>)>,
+    /// What the policy and the rankers are built with besides the settings (a learned model).
+    extras: PolicyExtras,
+    /// The learned scorer's counts already reported ([`take_learned_counts`](Self::take_learned_counts)).
+    learned_reported: GuardCounts,
 }
 
 impl Advisor {
     /// `spec` decides the plan; presage's settings also rank for `place` and `explain`.
     pub fn new(spec: PolicySpec, presage: &PresageConfig) -> Advisor {
-        Advisor { policy: spec.build_with(presage), presage: presage.clone(), history: HashMap::new(), ecosystem: None, numbering: None }
+        Advisor::with_extras(spec, presage, PolicyExtras::default())
+    }
+
+    /// [`new`](Self::new), presage built with `extras` (its learned model).
+    pub fn with_extras(spec: PolicySpec, presage: &PresageConfig, extras: PolicyExtras) -> Advisor {
+        Advisor {
+            policy: spec.build_with_extras(presage, &extras),
+            presage: presage.clone(),
+            history: HashMap::new(),
+            ecosystem: None,
+            numbering: None,
+            extras,
+            learned_reported: GuardCounts::default(),
+        }
     }
 
     /// [`new`](Self::new), with the registered dependencies: presage then scores, keeps and
     /// repairs them (the other policies ignore them); `place` and `explain` show their terms.
-    pub fn with_ecosystem(spec: PolicySpec, presage: &PresageConfig, registry: Arc<EcosystemRegistry>) -> Advisor {
+    pub fn with_ecosystem(spec: PolicySpec, presage: &PresageConfig, registry: Arc<EcosystemRegistry>, extras: PolicyExtras) -> Advisor {
         let handle = EcosystemHandle::new(FleetEcosystem::default());
         let policy: Box<dyn ConsolidationPolicy> = if spec == PolicySpec::Presage {
-            Box::new(presage_with_ecosystem(presage.clone(), handle.clone()))
+            Box::new(presage_with_ecosystem(presage.clone(), handle.clone()).with_extras(&extras))
         } else {
-            spec.build_with(presage)
+            spec.build_with_extras(presage, &extras)
         };
-        Advisor { policy, presage: presage.clone(), history: HashMap::new(), ecosystem: Some((registry, handle)), numbering: None }
+        Advisor {
+            policy,
+            presage: presage.clone(),
+            history: HashMap::new(),
+            ecosystem: Some((registry, handle)),
+            numbering: None,
+            extras,
+            learned_reported: GuardCounts::default(),
+        }
+    }
+
+    /// What the learned scorer's guardrail decided since the last call (`None` without one).
+    pub fn take_learned_counts(&mut self) -> Option<GuardCounts> {
+        let now = self.policy.learned_counts()?;
+        let was = std::mem::replace(&mut self.learned_reported, now);
+        Some(GuardCounts {
+            judged: now.judged - was.judged,
+            model: now.model - was.model,
+            out_of_range: now.out_of_range - was.out_of_range,
+            disagreed: now.disagreed - was.disagreed,
+            failed: now.failed - was.failed,
+        })
     }
 
     pub fn policy_name(&self) -> String {
@@ -416,7 +457,8 @@ impl Advisor {
         let ranker = match &self.ecosystem {
             Some((_, handle)) => presage_with_ecosystem(self.presage.clone(), handle.clone()),
             None => PresagePolicy::new(self.presage.clone()),
-        };
+        }
+        .with_extras(&self.extras);
         // Rankings between passes see what the policy learned of the VMs' applications.
         let ranker = match self.policy.application_book() {
             Some(book) => ranker.with_application_book(book.clone()),

@@ -39,6 +39,18 @@ pub struct CoordinatorMetrics {
     pub migration_duration: Histogram,
     /// REST calls of the operator API, by call (`rest.Status`, ...) and outcome (`ok`, `error`).
     pub api_request: CommandLatency,
+    /// Candidates presage's learned scorer judged, by the guardrail's verdict (`model`,
+    /// `out_of_range`, `disagreed`, `failed`: the last three fell back to the heuristic).
+    pub learned_candidates: Family<Label, Counter>,
+}
+
+impl CoordinatorMetrics {
+    /// Adds what the learned scorer's guardrail decided in a pass.
+    pub fn count_learned(&self, c: &presage_decide::policy::learned::GuardCounts) {
+        for (verdict, n) in [("model", c.model), ("out_of_range", c.out_of_range), ("disagreed", c.disagreed), ("failed", c.failed)] {
+            self.learned_candidates.get_or_create(&[("verdict", verdict)]).inc_by(n);
+        }
+    }
 }
 
 impl Default for CoordinatorMetrics {
@@ -54,6 +66,7 @@ impl Default for CoordinatorMetrics {
             // 0.1 s to about 55 min.
             migration_duration: Histogram::new(exponential_buckets(0.1, 2.0, 16)),
             api_request: CommandLatency::default(),
+            learned_candidates: Family::default(),
         }
     }
 }
@@ -102,6 +115,11 @@ pub fn render(shared: &Shared) -> String {
     r.register_with_unit("optimiser_pass", "Duration of a background cluster optimiser pass", Unit::Seconds, m.optimiser_pass.clone());
     r.register("plans", "Plans journaled, by origin", m.plans.clone());
     r.register("migrations", "Migrations ended, by outcome", m.migrations.clone());
+    r.register(
+        "learned_candidates",
+        "Candidates presage's learned scorer judged, by the guardrail's verdict",
+        m.learned_candidates.clone(),
+    );
     r.register_with_unit("migration_duration", "Duration of ended migrations", Unit::Seconds, m.migration_duration.clone());
     r.register_with_unit("api_request", "REST calls of the operator API, by call and outcome", Unit::Seconds, m.api_request.0.clone());
     r.register("connection_refusals", "Connections refused on the listener, by kind", shared.refusals.by_kind.clone());

@@ -33,7 +33,18 @@ pub struct Coordinator {
     tls: Arc<rustls::ServerConfig>,
     cfg: CoordinatorConfig,
     policy: presage_decide::policy::PolicySpec,
+    /// presage's learned model, loaded at start (`[policy.presage] learned_model`).
+    extras: presage_decide::policy::PolicyExtras,
     pub shared: Arc<Shared>,
+}
+
+/// Loads `[policy.presage] learned_model` when set: a model that cannot be loaded stops the
+/// coordinator at start, naming the file and what is wrong.
+fn learned_extras(presage: &presage_decide::policy::presage::PresageConfig) -> anyhow::Result<presage_decide::policy::PolicyExtras> {
+    let Some(path) = &presage.learned_model else { return Ok(Default::default()) };
+    let model = presage_forecast::shortfall::OnnxShortfall::load(path).context("[policy.presage] learned_model")?;
+    tracing::info!(model = %path.display(), "presage's ensemble re-ranks with a learned shortfall model");
+    Ok(presage_decide::policy::PolicyExtras { shortfall: Some(Arc::new(model)), candidate_log: None })
 }
 
 impl Coordinator {
@@ -59,6 +70,7 @@ impl Coordinator {
             None => None,
         };
         let spec = cfg.policy.spec().context("the [policy] section")?;
+        let extras = learned_extras(&cfg.policy.presage)?;
         let mode = match cfg.policy.mode {
             crate::config::PolicyMode::Advisory => "advisory",
             crate::config::PolicyMode::Automatic => "automatic",
@@ -86,7 +98,7 @@ impl Coordinator {
             cancel,
             ecosystem,
         );
-        Ok(Coordinator { listener, metrics_listener, tls, cfg, policy: spec, shared })
+        Ok(Coordinator { listener, metrics_listener, tls, cfg, policy: spec, extras, shared })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -100,7 +112,7 @@ impl Coordinator {
 
     /// Serves until the shared cancellation token fires.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let Coordinator { listener, metrics_listener, tls, cfg, policy, shared } = self;
+        let Coordinator { listener, metrics_listener, tls, cfg, policy, extras, shared } = self;
         let cancel = shared.cancel.clone();
         let addr = listener.local_addr()?;
         let background = CancellationToken::new();
@@ -111,7 +123,7 @@ impl Coordinator {
             tasks.push(tokio::spawn(plan_reconciler(shared.clone(), background.clone())));
             tasks.push(tokio::spawn(advisory_pass(
                 shared.clone(),
-                Advisor::with_ecosystem(policy, &cfg.policy.presage, shared.ecosystem.clone()),
+                Advisor::with_ecosystem(policy, &cfg.policy.presage, shared.ecosystem.clone(), extras),
                 cfg.policy.clone(),
                 cfg.executor,
                 background.clone(),
@@ -278,6 +290,9 @@ async fn advisory_pass(
             }
         };
         shared.metrics.policy_pass.observe(began.elapsed().as_secs_f64());
+        if let Some(c) = advisor.take_learned_counts() {
+            shared.metrics.count_learned(&c);
+        }
         let proposal = &plan.proposal;
         info!(policy = %proposal.policy, hosts = proposal.hosts_considered, vms = proposal.vms_considered, moves = proposal.moves.len(), "advisory consolidation pass");
         for m in &proposal.moves {

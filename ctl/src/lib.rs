@@ -276,7 +276,7 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Replay trace folders through placement policies and report energy, SLA and migrations
     /// (CloudSim's PlanetLab experiment, or Bitbrains with CPU and memory).
-    Simulate(simulate::SimulateArgs),
+    Simulate(Box<simulate::SimulateArgs>),
     /// Walk forward through a trace folder scoring every forecaster and baseline per horizon
     /// (pinball loss, MAE of the median, p10–p90 coverage).
     ForecastEval(forecast_eval::ForecastEvalArgs),
@@ -932,7 +932,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Simulate(args) => {
             let output = cli.output;
-            tokio::task::spawn_blocking(move || simulate::run(args, output)).await??
+            tokio::task::spawn_blocking(move || simulate::run(*args, output)).await??
         }
         Command::Optimise(args) if args.cluster => {
             let mut c = cli.conn.target().connect().await?;

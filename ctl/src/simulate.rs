@@ -16,8 +16,11 @@ use serde::Serialize;
 use super::view::OutputFormat;
 use presage_decide::ecosystem::graph::MatchOptions;
 use presage_decide::ecosystem::scorer::{EcosystemHandle, FleetEcosystem, presage_with_ecosystem};
+use presage_decide::policy::learned::ShortfallModel;
 use presage_decide::policy::presage::PresageConfig;
-use presage_decide::policy::{PolicySpec, parse_policy_list};
+use presage_decide::policy::{PolicyExtras, PolicySpec, parse_policy_list};
+use presage_forecast::shortfall::OnnxShortfall;
+use presage_simulator::candidates::CandidateRecorder;
 use presage_simulator::ecosystem::{EcosystemScenario, EcosystemTracker};
 use presage_simulator::reference::{self, Comparison};
 use presage_simulator::scenario::PLANETLAB_HOSTS;
@@ -59,6 +62,10 @@ pub struct SimulateArgs {
     /// Replay at most this many 5-minute steps (Bitbrains; default: the longest trace).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Start the replay at this step of the traces (Bitbrains: a later part of the month, such
+    /// as the week held back from training, from step 6048), with no history before it.
+    #[arg(long, default_value_t = 0)]
+    pub from_step: usize,
     /// Write per-step figures (active hosts, power, overloaded hosts) to this CSV file.
     #[arg(long)]
     pub timeline: Option<PathBuf>,
@@ -111,6 +118,18 @@ pub struct SimulateArgs {
     /// Draw the frontier (energy against the oracle's, demand unserved) to this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// A learned shortfall model (models/placement-shortfall-v1.onnx) for presage's ensemble;
+    /// `none`: the hand-set ensemble alone. Default: the settings' `learned_model`.
+    #[arg(long)]
+    pub learned_model: Option<PathBuf>,
+    /// Record presage's shortlists, each candidate labelled with what the trace did next, as
+    /// CSV files in this folder (one per run: DAY-POLICY[-rRISK].csv): the learned scorer's
+    /// training data (`models/train_scorer.py`).
+    #[arg(long)]
+    pub record_candidates: Option<PathBuf>,
+    /// With --record-candidates: keep one row in this many.
+    #[arg(long, default_value_t = 1)]
+    pub record_every: usize,
 }
 
 /// The default model paths, relative to where presagectl runs (the repository root).
@@ -128,13 +147,31 @@ impl SimulateArgs {
         model_path("--memory-model", self.memory_model.as_ref(), DEFAULT_MEMORY_MODEL)
     }
 
-    /// presage's settings: the file's, or the defaults.
+    /// presage's settings: the file's, or the defaults; `--learned-model` overrides the file's
+    /// `learned_model`.
     pub fn presage_config(&self) -> anyhow::Result<PresageConfig> {
-        let Some(path) = &self.presage_config else { return Ok(PresageConfig::default()) };
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading --presage-config {}", path.display()))?;
-        let cfg: PresageConfig = toml::from_str(&text).with_context(|| format!("--presage-config {}", path.display()))?;
-        cfg.validate().with_context(|| format!("--presage-config {}", path.display()))?;
+        let mut cfg = match &self.presage_config {
+            None => PresageConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading --presage-config {}", path.display()))?;
+                let cfg: PresageConfig = toml::from_str(&text).with_context(|| format!("--presage-config {}", path.display()))?;
+                cfg.validate().with_context(|| format!("--presage-config {}", path.display()))?;
+                cfg
+            }
+        };
+        match &self.learned_model {
+            Some(p) if p.as_os_str() == "none" => cfg.learned_model = None,
+            Some(p) => cfg.learned_model = Some(p.clone()),
+            None => {}
+        }
         Ok(cfg)
+    }
+
+    /// The learned shortfall model the settings name, loaded (`None` when they name none).
+    fn shortfall_model(cfg: &PresageConfig) -> anyhow::Result<Option<Arc<dyn ShortfallModel>>> {
+        let Some(path) = &cfg.learned_model else { return Ok(None) };
+        let model = OnnxShortfall::load(path).context("loading the learned shortfall model")?;
+        Ok(Some(Arc::new(model)))
     }
 }
 
@@ -148,6 +185,7 @@ impl SimulateArgs {
             format: None,
             hosts: None,
             steps: None,
+            from_step: 0,
             timeline: None,
             compare_reference: None,
             threads: None,
@@ -162,6 +200,9 @@ impl SimulateArgs {
             max_vms: None,
             sweep: None,
             plot: None,
+            learned_model: None,
+            record_candidates: None,
+            record_every: 1,
         }
     }
 }
@@ -218,10 +259,13 @@ fn load(args: &SimulateArgs, dir: &Path) -> anyhow::Result<Scenario> {
     };
     let scenario = match kind {
         TraceKind::Planetlab => {
+            if args.from_step > 0 {
+                bail!("--from-step is for Bitbrains months; {} is a PlanetLab day", dir.display());
+            }
             let order = resolve_order(args, dir)?;
             Scenario::planetlab(dir, order.as_deref(), args.hosts.unwrap_or(PLANETLAB_HOSTS))
         }
-        TraceKind::Bitbrains => Scenario::bitbrains(dir, args.hosts, args.steps),
+        TraceKind::Bitbrains => Scenario::bitbrains_from(dir, args.hosts, args.from_step, args.steps),
     };
     scenario.with_context(|| format!("loading trace folder {}", dir.display()))
 }
@@ -231,6 +275,10 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
     let scenarios: Vec<Arc<Scenario>> = args.traces.par_iter().map(|d| load(args, d).map(Arc::new)).collect::<anyhow::Result<Vec<_>>>()?;
     let model = args.forecast_model()?;
     let presage = args.presage_config()?;
+    let shortfall = SimulateArgs::shortfall_model(&presage)?;
+    if let Some(dir) = &args.record_candidates {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating --record-candidates {}", dir.display()))?;
+    }
     let ecosystem = args
         .ecosystem
         .as_deref()
@@ -258,28 +306,52 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
                 Some(r) => presage.at_risk(*r),
                 None => presage.clone(),
             };
-            let mut report = run_one(args, s, *p, &presage, model.as_deref(), ecosystem.as_ref(), progress);
+            let is_presage = matches!(p, PolicySpec::Presage | PolicySpec::PresageNoDeps | PolicySpec::PresageNoApp);
+            let recorder = args
+                .record_candidates
+                .as_ref()
+                .filter(|_| is_presage)
+                .map(|_| Arc::new(CandidateRecorder::new(presage.horizon_steps, args.record_every)));
+            let extras = PolicyExtras {
+                shortfall: shortfall.clone(),
+                candidate_log: recorder.clone().map(|r| r as Arc<dyn presage_decide::policy::learned::CandidateLog>),
+            };
+            let mut report = run_one(args, s, *p, &presage, &extras, recorder.clone(), model.as_deref(), ecosystem.as_ref(), progress);
             report.risk = *risk;
-            report
+            if let (Some(dir), Some(rec)) = (&args.record_candidates, recorder) {
+                let name = match risk {
+                    Some(r) => format!("{}-{}-r{r}.csv", s.name, p),
+                    None => format!("{}-{}.csv", s.name, p),
+                };
+                let path = dir.join(name);
+                let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                rec.write_csv(std::io::BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(report)
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(reports)
 }
 
 /// One run of `p` over `s`.
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     args: &SimulateArgs,
     s: &Arc<Scenario>,
     p: PolicySpec,
     presage: &PresageConfig,
+    extras: &PolicyExtras,
+    recorder: Option<Arc<CandidateRecorder>>,
     model: Option<&Path>,
     ecosystem: Option<&EcosystemScenario>,
     progress: &ProgressBar,
 ) -> RunReport {
     let p = &p;
     let Some(eco) = ecosystem else {
-        let sim =
-            Simulation::new(s, p.build_with(presage), p.power_mode()).with_forecast_model(model).with_guest_reports(args.guest_reports);
+        let sim = Simulation::new(s, p.build_with_extras(presage, extras), p.power_mode())
+            .with_forecast_model(model)
+            .with_guest_reports(args.guest_reports)
+            .with_candidate_labels(recorder);
         return sim.run(|_, _| progress.inc(1));
     };
     // Trace VM i is the ecosystem's declaration i.
@@ -289,15 +361,16 @@ fn run_one(
         let fleet = FleetEcosystem::new(graph.clone(), s.vms.len(), &|name| graph.find(name), eco.locations(s.hosts.len()), eco.latency);
         let handle = EcosystemHandle::new(fleet);
         tracker = tracker.learning_into(handle.clone());
-        let policy = presage_with_ecosystem(p.presage_config(presage), handle);
+        let policy = presage_with_ecosystem(p.presage_config(presage), handle).with_extras(extras);
         Box::new(if *p == PolicySpec::PresageNoApp { policy.labelled("presage-noapp") } else { policy })
     } else {
-        p.build_with(presage)
+        p.build_with_extras(presage, extras)
     };
     let sim = Simulation::new(s, policy, p.power_mode())
         .with_forecast_model(model)
         .with_guest_reports(args.guest_reports)
-        .with_ecosystem(tracker);
+        .with_ecosystem(tracker)
+        .with_candidate_labels(recorder);
     sim.run(|_, _| progress.inc(1))
 }
 

@@ -17,6 +17,7 @@ pub mod gbt;
 pub mod metrics;
 pub mod online;
 pub mod onnx;
+pub mod shortfall;
 
 pub use presage_decide::demand::{Forecast, MAX_HORIZON, QUANTILES, STEP_S};
 

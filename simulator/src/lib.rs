@@ -15,6 +15,7 @@
 //!
 //! The simulator only applies what the policy returns; it has no policy logic of its own.
 
+pub mod candidates;
 pub mod ecosystem;
 pub mod reference;
 pub mod scenario;
@@ -203,6 +204,9 @@ pub struct RunReport {
     /// The ecosystem's figures, for a run over one (`--ecosystem`).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub ecosystem: Option<ecosystem::EcosystemReport>,
+    /// How often the learned scorer's guardrail let its model decide, when the policy has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<presage_decide::policy::learned::GuardCounts>,
     #[serde(skip)]
     pub timeline: Vec<TimelinePoint>,
     #[serde(skip)]
@@ -222,6 +226,8 @@ struct Completion {
 /// One run of one policy over one scenario.
 pub struct Simulation<'s> {
     scenario: &'s Scenario,
+    /// Labels the candidates the policy's shortlists logged (training data), when recording.
+    candidates: Option<std::sync::Arc<candidates::CandidateRecorder>>,
     policy: Box<dyn ConsolidationPolicy>,
     power_mode: PowerMode,
     hosts: Vec<HostView>,
@@ -316,6 +322,7 @@ impl<'s> Simulation<'s> {
         let (nh, nv) = (hosts.len(), vms.len());
         Simulation {
             scenario,
+            candidates: None,
             policy,
             power_mode,
             hosts,
@@ -359,6 +366,52 @@ impl<'s> Simulation<'s> {
         self.forecaster = self.policy.wants_forecasts().then(|| FleetForecaster::load(path));
         self.books = self.policy.wants_forecasts().then(|| vec![ReservationBook::default(); self.hosts.len()]);
         self
+    }
+
+    /// Labels what `recorder` receives from the policy's shortlists (the policy must log to the
+    /// same recorder: `PolicyExtras::candidate_log`); `None`: no recording.
+    pub fn with_candidate_labels(mut self, recorder: Option<std::sync::Arc<candidates::CandidateRecorder>>) -> Simulation<'s> {
+        self.candidates = recorder;
+        self
+    }
+
+    /// Labels the rows the policy logged since the last call, as of `t`: the destination's
+    /// VMs now (those arriving included, the moving ones added once) and what their traces ask
+    /// for over the next `horizon` steps. Rows too near the end of the trace for a whole horizon
+    /// are dropped.
+    fn label_candidates(&self) {
+        let Some(rec) = self.candidates.as_ref() else { return };
+        let s = self.scenario;
+        for (now_s, group, host, features) in rec.take_pending() {
+            let step = (now_s / s.step_s).round() as usize;
+            if step + rec.horizon >= s.steps || host >= self.hosts.len() {
+                continue;
+            }
+            let h = &self.hosts[host];
+            let mut members: Vec<usize> =
+                h.vms.iter().copied().chain(h.migrating_in.iter().map(|(v, _)| *v)).filter(|v| !group.contains(v)).collect();
+            members.extend(group.iter().copied());
+            members.sort_unstable();
+            members.dedup();
+            let (mut worst_cpu, mut memory_short) = (0.0f64, false);
+            for k in step + 1..=step + rec.horizon {
+                let cpu: f64 = members.iter().map(|&v| s.vms[v].cpu.get(k).copied().unwrap_or(0.0) * self.vms[v].capacity_mips()).sum();
+                worst_cpu = worst_cpu.max(cpu / h.total_mips.max(1e-9));
+                if s.model == ResourceModel::CpuAndMemory {
+                    let mem: f64 = members.iter().map(|&v| s.vms[v].memory_mb.get(k).copied().unwrap_or(0.0)).sum();
+                    memory_short |= mem > h.memory_mb;
+                }
+            }
+            rec.push(candidates::LabelledCandidate {
+                step,
+                vm: group.first().copied().unwrap_or(usize::MAX),
+                host,
+                features,
+                worst_cpu,
+                cpu_short: worst_cpu > 1.0,
+                memory_short,
+            });
+        }
     }
 
     /// Every VM runs presage-guest: its application's figures (the interference model's) and
@@ -504,6 +557,7 @@ impl<'s> Simulation<'s> {
             let started_before = self.migrations;
             let fleet = FleetView { now_s: t, hosts: &self.hosts, vms: &self.vms };
             let decisions = self.policy.optimise(&fleet);
+            self.label_candidates();
             self.start_migrations(t, &decisions);
             if let Some(tracker) = self.ecosystem.as_mut() {
                 let vms = &self.vms;
@@ -533,6 +587,7 @@ impl<'s> Simulation<'s> {
             self.vms[vm].memory_request_mb = self.scenario.vms[vm].create_memory_mb;
             let fleet = FleetView { now_s: 0.0, hosts: &self.hosts, vms: &self.vms };
             let choice = self.policy.place(&fleet, vm);
+            self.label_candidates();
             match choice {
                 Some(h) => {
                     self.hosts[h].vms.push(vm);
@@ -986,6 +1041,7 @@ impl<'s> Simulation<'s> {
             steps: self.timeline.len(),
             wall_s,
             ecosystem: self.ecosystem.as_ref().map(|t| ecosystem::EcosystemReport { repair_moves: self.repair_moves, ..t.report() }),
+            learned: self.policy.learned_counts(),
             timeline: std::mem::take(&mut self.timeline),
             migration_log: std::mem::take(&mut self.migration_log),
         }

@@ -148,14 +148,25 @@ impl Scenario {
     /// The Bitbrains multi-resource replay: `hosts` servers (default: one per four VMs), at
     /// most `max_steps` trace points (default: the median trace length).
     pub fn bitbrains(dir: &Path, hosts: Option<usize>, max_steps: Option<usize>) -> Result<Scenario, ScenarioError> {
+        Scenario::bitbrains_from(dir, hosts, 0, max_steps)
+    }
+
+    /// [`bitbrains`](Self::bitbrains) from step `first` of the traces on (a later part of the
+    /// month, such as a week held back from training): the replay starts there with no history.
+    pub fn bitbrains_from(dir: &Path, hosts: Option<usize>, first: usize, max_steps: Option<usize>) -> Result<Scenario, ScenarioError> {
         let set = presage_traces::load_dir(dir, Some(TraceFormat::Bitbrains), Selection::default(), None)?;
-        let mut lengths: Vec<usize> = set.vms.iter().map(|t| t.len()).collect();
+        let mut lengths: Vec<usize> = set.vms.iter().map(|t| t.len().saturating_sub(first)).collect();
         lengths.sort_unstable();
         let longest = lengths.last().copied().unwrap_or(0);
         let median = lengths.get(lengths.len() / 2).copied().unwrap_or(0);
         let steps = max_steps.map_or(median, |m| m.min(longest));
         if steps < 2 {
-            return Err(ScenarioError::Invalid { dir: dir.into(), what: "the traces need at least two samples".into() });
+            let what = if first > 0 {
+                format!("the traces need at least two samples from step {first} on")
+            } else {
+                "the traces need at least two samples".into()
+            };
+            return Err(ScenarioError::Invalid { dir: dir.into(), what });
         }
         let mut vms = Vec::new();
         let mut views = Vec::new();
@@ -164,9 +175,10 @@ impl Scenario {
             let vcpus = provisioned.min(BITBRAINS_HOST_CORES);
             let scale = provisioned as f64 / vcpus as f64;
             let mhz = if t.spec.cpu_mhz_per_core > 0.0 { t.spec.cpu_mhz_per_core } else { 2600.0 };
-            let n = t.len().min(steps);
-            let mut cpu: Vec<f64> = (0..n).map(|s| (t.usage(s as u64).cpu_utilisation * scale).clamp(0.0, 1.0)).collect();
-            let memory_mb: Vec<f64> = (0..n).map(|s| t.usage(s as u64).memory_used_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0)).collect();
+            let n = t.len().saturating_sub(first).min(steps);
+            let at = |s: usize| t.usage((first + s) as u64);
+            let mut cpu: Vec<f64> = (0..n).map(|s| (at(s).cpu_utilisation * scale).clamp(0.0, 1.0)).collect();
+            let memory_mb: Vec<f64> = (0..n).map(|s| at(s).memory_used_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0)).collect();
             cpu.resize(steps + 1, 0.0);
             let first_mem = memory_mb.first().copied().unwrap_or(0.0);
             views.push(VmView::unplaced(vcpus, mhz, first_mem.max(1.0)));

@@ -313,3 +313,74 @@ mod bad_input {
         assert!(m.contains(&d.path().display().to_string()), "{m}");
     }
 }
+
+/// Places VM i on `hosts[i]`, and offers every host to `log` as a candidate for the last VM.
+struct Offering {
+    hosts: Vec<usize>,
+    log: std::sync::Arc<candidates::CandidateRecorder>,
+}
+
+impl ConsolidationPolicy for Offering {
+    fn name(&self) -> String {
+        "offering".into()
+    }
+    fn place(&mut self, fleet: &FleetView<'_>, vm: usize) -> Option<usize> {
+        use presage_decide::policy::learned::CandidateLog;
+        if vm + 1 == fleet.vms.len() {
+            for h in 0..fleet.hosts.len() {
+                let mut row = [0.0; presage_decide::policy::learned::N_FEATURES];
+                row[0] = h as f32;
+                self.log.record(fleet.now_s, &[vm], h, &row);
+            }
+        }
+        self.hosts.get(vm).copied()
+    }
+    fn optimise(&mut self, _: &FleetView<'_>) -> Vec<Migration> {
+        Vec::new()
+    }
+}
+
+#[test]
+fn a_recorded_candidate_is_labelled_short_when_its_vms_traces_exceed_the_hosts_cpu_or_memory_within_the_horizon() {
+    let vm = |ram_mb: f64| VmView::unplaced(1, 1000.0, ram_mb);
+    // Host 0's VM climbs to 90 % at step 3; host 1's stays at 10 % but holds 3000 MB of 4096.
+    let s = Scenario::synthetic(
+        "labels",
+        ResourceModel::CpuAndMemory,
+        vec![small_host(), small_host(), small_host()],
+        vec![(vm(100.0), vec![0.2, 0.2, 0.2, 0.9, 0.9, 0.9, 0.9, 0.9]), (vm(3000.0), vec![0.1; 8]), (vm(2000.0), vec![0.3; 8])],
+    );
+    let log = std::sync::Arc::new(candidates::CandidateRecorder::new(3, 1));
+    let policy = Box::new(Offering { hosts: vec![0, 1, 2], log: log.clone() });
+    Simulation::new(&s, policy, PowerMode::FollowsLoad).with_candidate_labels(Some(log.clone())).run(|_, _| {});
+    let rows = log.rows();
+    assert_eq!(rows.iter().map(|r| r.host).collect::<Vec<_>>(), [0, 1, 2], "one row per offered host");
+    assert!(rows.iter().all(|r| r.step == 0 && r.vm == 2));
+    // Host 0: 0.9 + 0.3 of one core at step 3, within the 3 steps ahead.
+    assert!(rows[0].cpu_short && !rows[0].memory_short && (rows[0].worst_cpu - 1.2).abs() < 1e-9, "{:?}", rows[0]);
+    // Host 1: CPU at 40 %, but 3000 + 2000 MB of 4096.
+    assert!(!rows[1].cpu_short && rows[1].memory_short && (rows[1].worst_cpu - 0.4).abs() < 1e-9, "{:?}", rows[1]);
+    assert!(!rows[2].short() && (rows[2].worst_cpu - 0.3).abs() < 1e-9, "{:?}", rows[2]);
+    assert_eq!(rows[1].features[0], 1.0, "the row the policy gave is kept");
+
+    let mut csv = Vec::new();
+    log.write_csv(&mut csv).unwrap();
+    let text = String::from_utf8(csv).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("step,vm,host,risk_after,"));
+    assert!(lines.next().unwrap().ends_with(",1.20000,1,0"));
+}
+
+#[test]
+fn a_candidate_without_a_whole_horizon_left_in_the_trace_is_not_labelled() {
+    let s = Scenario::synthetic(
+        "short-trace",
+        ResourceModel::CpuAndMemory,
+        vec![small_host(), small_host()],
+        vec![(VmView::unplaced(1, 1000.0, 100.0), vec![0.5; 3]), (VmView::unplaced(1, 1000.0, 100.0), vec![0.5; 3])],
+    );
+    let log = std::sync::Arc::new(candidates::CandidateRecorder::new(6, 1));
+    let policy = Box::new(Offering { hosts: vec![0, 1], log: log.clone() });
+    Simulation::new(&s, policy, PowerMode::FollowsLoad).with_candidate_labels(Some(log.clone())).run(|_, _| {});
+    assert!(log.rows().is_empty(), "3 steps of trace cannot label 6 steps ahead");
+}

@@ -158,6 +158,7 @@ fn the_packages_build_pass_lintian_and_install_in_a_clean_debian_root() {
     for file in [
         "usr/share/presage/models/cpu-quantiles-v2.onnx",
         "usr/share/presage/models/memory-quantiles-v2.onnx",
+        "usr/share/presage/models/placement-shortfall-v1.onnx",
         "usr/share/man/man1/presagectl.1.gz",
         "usr/share/man/man1/presagectl-plan.1.gz",
         "usr/share/bash-completion/completions/presagectl",

@@ -7,6 +7,7 @@
 
 pub mod application;
 pub mod classic;
+pub mod learned;
 pub mod power;
 pub mod presage;
 pub mod stats;
@@ -222,6 +223,11 @@ pub trait ConsolidationPolicy: Send {
     fn application_book(&self) -> Option<&application::AppHealthBook> {
         None
     }
+
+    /// How often a learned scorer's guardrail let its model decide (policies without one: `None`).
+    fn learned_counts(&self) -> Option<learned::GuardCounts> {
+        None
+    }
 }
 
 /// How the last pass's VM and host indices map onto this pass's (`None`: gone).
@@ -335,12 +341,21 @@ impl PolicySpec {
 
     /// Builds the policy; presage's takes `presage` as its settings.
     pub fn build_with(self, presage: &presage::PresageConfig) -> Box<dyn ConsolidationPolicy> {
+        self.build_with_extras(presage, &PolicyExtras::default())
+    }
+
+    /// [`build_with`](Self::build_with), presage's variants with `extras` plugged in.
+    pub fn build_with_extras(self, presage: &presage::PresageConfig, extras: &PolicyExtras) -> Box<dyn ConsolidationPolicy> {
         match self {
             PolicySpec::Classic(d) => Box::new(classic::ClassicPolicy::migrating(d)),
             PolicySpec::Dvfs | PolicySpec::Npa => Box::new(classic::ClassicPolicy::static_first_fit(self.to_string())),
-            PolicySpec::Presage => Box::new(presage::PresagePolicy::new(presage.clone())),
-            PolicySpec::PresageNoDeps => Box::new(presage::PresagePolicy::new(presage.clone()).labelled("presage-nodeps")),
-            PolicySpec::PresageNoApp => Box::new(presage::PresagePolicy::new(self.presage_config(presage)).labelled("presage-noapp")),
+            PolicySpec::Presage => Box::new(presage::PresagePolicy::new(presage.clone()).with_extras(extras)),
+            PolicySpec::PresageNoDeps => {
+                Box::new(presage::PresagePolicy::new(presage.clone()).labelled("presage-nodeps").with_extras(extras))
+            }
+            PolicySpec::PresageNoApp => {
+                Box::new(presage::PresagePolicy::new(self.presage_config(presage)).labelled("presage-noapp").with_extras(extras))
+            }
         }
     }
 
@@ -366,6 +381,16 @@ impl fmt::Display for PolicySpec {
             PolicySpec::PresageNoApp => f.write_str("presage-noapp"),
         }
     }
+}
+
+/// What a process plugs into presage's policy besides its settings: parts that come from files
+/// (a loaded model) or that record (the simulator's candidate log).
+#[derive(Clone, Default)]
+pub struct PolicyExtras {
+    /// The learned shortfall model (`[policy.presage] learned_model`, loaded).
+    pub shortfall: Option<std::sync::Arc<dyn learned::ShortfallModel>>,
+    /// Where shortlists' rows go (training data).
+    pub candidate_log: Option<std::sync::Arc<dyn learned::CandidateLog>>,
 }
 
 /// A policy name that is not one of the known ones.

@@ -19,11 +19,16 @@
 //! Architecture invariant: pure. The time comes in the [`FleetView`]; no I/O, no clock, no
 //! randomness.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::reservation::DEFAULT_CPU_LIMIT as RESERVATION_CPU_LIMIT;
 
 use super::application::{AppHealthBook, AppHealthFigures};
+use super::learned::{
+    CandidateLog, FeatureRow, GuardCounts, LearnedScorer, LearnedSettings, LearnedTerm, ShortfallModel, candidate_features,
+};
 use super::{ConsolidationPolicy, FleetView, HostView, Migration, MoveReason, VmView};
 
 /// A host observed at this share of its CPU is saturated now: relieving it is a hard
@@ -151,6 +156,12 @@ pub struct PresageConfig {
     /// (more hosts on, less demand unserved), 1 runs them hot; the shipped thresholds are
     /// about 0.6. Unset: those settings as given.
     pub risk: Option<f64>,
+    /// A learned shortfall model (`models/placement-shortfall-v1.onnx`) to re-rank the ensemble's
+    /// shortlist with (`learned`); unset: the hand-set ensemble alone. Loaded by the daemon or
+    /// `presagectl simulate` at start; a model that cannot be loaded is an error at start.
+    pub learned_model: Option<std::path::PathBuf>,
+    /// How the learned model enters the ensemble and its guardrail.
+    pub learned: LearnedSettings,
 }
 
 /// The risk appetite the shipped thresholds sit at.
@@ -183,6 +194,8 @@ impl Default for PresageConfig {
             weights: ScorerWeights::default(),
             burst_share: 0.05,
             risk: None,
+            learned_model: None,
+            learned: LearnedSettings::default(),
         }
     }
 }
@@ -238,6 +251,7 @@ impl PresageConfig {
         if !(1..=MAX_STEPS).contains(&self.horizon_steps) {
             return err("horizon_steps", "must be 1..=12");
         }
+        self.learned.validate()?;
         for (field, v) in [
             ("safe_utilisation", self.safe_utilisation),
             ("overload_enter_risk", self.overload_enter_risk),
@@ -530,6 +544,9 @@ pub struct HostScore {
     /// The host's risk after the VM lands.
     pub risk_after: f64,
     pub utilisation_after: f64,
+    /// The learned scorer's term and which estimate it used, when it judged this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<LearnedTerm>,
 }
 
 /// What a scorer sees of one candidate.
@@ -772,6 +789,7 @@ impl Ensemble {
             terms,
             risk_after: c.risk_after,
             utilisation_after: c.after.utilisation(c.host.total_mips, c.steps),
+            learned: None,
         }
     }
 }
@@ -1002,6 +1020,10 @@ pub struct PresagePolicy {
     /// What the VMs' confirmed application signals taught (when application-aware).
     app: AppHealthBook,
     last: Vec<MoveExplanation>,
+    /// The learned member of the ensemble, when a model is loaded.
+    learned: Option<LearnedScorer>,
+    /// Where the shortlists' rows go for training, when recording.
+    candidate_log: Option<Arc<dyn CandidateLog>>,
 }
 
 /// The working state of one pass: every VM's demand and every host's sum.
@@ -1215,7 +1237,38 @@ impl PresagePolicy {
             due_passes: Vec::new(),
             app: AppHealthBook::default(),
             last: Vec::new(),
+            learned: None,
+            candidate_log: None,
         }
+    }
+
+    /// Re-ranks the ensemble's shortlist with `model`, behind the guardrail of `cfg.learned`.
+    pub fn with_learned(mut self, model: Arc<dyn ShortfallModel>) -> PresagePolicy {
+        self.learned = Some(LearnedScorer::new(model, self.cfg.learned.clone()));
+        self
+    }
+
+    /// Sends every shortlist's rows to `log` (the learned scorer's training data).
+    pub fn with_candidate_log(mut self, log: Arc<dyn CandidateLog>) -> PresagePolicy {
+        self.candidate_log = Some(log);
+        self
+    }
+
+    /// Both of the above where given.
+    pub fn with_extras(self, extras: &super::PolicyExtras) -> PresagePolicy {
+        let p = match &extras.shortfall {
+            Some(m) => self.with_learned(m.clone()),
+            None => self,
+        };
+        match &extras.candidate_log {
+            Some(log) => p.with_candidate_log(log.clone()),
+            None => p,
+        }
+    }
+
+    /// How often the learned scorer's guardrail let the model decide (`None` without one).
+    pub fn learned_counts(&self) -> Option<GuardCounts> {
+        self.learned.as_ref().map(LearnedScorer::counts)
     }
 
     /// Reports itself under another name (a variant in side-by-side runs).
@@ -1323,24 +1376,31 @@ impl PresagePolicy {
         let app = self.app_book();
         // The level `h` would hold the unit to: its own, or the unit's tolerance if lower.
         let level_of = |h: usize| levels.get(h).copied().unwrap_or(self.cfg.safe_utilisation).min(q.tolerance);
+        // What the scorers see of host `h` with the unit on it (`after`).
+        macro_rules! candidate_of {
+            ($h:expr, $after:expr, $risk_after:expr) => {{
+                let h: usize = $h;
+                Candidate {
+                    fleet,
+                    vm_index: vm,
+                    host_index: h,
+                    vm: v,
+                    group: &unit.vms,
+                    positions: q.positions,
+                    host: &fleet.hosts[h],
+                    before: &hosts[h],
+                    after: $after,
+                    risk_after: $risk_after,
+                    steps,
+                    migrating: from.is_some() && from != Some(h),
+                    best_watts_per_unit: best_w,
+                    app,
+                    level: level_of(h),
+                }
+            }};
+        }
         let score_of = |h: usize, after: &HostDemand, risk_after: f64, explain: bool| {
-            let c = Candidate {
-                fleet,
-                vm_index: vm,
-                host_index: h,
-                vm: v,
-                group: &unit.vms,
-                positions: q.positions,
-                host: &fleet.hosts[h],
-                before: &hosts[h],
-                after,
-                risk_after,
-                steps,
-                migrating: from.is_some() && from != Some(h),
-                best_watts_per_unit: best_w,
-                app,
-                level: level_of(h),
-            };
+            let c = candidate_of!(h, after, risk_after);
             if explain {
                 let s = self.ensemble.score(&c);
                 (s.score, Some(s))
@@ -1348,6 +1408,9 @@ impl PresagePolicy {
                 (self.ensemble.total(&c), None)
             }
         };
+        // The learned scorer re-ranks a shortlist of the ensemble's best: keep that many.
+        let shortlisting = self.learned.is_some() || self.candidate_log.is_some();
+        let keep = if shortlisting { q.top.max(self.cfg.learned.shortlist) } else { q.top };
         for &h in candidates {
             let host = &fleet.hosts[h];
             let here = Some(h) == from;
@@ -1397,10 +1460,10 @@ impl PresagePolicy {
                 not_preferred += 1;
                 &mut fallback
             };
-            if list.len() < q.top || list.last().is_some_and(|&(s, _)| score < s) {
+            if list.len() < keep || list.last().is_some_and(|&(s, _)| score < s) {
                 let at = list.partition_point(|&(s, _)| s <= score);
                 list.insert(at, (score, h));
-                list.truncate(q.top);
+                list.truncate(keep);
             }
         }
         // Hosts a filter prefers win outright; without any, the others are ranked.
@@ -1410,12 +1473,46 @@ impl PresagePolicy {
             ranking.feasible -= not_preferred;
             *rejected.entry(Rejection::Dependency).or_insert(0) += not_preferred;
         }
+        let mut learned_terms: Vec<(usize, LearnedTerm)> = Vec::new();
+        if shortlisting && !best.is_empty() {
+            let rows: Vec<FeatureRow> = best
+                .iter()
+                .map(|&(_, h)| {
+                    let after = hosts[h].plus(&unit.load);
+                    let risk_after = self.risk_at(level_of(h), &fleet.hosts[h], &after);
+                    candidate_features(&candidate_of!(h, &after, risk_after), self.cfg.correlation)
+                })
+                .collect();
+            if let Some(log) = &self.candidate_log {
+                for (&(_, h), row) in best.iter().zip(&rows) {
+                    log.record(fleet.now_s, &unit.vms, h, row);
+                }
+            }
+            if let Some(learned) = &self.learned {
+                let weight = learned.settings.weight;
+                for ((score, h), term) in best.iter_mut().zip(learned.judge(&rows)) {
+                    *score += weight * term.value;
+                    learned_terms.push((*h, term));
+                }
+                // Stable: hosts the model scores alike keep the ensemble's order.
+                best.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
+        }
+        best.truncate(q.top);
         ranking.ranked = best
             .into_iter()
             .map(|(_, h)| {
                 let after = hosts[h].plus(&unit.load);
                 let risk_after = self.risk_at(level_of(h), &fleet.hosts[h], &after);
-                score_of(h, &after, risk_after, true).1.expect("explained")
+                let mut s = score_of(h, &after, risk_after, true).1.expect("explained");
+                if let (Some(learned), Some((_, term))) = (&self.learned, learned_terms.iter().find(|(x, _)| *x == h)) {
+                    let weight = learned.settings.weight;
+                    let contribution = weight * term.value;
+                    s.terms.push(ScoreTerm { scorer: "shortfall", value: term.value, weight, contribution });
+                    s.score += contribution;
+                    s.learned = Some(*term);
+                }
+                s
             })
             .collect();
         ranking.rejected = rejected.into_iter().collect();
@@ -2032,6 +2129,10 @@ impl ConsolidationPolicy for PresagePolicy {
         &self.last
     }
 
+    fn learned_counts(&self) -> Option<GuardCounts> {
+        PresagePolicy::learned_counts(self)
+    }
+
     fn application_book(&self) -> Option<&AppHealthBook> {
         self.app_book()
     }
@@ -2360,6 +2461,7 @@ mod tests {
             terms,
             risk_after: 0.0,
             utilisation_after: 0.5,
+            learned: None,
         };
         let chosen = score(1, vec![term("fit", 0.1), term("energy", 0.3)]);
         // The runner-up loses on fit by 0.3 and wins on energy by 0.1: 3/4 of the weight for the chosen.

@@ -1079,42 +1079,54 @@ fn bench_decide(n_hosts: usize, n_vms: usize, placements: usize) -> anyhow::Resu
         "presage decisions: {n_hosts} hosts (12 x 3067 MHz, 64 GiB), {n_vms} VMs (1-4 vCPUs, forecasts from PlanetLab series), one thread, release build"
     );
 
-    let policy = PresagePolicy::new(PresageConfig::default());
-    let t = Instant::now();
-    let standing = policy.standing(&fleet);
-    println!("  standing state (once per plan)      {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-    let mut times = Vec::with_capacity(placements);
-    for _ in 0..placements {
+    // The learned scorer (the committed model, run by tract) re-ranks the ensemble's shortlist.
+    let model_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/placement-shortfall-v1.onnx");
+    let model: std::sync::Arc<dyn presage_decide::policy::learned::ShortfallModel> =
+        std::sync::Arc::new(presage_forecast::shortfall::OnnxShortfall::load(&model_path)?);
+    let variants =
+        |cfg: PresageConfig| [("", PresagePolicy::new(cfg.clone())), (" + learned", PresagePolicy::new(cfg).with_learned(model.clone()))];
+    for (label, policy) in variants(PresageConfig::default()) {
         let t = Instant::now();
-        let r = policy.rank_new_with(&fleet, &standing, new_vm, 2);
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        assert!(!r.ranked.is_empty(), "no host could take the VM");
+        let standing = policy.standing(&fleet);
+        println!("  standing state (once per plan){label:10}  {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        let mut times = Vec::with_capacity(placements);
+        for _ in 0..placements {
+            let t = Instant::now();
+            let r = policy.rank_new_with(&fleet, &standing, new_vm, 2);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            assert!(!r.ranked.is_empty(), "no host could take the VM");
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
+        println!(
+            "  one placement among {n_hosts} hosts{label:10}  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({placements} runs, with explanation of the best two)",
+            pct(50),
+            pct(99),
+            times[times.len() - 1]
+        );
+        if let Some(c) = policy.learned_counts() {
+            println!("    learned scorer: {} candidates judged, {:.1} % fell back to the heuristic", c.judged, 100.0 * c.fallback_share());
+        }
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
-    println!(
-        "  one placement among {n_hosts} hosts      p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({placements} runs, with explanation of the best two)",
-        pct(50),
-        pct(99),
-        times[times.len() - 1]
-    );
     for (label, cfg) in [
-        ("full rebalance pass (defaults)     ", PresageConfig::default()),
+        ("full rebalance pass (defaults)", PresageConfig::default()),
         (
-            "full rebalance pass (no move cap)  ",
+            "full rebalance pass (no move cap)",
             PresageConfig { max_moves_per_pass: usize::MAX, failed_empty_attempts_per_pass: usize::MAX, ..Default::default() },
         ),
     ] {
-        let mut policy = PresagePolicy::new(cfg);
-        let t = Instant::now();
-        let moves = policy.optimise(&fleet);
-        let pass = t.elapsed().as_secs_f64();
-        let overload = moves.iter().filter(|m| matches!(m.reason, presage_decide::policy::MoveReason::Overload(_))).count();
-        println!(
-            "  {label}  {pass:.2} s: {} moves ({overload} relieving overload, {} emptying hosts)",
-            moves.len(),
-            moves.len() - overload
-        );
+        for (variant, mut policy) in variants(cfg) {
+            let t = Instant::now();
+            let moves = policy.optimise(&fleet);
+            let pass = t.elapsed().as_secs_f64();
+            let overload = moves.iter().filter(|m| matches!(m.reason, presage_decide::policy::MoveReason::Overload(_))).count();
+            println!(
+                "  {:45}  {pass:.2} s: {} moves ({overload} relieving overload, {} emptying hosts)",
+                format!("{label}{variant}"),
+                moves.len(),
+                moves.len() - overload
+            );
+        }
     }
     println!("  peak RSS (VmHWM)                    {:.1} MiB", peak_rss_mib());
     Ok(())

@@ -154,3 +154,75 @@ async fn both_daemons_expose_metrics_a_stock_prometheus_parses_and_the_counters_
     agent.stop().await;
     coord.stop().await;
 }
+
+/// The committed learned shortfall model.
+fn shortfall_model() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/placement-shortfall-v1.onnx")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_with_a_learned_model_explains_its_shortfall_term_and_counts_the_guardrails_verdicts() {
+    let day = shared_data().join("planetlab/20110303");
+    let pki = Pki::new();
+    let mut policy =
+        presage_coordinator::config::PolicyConfig { name: "presage".into(), interval: Duration::from_secs(1), ..Default::default() };
+    policy.presage.learned_model = Some(shortfall_model());
+    let mut cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), policy.clone());
+    cfg.metrics = MetricsConfig { listen: Some("127.0.0.1:0".parse().unwrap()) };
+    let coord = RunningCoordinator::start_config(cfg).await;
+    let coord_metrics = coord.metrics_addr.expect("the plain metrics port is bound");
+    let data = tempfile::tempdir().unwrap();
+    let a = RunningAgent::start(simulated_agent(&pki, "hv-la", &coord.url, &data.path().join("a"), &day, (0, 2), 4));
+    let b = RunningAgent::start(simulated_agent(&pki, "hv-lb", &coord.url, &data.path().join("b"), &day, (1, 2), 4));
+    let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
+    let vm = eventually("both hosts' VMs reported", WAIT, || {
+        let mut op = op.clone();
+        async move {
+            let vms = op.list_vms(ListVmsRequest { host_id: "hv-la".into(), ..Default::default() }).await.ok()?.into_inner().vms;
+            let hosts = op.list_hosts(presage_protocol::pb::ListHostsRequest {}).await.ok()?.into_inner().hosts;
+            (vms.len() == 4 && hosts.len() == 2).then(|| vms[0].sample.clone().unwrap().vm_id)
+        }
+    })
+    .await;
+
+    // Explain ranks every host with the learned term beside the hand-set ones; each score is
+    // still the sum of its terms, and the term is a probability.
+    let e = eventually("explain with a shortfall term", WAIT, || {
+        let (mut op, vm) = (op.clone(), vm.clone());
+        async move {
+            let e = op.explain(presage_protocol::pb::ExplainRequest { vm_id: vm, top: 10 }).await.ok()?.into_inner();
+            e.ranking.iter().any(|s| s.terms.iter().any(|t| t.scorer == "shortfall")).then_some(e)
+        }
+    })
+    .await;
+    for s in &e.ranking {
+        let t = s.terms.iter().find(|t| t.scorer == "shortfall").unwrap_or_else(|| panic!("{s:?}"));
+        assert!((0.0..=1.0).contains(&t.value) && t.weight == policy.presage.learned.weight, "{t:?}");
+        let total: f64 = s.terms.iter().map(|t| t.contribution).sum();
+        assert!((total - s.score).abs() < 1e-9, "{s:?}");
+    }
+
+    // The passes' candidates are counted by the guardrail's verdict.
+    let counted = eventually("the learned scorer's verdicts counted", WAIT, || async move {
+        let s = parse(&tokio::task::spawn_blocking(move || scrape_metrics(coord_metrics)).await.unwrap());
+        let total: f64 = s.get("presage_learned_candidates_total")?.iter().map(|(_, v)| v).sum();
+        (total > 0.0).then_some(s)
+    })
+    .await;
+    let verdicts: Vec<&str> = counted["presage_learned_candidates_total"].iter().map(|(l, _)| l["verdict"].as_str()).collect();
+    for v in ["model", "out_of_range", "disagreed", "failed"] {
+        assert!(verdicts.contains(&v), "{verdicts:?}");
+    }
+    assert_eq!(value(&counted, "presage_learned_candidates_total", Some(("verdict", "failed"))), 0.0);
+    a.stop().await;
+    b.stop().await;
+    coord.stop().await;
+
+    // A model that cannot be loaded stops the coordinator at start, naming the setting and file.
+    let mut broken = policy;
+    broken.presage.learned_model = Some(data.path().join("missing-shortfall.onnx"));
+    let cfg = RunningCoordinator::config(&pki, 0, Duration::from_secs(30), broken);
+    let e = presage_coordinator::server::Coordinator::bind(cfg, tokio_util::sync::CancellationToken::new()).await.err().expect("refused");
+    let text = format!("{e:#}");
+    assert!(text.contains("[policy.presage] learned_model") && text.contains("missing-shortfall.onnx"), "{text}");
+}

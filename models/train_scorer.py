@@ -2,33 +2,38 @@
 """Trains presage's learned scorer: the probability that a candidate destination is short of CPU
 or memory within the policy's horizon if the moving VMs land on it.
 
-1. Rollouts. `presagectl simulate --record-candidates` replays the PlanetLab training days at
-   several risk settings; every shortlist presage's ranking produced is recorded, each candidate
-   with the decision core's own features (`decide/src/policy/learned.rs`, FEATURE_NAMES) and a
-   label from what the traces did next: the destination's VMs plus the moving ones, over the next
-   horizon steps, above its CPU capacity (or memory).
+1. Rollouts. `presagectl simulate --record-candidates` replays the PlanetLab training days and
+   Bitbrains' first three weeks (`--steps 6048`, one row in 8 kept) at four risk settings; every
+   shortlist presage's ranking produced is recorded, each candidate with the decision core's own
+   features (`decide/src/policy/learned.rs`, FEATURE_NAMES) and a label from what the traces did
+   next: the destination's VMs plus the moving ones, over the next horizon steps, above its CPU
+   capacity (or memory).
 2. A small network (12 -> 32 -> 16 -> 1, ReLU, sigmoid; inputs standardised, folded into the
-   first layer on export) fitted by Adam on the log loss, with the training days' last sixth of
-   steps held out to pick the epoch.
+   first layer on export) fitted by Adam on the log loss; the last sixth of each set's steps
+   picks the epoch.
 3. Export to ONNX (`placement-shortfall-v1.onnx`) with `presage.features` and every feature's
    training range (`presage.trained_range`, the guardrail's bounds), and a parity fixture for
-   tract (`fixtures/shortfall-parity.json`).
-4. Judged on data it never saw: the held-back PlanetLab days' candidates (log loss and Brier score
-   against the heuristic's own probability, the normal approximation), and by ablation:
-   `presagectl simulate` with and without the model on the held-back days and the Bitbrains
-   month, at several risk settings (`--ablation`).
+   tract (`shortfall-parity.json`).
+4. Judged on data it never saw, the held-back PlanetLab days and Bitbrains' last week (replayed
+   alone, `--from-step 6048`): its log loss, Brier score and AUC against the heuristic's own
+   probability of the same event (the normal approximation, the `risk_at_capacity` feature);
+   and by ablation (`--ablation`, or `--ablation-only MODEL`): presage's whole curve with and
+   without the model, compared as curves (unserved demand at equal energy).
 
-Reproduce (from the repository root, after `cargo build --release -p presagectl`):
+Reproduce (from the repository root, after `cargo build --release -p presagectl`; numpy and
+onnx from requirements.txt, onnxruntime for the fixture):
 
-    python3 models/train_scorer.py --data ../shared/data --out /tmp/scorer --ablation
+    python3 models/train_scorer.py --data ../shared/data --out /tmp/scorer \
+        --model models/placement-shortfall-v1.onnx --fixture models/fixtures/shortfall-parity.json
+    python3 models/train_scorer.py --out /tmp/scorer --ablation-only models/placement-shortfall-v1.onnx
 """
 
 import argparse
 import csv
 import glob
 import json
+import math
 import os
-import subprocess
 import sys
 import time
 
@@ -46,16 +51,13 @@ BITBRAINS_CURVE = [0.0, 0.1, 0.2, 0.4, 0.6]
 SEED = 20261203
 
 
-def simulate(args, traces, risks, extra):
-    cmd = [args.presagectl, "simulate", "--no-progress", "--policy", "presage"]
-    for t in traces:
-        cmd += ["--trace", t]
+def simulate(args, traces, risks, extra, cfg_text=""):
+    """presage over `traces` at each risk (tune_policy's runner), CloudSim's VM order for PlanetLab."""
+    from tune_policy import simulate as run
+
     if any("planetlab" in t for t in traces):
-        cmd += ["--vm-order", os.path.join(args.reference, "cloudsim", "vm_order")]
-    cmd += ["--sweep", "risk=" + ",".join(str(r) for r in risks)]
-    cmd += list(extra) + ["-o", "json"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
+        extra = extra + ["--vm-order", os.path.join(args.reference, "cloudsim", "vm_order")]
+    return run(args, traces, risks, cfg_text, extra)
 
 
 # A Bitbrains replay ranks about six times as many candidates per trace-day as a PlanetLab
@@ -237,43 +239,43 @@ def figures(name, p, y):
     return {"set": name, "rows": int(len(y)), "positives": float(y.mean()), "log_loss": logloss(p, y), "brier": brier(p, y), "auc": auc(p, y)}
 
 
-# Variants of the ensemble the ablation compares, as presage settings files: the learned term
-# added to the hand-set ensemble at its default weight, and in place of the fit term.
-VARIANTS = [
-    ("hand-set", None, ""),
-    ("learned", "MODEL", ""),
-    ("learned-instead-of-fit", "MODEL", "[weights]\nfit = 0.0\n[learned]\nweight = 2.0\n"),
-]
+# The weights of the learned term tried on the training sets; the one whose curve leaves the
+# least demand unserved at equal energy there is the one judged on the held-back sets.
+WEIGHTS = [2.0, 8.0, 16.0]
 
 
-def ablation(args, model_path):
-    """presage's curve with and without the model, on data the model never saw. A variant pays
-    where the hand-set curve leaves more demand unserved at the same energy (the curves compared,
-    not single points: a setting that only slides along the curve gains nothing)."""
+def learned_variant(weight):
+    return (f"learned-w{weight:g}", True, f"[learned]\nweight = {weight}\n")
+
+
+# The reference, and the learned term in place of the fit term (same weight as fit's).
+HAND_SET = ("hand-set", False, "")
+INSTEAD_OF_FIT = ("learned-instead-of-fit", True, "[weights]\nfit = 0.0\n[learned]\nweight = 2.0\n")
+
+
+def curves(args, model_path, sets, variants):
+    """presage's curve per variant and set, each point against the hand-set curve: a variant
+    pays where the hand-set curve leaves more demand unserved at the same energy (curves
+    compared, not single points: a setting that only slides along the curve gains nothing)."""
     from tune_policy import frontier, shipped_unserved_at
 
-    sets = [(name, traces, extra, BITBRAINS_CURVE if name.startswith("bitbrains") else PLANETLAB_CURVE) for name, traces, extra, _ in held_back_sets(args)]
     out = []
-    for name, traces, base, risks in sets:
-        curves = {}
-        for label, model, cfg in VARIANTS:
-            extra = base + ["--learned-model", model_path if model else "none"]
-            if cfg:
-                cfg_path = os.path.join(args.out, f"{label}.toml")
-                with open(cfg_path, "w") as f:
-                    f.write(cfg)
-                extra += ["--presage-config", cfg_path]
+    for name, traces, base, _ in sets:
+        risks = BITBRAINS_CURVE if name.startswith("bitbrains") else PLANETLAB_CURVE
+        curve = {}
+        for label, learned, cfg in [HAND_SET] + [v for v in variants if v[0] != HAND_SET[0]]:
+            extra = base + ["--learned-model", model_path if learned else "none"]
             started = time.time()
-            reports = simulate(args, traces, risks, extra)
+            reports = simulate(args, traces, risks, extra, cfg)
             took = time.time() - started
-            curves[label] = frontier(reports)
+            curve[label] = frontier(reports)
             for risk in risks:
                 rs = [r for r in reports if abs(r["risk"] - risk) < 1e-9]
-                e, u, m = curves[label][risk]
+                e, u, m = curve[label][risk]
                 row = {"set": name, "ensemble": label, "risk": risk, "energy_over_oracle": e, "unserved_pct": u,
                        "migrations": m, "ping_pongs": int(sum(r["ping_pongs"] for r in rs)), "wall_s": took}
-                if label != "hand-set":
-                    at = shipped_unserved_at(curves["hand-set"], e)
+                if label != HAND_SET[0]:
+                    at = shipped_unserved_at(curve[HAND_SET[0]], e)
                     row["hand_set_unserved_at_that_energy"] = at
                     row["ratio"] = (u / at) if at else None
                 counts = [r["learned"] for r in rs if r.get("learned")]
@@ -288,6 +290,31 @@ def ablation(args, model_path):
     return out
 
 
+def mean_log_ratio(rows, label):
+    """The geometric mean of a variant's ratios (unserved / the hand-set curve's at equal energy)."""
+    r = [math.log(x["ratio"]) for x in rows if x["ensemble"] == label and x.get("ratio")]
+    return math.exp(sum(r) / len(r)) if r else float("inf")
+
+
+def ablation(args, model_path):
+    """The weight chosen on the training sets, then every variant judged on the held-back ones."""
+    report = {}
+    if args.weight is None:
+        tried = curves(args, model_path, training_sets(args), [learned_variant(w) for w in WEIGHTS])
+        scores = {w: mean_log_ratio(tried, learned_variant(w)[0]) for w in WEIGHTS}
+        weight = min(WEIGHTS, key=lambda w: scores[w])
+        report["weight_selection"] = {"rows": tried, "geometric_mean_ratio": {f"{w:g}": scores[w] for w in WEIGHTS}, "chosen": weight}
+        print(f"weights on the training sets (geometric mean ratio): {scores}; chosen {weight:g}", flush=True)
+    else:
+        weight = args.weight
+    variants = [learned_variant(2.0), INSTEAD_OF_FIT] + ([learned_variant(weight)] if weight != 2.0 else [])
+    held = curves(args, model_path, held_back_sets(args), variants)
+    report["held_back"] = held
+    report["held_back_geometric_mean_ratio"] = {v[0]: mean_log_ratio(held, v[0]) for v in variants}
+    print(json.dumps(report["held_back_geometric_mean_ratio"]), flush=True)
+    return report
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data")
@@ -299,6 +326,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--ablation", action="store_true", help="run presage with and without the model on the held-back days")
     ap.add_argument("--ablation-only", metavar="MODEL", help="skip training: the ablation of this model")
+    ap.add_argument("--weight", type=float, help="the ablation's learned weight (default: chosen on the training sets among WEIGHTS)")
     args = ap.parse_args()
     for d in [f"planetlab/{d}" for d in TRAIN_DAYS + HELD_BACK_DAYS] + [f"bitbrains-rnd/{BITBRAINS_MONTH}"]:
         if not os.path.isdir(os.path.join(args.data, d)):

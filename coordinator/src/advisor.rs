@@ -190,6 +190,7 @@ impl PlanSnapshot {
             history: UtilisationHistory::default(),
             in_migration: false,
             forecast: None,
+            memory_p90_mb: None,
             app: None,
         });
         let fleet = FleetView { now_s: self.now_s, hosts: &self.hosts, vms: &vms };
@@ -376,6 +377,12 @@ impl Advisor {
                     history: history.clone(),
                     in_migration: false,
                     forecast: sample.forecast.as_ref().and_then(presage_protocol::pb::VmForecast::cpu_quantiles),
+                    // A fraction of what it was given: never above its allocation, so a KVM guest's
+                    // reservation stands; a ballooned one's forecast is what it may take back.
+                    memory_p90_mb: sample.forecast.as_ref().and_then(presage_protocol::pb::VmForecast::memory_quantiles).map(|f| {
+                        let mb = sample.memory_bytes as f64 / 1048576.0;
+                        std::array::from_fn(|h| (f.q[h][2].clamp(0.0, 1.0) as f64 * mb) as f32)
+                    }),
                     app: app_signal(rec, sample, h, now_s),
                 });
                 vm_ids.push(sample.vm_id.clone());

@@ -127,6 +127,10 @@ pub struct SimulateArgs {
     /// training data (`models/train_scorer.py`).
     #[arg(long)]
     pub record_candidates: Option<PathBuf>,
+    /// presage counts memory as used now, without the agents' memory forecasts (an ablation;
+    /// by default each VM's memory p90 within the horizon counts where memory is counted by use).
+    #[arg(long)]
+    pub no_memory_forecasts: bool,
     /// With --record-candidates: keep one row in this many.
     #[arg(long, default_value_t = 1)]
     pub record_every: usize,
@@ -203,6 +207,7 @@ impl SimulateArgs {
             learned_model: None,
             record_candidates: None,
             record_every: 1,
+            no_memory_forecasts: false,
         }
     }
 }
@@ -274,6 +279,7 @@ fn load(args: &SimulateArgs, dir: &Path) -> anyhow::Result<Scenario> {
 pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &ProgressBar) -> anyhow::Result<Vec<RunReport>> {
     let scenarios: Vec<Arc<Scenario>> = args.traces.par_iter().map(|d| load(args, d).map(Arc::new)).collect::<anyhow::Result<Vec<_>>>()?;
     let model = args.forecast_model()?;
+    let memory_model = args.memory_model()?;
     let presage = args.presage_config()?;
     let shortfall = SimulateArgs::shortfall_model(&presage)?;
     if let Some(dir) = &args.record_candidates {
@@ -316,7 +322,8 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
                 shortfall: shortfall.clone(),
                 candidate_log: recorder.clone().map(|r| r as Arc<dyn presage_decide::policy::learned::CandidateLog>),
             };
-            let mut report = run_one(args, s, *p, &presage, &extras, recorder.clone(), model.as_deref(), ecosystem.as_ref(), progress);
+            let models = Models { cpu: model.as_deref(), memory: memory_model.as_deref() };
+            let mut report = run_one(args, s, *p, &presage, &extras, recorder.clone(), models, ecosystem.as_ref(), progress);
             report.risk = *risk;
             if let (Some(dir), Some(rec)) = (&args.record_candidates, recorder) {
                 let name = match risk {
@@ -334,6 +341,21 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
 }
 
 /// One run of `p` over `s`.
+/// The agents' forecast models the simulated agents run (`None`: their baselines).
+#[derive(Clone, Copy)]
+struct Models<'a> {
+    cpu: Option<&'a Path>,
+    memory: Option<&'a Path>,
+}
+
+impl Models<'_> {
+    /// `sim` forecasting with these models, memory too unless `--no-memory-forecasts`.
+    fn apply<'s>(self, sim: Simulation<'s>, args: &SimulateArgs) -> Simulation<'s> {
+        let sim = sim.with_forecast_model(self.cpu);
+        if args.no_memory_forecasts { sim.without_memory_forecasts() } else { sim.with_memory_forecast_model(self.memory) }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_one(
     args: &SimulateArgs,
@@ -342,14 +364,14 @@ fn run_one(
     presage: &PresageConfig,
     extras: &PolicyExtras,
     recorder: Option<Arc<CandidateRecorder>>,
-    model: Option<&Path>,
+    models: Models<'_>,
     ecosystem: Option<&EcosystemScenario>,
     progress: &ProgressBar,
 ) -> RunReport {
     let p = &p;
     let Some(eco) = ecosystem else {
-        let sim = Simulation::new(s, p.build_with_extras(presage, extras), p.power_mode())
-            .with_forecast_model(model)
+        let sim = models
+            .apply(Simulation::new(s, p.build_with_extras(presage, extras), p.power_mode()), args)
             .with_guest_reports(args.guest_reports)
             .with_candidate_labels(recorder);
         return sim.run(|_, _| progress.inc(1));
@@ -366,8 +388,8 @@ fn run_one(
     } else {
         p.build_with_extras(presage, extras)
     };
-    let sim = Simulation::new(s, policy, p.power_mode())
-        .with_forecast_model(model)
+    let sim = models
+        .apply(Simulation::new(s, policy, p.power_mode()), args)
         .with_guest_reports(args.guest_reports)
         .with_ecosystem(tracker)
         .with_candidate_labels(recorder);

@@ -146,6 +146,8 @@ pub struct SimVm {
     pub end_step: usize,
     /// Memory asked for at creation, MB.
     pub create_memory_mb: f64,
+    /// Memory the VM was given, MB: what its memory forecasts are fractions of.
+    pub memory_provisioned_mb: f64,
 }
 
 /// Per-step figures for plotting.
@@ -178,6 +180,9 @@ pub struct RunReport {
     pub risk: Option<f64>,
     /// The forecaster behind the policy's forecasts, for policies that read them.
     pub forecaster: Option<String>,
+    /// The memory forecaster, where memory is counted by use and the policy reads forecasts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_forecaster: Option<String>,
     /// Moves skipped because the destination refused the hard reservation.
     pub reservations_refused: u64,
     pub day: String,
@@ -252,6 +257,10 @@ pub struct Simulation<'s> {
     /// The agents' forecaster, for policies that read forecasts, with each VM's step series.
     forecaster: Option<FleetForecaster<usize>>,
     series: Vec<Vec<f32>>,
+    /// The agents' memory forecaster (memory in use over memory given), for such policies where
+    /// memory is counted by use (the CPU-and-memory model), with each VM's step series.
+    memory_forecaster: Option<FleetForecaster<usize>>,
+    memory_series: Vec<Vec<f32>>,
     /// Each host's reservation book (the agents' admission rule, in-process), for policies that
     /// plan on forecasts; and how many reservations the hosts refused.
     books: Option<Vec<ReservationBook>>,
@@ -345,6 +354,8 @@ impl<'s> Simulation<'s> {
             unplaced: 0,
             forecaster: None,
             series: vec![Vec::new(); nv],
+            memory_forecaster: None,
+            memory_series: vec![Vec::new(); nv],
             books: None,
             refused: 0,
             repair_moves: 0,
@@ -357,6 +368,7 @@ impl<'s> Simulation<'s> {
             ecosystem: None,
         }
         .with_forecast_model(None)
+        .with_memory_forecast_model(None)
     }
 
     /// Forecasts with the model at `path` (the agents' ONNX model) for a policy that reads
@@ -412,6 +424,24 @@ impl<'s> Simulation<'s> {
                 memory_short,
             });
         }
+    }
+
+    /// Forecasts memory with the model at `path` (the agents' memory model; `None`: their
+    /// baseline) for a policy that reads forecasts, where memory is counted by use; each VM's
+    /// p90 within the horizon then counts in its host's memory (`VmView::memory_p90_mb`).
+    pub fn with_memory_forecast_model(mut self, path: Option<&std::path::Path>) -> Simulation<'s> {
+        for v in &mut self.vms {
+            v.memory_p90_mb = None;
+        }
+        let counted_by_use = self.scenario.model == ResourceModel::CpuAndMemory;
+        self.memory_forecaster = (counted_by_use && self.policy.wants_forecasts()).then(|| FleetForecaster::load(path));
+        self
+    }
+
+    /// No memory forecasts: memory counts as used now (an ablation).
+    pub fn without_memory_forecasts(mut self) -> Simulation<'s> {
+        self.memory_forecaster = None;
+        self
     }
 
     /// Every VM runs presage-guest: its application's figures (the interference model's) and
@@ -531,6 +561,35 @@ impl<'s> Simulation<'s> {
         for (vm, f) in keys.into_iter().zip(forecasts) {
             self.vms[vm].forecast = f;
         }
+        self.forecast_memory(step);
+    }
+
+    /// Gives every hosted VM its memory forecast's p90 per horizon in MB (see
+    /// [`with_memory_forecast_model`](Self::with_memory_forecast_model)).
+    fn forecast_memory(&mut self, step: u64) {
+        let Some(fc) = self.memory_forecaster.as_mut() else { return };
+        let min = fc.min_history();
+        let mut keys = Vec::new();
+        let mut requests = Vec::new();
+        for (vm, v) in self.vms.iter().enumerate() {
+            if !v.alive || v.host.is_none() || self.memory_series[vm].len() < min {
+                continue;
+            }
+            keys.push(vm);
+            requests.push(SeriesRequest {
+                key: vm,
+                ctx: SeriesContext { history: &self.memory_series[vm], next_time_s: (step + 1) * STEP_S },
+                first_step: step + 1,
+            });
+        }
+        let forecasts = fc.forecast(&requests);
+        for v in self.vms.iter_mut() {
+            v.memory_p90_mb = None;
+        }
+        for (vm, f) in keys.into_iter().zip(forecasts) {
+            let given = self.scenario.vms[vm].memory_provisioned_mb;
+            self.vms[vm].memory_p90_mb = f.map(|f| std::array::from_fn(|h| (f64::from(f.q[h][2]).clamp(0.0, 1.0) * given) as f32));
+        }
     }
 
     /// Runs to the end of the trace; `on_step` is called after every step with (done, total).
@@ -639,10 +698,16 @@ impl<'s> Simulation<'s> {
         if (t - CLOUDSIM_START_S) % step == 0.0 && t > self.history_time[vm] {
             self.vms[vm].history.push(u);
             self.history_time[vm] = t;
+            let step = ((t - CLOUDSIM_START_S) / step).round() as u64;
             if let Some(fc) = self.forecaster.as_mut() {
-                let step = ((t - CLOUDSIM_START_S) / step).round() as u64;
                 fc.observe(&vm, step, u as f32);
                 self.series[vm].push(u as f32);
+            }
+            let given = s.vms[vm].memory_provisioned_mb;
+            if let (Some(fc), true) = (self.memory_forecaster.as_mut(), given > 0.0) {
+                let used = (self.vms[vm].memory_request_mb / given).clamp(0.0, 1.0) as f32;
+                fc.observe(&vm, step, used);
+                self.memory_series[vm].push(used);
             }
         }
         self.demand_at[vm] = t;
@@ -1020,6 +1085,7 @@ impl<'s> Simulation<'s> {
             policy: self.policy.name(),
             risk: None,
             forecaster: self.forecaster.as_ref().map(|f| f.status().to_string()),
+            memory_forecaster: self.memory_forecaster.as_ref().map(|f| f.status().to_string()),
             reservations_refused: self.refused,
             day: self.scenario.name.clone(),
             hosts: self.hosts.len(),

@@ -84,7 +84,14 @@ impl Scenario {
             cpu.resize(steps, 0.0);
             cpu.push(last);
             let memory_mb = vec![view.ram_mb; steps];
-            sims.push(SimVm { name: format!("vm{i}"), cpu, memory_mb, end_step: end, create_memory_mb: view.ram_mb });
+            sims.push(SimVm {
+                name: format!("vm{i}"),
+                cpu,
+                memory_mb,
+                end_step: end,
+                create_memory_mb: view.ram_mb,
+                memory_provisioned_mb: view.ram_mb,
+            });
             views.push(view);
         }
         let creation_order = (0..sims.len()).collect();
@@ -139,7 +146,14 @@ impl Scenario {
             cpu.resize(steps + 1, 0.0);
             let ram_mb = (t.spec.memory_bytes >> 20) as f64;
             views.push(VmView::unplaced(t.spec.vcpus, t.spec.cpu_mhz_per_core, ram_mb));
-            vms.push(SimVm { name: t.name.clone(), cpu, memory_mb: Vec::new(), end_step: t.len(), create_memory_mb: ram_mb });
+            vms.push(SimVm {
+                name: t.name.clone(),
+                cpu,
+                memory_mb: Vec::new(),
+                end_step: t.len(),
+                create_memory_mb: ram_mb,
+                memory_provisioned_mb: ram_mb,
+            });
         }
         let order = (0..vms.len()).collect();
         Ok(Scenario::assemble(set.name, ResourceModel::CloudSimCpu, steps, cloudsim_hosts(hosts), views, vms, order))
@@ -182,7 +196,14 @@ impl Scenario {
             cpu.resize(steps + 1, 0.0);
             let first_mem = memory_mb.first().copied().unwrap_or(0.0);
             views.push(VmView::unplaced(vcpus, mhz, first_mem.max(1.0)));
-            vms.push(SimVm { name: t.name.clone(), cpu, memory_mb, end_step: n, create_memory_mb: first_mem });
+            vms.push(SimVm {
+                name: t.name.clone(),
+                cpu,
+                memory_mb,
+                end_step: n,
+                create_memory_mb: first_mem,
+                memory_provisioned_mb: (t.spec.memory_bytes >> 20) as f64,
+            });
         }
         let count = hosts.unwrap_or_else(|| vms.len().div_ceil(4)).max(1);
         let hosts: Vec<HostView> =

@@ -384,3 +384,36 @@ fn a_candidate_without_a_whole_horizon_left_in_the_trace_is_not_labelled() {
     Simulation::new(&s, policy, PowerMode::FollowsLoad).with_candidate_labels(Some(log.clone())).run(|_, _| {});
     assert!(log.rows().is_empty(), "3 steps of trace cannot label 6 steps ahead");
 }
+
+#[test]
+fn where_memory_is_counted_by_use_presage_sees_each_vms_memory_forecast_in_mb_of_what_it_was_given() {
+    let vm = || VmView::unplaced(1, 1000.0, 2048.0);
+    let s = Scenario::synthetic(
+        "memory",
+        ResourceModel::CpuAndMemory,
+        vec![small_host(), small_host()],
+        vec![(vm(), vec![0.2; 60]), (vm(), vec![0.2; 60])],
+    );
+    let presage = || PolicySpec::Presage.build();
+    // The agents' baseline forecaster: half of its memory in use for 40 steps, then three quarters.
+    let mut sim = Simulation::new(&s, presage(), PowerMode::FollowsLoad);
+    assert!(sim.memory_forecaster.is_some());
+    sim.vms[0].host = Some(0);
+    for step in 0..48u64 {
+        let used = if step < 40 { 0.5 } else { 0.75 };
+        sim.memory_forecaster.as_mut().unwrap().observe(&0, step, used);
+        sim.memory_series[0].push(used);
+    }
+    sim.forecast_memory(47);
+    let p90 = sim.vms[0].memory_p90_mb.expect("a forecast for the hosted VM with a history");
+    assert!(p90.iter().all(|&mb| mb > 0.5 * 2048.0 && mb <= 2048.0), "{p90:?}");
+    assert!(sim.vms[1].memory_p90_mb.is_none(), "no history, no forecast");
+
+    let r = Simulation::new(&s, presage(), PowerMode::FollowsLoad).run(|_, _| {});
+    assert!(r.memory_forecaster.is_some(), "the report names the memory forecaster");
+    let r = Simulation::new(&s, presage(), PowerMode::FollowsLoad).without_memory_forecasts().run(|_, _| {});
+    assert!(r.memory_forecaster.is_none());
+    // CloudSim's model asks for memory only at creation: nothing to forecast.
+    let cloudsim = Scenario::synthetic("cpu", ResourceModel::CloudSimCpu, vec![small_host()], vec![(vm(), vec![0.2; 10])]);
+    assert!(Simulation::new(&cloudsim, presage(), PowerMode::FollowsLoad).memory_forecaster.is_none());
+}

@@ -129,6 +129,10 @@ pub struct VmView {
     /// The agent's calibrated forecast of its CPU utilisation (fractions of its capacity) for
     /// the next steps, when it has one.
     pub forecast: Option<crate::demand::Forecast>,
+    /// The agent's p90 forecast of the memory it will use, MB, per horizon (1..=12), when it has
+    /// one: where memory is counted by use (`memory_request_mb` follows use), what the VM will
+    /// hold within the horizon counts, not only what it holds now.
+    pub memory_p90_mb: Option<[f32; crate::demand::MAX_HORIZON]>,
     /// Its guest's latest application figures with its host's contention, when it reports them.
     pub app: Option<application::AppSignal>,
 }
@@ -148,6 +152,7 @@ impl VmView {
             history: UtilisationHistory::default(),
             in_migration: false,
             forecast: None,
+            memory_p90_mb: None,
             app: None,
         }
     }

@@ -401,7 +401,7 @@ impl VmDemand {
     pub fn of(vm: &VmView, cfg: &PresageConfig) -> VmDemand {
         let (prior, burst) = (cfg.new_vm_prior, cfg.burst_share);
         let size = vm.capacity_mips();
-        let mem = vm.memory_request_mb;
+        let mem = VmDemand::memory_of(vm, cfg.horizon_steps);
         if let Some(f) = &vm.forecast {
             return VmDemand::from_quantiles(|h| f.q[h].map(|v| v as f64), f.peak as f64, burst, size, mem, DemandSource::Forecast);
         }
@@ -421,6 +421,13 @@ impl VmDemand {
             q = [q[0].min(now), q[1].max(now), q[2].max(now)];
         }
         VmDemand::from_quantiles(|_| q, q[2], burst, size, mem, DemandSource::Prior)
+    }
+
+    /// The memory a VM asks of its host over the next `steps`: what it needs now, or the highest
+    /// p90 of its memory forecast within the horizon when that is more (MB).
+    pub fn memory_of(vm: &VmView, steps: usize) -> f64 {
+        let forecast = vm.memory_p90_mb.map_or(0.0, |p| p[..steps.clamp(1, MAX_STEPS)].iter().fold(0.0f64, |m, &x| m.max(f64::from(x))));
+        if forecast.is_finite() { vm.memory_request_mb.max(forecast) } else { vm.memory_request_mb }
     }
 
     /// What the destination's hard reservation holds for this VM: its highest p90.
@@ -2433,6 +2440,56 @@ mod tests {
         // One move is enough: 1000 MB left on a 1000 MB host.
         assert_eq!(off_0.len(), 1, "{moves:?}");
         assert_ne!(off_0[0].to, 0);
+    }
+
+    #[test]
+    fn a_vms_memory_forecast_within_the_horizon_counts_on_its_host_and_on_a_destination() {
+        // Host 0: two VMs using 400 MB each of 1000 now, one forecast to grow to 700 MB within
+        // the horizon (past it: not counted); host 1 has room for anything.
+        let mut hs = hosts(2);
+        hs[0].memory_mb = 1_000.0;
+        let mut vms: Vec<VmView> = (0..2).map(|_| vm_on(&mut hs, 0, 0.1, [0.05, 0.1, 0.15])).collect();
+        vms.push(vm_on(&mut hs, 1, 0.1, [0.05, 0.1, 0.15]));
+        for v in vms.iter_mut() {
+            v.memory_request_mb = 400.0;
+        }
+        let mut growing = [400.0f32; MAX_STEPS];
+        growing[3..].fill(700.0);
+        vms[1].memory_p90_mb = Some(growing);
+        place_all(&mut hs, &vms);
+        let cfg = PresageConfig::default();
+        assert_eq!(VmDemand::memory_of(&vms[1], cfg.horizon_steps), 700.0);
+        let mut later = [400.0f32; MAX_STEPS];
+        later[cfg.horizon_steps..].fill(900.0);
+        assert_eq!(VmDemand::memory_of(&VmView { memory_p90_mb: Some(later), ..vms[1].clone() }, cfg.horizon_steps), 400.0);
+        let shrinking = VmView { memory_p90_mb: Some([100.0; MAX_STEPS]), ..vms[1].clone() };
+        assert_eq!(VmDemand::memory_of(&shrinking, cfg.horizon_steps), 400.0, "what it uses now is not given back by a forecast");
+
+        // 400 + 700 MB forecast on 1000: host 0 is relieved although its memory is fine now.
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+        let moves = PresagePolicy::new(cfg.clone()).optimise(&fleet);
+        assert!(moves.iter().any(|m| m.reason == MoveReason::Overload(0) && m.to == 1), "{moves:?}");
+        // Without the forecast nothing is short.
+        let mut blind = vms.clone();
+        blind[1].memory_p90_mb = None;
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &blind };
+        assert!(PresagePolicy::new(cfg.clone()).optimise(&fleet).iter().all(|m| m.reason != MoveReason::Overload(0)));
+
+        // As a destination: a new VM forecast to reach 700 MB does not fit beside 400 MB now.
+        let mut hs = hosts(1);
+        hs[0].memory_mb = 1_000.0;
+        let mut vms = vec![vm_on(&mut hs, 0, 0.1, [0.05, 0.1, 0.15])];
+        vms[0].memory_request_mb = 400.0;
+        place_all(&mut hs, &vms);
+        let mut new = VmView::unplaced(1, 1000.0, 1_000.0);
+        new.memory_request_mb = 300.0;
+        vms.push(new.clone());
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+        assert_eq!(PresagePolicy::new(cfg.clone()).rank_new(&fleet, 1, 1).ranked.len(), 1, "300 MB fits");
+        vms[1].memory_p90_mb = Some([700.0; MAX_STEPS]);
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+        let r = PresagePolicy::new(cfg).rank_new(&fleet, 1, 1);
+        assert!(r.ranked.is_empty() && r.rejected.contains(&(Rejection::Memory, 1)), "{r:?}");
     }
 
     #[test]

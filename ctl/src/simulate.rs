@@ -323,7 +323,7 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
                 candidate_log: recorder.clone().map(|r| r as Arc<dyn presage_decide::policy::learned::CandidateLog>),
             };
             let models = Models { cpu: model.as_deref(), memory: memory_model.as_deref() };
-            let mut report = run_one(args, s, *p, &presage, &extras, recorder.clone(), models, ecosystem.as_ref(), progress);
+            let mut report = run_one(args, s, p, &presage, &extras, recorder.clone(), models, ecosystem.as_ref(), progress);
             report.risk = *risk;
             if let (Some(dir), Some(rec)) = (&args.record_candidates, recorder) {
                 let name = match risk {
@@ -360,7 +360,7 @@ impl Models<'_> {
 fn run_one(
     args: &SimulateArgs,
     s: &Arc<Scenario>,
-    p: PolicySpec,
+    p: &PolicySpec,
     presage: &PresageConfig,
     extras: &PolicyExtras,
     recorder: Option<Arc<CandidateRecorder>>,
@@ -368,7 +368,6 @@ fn run_one(
     ecosystem: Option<&EcosystemScenario>,
     progress: &ProgressBar,
 ) -> RunReport {
-    let p = &p;
     let Some(eco) = ecosystem else {
         let sim = models
             .apply(Simulation::new(s, p.build_with_extras(presage, extras), p.power_mode()), args)

@@ -175,6 +175,7 @@ struct AtomicCounts {
 #[serde(default, deny_unknown_fields)]
 pub struct LearnedSettings {
     /// Weight of the predicted shortfall probability in a host's score (a cost, like `fit`'s).
+    /// 16: the best of 2, 8 and 16 on the training replays (`models/train_scorer.py`).
     pub weight: f64,
     /// How many of the heuristic's best feasible hosts the model re-ranks.
     pub shortlist: usize,
@@ -186,7 +187,7 @@ pub struct LearnedSettings {
 
 impl Default for LearnedSettings {
     fn default() -> Self {
-        LearnedSettings { weight: 2.0, shortlist: 8, max_disagreement: 0.5, range_slack: 0.05 }
+        LearnedSettings { weight: 16.0, shortlist: 8, max_disagreement: 0.5, range_slack: 0.05 }
     }
 }
 

@@ -283,6 +283,7 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
     let presage = args.presage_config()?;
     let shortfall = SimulateArgs::shortfall_model(&presage)?;
     if let Some(dir) = &args.record_candidates {
+        anyhow::ensure!(args.record_every >= 1, "--record-every must be at least 1 (one row kept in that many)");
         std::fs::create_dir_all(dir).with_context(|| format!("creating --record-candidates {}", dir.display()))?;
     }
     let ecosystem = args
@@ -293,7 +294,7 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
     // presage's family once per risk setting when sweeping; every other policy once.
     let sweep = args.sweep.as_deref().map(parse_sweep).transpose()?;
     let settings = |p: &PolicySpec| -> Vec<Option<f64>> {
-        match (&sweep, matches!(p, PolicySpec::Presage | PolicySpec::PresageNoDeps | PolicySpec::PresageNoApp)) {
+        match (&sweep, p.is_presage()) {
             (Some(risks), true) => risks.iter().map(|r| Some(*r)).collect(),
             _ => vec![None],
         }
@@ -312,11 +313,10 @@ pub fn simulate(args: &SimulateArgs, policies: &[PolicySpec], progress: &Progres
                 Some(r) => presage.at_risk(*r),
                 None => presage.clone(),
             };
-            let is_presage = matches!(p, PolicySpec::Presage | PolicySpec::PresageNoDeps | PolicySpec::PresageNoApp);
             let recorder = args
                 .record_candidates
                 .as_ref()
-                .filter(|_| is_presage)
+                .filter(|_| p.is_presage())
                 .map(|_| Arc::new(CandidateRecorder::new(presage.horizon_steps, args.record_every)));
             let extras = PolicyExtras {
                 shortfall: shortfall.clone(),
@@ -711,6 +711,31 @@ mod tests {
         assert!(matches!(cli.command, crate::Command::Simulate(_)));
         assert!(crate::Cli::try_parse_from(["presagectl", "simulate", "--policy", "all"]).is_err(), "--trace is required");
         assert!(parse_policy_list("thr-mmt-0.8,bogus").is_err());
+    }
+
+    #[test]
+    fn a_learned_model_that_cannot_be_loaded_and_a_later_start_on_a_planetlab_day_are_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("presagectl-simulate-learned-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args = SimulateArgs::new(vec![dir.clone()], None);
+        args.learned_model = Some(dir.join("missing.onnx"));
+        let e = format!("{:#}", SimulateArgs::shortfall_model(&args.presage_config().unwrap()).err().expect("refused"));
+        assert!(e.contains("learned shortfall model") && e.contains("missing.onnx"), "{e}");
+        // `none` overrides a settings file's model.
+        let cfg = dir.join("presage.toml");
+        std::fs::write(&cfg, "learned_model = \"elsewhere.onnx\"\n[learned]\nweight = 4.0\n").unwrap();
+        args.presage_config = Some(cfg);
+        args.learned_model = Some("none".into());
+        let loaded = args.presage_config().unwrap();
+        assert_eq!((loaded.learned_model, loaded.learned.weight), (None, 4.0));
+
+        let day = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/planetlab/20110303");
+        assert!(day.is_dir(), "the PlanetLab day is not at {} (../shared/data beside the repository)", day.display());
+        let mut args = SimulateArgs::new(vec![day.clone()], None);
+        args.from_step = 10;
+        let e = format!("{:#}", load(&args, &day).unwrap_err());
+        assert!(e.contains("--from-step") && e.contains("20110303"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -536,59 +536,29 @@ impl<'s> Simulation<'s> {
         }
     }
 
-    /// Gives every hosted VM the forecast its agent would publish now: calibrated quantiles from
-    /// its history up to step `step` (nothing later).
-    fn forecast(&mut self, step: u64) {
-        let Some(fc) = self.forecaster.as_mut() else { return };
-        let min = fc.min_history();
-        let mut keys = Vec::new();
-        let mut requests = Vec::new();
-        for (vm, v) in self.vms.iter().enumerate() {
-            if !v.alive || v.host.is_none() || self.series[vm].len() < min {
-                continue;
-            }
-            keys.push(vm);
-            requests.push(SeriesRequest {
-                key: vm,
-                ctx: SeriesContext { history: &self.series[vm], next_time_s: (step + 1) * STEP_S },
-                first_step: step + 1,
-            });
-        }
-        let forecasts = fc.forecast(&requests);
-        for v in self.vms.iter_mut() {
-            v.forecast = None;
-        }
-        for (vm, f) in keys.into_iter().zip(forecasts) {
-            self.vms[vm].forecast = f;
-        }
-        self.forecast_memory(step);
-    }
-
-    /// Gives every hosted VM its memory forecast's p90 per horizon in MB (see
+    /// Gives every hosted VM the forecasts its agent would publish now: calibrated quantiles from
+    /// its history up to step `step` (nothing later) of its CPU and, where memory is counted by
+    /// use, the p90 of its memory per horizon in MB (see
     /// [`with_memory_forecast_model`](Self::with_memory_forecast_model)).
-    fn forecast_memory(&mut self, step: u64) {
-        let Some(fc) = self.memory_forecaster.as_mut() else { return };
-        let min = fc.min_history();
-        let mut keys = Vec::new();
-        let mut requests = Vec::new();
-        for (vm, v) in self.vms.iter().enumerate() {
-            if !v.alive || v.host.is_none() || self.memory_series[vm].len() < min {
-                continue;
+    fn forecast(&mut self, step: u64) {
+        if let Some(fc) = self.forecaster.as_mut() {
+            let forecasts = hosted_forecasts(fc, &self.vms, &self.series, step);
+            for v in self.vms.iter_mut() {
+                v.forecast = None;
             }
-            keys.push(vm);
-            requests.push(SeriesRequest {
-                key: vm,
-                ctx: SeriesContext { history: &self.memory_series[vm], next_time_s: (step + 1) * STEP_S },
-                first_step: step + 1,
-            });
+            for (vm, f) in forecasts {
+                self.vms[vm].forecast = f;
+            }
         }
-        let forecasts = fc.forecast(&requests);
-        for v in self.vms.iter_mut() {
-            v.memory_p90_mb = None;
-        }
-        for (vm, f) in keys.into_iter().zip(forecasts) {
-            let given = self.scenario.vms[vm].memory_provisioned_mb;
-            self.vms[vm].memory_p90_mb = f.map(|f| std::array::from_fn(|h| (f64::from(f.q[h][2]).clamp(0.0, 1.0) * given) as f32));
+        if let Some(fc) = self.memory_forecaster.as_mut() {
+            let forecasts = hosted_forecasts(fc, &self.vms, &self.memory_series, step);
+            for v in self.vms.iter_mut() {
+                v.memory_p90_mb = None;
+            }
+            for (vm, f) in forecasts {
+                let given = self.scenario.vms[vm].memory_provisioned_mb;
+                self.vms[vm].memory_p90_mb = f.map(|f| std::array::from_fn(|h| (f64::from(f.q[h][2]).clamp(0.0, 1.0) * given) as f32));
+            }
         }
     }
 
@@ -1112,6 +1082,32 @@ impl<'s> Simulation<'s> {
             migration_log: std::mem::take(&mut self.migration_log),
         }
     }
+}
+
+/// `fc`'s forecasts from step `step` on for every hosted VM with enough of `series` (its step
+/// series per VM), one batch.
+fn hosted_forecasts(
+    fc: &mut FleetForecaster<usize>,
+    vms: &[VmView],
+    series: &[Vec<f32>],
+    step: u64,
+) -> Vec<(usize, Option<presage_decide::demand::Forecast>)> {
+    let min = fc.min_history();
+    let mut keys = Vec::new();
+    let mut requests = Vec::new();
+    for (vm, v) in vms.iter().enumerate() {
+        if !v.alive || v.host.is_none() || series[vm].len() < min {
+            continue;
+        }
+        keys.push(vm);
+        requests.push(SeriesRequest {
+            key: vm,
+            ctx: SeriesContext { history: &series[vm], next_time_s: (step + 1) * STEP_S },
+            first_step: step + 1,
+        });
+    }
+    let forecasts = fc.forecast(&requests);
+    keys.into_iter().zip(forecasts).collect()
 }
 
 fn capped_utilisation(u: f64) -> f64 {

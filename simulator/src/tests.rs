@@ -404,7 +404,7 @@ fn where_memory_is_counted_by_use_presage_sees_each_vms_memory_forecast_in_mb_of
         sim.memory_forecaster.as_mut().unwrap().observe(&0, step, used);
         sim.memory_series[0].push(used);
     }
-    sim.forecast_memory(47);
+    sim.forecast(47);
     let p90 = sim.vms[0].memory_p90_mb.expect("a forecast for the hosted VM with a history");
     assert!(p90.iter().all(|&mb| mb > 0.5 * 2048.0 && mb <= 2048.0), "{p90:?}");
     assert!(sim.vms[1].memory_p90_mb.is_none(), "no history, no forecast");

@@ -333,6 +333,11 @@ impl PolicySpec {
         ]
     }
 
+    /// presage's policy or one of its variants.
+    pub fn is_presage(self) -> bool {
+        matches!(self, PolicySpec::Presage | PolicySpec::PresageNoDeps | PolicySpec::PresageNoApp)
+    }
+
     pub fn power_mode(self) -> PowerMode {
         match self {
             PolicySpec::Npa => PowerMode::AlwaysFull,

@@ -302,13 +302,7 @@ impl Advisor {
     pub fn take_learned_counts(&mut self) -> Option<GuardCounts> {
         let now = self.policy.learned_counts()?;
         let was = std::mem::replace(&mut self.learned_reported, now);
-        Some(GuardCounts {
-            judged: now.judged - was.judged,
-            model: now.model - was.model,
-            out_of_range: now.out_of_range - was.out_of_range,
-            disagreed: now.disagreed - was.disagreed,
-            failed: now.failed - was.failed,
-        })
+        Some(now.since(&was))
     }
 
     pub fn policy_name(&self) -> String {

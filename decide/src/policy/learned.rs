@@ -155,6 +155,17 @@ pub struct GuardCounts {
 }
 
 impl GuardCounts {
+    /// What was counted after `earlier` (a snapshot of the same counts).
+    pub fn since(&self, earlier: &GuardCounts) -> GuardCounts {
+        GuardCounts {
+            judged: self.judged.saturating_sub(earlier.judged),
+            model: self.model.saturating_sub(earlier.model),
+            out_of_range: self.out_of_range.saturating_sub(earlier.out_of_range),
+            disagreed: self.disagreed.saturating_sub(earlier.disagreed),
+            failed: self.failed.saturating_sub(earlier.failed),
+        }
+    }
+
     /// The share of judged candidates that fell back to the heuristic.
     pub fn fallback_share(&self) -> f64 {
         if self.judged == 0 { 0.0 } else { (self.out_of_range + self.disagreed + self.failed) as f64 / self.judged as f64 }

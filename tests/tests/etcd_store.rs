@@ -181,12 +181,19 @@ async fn one_candidate_leads_a_standby_takes_over_and_the_deposed_leaders_writes
     assert_eq!(fenced_b.get(b"plan-1").unwrap(), Some(b"a".to_vec()));
     eprintln!("takeover after a resignation: {takeover:?}");
 
-    // etcd loses its quorum: b cannot renew and says so before its lease could have run out.
+    // etcd loses its quorum: b cannot renew and says so. It takes itself as deposed `ttl -
+    // renew_every` after the last renewal etcd confirmed, timed from when that renewal was sent,
+    // so before etcd's lease can run out. The surviving member, if it led, confirms renewals
+    // until it notices the lost quorum (an election timeout later), so how long after the cut
+    // b steps down is a figure (printed), not a bound this test can hold it to; what it can hold
+    // it to is that b stops acting as leader: the lost signal comes, with its mandate (checked before
+    // every command to an agent) run out.
+    let mandate = lead_b.mandate.clone();
     cluster.kill(1);
     cluster.kill(2);
     let cut = std::time::Instant::now();
-    tokio::time::timeout(timing.ttl + Duration::from_secs(1), lead_b.lost()).await.expect("b learns it is no longer sure to lead");
-    assert!(cut.elapsed() <= timing.ttl, "stepped down within the lease: {:?}", cut.elapsed());
+    tokio::time::timeout(timing.ttl + Duration::from_secs(10), lead_b.lost()).await.expect("b learns it is no longer sure to lead");
+    assert!(!mandate.holds(), "b says it lost leadership while its mandate still holds");
     eprintln!("stepped down {:?} after etcd lost its quorum", cut.elapsed());
 
     // Bad timing is refused, naming why.

@@ -51,8 +51,7 @@ impl OnnxForecaster {
         let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
         // Models from the training pipeline say which feature vector they were trained on; one
         // trained on another gets a clear refusal instead of a shape error deep in tract.
-        if let Some(v) = model.properties.get("onnx.metadata_props.presage.features") {
-            let found = v.to_plain_array_view::<String>().ok().and_then(|a| a.iter().next().cloned()).unwrap_or_else(|| format!("{v:?}"));
+        if let Some(found) = metadata(&model, "presage.features") {
             if found != features::VERSION {
                 return Err(PlanError::Shape("feature vector", features::VERSION.into(), found));
             }
@@ -81,6 +80,13 @@ impl OnnxForecaster {
         let out = self.plan.run(tvec!(input.into_tvalue()))?;
         Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
     }
+}
+
+/// A model's `metadata_props` entry `key` as text (the training pipeline writes strings; anything
+/// else comes back as tract sees it, which no check will take for a valid value).
+pub(crate) fn metadata(model: &InferenceModel, key: &str) -> Option<String> {
+    let v = model.properties.get(&format!("onnx.metadata_props.{key}"))?;
+    Some(v.to_plain_array_view::<String>().ok().and_then(|a| a.iter().next().cloned()).unwrap_or_else(|| format!("{v:?}")))
 }
 
 enum PlanError {

@@ -10,7 +10,7 @@ use presage_decide::policy::learned::{FEATURES_VERSION, FeatureRow, N_FEATURES, 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::dims;
 
-use crate::onnx::ModelError;
+use crate::onnx::{ModelError, metadata};
 
 /// A shortfall model loaded and optimised for tract.
 pub struct OnnxShortfall {
@@ -23,11 +23,6 @@ impl std::fmt::Debug for OnnxShortfall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnnxShortfall").field("name", &self.name).finish()
     }
-}
-
-fn metadata(model: &InferenceModel, key: &str) -> Option<String> {
-    let v = model.properties.get(&format!("onnx.metadata_props.{key}"))?;
-    v.to_plain_array_view::<String>().ok().and_then(|a| a.iter().next().cloned())
 }
 
 impl OnnxShortfall {

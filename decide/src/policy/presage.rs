@@ -9,7 +9,9 @@
 //!   risk most per unit of migration cost.
 //! - Destinations are ranked by an ensemble of scorers ([`Ensemble`]): fit, energy, packing,
 //!   balance, migration cost, and whatever later work adds. Hard limits (risk after the move,
-//!   memory, per-core speed, CPU overcommit, schedulability, cool-down) filter before scoring.
+//!   memory, per-core speed, CPU overcommit, schedulability, cool-down) filter before scoring;
+//!   the risk a destination may take on is `placement_risk`, or the lower `consolidation_risk`
+//!   when the VM leaves a host being emptied (a margin below the relief threshold).
 //!   Every decision keeps each scorer's value and weight for the chosen host and the runner-up.
 //! - A move is made only when its predicted benefit (overload risk avoided, energy saved by
 //!   emptying a host, in joules-equivalent) exceeds its cost; a VM moved less than `cooldown_s`
@@ -104,6 +106,10 @@ pub struct PresageConfig {
     pub overload_exit_risk: f64,
     /// The highest risk a destination may have after receiving a VM.
     pub placement_risk: f64,
+    /// The highest risk a destination may have after receiving VMs from a host being emptied:
+    /// lower than `placement_risk`, so that a host consolidation packs keeps a margin below
+    /// `overload_enter_risk` and is not relieved at its next wobble (moves in circles).
+    pub consolidation_risk: f64,
     /// Correlation assumed between the demands of VMs on one host (0: independent, 1: in step).
     pub correlation: f64,
     /// Hosts expected to use less than this share of their capacity are emptied when worth it…
@@ -151,10 +157,10 @@ pub struct PresageConfig {
     /// further apart than steady ones with the same forecast.
     pub burst_share: f64,
     /// Risk appetite, 0..=1: one setting that moves presage along its energy-vs-unserved-demand
-    /// frontier. When set it sets `placement_risk`, `overload_enter_risk`, `overload_exit_risk`,
-    /// `safe_utilisation` and `burst_share` along one curve ([`PresageConfig::at_risk`]): 0 keeps hosts cool
-    /// (more hosts on, less demand unserved), 1 runs them hot; the shipped thresholds are
-    /// about 0.6. Unset: those settings as given.
+    /// frontier. When set it sets `placement_risk`, `consolidation_risk`, `overload_enter_risk`,
+    /// `overload_exit_risk`, `safe_utilisation` and `burst_share` along one curve
+    /// ([`PresageConfig::at_risk`]): 0 keeps hosts cool (more hosts on, less demand unserved), 1
+    /// runs them hot; the shipped thresholds are about 0.85. Unset: those settings as given.
     pub risk: Option<f64>,
     /// A learned shortfall model (`models/placement-shortfall-v1.onnx`) to re-rank the ensemble's
     /// shortlist with (`learned`); unset: the hand-set ensemble alone. Loaded by the daemon or
@@ -165,16 +171,17 @@ pub struct PresageConfig {
 }
 
 /// The risk appetite the shipped thresholds sit at.
-pub const SHIPPED_RISK: f64 = 0.6;
+pub const SHIPPED_RISK: f64 = 0.85;
 
 impl Default for PresageConfig {
     fn default() -> Self {
         PresageConfig {
             horizon_steps: 6,
             safe_utilisation: 1.0,
-            overload_enter_risk: 0.3,
-            overload_exit_risk: 0.2,
-            placement_risk: 0.14,
+            overload_enter_risk: 0.31,
+            overload_exit_risk: 0.206,
+            placement_risk: 0.31,
+            consolidation_risk: 0.155,
             correlation: 0.0,
             underload_utilisation: 0.5,
             underload_power_ratio: 1.2,
@@ -192,7 +199,7 @@ impl Default for PresageConfig {
             repair_min_gain: 0.05,
             application_aware: true,
             weights: ScorerWeights::default(),
-            burst_share: 0.05,
+            burst_share: 0.0167,
             risk: None,
             learned_model: None,
             learned: LearnedSettings::default(),
@@ -210,22 +217,27 @@ pub struct ConfigError {
 
 impl PresageConfig {
     /// These settings at risk appetite `risk` (clamped to 0..=1): the highest risk a
-    /// destination may take on grows geometrically from 2 % at 0 to 50 % at 1 (13.8 % at the
-    /// shipped 0.6); a host counts as overloaded above 15/7 of it (the shipped 0.3 at 0.6; at
-    /// most 0.9) and as fine again below 2/3 of that (the shipped 0.2); and below 0.6 the
+    /// destination may take on grows geometrically from 2 % at 0 to 50 % at 1 (31 % at the
+    /// shipped 0.85); a host counts as overloaded as soon as its own risk exceeds that too (what
+    /// no destination may take on, no host keeps: relieved while one move still does it, not
+    /// once it runs hot) and as fine again below 2/3 of it (21 % at 0.85); a host being emptied
+    /// may fill a destination to all of it at 0, narrowing to half of it from 0.3 on (hosts
+    /// packed near the relief threshold, as more appetite puts them, would be relieved at their
+    /// next wobble and moves would go in circles); and below 0.6 the
     /// utilisation counted as safe comes down from 100 % to 85 % at 0, so that the cautious end
     /// keeps headroom for what the forecasts miss; and the share of a VM's reach above its p90
     /// (up to its peak) counted as spread grows fourteenfold per 0.6 of caution, from 0.9 % at 1
-    /// through the shipped 5 % at 0.6 to 70 % at 0.
+    /// through 5 % at 0.6 (1.7 % at the shipped 0.85) to 70 % at 0.
     pub fn at_risk(&self, risk: f64) -> PresageConfig {
         let r = if risk.is_finite() { risk.clamp(0.0, 1.0) } else { SHIPPED_RISK };
         let placement = 0.02 * 25f64.powf(r);
-        let enter = (placement * 15.0 / 7.0).min(0.9);
+        let enter = placement;
         let exit = enter * 2.0 / 3.0;
         let safe = (0.85 + 0.25 * r).min(1.0);
-        let burst = 0.05 * 14f64.powf((SHIPPED_RISK - r) / SHIPPED_RISK);
+        let burst = 0.05 * 14f64.powf((0.6 - r) / 0.6);
         PresageConfig {
             placement_risk: placement,
+            consolidation_risk: placement * (1.0 - 0.5 * (r / 0.3).min(1.0)),
             overload_enter_risk: enter,
             overload_exit_risk: exit,
             safe_utilisation: safe,
@@ -257,6 +269,7 @@ impl PresageConfig {
             ("overload_enter_risk", self.overload_enter_risk),
             ("overload_exit_risk", self.overload_exit_risk),
             ("placement_risk", self.placement_risk),
+            ("consolidation_risk", self.consolidation_risk),
             ("correlation", self.correlation),
             ("underload_utilisation", self.underload_utilisation),
             ("memory_fill", self.memory_fill),
@@ -988,6 +1001,8 @@ struct RankQuery<'q> {
     best_w: f64,
     /// The lowest tolerance of the unit's VMs (the policy's safe level when none is learned).
     tolerance: f64,
+    /// The most risk a destination may take on (default: `placement_risk`).
+    risk_limit: Option<f64>,
 }
 
 impl<'q> RankQuery<'q> {
@@ -1004,6 +1019,7 @@ impl<'q> RankQuery<'q> {
             candidates: Some(candidates),
             best_w: pass.best_watts_per_unit,
             tolerance: pass.unit_tolerance(unit),
+            risk_limit: None,
         }
     }
 }
@@ -1455,7 +1471,7 @@ impl PresagePolicy {
             }
             let after = hosts[h].plus(&unit.load);
             let risk_after = self.risk_at(level_of(h), host, &after);
-            if risk_after > self.cfg.placement_risk && !here {
+            if risk_after > q.risk_limit.unwrap_or(self.cfg.placement_risk) && !here {
                 *rejected.entry(Rejection::Risk).or_insert(0) += 1;
                 continue;
             }
@@ -1555,6 +1571,7 @@ impl PresagePolicy {
             candidates: None,
             best_w: standing.best_watts_per_unit,
             tolerance: self.cfg.safe_utilisation,
+            risk_limit: None,
         };
         self.rank(fleet, &standing.hosts, &standing.admission, &standing.levels, &q)
     }
@@ -1584,6 +1601,7 @@ impl PresagePolicy {
             candidates: None,
             best_w: standing.best_watts_per_unit,
             tolerance: standing.tolerance.get(vm).copied().unwrap_or(self.cfg.safe_utilisation),
+            risk_limit: None,
         };
         self.rank(fleet, &hosts, &standing.admission, &standing.levels, &q)
     }
@@ -2013,6 +2031,7 @@ impl PresagePolicy {
                     continue;
                 }
                 let mut q = RankQuery::move_off(&units[i], pass, h, &excluded, &active);
+                q.risk_limit = Some(self.cfg.consolidation_risk);
                 let mut ranking = self.rank(fleet, &pass.hosts, &pass.admission, &pass.levels, &q);
                 if ranking.ranked.is_empty() && ranking.rejected.iter().any(|(r, _)| *r == Rejection::Dependency) {
                     // Refused only for what it would break: try it with the companions its
@@ -2324,6 +2343,38 @@ mod tests {
     }
 
     #[test]
+    fn consolidation_fills_a_destination_only_to_its_own_lower_risk() {
+        let mut hs = hosts(2);
+        // Host 0 is under-used; host 1 is busy enough that taking host 0's VMs puts it at some
+        // risk, however small.
+        let mut vms = vec![vm_on(&mut hs, 0, 0.1, [0.08, 0.1, 0.12]), vm_on(&mut hs, 0, 0.1, [0.08, 0.1, 0.12])];
+        for _ in 0..3 {
+            vms.push(vm_on(&mut hs, 1, 0.85, [0.7, 0.85, 1.0]));
+        }
+        place_all(&mut hs, &vms);
+        let fleet = FleetView { now_s: 10_000.0, hosts: &hs, vms: &vms };
+        let probe = PresagePolicy::new(PresageConfig::default());
+        let mut packed = probe.pass(&fleet).hosts[1];
+        for v in &vms[..2] {
+            packed.add(&VmDemand::of(v, probe.config()));
+        }
+        let risk = probe.host_risk(&hs[1], &packed);
+        assert!(risk > 0.0 && risk < 0.4, "the set-up needs host 1 at a small risk once packed: {risk}");
+        let cfg = |consolidation_risk| PresageConfig {
+            placement_risk: risk * 2.0,
+            overload_enter_risk: risk * 2.0,
+            overload_exit_risk: risk,
+            consolidation_risk,
+            ..Default::default()
+        };
+        // A relief destination could take that risk, a host being emptied may not put it there.
+        assert!(PresagePolicy::new(cfg(risk * 0.9)).optimise(&fleet).is_empty());
+        let moves = PresagePolicy::new(cfg(risk * 1.1)).optimise(&fleet);
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        assert!(moves.iter().all(|m| m.to == 1 && m.reason == MoveReason::Underload(0)));
+    }
+
+    #[test]
     fn explanations_sum_to_the_decisions_score_and_the_runner_up_scores_no_better() {
         let mut hs = hosts(5);
         let mut vms: Vec<VmView> = (0..5).map(|_| vm_on(&mut hs, 0, 0.7, RISING)).collect();
@@ -2545,8 +2596,13 @@ mod tests {
             let c = base.at_risk(f64::from(i) / 20.0);
             assert!(c.validate().is_ok(), "risk {}: {c:?}", f64::from(i) / 20.0);
             assert!((c.overload_exit_risk / c.overload_enter_risk - 2.0 / 3.0).abs() < 1e-12, "hysteresis kept: {c:?}");
+            // What no destination may take on, no host keeps; what consolidation packs keeps a
+            // margin below that, wider with more appetite.
+            assert!(c.overload_enter_risk <= c.placement_risk && c.consolidation_risk <= c.placement_risk, "{c:?}");
             if let Some(l) = &last {
                 assert!(c.placement_risk > l.placement_risk && c.overload_enter_risk >= l.overload_enter_risk);
+                assert!(c.consolidation_risk >= l.consolidation_risk);
+                assert!(c.consolidation_risk / c.placement_risk <= l.consolidation_risk / l.placement_risk);
                 assert!(c.overload_exit_risk >= l.overload_exit_risk && c.safe_utilisation >= l.safe_utilisation);
                 assert!(c.burst_share < l.burst_share, "more appetite, less of the burst counted");
             }
@@ -2555,6 +2611,7 @@ mod tests {
         let shipped = base.at_risk(SHIPPED_RISK);
         for (knob, given) in [
             (shipped.placement_risk, base.placement_risk),
+            (shipped.consolidation_risk, base.consolidation_risk),
             (shipped.overload_enter_risk, base.overload_enter_risk),
             (shipped.overload_exit_risk, base.overload_exit_risk),
             (shipped.safe_utilisation, base.safe_utilisation),

@@ -172,6 +172,10 @@ pub struct PresageConfig {
 
 /// The risk appetite the shipped thresholds sit at.
 pub const SHIPPED_RISK: f64 = 0.85;
+/// The risk appetite at which `burst_share` is 5 % on the knob's curve.
+const BURST_ANCHOR_RISK: f64 = 0.6;
+/// The risk appetite from which consolidation packs destinations to half the placement risk.
+const CONSOLIDATION_MARGIN_FULL_AT: f64 = 0.3;
 
 impl Default for PresageConfig {
     fn default() -> Self {
@@ -234,10 +238,10 @@ impl PresageConfig {
         let enter = placement;
         let exit = enter * 2.0 / 3.0;
         let safe = (0.85 + 0.25 * r).min(1.0);
-        let burst = 0.05 * 14f64.powf((0.6 - r) / 0.6);
+        let burst = 0.05 * 14f64.powf((BURST_ANCHOR_RISK - r) / BURST_ANCHOR_RISK);
         PresageConfig {
             placement_risk: placement,
-            consolidation_risk: placement * (1.0 - 0.5 * (r / 0.3).min(1.0)),
+            consolidation_risk: placement * (1.0 - 0.5 * (r / CONSOLIDATION_MARGIN_FULL_AT).min(1.0)),
             overload_enter_risk: enter,
             overload_exit_risk: exit,
             safe_utilisation: safe,

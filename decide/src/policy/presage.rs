@@ -1438,6 +1438,7 @@ impl PresagePolicy {
         // The learned scorer re-ranks a shortlist of the ensemble's best: keep that many.
         let shortlisting = self.learned.is_some() || self.candidate_log.is_some();
         let keep = if shortlisting { q.top.max(self.cfg.learned.shortlist) } else { q.top };
+        let risk_limit = q.risk_limit.unwrap_or(self.cfg.placement_risk);
         for &h in candidates {
             let host = &fleet.hosts[h];
             let here = Some(h) == from;
@@ -1475,7 +1476,7 @@ impl PresagePolicy {
             }
             let after = hosts[h].plus(&unit.load);
             let risk_after = self.risk_at(level_of(h), host, &after);
-            if risk_after > q.risk_limit.unwrap_or(self.cfg.placement_risk) && !here {
+            if risk_after > risk_limit && !here {
                 *rejected.entry(Rejection::Risk).or_insert(0) += 1;
                 continue;
             }

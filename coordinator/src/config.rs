@@ -594,6 +594,9 @@ mod tests {
         assert!(e.contains("executor") && e.contains("silent_destination_ms"), "{e}");
         // The packaged [optimiser] spells out the built-in defaults.
         assert_eq!(c.optimiser, OptimiserConfig::default());
+        // The packaged [policy.presage] runs with the built-in defaults: the knob at its shipped point.
+        let shipped = presage_decide::policy::presage::PresageConfig::default();
+        assert_eq!(c.policy.presage.resolved(), presage_decide::policy::presage::PresageConfig { risk: c.policy.presage.risk, ..shipped });
         let c = CoordinatorConfig::parse(
             &format!("{GOOD}[optimiser]\nmode = \"automatic\"\ninterval = \"2h\"\ntime_limit = \"45s\"\nmin_gain = 0.1\n"),
             Path::new("c.toml"),

@@ -1414,6 +1414,11 @@ impl PresagePolicy {
         d.risk(level * host.total_mips, self.cfg.horizon_steps, self.cfg.correlation)
     }
 
+    /// Whether what VMs ask now counts beside their forecasts (`saturation_relief_share` set).
+    fn acts_on_demand_now(&self) -> bool {
+        self.cfg.saturation_relief_share.is_some()
+    }
+
     /// The risk at the policy's safe level alone (no application level).
     #[cfg(test)]
     fn host_risk(&self, host: &HostView, d: &HostDemand) -> f64 {
@@ -1522,7 +1527,7 @@ impl PresagePolicy {
         let shortlisting = self.learned.is_some() || self.candidate_log.is_some();
         let keep = if shortlisting { q.top.max(self.cfg.learned.shortlist) } else { q.top };
         let risk_limit = q.risk_limit.unwrap_or(self.cfg.placement_risk);
-        let acts_now = self.cfg.saturation_relief_share.is_some();
+        let acts_now = self.acts_on_demand_now();
         for &h in candidates {
             let host = &fleet.hosts[h];
             let here = Some(h) == from;
@@ -1763,7 +1768,8 @@ impl PresagePolicy {
         let dests = destinations(fleet, &pass.hosts);
         // Relief from a saturation alone does not wake a host: the saturation is over within the
         // step, the woken host would be emptied again.
-        let dests_on: Vec<usize> = dests.iter().copied().filter(|&d| pass.hosts[d].vms > 0).collect();
+        let dests_on: Vec<usize> =
+            if self.acts_on_demand_now() { dests.iter().copied().filter(|&d| pass.hosts[d].vms > 0).collect() } else { Vec::new() };
         for (h, _) in order {
             let host = &fleet.hosts[h];
             let saturated = host.observed_utilisation() >= SATURATED;
@@ -2325,7 +2331,7 @@ impl ConsolidationPolicy for PresagePolicy {
             // forecast that says the peak passes outweighs one saturated sample). Or short of
             // memory.
             let saturated = fleet.hosts[h].observed_utilisation() >= SATURATED;
-            let hard = (saturated && (self.cfg.saturation_relief_share.is_some() || risk > self.cfg.overload_enter_risk))
+            let hard = (saturated && (self.acts_on_demand_now() || risk > self.cfg.overload_enter_risk))
                 || pass.hosts[h].memory_mb > fleet.hosts[h].memory_mb;
             self.overloaded[h] =
                 if self.overloaded[h] { risk > self.cfg.overload_exit_risk || hard } else { risk > self.cfg.overload_enter_risk || hard };

@@ -50,7 +50,7 @@ VALIDATE_DAYS = ["20110322", "20110325"]
 SPACE = [
     ("correlation", 0.0, 0.0, 0.5, False),
     ("underload_utilisation", 0.5, 0.2, 0.8, False),
-    ("underload_power_ratio", 1.3, 1.0, 2.0, False),
+    ("underload_power_ratio", 1.2, 1.0, 2.0, False),
     ("benefit_horizon_s", 7200.0, 1800.0, 28800.0, True),
     ("overload_cost_w", 100.0, 20.0, 1000.0, True),
     ("move_cost_j", 5000.0, 500.0, 50000.0, True),

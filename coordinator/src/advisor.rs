@@ -695,9 +695,7 @@ mod tests {
             state.ingest("b", 1, report(seq, &[("light", 0.05)]), now).unwrap();
             let plan = advisor.advise(&state, 10.0 * seq as f64);
             if let Some(m) = plan.proposal.moves.first() {
-                // The host's risk at the guest's tolerance passes the shipped overload threshold
-                // (risk appetite 1: 50 %) with the third report; at appetite 0.85 (31 %), the second.
-                assert!(seq <= 3, "moved only at pass {seq}");
+                assert!(seq <= 2, "moved only at pass {seq}");
                 assert_eq!(
                     (m.vm_id.as_str(), m.from_host.as_str(), m.to_host.as_str(), m.reason),
                     ("hurt", "a", "b", "overload"),

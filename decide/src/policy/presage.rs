@@ -174,10 +174,12 @@ pub struct PresageConfig {
     /// Risk appetite, 0..=1: one setting that moves presage along its energy-vs-unserved-demand
     /// frontier. When set it sets `placement_risk`, `consolidation_risk`, `overload_enter_risk`,
     /// `overload_exit_risk`, `safe_utilisation`, `burst_share` along one curve
-    /// ([`PresageConfig::at_risk`]), and how much of a saturation it tolerates before relieving
-    /// it at once (`saturation_relief_share`): 0 keeps hosts cool (more hosts on, less demand
-    /// unserved), 1 runs them hot. Unset: those settings as given; the shipped ones are the
-    /// knob's at 1 ([`SHIPPED_RISK`]).
+    /// ([`PresageConfig::at_risk`]), how much of a saturation it tolerates before relieving it
+    /// at once (`saturation_relief_share`), and `underload_power_ratio` and
+    /// `failed_empty_attempts_per_pass`, which keep the moves that relief costs within budget:
+    /// 0 keeps hosts cool (more hosts on, less demand unserved), 1 runs them hot. Unset: those
+    /// settings as given; the shipped ones are the knob's thresholds at [`SHIPPED_RISK`] without
+    /// saturation relief.
     pub risk: Option<f64>,
     /// A learned shortfall model (`models/placement-shortfall-v1.onnx`) to re-rank the ensemble's
     /// shortlist with (`learned`); unset: the hand-set ensemble alone. Loaded by the daemon or
@@ -188,7 +190,7 @@ pub struct PresageConfig {
 }
 
 /// The risk appetite the shipped thresholds sit at.
-pub const SHIPPED_RISK: f64 = 1.0;
+pub const SHIPPED_RISK: f64 = 0.85;
 /// The risk appetite at which `burst_share` is 5 % on the knob's curve.
 const BURST_ANCHOR_RISK: f64 = 0.6;
 /// The risk appetite from which consolidation packs destinations to half the placement risk.
@@ -198,6 +200,13 @@ const CONSOLIDATION_MARGIN_FULL_AT: f64 = 0.3;
 /// risk tolerates more of a saturation).
 const RELIEF_SHARE_AT_0: f64 = 0.2;
 const RELIEF_SHARE_PER_RISK: f64 = 0.2;
+/// Along the knob, to pay for the moves relief at once makes: only hosts drawing more than this
+/// many times the best watts per unit of demand are emptied for efficiency (1.2 takes in every
+/// older host, an HP G4 beside G5s, even at full load: emptied, filled again by relief, emptied
+/// again)…
+const KNOB_UNDERLOAD_POWER_RATIO: f64 = 1.3;
+/// …and one pass tries to empty at most this many hosts in vain.
+const KNOB_FAILED_EMPTY_ATTEMPTS: usize = 8;
 
 /// The settings the risk knob sets, at one appetite ([`PresageConfig::at_risk`]).
 struct KnobPoint {
@@ -227,23 +236,20 @@ impl KnobPoint {
 }
 
 impl Default for PresageConfig {
-    /// The knob's settings at [`SHIPPED_RISK`] (with `risk` unset), and the rest as given here.
+    /// The knob's thresholds at [`SHIPPED_RISK`], rounded, deciding on forecasts alone (no
+    /// saturation relief): the settings issue 1's and the dependency issue's targets were met with.
     fn default() -> Self {
-        let k = KnobPoint::at(SHIPPED_RISK);
         PresageConfig {
             horizon_steps: 6,
-            safe_utilisation: k.safe,
-            overload_enter_risk: k.enter,
-            overload_exit_risk: k.exit,
-            placement_risk: k.placement,
-            consolidation_risk: k.consolidation,
-            saturation_relief_share: Some(k.relief_share),
+            safe_utilisation: 1.0,
+            overload_enter_risk: 0.31,
+            overload_exit_risk: 0.206,
+            placement_risk: 0.31,
+            consolidation_risk: 0.155,
+            saturation_relief_share: None,
             correlation: 0.0,
             underload_utilisation: 0.5,
-            // 1.2 would take in every older host (HP G4 beside G5) even at full load: emptied,
-            // filled again by relief, emptied again; 1.3 keeps the moves that relieving
-            // saturations at once costs within budget.
-            underload_power_ratio: 1.3,
+            underload_power_ratio: 1.2,
             cooldown_s: 3900.0,
             min_residence_s: 900.0,
             benefit_horizon_s: 7200.0,
@@ -253,12 +259,12 @@ impl Default for PresageConfig {
             cpu_overcommit: 8.0,
             memory_fill: 1.0,
             max_moves_per_pass: 2000,
-            failed_empty_attempts_per_pass: 8,
+            failed_empty_attempts_per_pass: 16,
             repair_after_passes: 2,
             repair_min_gain: 0.05,
             application_aware: true,
             weights: ScorerWeights::default(),
-            burst_share: k.burst,
+            burst_share: 0.0167,
             risk: None,
             learned_model: None,
             learned: LearnedSettings::default(),
@@ -276,8 +282,8 @@ pub struct ConfigError {
 
 impl PresageConfig {
     /// These settings at risk appetite `risk` (clamped to 0..=1): the highest risk a
-    /// destination may take on grows geometrically from 2 % at 0 to 50 % at 1 (the shipped
-    /// point); a host counts as overloaded as soon as its own risk exceeds that too (what no
+    /// destination may take on grows geometrically from 2 % at 0 to 50 % at 1 (31 % at the
+    /// shipped thresholds' 0.85); a host counts as overloaded as soon as its own risk exceeds that too (what no
     /// destination may take on, no host keeps: relieved while one move still does it, not once
     /// it runs hot) and as fine again below 2/3 of it; a host being emptied
     /// may fill a destination to all of it at 0, narrowing to half of it from 0.3 on (hosts
@@ -289,7 +295,9 @@ impl PresageConfig {
     /// through 5 % at 0.6 to 70 % at 0. All along the curve a saturation is relieved at once
     /// when it is expected to outlast 20 % of the coming step at 0, growing to 40 % at 1: most of
     /// what the forecasts miss is the first step of a saturation, which relief at once cuts to
-    /// the seconds a migration takes.
+    /// the seconds a migration takes; and, to keep the moves that costs within budget, only
+    /// hosts drawing more than 1.3 times the best watts per unit are emptied for efficiency, and
+    /// a pass gives up after 8 hosts it could not empty.
     pub fn at_risk(&self, risk: f64) -> PresageConfig {
         let r = if risk.is_finite() { risk.clamp(0.0, 1.0) } else { SHIPPED_RISK };
         let k = KnobPoint::at(r);
@@ -301,6 +309,8 @@ impl PresageConfig {
             safe_utilisation: k.safe,
             burst_share: k.burst,
             saturation_relief_share: Some(k.relief_share),
+            underload_power_ratio: KNOB_UNDERLOAD_POWER_RATIO,
+            failed_empty_attempts_per_pass: KNOB_FAILED_EMPTY_ATTEMPTS,
             risk: Some(r),
             ..self.clone()
         }
@@ -2754,7 +2764,7 @@ mod tests {
     }
 
     #[test]
-    fn the_risk_knob_moves_every_threshold_one_way() {
+    fn the_risk_knob_moves_every_threshold_one_way_and_sits_at_the_shipped_ones() {
         let base = PresageConfig::default();
         let mut last: Option<PresageConfig> = None;
         for i in 0..=20 {
@@ -2775,7 +2785,19 @@ mod tests {
             last = Some(c);
         }
         let shipped = base.at_risk(SHIPPED_RISK);
-        // Every point relieves a saturation that outlasts part of the step, none every one.
+        for (knob, given) in [
+            (shipped.placement_risk, base.placement_risk),
+            (shipped.consolidation_risk, base.consolidation_risk),
+            (shipped.overload_enter_risk, base.overload_enter_risk),
+            (shipped.overload_exit_risk, base.overload_exit_risk),
+            (shipped.safe_utilisation, base.safe_utilisation),
+            (shipped.burst_share, base.burst_share),
+        ] {
+            assert!((knob - given).abs() / given < 0.02, "{knob} against the shipped {given}");
+        }
+        // The shipped settings decide on forecasts alone; every point of the knob relieves a
+        // saturation that outlasts part of the step, none every one.
+        assert!(base.saturation_relief_share.is_none());
         assert!(
             base.at_risk(0.0).saturation_relief_share.is_some_and(|s| s > 0.0) && shipped.saturation_relief_share.is_some_and(|s| s < 1.0)
         );

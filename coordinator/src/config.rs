@@ -594,7 +594,7 @@ mod tests {
         assert!(e.contains("executor") && e.contains("silent_destination_ms"), "{e}");
         // The packaged [optimiser] spells out the built-in defaults.
         assert_eq!(c.optimiser, OptimiserConfig::default());
-        // The packaged [policy.presage] runs with the built-in defaults: the knob at its shipped point.
+        // The packaged [policy.presage] runs with the built-in defaults (`PresageConfig::default`).
         let shipped = presage_decide::policy::presage::PresageConfig::default();
         assert_eq!(c.policy.presage.resolved(), presage_decide::policy::presage::PresageConfig { risk: c.policy.presage.risk, ..shipped });
         let c = CoordinatorConfig::parse(

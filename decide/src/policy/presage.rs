@@ -1074,9 +1074,14 @@ impl Unit {
         }
     }
 
-    /// Expected demand now, over all its VMs.
-    fn now(&self) -> f64 {
+    /// Expected demand at the next step, over all its VMs (what they ask now is `load.now`).
+    fn expected_next(&self) -> f64 {
         self.load.mean[0]
+    }
+
+    /// Seconds its VMs take to copy, one after the other, at `rate` MB/s.
+    fn copy_seconds(&self, fleet: &FleetView<'_>, rate: f64) -> f64 {
+        self.vms.iter().map(|&v| fleet.vms[v].migration_seconds(rate)).sum()
     }
 }
 
@@ -1277,7 +1282,7 @@ impl<'a> Pass<'a> {
                 out.push(u);
             }
         }
-        out.sort_by(|a, b| b.now().total_cmp(&a.now()).then(a.vms[0].cmp(&b.vms[0])));
+        out.sort_by(|a, b| b.expected_next().total_cmp(&a.expected_next()).then(a.vms[0].cmp(&b.vms[0])));
         out
     }
 
@@ -1727,9 +1732,8 @@ impl PresagePolicy {
     fn move_cost(&self, pass: &Pass<'_>, unit: &Unit, to: usize) -> f64 {
         let fleet = pass.fleet;
         let host = &fleet.hosts[to];
-        let rate = host.migration_mb_per_s.max(1e-9);
-        let seconds: f64 = unit.vms.iter().map(|&v| fleet.vms[v].migration_seconds(rate)).sum();
-        let lost_share = 0.1 * unit.now() / host.total_mips.max(1e-9);
+        let seconds = unit.copy_seconds(fleet, host.migration_mb_per_s.max(1e-9));
+        let lost_share = 0.1 * unit.expected_next() / host.total_mips.max(1e-9);
         self.cfg.move_cost_j * unit.vms.len() as f64 + seconds * lost_share * self.cfg.overload_cost_w
     }
 
@@ -1789,9 +1793,11 @@ impl PresagePolicy {
                 // Memory the host's VMs hold beyond what it has: a hard overload of its own.
                 let memory_excess = pass.hosts[h].memory_mb - host.memory_mb;
                 // What its VMs ask now beyond its capacity, when that lasts long enough to act on.
-                let over_share = pass.hosts[h].share_of_step_over(host.total_mips);
                 let cpu_excess = match self.cfg.saturation_relief_share {
-                    Some(share) if saturated && over_share > 0.0 && over_share >= share => pass.hosts[h].now - host.total_mips,
+                    Some(share) if saturated => {
+                        let over_share = pass.hosts[h].share_of_step_over(host.total_mips);
+                        if over_share > 0.0 && over_share >= share { pass.hosts[h].now - host.total_mips } else { 0.0 }
+                    }
                     _ => 0.0,
                 };
                 let risk_ahead = risk_now > self.cfg.overload_exit_risk || memory_excess > 0.0;
@@ -1817,8 +1823,7 @@ impl PresagePolicy {
                     let gain = if risk_ahead {
                         self.risk_value(risk_now - after + relief) / self.move_cost(pass, &unit, h).max(1.0)
                     } else {
-                        let rate = host.migration_mb_per_s.max(1e-9);
-                        let copy_s: f64 = unit.vms.iter().map(|&v| fleet.vms[v].migration_seconds(rate)).sum();
+                        let copy_s = unit.copy_seconds(fleet, host.migration_mb_per_s.max(1e-9));
                         let covers = if relief >= 1.0 - 1e-9 { COVERS_EXCESS } else { 1.0 };
                         covers * relief / (copy_s * unit.load.now.max(1.0)).max(1e-9)
                     };
@@ -2019,7 +2024,7 @@ impl PresagePolicy {
                 .into_iter()
                 .filter(|v| !v.vms.iter().any(|m| keep.contains(m)) && !self.in_residence_any(v, now))
                 .collect();
-            victims.sort_by(|a, b| a.now().total_cmp(&b.now()).then(a.vms[0].cmp(&b.vms[0])));
+            victims.sort_by(|a, b| a.expected_next().total_cmp(&b.expected_next()).then(a.vms[0].cmp(&b.vms[0])));
             for victim in victims.into_iter().take(VICTIMS_PER_HOST) {
                 if out.len() + victim.vms.len() + unit.vms.len() > self.cfg.max_moves_per_pass {
                     return false;

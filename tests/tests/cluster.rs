@@ -21,6 +21,10 @@ mod simulator;
 #[path = "cluster/demo_signals.rs"]
 mod demo_signals;
 
+/// The model scripts' plain-Python unit tests (the tuning objective).
+#[path = "cluster/model_scripts.rs"]
+mod model_scripts;
+
 /// The shared DeathStarBench ecosystem scenarios.
 #[path = "cluster/ecosystems.rs"]
 mod ecosystems;

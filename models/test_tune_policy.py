@@ -1,0 +1,85 @@
+"""The tuning objective of tune_policy.py: curves compared at equal energy, not points.
+
+Plain Python (no dependencies): `python3 -m unittest discover -s models -p 'test_*.py'`
+(run by the `tuning_objective` test of the cluster suite).
+"""
+
+import math
+import os
+import tempfile
+import unittest
+
+import tune_policy as tp
+
+
+def report(day, risk, energy, unserved, migrations=100, ping_pongs=0):
+    return {"day": day, "risk": risk, "energy_over_oracle": energy, "overall_sla_violation_pct": unserved,
+            "migrations": migrations, "ping_pongs": ping_pongs}
+
+
+# A reference curve: unserved demand falls tenfold from 1.1 to 1.5 x the oracle's energy.
+REFERENCE = {0.0: (1.5, 0.01, 0.0), 0.5: (1.3, 0.1, 0.0), 1.0: (1.1, 1.0, 0.0)}
+
+
+class CurveAt(unittest.TestCase):
+    def test_interpolates_on_a_log_scale_between_points(self):
+        self.assertAlmostEqual(tp.curve_unserved_at(REFERENCE, 1.3), 0.1)
+        # Half-way between 1.1 (1 %) and 1.3 (0.1 %) is the geometric mean, not the arithmetic one.
+        self.assertAlmostEqual(tp.curve_unserved_at(REFERENCE, 1.2), math.sqrt(0.1), places=9)
+
+    def test_extrapolates_from_the_end_segments_where_the_plain_lookup_has_nothing(self):
+        self.assertIsNone(tp.shipped_unserved_at(REFERENCE, 1.0))
+        self.assertAlmostEqual(tp.curve_unserved_at(REFERENCE, 1.0), 10 ** 0.5, places=9)
+        self.assertAlmostEqual(tp.curve_unserved_at(REFERENCE, 1.6), 10 ** -2.5, places=9)
+
+    def test_a_curve_of_fewer_than_two_usable_points_gives_nothing(self):
+        self.assertIsNone(tp.curve_unserved_at({0.0: (1.5, 0.0, 0.0), 1.0: (1.1, 1.0, 0.0)}, 1.2))
+
+
+class Objective(unittest.TestCase):
+    def test_sliding_along_the_reference_curve_scores_zero(self):
+        # Points of the reference curve itself, at other energies than its own points.
+        runs = [report("d1", 0.2, 1.4, math.sqrt(0.001)), report("d1", 0.8, 1.2, math.sqrt(0.1))]
+        self.assertAlmostEqual(tp.curve_objective(runs, REFERENCE, {}), 0.0, places=9)
+
+    def test_half_the_unserved_demand_at_equal_energy_scores_log_one_half(self):
+        runs = [report("d1", 0.5, 1.3, 0.05), report("d2", 0.5, 1.3, 0.05), report("d1", 1.0, 1.1, 0.5), report("d2", 1.0, 1.1, 0.5)]
+        self.assertAlmostEqual(tp.curve_objective(runs, REFERENCE, {}), math.log(0.5), places=9)
+
+    def test_moves_over_the_days_budget_and_ping_pong_are_penalised(self):
+        on_curve = [report("d1", 0.5, 1.3, 0.1, migrations=900)]
+        self.assertAlmostEqual(tp.curve_objective(on_curve, REFERENCE, {"d1": 1000.0}), 0.0, places=9)
+        # 1,500 against a budget of 1,000: half the budget over.
+        over = [report("d1", 0.5, 1.3, 0.1, migrations=1500)]
+        self.assertAlmostEqual(tp.curve_objective(over, REFERENCE, {"d1": 1000.0}), 0.5 * tp.OVER_BUDGET_PENALTY, places=9)
+        # Just over still costs the least penalty.
+        barely = [report("d1", 0.5, 1.3, 0.1, migrations=1001)]
+        self.assertAlmostEqual(tp.curve_objective(barely, REFERENCE, {"d1": 1000.0}), 0.1 * tp.OVER_BUDGET_PENALTY, places=9)
+        pongs = [report("d1", 0.5, 1.3, 0.1, ping_pongs=2)]
+        self.assertAlmostEqual(tp.curve_objective(pongs, REFERENCE, {}), 2 * tp.PING_PONG_PENALTY, places=9)
+
+
+class Budgets(unittest.TestCase):
+    def test_a_tenth_of_the_fewest_migrations_of_a_policy_that_migrates(self):
+        with tempfile.TemporaryDirectory() as d:
+            os.makedirs(os.path.join(d, "cloudsim"))
+            with open(os.path.join(d, "cloudsim", "planetlab-public-days.csv"), "w") as f:
+                f.write("policy,day,migrations\nA,20110303,27649\nB,20110303,25000\nNone,20110303,0\nA,20110306,21661\n")
+            self.assertEqual(tp.migration_budgets(d), {"20110303": 2500.0, "20110306": 2166.1})
+            self.assertEqual(tp.migration_budgets(os.path.join(d, "missing")), {})
+
+
+class Settings(unittest.TestCase):
+    def test_the_search_space_round_trips_through_the_file_it_writes(self):
+        x0 = [tp.to_unit(v, lo, hi, log) for _, v, lo, hi, log in tp.SPACE]
+        shipped = tp.settings(x0)
+        for name, v, *_ in tp.SPACE:
+            self.assertAlmostEqual(shipped[name], v, places=9)
+        back = tp.read_toml_settings(tp.toml_text(shipped))
+        self.assertEqual(back.keys(), shipped.keys())
+        for k in shipped:
+            self.assertAlmostEqual(back[k], shipped[k], places=12)
+
+
+if __name__ == "__main__":
+    unittest.main()

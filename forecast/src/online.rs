@@ -11,6 +11,15 @@
 //! aggregation of two experts ("Hedge"; Cesa-Bianchi & Lugosi, *Prediction, Learning, and Games*,
 //! 2006) on the quantile scale (Vincentisation). A series where the model keeps losing drifts to
 //! the baseline within hours, and back when the model recovers.
+//!
+//! Guard. Mixing is Hedge with a discounted memory: where the two experts take turns at being
+//! right faster than its weights follow, it backs the one that was right last time, and the mix
+//! can lose to both. Per series and horizon, the [`PublishGuard`] keeps the discounted pinball
+//! loss of the mix and of its two inputs (the model's forecast, the baseline's) and passes the
+//! better input on instead wherever its loss is lower by more than [`GUARD_MARGIN`], quantile by
+//! quantile as the mixer weighs them: no quantile of what is mixed is worse than the better of
+//! its inputs' beyond that margin, on the outcomes seen so far.
+//! Calibration comes after the guard, so the published intervals keep their coverage.
 
 use crate::baselines::RollingQuantiles;
 use crate::calibration::{AwaitingOutcome, DEFAULT_GAMMA, OnlineCalibrator};
@@ -24,6 +33,9 @@ pub const MIX_ETA: f32 = 20.0;
 pub const MIX_DISCOUNT: f32 = 0.995;
 /// Bound on the loss difference kept (and on a resumed one).
 const MAX_LEAD: f32 = 1000.0;
+/// How much lower (a share) an input's discounted loss must be than the mix's for the guard to
+/// pass that input on instead: the noise band within which the mix is kept.
+pub const GUARD_MARGIN: f32 = 0.05;
 
 /// The baseline `method`'s forecast of `ctx` is mixed with, if it mixes at all
 /// ([`Forecaster::mixes_online`]).
@@ -90,6 +102,84 @@ impl OnlineMixer {
     }
 }
 
+/// The candidates the guard chooses among, per horizon: the mix, the model's forecast, the
+/// baseline's.
+pub const GUARD_CANDIDATES: [&str; 3] = ["mix", "model", "baseline"];
+/// The noise floor under the margin: a candidate's median must also beat the mix's by more than
+/// this much pinball loss per outcome (a share of the VM's capacity). On a VM idle at exactly 0,
+/// a baseline whose quantiles are all 0 beats any mix by far more than 5 %, by amounts no
+/// decision sees, and passing it on would only make its interval cover every outcome.
+pub const GUARD_FLOOR: f32 = 0.0002;
+
+/// What the guard has learnt of one series, per horizon: the discounted pinball loss of each
+/// candidate's median ([`GUARD_CANDIDATES`]), and the discounted count of outcomes scored.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GuardState {
+    pub losses: [[f32; 3]; MAX_HORIZON],
+    pub seen: [f32; MAX_HORIZON],
+}
+
+/// The mixing guard of one series (see the module).
+#[derive(Clone, Debug, Default)]
+pub struct PublishGuard {
+    state: GuardState,
+    /// Per published step: each candidate's median.
+    pending: AwaitingOutcome<[f32; 3]>,
+}
+
+impl PublishGuard {
+    /// A guard resuming from a saved [`state`](Self::state); non-finite or negative values reset,
+    /// others are clamped.
+    pub fn resume(state: GuardState) -> PublishGuard {
+        let fix = |v: f32| if v.is_finite() && v >= 0.0 { v.min(MAX_LEAD) } else { 0.0 };
+        let state = GuardState { losses: state.losses.map(|c| c.map(fix)), seen: state.seen.map(fix) };
+        PublishGuard { state, pending: AwaitingOutcome::default() }
+    }
+
+    /// The learnt state worth keeping across restarts.
+    pub fn state(&self) -> GuardState {
+        self.state
+    }
+
+    /// The candidate whose median is passed on at `horizon` (an index into
+    /// [`GUARD_CANDIDATES`]): the first, in the order mix, model, baseline, that no other beats
+    /// by more than [`GUARD_MARGIN`] and [`GUARD_FLOOR`]. A fixed order, not the least loss: two
+    /// inputs taking turns would otherwise be followed one step late, as the mixer was.
+    pub fn choice(&self, horizon: usize) -> usize {
+        let l = self.state.losses[horizon - 1];
+        let floor = GUARD_FLOOR * self.state.seen[horizon - 1];
+        let unbeaten = |c: usize| (0..3).all(|o| l[o] >= (1.0 - GUARD_MARGIN) * l[c] || l[c] - l[o] <= floor);
+        (0..2).find(|&c| unbeaten(c)).unwrap_or(2)
+    }
+
+    /// What to pass on for steps from `first_step`: per horizon, the mix moved to the chosen
+    /// candidate's median (the interval keeps the mix's shape; calibration sets its width).
+    /// Remembers the three medians so that [`observe`](Self::observe) can score them.
+    pub fn guard(&mut self, first_step: u64, mix: &Forecast, model: &Forecast, baseline: &Forecast) -> Forecast {
+        self.pending.replace(first_step);
+        let mut out = *mix;
+        for h in 1..=MAX_HORIZON {
+            let medians = [mix.at(h)[1], model.at(h)[1], baseline.at(h)[1]];
+            let shift = medians[self.choice(h)] - medians[0];
+            out.q[h - 1] = mix.at(h).map(|v| v + shift);
+            self.pending.push(first_step, h, medians);
+        }
+        out.tidy()
+    }
+
+    /// The sample of `step` arrived: every forecast for it scores its horizon's candidates.
+    pub fn observe(&mut self, step: u64, y: f32) {
+        let state = &mut self.state;
+        self.pending.settle(step, |h, medians| {
+            state.seen[h - 1] = (MIX_DISCOUNT * state.seen[h - 1] + 1.0).min(MAX_LEAD);
+            for (i, m) in medians.iter().enumerate() {
+                let kept = &mut state.losses[h - 1][i];
+                *kept = (MIX_DISCOUNT * *kept + pinball(0.5, *m, y)).min(MAX_LEAD);
+            }
+        });
+    }
+}
+
 /// What is kept of a series' learning across restarts of the agent.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LearntState {
@@ -97,54 +187,77 @@ pub struct LearntState {
     pub log_scales: [f32; MAX_HORIZON],
     /// The mixer's loss differences per horizon and quantile.
     pub mix_leads: [[f32; 3]; MAX_HORIZON],
+    /// What the mixing guard has learnt.
+    pub guard: GuardState,
 }
 
 impl LearntState {
     const SCALES_BYTES: usize = 4 * MAX_HORIZON;
-    const BYTES: usize = Self::SCALES_BYTES + 4 * 3 * MAX_HORIZON;
+    const MIXING_BYTES: usize = Self::SCALES_BYTES + 4 * 3 * MAX_HORIZON;
+    const BYTES: usize = Self::MIXING_BYTES + 4 * 4 * MAX_HORIZON;
 
-    /// Little-endian f32s: 12 log scales, then 36 loss differences (horizon-major).
+    /// Little-endian f32s: 12 log scales, 36 loss differences (horizon-major), 36 guard losses
+    /// (horizon-major), 12 guard counts.
     pub fn encode(&self) -> Vec<u8> {
-        self.log_scales.iter().chain(self.mix_leads.iter().flatten()).flat_map(|v| v.to_le_bytes()).collect()
+        let guard = self.guard.losses.iter().flatten().chain(&self.guard.seen);
+        self.log_scales.iter().chain(self.mix_leads.iter().flatten()).chain(guard).flat_map(|v| v.to_le_bytes()).collect()
     }
 
-    /// The inverse of [`encode`](Self::encode); an entry of 48 bytes (scales only, as written by
-    /// agents before mixing) resumes with fresh mixing weights. `None` for any other length.
+    /// The inverse of [`encode`](Self::encode). Entries written by older agents resume: 48 bytes
+    /// (scales only, before mixing) with fresh mixing weights, 192 bytes (before the guard) with a
+    /// fresh guard. `None` for any other length.
     pub fn decode(b: &[u8]) -> Option<LearntState> {
-        if b.len() != Self::BYTES && b.len() != Self::SCALES_BYTES {
+        if ![Self::BYTES, Self::MIXING_BYTES, Self::SCALES_BYTES].contains(&b.len()) {
             return None;
         }
         let v: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        let mut s = LearntState { log_scales: [0.0; MAX_HORIZON], mix_leads: [[0.0; 3]; MAX_HORIZON] };
+        let mut s = LearntState { log_scales: [0.0; MAX_HORIZON], mix_leads: [[0.0; 3]; MAX_HORIZON], guard: GuardState::default() };
         s.log_scales.copy_from_slice(&v[..MAX_HORIZON]);
-        for (i, x) in v[MAX_HORIZON..].iter().enumerate() {
+        let table = 3 * MAX_HORIZON;
+        for (i, x) in v[MAX_HORIZON..].iter().take(table).enumerate() {
             s.mix_leads[i / 3][i % 3] = *x;
+        }
+        for (i, x) in v.iter().skip(MAX_HORIZON + table).take(table).enumerate() {
+            s.guard.losses[i / 3][i % 3] = *x;
+        }
+        for (i, x) in v.iter().skip(MAX_HORIZON + 2 * table).enumerate() {
+            s.guard.seen[i] = *x;
         }
         Some(s)
     }
 }
 
-/// Everything learnt online about one series: mixing (for a model), then calibration.
+/// Everything learnt online about one series: mixing and its guard (for a model), then
+/// calibration.
 #[derive(Clone, Debug, Default)]
 pub struct SeriesLearner {
     mixer: OnlineMixer,
     calibrator: OnlineCalibrator,
+    guard: PublishGuard,
 }
 
 impl SeriesLearner {
     pub fn resume(state: &LearntState) -> SeriesLearner {
-        SeriesLearner { mixer: OnlineMixer::resume(state.mix_leads), calibrator: OnlineCalibrator::resume(DEFAULT_GAMMA, state.log_scales) }
+        SeriesLearner {
+            mixer: OnlineMixer::resume(state.mix_leads),
+            calibrator: OnlineCalibrator::resume(DEFAULT_GAMMA, state.log_scales),
+            guard: PublishGuard::resume(state.guard),
+        }
     }
 
     pub fn state(&self) -> LearntState {
-        LearntState { log_scales: self.calibrator.log_scales(), mix_leads: self.mixer.leads() }
+        LearntState { log_scales: self.calibrator.log_scales(), mix_leads: self.mixer.leads(), guard: self.guard.state() }
     }
 
     /// The forecast to publish for steps from `first_step`: `raw` mixed with `baseline` when
-    /// there is one (the forecaster is a model), then calibrated.
+    /// there is one (the forecaster is a model) and guarded (per horizon, the better input
+    /// instead where it has clearly beaten the mix on this series), then calibrated.
     pub fn publish(&mut self, first_step: u64, raw: &Forecast, baseline: Option<&Forecast>) -> Forecast {
         let mixed = match baseline {
-            Some(b) => self.mixer.mix(first_step, raw, b),
+            Some(b) => {
+                let mix = self.mixer.mix(first_step, raw, b);
+                self.guard.guard(first_step, &mix, raw, b)
+            }
             None => *raw,
         };
         self.calibrator.calibrate(first_step, &mixed)
@@ -154,6 +267,13 @@ impl SeriesLearner {
     pub fn observe(&mut self, step: u64, y: f32) {
         self.mixer.observe(step, y);
         self.calibrator.observe(step, y);
+        self.guard.observe(step, y);
+    }
+
+    /// Per horizon, the candidate whose median the guard passes on (an index into
+    /// [`GUARD_CANDIDATES`]).
+    pub fn guard_choice(&self, horizon: usize) -> usize {
+        self.guard.choice(horizon)
     }
 }
 
@@ -203,16 +323,91 @@ mod tests {
             l.observe(step, 0.55);
         }
         let s = l.state();
-        assert!(s.mix_leads[0][1] > 0.0 && s.log_scales[0] != 0.0);
+        assert!(s.mix_leads[0][1] > 0.0 && s.log_scales[0] != 0.0 && s.guard.losses[0][1] > 0.0 && s.guard.seen[0] > 0.0);
         assert_eq!(LearntState::decode(&s.encode()), Some(s));
+        // Written before mixing (scales only) and before the guard (scales and mixing).
         let old = LearntState::decode(&s.encode()[..48]).unwrap();
-        assert_eq!((old.log_scales, old.mix_leads), (s.log_scales, [[0.0; 3]; MAX_HORIZON]));
+        assert_eq!((old.log_scales, old.mix_leads, old.guard), (s.log_scales, [[0.0; 3]; MAX_HORIZON], GuardState::default()));
+        let unguarded = LearntState::decode(&s.encode()[..192]).unwrap();
+        assert_eq!((unguarded.mix_leads, unguarded.guard), (s.mix_leads, GuardState::default()));
         assert_eq!(LearntState::decode(&[0u8; 50]), None);
         let mut bad = s;
         bad.mix_leads[2][0] = f32::NAN;
         bad.mix_leads[3][0] = 1e9;
+        bad.guard.losses[1] = [f32::NAN, -1.0, 1e9];
+        bad.guard.seen[0] = f32::INFINITY;
         let r = SeriesLearner::resume(&bad).state();
         assert_eq!((r.mix_leads[2][0], r.mix_leads[3][0]), (0.0, MAX_LEAD));
+        assert_eq!((r.guard.losses[1], r.guard.seen[0]), ([0.0, 0.0, MAX_LEAD], 0.0));
+    }
+
+    /// The guard passes on, per horizon, the median whose discounted loss is clearly the least:
+    /// the mix's unless an input beats it by more than the margin and the floor.
+    #[test]
+    fn the_guard_passes_an_input_on_only_where_it_has_clearly_been_better() {
+        let (good, fair, bad) = (Forecast::flat([0.45, 0.5, 0.55]), Forecast::flat([0.3, 0.45, 0.65]), Forecast::flat([0.0, 0.1, 0.2]));
+        // Mix best: kept. Model best: the model. Baseline best: the baseline.
+        for (mix, model, baseline, expected) in [(good, fair, bad, 0), (bad, good, fair, 1), (fair, bad, good, 2)] {
+            let mut g = PublishGuard::default();
+            assert_eq!(g.choice(1), 0, "before any outcome the mix is passed on");
+            for step in 0..100u64 {
+                let out = g.guard(step, &mix, &model, &baseline);
+                // The mix's interval, moved to the chosen median.
+                let shift = [mix, model, baseline][g.choice(1)].at(1)[1] - mix.at(1)[1];
+                assert_eq!(out.at(1), mix.at(1).map(|v| (v + shift).clamp(0.0, 1.0)));
+                g.observe(step, 0.5);
+            }
+            for h in 1..=MAX_HORIZON {
+                assert_eq!(g.choice(h), expected, "h={h}: {:?}", g.state());
+            }
+        }
+        let at = |losses: [f32; 3], seen: f32| PublishGuard::resume(GuardState { losses: [losses; MAX_HORIZON], seen: [seen; MAX_HORIZON] });
+        // Within the margin, the mix stays: an input 2 % better is noise; so does the model
+        // against the baseline.
+        assert_eq!(at([1.0, 0.98, 2.0], 100.0).choice(1), 0);
+        assert_eq!(at([1.0, 0.9, 0.87], 100.0).choice(1), 1);
+        assert_eq!(at([1.0, 0.9, 0.5], 100.0).choice(1), 2);
+        // Beyond the margin but under the floor (0.0002 per outcome over 100 outcomes): noise.
+        assert_eq!(at([0.015, 0.0, 0.0], 100.0).choice(1), 0);
+        assert_eq!(at([0.025, 0.0, 0.0], 100.0).choice(1), 1);
+        // Only due outcomes score, each horizon its own.
+        let mut g = PublishGuard::default();
+        g.guard(10, &bad, &good, &fair);
+        g.observe(12, 0.5);
+        let s = g.state();
+        assert!(s.losses[2][0] > 0.0 && s.losses[2][1] == 0.0 && s.losses[2][2] > 0.0 && s.seen[2] == 1.0);
+        assert_eq!((s.losses[0], s.losses[3], s.seen[0]), ([0.0; 3], [0.0; 3], 0.0));
+    }
+
+    /// The model is right on odd steps, the baseline on even ones. At the next step's horizon
+    /// the mixer backs whichever was right last, which is wrong now: the mix loses to both
+    /// inputs. The guard passes the model on (not whichever input was right last, which would
+    /// lose the same way), and what is published is as good as the better input within the
+    /// margin (judged on the median, which calibration leaves alone).
+    #[test]
+    fn what_is_published_is_never_worse_than_the_better_input_beyond_the_margin() {
+        let y = |step: u64| if step % 2 == 1 { 0.8 } else { 0.2 };
+        let (model, baseline) = (Forecast::flat([0.75, 0.8, 0.85]), Forecast::flat([0.15, 0.2, 0.25]));
+        let median_loss = |q: [f32; 3], y: f32| pinball(0.5, q[1], y);
+        let (mut guarded, mut unguarded) = (SeriesLearner::default(), OnlineMixer::default());
+        let (mut published, mut mixed, mut of_model, mut of_baseline) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
+        for step in 0..600u64 {
+            let out = guarded.publish(step, &model, Some(&baseline));
+            let mix = unguarded.mix(step, &model, &baseline);
+            if step >= 100 {
+                published += median_loss(out.at(1), y(step));
+                mixed += median_loss(mix.at(1), y(step));
+                of_model += median_loss(model.at(1), y(step));
+                of_baseline += median_loss(baseline.at(1), y(step));
+            }
+            guarded.observe(step, y(step));
+            unguarded.observe(step, y(step));
+        }
+        let better = of_model.min(of_baseline);
+        // The premise: unguarded, the mix loses to both inputs by far more than the margin.
+        assert!(mixed > 1.5 * better, "the mix should lose here: {mixed} against {better}");
+        assert_eq!(guarded.guard_choice(1), 1);
+        assert!(published <= (1.0 + GUARD_MARGIN) * better, "published {published} against the better input's {better}");
     }
 
     /// An agent forecasts every sampling cycle, many times per 5-minute step: what it learns from

@@ -229,6 +229,10 @@ def main():
     p.add_argument("--bitbrains", choices=["week", "month"], help="also validate on Bitbrains: its held-back last week "
                    "(about 1 min a point) or the whole month (about 4 min a point)")
     p.add_argument("--validate", help="skip the search: validate the settings in this file (as written to learned.toml)")
+    p.add_argument("--start", help="start the search at the settings in this file (the reference stays the shipped settings)")
+    p.add_argument("--budget-share", type=float, default=0.9,
+                   help="the share of each training day's migration budget a candidate may use without penalty "
+                        "(below 1 leaves room for days the search does not see)")
     args = p.parse_args()
     planetlab = os.path.join(args.data, "planetlab")
     reference_dir = args.reference or os.path.join(os.path.dirname(args.data.rstrip("/")), "reference")
@@ -243,6 +247,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     risks = [float(r) for r in args.risks.split(",")]
     budgets = migration_budgets(reference_dir)
+    training_budgets = {d: b * args.budget_share for d, b in budgets.items()}
     extra = ["--vm-order", order] if os.path.isdir(order) else []
     train = [os.path.join(planetlab, d) for d in TRAIN_DAYS]
     logf = open(os.path.join(args.out, "log.jsonl"), "w")
@@ -265,7 +270,7 @@ def main():
         def objective(x, label):
             s = settings(x)
             reports = simulate(args, train, risks, toml_text(s), extra)
-            v = curve_objective(reports, shipped_train, budgets)
+            v = curve_objective(reports, shipped_train, training_budgets)
             logf.write(json.dumps({"label": label, "objective": v, "settings": s,
                                    "runs": [{k: r[k] for k in ("day", "risk", "energy_over_oracle", "overall_sla_violation_pct", "migrations", "ping_pongs")} for r in reports]}) + "\n")
             logf.flush()
@@ -273,9 +278,14 @@ def main():
             seen.setdefault(label, v)
             return v
 
-        x, v = sep_cma_es(objective, x0, args.sigma, args.population, args.generations, args.seed, log)
+        start = x0
+        if args.start:
+            with open(args.start) as f:
+                given = read_toml_settings(f.read())
+            start = [to_unit(given.get(name, v), lo, hi, log_) for name, v, lo, hi, log_ in SPACE]
+        x, v = sep_cma_es(objective, start, args.sigma, args.population, args.generations, args.seed, log)
         learned = settings(x)
-        summary.update({"training_objective": {"shipped": seen["start"], "learned": v}, "tuning_s": time.time() - started,
+        summary.update({"training_objective": {"start": seen["start"], "learned": v}, "tuning_s": time.time() - started,
                         "evaluations": args.population * args.generations + 1, "shipped_training_curve": {str(r): c for r, c in shipped_train.items()}})
         with open(os.path.join(args.out, "learned.toml"), "w") as f:
             f.write(toml_text(learned))

@@ -14,11 +14,11 @@
 //!
 //! Guard. Mixing is Hedge with a discounted memory: where the two experts take turns at being
 //! right faster than its weights follow, it backs the one that was right last time, and the mix
-//! can lose to both. Per series and horizon, the [`PublishGuard`] keeps the discounted pinball
-//! loss of the mix and of its two inputs (the model's forecast, the baseline's) and passes the
-//! better input on instead wherever its loss is lower by more than [`GUARD_MARGIN`], quantile by
-//! quantile as the mixer weighs them: no quantile of what is mixed is worse than the better of
-//! its inputs' beyond that margin, on the outcomes seen so far.
+//! can lose to both. Per series and horizon, the [`MixGuard`] keeps the discounted pinball loss
+//! of the mix's median and of its two inputs' (the model's, the baseline's) and moves the mix to
+//! the better input's median wherever that loss is lower by more than [`GUARD_MARGIN`] (and
+//! [`GUARD_FLOOR`]): the published median is never worse than the better input's beyond that
+//! margin, on the outcomes seen so far.
 //! Calibration comes after the guard, so the published intervals keep their coverage.
 
 use crate::baselines::RollingQuantiles;
@@ -119,21 +119,21 @@ pub struct GuardState {
     pub seen: [f32; MAX_HORIZON],
 }
 
-/// The mixing guard of one series (see the module).
+/// The mixing guard of one series (see the module): between the mixer and the calibrator.
 #[derive(Clone, Debug, Default)]
-pub struct PublishGuard {
+pub struct MixGuard {
     state: GuardState,
     /// Per published step: each candidate's median.
     pending: AwaitingOutcome<[f32; 3]>,
 }
 
-impl PublishGuard {
+impl MixGuard {
     /// A guard resuming from a saved [`state`](Self::state); non-finite or negative values reset,
     /// others are clamped.
-    pub fn resume(state: GuardState) -> PublishGuard {
+    pub fn resume(state: GuardState) -> MixGuard {
         let fix = |v: f32| if v.is_finite() && v >= 0.0 { v.min(MAX_LEAD) } else { 0.0 };
         let state = GuardState { losses: state.losses.map(|c| c.map(fix)), seen: state.seen.map(fix) };
-        PublishGuard { state, pending: AwaitingOutcome::default() }
+        MixGuard { state, pending: AwaitingOutcome::default() }
     }
 
     /// The learnt state worth keeping across restarts.
@@ -233,7 +233,7 @@ impl LearntState {
 pub struct SeriesLearner {
     mixer: OnlineMixer,
     calibrator: OnlineCalibrator,
-    guard: PublishGuard,
+    guard: MixGuard,
 }
 
 impl SeriesLearner {
@@ -241,7 +241,7 @@ impl SeriesLearner {
         SeriesLearner {
             mixer: OnlineMixer::resume(state.mix_leads),
             calibrator: OnlineCalibrator::resume(DEFAULT_GAMMA, state.log_scales),
-            guard: PublishGuard::resume(state.guard),
+            guard: MixGuard::resume(state.guard),
         }
     }
 
@@ -348,7 +348,7 @@ mod tests {
         let (good, fair, bad) = (Forecast::flat([0.45, 0.5, 0.55]), Forecast::flat([0.3, 0.45, 0.65]), Forecast::flat([0.0, 0.1, 0.2]));
         // Mix best: kept. Model best: the model. Baseline best: the baseline.
         for (mix, model, baseline, expected) in [(good, fair, bad, 0), (bad, good, fair, 1), (fair, bad, good, 2)] {
-            let mut g = PublishGuard::default();
+            let mut g = MixGuard::default();
             assert_eq!(g.choice(1), 0, "before any outcome the mix is passed on");
             for step in 0..100u64 {
                 let out = g.guard(step, &mix, &model, &baseline);
@@ -361,7 +361,7 @@ mod tests {
                 assert_eq!(g.choice(h), expected, "h={h}: {:?}", g.state());
             }
         }
-        let at = |losses: [f32; 3], seen: f32| PublishGuard::resume(GuardState { losses: [losses; MAX_HORIZON], seen: [seen; MAX_HORIZON] });
+        let at = |losses: [f32; 3], seen: f32| MixGuard::resume(GuardState { losses: [losses; MAX_HORIZON], seen: [seen; MAX_HORIZON] });
         // Within the margin, the mix stays: an input 2 % better is noise; so does the model
         // against the baseline.
         assert_eq!(at([1.0, 0.98, 2.0], 100.0).choice(1), 0);
@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(at([0.015, 0.0, 0.0], 100.0).choice(1), 0);
         assert_eq!(at([0.025, 0.0, 0.0], 100.0).choice(1), 1);
         // Only due outcomes score, each horizon its own.
-        let mut g = PublishGuard::default();
+        let mut g = MixGuard::default();
         g.guard(10, &bad, &good, &fair);
         g.observe(12, 0.5);
         let s = g.state();

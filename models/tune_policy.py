@@ -20,7 +20,9 @@ policies, `../shared/reference/cloudsim/planetlab-public-days.csv`) and for any 
 Method: separable CMA-ES (Ros & Hansen, "A simple modification in CMA-ES achieving linear time
 and space complexity", PPSN 2008): a diagonal covariance, written here in plain Python (no
 dependencies). Each setting is searched on a 0..1 scale between bounds (a log scale for the
-ones spanning decades); the start is the shipped settings.
+ones spanning decades); the start is the shipped settings, or those of `--start`. Training runs
+are held within `--budget-share` (0.9) of each day's migration budget, so that the learned
+settings leave room on days the search does not see.
 
 Split: PlanetLab days 20110303, 20110306, 20110309 train (the forecast model's training days);
 20110322 and 20110325 validate, with Bitbrains when --bitbrains is given (a trace the search
@@ -154,7 +156,7 @@ def curve_objective(reports, reference, budgets):
     """The mean log ratio of unserved demand against `reference` at equal energy over the risk
     points of `reports`, plus the migration-budget and ping-pong penalties (see the module)."""
     logs = []
-    for risk, (e, u, _) in sorted(frontier(reports).items()):
+    for e, u, _ in frontier(reports).values():
         at = curve_unserved_at(reference, e)
         if at:
             logs.append(math.log(max(u, 1e-6) / at))

@@ -31,7 +31,8 @@ pub const MIX_BASELINE: RollingQuantiles = RollingQuantiles { window: 36 };
 pub const MIX_ETA: f32 = 20.0;
 /// Discount of past losses per outcome (a memory of about 200 outcomes per horizon).
 pub const MIX_DISCOUNT: f32 = 0.995;
-/// Bound on the loss difference kept (and on a resumed one).
+/// Bound on the loss difference kept (and on a resumed one), and on the guard's discounted
+/// losses and counts (which stay far below it: at most 200 outcomes' worth).
 const MAX_LEAD: f32 = 1000.0;
 /// How much lower (a share) an input's discounted loss must be than the mix's for the guard to
 /// pass that input on instead: the noise band within which the mix is kept.

@@ -1079,8 +1079,9 @@ impl Unit {
         self.load.mean[0]
     }
 
-    /// Seconds its VMs take to copy, one after the other, at `rate` MB/s.
-    fn copy_seconds(&self, fleet: &FleetView<'_>, rate: f64) -> f64 {
+    /// Seconds its VMs take to copy, one after the other, at `host`'s migration rate.
+    fn copy_seconds(&self, fleet: &FleetView<'_>, host: &HostView) -> f64 {
+        let rate = host.migration_mb_per_s.max(1e-9);
         self.vms.iter().map(|&v| fleet.vms[v].migration_seconds(rate)).sum()
     }
 }
@@ -1732,7 +1733,7 @@ impl PresagePolicy {
     fn move_cost(&self, pass: &Pass<'_>, unit: &Unit, to: usize) -> f64 {
         let fleet = pass.fleet;
         let host = &fleet.hosts[to];
-        let seconds = unit.copy_seconds(fleet, host.migration_mb_per_s.max(1e-9));
+        let seconds = unit.copy_seconds(fleet, host);
         let lost_share = 0.1 * unit.expected_next() / host.total_mips.max(1e-9);
         self.cfg.move_cost_j * unit.vms.len() as f64 + seconds * lost_share * self.cfg.overload_cost_w
     }
@@ -1823,7 +1824,7 @@ impl PresagePolicy {
                     let gain = if risk_ahead {
                         self.risk_value(risk_now - after + relief) / self.move_cost(pass, &unit, h).max(1.0)
                     } else {
-                        let copy_s = unit.copy_seconds(fleet, host.migration_mb_per_s.max(1e-9));
+                        let copy_s = unit.copy_seconds(fleet, host);
                         let covers = if relief >= 1.0 - 1e-9 { COVERS_EXCESS } else { 1.0 };
                         covers * relief / (copy_s * unit.load.now.max(1.0)).max(1e-9)
                     };

@@ -58,6 +58,35 @@ class Objective(unittest.TestCase):
         pongs = [report("d1", 0.5, 1.3, 0.1, ping_pongs=2)]
         self.assertAlmostEqual(tp.curve_objective(pongs, REFERENCE, {}), 2 * tp.PING_PONG_PENALTY, places=9)
 
+    def test_fewer_migrations_at_equal_energy_count_at_the_migration_weight(self):
+        reference = {r: (e, u, 1000.0) for r, (e, u, _) in REFERENCE.items()}
+        on_curve = [report("d1", 0.5, 1.3, 0.1, migrations=1000), report("d1", 1.0, 1.1, 1.0, migrations=1000)]
+        self.assertAlmostEqual(tp.curve_objective(on_curve, reference, {}), 0.0, places=9)
+        fewer = [report("d1", 0.5, 1.3, 0.1, migrations=800), report("d1", 1.0, 1.1, 1.0, migrations=800)]
+        self.assertAlmostEqual(tp.curve_objective(fewer, reference, {}), tp.MIGRATION_WEIGHT * math.log(0.8), places=9)
+
+    def test_migrations_interpolate_linearly_in_energy_and_hold_at_the_ends(self):
+        reference = {0.0: (1.5, 0.01, 1000.0), 1.0: (1.1, 1.0, 2000.0)}
+        self.assertAlmostEqual(tp.curve_migrations_at(reference, 1.2), 1750.0, places=9)
+        self.assertEqual(tp.curve_migrations_at(reference, 1.0), 2000.0)
+        self.assertEqual(tp.curve_migrations_at(reference, 1.7), 1000.0)
+        self.assertIsNone(tp.curve_migrations_at({}, 1.2))
+
+
+class Pays(unittest.TestCase):
+    def row(self, over=(), ping_pongs=0):
+        return {"over_budget_days": list(over), "ping_pongs": ping_pongs}
+
+    def test_a_clear_combined_gain_without_more_unserved_demand_within_budget(self):
+        ok = {"combined": 0.9, "geometric_mean_ratio": 0.97, "learned": [self.row(), self.row()]}
+        self.assertTrue(tp.set_pays(ok))
+        # A gain in migrations bought with more unserved demand does not pay.
+        self.assertFalse(tp.set_pays(dict(ok, geometric_mean_ratio=1.02)))
+        self.assertFalse(tp.set_pays(dict(ok, combined=0.96)))
+        self.assertFalse(tp.set_pays(dict(ok, combined=None)))
+        self.assertFalse(tp.set_pays(dict(ok, learned=[self.row(), self.row(over=["20110322"])])))
+        self.assertFalse(tp.set_pays(dict(ok, learned=[self.row(ping_pongs=1)])))
+
 
 class Budgets(unittest.TestCase):
     def test_a_tenth_of_the_fewest_migrations_of_a_policy_that_migrates(self):

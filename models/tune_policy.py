@@ -13,9 +13,12 @@ log of its unserved demand over the shipped curve's at the same energy over the 
 outside it), averaged over the points. A candidate that merely slides along the shipped curve
 scores 0; only a curve nearer the origin scores below 0. (A scalar of energy + lambda x unserved,
 this script's first objective, rewarded sliding along the curve, and its learned settings left up
-to 2.3 x more demand unserved at equal energy on held-back data.) On top: a penalty for each run
-over the issue's migration budget that day (0.1 x the fewest migrations of CloudSim's classic
-policies, `../shared/reference/cloudsim/planetlab-public-days.csv`) and for any ping-pong.
+to 2.3 x more demand unserved at equal energy on held-back data.) Added to it, MIGRATION_WEIGHT
+(0.5) x the mean log of the candidate's migrations over the shipped curve's at the same energy
+(interpolated linearly): a search judged on unserved demand alone bought its gain with moves
+and broke a held-back day's budget. On top: a penalty for each run over the issue's migration
+budget that day (0.1 x the fewest migrations of CloudSim's classic policies,
+`../shared/reference/cloudsim/planetlab-public-days.csv`) and for any ping-pong.
 
 Method: separable CMA-ES (Ros & Hansen, "A simple modification in CMA-ES achieving linear time
 and space complexity", PPSN 2008): a diagonal covariance, written here in plain Python (no
@@ -27,9 +30,10 @@ settings leave room on days the search does not see.
 Split: PlanetLab days 20110303, 20110306, 20110309 train (the forecast model's training days);
 20110322 and 20110325 validate, with Bitbrains when --bitbrains is given (a trace the search
 never saw: its held-back last week, or the whole month). The learned settings pay only if, on
-every validation set, their curve leaves less demand unserved than the shipped curve at the same
-energy beyond the noise of single points (geometric mean of the ratios <= PAYS_BELOW), within
-the migration budget and without ping-pong.
+every validation set, against the shipped curve at the same energy, unserved demand x
+migrations^MIGRATION_WEIGHT comes under PAYS_BELOW beyond the noise of single points (geometric
+means of the ratios over the points), with no more demand unserved (its geometric mean ratio
+<= 1), within every day's migration budget and without ping-pong (`set_pays`).
 
     python3 models/tune_policy.py --data ../shared/data --out /tmp/tuning --bitbrains week   # about 25 min on 2 cores
     python3 models/tune_policy.py --data ../shared/data --out /tmp/tuning --validate /tmp/tuning/learned.toml --bitbrains month
@@ -49,6 +53,11 @@ import time
 # a validation set must come under for the learned settings to pay: single points scatter by
 # 5-15 %, so only a consistent shift counts.
 PAYS_BELOW = 0.95
+# What migrations count for against unserved demand in the objective: a curve that makes 20 %
+# fewer migrations at equal energy is worth one that leaves 10 % less demand unserved. The
+# shipped curve uses up to 0.096 x the best classic policy's migrations on a public day, against
+# a target of 0.1 x, so room in that budget is a gain an operator sees on other days.
+MIGRATION_WEIGHT = 0.5
 # Penalty per run over its day's migration budget (per unit of the budget exceeded, at least
 # this much), and per ping-pong.
 OVER_BUDGET_PENALTY = 1.0
@@ -66,6 +75,7 @@ SPACE = [
     ("overload_cost_w", 100.0, 20.0, 1000.0, True),
     ("move_cost_j", 5000.0, 500.0, 50000.0, True),
     ("min_residence_s", 900.0, 300.0, 3600.0, False),
+    ("cooldown_s", 3900.0, 1800.0, 14400.0, True),
     ("weights.fit", 2.0, 0.0, 4.0, False),
     ("weights.energy", 1.0, 0.0, 4.0, False),
     ("weights.efficiency", 1.0, 0.0, 4.0, False),
@@ -152,21 +162,47 @@ def curve_unserved_at(curve, energy):
     return math.exp(math.log(u0) + slope * (energy - e0))
 
 
-def curve_objective(reports, reference, budgets):
-    """The mean log ratio of unserved demand against `reference` at equal energy over the risk
-    points of `reports`, plus the migration-budget and ping-pong penalties (see the module)."""
-    logs = []
-    for e, u, _ in frontier(reports).values():
+def curve_migrations_at(curve, energy):
+    """`curve`'s migrations at `energy`, interpolated linearly between its points (the nearest
+    end point's outside them), or None for an empty curve."""
+    pts = sorted((e, m) for e, _, m in curve.values())
+    if not pts:
+        return None
+    if energy <= pts[0][0]:
+        return pts[0][1]
+    for (e0, m0), (e1, m1) in zip(pts, pts[1:]):
+        if e0 <= energy <= e1:
+            return m0 if e1 == e0 else m0 + (energy - e0) / (e1 - e0) * (m1 - m0)
+    return pts[-1][1]
+
+
+def curve_terms(reports, reference):
+    """The mean log ratios, over the risk points of `reports`, of unserved demand and of
+    migrations against `reference` at equal energy (None where nothing compares)."""
+    unserved, moves = [], []
+    for e, u, m in frontier(reports).values():
         at = curve_unserved_at(reference, e)
         if at:
-            logs.append(math.log(max(u, 1e-6) / at))
+            unserved.append(math.log(max(u, 1e-6) / at))
+        ref_m = curve_migrations_at(reference, e)
+        if ref_m:
+            moves.append(math.log(max(m, 1.0) / ref_m))
+    mean = lambda v: sum(v) / len(v) if v else None
+    return mean(unserved), mean(moves)
+
+
+def curve_objective(reports, reference, budgets):
+    """The mean log ratio of unserved demand against `reference` at equal energy over the risk
+    points of `reports`, plus MIGRATION_WEIGHT x that of migrations, plus the migration-budget
+    and ping-pong penalties (see the module)."""
+    unserved, moves = curve_terms(reports, reference)
     penalty = 0.0
     for r in reports:
         budget = budgets.get(r["day"])
         if budget and r["migrations"] > budget:
             penalty += OVER_BUDGET_PENALTY * max(0.1, r["migrations"] / budget - 1.0)
         penalty += PING_PONG_PENALTY * r["ping_pongs"]
-    return (sum(logs) / len(logs) if logs else 1.0) + penalty
+    return (1.0 if unserved is None else unserved) + MIGRATION_WEIGHT * (moves or 0.0) + penalty
 
 
 def sep_cma_es(f, x0, sigma, population, generations, seed, log):
@@ -309,25 +345,44 @@ def main():
         rows = []
         for r, (e, u, m) in sorted(tuned.items()):
             at = shipped_unserved_at(shipped, e)
+            at_m = curve_migrations_at(shipped, e)
             runs = [q for q in tuned_reports if q["risk"] == r]
             over = [q["day"] for q in runs if budgets.get(q["day"]) and q["migrations"] > budgets[q["day"]]]
             rows.append({"risk": r, "energy_over_oracle": e, "unserved_pct": u, "migrations": m, "over_budget_days": over,
                          "ping_pongs": sum(q["ping_pongs"] for q in runs),
-                         "shipped_unserved_at_that_energy": at, "ratio": (u / at) if at else None})
+                         "shipped_unserved_at_that_energy": at, "ratio": (u / at) if at else None,
+                         "shipped_migrations_at_that_energy": at_m, "migration_ratio": (max(m, 1.0) / at_m) if at_m else None})
             log(f"{name} risk {r}: learned {e:.3f} x oracle, {u:.4f} % unserved, {m:.0f} migrations; shipped curve at that energy: "
-                + (f"{at:.4f} % (ratio {u / at:.2f})" if at else "outside its range"))
-        ratios = [row["ratio"] for row in rows if row["ratio"] is not None]
-        gm = math.exp(sum(math.log(q) for q in ratios) / len(ratios)) if ratios else None
-        validation[name] = {"shipped": {str(r): v for r, v in sorted(shipped.items())}, "learned": rows, "geometric_mean_ratio": gm}
-        log(f"{name}: geometric mean ratio {gm if gm is None else round(gm, 3)} ({time.time() - started:.0f} s)")
-    pays = all(v["geometric_mean_ratio"] is not None and v["geometric_mean_ratio"] <= PAYS_BELOW for v in validation.values()) and all(
-        not row["over_budget_days"] and row["ping_pongs"] == 0 for v in validation.values() for row in v["learned"])
+                + (f"{at:.4f} % (ratio {u / at:.2f})" if at else "outside its range")
+                + (f", {at_m:.0f} migrations (ratio {max(m, 1.0) / at_m:.2f})" if at_m else ""))
+        gm = geometric_mean([row["ratio"] for row in rows])
+        gm_moves = geometric_mean([row["migration_ratio"] for row in rows])
+        combined = gm * gm_moves ** MIGRATION_WEIGHT if gm is not None and gm_moves is not None else None
+        validation[name] = {"shipped": {str(r): v for r, v in sorted(shipped.items())}, "learned": rows, "geometric_mean_ratio": gm,
+                            "geometric_mean_migration_ratio": gm_moves, "combined": combined}
+        log(f"{name}: geometric mean ratio {gm if gm is None else round(gm, 3)}, migrations {gm_moves if gm_moves is None else round(gm_moves, 3)}, "
+            f"combined {combined if combined is None else round(combined, 3)} ({time.time() - started:.0f} s)")
+    pays = all(set_pays(v) for v in validation.values())
     summary.update({"learned": learned, "validation": validation, "pays": pays, "validation_s": time.time() - started})
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    log(f"learned settings {'pay' if pays else 'do not pay'} on the validation data (geometric mean of unserved demand against the "
-        + "shipped curve at the same energy: " + ", ".join(f"{k} {v['geometric_mean_ratio']}" for k, v in validation.items())
+    log(f"learned settings {'pay' if pays else 'do not pay'} on the validation data (unserved demand x migrations^{MIGRATION_WEIGHT} against the "
+        + "shipped curve at the same energy, geometric means: " + ", ".join(f"{k} {v['combined']}" for k, v in validation.items())
         + f"); {args.out}/summary.json")
+
+
+def set_pays(v):
+    """Whether the learned settings pay on one validation set (an entry of summary.json's
+    "validation"): unserved demand x migrations^MIGRATION_WEIGHT at most PAYS_BELOW of the shipped
+    curve's at equal energy (geometric means over the points), no more demand unserved than it,
+    within every day's migration budget and without ping-pong."""
+    return (v["combined"] is not None and v["combined"] <= PAYS_BELOW and v["geometric_mean_ratio"] <= 1.0
+            and all(not row["over_budget_days"] and row["ping_pongs"] == 0 for row in v["learned"]))
+
+
+def geometric_mean(values):
+    values = [v for v in values if v is not None]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
 def frontier(reports):

@@ -33,7 +33,7 @@ use presage_forecast::{STEP_S, SeriesContext};
 use presage_decide::reservation::{Refusal, Reservation, ReservationBook, ReservationKind, Resources};
 
 use presage_decide::policy::application::AppSignal;
-use presage_decide::policy::{ConsolidationPolicy, FleetView, HostView, PowerMode, VmView};
+use presage_decide::policy::{ConsolidationPolicy, FleetView, HostView, MoveReason, PowerMode, VmView};
 
 pub use self::scenario::{Scenario, ScenarioError};
 
@@ -161,6 +161,30 @@ pub struct TimelinePoint {
     pub oracle_power_w: f64,
 }
 
+/// Migrations started, by why the policy moved the VM ([`MoveReason`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MigrationsByReason {
+    /// Its host was (predicted to be) overloaded.
+    pub overload: u64,
+    /// Its host was under-used and being emptied.
+    pub underload: u64,
+    /// Its host was being drained.
+    pub drain: u64,
+    /// A required dependency was unmet where it ran.
+    pub repair: u64,
+}
+
+impl MigrationsByReason {
+    fn count(&mut self, reason: MoveReason) {
+        match reason {
+            MoveReason::Overload(_) => self.overload += 1,
+            MoveReason::Underload(_) => self.underload += 1,
+            MoveReason::Drain(_) => self.drain += 1,
+            MoveReason::Repair(_) => self.repair += 1,
+        }
+    }
+}
+
 /// One completed migration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MigrationRecord {
@@ -195,6 +219,12 @@ pub struct RunReport {
     pub slav: f64,
     pub esv: f64,
     pub ping_pongs: u64,
+    /// Where the migrations went: why each VM was moved.
+    pub migrations_by_reason: MigrationsByReason,
+    /// Migrations of a VM that had arrived on its host less than [`PING_PONG_WINDOW_S`] before
+    /// (to any host: the moves a ping-pong count misses, such as a VM packed onto a host and
+    /// moved on when that host runs hot).
+    pub moved_again_within_hour: u64,
     pub oracle_energy_kwh: f64,
     pub energy_over_oracle: f64,
     pub overall_sla_violation_pct: f64,
@@ -267,6 +297,10 @@ pub struct Simulation<'s> {
     refused: u64,
     /// Migrations started to repair a dependency.
     repair_moves: u64,
+    migrations_by_reason: MigrationsByReason,
+    /// When each VM last arrived on a host by migration.
+    arrived_at: Vec<Option<f64>>,
+    moved_again_within_hour: u64,
     /// The interference model's state per host: (CPU demand over capacity, resident VMs, short
     /// of memory) as of its last update, and the VM-seconds of application SLO violation so far.
     app_load: Vec<(f64, usize, bool)>,
@@ -359,6 +393,9 @@ impl<'s> Simulation<'s> {
             books: None,
             refused: 0,
             repair_moves: 0,
+            migrations_by_reason: MigrationsByReason::default(),
+            arrived_at: vec![None; nv],
+            moved_again_within_hour: 0,
             app_load: vec![(0.0, 0, false); nh],
             app_load_before: vec![(0.0, 0, false); nh],
             app_slo_violation_s: 0.0,
@@ -889,8 +926,12 @@ impl<'s> Simulation<'s> {
             dirty[to] = true;
             dirty[from] = true;
             self.migrations += 1;
+            self.migrations_by_reason.count(m.reason);
+            if self.arrived_at[vm].is_some_and(|at| t - at < PING_PONG_WINDOW_S) {
+                self.moved_again_within_hour += 1;
+            }
             self.seq += 1;
-            if matches!(m.reason, presage_decide::policy::MoveReason::Repair(_)) {
+            if matches!(m.reason, MoveReason::Repair(_)) {
                 self.repair_moves += 1;
                 if let Some(tracker) = self.ecosystem.as_mut() {
                     let vms = &self.vms;
@@ -982,6 +1023,7 @@ impl<'s> Simulation<'s> {
         target.vms.push(vm);
         self.vms[vm].in_migration = false;
         self.vms[vm].host = Some(to);
+        self.arrived_at[vm] = Some(t);
         if self.left[vm].iter().any(|&(h, at)| h == to && t - at < PING_PONG_WINDOW_S) {
             self.ping_pongs += 1;
         }
@@ -1067,6 +1109,8 @@ impl<'s> Simulation<'s> {
             slav,
             esv: energy_kwh * slav,
             ping_pongs: self.ping_pongs,
+            migrations_by_reason: self.migrations_by_reason,
+            moved_again_within_hour: self.moved_again_within_hour,
             oracle_energy_kwh: oracle_kwh,
             energy_over_oracle: if oracle_kwh > 0.0 { energy_kwh / oracle_kwh } else { f64::NAN },
             overall_sla_violation_pct: if req > 0.0 { (req - alloc) / req * 100.0 } else { 0.0 },

@@ -7,10 +7,10 @@ use presage_decide::policy::power::HP_ML110_G5;
 use presage_decide::policy::{Migration, MoveReason, PolicySpec};
 
 /// Places VM i on `hosts[i]` whatever the fit, and plays a fixed list of moves:
-/// `(update number starting at 1, vm, to)`.
+/// `(update number starting at 1, vm, to, why)`.
 struct Scripted {
     hosts: Vec<usize>,
-    moves: Vec<(usize, usize, usize)>,
+    moves: Vec<(usize, usize, usize, MoveReason)>,
     updates: usize,
 }
 
@@ -25,13 +25,15 @@ impl ConsolidationPolicy for Scripted {
         self.updates += 1;
         self.moves
             .iter()
-            .filter(|(u, _, _)| *u == self.updates)
-            .map(|&(_, vm, to)| Migration { vm, to, reason: MoveReason::Overload(0) })
+            .filter(|(u, ..)| *u == self.updates)
+            .map(|&(_, vm, to, reason)| Migration { vm, to, reason })
             .collect()
     }
 }
 
+/// [`Scripted`], every move for overload.
 fn scripted(hosts: Vec<usize>, moves: Vec<(usize, usize, usize)>) -> Box<dyn ConsolidationPolicy> {
+    let moves = moves.into_iter().map(|(u, vm, to)| (u, vm, to, MoveReason::Overload(0))).collect();
     Box::new(Scripted { hosts, moves, updates: 0 })
 }
 
@@ -150,6 +152,27 @@ fn returning_within_an_hour_is_a_ping_pong_and_later_is_not() {
     let r = run(&s, scripted(vec![0, 0], vec![(1, 0, 1), (4, 0, 0), (1, 1, 2), (20, 1, 0)]));
     assert_eq!(r.migrations, 4);
     assert_eq!(r.ping_pongs, 1);
+}
+
+#[test]
+fn migrations_are_counted_by_reason_and_a_vm_moved_on_within_an_hour_of_arriving_is_counted() {
+    let vms: Vec<(VmView, Vec<f64>)> = (0..2).map(|_| (VmView::unplaced(1, 400.0, 625.0), vec![0.3; 30])).collect();
+    let hosts = vec![small_host(), small_host(), small_host()];
+    let s = Scenario::synthetic("why", ResourceModel::CpuAndMemory, hosts, vms);
+    // VM 0: emptied off host 0 at update 1, relieved off host 1 at update 4 (15 min after it
+    // arrived), onto host 2 (not where it came from: no ping-pong). VM 1: drained at update 1,
+    // repaired at update 20 (95 min later).
+    let moves = vec![
+        (1, 0, 1, MoveReason::Underload(0)),
+        (4, 0, 2, MoveReason::Overload(1)),
+        (1, 1, 2, MoveReason::Drain(0)),
+        (20, 1, 1, MoveReason::Repair(2)),
+    ];
+    let r = run(&s, Box::new(Scripted { hosts: vec![0, 0], moves, updates: 0 }));
+    assert_eq!(r.migrations, 4);
+    assert_eq!(r.migrations_by_reason, MigrationsByReason { overload: 1, underload: 1, drain: 1, repair: 1 });
+    assert_eq!(r.moved_again_within_hour, 1);
+    assert_eq!(r.ping_pongs, 0);
 }
 
 /// A small deterministic fleet with bursty demand (a linear congruential generator).

@@ -35,8 +35,11 @@ pub const MIX_DISCOUNT: f32 = 0.995;
 /// losses and counts (which stay far below it: at most 200 outcomes' worth).
 const MAX_LEAD: f32 = 1000.0;
 /// How much lower (a share) an input's discounted loss must be than the mix's for the guard to
-/// pass that input on instead: the noise band within which the mix is kept.
-pub const GUARD_MARGIN: f32 = 0.05;
+/// pass that input on instead: the noise band within which the mix is kept. 2 %: on the public
+/// sets a margin of 0, 2 % or 5 % publishes the same accuracy within 0.4 % (Bitbrains CPU
+/// 0.841, 0.842, 0.844 x the best baseline), and the loss the issue measured on a later month,
+/// the mix 2.4 % worse than the raw model, slips under 5 %.
+pub const GUARD_MARGIN: f32 = 0.02;
 
 /// The baseline `method`'s forecast of `ctx` is mixed with, if it mixes at all
 /// ([`Forecaster::mixes_online`]).
@@ -108,7 +111,7 @@ impl OnlineMixer {
 pub const GUARD_CANDIDATES: [&str; 3] = ["mix", "model", "baseline"];
 /// The noise floor under the margin: a candidate's median must also beat the mix's by more than
 /// this much pinball loss per outcome (a share of the VM's capacity). On a VM idle at exactly 0,
-/// a baseline whose quantiles are all 0 beats any mix by far more than 5 %, by amounts no
+/// a baseline whose quantiles are all 0 beats any mix by far more than the margin, by amounts no
 /// decision sees, and passing it on would only make its interval cover every outcome.
 pub const GUARD_FLOOR: f32 = 0.0002;
 
@@ -363,10 +366,12 @@ mod tests {
             }
         }
         let at = |losses: [f32; 3], seen: f32| MixGuard::resume(GuardState { losses: [losses; MAX_HORIZON], seen: [seen; MAX_HORIZON] });
-        // Within the margin, the mix stays: an input 2 % better is noise; so does the model
+        // Within the margin, the mix stays: an input 1 % better is noise; so does the model
         // against the baseline.
-        assert_eq!(at([1.0, 0.98, 2.0], 100.0).choice(1), 0);
-        assert_eq!(at([1.0, 0.9, 0.87], 100.0).choice(1), 1);
+        assert_eq!(at([1.0, 0.99, 2.0], 100.0).choice(1), 0);
+        assert_eq!(at([1.0, 0.9, 0.89], 100.0).choice(1), 1);
+        // Beyond it, the input: 3 % better.
+        assert_eq!(at([1.0, 0.97, 2.0], 100.0).choice(1), 1);
         assert_eq!(at([1.0, 0.9, 0.5], 100.0).choice(1), 2);
         // Beyond the margin but under the floor (0.0002 per outcome over 100 outcomes): noise.
         assert_eq!(at([0.015, 0.0, 0.0], 100.0).choice(1), 0);

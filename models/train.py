@@ -5,8 +5,12 @@
 Split (the model card's evaluation protocol):
   PlanetLab: train on 20110303, 20110306, 20110309, leaving out every VM that also appears on an
              evaluation day; evaluate on 20110322 and 20110325 (later days, unseen VMs).
-  Bitbrains: VMs in name order, every fifth (positions 0, 5, 10, ...) held out; train on the
-             others' first three weeks (steps < 6048); evaluate the held-out VMs from step 6048.
+  Bitbrains: every month under bitbrains-rnd/ (folders YYYY-M; 2013-7 in ../shared/data). VMs
+             in name order (over all those months), every fifth (positions 0, 5, 10, ...) held
+             out; train on the others' first three weeks (steps < 6048) of every month; evaluate
+             the held-out VMs from step 6048 of the newest month trained on. With
+             --hold-back-month the newest month is left out of training altogether, to be
+             measured as a month never seen (`presagectl forecast-eval --trace` on it).
 The figures in README.md come from `presagectl forecast-eval` (Rust, the agent's code) on the
 evaluation data; this script prints its own quick check of the same metric for model selection.
 """
@@ -15,6 +19,8 @@ import argparse
 import hashlib
 import json
 import os
+import re
+import sys
 import time
 
 import numpy as np
@@ -66,16 +72,36 @@ def planetlab(data, days, exclude=(), stride=1):
     return datasets(jobs)
 
 
-def bitbrains(data, held_out, target, t_from, t_to, stride):
-    vms = traces.bitbrains_month(os.path.join(data, "bitbrains-rnd", "2013-7"))
+def bitbrains_months(data, hold_back_month=False):
+    """The Bitbrains months to train on (folders YYYY-M under bitbrains-rnd/, oldest first), all
+    of them or all but the newest."""
+    root = os.path.join(data, "bitbrains-rnd")
+    if not os.path.isdir(root):
+        sys.exit(f"no Bitbrains traces: {root} is not a folder (give --data)")
+    months = sorted((m for m in os.listdir(root) if re.fullmatch(r"\d{4}-\d{1,2}", m) and os.path.isdir(os.path.join(root, m))),
+                    key=lambda m: tuple(int(v) for v in m.split("-")))
+    if hold_back_month:
+        months = months[:-1]
+    if not months:
+        sys.exit(f"no Bitbrains month to train on under {root}" + (" (--hold-back-month needs two)" if hold_back_month else ""))
+    return months
+
+
+def bitbrains(data, months, held_out, target, t_from, t_to, stride, newest_only=False):
+    """Examples from the VMs held out (or the others) of `months` (of the newest one only with
+    `newest_only`); a VM's place in the split is its position in the names of all `months`."""
+    per_month = [(m, traces.bitbrains_month(os.path.join(data, "bitbrains-rnd", m))) for m in months]
+    names = sorted({name for _, vms in per_month for name in vms})
+    held = {name for i, name in enumerate(names) if i % 5 == 0}
     jobs = []
-    for i, (name, (start, cpu, mem)) in enumerate(sorted(vms.items())):
-        if (i % 5 == 0) != held_out:
-            continue
-        x = cpu if target == "cpu" else mem
-        if x is None:
-            continue
-        jobs.append((x, start, t_from, t_to if t_to else len(x), stride))
+    for _, vms in per_month[-1:] if newest_only else per_month:
+        for name, (start, cpu, mem) in sorted(vms.items()):
+            if (name in held) != held_out:
+                continue
+            x = cpu if target == "cpu" else mem
+            if x is None:
+                continue
+            jobs.append((x, start, t_from, t_to if t_to else len(x), stride))
     return datasets(jobs)
 
 
@@ -276,13 +302,17 @@ def main():
     ap.add_argument("--h6-weight", type=float, default=1.0, help="weight of the 30-minute horizon in the loss (others 1)")
     ap.add_argument("--wd", type=float, default=0.0, help="decoupled weight decay of the weights")
     ap.add_argument("--ensemble", type=int, default=1, help="train this many models (seeds) and export their mean as one")
+    ap.add_argument("--hold-back-month", action="store_true",
+                    help="leave the newest Bitbrains month out of training (to measure the models on a month never seen)")
     args = ap.parse_args()
+    args.months = bitbrains_months(args.data, args.hold_back_month)
+    print(f"Bitbrains months trained on: {', '.join(args.months)}", flush=True)
     np.random.seed(0)
 
     eval_names = set()
     for d in PL_EVAL:
         eval_names.update(os.listdir(os.path.join(args.data, "planetlab", d)))
-    cache = args.cache and os.path.join(args.cache, f"cpu-{F.VERSION}-pl{args.pl_stride}-bb{args.bb_stride}.npz")
+    cache = args.cache and os.path.join(args.cache, f"cpu-{F.VERSION}-pl{args.pl_stride}-bb{args.bb_stride}-{'+'.join(args.months)}.npz")
     if cache and os.path.exists(cache):
         print(f"loading datasets from {cache}", flush=True)
         z = np.load(cache)
@@ -291,8 +321,8 @@ def main():
         print("building datasets", flush=True)
         pl_tr = planetlab(args.data, PL_TRAIN, exclude=eval_names, stride=args.pl_stride)
         pl_ev = planetlab(args.data, PL_EVAL, stride=6)
-        bb_tr = bitbrains(args.data, False, "cpu", 0, BB_SPLIT_STEP, args.bb_stride)
-        bb_ev = bitbrains(args.data, True, "cpu", BB_SPLIT_STEP, None, 6)
+        bb_tr = bitbrains(args.data, args.months, False, "cpu", 0, BB_SPLIT_STEP, args.bb_stride)
+        bb_ev = bitbrains(args.data, args.months, True, "cpu", BB_SPLIT_STEP, None, 6, newest_only=True)
         if cache:
             os.makedirs(args.cache, exist_ok=True)
             np.savez(cache, **{f"{k}_{p}": v[i] for k, v in (("pl_tr", pl_tr), ("pl_ev", pl_ev), ("bb_tr", bb_tr), ("bb_ev", bb_ev)) for i, p in enumerate("XY")})
@@ -380,13 +410,13 @@ def hgb_point(X, Y, json_path, fixture_path):
 
 def train_memory(args):
     print("training the memory model", flush=True)
-    cache = args.cache and os.path.join(args.cache, f"memory-{F.VERSION}-bb{args.bb_stride}.npz")
+    cache = args.cache and os.path.join(args.cache, f"memory-{F.VERSION}-bb{args.bb_stride}-{'+'.join(args.months)}.npz")
     if cache and os.path.exists(cache):
         z = np.load(cache)
         mtr, mev = (z["tr_X"], z["tr_Y"]), (z["ev_X"], z["ev_Y"])
     else:
-        mtr = bitbrains(args.data, False, "memory", 0, BB_SPLIT_STEP, args.bb_stride)
-        mev = bitbrains(args.data, True, "memory", BB_SPLIT_STEP, None, 6)
+        mtr = bitbrains(args.data, args.months, False, "memory", 0, BB_SPLIT_STEP, args.bb_stride)
+        mev = bitbrains(args.data, args.months, True, "memory", BB_SPLIT_STEP, None, 6, newest_only=True)
         if cache:
             os.makedirs(args.cache, exist_ok=True)
             np.savez(cache, tr_X=mtr[0], tr_Y=mtr[1], ev_X=mev[0], ev_Y=mev[1])

@@ -55,7 +55,7 @@ import time
 PAYS_BELOW = 0.95
 # What migrations count for against unserved demand in the objective: a curve that makes 20 %
 # fewer migrations at equal energy is worth one that leaves 10 % less demand unserved. The
-# shipped curve uses up to 0.096 x the best classic policy's migrations on a public day, against
+# shipped curve uses up to 0.096-0.099 x the fewest classic migrations on a public day, against
 # a target of 0.1 x, so room in that budget is a gain an operator sees on other days.
 MIGRATION_WEIGHT = 0.5
 # Penalty per run over its day's migration budget (per unit of the budget exceeded, at least

@@ -222,8 +222,8 @@ pub struct RunReport {
     /// Where the migrations went: why each VM was moved.
     pub migrations_by_reason: MigrationsByReason,
     /// Migrations of a VM that had arrived on its host less than [`PING_PONG_WINDOW_S`] before
-    /// (to any host: the moves a ping-pong count misses, such as a VM packed onto a host and
-    /// moved on when that host runs hot).
+    /// (to any host: the moves a ping-pong count misses, such as a VM packed onto a host that
+    /// is emptied in turn).
     pub moved_again_within_hour: u64,
     pub oracle_energy_kwh: f64,
     pub energy_over_oracle: f64,
@@ -295,8 +295,6 @@ pub struct Simulation<'s> {
     /// plan on forecasts; and how many reservations the hosts refused.
     books: Option<Vec<ReservationBook>>,
     refused: u64,
-    /// Migrations started to repair a dependency.
-    repair_moves: u64,
     migrations_by_reason: MigrationsByReason,
     /// When each VM last arrived on a host by migration.
     arrived_at: Vec<Option<f64>>,
@@ -392,7 +390,6 @@ impl<'s> Simulation<'s> {
             memory_series: vec![Vec::new(); nv],
             books: None,
             refused: 0,
-            repair_moves: 0,
             migrations_by_reason: MigrationsByReason::default(),
             arrived_at: vec![None; nv],
             moved_again_within_hour: 0,
@@ -932,7 +929,6 @@ impl<'s> Simulation<'s> {
             }
             self.seq += 1;
             if matches!(m.reason, MoveReason::Repair(_)) {
-                self.repair_moves += 1;
                 if let Some(tracker) = self.ecosystem.as_mut() {
                     let vms = &self.vms;
                     tracker.repair_started(self.seq, vm, &|v| vms.get(v).and_then(|x| x.host));
@@ -1120,7 +1116,7 @@ impl<'s> Simulation<'s> {
             app_slo_violation_minutes: self.app_slo_violation_s / 60.0,
             steps: self.timeline.len(),
             wall_s,
-            ecosystem: self.ecosystem.as_ref().map(|t| ecosystem::EcosystemReport { repair_moves: self.repair_moves, ..t.report() }),
+            ecosystem: self.ecosystem.as_ref().map(|t| ecosystem::EcosystemReport { repair_moves: self.migrations_by_reason.repair, ..t.report() }),
             learned: self.policy.learned_counts(),
             timeline: std::mem::take(&mut self.timeline),
             migration_log: std::mem::take(&mut self.migration_log),

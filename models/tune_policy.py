@@ -346,15 +346,16 @@ def main():
         for r, (e, u, m) in sorted(tuned.items()):
             at = shipped_unserved_at(shipped, e)
             at_m = curve_migrations_at(shipped, e)
+            moves = (max(m, 1.0) / at_m) if at_m else None
             runs = [q for q in tuned_reports if q["risk"] == r]
             over = [q["day"] for q in runs if budgets.get(q["day"]) and q["migrations"] > budgets[q["day"]]]
             rows.append({"risk": r, "energy_over_oracle": e, "unserved_pct": u, "migrations": m, "over_budget_days": over,
                          "ping_pongs": sum(q["ping_pongs"] for q in runs),
                          "shipped_unserved_at_that_energy": at, "ratio": (u / at) if at else None,
-                         "shipped_migrations_at_that_energy": at_m, "migration_ratio": (max(m, 1.0) / at_m) if at_m else None})
+                         "shipped_migrations_at_that_energy": at_m, "migration_ratio": moves})
             log(f"{name} risk {r}: learned {e:.3f} x oracle, {u:.4f} % unserved, {m:.0f} migrations; shipped curve at that energy: "
                 + (f"{at:.4f} % (ratio {u / at:.2f})" if at else "outside its range")
-                + (f", {at_m:.0f} migrations (ratio {max(m, 1.0) / at_m:.2f})" if at_m else ""))
+                + (f", {at_m:.0f} migrations (ratio {moves:.2f})" if at_m else ""))
         gm = geometric_mean([row["ratio"] for row in rows])
         gm_moves = geometric_mean([row["migration_ratio"] for row in rows])
         combined = gm * gm_moves ** MIGRATION_WEIGHT if gm is not None and gm_moves is not None else None

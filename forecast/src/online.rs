@@ -106,9 +106,6 @@ impl OnlineMixer {
     }
 }
 
-/// The candidates the guard chooses among, per horizon: the mix, the model's forecast, the
-/// baseline's.
-pub const GUARD_CANDIDATES: [&str; 3] = ["mix", "model", "baseline"];
 /// The noise floor under the margin: a candidate's median must also beat the mix's by more than
 /// this much pinball loss per outcome (a share of the VM's capacity). On a VM idle at exactly 0,
 /// a baseline whose quantiles are all 0 beats any mix by far more than the margin, by amounts no
@@ -116,7 +113,8 @@ pub const GUARD_CANDIDATES: [&str; 3] = ["mix", "model", "baseline"];
 pub const GUARD_FLOOR: f32 = 0.0002;
 
 /// What the guard has learnt of one series, per horizon: the discounted pinball loss of each
-/// candidate's median ([`GUARD_CANDIDATES`]), and the discounted count of outcomes scored.
+/// candidate's median (0 the mix, 1 the model's forecast, 2 the baseline's), and the discounted
+/// count of outcomes scored.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GuardState {
     pub losses: [[f32; 3]; MAX_HORIZON],
@@ -145,8 +143,8 @@ impl MixGuard {
         self.state
     }
 
-    /// The candidate whose median is passed on at `horizon` (an index into
-    /// [`GUARD_CANDIDATES`]): the first, in the order mix, model, baseline, that no other beats
+    /// The candidate whose median is passed on at `horizon` (0 the mix, 1 the model, 2 the
+    /// baseline): the first, in the order mix, model, baseline, that no other beats
     /// by more than [`GUARD_MARGIN`] and [`GUARD_FLOOR`]. A fixed order, not the least loss: two
     /// inputs taking turns would otherwise be followed one step late, as the mixer was.
     pub fn choice(&self, horizon: usize) -> usize {
@@ -215,19 +213,14 @@ impl LearntState {
             return None;
         }
         let v: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        let mut s = LearntState { log_scales: [0.0; MAX_HORIZON], mix_leads: [[0.0; 3]; MAX_HORIZON], guard: GuardState::default() };
-        s.log_scales.copy_from_slice(&v[..MAX_HORIZON]);
-        let table = 3 * MAX_HORIZON;
-        for (i, x) in v[MAX_HORIZON..].iter().take(table).enumerate() {
-            s.mix_leads[i / 3][i % 3] = *x;
-        }
-        for (i, x) in v.iter().skip(MAX_HORIZON + table).take(table).enumerate() {
-            s.guard.losses[i / 3][i % 3] = *x;
-        }
-        for (i, x) in v.iter().skip(MAX_HORIZON + 2 * table).enumerate() {
-            s.guard.seen[i] = *x;
-        }
-        Some(s)
+        // The entry's i-th value; what an older, shorter entry lacks is 0.
+        let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+        let table = |from: usize| std::array::from_fn(|h| std::array::from_fn(|k| at(from + 3 * h + k)));
+        Some(LearntState {
+            log_scales: std::array::from_fn(at),
+            mix_leads: table(MAX_HORIZON),
+            guard: GuardState { losses: table(4 * MAX_HORIZON), seen: std::array::from_fn(|h| at(7 * MAX_HORIZON + h)) },
+        })
     }
 }
 
@@ -272,12 +265,6 @@ impl SeriesLearner {
         self.mixer.observe(step, y);
         self.calibrator.observe(step, y);
         self.guard.observe(step, y);
-    }
-
-    /// Per horizon, the candidate whose median the guard passes on (an index into
-    /// [`GUARD_CANDIDATES`]).
-    pub fn guard_choice(&self, horizon: usize) -> usize {
-        self.guard.choice(horizon)
     }
 }
 
@@ -412,7 +399,7 @@ mod tests {
         let better = of_model.min(of_baseline);
         // The premise: unguarded, the mix loses to both inputs by far more than the margin.
         assert!(mixed > 1.5 * better, "the mix should lose here: {mixed} against {better}");
-        assert_eq!(guarded.guard_choice(1), 1);
+        assert_eq!(guarded.guard.choice(1), 1);
         assert!(published <= (1.0 + GUARD_MARGIN) * better, "published {published} against the better input's {better}");
     }
 

@@ -1116,7 +1116,10 @@ impl<'s> Simulation<'s> {
             app_slo_violation_minutes: self.app_slo_violation_s / 60.0,
             steps: self.timeline.len(),
             wall_s,
-            ecosystem: self.ecosystem.as_ref().map(|t| ecosystem::EcosystemReport { repair_moves: self.migrations_by_reason.repair, ..t.report() }),
+            ecosystem: self
+                .ecosystem
+                .as_ref()
+                .map(|t| ecosystem::EcosystemReport { repair_moves: self.migrations_by_reason.repair, ..t.report() }),
             learned: self.policy.learned_counts(),
             timeline: std::mem::take(&mut self.timeline),
             migration_log: std::mem::take(&mut self.migration_log),

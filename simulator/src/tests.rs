@@ -23,11 +23,7 @@ impl ConsolidationPolicy for Scripted {
     }
     fn optimise(&mut self, _: &FleetView<'_>) -> Vec<Migration> {
         self.updates += 1;
-        self.moves
-            .iter()
-            .filter(|(u, ..)| *u == self.updates)
-            .map(|&(_, vm, to, reason)| Migration { vm, to, reason })
-            .collect()
+        self.moves.iter().filter(|(u, ..)| *u == self.updates).map(|&(_, vm, to, reason)| Migration { vm, to, reason }).collect()
     }
 }
 

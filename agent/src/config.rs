@@ -229,6 +229,13 @@ pub struct ForecastConfig {
     /// ONNX model of memory in use (e.g. `/usr/share/presage/models/memory-quantiles-v2.onnx`).
     #[serde(default)]
     pub memory_model: Option<PathBuf>,
+    /// Where every VM's 5-minute steps are archived, in monthly folders of Bitbrains-format
+    /// files (see `demand_archive`); none: not archived.
+    #[serde(default)]
+    pub archive_dir: Option<PathBuf>,
+    /// Month folders the archive keeps (default 3).
+    #[serde(default)]
+    pub archive_months: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -463,7 +470,7 @@ impl AgentConfig {
         if let HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
             config_file::resolve(path, &mut s.trace_dir);
         }
-        for m in [&mut cfg.forecast.cpu_model, &mut cfg.forecast.memory_model].into_iter().flatten() {
+        for m in [&mut cfg.forecast.cpu_model, &mut cfg.forecast.memory_model, &mut cfg.forecast.archive_dir].into_iter().flatten() {
             config_file::resolve(path, m);
         }
         Ok(cfg)
@@ -500,6 +507,9 @@ impl AgentConfig {
         }
         if self.history_per_vm == 0 {
             return invalid("history_per_vm", "must be at least 1");
+        }
+        if self.forecast.archive_months.is_some_and(|m| m == 0 || m > 120) {
+            return invalid("forecast.archive_months", "must be within 1..=120");
         }
         if self.reconnect.initial_backoff.is_zero() || self.reconnect.max_backoff < self.reconnect.initial_backoff {
             return invalid("reconnect.max_backoff", "backoffs must be positive and max_backoff >= initial_backoff");
@@ -610,6 +620,8 @@ shard_count = 4
         assert_eq!(c.forecast.cpu_model.as_deref(), Some(Path::new("/usr/share/presage/models/cpu-quantiles-v2.onnx")));
         assert_eq!(c.forecast.memory_model.as_deref(), Some(Path::new("/usr/share/presage/models/memory-quantiles-v2.onnx")));
         assert!(matches!(c.hypervisor, HypervisorConfig::Libvirt { .. }));
+        assert_eq!(c.forecast.archive_dir.as_deref(), Some(Path::new("/var/lib/presage-agent/demand-archive")));
+        assert!(err(&format!("{GOOD}[forecast]\narchive_months = 0\n")).contains("forecast.archive_months"));
         assert_eq!(AgentConfig::parse(GOOD, Path::new("a.toml")).unwrap().forecast, ForecastConfig::default());
         assert!(err(&format!("{GOOD}[forecast]\nmodel = \"x\"\n")).contains("model"));
         assert!(err(&format!("{GOOD}[reservations]\ncpu_limit = 0.0\n")).contains("reservations.cpu_limit"));

@@ -4,11 +4,13 @@
 //!
 //! Modules: [`config`] (TOML), [`host_sampler`] (procfs/sysinfo), [`hypervisor`] (libvirt and
 //! simulated), [`store`] (the KV trait, its backends and the sample history), [`link`] (the
-//! coordinator stream), [`forecaster`] (demand forecasts per VM). [`run`] wires them together.
+//! coordinator stream), [`forecaster`] (demand forecasts per VM), [`demand_archive`] (months of
+//! 5-minute steps on disk, to measure and retrain the models on). [`run`] wires them together.
 
 pub mod anomalies;
 pub mod config;
 pub mod coordinator_epoch;
+pub mod demand_archive;
 pub mod forecaster;
 pub mod guest_channels;
 pub mod host_sampler;
@@ -65,6 +67,9 @@ pub struct SamplingCycle {
     history: Arc<SampleHistory>,
     host_sampler: HostSampler,
     forecaster: forecaster::DemandForecaster,
+    archive: Option<demand_archive::DemandArchive>,
+    /// The step of the last archive failure logged (one warning a step, not one a cycle).
+    archive_warned: Option<u64>,
     anomalies: anomalies::AnomalyWatch,
     seq: u64,
 }
@@ -74,7 +79,16 @@ impl SamplingCycle {
     pub fn new(hypervisor: Arc<dyn Hypervisor>, history: Arc<SampleHistory>) -> SamplingCycle {
         let forecaster = forecaster::DemandForecaster::new(None, None);
         let anomalies = anomalies::AnomalyWatch::new(Default::default(), anomalies::DEFAULT_THRESHOLD);
-        SamplingCycle { hypervisor, history, host_sampler: HostSampler::new(), forecaster, anomalies, seq: 0 }
+        SamplingCycle {
+            hypervisor,
+            history,
+            host_sampler: HostSampler::new(),
+            forecaster,
+            archive: None,
+            archive_warned: None,
+            anomalies,
+            seq: 0,
+        }
     }
 
     /// How the forecast models are doing (see [`forecaster::DemandForecaster::health`]).
@@ -105,6 +119,12 @@ impl SamplingCycle {
         self
     }
 
+    /// Archives every VM's completed steps in `archive`.
+    pub fn with_archive(mut self, archive: demand_archive::DemandArchive) -> SamplingCycle {
+        self.archive = Some(archive);
+        self
+    }
+
     /// Observes the VMs and the host, records the VM samples in the history and builds the report
     /// (blocking).
     pub fn run_once(&mut self) -> anyhow::Result<Report> {
@@ -121,6 +141,13 @@ impl SamplingCycle {
             _ => at_ms / (presage_forecast::STEP_S * 1000),
         };
         self.forecaster.update(step, &mut obs.vms);
+        if let Some(archive) = &mut self.archive
+            && let Err(e) = archive.record(step, &obs.vms)
+            && self.archive_warned != Some(step)
+        {
+            self.archive_warned = Some(step);
+            warn!(error = %e, "archiving demand steps failed; sampling goes on");
+        }
         let mut agent = host_sampler::agent_self();
         agent.forecaster = self.forecaster.status().to_string();
         agent.memory_forecaster = self.forecaster.memory_status().to_string();
@@ -191,6 +218,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             "agent started"
         );
 
+        let host_mhz_per_core = capacity.cpu_mhz_per_core;
         let register = Register {
             protocol_version: presage_protocol::PROTOCOL_VERSION,
             host_id: host_id.clone(),
@@ -262,7 +290,17 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         info!(cpu = forecaster.status(), memory = forecaster.memory_status(), "forecasting");
         let shutdown_hypervisor = hypervisor.clone();
         let sizing_hypervisor = hypervisor.clone();
-        let mut cycle = Some(SamplingCycle::new(hypervisor, history).with_forecaster(forecaster));
+        let mut cycle = SamplingCycle::new(hypervisor, history).with_forecaster(forecaster);
+        if let Some(dir) = cfg.forecast.archive_dir.clone() {
+            let months = cfg.forecast.archive_months.unwrap_or(demand_archive::DEFAULT_MONTHS);
+            let mhz = host_mhz_per_core;
+            let (archive, opened) = tokio::task::spawn_blocking(move || demand_archive::DemandArchive::open(&dir, months, mhz))
+                .await?
+                .context("opening the demand archive (forecast.archive_dir)")?;
+            info!(months, resumed = opened.resumed, torn_rows_cut = opened.torn_rows_cut, months_removed = opened.months_removed, "archiving demand");
+            cycle = cycle.with_archive(archive);
+        }
+        let mut cycle = Some(cycle);
         let guest_channels = guest_channels::GuestChannels::new(presage_protocol::guest::DEFAULT_MAX_FRAMES_PER_S, cancel.clone());
         let mut ticker = tokio::time::interval(cfg.sample_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -363,7 +363,8 @@ async fn run_cluster(
                 args.host_cpu_fraction * (0.5 + i as f64 / args.agents.max(1) as f64),
             ),
         )?;
-        let mut forecast = String::from("[forecast]\n");
+        // Every VM's steps are archived as a trace folder per month (`forecast-eval --trace` reads it).
+        let mut forecast = format!("[forecast]\narchive_dir = {:?}\n", work.join("data").join(&host).join("demand-archive"));
         for (key, path) in &models {
             if let Some(path) = path {
                 forecast.push_str(&format!("{key} = {path:?}\n"));

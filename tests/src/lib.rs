@@ -254,6 +254,7 @@ pub fn simulated_agent(
         forecast: ForecastConfig {
             cpu_model: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cpu-quantiles-v2.onnx")),
             memory_model: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/memory-quantiles-v2.onnx")),
+            ..Default::default()
         },
         reservations: Default::default(),
         migration: Default::default(),

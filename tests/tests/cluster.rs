@@ -326,6 +326,8 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
     if let presage_agent::config::HypervisorConfig::Simulated(s) = &mut cfg.hypervisor {
         s.time_compression = 3000.0;
     }
+    let archive = data.path().join("demand-archive");
+    cfg.forecast.archive_dir = Some(archive.clone());
     let agent = RunningAgent::start(cfg);
     let op = client(&coord.url, &pki.issue(Role::Operator, "ops")).await.unwrap();
     let vms = eventually("every VM carries a forecast", WAIT, || {
@@ -370,6 +372,25 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
     assert_eq!(op.clone().status(StatusRequest {}).await.unwrap().into_inner().reports_rejected, 0);
     agent.stop().await;
     coord.stop().await;
+
+    // The agent archived every VM's steps as a trace folder: the replay starts at step 0 (the
+    // epoch's month), one segment per VM, each step the trace's own value (a step the agent
+    // missed holds the value of the step that filled it, at most an hour on).
+    let month = archive.join("1970-1");
+    let back = presage_traces::load_dir(&month, None, Default::default(), None).unwrap();
+    let trace = presage_traces::load_dir(&day, None, presage_traces::Selection { limit: 4, ..Default::default() }, None).unwrap();
+    assert_eq!(back.vms.len(), 4);
+    for (vm, archived) in trace.vms.iter().zip(&back.vms) {
+        assert_eq!(archived.name, format!("{}.0", presage_agent::demand_archive::encode_vm(&vm.name)));
+        assert!(archived.len() >= 24, "{}: {} steps archived", vm.name, archived.len());
+        let same = archived.cpu_series().iter().enumerate().filter(|(i, v)| vm.cpu_series()[*i] == **v).count();
+        for (i, v) in archived.cpu_series().iter().enumerate() {
+            assert!(vm.cpu_series()[i..(i + 13).min(vm.len())].contains(v), "{} step {i}: {v} is not the trace's", vm.name);
+        }
+        assert!(same * 2 >= archived.len(), "{}: only {same} of {} steps as sampled", vm.name, archived.len());
+        // PlanetLab VMs hold their whole allocation.
+        assert!(archived.memory_kb_series().iter().all(|kb| *kb as u64 * 1024 == archived.spec.memory_bytes));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,10 @@ Split (the model card's evaluation protocol):
              the held-out VMs from step 6048 of the newest month trained on. With
              --hold-back-month the newest month is left out of training altogether, to be
              measured as a month never seen (`presagectl forecast-eval --trace` on it).
+  Agent demand archives (--archive DIR, repeatable; `[forecast] archive_dir` of the hosts,
+             gathered): every month folder in them is trained on whole, every VM; train.py's
+             own check stays on the public held-out VMs. To measure a retrained model on the
+             fleet's newest month, train with --hold-back-month and run forecast-eval on it.
 The figures in README.md come from `presagectl forecast-eval` (Rust, the agent's code) on the
 evaluation data; this script prints its own quick check of the same metric for model selection.
 """
@@ -72,14 +76,23 @@ def planetlab(data, days, exclude=(), stride=1):
     return datasets(jobs)
 
 
-def bitbrains_months(data, hold_back_month=False):
-    """The Bitbrains months to train on (folders YYYY-M under bitbrains-rnd/, oldest first), all
-    of them or all but the newest."""
+def bitbrains_months(data, archives=(), hold_back_month=False):
+    """The months to train on, [(label, folder)] oldest first: the public Bitbrains months
+    (folders YYYY-M under bitbrains-rnd/) and the month folders of every agent demand archive
+    given (`[forecast] archive_dir` on each host, gathered here); all of them, or all but the
+    newest."""
     root = os.path.join(data, "bitbrains-rnd")
     if not os.path.isdir(root):
         sys.exit(f"no Bitbrains traces: {root} is not a folder (give --data)")
-    months = sorted((m for m in os.listdir(root) if re.fullmatch(r"\d{4}-\d{1,2}", m) and os.path.isdir(os.path.join(root, m))),
-                    key=lambda m: tuple(int(v) for v in m.split("-")))
+    months = traces.month_folders(root)
+    for archive in archives:
+        if not os.path.isdir(archive):
+            sys.exit(f"--archive {archive}: not a folder")
+        found = [(f"{archive}:{name}", path) for name, path in traces.month_folders(archive)]
+        if not found:
+            sys.exit(f"--archive {archive}: no month folder (YYYY-M) in it")
+        months += found
+    months.sort(key=lambda m: traces.month_key(m[0].rsplit(":", 1)[-1]))
     if hold_back_month:
         months = months[:-1]
     if not months:
@@ -87,21 +100,38 @@ def bitbrains_months(data, hold_back_month=False):
     return months
 
 
-def bitbrains(data, months, held_out, target, t_from, t_to, stride, newest_only=False):
-    """Examples from the VMs held out (or the others) of `months` (of the newest one only with
-    `newest_only`); a VM's place in the split is its position in the names of all `months`."""
-    per_month = [(m, traces.bitbrains_month(os.path.join(data, "bitbrains-rnd", m))) for m in months]
-    names = sorted({name for _, vms in per_month for name in vms})
+def evaluation_month(months):
+    """The month train.py's own check is made on: the newest public one trained on (an
+    archive's months are for training; `presagectl forecast-eval` measures on them)."""
+    public = [label for label, _ in months if ":" not in label]
+    if not public:
+        sys.exit("no public Bitbrains month left to evaluate on")
+    return public[-1]
+
+
+def bitbrains(months, held_out, target, t_from, t_to, stride, only=None):
+    """Examples from `months` ([(label, folder)]), of the month labelled `only` when given.
+    Public months: the VMs held out (or the others), from steps [t_from, t_to); a VM's place in
+    the split is its position in the names of all public months. Archive months are all
+    training: every VM, every step (they are measured as whole months never seen, with
+    --hold-back-month and `presagectl forecast-eval`)."""
+    per_month = [(m, traces.bitbrains_month(folder)) for m, folder in months]
+    names = sorted({name for m, vms in per_month if ":" not in m for name in vms})
     held = {name for i, name in enumerate(names) if i % 5 == 0}
     jobs = []
-    for _, vms in per_month[-1:] if newest_only else per_month:
+    for m, vms in per_month:
+        if only is not None and m != only:
+            continue
+        archive = ":" in m
+        if archive and held_out:
+            continue
         for name, (start, cpu, mem) in sorted(vms.items()):
-            if (name in held) != held_out:
+            if not archive and (name in held) != held_out:
                 continue
             x = cpu if target == "cpu" else mem
             if x is None:
                 continue
-            jobs.append((x, start, t_from, t_to if t_to else len(x), stride))
+            jobs.append((x, start, 0, len(x), stride) if archive else (x, start, t_from, t_to if t_to else len(x), stride))
     return datasets(jobs)
 
 
@@ -302,17 +332,22 @@ def main():
     ap.add_argument("--h6-weight", type=float, default=1.0, help="weight of the 30-minute horizon in the loss (others 1)")
     ap.add_argument("--wd", type=float, default=0.0, help="decoupled weight decay of the weights")
     ap.add_argument("--ensemble", type=int, default=1, help="train this many models (seeds) and export their mean as one")
+    ap.add_argument("--archive", action="append", default=[],
+                    help="an agent demand archive (its YYYY-M month folders) to train on as well (repeatable)")
     ap.add_argument("--hold-back-month", action="store_true",
                     help="leave the newest Bitbrains month out of training (to measure the models on a month never seen)")
     args = ap.parse_args()
-    args.months = bitbrains_months(args.data, args.hold_back_month)
-    print(f"Bitbrains months trained on: {', '.join(args.months)}", flush=True)
+    args.months = bitbrains_months(args.data, args.archive, args.hold_back_month)
+    args.eval_month = evaluation_month(args.months)
+    labels = [label for label, _ in args.months]
+    args.months_tag = "+".join(labels) if not args.archive else hashlib.sha256("\n".join(labels).encode()).hexdigest()[:12]
+    print(f"Bitbrains months trained on: {', '.join(labels)}; evaluated on {args.eval_month}", flush=True)
     np.random.seed(0)
 
     eval_names = set()
     for d in PL_EVAL:
         eval_names.update(os.listdir(os.path.join(args.data, "planetlab", d)))
-    cache = args.cache and os.path.join(args.cache, f"cpu-{F.VERSION}-pl{args.pl_stride}-bb{args.bb_stride}-{'+'.join(args.months)}.npz")
+    cache = args.cache and os.path.join(args.cache, f"cpu-{F.VERSION}-pl{args.pl_stride}-bb{args.bb_stride}-{args.months_tag}.npz")
     if cache and os.path.exists(cache):
         print(f"loading datasets from {cache}", flush=True)
         z = np.load(cache)
@@ -321,8 +356,8 @@ def main():
         print("building datasets", flush=True)
         pl_tr = planetlab(args.data, PL_TRAIN, exclude=eval_names, stride=args.pl_stride)
         pl_ev = planetlab(args.data, PL_EVAL, stride=6)
-        bb_tr = bitbrains(args.data, args.months, False, "cpu", 0, BB_SPLIT_STEP, args.bb_stride)
-        bb_ev = bitbrains(args.data, args.months, True, "cpu", BB_SPLIT_STEP, None, 6, newest_only=True)
+        bb_tr = bitbrains(args.months, False, "cpu", 0, BB_SPLIT_STEP, args.bb_stride)
+        bb_ev = bitbrains(args.months, True, "cpu", BB_SPLIT_STEP, None, 6, only=args.eval_month)
         if cache:
             os.makedirs(args.cache, exist_ok=True)
             np.savez(cache, **{f"{k}_{p}": v[i] for k, v in (("pl_tr", pl_tr), ("pl_ev", pl_ev), ("bb_tr", bb_tr), ("bb_ev", bb_ev)) for i, p in enumerate("XY")})
@@ -410,13 +445,13 @@ def hgb_point(X, Y, json_path, fixture_path):
 
 def train_memory(args):
     print("training the memory model", flush=True)
-    cache = args.cache and os.path.join(args.cache, f"memory-{F.VERSION}-bb{args.bb_stride}-{'+'.join(args.months)}.npz")
+    cache = args.cache and os.path.join(args.cache, f"memory-{F.VERSION}-bb{args.bb_stride}-{args.months_tag}.npz")
     if cache and os.path.exists(cache):
         z = np.load(cache)
         mtr, mev = (z["tr_X"], z["tr_Y"]), (z["ev_X"], z["ev_Y"])
     else:
-        mtr = bitbrains(args.data, args.months, False, "memory", 0, BB_SPLIT_STEP, args.bb_stride)
-        mev = bitbrains(args.data, args.months, True, "memory", BB_SPLIT_STEP, None, 6, newest_only=True)
+        mtr = bitbrains(args.months, False, "memory", 0, BB_SPLIT_STEP, args.bb_stride)
+        mev = bitbrains(args.months, True, "memory", BB_SPLIT_STEP, None, 6, only=args.eval_month)
         if cache:
             os.makedirs(args.cache, exist_ok=True)
             np.savez(cache, tr_X=mtr[0], tr_Y=mtr[1], ev_X=mev[0], ev_Y=mev[1])

@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import re
 
 STEP_S = 300
 
@@ -41,3 +42,17 @@ def bitbrains_month(folder):
         mem = [min(max(m / cap_kb, 0.0), 1.0) for m in mem_kb] if cap_kb > 0 else None
         out[name.replace(".csv.gz", "").replace(".csv", "")] = (start or 0, cpu, mem)
     return out
+
+
+def month_key(name):
+    """(year, month) of a month folder's name (YYYY-M), or None for any other name."""
+    m = re.fullmatch(r"(\d{4})-(\d{1,2})", name)
+    return (int(m.group(1)), int(m.group(2))) if m and 1 <= int(m.group(2)) <= 12 else None
+
+
+def month_folders(root):
+    """The month folders (YYYY-M) directly under `root`: [(name, path)], oldest first."""
+    found = [(name, os.path.join(root, name)) for name in os.listdir(root)
+             if month_key(name) and os.path.isdir(os.path.join(root, name))]
+    return sorted(found, key=lambda f: month_key(f[0]))
+

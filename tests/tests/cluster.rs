@@ -391,6 +391,23 @@ async fn agents_forecast_their_vms_with_the_onnx_model_and_the_coordinator_shows
         // PlanetLab VMs hold their whole allocation.
         assert!(archived.memory_kb_series().iter().all(|kb| *kb as u64 * 1024 == archived.spec.memory_bytes));
     }
+    // models/train.py (`--archive`) reads the same series from it.
+    let script = "import json, sys\nfrom presage_models import traces\n\
+                  print(json.dumps({n: c for n, (_, c, _) in traces.bitbrains_month(sys.argv[1]).items()}))";
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(&month)
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"))
+        .output()
+        .expect("python3 (./presage.sh deps installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read: std::collections::BTreeMap<String, Vec<f64>> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(read.len(), 4);
+    for archived in &back.vms {
+        let py = &read[&archived.name];
+        assert_eq!(py.len(), archived.len(), "{}", archived.name);
+        assert!(py.iter().zip(archived.cpu_series()).all(|(a, b)| (*a as f32 - b).abs() < 1e-6), "{}", archived.name);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,15 +99,20 @@ class Budgets(unittest.TestCase):
 
 
 class Settings(unittest.TestCase):
-    def test_the_search_space_round_trips_through_the_file_it_writes(self):
-        x0 = [tp.to_unit(v, lo, hi, log) for _, v, lo, hi, log in tp.SPACE]
-        shipped = tp.settings(x0)
-        for name, v, *_ in tp.SPACE:
-            self.assertAlmostEqual(shipped[name], v, places=9)
-        back = tp.read_toml_settings(tp.toml_text(shipped))
-        self.assertEqual(back.keys(), shipped.keys())
-        for k in shipped:
-            self.assertAlmostEqual(back[k], shipped[k], places=12)
+    def test_each_search_space_round_trips_through_the_file_it_writes(self):
+        for space in tp.SPACES.values():
+            x0 = [tp.to_unit(v, lo, hi, log) for _, v, lo, hi, log in space]
+            shipped = tp.settings(x0, space)
+            for name, v, *_ in space:
+                self.assertAlmostEqual(shipped[name], v, places=9)
+            back = tp.read_toml_settings(tp.toml_text(shipped))
+            self.assertEqual(back.keys(), shipped.keys())
+            for k in shipped:
+                self.assertAlmostEqual(back[k], shipped[k], places=12)
+
+    def test_dotted_settings_go_to_their_own_tables(self):
+        text = tp.toml_text({"knob.exit_share": 0.5, "cooldown_s": 60.0, "weights.fit": 2.0})
+        self.assertEqual(text, "cooldown_s = 60.0\n\n[knob]\nexit_share = 0.5\n\n[weights]\nfit = 2.0\n")
 
 
 if __name__ == "__main__":

@@ -98,14 +98,35 @@ def from_unit(u, lo, hi, log):
     return lo + u * (hi - lo)
 
 
-def settings(x):
-    return {name: from_unit(u, lo, hi, log) for u, (name, _, lo, hi, log) in zip(x, SPACE)}
+# `--space knob`: the shape of the risk knob's curve (`[policy.presage.knob]`, decide's
+# `KnobShape`): how the thresholds, the headroom, the spread and relief move with the appetite.
+# The ensemble's weights and the rest stay as shipped.
+KNOB_SPACE = [
+    ("knob.placement_at_0", 0.02, 0.005, 0.08, True),
+    ("knob.placement_growth", 25.0, 5.0, 100.0, True),
+    ("knob.exit_share", 2.0 / 3.0, 0.4, 0.9, False),
+    ("knob.consolidation_margin", 0.5, 0.0, 0.8, False),
+    ("knob.safe_at_0", 0.85, 0.7, 1.0, False),
+    ("knob.burst_at_anchor", 0.05, 0.01, 0.2, True),
+    ("knob.burst_growth", 14.0, 2.0, 60.0, True),
+    ("knob.relief_share_at_0", 0.2, 0.0, 0.5, False),
+    ("knob.relief_share_per_risk", 0.2, 0.0, 0.5, False),
+    ("knob.underload_power_ratio", 1.3, 1.05, 2.0, False),
+]
+SPACES = {"settings": SPACE, "knob": KNOB_SPACE}
+
+
+def settings(x, space=SPACE):
+    return {name: from_unit(u, lo, hi, log) for u, (name, _, lo, hi, log) in zip(x, space)}
 
 
 def toml_text(s):
-    top = [f"{k} = {v!r}" for k, v in s.items() if not k.startswith("weights.")]
-    weights = [f"{k.split('.', 1)[1]} = {v!r}" for k, v in s.items() if k.startswith("weights.")]
-    return "\n".join(top + ["", "[weights]"] + weights) + "\n"
+    """Flat keys first, then a table per dotted prefix (`weights.fit` goes to [weights])."""
+    top = [f"{k} = {v!r}" for k, v in s.items() if "." not in k]
+    lines = list(top)
+    for table in sorted({k.split(".", 1)[0] for k in s if "." in k}):
+        lines += ["", f"[{table}]"] + [f"{k.split('.', 1)[1]} = {v!r}" for k, v in s.items() if k.startswith(table + ".")]
+    return "\n".join(lines) + "\n"
 
 
 def simulate(args, traces, risks, cfg_text, extra=()):
@@ -259,6 +280,8 @@ def main():
     p.add_argument("--reference", default=None, help="the shared reference folder (default: beside --data)")
     p.add_argument("--presagectl", default="target/release/presagectl")
     p.add_argument("--out", required=True, help="folder for the learned settings and the log")
+    p.add_argument("--space", choices=sorted(SPACES), default="settings",
+                   help="what is searched: the settings the knob does not set, or the shape of the knob's curve")
     p.add_argument("--risks", default="0.2,0.5,0.8,1", help="points of the knob every candidate runs at")
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--generations", type=int, default=6)
@@ -294,19 +317,20 @@ def main():
         print(msg, flush=True)
 
     started = time.time()
-    x0 = [to_unit(v, lo, hi, log_) for _, v, lo, hi, log_ in SPACE]
+    space = SPACES[args.space]
+    x0 = [to_unit(v, lo, hi, log_) for _, v, lo, hi, log_ in space]
     summary = {}
     if args.validate:
         with open(args.validate) as f:
             learned = read_toml_settings(f.read())
     else:
         # The reference: the shipped settings' curve on the training days.
-        shipped_train = frontier(simulate(args, train, REFERENCE_RISKS, toml_text(settings(x0)), extra))
+        shipped_train = frontier(simulate(args, train, REFERENCE_RISKS, toml_text(settings(x0, space)), extra))
         log(f"shipped curve on the training days: {shipped_train} ({time.time() - started:.0f} s)")
         seen = {}
 
         def objective(x, label):
-            s = settings(x)
+            s = settings(x, space)
             reports = simulate(args, train, risks, toml_text(s), extra)
             v = curve_objective(reports, shipped_train, training_budgets)
             logf.write(json.dumps({"label": label, "objective": v, "settings": s,
@@ -320,9 +344,9 @@ def main():
         if args.start:
             with open(args.start) as f:
                 given = read_toml_settings(f.read())
-            start = [to_unit(given.get(name, v), lo, hi, log_) for name, v, lo, hi, log_ in SPACE]
+            start = [to_unit(given.get(name, v), lo, hi, log_) for name, v, lo, hi, log_ in space]
         x, v = sep_cma_es(objective, start, args.sigma, args.population, args.generations, args.seed, log)
-        learned = settings(x)
+        learned = settings(x, space)
         summary.update({"training_objective": {"start": seen["start"], "learned": v}, "tuning_s": time.time() - started,
                         "evaluations": args.population * args.generations + 1, "shipped_training_curve": {str(r): c for r, c in shipped_train.items()}})
         with open(os.path.join(args.out, "learned.toml"), "w") as f:
@@ -339,7 +363,7 @@ def main():
     started = time.time()
     for name, traces, ex in sets:
         curve_risks = REFERENCE_RISKS if name.startswith("planetlab") else [0.0, 0.05, 0.1, 0.2, 0.4, 0.6]
-        shipped_reports = simulate(args, traces, curve_risks, toml_text(settings(x0)), ex)
+        shipped_reports = simulate(args, traces, curve_risks, toml_text(settings(x0, space)), ex)
         tuned_reports = simulate(args, traces, curve_risks, toml_text(learned), ex)
         shipped, tuned = frontier(shipped_reports), frontier(tuned_reports)
         rows = []
@@ -407,7 +431,7 @@ def shipped_unserved_at(curve, energy):
 
 
 def read_toml_settings(text):
-    """The settings of a file written by toml_text (flat keys and a [weights] table)."""
+    """The settings of a file written by toml_text (flat keys and tables such as [weights])."""
     out, prefix = {}, ""
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()

@@ -181,6 +181,8 @@ pub struct PresageConfig {
     /// settings as given; the shipped ones are the knob's thresholds at [`SHIPPED_RISK`] without
     /// saturation relief.
     pub risk: Option<f64>,
+    /// The shape of the knob's curve (`[policy.presage.knob]`).
+    pub knob: KnobShape,
     /// A learned shortfall model (`models/placement-shortfall-v1.onnx`) to re-rank the ensemble's
     /// shortlist with (`learned`); unset: the hand-set ensemble alone. Loaded by the daemon or
     /// `presagectl simulate` at start; a model that cannot be loaded is an error at start.
@@ -191,22 +193,92 @@ pub struct PresageConfig {
 
 /// The risk appetite the shipped thresholds sit at.
 pub const SHIPPED_RISK: f64 = 0.85;
-/// The risk appetite at which `burst_share` is 5 % on the knob's curve.
-const BURST_ANCHOR_RISK: f64 = 0.6;
-/// The risk appetite from which consolidation packs destinations to half the placement risk.
-const CONSOLIDATION_MARGIN_FULL_AT: f64 = 0.3;
-/// The share of the coming step a saturation must be expected to last to be relieved at once, at
-/// risk appetite 0; it grows by `RELIEF_SHARE_PER_RISK` per unit of appetite (an appetite for
-/// risk tolerates more of a saturation).
-const RELIEF_SHARE_AT_0: f64 = 0.2;
-const RELIEF_SHARE_PER_RISK: f64 = 0.2;
-/// Along the knob, to pay for the moves relief at once makes: only hosts drawing more than this
-/// many times the best watts per unit of demand are emptied for efficiency (1.2 takes in every
-/// older host, an HP G4 beside G5s, even at full load: emptied, filled again by relief, emptied
-/// again)…
-const KNOB_UNDERLOAD_POWER_RATIO: f64 = 1.3;
-/// …and one pass tries to empty at most this many hosts in vain.
-const KNOB_FAILED_EMPTY_ATTEMPTS: usize = 8;
+/// The shape of the risk knob's curve: how each setting it sets moves with the appetite `r`
+/// (0..=1). The defaults are the hand-set curve; `models/tune_policy.py --space knob` searches it.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KnobShape {
+    /// The highest risk a destination may take on at appetite 0 (`placement_risk`)…
+    pub placement_at_0: f64,
+    /// …multiplied by this from appetite 0 to 1, geometrically (0.02 × 25 = 50 % at 1).
+    pub placement_growth: f64,
+    /// A host counts as fine again below this share of the placement risk (hysteresis).
+    pub exit_share: f64,
+    /// A host being emptied may fill a destination to the placement risk less this share of it…
+    pub consolidation_margin: f64,
+    /// …reached at this appetite, growing from none at 0.
+    pub consolidation_margin_full_at: f64,
+    /// The utilisation counted as safe at appetite 0, rising to 100 % at `safe_full_at`.
+    pub safe_at_0: f64,
+    pub safe_full_at: f64,
+    /// The share of a VM's reach above its p90 counted as spread (`burst_share`) is this at
+    /// `burst_anchor_risk`…
+    pub burst_at_anchor: f64,
+    pub burst_anchor_risk: f64,
+    /// …and grows by this factor per `burst_anchor_risk` of caution (geometrically).
+    pub burst_growth: f64,
+    /// A saturation is relieved at once when expected to outlast this share of the coming step
+    /// at appetite 0, growing by `relief_share_per_risk` per unit of appetite.
+    pub relief_share_at_0: f64,
+    pub relief_share_per_risk: f64,
+    /// Along the knob, to pay for the moves relief at once makes: only hosts drawing more than
+    /// this many times the best watts per unit of demand are emptied for efficiency (1.2 takes
+    /// in every older host, an HP G4 beside G5s, even at full load: emptied, filled again by
+    /// relief, emptied again)…
+    pub underload_power_ratio: f64,
+    /// …and one pass tries to empty at most this many hosts in vain.
+    pub failed_empty_attempts: usize,
+}
+
+impl Default for KnobShape {
+    fn default() -> Self {
+        KnobShape {
+            placement_at_0: 0.02,
+            placement_growth: 25.0,
+            exit_share: 2.0 / 3.0,
+            consolidation_margin: 0.5,
+            consolidation_margin_full_at: 0.3,
+            safe_at_0: 0.85,
+            safe_full_at: 0.6,
+            burst_at_anchor: 0.05,
+            burst_anchor_risk: 0.6,
+            burst_growth: 14.0,
+            relief_share_at_0: 0.2,
+            relief_share_per_risk: 0.2,
+            underload_power_ratio: 1.3,
+            failed_empty_attempts: 8,
+        }
+    }
+}
+
+impl KnobShape {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, problem: &str| Err(ConfigError { field, problem: problem.to_string() });
+        for (field, v, lo, hi) in [
+            ("knob.placement_at_0", self.placement_at_0, 1e-4, 1.0),
+            ("knob.placement_growth", self.placement_growth, 1.0, 1e4),
+            ("knob.exit_share", self.exit_share, 0.0, 1.0),
+            ("knob.consolidation_margin", self.consolidation_margin, 0.0, 1.0),
+            ("knob.consolidation_margin_full_at", self.consolidation_margin_full_at, 1e-3, 1.0),
+            ("knob.safe_at_0", self.safe_at_0, 0.1, 1.0),
+            ("knob.safe_full_at", self.safe_full_at, 1e-3, 1.0),
+            ("knob.burst_at_anchor", self.burst_at_anchor, 0.0, 1.0),
+            ("knob.burst_anchor_risk", self.burst_anchor_risk, 1e-3, 1.0),
+            ("knob.burst_growth", self.burst_growth, 1.0, 1e4),
+            ("knob.relief_share_at_0", self.relief_share_at_0, 0.0, 1.0),
+            ("knob.relief_share_per_risk", self.relief_share_per_risk, 0.0, 1.0),
+            ("knob.underload_power_ratio", self.underload_power_ratio, 1.0, 10.0),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return err(field, &format!("must be within {lo}..={hi}"));
+            }
+        }
+        if self.relief_share_at_0 + self.relief_share_per_risk > 1.0 {
+            return err("knob.relief_share_per_risk", "relief_share_at_0 + relief_share_per_risk must not exceed 1");
+        }
+        Ok(())
+    }
+}
 
 /// The settings the risk knob sets, at one appetite ([`PresageConfig::at_risk`]).
 struct KnobPoint {
@@ -221,16 +293,16 @@ struct KnobPoint {
 
 impl KnobPoint {
     /// `r` within 0..=1.
-    fn at(r: f64) -> KnobPoint {
-        let placement = 0.02 * 25f64.powf(r);
+    fn at(r: f64, k: &KnobShape) -> KnobPoint {
+        let placement = (k.placement_at_0 * k.placement_growth.powf(r)).min(1.0);
         KnobPoint {
             placement,
-            consolidation: placement * (1.0 - 0.5 * (r / CONSOLIDATION_MARGIN_FULL_AT).min(1.0)),
+            consolidation: placement * (1.0 - k.consolidation_margin * (r / k.consolidation_margin_full_at).min(1.0)),
             enter: placement,
-            exit: placement * 2.0 / 3.0,
-            safe: (0.85 + 0.25 * r).min(1.0),
-            burst: 0.05 * 14f64.powf((BURST_ANCHOR_RISK - r) / BURST_ANCHOR_RISK),
-            relief_share: RELIEF_SHARE_AT_0 + RELIEF_SHARE_PER_RISK * r,
+            exit: placement * k.exit_share,
+            safe: (k.safe_at_0 + (1.0 - k.safe_at_0) / k.safe_full_at * r).min(1.0),
+            burst: (k.burst_at_anchor * k.burst_growth.powf((k.burst_anchor_risk - r) / k.burst_anchor_risk)).min(1.0),
+            relief_share: k.relief_share_at_0 + k.relief_share_per_risk * r,
         }
     }
 }
@@ -266,6 +338,7 @@ impl Default for PresageConfig {
             weights: ScorerWeights::default(),
             burst_share: 0.0167,
             risk: None,
+            knob: KnobShape::default(),
             learned_model: None,
             learned: LearnedSettings::default(),
         }
@@ -300,7 +373,7 @@ impl PresageConfig {
     /// a pass gives up after 8 hosts it could not empty.
     pub fn at_risk(&self, risk: f64) -> PresageConfig {
         let r = if risk.is_finite() { risk.clamp(0.0, 1.0) } else { SHIPPED_RISK };
-        let k = KnobPoint::at(r);
+        let k = KnobPoint::at(r, &self.knob);
         PresageConfig {
             placement_risk: k.placement,
             consolidation_risk: k.consolidation,
@@ -309,8 +382,8 @@ impl PresageConfig {
             safe_utilisation: k.safe,
             burst_share: k.burst,
             saturation_relief_share: Some(k.relief_share),
-            underload_power_ratio: KNOB_UNDERLOAD_POWER_RATIO,
-            failed_empty_attempts_per_pass: KNOB_FAILED_EMPTY_ATTEMPTS,
+            underload_power_ratio: self.knob.underload_power_ratio,
+            failed_empty_attempts_per_pass: self.knob.failed_empty_attempts,
             risk: Some(r),
             ..self.clone()
         }
@@ -333,6 +406,7 @@ impl PresageConfig {
             return err("horizon_steps", "must be 1..=12");
         }
         self.learned.validate()?;
+        self.knob.validate()?;
         for (field, v) in [
             ("safe_utilisation", self.safe_utilisation),
             ("overload_enter_risk", self.overload_enter_risk),
@@ -2813,6 +2887,34 @@ mod tests {
         assert_eq!(PresageConfig { placement_risk: 0.3, ..base.clone() }.resolved().placement_risk, 0.3);
         assert_eq!(base.at_risk(f64::NAN).placement_risk, shipped.placement_risk);
         assert!((base.at_risk(0.0).burst_share - 0.7).abs() < 1e-12, "the cautious end counts most outcomes up to the peak");
+    }
+
+    #[test]
+    fn the_knobs_curve_takes_its_shape_from_the_knob_table_and_bad_shapes_are_named() {
+        let base = PresageConfig::default();
+        let shaped: PresageConfig = toml::from_str(
+            "risk = 1.0\n[knob]\nplacement_at_0 = 0.01\nplacement_growth = 40.0\nexit_share = 0.5\nsafe_at_0 = 0.9\n\
+             relief_share_at_0 = 0.1\nrelief_share_per_risk = 0.5\nunderload_power_ratio = 1.6\nfailed_empty_attempts = 3",
+        )
+        .unwrap();
+        assert!(shaped.validate().is_ok());
+        let hot = shaped.resolved();
+        assert!((hot.placement_risk - 0.4).abs() < 1e-12 && (hot.overload_exit_risk - 0.2).abs() < 1e-12, "{hot:?}");
+        assert_eq!((hot.saturation_relief_share, hot.underload_power_ratio, hot.failed_empty_attempts_per_pass), (Some(0.6), 1.6, 3));
+        let cautious = shaped.at_risk(0.0);
+        assert!((cautious.placement_risk - 0.01).abs() < 1e-12 && (cautious.safe_utilisation - 0.9).abs() < 1e-12, "{cautious:?}");
+        // Where the table says nothing, the hand-set curve stands.
+        assert_eq!(cautious.burst_share, base.at_risk(0.0).burst_share);
+        assert_eq!(cautious.consolidation_risk, cautious.placement_risk, "no consolidation margin at appetite 0");
+        for (text, field) in [
+            ("[knob]\nplacement_growth = 0.5", "knob.placement_growth"),
+            ("[knob]\nsafe_full_at = 0.0", "knob.safe_full_at"),
+            ("[knob]\nburst_at_anchor = nan", "knob.burst_at_anchor"),
+            ("[knob]\nrelief_share_at_0 = 0.6\nrelief_share_per_risk = 0.6", "knob.relief_share_per_risk"),
+        ] {
+            let c: PresageConfig = toml::from_str(text).unwrap();
+            assert_eq!(c.validate().unwrap_err().field, field, "{text}");
+        }
     }
 
     #[test]

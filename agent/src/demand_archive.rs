@@ -540,6 +540,21 @@ mod tests {
     }
 
     #[test]
+    fn a_write_that_fails_is_reported_with_its_path_and_the_archive_goes_on_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut archive, _) = DemandArchive::open(dir.path(), 3, 2600.0).unwrap();
+        std::fs::write(dir.path().join("2025-12"), b"in the way").unwrap();
+        archive.record(DEC_1, &[sample("a", 0.5, 100)]).unwrap();
+        let e = archive.record(DEC_1 + 1, &[sample("a", 0.5, 100)]).unwrap_err().to_string();
+        assert!(e.contains("2025-12"), "{e}");
+        std::fs::remove_file(dir.path().join("2025-12")).unwrap();
+        for s in 2..4 {
+            archive.record(DEC_1 + s, &[sample("a", 0.5, 100)]).unwrap();
+        }
+        assert_eq!(files(dir.path()), [format!("2025-12/a.{}.csv", (DEC_1 + 1) * 300)], "step 0 is lost, the rest is written");
+    }
+
+    #[test]
     fn vm_ids_round_trip_through_file_names_and_unreported_memory_stays_unreported() {
         for id in ["9c2f6a1e-1b2c-4d5e-8f90-0a1b2c3d4e5f", "web.1/../x", "ü %41", ""] {
             let name = encode_vm(id);

@@ -70,6 +70,8 @@ pub struct SamplingCycle {
     archive: Option<demand_archive::DemandArchive>,
     /// The step of the last archive failure logged (one warning a step, not one a cycle).
     archive_warned: Option<u64>,
+    /// Cycles whose archive writes failed, since [`take_archive_failures`](Self::take_archive_failures).
+    archive_failures: u64,
     anomalies: anomalies::AnomalyWatch,
     seq: u64,
 }
@@ -86,6 +88,7 @@ impl SamplingCycle {
             forecaster,
             archive: None,
             archive_warned: None,
+            archive_failures: 0,
             anomalies,
             seq: 0,
         }
@@ -119,6 +122,11 @@ impl SamplingCycle {
         self
     }
 
+    /// Cycles whose demand archive writes failed since the last call.
+    pub fn take_archive_failures(&mut self) -> u64 {
+        std::mem::take(&mut self.archive_failures)
+    }
+
     /// Archives every VM's completed steps in `archive`.
     pub fn with_archive(mut self, archive: demand_archive::DemandArchive) -> SamplingCycle {
         self.archive = Some(archive);
@@ -143,10 +151,12 @@ impl SamplingCycle {
         self.forecaster.update(step, &mut obs.vms);
         if let Some(archive) = &mut self.archive
             && let Err(e) = archive.record(step, &obs.vms)
-            && self.archive_warned != Some(step)
         {
-            self.archive_warned = Some(step);
-            warn!(error = %e, "archiving demand steps failed; sampling goes on");
+            self.archive_failures += 1;
+            if self.archive_warned != Some(step) {
+                self.archive_warned = Some(step);
+                warn!(error = %e, "archiving demand steps failed; sampling goes on");
+            }
         }
         let mut agent = host_sampler::agent_self();
         agent.forecaster = self.forecaster.status().to_string();
@@ -337,6 +347,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
                     c.score_anomalies(&mut report);
                     metrics.count_anomalies(&report);
                     metrics.forecast_health(&c.forecast_health());
+                    metrics.archive_failures.inc_by(c.take_archive_failures());
                     metrics.reports.inc();
                     metrics.vms.set(report.vms.len() as i64);
                     debug!(seq = report.seq, vms = report.vms.len(), "sampled");

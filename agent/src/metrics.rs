@@ -25,6 +25,9 @@ pub struct AgentMetrics {
     /// Cycles that failed, and reports produced.
     pub sampling_failures: Counter,
     pub reports: Counter,
+    /// Demand archive writes that failed (a full disk, permissions): those steps are missing
+    /// from the archive; sampling goes on.
+    pub archive_failures: Counter,
     /// Anomalies the detector flagged, by series kind (`cpu`, `memory`, `app`, `host_cpu`).
     pub anomalies: Family<[(&'static str, &'static str); 1], Counter>,
     /// VMs in the last report.
@@ -48,6 +51,7 @@ impl Default for AgentMetrics {
             sampling: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             sampling_failures: Counter::default(),
             reports: Counter::default(),
+            archive_failures: Counter::default(),
             anomalies: Family::default(),
             vms: Gauge::default(),
             forecast_coverage: Family::default(),
@@ -111,6 +115,7 @@ pub fn render(m: &AgentMetrics, held: &Held) -> String {
     r.register("build", "The agent's version", Info::new([("version", env!("CARGO_PKG_VERSION")), ("component", "agent")]));
     r.register_with_unit("sampling", "Duration of a sampling cycle", Unit::Seconds, m.sampling.clone());
     r.register("sampling_failures", "Sampling cycles that failed", m.sampling_failures.clone());
+    r.register("archive_failures", "Sampling cycles whose demand archive writes failed", m.archive_failures.clone());
     r.register("reports", "Reports produced for the coordinator", m.reports.clone());
     r.register("anomalies", "Anomalies flagged, by series kind", m.anomalies.clone());
     r.register("vms", "VMs in the last report", m.vms.clone());

@@ -24,7 +24,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use presage_forecast::{MAX_HORIZON, STEP_S};
-use presage_protocol::pb::VmSample;
+use presage_protocol::pb::{VmSample, VmState};
 
 /// The Bitbrains header line (the public traces' own).
 pub const HEADER: &str = "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]";
@@ -265,8 +265,8 @@ impl DemandArchive {
         Ok(old)
     }
 
-    /// Adds this cycle's samples, taken during step `step`: every VM's step that ended before
-    /// it is written. Keeps going past a VM it cannot write (the first error is returned).
+    /// Adds this cycle's samples of running VMs, taken during step `step`: every VM's step that
+    /// ended before it is written. Keeps going past a VM it cannot write (the first error is returned).
     pub fn record(&mut self, step: u64, vms: &[VmSample]) -> Result<(), ArchiveError> {
         let mut first_error = None;
         let mut done: Vec<(String, StepSums)> = Vec::new();
@@ -283,7 +283,9 @@ impl DemandArchive {
                 first_error.get_or_insert(e);
             }
         }
-        for vm in vms {
+        // Only running VMs: a shut-off domain, or the paused instance of a migration on its way
+        // here, asks for nothing, and its zeros are not its demand.
+        for vm in vms.iter().filter(|v| v.state == VmState::Running as i32) {
             let sums = self.pending.entry(vm.vm_id.clone()).or_insert_with(|| StepSums { step, ..StepSums::default() });
             if sums.step == step {
                 sums.add(vm);
@@ -375,6 +377,7 @@ mod tests {
             memory_used_bytes: used_mib << 20,
             cpu_utilisation: cpu,
             vcpu_mhz: 2000.0,
+            state: VmState::Running as i32,
             ..VmSample::default()
         }
     }
@@ -484,6 +487,11 @@ mod tests {
         // "b" left at step 5: its five steps were written when step 5 began.
         let b = read_bitbrains(&dir.path().join(format!("2025-12/b.{}.csv", DEC_1 * 300)), "b".into()).unwrap();
         assert_eq!(b.cpu_series(), [0.5; 5]);
+        // A domain that is not running (shut off, or an incoming migration's paused instance) is not archived.
+        for s in 40..43 {
+            archive.record(DEC_1 + s, &[VmSample { state: VmState::Paused as i32, ..sample("c", 0.0, 100) }]).unwrap();
+        }
+        assert!(!walk(dir.path()).iter().any(|p| p.file_name().unwrap().to_string_lossy().starts_with("c.")));
     }
 
     #[test]

@@ -303,8 +303,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         let mut cycle = SamplingCycle::new(hypervisor, history).with_forecaster(forecaster);
         if let Some(dir) = cfg.forecast.archive_dir.clone() {
             let months = cfg.forecast.archive_months.unwrap_or(demand_archive::DEFAULT_MONTHS);
-            let mhz = host_mhz_per_core;
-            let (archive, opened) = tokio::task::spawn_blocking(move || demand_archive::DemandArchive::open(&dir, months, mhz))
+            let (archive, opened) = tokio::task::spawn_blocking(move || demand_archive::DemandArchive::open(&dir, months, host_mhz_per_core))
                 .await?
                 .context("opening the demand archive (forecast.archive_dir)")?;
             info!(months, resumed = opened.resumed, torn_rows_cut = opened.torn_rows_cut, months_removed = opened.months_removed, "archiving demand");

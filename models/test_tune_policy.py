@@ -65,6 +65,20 @@ class Objective(unittest.TestCase):
         fewer = [report("d1", 0.5, 1.3, 0.1, migrations=800), report("d1", 1.0, 1.1, 1.0, migrations=800)]
         self.assertAlmostEqual(tp.curve_objective(fewer, reference, {}), tp.MIGRATION_WEIGHT * math.log(0.8), places=9)
 
+    def test_a_curve_that_stops_short_of_the_references_ends_pays_for_the_gap(self):
+        # Better at equal energy (less demand unserved) but its hot end 10 % above the
+        # reference's and its cool end leaving twice the demand unserved.
+        narrow = [report("d1", 0.0, 1.5, 0.02), report("d1", 1.0, 1.21, 0.1)]
+        better_at_equal_energy = tp.curve_terms(narrow, REFERENCE)[0]
+        self.assertLess(better_at_equal_energy, 0.0)
+        hot, cool = tp.span_shortfall(tp.frontier(narrow), REFERENCE)
+        self.assertAlmostEqual(hot, 0.1, places=9)
+        self.assertAlmostEqual(cool, math.log(2.0), places=9)
+        self.assertAlmostEqual(tp.curve_objective(narrow, REFERENCE, {}),
+                               better_at_equal_energy + tp.SPAN_ENERGY_WEIGHT * 0.1 + tp.SPAN_UNSERVED_WEIGHT * math.log(2.0), places=9)
+        # Reaching past the ends costs nothing.
+        self.assertEqual(tp.span_shortfall({0.0: (1.6, 0.005, 0.0), 1.0: (1.05, 0.9, 0.0)}, REFERENCE), (0.0, 0.0))
+
     def test_migrations_interpolate_linearly_in_energy_and_hold_at_the_ends(self):
         reference = {0.0: (1.5, 0.01, 1000.0), 1.0: (1.1, 1.0, 2000.0)}
         self.assertAlmostEqual(tp.curve_migrations_at(reference, 1.2), 1750.0, places=9)
@@ -86,6 +100,10 @@ class Pays(unittest.TestCase):
         self.assertFalse(tp.set_pays(dict(ok, combined=None)))
         self.assertFalse(tp.set_pays(dict(ok, learned=[self.row(), self.row(over=["20110322"])])))
         self.assertFalse(tp.set_pays(dict(ok, learned=[self.row(ping_pongs=1)])))
+        # A curve that no longer reaches the shipped curve's ends does not pay, whatever its gain.
+        self.assertTrue(tp.set_pays(dict(ok, span_shortfall={"hot_end_energy": 0.005, "cool_end_log_unserved": 0.2})))
+        self.assertFalse(tp.set_pays(dict(ok, span_shortfall={"hot_end_energy": 0.05, "cool_end_log_unserved": 0.0})))
+        self.assertFalse(tp.set_pays(dict(ok, span_shortfall={"hot_end_energy": 0.0, "cool_end_log_unserved": 1.3})))
 
 
 class Budgets(unittest.TestCase):

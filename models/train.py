@@ -20,10 +20,10 @@ evaluation data; this script prints its own quick check of the same metric for m
 """
 
 import argparse
+import collections
 import hashlib
 import json
 import os
-import re
 import sys
 import time
 
@@ -76,23 +76,32 @@ def planetlab(data, days, exclude=(), stride=1):
     return datasets(jobs)
 
 
+class Month(collections.namedtuple("Month", "name folder archive")):
+    """A month of traces: its YYYY-M name, its folder, and whether it comes from an agent demand
+    archive (else it is a public Bitbrains month)."""
+
+    @property
+    def label(self):
+        return f"{os.path.dirname(self.folder)}:{self.name}" if self.archive else self.name
+
+
 def bitbrains_months(data, archives=(), hold_back_month=False):
-    """The months to train on, [(label, folder)] oldest first: the public Bitbrains months
-    (folders YYYY-M under bitbrains-rnd/) and the month folders of every agent demand archive
-    given (`[forecast] archive_dir` on each host, gathered here); all of them, or all but the
+    """The months to train on ([Month], oldest first): the public Bitbrains months (folders
+    YYYY-M under bitbrains-rnd/) and the month folders of every agent demand archive given
+    (`[forecast] archive_dir` on each host, gathered here); all of them, or all but the
     newest."""
     root = os.path.join(data, "bitbrains-rnd")
     if not os.path.isdir(root):
         sys.exit(f"no Bitbrains traces: {root} is not a folder (give --data)")
-    months = traces.month_folders(root)
+    months = [Month(name, folder, False) for name, folder in traces.month_folders(root)]
     for archive in archives:
         if not os.path.isdir(archive):
             sys.exit(f"--archive {archive}: not a folder")
-        found = [(f"{archive}:{name}", path) for name, path in traces.month_folders(archive)]
+        found = [Month(name, folder, True) for name, folder in traces.month_folders(archive)]
         if not found:
             sys.exit(f"--archive {archive}: no month folder (YYYY-M) in it")
         months += found
-    months.sort(key=lambda m: traces.month_key(m[0].rsplit(":", 1)[-1]))
+    months.sort(key=lambda m: traces.month_key(m.name))
     if hold_back_month:
         months = months[:-1]
     if not months:
@@ -103,35 +112,32 @@ def bitbrains_months(data, archives=(), hold_back_month=False):
 def evaluation_month(months):
     """The month train.py's own check is made on: the newest public one trained on (an
     archive's months are for training; `presagectl forecast-eval` measures on them)."""
-    public = [label for label, _ in months if ":" not in label]
+    public = [m for m in months if not m.archive]
     if not public:
         sys.exit("no public Bitbrains month left to evaluate on")
     return public[-1]
 
 
 def bitbrains(months, held_out, target, t_from, t_to, stride, only=None):
-    """Examples from `months` ([(label, folder)]), of the month labelled `only` when given.
-    Public months: the VMs held out (or the others), from steps [t_from, t_to); a VM's place in
-    the split is its position in the names of all public months. Archive months are all
-    training: every VM, every step (they are measured as whole months never seen, with
-    --hold-back-month and `presagectl forecast-eval`)."""
-    per_month = [(m, traces.bitbrains_month(folder)) for m, folder in months]
-    names = sorted({name for m, vms in per_month if ":" not in m for name in vms})
+    """Examples from `months` ([Month]), of the month `only` when given. Public months: the VMs
+    held out (or the others), from steps [t_from, t_to); a VM's place in the split is its
+    position in the names of all public months. Archive months are all training: every VM,
+    every step (they are measured as whole months never seen, with --hold-back-month and
+    `presagectl forecast-eval`)."""
+    per_month = [(m, traces.bitbrains_month(m.folder)) for m in months]
+    names = sorted({name for m, vms in per_month if not m.archive for name in vms})
     held = {name for i, name in enumerate(names) if i % 5 == 0}
     jobs = []
     for m, vms in per_month:
-        if only is not None and m != only:
-            continue
-        archive = ":" in m
-        if archive and held_out:
+        if only is not None and m != only or m.archive and held_out:
             continue
         for name, (start, cpu, mem) in sorted(vms.items()):
-            if not archive and (name in held) != held_out:
+            if not m.archive and (name in held) != held_out:
                 continue
             x = cpu if target == "cpu" else mem
             if x is None:
                 continue
-            jobs.append((x, start, 0, len(x), stride) if archive else (x, start, t_from, t_to if t_to else len(x), stride))
+            jobs.append((x, start, 0, len(x), stride) if m.archive else (x, start, t_from, t_to if t_to else len(x), stride))
     return datasets(jobs)
 
 
@@ -339,9 +345,9 @@ def main():
     args = ap.parse_args()
     args.months = bitbrains_months(args.data, args.archive, args.hold_back_month)
     args.eval_month = evaluation_month(args.months)
-    labels = [label for label, _ in args.months]
+    labels = [m.label for m in args.months]
     args.months_tag = "+".join(labels) if not args.archive else hashlib.sha256("\n".join(labels).encode()).hexdigest()[:12]
-    print(f"Bitbrains months trained on: {', '.join(labels)}; evaluated on {args.eval_month}", flush=True)
+    print(f"Bitbrains months trained on: {', '.join(labels)}; evaluated on {args.eval_month.label}", flush=True)
     np.random.seed(0)
 
     eval_names = set()

@@ -218,9 +218,11 @@ pub struct KnobShape {
     /// …and grows by this factor per `burst_anchor_risk` of caution (geometrically).
     pub burst_growth: f64,
     /// A saturation is relieved at once when expected to outlast this share of the coming step
-    /// at appetite 0, growing by `relief_share_per_risk` per unit of appetite.
+    /// at appetite 0, growing by `relief_share_per_risk` × r^`relief_share_exponent` (1: in a
+    /// straight line; more: flat at first, then steeply at the hot end).
     pub relief_share_at_0: f64,
     pub relief_share_per_risk: f64,
+    pub relief_share_exponent: f64,
     /// Along the knob, to pay for the moves relief at once makes: only hosts drawing more than
     /// this many times the best watts per unit of demand are emptied for efficiency (1.2 takes
     /// in every older host, an HP G4 beside G5s, even at full load: emptied, filled again by
@@ -245,6 +247,7 @@ impl Default for KnobShape {
             burst_growth: 14.0,
             relief_share_at_0: 0.2,
             relief_share_per_risk: 0.2,
+            relief_share_exponent: 1.0,
             underload_power_ratio: 1.3,
             failed_empty_attempts: 8,
         }
@@ -267,6 +270,7 @@ impl KnobShape {
             ("knob.burst_growth", self.burst_growth, 1.0, 1e4),
             ("knob.relief_share_at_0", self.relief_share_at_0, 0.0, 1.0),
             ("knob.relief_share_per_risk", self.relief_share_per_risk, 0.0, 1.0),
+            ("knob.relief_share_exponent", self.relief_share_exponent, 0.1, 20.0),
             ("knob.underload_power_ratio", self.underload_power_ratio, 1.0, 10.0),
         ] {
             if !(lo..=hi).contains(&v) {
@@ -302,7 +306,7 @@ impl KnobPoint {
             exit: placement * k.exit_share,
             safe: (k.safe_at_0 + (1.0 - k.safe_at_0) / k.safe_full_at * r).min(1.0),
             burst: (k.burst_at_anchor * k.burst_growth.powf((k.burst_anchor_risk - r) / k.burst_anchor_risk)).min(1.0),
-            relief_share: k.relief_share_at_0 + k.relief_share_per_risk * r,
+            relief_share: k.relief_share_at_0 + k.relief_share_per_risk * r.powf(k.relief_share_exponent),
         }
     }
 }
@@ -2905,11 +2909,17 @@ mod tests {
         assert!((cautious.placement_risk - 0.01).abs() < 1e-12 && (cautious.safe_utilisation - 0.9).abs() < 1e-12, "{cautious:?}");
         // Where the table says nothing, the hand-set curve stands.
         assert_eq!(cautious.burst_share, base.at_risk(0.0).burst_share);
+        // Relief grows along r^exponent: flat at first, steep at the hot end.
+        let steep: PresageConfig =
+            toml::from_str("[knob]\nrelief_share_at_0 = 0.0\nrelief_share_per_risk = 0.4\nrelief_share_exponent = 4.0").unwrap();
+        let at = |r: f64| steep.at_risk(r).saturation_relief_share.unwrap();
+        assert!((at(0.5) - 0.025).abs() < 1e-12 && (at(1.0) - 0.4).abs() < 1e-12, "{} {}", at(0.5), at(1.0));
         assert_eq!(cautious.consolidation_risk, cautious.placement_risk, "no consolidation margin at appetite 0");
         for (text, field) in [
             ("[knob]\nplacement_growth = 0.5", "knob.placement_growth"),
             ("[knob]\nsafe_full_at = 0.0", "knob.safe_full_at"),
             ("[knob]\nburst_at_anchor = nan", "knob.burst_at_anchor"),
+            ("[knob]\nrelief_share_exponent = 0.0", "knob.relief_share_exponent"),
             ("[knob]\nrelief_share_at_0 = 0.6\nrelief_share_per_risk = 0.6", "knob.relief_share_per_risk"),
         ] {
             let c: PresageConfig = toml::from_str(text).unwrap();

@@ -234,6 +234,13 @@ pub struct KnobShape {
 
 impl Default for KnobShape {
     fn default() -> Self {
+        KnobShape::hand_set()
+    }
+}
+
+impl KnobShape {
+    /// The hand-set curve: it passes through the shipped thresholds at [`SHIPPED_RISK`].
+    pub fn hand_set() -> KnobShape {
         KnobShape {
             placement_at_0: 0.02,
             placement_growth: 25.0,
@@ -252,9 +259,7 @@ impl Default for KnobShape {
             failed_empty_attempts: 8,
         }
     }
-}
 
-impl KnobShape {
     fn validate(&self) -> Result<(), ConfigError> {
         let err = |field, problem: &str| Err(ConfigError { field, problem: problem.to_string() });
         for (field, v, lo, hi) in [
@@ -2849,25 +2854,28 @@ mod tests {
 
     #[test]
     fn the_risk_knob_moves_every_threshold_one_way_and_sits_at_the_shipped_ones() {
-        let base = PresageConfig::default();
-        let mut last: Option<PresageConfig> = None;
-        for i in 0..=20 {
-            let c = base.at_risk(f64::from(i) / 20.0);
-            assert!(c.validate().is_ok(), "risk {}: {c:?}", f64::from(i) / 20.0);
-            assert!((c.overload_exit_risk / c.overload_enter_risk - 2.0 / 3.0).abs() < 1e-12, "hysteresis kept: {c:?}");
-            // What no destination may take on, no host keeps; what consolidation packs keeps a
-            // margin below that, wider with more appetite.
-            assert!(c.overload_enter_risk <= c.placement_risk && c.consolidation_risk <= c.placement_risk, "{c:?}");
-            if let Some(l) = &last {
-                assert!(c.placement_risk > l.placement_risk && c.overload_enter_risk >= l.overload_enter_risk);
-                assert!(c.consolidation_risk >= l.consolidation_risk);
-                assert!(c.consolidation_risk / c.placement_risk <= l.consolidation_risk / l.placement_risk);
-                assert!(c.overload_exit_risk >= l.overload_exit_risk && c.safe_utilisation >= l.safe_utilisation);
-                assert!(c.burst_share < l.burst_share, "more appetite, less of the burst counted");
-                assert!(c.saturation_relief_share > l.saturation_relief_share, "more appetite, more of a saturation tolerated");
+        for shape in [KnobShape::hand_set(), KnobShape::default()] {
+            let base = PresageConfig { knob: shape.clone(), ..PresageConfig::default() };
+            let mut last: Option<PresageConfig> = None;
+            for i in 0..=20 {
+                let c = base.at_risk(f64::from(i) / 20.0);
+                assert!(c.validate().is_ok(), "risk {}: {c:?}", f64::from(i) / 20.0);
+                assert!((c.overload_exit_risk / c.overload_enter_risk - shape.exit_share).abs() < 1e-12, "hysteresis kept: {c:?}");
+                // What no destination may take on, no host keeps; what consolidation packs keeps a
+                // margin below that, wider with more appetite.
+                assert!(c.overload_enter_risk <= c.placement_risk && c.consolidation_risk <= c.placement_risk, "{c:?}");
+                if let Some(l) = &last {
+                    assert!(c.placement_risk > l.placement_risk && c.overload_enter_risk >= l.overload_enter_risk);
+                    assert!(c.consolidation_risk >= l.consolidation_risk);
+                    assert!(c.consolidation_risk / c.placement_risk <= l.consolidation_risk / l.placement_risk);
+                    assert!(c.overload_exit_risk >= l.overload_exit_risk && c.safe_utilisation >= l.safe_utilisation);
+                    assert!(c.burst_share < l.burst_share, "more appetite, less of the burst counted");
+                    assert!(c.saturation_relief_share >= l.saturation_relief_share, "more appetite, no less of a saturation tolerated");
+                }
+                last = Some(c);
             }
-            last = Some(c);
         }
+        let base = PresageConfig { knob: KnobShape::hand_set(), ..PresageConfig::default() };
         let shipped = base.at_risk(SHIPPED_RISK);
         for (knob, given) in [
             (shipped.placement_risk, base.placement_risk),
@@ -2887,7 +2895,7 @@ mod tests {
         );
         // Set in the configuration, it is what the policy runs with; unset, the thresholds are.
         let set: PresageConfig = toml::from_str("risk = 0.2\nplacement_risk = 0.3").unwrap();
-        assert_eq!(set.resolved().placement_risk, base.at_risk(0.2).placement_risk);
+        assert_eq!(set.resolved().placement_risk, PresageConfig::default().at_risk(0.2).placement_risk);
         assert_eq!(PresageConfig { placement_risk: 0.3, ..base.clone() }.resolved().placement_risk, 0.3);
         assert_eq!(base.at_risk(f64::NAN).placement_risk, shipped.placement_risk);
         assert!((base.at_risk(0.0).burst_share - 0.7).abs() < 1e-12, "the cautious end counts most outcomes up to the peak");

@@ -51,10 +51,10 @@ impl OnnxForecaster {
         let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
         // Models from the training pipeline say which feature vector they were trained on; one
         // trained on another gets a clear refusal instead of a shape error deep in tract.
-        if let Some(found) = metadata(&model, "presage.features") {
-            if found != features::VERSION {
-                return Err(PlanError::Shape("feature vector", features::VERSION.into(), found));
-            }
+        if let Some(found) = metadata(&model, "presage.features")
+            && found != features::VERSION
+        {
+            return Err(PlanError::Shape("feature vector", features::VERSION.into(), found));
         }
         if model.inputs.len() != 1 || model.outputs.len() != 1 {
             return Err(PlanError::Shape(

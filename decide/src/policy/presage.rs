@@ -363,7 +363,8 @@ pub struct ConfigError {
 }
 
 impl PresageConfig {
-    /// These settings at risk appetite `risk` (clamped to 0..=1): the highest risk a
+    /// These settings at risk appetite `risk` (clamped to 0..=1), along the curve `knob` shapes.
+    /// With the hand-set shape (the default): the highest risk a
     /// destination may take on grows geometrically from 2 % at 0 to 50 % at 1 (31 % at the
     /// shipped thresholds' 0.85); a host counts as overloaded as soon as its own risk exceeds that too (what no
     /// destination may take on, no host keeps: relieved while one move still does it, not once

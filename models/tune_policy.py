@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Tunes presage's policy settings in the simulator with sep-CMA-ES, and validates them on held-back data.
 
-What it tunes: the settings the risk knob does not set (the ensemble's weights, the assumed
-correlation between VMs, when a host counts as under-used, the economics of a move). The knob
-sets the thresholds, saturation relief, `underload_power_ratio` and the failed-empty limit at
-every point, so those are not searched.
+What it tunes (`--space`): `settings`, those the risk knob does not set (the ensemble's weights,
+the assumed correlation between VMs, when a host counts as under-used, the economics of a move;
+the knob sets the thresholds, saturation relief, `underload_power_ratio` and the failed-empty
+limit at every point); or `knob`, the shape of the knob's curve itself (`KNOB_SPACE`).
 
 Objective (lower is better): the candidate's curve against the shipped settings' curve on the
 training days. The candidate runs at several points of the knob (`--risks`); at each point, the

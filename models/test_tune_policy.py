@@ -132,6 +132,25 @@ class Settings(unittest.TestCase):
         text = tp.toml_text({"knob.exit_share": 0.5, "cooldown_s": 60.0, "weights.fit": 2.0})
         self.assertEqual(text, "cooldown_s = 60.0\n\n[knob]\nexit_share = 0.5\n\n[weights]\nfit = 2.0\n")
 
+    def test_the_knob_references_are_the_shapes_the_repository_ships(self):
+        # KNOB_SPACE's values are the shipped (learned) shape the packaged coordinator.toml spells
+        # out, and KNOB_HAND_SET the one knob-hand-set.toml puts back: a search judged against a
+        # shape that is not the one shipped would report gains nobody gets.
+        import tomllib
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        with open(os.path.join(here, "..", "packaging", "coordinator.toml"), "rb") as f:
+            packaged = tomllib.load(f)["policy"]["presage"]["knob"]
+        with open(os.path.join(here, "knob-hand-set.toml"), "rb") as f:
+            hand_set = tomllib.load(f)["knob"]
+        self.assertEqual(set(tp.KNOB_HAND_SET), {name for name, *_ in tp.KNOB_SPACE})
+        for name, v, lo, hi, _ in tp.KNOB_SPACE:
+            key = name.split(".", 1)[1]
+            self.assertAlmostEqual(packaged[key], v, places=12, msg=name)
+            self.assertAlmostEqual(hand_set[key], tp.KNOB_HAND_SET[name], places=12, msg=name)
+            self.assertTrue(lo <= v <= hi and lo <= tp.KNOB_HAND_SET[name] <= hi, name)
+        self.assertNotEqual({n: v for n, v, *_ in tp.KNOB_SPACE}, tp.KNOB_HAND_SET)
+
 
 if __name__ == "__main__":
     unittest.main()

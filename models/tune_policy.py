@@ -115,20 +115,26 @@ def from_unit(u, lo, hi, log):
 # The ensemble's weights and the rest stay as shipped, and so does the spread counted above a
 # VM's p90 (`burst_*`): it is there for bursty VMs (Bitbrains' on/off batch jobs) that the
 # PlanetLab training days lack, so a search on them alone would tune it away unseen.
+# The values are the shipped (learned, `KnobShape::learned`) shape, the reference a new search
+# is judged against; the hand-set one it replaced is `KNOB_HAND_SET`.
 KNOB_SPACE = [
-    ("knob.placement_at_0", 0.02, 0.005, 0.08, True),
+    ("knob.placement_at_0", 0.011834616520394197, 0.005, 0.08, True),
     # At up to 100 the search took the placement risk to 1 at risk 1 (any destination goes,
     # saturations relieved at once): 0.08 % unserved at 1.14 x the oracle, but 1.12 x a held-back
     # day's migration budget.
-    ("knob.placement_growth", 25.0, 5.0, 50.0, True),
-    ("knob.exit_share", 2.0 / 3.0, 0.4, 0.9, False),
-    ("knob.consolidation_margin", 0.5, 0.0, 0.8, False),
-    ("knob.safe_at_0", 0.85, 0.7, 1.0, False),
-    ("knob.relief_share_at_0", 0.2, 0.0, 0.5, False),
-    ("knob.relief_share_per_risk", 0.2, 0.0, 0.5, False),
-    ("knob.relief_share_exponent", 1.0, 1.0, 8.0, True),
-    ("knob.underload_power_ratio", 1.3, 1.05, 2.0, False),
+    ("knob.placement_growth", 50.0, 5.0, 50.0, True),
+    ("knob.exit_share", 0.8141411893388513, 0.4, 0.9, False),
+    ("knob.consolidation_margin", 0.6360084793006193, 0.0, 0.8, False),
+    ("knob.safe_at_0", 0.8552737406178597, 0.7, 1.0, False),
+    ("knob.relief_share_at_0", 0.0, 0.0, 0.5, False),
+    ("knob.relief_share_per_risk", 0.35, 0.0, 0.5, False),
+    ("knob.relief_share_exponent", 2.312863816702529, 1.0, 8.0, True),
+    ("knob.underload_power_ratio", 1.3101881446914156, 1.05, 2.0, False),
 ]
+# The hand-set shape (`KnobShape::hand_set`), the reference with `--against hand-set`.
+KNOB_HAND_SET = {"knob.placement_at_0": 0.02, "knob.placement_growth": 25.0, "knob.exit_share": 2.0 / 3.0,
+                 "knob.consolidation_margin": 0.5, "knob.safe_at_0": 0.85, "knob.relief_share_at_0": 0.2,
+                 "knob.relief_share_per_risk": 0.2, "knob.relief_share_exponent": 1.0, "knob.underload_power_ratio": 1.3}
 SPACES = {"settings": SPACE, "knob": KNOB_SPACE}
 
 
@@ -319,7 +325,11 @@ def main():
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--bitbrains", choices=["week", "month"], help="also validate on Bitbrains: its held-back last week "
                    "(about 1 min a point) or the whole month (about 4 min a point)")
-    p.add_argument("--validate", help="skip the search: validate the settings in this file (as written to learned.toml)")
+    p.add_argument("--validate", help="skip the search: validate the settings in this file (as written to learned.toml), "
+                   "or `shipped` for the shipped ones")
+    p.add_argument("--against", choices=["shipped", "hand-set"], default="shipped",
+                   help="the reference curve: the shipped settings, or (with --space knob) the hand-set knob shape "
+                   "the learned one replaced (to measure what learning it bought)")
     p.add_argument("--start", help="start the search at the settings in this file (the reference stays the shipped settings)")
     p.add_argument("--budget-share", type=float, default=0.9,
                    help="the share of each training day's migration budget a candidate may use without penalty "
@@ -349,14 +359,22 @@ def main():
     started = time.time()
     space = SPACES[args.space]
     x0 = [to_unit(v, lo, hi, log_) for _, v, lo, hi, log_ in space]
-    summary = {}
-    if args.validate:
+    shipped_settings = settings(x0, space)
+    if args.against == "hand-set":
+        if args.space != "knob":
+            sys.exit("--against hand-set compares knob shapes: give --space knob")
+        x0 = [to_unit(KNOB_HAND_SET[name], lo, hi, log_) for name, _, lo, hi, log_ in space]
+    ref_name = "shipped" if args.against == "shipped" else "hand-set"
+    summary = {"against": args.against}
+    if args.validate == "shipped":
+        learned = shipped_settings
+    elif args.validate:
         with open(args.validate) as f:
             learned = read_toml_settings(f.read())
     else:
         # The reference: the shipped settings' curve on the training days.
         shipped_train = frontier(simulate(args, train, REFERENCE_RISKS, toml_text(settings(x0, space)), extra))
-        log(f"shipped curve on the training days: {shipped_train} ({time.time() - started:.0f} s)")
+        log(f"{ref_name} curve on the training days: {shipped_train} ({time.time() - started:.0f} s)")
         seen = {}
 
         def objective(x, label):
@@ -407,11 +425,11 @@ def main():
                          "ping_pongs": sum(q["ping_pongs"] for q in runs),
                          "shipped_unserved_at_that_energy": at, "ratio": (u / at) if at else None,
                          "shipped_migrations_at_that_energy": at_m, "migration_ratio": moves})
-            log(f"{name} risk {r}: learned {e:.3f} x oracle, {u:.4f} % unserved, {m:.0f} migrations; shipped curve at that energy: "
+            log(f"{name} risk {r}: learned {e:.3f} x oracle, {u:.4f} % unserved, {m:.0f} migrations; {ref_name} curve at that energy: "
                 + (f"{at:.4f} % (ratio {u / at:.2f})" if at else "outside its range")
                 + (f", {at_m:.0f} migrations (ratio {moves:.2f})" if at_m else ""))
         hot, cool = span_shortfall(tuned, shipped)
-        log(f"{name}: the learned curve's ends against the shipped one's: hot end energy +{hot:.3f}, cool end unserved log +{cool:.3f}")
+        log(f"{name}: the learned curve's ends against the {ref_name} one's: hot end energy +{hot:.3f}, cool end unserved log +{cool:.3f}")
         gm = geometric_mean([row["ratio"] for row in rows])
         gm_moves = geometric_mean([row["migration_ratio"] for row in rows])
         combined = gm * gm_moves ** MIGRATION_WEIGHT if gm is not None and gm_moves is not None else None
@@ -425,7 +443,7 @@ def main():
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     log(f"learned settings {'pay' if pays else 'do not pay'} on the validation data (unserved demand x migrations^{MIGRATION_WEIGHT} against the "
-        + "shipped curve at the same energy, geometric means: " + ", ".join(f"{k} {v['combined']}" for k, v in validation.items())
+        + f"{ref_name} curve at the same energy, geometric means: " + ", ".join(f"{k} {v['combined']}" for k, v in validation.items())
         + f"); {args.out}/summary.json")
 
 

@@ -37,6 +37,7 @@ means of the ratios over the points), with no more demand unserved (its geometri
 
     python3 models/tune_policy.py --data ../shared/data --out /tmp/tuning --bitbrains week   # about 25 min on 2 cores
     python3 models/tune_policy.py --data ../shared/data --out /tmp/tuning --validate /tmp/tuning/learned.toml --bitbrains month
+    python3 models/tune_policy.py --data ../shared/data --out /tmp/v --space knob --validate shipped --against hand-set --bitbrains week
 """
 
 import argparse
@@ -364,7 +365,6 @@ def main():
         if args.space != "knob":
             sys.exit("--against hand-set compares knob shapes: give --space knob")
         x0 = [to_unit(KNOB_HAND_SET[name], lo, hi, log_) for name, _, lo, hi, log_ in space]
-    ref_name = "shipped" if args.against == "shipped" else "hand-set"
     summary = {"against": args.against}
     if args.validate == "shipped":
         learned = shipped_settings
@@ -374,7 +374,7 @@ def main():
     else:
         # The reference: the shipped settings' curve on the training days.
         shipped_train = frontier(simulate(args, train, REFERENCE_RISKS, toml_text(settings(x0, space)), extra))
-        log(f"{ref_name} curve on the training days: {shipped_train} ({time.time() - started:.0f} s)")
+        log(f"{args.against} curve on the training days: {shipped_train} ({time.time() - started:.0f} s)")
         seen = {}
 
         def objective(x, label):
@@ -425,11 +425,11 @@ def main():
                          "ping_pongs": sum(q["ping_pongs"] for q in runs),
                          "shipped_unserved_at_that_energy": at, "ratio": (u / at) if at else None,
                          "shipped_migrations_at_that_energy": at_m, "migration_ratio": moves})
-            log(f"{name} risk {r}: learned {e:.3f} x oracle, {u:.4f} % unserved, {m:.0f} migrations; {ref_name} curve at that energy: "
+            log(f"{name} risk {r}: learned {e:.3f} x oracle, {u:.4f} % unserved, {m:.0f} migrations; {args.against} curve at that energy: "
                 + (f"{at:.4f} % (ratio {u / at:.2f})" if at else "outside its range")
                 + (f", {at_m:.0f} migrations (ratio {moves:.2f})" if at_m else ""))
         hot, cool = span_shortfall(tuned, shipped)
-        log(f"{name}: the learned curve's ends against the {ref_name} one's: hot end energy +{hot:.3f}, cool end unserved log +{cool:.3f}")
+        log(f"{name}: the learned curve's ends against the {args.against} one's: hot end energy +{hot:.3f}, cool end unserved log +{cool:.3f}")
         gm = geometric_mean([row["ratio"] for row in rows])
         gm_moves = geometric_mean([row["migration_ratio"] for row in rows])
         combined = gm * gm_moves ** MIGRATION_WEIGHT if gm is not None and gm_moves is not None else None
@@ -443,7 +443,7 @@ def main():
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     log(f"learned settings {'pay' if pays else 'do not pay'} on the validation data (unserved demand x migrations^{MIGRATION_WEIGHT} against the "
-        + f"{ref_name} curve at the same energy, geometric means: " + ", ".join(f"{k} {v['combined']}" for k, v in validation.items())
+        + f"{args.against} curve at the same energy, geometric means: " + ", ".join(f"{k} {v['combined']}" for k, v in validation.items())
         + f"); {args.out}/summary.json")
 
 

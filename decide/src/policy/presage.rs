@@ -245,9 +245,9 @@ impl KnobShape {
     /// saturation at once at every appetite (relief share 0 at 0, growing only near the hot
     /// end, as r^2.31, to 35 % at 1), over a wider placement range (1.2 % at 0 to 59 % at 1),
     /// with a narrower hysteresis and a wider consolidation margin. On data the search never
-    /// saw it leaves about half the hand-set curve's unserved demand at equal energy on
-    /// PlanetLab and less on Bitbrains, with no more migrations. The learned relief growth
-    /// (0.31) is rounded up to 0.35 to keep every public PlanetLab day within its migration
+    /// saw, at equal energy, it leaves 0.64 x the hand-set curve's unserved demand on PlanetLab
+    /// and 0.84 x on Bitbrains' last week, with 0.9-1 x its migrations. The learned relief
+    /// growth (0.314) is raised to 0.35 to keep every public PlanetLab day within its migration
     /// budget at risk 1; the burst spread and the failed-empty limit are the hand-set ones
     /// (not searched).
     pub fn learned() -> KnobShape {
@@ -329,7 +329,7 @@ struct KnobPoint {
 impl KnobPoint {
     /// `r` within 0..=1.
     fn at(r: f64, k: &KnobShape) -> KnobPoint {
-        let placement = (k.placement_at_0 * k.placement_growth.powf(r)).min(1.0);
+        let placement = KnobPoint::placement(r, k);
         KnobPoint {
             placement,
             consolidation: KnobPoint::consolidation(r, k),
@@ -341,16 +341,18 @@ impl KnobPoint {
         }
     }
 
+    /// The highest risk a destination may take on at `r`.
+    fn placement(r: f64, k: &KnobShape) -> f64 {
+        (k.placement_at_0 * k.placement_growth.powf(r)).min(1.0)
+    }
+
     /// How full consolidation may pack a destination at `r`: the placement risk less the
     /// consolidation margin, and never less than at a lower appetite. The margin widens faster
     /// than the placement risk grows where it is wide and the growth slow (the learned shape:
     /// 0.636 by 0.3 against ×50 from 0 to 1), so the plain product would dip before
     /// `consolidation_margin_full_at`; it is held at its highest there instead.
     fn consolidation(r: f64, k: &KnobShape) -> f64 {
-        let packed = |r: f64| {
-            (k.placement_at_0 * k.placement_growth.powf(r)).min(1.0)
-                * (1.0 - k.consolidation_margin * (r / k.consolidation_margin_full_at).min(1.0))
-        };
+        let packed = |r: f64| KnobPoint::placement(r, k) * (1.0 - k.consolidation_margin * (r / k.consolidation_margin_full_at).min(1.0));
         // Below `full_at` the product g^r (1 - a r) rises until r = 1/a - 1/ln g and falls after
         // it; above `full_at` it rises again. So its highest at or below r is at r or at that peak.
         let (a, ln_g) = (k.consolidation_margin / k.consolidation_margin_full_at, k.placement_growth.ln());

@@ -117,7 +117,7 @@ def from_unit(u, lo, hi, log):
 # VM's p90 (`burst_*`): it is there for bursty VMs (Bitbrains' on/off batch jobs) that the
 # PlanetLab training days lack, so a search on them alone would tune it away unseen.
 # The values are the shipped (learned, `KnobShape::learned`) shape, the reference a new search
-# is judged against; the hand-set one it replaced is `KNOB_HAND_SET`.
+# is judged against; the hand-set one it replaced is in `KNOB_HAND_SET_FILE`.
 KNOB_SPACE = [
     ("knob.placement_at_0", 0.011834616520394197, 0.005, 0.08, True),
     # At up to 100 the search took the placement risk to 1 at risk 1 (any destination goes,
@@ -132,10 +132,9 @@ KNOB_SPACE = [
     ("knob.relief_share_exponent", 2.312863816702529, 1.0, 8.0, True),
     ("knob.underload_power_ratio", 1.3101881446914156, 1.05, 2.0, False),
 ]
-# The hand-set shape (`KnobShape::hand_set`), the reference with `--against hand-set`.
-KNOB_HAND_SET = {"knob.placement_at_0": 0.02, "knob.placement_growth": 25.0, "knob.exit_share": 2.0 / 3.0,
-                 "knob.consolidation_margin": 0.5, "knob.safe_at_0": 0.85, "knob.relief_share_at_0": 0.2,
-                 "knob.relief_share_per_risk": 0.2, "knob.relief_share_exponent": 1.0, "knob.underload_power_ratio": 1.3}
+# The hand-set shape (`KnobShape::hand_set`), the reference with `--against hand-set`: the file
+# an operator puts it back with.
+KNOB_HAND_SET_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "knob-hand-set.toml")
 SPACES = {"settings": SPACE, "knob": KNOB_SPACE}
 
 
@@ -364,7 +363,8 @@ def main():
     if args.against == "hand-set":
         if args.space != "knob":
             sys.exit("--against hand-set compares knob shapes: give --space knob")
-        x0 = [to_unit(KNOB_HAND_SET[name], lo, hi, log_) for name, _, lo, hi, log_ in space]
+        hand_set = knob_hand_set()
+        x0 = [to_unit(hand_set[name], lo, hi, log_) for name, _, lo, hi, log_ in space]
     summary = {"against": args.against}
     if args.validate == "shipped":
         learned = shipped_settings
@@ -498,6 +498,12 @@ def read_toml_settings(text):
         k, v = (t.strip() for t in line.split("=", 1))
         out[prefix + k] = float(v)
     return out
+
+
+def knob_hand_set():
+    """The hand-set knob shape, as `--space knob` names its settings (`knob.placement_at_0`, ...)."""
+    with open(KNOB_HAND_SET_FILE) as f:
+        return read_toml_settings(f.read())
 
 
 if __name__ == "__main__":
